@@ -1,0 +1,307 @@
+//! The server's configuration, in two stages.
+//!
+//! [`RawConfig`] is what a TOML file, environment variables and flags say; every field is
+//! optional, unknown keys are refused, and its doc comments are the reference for the file
+//! (`docs/config.md` shows an example). Later sources override earlier ones field by field
+//! (file, then env, then flags). [`RawConfig::validate`] turns it into a [`Config`] whose values
+//! are parsed, bounded and consistent, or says which field is wrong.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use profwatch_model::Limits;
+use serde::Deserialize;
+
+/// Configuration as written by the operator.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Address to serve HTTP on. Default `127.0.0.1:4040`.
+    pub listen: Option<String>,
+    /// Directory of the embedded store. Default `./profwatch-data`. Ignored with ClickHouse.
+    pub data_dir: Option<PathBuf>,
+    /// How long data is kept, e.g. `30d`, `12h`. Default `30d`.
+    pub retention: Option<String>,
+    /// ClickHouse connection; when `url` is set, ClickHouse is the store instead of the
+    /// embedded one.
+    #[serde(default)]
+    pub clickhouse: RawClickHouse,
+    /// Bearer tokens and the tenant each one writes and reads as: `token = "tenant"`. With no
+    /// tokens, the server accepts unauthenticated requests (tenant `default`) only while it
+    /// listens on a loopback address.
+    #[serde(default)]
+    pub tokens: BTreeMap<String, String>,
+    /// Input limits.
+    #[serde(default)]
+    pub limits: RawLimits,
+    /// How long graceful shutdown may take before the server exits anyway. Default `30s`.
+    pub shutdown_timeout: Option<String>,
+}
+
+/// `[clickhouse]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClickHouse {
+    /// HTTP URL, e.g. `http://127.0.0.1:8123`.
+    pub url: Option<String>,
+    /// Database; created if missing. Default `profwatch`.
+    pub database: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Largest request body as sent (compressed), bytes. Default 32 MiB.
+    pub max_body_bytes: Option<usize>,
+    /// Largest body after decompression, bytes. Default 256 MiB.
+    pub max_decompressed_bytes: Option<usize>,
+    /// Most events in one request. Default 200000.
+    pub max_events_per_batch: Option<usize>,
+    /// How far in the future an event's `ts` may be. Default `10m`.
+    pub max_future_skew: Option<String>,
+    /// How old an event's `ts` may be. Default: the retention.
+    pub max_event_age: Option<String>,
+}
+
+impl RawConfig {
+    /// Reads a TOML file.
+    pub fn from_toml(text: &str) -> Result<RawConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Toml(e.to_string()))
+    }
+
+    /// Fields set in `over` replace those in `self`; tokens are added.
+    pub fn merge(mut self, over: RawConfig) -> RawConfig {
+        fn pick<T>(a: &mut Option<T>, b: Option<T>) {
+            if b.is_some() {
+                *a = b;
+            }
+        }
+        pick(&mut self.listen, over.listen);
+        pick(&mut self.data_dir, over.data_dir);
+        pick(&mut self.retention, over.retention);
+        pick(&mut self.clickhouse.url, over.clickhouse.url);
+        pick(&mut self.clickhouse.database, over.clickhouse.database);
+        pick(&mut self.clickhouse.user, over.clickhouse.user);
+        pick(&mut self.clickhouse.password, over.clickhouse.password);
+        self.tokens.extend(over.tokens);
+        pick(&mut self.limits.max_body_bytes, over.limits.max_body_bytes);
+        pick(
+            &mut self.limits.max_decompressed_bytes,
+            over.limits.max_decompressed_bytes,
+        );
+        pick(
+            &mut self.limits.max_events_per_batch,
+            over.limits.max_events_per_batch,
+        );
+        pick(
+            &mut self.limits.max_future_skew,
+            over.limits.max_future_skew,
+        );
+        pick(&mut self.limits.max_event_age, over.limits.max_event_age);
+        pick(&mut self.shutdown_timeout, over.shutdown_timeout);
+        self
+    }
+
+    /// Parses and checks every field.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let listen_text = self.listen.unwrap_or_else(|| "127.0.0.1:4040".to_owned());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            ConfigError::field(
+                "listen",
+                &listen_text,
+                "expected IP:PORT, e.g. 127.0.0.1:4040",
+            )
+        })?;
+        let retention = duration("retention", self.retention.as_deref().unwrap_or("30d"))?;
+        if retention < Duration::from_secs(3600) {
+            return Err(ConfigError::field(
+                "retention",
+                &format!("{retention:?}"),
+                "must be at least 1h",
+            ));
+        }
+        for (token, tenant) in &self.tokens {
+            if token.len() < 8 {
+                return Err(ConfigError::field(
+                    "tokens",
+                    "…",
+                    "every token must be at least 8 characters",
+                ));
+            }
+            if tenant.is_empty()
+                || tenant.len() > 64
+                || !tenant
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(ConfigError::field(
+                    "tokens",
+                    tenant,
+                    "tenants are 1-64 characters of [A-Za-z0-9_-]",
+                ));
+            }
+        }
+        if self.tokens.is_empty() && !listen.ip().is_loopback() {
+            return Err(ConfigError::field(
+                "listen",
+                &listen_text,
+                "without tokens the server only listens on loopback; configure [tokens] (or --token TOKEN=TENANT) to listen elsewhere",
+            ));
+        }
+        let store = match self.clickhouse.url {
+            Some(url) => StoreConfig::ClickHouse {
+                url,
+                database: self
+                    .clickhouse
+                    .database
+                    .unwrap_or_else(|| "profwatch".to_owned()),
+                user: self.clickhouse.user,
+                password: self.clickhouse.password,
+            },
+            None => StoreConfig::Embedded {
+                dir: self
+                    .data_dir
+                    .unwrap_or_else(|| PathBuf::from("./profwatch-data")),
+            },
+        };
+        let mut limits = Limits::default();
+        limits.max_age_ns = match &self.limits.max_event_age {
+            Some(s) => duration("limits.max_event_age", s)?,
+            None => retention,
+        }
+        .as_nanos()
+        .min(i64::MAX as u128) as i64;
+        limits.max_future_skew_ns = duration(
+            "limits.max_future_skew",
+            self.limits.max_future_skew.as_deref().unwrap_or("10m"),
+        )?
+        .as_nanos()
+        .min(i64::MAX as u128) as i64;
+        let max_body_bytes = self.limits.max_body_bytes.unwrap_or(32 << 20);
+        let max_decompressed_bytes = self.limits.max_decompressed_bytes.unwrap_or(256 << 20);
+        if max_decompressed_bytes < max_body_bytes {
+            return Err(ConfigError::field(
+                "limits.max_decompressed_bytes",
+                &max_decompressed_bytes.to_string(),
+                "must be at least limits.max_body_bytes",
+            ));
+        }
+        Ok(Config {
+            listen,
+            store,
+            retention,
+            tokens: self.tokens,
+            limits,
+            max_body_bytes,
+            max_decompressed_bytes,
+            max_events_per_batch: self.limits.max_events_per_batch.unwrap_or(200_000),
+            shutdown_timeout: duration(
+                "shutdown_timeout",
+                self.shutdown_timeout.as_deref().unwrap_or("30s"),
+            )?,
+        })
+    }
+}
+
+fn duration(field: &'static str, s: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(s)
+        .map_err(|e| ConfigError::field(field, s, &format!("{e}; write e.g. 30d, 12h, 90s")))
+}
+
+/// Which store to run.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    Embedded {
+        dir: PathBuf,
+    },
+    ClickHouse {
+        url: String,
+        database: String,
+        user: Option<String>,
+        password: Option<String>,
+    },
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub store: StoreConfig,
+    pub retention: Duration,
+    /// token → tenant.
+    pub tokens: BTreeMap<String, String>,
+    pub limits: Limits,
+    pub max_body_bytes: usize,
+    pub max_decompressed_bytes: usize,
+    pub max_events_per_batch: usize,
+    pub shutdown_timeout: Duration,
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("config file: {0}")]
+    Toml(String),
+    #[error("`{field}` = {value:?}: {problem}")]
+    Field {
+        field: &'static str,
+        value: String,
+        problem: String,
+    },
+}
+
+impl ConfigError {
+    fn field(field: &'static str, value: &str, problem: &str) -> Self {
+        ConfigError::Field {
+            field,
+            value: value.to_owned(),
+            problem: problem.to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_overrides() {
+        let file = RawConfig::from_toml(
+            "listen = \"0.0.0.0:9000\"\nretention = \"7d\"\n[tokens]\n\"secret-token-1\" = \"team-a\"\n[clickhouse]\nurl = \"http://ch:8123\"\n",
+        )
+        .expect("valid toml");
+        let flags = RawConfig {
+            retention: Some("2d".into()),
+            ..Default::default()
+        };
+        let cfg = file.merge(flags).validate().expect("valid");
+        assert_eq!(cfg.listen.port(), 9000);
+        assert_eq!(cfg.retention, Duration::from_secs(2 * 86_400));
+        assert!(
+            matches!(cfg.store, StoreConfig::ClickHouse { ref database, .. } if database == "profwatch")
+        );
+        assert_eq!(cfg.tokens["secret-token-1"], "team-a");
+    }
+
+    #[test]
+    fn refuses_unknown_keys_and_open_listening_without_tokens() {
+        assert!(RawConfig::from_toml("lisen = \"x\"").is_err());
+        let open = RawConfig {
+            listen: Some("0.0.0.0:4040".into()),
+            ..Default::default()
+        };
+        let err = open.validate().expect_err("must refuse");
+        assert!(err.to_string().contains("loopback"), "{err}");
+        let bad = RawConfig {
+            retention: Some("forever".into()),
+            ..Default::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+}

@@ -1,0 +1,136 @@
+//! `POST /api/v1/events`: NDJSON or protobuf, optionally gzip or zstd, validated whole before
+//! anything is stored, acknowledged only once durable.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::Json;
+use profwatch_model::timefmt::now_ns;
+use profwatch_model::{ndjson, wire, RequestEvent};
+use serde::Serialize;
+
+use super::error::ApiError;
+use super::{auth, body, AppState};
+use crate::metrics::RejectReason;
+
+/// The answer to an accepted batch.
+#[derive(Debug, Serialize)]
+pub struct IngestResponse {
+    /// Events stored.
+    pub stored: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Format {
+    NdJson,
+    Protobuf,
+}
+
+fn format_of(headers: &HeaderMap) -> Result<Format, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match mime.as_str() {
+        "application/x-ndjson" | "application/ndjson" | "application/jsonl" => Ok(Format::NdJson),
+        "application/x-protobuf" | "application/protobuf" => Ok(Format::Protobuf),
+        _ => Err(ApiError::UnsupportedMediaType(format!(
+            "Content-Type {ct:?} is not supported; send application/x-ndjson or application/x-protobuf"
+        ))),
+    }
+}
+
+/// Decodes and validates a body; the first problem refuses the whole batch.
+fn decode(
+    state: &AppState,
+    format: Format,
+    bytes: &[u8],
+) -> Result<Vec<RequestEvent>, (RejectReason, ApiError)> {
+    let events = match format {
+        Format::NdJson => ndjson::parse_body(bytes)
+            .map_err(|e| (RejectReason::Decode, ApiError::BadRequest(e.to_string())))?,
+        Format::Protobuf => wire::decode_batch(bytes)
+            .map_err(|e| (RejectReason::Decode, ApiError::BadRequest(e.to_string())))?,
+    };
+    let max = state.cfg.max_events_per_batch;
+    if events.len() > max {
+        return Err((
+            RejectReason::BodyTooLarge,
+            ApiError::PayloadTooLarge(format!(
+                "{} events in one request; the limit is {max}",
+                events.len()
+            )),
+        ));
+    }
+    let now = now_ns();
+    for (i, e) in events.iter().enumerate() {
+        if let Err(err) = e.validate(&state.cfg.limits, now) {
+            let at = match format {
+                Format::NdJson => format!("event {} (line numbers skip blank lines)", i + 1),
+                Format::Protobuf => format!("event {i}"),
+            };
+            return Err((
+                RejectReason::Invalid,
+                ApiError::BadRequest(format!("{at}: {err}; nothing was stored")),
+            ));
+        }
+    }
+    Ok(events)
+}
+
+pub async fn post_events(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    req_body: Body,
+) -> Result<Json<IngestResponse>, ApiError> {
+    let reject = |reason: RejectReason, err: ApiError| {
+        state.metrics.rejected(reason, 0);
+        err
+    };
+    let tenant = auth::tenant(&state.cfg, &headers).map_err(|e| reject(RejectReason::Auth, e))?;
+    let format = format_of(&headers).map_err(|e| reject(RejectReason::ContentType, e))?;
+    let raw = body::read_limited(&headers, req_body, state.cfg.max_body_bytes)
+        .await
+        .map_err(|e| reject(RejectReason::BodyTooLarge, e))?;
+    let st = state.clone();
+    let decoded = tokio::task::spawn_blocking(move || {
+        let bytes =
+            body::decode_content(&headers, raw, st.cfg.max_decompressed_bytes).map_err(|e| {
+                let reason = match e {
+                    ApiError::PayloadTooLarge(_) => RejectReason::BodyTooLarge,
+                    _ => RejectReason::Decompress,
+                };
+                (reason, e)
+            })?;
+        decode(&st, format, &bytes)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("decode task: {e}")))?;
+    let events = decoded.map_err(|(reason, e)| reject(reason, e))?;
+    let n = events.len();
+    let started = Instant::now();
+    match state.store.write(&tenant, events).await {
+        Ok(()) => {
+            state.metrics.accepted(n, started.elapsed().as_secs_f64());
+            Ok(Json(IngestResponse { stored: n }))
+        }
+        Err(e) => {
+            let err = ApiError::from(e);
+            let reason = match err {
+                ApiError::Overloaded { .. } | ApiError::Unavailable(_) => RejectReason::Overloaded,
+                _ => RejectReason::StoreError,
+            };
+            state.metrics.rejected(reason, n);
+            Err(err)
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! The profwatch collector: ingest and query over HTTP, in front of a [`store::Store`].
+//!
+//! - [`config`]: the server's configuration, raw (TOML/env/flags) and validated.
+//! - [`http`]: the axum router, auth, body decoding, ingest and query handlers, one error type.
+//! - [`store`]: the `Store` trait, the embedded backend and the ClickHouse backend.
+//! - [`metrics`]: the Prometheus registry served at `/metrics`.
+//! - [`server`]: wiring it together, serving, and graceful shutdown.
+
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod server;
+pub mod store;

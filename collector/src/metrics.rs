@@ -1,0 +1,143 @@
+//! The collector's Prometheus metrics, served at `/metrics`. One [`Metrics`] per server (no
+//! global registry), so tests can run servers side by side.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Why events or a batch were refused; the `reason` label of `profwatch_events_rejected_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    Auth,
+    BodyTooLarge,
+    Decompress,
+    ContentType,
+    Decode,
+    Invalid,
+    Overloaded,
+    StoreError,
+}
+
+impl RejectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::Auth => "auth",
+            RejectReason::BodyTooLarge => "body_too_large",
+            RejectReason::Decompress => "decompress",
+            RejectReason::ContentType => "content_type",
+            RejectReason::Decode => "decode",
+            RejectReason::Invalid => "invalid",
+            RejectReason::Overloaded => "overloaded",
+            RejectReason::StoreError => "store_error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+/// The metrics and the registry that renders them.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    events_accepted: Counter,
+    batches_accepted: Counter,
+    rejected_batches: Family<ReasonLabel, Counter>,
+    rejected_events: Family<ReasonLabel, Counter>,
+    write_latency: Histogram,
+    queue_depth: Gauge<i64, std::sync::atomic::AtomicI64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("profwatch");
+        let events_accepted = Counter::default();
+        registry.register(
+            "events_accepted",
+            "Events stored and acknowledged",
+            events_accepted.clone(),
+        );
+        let batches_accepted = Counter::default();
+        registry.register(
+            "batches_accepted",
+            "Batches stored and acknowledged",
+            batches_accepted.clone(),
+        );
+        let rejected_batches = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "batches_rejected",
+            "Ingest requests refused, by reason",
+            rejected_batches.clone(),
+        );
+        let rejected_events = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "events_rejected",
+            "Events refused, by reason (events of a body that could not be decoded are not counted)",
+            rejected_events.clone(),
+        );
+        let write_latency = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        registry.register(
+            "store_write_seconds",
+            "Time to make one batch durable in the store",
+            write_latency.clone(),
+        );
+        let queue_depth = Gauge::default();
+        registry.register(
+            "store_queue_depth",
+            "Batches accepted by the store but not yet durable",
+            queue_depth.clone(),
+        );
+        Metrics {
+            registry,
+            events_accepted,
+            batches_accepted,
+            rejected_batches,
+            rejected_events,
+            write_latency,
+            queue_depth,
+        }
+    }
+
+    pub fn accepted(&self, events: usize, seconds: f64) {
+        self.events_accepted.inc_by(events as u64);
+        self.batches_accepted.inc();
+        self.write_latency.observe(seconds);
+    }
+
+    pub fn rejected(&self, reason: RejectReason, events: usize) {
+        let label = ReasonLabel {
+            reason: reason.as_str().to_owned(),
+        };
+        self.rejected_batches.get_or_create(&label).inc();
+        if events > 0 {
+            self.rejected_events
+                .get_or_create(&label)
+                .inc_by(events as u64);
+        }
+    }
+
+    /// Renders the registry in the Prometheus text format, updating the queue gauge first.
+    pub fn render(&self, queue_depth: usize) -> String {
+        self.queue_depth.set(queue_depth as i64);
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    pub fn events_accepted(&self) -> u64 {
+        self.events_accepted.get()
+    }
+}

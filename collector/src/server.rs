@@ -1,0 +1,119 @@
+//! Running the collector: open the configured store, serve the API, and on shutdown stop
+//! accepting, finish in-flight requests, and flush the store.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::config::{Config, StoreConfig};
+use crate::http::{self, AppState};
+use crate::metrics::Metrics;
+use crate::store::clickhouse::{ClickHouseConfig, ClickHouseStore};
+use crate::store::embedded::{EmbeddedConfig, EmbeddedStore};
+use crate::store::{Store, StoreError};
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    #[error("opening the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("listening on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("serving HTTP: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Opens the store the configuration names.
+pub async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match &cfg.store {
+        StoreConfig::Embedded { dir } => {
+            let mut ec = EmbeddedConfig::new(dir.clone());
+            ec.retention = cfg.retention;
+            let dir = dir.clone();
+            let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(ec))
+                .await
+                .map_err(|e| {
+                    StoreError::Unavailable(format!("opening {}: {e}", dir.display()))
+                })??;
+            Arc::new(store)
+        }
+        StoreConfig::ClickHouse {
+            url,
+            database,
+            user,
+            password,
+        } => Arc::new(
+            ClickHouseStore::connect(ClickHouseConfig {
+                url: url.clone(),
+                database: database.clone(),
+                user: user.clone(),
+                password: password.clone(),
+                retention: cfg.retention,
+            })
+            .await?,
+        ),
+    })
+}
+
+/// Serves until `shutdown` resolves, then drains and flushes. `on_listening` gets the bound
+/// address (useful with port 0).
+pub async fn run(
+    cfg: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_listening: impl FnOnce(SocketAddr),
+) -> Result<(), ServerError> {
+    let store = open_store(&cfg).await?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(ServerError::Serve)?;
+    let shutdown_timeout = cfg.shutdown_timeout;
+    let state = Arc::new(AppState {
+        cfg: Arc::new(cfg),
+        store: store.clone(),
+        metrics: Arc::new(Metrics::new()),
+    });
+    tracing::info!(%addr, store = store.kind(), "profwatch server listening");
+    on_listening(addr);
+    let served = axum::serve(listener, http::router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    tracing::info!("shutting down: flushing the store");
+    match tokio::time::timeout(shutdown_timeout, store.shutdown()).await {
+        Ok(Ok(())) => tracing::info!("store flushed"),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "store shutdown failed; the WAL keeps what was acknowledged")
+        }
+        Err(_) => tracing::error!("store shutdown timed out; the WAL keeps what was acknowledged"),
+    }
+    served.map_err(ServerError::Serve)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

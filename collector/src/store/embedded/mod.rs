@@ -1,0 +1,751 @@
+//! The embedded store: a single-node, serverless backend on local disk.
+//!
+//! Layout under the data dir: `wal/wal-<gen>.log`, `segments/seg-<lo>-<hi>.parquet`, `tmp/`,
+//! and a `LOCK` file held for the life of the process.
+//!
+//! Invariants:
+//! - A batch is acknowledged only after its WAL record is fsynced (group commit: one fsync
+//!   covers every batch waiting at that moment).
+//! - A WAL generation is deleted only after a segment covering it has been renamed into place
+//!   and the directory fsynced; on open, every WAL generation no segment covers is replayed.
+//! - Segments are immutable. Compaction writes the merged file first, then retires its inputs;
+//!   it only touches generations older than every unflushed one, so a segment range never
+//!   covers a WAL generation whose rows it lacks.
+//! - Memory is bounded: at most `flush_rows` rows in the active memtable, at most
+//!   `max_frozen` memtables waiting for the flusher, `queue_batches` batches queued, and
+//!   compaction merges at most `compact_rows` rows at a time. Beyond that, writes get
+//!   [`StoreError::Overloaded`].
+
+mod memtable;
+mod query;
+mod segment;
+mod wal;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use profwatch_model::query::{
+    EndpointStats, EndpointsQuery, ServiceSummary, ServicesQuery, TimeRange, TimeseriesPoint,
+    TimeseriesQuery,
+};
+use profwatch_model::timefmt::now_ns;
+use profwatch_model::{RequestEvent, Tenant};
+use tokio::sync::oneshot;
+
+use self::memtable::{MemTable, Rows};
+use self::query::Source;
+use self::segment::SegmentMeta;
+use self::wal::Wal;
+use super::{Store, StoreError};
+
+/// Settings of the embedded store.
+#[derive(Debug, Clone)]
+pub struct EmbeddedConfig {
+    pub dir: PathBuf,
+    /// Rows older than this are dropped.
+    pub retention: Duration,
+    /// Rows in the active memtable before it is frozen and flushed to a segment.
+    pub flush_rows: usize,
+    /// The active memtable is also flushed when it is this old and not empty.
+    pub flush_interval: Duration,
+    /// Batches waiting for the writer before writes are refused with 503.
+    pub queue_batches: usize,
+    /// Frozen memtables waiting for the flusher before the writer stalls.
+    pub max_frozen: usize,
+    /// Upper bound on the rows of one compaction (and so on its memory).
+    pub compact_rows: usize,
+    /// Threads a query scans with.
+    pub query_threads: usize,
+}
+
+impl EmbeddedConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        EmbeddedConfig {
+            dir: dir.into(),
+            retention: Duration::from_secs(30 * 86_400),
+            flush_rows: 1 << 20,
+            flush_interval: Duration::from_secs(60),
+            queue_batches: 64,
+            max_frozen: 2,
+            compact_rows: 8 << 20,
+            query_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+}
+
+enum Command {
+    Write(WriteRequest),
+    /// Freeze the active memtable now (for [`EmbeddedStore::flush`]).
+    Rotate(oneshot::Sender<Result<(), StoreError>>),
+}
+
+struct WriteRequest {
+    tenant: Tenant,
+    record: Vec<u8>,
+    events: Vec<RequestEvent>,
+    reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
+#[derive(Debug)]
+struct State {
+    active: Arc<RwLock<MemTable>>,
+    frozen: Vec<Arc<MemTable>>,
+    segments: Vec<Arc<SegmentMeta>>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    cfg: EmbeddedConfig,
+    wal_dir: PathBuf,
+    seg_dir: PathBuf,
+    tmp_dir: PathBuf,
+    state: RwLock<State>,
+    /// Signalled when a frozen memtable is added (flusher) or removed (writer stall).
+    frozen_changed: Condvar,
+    frozen_lock: Mutex<()>,
+    closed: AtomicBool,
+    queued: AtomicUsize,
+}
+
+/// The embedded store. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct EmbeddedStore {
+    shared: Arc<Shared>,
+    tx: Mutex<Option<SyncSender<Command>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    _lock: File,
+}
+
+impl std::fmt::Debug for WriteRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteRequest")
+            .field("events", &self.events.len())
+            .finish()
+    }
+}
+
+fn mkdir(p: &Path) -> Result<(), StoreError> {
+    std::fs::create_dir_all(p).map_err(|e| StoreError::io("create directory", p, e))
+}
+
+fn list(dir: &Path) -> Result<Vec<String>, StoreError> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| StoreError::io("list", dir, e))? {
+        let entry = entry.map_err(|e| StoreError::io("list", dir, e))?;
+        if let Some(n) = entry.file_name().to_str() {
+            names.push(n.to_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store in `cfg.dir`, recovering from any crash, and starts its
+    /// writer and flusher threads.
+    pub fn open(cfg: EmbeddedConfig) -> Result<EmbeddedStore, StoreError> {
+        let dir = cfg.dir.clone();
+        mkdir(&dir)?;
+        let lock_path = dir.join("LOCK");
+        let lock = File::create(&lock_path).map_err(|e| StoreError::io("create", &lock_path, e))?;
+        lock.try_lock().map_err(|_| {
+            StoreError::Unavailable(format!(
+                "{} is in use by another profwatch process",
+                dir.display()
+            ))
+        })?;
+        let wal_dir = dir.join("wal");
+        let seg_dir = dir.join("segments");
+        let tmp_dir = dir.join("tmp");
+        for d in [&wal_dir, &seg_dir, &tmp_dir] {
+            mkdir(d)?;
+        }
+        for name in list(&tmp_dir)? {
+            let p = tmp_dir.join(name);
+            std::fs::remove_file(&p).map_err(|e| StoreError::io("remove", &p, e))?;
+        }
+
+        // Segments, dropping any whose range another covers (an interrupted compaction).
+        let mut ranges: Vec<(u64, u64, String)> = list(&seg_dir)?
+            .into_iter()
+            .filter_map(|n| segment::parse_file_name(&n).map(|(lo, hi)| (lo, hi, n)))
+            .collect();
+        ranges.sort();
+        let covered_by_other = |lo: u64, hi: u64| {
+            ranges
+                .iter()
+                .any(|(l, h, _)| *l <= lo && hi <= *h && (*l, *h) != (lo, hi))
+        };
+        let mut segments = Vec::new();
+        for (lo, hi, name) in &ranges {
+            let path = seg_dir.join(name);
+            if covered_by_other(*lo, *hi) {
+                tracing::info!(path = %path.display(), "removing a compaction input left behind");
+                std::fs::remove_file(&path).map_err(|e| StoreError::io("remove", &path, e))?;
+                continue;
+            }
+            segments.push(Arc::new(segment::open(&path, *lo, *hi)?));
+        }
+        let seg_covers = |g: u64| segments.iter().any(|s| s.lo <= g && g <= s.hi);
+
+        // WAL generations: replay those no segment covers, delete the rest.
+        let mut frozen = Vec::new();
+        let mut max_gen = segments.iter().map(|s| s.hi).max().unwrap_or(0);
+        let mut replayed = 0usize;
+        for name in list(&wal_dir)? {
+            let Some(gen) = wal::parse_file_name(&name) else {
+                continue;
+            };
+            max_gen = max_gen.max(gen);
+            let path = wal_dir.join(&name);
+            if seg_covers(gen) {
+                std::fs::remove_file(&path).map_err(|e| StoreError::io("remove", &path, e))?;
+                continue;
+            }
+            let mut mt = MemTable::new(gen);
+            for (tenant, events) in wal::replay(&path)? {
+                replayed += events.len();
+                mt.insert(&tenant, &events);
+            }
+            frozen.push(Arc::new(mt));
+        }
+        if replayed > 0 {
+            tracing::info!(
+                events = replayed,
+                generations = frozen.len(),
+                "recovered events from the WAL"
+            );
+        }
+        let gen = max_gen + 1;
+        let wal = Wal::create(&wal_dir, gen)?;
+
+        let shared = Arc::new(Shared {
+            cfg: cfg.clone(),
+            wal_dir,
+            seg_dir,
+            tmp_dir,
+            state: RwLock::new(State {
+                active: Arc::new(RwLock::new(MemTable::new(gen))),
+                frozen,
+                segments,
+            }),
+            frozen_changed: Condvar::new(),
+            frozen_lock: Mutex::new(()),
+            closed: AtomicBool::new(false),
+            queued: AtomicUsize::new(0),
+        });
+        let (tx, rx) = mpsc::sync_channel(cfg.queue_batches.max(1));
+        let mut threads = Vec::new();
+        let s = shared.clone();
+        threads.push(spawn("profwatch-wal", move || writer_loop(&s, rx, wal))?);
+        let s = shared.clone();
+        threads.push(spawn("profwatch-flush", move || flusher_loop(&s))?);
+        Ok(EmbeddedStore {
+            shared,
+            tx: Mutex::new(Some(tx)),
+            threads: Mutex::new(threads),
+            _lock: lock,
+        })
+    }
+
+    /// Bytes and rows on disk in segments (for benchmarks and `/metrics`).
+    pub fn disk_usage(&self) -> (u64, u64) {
+        let st = read(&self.shared.state);
+        let bytes = st.segments.iter().map(|s| s.bytes).sum();
+        let rows = st.segments.iter().map(|s| s.rows).sum();
+        (bytes, rows)
+    }
+
+    /// Freezes the active memtable and waits until every memtable is in a segment.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        {
+            let tx = lock(&self.tx);
+            let tx = tx.as_ref().ok_or(StoreError::Closed)?;
+            tx.try_send(Command::Rotate(reply))
+                .map_err(|_| StoreError::Overloaded {
+                    what: "embedded write queue full",
+                    retry_after: Duration::from_secs(1),
+                })?;
+        }
+        rx.await.map_err(|_| StoreError::Closed)??;
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || wait_flushed(&shared))
+            .await
+            .map_err(|e| StoreError::Query(format!("flush task failed: {e}")))
+    }
+}
+
+/// Blocks until the flusher has written every frozen memtable.
+fn wait_flushed(s: &Shared) {
+    let mut guard = lock(&s.frozen_lock);
+    while !read(&s.state).frozen.is_empty() {
+        s.frozen_changed.notify_all();
+        guard = s
+            .frozen_changed
+            .wait_timeout(guard, Duration::from_millis(50))
+            .map(|(g, _)| g)
+            .unwrap_or_else(|e| e.into_inner().0);
+    }
+}
+
+impl EmbeddedStore {
+    /// Runs one compaction and retention pass now (normally the flusher does it).
+    pub fn maintain(&self) -> Result<(), StoreError> {
+        maintain(&self.shared)
+    }
+
+    fn sources(&self) -> Vec<Source> {
+        let st = read(&self.shared.state);
+        let mut out: Vec<Source> = st
+            .segments
+            .iter()
+            .map(|s| Source::Segment(s.clone()))
+            .collect();
+        for mt in &st.frozen {
+            out.push(Source::Memory {
+                keys: mt.dict.keys.clone(),
+                rows: Arc::new(mt.rows.clone()),
+            });
+        }
+        let active = read(&st.active);
+        out.push(Source::Memory {
+            keys: active.dict.keys.clone(),
+            rows: Arc::new(active.rows.clone()),
+        });
+        out
+    }
+
+    fn clamp(&self, r: TimeRange) -> TimeRange {
+        let cutoff = now_ns().saturating_sub(self.shared.cfg.retention.as_nanos() as i64);
+        TimeRange {
+            from: r.from.max(cutoff),
+            to: r.to,
+        }
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(Vec<Source>, usize) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let sources = self.sources();
+        let threads = self.shared.cfg.query_threads;
+        tokio::task::spawn_blocking(move || f(sources, threads))
+            .await
+            .map_err(|e| StoreError::Query(format!("query task failed: {e}")))?
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, StoreError> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(f)
+        .map_err(|e| StoreError::io("spawn thread", Path::new(name), e))
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Appends queued batches to the WAL with one fsync per group, then makes them visible.
+fn writer_loop(s: &Shared, rx: Receiver<Command>, mut wal: Wal) {
+    let mut opened = Instant::now();
+    let mut pending = None;
+    loop {
+        let first = match pending.take() {
+            Some(c) => c,
+            None => match rx.recv() {
+                Ok(c) => c,
+                Err(_) => return,
+            },
+        };
+        let first = match first {
+            Command::Write(w) => w,
+            Command::Rotate(reply) => {
+                let empty = read(&read(&s.state).active).rows.is_empty();
+                let r = if empty { Ok(()) } else { rotate(s, &mut wal) };
+                opened = Instant::now();
+                let _ = reply.send(r);
+                continue;
+            }
+        };
+        let mut group = vec![first];
+        while group.len() < 64 {
+            match rx.try_recv() {
+                Ok(Command::Write(r)) => group.push(r),
+                Ok(other) => {
+                    pending = Some(other);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let records: Vec<&[u8]> = group.iter().map(|r| r.record.as_slice()).collect();
+        let result = wal.append(&records);
+        s.queued.fetch_sub(group.len(), Ordering::SeqCst);
+        match result {
+            Ok(()) => {
+                let active = read(&s.state).active.clone();
+                let mut mt = write(&active);
+                for r in &group {
+                    mt.insert(&r.tenant, &r.events);
+                }
+                let rows = mt.rows.len();
+                drop(mt);
+                for r in group {
+                    let _ = r.reply.send(Ok(()));
+                }
+                if rows >= s.cfg.flush_rows
+                    || (rows > 0 && opened.elapsed() >= s.cfg.flush_interval)
+                {
+                    match rotate(s, &mut wal) {
+                        Ok(()) => opened = Instant::now(),
+                        Err(e) => tracing::error!(error = %e, "could not rotate the WAL"),
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "WAL append failed; batches refused");
+                let msg = e.to_string();
+                for r in group {
+                    let _ = r.reply.send(Err(StoreError::Unavailable(msg.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// Starts a new WAL generation and hands the full memtable to the flusher, waiting while the
+/// flusher is `max_frozen` memtables behind.
+fn rotate(s: &Shared, wal: &mut Wal) -> Result<(), StoreError> {
+    {
+        let mut guard = lock(&s.frozen_lock);
+        while read(&s.state).frozen.len() >= s.cfg.max_frozen && !s.closed.load(Ordering::SeqCst) {
+            guard = s
+                .frozen_changed
+                .wait_timeout(guard, Duration::from_millis(100))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+    }
+    let next = Wal::create(&s.wal_dir, wal.gen + 1)?;
+    *wal = next;
+    let mut st = write(&s.state);
+    let fresh = Arc::new(RwLock::new(MemTable::new(wal.gen)));
+    let old = std::mem::replace(&mut st.active, fresh);
+    let old = Arc::try_unwrap(old)
+        .map(|l| l.into_inner().unwrap_or_else(|e| e.into_inner()))
+        .unwrap_or_else(|shared| {
+            let g = read(&shared);
+            MemTable {
+                gen: g.gen,
+                dict: g.dict.clone(),
+                rows: g.rows.clone(),
+            }
+        });
+    st.frozen.push(Arc::new(old));
+    drop(st);
+    s.frozen_changed.notify_all();
+    Ok(())
+}
+
+fn flusher_loop(s: &Shared) {
+    let mut last_maintenance = Instant::now();
+    loop {
+        let next = read(&s.state).frozen.first().cloned();
+        if let Some(mt) = next {
+            match flush_memtable(s, &mt) {
+                Ok(()) => s.frozen_changed.notify_all(),
+                Err(e) if s.closed.load(Ordering::SeqCst) => {
+                    tracing::error!(error = %e, gen = mt.gen, "flush failed at shutdown; the WAL keeps the rows");
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, gen = mt.gen, "flush failed; will retry");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+            continue;
+        }
+        if s.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        if last_maintenance.elapsed() >= Duration::from_secs(10) {
+            if let Err(e) = maintain(s) {
+                tracing::error!(error = %e, "compaction or retention failed");
+            }
+            last_maintenance = Instant::now();
+        }
+        let guard = lock(&s.frozen_lock);
+        let _ = s
+            .frozen_changed
+            .wait_timeout(guard, Duration::from_millis(200));
+    }
+}
+
+/// Writes a frozen memtable as a segment, publishes it, and deletes its WAL file.
+fn flush_memtable(s: &Shared, mt: &Arc<MemTable>) -> Result<(), StoreError> {
+    let seg = if mt.rows.is_empty() {
+        None
+    } else {
+        let (keys, rows) = mt.sorted();
+        Some(Arc::new(segment::write(
+            &s.seg_dir, &s.tmp_dir, mt.gen, mt.gen, &keys, &rows,
+        )?))
+    };
+    {
+        let mut st = write(&s.state);
+        st.frozen.retain(|f| !Arc::ptr_eq(f, mt));
+        if let Some(seg) = seg {
+            st.segments.push(seg);
+        }
+    }
+    let wal_path = s.wal_dir.join(wal::file_name(mt.gen));
+    match std::fs::remove_file(&wal_path) {
+        Ok(()) => wal::sync_dir(&s.wal_dir),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StoreError::io("remove", &wal_path, e)),
+    }
+}
+
+/// One pass of retention (drop segments wholly past it) and compaction (merge the oldest run
+/// of small segments).
+fn maintain(s: &Shared) -> Result<(), StoreError> {
+    let cutoff = now_ns().saturating_sub(s.cfg.retention.as_nanos() as i64);
+    {
+        let mut st = write(&s.state);
+        st.segments.retain(|seg| {
+            let keep = seg.max_ts >= cutoff;
+            if !keep {
+                tracing::info!(path = %seg.path.display(), "segment past retention");
+                seg.mark_obsolete();
+            }
+            keep
+        });
+    }
+    compact(s, cutoff)
+}
+
+fn compact(s: &Shared, cutoff: i64) -> Result<(), StoreError> {
+    let (inputs, lo, hi) = {
+        let st = read(&s.state);
+        let oldest_unflushed = st
+            .frozen
+            .iter()
+            .map(|f| f.gen)
+            .chain(std::iter::once(read(&st.active).gen))
+            .min()
+            .unwrap_or(u64::MAX);
+        let mut segs: Vec<Arc<SegmentMeta>> = st
+            .segments
+            .iter()
+            .filter(|x| x.hi < oldest_unflushed)
+            .cloned()
+            .collect();
+        segs.sort_by_key(|x| x.lo);
+        let small = s.cfg.compact_rows as u64 / 4;
+        let mut run: Vec<Arc<SegmentMeta>> = Vec::new();
+        let mut rows = 0u64;
+        for seg in segs {
+            if seg.rows >= small || rows + seg.rows > s.cfg.compact_rows as u64 {
+                if run.len() >= 4 {
+                    break;
+                }
+                run.clear();
+                rows = 0;
+                if seg.rows >= small {
+                    continue;
+                }
+            }
+            rows += seg.rows;
+            run.push(seg);
+        }
+        if run.len() < 4 {
+            return Ok(());
+        }
+        let lo = run.iter().map(|x| x.lo).min().unwrap_or(0);
+        let hi = run.iter().map(|x| x.hi).max().unwrap_or(0);
+        (run, lo, hi)
+    };
+    let mut dict = memtable::SeriesDict::default();
+    let mut rows = Rows::default();
+    for seg in &inputs {
+        let map: Vec<u32> = seg.series.iter().map(|k| dict.intern_key(k)).collect();
+        segment::scan(
+            seg,
+            segment::Projection {
+                status: true,
+                wall_ns: true,
+            },
+            |chunk| {
+                for i in 0..chunk.len() {
+                    if chunk.ts[i] < cutoff {
+                        continue;
+                    }
+                    if let Some(id) = map.get(chunk.series[i] as usize) {
+                        rows.push_from(chunk, i, *id);
+                    }
+                }
+            },
+        )?;
+    }
+    let (keys, sorted) = memtable::sort_rows(&dict.keys, &rows);
+    let merged = Arc::new(segment::write(
+        &s.seg_dir, &s.tmp_dir, lo, hi, &keys, &sorted,
+    )?);
+    let mut st = write(&s.state);
+    st.segments.retain(|x| {
+        let input = inputs.iter().any(|i| Arc::ptr_eq(i, x));
+        if input {
+            x.mark_obsolete();
+        }
+        !input
+    });
+    st.segments.push(merged);
+    tracing::debug!(
+        inputs = inputs.len(),
+        rows = sorted.len(),
+        lo,
+        hi,
+        "compacted"
+    );
+    Ok(())
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn write(&self, tenant: &Tenant, events: Vec<RequestEvent>) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        if self.shared.closed.load(Ordering::SeqCst) {
+            return Err(StoreError::Closed);
+        }
+        let record = wal::encode_record(tenant, &events);
+        let (reply, rx) = oneshot::channel();
+        let req = WriteRequest {
+            tenant: tenant.clone(),
+            record,
+            events,
+            reply,
+        };
+        {
+            let tx = lock(&self.tx);
+            let Some(tx) = tx.as_ref() else {
+                return Err(StoreError::Closed);
+            };
+            self.shared.queued.fetch_add(1, Ordering::SeqCst);
+            match tx.try_send(Command::Write(req)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    self.shared.queued.fetch_sub(1, Ordering::SeqCst);
+                    return Err(StoreError::Overloaded {
+                        what: "embedded write queue full",
+                        retry_after: Duration::from_secs(1),
+                    });
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    self.shared.queued.fetch_sub(1, Ordering::SeqCst);
+                    return Err(StoreError::Closed);
+                }
+            }
+        }
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn services(&self, q: &ServicesQuery) -> Result<Vec<ServiceSummary>, StoreError> {
+        let q = ServicesQuery {
+            range: self.clamp(q.range),
+            ..q.clone()
+        };
+        self.run(move |src, t| query::services(&src, &q, t)).await
+    }
+
+    async fn endpoints(&self, q: &EndpointsQuery) -> Result<Vec<EndpointStats>, StoreError> {
+        let q = EndpointsQuery {
+            range: self.clamp(q.range),
+            ..q.clone()
+        };
+        self.run(move |src, t| query::endpoints(&src, &q, t)).await
+    }
+
+    async fn timeseries(&self, q: &TimeseriesQuery) -> Result<Vec<TimeseriesPoint>, StoreError> {
+        let q = TimeseriesQuery {
+            range: self.clamp(q.range),
+            ..q.clone()
+        };
+        self.run(move |src, t| query::timeseries(&src, &q, t)).await
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        if self.shared.closed.load(Ordering::SeqCst) {
+            return Err(StoreError::Closed);
+        }
+        Ok(())
+    }
+
+    fn queue_depth(&self) -> usize {
+        self.shared.queued.load(Ordering::SeqCst)
+    }
+
+    async fn shutdown(&self) -> Result<(), StoreError> {
+        // Close the queue: the writer drains what is queued, then exits.
+        let tx = lock(&self.tx).take();
+        drop(tx);
+        let handles: Vec<JoinHandle<()>> = std::mem::take(&mut *lock(&self.threads));
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut handles = handles.into_iter();
+            if let Some(writer) = handles.next() {
+                let _ = writer.join();
+            }
+            // Move the active memtable to the flusher and wait for it to drain.
+            {
+                let mut st = write(&shared.state);
+                let gen = read(&st.active).gen;
+                let old = std::mem::replace(
+                    &mut st.active,
+                    Arc::new(RwLock::new(MemTable::new(gen + 1))),
+                );
+                let old = read(&old);
+                st.frozen.push(Arc::new(MemTable {
+                    gen: old.gen,
+                    dict: old.dict.clone(),
+                    rows: old.rows.clone(),
+                }));
+            }
+            shared.frozen_changed.notify_all();
+            shared.closed.store(true, Ordering::SeqCst);
+            for h in handles {
+                let _ = h.join();
+            }
+        })
+        .await
+        .map_err(|e| StoreError::Query(format!("shutdown task failed: {e}")))?;
+        let left = read(&self.shared.state).frozen.len();
+        if left > 0 {
+            return Err(StoreError::Unavailable(format!(
+                "{left} memtables could not be flushed; they remain in the WAL and will be replayed"
+            )));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,298 @@
+//! Queries over memtables and segments: every source is scanned column-wise, each row's series
+//! is mapped to an output group through a per-source lookup table, and the groups accumulate in
+//! bounded-size [`CostAccumulator`]s. Sources are scanned in parallel and merged.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use profwatch_model::query::{
+    CostAccumulator, EndpointStats, EndpointsQuery, GroupBy, ServiceSummary, ServicesQuery,
+    TimeRange, TimeseriesPoint, TimeseriesQuery,
+};
+use profwatch_model::timefmt::NANOS_PER_SEC;
+
+use super::memtable::{Rows, SeriesKey};
+use super::segment::{self, Projection, SegmentMeta};
+use crate::store::StoreError;
+
+/// A source of rows frozen for the duration of one query.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Memory {
+        keys: Vec<Arc<SeriesKey>>,
+        rows: Arc<Rows>,
+    },
+    Segment(Arc<SegmentMeta>),
+}
+
+impl Source {
+    fn keys(&self) -> &[Arc<SeriesKey>] {
+        match self {
+            Source::Memory { keys, .. } => keys,
+            Source::Segment(s) => &s.series,
+        }
+    }
+
+    fn overlaps(&self, range: TimeRange) -> bool {
+        match self {
+            Source::Memory { .. } => true,
+            Source::Segment(s) => s.max_ts >= range.from && s.min_ts < range.to,
+        }
+    }
+
+    fn for_each_chunk(&self, f: impl FnMut(&Rows)) -> Result<(), StoreError> {
+        let mut f = f;
+        match self {
+            Source::Memory { rows, .. } => {
+                f(rows);
+                Ok(())
+            }
+            Source::Segment(s) => segment::scan(s, Projection::default(), f),
+        }
+    }
+}
+
+/// What a query groups rows by, per series: `None` means the series is filtered out.
+type GroupMap = Vec<Option<u32>>;
+
+/// Interns output group names across sources.
+#[derive(Default)]
+struct Groups {
+    ids: HashMap<(String, Option<String>), u32>,
+    names: Vec<(String, Option<String>)>,
+}
+
+impl Groups {
+    fn id(&mut self, first: &str, second: Option<&str>) -> u32 {
+        if let Some(id) = self.ids.get(&(first.to_owned(), second.map(str::to_owned))) {
+            return *id;
+        }
+        let id = self.names.len() as u32;
+        let name = (first.to_owned(), second.map(str::to_owned));
+        self.names.push(name.clone());
+        self.ids.insert(name, id);
+        id
+    }
+}
+
+fn group_value(k: &SeriesKey, g: GroupBy) -> Option<&str> {
+    match g {
+        GroupBy::None => None,
+        GroupBy::Build => Some(&k.build),
+        GroupBy::Dc => Some(&k.dc),
+        GroupBy::Host => Some(&k.host),
+    }
+}
+
+/// Runs `per_source` over the sources on up to `threads` threads and merges the partial maps.
+fn parallel<T, K, F>(
+    sources: &[T],
+    threads: usize,
+    per_source: F,
+) -> Result<HashMap<K, CostAccumulator>, StoreError>
+where
+    T: Sync,
+    K: std::hash::Hash + Eq + Send,
+    F: Fn(&T, &mut HashMap<K, CostAccumulator>) -> Result<(), StoreError> + Sync,
+{
+    let threads = threads.clamp(1, sources.len().max(1));
+    let chunks: Vec<&[T]> = sources
+        .chunks(sources.len().div_ceil(threads).max(1))
+        .collect();
+    let partials: Vec<Result<HashMap<K, CostAccumulator>, StoreError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = chunks
+            .iter()
+            .map(|chunk| {
+                let per_source = &per_source;
+                s.spawn(move || {
+                    let mut acc = HashMap::new();
+                    for src in chunk.iter() {
+                        per_source(src, &mut acc)?;
+                    }
+                    Ok(acc)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(StoreError::Query("a scan thread panicked".into())))
+            })
+            .collect()
+    });
+    let mut out: HashMap<K, CostAccumulator> = HashMap::new();
+    for p in partials {
+        for (k, v) in p? {
+            out.entry(k).or_default().merge(&v);
+        }
+    }
+    Ok(out)
+}
+
+pub fn services(
+    sources: &[Source],
+    q: &ServicesQuery,
+    threads: usize,
+) -> Result<Vec<ServiceSummary>, StoreError> {
+    let mut groups = Groups::default();
+    let maps: Vec<GroupMap> = sources
+        .iter()
+        .map(|s| {
+            s.keys()
+                .iter()
+                .map(|k| (k.tenant == q.tenant.0).then(|| groups.id(&k.service, None)))
+                .collect()
+        })
+        .collect();
+    let acc = scan_grouped(sources, &maps, q.range, threads)?;
+    let mut out: Vec<ServiceSummary> = acc
+        .into_iter()
+        .map(|(g, a)| ServiceSummary {
+            service: groups.names[g as usize].0.clone(),
+            requests: a.finish().requests,
+        })
+        .collect();
+    out.sort_by(|a, b| a.service.cmp(&b.service));
+    Ok(out)
+}
+
+pub fn endpoints(
+    sources: &[Source],
+    q: &EndpointsQuery,
+    threads: usize,
+) -> Result<Vec<EndpointStats>, StoreError> {
+    let mut groups = Groups::default();
+    let maps: Vec<GroupMap> = sources
+        .iter()
+        .map(|s| {
+            s.keys()
+                .iter()
+                .map(|k| {
+                    (k.tenant == q.tenant.0 && k.service == q.service)
+                        .then(|| groups.id(&k.endpoint, group_value(k, q.group_by)))
+                })
+                .collect()
+        })
+        .collect();
+    let acc = scan_grouped(sources, &maps, q.range, threads)?;
+    let mut out: Vec<EndpointStats> = acc
+        .into_iter()
+        .map(|(g, a)| {
+            let (endpoint, group) = groups.names[g as usize].clone();
+            EndpointStats {
+                endpoint,
+                group,
+                stats: a.finish(),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.endpoint, &a.group).cmp(&(&b.endpoint, &b.group)));
+    Ok(out)
+}
+
+fn scan_grouped(
+    sources: &[Source],
+    maps: &[GroupMap],
+    range: TimeRange,
+    threads: usize,
+) -> Result<HashMap<u32, CostAccumulator>, StoreError> {
+    let work: Vec<(&Source, &GroupMap)> = sources
+        .iter()
+        .zip(maps)
+        .filter(|(s, m)| s.overlaps(range) && m.iter().any(Option::is_some))
+        .collect();
+    parallel(
+        &work,
+        threads,
+        |(src, map), acc: &mut HashMap<u32, CostAccumulator>| {
+            let mut dense: Vec<CostAccumulator> = Vec::new();
+            let mut used: Vec<u32> = Vec::new();
+            src.for_each_chunk(|rows| {
+                for i in 0..rows.len() {
+                    let ts = rows.ts[i];
+                    if ts < range.from || ts >= range.to {
+                        continue;
+                    }
+                    let Some(Some(g)) = map.get(rows.series[i] as usize) else {
+                        continue;
+                    };
+                    let g = *g as usize;
+                    if g >= dense.len() {
+                        dense.resize_with(g + 1, CostAccumulator::default);
+                    }
+                    if dense[g].is_empty() {
+                        used.push(g as u32);
+                    }
+                    dense[g].add(rows.cpu_ns[i], rows.instructions[i], rows.weight[i]);
+                }
+            })?;
+            for g in used {
+                acc.entry(g).or_default().merge(&dense[g as usize]);
+            }
+            Ok(())
+        },
+    )
+}
+
+pub fn timeseries(
+    sources: &[Source],
+    q: &TimeseriesQuery,
+    threads: usize,
+) -> Result<Vec<TimeseriesPoint>, StoreError> {
+    let mut groups = Groups::default();
+    let maps: Vec<GroupMap> = sources
+        .iter()
+        .map(|s| {
+            s.keys()
+                .iter()
+                .map(|k| {
+                    (k.tenant == q.tenant.0 && k.service == q.service && k.endpoint == q.endpoint)
+                        .then(|| groups.id(group_value(k, q.group_by).unwrap_or(""), None))
+                })
+                .collect()
+        })
+        .collect();
+    let range = q.range;
+    let step = q.step.max(1);
+    let work: Vec<(&Source, &GroupMap)> = sources
+        .iter()
+        .zip(&maps)
+        .filter(|(s, m)| s.overlaps(range) && m.iter().any(Option::is_some))
+        .collect();
+    let acc = parallel(
+        &work,
+        threads,
+        |(src, map), acc: &mut HashMap<(u32, i64), CostAccumulator>| {
+            src.for_each_chunk(|rows| {
+                for i in 0..rows.len() {
+                    let ts = rows.ts[i];
+                    if ts < range.from || ts >= range.to {
+                        continue;
+                    }
+                    let Some(Some(g)) = map.get(rows.series[i] as usize) else {
+                        continue;
+                    };
+                    let bucket = ts.div_euclid(step) * step;
+                    acc.entry((*g, bucket)).or_default().add(
+                        rows.cpu_ns[i],
+                        rows.instructions[i],
+                        rows.weight[i],
+                    );
+                }
+            })
+        },
+    )?;
+    let sorted: BTreeMap<(i64, String), CostAccumulator> = acc
+        .into_iter()
+        .map(|((g, bucket), a)| ((bucket, groups.names[g as usize].0.clone()), a))
+        .collect();
+    Ok(sorted
+        .into_iter()
+        .map(|((bucket, group), a)| TimeseriesPoint {
+            time: bucket.div_euclid(NANOS_PER_SEC),
+            group: (q.group_by != GroupBy::None).then_some(group),
+            stats: a.finish(),
+        })
+        .collect())
+}

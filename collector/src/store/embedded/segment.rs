@@ -1,0 +1,402 @@
+//! Segment files: immutable Parquet files, `seg-<lo>-<hi>.parquet`, holding the rows of WAL
+//! generations `lo..=hi`.
+//!
+//! Columns: `ts`, `series`, `status`, `cpu_ns`, `instructions` (optional), `wall_ns`, `weight`.
+//! The series dictionary (JSON) and the time bounds are in the file's key-value metadata, so a
+//! query learns from the footer alone whether a file can hold rows it wants. Files are written
+//! under `tmp/`, fsynced, and renamed into place, so a file in `segments/` is always complete.
+//! A segment whose range lies inside another's is a leftover of a compaction that crashed before
+//! deleting its inputs, and is removed on open.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::data_type::{DoubleType, Int32Type, Int64Type};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+use parquet::file::reader::{FileReader, RowGroupReader};
+use parquet::file::serialized_reader::SerializedFileReader;
+use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::parser::parse_message_type;
+
+use super::memtable::{Rows, SeriesKey};
+use super::wal::sync_dir;
+use crate::store::StoreError;
+
+const SCHEMA: &str = "message profwatch_segment {
+  required int64 ts;
+  required int32 series;
+  required int32 status;
+  required int64 cpu_ns;
+  optional int64 instructions;
+  required int64 wall_ns;
+  required double weight;
+}";
+const ROW_GROUP: usize = 256 * 1024;
+const KEY_SERIES: &str = "profwatch.series";
+const KEY_MIN_TS: &str = "profwatch.min_ts";
+const KEY_MAX_TS: &str = "profwatch.max_ts";
+
+/// Column indices in [`SCHEMA`].
+pub mod col {
+    pub const TS: usize = 0;
+    pub const SERIES: usize = 1;
+    pub const STATUS: usize = 2;
+    pub const CPU_NS: usize = 3;
+    pub const INSTRUCTIONS: usize = 4;
+    pub const WALL_NS: usize = 5;
+    pub const WEIGHT: usize = 6;
+}
+
+/// What is known about a segment without reading its rows. When the last reference to a
+/// segment marked obsolete goes away, its file is deleted, so queries that still hold it can
+/// finish reading.
+#[derive(Debug)]
+pub struct SegmentMeta {
+    pub path: PathBuf,
+    pub lo: u64,
+    pub hi: u64,
+    pub rows: u64,
+    pub bytes: u64,
+    pub min_ts: i64,
+    pub max_ts: i64,
+    pub series: Vec<Arc<SeriesKey>>,
+    obsolete: AtomicBool,
+}
+
+impl SegmentMeta {
+    /// Deletes the file once no query holds this segment any more.
+    pub fn mark_obsolete(&self) {
+        self.obsolete.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for SegmentMeta {
+    fn drop(&mut self) {
+        if self.obsolete.load(Ordering::SeqCst) {
+            if let Err(e) = std::fs::remove_file(&self.path) {
+                tracing::warn!(path = %self.path.display(), error = %e, "could not delete an obsolete segment");
+            }
+        }
+    }
+}
+
+pub fn file_name(lo: u64, hi: u64) -> String {
+    format!("seg-{lo:012}-{hi:012}.parquet")
+}
+
+pub fn parse_file_name(name: &str) -> Option<(u64, u64)> {
+    let core = name.strip_prefix("seg-")?.strip_suffix(".parquet")?;
+    let (lo, hi) = core.split_once('-')?;
+    Some((lo.parse().ok()?, hi.parse().ok()?))
+}
+
+fn pq(path: &Path, e: parquet::errors::ParquetError) -> StoreError {
+    StoreError::Corrupt {
+        path: path.display().to_string(),
+        detail: e.to_string(),
+    }
+}
+
+/// Writes sorted rows as segment `lo..=hi` into `dir`, via `tmp_dir`, durably.
+pub fn write(
+    dir: &Path,
+    tmp_dir: &Path,
+    lo: u64,
+    hi: u64,
+    series: &[Arc<SeriesKey>],
+    rows: &Rows,
+) -> Result<SegmentMeta, StoreError> {
+    let name = file_name(lo, hi);
+    let tmp = tmp_dir.join(&name);
+    let path = dir.join(&name);
+    let min_ts = rows.ts.iter().copied().min().unwrap_or(0);
+    let max_ts = rows.ts.iter().copied().max().unwrap_or(0);
+    let plain: Vec<&SeriesKey> = series.iter().map(Arc::as_ref).collect();
+    let series_json = serde_json::to_string(&plain).map_err(|e| StoreError::Corrupt {
+        path: name.clone(),
+        detail: e.to_string(),
+    })?;
+    let schema = Arc::new(parse_message_type(SCHEMA).map_err(|e| pq(&tmp, e))?);
+    let props = Arc::new(
+        WriterProperties::builder()
+            .set_compression(Compression::ZSTD(
+                ZstdLevel::try_new(1).map_err(|e| pq(&tmp, e))?,
+            ))
+            .set_key_value_metadata(Some(vec![
+                KeyValue::new(KEY_SERIES.to_owned(), series_json),
+                KeyValue::new(KEY_MIN_TS.to_owned(), min_ts.to_string()),
+                KeyValue::new(KEY_MAX_TS.to_owned(), max_ts.to_string()),
+            ]))
+            .build(),
+    );
+    let file = File::create(&tmp).map_err(|e| StoreError::io("create", &tmp, e))?;
+    let mut writer = SerializedFileWriter::new(file, schema, props).map_err(|e| pq(&tmp, e))?;
+    let mut start = 0;
+    while start < rows.len() || (start == 0 && rows.is_empty()) {
+        let end = (start + ROW_GROUP).min(rows.len());
+        write_row_group(&mut writer, rows, start, end).map_err(|e| pq(&tmp, e))?;
+        if rows.is_empty() {
+            break;
+        }
+        start = end;
+    }
+    let file = writer.into_inner().map_err(|e| pq(&tmp, e))?;
+    file.sync_all()
+        .map_err(|e| StoreError::io("fsync", &tmp, e))?;
+    let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+    drop(file);
+    std::fs::rename(&tmp, &path).map_err(|e| StoreError::io("rename into place", &path, e))?;
+    sync_dir(dir)?;
+    Ok(SegmentMeta {
+        path,
+        lo,
+        hi,
+        rows: rows.len() as u64,
+        bytes,
+        min_ts,
+        max_ts,
+        series: series.to_vec(),
+        obsolete: AtomicBool::new(false),
+    })
+}
+
+fn write_row_group(
+    writer: &mut SerializedFileWriter<File>,
+    rows: &Rows,
+    start: usize,
+    end: usize,
+) -> parquet::errors::Result<()> {
+    let r = start..end;
+    let ts = &rows.ts[r.clone()];
+    let series: Vec<i32> = rows.series[r.clone()].iter().map(|v| *v as i32).collect();
+    let status: Vec<i32> = rows.status[r.clone()]
+        .iter()
+        .map(|v| i32::from(*v))
+        .collect();
+    let cpu: Vec<i64> = rows.cpu_ns[r.clone()].iter().map(|v| *v as i64).collect();
+    let mut instr = Vec::with_capacity(end - start);
+    let mut instr_def = Vec::with_capacity(end - start);
+    for v in &rows.instructions[r.clone()] {
+        match v {
+            Some(v) => {
+                instr.push(*v as i64);
+                instr_def.push(1i16);
+            }
+            None => instr_def.push(0),
+        }
+    }
+    let wall: Vec<i64> = rows.wall_ns[r.clone()].iter().map(|v| *v as i64).collect();
+    let weight = &rows.weight[r];
+
+    let mut rg = writer.next_row_group()?;
+    let mut i = 0;
+    while let Some(mut c) = rg.next_column()? {
+        match i {
+            col::TS => {
+                c.typed::<Int64Type>().write_batch(ts, None, None)?;
+            }
+            col::SERIES => {
+                c.typed::<Int32Type>().write_batch(&series, None, None)?;
+            }
+            col::STATUS => {
+                c.typed::<Int32Type>().write_batch(&status, None, None)?;
+            }
+            col::CPU_NS => {
+                c.typed::<Int64Type>().write_batch(&cpu, None, None)?;
+            }
+            col::INSTRUCTIONS => {
+                c.typed::<Int64Type>()
+                    .write_batch(&instr, Some(&instr_def), None)?;
+            }
+            col::WALL_NS => {
+                c.typed::<Int64Type>().write_batch(&wall, None, None)?;
+            }
+            _ => {
+                c.typed::<DoubleType>().write_batch(weight, None, None)?;
+            }
+        }
+        c.close()?;
+        i += 1;
+    }
+    rg.close()?;
+    Ok(())
+}
+
+/// Reads a segment's footer.
+pub fn open(path: &Path, lo: u64, hi: u64) -> Result<SegmentMeta, StoreError> {
+    let file = File::open(path).map_err(|e| StoreError::io("open", path, e))?;
+    let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let reader = SerializedFileReader::new(file).map_err(|e| pq(path, e))?;
+    let meta = reader.metadata();
+    let kv = meta.file_metadata().key_value_metadata();
+    let get = |k: &str| {
+        kv.and_then(|kv| kv.iter().find(|e| e.key == k))
+            .and_then(|e| e.value.clone())
+            .ok_or_else(|| StoreError::Corrupt {
+                path: path.display().to_string(),
+                detail: format!("footer lacks {k}"),
+            })
+    };
+    let bad = |what: &str| StoreError::Corrupt {
+        path: path.display().to_string(),
+        detail: format!("bad {what}"),
+    };
+    let series: Vec<SeriesKey> =
+        serde_json::from_str(&get(KEY_SERIES)?).map_err(|_| bad(KEY_SERIES))?;
+    Ok(SegmentMeta {
+        path: path.to_owned(),
+        lo,
+        hi,
+        rows: meta.file_metadata().num_rows().max(0) as u64,
+        bytes,
+        min_ts: get(KEY_MIN_TS)?.parse().map_err(|_| bad(KEY_MIN_TS))?,
+        max_ts: get(KEY_MAX_TS)?.parse().map_err(|_| bad(KEY_MAX_TS))?,
+        series: series.into_iter().map(Arc::new).collect(),
+        obsolete: AtomicBool::new(false),
+    })
+}
+
+/// The columns a scan wants; unread columns stay empty in the [`Rows`] it yields.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Projection {
+    pub status: bool,
+    pub wall_ns: bool,
+}
+
+/// Reads a segment row group by row group, calling `f` with each group's rows.
+pub fn scan(
+    seg: &SegmentMeta,
+    projection: Projection,
+    mut f: impl FnMut(&Rows),
+) -> Result<(), StoreError> {
+    let path = &seg.path;
+    let file = File::open(path).map_err(|e| StoreError::io("open", path, e))?;
+    let reader = SerializedFileReader::new(file).map_err(|e| pq(path, e))?;
+    let mut rows = Rows::default();
+    for g in 0..reader.num_row_groups() {
+        let rg = reader.get_row_group(g).map_err(|e| pq(path, e))?;
+        let n = rg.metadata().num_rows().max(0) as usize;
+        read_rows(rg.as_ref(), n, projection, &mut rows).map_err(|e| pq(path, e))?;
+        f(&rows);
+    }
+    Ok(())
+}
+
+fn read_i64(
+    rg: &dyn RowGroupReader,
+    col: usize,
+    n: usize,
+    out: &mut Vec<i64>,
+) -> parquet::errors::Result<()> {
+    out.clear();
+    let mut r =
+        parquet::column::reader::get_typed_column_reader::<Int64Type>(rg.get_column_reader(col)?);
+    while out.len() < n {
+        let (records, _, _) = r.read_records(n - out.len(), None, None, out)?;
+        if records == 0 {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn read_i32(
+    rg: &dyn RowGroupReader,
+    col: usize,
+    n: usize,
+    out: &mut Vec<i32>,
+) -> parquet::errors::Result<()> {
+    out.clear();
+    let mut r =
+        parquet::column::reader::get_typed_column_reader::<Int32Type>(rg.get_column_reader(col)?);
+    while out.len() < n {
+        let (records, _, _) = r.read_records(n - out.len(), None, None, out)?;
+        if records == 0 {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn read_rows(
+    rg: &dyn RowGroupReader,
+    n: usize,
+    p: Projection,
+    rows: &mut Rows,
+) -> parquet::errors::Result<()> {
+    let mut i64s = Vec::with_capacity(n);
+    let mut i32s = Vec::with_capacity(n);
+
+    read_i64(rg, col::TS, n, &mut rows.ts)?;
+    read_i32(rg, col::SERIES, n, &mut i32s)?;
+    rows.series.clear();
+    rows.series.extend(i32s.iter().map(|v| *v as u32));
+    rows.status.clear();
+    if p.status {
+        read_i32(rg, col::STATUS, n, &mut i32s)?;
+        rows.status.extend(i32s.iter().map(|v| *v as u16));
+    }
+    read_i64(rg, col::CPU_NS, n, &mut i64s)?;
+    rows.cpu_ns.clear();
+    rows.cpu_ns.extend(i64s.iter().map(|v| *v as u64));
+    rows.wall_ns.clear();
+    if p.wall_ns {
+        read_i64(rg, col::WALL_NS, n, &mut i64s)?;
+        rows.wall_ns.extend(i64s.iter().map(|v| *v as u64));
+    }
+
+    i64s.clear();
+    let mut def = Vec::with_capacity(n);
+    let mut r = parquet::column::reader::get_typed_column_reader::<Int64Type>(
+        rg.get_column_reader(col::INSTRUCTIONS)?,
+    );
+    let mut levels = 0;
+    while levels < n {
+        let (records, _, _) = r.read_records(n - levels, Some(&mut def), None, &mut i64s)?;
+        if records == 0 {
+            break;
+        }
+        levels = def.len();
+    }
+    rows.instructions.clear();
+    let mut values = i64s.iter();
+    for d in &def {
+        rows.instructions.push(if *d > 0 {
+            values.next().map(|v| *v as u64)
+        } else {
+            None
+        });
+    }
+
+    rows.weight.clear();
+    let mut r = parquet::column::reader::get_typed_column_reader::<DoubleType>(
+        rg.get_column_reader(col::WEIGHT)?,
+    );
+    while rows.weight.len() < n {
+        let (records, _, _) =
+            r.read_records(n - rows.weight.len(), None, None, &mut rows.weight)?;
+        if records == 0 {
+            break;
+        }
+    }
+    if rows.ts.len() != n
+        || rows.series.len() != n
+        || rows.cpu_ns.len() != n
+        || rows.instructions.len() != n
+        || rows.weight.len() != n
+    {
+        return Err(parquet::errors::ParquetError::General(format!(
+            "row group promises {n} rows but its columns hold {}, {}, {}, {}, {}",
+            rows.ts.len(),
+            rows.series.len(),
+            rows.cpu_ns.len(),
+            rows.instructions.len(),
+            rows.weight.len()
+        )));
+    }
+    Ok(())
+}

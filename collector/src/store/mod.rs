@@ -1,0 +1,88 @@
+//! The `Store` trait and its two backends.
+//!
+//! Invariant shared by both: [`Store::write`] returns `Ok` only once every event of the batch is
+//! durable (fsynced to the embedded WAL, or acknowledged by ClickHouse), and a batch is written
+//! whole or not at all as far as a later successful retry can tell. Queries never see another
+//! tenant's rows. The contract suite in `collector/tests/contract.rs` runs against both.
+
+pub mod clickhouse;
+pub mod embedded;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use profwatch_model::query::{
+    EndpointStats, EndpointsQuery, ServiceSummary, ServicesQuery, TimeseriesPoint, TimeseriesQuery,
+};
+use profwatch_model::{RequestEvent, Tenant};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Too much is queued; the caller should retry after the given time. Nothing was written.
+    #[error("the store is behind ({what}); retry in {retry_after:?}")]
+    Overloaded {
+        what: &'static str,
+        retry_after: Duration,
+    },
+    /// The backend cannot be reached or refused the write; nothing was acknowledged.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// A local file could not be read or written.
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    /// Stored data failed a checksum or could not be decoded.
+    #[error("corrupt data in {path}: {detail}")]
+    Corrupt { path: String, detail: String },
+    /// A query the backend rejected.
+    #[error("query failed: {0}")]
+    Query(String),
+    /// The store has been shut down.
+    #[error("the store is shutting down")]
+    Closed,
+}
+
+impl StoreError {
+    pub(crate) fn io(op: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {
+        StoreError::Io {
+            op,
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}
+
+/// Where request events live. Both backends implement it; the server holds an `Arc<dyn Store>`.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// A short name for logs and `/metrics` (`embedded`, `clickhouse`).
+    fn kind(&self) -> &'static str;
+
+    /// Stores a validated batch for `tenant`; returns once it is durable.
+    async fn write(&self, tenant: &Tenant, events: Vec<RequestEvent>) -> Result<(), StoreError>;
+
+    /// Services with requests in the range, by name.
+    async fn services(&self, q: &ServicesQuery) -> Result<Vec<ServiceSummary>, StoreError>;
+
+    /// Per endpoint (and group), the weighted request count and cost distributions.
+    async fn endpoints(&self, q: &EndpointsQuery) -> Result<Vec<EndpointStats>, StoreError>;
+
+    /// The same figures per time bucket for one endpoint.
+    async fn timeseries(&self, q: &TimeseriesQuery) -> Result<Vec<TimeseriesPoint>, StoreError>;
+
+    /// `Ok` when the store can serve reads and writes now.
+    async fn ready(&self) -> Result<(), StoreError>;
+
+    /// Batches accepted but not yet written (the embedded writer's queue; 0 where none).
+    fn queue_depth(&self) -> usize {
+        0
+    }
+
+    /// Flushes everything and stops background work. Writes after this fail with `Closed`.
+    async fn shutdown(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,17 @@
+//! The data model shared by every profwatch component.
+//!
+//! - [`event`]: the request event, its limits and their validation.
+//! - [`wire`]: the protobuf mirror of `proto/profwatch/v1/events.proto`.
+//! - [`ndjson`]: the NDJSON form of the same event.
+//! - [`timefmt`]: unix-or-RFC 3339 timestamps as the APIs accept them.
+//! - [`query`]: the shapes of the query API's requests and answers.
+//! - [`sketch`]: the weighted quantile sketch both stores use for p50/p90/p99.
+
+pub mod event;
+pub mod ndjson;
+pub mod query;
+pub mod sketch;
+pub mod timefmt;
+pub mod wire;
+
+pub use event::{Labels, Limits, RequestEvent, Tenant, ValidationError};

@@ -1,0 +1,186 @@
+//! The query API's requests and answers. Answers serialise to the JSON documented in
+//! `docs/api.md`: every list is an array of objects with named fields.
+
+use serde::Serialize;
+
+use crate::event::Tenant;
+
+/// What a breakdown is split by, besides the endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GroupBy {
+    None,
+    Build,
+    Dc,
+    Host,
+}
+
+impl GroupBy {
+    /// Reads `build`, `dc`, `host` or an empty string.
+    pub fn parse(s: &str) -> Option<GroupBy> {
+        match s {
+            "" | "none" => Some(GroupBy::None),
+            "build" => Some(GroupBy::Build),
+            "dc" => Some(GroupBy::Dc),
+            "host" => Some(GroupBy::Host),
+            _ => None,
+        }
+    }
+
+    /// The column name, or `None` for no grouping.
+    pub fn column(self) -> Option<&'static str> {
+        match self {
+            GroupBy::None => None,
+            GroupBy::Build => Some("build"),
+            GroupBy::Dc => Some("dc"),
+            GroupBy::Host => Some("host"),
+        }
+    }
+}
+
+/// A half-open time range `[from, to)` in unix nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeRange {
+    pub from: i64,
+    pub to: i64,
+}
+
+/// `GET /api/v1/services`.
+#[derive(Debug, Clone)]
+pub struct ServicesQuery {
+    pub tenant: Tenant,
+    pub range: TimeRange,
+}
+
+/// `GET /api/v1/endpoints`.
+#[derive(Debug, Clone)]
+pub struct EndpointsQuery {
+    pub tenant: Tenant,
+    pub service: String,
+    pub range: TimeRange,
+    pub group_by: GroupBy,
+}
+
+/// `GET /api/v1/timeseries`.
+#[derive(Debug, Clone)]
+pub struct TimeseriesQuery {
+    pub tenant: Tenant,
+    pub service: String,
+    pub endpoint: String,
+    pub range: TimeRange,
+    /// Bucket width in nanoseconds; buckets start at multiples of it.
+    pub step: i64,
+    pub group_by: GroupBy,
+}
+
+/// One service seen in the range.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceSummary {
+    pub service: String,
+    /// Weighted requests in the range.
+    pub requests: f64,
+}
+
+/// Mean and percentiles of one metric per request.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Distribution {
+    pub mean: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+}
+
+/// The figures of one group of requests.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CostStats {
+    /// Weighted number of requests.
+    pub requests: f64,
+    /// CPU time per request, nanoseconds.
+    pub cpu_ns: Distribution,
+    /// Weighted requests that carried an instruction count.
+    pub instructions_requests: f64,
+    /// Instructions per request over the requests that had a count; `null` when none did.
+    pub instructions: Option<Distribution>,
+}
+
+/// One row of `GET /api/v1/endpoints`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EndpointStats {
+    pub endpoint: String,
+    /// The value of the `group_by` column, absent without grouping.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(flatten)]
+    pub stats: CostStats,
+}
+
+/// One point of `GET /api/v1/timeseries`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TimeseriesPoint {
+    /// Bucket start, unix seconds.
+    pub time: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(flatten)]
+    pub stats: CostStats,
+}
+
+/// Accumulates requests into [`CostStats`] with bounded memory (two [`Sketch`]es).
+#[derive(Debug, Clone, Default)]
+pub struct CostAccumulator {
+    requests: f64,
+    cpu_sum: f64,
+    cpu: Sketch,
+    instructions_requests: f64,
+    instructions_sum: f64,
+    instructions: Sketch,
+}
+
+use crate::sketch::Sketch;
+
+impl CostAccumulator {
+    /// Adds one request of `weight`.
+    pub fn add(&mut self, cpu_ns: u64, instructions: Option<u64>, weight: f64) {
+        self.requests += weight;
+        self.cpu_sum += cpu_ns as f64 * weight;
+        self.cpu.add(cpu_ns as f64, weight);
+        if let Some(i) = instructions {
+            self.instructions_requests += weight;
+            self.instructions_sum += i as f64 * weight;
+            self.instructions.add(i as f64, weight);
+        }
+    }
+
+    pub fn merge(&mut self, other: &CostAccumulator) {
+        self.requests += other.requests;
+        self.cpu_sum += other.cpu_sum;
+        self.cpu.merge(&other.cpu);
+        self.instructions_requests += other.instructions_requests;
+        self.instructions_sum += other.instructions_sum;
+        self.instructions.merge(&other.instructions);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.requests <= 0.0
+    }
+
+    pub fn finish(&self) -> CostStats {
+        let dist = |sum: f64, n: f64, s: &Sketch| Distribution {
+            mean: if n > 0.0 { sum / n } else { 0.0 },
+            p50: s.quantile(0.5).unwrap_or(0.0),
+            p90: s.quantile(0.9).unwrap_or(0.0),
+            p99: s.quantile(0.99).unwrap_or(0.0),
+        };
+        CostStats {
+            requests: self.requests,
+            cpu_ns: dist(self.cpu_sum, self.requests, &self.cpu),
+            instructions_requests: self.instructions_requests,
+            instructions: (self.instructions_requests > 0.0).then(|| {
+                dist(
+                    self.instructions_sum,
+                    self.instructions_requests,
+                    &self.instructions,
+                )
+            }),
+        }
+    }
+}
