@@ -1,0 +1,580 @@
+//! The ClickHouse backend of [`Store`].
+//!
+//! Invariants:
+//! - [`Store::write`] sends one batch as ONE `INSERT` (RowBinary over HTTP) and returns `Ok`
+//!   only after ClickHouse acknowledged it (`Insert::end` succeeded). A single insert into a
+//!   MergeTree table of at most `max_insert_block_size` rows (about a million) becomes one part,
+//!   so it is visible whole or not at all. At most [`INSERT_PERMITS`] inserts run at once; a
+//!   batch that cannot start within [`PERMIT_WAIT`] is refused with
+//!   [`StoreError::Overloaded`] and nothing is written.
+//! - Every query filters on `tenant = ?` first (the leading column of the sort key), and on the
+//!   half-open range `ts >= from AND ts < to` (unix ns). All aggregation happens in ClickHouse.
+//! - No client-supplied value is ever spliced into SQL: everything goes through `bind()`. The
+//!   only spliced pieces are constants of this module, the group-by column from the fixed set
+//!   of [`GroupBy::column`], and the retention in whole days from the configuration.
+//! - Percentiles use the same logarithmic buckets as the embedded store
+//!   ([`SQL_BUCKET_EXPR`]) and `quantilesExactWeighted` with weights in thousandths, so both
+//!   stores answer within the sketch's relative accuracy of each other.
+//! - The schema is created and upgraded by numbered, idempotent migrations
+//!   ([`migrations`]) at [`ClickHouseStore::connect`]. The DDL depends on the server version:
+//!   old servers (18.16 in CI) have no `TTL`, so retention is also enforced from code by
+//!   dropping whole daily partitions ([`ClickHouseStore::enforce_retention`]), which is
+//!   called at connect and is safe to call periodically on any version.
+
+pub mod migrations;
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ::clickhouse::sql::Identifier;
+use ::clickhouse::Client;
+use async_trait::async_trait;
+use profwatch_model::query::{
+    CostStats, Distribution, EndpointStats, EndpointsQuery, GroupBy, ServiceSummary, ServicesQuery,
+    TimeseriesPoint, TimeseriesQuery,
+};
+use profwatch_model::sketch::SQL_BUCKET_EXPR;
+use profwatch_model::{RequestEvent, Tenant};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+use self::migrations::{DdlContext, ServerVersion};
+use super::{Store, StoreError};
+
+/// Inserts allowed to run at once.
+pub const INSERT_PERMITS: usize = 4;
+/// How long a write waits for an insert slot before it is refused as overloaded.
+pub const PERMIT_WAIT: Duration = Duration::from_secs(2);
+/// What an overloaded write tells the client to wait.
+const OVERLOADED_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// Limit on sending one chunk of an insert to the socket.
+const INSERT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Limit on waiting for ClickHouse to acknowledge an insert once all rows are sent.
+const INSERT_END_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long [`Store::shutdown`] waits for running inserts to finish.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
+/// The table that holds the events.
+const EVENTS_TABLE: &str = "events";
+/// The `Date` column that partitions `events` by day (UTC) and carries the TTL.
+const RETENTION_COLUMN: &str = "date";
+
+const NS_PER_SECOND: i64 = 1_000_000_000;
+const NS_PER_DAY: i64 = 86_400 * NS_PER_SECOND;
+
+/// Where the ClickHouse store connects and how long it keeps data.
+#[derive(Clone)]
+pub struct ClickHouseConfig {
+    /// HTTP endpoint, e.g. `http://127.0.0.1:8123`.
+    pub url: String,
+    /// Database for profwatch's tables; created when missing.
+    pub database: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// How long events are kept, rounded up to whole days (at least one).
+    pub retention: Duration,
+}
+
+impl fmt::Debug for ClickHouseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClickHouseConfig")
+            .field("url", &self.url)
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("retention", &self.retention)
+            .finish()
+    }
+}
+
+/// Request events in ClickHouse. See the module docs for the invariants.
+#[derive(Debug)]
+pub struct ClickHouseStore {
+    /// A client bound to [`ClickHouseConfig::database`], with row validation off (old servers
+    /// lack `RowBinaryWithNamesAndTypes`).
+    client: Client,
+    database: String,
+    server: ServerVersion,
+    retention_days: u32,
+    inserts: Semaphore,
+    closed: AtomicBool,
+}
+
+impl ClickHouseStore {
+    /// Connects, creates the database if missing, detects the server version, applies the
+    /// pending migrations and drops partitions older than the retention.
+    pub async fn connect(cfg: ClickHouseConfig) -> Result<ClickHouseStore, StoreError> {
+        if cfg.database.is_empty() {
+            return Err(StoreError::Query(
+                "the ClickHouse database name is empty".to_owned(),
+            ));
+        }
+        let mut base = Client::default()
+            .with_url(cfg.url.clone())
+            .with_validation(false);
+        if let Some(user) = &cfg.user {
+            base = base.with_user(user.clone());
+        }
+        if let Some(password) = &cfg.password {
+            base = base.with_password(password.clone());
+        }
+
+        let raw_version: String = base
+            .query("SELECT version()")
+            .fetch_one()
+            .await
+            .map_err(|e| query_error(&format!("connecting to ClickHouse at {}", cfg.url), e))?;
+        let server = ServerVersion::parse(&raw_version).ok_or_else(|| {
+            StoreError::Query(format!(
+                "ClickHouse at {} reported an unreadable version {raw_version:?}",
+                cfg.url
+            ))
+        })?;
+
+        base.query("CREATE DATABASE IF NOT EXISTS ?")
+            .bind(Identifier(&cfg.database))
+            .execute()
+            .await
+            .map_err(|e| query_error(&format!("creating database {:?}", cfg.database), e))?;
+
+        let client = base.with_database(cfg.database.clone());
+        let retention_days = retention_days(cfg.retention);
+        let ctx = DdlContext {
+            modern: server.is_modern(),
+            retention_days,
+        };
+        let applied = migrations::run(&client, &server, &ctx).await?;
+
+        let store = ClickHouseStore {
+            client,
+            database: cfg.database,
+            server,
+            retention_days,
+            inserts: Semaphore::new(INSERT_PERMITS),
+            closed: AtomicBool::new(false),
+        };
+        if store.server.is_modern() {
+            store.sync_ttl().await?;
+        }
+        let dropped = store.enforce_retention().await?;
+        tracing::info!(
+            server = %store.server.raw,
+            database = %store.database,
+            modern_ddl = store.server.is_modern(),
+            migrations_applied = ?applied,
+            partitions_dropped = dropped,
+            "connected to ClickHouse"
+        );
+        Ok(store)
+    }
+
+    /// The server's version string, e.g. `18.16.1`.
+    pub fn server_version(&self) -> &str {
+        &self.server.raw
+    }
+
+    /// The database holding profwatch's tables.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    /// Retention in whole days.
+    pub fn retention_days(&self) -> u32 {
+        self.retention_days
+    }
+
+    /// Drops every daily partition of `events` whose newest day is older than the retention
+    /// (UTC days). Returns how many partitions were dropped. Works on every server version;
+    /// on old servers it is the only retention, so call it periodically (e.g. hourly).
+    pub async fn enforce_retention(&self) -> Result<usize, StoreError> {
+        let today = unix_days(now_ns());
+        let cutoff = today - i64::from(self.retention_days);
+        self.drop_partitions_before(cutoff).await
+    }
+
+    /// Drops the partitions of `events` whose `max_date` is before `cutoff_day` (days since
+    /// 1970-01-01).
+    async fn drop_partitions_before(&self, cutoff_day: i64) -> Result<usize, StoreError> {
+        let partitions: Vec<String> = self
+            .client
+            .query(
+                "SELECT DISTINCT partition_id FROM system.parts \
+                 WHERE database = ? AND table = ? AND active \
+                 AND max_date < toDate('1970-01-01') + ? \
+                 ORDER BY partition_id",
+            )
+            .bind(self.database.as_str())
+            .bind(EVENTS_TABLE)
+            .bind(cutoff_day.max(0))
+            .fetch_all()
+            .await
+            .map_err(|e| query_error("listing expired partitions in system.parts", e))?;
+        for partition in &partitions {
+            self.client
+                .query("ALTER TABLE events DROP PARTITION ID ?")
+                .bind(partition.as_str())
+                .execute()
+                .await
+                .map_err(|e| query_error(&format!("dropping expired partition {partition}"), e))?;
+            tracing::info!(partition = %partition, database = %self.database, "dropped expired ClickHouse partition");
+        }
+        Ok(partitions.len())
+    }
+
+    /// On modern servers, makes the table's `TTL` match the configured retention (it was
+    /// fixed when the table was created; the retention may have changed since).
+    async fn sync_ttl(&self) -> Result<(), StoreError> {
+        let create: String = self
+            .client
+            .query("SELECT create_table_query FROM system.tables WHERE database = ? AND name = ?")
+            .bind(self.database.as_str())
+            .bind(EVENTS_TABLE)
+            .fetch_one()
+            .await
+            .map_err(|e| query_error("reading the definition of table events", e))?;
+        // ClickHouse normalises `INTERVAL n DAY` to `toIntervalDay(n)`.
+        if create.contains(&format!("toIntervalDay({})", self.retention_days)) {
+            return Ok(());
+        }
+        let alter = format!(
+            "ALTER TABLE events MODIFY TTL {RETENTION_COLUMN} + INTERVAL {} DAY",
+            self.retention_days
+        );
+        self.client
+            .query(&alter)
+            .execute()
+            .await
+            .map_err(|e| query_error("updating the TTL of table events", e))?;
+        tracing::info!(
+            days = self.retention_days,
+            "updated the TTL of ClickHouse table events"
+        );
+        Ok(())
+    }
+
+    async fn fetch_stats<K>(
+        &self,
+        what: &str,
+        query: ::clickhouse::query::Query,
+    ) -> Result<Vec<StatsRow<K>>, StoreError>
+    where
+        K: for<'de> Deserialize<'de> + Send + 'static,
+    {
+        query
+            .fetch_all::<StatsRow<K>>()
+            .await
+            .map_err(|e| query_error(what, e))
+    }
+}
+
+#[async_trait]
+impl Store for ClickHouseStore {
+    fn kind(&self) -> &'static str {
+        "clickhouse"
+    }
+
+    async fn write(&self, tenant: &Tenant, events: Vec<RequestEvent>) -> Result<(), StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        if events.is_empty() {
+            return Ok(());
+        }
+        let _permit = match tokio::time::timeout(PERMIT_WAIT, self.inserts.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_closed)) => return Err(StoreError::Closed),
+            Err(_elapsed) => {
+                return Err(StoreError::Overloaded {
+                    what: "clickhouse inserts",
+                    retry_after: OVERLOADED_RETRY_AFTER,
+                })
+            }
+        };
+        let count = events.len();
+        let context = |step: &str| format!("inserting {count} events for tenant {tenant}: {step}");
+        let mut insert = self
+            .client
+            .insert::<EventRow<'_>>(EVENTS_TABLE)
+            .await
+            .map_err(|e| unavailable(&context("starting"), e))?
+            .with_timeouts(Some(INSERT_SEND_TIMEOUT), Some(INSERT_END_TIMEOUT));
+        for event in &events {
+            insert
+                .write(&EventRow::new(tenant, event))
+                .await
+                .map_err(|e| unavailable(&context("sending"), e))?;
+        }
+        insert
+            .end()
+            .await
+            .map_err(|e| unavailable(&context("waiting for the acknowledgement"), e))
+    }
+
+    async fn services(&self, q: &ServicesQuery) -> Result<Vec<ServiceSummary>, StoreError> {
+        let rows: Vec<(String, f64)> = self
+            .client
+            .query(
+                "SELECT service, toFloat64(sum(weight)) AS requests FROM events \
+                 WHERE tenant = ? AND ts >= ? AND ts < ? \
+                 GROUP BY service ORDER BY service",
+            )
+            .bind(q.tenant.as_str())
+            .bind(q.range.from)
+            .bind(q.range.to)
+            .fetch_all()
+            .await
+            .map_err(|e| query_error("listing services", e))?;
+        Ok(rows
+            .into_iter()
+            .map(|(service, requests)| ServiceSummary { service, requests })
+            .collect())
+    }
+
+    async fn endpoints(&self, q: &EndpointsQuery) -> Result<Vec<EndpointStats>, StoreError> {
+        let (group_select, group_key) = group_sql(q.group_by);
+        let sql = format!(
+            "SELECT toString(endpoint) AS row_key, {group_select} AS grp, {stats} FROM events \
+             WHERE tenant = ? AND service = ? AND ts >= ? AND ts < ? \
+             GROUP BY endpoint{group_key} ORDER BY row_key, grp",
+            stats = stats_select(),
+        );
+        let query = self
+            .client
+            .query(&sql)
+            .bind(q.tenant.as_str())
+            .bind(q.service.as_str())
+            .bind(q.range.from)
+            .bind(q.range.to);
+        let rows: Vec<StatsRow<String>> = self
+            .fetch_stats(&format!("endpoints of service {:?}", q.service), query)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| EndpointStats {
+                group: group_value(q.group_by, &row.grp),
+                stats: row.stats(),
+                endpoint: row.key,
+            })
+            .collect())
+    }
+
+    async fn timeseries(&self, q: &TimeseriesQuery) -> Result<Vec<TimeseriesPoint>, StoreError> {
+        if q.step <= 0 {
+            return Err(StoreError::Query(format!(
+                "the timeseries step must be a positive number of nanoseconds, not {}",
+                q.step
+            )));
+        }
+        let (group_select, group_key) = group_sql(q.group_by);
+        let sql = format!(
+            "SELECT toInt64(intDiv(intDiv(ts, toInt64(?)) * toInt64(?), {NS_PER_SECOND})) AS row_key, \
+             {group_select} AS grp, {stats} FROM events \
+             WHERE tenant = ? AND service = ? AND endpoint = ? AND ts >= ? AND ts < ? \
+             GROUP BY row_key{group_key} ORDER BY row_key, grp",
+            stats = stats_select(),
+        );
+        let query = self
+            .client
+            .query(&sql)
+            .bind(q.step)
+            .bind(q.step)
+            .bind(q.tenant.as_str())
+            .bind(q.service.as_str())
+            .bind(q.endpoint.as_str())
+            .bind(q.range.from)
+            .bind(q.range.to);
+        let rows: Vec<StatsRow<i64>> = self
+            .fetch_stats(
+                &format!("timeseries of {:?} in service {:?}", q.endpoint, q.service),
+                query,
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| TimeseriesPoint {
+                time: row.key,
+                group: group_value(q.group_by, &row.grp),
+                stats: row.stats(),
+            })
+            .collect())
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        let one: u8 = self
+            .client
+            .query("SELECT 1")
+            .fetch_one()
+            .await
+            .map_err(|e| query_error("readiness check SELECT 1", e))?;
+        if one == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(format!(
+                "readiness check SELECT 1 returned {one}"
+            )))
+        }
+    }
+
+    async fn shutdown(&self) -> Result<(), StoreError> {
+        // New writes fail from now on; wait (bounded) for the running inserts, which hold
+        // permits, then close the semaphore. There is no buffer of our own to flush.
+        self.closed.store(true, Ordering::Release);
+        let all = u32::try_from(INSERT_PERMITS).unwrap_or(u32::MAX);
+        if tokio::time::timeout(SHUTDOWN_WAIT, self.inserts.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!("ClickHouse inserts still running at shutdown");
+        }
+        self.inserts.close();
+        Ok(())
+    }
+}
+
+/// One row of `events`, borrowed from the event being written.
+#[derive(::clickhouse::Row, Serialize)]
+#[clickhouse(crate = "::clickhouse")]
+struct EventRow<'a> {
+    tenant: &'a str,
+    service: &'a str,
+    endpoint: &'a str,
+    build: &'a str,
+    dc: &'a str,
+    host: &'a str,
+    ts: i64,
+    /// Days since 1970-01-01 (UTC) of `ts`: ClickHouse's `Date` in RowBinary.
+    date: u16,
+    status: u16,
+    cpu_ns: u64,
+    instructions: Option<u64>,
+    wall_ns: u64,
+    weight: f64,
+    label_keys: Vec<&'a str>,
+    label_values: Vec<&'a str>,
+}
+
+impl<'a> EventRow<'a> {
+    fn new(tenant: &'a Tenant, e: &'a RequestEvent) -> Self {
+        EventRow {
+            tenant: tenant.as_str(),
+            service: &e.service,
+            endpoint: &e.endpoint,
+            build: &e.build,
+            dc: &e.dc,
+            host: &e.host,
+            ts: e.ts,
+            date: u16::try_from(unix_days(e.ts).max(0)).unwrap_or(u16::MAX),
+            status: e.status,
+            cpu_ns: e.cpu_ns,
+            instructions: e.instructions,
+            wall_ns: e.wall_ns,
+            weight: e.weight,
+            label_keys: e.labels.keys().map(String::as_str).collect(),
+            label_values: e.labels.values().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// A key (endpoint or bucket start), a group and the aggregate columns of [`stats_select`].
+#[derive(::clickhouse::Row, Deserialize)]
+#[clickhouse(crate = "::clickhouse")]
+struct StatsRow<K> {
+    key: K,
+    grp: String,
+    requests: f64,
+    cpu_sum: f64,
+    cpu_q: Vec<f64>,
+    instructions_requests: f64,
+    instructions_sum: f64,
+    instructions_q: Vec<f64>,
+}
+
+impl<K> StatsRow<K> {
+    fn stats(&self) -> CostStats {
+        let dist = |sum: f64, n: f64, q: &[f64]| Distribution {
+            mean: if n > 0.0 { sum / n } else { 0.0 },
+            p50: q.first().copied().unwrap_or(0.0),
+            p90: q.get(1).copied().unwrap_or(0.0),
+            p99: q.get(2).copied().unwrap_or(0.0),
+        };
+        CostStats {
+            requests: self.requests,
+            cpu_ns: dist(self.cpu_sum, self.requests, &self.cpu_q),
+            instructions_requests: self.instructions_requests,
+            instructions: (self.instructions_requests > 0.0).then(|| {
+                dist(
+                    self.instructions_sum,
+                    self.instructions_requests,
+                    &self.instructions_q,
+                )
+            }),
+        }
+    }
+}
+
+/// The aggregate part of the select list, in [`StatsRow`] order. Only module constants.
+fn stats_select() -> String {
+    let bucket = |x: &str| SQL_BUCKET_EXPR.replace("{x}", x);
+    let weight = "toUInt64(round(weight * 1000))";
+    let has_instructions = "isNotNull(instructions)";
+    format!(
+        "toFloat64(sum(weight)) AS requests, \
+         toFloat64(sum(cpu_ns * weight)) AS cpu_sum, \
+         quantilesExactWeighted(0.5, 0.9, 0.99)({cpu_bucket}, {weight}) AS cpu_q, \
+         toFloat64(sumIf(weight, {has_instructions})) AS instructions_requests, \
+         toFloat64(sumIf(toFloat64(ifNull(instructions, 0)) * weight, {has_instructions})) \
+           AS instructions_sum, \
+         quantilesExactWeightedIf(0.5, 0.9, 0.99)({instructions_bucket}, {weight}, \
+           {has_instructions}) AS instructions_q",
+        cpu_bucket = bucket("cpu_ns"),
+        instructions_bucket = bucket("ifNull(instructions, 0)"),
+    )
+}
+
+/// The select expression of the group column and the extra `GROUP BY` key. The column name
+/// comes from the fixed set of [`GroupBy::column`].
+fn group_sql(group_by: GroupBy) -> (String, String) {
+    match group_by.column() {
+        Some(column) => (format!("toString({column})"), format!(", {column}")),
+        None => ("''".to_owned(), String::new()),
+    }
+}
+
+fn group_value(group_by: GroupBy, grp: &str) -> Option<String> {
+    group_by.column().map(|_| grp.to_owned())
+}
+
+/// Whole days of a retention, rounded up, at least one.
+fn retention_days(retention: Duration) -> u32 {
+    let days = retention.as_secs().div_ceil(86_400).max(1);
+    u32::try_from(days).unwrap_or(u32::MAX)
+}
+
+/// Days since 1970-01-01 (UTC) of a unix-ns time.
+fn unix_days(ts_ns: i64) -> i64 {
+    ts_ns.div_euclid(NS_PER_DAY)
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A failed write: nothing was acknowledged.
+fn unavailable(context: &str, e: ::clickhouse::error::Error) -> StoreError {
+    StoreError::Unavailable(format!("{context}: {e}"))
+}
+
+/// A failed read or DDL: `Unavailable` when ClickHouse could not be reached, else `Query`.
+fn query_error(context: &str, e: ::clickhouse::error::Error) -> StoreError {
+    use ::clickhouse::error::Error as E;
+    match e {
+        E::Network(_) | E::TimedOut => StoreError::Unavailable(format!("{context}: {e}")),
+        _ => StoreError::Query(format!("{context}: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,46 @@
+//! The `Store` contract: one suite, run against the embedded store and against a real
+//! ClickHouse server. Both must give the same answers for the same writes.
+//!
+//! ClickHouse tests need `PROFWATCH_TEST_CLICKHOUSE_URL` (the test command starts a server
+//! with `scripts/clickhouse.sh start`); each test gets its own database. Without the variable
+//! they fail, unless `PROFWATCH_SKIP_CLICKHOUSE=1` says to skip them.
+
+mod harness;
+mod suite;
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let h = crate::harness::embedded().await;
+                    crate::suite::$name(h.store.clone()).await;
+                    h.finish().await;
+                }
+            )*
+        }
+        mod clickhouse {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(h) = crate::harness::clickhouse(stringify!($name)).await else { return };
+                    crate::suite::$name(h.store.clone()).await;
+                    h.finish().await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    endpoints_match_the_truth,
+    group_by_each_column,
+    timeseries_buckets,
+    services_in_range,
+    tenants_are_isolated,
+    range_is_half_open,
+    weights_count,
+    instructions_absent_is_null,
+    large_and_concurrent_batches,
+);

@@ -1,0 +1,459 @@
+//! The contract itself: each function writes through [`Store::write`] and checks the answers
+//! against figures computed here from the same events.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use profwatch_collector::store::Store;
+use profwatch_model::query::{
+    CostStats, EndpointsQuery, GroupBy, ServicesQuery, TimeRange, TimeseriesQuery,
+};
+use profwatch_model::timefmt::{now_ns, NANOS_PER_SEC};
+use profwatch_model::{RequestEvent, Tenant};
+
+const MINUTE: i64 = 60 * NANOS_PER_SEC;
+
+fn tenant() -> Tenant {
+    Tenant("acme".into())
+}
+
+/// A 5-minute boundary about an hour ago: every test's events start there.
+fn base() -> i64 {
+    (now_ns() - 3600 * NANOS_PER_SEC) / (5 * MINUTE) * (5 * MINUTE)
+}
+
+fn ev(
+    ts: i64,
+    endpoint: &str,
+    build: &str,
+    dc: &str,
+    host: &str,
+    cpu: u64,
+    instr: Option<u64>,
+) -> RequestEvent {
+    RequestEvent {
+        ts,
+        service: "shop".into(),
+        endpoint: endpoint.into(),
+        build: build.into(),
+        dc: dc.into(),
+        host: host.into(),
+        status: 200,
+        cpu_ns: cpu,
+        instructions: instr,
+        wall_ns: cpu * 2,
+        weight: 1.0,
+        labels: Default::default(),
+    }
+}
+
+/// A deterministic pseudo-random stream (xorshift), so runs are repeatable.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    /// Roughly log-normal positive value around `median`.
+    fn cost(&mut self, median: f64) -> u64 {
+        let u: f64 = (0..4)
+            .map(|_| (self.next() % 10_000) as f64 / 10_000.0)
+            .sum::<f64>()
+            - 2.0;
+        (median * (u * 0.8).exp()) as u64
+    }
+}
+
+fn all_time() -> TimeRange {
+    TimeRange {
+        from: base() - 86_400 * NANOS_PER_SEC,
+        to: now_ns() + MINUTE,
+    }
+}
+
+fn weighted_quantile(mut v: Vec<(f64, f64)>, q: f64) -> f64 {
+    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total: f64 = v.iter().map(|x| x.1).sum();
+    let mut seen = 0.0;
+    for (x, w) in &v {
+        seen += w;
+        if seen >= q * total {
+            return *x;
+        }
+    }
+    v.last().map_or(0.0, |x| x.0)
+}
+
+fn close(got: f64, want: f64, rel: f64, what: &str) {
+    let err = if want == 0.0 {
+        got.abs()
+    } else {
+        (got / want - 1.0).abs()
+    };
+    assert!(
+        err <= rel,
+        "{what}: got {got}, want {want} (relative error {err:.5} > {rel})"
+    );
+}
+
+/// Checks one group's figures against the events that belong to it.
+fn check(stats: &CostStats, events: &[&RequestEvent], what: &str) {
+    let w: f64 = events.iter().map(|e| e.weight).sum();
+    close(stats.requests, w, 1e-9, &format!("{what} requests"));
+    let mean = events
+        .iter()
+        .map(|e| e.cpu_ns as f64 * e.weight)
+        .sum::<f64>()
+        / w;
+    close(stats.cpu_ns.mean, mean, 1e-6, &format!("{what} cpu mean"));
+    let vals: Vec<(f64, f64)> = events.iter().map(|e| (e.cpu_ns as f64, e.weight)).collect();
+    for (q, got) in [
+        (0.5, stats.cpu_ns.p50),
+        (0.9, stats.cpu_ns.p90),
+        (0.99, stats.cpu_ns.p99),
+    ] {
+        close(
+            got,
+            weighted_quantile(vals.clone(), q),
+            0.011,
+            &format!("{what} cpu p{}", q * 100.0),
+        );
+    }
+    let with: Vec<&&RequestEvent> = events.iter().filter(|e| e.instructions.is_some()).collect();
+    let iw: f64 = with.iter().map(|e| e.weight).sum();
+    close(
+        stats.instructions_requests,
+        iw,
+        1e-9,
+        &format!("{what} instructions_requests"),
+    );
+    match &stats.instructions {
+        None => assert!(with.is_empty(), "{what}: instructions missing"),
+        Some(d) => {
+            let mean = with
+                .iter()
+                .map(|e| e.instructions.unwrap_or(0) as f64 * e.weight)
+                .sum::<f64>()
+                / iw;
+            close(d.mean, mean, 1e-6, &format!("{what} instr mean"));
+            let vals: Vec<(f64, f64)> = with
+                .iter()
+                .map(|e| (e.instructions.unwrap_or(0) as f64, e.weight))
+                .collect();
+            close(
+                d.p50,
+                weighted_quantile(vals.clone(), 0.5),
+                0.011,
+                &format!("{what} instr p50"),
+            );
+            close(
+                d.p99,
+                weighted_quantile(vals, 0.99),
+                0.011,
+                &format!("{what} instr p99"),
+            );
+        }
+    }
+}
+
+/// A mixed workload: 3 endpoints, 2 builds, 2 dcs, 3 hosts, over 30 minutes.
+fn workload(n: usize, seed: u64) -> Vec<RequestEvent> {
+    let mut rng = Rng(seed);
+    let b = base();
+    (0..n)
+        .map(|i| {
+            let endpoint = ["GET /cart/{id}", "POST /checkout", "GET /search"][i % 3];
+            let build = ["811", "812"][(i / 3) % 2];
+            let dc = ["eu1", "us2"][(rng.next() % 2) as usize];
+            let host = ["web-1", "web-2", "web-3"][(rng.next() % 3) as usize];
+            let median = 1e6 * (1 + i % 3) as f64 * if build == "812" { 1.05 } else { 1.0 };
+            let cpu = rng.cost(median);
+            let instr = (endpoint != "GET /search").then(|| cpu * 3 + rng.next() % 1000);
+            ev(
+                b + (i as i64 % 1800) * NANOS_PER_SEC,
+                endpoint,
+                build,
+                dc,
+                host,
+                cpu,
+                instr,
+            )
+        })
+        .collect()
+}
+
+async fn write_all(store: &Arc<dyn Store>, events: &[RequestEvent]) {
+    for chunk in events.chunks(500) {
+        store.write(&tenant(), chunk.to_vec()).await.expect("write");
+    }
+}
+
+fn eq_query(group_by: GroupBy) -> EndpointsQuery {
+    EndpointsQuery {
+        tenant: tenant(),
+        service: "shop".into(),
+        range: all_time(),
+        group_by,
+    }
+}
+
+pub async fn endpoints_match_the_truth(store: Arc<dyn Store>) {
+    let events = workload(6000, 7);
+    write_all(&store, &events).await;
+    let rows = store
+        .endpoints(&eq_query(GroupBy::None))
+        .await
+        .expect("query");
+    let names: Vec<&str> = rows.iter().map(|r| r.endpoint.as_str()).collect();
+    assert_eq!(names, ["GET /cart/{id}", "GET /search", "POST /checkout"]);
+    for r in &rows {
+        assert_eq!(r.group, None);
+        let mine: Vec<&RequestEvent> = events.iter().filter(|e| e.endpoint == r.endpoint).collect();
+        check(&r.stats, &mine, &r.endpoint);
+    }
+}
+
+pub async fn group_by_each_column(store: Arc<dyn Store>) {
+    let events = workload(3000, 11);
+    write_all(&store, &events).await;
+    for (g, key) in [
+        (
+            GroupBy::Build,
+            (|e: &RequestEvent| e.build.clone()) as fn(&RequestEvent) -> String,
+        ),
+        (GroupBy::Dc, |e: &RequestEvent| e.dc.clone()),
+        (GroupBy::Host, |e: &RequestEvent| e.host.clone()),
+    ] {
+        let rows = store.endpoints(&eq_query(g)).await.expect("query");
+        let mut truth: BTreeMap<(String, String), Vec<&RequestEvent>> = BTreeMap::new();
+        for e in &events {
+            truth
+                .entry((e.endpoint.clone(), key(e)))
+                .or_default()
+                .push(e);
+        }
+        let got: Vec<(String, String)> = rows
+            .iter()
+            .map(|r| (r.endpoint.clone(), r.group.clone().unwrap_or_default()))
+            .collect();
+        let want: Vec<(String, String)> = truth.keys().cloned().collect();
+        assert_eq!(got, want, "{g:?}: groups and order");
+        for r in &rows {
+            let k = (r.endpoint.clone(), r.group.clone().unwrap_or_default());
+            check(&r.stats, &truth[&k], &format!("{g:?} {k:?}"));
+        }
+    }
+}
+
+pub async fn timeseries_buckets(store: Arc<dyn Store>) {
+    let events = workload(3000, 13);
+    write_all(&store, &events).await;
+    let b = base();
+    let q = TimeseriesQuery {
+        tenant: tenant(),
+        service: "shop".into(),
+        endpoint: "POST /checkout".into(),
+        range: TimeRange {
+            from: b,
+            to: b + 30 * MINUTE,
+        },
+        step: 5 * MINUTE,
+        group_by: GroupBy::None,
+    };
+    let points = store.timeseries(&q).await.expect("query");
+    assert_eq!(points.len(), 6, "six 5-minute buckets");
+    for (i, p) in points.iter().enumerate() {
+        let start = b + i as i64 * 5 * MINUTE;
+        assert_eq!(p.time, start / NANOS_PER_SEC);
+        assert_eq!(p.group, None);
+        let mine: Vec<&RequestEvent> = events
+            .iter()
+            .filter(|e| {
+                e.endpoint == "POST /checkout" && e.ts >= start && e.ts < start + 5 * MINUTE
+            })
+            .collect();
+        check(&p.stats, &mine, &format!("bucket {i}"));
+    }
+    let by_build = store
+        .timeseries(&TimeseriesQuery {
+            group_by: GroupBy::Build,
+            ..q
+        })
+        .await
+        .expect("query");
+    assert_eq!(by_build.len(), 12);
+    assert_eq!(by_build[0].group.as_deref(), Some("811"));
+    assert_eq!(by_build[1].group.as_deref(), Some("812"));
+    assert_eq!(by_build[0].time, by_build[1].time);
+}
+
+pub async fn services_in_range(store: Arc<dyn Store>) {
+    let b = base();
+    let mut a = ev(b, "GET /", "1", "", "", 10, None);
+    a.service = "alpha".into();
+    let mut z = ev(b + 10 * MINUTE, "GET /", "1", "", "", 10, None);
+    z.service = "zulu".into();
+    store
+        .write(&tenant(), vec![z.clone(), a.clone(), a])
+        .await
+        .expect("write");
+    let all = store
+        .services(&ServicesQuery {
+            tenant: tenant(),
+            range: all_time(),
+        })
+        .await
+        .expect("query");
+    let names: Vec<(&str, f64)> = all
+        .iter()
+        .map(|s| (s.service.as_str(), s.requests))
+        .collect();
+    assert_eq!(names, [("alpha", 2.0), ("zulu", 1.0)]);
+    let late = store
+        .services(&ServicesQuery {
+            tenant: tenant(),
+            range: TimeRange {
+                from: b + MINUTE,
+                to: b + 20 * MINUTE,
+            },
+        })
+        .await
+        .expect("query");
+    assert_eq!(late.len(), 1);
+    assert_eq!(late[0].service, "zulu");
+}
+
+pub async fn tenants_are_isolated(store: Arc<dyn Store>) {
+    let events = workload(300, 17);
+    write_all(&store, &events).await;
+    let other = Tenant("globex".into());
+    assert!(store
+        .services(&ServicesQuery {
+            tenant: other.clone(),
+            range: all_time()
+        })
+        .await
+        .expect("query")
+        .is_empty());
+    let q = EndpointsQuery {
+        tenant: other.clone(),
+        ..eq_query(GroupBy::None)
+    };
+    assert!(store.endpoints(&q).await.expect("query").is_empty());
+    store
+        .write(&other, vec![ev(base(), "GET /x", "1", "", "", 5, None)])
+        .await
+        .expect("write");
+    let mine = store
+        .endpoints(&eq_query(GroupBy::None))
+        .await
+        .expect("query");
+    assert!(mine.iter().all(|r| r.endpoint != "GET /x"));
+    let theirs = store.endpoints(&q).await.expect("query");
+    assert_eq!(theirs.len(), 1);
+    assert_eq!(theirs[0].stats.requests, 1.0);
+}
+
+pub async fn range_is_half_open(store: Arc<dyn Store>) {
+    let b = base();
+    let events = vec![
+        ev(b - 1, "GET /", "1", "", "", 100, None),
+        ev(b, "GET /", "1", "", "", 200, None),
+        ev(b + MINUTE - 1, "GET /", "1", "", "", 300, None),
+        ev(b + MINUTE, "GET /", "1", "", "", 400, None),
+    ];
+    store.write(&tenant(), events).await.expect("write");
+    let q = EndpointsQuery {
+        range: TimeRange {
+            from: b,
+            to: b + MINUTE,
+        },
+        ..eq_query(GroupBy::None)
+    };
+    let rows = store.endpoints(&q).await.expect("query");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].stats.requests, 2.0);
+    close(
+        rows[0].stats.cpu_ns.mean,
+        250.0,
+        1e-9,
+        "mean of the two inside",
+    );
+}
+
+pub async fn weights_count(store: Arc<dyn Store>) {
+    let b = base();
+    let mut heavy = ev(b, "GET /", "1", "", "", 1000, Some(10));
+    heavy.weight = 9.0;
+    let light = ev(b, "GET /", "1", "", "", 100, Some(1));
+    store
+        .write(&tenant(), vec![heavy.clone(), light.clone()])
+        .await
+        .expect("write");
+    let rows = store
+        .endpoints(&eq_query(GroupBy::None))
+        .await
+        .expect("query");
+    check(&rows[0].stats, &[&heavy, &light], "weighted");
+    close(rows[0].stats.requests, 10.0, 1e-9, "weighted count");
+    close(rows[0].stats.cpu_ns.p50, 1000.0, 0.006, "weighted p50");
+}
+
+pub async fn instructions_absent_is_null(store: Arc<dyn Store>) {
+    let b = base();
+    store
+        .write(
+            &tenant(),
+            vec![
+                ev(b, "GET /a", "1", "", "", 10, None),
+                ev(b, "GET /b", "1", "", "", 10, Some(77)),
+                ev(b, "GET /b", "1", "", "", 10, None),
+            ],
+        )
+        .await
+        .expect("write");
+    let rows = store
+        .endpoints(&eq_query(GroupBy::None))
+        .await
+        .expect("query");
+    assert_eq!(rows[0].stats.instructions, None);
+    assert_eq!(rows[0].stats.instructions_requests, 0.0);
+    let b_stats = &rows[1].stats;
+    assert_eq!(b_stats.instructions_requests, 1.0);
+    close(
+        b_stats.instructions.as_ref().map_or(0.0, |d| d.mean),
+        77.0,
+        1e-9,
+        "instructions over the requests that had them",
+    );
+}
+
+pub async fn large_and_concurrent_batches(store: Arc<dyn Store>) {
+    let events = workload(40_000, 19);
+    let mut tasks = Vec::new();
+    for chunk in events.chunks(10_000) {
+        let store = store.clone();
+        let chunk = chunk.to_vec();
+        tasks.push(tokio::spawn(
+            async move { store.write(&tenant(), chunk).await },
+        ));
+    }
+    for t in tasks {
+        t.await.expect("join").expect("write");
+    }
+    let rows = store
+        .endpoints(&eq_query(GroupBy::Build))
+        .await
+        .expect("query");
+    let total: f64 = rows.iter().map(|r| r.stats.requests).sum();
+    assert_eq!(total, 40_000.0);
+    for r in &rows {
+        let mine: Vec<&RequestEvent> = events
+            .iter()
+            .filter(|e| e.endpoint == r.endpoint && Some(&e.build) == r.group.as_ref())
+            .collect();
+        check(&r.stats, &mine, &format!("{} {:?}", r.endpoint, r.group));
+    }
+}
