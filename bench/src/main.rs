@@ -1,1 +1,624 @@
-fn main() {}
+//! `profwatch-bench`: runs the real `profwatch server` and measures it end to end.
+//!
+//! - `ingest`: events/s through `POST /api/v1/events` (protobuf + gzip, N client threads).
+//! - `query`: latency of `/api/v1/endpoints` and `/api/v1/services` over a large data set.
+//! - `disk`: bytes on disk per stored event.
+//!
+//! See `bench/README.md`.
+
+mod client;
+mod gen;
+mod server;
+mod sys;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Map, Value};
+
+use crate::client::{PostResult, QueryTiming};
+use crate::gen::{Profile, Workload};
+use crate::server::{ClickHouse, Server, StoreArgs};
+use crate::sys::{round, CpuMark, Machine};
+
+/// The project's stated goals.
+const GOAL_INGEST_EMBEDDED: f64 = 300_000.0;
+const GOAL_INGEST_CLICKHOUSE: f64 = 200_000.0;
+const GOAL_ENDPOINTS_SECS: f64 = 1.0;
+const GOAL_ENDPOINTS_EVENTS: u64 = 10_000_000;
+/// How long a graceful shutdown may take before the run fails.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "profwatch-bench",
+    version,
+    about = "End-to-end benchmarks of profwatch: ingest throughput, query latency, bytes per event"
+)]
+struct Cli {
+    /// The `profwatch` binary [default: `profwatch` next to this executable].
+    #[arg(long, global = true)]
+    bin: Option<PathBuf>,
+    /// Print the results as one JSON document on stdout (progress still goes to stderr).
+    #[arg(long, global = true)]
+    json: bool,
+    /// Keep the scratch directory (data dir and server log) instead of deleting it.
+    #[arg(long, global = true)]
+    keep: bool,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Events/s through POST /api/v1/events, verified by counting what was stored.
+    Ingest(IngestArgs),
+    /// Latency of /api/v1/endpoints and /api/v1/services over a large data set; bytes/event.
+    Query(QueryArgs),
+    /// Bytes on disk per stored event, after a graceful shutdown (embedded) or OPTIMIZE (ClickHouse).
+    Disk(LoadArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+struct StoreOpt {
+    /// Benchmark the ClickHouse store at this HTTP URL (a scratch database pw_bench_<pid> is
+    /// created and dropped); without it, the embedded store in a fresh temporary directory.
+    #[arg(long)]
+    clickhouse_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct IngestArgs {
+    /// Events to send.
+    #[arg(long, default_value_t = 2_000_000)]
+    events: u64,
+    /// Events per request.
+    #[arg(long, default_value_t = 10_000)]
+    batch: usize,
+    /// Concurrent client threads.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    #[command(flatten)]
+    store: StoreOpt,
+}
+
+#[derive(Debug, Args)]
+struct QueryArgs {
+    /// Events to load before querying.
+    #[arg(long, default_value_t = 10_000_000)]
+    events: u64,
+    /// Timed runs of each query (after one warm-up run).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Services in the data set. With 1 (the default), one service of 1000 endpoints holds
+    /// every event, so the endpoints query covers the whole data set; with more, traffic is
+    /// Zipf-distributed over them (1000 endpoints in all) and the busiest one is queried.
+    #[arg(long, default_value_t = 1)]
+    services: usize,
+    /// Events per request while loading.
+    #[arg(long, default_value_t = 10_000)]
+    batch: usize,
+    /// Concurrent client threads while loading.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    #[command(flatten)]
+    store: StoreOpt,
+}
+
+#[derive(Debug, Args)]
+struct LoadArgs {
+    /// Events to load.
+    #[arg(long, default_value_t = 2_000_000)]
+    events: u64,
+    /// Events per request.
+    #[arg(long, default_value_t = 10_000)]
+    batch: usize,
+    /// Concurrent client threads.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    #[command(flatten)]
+    store: StoreOpt,
+}
+
+/// The human summary and the JSON document, built side by side.
+#[derive(Debug, Default)]
+struct Report {
+    lines: Vec<String>,
+    doc: Map<String, Value>,
+    goals: Vec<Value>,
+}
+
+impl Report {
+    fn line(&mut self, s: impl Into<String>) {
+        self.lines.push(s.into());
+    }
+    fn set(&mut self, key: &str, v: Value) {
+        self.doc.insert(key.to_owned(), v);
+    }
+    fn goal(&mut self, name: &str, target: String, measured: String, met: Option<bool>) {
+        let verdict = match met {
+            Some(true) => "MET",
+            Some(false) => "MISSED",
+            None => "not measured at the goal's scale",
+        };
+        self.line(format!(
+            "  goal {name}: {target}; measured {measured} -> {verdict}"
+        ));
+        self.goals.push(json!({
+            "goal": name, "target": target, "measured": measured, "met": met,
+        }));
+    }
+    fn print(mut self, as_json: bool) {
+        if as_json {
+            self.doc.insert("goals".to_owned(), Value::Array(self.goals));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&Value::Object(self.doc)).unwrap_or_default()
+            );
+        } else {
+            for l in &self.lines {
+                println!("{l}");
+            }
+        }
+    }
+}
+
+/// The store under test, the scratch directory and the binary.
+#[derive(Debug)]
+struct Setup {
+    bin: PathBuf,
+    store: StoreArgs,
+    work: tempfile::TempDir,
+    log: PathBuf,
+    clickhouse: Option<ClickHouse>,
+    keep: bool,
+}
+
+impl Setup {
+    fn new(cli: &Cli, store: &StoreOpt, report: &mut Report) -> anyhow::Result<Setup> {
+        let bin = match &cli.bin {
+            Some(b) => b.clone(),
+            None => std::env::current_exe()
+                .context("locating this executable")?
+                .parent()
+                .context("this executable has no directory")?
+                .join("profwatch"),
+        };
+        if !bin.is_file() {
+            bail!(
+                "{} does not exist: build it with `cargo build --release -p profwatch` or pass --bin",
+                bin.display()
+            );
+        }
+        let work = tempfile::Builder::new()
+            .prefix("profwatch-bench-")
+            .tempdir()
+            .context("creating a scratch directory")?;
+        let log = work.path().join("server.log");
+        let machine = Machine::probe();
+        report.line(format!(
+            "machine: {} cores (nproc), {}, {:.1} GiB RAM, Linux {}",
+            machine.nproc, machine.cpu_model, machine.mem_total_gib, machine.kernel
+        ));
+        report.set("date", json!(sys::today_utc()));
+        report.set("machine", machine.json());
+        report.set("bin", json!(bin.display().to_string()));
+        let (store_args, clickhouse) = match &store.clickhouse_url {
+            None => {
+                let data_dir = work.path().join("data");
+                report.line(format!("store: embedded, data dir {}", data_dir.display()));
+                report.set(
+                    "store",
+                    json!({"kind": "embedded", "data_dir": data_dir.display().to_string()}),
+                );
+                (StoreArgs::Embedded { data_dir }, None)
+            }
+            Some(url) => {
+                let ch = ClickHouse::new(url)?;
+                let version = ch.version()?;
+                report.line(format!(
+                    "store: ClickHouse {version} at {url}, scratch database {}",
+                    ch.database
+                ));
+                report.set(
+                    "store",
+                    json!({"kind": "clickhouse", "url": url, "version": version, "database": ch.database}),
+                );
+                (
+                    StoreArgs::ClickHouse {
+                        url: url.clone(),
+                        database: ch.database.clone(),
+                    },
+                    Some(ch),
+                )
+            }
+        };
+        report.line(format!("server binary: {}", bin.display()));
+        Ok(Setup {
+            bin,
+            store: store_args,
+            work,
+            log,
+            clickhouse,
+            keep: cli.keep,
+        })
+    }
+
+    fn start(&self) -> anyhow::Result<Server> {
+        Server::start(&self.bin, &self.store, &self.log)
+    }
+
+    fn is_embedded(&self) -> bool {
+        matches!(self.store, StoreArgs::Embedded { .. })
+    }
+
+    fn finish(self) {
+        if self.keep {
+            let p = self.work.keep();
+            eprintln!("kept {}", p.display());
+        }
+    }
+}
+
+fn now_ns() -> i64 {
+    profwatch_model::timefmt::now_ns()
+}
+
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+fn generate(profile: &Profile, events: u64, batch: usize, report: &mut Report) -> anyhow::Result<Workload> {
+    anyhow::ensure!(events > 0, "--events must be at least 1");
+    eprintln!("encoding {events} events in batches of {batch} (protobuf + gzip)...");
+    let w = gen::generate(profile, events, batch, threads(), now_ns())?;
+    let (busiest, busiest_n) = w.busiest();
+    eprintln!(
+        "  {} batches, {:.1} MB protobuf, {:.1} MB gzip, in {:.1} s",
+        w.batches.len(),
+        w.raw_bytes as f64 / 1e6,
+        w.gzip_bytes as f64 / 1e6,
+        w.encode_secs
+    );
+    report.line(format!(
+        "workload: {events} events in {} batches of {batch}; {} services x {} endpoints, {} builds, {} dcs, {} hosts; \
+         ts over the last {} h; busiest service {busiest} holds {busiest_n} events ({:.1}%)",
+        w.batches.len(),
+        profile.services,
+        profile.endpoints_per_service,
+        profile.builds,
+        profile.dcs,
+        profile.hosts,
+        profile.span_secs / 3600,
+        100.0 * busiest_n as f64 / events as f64
+    ));
+    report.line(format!(
+        "  encoded before timing: {:.1} B/event protobuf, {:.1} B/event gzip",
+        w.raw_bytes as f64 / events as f64,
+        w.gzip_bytes as f64 / events as f64
+    ));
+    report.set(
+        "workload",
+        json!({
+            "events": events,
+            "batch": batch,
+            "batches": w.batches.len(),
+            "services": profile.services,
+            "endpoints_per_service": profile.endpoints_per_service,
+            "builds": profile.builds,
+            "dcs": profile.dcs,
+            "hosts": profile.hosts,
+            "span_hours": profile.span_secs / 3600,
+            "busiest_service": busiest,
+            "busiest_service_events": busiest_n,
+            "protobuf_bytes": w.raw_bytes,
+            "gzip_bytes": w.gzip_bytes,
+            "encode_secs": round(w.encode_secs, 2),
+        }),
+    );
+    Ok(w)
+}
+
+/// Sends the workload, reports throughput and latency, and verifies the stored count.
+fn load(
+    setup: &Setup,
+    server: &Server,
+    work: &Workload,
+    clients: usize,
+    what: &str,
+    report: &mut Report,
+) -> anyhow::Result<PostResult> {
+    eprintln!("sending {} events with {clients} client threads...", work.events);
+    let before = CpuMark::now(server.pid());
+    let r = client::post_all(&server.url, work, clients, Some(what))?;
+    let after = CpuMark::now(server.pid());
+    let cores = before.cores_until(&after, r.elapsed.as_secs_f64());
+    eprintln!("verifying the stored count through /api/v1/endpoints...");
+    let verified = client::verify(&server.url, work, r.acked)?;
+    let ms = |s: f64| s * 1e3;
+    report.line(format!(
+        "{what}: {} events acknowledged in {:.2} s = {:.0} events/s ({clients} clients, from first request to last 200)",
+        r.acked,
+        r.elapsed.as_secs_f64(),
+        r.events_per_sec()
+    ));
+    report.line(format!(
+        "  request latency (200s): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} requests",
+        ms(client::percentile(&r.latencies, 50.0)),
+        ms(client::percentile(&r.latencies, 99.0)),
+        ms(client::percentile(&r.latencies, 100.0)),
+        r.latencies.len()
+    ));
+    report.line(format!(
+        "  backpressure: {} of {} batches retried; {} x 429, {} x 503",
+        r.retried_batches, r.batches, r.status_429, r.status_503
+    ));
+    report.line(format!(
+        "  CPU (average cores): profwatch server {}, bench client {}, whole machine {}",
+        cores["profwatch_server"], cores["bench_client"], cores["machine_busy"]
+    ));
+    report.line(format!(
+        "  verified: /api/v1/endpoints counts exactly {verified} events (= acknowledged, per service)"
+    ));
+    let goal = if setup.is_embedded() {
+        GOAL_INGEST_EMBEDDED
+    } else {
+        GOAL_INGEST_CLICKHOUSE
+    };
+    let doc = json!({
+        "events_acknowledged": r.acked,
+        "events_verified": verified,
+        "clients": clients,
+        "seconds": round(r.elapsed.as_secs_f64(), 3),
+        "events_per_sec": round(r.events_per_sec(), 0),
+        "batches": r.batches,
+        "batches_retried": r.retried_batches,
+        "responses_429": r.status_429,
+        "responses_503": r.status_503,
+        "latency_ms": {
+            "p50": round(ms(client::percentile(&r.latencies, 50.0)), 2),
+            "p99": round(ms(client::percentile(&r.latencies, 99.0)), 2),
+            "max": round(ms(client::percentile(&r.latencies, 100.0)), 2),
+        },
+        "cpu_cores": cores,
+        "goal_events_per_sec": goal,
+    });
+    report.set(what, doc);
+    Ok(r)
+}
+
+/// Stops the server gracefully and reports bytes per event.
+fn disk(setup: &Setup, server: Server, events: u64, report: &mut Report) -> anyhow::Result<()> {
+    let took = server.terminate(SHUTDOWN_TIMEOUT)?;
+    match (&setup.store, &setup.clickhouse) {
+        (StoreArgs::Embedded { data_dir }, _) => {
+            let (total, parts) = sys::dir_size(data_dir)?;
+            let segments = sys::count_files(&data_dir.join("segments"), ".parquet");
+            let breakdown: Vec<String> = parts
+                .iter()
+                .map(|(n, b)| format!("{n} {:.1} MB", *b as f64 / 1e6))
+                .collect();
+            report.line(format!(
+                "disk (embedded, after SIGTERM; shutdown took {:.1} s): {total} bytes for {events} events = {:.2} bytes/event ({}; {segments} parquet segments)",
+                took.as_secs_f64(),
+                total as f64 / events as f64,
+                breakdown.join(", ")
+            ));
+            report.set(
+                "disk",
+                json!({
+                    "bytes": total,
+                    "events": events,
+                    "bytes_per_event": round(total as f64 / events as f64, 2),
+                    "by_dir": parts.iter().map(|(n, b)| (n.clone(), json!(b))).collect::<Map<_, _>>(),
+                    "parquet_segments": segments,
+                    "shutdown_secs": round(took.as_secs_f64(), 2),
+                }),
+            );
+        }
+        (StoreArgs::ClickHouse { .. }, Some(ch)) => {
+            let t0 = Instant::now();
+            let (bytes, rows, parts) = ch.disk_usage()?;
+            if rows != events {
+                bail!("ClickHouse holds {rows} rows in events, {events} were acknowledged");
+            }
+            report.line(format!(
+                "disk (ClickHouse, after OPTIMIZE TABLE FINAL in {:.1} s): {bytes} bytes (system.parts bytes_on_disk, {parts} active parts) for {events} events = {:.2} bytes/event",
+                t0.elapsed().as_secs_f64(),
+                bytes as f64 / events as f64
+            ));
+            report.set(
+                "disk",
+                json!({
+                    "bytes": bytes,
+                    "events": events,
+                    "bytes_per_event": round(bytes as f64 / events as f64, 2),
+                    "active_parts": parts,
+                    "optimize_secs": round(t0.elapsed().as_secs_f64(), 2),
+                }),
+            );
+        }
+        (StoreArgs::ClickHouse { .. }, None) => bail!("no ClickHouse connection"),
+    }
+    Ok(())
+}
+
+fn ingest(cli: &Cli, a: &IngestArgs, report: &mut Report) -> anyhow::Result<()> {
+    report.set("command", json!("ingest"));
+    let setup = Setup::new(cli, &a.store, report)?;
+    let work = generate(&Profile::mixed(), a.events, a.batch, report)?;
+    let server = setup.start()?;
+    let r = load(&setup, &server, &work, a.clients, "ingest", report)?;
+    let (goal, name) = if setup.is_embedded() {
+        (GOAL_INGEST_EMBEDDED, "ingest embedded")
+    } else {
+        (GOAL_INGEST_CLICKHOUSE, "ingest ClickHouse")
+    };
+    report.goal(
+        name,
+        format!(">= {goal:.0} events/s"),
+        format!("{:.0} events/s", r.events_per_sec()),
+        Some(r.events_per_sec() >= goal),
+    );
+    disk(&setup, server, r.acked, report)?;
+    setup.finish();
+    Ok(())
+}
+
+fn query_profile(services: usize) -> anyhow::Result<Profile> {
+    anyhow::ensure!(services >= 1, "--services must be at least 1");
+    Ok(if services == 1 {
+        Profile::single()
+    } else {
+        Profile {
+            services,
+            endpoints_per_service: (1000 / services).max(1),
+            ..Profile::mixed()
+        }
+    })
+}
+
+fn report_query(report: &mut Report, t: &QueryTiming, events_in_scope: u64) {
+    report.line(format!(
+        "  {}: min {:.3} s, median {:.3} s, max {:.3} s over {} runs (warm-up {:.3} s); {} rows, {} requests counted (of {events_in_scope} in scope)",
+        t.what,
+        t.min(),
+        t.median(),
+        t.max(),
+        t.runs.len(),
+        t.warmup_secs,
+        t.rows,
+        t.requests.round()
+    ));
+}
+
+fn query(cli: &Cli, a: &QueryArgs, report: &mut Report) -> anyhow::Result<()> {
+    report.set("command", json!("query"));
+    let setup = Setup::new(cli, &a.store, report)?;
+    let profile = query_profile(a.services)?;
+    let work = generate(&profile, a.events, a.batch, report)?;
+    let mut server = setup.start()?;
+    let r = load(&setup, &server, &work, a.clients, "load", report)?;
+    if setup.is_embedded() {
+        eprintln!("restarting the server so that the data is read from disk...");
+        let down = server.terminate(SHUTDOWN_TIMEOUT)?;
+        let t0 = Instant::now();
+        server = setup.start()?;
+        let up = t0.elapsed();
+        report.line(format!(
+            "restart (embedded): SIGTERM to exit {:.1} s, start to listening {:.1} s; queries below read the on-disk data",
+            down.as_secs_f64(),
+            up.as_secs_f64()
+        ));
+        report.set(
+            "restart",
+            json!({"shutdown_secs": round(down.as_secs_f64(), 2), "startup_secs": round(up.as_secs_f64(), 2)}),
+        );
+    }
+    let (from, to) = client::covering_range(&work);
+    let (service, service_events) = work.busiest();
+    let http = client::http_client()?;
+    eprintln!("timing queries (1 warm-up + {} runs each)...", a.runs);
+    let before = CpuMark::now(server.pid());
+    let t_all = Instant::now();
+    let endpoints = client::time_query(
+        &http,
+        &format!("endpoints service={service} group_by=build"),
+        &format!(
+            "{}/api/v1/endpoints?service={service}&from={from}&to={to}&group_by=build",
+            server.url
+        ),
+        a.runs,
+    )?;
+    let services = client::time_query(
+        &http,
+        "services (whole tenant)",
+        &format!("{}/api/v1/services?from={from}&to={to}", server.url),
+        a.runs,
+    )?;
+    let cores = before.cores_until(&CpuMark::now(server.pid()), t_all.elapsed().as_secs_f64());
+    report.line(format!(
+        "query over the full range of {} events (service {service} holds {service_events} = {:.1}% of them):",
+        r.acked,
+        100.0 * service_events as f64 / r.acked as f64
+    ));
+    report_query(report, &endpoints, service_events);
+    report_query(report, &services, r.acked);
+    report.line(format!(
+        "  CPU while querying (average cores): profwatch server {}, whole machine {}",
+        cores["profwatch_server"], cores["machine_busy"]
+    ));
+    let q = |t: &QueryTiming, scope: u64| {
+        json!({
+            "url": t.url,
+            "events_in_scope": scope,
+            "rows": t.rows,
+            "requests_counted": t.requests,
+            "warmup_secs": round(t.warmup_secs, 4),
+            "runs_secs": t.runs.iter().map(|s| round(*s, 4)).collect::<Vec<_>>(),
+            "min_secs": round(t.min(), 4),
+            "median_secs": round(t.median(), 4),
+            "max_secs": round(t.max(), 4),
+        })
+    };
+    report.set(
+        "query",
+        json!({
+            "service": service,
+            "endpoints_group_by_build": q(&endpoints, service_events),
+            "services": q(&services, r.acked),
+            "cpu_cores": cores,
+        }),
+    );
+    if (endpoints.requests.round() as u64) != service_events {
+        bail!(
+            "the endpoints query counted {} requests, {service_events} were stored for {service}",
+            endpoints.requests
+        );
+    }
+    let at_scale = service_events >= GOAL_ENDPOINTS_EVENTS;
+    report.goal(
+        if setup.is_embedded() {
+            "endpoints query embedded"
+        } else {
+            "endpoints query ClickHouse"
+        },
+        format!("<= {GOAL_ENDPOINTS_SECS} s over {GOAL_ENDPOINTS_EVENTS} events"),
+        format!(
+            "median {:.3} s over {service_events} events",
+            endpoints.median()
+        ),
+        at_scale.then_some(endpoints.median() <= GOAL_ENDPOINTS_SECS),
+    );
+    disk(&setup, server, r.acked, report)?;
+    setup.finish();
+    Ok(())
+}
+
+fn disk_cmd(cli: &Cli, a: &LoadArgs, report: &mut Report) -> anyhow::Result<()> {
+    report.set("command", json!("disk"));
+    let setup = Setup::new(cli, &a.store, report)?;
+    let work = generate(&Profile::mixed(), a.events, a.batch, report)?;
+    let server = setup.start()?;
+    let r = load(&setup, &server, &work, a.clients, "load", report)?;
+    disk(&setup, server, r.acked, report)?;
+    setup.finish();
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut report = Report::default();
+    let result = match &cli.command {
+        Cmd::Ingest(a) => ingest(&cli, a, &mut report),
+        Cmd::Query(a) => query(&cli, a, &mut report),
+        Cmd::Disk(a) => disk_cmd(&cli, a, &mut report),
+    };
+    if let Err(e) = &result {
+        report.set("error", json!(format!("{e:#}")));
+    }
+    report.print(cli.json);
+    result
+}

@@ -81,10 +81,23 @@ pub async fn run(
         metrics: Arc::new(Metrics::new()),
     });
     tracing::info!(%addr, store = store.kind(), "profwatch server listening");
+    let housekeeping = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+            loop {
+                every.tick().await;
+                if let Err(e) = store.maintain().await {
+                    tracing::warn!(error = %e, "store housekeeping failed; will retry");
+                }
+            }
+        })
+    };
     on_listening(addr);
     let served = axum::serve(listener, http::router(state))
         .with_graceful_shutdown(shutdown)
         .await;
+    housekeeping.abort();
     tracing::info!("shutting down: flushing the store");
     match tokio::time::timeout(shutdown_timeout, store.shutdown()).await {
         Ok(Ok(())) => tracing::info!("store flushed"),

@@ -83,6 +83,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         0
     }
 
+    /// Housekeeping the server runs periodically (hourly): retention where the backend does not
+    /// enforce it by itself. The embedded store does its own in the background.
+    async fn maintain(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Flushes everything and stops background work. Writes after this fail with `Closed`.
     async fn shutdown(&self) -> Result<(), StoreError>;
 }

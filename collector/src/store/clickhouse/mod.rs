@@ -2,9 +2,12 @@
 //!
 //! Invariants:
 //! - [`Store::write`] sends one batch as ONE `INSERT` (RowBinary over HTTP) and returns `Ok`
-//!   only after ClickHouse acknowledged it (`Insert::end` succeeded). A single insert into a
-//!   MergeTree table of at most `max_insert_block_size` rows (about a million) becomes one part,
-//!   so it is visible whole or not at all. At most [`INSERT_PERMITS`] inserts run at once; a
+//!   only after ClickHouse acknowledged it (`Insert::end` succeeded); any failure before that
+//!   is [`StoreError::Unavailable`]. An insert of at most `max_insert_block_size` rows (about a
+//!   million) becomes one part per daily partition it touches, each visible whole or not at
+//!   all; a batch whose events span two UTC days lands as two parts. Nothing deduplicates a
+//!   retried batch whose acknowledgement was lost (non-replicated MergeTree).
+//!   At most [`INSERT_PERMITS`] inserts run at once; a
 //!   batch that cannot start within [`PERMIT_WAIT`] is refused with
 //!   [`StoreError::Overloaded`] and nothing is written.
 //! - Every query filters on `tenant = ?` first (the leading column of the sort key), and on the
@@ -271,6 +274,14 @@ impl ClickHouseStore {
 impl Store for ClickHouseStore {
     fn kind(&self) -> &'static str {
         "clickhouse"
+    }
+
+    async fn maintain(&self) -> Result<(), StoreError> {
+        let dropped = self.enforce_retention().await?;
+        if dropped > 0 {
+            tracing::info!(partitions = dropped, "dropped partitions past retention");
+        }
+        Ok(())
     }
 
     async fn write(&self, tenant: &Tenant, events: Vec<RequestEvent>) -> Result<(), StoreError> {

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs every profwatch test: unit tests, the Store contract suite on both stores, and the
+# end-to-end tests against the real binary. Installs and starts the ClickHouse server the tests
+# need (Debian's clickhouse-server, via scripts/clickhouse.sh) and stops it afterwards if it
+# started it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v curl >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl
+fi
+
+url="$(scripts/clickhouse.sh url)"
+started_here=0
+if [ "$(curl -s --max-time 2 "$url/ping" || true)" != "Ok." ]; then
+    scripts/clickhouse.sh start
+    started_here=1
+fi
+stop() { if [ "$started_here" = 1 ]; then scripts/clickhouse.sh stop || true; fi; }
+trap stop EXIT
+
+export PROFWATCH_TEST_CLICKHOUSE_URL="$url"
+cargo build -p profwatch
+cargo test --workspace "$@"
