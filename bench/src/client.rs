@@ -236,10 +236,7 @@ pub fn post_all(
 }
 
 /// A GET answered 200 with a JSON body, and how long it took (to the last byte).
-pub fn get_json(
-    http: &reqwest::blocking::Client,
-    url: &str,
-) -> anyhow::Result<(Value, Duration)> {
+pub fn get_json(http: &reqwest::blocking::Client, url: &str) -> anyhow::Result<(Value, Duration)> {
     let t0 = Instant::now();
     let resp = http.get(url).send().with_context(|| format!("GET {url}"))?;
     let status = resp.status();
@@ -258,7 +255,11 @@ pub fn get_json(
 pub fn sum_requests(v: &Value) -> anyhow::Result<f64> {
     let rows = v.as_array().context("the answer is not a JSON array")?;
     rows.iter()
-        .map(|r| r["requests"].as_f64().context("a row has no numeric `requests`"))
+        .map(|r| {
+            r["requests"]
+                .as_f64()
+                .context("a row has no numeric `requests`")
+        })
         .sum()
 }
 

@@ -139,7 +139,8 @@ fn zipf_cdf(n: usize, s: f64) -> Vec<f64> {
 
 fn pick(cdf: &[f64], rng: &mut Rng) -> usize {
     let u = rng.f64();
-    cdf.partition_point(|c| *c <= u).min(cdf.len().saturating_sub(1))
+    cdf.partition_point(|c| *c <= u)
+        .min(cdf.len().saturating_sub(1))
 }
 
 const METHODS: [&str; 4] = ["GET", "POST", "PUT", "DELETE"];
@@ -258,7 +259,9 @@ impl Fleet {
             endpoint_cdf: zipf_cdf(p.endpoints_per_service, 0.8),
             services,
             endpoints,
-            builds: (0..p.builds).map(|b| format!("2024.11.{}", b + 1)).collect(),
+            builds: (0..p.builds)
+                .map(|b| format!("2024.11.{}", b + 1))
+                .collect(),
             dcs,
             hosts,
             host_ipns,
@@ -354,12 +357,14 @@ pub fn generate(
                     };
                     let mut buf = Vec::with_capacity(batch);
                     for b in (t..n_batches).step_by(threads) {
-                        let mut rng = Rng::new(p.seed ^ (b as u64).wrapping_mul(0xA24B_AED4_963E_E407));
+                        let mut rng =
+                            Rng::new(p.seed ^ (b as u64).wrapping_mul(0xA24B_AED4_963E_E407));
                         let first = b as u64 * batch as u64;
                         let last = (first + batch as u64).min(events);
                         buf.clear();
                         for g in first..last {
-                            let base = start_ns + (span_ns as f64 * (g as f64 / events as f64)) as i64;
+                            let base =
+                                start_ns + (span_ns as f64 * (g as f64 / events as f64)) as i64;
                             let jitter = (rng.f64() * 1e9) as i64;
                             let ts = (base - jitter).clamp(start_ns, now_ns);
                             part.min_ts = part.min_ts.min(ts);

@@ -152,7 +152,8 @@ impl Report {
     }
     fn print(mut self, as_json: bool) {
         if as_json {
-            self.doc.insert("goals".to_owned(), Value::Array(self.goals));
+            self.doc
+                .insert("goals".to_owned(), Value::Array(self.goals));
             println!(
                 "{}",
                 serde_json::to_string_pretty(&Value::Object(self.doc)).unwrap_or_default()
@@ -270,7 +271,12 @@ fn threads() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
-fn generate(profile: &Profile, events: u64, batch: usize, report: &mut Report) -> anyhow::Result<Workload> {
+fn generate(
+    profile: &Profile,
+    events: u64,
+    batch: usize,
+    report: &mut Report,
+) -> anyhow::Result<Workload> {
     anyhow::ensure!(events > 0, "--events must be at least 1");
     eprintln!("encoding {events} events in batches of {batch} (protobuf + gzip)...");
     let w = gen::generate(profile, events, batch, threads(), now_ns())?;
@@ -330,7 +336,10 @@ fn load(
     what: &str,
     report: &mut Report,
 ) -> anyhow::Result<PostResult> {
-    eprintln!("sending {} events with {clients} client threads...", work.events);
+    eprintln!(
+        "sending {} events with {clients} client threads...",
+        work.events
+    );
     let before = CpuMark::now(server.pid());
     let r = client::post_all(&server.url, work, clients, Some(what))?;
     let after = CpuMark::now(server.pid());

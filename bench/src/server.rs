@@ -105,7 +105,9 @@ impl Server {
                         log: log.to_owned(),
                     })
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) if started.elapsed() < Duration::from_secs(120) => {
+                Err(mpsc::RecvTimeoutError::Timeout)
+                    if started.elapsed() < Duration::from_secs(120) =>
+                {
                     if let Some(status) = child.try_wait().context("waiting for the server")? {
                         bail!(
                             "profwatch server exited with {status} before listening; log {}:\n{}",

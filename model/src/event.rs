@@ -296,7 +296,8 @@ mod tests {
     #[test]
     fn each_limit_is_enforced() {
         let limits = Limits::default();
-        let cases: Vec<(&str, Box<dyn Fn(&mut RequestEvent)>)> = vec![
+        type Mutation = Box<dyn Fn(&mut RequestEvent)>;
+        let cases: Vec<(&str, Mutation)> = vec![
             ("service", Box::new(|e| e.service.clear())),
             ("endpoint", Box::new(|e| e.endpoint = "x".repeat(257))),
             ("host", Box::new(|e| e.host = "a\nb".into())),

@@ -119,7 +119,8 @@ pub struct EmbeddedStore {
     shared: Arc<Shared>,
     tx: Mutex<Option<SyncSender<Command>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
-    _lock: File,
+    /// Held (with an OS file lock) until shutdown.
+    lock: Mutex<Option<File>>,
 }
 
 impl std::fmt::Debug for WriteRequest {
@@ -250,7 +251,7 @@ impl EmbeddedStore {
             shared,
             tx: Mutex::new(Some(tx)),
             threads: Mutex::new(threads),
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
         })
     }
 
@@ -741,6 +742,9 @@ impl Store for EmbeddedStore {
         .await
         .map_err(|e| StoreError::Query(format!("shutdown task failed: {e}")))?;
         let left = read(&self.shared.state).frozen.len();
+        if let Some(f) = lock(&self.lock).take() {
+            let _ = f.unlock();
+        }
         if left > 0 {
             return Err(StoreError::Unavailable(format!(
                 "{left} memtables could not be flushed; they remain in the WAL and will be replayed"
