@@ -44,7 +44,10 @@ async fn answer(store: &EmbeddedStore) -> String {
     let q = EndpointsQuery {
         tenant: tenant(),
         service: "svc".into(),
-        range: TimeRange { from: now_ns() - 3 * 86_400 * NANOS_PER_SEC, to: now_ns() + NANOS_PER_SEC },
+        range: TimeRange {
+            from: now_ns() - 3 * 86_400 * NANOS_PER_SEC,
+            to: now_ns() + NANOS_PER_SEC,
+        },
         group_by: GroupBy::Build,
     };
     serde_json::to_string(&store.endpoints(&q).await.expect("query")).expect("json")
@@ -64,7 +67,10 @@ async fn compaction_merges_segments_and_keeps_answers() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = EmbeddedStore::open(cfg(dir.path())).expect("open");
     for b in 0..6 {
-        store.write(&tenant(), events(1000, 60, &format!("b{b}"))).await.expect("write");
+        store
+            .write(&tenant(), events(1000, 60, &format!("b{b}")))
+            .await
+            .expect("write");
         store.flush().await.expect("flush");
     }
     assert_eq!(segment_files(dir.path()).len(), 6);
@@ -87,7 +93,10 @@ async fn leftover_compaction_inputs_are_removed_on_open() {
     let aside = tempfile::tempdir().expect("tempdir");
     let store = EmbeddedStore::open(cfg(dir.path())).expect("open");
     for b in 0..4 {
-        store.write(&tenant(), events(500, 60, &format!("b{b}"))).await.expect("write");
+        store
+            .write(&tenant(), events(500, 60, &format!("b{b}")))
+            .await
+            .expect("write");
         store.flush().await.expect("flush");
     }
     let inputs = segment_files(dir.path());
@@ -113,16 +122,28 @@ async fn retention_drops_old_segments_and_hides_old_rows() {
     let mut c = cfg(dir.path());
     c.retention = Duration::from_secs(86_400);
     let store = EmbeddedStore::open(c).expect("open");
-    store.write(&tenant(), events(100, 2 * 86_400, "old")).await.expect("write");
+    store
+        .write(&tenant(), events(100, 2 * 86_400, "old"))
+        .await
+        .expect("write");
     store.flush().await.expect("flush");
-    store.write(&tenant(), events(100, 60, "new")).await.expect("write");
+    store
+        .write(&tenant(), events(100, 60, "new"))
+        .await
+        .expect("write");
     store.flush().await.expect("flush");
     assert_eq!(segment_files(dir.path()).len(), 2);
     let a = answer(&store).await;
-    assert!(!a.contains("\"old\""), "rows past retention are never answered: {a}");
+    assert!(
+        !a.contains("\"old\""),
+        "rows past retention are never answered: {a}"
+    );
     assert!(a.contains("\"new\""));
     store.maintain().expect("retention");
-    assert_eq!(segment_files(dir.path()), ["seg-000000000002-000000000002.parquet"]);
+    assert_eq!(
+        segment_files(dir.path()),
+        ["seg-000000000002-000000000002.parquet"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,7 +161,10 @@ async fn a_data_dir_has_one_owner() {
 async fn unflushed_wal_is_replayed_exactly_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = EmbeddedStore::open(cfg(dir.path())).expect("open");
-    store.write(&tenant(), events(1234, 60, "b")).await.expect("write");
+    store
+        .write(&tenant(), events(1234, 60, "b"))
+        .await
+        .expect("write");
     let before = answer(&store).await;
     // Simulate a crash: leak the store so nothing is flushed or cleaned up, then drop the lock
     // by copying the data dir.
@@ -153,11 +177,18 @@ async fn unflushed_wal_is_replayed_exactly_once() {
         }
     }
     store.shutdown().await.expect("shutdown");
-    assert!(matches!(store.write(&tenant(), events(1, 60, "b")).await, Err(StoreError::Closed)));
+    assert!(matches!(
+        store.write(&tenant(), events(1, 60, "b")).await,
+        Err(StoreError::Closed)
+    ));
     let recovered = EmbeddedStore::open(cfg(copy.path())).expect("recover");
     assert_eq!(answer(&recovered).await, before);
     recovered.shutdown().await.expect("shutdown");
     drop(recovered);
     let again = EmbeddedStore::open(cfg(copy.path())).expect("reopen");
-    assert_eq!(answer(&again).await, before, "replayed rows must not be counted twice");
+    assert_eq!(
+        answer(&again).await,
+        before,
+        "replayed rows must not be counted twice"
+    );
 }

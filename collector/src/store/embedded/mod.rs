@@ -310,16 +310,9 @@ impl EmbeddedStore {
             .map(|s| Source::Segment(s.clone()))
             .collect();
         for mt in &st.frozen {
-            out.push(Source::Memory {
-                keys: mt.dict.keys.clone(),
-                rows: Arc::new(mt.rows.clone()),
-            });
+            out.push(Source::Frozen(mt.clone()));
         }
-        let active = read(&st.active);
-        out.push(Source::Memory {
-            keys: active.dict.keys.clone(),
-            rows: Arc::new(active.rows.clone()),
-        });
+        out.push(Source::Active(st.active.clone()));
         out
     }
 

@@ -3,7 +3,7 @@
 //! bounded-size [`CostAccumulator`]s. Sources are scanned in parallel and merged.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use profwatch_model::query::{
     CostAccumulator, EndpointStats, EndpointsQuery, GroupBy, ServiceSummary, ServicesQuery,
@@ -11,40 +11,49 @@ use profwatch_model::query::{
 };
 use profwatch_model::timefmt::NANOS_PER_SEC;
 
-use super::memtable::{Rows, SeriesKey};
+use super::memtable::{MemTable, Rows, SeriesKey};
 use super::segment::{self, Projection, SegmentMeta};
 use crate::store::StoreError;
 
-/// A source of rows frozen for the duration of one query.
+/// A source of rows for one query. Memtables are read in place (the active one under its read
+/// lock, briefly holding off the writer); rows that arrive after the query mapped its series
+/// are skipped.
 #[derive(Debug, Clone)]
 pub enum Source {
-    Memory {
-        keys: Vec<Arc<SeriesKey>>,
-        rows: Arc<Rows>,
-    },
+    Active(Arc<RwLock<MemTable>>),
+    Frozen(Arc<MemTable>),
     Segment(Arc<SegmentMeta>),
 }
 
 impl Source {
-    fn keys(&self) -> &[Arc<SeriesKey>] {
+    fn keys(&self) -> Vec<Arc<SeriesKey>> {
         match self {
-            Source::Memory { keys, .. } => keys,
-            Source::Segment(s) => &s.series,
+            Source::Active(m) => m
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .dict
+                .keys
+                .clone(),
+            Source::Frozen(m) => m.dict.keys.clone(),
+            Source::Segment(s) => s.series.clone(),
         }
     }
 
     fn overlaps(&self, range: TimeRange) -> bool {
         match self {
-            Source::Memory { .. } => true,
+            Source::Active(_) | Source::Frozen(_) => true,
             Source::Segment(s) => s.max_ts >= range.from && s.min_ts < range.to,
         }
     }
 
-    fn for_each_chunk(&self, f: impl FnMut(&Rows)) -> Result<(), StoreError> {
-        let mut f = f;
+    fn for_each_chunk(&self, mut f: impl FnMut(&Rows)) -> Result<(), StoreError> {
         match self {
-            Source::Memory { rows, .. } => {
-                f(rows);
+            Source::Active(m) => {
+                f(&m.read().unwrap_or_else(|e| e.into_inner()).rows);
+                Ok(())
+            }
+            Source::Frozen(m) => {
+                f(&m.rows);
                 Ok(())
             }
             Source::Segment(s) => segment::scan(s, Projection::default(), f),
