@@ -54,12 +54,12 @@ fn decode(
     state: &AppState,
     format: Format,
     bytes: &[u8],
-) -> Result<Vec<RequestEvent>, (RejectReason, ApiError)> {
+) -> Result<Vec<RequestEvent>, (RejectReason, ApiError, usize)> {
     let events = match format {
         Format::NdJson => ndjson::parse_body(bytes)
-            .map_err(|e| (RejectReason::Decode, ApiError::BadRequest(e.to_string())))?,
+            .map_err(|e| (RejectReason::Decode, ApiError::BadRequest(e.to_string()), 0))?,
         Format::Protobuf => wire::decode_batch(bytes)
-            .map_err(|e| (RejectReason::Decode, ApiError::BadRequest(e.to_string())))?,
+            .map_err(|e| (RejectReason::Decode, ApiError::BadRequest(e.to_string()), 0))?,
     };
     let max = state.cfg.max_events_per_batch;
     if events.len() > max {
@@ -69,6 +69,7 @@ fn decode(
                 "{} events in one request; the limit is {max}",
                 events.len()
             )),
+            events.len(),
         ));
     }
     let now = now_ns();
@@ -81,6 +82,7 @@ fn decode(
             return Err((
                 RejectReason::Invalid,
                 ApiError::BadRequest(format!("{at}: {err}; nothing was stored")),
+                events.len(),
             ));
         }
     }
@@ -109,13 +111,16 @@ pub async fn post_events(
                     ApiError::PayloadTooLarge(_) => RejectReason::BodyTooLarge,
                     _ => RejectReason::Decompress,
                 };
-                (reason, e)
+                (reason, e, 0)
             })?;
         decode(&st, format, &bytes)
     })
     .await
     .map_err(|e| ApiError::Internal(format!("decode task: {e}")))?;
-    let events = decoded.map_err(|(reason, e)| reject(reason, e))?;
+    let events = decoded.map_err(|(reason, e, n)| {
+        state.metrics.rejected(reason, n);
+        e
+    })?;
     let n = events.len();
     let started = Instant::now();
     match state.store.write(&tenant, events).await {
