@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use profwatch_collector::store::embedded::{EmbeddedConfig, EmbeddedStore};
 use profwatch_collector::store::{Store, StoreError};
+use profwatch_model::profile::{ProfileBatch, ProfileQuery, SampleLabels, StackSample};
 use profwatch_model::query::{EndpointsQuery, GroupBy, TimeRange};
 use profwatch_model::timefmt::{now_ns, NANOS_PER_SEC};
 use profwatch_model::{RequestEvent, Tenant};
@@ -40,7 +41,45 @@ fn tenant() -> Tenant {
     Tenant("t".into())
 }
 
+fn profile(build: &str) -> Vec<ProfileBatch> {
+    vec![ProfileBatch {
+        ts: now_ns() - 60 * NANOS_PER_SEC,
+        labels: SampleLabels {
+            service: "svc".into(),
+            endpoint: "GET /0".into(),
+            build: build.into(),
+            ..Default::default()
+        },
+        samples: (0..20u64)
+            .map(|k| StackSample {
+                frames: vec!["main".into(), format!("f{}", k % 5), format!("g{k}")],
+                samples: k + 1,
+                cpu_ns: 0,
+            })
+            .collect(),
+    }]
+}
+
 async fn answer(store: &EmbeddedStore) -> String {
+    let pq = ProfileQuery {
+        tenant: tenant(),
+        service: "svc".into(),
+        range: TimeRange {
+            from: now_ns() - 3 * 86_400 * NANOS_PER_SEC,
+            to: now_ns() + NANOS_PER_SEC,
+        },
+        filters: vec![],
+    };
+    let p = store.profile(&pq).await.expect("profile");
+    let stacks: Vec<String> = p
+        .rows
+        .iter()
+        .map(|r| format!("{}|{}|{}", r.labels.build, r.frames.join(";"), r.samples))
+        .collect();
+    events_answer(store).await + &stacks.join(",")
+}
+
+async fn events_answer(store: &EmbeddedStore) -> String {
     let q = EndpointsQuery {
         tenant: tenant(),
         service: "svc".into(),
@@ -71,14 +110,30 @@ async fn compaction_merges_segments_and_keeps_answers() {
             .write(&tenant(), events(1000, 60, &format!("b{b}")))
             .await
             .expect("write");
+        if b % 2 == 0 {
+            store
+                .write_profiles(&tenant(), profile(&format!("b{b}")))
+                .await
+                .expect("write profiles");
+        }
         store.flush().await.expect("flush");
     }
-    assert_eq!(segment_files(dir.path()).len(), 6);
+    assert_eq!(
+        segment_files(dir.path()).len(),
+        9,
+        "6 event segments and 3 profile segments"
+    );
     let before = answer(&store).await;
+    assert!(before.contains("b4|main;f0;g0|1"), "{before}");
     store.maintain().expect("compact");
     let after_files = segment_files(dir.path());
-    assert_eq!(after_files.len(), 1, "{after_files:?}");
-    assert_eq!(after_files[0], "seg-000000000001-000000000006.parquet");
+    assert_eq!(
+        after_files,
+        [
+            "prof-000000000001-000000000006.parquet",
+            "seg-000000000001-000000000006.parquet"
+        ]
+    );
     assert_eq!(answer(&store).await, before);
     store.shutdown().await.expect("shutdown");
     let reopened = EmbeddedStore::open(cfg(dir.path())).expect("reopen");

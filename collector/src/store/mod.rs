@@ -11,6 +11,7 @@ pub mod embedded;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use profwatch_model::profile::{ProfileBatch, ProfileQuery, StackProfile};
 use profwatch_model::query::{
     EndpointStats, EndpointsQuery, ServiceSummary, ServicesQuery, TimeseriesPoint, TimeseriesQuery,
 };
@@ -74,6 +75,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// The same figures per time bucket for one endpoint.
     async fn timeseries(&self, q: &TimeseriesQuery) -> Result<Vec<TimeseriesPoint>, StoreError>;
+
+    /// Stores stack-sample batches for `tenant`; returns once they are durable. Each distinct
+    /// stack is kept once under its content hash; samples refer to the hash.
+    async fn write_profiles(
+        &self,
+        tenant: &Tenant,
+        batches: Vec<ProfileBatch>,
+    ) -> Result<(), StoreError>;
+
+    /// Samples matching the query, summed per (label set, stack) over the range.
+    async fn profile(&self, q: &ProfileQuery) -> Result<StackProfile, StoreError>;
 
     /// `Ok` when the store can serve reads and writes now.
     async fn ready(&self) -> Result<(), StoreError>;

@@ -43,4 +43,6 @@ contract!(
     weights_count,
     instructions_absent_is_null,
     large_and_concurrent_batches,
+    profiles_sum_per_stack_and_filter_by_label,
+    many_profile_batches_survive_flushes,
 );

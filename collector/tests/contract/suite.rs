@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use profwatch_collector::store::Store;
+use profwatch_model::profile::{
+    LabelFilter, ProfileBatch, ProfileQuery, SampleLabels, StackSample,
+};
 use profwatch_model::query::{
     CostStats, EndpointsQuery, GroupBy, ServicesQuery, TimeRange, TimeseriesQuery,
 };
@@ -456,4 +459,206 @@ pub async fn large_and_concurrent_batches(store: Arc<dyn Store>) {
             .collect();
         check(&r.stats, &mine, &format!("{} {:?}", r.endpoint, r.group));
     }
+}
+
+fn profile_batch(ts: i64, endpoint: &str, build: &str, stacks: &[(&str, u64)]) -> ProfileBatch {
+    ProfileBatch {
+        ts,
+        labels: SampleLabels {
+            service: "shop".into(),
+            endpoint: endpoint.into(),
+            build: build.into(),
+            dc: "eu1".into(),
+            host: "web-1".into(),
+            extra: [("flag".to_owned(), "on".to_owned())].into(),
+        },
+        samples: stacks
+            .iter()
+            .map(|(s, n)| StackSample {
+                frames: s.split(';').map(str::to_owned).collect(),
+                samples: *n,
+                cpu_ns: n * 10_101_010,
+            })
+            .collect(),
+    }
+}
+
+fn pq(filters: &[(&str, &str)], range: TimeRange) -> ProfileQuery {
+    ProfileQuery {
+        tenant: tenant(),
+        service: "shop".into(),
+        range,
+        filters: filters
+            .iter()
+            .map(|(k, v)| LabelFilter {
+                key: (*k).into(),
+                value: (*v).into(),
+            })
+            .collect(),
+    }
+}
+
+pub async fn profiles_sum_per_stack_and_filter_by_label(store: Arc<dyn Store>) {
+    let b = base();
+    let batches = vec![
+        profile_batch(
+            b,
+            "GET /cart",
+            "811",
+            &[
+                ("main;serve;cart::load", 10),
+                ("main;serve;json::encode<T>", 5),
+            ],
+        ),
+        profile_batch(
+            b + MINUTE,
+            "GET /cart",
+            "811",
+            &[("main;serve;cart::load", 7)],
+        ),
+        profile_batch(
+            b + MINUTE,
+            "GET /cart",
+            "812",
+            &[("main;serve;cart::load", 20)],
+        ),
+        profile_batch(
+            b + 2 * MINUTE,
+            "POST /pay",
+            "812",
+            &[("main;serve;pay::charge", 3)],
+        ),
+    ];
+    for chunk in batches.chunks(2) {
+        store
+            .write_profiles(&tenant(), chunk.to_vec())
+            .await
+            .expect("write profiles");
+    }
+    // Stack samples and events share a store: events must be unaffected.
+    store
+        .write(
+            &tenant(),
+            vec![ev(b, "GET /cart", "811", "eu1", "web-1", 100, None)],
+        )
+        .await
+        .expect("write");
+
+    let all = store.profile(&pq(&[], all_time())).await.expect("profile");
+    let merged = all.merged();
+    let get = |m: &[(Vec<String>, u64, u64)], s: &str| {
+        m.iter()
+            .find(|(f, _, _)| f.join(";") == s)
+            .map(|(_, n, c)| (*n, *c))
+    };
+    assert_eq!(
+        get(&merged, "main;serve;cart::load"),
+        Some((37, 37 * 10_101_010))
+    );
+    assert_eq!(
+        get(&merged, "main;serve;json::encode<T>").map(|x| x.0),
+        Some(5)
+    );
+    assert_eq!(get(&merged, "main;serve;pay::charge").map(|x| x.0), Some(3));
+    assert_eq!(merged.len(), 3);
+    for r in &all.rows {
+        assert_eq!(
+            r.labels.extra.get("flag").map(String::as_str),
+            Some("on"),
+            "extra labels kept"
+        );
+        assert_eq!(r.labels.dc, "eu1");
+    }
+    // (labels, stack) appear once each: build 811 and 812 rows for cart::load stay apart.
+    assert_eq!(
+        all.rows
+            .iter()
+            .filter(|r| r.frames.last().map(String::as_str) == Some("cart::load"))
+            .count(),
+        2
+    );
+
+    let only_812 = store
+        .profile(&pq(&[("build", "812")], all_time()))
+        .await
+        .expect("profile")
+        .merged();
+    assert_eq!(
+        get(&only_812, "main;serve;cart::load").map(|x| x.0),
+        Some(20)
+    );
+    assert_eq!(only_812.len(), 2);
+    let flag = store
+        .profile(&pq(
+            &[("flag", "on"), ("endpoint", "POST /pay")],
+            all_time(),
+        ))
+        .await
+        .expect("profile");
+    assert_eq!(flag.merged().len(), 1);
+    let none = store
+        .profile(&pq(&[("flag", "off")], all_time()))
+        .await
+        .expect("profile");
+    assert!(none.rows.is_empty());
+    let window = store
+        .profile(&pq(
+            &[],
+            TimeRange {
+                from: b + MINUTE,
+                to: b + 2 * MINUTE,
+            },
+        ))
+        .await
+        .expect("profile")
+        .merged();
+    assert_eq!(window.len(), 1, "only the minute-1 samples: {window:?}");
+    assert_eq!(window[0].1, 27);
+
+    let other = ProfileQuery {
+        tenant: Tenant("globex".into()),
+        ..pq(&[], all_time())
+    };
+    assert!(store
+        .profile(&other)
+        .await
+        .expect("profile")
+        .rows
+        .is_empty());
+    let events = store
+        .endpoints(&eq_query(GroupBy::None))
+        .await
+        .expect("query");
+    assert_eq!(events.len(), 1);
+}
+
+pub async fn many_profile_batches_survive_flushes(store: Arc<dyn Store>) {
+    let b = base();
+    let mut expected = 0u64;
+    for i in 0..40u64 {
+        let stacks: Vec<(String, u64)> = (0..50)
+            .map(|k| (format!("main;f{};g{}", k % 7, (k + i) % 11), 1 + k))
+            .collect();
+        let refs: Vec<(&str, u64)> = stacks.iter().map(|(s, n)| (s.as_str(), *n)).collect();
+        expected += refs.iter().map(|(_, n)| n).sum::<u64>();
+        store
+            .write_profiles(
+                &tenant(),
+                vec![profile_batch(
+                    b + i as i64 * NANOS_PER_SEC,
+                    "GET /cart",
+                    "811",
+                    &refs,
+                )],
+            )
+            .await
+            .expect("write profiles");
+    }
+    let p = store.profile(&pq(&[], all_time())).await.expect("profile");
+    assert_eq!(p.rows.iter().map(|r| r.samples).sum::<u64>(), expected);
+    assert_eq!(
+        p.rows.len(),
+        77,
+        "7 x 11 distinct stacks under one label set"
+    );
 }

@@ -410,6 +410,25 @@ impl Store for ClickHouseStore {
             .collect())
     }
 
+    async fn write_profiles(
+        &self,
+        _tenant: &Tenant,
+        _batches: Vec<profwatch_model::profile::ProfileBatch>,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::Query(
+            "profile storage is being built (issue #4)".into(),
+        ))
+    }
+
+    async fn profile(
+        &self,
+        _q: &profwatch_model::profile::ProfileQuery,
+    ) -> Result<profwatch_model::profile::StackProfile, StoreError> {
+        Err(StoreError::Query(
+            "profile storage is being built (issue #4)".into(),
+        ))
+    }
+
     async fn ready(&self) -> Result<(), StoreError> {
         let one: u8 = self
             .client

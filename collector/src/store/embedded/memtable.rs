@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
+use profwatch_model::profile::{stack_hash, ProfileBatch, SampleLabels};
 use profwatch_model::{RequestEvent, Tenant};
 use serde::{Deserialize, Serialize};
 
@@ -81,6 +82,24 @@ impl SeriesDict {
         }));
         self.by_hash.entry(h).or_default().push(id);
         id
+    }
+
+    /// Interns the series of a profile's labels.
+    pub fn intern_labels(&mut self, tenant: &str, l: &SampleLabels) -> u32 {
+        let key = Arc::new(SeriesKey {
+            tenant: tenant.to_owned(),
+            service: l.service.clone(),
+            endpoint: l.endpoint.clone(),
+            build: l.build.clone(),
+            dc: l.dc.clone(),
+            host: l.host.clone(),
+            labels: l
+                .extra
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        });
+        self.intern_key(&key)
     }
 
     /// Interns a key as it is (used when merging dictionaries).
@@ -156,12 +175,46 @@ impl Rows {
     }
 }
 
+/// Stack samples, one vector per column, all of the same length. `stack` is the content hash
+/// of the frames, which live once per table in a [`Stacks`] map.
+#[derive(Debug, Default, Clone)]
+pub struct SampleRows {
+    pub ts: Vec<i64>,
+    pub series: Vec<u32>,
+    pub stack: Vec<u64>,
+    pub samples: Vec<u64>,
+    pub cpu_ns: Vec<u64>,
+}
+
+impl SampleRows {
+    pub fn len(&self) -> usize {
+        self.ts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ts.is_empty()
+    }
+
+    pub fn push(&mut self, ts: i64, series: u32, stack: u64, samples: u64, cpu_ns: u64) {
+        self.ts.push(ts);
+        self.series.push(series);
+        self.stack.push(stack);
+        self.samples.push(samples);
+        self.cpu_ns.push(cpu_ns);
+    }
+}
+
+/// Frames by stack hash.
+pub type Stacks = HashMap<u64, Arc<[String]>>;
+
 /// The rows of one WAL generation, in memory.
 #[derive(Debug)]
 pub struct MemTable {
     pub gen: u64,
     pub dict: SeriesDict,
     pub rows: Rows,
+    pub samples: SampleRows,
+    pub stacks: Stacks,
 }
 
 impl MemTable {
@@ -170,7 +223,18 @@ impl MemTable {
             gen,
             dict: SeriesDict::default(),
             rows: Rows::default(),
+            samples: SampleRows::default(),
+            stacks: Stacks::new(),
         }
+    }
+
+    /// Rows of both kinds.
+    pub fn len(&self) -> usize {
+        self.rows.len() + self.samples.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty() && self.samples.is_empty()
     }
 
     pub fn insert(&mut self, tenant: &Tenant, events: &[RequestEvent]) {
@@ -180,10 +244,51 @@ impl MemTable {
         }
     }
 
+    pub fn insert_profiles(&mut self, tenant: &Tenant, batches: &[ProfileBatch]) {
+        for b in batches {
+            let series = self.dict.intern_labels(tenant.as_str(), &b.labels);
+            for s in &b.samples {
+                let h = stack_hash(&s.frames);
+                self.stacks
+                    .entry(h)
+                    .or_insert_with(|| Arc::from(s.frames.clone().into_boxed_slice()));
+                self.samples.push(b.ts, series, h, s.samples, s.cpu_ns);
+            }
+        }
+    }
+
+    /// A copy (for freezing an active memtable that a query still reads).
+    pub fn snapshot(&self) -> MemTable {
+        MemTable {
+            gen: self.gen,
+            dict: self.dict.clone(),
+            rows: self.rows.clone(),
+            samples: self.samples.clone(),
+            stacks: self.stacks.clone(),
+        }
+    }
+
     /// Rows sorted by (series key, ts) with a dictionary in key order: the layout segments use.
     pub fn sorted(&self) -> (Vec<Arc<SeriesKey>>, Rows) {
         sort_rows(&self.dict.keys, &self.rows)
     }
+}
+
+/// Sorts samples by (series, stack, ts).
+pub fn sort_samples(rows: &SampleRows) -> SampleRows {
+    let mut idx: Vec<usize> = (0..rows.len()).collect();
+    idx.sort_unstable_by_key(|i| (rows.series[*i], rows.stack[*i], rows.ts[*i]));
+    let mut out = SampleRows::default();
+    for i in idx {
+        out.push(
+            rows.ts[i],
+            rows.series[i],
+            rows.stack[i],
+            rows.samples[i],
+            rows.cpu_ns[i],
+        );
+    }
+    out
 }
 
 /// Sorts rows by (series key, ts) and renumbers the series in key order.

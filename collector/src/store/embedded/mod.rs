@@ -17,6 +17,7 @@
 //!   [`StoreError::Overloaded`].
 
 mod memtable;
+mod profile_segment;
 mod query;
 mod segment;
 mod wal;
@@ -30,6 +31,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use profwatch_model::profile::{ProfileBatch, ProfileQuery, StackProfile};
 use profwatch_model::query::{
     EndpointStats, EndpointsQuery, ServiceSummary, ServicesQuery, TimeRange, TimeseriesPoint,
     TimeseriesQuery,
@@ -41,7 +43,7 @@ use tokio::sync::oneshot;
 use self::memtable::{MemTable, Rows};
 use self::query::Source;
 use self::segment::SegmentMeta;
-use self::wal::Wal;
+use self::wal::{Entry, Wal};
 use super::{Store, StoreError};
 
 /// Settings of the embedded store.
@@ -88,7 +90,7 @@ enum Command {
 struct WriteRequest {
     tenant: Tenant,
     record: Vec<u8>,
-    events: Vec<RequestEvent>,
+    entry: Entry,
     reply: oneshot::Sender<Result<(), StoreError>>,
 }
 
@@ -126,7 +128,7 @@ pub struct EmbeddedStore {
 impl std::fmt::Debug for WriteRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WriteRequest")
-            .field("events", &self.events.len())
+            .field("rows", &self.entry.rows())
             .finish()
     }
 }
@@ -186,12 +188,33 @@ impl EmbeddedStore {
         let mut segments = Vec::new();
         for (lo, hi, name) in &ranges {
             let path = seg_dir.join(name);
+            let prof_path = seg_dir.join(profile_segment::file_name(*lo, *hi));
             if covered_by_other(*lo, *hi) {
                 tracing::info!(path = %path.display(), "removing a compaction input left behind");
                 std::fs::remove_file(&path).map_err(|e| StoreError::io("remove", &path, e))?;
+                if prof_path.exists() {
+                    std::fs::remove_file(&prof_path)
+                        .map_err(|e| StoreError::io("remove", &prof_path, e))?;
+                }
                 continue;
             }
-            segments.push(Arc::new(segment::open(&path, *lo, *hi)?));
+            let profile = if prof_path.exists() {
+                Some(profile_segment::open(&prof_path)?)
+            } else {
+                None
+            };
+            segments.push(Arc::new(segment::open(&path, *lo, *hi, profile)?));
+        }
+        // A profile file without its events file is an interrupted flush or compaction: the
+        // WAL (or the inputs) still hold its rows.
+        for name in list(&seg_dir)? {
+            if let Some((lo, hi)) = profile_segment::parse_file_name(&name) {
+                if !segments.iter().any(|s| s.lo == lo && s.hi == hi) {
+                    let p = seg_dir.join(&name);
+                    tracing::info!(path = %p.display(), "removing a profile segment whose flush did not finish");
+                    std::fs::remove_file(&p).map_err(|e| StoreError::io("remove", &p, e))?;
+                }
+            }
         }
         let seg_covers = |g: u64| segments.iter().any(|s| s.lo <= g && g <= s.hi);
 
@@ -210,9 +233,9 @@ impl EmbeddedStore {
                 continue;
             }
             let mut mt = MemTable::new(gen);
-            for (tenant, events) in wal::replay(&path)? {
-                replayed += events.len();
-                mt.insert(&tenant, &events);
+            for (tenant, entry) in wal::replay(&path)? {
+                replayed += entry.rows();
+                apply(&mut mt, &tenant, &entry);
             }
             frozen.push(Arc::new(mt));
         }
@@ -336,6 +359,13 @@ impl EmbeddedStore {
     }
 }
 
+fn apply(mt: &mut MemTable, tenant: &Tenant, entry: &Entry) {
+    match entry {
+        Entry::Events(e) => mt.insert(tenant, e),
+        Entry::Profiles(p) => mt.insert_profiles(tenant, p),
+    }
+}
+
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, StoreError> {
     std::thread::Builder::new()
         .name(name.to_owned())
@@ -370,7 +400,7 @@ fn writer_loop(s: &Shared, rx: Receiver<Command>, mut wal: Wal) {
         let first = match first {
             Command::Write(w) => w,
             Command::Rotate(reply) => {
-                let empty = read(&read(&s.state).active).rows.is_empty();
+                let empty = read(&read(&s.state).active).is_empty();
                 let r = if empty { Ok(()) } else { rotate(s, &mut wal) };
                 opened = Instant::now();
                 let _ = reply.send(r);
@@ -396,9 +426,9 @@ fn writer_loop(s: &Shared, rx: Receiver<Command>, mut wal: Wal) {
                 let active = read(&s.state).active.clone();
                 let mut mt = write(&active);
                 for r in &group {
-                    mt.insert(&r.tenant, &r.events);
+                    apply(&mut mt, &r.tenant, &r.entry);
                 }
-                let rows = mt.rows.len();
+                let rows = mt.len();
                 drop(mt);
                 for r in group {
                     let _ = r.reply.send(Ok(()));
@@ -443,14 +473,7 @@ fn rotate(s: &Shared, wal: &mut Wal) -> Result<(), StoreError> {
     let old = std::mem::replace(&mut st.active, fresh);
     let old = Arc::try_unwrap(old)
         .map(|l| l.into_inner().unwrap_or_else(|e| e.into_inner()))
-        .unwrap_or_else(|shared| {
-            let g = read(&shared);
-            MemTable {
-                gen: g.gen,
-                dict: g.dict.clone(),
-                rows: g.rows.clone(),
-            }
-        });
+        .unwrap_or_else(|shared| read(&shared).snapshot());
     st.frozen.push(Arc::new(old));
     drop(st);
     s.frozen_changed.notify_all();
@@ -493,12 +516,26 @@ fn flusher_loop(s: &Shared) {
 
 /// Writes a frozen memtable as a segment, publishes it, and deletes its WAL file.
 fn flush_memtable(s: &Shared, mt: &Arc<MemTable>) -> Result<(), StoreError> {
-    let seg = if mt.rows.is_empty() {
+    let seg = if mt.is_empty() {
         None
     } else {
+        let profile = if mt.samples.is_empty() {
+            None
+        } else {
+            let sorted = memtable::sort_samples(&mt.samples);
+            Some(profile_segment::write(
+                &s.seg_dir,
+                &s.tmp_dir,
+                mt.gen,
+                mt.gen,
+                &mt.dict.keys,
+                &sorted,
+                &mt.stacks,
+            )?)
+        };
         let (keys, rows) = mt.sorted();
         Some(Arc::new(segment::write(
-            &s.seg_dir, &s.tmp_dir, mt.gen, mt.gen, &keys, &rows,
+            &s.seg_dir, &s.tmp_dir, mt.gen, mt.gen, &keys, &rows, profile,
         )?))
     };
     {
@@ -555,17 +592,17 @@ fn compact(s: &Shared, cutoff: i64) -> Result<(), StoreError> {
         let mut run: Vec<Arc<SegmentMeta>> = Vec::new();
         let mut rows = 0u64;
         for seg in segs {
-            if seg.rows >= small || rows + seg.rows > s.cfg.compact_rows as u64 {
+            if seg.total_rows() >= small || rows + seg.total_rows() > s.cfg.compact_rows as u64 {
                 if run.len() >= 4 {
                     break;
                 }
                 run.clear();
                 rows = 0;
-                if seg.rows >= small {
+                if seg.total_rows() >= small {
                     continue;
                 }
             }
-            rows += seg.rows;
+            rows += seg.total_rows();
             run.push(seg);
         }
         if run.len() < 4 {
@@ -597,9 +634,10 @@ fn compact(s: &Shared, cutoff: i64) -> Result<(), StoreError> {
             },
         )?;
     }
+    let profile = compact_profiles(s, &inputs, lo, hi, cutoff)?;
     let (keys, sorted) = memtable::sort_rows(&dict.keys, &rows);
     let merged = Arc::new(segment::write(
-        &s.seg_dir, &s.tmp_dir, lo, hi, &keys, &sorted,
+        &s.seg_dir, &s.tmp_dir, lo, hi, &keys, &sorted, profile,
     )?);
     let mut st = write(&s.state);
     st.segments.retain(|x| {
@@ -620,25 +658,64 @@ fn compact(s: &Shared, cutoff: i64) -> Result<(), StoreError> {
     Ok(())
 }
 
-#[async_trait]
-impl Store for EmbeddedStore {
-    fn kind(&self) -> &'static str {
-        "embedded"
+/// Merges the profile segments of a compaction run into one (written before the events file).
+fn compact_profiles(
+    s: &Shared,
+    inputs: &[Arc<SegmentMeta>],
+    lo: u64,
+    hi: u64,
+    cutoff: i64,
+) -> Result<Option<profile_segment::ProfileMeta>, StoreError> {
+    let mut dict = memtable::SeriesDict::default();
+    let mut rows = memtable::SampleRows::default();
+    let mut stacks = memtable::Stacks::new();
+    for seg in inputs {
+        let Some(p) = &seg.profile else { continue };
+        let map: Vec<u32> = p.series.iter().map(|k| dict.intern_key(k)).collect();
+        let all = |_: u64| true;
+        profile_segment::scan(
+            p,
+            |chunk| {
+                for i in 0..chunk.len() {
+                    if chunk.ts[i] < cutoff {
+                        continue;
+                    }
+                    if let Some(id) = map.get(chunk.series[i] as usize) {
+                        rows.push(
+                            chunk.ts[i],
+                            *id,
+                            chunk.stack[i],
+                            chunk.samples[i],
+                            chunk.cpu_ns[i],
+                        );
+                    }
+                }
+            },
+            Some((&all, &mut stacks)),
+        )?;
     }
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let sorted = memtable::sort_samples(&rows);
+    profile_segment::write(&s.seg_dir, &s.tmp_dir, lo, hi, &dict.keys, &sorted, &stacks).map(Some)
+}
 
-    async fn write(&self, tenant: &Tenant, events: Vec<RequestEvent>) -> Result<(), StoreError> {
-        if events.is_empty() {
+impl EmbeddedStore {
+    /// Queues an entry for the writer and waits until it is durable.
+    async fn submit(&self, tenant: &Tenant, entry: Entry) -> Result<(), StoreError> {
+        if entry.rows() == 0 {
             return Ok(());
         }
         if self.shared.closed.load(Ordering::SeqCst) {
             return Err(StoreError::Closed);
         }
-        let record = wal::encode_record(tenant, &events);
+        let record = wal::encode_record(tenant, &entry);
         let (reply, rx) = oneshot::channel();
         let req = WriteRequest {
             tenant: tenant.clone(),
             record,
-            events,
+            entry,
             reply,
         };
         {
@@ -664,6 +741,17 @@ impl Store for EmbeddedStore {
         }
         rx.await.map_err(|_| StoreError::Closed)?
     }
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn write(&self, tenant: &Tenant, events: Vec<RequestEvent>) -> Result<(), StoreError> {
+        self.submit(tenant, Entry::Events(events)).await
+    }
 
     async fn services(&self, q: &ServicesQuery) -> Result<Vec<ServiceSummary>, StoreError> {
         let q = ServicesQuery {
@@ -687,6 +775,22 @@ impl Store for EmbeddedStore {
             ..q.clone()
         };
         self.run(move |src, t| query::timeseries(&src, &q, t)).await
+    }
+
+    async fn write_profiles(
+        &self,
+        tenant: &Tenant,
+        batches: Vec<ProfileBatch>,
+    ) -> Result<(), StoreError> {
+        self.submit(tenant, Entry::Profiles(batches)).await
+    }
+
+    async fn profile(&self, q: &ProfileQuery) -> Result<StackProfile, StoreError> {
+        let q = ProfileQuery {
+            range: self.clamp(q.range),
+            ..q.clone()
+        };
+        self.run(move |src, t| query::profile(&src, &q, t)).await
     }
 
     async fn ready(&self) -> Result<(), StoreError> {
@@ -719,12 +823,8 @@ impl Store for EmbeddedStore {
                     &mut st.active,
                     Arc::new(RwLock::new(MemTable::new(gen + 1))),
                 );
-                let old = read(&old);
-                st.frozen.push(Arc::new(MemTable {
-                    gen: old.gen,
-                    dict: old.dict.clone(),
-                    rows: old.rows.clone(),
-                }));
+                let old = read(&old).snapshot();
+                st.frozen.push(Arc::new(old));
             }
             shared.frozen_changed.notify_all();
             shared.closed.store(true, Ordering::SeqCst);

@@ -5,13 +5,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
+use profwatch_model::profile::{ProfileQuery, ProfileRow, SampleLabels, StackProfile};
 use profwatch_model::query::{
     CostAccumulator, EndpointStats, EndpointsQuery, GroupBy, ServiceSummary, ServicesQuery,
     TimeRange, TimeseriesPoint, TimeseriesQuery,
 };
 use profwatch_model::timefmt::NANOS_PER_SEC;
 
-use super::memtable::{MemTable, Rows, SeriesKey};
+use super::memtable::{MemTable, Rows, SampleRows, SeriesKey, Stacks};
+use super::profile_segment;
 use super::segment::{self, Projection, SegmentMeta};
 use crate::store::StoreError;
 
@@ -43,6 +45,62 @@ impl Source {
         match self {
             Source::Active(_) | Source::Frozen(_) => true,
             Source::Segment(s) => s.max_ts >= range.from && s.min_ts < range.to,
+        }
+    }
+
+    fn profile_keys(&self) -> Vec<Arc<SeriesKey>> {
+        match self {
+            Source::Segment(s) => s
+                .profile
+                .as_ref()
+                .map(|p| p.series.clone())
+                .unwrap_or_default(),
+            other => other.keys(),
+        }
+    }
+
+    fn profile_overlaps(&self, range: TimeRange) -> bool {
+        match self {
+            Source::Active(_) | Source::Frozen(_) => true,
+            Source::Segment(s) => s
+                .profile
+                .as_ref()
+                .is_some_and(|p| p.max_ts >= range.from && p.min_ts < range.to),
+        }
+    }
+
+    /// Calls `f` with the samples, and adds the frames of every stack seen to `frames`.
+    fn for_each_sample_chunk(
+        &self,
+        mut f: impl FnMut(&SampleRows),
+        frames: &mut Stacks,
+    ) -> Result<(), StoreError> {
+        let mut from_mem = |m: &MemTable| {
+            f(&m.samples);
+            for h in &m.samples.stack {
+                if !frames.contains_key(h) {
+                    if let Some(fr) = m.stacks.get(h) {
+                        frames.insert(*h, fr.clone());
+                    }
+                }
+            }
+        };
+        match self {
+            Source::Active(m) => {
+                from_mem(&m.read().unwrap_or_else(|e| e.into_inner()));
+                Ok(())
+            }
+            Source::Frozen(m) => {
+                from_mem(m);
+                Ok(())
+            }
+            Source::Segment(s) => match &s.profile {
+                None => Ok(()),
+                Some(p) => {
+                    let all = |_: u64| true;
+                    profile_segment::scan(p, f, Some((&all, frames)))
+                }
+            },
         }
     }
 
@@ -304,4 +362,136 @@ pub fn timeseries(
             stats: a.finish(),
         })
         .collect())
+}
+
+/// Whether a series passes a profile query's tenant, service and label filters.
+fn profile_match(k: &SeriesKey, q: &ProfileQuery) -> bool {
+    k.tenant == q.tenant.0
+        && k.service == q.service
+        && q.filters.iter().all(|f| {
+            let v = match f.key.as_str() {
+                "endpoint" => Some(k.endpoint.as_str()),
+                "build" => Some(k.build.as_str()),
+                "dc" => Some(k.dc.as_str()),
+                "host" => Some(k.host.as_str()),
+                "service" => Some(k.service.as_str()),
+                other => k
+                    .labels
+                    .iter()
+                    .find(|(lk, _)| lk == other)
+                    .map(|(_, v)| v.as_str()),
+            };
+            v == Some(f.value.as_str())
+        })
+}
+
+fn labels_of(k: &SeriesKey) -> SampleLabels {
+    SampleLabels {
+        service: k.service.clone(),
+        endpoint: k.endpoint.clone(),
+        build: k.build.clone(),
+        dc: k.dc.clone(),
+        host: k.host.clone(),
+        extra: k.labels.iter().cloned().collect(),
+    }
+}
+
+/// Sums samples per (label set, stack) over the range, then attaches each stack's frames.
+pub fn profile(
+    sources: &[Source],
+    q: &ProfileQuery,
+    threads: usize,
+) -> Result<StackProfile, StoreError> {
+    // Label sets are interned by their labels so that series from different sources merge.
+    let mut sets: HashMap<SampleLabels, u32> = HashMap::new();
+    let mut set_names: Vec<SampleLabels> = Vec::new();
+    let mut work: Vec<(&Source, Vec<Option<u32>>)> = Vec::new();
+    for src in sources {
+        if !src.profile_overlaps(q.range) {
+            continue;
+        }
+        let map: Vec<Option<u32>> = src
+            .profile_keys()
+            .iter()
+            .map(|k| {
+                profile_match(k, q).then(|| {
+                    let l = labels_of(k);
+                    *sets.entry(l.clone()).or_insert_with(|| {
+                        set_names.push(l);
+                        set_names.len() as u32 - 1
+                    })
+                })
+            })
+            .collect();
+        if map.iter().any(Option::is_some) {
+            work.push((src, map));
+        }
+    }
+    let range = q.range;
+    type Totals = HashMap<(u32, u64), (u64, u64)>;
+    let threads = threads.clamp(1, work.len().max(1));
+    let chunk = work.len().div_ceil(threads).max(1);
+    let partials: Vec<Result<(Totals, Stacks), StoreError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = work
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    let mut totals: Totals = HashMap::new();
+                    let mut frames: Stacks = HashMap::new();
+                    for (src, map) in part {
+                        src.for_each_sample_chunk(
+                            |rows| {
+                                for i in 0..rows.len() {
+                                    let ts = rows.ts[i];
+                                    if ts < range.from || ts >= range.to {
+                                        continue;
+                                    }
+                                    let Some(Some(set)) = map.get(rows.series[i] as usize) else {
+                                        continue;
+                                    };
+                                    let e = totals.entry((*set, rows.stack[i])).or_default();
+                                    e.0 += rows.samples[i];
+                                    e.1 += rows.cpu_ns[i];
+                                }
+                            },
+                            &mut frames,
+                        )?;
+                    }
+                    Ok((totals, frames))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(StoreError::Query("a scan thread panicked".into())))
+            })
+            .collect()
+    });
+    let mut totals: Totals = HashMap::new();
+    let mut frames: Stacks = HashMap::new();
+    for p in partials {
+        let (t, f) = p?;
+        for (k, v) in t {
+            let e = totals.entry(k).or_default();
+            e.0 += v.0;
+            e.1 += v.1;
+        }
+        frames.extend(f);
+    }
+    let mut rows: Vec<ProfileRow> = totals
+        .into_iter()
+        .filter_map(|((set, stack), (samples, cpu_ns))| {
+            let f = frames.get(&stack)?;
+            Some(ProfileRow {
+                labels: set_names[set as usize].clone(),
+                frames: f.to_vec(),
+                samples,
+                cpu_ns,
+            })
+        })
+        .collect();
+    rows.sort_by(|a, b| (&a.labels, &a.frames).cmp(&(&b.labels, &b.frames)));
+    Ok(StackProfile { rows })
 }

@@ -23,6 +23,7 @@ use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::parser::parse_message_type;
 
 use super::memtable::{Rows, SeriesKey};
+use super::profile_segment::ProfileMeta;
 use super::wal::sync_dir;
 use crate::store::StoreError;
 
@@ -64,10 +65,17 @@ pub struct SegmentMeta {
     pub min_ts: i64,
     pub max_ts: i64,
     pub series: Vec<Arc<SeriesKey>>,
+    /// The profile segment of the same range, if any samples were flushed with it.
+    pub profile: Option<ProfileMeta>,
     obsolete: AtomicBool,
 }
 
 impl SegmentMeta {
+    /// Rows of both kinds (events and stack samples).
+    pub fn total_rows(&self) -> u64 {
+        self.rows + self.profile.as_ref().map_or(0, |p| p.rows)
+    }
+
     /// Deletes the file once no query holds this segment any more.
     pub fn mark_obsolete(&self) {
         self.obsolete.store(true, Ordering::SeqCst);
@@ -77,8 +85,11 @@ impl SegmentMeta {
 impl Drop for SegmentMeta {
     fn drop(&mut self) {
         if self.obsolete.load(Ordering::SeqCst) {
-            if let Err(e) = std::fs::remove_file(&self.path) {
-                tracing::warn!(path = %self.path.display(), error = %e, "could not delete an obsolete segment");
+            let paths = std::iter::once(&self.path).chain(self.profile.as_ref().map(|p| &p.path));
+            for path in paths {
+                if let Err(e) = std::fs::remove_file(path) {
+                    tracing::warn!(path = %path.display(), error = %e, "could not delete an obsolete segment");
+                }
             }
         }
     }
@@ -94,7 +105,7 @@ pub fn parse_file_name(name: &str) -> Option<(u64, u64)> {
     Some((lo.parse().ok()?, hi.parse().ok()?))
 }
 
-fn pq(path: &Path, e: parquet::errors::ParquetError) -> StoreError {
+pub(super) fn pq(path: &Path, e: parquet::errors::ParquetError) -> StoreError {
     StoreError::Corrupt {
         path: path.display().to_string(),
         detail: e.to_string(),
@@ -109,6 +120,7 @@ pub fn write(
     hi: u64,
     series: &[Arc<SeriesKey>],
     rows: &Rows,
+    profile: Option<ProfileMeta>,
 ) -> Result<SegmentMeta, StoreError> {
     let name = file_name(lo, hi);
     let tmp = tmp_dir.join(&name);
@@ -160,6 +172,7 @@ pub fn write(
         min_ts,
         max_ts,
         series: series.to_vec(),
+        profile,
         obsolete: AtomicBool::new(false),
     })
 }
@@ -227,7 +240,12 @@ fn write_row_group(
 }
 
 /// Reads a segment's footer.
-pub fn open(path: &Path, lo: u64, hi: u64) -> Result<SegmentMeta, StoreError> {
+pub fn open(
+    path: &Path,
+    lo: u64,
+    hi: u64,
+    profile: Option<ProfileMeta>,
+) -> Result<SegmentMeta, StoreError> {
     let file = File::open(path).map_err(|e| StoreError::io("open", path, e))?;
     let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
     let reader = SerializedFileReader::new(file).map_err(|e| pq(path, e))?;
@@ -256,6 +274,7 @@ pub fn open(path: &Path, lo: u64, hi: u64) -> Result<SegmentMeta, StoreError> {
         min_ts: get(KEY_MIN_TS)?.parse().map_err(|_| bad(KEY_MIN_TS))?,
         max_ts: get(KEY_MAX_TS)?.parse().map_err(|_| bad(KEY_MAX_TS))?,
         series: series.into_iter().map(Arc::new).collect(),
+        profile,
         obsolete: AtomicBool::new(false),
     })
 }
@@ -286,7 +305,7 @@ pub fn scan(
     Ok(())
 }
 
-fn read_i64(
+pub(super) fn read_i64(
     rg: &dyn RowGroupReader,
     col: usize,
     n: usize,
@@ -304,7 +323,7 @@ fn read_i64(
     Ok(())
 }
 
-fn read_i32(
+pub(super) fn read_i32(
     rg: &dyn RowGroupReader,
     col: usize,
     n: usize,

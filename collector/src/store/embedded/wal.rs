@@ -1,7 +1,8 @@
 //! The write-ahead log: one file per memtable generation, `wal-<gen>.log`.
 //!
 //! A record is `len: u32 LE | crc32(payload): u32 LE | payload`, and a payload is
-//! `tenant_len: u16 LE | tenant | profwatch.v1.EventBatch protobuf`. Appends are followed by
+//! `kind: u8 | tenant_len: u16 LE | tenant | body`, where the body of kind 1 is a
+//! `profwatch.v1.EventBatch` protobuf and of kind 2 a [`WalProfiles`] protobuf. Appends are followed by
 //! `fdatasync` before any batch in them is acknowledged. Replay stops at the first record that is
 //! short or fails its checksum (a torn tail from a crash mid-append, never acknowledged) and
 //! truncates the file there.
@@ -10,7 +11,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use profwatch_model::profile::{ProfileBatch, SampleLabels, StackSample};
 use profwatch_model::{wire, RequestEvent, Tenant};
+use prost::Message;
 
 use crate::store::StoreError;
 
@@ -39,14 +42,129 @@ pub fn parse_file_name(name: &str) -> Option<u64> {
         .ok()
 }
 
+/// What one WAL record holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Entry {
+    Events(Vec<RequestEvent>),
+    Profiles(Vec<ProfileBatch>),
+}
+
+impl Entry {
+    /// Rows this entry adds (events, or distinct stacks of samples).
+    pub fn rows(&self) -> usize {
+        match self {
+            Entry::Events(e) => e.len(),
+            Entry::Profiles(p) => p.iter().map(|b| b.samples.len()).sum(),
+        }
+    }
+}
+
+const KIND_EVENTS: u8 = 1;
+const KIND_PROFILES: u8 = 2;
+
+/// The WAL body of profile batches (internal; not a public wire format).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WalProfiles {
+    #[prost(message, repeated, tag = "1")]
+    pub batches: Vec<WalProfile>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WalProfile {
+    #[prost(int64, tag = "1")]
+    pub ts: i64,
+    #[prost(string, tag = "2")]
+    pub service: String,
+    #[prost(string, tag = "3")]
+    pub endpoint: String,
+    #[prost(string, tag = "4")]
+    pub build: String,
+    #[prost(string, tag = "5")]
+    pub dc: String,
+    #[prost(string, tag = "6")]
+    pub host: String,
+    #[prost(btree_map = "string, string", tag = "7")]
+    pub extra: std::collections::BTreeMap<String, String>,
+    #[prost(message, repeated, tag = "8")]
+    pub stacks: Vec<WalStack>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WalStack {
+    #[prost(string, repeated, tag = "1")]
+    pub frames: Vec<String>,
+    #[prost(uint64, tag = "2")]
+    pub samples: u64,
+    #[prost(uint64, tag = "3")]
+    pub cpu_ns: u64,
+}
+
+fn encode_profiles(batches: &[ProfileBatch]) -> Vec<u8> {
+    WalProfiles {
+        batches: batches
+            .iter()
+            .map(|b| WalProfile {
+                ts: b.ts,
+                service: b.labels.service.clone(),
+                endpoint: b.labels.endpoint.clone(),
+                build: b.labels.build.clone(),
+                dc: b.labels.dc.clone(),
+                host: b.labels.host.clone(),
+                extra: b.labels.extra.clone(),
+                stacks: b
+                    .samples
+                    .iter()
+                    .map(|s| WalStack {
+                        frames: s.frames.clone(),
+                        samples: s.samples,
+                        cpu_ns: s.cpu_ns,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+    .encode_to_vec()
+}
+
+fn decode_profiles(bytes: &[u8]) -> Result<Vec<ProfileBatch>, prost::DecodeError> {
+    Ok(WalProfiles::decode(bytes)?
+        .batches
+        .into_iter()
+        .map(|b| ProfileBatch {
+            ts: b.ts,
+            labels: SampleLabels {
+                service: b.service,
+                endpoint: b.endpoint,
+                build: b.build,
+                dc: b.dc,
+                host: b.host,
+                extra: b.extra,
+            },
+            samples: b
+                .stacks
+                .into_iter()
+                .map(|s| StackSample {
+                    frames: s.frames,
+                    samples: s.samples,
+                    cpu_ns: s.cpu_ns,
+                })
+                .collect(),
+        })
+        .collect())
+}
+
 /// Encodes one batch as a WAL record (header included).
-pub fn encode_record(tenant: &Tenant, events: &[RequestEvent]) -> Vec<u8> {
-    let batch = wire::encode_batch(events);
+pub fn encode_record(tenant: &Tenant, entry: &Entry) -> Vec<u8> {
+    let (kind, batch) = match entry {
+        Entry::Events(events) => (KIND_EVENTS, wire::encode_batch(events)),
+        Entry::Profiles(p) => (KIND_PROFILES, encode_profiles(p)),
+    };
     let tenant = tenant.as_str().as_bytes();
-    let payload_len = 2 + tenant.len() + batch.len();
+    let payload_len = 3 + tenant.len() + batch.len();
     let mut out = Vec::with_capacity(HEADER + payload_len);
     out.extend_from_slice(&(payload_len as u32).to_le_bytes());
     out.extend_from_slice(&[0; 4]);
+    out.push(kind);
     out.extend_from_slice(&(tenant.len() as u16).to_le_bytes());
     out.extend_from_slice(tenant);
     out.extend_from_slice(&batch);
@@ -87,7 +205,7 @@ impl Wal {
 }
 
 /// Reads every intact record of a WAL file, truncating a torn tail.
-pub fn replay(path: &Path) -> Result<Vec<(Tenant, Vec<RequestEvent>)>, StoreError> {
+pub fn replay(path: &Path) -> Result<Vec<(Tenant, Entry)>, StoreError> {
     let mut bytes = Vec::new();
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
@@ -99,23 +217,32 @@ pub fn replay(path: &Path) -> Result<Vec<(Tenant, Vec<RequestEvent>)>, StoreErro
             u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize;
         let crc = u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]]);
         let end = at + HEADER + len;
-        if len > MAX_RECORD || end > bytes.len() || len < 2 {
+        if len > MAX_RECORD || end > bytes.len() || len < 3 {
             break;
         }
         let payload = &bytes[at + HEADER..end];
         if crc32fast::hash(payload) != crc {
             break;
         }
-        let tenant_len = u16::from_le_bytes([payload[0], payload[1]]) as usize;
+        let kind = payload[0];
+        let tenant_len = u16::from_le_bytes([payload[1], payload[2]]) as usize;
         let Some(tenant) = payload
-            .get(2..2 + tenant_len)
+            .get(3..3 + tenant_len)
             .and_then(|t| std::str::from_utf8(t).ok())
         else {
             return Err(corrupt(path, at, "tenant"));
         };
-        let events = wire::decode_batch(&payload[2 + tenant_len..])
-            .map_err(|e| corrupt(path, at, &e.to_string()))?;
-        out.push((Tenant(tenant.to_owned()), events));
+        let body = &payload[3 + tenant_len..];
+        let entry = match kind {
+            KIND_EVENTS => Entry::Events(
+                wire::decode_batch(body).map_err(|e| corrupt(path, at, &e.to_string()))?,
+            ),
+            KIND_PROFILES => Entry::Profiles(
+                decode_profiles(body).map_err(|e| corrupt(path, at, &e.to_string()))?,
+            ),
+            other => return Err(corrupt(path, at, &format!("unknown record kind {other}"))),
+        };
+        out.push((Tenant(tenant.to_owned()), entry));
         at = end;
     }
     if at < bytes.len() {
@@ -172,21 +299,21 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut wal = Wal::create(dir.path(), 7).expect("create");
         let t = Tenant("t1".into());
-        let a = encode_record(&t, &[event(1), event(2)]);
-        let b = encode_record(&t, &[event(3)]);
+        let a = encode_record(&t, &Entry::Events(vec![event(1), event(2)]));
+        let b = encode_record(&t, &Entry::Events(vec![event(3)]));
         wal.append(&[&a, &b]).expect("append");
         let path = wal.path().to_owned();
         drop(wal);
         // A torn third record: header and half a payload.
-        let c = encode_record(&t, &[event(4)]);
+        let c = encode_record(&t, &Entry::Events(vec![event(4)]));
         let mut f = OpenOptions::new().append(true).open(&path).expect("open");
         f.write_all(&c[..c.len() / 2]).expect("write");
         drop(f);
 
         let got = replay(&path).expect("replay");
         assert_eq!(got.len(), 2);
-        assert_eq!(got[0].1.len(), 2);
-        assert_eq!(got[1].1[0], event(3));
+        assert_eq!(got[0].1.rows(), 2);
+        assert_eq!(got[1].1, Entry::Events(vec![event(3)]));
         assert_eq!(
             std::fs::metadata(&path).expect("stat").len() as usize,
             a.len() + b.len()
@@ -198,13 +325,42 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut wal = Wal::create(dir.path(), 1).expect("create");
         let t = Tenant("t".into());
-        let a = encode_record(&t, &[event(1)]);
-        let mut b = encode_record(&t, &[event(2)]);
+        let a = encode_record(&t, &Entry::Events(vec![event(1)]));
+        let mut b = encode_record(&t, &Entry::Events(vec![event(2)]));
         let last = b.len() - 1;
         b[last] ^= 0x40;
         wal.append(&[&a, &b]).expect("append");
         let got = replay(wal.path()).expect("replay");
         assert_eq!(got.len(), 1);
+    }
+
+    #[test]
+    fn profile_records_round_trip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut wal = Wal::create(dir.path(), 3).expect("create");
+        let p = Entry::Profiles(vec![ProfileBatch {
+            ts: 5,
+            labels: SampleLabels {
+                service: "s".into(),
+                endpoint: "GET /".into(),
+                extra: [("flag".to_owned(), "on".to_owned())].into(),
+                ..Default::default()
+            },
+            samples: vec![StackSample {
+                frames: vec!["main".into(), "work".into()],
+                samples: 3,
+                cpu_ns: 30,
+            }],
+        }]);
+        let e = Entry::Events(vec![event(9)]);
+        wal.append(&[
+            &encode_record(&Tenant("t".into()), &p),
+            &encode_record(&Tenant("t".into()), &e),
+        ])
+        .expect("append");
+        let got = replay(wal.path()).expect("replay");
+        assert_eq!(got[0].1, p);
+        assert_eq!(got[1].1, e);
     }
 
     #[test]

@@ -1,0 +1,283 @@
+//! Profile segment files: `prof-<lo>-<hi>.parquet`, the stack samples of WAL generations
+//! `lo..=hi`, written beside (and always before) the events segment of the same range, which is
+//! the commit point: a profile file without its events file is an interrupted flush and is
+//! removed on open.
+//!
+//! Columns: `ts`, `series`, `stack` (the content hash), `samples`, `cpu_ns`, and `frames`
+//! (a JSON array of strings), which is set only on the first row of each distinct stack, so
+//! every stack is stored once per file. The series dictionary and time bounds are in the footer.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::data_type::{ByteArray, ByteArrayType, Int32Type, Int64Type};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+use parquet::file::reader::FileReader;
+use parquet::file::serialized_reader::SerializedFileReader;
+use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::parser::parse_message_type;
+
+use super::memtable::{SampleRows, SeriesKey, Stacks};
+use super::segment::{pq, read_i32, read_i64};
+use crate::store::StoreError;
+
+const SCHEMA: &str = "message profwatch_profile_segment {
+  required int64 ts;
+  required int32 series;
+  required int64 stack;
+  required int64 samples;
+  required int64 cpu_ns;
+  optional binary frames (UTF8);
+}";
+const ROW_GROUP: usize = 256 * 1024;
+const KEY_SERIES: &str = "profwatch.series";
+const KEY_MIN_TS: &str = "profwatch.min_ts";
+const KEY_MAX_TS: &str = "profwatch.max_ts";
+
+/// What is known about a profile segment from its footer.
+#[derive(Debug)]
+pub struct ProfileMeta {
+    pub path: PathBuf,
+    pub rows: u64,
+    pub min_ts: i64,
+    pub max_ts: i64,
+    pub series: Vec<Arc<SeriesKey>>,
+}
+
+pub fn file_name(lo: u64, hi: u64) -> String {
+    format!("prof-{lo:012}-{hi:012}.parquet")
+}
+
+pub fn parse_file_name(name: &str) -> Option<(u64, u64)> {
+    let core = name.strip_prefix("prof-")?.strip_suffix(".parquet")?;
+    let (lo, hi) = core.split_once('-')?;
+    Some((lo.parse().ok()?, hi.parse().ok()?))
+}
+
+/// Writes samples (any order) with the frames of their stacks, durably, via `tmp_dir`.
+pub fn write(
+    dir: &Path,
+    tmp_dir: &Path,
+    lo: u64,
+    hi: u64,
+    series: &[Arc<SeriesKey>],
+    rows: &SampleRows,
+    stacks: &Stacks,
+) -> Result<ProfileMeta, StoreError> {
+    let name = file_name(lo, hi);
+    let tmp = tmp_dir.join(&name);
+    let path = dir.join(&name);
+    let min_ts = rows.ts.iter().copied().min().unwrap_or(0);
+    let max_ts = rows.ts.iter().copied().max().unwrap_or(0);
+    let plain: Vec<&SeriesKey> = series.iter().map(Arc::as_ref).collect();
+    let series_json = serde_json::to_string(&plain).map_err(|e| StoreError::Corrupt {
+        path: name.clone(),
+        detail: e.to_string(),
+    })?;
+    let schema = Arc::new(parse_message_type(SCHEMA).map_err(|e| pq(&tmp, e))?);
+    let props = Arc::new(
+        WriterProperties::builder()
+            .set_compression(Compression::ZSTD(
+                ZstdLevel::try_new(1).map_err(|e| pq(&tmp, e))?,
+            ))
+            .set_key_value_metadata(Some(vec![
+                KeyValue::new(KEY_SERIES.to_owned(), series_json),
+                KeyValue::new(KEY_MIN_TS.to_owned(), min_ts.to_string()),
+                KeyValue::new(KEY_MAX_TS.to_owned(), max_ts.to_string()),
+            ]))
+            .build(),
+    );
+    let file = File::create(&tmp).map_err(|e| StoreError::io("create", &tmp, e))?;
+    let mut writer = SerializedFileWriter::new(file, schema, props).map_err(|e| pq(&tmp, e))?;
+    let mut seen: HashSet<u64> = HashSet::new();
+    let mut start = 0;
+    loop {
+        let end = (start + ROW_GROUP).min(rows.len());
+        write_group(&mut writer, rows, start, end, stacks, &mut seen).map_err(|e| pq(&tmp, e))?;
+        start = end;
+        if start >= rows.len() {
+            break;
+        }
+    }
+    let file = writer.into_inner().map_err(|e| pq(&tmp, e))?;
+    file.sync_all()
+        .map_err(|e| StoreError::io("fsync", &tmp, e))?;
+    drop(file);
+    std::fs::rename(&tmp, &path).map_err(|e| StoreError::io("rename into place", &path, e))?;
+    Ok(ProfileMeta {
+        path,
+        rows: rows.len() as u64,
+        min_ts,
+        max_ts,
+        series: series.to_vec(),
+    })
+}
+
+fn write_group(
+    writer: &mut SerializedFileWriter<File>,
+    rows: &SampleRows,
+    start: usize,
+    end: usize,
+    stacks: &Stacks,
+    seen: &mut HashSet<u64>,
+) -> parquet::errors::Result<()> {
+    let r = start..end;
+    let series: Vec<i32> = rows.series[r.clone()].iter().map(|v| *v as i32).collect();
+    let stack: Vec<i64> = rows.stack[r.clone()].iter().map(|v| *v as i64).collect();
+    let samples: Vec<i64> = rows.samples[r.clone()].iter().map(|v| *v as i64).collect();
+    let cpu: Vec<i64> = rows.cpu_ns[r.clone()].iter().map(|v| *v as i64).collect();
+    let mut frames = Vec::new();
+    let mut frames_def = Vec::with_capacity(end - start);
+    for h in &rows.stack[r.clone()] {
+        if seen.insert(*h) {
+            let f = stacks.get(h).map(|f| f.as_ref()).unwrap_or(&[]);
+            let json = serde_json::to_vec(f).unwrap_or_else(|_| b"[]".to_vec());
+            frames.push(ByteArray::from(json));
+            frames_def.push(1i16);
+        } else {
+            frames_def.push(0);
+        }
+    }
+    let mut rg = writer.next_row_group()?;
+    let mut i = 0;
+    while let Some(mut c) = rg.next_column()? {
+        match i {
+            0 => {
+                c.typed::<Int64Type>()
+                    .write_batch(&rows.ts[r.clone()], None, None)?;
+            }
+            1 => {
+                c.typed::<Int32Type>().write_batch(&series, None, None)?;
+            }
+            2 => {
+                c.typed::<Int64Type>().write_batch(&stack, None, None)?;
+            }
+            3 => {
+                c.typed::<Int64Type>().write_batch(&samples, None, None)?;
+            }
+            4 => {
+                c.typed::<Int64Type>().write_batch(&cpu, None, None)?;
+            }
+            _ => {
+                c.typed::<ByteArrayType>()
+                    .write_batch(&frames, Some(&frames_def), None)?;
+            }
+        }
+        c.close()?;
+        i += 1;
+    }
+    rg.close()?;
+    Ok(())
+}
+
+/// Reads a profile segment's footer.
+pub fn open(path: &Path) -> Result<ProfileMeta, StoreError> {
+    let file = File::open(path).map_err(|e| StoreError::io("open", path, e))?;
+    let reader = SerializedFileReader::new(file).map_err(|e| pq(path, e))?;
+    let meta = reader.metadata();
+    let kv = meta.file_metadata().key_value_metadata();
+    let get = |k: &str| {
+        kv.and_then(|kv| kv.iter().find(|e| e.key == k))
+            .and_then(|e| e.value.clone())
+            .ok_or_else(|| StoreError::Corrupt {
+                path: path.display().to_string(),
+                detail: format!("footer lacks {k}"),
+            })
+    };
+    let bad = |what: &str| StoreError::Corrupt {
+        path: path.display().to_string(),
+        detail: format!("bad {what}"),
+    };
+    let series: Vec<SeriesKey> =
+        serde_json::from_str(&get(KEY_SERIES)?).map_err(|_| bad(KEY_SERIES))?;
+    Ok(ProfileMeta {
+        path: path.to_owned(),
+        rows: meta.file_metadata().num_rows().max(0) as u64,
+        min_ts: get(KEY_MIN_TS)?.parse().map_err(|_| bad(KEY_MIN_TS))?,
+        max_ts: get(KEY_MAX_TS)?.parse().map_err(|_| bad(KEY_MAX_TS))?,
+        series: series.into_iter().map(Arc::new).collect(),
+    })
+}
+
+/// Reads the sample columns row group by row group. With `want_frames`, also collects the
+/// frames of every stack for which `want_frames` returns true.
+pub fn scan(
+    meta: &ProfileMeta,
+    mut f: impl FnMut(&SampleRows),
+    mut want_frames: Option<(&dyn Fn(u64) -> bool, &mut HashMap<u64, Arc<[String]>>)>,
+) -> Result<(), StoreError> {
+    let path = &meta.path;
+    let file = File::open(path).map_err(|e| StoreError::io("open", path, e))?;
+    let reader = SerializedFileReader::new(file).map_err(|e| pq(path, e))?;
+    let mut rows = SampleRows::default();
+    let mut i64s = Vec::new();
+    let mut i32s = Vec::new();
+    for g in 0..reader.num_row_groups() {
+        let rg = reader.get_row_group(g).map_err(|e| pq(path, e))?;
+        let n = rg.metadata().num_rows().max(0) as usize;
+        let rg = rg.as_ref();
+        (|| -> parquet::errors::Result<()> {
+            read_i64(rg, 0, n, &mut rows.ts)?;
+            read_i32(rg, 1, n, &mut i32s)?;
+            rows.series.clear();
+            rows.series.extend(i32s.iter().map(|v| *v as u32));
+            read_i64(rg, 2, n, &mut i64s)?;
+            rows.stack.clear();
+            rows.stack.extend(i64s.iter().map(|v| *v as u64));
+            read_i64(rg, 3, n, &mut i64s)?;
+            rows.samples.clear();
+            rows.samples.extend(i64s.iter().map(|v| *v as u64));
+            read_i64(rg, 4, n, &mut i64s)?;
+            rows.cpu_ns.clear();
+            rows.cpu_ns.extend(i64s.iter().map(|v| *v as u64));
+            if let Some((want, out)) = want_frames.as_mut() {
+                let mut def = Vec::with_capacity(n);
+                let mut values: Vec<ByteArray> = Vec::new();
+                let mut r = parquet::column::reader::get_typed_column_reader::<ByteArrayType>(
+                    rg.get_column_reader(5)?,
+                );
+                while def.len() < n {
+                    let (records, _, _) =
+                        r.read_records(n - def.len(), Some(&mut def), None, &mut values)?;
+                    if records == 0 {
+                        break;
+                    }
+                }
+                let mut v = values.iter();
+                for (i, d) in def.iter().enumerate() {
+                    if *d == 0 {
+                        continue;
+                    }
+                    let Some(bytes) = v.next() else { break };
+                    let h = rows.stack.get(i).copied().unwrap_or(0);
+                    if want(h) && !out.contains_key(&h) {
+                        let frames: Vec<String> =
+                            serde_json::from_slice(bytes.data()).map_err(|e| {
+                                parquet::errors::ParquetError::General(format!(
+                                    "frames of stack {h:x}: {e}"
+                                ))
+                            })?;
+                        out.insert(h, Arc::from(frames.into_boxed_slice()));
+                    }
+                }
+            }
+            if rows.series.len() != n
+                || rows.stack.len() != n
+                || rows.samples.len() != n
+                || rows.cpu_ns.len() != n
+            {
+                return Err(parquet::errors::ParquetError::General(format!(
+                    "row group promises {n} rows but its columns disagree"
+                )));
+            }
+            Ok(())
+        })()
+        .map_err(|e| pq(path, e))?;
+        f(&rows);
+    }
+    Ok(())
+}
