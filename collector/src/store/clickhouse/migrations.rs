@@ -66,11 +66,81 @@ pub struct Migration {
 }
 
 /// All migrations, in version order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "create events",
-    statements: create_events,
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "create events",
+        statements: create_events,
+    },
+    Migration {
+        version: 2,
+        name: "create samples and stacks",
+        statements: create_profiles,
+    },
+];
+
+/// Stack samples refer to stacks by content hash; each stack is stored once per tenant (and
+/// re-written at most once a day while in use, so retention by day never drops a stack that
+/// recent samples still need; `ReplacingMergeTree` folds the copies).
+fn create_profiles(ctx: &DdlContext) -> Vec<String> {
+    let lc = |t: &str| {
+        if ctx.modern {
+            format!("LowCardinality({t})")
+        } else {
+            t.to_owned()
+        }
+    };
+    let codec = |c: &str| {
+        if ctx.modern {
+            format!(" CODEC({c})")
+        } else {
+            String::new()
+        }
+    };
+    let ttl = if ctx.modern {
+        format!(
+            "\nTTL {RETENTION_COLUMN} + INTERVAL {} DAY",
+            ctx.retention_days
+        )
+    } else {
+        String::new()
+    };
+    let s = lc("String");
+    vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS samples (
+    tenant {s},
+    service {s},
+    endpoint {s},
+    build {s},
+    dc {s},
+    host {s},
+    ts Int64{delta},
+    {RETENTION_COLUMN} Date{delta},
+    label_keys Array(String){zstd},
+    label_values Array(String){zstd},
+    stack_hash UInt64{zstd},
+    samples UInt64{zstd},
+    cpu_ns UInt64{zstd}
+) ENGINE = MergeTree
+PARTITION BY {RETENTION_COLUMN}
+ORDER BY (tenant, service, endpoint, ts){ttl}",
+            delta = codec("Delta, ZSTD"),
+            zstd = codec("ZSTD"),
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS stacks (
+    tenant {s},
+    hash UInt64,
+    {RETENTION_COLUMN} Date,
+    frames Array(String){zstd}
+) ENGINE = ReplacingMergeTree({RETENTION_COLUMN})
+PARTITION BY {RETENTION_COLUMN}
+ORDER BY (tenant, hash){ttl}",
+            zstd = codec("ZSTD"),
+        ),
+    ]
+}
 
 fn create_events(ctx: &DdlContext) -> Vec<String> {
     // `lc` wraps low-cardinality strings; `codec` appends a compression codec. Both expand

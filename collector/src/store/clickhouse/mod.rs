@@ -25,6 +25,7 @@
 //!   called at connect and is safe to call periodically on any version.
 
 pub mod migrations;
+mod profiles;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,6 +60,8 @@ const INSERT_END_TIMEOUT: Duration = Duration::from_secs(60);
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
 /// The table that holds the events.
 const EVENTS_TABLE: &str = "events";
+/// Every table partitioned by day, which retention trims.
+const DAILY_TABLES: &[&str] = &[EVENTS_TABLE, "samples", "stacks"];
 /// The `Date` column that partitions `events` by day (UTC) and carries the TTL.
 const RETENTION_COLUMN: &str = "date";
 
@@ -101,6 +104,8 @@ pub struct ClickHouseStore {
     retention_days: u32,
     inserts: Semaphore,
     closed: AtomicBool,
+    /// Stacks written recently, so each is inserted at most once a day per process.
+    known_stacks: profiles::KnownStacks,
 }
 
 impl ClickHouseStore {
@@ -155,6 +160,7 @@ impl ClickHouseStore {
             retention_days,
             inserts: Semaphore::new(INSERT_PERMITS),
             closed: AtomicBool::new(false),
+            known_stacks: profiles::KnownStacks::default(),
         };
         if store.server.is_modern() {
             store.sync_ttl().await?;
@@ -195,63 +201,78 @@ impl ClickHouseStore {
         self.drop_partitions_before(cutoff).await
     }
 
-    /// Drops the partitions of `events` whose `max_date` is before `cutoff_day` (days since
-    /// 1970-01-01).
+    /// Drops the partitions of every daily-partitioned table whose `max_date` is before
+    /// `cutoff_day` (days since 1970-01-01).
     async fn drop_partitions_before(&self, cutoff_day: i64) -> Result<usize, StoreError> {
-        let partitions: Vec<String> = self
-            .client
-            .query(
-                "SELECT DISTINCT partition_id FROM system.parts \
-                 WHERE database = ? AND table = ? AND active \
-                 AND max_date < toDate('1970-01-01') + ? \
-                 ORDER BY partition_id",
-            )
-            .bind(self.database.as_str())
-            .bind(EVENTS_TABLE)
-            .bind(cutoff_day.max(0))
-            .fetch_all()
-            .await
-            .map_err(|e| query_error("listing expired partitions in system.parts", e))?;
-        for partition in &partitions {
-            self.client
-                .query("ALTER TABLE events DROP PARTITION ID ?")
-                .bind(partition.as_str())
-                .execute()
+        let mut dropped = 0;
+        for table in DAILY_TABLES {
+            let partitions: Vec<String> = self
+                .client
+                .query(
+                    "SELECT DISTINCT partition_id FROM system.parts \
+                     WHERE database = ? AND table = ? AND active \
+                     AND max_date < toDate('1970-01-01') + ? \
+                     ORDER BY partition_id",
+                )
+                .bind(self.database.as_str())
+                .bind(*table)
+                .bind(cutoff_day.max(0))
+                .fetch_all()
                 .await
-                .map_err(|e| query_error(&format!("dropping expired partition {partition}"), e))?;
-            tracing::info!(partition = %partition, database = %self.database, "dropped expired ClickHouse partition");
+                .map_err(|e| query_error("listing expired partitions in system.parts", e))?;
+            for partition in &partitions {
+                // `table` is one of this module's constants, never client input.
+                self.client
+                    .query(&format!("ALTER TABLE {table} DROP PARTITION ID ?"))
+                    .bind(partition.as_str())
+                    .execute()
+                    .await
+                    .map_err(|e| {
+                        query_error(
+                            &format!("dropping expired partition {partition} of {table}"),
+                            e,
+                        )
+                    })?;
+                tracing::info!(partition = %partition, table, database = %self.database, "dropped expired ClickHouse partition");
+            }
+            dropped += partitions.len();
         }
-        Ok(partitions.len())
+        Ok(dropped)
     }
 
-    /// On modern servers, makes the table's `TTL` match the configured retention (it was
+    /// On modern servers, makes each table's `TTL` match the configured retention (it was
     /// fixed when the table was created; the retention may have changed since).
     async fn sync_ttl(&self) -> Result<(), StoreError> {
-        let create: String = self
-            .client
-            .query("SELECT create_table_query FROM system.tables WHERE database = ? AND name = ?")
-            .bind(self.database.as_str())
-            .bind(EVENTS_TABLE)
-            .fetch_one()
-            .await
-            .map_err(|e| query_error("reading the definition of table events", e))?;
-        // ClickHouse normalises `INTERVAL n DAY` to `toIntervalDay(n)`.
-        if create.contains(&format!("toIntervalDay({})", self.retention_days)) {
-            return Ok(());
+        for table in DAILY_TABLES {
+            let create: String = self
+                .client
+                .query(
+                    "SELECT create_table_query FROM system.tables WHERE database = ? AND name = ?",
+                )
+                .bind(self.database.as_str())
+                .bind(*table)
+                .fetch_one()
+                .await
+                .map_err(|e| query_error(&format!("reading the definition of table {table}"), e))?;
+            // ClickHouse normalises `INTERVAL n DAY` to `toIntervalDay(n)`.
+            if create.contains(&format!("toIntervalDay({})", self.retention_days)) {
+                continue;
+            }
+            let alter = format!(
+                "ALTER TABLE {table} MODIFY TTL {RETENTION_COLUMN} + INTERVAL {} DAY",
+                self.retention_days
+            );
+            self.client
+                .query(&alter)
+                .execute()
+                .await
+                .map_err(|e| query_error(&format!("updating the TTL of table {table}"), e))?;
+            tracing::info!(
+                days = self.retention_days,
+                table,
+                "updated the TTL of a ClickHouse table"
+            );
         }
-        let alter = format!(
-            "ALTER TABLE events MODIFY TTL {RETENTION_COLUMN} + INTERVAL {} DAY",
-            self.retention_days
-        );
-        self.client
-            .query(&alter)
-            .execute()
-            .await
-            .map_err(|e| query_error("updating the TTL of table events", e))?;
-        tracing::info!(
-            days = self.retention_days,
-            "updated the TTL of ClickHouse table events"
-        );
         Ok(())
     }
 
@@ -412,21 +433,33 @@ impl Store for ClickHouseStore {
 
     async fn write_profiles(
         &self,
-        _tenant: &Tenant,
-        _batches: Vec<profwatch_model::profile::ProfileBatch>,
+        tenant: &Tenant,
+        batches: Vec<profwatch_model::profile::ProfileBatch>,
     ) -> Result<(), StoreError> {
-        Err(StoreError::Query(
-            "profile storage is being built (issue #4)".into(),
-        ))
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        if batches.iter().all(|b| b.samples.is_empty()) {
+            return Ok(());
+        }
+        let _permit = match tokio::time::timeout(PERMIT_WAIT, self.inserts.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_closed)) => return Err(StoreError::Closed),
+            Err(_elapsed) => {
+                return Err(StoreError::Overloaded {
+                    what: "clickhouse inserts",
+                    retry_after: OVERLOADED_RETRY_AFTER,
+                })
+            }
+        };
+        profiles::insert(&self.client, &self.known_stacks, tenant, &batches).await
     }
 
     async fn profile(
         &self,
-        _q: &profwatch_model::profile::ProfileQuery,
+        q: &profwatch_model::profile::ProfileQuery,
     ) -> Result<profwatch_model::profile::StackProfile, StoreError> {
-        Err(StoreError::Query(
-            "profile storage is being built (issue #4)".into(),
-        ))
+        profiles::query(&self.client, q).await
     }
 
     async fn ready(&self) -> Result<(), StoreError> {

@@ -1,0 +1,247 @@
+//! Stack samples in ClickHouse: `stacks` holds each stack once per tenant under its content
+//! hash, `samples` refers to it. A write inserts the stacks this process has not written today
+//! first, then the samples, and is acknowledged only after both inserts; a failed samples insert
+//! leaves at most unreferenced stacks. Reads aggregate per (label set, stack) in SQL and join
+//! the frames of just the stacks in the answer.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use ::clickhouse::Client;
+use profwatch_model::profile::{
+    stack_hash, ProfileBatch, ProfileQuery, ProfileRow, SampleLabels, StackProfile,
+};
+use profwatch_model::Tenant;
+use serde::{Deserialize, Serialize};
+
+use super::{query_error, unavailable, unix_days, INSERT_END_TIMEOUT, INSERT_SEND_TIMEOUT};
+use crate::store::StoreError;
+
+/// Bound on the remembered (tenant, stack, day) entries; past it the set starts over.
+const KNOWN_STACKS_CAP: usize = 1 << 20;
+
+/// (tenant, stack hash, day) triples already inserted by this process.
+#[derive(Debug, Default)]
+pub struct KnownStacks(Mutex<HashSet<(String, u64, i64)>>);
+
+#[derive(::clickhouse::Row, Serialize)]
+#[clickhouse(crate = "::clickhouse")]
+struct StackRow<'a> {
+    tenant: &'a str,
+    hash: u64,
+    date: u16,
+    frames: &'a [String],
+}
+
+#[derive(::clickhouse::Row, Serialize)]
+#[clickhouse(crate = "::clickhouse")]
+struct SampleRow<'a> {
+    tenant: &'a str,
+    service: &'a str,
+    endpoint: &'a str,
+    build: &'a str,
+    dc: &'a str,
+    host: &'a str,
+    ts: i64,
+    date: u16,
+    label_keys: Vec<&'a str>,
+    label_values: Vec<&'a str>,
+    stack_hash: u64,
+    samples: u64,
+    cpu_ns: u64,
+}
+
+fn day_of(ts: i64) -> u16 {
+    u16::try_from(unix_days(ts).max(0)).unwrap_or(u16::MAX)
+}
+
+pub async fn insert(
+    client: &Client,
+    known: &KnownStacks,
+    tenant: &Tenant,
+    batches: &[ProfileBatch],
+) -> Result<(), StoreError> {
+    let count: usize = batches.iter().map(|b| b.samples.len()).sum();
+    let context =
+        |step: &str| format!("inserting {count} stack samples for tenant {tenant}: {step}");
+    let today = unix_days(super::now_ns());
+    let mut hashes = Vec::with_capacity(count);
+    let mut new_stacks: Vec<(u64, &[String])> = Vec::new();
+    {
+        let set = known.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seen_here = HashSet::new();
+        for b in batches {
+            for s in &b.samples {
+                let h = stack_hash(&s.frames);
+                hashes.push(h);
+                if !set.contains(&(tenant.0.clone(), h, today)) && seen_here.insert(h) {
+                    new_stacks.push((h, &s.frames));
+                }
+            }
+        }
+    }
+    if !new_stacks.is_empty() {
+        let mut ins = client
+            .insert::<StackRow<'_>>("stacks")
+            .await
+            .map_err(|e| unavailable(&context("starting the stacks insert"), e))?
+            .with_timeouts(Some(INSERT_SEND_TIMEOUT), Some(INSERT_END_TIMEOUT));
+        let date = u16::try_from(today.max(0)).unwrap_or(u16::MAX);
+        for (hash, frames) in &new_stacks {
+            ins.write(&StackRow {
+                tenant: tenant.as_str(),
+                hash: *hash,
+                date,
+                frames,
+            })
+            .await
+            .map_err(|e| unavailable(&context("sending stacks"), e))?;
+        }
+        ins.end()
+            .await
+            .map_err(|e| unavailable(&context("waiting for the stacks acknowledgement"), e))?;
+    }
+    let mut ins = client
+        .insert::<SampleRow<'_>>("samples")
+        .await
+        .map_err(|e| unavailable(&context("starting the samples insert"), e))?
+        .with_timeouts(Some(INSERT_SEND_TIMEOUT), Some(INSERT_END_TIMEOUT));
+    let mut hash_iter = hashes.iter();
+    for b in batches {
+        let l = &b.labels;
+        for s in &b.samples {
+            let Some(h) = hash_iter.next() else { break };
+            ins.write(&SampleRow {
+                tenant: tenant.as_str(),
+                service: &l.service,
+                endpoint: &l.endpoint,
+                build: &l.build,
+                dc: &l.dc,
+                host: &l.host,
+                ts: b.ts,
+                date: day_of(b.ts),
+                label_keys: l.extra.keys().map(String::as_str).collect(),
+                label_values: l.extra.values().map(String::as_str).collect(),
+                stack_hash: *h,
+                samples: s.samples,
+                cpu_ns: s.cpu_ns,
+            })
+            .await
+            .map_err(|e| unavailable(&context("sending samples"), e))?;
+        }
+    }
+    ins.end()
+        .await
+        .map_err(|e| unavailable(&context("waiting for the samples acknowledgement"), e))?;
+    let mut set = known.0.lock().unwrap_or_else(|e| e.into_inner());
+    if set.len() > KNOWN_STACKS_CAP {
+        set.clear();
+    }
+    for (h, _) in new_stacks {
+        set.insert((tenant.0.clone(), h, today));
+    }
+    Ok(())
+}
+
+#[derive(::clickhouse::Row, Deserialize)]
+#[clickhouse(crate = "::clickhouse")]
+struct ProfileRowSql {
+    service: String,
+    endpoint: String,
+    build: String,
+    dc: String,
+    host: String,
+    label_keys: Vec<String>,
+    label_values: Vec<String>,
+    samples: u64,
+    cpu_ns: u64,
+    frames: Vec<String>,
+}
+
+/// The column a filter key names, or `None` for an extra label.
+fn column(key: &str) -> Option<&'static str> {
+    match key {
+        "service" => Some("service"),
+        "endpoint" => Some("endpoint"),
+        "build" => Some("build"),
+        "dc" => Some("dc"),
+        "host" => Some("host"),
+        _ => None,
+    }
+}
+
+pub async fn query(client: &Client, q: &ProfileQuery) -> Result<StackProfile, StoreError> {
+    // Filters: known columns compare directly, others look the key up in the label arrays.
+    // Only column names from `column` and placeholders are spliced; values are bound.
+    let mut where_sql = String::from("tenant = ? AND service = ? AND ts >= ? AND ts < ?");
+    for f in &q.filters {
+        match column(&f.key) {
+            Some(c) => where_sql.push_str(&format!(" AND toString({c}) = ?")),
+            None => where_sql
+                .push_str(" AND has(label_keys, ?) AND label_values[indexOf(label_keys, ?)] = ?"),
+        }
+    }
+    let sql = format!(
+        "SELECT toString(service) AS service, toString(endpoint) AS endpoint, toString(build) AS build, \
+                toString(dc) AS dc, toString(host) AS host, label_keys, label_values, \
+                samples, cpu_ns, frames \
+         FROM ( \
+            SELECT service, endpoint, build, dc, host, label_keys, label_values, stack_hash, \
+                   sum(samples) AS samples, sum(cpu_ns) AS cpu_ns \
+            FROM samples WHERE {where_sql} \
+            GROUP BY service, endpoint, build, dc, host, label_keys, label_values, stack_hash \
+         ) ANY INNER JOIN ( \
+            SELECT hash AS stack_hash, any(frames) AS frames FROM stacks \
+            WHERE tenant = ? AND hash IN (SELECT stack_hash FROM samples WHERE {where_sql}) \
+            GROUP BY hash \
+         ) USING stack_hash"
+    );
+    // The join's right side binds the tenant before its subquery's own filters.
+    let rows: Vec<ProfileRowSql> = bind_for_join(client, &sql, q)
+        .fetch_all()
+        .await
+        .map_err(|e| query_error(&format!("profile of service {:?}", q.service), e))?;
+    let mut out: Vec<ProfileRow> = rows
+        .into_iter()
+        .map(|r| ProfileRow {
+            labels: SampleLabels {
+                service: r.service,
+                endpoint: r.endpoint,
+                build: r.build,
+                dc: r.dc,
+                host: r.host,
+                extra: r.label_keys.into_iter().zip(r.label_values).collect(),
+            },
+            frames: r.frames,
+            samples: r.samples,
+            cpu_ns: r.cpu_ns,
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.labels, &a.frames).cmp(&(&b.labels, &b.frames)));
+    Ok(StackProfile { rows: out })
+}
+
+/// Binds the placeholders of the profile SQL in order: the samples filters, the tenant of the
+/// stacks side, then the samples filters again for the `IN` subquery.
+fn bind_for_join(client: &Client, sql: &str, q: &ProfileQuery) -> ::clickhouse::query::Query {
+    let filters = |mut query: ::clickhouse::query::Query| {
+        query = query
+            .bind(q.tenant.as_str())
+            .bind(q.service.as_str())
+            .bind(q.range.from)
+            .bind(q.range.to);
+        for f in &q.filters {
+            query = match column(&f.key) {
+                Some(_) => query.bind(f.value.as_str()),
+                None => query
+                    .bind(f.key.as_str())
+                    .bind(f.key.as_str())
+                    .bind(f.value.as_str()),
+            };
+        }
+        query
+    };
+    let query = filters(client.query(sql));
+    let query = query.bind(q.tenant.as_str());
+    filters(query)
+}

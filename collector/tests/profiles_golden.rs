@@ -1,0 +1,267 @@
+//! Golden tests for the profile conversions, against third-party fixtures in
+//! `../shared/fixtures/` (never edited; see its README for sources and licences):
+//!
+//! - every `perf script` input collapses to exactly its expected folded output, with inferno's
+//!   default options (`*-collapsed.txt`) or with `--all` (`*-collapsed-all.txt`);
+//! - the two folded profiles diff to exactly `diff-default-expected.txt`;
+//! - a real Go CPU profile survives pprof → batches → pprof with the same per-function totals
+//!   and labels.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use profwatch_collector::profile::collapse::{perf_to_folded, PerfOptions};
+use profwatch_collector::profile::decode::{
+    convert, decode_profile, pprof_to_batches, DecodeOptions,
+};
+use profwatch_collector::profile::encode::{to_pprof_gz, Span};
+use profwatch_collector::profile::pprof::Profile;
+use profwatch_collector::profile::render::diff_folded;
+use profwatch_collector::profile::{ProfileError, ProfileLimits};
+use profwatch_model::profile::{ProfileBatch, ProfileRow, SampleLabels, StackProfile};
+use profwatch_model::Limits;
+
+fn fixtures() -> PathBuf {
+    Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/fixtures"
+    ))
+    .to_owned()
+}
+
+fn read(path: &Path) -> Vec<u8> {
+    let raw = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    if path.extension().is_some_and(|e| e == "gz") {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(raw.as_slice())
+            .read_to_end(&mut out)
+            .expect("gunzip");
+        out
+    } else {
+        raw
+    }
+}
+
+/// Collapses each input and compares with every expected file of its name; returns mismatches.
+#[test]
+fn perf_script_collapses_to_the_expected_folded_output() {
+    let dir = fixtures().join("perf-script");
+    let mut checked = 0;
+    let mut mismatches = Vec::new();
+    let mut inputs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("fixtures")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.is_file())
+        .collect();
+    inputs.sort();
+    for input in inputs {
+        let name = input.file_name().and_then(|n| n.to_str()).expect("name");
+        let stem = name.trim_end_matches(".gz").trim_end_matches(".txt");
+        let text = read(&input);
+        for (suffix, all) in [("collapsed", false), ("collapsed-all", true)] {
+            let expected = dir.join("expected").join(format!("{stem}-{suffix}.txt"));
+            if !expected.exists() {
+                continue;
+            }
+            checked += 1;
+            let got = perf_to_folded(&text, PerfOptions { all }).expect("collapse");
+            let want = String::from_utf8(read(&expected)).expect("utf-8");
+            if got != want {
+                let first = got
+                    .lines()
+                    .zip(want.lines())
+                    .find(|(g, w)| g != w)
+                    .map(|(g, w)| format!("got  {g}\nwant {w}"))
+                    .unwrap_or_else(|| {
+                        format!(
+                            "{} lines vs {} expected",
+                            got.lines().count(),
+                            want.lines().count()
+                        )
+                    });
+                mismatches.push(format!("{stem} ({suffix}):\n{first}"));
+            }
+        }
+    }
+    assert!(
+        checked >= 10,
+        "only {checked} golden files found in {}",
+        dir.display()
+    );
+    assert!(
+        mismatches.is_empty(),
+        "{} of {checked} differ:\n{}",
+        mismatches.len(),
+        mismatches.join("\n\n")
+    );
+}
+
+#[test]
+fn folded_diff_matches_inferno() {
+    let dir = fixtures().join("folded");
+    let before = String::from_utf8(read(&dir.join("before.txt"))).expect("utf-8");
+    let after = String::from_utf8(read(&dir.join("after.txt"))).expect("utf-8");
+    let want = String::from_utf8(read(&dir.join("diff-default-expected.txt"))).expect("utf-8");
+    assert_eq!(diff_folded(&before, &after).expect("diff"), want);
+}
+
+/// Per function: (self, total) of each value, computed straight from the proto (independent
+/// of the converter): the leaf is line 0 of the first location; total counts a function once
+/// per sample.
+fn per_function(p: &Profile) -> BTreeMap<String, (Vec<i64>, Vec<i64>)> {
+    let name = |fid: u64| {
+        let f = p.function.iter().find(|f| f.id == fid).expect("function");
+        p.string_table[f.name as usize].clone()
+    };
+    let loc = |id: u64| p.location.iter().find(|l| l.id == id).expect("location");
+    let n = p.sample_type.len();
+    let mut out: BTreeMap<String, (Vec<i64>, Vec<i64>)> = BTreeMap::new();
+    for s in &p.sample {
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, id) in s.location_id.iter().enumerate() {
+            for (j, line) in loc(*id).line.iter().enumerate() {
+                let f = name(line.function_id);
+                let e = out
+                    .entry(f.clone())
+                    .or_insert_with(|| (vec![0; n], vec![0; n]));
+                if i == 0 && j == 0 {
+                    for k in 0..n {
+                        e.0[k] += s.value[k];
+                    }
+                }
+                if seen.insert(f) {
+                    for k in 0..n {
+                        e.1[k] += s.value[k];
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn rows(batches: &[ProfileBatch]) -> StackProfile {
+    let mut rows: Vec<ProfileRow> = batches
+        .iter()
+        .flat_map(|b| {
+            b.samples.iter().map(|s| ProfileRow {
+                labels: b.labels.clone(),
+                frames: s.frames.clone(),
+                samples: s.samples,
+                cpu_ns: s.cpu_ns,
+            })
+        })
+        .collect();
+    rows.sort_by(|a, b| (&a.labels, &a.frames).cmp(&(&b.labels, &b.frames)));
+    StackProfile { rows }
+}
+
+#[test]
+fn pprof_round_trip_keeps_function_totals_and_labels() {
+    let bytes = std::fs::read(fixtures().join("pprof/sample.cpu.pb.gz")).expect("fixture");
+    let limits = ProfileLimits::default();
+    let original = decode_profile(&bytes, &limits).expect("decode fixture");
+    let mut base = SampleLabels::default();
+    base.service = "golden".into();
+    base.build = "b1".into();
+    base.extra.insert("team".into(), "perf".into());
+    let label_limits = Limits::default();
+    let opt = DecodeOptions {
+        base: &base,
+        limits: &limits,
+        label_limits: &label_limits,
+        now: 1,
+    };
+    let batches = pprof_to_batches(&bytes, &opt).expect("convert");
+    assert!(!batches.is_empty());
+    let exported = to_pprof_gz(&rows(&batches), Span { from: 0, to: 1 });
+    let again = decode_profile(&exported, &limits).expect("decode export");
+
+    // Per-function totals: the original's sample types are samples/count and cpu/nanoseconds,
+    // in that order, as are ours.
+    let types: Vec<(&str, &str)> = original
+        .sample_type
+        .iter()
+        .map(|t| {
+            (
+                original.string_table[t.r#type as usize].as_str(),
+                original.string_table[t.unit as usize].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(types, [("samples", "count"), ("cpu", "nanoseconds")]);
+    let a = per_function(&original);
+    let b = per_function(&again);
+    assert_eq!(a.len(), b.len(), "same functions");
+    for (f, v) in &a {
+        assert_eq!(Some(v), b.get(f), "function {f}");
+    }
+
+    // Labels survive: the re-ingested batches equal the first ones.
+    let empty = SampleLabels::default();
+    let opt2 = DecodeOptions {
+        base: &empty,
+        ..opt
+    };
+    let back = convert(&again, &opt2).expect("convert export");
+    assert_eq!(rows(&back), rows(&batches));
+}
+
+#[test]
+fn bad_pprof_is_refused() {
+    let limits = ProfileLimits::default();
+    let bytes = std::fs::read(fixtures().join("pprof/sample.cpu.pb.gz")).expect("fixture");
+    let raw = read(&fixtures().join("pprof/sample.cpu.pb.gz"));
+    // Truncated protobuf.
+    assert!(matches!(
+        decode_profile(&raw[..raw.len() / 2], &limits),
+        Err(ProfileError::Protobuf(_))
+    ));
+    // Truncated gzip.
+    assert!(decode_profile(&bytes[..bytes.len() / 2], &limits).is_err());
+    let p = decode_profile(&bytes, &limits).expect("fixture");
+    let mut base = SampleLabels::default();
+    base.service = "s".into();
+    let ll = Limits::default();
+    let opt = DecodeOptions {
+        base: &base,
+        limits: &limits,
+        label_limits: &ll,
+        now: 1,
+    };
+    // Location id 0.
+    let mut bad = p.clone();
+    bad.sample[0].location_id[0] = 0;
+    assert!(matches!(
+        convert(&bad, &opt),
+        Err(ProfileError::LocationIdZero { sample: 0 })
+    ));
+    // A string index out of range.
+    let mut bad = p.clone();
+    bad.function[0].name = 1 << 40;
+    assert!(matches!(
+        convert(&bad, &opt),
+        Err(ProfileError::StringIndex { .. })
+    ));
+    // Too many samples.
+    let tight = ProfileLimits {
+        max_samples: 3,
+        ..ProfileLimits::default()
+    };
+    assert!(matches!(
+        decode_profile(&bytes, &tight),
+        Err(ProfileError::TooManySamples { .. })
+    ));
+    // A 100k-frame stack.
+    let mut bad = p.clone();
+    let id = bad.sample[0].location_id[0];
+    bad.sample[0].location_id = vec![id; 100_000];
+    assert!(matches!(
+        convert(&bad, &opt),
+        Err(ProfileError::TooManyFrames {
+            frames: 100_000,
+            ..
+        })
+    ));
+}
