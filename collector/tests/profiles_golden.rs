@@ -43,7 +43,53 @@ fn read(path: &Path) -> Vec<u8> {
     }
 }
 
-/// Collapses each input and compares with every expected file of its name; returns mismatches.
+/// Where inferno's `collapse-perf` and FlameGraph's `stackcollapse-perf.pl` (which wrote the
+/// `*-collapsed-all.txt` files) knowingly differ. Each case is still compared exactly, on the
+/// input or output adjusted by that one documented rule, and the test checks that the raw
+/// output really does differ, so a stale entry fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KnownDifference {
+    /// The input's last event is not followed by a blank line: the Perl script only emits a
+    /// stack at a blank line and drops it; inferno emits it at end of input. Compared: the
+    /// input without that unterminated event.
+    UnterminatedLastEvent,
+    /// The Perl script strips `"` and `'` from frame names; inferno keeps them (inferno's own
+    /// test suite strips them before comparing, too). Compared: our output without them.
+    QuotesStripped,
+}
+
+const KNOWN: &[(&str, &str, KnownDifference)] = &[
+    (
+        "perf-dd-stacks-01",
+        "collapsed-all",
+        KnownDifference::UnterminatedLastEvent,
+    ),
+    (
+        "perf-numa-stacks-01",
+        "collapsed-all",
+        KnownDifference::UnterminatedLastEvent,
+    ),
+    (
+        "perf-js-stacks-01",
+        "collapsed-all",
+        KnownDifference::QuotesStripped,
+    ),
+];
+
+fn first_difference(got: &str, want: &str) -> String {
+    got.lines()
+        .zip(want.lines())
+        .find(|(g, w)| g != w)
+        .map(|(g, w)| format!("got  {g}\nwant {w}"))
+        .unwrap_or_else(|| {
+            format!(
+                "{} lines vs {} expected",
+                got.lines().count(),
+                want.lines().count()
+            )
+        })
+}
+
 #[test]
 fn perf_script_collapses_to_the_expected_folded_output() {
     let dir = fixtures().join("perf-script");
@@ -65,22 +111,36 @@ fn perf_script_collapses_to_the_expected_folded_output() {
                 continue;
             }
             checked += 1;
-            let got = perf_to_folded(&text, PerfOptions { all }).expect("collapse");
             let want = String::from_utf8(read(&expected)).expect("utf-8");
+            let raw = perf_to_folded(&text, PerfOptions { all }).expect("collapse");
+            let known = KNOWN
+                .iter()
+                .find(|k| k.0 == stem && k.1 == suffix)
+                .map(|k| k.2);
+            let got = match known {
+                None => raw.clone(),
+                Some(KnownDifference::QuotesStripped) => raw.replace(['"', '\''], ""),
+                Some(KnownDifference::UnterminatedLastEvent) => {
+                    let s = String::from_utf8(text.clone()).expect("utf-8");
+                    assert!(
+                        !s.ends_with("\n\n"),
+                        "{stem}: the last event is terminated; drop the KNOWN entry"
+                    );
+                    let cut = s.rfind("\n\n").expect("several events") + 2;
+                    perf_to_folded(&s.as_bytes()[..cut], PerfOptions { all }).expect("collapse")
+                }
+            };
+            if known.is_some() {
+                assert_ne!(
+                    raw, want,
+                    "{stem} ({suffix}) now matches as is; drop its KNOWN entry"
+                );
+            }
             if got != want {
-                let first = got
-                    .lines()
-                    .zip(want.lines())
-                    .find(|(g, w)| g != w)
-                    .map(|(g, w)| format!("got  {g}\nwant {w}"))
-                    .unwrap_or_else(|| {
-                        format!(
-                            "{} lines vs {} expected",
-                            got.lines().count(),
-                            want.lines().count()
-                        )
-                    });
-                mismatches.push(format!("{stem} ({suffix}):\n{first}"));
+                mismatches.push(format!(
+                    "{stem} ({suffix}):\n{}",
+                    first_difference(&got, &want)
+                ));
             }
         }
     }
@@ -97,13 +157,20 @@ fn perf_script_collapses_to_the_expected_folded_output() {
     );
 }
 
+/// inferno's `diff-folded` writes stacks in hash-map order, which is not stable across runs
+/// (nor equal to the order the expected file was written in); ours sorts its output. So the
+/// lines are compared as sorted lists: the same lines, each exactly.
 #[test]
 fn folded_diff_matches_inferno() {
     let dir = fixtures().join("folded");
     let before = String::from_utf8(read(&dir.join("before.txt"))).expect("utf-8");
     let after = String::from_utf8(read(&dir.join("after.txt"))).expect("utf-8");
     let want = String::from_utf8(read(&dir.join("diff-default-expected.txt"))).expect("utf-8");
-    assert_eq!(diff_folded(&before, &after).expect("diff"), want);
+    let got = diff_folded(&before, &after).expect("diff");
+    let mut want_lines: Vec<&str> = want.lines().collect();
+    want_lines.sort_unstable();
+    assert_eq!(got.lines().collect::<Vec<_>>(), want_lines);
+    assert!(got.ends_with('\n'));
 }
 
 /// Per function: (self, total) of each value, computed straight from the proto (independent

@@ -11,6 +11,7 @@ pub mod event;
 pub mod ndjson;
 pub mod profile;
 pub mod query;
+pub mod regression;
 pub mod sketch;
 pub mod timefmt;
 pub mod wire;

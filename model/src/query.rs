@@ -184,3 +184,85 @@ impl CostAccumulator {
         }
     }
 }
+
+/// `Store::builds`: the builds of a service seen in a range.
+#[derive(Debug, Clone)]
+pub struct BuildsQuery {
+    pub tenant: Tenant,
+    pub service: String,
+    pub range: TimeRange,
+}
+
+/// One build of a service: when it was first and last seen, and its weighted requests.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BuildSummary {
+    pub build: String,
+    /// Unix ns of its first and last request in the range.
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub requests: f64,
+}
+
+/// `Store::cost_samples`: the per-request costs of some builds of a service, for the analyzer.
+#[derive(Debug, Clone)]
+pub struct CostSamplesQuery {
+    pub tenant: Tenant,
+    pub service: String,
+    pub range: TimeRange,
+    /// Only these builds (all when empty).
+    pub builds: Vec<String>,
+    /// Only this endpoint (all when `None`).
+    pub endpoint: Option<String>,
+}
+
+/// One request's cost, compactly: host and dc are indices into [`CostSamples`]' dictionaries.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CostRow {
+    pub ts: i64,
+    pub cpu_ns: u64,
+    pub instructions: Option<u64>,
+    pub weight: f64,
+    pub host: u32,
+    pub dc: u32,
+}
+
+/// The requests of one (endpoint, build).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CostSamples {
+    pub endpoint: String,
+    pub build: String,
+    pub hosts: Vec<String>,
+    pub dcs: Vec<String>,
+    pub rows: Vec<CostRow>,
+}
+
+impl CostSamples {
+    /// Adds a row, interning its host and dc.
+    pub fn push(
+        &mut self,
+        ts: i64,
+        cpu_ns: u64,
+        instructions: Option<u64>,
+        weight: f64,
+        host: &str,
+        dc: &str,
+    ) {
+        let intern = |dict: &mut Vec<String>, v: &str| match dict.iter().position(|x| x == v) {
+            Some(i) => i as u32,
+            None => {
+                dict.push(v.to_owned());
+                dict.len() as u32 - 1
+            }
+        };
+        let host = intern(&mut self.hosts, host);
+        let dc = intern(&mut self.dcs, dc);
+        self.rows.push(CostRow {
+            ts,
+            cpu_ns,
+            instructions,
+            weight,
+            host,
+            dc,
+        });
+    }
+}

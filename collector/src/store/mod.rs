@@ -13,8 +13,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use profwatch_model::profile::{ProfileBatch, ProfileQuery, StackProfile};
 use profwatch_model::query::{
-    EndpointStats, EndpointsQuery, ServiceSummary, ServicesQuery, TimeseriesPoint, TimeseriesQuery,
+    BuildSummary, BuildsQuery, CostSamples, CostSamplesQuery, EndpointStats, EndpointsQuery,
+    ServiceSummary, ServicesQuery, TimeseriesPoint, TimeseriesQuery,
 };
+use profwatch_model::regression::RegressionRecord;
 use profwatch_model::{RequestEvent, Tenant};
 
 /// Why a store operation failed.
@@ -75,6 +77,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// The same figures per time bucket for one endpoint.
     async fn timeseries(&self, q: &TimeseriesQuery) -> Result<Vec<TimeseriesPoint>, StoreError>;
+
+    /// The builds of a service in the range, with first and last request and weighted count.
+    async fn builds(&self, q: &BuildsQuery) -> Result<Vec<BuildSummary>, StoreError>;
+
+    /// Every request's cost for the analyzer, grouped per (endpoint, build), sorted by both.
+    async fn cost_samples(&self, q: &CostSamplesQuery) -> Result<Vec<CostSamples>, StoreError>;
+
+    /// Inserts a regression record, or replaces the one with the same tenant and id.
+    async fn put_regression(&self, r: &RegressionRecord) -> Result<(), StoreError>;
+
+    /// A tenant's regression records, newest `last_seen` first.
+    async fn regressions(&self, tenant: &Tenant) -> Result<Vec<RegressionRecord>, StoreError>;
 
     /// Stores stack-sample batches for `tenant`; returns once they are durable. Each distinct
     /// stack is kept once under its content hash; samples refer to the hash.

@@ -45,4 +45,6 @@ contract!(
     large_and_concurrent_batches,
     profiles_sum_per_stack_and_filter_by_label,
     many_profile_batches_survive_flushes,
+    builds_and_cost_samples,
+    regression_records_are_replaced_by_id,
 );

@@ -9,8 +9,10 @@ use profwatch_model::profile::{
     LabelFilter, ProfileBatch, ProfileQuery, SampleLabels, StackSample,
 };
 use profwatch_model::query::{
-    CostStats, EndpointsQuery, GroupBy, ServicesQuery, TimeRange, TimeseriesQuery,
+    BuildsQuery, CostSamplesQuery, CostStats, EndpointsQuery, GroupBy, ServicesQuery, TimeRange,
+    TimeseriesQuery,
 };
+use profwatch_model::regression::{Culprit, RegressionRecord, RegressionState};
 use profwatch_model::timefmt::{now_ns, NANOS_PER_SEC};
 use profwatch_model::{RequestEvent, Tenant};
 
@@ -661,4 +663,131 @@ pub async fn many_profile_batches_survive_flushes(store: Arc<dyn Store>) {
         77,
         "7 x 11 distinct stacks under one label set"
     );
+}
+
+pub async fn builds_and_cost_samples(store: Arc<dyn Store>) {
+    let events = workload(3000, 23);
+    write_all(&store, &events).await;
+    let builds = store
+        .builds(&BuildsQuery {
+            tenant: tenant(),
+            service: "shop".into(),
+            range: all_time(),
+        })
+        .await
+        .expect("builds");
+    let names: Vec<&str> = builds.iter().map(|b| b.build.as_str()).collect();
+    assert_eq!(names, ["811", "812"]);
+    for b in &builds {
+        let mine: Vec<&RequestEvent> = events.iter().filter(|e| e.build == b.build).collect();
+        assert_eq!(b.requests, mine.len() as f64);
+        assert_eq!(b.first_seen, mine.iter().map(|e| e.ts).min().unwrap_or(0));
+        assert_eq!(b.last_seen, mine.iter().map(|e| e.ts).max().unwrap_or(0));
+    }
+
+    let q = CostSamplesQuery {
+        tenant: tenant(),
+        service: "shop".into(),
+        range: all_time(),
+        builds: vec!["812".into()],
+        endpoint: None,
+    };
+    let groups = store.cost_samples(&q).await.expect("cost samples");
+    let keys: Vec<(&str, &str)> = groups
+        .iter()
+        .map(|g| (g.endpoint.as_str(), g.build.as_str()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("GET /cart/{id}", "812"),
+            ("GET /search", "812"),
+            ("POST /checkout", "812")
+        ]
+    );
+    for g in &groups {
+        let mut want: Vec<(i64, u64, Option<u64>, String, String)> = events
+            .iter()
+            .filter(|e| e.endpoint == g.endpoint && e.build == g.build)
+            .map(|e| (e.ts, e.cpu_ns, e.instructions, e.host.clone(), e.dc.clone()))
+            .collect();
+        let mut got: Vec<(i64, u64, Option<u64>, String, String)> = g
+            .rows
+            .iter()
+            .map(|r| {
+                (
+                    r.ts,
+                    r.cpu_ns,
+                    r.instructions,
+                    g.hosts[r.host as usize].clone(),
+                    g.dcs[r.dc as usize].clone(),
+                )
+            })
+            .collect();
+        want.sort();
+        got.sort();
+        assert_eq!(got, want, "{} {}", g.endpoint, g.build);
+    }
+    let one = store
+        .cost_samples(&CostSamplesQuery {
+            endpoint: Some("GET /search".into()),
+            builds: vec![],
+            ..q
+        })
+        .await
+        .expect("cost samples");
+    assert_eq!(one.len(), 2, "both builds of one endpoint");
+}
+
+fn record(id_seed: &str, last_seen: i64, state: RegressionState) -> RegressionRecord {
+    RegressionRecord {
+        id: RegressionRecord::make_id("acme", "shop", id_seed, "cpu_ns", "811", "812"),
+        tenant: "acme".into(),
+        service: "shop".into(),
+        endpoint: id_seed.into(),
+        metric: "cpu_ns".into(),
+        baseline: "811".into(),
+        candidate: "812".into(),
+        effect: 1.05,
+        effect_low: 1.03,
+        effect_high: 1.07,
+        ratio_of_means: Some(1.049),
+        p_value: 0.0001,
+        q_value: 0.0002,
+        baseline_median: 1e6,
+        candidate_median: 1.05e6,
+        baseline_requests: 10_000,
+        candidate_requests: 9_000,
+        culprits: vec![Culprit {
+            function: "cart::load<T>".into(),
+            baseline: 1.0,
+            candidate: 2.0,
+            delta: 1.0,
+        }],
+        first_seen: last_seen - 10,
+        last_seen,
+        state,
+        updated: last_seen,
+    }
+}
+
+pub async fn regression_records_are_replaced_by_id(store: Arc<dyn Store>) {
+    let a = record("GET /a", 100, RegressionState::Open);
+    let b = record("GET /b", 200, RegressionState::Open);
+    store.put_regression(&a).await.expect("put");
+    store.put_regression(&b).await.expect("put");
+    let mut a2 = a.clone();
+    a2.state = RegressionState::Acknowledged;
+    a2.last_seen = 300;
+    a2.updated = 300;
+    store.put_regression(&a2).await.expect("put");
+    let list = store.regressions(&tenant()).await.expect("list");
+    assert_eq!(list.len(), 2, "same id, one record");
+    assert_eq!(list[0], a2, "newest last_seen first, latest version");
+    assert_eq!(list[1], b);
+    assert!(store
+        .regressions(&Tenant("globex".into()))
+        .await
+        .expect("list")
+        .is_empty());
 }

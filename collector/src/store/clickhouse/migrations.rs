@@ -77,7 +77,38 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "create samples and stacks",
         statements: create_profiles,
     },
+    Migration {
+        version: 3,
+        name: "create regressions",
+        statements: create_regressions,
+    },
 ];
+
+/// Regression records: every change inserts a new version of the record (`updated`, unix ns);
+/// reads take the latest version per id (`argMax`), and `ReplacingMergeTree` folds the old
+/// ones. The key columns are there for Grafana; `record` is the whole record as JSON.
+fn create_regressions(_ctx: &DdlContext) -> Vec<String> {
+    vec!["CREATE TABLE IF NOT EXISTS regressions (
+    tenant String,
+    id String,
+    updated Int64,
+    service String,
+    endpoint String,
+    metric String,
+    baseline String,
+    candidate String,
+    effect Float64,
+    effect_low Float64,
+    effect_high Float64,
+    p_value Float64,
+    state String,
+    first_seen Int64,
+    last_seen Int64,
+    record String
+) ENGINE = ReplacingMergeTree(updated)
+ORDER BY (tenant, id)"
+        .to_owned()]
+}
 
 /// Stack samples refer to stacks by content hash; each stack is stored once per tenant (and
 /// re-written at most once a day while in use, so retention by day never drops a stack that

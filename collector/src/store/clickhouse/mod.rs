@@ -24,6 +24,7 @@
 //!   dropping whole daily partitions ([`ClickHouseStore::enforce_retention`]), which is
 //!   called at connect and is safe to call periodically on any version.
 
+mod analysis;
 pub mod migrations;
 mod profiles;
 
@@ -429,6 +430,34 @@ impl Store for ClickHouseStore {
                 stats: row.stats(),
             })
             .collect())
+    }
+
+    async fn builds(
+        &self,
+        q: &profwatch_model::query::BuildsQuery,
+    ) -> Result<Vec<profwatch_model::query::BuildSummary>, StoreError> {
+        analysis::builds(&self.client, q).await
+    }
+
+    async fn cost_samples(
+        &self,
+        q: &profwatch_model::query::CostSamplesQuery,
+    ) -> Result<Vec<profwatch_model::query::CostSamples>, StoreError> {
+        analysis::cost_samples(&self.client, q).await
+    }
+
+    async fn put_regression(
+        &self,
+        r: &profwatch_model::regression::RegressionRecord,
+    ) -> Result<(), StoreError> {
+        analysis::put_regression(&self.client, r).await
+    }
+
+    async fn regressions(
+        &self,
+        tenant: &Tenant,
+    ) -> Result<Vec<profwatch_model::regression::RegressionRecord>, StoreError> {
+        analysis::regressions(&self.client, tenant).await
     }
 
     async fn write_profiles(

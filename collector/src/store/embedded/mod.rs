@@ -19,6 +19,7 @@
 mod memtable;
 mod profile_segment;
 mod query;
+mod regressions;
 mod segment;
 mod wal;
 
@@ -33,9 +34,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use profwatch_model::profile::{ProfileBatch, ProfileQuery, StackProfile};
 use profwatch_model::query::{
-    EndpointStats, EndpointsQuery, ServiceSummary, ServicesQuery, TimeRange, TimeseriesPoint,
-    TimeseriesQuery,
+    BuildSummary, BuildsQuery, CostSamples, CostSamplesQuery, EndpointStats, EndpointsQuery,
+    ServiceSummary, ServicesQuery, TimeRange, TimeseriesPoint, TimeseriesQuery,
 };
+use profwatch_model::regression::RegressionRecord;
 use profwatch_model::timefmt::now_ns;
 use profwatch_model::{RequestEvent, Tenant};
 use tokio::sync::oneshot;
@@ -121,6 +123,7 @@ pub struct EmbeddedStore {
     shared: Arc<Shared>,
     tx: Mutex<Option<SyncSender<Command>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    regressions: regressions::Regressions,
     /// Held (with an OS file lock) until shutdown.
     lock: Mutex<Option<File>>,
 }
@@ -264,6 +267,7 @@ impl EmbeddedStore {
             closed: AtomicBool::new(false),
             queued: AtomicUsize::new(0),
         });
+        let regressions = regressions::Regressions::open(&dir, &shared.tmp_dir)?;
         let (tx, rx) = mpsc::sync_channel(cfg.queue_batches.max(1));
         let mut threads = Vec::new();
         let s = shared.clone();
@@ -274,6 +278,7 @@ impl EmbeddedStore {
             shared,
             tx: Mutex::new(Some(tx)),
             threads: Mutex::new(threads),
+            regressions,
             lock: Mutex::new(Some(lock)),
         })
     }
@@ -775,6 +780,30 @@ impl Store for EmbeddedStore {
             ..q.clone()
         };
         self.run(move |src, t| query::timeseries(&src, &q, t)).await
+    }
+
+    async fn builds(&self, q: &BuildsQuery) -> Result<Vec<BuildSummary>, StoreError> {
+        let q = BuildsQuery {
+            range: self.clamp(q.range),
+            ..q.clone()
+        };
+        self.run(move |src, _| query::builds(&src, &q)).await
+    }
+
+    async fn cost_samples(&self, q: &CostSamplesQuery) -> Result<Vec<CostSamples>, StoreError> {
+        let q = CostSamplesQuery {
+            range: self.clamp(q.range),
+            ..q.clone()
+        };
+        self.run(move |src, _| query::cost_samples(&src, &q)).await
+    }
+
+    async fn put_regression(&self, r: &RegressionRecord) -> Result<(), StoreError> {
+        self.regressions.put(r)
+    }
+
+    async fn regressions(&self, tenant: &Tenant) -> Result<Vec<RegressionRecord>, StoreError> {
+        Ok(self.regressions.list(tenant.as_str()))
     }
 
     async fn write_profiles(

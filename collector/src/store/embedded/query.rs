@@ -7,8 +7,9 @@ use std::sync::{Arc, RwLock};
 
 use profwatch_model::profile::{ProfileQuery, ProfileRow, SampleLabels, StackProfile};
 use profwatch_model::query::{
-    CostAccumulator, EndpointStats, EndpointsQuery, GroupBy, ServiceSummary, ServicesQuery,
-    TimeRange, TimeseriesPoint, TimeseriesQuery,
+    BuildSummary, BuildsQuery, CostAccumulator, CostRow, CostSamples, CostSamplesQuery,
+    EndpointStats, EndpointsQuery, GroupBy, ServiceSummary, ServicesQuery, TimeRange,
+    TimeseriesPoint, TimeseriesQuery,
 };
 use profwatch_model::timefmt::NANOS_PER_SEC;
 
@@ -494,4 +495,120 @@ pub fn profile(
         .collect();
     rows.sort_by(|a, b| (&a.labels, &a.frames).cmp(&(&b.labels, &b.frames)));
     Ok(StackProfile { rows })
+}
+
+/// Builds of a service: first and last request, weighted count.
+pub fn builds(sources: &[Source], q: &BuildsQuery) -> Result<Vec<BuildSummary>, StoreError> {
+    let mut by_build: BTreeMap<String, BuildSummary> = BTreeMap::new();
+    for src in sources {
+        if !src.overlaps(q.range) {
+            continue;
+        }
+        let keys = src.keys();
+        let map: Vec<Option<&str>> = keys
+            .iter()
+            .map(|k| (k.tenant == q.tenant.0 && k.service == q.service).then_some(k.build.as_str()))
+            .collect();
+        if map.iter().all(Option::is_none) {
+            continue;
+        }
+        src.for_each_chunk(|rows| {
+            for i in 0..rows.len() {
+                let ts = rows.ts[i];
+                if ts < q.range.from || ts >= q.range.to {
+                    continue;
+                }
+                let Some(Some(build)) = map.get(rows.series[i] as usize) else {
+                    continue;
+                };
+                let e = by_build
+                    .entry((*build).to_owned())
+                    .or_insert_with(|| BuildSummary {
+                        build: (*build).to_owned(),
+                        first_seen: ts,
+                        last_seen: ts,
+                        requests: 0.0,
+                    });
+                e.first_seen = e.first_seen.min(ts);
+                e.last_seen = e.last_seen.max(ts);
+                e.requests += rows.weight[i];
+            }
+        })?;
+    }
+    Ok(by_build.into_values().collect())
+}
+
+/// Per-request costs per (endpoint, build).
+pub fn cost_samples(
+    sources: &[Source],
+    q: &CostSamplesQuery,
+) -> Result<Vec<CostSamples>, StoreError> {
+    let mut groups: BTreeMap<(String, String), CostSamples> = BTreeMap::new();
+    let mut host_ids: HashMap<(String, String, String), u32> = HashMap::new();
+    let mut dc_ids: HashMap<(String, String, String), u32> = HashMap::new();
+    for src in sources {
+        if !src.overlaps(q.range) {
+            continue;
+        }
+        let keys = src.keys();
+        // Per series: the group key and the host and dc indices within that group.
+        let mut map: Vec<Option<((String, String), u32, u32)>> = Vec::with_capacity(keys.len());
+        for k in &keys {
+            let wanted = k.tenant == q.tenant.0
+                && k.service == q.service
+                && (q.builds.is_empty() || q.builds.contains(&k.build))
+                && q.endpoint.as_ref().is_none_or(|e| *e == k.endpoint);
+            if !wanted {
+                map.push(None);
+                continue;
+            }
+            let gk = (k.endpoint.clone(), k.build.clone());
+            let g = groups.entry(gk.clone()).or_insert_with(|| CostSamples {
+                endpoint: k.endpoint.clone(),
+                build: k.build.clone(),
+                ..Default::default()
+            });
+            let host = *host_ids
+                .entry((gk.0.clone(), gk.1.clone(), k.host.clone()))
+                .or_insert_with(|| {
+                    g.hosts.push(k.host.clone());
+                    g.hosts.len() as u32 - 1
+                });
+            let dc = *dc_ids
+                .entry((gk.0.clone(), gk.1.clone(), k.dc.clone()))
+                .or_insert_with(|| {
+                    g.dcs.push(k.dc.clone());
+                    g.dcs.len() as u32 - 1
+                });
+            map.push(Some((gk, host, dc)));
+        }
+        if map.iter().all(Option::is_none) {
+            continue;
+        }
+        src.for_each_chunk(|rows| {
+            for i in 0..rows.len() {
+                let ts = rows.ts[i];
+                if ts < q.range.from || ts >= q.range.to {
+                    continue;
+                }
+                let Some(Some((gk, host, dc))) = map.get(rows.series[i] as usize) else {
+                    continue;
+                };
+                if let Some(g) = groups.get_mut(gk) {
+                    g.rows.push(CostRow {
+                        ts,
+                        cpu_ns: rows.cpu_ns[i],
+                        instructions: rows.instructions[i],
+                        weight: rows.weight[i],
+                        host: *host,
+                        dc: *dc,
+                    });
+                }
+            }
+        })?;
+    }
+    Ok(groups
+        .into_values()
+        .filter(|g| !g.rows.is_empty())
+        .collect())
 }
