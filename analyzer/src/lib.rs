@@ -1,3 +1,25 @@
-//! Regression detection: snapshot compare, change points, attribution, alerts. Arrives with issue #5.
+//! Regression detection for profwatch (issue #5): the snapshot compare of two builds per
+//! endpoint ([`compare`]), change points in a series ([`changepoint`]) and the
+//! `profwatch changepoints` command over a CSV file ([`changepoints_cmd`]).
 //!
-//! Nothing lives here yet: the crate exists so that the workspace has its final shape.
+//! The methods, their defaults and the measured quality are described in `analyzer/README.md`;
+//! `cargo run --release -p profwatch-analyzer --example eval` measures them again.
+
+pub mod alert;
+pub mod attribution;
+pub mod changepoint;
+pub mod changepoints_cmd;
+pub mod compare;
+pub mod csv_series;
+pub mod error;
+pub mod rng;
+pub mod sim;
+pub mod stats;
+
+pub use changepoint::{detect, detect_grouped, ChangePoint, ChangepointConfig};
+pub use changepoints_cmd::{run_changepoints, ChangepointsArgs, OutputFormat};
+pub use compare::{
+    choose_builds, compare_all, BuildTraffic, ClusterBy, CompareConfig, Comparison,
+    EndpointSamples, Metric, Sample, Verdict,
+};
+pub use error::AnalyzerError;

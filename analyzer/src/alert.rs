@@ -1,0 +1,232 @@
+//! Alert delivery: one message when a regression is found and one when it resolves, to webhook
+//! sinks in three formats (generic JSON, Slack incoming webhook, Alertmanager v2 API).
+//!
+//! Delivery is asynchronous: [`Dispatcher::send`] queues and returns at once, so a slow or
+//! failing sink never blocks analysis. Each message is retried with exponential backoff and
+//! jitter on network errors, 429 and 5xx (up to `max_attempts`); any other 4xx is permanent.
+//! The queue is bounded; when it is full the message is dropped and counted.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use profwatch_model::regression::RegressionRecord;
+use profwatch_model::timefmt::format_rfc3339;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+/// The format a sink expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkKind {
+    /// `{"status": "firing"|"resolved", "regression": {...}}`.
+    Json,
+    /// A Slack incoming webhook: `{"text": "..."}`.
+    Slack,
+    /// Alertmanager's `POST /api/v2/alerts` (the URL is the Alertmanager base URL).
+    Alertmanager,
+}
+
+/// One webhook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sink {
+    pub kind: SinkKind,
+    pub url: String,
+}
+
+/// Whether the regression starts or ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertStatus {
+    Firing,
+    Resolved,
+}
+
+/// Delivery counters (for `/metrics`).
+#[derive(Debug, Default)]
+pub struct AlertStats {
+    pub delivered: AtomicU64,
+    pub failed: AtomicU64,
+    pub dropped: AtomicU64,
+    pub retries: AtomicU64,
+}
+
+/// Settings of delivery.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    pub max_attempts: u32,
+    pub first_backoff: Duration,
+    pub timeout: Duration,
+    pub queue: usize,
+    /// Where links in messages point (the dashboard), e.g. `http://profwatch:4040`.
+    pub base_url: String,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            max_attempts: 6,
+            first_backoff: Duration::from_millis(500),
+            timeout: Duration::from_secs(10),
+            queue: 1024,
+            base_url: String::new(),
+        }
+    }
+}
+
+/// The body a sink receives.
+pub fn render(
+    kind: SinkKind,
+    status: AlertStatus,
+    r: &RegressionRecord,
+    base_url: &str,
+) -> serde_json::Value {
+    let pct = (r.effect - 1.0) * 100.0;
+    let link = format!("{}/#/regressions/{}", base_url.trim_end_matches('/'), r.id);
+    let culprit = r
+        .culprits
+        .first()
+        .map(|c| c.function.as_str())
+        .unwrap_or("(no function singled out)");
+    let summary = match status {
+        AlertStatus::Firing => format!(
+            "{} {} got {pct:+.1}% more expensive ({}) in build {} vs {} (95% CI {:+.1}%..{:+.1}%); top function: {culprit}",
+            r.service,
+            r.endpoint,
+            r.metric,
+            r.candidate,
+            r.baseline,
+            (r.effect_low - 1.0) * 100.0,
+            (r.effect_high - 1.0) * 100.0,
+        ),
+        AlertStatus::Resolved => format!(
+            "resolved: {} {} ({pct:+.1}% in build {} vs {})",
+            r.service, r.endpoint, r.candidate, r.baseline
+        ),
+    };
+    match kind {
+        SinkKind::Json => {
+            serde_json::json!({ "status": status, "summary": summary, "link": link, "regression": r })
+        }
+        SinkKind::Slack => serde_json::json!({ "text": format!("{summary} <{link}|details>") }),
+        SinkKind::Alertmanager => {
+            let mut alert = serde_json::json!({
+                "labels": {
+                    "alertname": "ProfwatchRegression",
+                    "tenant": r.tenant,
+                    "service": r.service,
+                    "endpoint": r.endpoint,
+                    "metric": r.metric,
+                    "candidate": r.candidate,
+                    "regression_id": r.id,
+                    "severity": "warning",
+                },
+                "annotations": { "summary": summary, "culprit": culprit },
+                "startsAt": format_rfc3339(r.first_seen),
+                "generatorURL": link,
+            });
+            if status == AlertStatus::Resolved {
+                alert["endsAt"] = serde_json::Value::String(format_rfc3339(r.updated));
+            }
+            serde_json::json!([alert])
+        }
+    }
+}
+
+fn target(sink: &Sink) -> String {
+    match sink.kind {
+        SinkKind::Alertmanager => format!("{}/api/v2/alerts", sink.url.trim_end_matches('/')),
+        _ => sink.url.clone(),
+    }
+}
+
+/// Queues alerts and delivers them in the background.
+#[derive(Debug, Clone)]
+pub struct Dispatcher {
+    tx: mpsc::Sender<(AlertStatus, RegressionRecord)>,
+    pub stats: Arc<AlertStats>,
+}
+
+impl Dispatcher {
+    /// Starts the delivery task on the current tokio runtime.
+    pub fn start(sinks: Vec<Sink>, cfg: DeliveryConfig) -> Dispatcher {
+        let (tx, mut rx) = mpsc::channel::<(AlertStatus, RegressionRecord)>(cfg.queue.max(1));
+        let stats = Arc::new(AlertStats::default());
+        let st = stats.clone();
+        let client = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .build()
+            .unwrap_or_default();
+        tokio::spawn(async move {
+            while let Some((status, record)) = rx.recv().await {
+                // Sinks are independent: each gets its own retries, concurrently.
+                let tasks: Vec<_> = sinks
+                    .iter()
+                    .map(|sink| {
+                        let body = render(sink.kind, status, &record, &cfg.base_url);
+                        tokio::spawn(deliver(
+                            client.clone(),
+                            target(sink),
+                            body,
+                            cfg.clone(),
+                            st.clone(),
+                        ))
+                    })
+                    .collect();
+                for t in tasks {
+                    let ok = t.await.unwrap_or(false);
+                    let counter = if ok { &st.delivered } else { &st.failed };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        Dispatcher { tx, stats }
+    }
+
+    /// Queues one alert for every sink; never waits.
+    pub fn send(&self, status: AlertStatus, record: &RegressionRecord) {
+        if self.tx.try_send((status, record.clone())).is_err() {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(id = %record.id, "alert queue full; alert dropped");
+        }
+    }
+}
+
+/// Posts `body` to `url` until it is accepted, a permanent error occurs, or attempts run out.
+async fn deliver(
+    client: reqwest::Client,
+    url: String,
+    body: serde_json::Value,
+    cfg: DeliveryConfig,
+    stats: Arc<AlertStats>,
+) -> bool {
+    let mut backoff = cfg.first_backoff;
+    for attempt in 1..=cfg.max_attempts.max(1) {
+        let result = client.post(&url).json(&body).send().await;
+        let retriable = match result {
+            Ok(r) if r.status().is_success() => return true,
+            Ok(r) => {
+                let s = r.status();
+                let retriable = s.as_u16() == 429 || s.is_server_error();
+                tracing::warn!(%url, status = %s, attempt, "alert sink refused the alert");
+                retriable
+            }
+            Err(e) => {
+                tracing::warn!(%url, error = %e, attempt, "alert sink unreachable");
+                true
+            }
+        };
+        if !retriable || attempt == cfg.max_attempts {
+            return false;
+        }
+        stats.retries.fetch_add(1, Ordering::Relaxed);
+        // Full jitter: sleep a random part of the backoff, so many collectors do not retry in step.
+        let jitter = (crate::rng::Rng::new(u64::from(attempt) ^ url.len() as u64).uniform() * 0.5
+            + 0.5)
+            * backoff.as_secs_f64();
+        tokio::time::sleep(Duration::from_secs_f64(jitter)).await;
+        backoff = (backoff * 2).min(Duration::from_secs(60));
+    }
+    false
+}
