@@ -12,6 +12,7 @@ pub mod changepoints_cmd;
 pub mod compare;
 pub mod csv_series;
 pub mod error;
+pub mod report;
 pub mod rng;
 pub mod sim;
 pub mod stats;

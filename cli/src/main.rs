@@ -22,6 +22,56 @@ struct Cli {
 enum Command {
     /// Run the collector: ingest and query API on the embedded store or ClickHouse.
     Server(ServerArgs),
+    /// Compare two builds of a service per endpoint; exit 1 when any endpoint regressed.
+    Compare(CompareArgs),
+    /// Find change points in a series from a CSV file (e.g. a CI benchmark history).
+    Changepoints(ChangepointsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CompareArgs {
+    /// The profwatch server, e.g. http://127.0.0.1:4040.
+    #[arg(long, env = "PROFWATCH_SERVER")]
+    server: String,
+    #[arg(long)]
+    service: String,
+    /// The baseline, `build=NAME`.
+    #[arg(long)]
+    baseline: String,
+    /// The candidate, `build=NAME`.
+    #[arg(long)]
+    candidate: String,
+    /// Only this endpoint.
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// `table` or `json`.
+    #[arg(long, default_value = "table")]
+    format: String,
+    /// Bearer token.
+    #[arg(long, env = "PROFWATCH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct ChangepointsArgs {
+    /// The CSV file (a header row, then one row per point).
+    #[arg(long)]
+    csv: PathBuf,
+    /// The numeric column to examine.
+    #[arg(long)]
+    column: String,
+    /// A column copied to the output as each change's time.
+    #[arg(long)]
+    time_column: Option<String>,
+    /// A column naming the build of each row: consecutive rows of one build are one snapshot.
+    #[arg(long)]
+    build_column: Option<String>,
+    /// `json` or `table`.
+    #[arg(long, default_value = "json")]
+    format: String,
+    /// Smallest change reported, as a fraction (0.02 = 2%).
+    #[arg(long)]
+    min_change: Option<f64>,
 }
 
 /// Flags and environment variables override the config file field by field.
@@ -103,10 +153,94 @@ fn init_logging() {
         .init();
 }
 
+/// `build=NAME` (the only selector a compare takes today).
+fn build_selector(flag: &str, s: &str) -> anyhow::Result<String> {
+    match s.split_once('=') {
+        Some(("build", b)) if !b.is_empty() => Ok(b.to_owned()),
+        _ => anyhow::bail!("--{flag} takes build=NAME, got {s:?}"),
+    }
+}
+
+/// Runs the compare on the server and prints it; `Ok(true)` when something regressed.
+fn compare(args: CompareArgs) -> anyhow::Result<bool> {
+    let baseline = build_selector("baseline", &args.baseline)?;
+    let candidate = build_selector("candidate", &args.candidate)?;
+    let mut params = vec![
+        ("service", args.service.clone()),
+        ("baseline", baseline),
+        ("candidate", candidate),
+    ];
+    if let Some(e) = &args.endpoint {
+        params.push(("endpoint", e.clone()));
+    }
+    let client = reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(300))
+        .build()?;
+    let mut req = client
+        .get(format!(
+            "{}/api/v1/compare",
+            args.server.trim_end_matches('/')
+        ))
+        .query(&params);
+    if let Some(t) = &args.token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req
+        .send()
+        .with_context(|| format!("reaching {}", args.server))?;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().context("reading the answer")?;
+    if !status.is_success() {
+        anyhow::bail!(
+            "the server answered {status}: {}",
+            body["error"].as_str().unwrap_or("(no message)")
+        );
+    }
+    let regressed = body["regressed"].as_bool().unwrap_or(false);
+    match args.format.as_str() {
+        "json" => println!("{}", serde_json::to_string_pretty(&body)?),
+        "table" => {
+            let endpoints: Vec<profwatch_analyzer::Comparison> =
+                serde_json::from_value(body["endpoints"].clone())
+                    .context("reading the endpoints of the answer")?;
+            println!(
+                "{} {} vs {}:\n{}",
+                args.service,
+                body["candidate"].as_str().unwrap_or("?"),
+                body["baseline"].as_str().unwrap_or("?"),
+                profwatch_analyzer::report::table(&endpoints)
+            );
+        }
+        other => anyhow::bail!("--format takes table or json, got {other:?}"),
+    }
+    Ok(regressed)
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
+        Command::Compare(args) => {
+            if compare(args)? {
+                std::process::exit(1);
+            }
+        }
+        Command::Changepoints(args) => {
+            let mut config = profwatch_analyzer::ChangepointConfig::default();
+            if let Some(m) = args.min_change {
+                config.min_change = m;
+            }
+            let out =
+                profwatch_analyzer::run_changepoints(&profwatch_analyzer::ChangepointsArgs {
+                    csv: args.csv,
+                    column: args.column,
+                    time_column: args.time_column,
+                    build_column: args.build_column,
+                    format: args.format.parse()?,
+                    config,
+                })?;
+            print!("{out}");
+        }
         Command::Server(args) => {
             let cfg = args.into_raw()?.validate()?;
             let rt = tokio::runtime::Builder::new_multi_thread()

@@ -38,6 +38,31 @@ pub struct RawConfig {
     pub limits: RawLimits,
     /// How long graceful shutdown may take before the server exits anyway. Default `30s`.
     pub shutdown_timeout: Option<String>,
+    /// Regression detection.
+    #[serde(default)]
+    pub analysis: RawAnalysis,
+    /// Where alerts go: `[[alerts]] kind = "json" | "slack" | "alertmanager"`, `url = "..."`.
+    #[serde(default)]
+    pub alerts: Vec<profwatch_analyzer::alert::Sink>,
+}
+
+/// `[analysis]`; the defaults are justified in `analyzer/README.md`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAnalysis {
+    /// How often the server analyses on its own, e.g. `5m`; `0s` turns the schedule off
+    /// (`POST /api/v1/analyze` still works). Default `5m`.
+    pub interval: Option<String>,
+    /// How far back a pass looks for builds and requests. Default `24h`.
+    pub window: Option<String>,
+    /// False discovery rate across the endpoints of a pass. Default 0.005.
+    pub alpha: Option<f64>,
+    /// Smallest relative change reported, 0.01 = 1%. Default 0.01.
+    pub min_effect: Option<f64>,
+    /// Requests per build and endpoint below which there is no verdict. Default 500.
+    pub min_requests: Option<usize>,
+    /// The dashboard's URL, for links in alerts.
+    pub public_url: Option<String>,
 }
 
 /// `[clickhouse]`.
@@ -104,6 +129,13 @@ impl RawConfig {
         );
         pick(&mut self.limits.max_event_age, over.limits.max_event_age);
         pick(&mut self.shutdown_timeout, over.shutdown_timeout);
+        pick(&mut self.analysis.interval, over.analysis.interval);
+        pick(&mut self.analysis.window, over.analysis.window);
+        pick(&mut self.analysis.alpha, over.analysis.alpha);
+        pick(&mut self.analysis.min_effect, over.analysis.min_effect);
+        pick(&mut self.analysis.min_requests, over.analysis.min_requests);
+        pick(&mut self.analysis.public_url, over.analysis.public_url);
+        self.alerts.extend(over.alerts);
         self
     }
 
@@ -191,7 +223,46 @@ impl RawConfig {
                 "must be at least limits.max_body_bytes",
             ));
         }
+        let mut compare = profwatch_analyzer::CompareConfig::default();
+        if let Some(a) = self.analysis.alpha {
+            compare.alpha = a;
+        }
+        if let Some(m) = self.analysis.min_effect {
+            compare.min_effect = m;
+        }
+        if let Some(n) = self.analysis.min_requests {
+            compare.min_requests = n;
+        }
+        compare
+            .validate()
+            .map_err(|e| ConfigError::field("analysis", "…", &e.to_string()))?;
+        for sink in &self.alerts {
+            if !(sink.url.starts_with("http://") || sink.url.starts_with("https://")) {
+                return Err(ConfigError::field(
+                    "alerts.url",
+                    &sink.url,
+                    "must be an http:// or https:// URL",
+                ));
+            }
+        }
+        let analysis = AnalysisSettings {
+            interval: duration(
+                "analysis.interval",
+                self.analysis.interval.as_deref().unwrap_or("5m"),
+            )?,
+            window: duration(
+                "analysis.window",
+                self.analysis.window.as_deref().unwrap_or("24h"),
+            )?,
+            compare,
+            public_url: self
+                .analysis
+                .public_url
+                .unwrap_or_else(|| format!("http://{listen}")),
+            alerts: self.alerts,
+        };
         Ok(Config {
+            analysis,
             listen,
             store,
             retention,
@@ -227,9 +298,21 @@ pub enum StoreConfig {
     },
 }
 
+/// Validated `[analysis]` and `[[alerts]]`.
+#[derive(Debug, Clone)]
+pub struct AnalysisSettings {
+    /// Zero: no scheduled passes.
+    pub interval: Duration,
+    pub window: Duration,
+    pub compare: profwatch_analyzer::CompareConfig,
+    pub public_url: String,
+    pub alerts: Vec<profwatch_analyzer::alert::Sink>,
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    pub analysis: AnalysisSettings,
     pub listen: SocketAddr,
     pub store: StoreConfig,
     pub retention: Duration,
@@ -240,6 +323,19 @@ pub struct Config {
     pub max_decompressed_bytes: usize,
     pub max_events_per_batch: usize,
     pub shutdown_timeout: Duration,
+}
+
+impl Config {
+    /// The tenants the server serves: those of the tokens, or `default` without tokens.
+    pub fn tenants(&self) -> Vec<profwatch_model::Tenant> {
+        if self.tokens.is_empty() {
+            return vec![profwatch_model::Tenant::default_tenant()];
+        }
+        let mut t: Vec<String> = self.tokens.values().cloned().collect();
+        t.sort();
+        t.dedup();
+        t.into_iter().map(profwatch_model::Tenant).collect()
+    }
 }
 
 /// A configuration that cannot be used.

@@ -1,13 +1,17 @@
 //! The profwatch collector: ingest and query over HTTP, in front of a [`store::Store`].
 //!
+//! - [`analysis`]: the analysis pass (compare builds, record regressions, alert) and compares.
 //! - [`config`]: the server's configuration, raw (TOML/env/flags) and validated.
 //! - [`http`]: the axum router, auth, body decoding, ingest and query handlers, one error type.
 //! - [`store`]: the `Store` trait, the embedded backend and the ClickHouse backend.
 //! - [`metrics`]: the Prometheus registry served at `/metrics`.
 //! - [`server`]: wiring it together, serving, and graceful shutdown.
 
+pub mod analysis;
 pub mod config;
 pub mod http;
+pub mod import;
 pub mod metrics;
+pub mod profile;
 pub mod server;
 pub mod store;

@@ -5,6 +5,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use profwatch_analyzer::alert::{DeliveryConfig, Dispatcher};
+
+use crate::analysis::{AnalysisConfig, Analyzer};
 use crate::config::{Config, StoreConfig};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
@@ -75,10 +78,30 @@ pub async fn run(
         })?;
     let addr = listener.local_addr().map_err(ServerError::Serve)?;
     let shutdown_timeout = cfg.shutdown_timeout;
+    let alerts = (!cfg.analysis.alerts.is_empty()).then(|| {
+        Dispatcher::start(
+            cfg.analysis.alerts.clone(),
+            DeliveryConfig {
+                base_url: cfg.analysis.public_url.clone(),
+                ..Default::default()
+            },
+        )
+    });
+    let analyzer = Analyzer::new(
+        store.clone(),
+        AnalysisConfig {
+            window: cfg.analysis.window,
+            compare: cfg.analysis.compare.clone(),
+            ..Default::default()
+        },
+        alerts,
+    );
+    let schedule = spawn_schedule(&cfg, analyzer.clone());
     let state = Arc::new(AppState {
         cfg: Arc::new(cfg),
         store: store.clone(),
         metrics: Arc::new(Metrics::new()),
+        analyzer,
     });
     tracing::info!(%addr, store = store.kind(), "profwatch server listening");
     let housekeeping = {
@@ -98,6 +121,9 @@ pub async fn run(
         .with_graceful_shutdown(shutdown)
         .await;
     housekeeping.abort();
+    if let Some(s) = schedule {
+        s.abort();
+    }
     tracing::info!("shutting down: flushing the store");
     match tokio::time::timeout(shutdown_timeout, store.shutdown()).await {
         Ok(Ok(())) => tracing::info!("store flushed"),
@@ -107,6 +133,34 @@ pub async fn run(
         Err(_) => tracing::error!("store shutdown timed out; the WAL keeps what was acknowledged"),
     }
     served.map_err(ServerError::Serve)
+}
+
+/// Runs an analysis pass every `analysis.interval` (none when it is zero).
+fn spawn_schedule(cfg: &Config, analyzer: Analyzer) -> Option<tokio::task::JoinHandle<()>> {
+    let every = cfg.analysis.interval;
+    if every.is_zero() {
+        return None;
+    }
+    let tenants = cfg.tenants();
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match analyzer.run_pass(&tenants).await {
+                Ok(r) => tracing::info!(
+                    services = r.services.len(),
+                    new = r.new_regressions,
+                    resolved = r.resolved_regressions,
+                    "analysis pass done"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "analysis pass failed; will retry at the next interval")
+                }
+            }
+        }
+    }))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -4,58 +4,130 @@
 use profwatch_e2e::*;
 
 fn now_s() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 #[test]
 fn every_format_and_encoding_is_accepted() {
     let art = artifacts("every_format_and_encoding_is_accepted");
-    let server = Server::start(&["--data-dir", art.join("data").to_str().expect("utf-8")], &art.join("server.log"));
+    let server = Server::start(
+        &["--data-dir", art.join("data").to_str().expect("utf-8")],
+        &art.join("server.log"),
+    );
     let c = server.client();
     let cases: [(&str, Vec<u8>, &str, Option<&str>); 6] = [
-        ("nd", ndjson(&events("fmt", "nd", 100)), "application/x-ndjson", None),
-        ("nd-gz", gzip(&ndjson(&events("fmt", "nd-gz", 100))), "application/x-ndjson", Some("gzip")),
-        ("nd-zst", zstd(&ndjson(&events("fmt", "nd-zst", 100))), "application/x-ndjson", Some("zstd")),
-        ("pb", protobuf(&events("fmt", "pb", 100)), "application/x-protobuf", None),
-        ("pb-gz", gzip(&protobuf(&events("fmt", "pb-gz", 100))), "application/x-protobuf", Some("gzip")),
-        ("pb-zst", zstd(&protobuf(&events("fmt", "pb-zst", 100))), "application/x-protobuf", Some("zstd")),
+        (
+            "nd",
+            ndjson(&events("fmt", "nd", 100)),
+            "application/x-ndjson",
+            None,
+        ),
+        (
+            "nd-gz",
+            gzip(&ndjson(&events("fmt", "nd-gz", 100))),
+            "application/x-ndjson",
+            Some("gzip"),
+        ),
+        (
+            "nd-zst",
+            zstd(&ndjson(&events("fmt", "nd-zst", 100))),
+            "application/x-ndjson",
+            Some("zstd"),
+        ),
+        (
+            "pb",
+            protobuf(&events("fmt", "pb", 100)),
+            "application/x-protobuf",
+            None,
+        ),
+        (
+            "pb-gz",
+            gzip(&protobuf(&events("fmt", "pb-gz", 100))),
+            "application/x-protobuf",
+            Some("gzip"),
+        ),
+        (
+            "pb-zst",
+            zstd(&protobuf(&events("fmt", "pb-zst", 100))),
+            "application/x-protobuf",
+            Some("zstd"),
+        ),
     ];
     for (name, body, ct, enc) in cases {
         let r = c.post_events(body, ct, enc);
-        assert_eq!((r.status, r.json()["stored"].as_u64()), (200, Some(100)), "{name}: {}", r.body);
+        assert_eq!(
+            (r.status, r.json()["stored"].as_u64()),
+            (200, Some(100)),
+            "{name}: {}",
+            r.body
+        );
     }
-    let r = c.get(&format!("/api/v1/endpoints?service=fmt&group_by=build&from={}&to={}", now_s() - 3600, now_s() + 60));
+    let r = c.get(&format!(
+        "/api/v1/endpoints?service=fmt&group_by=build&from={}&to={}",
+        now_s() - 3600,
+        now_s() + 60
+    ));
     assert_eq!(r.status, 200);
     let rows = r.json();
     let rows = rows.as_array().expect("array");
     assert_eq!(rows.len(), 18, "3 endpoints x 6 builds: {}", r.body);
     for row in rows {
-        for field in ["endpoint", "group", "requests", "cpu_ns", "instructions_requests", "instructions"] {
+        for field in [
+            "endpoint",
+            "group",
+            "requests",
+            "cpu_ns",
+            "instructions_requests",
+            "instructions",
+        ] {
             assert!(row.get(field).is_some(), "row lacks {field}: {row}");
         }
         for field in ["mean", "p50", "p90", "p99"] {
-            assert!(row["cpu_ns"][field].as_f64().is_some(), "cpu_ns lacks {field}");
+            assert!(
+                row["cpu_ns"][field].as_f64().is_some(),
+                "cpu_ns lacks {field}"
+            );
         }
     }
     // RFC 3339 ranges and timeseries.
-    let r = c.get("/api/v1/timeseries?service=fmt&endpoint=GET%20/a&step=5m&from=2020-01-01T00:00:00Z");
+    let r =
+        c.get("/api/v1/timeseries?service=fmt&endpoint=GET%20/a&step=5m&from=2020-01-01T00:00:00Z");
     assert_eq!(r.status, 400, "more than 10k buckets: {}", r.body);
     let r = c.get("/api/v1/timeseries?service=fmt&endpoint=GET%20/a&step=5m&group_by=build");
     assert_eq!(r.status, 200, "{}", r.body);
     let points = r.json();
-    let total: f64 = points.as_array().expect("array").iter().map(|p| p["requests"].as_f64().unwrap_or(0.0)).sum();
-    assert_eq!(total, 6.0 * 34.0, "GET /a is every third event: 34 of each 100");
+    let total: f64 = points
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|p| p["requests"].as_f64().unwrap_or(0.0))
+        .sum();
+    assert_eq!(
+        total,
+        6.0 * 34.0,
+        "GET /a is every third event: 34 of each 100"
+    );
     assert!(points[0]["time"].as_i64().is_some() && points[0]["group"].as_str().is_some());
 }
 
 #[test]
 fn operations_endpoints() {
     let art = artifacts("operations_endpoints");
-    let server = Server::start(&["--data-dir", art.join("data").to_str().expect("utf-8")], &art.join("server.log"));
+    let server = Server::start(
+        &["--data-dir", art.join("data").to_str().expect("utf-8")],
+        &art.join("server.log"),
+    );
     let c = server.client();
     assert_eq!(c.get("/healthz").status, 200);
     assert_eq!(c.get("/readyz").status, 200);
-    c.post_events(ndjson(&events("ops", "1", 10)), "application/x-ndjson", None);
+    c.post_events(
+        ndjson(&events("ops", "1", 10)),
+        "application/x-ndjson",
+        None,
+    );
     c.post_events(b"{".to_vec(), "application/x-ndjson", None);
     let m = c.get("/metrics");
     assert_eq!(m.status, 200);
@@ -65,7 +137,11 @@ fn operations_endpoints() {
         "profwatch_store_write_seconds_count 1",
         "profwatch_store_queue_depth",
     ] {
-        assert!(m.body.contains(needle), "/metrics lacks {needle}:\n{}", m.body);
+        assert!(
+            m.body.contains(needle),
+            "/metrics lacks {needle}:\n{}",
+            m.body
+        );
     }
 }
 
@@ -81,17 +157,40 @@ fn config_file_env_and_flags() {
         ),
     )
     .expect("write config");
-    let server = Server::start(&["--config", cfg.to_str().expect("utf-8"), "--token", "flag-token-123=fromflag"], &art.join("server.log"));
+    let server = Server::start(
+        &[
+            "--config",
+            cfg.to_str().expect("utf-8"),
+            "--token",
+            "flag-token-123=fromflag",
+        ],
+        &art.join("server.log"),
+    );
     let from_file = server.client().with_token("file-token-123");
     let from_flag = server.client().with_token("flag-token-123");
-    assert_eq!(from_file.post_events(ndjson(&events("cfg", "1", 5)), "application/x-ndjson", None).status, 200);
-    assert_eq!(from_flag.post_events(ndjson(&events("cfg", "1", 7)), "application/x-ndjson", None).status, 200);
+    assert_eq!(
+        from_file
+            .post_events(ndjson(&events("cfg", "1", 5)), "application/x-ndjson", None)
+            .status,
+        200
+    );
+    assert_eq!(
+        from_flag
+            .post_events(ndjson(&events("cfg", "1", 7)), "application/x-ndjson", None)
+            .status,
+        200
+    );
     assert_eq!(from_file.total_requests("cfg", 1), 5.0);
     assert_eq!(from_flag.total_requests("cfg", 1), 7.0);
     // An event older than the 7-day retention is refused.
     let mut old = events("cfg", "1", 1);
     old[0].ts -= 8 * 86_400 * 1_000_000_000;
-    assert_eq!(from_file.post_events(ndjson(&old), "application/x-ndjson", None).status, 400);
+    assert_eq!(
+        from_file
+            .post_events(ndjson(&old), "application/x-ndjson", None)
+            .status,
+        400
+    );
 
     // A config that cannot work is refused at start with a message, not a panic.
     std::fs::write(&cfg, "retention = \"forever\"\n").expect("write config");
@@ -101,5 +200,8 @@ fn config_file_env_and_flags() {
         .expect("run");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("retention") && !err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("retention") && !err.contains("panicked"),
+        "{err}"
+    );
 }

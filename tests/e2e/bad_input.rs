@@ -16,22 +16,42 @@ fn seeded(test: &str, args: &[&str]) -> (Server, Client) {
     all.extend_from_slice(args);
     let server = Server::start(&all, &art.join("server.log"));
     let client = server.client();
-    let r = client.post_events(ndjson(&events("good", "1", GOOD)), "application/x-ndjson", None);
+    let r = client.post_events(
+        ndjson(&events("good", "1", GOOD)),
+        "application/x-ndjson",
+        None,
+    );
     assert_eq!(r.status, 200, "{}", r.body);
     (server, client)
 }
 
 fn assert_intact(client: &Client) {
-    assert_eq!(client.get("/healthz").status, 200, "the server must still answer");
-    assert_eq!(client.total_requests("good", 1), GOOD as f64, "the good data must be unchanged");
+    assert_eq!(
+        client.get("/healthz").status,
+        200,
+        "the server must still answer"
+    );
+    assert_eq!(
+        client.total_requests("good", 1),
+        GOOD as f64,
+        "the good data must be unchanged"
+    );
     let services = client.get("/api/v1/services");
-    assert_eq!(services.json().as_array().map(Vec::len), Some(1), "nothing of the bad batch is stored: {}", services.body);
+    assert_eq!(
+        services.json().as_array().map(Vec::len),
+        Some(1),
+        "nothing of the bad batch is stored: {}",
+        services.body
+    );
 }
 
 fn expect(r: &Reply, status: u16, needle: &str) {
     assert_eq!(r.status, status, "{}", r.body);
     let msg = r.json()["error"].as_str().unwrap_or_default().to_owned();
-    assert!(msg.contains(needle), "message {msg:?} should mention {needle:?}");
+    assert!(
+        msg.contains(needle),
+        "message {msg:?} should mention {needle:?}"
+    );
 }
 
 #[test]
@@ -39,8 +59,16 @@ fn malformed_protobuf() {
     let (_s, c) = seeded("malformed_protobuf", &[]);
     let mut body = protobuf(&events("bad", "1", 10));
     body.truncate(body.len() - 7);
-    expect(&c.post_events(body, "application/x-protobuf", None), 400, "protobuf");
-    expect(&c.post_events(vec![0xff; 64], "application/x-protobuf", None), 400, "protobuf");
+    expect(
+        &c.post_events(body, "application/x-protobuf", None),
+        400,
+        "protobuf",
+    );
+    expect(
+        &c.post_events(vec![0xff; 64], "application/x-protobuf", None),
+        400,
+        "protobuf",
+    );
     assert_intact(&c);
 }
 
@@ -59,7 +87,11 @@ fn broken_ndjson_line_in_the_middle() {
         broken.push(b'\n');
     }
     body = broken;
-    expect(&c.post_events(body, "application/x-ndjson", None), 400, "line 3");
+    expect(
+        &c.post_events(body, "application/x-ndjson", None),
+        400,
+        "line 3",
+    );
     assert_intact(&c);
 }
 
@@ -85,18 +117,44 @@ fn negative_or_overflowing_numbers() {
     let (_s, c) = seeded("negative_or_overflowing_numbers", &[]);
     for (case, needle) in [
         (r#"{"service":"bad","endpoint":"GET /","cpu_ns":-5}"#, "-5"),
-        (r#"{"service":"bad","endpoint":"GET /","cpu_ns":18446744073709551616}"#, "line 1"),
-        (r#"{"service":"bad","endpoint":"GET /","cpu_ns":1,"status":70000}"#, "line 1"),
-        (r#"{"service":"bad","endpoint":"GET /","cpu_ns":1,"weight":-1}"#, "weight"),
-        (r#"{"service":"bad","endpoint":"GET /","cpu_ns":1,"weight":1e309}"#, "line 1"),
-        (r#"{"service":"bad","endpoint":"GET /","cpu_ns":99999999999999999}"#, "cpu_ns"),
-        (r#"{"service":"bad","endpoint":"GET /","cpu_ns":1,"ts":-1}"#, "ts"),
+        (
+            r#"{"service":"bad","endpoint":"GET /","cpu_ns":18446744073709551616}"#,
+            "line 1",
+        ),
+        (
+            r#"{"service":"bad","endpoint":"GET /","cpu_ns":1,"status":70000}"#,
+            "line 1",
+        ),
+        (
+            r#"{"service":"bad","endpoint":"GET /","cpu_ns":1,"weight":-1}"#,
+            "weight",
+        ),
+        (
+            r#"{"service":"bad","endpoint":"GET /","cpu_ns":1,"weight":1e309}"#,
+            "line 1",
+        ),
+        (
+            r#"{"service":"bad","endpoint":"GET /","cpu_ns":99999999999999999}"#,
+            "cpu_ns",
+        ),
+        (
+            r#"{"service":"bad","endpoint":"GET /","cpu_ns":1,"ts":-1}"#,
+            "ts",
+        ),
     ] {
-        expect(&c.post_events(case.as_bytes().to_vec(), "application/x-ndjson", None), 400, needle);
+        expect(
+            &c.post_events(case.as_bytes().to_vec(), "application/x-ndjson", None),
+            400,
+            needle,
+        );
     }
     let mut e = events("bad", "1", 1);
     e[0].weight = f64::NAN;
-    expect(&c.post_events(protobuf(&e), "application/x-protobuf", None), 400, "weight");
+    expect(
+        &c.post_events(protobuf(&e), "application/x-protobuf", None),
+        400,
+        "weight",
+    );
     assert_intact(&c);
 }
 
@@ -105,12 +163,20 @@ fn huge_label_value_or_too_many_labels() {
     let (_s, c) = seeded("huge_label_value_or_too_many_labels", &[]);
     let mut e = events("bad", "1", 3);
     e[1].labels.insert("flag".into(), "x".repeat(1 << 20));
-    expect(&c.post_events(protobuf(&e), "application/x-protobuf", None), 400, "flag");
+    expect(
+        &c.post_events(protobuf(&e), "application/x-protobuf", None),
+        400,
+        "flag",
+    );
     let mut e = events("bad", "1", 3);
     for i in 0..10_000 {
         e[2].labels.insert(format!("k{i}"), "v".into());
     }
-    expect(&c.post_events(ndjson(&e), "application/x-ndjson", None), 400, "labels");
+    expect(
+        &c.post_events(ndjson(&e), "application/x-ndjson", None),
+        400,
+        "labels",
+    );
     assert_intact(&c);
 }
 
@@ -120,10 +186,18 @@ fn invalid_utf8() {
     let mut line = br#"{"service":"bad","endpoint":"GET /"#.to_vec();
     line.extend_from_slice(&[0xff, 0xfe]);
     line.extend_from_slice(br#"","cpu_ns":1}"#);
-    expect(&c.post_events(line, "application/x-ndjson", None), 400, "UTF-8");
+    expect(
+        &c.post_events(line, "application/x-ndjson", None),
+        400,
+        "UTF-8",
+    );
     // The same in a protobuf string field: field 2 (service), length 2, bytes ff fe.
     let body = vec![0x0a, 0x04, 0x12, 0x02, 0xff, 0xfe];
-    expect(&c.post_events(body, "application/x-protobuf", None), 400, "protobuf");
+    expect(
+        &c.post_events(body, "application/x-protobuf", None),
+        400,
+        "protobuf",
+    );
     assert_intact(&c);
 }
 
@@ -137,9 +211,25 @@ fn gzip_bomb() {
         enc.write_all(&zeros).expect("compress");
     }
     let bomb = enc.finish().expect("finish");
-    assert!(bomb.len() < 4 << 20, "the bomb should be small: {}", bomb.len());
-    expect(&c.post_events(bomb, "application/x-protobuf", Some("gzip")), 413, "decompresses");
-    expect(&c.post_events(b"not gzip at all".to_vec(), "application/x-ndjson", Some("gzip")), 400, "gzip");
+    assert!(
+        bomb.len() < 4 << 20,
+        "the bomb should be small: {}",
+        bomb.len()
+    );
+    expect(
+        &c.post_events(bomb, "application/x-protobuf", Some("gzip")),
+        413,
+        "decompresses",
+    );
+    expect(
+        &c.post_events(
+            b"not gzip at all".to_vec(),
+            "application/x-ndjson",
+            Some("gzip"),
+        ),
+        400,
+        "gzip",
+    );
     assert_intact(&c);
 }
 
@@ -147,7 +237,11 @@ fn gzip_bomb() {
 fn oversized_body() {
     let (_s, c) = seeded("oversized_body", &[]);
     let body = vec![b' '; 33 << 20];
-    expect(&c.post_events(body, "application/x-ndjson", None), 413, "larger than");
+    expect(
+        &c.post_events(body, "application/x-ndjson", None),
+        413,
+        "larger than",
+    );
     assert_intact(&c);
 }
 
@@ -156,37 +250,80 @@ fn missing_or_foreign_token() {
     let art = artifacts("missing_or_foreign_token");
     let data = art.join("data");
     let server = Server::start(
-        &["--data-dir", data.to_str().expect("utf-8"), "--token", "token-of-acme=acme", "--token", "token-of-globex=globex"],
+        &[
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+            "--token",
+            "token-of-acme=acme",
+            "--token",
+            "token-of-globex=globex",
+        ],
         &art.join("server.log"),
     );
     let anon = server.client();
     let acme = server.client().with_token("token-of-acme");
     let globex = server.client().with_token("token-of-globex");
-    let r = acme.post_events(ndjson(&events("good", "1", GOOD)), "application/x-ndjson", None);
+    let r = acme.post_events(
+        ndjson(&events("good", "1", GOOD)),
+        "application/x-ndjson",
+        None,
+    );
     assert_eq!(r.status, 200, "{}", r.body);
 
-    expect(&anon.post_events(ndjson(&events("bad", "1", 3)), "application/x-ndjson", None), 401, "Authorization");
+    expect(
+        &anon.post_events(ndjson(&events("bad", "1", 3)), "application/x-ndjson", None),
+        401,
+        "Authorization",
+    );
     expect(&anon.get("/api/v1/services"), 401, "Authorization");
     let wrong = server.client().with_token("not-a-real-token");
-    expect(&wrong.post_events(ndjson(&events("bad", "1", 3)), "application/x-ndjson", None), 403, "token");
+    expect(
+        &wrong.post_events(ndjson(&events("bad", "1", 3)), "application/x-ndjson", None),
+        403,
+        "token",
+    );
     // Globex's token cannot write as acme.
-    let r = globex.post_with(ndjson(&events("bad", "1", 3)), "application/x-ndjson", None, &[("x-scope-orgid", "acme")]);
+    let r = globex.post_with(
+        ndjson(&events("bad", "1", 3)),
+        "application/x-ndjson",
+        None,
+        &[("x-scope-orgid", "acme")],
+    );
     expect(&r, 403, "tenant");
     // A tenant field in the body is refused: the token decides.
     let body = br#"{"service":"bad","endpoint":"GET /","cpu_ns":1,"tenant":"acme"}"#.to_vec();
-    expect(&globex.post_events(body, "application/x-ndjson", None), 400, "bearer token");
+    expect(
+        &globex.post_events(body, "application/x-ndjson", None),
+        400,
+        "bearer token",
+    );
 
     assert_eq!(acme.total_requests("good", 1), GOOD as f64);
-    assert_eq!(globex.get("/api/v1/services").body, "[]", "globex sees none of acme's data");
-    assert_eq!(acme.get("/api/v1/services").json().as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        globex.get("/api/v1/services").body,
+        "[]",
+        "globex sees none of acme's data"
+    );
+    assert_eq!(
+        acme.get("/api/v1/services").json().as_array().map(Vec::len),
+        Some(1)
+    );
 }
 
 #[test]
 fn unknown_content_type_or_encoding() {
     let (_s, c) = seeded("unknown_content_type_or_encoding", &[]);
     let body = ndjson(&events("bad", "1", 3));
-    expect(&c.post_events(body.clone(), "text/csv", None), 415, "Content-Type");
-    expect(&c.post_events(body.clone(), "application/x-ndjson", Some("br")), 415, "Content-Encoding");
+    expect(
+        &c.post_events(body.clone(), "text/csv", None),
+        415,
+        "Content-Type",
+    );
+    expect(
+        &c.post_events(body.clone(), "application/x-ndjson", Some("br")),
+        415,
+        "Content-Encoding",
+    );
     assert_intact(&c);
 }
 
@@ -194,12 +331,36 @@ fn unknown_content_type_or_encoding() {
 fn bad_query_parameters() {
     let (_s, c) = seeded("bad_query_parameters", &[]);
     expect(&c.get("/api/v1/endpoints"), 400, "service");
-    expect(&c.get("/api/v1/endpoints?service=good&from=yesterday"), 400, "from");
-    expect(&c.get("/api/v1/endpoints?service=good&group_by=color"), 400, "group_by");
-    expect(&c.get("/api/v1/endpoints?service=good&from=200&to=100"), 400, "before");
-    expect(&c.get("/api/v1/timeseries?service=good&endpoint=GET%20/a&step=0"), 400, "step");
-    expect(&c.get("/api/v1/timeseries?service=good&endpoint=GET%20/a&from=0&step=1"), 400, "buckets");
-    expect(&c.get("/api/v1/endpoints?service=good&servcie=x"), 400, "servcie");
+    expect(
+        &c.get("/api/v1/endpoints?service=good&from=yesterday"),
+        400,
+        "from",
+    );
+    expect(
+        &c.get("/api/v1/endpoints?service=good&group_by=color"),
+        400,
+        "group_by",
+    );
+    expect(
+        &c.get("/api/v1/endpoints?service=good&from=200&to=100"),
+        400,
+        "before",
+    );
+    expect(
+        &c.get("/api/v1/timeseries?service=good&endpoint=GET%20/a&step=0"),
+        400,
+        "step",
+    );
+    expect(
+        &c.get("/api/v1/timeseries?service=good&endpoint=GET%20/a&from=0&step=1"),
+        400,
+        "buckets",
+    );
+    expect(
+        &c.get("/api/v1/endpoints?service=good&servcie=x"),
+        400,
+        "servcie",
+    );
     expect(&c.get("/api/v1/nope"), 404, "route");
     assert_intact(&c);
 }

@@ -13,7 +13,11 @@ fn embedded_kill9_after_ack_loses_nothing() {
     let mut server = Server::start(&["--data-dir", data_arg], &art.join("server.log"));
     let client = server.client();
     let batch = events("killme", "b1", 100_000);
-    let r = client.post_events(gzip(&protobuf(&batch)), "application/x-protobuf", Some("gzip"));
+    let r = client.post_events(
+        gzip(&protobuf(&batch)),
+        "application/x-protobuf",
+        Some("gzip"),
+    );
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["stored"], 100_000);
     server.kill9();
@@ -21,7 +25,10 @@ fn embedded_kill9_after_ack_loses_nothing() {
     let server = Server::start(&["--data-dir", data_arg], &art.join("server-restarted.log"));
     assert_eq!(server.client().total_requests("killme", 1), 100_000.0);
     let log = std::fs::read_to_string(art.join("server-restarted.log")).unwrap_or_default();
-    assert!(log.contains("recovered events from the WAL"), "expected a WAL replay:\n{log}");
+    assert!(
+        log.contains("recovered events from the WAL"),
+        "expected a WAL replay:\n{log}"
+    );
 }
 
 /// Embedded: several acknowledged batches, a graceful stop (flush to Parquet), then a kill -9
@@ -33,16 +40,26 @@ fn embedded_restart_after_flush_and_crash() {
     let data_arg = data.to_str().expect("utf-8 path");
     let mut server = Server::start(&["--data-dir", data_arg], &art.join("1.log"));
     for i in 0..5 {
-        let r = server.client().post_events(ndjson(&events("svc", &format!("b{i}"), 2000)), "application/x-ndjson", None);
+        let r = server.client().post_events(
+            ndjson(&events("svc", &format!("b{i}"), 2000)),
+            "application/x-ndjson",
+            None,
+        );
         assert_eq!(r.status, 200, "{}", r.body);
     }
     assert!(server.terminate(), "graceful shutdown failed; see 1.log");
-    let segments = std::fs::read_dir(data.join("segments")).expect("segments dir").count();
+    let segments = std::fs::read_dir(data.join("segments"))
+        .expect("segments dir")
+        .count();
     assert!(segments >= 1, "graceful shutdown must flush to a segment");
 
     let mut server = Server::start(&["--data-dir", data_arg], &art.join("2.log"));
     assert_eq!(server.client().total_requests("svc", 1), 10_000.0);
-    let r = server.client().post_events(zstd(&protobuf(&events("svc", "b9", 3000))), "application/x-protobuf", Some("zstd"));
+    let r = server.client().post_events(
+        zstd(&protobuf(&events("svc", "b9", 3000))),
+        "application/x-protobuf",
+        Some("zstd"),
+    );
     assert_eq!(r.status, 200, "{}", r.body);
     server.kill9();
 
@@ -76,7 +93,12 @@ fn clickhouse_outage_never_acks_unwritten_batches() {
     ch("start");
     let ch_url = format!("http://127.0.0.1:{port}");
     let server = Server::start(
-        &["--clickhouse-url", &ch_url, "--clickhouse-database", "pw_outage"],
+        &[
+            "--clickhouse-url",
+            &ch_url,
+            "--clickhouse-database",
+            "pw_outage",
+        ],
         &art.join("server.log"),
     );
     let client = server.client();
@@ -91,21 +113,36 @@ fn clickhouse_outage_never_acks_unwritten_batches() {
             ch("start");
         }
         let build = format!("batch-{i}");
-        let r = client.post_events(gzip(&protobuf(&events("outage", &build, 1000))), "application/x-protobuf", Some("gzip"));
+        let r = client.post_events(
+            gzip(&protobuf(&events("outage", &build, 1000))),
+            "application/x-protobuf",
+            Some("gzip"),
+        );
         match r.status {
             200 => acked.push(build),
             503 | 429 => {
-                assert!(r.retry_after.is_some(), "a {} must say Retry-After", r.status);
+                assert!(
+                    r.retry_after.is_some(),
+                    "a {} must say Retry-After",
+                    r.status
+                );
                 refused += 1;
             }
             other => panic!("batch {i}: unexpected {other}: {}", r.body),
         }
         if (20..40).contains(&i) {
-            assert_ne!(r.status, 200, "batch {i} was acknowledged while ClickHouse was down");
+            assert_ne!(
+                r.status, 200,
+                "batch {i} was acknowledged while ClickHouse was down"
+            );
         }
     }
     assert!(refused >= 20, "the outage should have refused batches");
-    assert!(acked.len() >= 30, "batches before and after the outage should be acknowledged: {}", acked.len());
+    assert!(
+        acked.len() >= 30,
+        "batches before and after the outage should be acknowledged: {}",
+        acked.len()
+    );
 
     let counts = clickhouse_query(
         &ch_url,
@@ -118,7 +155,11 @@ fn clickhouse_outage_never_acks_unwritten_batches() {
         stored.insert(b.to_owned(), n.parse::<u64>().expect("count"));
     }
     for b in &acked {
-        assert_eq!(stored.get(b), Some(&1000), "acknowledged {b} must be whole in ClickHouse");
+        assert_eq!(
+            stored.get(b),
+            Some(&1000),
+            "acknowledged {b} must be whole in ClickHouse"
+        );
     }
     let _ = clickhouse_query(&ch_url, "DROP DATABASE IF EXISTS pw_outage");
     drop(server);

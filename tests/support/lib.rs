@@ -41,7 +41,11 @@ impl Server {
     }
 
     pub fn start_on(listen: &str, args: &[&str], log: &Path) -> Server {
-        let mut all = vec!["server".to_owned(), "--listen".to_owned(), listen.to_owned()];
+        let mut all = vec![
+            "server".to_owned(),
+            "--listen".to_owned(),
+            listen.to_owned(),
+        ];
         all.extend(args.iter().map(|s| s.to_string()));
         let mut child = Command::new(profwatch_bin())
             .args(&all)
@@ -57,7 +61,11 @@ impl Server {
         let (tx, rx) = mpsc::channel();
         let log_path = log.to_owned();
         std::thread::spawn(move || {
-            let mut out = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).ok();
+            let mut out = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .ok();
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(f) = out.as_mut() {
@@ -75,10 +83,18 @@ impl Server {
             Ok(u) => u,
             Err(_) => {
                 let _ = child.kill();
-                panic!("profwatch did not start; log:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+                panic!(
+                    "profwatch did not start; log:\n{}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
             }
         };
-        Server { child, url, args: all, log: log.to_owned() }
+        Server {
+            child,
+            url,
+            args: all,
+            log: log.to_owned(),
+        }
     }
 
     /// `kill -9`.
@@ -89,7 +105,10 @@ impl Server {
 
     /// SIGTERM and wait for a clean exit; returns whether it exited with success.
     pub fn terminate(&mut self) -> bool {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -139,7 +158,10 @@ impl Client {
     pub fn new(base: &str) -> Client {
         Client {
             base: base.trim_end_matches('/').to_owned(),
-            http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).build().expect("client"),
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .expect("client"),
             token: None,
         }
     }
@@ -154,8 +176,18 @@ impl Client {
         self.post_with(body, content_type, encoding, &[])
     }
 
-    pub fn post_with(&self, body: Vec<u8>, content_type: &str, encoding: Option<&str>, headers: &[(&str, &str)]) -> Reply {
-        let mut req = self.http.post(format!("{}/api/v1/events", self.base)).header("content-type", content_type).body(body);
+    pub fn post_with(
+        &self,
+        body: Vec<u8>,
+        content_type: &str,
+        encoding: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut req = self
+            .http
+            .post(format!("{}/api/v1/events", self.base))
+            .header("content-type", content_type)
+            .body(body);
         if let Some(enc) = encoding {
             req = req.header("content-encoding", enc);
         }
@@ -167,7 +199,11 @@ impl Client {
         }
         match req.send() {
             Ok(r) => reply(r),
-            Err(e) => Reply { status: 0, body: e.to_string(), retry_after: None },
+            Err(e) => Reply {
+                status: 0,
+                body: e.to_string(),
+                retry_after: None,
+            },
         }
     }
 
@@ -179,24 +215,48 @@ impl Client {
         }
         match req.send() {
             Ok(r) => reply(r),
-            Err(e) => Reply { status: 0, body: e.to_string(), retry_after: None },
+            Err(e) => Reply {
+                status: 0,
+                body: e.to_string(),
+                retry_after: None,
+            },
         }
     }
 
     /// Weighted requests of a service, summed over its endpoints, over the last `hours`.
     pub fn total_requests(&self, service: &str, hours: i64) -> f64 {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-        let r = self.get(&format!("/api/v1/endpoints?service={service}&from={}&to={}", now - hours * 3600, now + 3600));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let r = self.get(&format!(
+            "/api/v1/endpoints?service={service}&from={}&to={}",
+            now - hours * 3600,
+            now + 3600
+        ));
         assert_eq!(r.status, 200, "{}", r.body);
-        r.json().as_array().expect("array").iter().map(|row| row["requests"].as_f64().unwrap_or(0.0)).sum()
+        r.json()
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|row| row["requests"].as_f64().unwrap_or(0.0))
+            .sum()
     }
 }
 
 fn reply(r: reqwest::blocking::Response) -> Reply {
     let status = r.status().as_u16();
-    let retry_after = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let retry_after = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let body = r.text().unwrap_or_default();
-    Reply { status, body, retry_after }
+    Reply {
+        status,
+        body,
+        retry_after,
+    }
 }
 
 /// `n` events of `service`, spread over the last ten minutes, with the given build.
@@ -221,7 +281,11 @@ pub fn events(service: &str, build: &str, n: usize) -> Vec<RequestEvent> {
 }
 
 pub fn ndjson(events: &[RequestEvent]) -> Vec<u8> {
-    events.iter().map(|e| profwatch_model::ndjson::to_line(e, false)).collect::<String>().into_bytes()
+    events
+        .iter()
+        .map(|e| profwatch_model::ndjson::to_line(e, false))
+        .collect::<String>()
+        .into_bytes()
 }
 
 pub fn protobuf(events: &[RequestEvent]) -> Vec<u8> {
@@ -280,7 +344,10 @@ pub fn clickhouse_query(url: &str, sql: &str) -> Result<String, String> {
 
 /// The repository root (for scripts).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_owned()
 }
 
 /// A fresh directory for a test's logs and data, kept under `tests/artifacts/` for CI to show.

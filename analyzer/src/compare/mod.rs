@@ -24,7 +24,7 @@
 mod builds;
 mod strata;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use profwatch_model::event::RequestEvent;
 
@@ -47,7 +47,7 @@ pub struct Sample {
 }
 
 /// Which measurement of a request is compared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
     /// Instructions per request (hardware counter); preferred: far less noisy than time.
@@ -213,14 +213,14 @@ impl CompareConfig {
 }
 
 /// A confidence interval of a ratio.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Interval {
     pub low: f64,
     pub high: f64,
 }
 
 /// The outcome of one endpoint's compare. Higher cost is worse.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// Significant after BH and the cost rose by at least the minimum effect.
@@ -234,7 +234,7 @@ pub enum Verdict {
 }
 
 /// The result of comparing one endpoint. Ratios are candidate / baseline.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Comparison {
     pub endpoint: String,
     pub metric: Metric,

@@ -4,13 +4,19 @@
 //! |---|---|
 //! | `POST /api/v1/events` | ingest ([`ingest`]) |
 //! | `GET /api/v1/services`, `/api/v1/endpoints`, `/api/v1/timeseries` | queries ([`query`]) |
+//! | `POST /api/v1/profiles`, `GET /api/v1/profile`, `/api/v1/diff`, `/api/v1/top` | profiles ([`profiles`]) |
+//! | `POST /push.v1.PusherService/Push`, `POST /ingest` | Pyroscope compatibility ([`pyroscope`]) |
+//! | `GET /api/v1/regressions[/{id}]`, `POST /api/v1/regressions/{id}/ack|resolve`, `POST /api/v1/analyze`, `GET /api/v1/compare` | regressions ([`regressions`]) |
 //! | `GET /healthz`, `/readyz`, `/metrics` | operations |
 
 pub mod auth;
 pub mod body;
 pub mod error;
 pub mod ingest;
+pub mod profiles;
+pub mod pyroscope;
 pub mod query;
+pub mod regressions;
 
 use std::sync::Arc;
 
@@ -20,6 +26,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
 
+use crate::analysis::Analyzer;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -30,6 +37,7 @@ pub struct AppState {
     pub cfg: Arc<Config>,
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
+    pub analyzer: Analyzer,
 }
 
 /// The API's routes.
@@ -39,6 +47,21 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/services", get(query::services))
         .route("/api/v1/endpoints", get(query::endpoints))
         .route("/api/v1/timeseries", get(query::timeseries))
+        .route("/api/v1/profiles", post(profiles::post_profiles))
+        .route("/api/v1/profile", get(profiles::get_profile))
+        .route("/api/v1/diff", get(profiles::get_diff))
+        .route("/api/v1/top", get(profiles::get_top))
+        .route("/push.v1.PusherService/Push", post(pyroscope::push))
+        .route("/ingest", post(pyroscope::ingest))
+        .route("/api/v1/regressions", get(regressions::list))
+        .route("/api/v1/regressions/{id}", get(regressions::get_one))
+        .route("/api/v1/regressions/{id}/ack", post(regressions::ack))
+        .route(
+            "/api/v1/regressions/{id}/resolve",
+            post(regressions::resolve),
+        )
+        .route("/api/v1/analyze", post(regressions::analyze))
+        .route("/api/v1/compare", get(regressions::compare))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

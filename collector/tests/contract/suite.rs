@@ -502,7 +502,7 @@ fn pq(filters: &[(&str, &str)], range: TimeRange) -> ProfileQuery {
 
 pub async fn profiles_sum_per_stack_and_filter_by_label(store: Arc<dyn Store>) {
     let b = base();
-    let batches = vec![
+    let batches = [
         profile_batch(
             b,
             "GET /cart",

@@ -203,12 +203,15 @@ pub fn open(path: &Path) -> Result<ProfileMeta, StoreError> {
     })
 }
 
+/// Which stacks' frames a scan collects, and where it puts them.
+pub type FrameSink<'a> = (&'a dyn Fn(u64) -> bool, &'a mut HashMap<u64, Arc<[String]>>);
+
 /// Reads the sample columns row group by row group. With `want_frames`, also collects the
 /// frames of every stack for which `want_frames` returns true.
 pub fn scan(
     meta: &ProfileMeta,
     mut f: impl FnMut(&SampleRows),
-    mut want_frames: Option<(&dyn Fn(u64) -> bool, &mut HashMap<u64, Arc<[String]>>)>,
+    mut want_frames: Option<FrameSink<'_>>,
 ) -> Result<(), StoreError> {
     let path = &meta.path;
     let file = File::open(path).map_err(|e| StoreError::io("open", path, e))?;

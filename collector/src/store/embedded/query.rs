@@ -552,7 +552,9 @@ pub fn cost_samples(
         }
         let keys = src.keys();
         // Per series: the group key and the host and dc indices within that group.
-        let mut map: Vec<Option<((String, String), u32, u32)>> = Vec::with_capacity(keys.len());
+        // Per series: (group key, host index, dc index), or `None` when filtered out.
+        type Target = ((String, String), u32, u32);
+        let mut map: Vec<Option<Target>> = Vec::with_capacity(keys.len());
         for k in &keys {
             let wanted = k.tenant == q.tenant.0
                 && k.service == q.service

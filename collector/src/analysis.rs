@@ -1,0 +1,444 @@
+//! The analysis pass: for every service, compare the newest build with enough traffic against
+//! the one before it, endpoint by endpoint; record regressions (with the functions that explain
+//! them), resolve the ones the newest build no longer shows, and send one alert per new and per
+//! resolved record.
+//!
+//! Invariants:
+//! - A record's id is its finding's key ([`RegressionRecord::make_id`]), so passes, restarts
+//!   and several collectors update one record instead of adding duplicates.
+//! - A human's acknowledgement survives later passes; `first_seen` never moves.
+//! - An alert goes out when a record is created and when it becomes resolved, never otherwise.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use profwatch_analyzer::alert::{AlertStatus, Dispatcher};
+use profwatch_analyzer::attribution::{self, Snapshot};
+use profwatch_analyzer::{
+    choose_builds, compare_all, BuildTraffic, CompareConfig, Comparison, EndpointSamples, Metric,
+    Sample, Verdict,
+};
+use profwatch_model::profile::{LabelFilter, ProfileQuery};
+use profwatch_model::query::{
+    BuildsQuery, CostSamples, CostSamplesQuery, ServicesQuery, TimeRange,
+};
+use profwatch_model::regression::{Culprit, RegressionRecord, RegressionState};
+use profwatch_model::timefmt::now_ns;
+use profwatch_model::Tenant;
+use serde::Serialize;
+
+use crate::store::{Store, StoreError};
+
+/// Settings of analysis.
+#[derive(Debug, Clone)]
+pub struct AnalysisConfig {
+    /// How far back a pass looks for builds and requests.
+    pub window: Duration,
+    /// The statistics (alpha, minimum effect, minimum requests...).
+    pub compare: CompareConfig,
+    /// Functions named per regression.
+    pub culprits: usize,
+}
+
+impl Default for AnalysisConfig {
+    fn default() -> Self {
+        AnalysisConfig {
+            window: Duration::from_secs(24 * 3600),
+            compare: CompareConfig::default(),
+            culprits: 5,
+        }
+    }
+}
+
+/// Why analysis failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AnalysisError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("analysis: {0}")]
+    Analyzer(#[from] profwatch_analyzer::AnalyzerError),
+    #[error("analysis task failed: {0}")]
+    Task(String),
+}
+
+/// One service's compare in a pass.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceCompare {
+    pub service: String,
+    pub baseline: String,
+    pub candidate: String,
+    pub endpoints: Vec<Comparison>,
+}
+
+/// What a pass did.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct PassReport {
+    pub services: Vec<ServiceCompare>,
+    /// Services skipped for want of two builds with enough traffic.
+    pub skipped_services: Vec<String>,
+    pub new_regressions: usize,
+    pub updated_regressions: usize,
+    pub resolved_regressions: usize,
+}
+
+/// Runs passes and compares against a store.
+#[derive(Debug, Clone)]
+pub struct Analyzer {
+    store: Arc<dyn Store>,
+    cfg: AnalysisConfig,
+    alerts: Option<Dispatcher>,
+}
+
+/// Groups per-(endpoint, build) costs into the compare's input, one entry per endpoint present
+/// in both builds.
+fn endpoint_samples(
+    groups: &[CostSamples],
+    baseline: &str,
+    candidate: &str,
+) -> Vec<EndpointSamples> {
+    let mut by_endpoint: BTreeMap<&str, (Option<&CostSamples>, Option<&CostSamples>)> =
+        BTreeMap::new();
+    for g in groups {
+        let e = by_endpoint.entry(g.endpoint.as_str()).or_default();
+        if g.build == baseline {
+            e.0 = Some(g);
+        } else if g.build == candidate {
+            e.1 = Some(g);
+        }
+    }
+    by_endpoint
+        .into_iter()
+        .filter_map(|(endpoint, (b, c))| {
+            let (b, c) = (b?, c?);
+            let counted = b
+                .rows
+                .iter()
+                .chain(&c.rows)
+                .all(|r| r.instructions.is_some());
+            let metric = if counted {
+                Metric::Instructions
+            } else {
+                Metric::CpuNs
+            };
+            let convert = |g: &CostSamples| -> Vec<Sample> {
+                g.rows
+                    .iter()
+                    .map(|r| Sample {
+                        value: match metric {
+                            Metric::Instructions => r.instructions.unwrap_or(0) as f64,
+                            Metric::CpuNs => r.cpu_ns as f64,
+                        },
+                        weight: r.weight,
+                        host: g.hosts.get(r.host as usize).cloned().unwrap_or_default(),
+                        dc: g.dcs.get(r.dc as usize).cloned().unwrap_or_default(),
+                        ts: r.ts,
+                    })
+                    .collect()
+            };
+            Some(EndpointSamples {
+                endpoint: endpoint.to_owned(),
+                metric,
+                baseline: convert(b),
+                candidate: convert(c),
+            })
+        })
+        .collect()
+}
+
+fn metric_name(m: Metric) -> &'static str {
+    match m {
+        Metric::Instructions => "instructions",
+        Metric::CpuNs => "cpu_ns",
+    }
+}
+
+impl Analyzer {
+    pub fn new(store: Arc<dyn Store>, cfg: AnalysisConfig, alerts: Option<Dispatcher>) -> Analyzer {
+        Analyzer { store, cfg, alerts }
+    }
+
+    fn window(&self) -> TimeRange {
+        let now = now_ns();
+        TimeRange {
+            from: now - self.cfg.window.as_nanos().min(i64::MAX as u128) as i64,
+            to: now + 60_000_000_000,
+        }
+    }
+
+    /// Compares two builds of a service, endpoint by endpoint (all endpoints, or one).
+    pub async fn compare(
+        &self,
+        tenant: &Tenant,
+        service: &str,
+        baseline: &str,
+        candidate: &str,
+        endpoint: Option<&str>,
+        range: Option<TimeRange>,
+    ) -> Result<Vec<Comparison>, AnalysisError> {
+        let groups = self
+            .store
+            .cost_samples(&CostSamplesQuery {
+                tenant: tenant.clone(),
+                service: service.to_owned(),
+                range: range.unwrap_or_else(|| self.window()),
+                builds: vec![baseline.to_owned(), candidate.to_owned()],
+                endpoint: endpoint.map(str::to_owned),
+            })
+            .await?;
+        let inputs = endpoint_samples(&groups, baseline, candidate);
+        let cfg = self.cfg.compare.clone();
+        let out = tokio::task::spawn_blocking(move || compare_all(&inputs, &cfg))
+            .await
+            .map_err(|e| AnalysisError::Task(e.to_string()))??;
+        Ok(out)
+    }
+
+    /// The functions that explain a regression of `endpoint` from `baseline` to `candidate`.
+    pub async fn culprits(
+        &self,
+        tenant: &Tenant,
+        service: &str,
+        c: &Comparison,
+        baseline: &str,
+        candidate: &str,
+    ) -> Result<Vec<Culprit>, AnalysisError> {
+        let snapshot = |build: &str, cost: Option<f64>| {
+            let q = ProfileQuery {
+                tenant: tenant.clone(),
+                service: service.to_owned(),
+                range: self.window(),
+                filters: vec![
+                    LabelFilter {
+                        key: "endpoint".into(),
+                        value: c.endpoint.clone(),
+                    },
+                    LabelFilter {
+                        key: "build".into(),
+                        value: build.to_owned(),
+                    },
+                ],
+            };
+            let store = self.store.clone();
+            async move {
+                let p = store.profile(&q).await?;
+                Ok::<_, StoreError>(Snapshot {
+                    stacks: p.merged().into_iter().map(|(f, n, _)| (f, n)).collect(),
+                    cost_per_request: cost.unwrap_or(0.0),
+                })
+            }
+        };
+        let b = snapshot(baseline, c.mean_baseline).await?;
+        let k = snapshot(candidate, c.mean_candidate).await?;
+        if b.stacks.is_empty() || k.stacks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let deltas = attribution::attribute(&b, &k, 1.96);
+        Ok(attribution::culprits(&deltas, self.cfg.culprits)
+            .into_iter()
+            .map(|d| Culprit {
+                function: d.function.clone(),
+                baseline: d.self_baseline,
+                candidate: d.self_candidate,
+                delta: d.self_delta,
+            })
+            .collect())
+    }
+
+    /// One pass over every service of `tenants`.
+    pub async fn run_pass(&self, tenants: &[Tenant]) -> Result<PassReport, AnalysisError> {
+        let mut report = PassReport::default();
+        for tenant in tenants {
+            let services = self
+                .store
+                .services(&ServicesQuery {
+                    tenant: tenant.clone(),
+                    range: self.window(),
+                })
+                .await?;
+            let mut records = self.store.regressions(tenant).await?;
+            for s in services {
+                self.pass_service(tenant, &s.service, &mut records, &mut report)
+                    .await?;
+            }
+        }
+        Ok(report)
+    }
+
+    async fn pass_service(
+        &self,
+        tenant: &Tenant,
+        service: &str,
+        records: &mut Vec<RegressionRecord>,
+        report: &mut PassReport,
+    ) -> Result<(), AnalysisError> {
+        let builds = self
+            .store
+            .builds(&BuildsQuery {
+                tenant: tenant.clone(),
+                service: service.to_owned(),
+                range: self.window(),
+            })
+            .await?;
+        let traffic: Vec<BuildTraffic> = builds
+            .iter()
+            .map(|b| BuildTraffic {
+                build: b.build.clone(),
+                first_seen: b.first_seen,
+                requests: b.requests,
+            })
+            .collect();
+        let Some((baseline, candidate)) =
+            choose_builds(&traffic, self.cfg.compare.min_requests as f64)
+        else {
+            report.skipped_services.push(service.to_owned());
+            return Ok(());
+        };
+        let comparisons = self
+            .compare(tenant, service, &baseline, &candidate, None, None)
+            .await?;
+        let now = now_ns();
+        for c in comparisons
+            .iter()
+            .filter(|c| c.verdict == Verdict::Regression)
+        {
+            let metric = metric_name(c.metric);
+            let id = RegressionRecord::make_id(
+                &tenant.0,
+                service,
+                &c.endpoint,
+                metric,
+                &baseline,
+                &candidate,
+            );
+            let culprits = self
+                .culprits(tenant, service, c, &baseline, &candidate)
+                .await?;
+            let existing = records.iter().position(|r| r.id == id);
+            let ci =
+                c.ci.map(|i| (i.low, i.high))
+                    .unwrap_or((f64::NAN, f64::NAN));
+            let mut record = RegressionRecord {
+                id: id.clone(),
+                tenant: tenant.0.clone(),
+                service: service.to_owned(),
+                endpoint: c.endpoint.clone(),
+                metric: metric.to_owned(),
+                baseline: baseline.clone(),
+                candidate: candidate.clone(),
+                effect: c.effect.unwrap_or(1.0),
+                effect_low: ci.0,
+                effect_high: ci.1,
+                ratio_of_means: c.ratio_of_means,
+                p_value: c.p_value.unwrap_or(1.0),
+                q_value: c.q_value.unwrap_or(1.0),
+                baseline_median: c.median_baseline.unwrap_or(0.0),
+                candidate_median: c.median_candidate.unwrap_or(0.0),
+                baseline_requests: c.n_baseline as u64,
+                candidate_requests: c.n_candidate as u64,
+                culprits,
+                first_seen: now,
+                last_seen: now,
+                state: RegressionState::Open,
+                updated: now,
+            };
+            match existing {
+                Some(i) => {
+                    let old = &records[i];
+                    record.first_seen = old.first_seen;
+                    record.state = old.state;
+                    record.updated = old.updated;
+                    if old.state == RegressionState::Resolved {
+                        // A human resolved it; this pass's evidence is unchanged, so it stays so.
+                        continue;
+                    }
+                    self.store.put_regression(&record).await?;
+                    records[i] = record;
+                    report.updated_regressions += 1;
+                }
+                None => {
+                    self.store.put_regression(&record).await?;
+                    if let Some(a) = &self.alerts {
+                        a.send(AlertStatus::Firing, &record);
+                    }
+                    tracing::warn!(service, endpoint = %record.endpoint, effect = record.effect, candidate = %candidate, "regression found");
+                    records.push(record);
+                    report.new_regressions += 1;
+                }
+            }
+        }
+        // Open records of older candidates: resolved once the newest build no longer shows the
+        // regression against the record's own baseline.
+        let stale: Vec<usize> = records
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| {
+                r.service == service
+                    && r.state != RegressionState::Resolved
+                    && r.candidate != candidate
+            })
+            .map(|(i, _)| i)
+            .collect();
+        for i in stale {
+            let r = records[i].clone();
+            let now_vs_base = self
+                .compare(
+                    tenant,
+                    service,
+                    &r.baseline,
+                    &candidate,
+                    Some(&r.endpoint),
+                    None,
+                )
+                .await?;
+            let still = now_vs_base.iter().any(|c| c.verdict == Verdict::Regression);
+            let decided = now_vs_base
+                .iter()
+                .any(|c| c.verdict != Verdict::NotEnoughData);
+            if decided && !still {
+                let mut resolved = r;
+                resolved.state = RegressionState::Resolved;
+                resolved.updated = now_ns();
+                self.store.put_regression(&resolved).await?;
+                if let Some(a) = &self.alerts {
+                    a.send(AlertStatus::Resolved, &resolved);
+                }
+                records[i] = resolved;
+                report.resolved_regressions += 1;
+            }
+        }
+        report.services.push(ServiceCompare {
+            service: service.to_owned(),
+            baseline,
+            candidate,
+            endpoints: comparisons,
+        });
+        Ok(())
+    }
+
+    /// Sets a record's state by hand (ack or resolve); sends the resolved alert when resolving.
+    pub async fn set_state(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        state: RegressionState,
+    ) -> Result<Option<RegressionRecord>, AnalysisError> {
+        let records = self.store.regressions(tenant).await?;
+        let Some(mut r) = records.into_iter().find(|r| r.id == id) else {
+            return Ok(None);
+        };
+        if r.state == state {
+            return Ok(Some(r));
+        }
+        r.state = state;
+        r.updated = now_ns();
+        self.store.put_regression(&r).await?;
+        if state == RegressionState::Resolved {
+            if let Some(a) = &self.alerts {
+                a.send(AlertStatus::Resolved, &r);
+            }
+        }
+        Ok(Some(r))
+    }
+}

@@ -1,0 +1,561 @@
+//! The profile API: `POST /api/v1/profiles` (ingest) and `GET /api/v1/profile`,
+//! `/api/v1/diff`, `/api/v1/top` (queries). Shapes are in `collector/README.md`.
+//!
+//! Ingest takes pprof (default; gzip recognised by its magic bytes as well as by
+//! `Content-Encoding`), folded stacks (`format=folded`) or one stack per line (`format=lines`).
+//! Labels come from query parameters (`service`, `endpoint`, `build`, `dc`, `host`, any other
+//! `k=v` as an extra label) and, for pprof, from string sample labels, which win. A profile is
+//! converted whole before anything is stored: any bad part refuses all of it (400, or 413 when
+//! it is too large). Queries authenticate and read `from`/`to` exactly like `/api/v1/endpoints`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use profwatch_model::profile::{
+    LabelFilter, ProfileBatch, ProfileQuery, SampleLabels, StackProfile,
+};
+use profwatch_model::query::{EndpointsQuery, GroupBy, TimeRange};
+use profwatch_model::timefmt::{now_ns, parse_query_time_ns, NANOS_PER_SEC};
+use profwatch_model::Tenant;
+use serde::Serialize;
+
+use super::error::ApiError;
+use super::{auth, body, AppState};
+use crate::metrics::RejectReason;
+use crate::profile::compare::{compare, RequestFigures};
+use crate::profile::compress::maybe_gunzip;
+use crate::profile::decode::{pprof_to_batches, DecodeOptions};
+use crate::profile::encode::{to_pprof_gz, Span};
+use crate::profile::folded::{self, FoldedKind};
+use crate::profile::functions::{table, SortBy};
+use crate::profile::{labels, render, tree, ProfileError, ProfileLimits};
+
+type Params = Query<HashMap<String, String>>;
+
+/// Default and largest `max_nodes` of the JSON tree.
+pub const DEFAULT_MAX_NODES: usize = 8192;
+pub const MAX_NODES: usize = 200_000;
+
+/// The answer to an accepted profile.
+#[derive(Debug, Serialize)]
+pub struct ProfileIngestResponse {
+    /// Label sets stored (one batch each).
+    pub profiles: usize,
+    /// Distinct stacks stored.
+    pub stacks: usize,
+    pub samples: u64,
+}
+
+/// The caps for profiles on this server.
+pub(crate) fn limits(state: &AppState) -> ProfileLimits {
+    ProfileLimits {
+        max_decompressed: state.cfg.max_decompressed_bytes,
+        ..ProfileLimits::default()
+    }
+}
+
+/// A profile refused: 413 for size, 400 for content.
+pub(crate) fn profile_error(e: ProfileError) -> ApiError {
+    if e.is_too_large() {
+        ApiError::PayloadTooLarge(format!("{e}; nothing was stored"))
+    } else {
+        ApiError::BadRequest(format!("{e}; nothing was stored"))
+    }
+}
+
+fn reject_reason(e: &ApiError) -> RejectReason {
+    match e {
+        ApiError::PayloadTooLarge(_) => RejectReason::BodyTooLarge,
+        ApiError::Unauthorized(_) | ApiError::Forbidden(_) => RejectReason::Auth,
+        ApiError::UnsupportedMediaType(_) => RejectReason::ContentType,
+        ApiError::Overloaded { .. } | ApiError::Unavailable(_) => RejectReason::Overloaded,
+        ApiError::Internal(_) => RejectReason::StoreError,
+        _ => RejectReason::Decode,
+    }
+}
+
+/// Stores converted batches (all or nothing) and counts what was refused.
+pub(crate) async fn store_batches(
+    state: &AppState,
+    tenant: &Tenant,
+    batches: Vec<ProfileBatch>,
+) -> Result<ProfileIngestResponse, ApiError> {
+    let resp = ProfileIngestResponse {
+        profiles: batches.len(),
+        stacks: batches.iter().map(|b| b.samples.len()).sum(),
+        samples: batches
+            .iter()
+            .flat_map(|b| &b.samples)
+            .map(|s| s.samples)
+            .sum(),
+    };
+    if batches.is_empty() {
+        return Ok(resp);
+    }
+    state
+        .store
+        .write_profiles(tenant, batches)
+        .await
+        .map_err(|e| counted(state, ApiError::from(e)))?;
+    Ok(resp)
+}
+
+/// Counts a refused profile request under its reason and passes the error on.
+pub(crate) fn counted(state: &AppState, e: ApiError) -> ApiError {
+    state.metrics.rejected(reject_reason(&e), 0);
+    e
+}
+
+/// Runs CPU-bound profile work off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Internal(format!("profile task: {e}")))?
+}
+
+/// The ingest formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IngestFormat {
+    Pprof,
+    Folded(FoldedKind),
+}
+
+/// `ts` (unix seconds or RFC 3339) or now.
+fn ts_param(params: &HashMap<String, String>, name: &str) -> Result<Option<i64>, ApiError> {
+    params
+        .get(name)
+        .filter(|v| !v.is_empty())
+        .map(|v| parse_query_time_ns(v).map_err(|e| ApiError::BadRequest(format!("`{name}`: {e}"))))
+        .transpose()
+}
+
+/// `sample_rate` in Hz → CPU nanoseconds per sample (0 when absent).
+pub(crate) fn ns_per_sample(rate: Option<&String>, name: &str) -> Result<u64, ApiError> {
+    match rate.filter(|v| !v.is_empty()) {
+        None => Ok(0),
+        Some(v) => match v.parse::<u64>() {
+            Ok(hz) if hz > 0 && hz <= 1_000_000_000 => Ok(1_000_000_000 / hz),
+            _ => Err(ApiError::BadRequest(format!(
+                "`{name}` = {v:?}; give the sampling frequency in Hz (1 to 1e9)"
+            ))),
+        },
+    }
+}
+
+pub async fn post_profiles(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(params): Params,
+    req_body: Body,
+) -> Result<Json<ProfileIngestResponse>, ApiError> {
+    let tenant = auth::tenant(&state.cfg, &headers).map_err(|e| counted(&state, e))?;
+    const RESERVED: [&str; 3] = ["format", "sample_rate", "ts"];
+    let format = match params.get("format").map(String::as_str).unwrap_or("pprof") {
+        "" | "pprof" => IngestFormat::Pprof,
+        "folded" | "collapsed" => IngestFormat::Folded(FoldedKind::Counted),
+        "lines" => IngestFormat::Folded(FoldedKind::Lines),
+        other => {
+            return Err(counted(
+                &state,
+                ApiError::BadRequest(format!(
+                    "`format` = {other:?}; use pprof, folded or lines (convert perf script with `profwatch import`)"
+                )),
+            ))
+        }
+    };
+    let per_sample =
+        ns_per_sample(params.get("sample_rate"), "sample_rate").map_err(|e| counted(&state, e))?;
+    let ts = ts_param(&params, "ts").map_err(|e| counted(&state, e))?;
+    let mut base = SampleLabels::default();
+    for (k, v) in &params {
+        if !RESERVED.contains(&k.as_str()) {
+            labels::apply(&mut base, k, v);
+        }
+    }
+    let raw = body::read_limited(&headers, req_body, state.cfg.max_body_bytes)
+        .await
+        .map_err(|e| counted(&state, e))?;
+    let st = state.clone();
+    let batches = blocking(move || {
+        let bytes = body::decode_content(&headers, raw, st.cfg.max_decompressed_bytes)?;
+        let limits = limits(&st);
+        let now = now_ns();
+        match format {
+            IngestFormat::Pprof => {
+                let opt = DecodeOptions {
+                    base: &base,
+                    limits: &limits,
+                    label_limits: &st.cfg.limits,
+                    now,
+                };
+                pprof_to_batches(&bytes, &opt).map_err(profile_error)
+            }
+            IngestFormat::Folded(kind) => folded_batch(
+                &bytes,
+                kind,
+                per_sample,
+                base,
+                ts.unwrap_or(now),
+                &st.cfg.limits,
+                &limits,
+            )
+            .map(|b| vec![b])
+            .map_err(profile_error),
+        }
+    })
+    .await
+    .map_err(|e| counted(&state, e))?;
+    Ok(Json(store_batches(&state, &tenant, batches).await?))
+}
+
+/// One batch from folded text (gzip recognised by its magic).
+pub(crate) fn folded_batch(
+    bytes: &[u8],
+    kind: FoldedKind,
+    ns_per_sample: u64,
+    labels_: SampleLabels,
+    ts: i64,
+    label_limits: &profwatch_model::Limits,
+    limits: &ProfileLimits,
+) -> Result<ProfileBatch, ProfileError> {
+    labels::validate(&labels_, label_limits)?;
+    let text = maybe_gunzip(bytes, limits.max_decompressed)?;
+    let text = std::str::from_utf8(&text).map_err(|_| ProfileError::Utf8 {
+        what: "the folded body",
+    })?;
+    Ok(ProfileBatch {
+        ts,
+        labels: labels_,
+        samples: folded::parse(text, kind, ns_per_sample, limits)?,
+    })
+}
+
+/// `from`/`to` (with an optional prefix such as `baseline.`), unix seconds or RFC 3339; default
+/// the last hour, as in the rest of the query API.
+fn range(
+    params: &HashMap<String, String>,
+    prefix: &str,
+    fallback: Option<TimeRange>,
+) -> Result<TimeRange, ApiError> {
+    let to = ts_param(params, &format!("{prefix}to"))?;
+    let from = ts_param(params, &format!("{prefix}from"))?;
+    let r = match (fallback, from, to) {
+        (Some(f), None, None) => f,
+        (_, from, to) => {
+            let to = to.unwrap_or_else(|| fallback.map_or_else(now_ns, |f| f.to));
+            let from =
+                from.unwrap_or_else(|| fallback.map_or(to - 3600 * NANOS_PER_SEC, |f| f.from));
+            TimeRange { from, to }
+        }
+    };
+    if r.from >= r.to {
+        return Err(ApiError::BadRequest(format!(
+            "`{prefix}from` must be before `{prefix}to`"
+        )));
+    }
+    Ok(r)
+}
+
+fn required<'a>(params: &'a HashMap<String, String>, name: &str) -> Result<&'a str, ApiError> {
+    params
+        .get(name)
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ApiError::BadRequest(format!("query parameter `{name}` is required")))
+}
+
+fn usize_param(
+    params: &HashMap<String, String>,
+    name: &str,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
+    match params.get(name).filter(|v| !v.is_empty()) {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| ApiError::BadRequest(format!("`{name}` = {v:?}; give 1 to {max}"))),
+    }
+}
+
+/// Label filters: every parameter not in `reserved` and without a `.` (sides use prefixes).
+fn filters(params: &HashMap<String, String>, reserved: &[&str], prefix: &str) -> Vec<LabelFilter> {
+    let mut out: Vec<LabelFilter> = params
+        .iter()
+        .filter_map(|(k, v)| {
+            let key = if prefix.is_empty() {
+                (!k.contains('.') && !reserved.contains(&k.as_str())).then_some(k.as_str())
+            } else {
+                k.strip_prefix(prefix)
+                    .filter(|k| *k != "from" && *k != "to")
+            }?;
+            Some(LabelFilter {
+                key: key.to_owned(),
+                value: v.clone(),
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    out
+}
+
+/// Which measurement folded and SVG output weigh stacks by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Value {
+    Samples,
+    CpuNs,
+}
+
+fn value(params: &HashMap<String, String>) -> Result<Value, ApiError> {
+    match params.get("value").map(String::as_str).unwrap_or("") {
+        "" | "samples" => Ok(Value::Samples),
+        "cpu" | "cpu_ns" => Ok(Value::CpuNs),
+        v => Err(ApiError::BadRequest(format!(
+            "`value` = {v:?}; use samples or cpu_ns"
+        ))),
+    }
+}
+
+fn folded_of(merged: &[(Vec<String>, u64, u64)], v: Value) -> String {
+    folded::write(merged.iter().map(|(f, n, c)| {
+        (
+            f.as_slice(),
+            match v {
+                Value::Samples => *n,
+                Value::CpuNs => *c,
+            },
+        )
+    }))
+}
+
+fn count_name(v: Value) -> &'static str {
+    match v {
+        Value::Samples => "samples",
+        Value::CpuNs => "ns",
+    }
+}
+
+fn svg_response(svg: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response()
+}
+
+async fn fetch(state: &AppState, q: &ProfileQuery) -> Result<StackProfile, ApiError> {
+    Ok(state.store.profile(q).await?)
+}
+
+pub async fn get_profile(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Result<Response, ApiError> {
+    const RESERVED: [&str; 6] = ["service", "from", "to", "format", "value", "max_nodes"];
+    let tenant = auth::tenant(&state.cfg, &headers)?;
+    let r = range(&params, "", None)?;
+    let q = ProfileQuery {
+        tenant,
+        service: required(&params, "service")?.to_owned(),
+        range: r,
+        filters: filters(&params, &RESERVED, ""),
+    };
+    let format = params.get("format").cloned().unwrap_or_default();
+    let v = value(&params)?;
+    let max_nodes = usize_param(&params, "max_nodes", DEFAULT_MAX_NODES, MAX_NODES)?;
+    if !matches!(format.as_str(), "" | "json" | "folded" | "svg" | "pprof") {
+        return Err(ApiError::BadRequest(format!(
+            "`format` = {format:?}; use json, folded, svg or pprof"
+        )));
+    }
+    let profile = fetch(&state, &q).await?;
+    let title = format!("{} {}", q.service, count_name(v));
+    blocking(move || {
+        Ok(match format.as_str() {
+            "folded" => folded_of(&profile.merged(), v).into_response(),
+            "svg" => svg_response(
+                render::svg(&folded_of(&profile.merged(), v), &title, count_name(v))
+                    .map_err(profile_error)?,
+            ),
+            "pprof" => (
+                [
+                    (header::CONTENT_TYPE, "application/octet-stream"),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        "attachment; filename=\"profile.pb.gz\"",
+                    ),
+                ],
+                to_pprof_gz(
+                    &profile,
+                    Span {
+                        from: r.from,
+                        to: r.to,
+                    },
+                ),
+            )
+                .into_response(),
+            _ => {
+                let merged = profile.merged();
+                Json(tree::build(
+                    merged.iter().map(|(f, n, c)| (f.as_slice(), *n, *c)),
+                    max_nodes,
+                ))
+                .into_response()
+            }
+        })
+    })
+    .await
+}
+
+pub async fn get_top(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Result<Response, ApiError> {
+    const RESERVED: [&str; 5] = ["service", "from", "to", "sort", "limit"];
+    let tenant = auth::tenant(&state.cfg, &headers)?;
+    let q = ProfileQuery {
+        tenant,
+        service: required(&params, "service")?.to_owned(),
+        range: range(&params, "", None)?,
+        filters: filters(&params, &RESERVED, ""),
+    };
+    let sort = match params.get("sort").map(String::as_str).unwrap_or("") {
+        "" | "self" => SortBy::SelfCost,
+        "total" => SortBy::Total,
+        s => {
+            return Err(ApiError::BadRequest(format!(
+                "`sort` = {s:?}; use self or total"
+            )))
+        }
+    };
+    let limit = usize_param(&params, "limit", 100, 100_000)?;
+    let profile = fetch(&state, &q).await?;
+    blocking(move || {
+        let merged = profile.merged();
+        let mut t = table(merged.iter().map(|(f, n, c)| (f.as_slice(), *n, *c)), sort);
+        t.functions.truncate(limit);
+        Ok(Json(t).into_response())
+    })
+    .await
+}
+
+/// Request figures for a side's selector, when the request events can answer for exactly it:
+/// filters on at most `endpoint` and one of `build`, `dc`, `host`.
+async fn request_figures(state: &AppState, q: &ProfileQuery) -> Option<RequestFigures> {
+    let mut endpoint = None;
+    let mut group: Option<(GroupBy, &str)> = None;
+    for f in &q.filters {
+        let g = match f.key.as_str() {
+            "endpoint" => {
+                endpoint = Some(f.value.as_str());
+                continue;
+            }
+            "build" => GroupBy::Build,
+            "dc" => GroupBy::Dc,
+            "host" => GroupBy::Host,
+            _ => return None,
+        };
+        if group.is_some() {
+            return None;
+        }
+        group = Some((g, f.value.as_str()));
+    }
+    let eq = EndpointsQuery {
+        tenant: q.tenant.clone(),
+        service: q.service.clone(),
+        range: q.range,
+        group_by: group.map_or(GroupBy::None, |g| g.0),
+    };
+    let rows = match state.store.endpoints(&eq).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::warn!(error = %e, "request figures for a profile diff");
+            return None;
+        }
+    };
+    let (mut requests, mut cpu) = (0.0, 0.0);
+    for row in rows {
+        if endpoint.is_some_and(|e| e != row.endpoint)
+            || group.is_some_and(|(_, v)| row.group.as_deref() != Some(v))
+        {
+            continue;
+        }
+        requests += row.stats.requests;
+        cpu += row.stats.requests * row.stats.cpu_ns.mean;
+    }
+    (requests > 0.0).then(|| RequestFigures {
+        requests,
+        cpu_ns_per_request: cpu / requests,
+    })
+}
+
+pub async fn get_diff(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Result<Response, ApiError> {
+    const RESERVED: [&str; 6] = ["service", "from", "to", "format", "value", "limit"];
+    let tenant = auth::tenant(&state.cfg, &headers)?;
+    let service = required(&params, "service")?.to_owned();
+    let shared = range(&params, "", None)?;
+    let common = filters(&params, &RESERVED, "");
+    let side = |prefix: &str| -> Result<ProfileQuery, ApiError> {
+        let mut f = common.clone();
+        for extra in filters(&params, &RESERVED, prefix) {
+            f.retain(|x| x.key != extra.key);
+            f.push(extra);
+        }
+        Ok(ProfileQuery {
+            tenant: tenant.clone(),
+            service: service.clone(),
+            range: range(&params, prefix, Some(shared))?,
+            filters: f,
+        })
+    };
+    let (bq, cq) = (side("baseline.")?, side("candidate.")?);
+    let v = value(&params)?;
+    let limit = usize_param(&params, "limit", 1000, 1_000_000)?;
+    let format = params.get("format").cloned().unwrap_or_default();
+    if !matches!(format.as_str(), "" | "svg" | "json") {
+        return Err(ApiError::BadRequest(format!(
+            "`format` = {format:?}; use svg or json"
+        )));
+    }
+    let (base, cand) = (fetch(&state, &bq).await?, fetch(&state, &cq).await?);
+    if format == "json" {
+        let (br, cr) = (
+            request_figures(&state, &bq).await,
+            request_figures(&state, &cq).await,
+        );
+        return blocking(move || {
+            let (bm, cm) = (base.merged(), cand.merged());
+            let bt = table(
+                bm.iter().map(|(f, n, c)| (f.as_slice(), *n, *c)),
+                SortBy::SelfCost,
+            );
+            let ct = table(
+                cm.iter().map(|(f, n, c)| (f.as_slice(), *n, *c)),
+                SortBy::SelfCost,
+            );
+            Ok(Json(compare(&bt, br, &ct, cr, limit)).into_response())
+        })
+        .await;
+    }
+    let title = format!("{service}: baseline → candidate ({})", count_name(v));
+    blocking(move || {
+        let diff =
+            render::diff_folded(&folded_of(&base.merged(), v), &folded_of(&cand.merged(), v))
+                .map_err(profile_error)?;
+        Ok(svg_response(
+            render::svg(&diff, &title, count_name(v)).map_err(profile_error)?,
+        ))
+    })
+    .await
+}

@@ -1,0 +1,532 @@
+//! Profiles end to end: pprof, folded and Pyroscope (Connect push and legacy `/ingest`) bodies
+//! built by their protocols, with real gzip and the real Go CPU profile fixture, over real HTTP;
+//! queried back by their labels in every format; and every bad profile refused with a 4xx.
+//!
+//! Protobuf bodies are encoded by hand here (the e2e crate has no protobuf dependency), with
+//! the field numbers of `profile.proto` and `push.proto`.
+
+use std::io::{Read, Write};
+
+use profwatch_e2e::*;
+
+fn now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+// --- a minimal protobuf writer -------------------------------------------------------------
+
+fn varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn field_varint(out: &mut Vec<u8>, tag: u64, v: u64) {
+    varint(out, tag << 3);
+    varint(out, v);
+}
+
+fn field_bytes(out: &mut Vec<u8>, tag: u64, bytes: &[u8]) {
+    varint(out, tag << 3 | 2);
+    varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+fn packed(values: &[u64]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for v in values {
+        varint(&mut out, *v);
+    }
+    out
+}
+
+/// A small pprof: strings, functions (id, name index), locations (id, function id), samples
+/// (leaf-first location ids, [samples, cpu_ns], string labels as (key, value) indices).
+struct Pprof<'a> {
+    strings: &'a [&'a str],
+    functions: &'a [(u64, u64)],
+    locations: &'a [(u64, u64)],
+    samples: Vec<SampleSpec>,
+}
+
+/// Leaf-first location ids, [samples, cpu_ns], string labels as (key, value) indices.
+type SampleSpec = (Vec<u64>, [u64; 2], Vec<(u64, u64)>);
+
+impl Pprof<'_> {
+    /// `strings` must start with "", "samples", "count", "cpu", "nanoseconds".
+    fn encode(&self) -> Vec<u8> {
+        let mut p = Vec::new();
+        for (t, u) in [(1u64, 2u64), (3, 4)] {
+            let mut vt = Vec::new();
+            field_varint(&mut vt, 1, t);
+            field_varint(&mut vt, 2, u);
+            field_bytes(&mut p, 1, &vt);
+        }
+        for (locs, values, labels) in &self.samples {
+            let mut s = Vec::new();
+            field_bytes(&mut s, 1, &packed(locs));
+            field_bytes(&mut s, 2, &packed(values));
+            for (k, v) in labels {
+                let mut l = Vec::new();
+                field_varint(&mut l, 1, *k);
+                field_varint(&mut l, 2, *v);
+                field_bytes(&mut s, 3, &l);
+            }
+            field_bytes(&mut p, 2, &s);
+        }
+        for (id, function) in self.locations {
+            let mut line = Vec::new();
+            field_varint(&mut line, 1, *function);
+            let mut l = Vec::new();
+            field_varint(&mut l, 1, *id);
+            field_bytes(&mut l, 4, &line);
+            field_bytes(&mut p, 4, &l);
+        }
+        for (id, name) in self.functions {
+            let mut f = Vec::new();
+            field_varint(&mut f, 1, *id);
+            field_varint(&mut f, 2, *name);
+            field_bytes(&mut p, 5, &f);
+        }
+        for s in self.strings {
+            field_bytes(&mut p, 6, s.as_bytes());
+        }
+        p
+    }
+}
+
+const STRINGS: &[&str] = &[
+    "",
+    "samples",
+    "count",
+    "cpu",
+    "nanoseconds",
+    "main",
+    "work",
+    "endpoint",
+    "GET /a",
+];
+
+/// main → work, 5 samples, labelled endpoint=GET /a.
+fn small_profile() -> Pprof<'static> {
+    Pprof {
+        strings: STRINGS,
+        functions: &[(1, 5), (2, 6)],
+        locations: &[(1, 1), (2, 2)],
+        samples: vec![(vec![2, 1], [5, 50_000_000], vec![(7, 8)])],
+    }
+}
+
+/// The Go CPU profile fixture, inflated, with `time_nanos` set to now (a later scalar field
+/// wins in protobuf), gzipped again.
+fn fixture_now() -> Vec<u8> {
+    let path = repo_root().join("../shared/fixtures/pprof/sample.cpu.pb.gz");
+    let gz = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut raw = Vec::new();
+    flate2::read::MultiGzDecoder::new(gz.as_slice())
+        .read_to_end(&mut raw)
+        .expect("gunzip");
+    field_varint(&mut raw, 9, (now_s() as u64 - 60) * 1_000_000_000);
+    gzip(&raw)
+}
+
+fn push_request(labels: &[(&str, &str)], profiles: &[Vec<u8>]) -> Vec<u8> {
+    let mut series = Vec::new();
+    for (n, v) in labels {
+        let mut l = Vec::new();
+        field_bytes(&mut l, 1, n.as_bytes());
+        field_bytes(&mut l, 2, v.as_bytes());
+        field_bytes(&mut series, 1, &l);
+    }
+    for p in profiles {
+        let mut s = Vec::new();
+        field_bytes(&mut s, 1, p);
+        field_bytes(&mut series, 2, &s);
+    }
+    let mut req = Vec::new();
+    field_bytes(&mut req, 1, &series);
+    req
+}
+
+// --- HTTP ------------------------------------------------------------------------------------
+
+fn post(c: &Client, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> (u16, String, String) {
+    let http = reqwest::blocking::Client::new();
+    let mut req = http.post(format!("{}{path}", c.base)).body(body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().expect("send");
+    let status = r.status().as_u16();
+    let ct = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    (status, ct, r.text().unwrap_or_default())
+}
+
+fn range() -> String {
+    format!("from={}&to={}", now_s() - 3600, now_s() + 60)
+}
+
+fn start(test: &str) -> (Server, Client) {
+    let art = artifacts(test);
+    let server = Server::start(
+        &["--data-dir", art.join("data").to_str().expect("utf-8")],
+        &art.join("server.log"),
+    );
+    let c = server.client();
+    (server, c)
+}
+
+#[test]
+fn pyroscope_push_is_accepted_and_queryable_by_labels() {
+    let (_server, c) = start("pyroscope_push_is_accepted_and_queryable_by_labels");
+    let labels = [
+        ("__name__", "process_cpu"),
+        ("service_name", "pyro"),
+        ("version", "v1"),
+        ("region", "eu1"),
+        ("team", "checkout"),
+    ];
+    // The real fixture (gzipped pprof) inside a gzipped Connect body.
+    let body = gzip(&push_request(
+        &labels,
+        &[fixture_now(), small_profile().encode()],
+    ));
+    let (status, ct, text) = post(
+        &c,
+        "/push.v1.PusherService/Push",
+        body,
+        &[
+            ("content-type", "application/proto"),
+            ("content-encoding", "gzip"),
+            ("connect-protocol-version", "1"),
+        ],
+    );
+    assert_eq!(
+        (status, ct.as_str(), text.as_str()),
+        (200, "application/proto", ""),
+        "push"
+    );
+    // A memory series in the same protocol is skipped, not refused.
+    let mem = push_request(
+        &[("__name__", "memory"), ("service_name", "pyro")],
+        &[b"not parsed".to_vec()],
+    );
+    let (status, _, text) = post(
+        &c,
+        "/push.v1.PusherService/Push",
+        mem,
+        &[("content-type", "application/proto")],
+    );
+    assert_eq!(status, 200, "{text}");
+
+    // By labels: the mapped ones, an extra one, and the sample label of the small profile.
+    let top = c.get(&format!(
+        "/api/v1/top?service=pyro&build=v1&dc=eu1&team=checkout&{}",
+        range()
+    ));
+    assert_eq!(top.status, 200, "{}", top.body);
+    let t = top.json();
+    assert!(t["samples"].as_u64().unwrap_or(0) > 5, "{}", top.body);
+    assert!(!t["functions"].as_array().expect("functions").is_empty());
+    let only = c
+        .get(&format!(
+            "/api/v1/top?service=pyro&endpoint=GET%20/a&{}",
+            range()
+        ))
+        .json();
+    assert_eq!(only["samples"].as_u64(), Some(5), "{only}");
+    assert_eq!(only["functions"][0]["name"], "work");
+    let none = c
+        .get(&format!("/api/v1/top?service=pyro&build=v2&{}", range()))
+        .json();
+    assert_eq!(none["samples"].as_u64(), Some(0), "{none}");
+}
+
+#[test]
+fn legacy_ingest_folded_lines_and_multipart_pprof() {
+    let (_server, c) = start("legacy_ingest_folded_lines_and_multipart_pprof");
+    let from = now_s() - 60;
+    let (status, _, text) = post(
+        &c,
+        &format!("/ingest?name=leg.cpu%7Benv%3Dprod%2Cversion%3D7%7D&from={from}&until={}&sampleRate=100&spyName=gospy", from + 10),
+        b"main;a 3\nmain;b 1\n".to_vec(),
+        &[("content-type", "text/plain")],
+    );
+    assert_eq!(status, 200, "{text}");
+    let (status, _, text) = post(
+        &c,
+        "/ingest?name=leg.cpu%7Bversion%3D8%7D&format=lines",
+        b"main;a\nmain;a\n".to_vec(),
+        &[],
+    );
+    assert_eq!(status, 200, "{text}");
+    let boundary = "b0undary";
+    let mut form = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"profile\"; filename=\"profile.pprof\"\r\nContent-Type: application/octet-stream\r\n\r\n").into_bytes();
+    form.extend(gzip(&small_profile().encode()));
+    form.extend(format!("\r\n--{boundary}--\r\n").into_bytes());
+    let (status, _, text) = post(
+        &c,
+        "/ingest?name=leg.cpu%7Bversion%3D9%7D&format=pprof",
+        form,
+        &[(
+            "content-type",
+            &format!("multipart/form-data; boundary={boundary}"),
+        )],
+    );
+    assert_eq!(status, 200, "{text}");
+
+    let r = c.get(&format!(
+        "/api/v1/profile?service=leg&build=7&env=prod&format=folded&{}",
+        range()
+    ));
+    assert_eq!((r.status, r.body.as_str()), (200, "main;a 3\nmain;b 1\n"));
+    let r = c.get(&format!(
+        "/api/v1/profile?service=leg&build=7&format=folded&value=cpu_ns&{}",
+        range()
+    ));
+    assert_eq!(
+        r.body, "main;a 30000000\nmain;b 10000000\n",
+        "100 Hz: 10 ms per sample"
+    );
+    let r = c.get(&format!(
+        "/api/v1/profile?service=leg&build=8&format=folded&{}",
+        range()
+    ));
+    assert_eq!(r.body, "main;a 2\n");
+    let r = c.get(&format!(
+        "/api/v1/profile?service=leg&build=9&format=folded&{}",
+        range()
+    ));
+    assert_eq!(r.body, "main;work 5\n");
+}
+
+#[test]
+fn profile_api_answers_every_format() {
+    let (_server, c) = start("profile_api_answers_every_format");
+    for build in ["b1", "b2"] {
+        let (status, _, text) = post(
+            &c,
+            &format!("/api/v1/profiles?service=api&build={build}&host=h1"),
+            fixture_now(),
+            &[("content-type", "application/octet-stream")],
+        );
+        assert_eq!(status, 200, "{text}");
+    }
+    let (status, _, text) = post(
+        &c,
+        "/api/v1/profiles?service=api&build=b2&format=folded",
+        b"extra;hot 100\n".to_vec(),
+        &[],
+    );
+    assert_eq!(status, 200, "{text}");
+    let q = format!("service=api&{}", range());
+    let tree = c
+        .get(&format!(
+            "/api/v1/profile?{q}&build=b1&format=json&max_nodes=10"
+        ))
+        .json();
+    assert_eq!(tree["root"]["name"], "all");
+    assert!(
+        tree["nodes"].as_u64() == Some(10) && tree["pruned"].as_u64().unwrap_or(0) > 0,
+        "{}",
+        tree["nodes"]
+    );
+    assert!(
+        tree["root"]["total"].as_u64().unwrap_or(0) > 0
+            && tree["root"]["total_cpu_ns"].as_u64().unwrap_or(0) > 0
+    );
+    let svg = c.get(&format!("/api/v1/profile?{q}&format=svg"));
+    assert!(
+        svg.status == 200 && svg.body.contains("<svg"),
+        "{}",
+        svg.status
+    );
+    let folded = c.get(&format!("/api/v1/profile?{q}&build=b2&format=folded"));
+    assert!(folded.body.contains("extra;hot 100\n"));
+    let top = c.get(&format!("/api/v1/top?{q}&sort=total&limit=5")).json();
+    assert_eq!(top["functions"].as_array().map(Vec::len), Some(5));
+    let diff = c
+        .get(&format!(
+            "/api/v1/diff?{q}&baseline.build=b1&candidate.build=b2&format=json"
+        ))
+        .json();
+    assert_eq!(
+        diff["functions"][0]["name"], "hot",
+        "the new function is the largest change: {}",
+        diff["functions"][0]
+    );
+    let dsvg = c.get(&format!(
+        "/api/v1/diff?{q}&baseline.build=b1&candidate.build=b2&format=svg"
+    ));
+    assert!(dsvg.status == 200 && dsvg.body.contains("<svg"));
+
+    // pprof out: gzipped profile.proto with the labels; `go tool pprof` reads it when present.
+    let http = reqwest::blocking::Client::new();
+    let pb = http
+        .get(format!("{}/api/v1/profile?{q}&format=pprof", c.base))
+        .send()
+        .expect("get")
+        .bytes()
+        .expect("body");
+    assert_eq!(&pb[..2], &[0x1f, 0x8b]);
+    let mut raw = Vec::new();
+    flate2::read::MultiGzDecoder::new(pb.as_ref())
+        .read_to_end(&mut raw)
+        .expect("gunzip");
+    let s = String::from_utf8_lossy(&raw);
+    assert!(
+        s.contains("build") && s.contains("b2") && s.contains("host"),
+        "labels are kept"
+    );
+    let art = repo_root().join("tests/artifacts/profile_api_answers_every_format");
+    let file = art.join("profile.pb.gz");
+    std::fs::File::create(&file)
+        .and_then(|mut f| f.write_all(&pb))
+        .expect("write");
+    if let Ok(out) = std::process::Command::new("go")
+        .args(["tool", "pprof", "-top"])
+        .arg(&file)
+        .output()
+    {
+        assert!(
+            out.status.success(),
+            "go tool pprof: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("flat%"));
+    }
+}
+
+/// The small profile plus one sample field repeated 10M times (a repeated field may appear
+/// anywhere in a message).
+fn ten_million_samples() -> Vec<u8> {
+    let mut p = small_profile().encode();
+    let mut one = Vec::new();
+    let mut s = Vec::new();
+    field_bytes(&mut s, 1, &packed(&[1]));
+    field_bytes(&mut s, 2, &packed(&[1, 1]));
+    field_bytes(&mut one, 2, &s);
+    p.reserve(one.len() * 10_000_000);
+    for _ in 0..10_000_000 {
+        p.extend_from_slice(&one);
+    }
+    p
+}
+
+#[test]
+fn bad_profiles_are_refused() {
+    let (_server, c) = start("bad_profiles_are_refused");
+    let send = |query: &str, body: Vec<u8>| {
+        let (status, _, text) = post(
+            &c,
+            &format!("/api/v1/profiles?service=bad{query}"),
+            body,
+            &[],
+        );
+        (status, text)
+    };
+    let fixture = {
+        let mut raw = Vec::new();
+        flate2::read::MultiGzDecoder::new(fixture_now().as_slice())
+            .read_to_end(&mut raw)
+            .expect("gunzip");
+        raw
+    };
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        (
+            "truncated protobuf",
+            fixture[..fixture.len() / 2].to_vec(),
+            400,
+        ),
+        ("truncated gzip", fixture_now()[..100].to_vec(), 400),
+        (
+            "location id 0",
+            Pprof {
+                samples: vec![(vec![0], [1, 1], vec![])],
+                ..small_profile()
+            }
+            .encode(),
+            400,
+        ),
+        (
+            "unknown location",
+            Pprof {
+                samples: vec![(vec![9], [1, 1], vec![])],
+                ..small_profile()
+            }
+            .encode(),
+            400,
+        ),
+        (
+            "string index out of range",
+            Pprof {
+                functions: &[(1, 5), (2, 999)],
+                ..small_profile()
+            }
+            .encode(),
+            400,
+        ),
+        (
+            "100k-frame stack",
+            Pprof {
+                samples: vec![(vec![1; 100_000], [1, 1], vec![])],
+                ..small_profile()
+            }
+            .encode(),
+            400,
+        ),
+        ("gzip bomb", gzip(&vec![0u8; 300 << 20]), 413),
+        ("10M samples", gzip(&ten_million_samples()), 413),
+    ];
+    for (name, body, want) in cases {
+        let (status, text) = send("", body);
+        assert_eq!(status, want, "{name}: {text}");
+        assert!(text.contains("\"error\""), "{name}: {text}");
+    }
+    let (status, _, text) = post(&c, "/api/v1/profiles", small_profile().encode(), &[]);
+    assert_eq!(status, 400, "no service: {text}");
+    assert_eq!(send("&format=folded", b"a;b x\n".to_vec()).0, 400);
+    assert_eq!(send("&format=jfr", b"x".to_vec()).0, 400);
+
+    // Connect errors on the Pyroscope route.
+    let (status, ct, text) = post(
+        &c,
+        "/push.v1.PusherService/Push",
+        b"\x0a\xff\xff".to_vec(),
+        &[("content-type", "application/proto")],
+    );
+    assert_eq!((status, ct.as_str()), (400, "application/json"), "{text}");
+    let err: serde_json::Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(err["code"], "invalid_argument");
+    assert!(err["message"].as_str().is_some());
+    let bad_pprof = push_request(
+        &[("service_name", "p")],
+        &[fixture[..fixture.len() / 3].to_vec()],
+    );
+    let (status, _, text) = post(
+        &c,
+        "/push.v1.PusherService/Push",
+        bad_pprof,
+        &[("content-type", "application/proto")],
+    );
+    assert_eq!(status, 400, "{text}");
+    let (status, _, _) = post(
+        &c,
+        "/push.v1.PusherService/Push",
+        b"{}".to_vec(),
+        &[("content-type", "application/json")],
+    );
+    assert_eq!(status, 415);
+    let (status, _, _) = post(&c, "/ingest?name=x.cpu&format=jfr", b"x".to_vec(), &[]);
+    assert_eq!(status, 415);
+}
