@@ -247,3 +247,47 @@ async fn unflushed_wal_is_replayed_exactly_once() {
         "replayed rows must not be counted twice"
     );
 }
+
+/// Keys are remembered across a flush and a restart (they travel in the WAL and the segment
+/// footer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_survive_flush_and_restart() {
+    use profwatch_collector::store::Written;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(cfg(dir.path())).expect("open");
+    assert_eq!(
+        store
+            .write_once(&tenant(), "k1", events(10, 60, "b"))
+            .await
+            .expect("write"),
+        Written::Stored
+    );
+    store.flush().await.expect("flush");
+    assert_eq!(
+        store
+            .write_once(&tenant(), "k2", events(10, 60, "b"))
+            .await
+            .expect("write"),
+        Written::Stored
+    );
+    store.shutdown().await.expect("shutdown");
+    drop(store);
+    let reopened = EmbeddedStore::open(cfg(dir.path())).expect("reopen");
+    for k in ["k1", "k2"] {
+        assert_eq!(
+            reopened
+                .write_once(&tenant(), k, events(10, 60, "b"))
+                .await
+                .expect("write"),
+            Written::Duplicate,
+            "{k}"
+        );
+    }
+    assert_eq!(
+        reopened
+            .write_once(&tenant(), "k3", events(10, 60, "b"))
+            .await
+            .expect("write"),
+        Written::Stored
+    );
+}

@@ -229,9 +229,11 @@ fn pprof_round_trip_keeps_function_totals_and_labels() {
     let bytes = std::fs::read(fixtures().join("pprof/sample.cpu.pb.gz")).expect("fixture");
     let limits = ProfileLimits::default();
     let original = decode_profile(&bytes, &limits).expect("decode fixture");
-    let mut base = SampleLabels::default();
-    base.service = "golden".into();
-    base.build = "b1".into();
+    let mut base = SampleLabels {
+        service: "golden".into(),
+        build: "b1".into(),
+        ..SampleLabels::default()
+    };
     base.extra.insert("team".into(), "perf".into());
     let label_limits = Limits::default();
     let opt = DecodeOptions {
@@ -288,8 +290,10 @@ fn bad_pprof_is_refused() {
     // Truncated gzip.
     assert!(decode_profile(&bytes[..bytes.len() / 2], &limits).is_err());
     let p = decode_profile(&bytes, &limits).expect("fixture");
-    let mut base = SampleLabels::default();
-    base.service = "s".into();
+    let base = SampleLabels {
+        service: "s".into(),
+        ..SampleLabels::default()
+    };
     let ll = Limits::default();
     let opt = DecodeOptions {
         base: &base,

@@ -15,12 +15,16 @@ use serde::Serialize;
 use super::error::ApiError;
 use super::{auth, body, AppState};
 use crate::metrics::RejectReason;
+use crate::store::Written;
 
 /// The answer to an accepted batch.
 #[derive(Debug, Serialize)]
 pub struct IngestResponse {
     /// Events stored.
     pub stored: usize,
+    /// The batch's `Idempotency-Key` was stored before; nothing was stored now.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -89,6 +93,21 @@ fn decode(
     Ok(events)
 }
 
+/// The `Idempotency-Key` header: 1 to 128 visible ASCII characters, or absent.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match v.to_str() {
+        Ok(s) if !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(Some(s.to_owned()))
+        }
+        _ => Err(ApiError::BadRequest(
+            "the Idempotency-Key header must be 1 to 128 visible ASCII characters".into(),
+        )),
+    }
+}
+
 pub async fn post_events(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -99,6 +118,7 @@ pub async fn post_events(
         err
     };
     let tenant = auth::tenant(&state.cfg, &headers).map_err(|e| reject(RejectReason::Auth, e))?;
+    let key = idempotency_key(&headers).map_err(|e| reject(RejectReason::Decode, e))?;
     let format = format_of(&headers).map_err(|e| reject(RejectReason::ContentType, e))?;
     let raw = body::read_limited(&headers, req_body, state.cfg.max_body_bytes)
         .await
@@ -123,10 +143,28 @@ pub async fn post_events(
     })?;
     let n = events.len();
     let started = Instant::now();
-    match state.store.write(&tenant, events).await {
-        Ok(()) => {
+    let written = match &key {
+        Some(k) => state.store.write_once(&tenant, k, events).await,
+        None => state
+            .store
+            .write(&tenant, events)
+            .await
+            .map(|()| Written::Stored),
+    };
+    match written {
+        Ok(Written::Stored) => {
             state.metrics.accepted(n, started.elapsed().as_secs_f64());
-            Ok(Json(IngestResponse { stored: n }))
+            Ok(Json(IngestResponse {
+                stored: n,
+                duplicate: false,
+            }))
+        }
+        Ok(Written::Duplicate) => {
+            tracing::debug!(key = ?key, "duplicate batch acknowledged without storing");
+            Ok(Json(IngestResponse {
+                stored: 0,
+                duplicate: true,
+            }))
         }
         Err(e) => {
             let err = ApiError::from(e);

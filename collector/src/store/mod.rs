@@ -60,6 +60,15 @@ impl StoreError {
     }
 }
 
+/// What a write with an idempotency key did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// The batch is now durable.
+    Stored,
+    /// A batch with this key was stored before (within the dedupe window); nothing was written.
+    Duplicate,
+}
+
 /// Where request events live. Both backends implement it; the server holds an `Arc<dyn Store>`.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
@@ -68,6 +77,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Stores a validated batch for `tenant`; returns once it is durable.
     async fn write(&self, tenant: &Tenant, events: Vec<RequestEvent>) -> Result<(), StoreError>;
+
+    /// Like [`Store::write`], but a batch whose `key` was already stored for this tenant (within
+    /// the store's dedupe window) is not stored again. Senders that retry (the sidecar) set a
+    /// key per batch so that a retry after a lost acknowledgement does not count twice.
+    async fn write_once(
+        &self,
+        tenant: &Tenant,
+        key: &str,
+        events: Vec<RequestEvent>,
+    ) -> Result<Written, StoreError>;
 
     /// Services with requests in the range, by name.
     async fn services(&self, q: &ServicesQuery) -> Result<Vec<ServiceSummary>, StoreError>;

@@ -47,4 +47,5 @@ contract!(
     many_profile_batches_survive_flushes,
     builds_and_cost_samples,
     regression_records_are_replaced_by_id,
+    idempotency_keys_drop_duplicates,
 );

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use profwatch_collector::store::Store;
+use profwatch_collector::store::{Store, Written};
 use profwatch_model::profile::{
     LabelFilter, ProfileBatch, ProfileQuery, SampleLabels, StackSample,
 };
@@ -790,4 +790,46 @@ pub async fn regression_records_are_replaced_by_id(store: Arc<dyn Store>) {
         .await
         .expect("list")
         .is_empty());
+}
+
+pub async fn idempotency_keys_drop_duplicates(store: Arc<dyn Store>) {
+    let batch = workload(200, 29);
+    assert_eq!(
+        store
+            .write_once(&tenant(), "host-1/7/42", batch.clone())
+            .await
+            .expect("write"),
+        Written::Stored
+    );
+    assert_eq!(
+        store
+            .write_once(&tenant(), "host-1/7/42", batch.clone())
+            .await
+            .expect("write"),
+        Written::Duplicate
+    );
+    // Another tenant's key space is its own.
+    assert_eq!(
+        store
+            .write_once(&Tenant("globex".into()), "host-1/7/42", batch.clone())
+            .await
+            .expect("write"),
+        Written::Stored
+    );
+    assert_eq!(
+        store
+            .write_once(&tenant(), "host-1/7/43", batch)
+            .await
+            .expect("write"),
+        Written::Stored
+    );
+    let rows = store
+        .endpoints(&eq_query(GroupBy::None))
+        .await
+        .expect("query");
+    assert_eq!(
+        rows.iter().map(|r| r.stats.requests).sum::<f64>(),
+        400.0,
+        "two distinct batches, once each"
+    );
 }

@@ -82,7 +82,27 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "create regressions",
         statements: create_regressions,
     },
+    Migration {
+        version: 4,
+        name: "create batch_keys",
+        statements: create_batch_keys,
+    },
 ];
+
+/// Idempotency keys of stored batches, so a batch retried after a lost acknowledgement is
+/// recognised (see `ClickHouseStore::write_once`).
+fn create_batch_keys(_ctx: &DdlContext) -> Vec<String> {
+    vec![format!(
+        "CREATE TABLE IF NOT EXISTS batch_keys (
+    tenant String,
+    key String,
+    received Int64,
+    {RETENTION_COLUMN} Date
+) ENGINE = MergeTree
+PARTITION BY {RETENTION_COLUMN}
+ORDER BY (tenant, key)"
+    )]
+}
 
 /// Regression records: every change inserts a new version of the record (`updated`, unix ns);
 /// reads take the latest version per id (`argMax`), and `ReplacingMergeTree` folds the old

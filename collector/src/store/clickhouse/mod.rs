@@ -62,7 +62,7 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
 /// The table that holds the events.
 const EVENTS_TABLE: &str = "events";
 /// Every table partitioned by day, which retention trims.
-const DAILY_TABLES: &[&str] = &[EVENTS_TABLE, "samples", "stacks"];
+const DAILY_TABLES: &[&str] = &[EVENTS_TABLE, "samples", "stacks", "batch_keys"];
 /// The `Date` column that partitions `events` by day (UTC) and carries the TTL.
 const RETENTION_COLUMN: &str = "date";
 
@@ -341,6 +341,56 @@ impl Store for ClickHouseStore {
             .end()
             .await
             .map_err(|e| unavailable(&context("waiting for the acknowledgement"), e))
+    }
+
+    /// Checks the key, writes the batch, then records the key. Never loses a batch: a crash
+    /// between the insert and the key's record can only let one retry through twice. (Servers
+    /// with `insert_deduplication_token` for plain MergeTree could close that window; 18.16
+    /// has none.)
+    async fn write_once(
+        &self,
+        tenant: &Tenant,
+        key: &str,
+        events: Vec<RequestEvent>,
+    ) -> Result<crate::store::Written, StoreError> {
+        let n: u64 = self
+            .client
+            .query("SELECT count() FROM batch_keys WHERE tenant = ? AND key = ?")
+            .bind(tenant.as_str())
+            .bind(key)
+            .fetch_one()
+            .await
+            .map_err(|e| query_error("looking up a batch key", e))?;
+        if n > 0 {
+            return Ok(crate::store::Written::Duplicate);
+        }
+        self.write(tenant, events).await?;
+        #[derive(::clickhouse::Row, Serialize)]
+        #[clickhouse(crate = "::clickhouse")]
+        struct KeyRow<'a> {
+            tenant: &'a str,
+            key: &'a str,
+            received: i64,
+            date: u16,
+        }
+        let now = now_ns();
+        let row = KeyRow {
+            tenant: tenant.as_str(),
+            key,
+            received: now,
+            date: u16::try_from(unix_days(now).max(0)).unwrap_or(u16::MAX),
+        };
+        let recorded = async {
+            let mut ins = self.client.insert::<KeyRow<'_>>("batch_keys").await?;
+            ins.write(&row).await?;
+            ins.end().await
+        }
+        .await;
+        if let Err(e) = recorded {
+            // The batch is stored; only its key is missing, so a retry may store it again.
+            tracing::warn!(error = %e, "stored a batch but could not record its idempotency key");
+        }
+        Ok(crate::store::Written::Stored)
     }
 
     async fn services(&self, q: &ServicesQuery) -> Result<Vec<ServiceSummary>, StoreError> {

@@ -215,6 +215,8 @@ pub struct MemTable {
     pub rows: Rows,
     pub samples: SampleRows,
     pub stacks: Stacks,
+    /// Idempotency keys of the batches in this memtable.
+    pub keys: Vec<super::segment::IdemKey>,
 }
 
 impl MemTable {
@@ -225,6 +227,7 @@ impl MemTable {
             rows: Rows::default(),
             samples: SampleRows::default(),
             stacks: Stacks::new(),
+            keys: Vec::new(),
         }
     }
 
@@ -265,6 +268,7 @@ impl MemTable {
             rows: self.rows.clone(),
             samples: self.samples.clone(),
             stacks: self.stacks.clone(),
+            keys: self.keys.clone(),
         }
     }
 

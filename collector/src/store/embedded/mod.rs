@@ -11,6 +11,10 @@
 //! - Segments are immutable. Compaction writes the merged file first, then retires its inputs;
 //!   it only touches generations older than every unflushed one, so a segment range never
 //!   covers a WAL generation whose rows it lacks.
+//! - Idempotency keys: a keyed batch whose key was accepted within [`DEDUPE_WINDOW`] is
+//!   answered `Duplicate` and not written. The writer thread checks and records keys itself,
+//!   so two copies racing in are decided in order; keys travel in the WAL record, then in the
+//!   footer of the segment that holds the batch, and are reloaded on open.
 //! - Memory is bounded: at most `flush_rows` rows in the active memtable, at most
 //!   `max_frozen` memtables waiting for the flusher, `queue_batches` batches queued, and
 //!   compaction merges at most `compact_rows` rows at a time. Beyond that, writes get
@@ -23,6 +27,7 @@ mod regressions;
 mod segment;
 mod wal;
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -46,7 +51,10 @@ use self::memtable::{MemTable, Rows};
 use self::query::Source;
 use self::segment::SegmentMeta;
 use self::wal::{Entry, Wal};
-use super::{Store, StoreError};
+use super::{Store, StoreError, Written};
+
+/// How long an idempotency key is remembered.
+pub const DEDUPE_WINDOW: Duration = Duration::from_secs(3600);
 
 /// Settings of the embedded store.
 #[derive(Debug, Clone)]
@@ -93,7 +101,8 @@ struct WriteRequest {
     tenant: Tenant,
     record: Vec<u8>,
     entry: Entry,
-    reply: oneshot::Sender<Result<(), StoreError>>,
+    key: Option<String>,
+    reply: oneshot::Sender<Result<Written, StoreError>>,
 }
 
 #[derive(Debug)]
@@ -115,6 +124,8 @@ struct Shared {
     frozen_lock: Mutex<()>,
     closed: AtomicBool,
     queued: AtomicUsize,
+    /// Idempotency keys accepted within the window: (tenant, key) → received (unix ns).
+    seen: Mutex<HashMap<(String, String), i64>>,
 }
 
 /// The embedded store. Cheap to share behind an `Arc`.
@@ -236,9 +247,18 @@ impl EmbeddedStore {
                 continue;
             }
             let mut mt = MemTable::new(gen);
-            for (tenant, entry) in wal::replay(&path)? {
-                replayed += entry.rows();
-                apply(&mut mt, &tenant, &entry);
+            for rec in wal::replay(&path)? {
+                replayed += rec.entry.rows();
+                apply(&mut mt, &rec.tenant, &rec.entry);
+                if let Some(key) = rec.key {
+                    // The record's own receive time is unknown; the replay time keeps the key
+                    // for a full window, which errs on the side of dropping a duplicate.
+                    mt.keys.push(segment::IdemKey {
+                        tenant: rec.tenant.0,
+                        key,
+                        received: now_ns(),
+                    });
+                }
             }
             frozen.push(Arc::new(mt));
         }
@@ -251,6 +271,14 @@ impl EmbeddedStore {
         }
         let gen = max_gen + 1;
         let wal = Wal::create(&wal_dir, gen)?;
+        let horizon = now_ns() - DEDUPE_WINDOW.as_nanos() as i64;
+        let seen: HashMap<(String, String), i64> = segments
+            .iter()
+            .flat_map(|s| s.keys.iter())
+            .chain(frozen.iter().flat_map(|m: &Arc<MemTable>| m.keys.iter()))
+            .filter(|k| k.received >= horizon)
+            .map(|k| ((k.tenant.clone(), k.key.clone()), k.received))
+            .collect();
 
         let shared = Arc::new(Shared {
             cfg: cfg.clone(),
@@ -266,6 +294,7 @@ impl EmbeddedStore {
             frozen_lock: Mutex::new(()),
             closed: AtomicBool::new(false),
             queued: AtomicUsize::new(0),
+            seen: Mutex::new(seen),
         });
         let regressions = regressions::Regressions::open(&dir, &shared.tmp_dir)?;
         let (tx, rx) = mpsc::sync_channel(cfg.queue_batches.max(1));
@@ -423,20 +452,59 @@ fn writer_loop(s: &Shared, rx: Receiver<Command>, mut wal: Wal) {
                 Err(_) => break,
             }
         }
-        let records: Vec<&[u8]> = group.iter().map(|r| r.record.as_slice()).collect();
-        let result = wal.append(&records);
         s.queued.fetch_sub(group.len(), Ordering::SeqCst);
-        match result {
+        // Duplicates (a key seen within the window, or twice in this group) are answered
+        // without being written.
+        let now = now_ns();
+        let mut group_keys: Vec<(String, String)> = Vec::new();
+        let group: Vec<WriteRequest> = {
+            let seen = lock(&s.seen);
+            group
+                .into_iter()
+                .filter_map(|r| {
+                    let Some(key) = &r.key else { return Some(r) };
+                    let k = (r.tenant.0.clone(), key.clone());
+                    if seen.contains_key(&k) || group_keys.contains(&k) {
+                        let _ = r.reply.send(Ok(Written::Duplicate));
+                        return None;
+                    }
+                    group_keys.push(k);
+                    Some(r)
+                })
+                .collect()
+        };
+        if group.is_empty() {
+            continue;
+        }
+        let records: Vec<&[u8]> = group.iter().map(|r| r.record.as_slice()).collect();
+        match wal.append(&records) {
             Ok(()) => {
+                {
+                    let mut seen = lock(&s.seen);
+                    let horizon = now - DEDUPE_WINDOW.as_nanos() as i64;
+                    if seen.len() > 100_000 {
+                        seen.retain(|_, t| *t >= horizon);
+                    }
+                    for k in &group_keys {
+                        seen.insert(k.clone(), now);
+                    }
+                }
                 let active = read(&s.state).active.clone();
                 let mut mt = write(&active);
                 for r in &group {
                     apply(&mut mt, &r.tenant, &r.entry);
+                    if let Some(key) = &r.key {
+                        mt.keys.push(segment::IdemKey {
+                            tenant: r.tenant.0.clone(),
+                            key: key.clone(),
+                            received: now,
+                        });
+                    }
                 }
                 let rows = mt.len();
                 drop(mt);
                 for r in group {
-                    let _ = r.reply.send(Ok(()));
+                    let _ = r.reply.send(Ok(Written::Stored));
                 }
                 if rows >= s.cfg.flush_rows
                     || (rows > 0 && opened.elapsed() >= s.cfg.flush_interval)
@@ -539,8 +607,12 @@ fn flush_memtable(s: &Shared, mt: &Arc<MemTable>) -> Result<(), StoreError> {
             )?)
         };
         let (keys, rows) = mt.sorted();
+        let attached = segment::Attached {
+            profile,
+            keys: mt.keys.clone(),
+        };
         Some(Arc::new(segment::write(
-            &s.seg_dir, &s.tmp_dir, mt.gen, mt.gen, &keys, &rows, profile,
+            &s.seg_dir, &s.tmp_dir, mt.gen, mt.gen, &keys, &rows, attached,
         )?))
     };
     {
@@ -641,8 +713,18 @@ fn compact(s: &Shared, cutoff: i64) -> Result<(), StoreError> {
     }
     let profile = compact_profiles(s, &inputs, lo, hi, cutoff)?;
     let (keys, sorted) = memtable::sort_rows(&dict.keys, &rows);
+    let horizon = now_ns() - DEDUPE_WINDOW.as_nanos() as i64;
+    let attached = segment::Attached {
+        profile,
+        keys: inputs
+            .iter()
+            .flat_map(|i| i.keys.iter())
+            .filter(|k| k.received >= horizon)
+            .cloned()
+            .collect(),
+    };
     let merged = Arc::new(segment::write(
-        &s.seg_dir, &s.tmp_dir, lo, hi, &keys, &sorted, profile,
+        &s.seg_dir, &s.tmp_dir, lo, hi, &keys, &sorted, attached,
     )?);
     let mut st = write(&s.state);
     st.segments.retain(|x| {
@@ -708,19 +790,26 @@ fn compact_profiles(
 
 impl EmbeddedStore {
     /// Queues an entry for the writer and waits until it is durable.
-    async fn submit(&self, tenant: &Tenant, entry: Entry) -> Result<(), StoreError> {
+    async fn submit(
+        &self,
+        tenant: &Tenant,
+        entry: Entry,
+        key: Option<&str>,
+    ) -> Result<Written, StoreError> {
         if entry.rows() == 0 {
-            return Ok(());
+            return Ok(Written::Stored);
         }
         if self.shared.closed.load(Ordering::SeqCst) {
             return Err(StoreError::Closed);
         }
-        let record = wal::encode_record(tenant, &entry);
+        let key = key.map(|k| k[..k.len().min(wal::MAX_KEY)].to_owned());
+        let record = wal::encode_record(tenant, &entry, key.as_deref());
         let (reply, rx) = oneshot::channel();
         let req = WriteRequest {
             tenant: tenant.clone(),
             record,
             entry,
+            key,
             reply,
         };
         {
@@ -755,7 +844,18 @@ impl Store for EmbeddedStore {
     }
 
     async fn write(&self, tenant: &Tenant, events: Vec<RequestEvent>) -> Result<(), StoreError> {
-        self.submit(tenant, Entry::Events(events)).await
+        self.submit(tenant, Entry::Events(events), None)
+            .await
+            .map(|_| ())
+    }
+
+    async fn write_once(
+        &self,
+        tenant: &Tenant,
+        key: &str,
+        events: Vec<RequestEvent>,
+    ) -> Result<Written, StoreError> {
+        self.submit(tenant, Entry::Events(events), Some(key)).await
     }
 
     async fn services(&self, q: &ServicesQuery) -> Result<Vec<ServiceSummary>, StoreError> {
@@ -811,7 +911,9 @@ impl Store for EmbeddedStore {
         tenant: &Tenant,
         batches: Vec<ProfileBatch>,
     ) -> Result<(), StoreError> {
-        self.submit(tenant, Entry::Profiles(batches)).await
+        self.submit(tenant, Entry::Profiles(batches), None)
+            .await
+            .map(|_| ())
     }
 
     async fn profile(&self, q: &ProfileQuery) -> Result<StackProfile, StoreError> {

@@ -40,6 +40,24 @@ const ROW_GROUP: usize = 256 * 1024;
 const KEY_SERIES: &str = "profwatch.series";
 const KEY_MIN_TS: &str = "profwatch.min_ts";
 const KEY_MAX_TS: &str = "profwatch.max_ts";
+const KEY_IDEMPOTENCY: &str = "profwatch.idempotency_keys";
+
+/// A batch idempotency key accepted at `received` (unix ns); segments keep the keys of the
+/// batches they hold so duplicates are recognised after a restart.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IdemKey {
+    pub tenant: String,
+    pub key: String,
+    pub received: i64,
+}
+
+/// What a segment carries besides its event rows.
+#[derive(Debug, Default)]
+pub struct Attached {
+    /// The profile segment of the same range.
+    pub profile: Option<ProfileMeta>,
+    pub keys: Vec<IdemKey>,
+}
 
 /// Column indices in [`SCHEMA`].
 pub mod col {
@@ -67,6 +85,8 @@ pub struct SegmentMeta {
     pub series: Vec<Arc<SeriesKey>>,
     /// The profile segment of the same range, if any samples were flushed with it.
     pub profile: Option<ProfileMeta>,
+    /// Idempotency keys of the batches in this segment.
+    pub keys: Vec<IdemKey>,
     obsolete: AtomicBool,
 }
 
@@ -120,7 +140,7 @@ pub fn write(
     hi: u64,
     series: &[Arc<SeriesKey>],
     rows: &Rows,
-    profile: Option<ProfileMeta>,
+    attached: Attached,
 ) -> Result<SegmentMeta, StoreError> {
     let name = file_name(lo, hi);
     let tmp = tmp_dir.join(&name);
@@ -142,6 +162,10 @@ pub fn write(
                 KeyValue::new(KEY_SERIES.to_owned(), series_json),
                 KeyValue::new(KEY_MIN_TS.to_owned(), min_ts.to_string()),
                 KeyValue::new(KEY_MAX_TS.to_owned(), max_ts.to_string()),
+                KeyValue::new(
+                    KEY_IDEMPOTENCY.to_owned(),
+                    serde_json::to_string(&attached.keys).unwrap_or_else(|_| "[]".into()),
+                ),
             ]))
             .build(),
     );
@@ -172,7 +196,8 @@ pub fn write(
         min_ts,
         max_ts,
         series: series.to_vec(),
-        profile,
+        profile: attached.profile,
+        keys: attached.keys,
         obsolete: AtomicBool::new(false),
     })
 }
@@ -275,6 +300,12 @@ pub fn open(
         max_ts: get(KEY_MAX_TS)?.parse().map_err(|_| bad(KEY_MAX_TS))?,
         series: series.into_iter().map(Arc::new).collect(),
         profile,
+        keys: kv
+            .and_then(|kv| kv.iter().find(|e| e.key == KEY_IDEMPOTENCY))
+            .and_then(|e| e.value.as_deref())
+            .map(|v| serde_json::from_str(v).map_err(|_| bad(KEY_IDEMPOTENCY)))
+            .transpose()?
+            .unwrap_or_default(),
         obsolete: AtomicBool::new(false),
     })
 }

@@ -1,7 +1,8 @@
 //! The write-ahead log: one file per memtable generation, `wal-<gen>.log`.
 //!
 //! A record is `len: u32 LE | crc32(payload): u32 LE | payload`, and a payload is
-//! `kind: u8 | tenant_len: u16 LE | tenant | body`, where the body of kind 1 is a
+//! `kind: u8 | tenant_len: u16 LE | tenant | key_len: u8 | key | body`, where `key` is the
+//! batch's idempotency key (empty when it has none), and the body of kind 1 is a
 //! `profwatch.v1.EventBatch` protobuf and of kind 2 a [`WalProfiles`] protobuf. Appends are followed by
 //! `fdatasync` before any batch in them is acknowledged. Replay stops at the first record that is
 //! short or fails its checksum (a torn tail from a crash mid-append, never acknowledged) and
@@ -153,20 +154,36 @@ fn decode_profiles(bytes: &[u8]) -> Result<Vec<ProfileBatch>, prost::DecodeError
         .collect())
 }
 
-/// Encodes one batch as a WAL record (header included).
-pub fn encode_record(tenant: &Tenant, entry: &Entry) -> Vec<u8> {
+/// One replayed record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub tenant: Tenant,
+    pub entry: Entry,
+    /// The batch's idempotency key, if it had one.
+    pub key: Option<String>,
+}
+
+/// The longest idempotency key a record can hold.
+pub const MAX_KEY: usize = 255;
+
+/// Encodes one batch as a WAL record (header included). `key` is cut to [`MAX_KEY`] bytes.
+pub fn encode_record(tenant: &Tenant, entry: &Entry, key: Option<&str>) -> Vec<u8> {
     let (kind, batch) = match entry {
         Entry::Events(events) => (KIND_EVENTS, wire::encode_batch(events)),
         Entry::Profiles(p) => (KIND_PROFILES, encode_profiles(p)),
     };
     let tenant = tenant.as_str().as_bytes();
-    let payload_len = 3 + tenant.len() + batch.len();
+    let key = key.unwrap_or("").as_bytes();
+    let key = &key[..key.len().min(MAX_KEY)];
+    let payload_len = 4 + tenant.len() + key.len() + batch.len();
     let mut out = Vec::with_capacity(HEADER + payload_len);
     out.extend_from_slice(&(payload_len as u32).to_le_bytes());
     out.extend_from_slice(&[0; 4]);
     out.push(kind);
     out.extend_from_slice(&(tenant.len() as u16).to_le_bytes());
     out.extend_from_slice(tenant);
+    out.push(key.len() as u8);
+    out.extend_from_slice(key);
     out.extend_from_slice(&batch);
     let crc = crc32fast::hash(&out[HEADER..]);
     out[4..8].copy_from_slice(&crc.to_le_bytes());
@@ -205,7 +222,7 @@ impl Wal {
 }
 
 /// Reads every intact record of a WAL file, truncating a torn tail.
-pub fn replay(path: &Path) -> Result<Vec<(Tenant, Entry)>, StoreError> {
+pub fn replay(path: &Path) -> Result<Vec<Record>, StoreError> {
     let mut bytes = Vec::new();
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
@@ -217,7 +234,7 @@ pub fn replay(path: &Path) -> Result<Vec<(Tenant, Entry)>, StoreError> {
             u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize;
         let crc = u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]]);
         let end = at + HEADER + len;
-        if len > MAX_RECORD || end > bytes.len() || len < 3 {
+        if len > MAX_RECORD || end > bytes.len() || len < 4 {
             break;
         }
         let payload = &bytes[at + HEADER..end];
@@ -232,7 +249,18 @@ pub fn replay(path: &Path) -> Result<Vec<(Tenant, Entry)>, StoreError> {
         else {
             return Err(corrupt(path, at, "tenant"));
         };
-        let body = &payload[3 + tenant_len..];
+        let key_at = 3 + tenant_len;
+        let Some(key_len) = payload.get(key_at).map(|k| *k as usize) else {
+            return Err(corrupt(path, at, "key length"));
+        };
+        let Some(key) = payload
+            .get(key_at + 1..key_at + 1 + key_len)
+            .and_then(|k| std::str::from_utf8(k).ok())
+        else {
+            return Err(corrupt(path, at, "key"));
+        };
+        let key = (!key.is_empty()).then(|| key.to_owned());
+        let body = &payload[key_at + 1 + key_len..];
         let entry = match kind {
             KIND_EVENTS => Entry::Events(
                 wire::decode_batch(body).map_err(|e| corrupt(path, at, &e.to_string()))?,
@@ -242,7 +270,11 @@ pub fn replay(path: &Path) -> Result<Vec<(Tenant, Entry)>, StoreError> {
             ),
             other => return Err(corrupt(path, at, &format!("unknown record kind {other}"))),
         };
-        out.push((Tenant(tenant.to_owned()), entry));
+        out.push(Record {
+            tenant: Tenant(tenant.to_owned()),
+            entry,
+            key,
+        });
         at = end;
     }
     if at < bytes.len() {
@@ -299,21 +331,21 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut wal = Wal::create(dir.path(), 7).expect("create");
         let t = Tenant("t1".into());
-        let a = encode_record(&t, &Entry::Events(vec![event(1), event(2)]));
-        let b = encode_record(&t, &Entry::Events(vec![event(3)]));
+        let a = encode_record(&t, &Entry::Events(vec![event(1), event(2)]), None);
+        let b = encode_record(&t, &Entry::Events(vec![event(3)]), None);
         wal.append(&[&a, &b]).expect("append");
         let path = wal.path().to_owned();
         drop(wal);
         // A torn third record: header and half a payload.
-        let c = encode_record(&t, &Entry::Events(vec![event(4)]));
+        let c = encode_record(&t, &Entry::Events(vec![event(4)]), None);
         let mut f = OpenOptions::new().append(true).open(&path).expect("open");
         f.write_all(&c[..c.len() / 2]).expect("write");
         drop(f);
 
         let got = replay(&path).expect("replay");
         assert_eq!(got.len(), 2);
-        assert_eq!(got[0].1.rows(), 2);
-        assert_eq!(got[1].1, Entry::Events(vec![event(3)]));
+        assert_eq!(got[0].entry.rows(), 2);
+        assert_eq!(got[1].entry, Entry::Events(vec![event(3)]));
         assert_eq!(
             std::fs::metadata(&path).expect("stat").len() as usize,
             a.len() + b.len()
@@ -325,8 +357,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut wal = Wal::create(dir.path(), 1).expect("create");
         let t = Tenant("t".into());
-        let a = encode_record(&t, &Entry::Events(vec![event(1)]));
-        let mut b = encode_record(&t, &Entry::Events(vec![event(2)]));
+        let a = encode_record(&t, &Entry::Events(vec![event(1)]), None);
+        let mut b = encode_record(&t, &Entry::Events(vec![event(2)]), None);
         let last = b.len() - 1;
         b[last] ^= 0x40;
         wal.append(&[&a, &b]).expect("append");
@@ -354,13 +386,16 @@ mod tests {
         }]);
         let e = Entry::Events(vec![event(9)]);
         wal.append(&[
-            &encode_record(&Tenant("t".into()), &p),
-            &encode_record(&Tenant("t".into()), &e),
+            &encode_record(&Tenant("t".into()), &p, None),
+            &encode_record(&Tenant("t".into()), &e, Some("batch-7")),
         ])
         .expect("append");
         let got = replay(wal.path()).expect("replay");
-        assert_eq!(got[0].1, p);
-        assert_eq!(got[1].1, e);
+        assert_eq!((&got[0].entry, got[0].key.as_deref()), (&p, None));
+        assert_eq!(
+            (&got[1].entry, got[1].key.as_deref()),
+            (&e, Some("batch-7"))
+        );
     }
 
     #[test]
