@@ -26,6 +26,31 @@ enum Command {
     Compare(CompareArgs),
     /// Find change points in a series from a CSV file (e.g. a CI benchmark history).
     Changepoints(ChangepointsArgs),
+    /// Upload profiles (pprof, folded, perf script; gzipped or not) to a server.
+    Import(ImportCmd),
+}
+
+#[derive(Debug, clap::Args)]
+struct ImportCmd {
+    /// The profwatch server, e.g. http://127.0.0.1:4040.
+    #[arg(long, env = "PROFWATCH_SERVER")]
+    server: String,
+    #[arg(long, env = "PROFWATCH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The service the profiles belong to (unless the files name it).
+    #[arg(long)]
+    service: Option<String>,
+    /// A label for every sample, k=v; repeatable (endpoint, build, dc, host or any key).
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// Sampling frequency of folded or perf files in Hz, to derive CPU time.
+    #[arg(long)]
+    sample_rate: Option<u64>,
+    /// No progress bars.
+    #[arg(long)]
+    no_progress: bool,
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -216,13 +241,40 @@ fn compare(args: CompareArgs) -> anyhow::Result<bool> {
     Ok(regressed)
 }
 
-fn main() -> anyhow::Result<()> {
+/// Exit codes: 0 success, 1 `compare` found a regression, 2 any error (the message says what).
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e:#}");
+        std::process::exit(2);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
         Command::Compare(args) => {
             if compare(args)? {
                 std::process::exit(1);
+            }
+        }
+        Command::Import(args) => {
+            let mut labels = Vec::new();
+            for l in &args.labels {
+                let (k, v) = l.split_once('=').with_context(|| format!("--label takes k=v, got {l:?}"))?;
+                labels.push((k.to_owned(), v.to_owned()));
+            }
+            let report = profwatch_collector::import::run(profwatch_collector::import::ImportArgs {
+                server: args.server,
+                token: args.token,
+                service: args.service,
+                labels,
+                sample_rate: args.sample_rate,
+                files: args.files,
+                progress: !args.no_progress,
+            })?;
+            for f in &report.files {
+                eprintln!("{}: {:?}, {} bytes uploaded: {}", f.path.display(), f.format, f.bytes, f.response);
             }
         }
         Command::Changepoints(args) => {
