@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use profwatch_analyzer::alert::{Sink, SinkKind};
 use profwatch_collector::config::{RawClickHouse, RawConfig};
 
 #[derive(Debug, Parser)]
@@ -28,6 +29,8 @@ enum Command {
     Changepoints(ChangepointsArgs),
     /// Upload profiles (pprof, folded, perf script; gzipped or not) to a server.
     Import(ImportCmd),
+    /// Run the per-host sidecar: local socket/UDP in, disk spool, batches to the collector.
+    Agent(profwatch_agent::sidecar::AgentArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -132,6 +135,12 @@ struct ServerArgs {
         hide_env_values = true
     )]
     tokens: Vec<String>,
+    /// How often to analyse, e.g. 5m; 0s turns scheduled analysis off [default: 5m].
+    #[arg(long, env = "PROFWATCH_ANALYSIS_INTERVAL")]
+    analysis_interval: Option<String>,
+    /// An alert webhook, KIND=URL with KIND json, slack or alertmanager; repeatable.
+    #[arg(long = "alert", env = "PROFWATCH_ALERTS", value_delimiter = ',')]
+    alerts: Vec<String>,
 }
 
 impl ServerArgs {
@@ -162,6 +171,31 @@ impl ServerArgs {
                 password: self.clickhouse_password,
             },
             tokens,
+            analysis: profwatch_collector::config::RawAnalysis {
+                interval: self.analysis_interval,
+                ..Default::default()
+            },
+            alerts: self
+                .alerts
+                .iter()
+                .map(|a| {
+                    let (kind, url) = a
+                        .split_once('=')
+                        .with_context(|| format!("--alert takes KIND=URL, got {a:?}"))?;
+                    let kind = match kind {
+                        "json" => SinkKind::Json,
+                        "slack" => SinkKind::Slack,
+                        "alertmanager" => SinkKind::Alertmanager,
+                        other => {
+                            anyhow::bail!("--alert kind {other:?}: use json, slack or alertmanager")
+                        }
+                    };
+                    Ok(Sink {
+                        kind,
+                        url: url.to_owned(),
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?,
             ..Default::default()
         });
         Ok(raw)
@@ -261,20 +295,29 @@ fn run() -> anyhow::Result<()> {
         Command::Import(args) => {
             let mut labels = Vec::new();
             for l in &args.labels {
-                let (k, v) = l.split_once('=').with_context(|| format!("--label takes k=v, got {l:?}"))?;
+                let (k, v) = l
+                    .split_once('=')
+                    .with_context(|| format!("--label takes k=v, got {l:?}"))?;
                 labels.push((k.to_owned(), v.to_owned()));
             }
-            let report = profwatch_collector::import::run(profwatch_collector::import::ImportArgs {
-                server: args.server,
-                token: args.token,
-                service: args.service,
-                labels,
-                sample_rate: args.sample_rate,
-                files: args.files,
-                progress: !args.no_progress,
-            })?;
+            let report =
+                profwatch_collector::import::run(profwatch_collector::import::ImportArgs {
+                    server: args.server,
+                    token: args.token,
+                    service: args.service,
+                    labels,
+                    sample_rate: args.sample_rate,
+                    files: args.files,
+                    progress: !args.no_progress,
+                })?;
             for f in &report.files {
-                eprintln!("{}: {:?}, {} bytes uploaded: {}", f.path.display(), f.format, f.bytes, f.response);
+                eprintln!(
+                    "{}: {:?}, {} bytes uploaded: {}",
+                    f.path.display(),
+                    f.format,
+                    f.bytes,
+                    f.response
+                );
             }
         }
         Command::Changepoints(args) => {
@@ -293,6 +336,7 @@ fn run() -> anyhow::Result<()> {
                 })?;
             print!("{out}");
         }
+        Command::Agent(args) => profwatch_agent::sidecar::main(args)?,
         Command::Server(args) => {
             let cfg = args.into_raw()?.validate()?;
             let rt = tokio::runtime::Builder::new_multi_thread()

@@ -1,0 +1,304 @@
+//! Regression detection through the real server: a build that makes one endpoint dearer is
+//! flagged once, with the function that grew named; acknowledging survives later passes; the
+//! CI gate (`profwatch compare`) fails on it; one alert goes out when it is found and one when
+//! it is resolved, to a real HTTP receiver.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use profwatch_e2e::*;
+use profwatch_model::profile::{ProfileBatch, SampleLabels, StackSample};
+use profwatch_model::RequestEvent;
+
+/// A tiny HTTP receiver: answers 200 to every POST and keeps the bodies.
+fn receiver() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let store = got.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let l = line.to_ascii_lowercase();
+                if let Some(v) = l.strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = reader.read_exact(&mut body);
+            if let Ok(v) = serde_json::from_slice(&body) {
+                store.lock().expect("lock").push(v);
+            }
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (url, got)
+}
+
+struct Rng(u64);
+impl Rng {
+    fn unit(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn normal(&mut self) -> f64 {
+        let (u, v) = (self.unit().max(1e-12), self.unit());
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    }
+}
+
+/// 3000 requests per endpoint and build over 12 hosts in 2 dcs; build 2 makes `GET /a` 8% dearer.
+fn workload() -> Vec<RequestEvent> {
+    let now = profwatch_model::timefmt::now_ns();
+    let mut rng = Rng(42);
+    let mut out = Vec::new();
+    for (build, start_min) in [("1", 50i64), ("2", 25)] {
+        for endpoint in ["GET /a", "GET /b"] {
+            for i in 0..3000u64 {
+                let host = i % 12;
+                let base = if endpoint == "GET /a" {
+                    2_000_000.0
+                } else {
+                    5_000_000.0
+                };
+                let factor = if build == "2" && endpoint == "GET /a" {
+                    1.08
+                } else {
+                    1.0
+                };
+                let cpu = base * factor * (0.3 * rng.normal()).exp();
+                out.push(RequestEvent {
+                    ts: now - start_min * 60_000_000_000 + i as i64 * 6_000_000,
+                    service: "shop".into(),
+                    endpoint: endpoint.into(),
+                    build: build.into(),
+                    dc: if host % 2 == 0 {
+                        "eu1".into()
+                    } else {
+                        "us1".into()
+                    },
+                    host: format!("web-{host}"),
+                    status: 200,
+                    cpu_ns: cpu as u64,
+                    instructions: None,
+                    wall_ns: cpu as u64 * 2,
+                    weight: 1.0,
+                    labels: Default::default(),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn profiles() -> Vec<(String, Vec<ProfileBatch>)> {
+    let now = profwatch_model::timefmt::now_ns();
+    ["1", "2"]
+        .iter()
+        .map(|build| {
+            let hot = if *build == "2" { 1320 } else { 1000 };
+            let stacks = [
+                ("main;serve;a::handle;a::hot", hot),
+                ("main;serve;a::handle;a::cold", 1000),
+                ("main;serve;b::handle", 2000),
+            ];
+            let batch = ProfileBatch {
+                ts: now - 20 * 60_000_000_000,
+                labels: SampleLabels {
+                    service: "shop".into(),
+                    endpoint: "GET /a".into(),
+                    build: (*build).into(),
+                    ..Default::default()
+                },
+                samples: stacks
+                    .iter()
+                    .map(|(s, n)| StackSample {
+                        frames: s.split(';').map(str::to_owned).collect(),
+                        samples: *n,
+                        cpu_ns: 0,
+                    })
+                    .collect(),
+            };
+            ((*build).to_owned(), vec![batch])
+        })
+        .collect()
+}
+
+fn folded(batch: &ProfileBatch) -> Vec<u8> {
+    batch
+        .samples
+        .iter()
+        .map(|s| format!("{} {}\n", s.frames.join(";"), s.samples))
+        .collect::<String>()
+        .into_bytes()
+}
+
+#[test]
+fn a_regression_is_found_named_acknowledged_gated_and_alerted_once() {
+    let art = artifacts("a_regression_is_found_named_acknowledged_gated_and_alerted_once");
+    let (hook, alerts) = receiver();
+    let data = art.join("data");
+    let server = Server::start(
+        &[
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+            "--analysis-interval",
+            "0s",
+            "--alert",
+            &format!("json={hook}"),
+        ],
+        &art.join("server.log"),
+    );
+    let c = server.client();
+    for chunk in workload().chunks(4000) {
+        let r = c.post_events(protobuf(chunk), "application/x-protobuf", None);
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    for (build, batches) in profiles() {
+        let r = reqwest::blocking::Client::new()
+            .post(format!(
+                "{}/api/v1/profiles?format=folded&service=shop&endpoint=GET%20/a&build={build}",
+                c.base
+            ))
+            .body(folded(&batches[0]))
+            .send()
+            .expect("post profile");
+        assert!(r.status().is_success(), "{:?}", r.text());
+    }
+
+    let http = reqwest::blocking::Client::new();
+    let analyze = || -> serde_json::Value {
+        let r = http
+            .post(format!("{}/api/v1/analyze", c.base))
+            .send()
+            .expect("analyze");
+        assert!(r.status().is_success());
+        r.json().expect("json")
+    };
+    let report = analyze();
+    assert_eq!(report["new_regressions"], 1, "{report:#}");
+    let shop = &report["services"][0];
+    assert_eq!(
+        (shop["baseline"].as_str(), shop["candidate"].as_str()),
+        (Some("1"), Some("2"))
+    );
+
+    let list = c.get("/api/v1/regressions").json();
+    let list = list.as_array().expect("array");
+    assert_eq!(list.len(), 1, "only GET /a regressed: {list:#?}");
+    let r = &list[0];
+    assert_eq!(r["endpoint"], "GET /a");
+    assert_eq!(r["state"], "open");
+    let effect = r["effect"].as_f64().expect("effect");
+    assert!((1.04..1.12).contains(&effect), "effect {effect}");
+    assert!(r["effect_low"].as_f64().expect("low") > 1.0);
+    assert_eq!(
+        r["culprits"][0]["function"], "a::hot",
+        "the function that grew is named: {r:#}"
+    );
+    let id = r["id"].as_str().expect("id").to_owned();
+
+    let acked = http
+        .post(format!("{}/api/v1/regressions/{id}/ack", c.base))
+        .send()
+        .expect("ack");
+    assert!(acked.status().is_success());
+    assert_eq!(
+        c.get(&format!("/api/v1/regressions/{id}")).json()["state"],
+        "acknowledged"
+    );
+    let again = analyze();
+    assert_eq!(again["new_regressions"], 0);
+    let list = c.get("/api/v1/regressions").json();
+    assert_eq!(
+        list.as_array().map(Vec::len),
+        Some(1),
+        "no duplicate record"
+    );
+    assert_eq!(
+        list[0]["state"], "acknowledged",
+        "a pass keeps the human's state"
+    );
+    assert_eq!(c.get("/api/v1/regressions/nope").status, 404);
+
+    // The CI gate.
+    let gate = |extra: &[&str]| {
+        let mut args = vec![
+            "compare",
+            "--server",
+            &c.base,
+            "--service",
+            "shop",
+            "--baseline",
+            "build=1",
+            "--candidate",
+            "build=2",
+        ];
+        args.extend_from_slice(extra);
+        std::process::Command::new(profwatch_bin())
+            .args(&args)
+            .output()
+            .expect("run compare")
+    };
+    let out = gate(&[]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a regression fails the gate:\n{table}"
+    );
+    assert!(
+        table.contains("GET /a") && table.contains("REGRESSION"),
+        "{table}"
+    );
+    let out = gate(&["--endpoint", "GET /b", "--format", "json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["endpoints"][0]["verdict"], "same");
+    let out = gate(&["--baseline", "nonsense"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a usage error is not a regression"
+    );
+
+    // Resolving sends the second and last alert.
+    let resolved = http
+        .post(format!("{}/api/v1/regressions/{id}/resolve", c.base))
+        .send()
+        .expect("resolve");
+    assert!(resolved.status().is_success());
+    assert!(eventually(Duration::from_secs(20), || alerts
+        .lock()
+        .expect("lock")
+        .len()
+        >= 2));
+    std::thread::sleep(Duration::from_millis(500));
+    let got = alerts.lock().expect("lock").clone();
+    let statuses: Vec<&str> = got
+        .iter()
+        .map(|a| a["status"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(statuses, ["firing", "resolved"], "{got:#?}");
+    assert_eq!(got[0]["regression"]["endpoint"], "GET /a");
+}
