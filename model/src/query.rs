@@ -266,3 +266,20 @@ impl CostSamples {
         });
     }
 }
+
+/// `Store::endpoint_series`: every endpoint's series of a service in one query.
+#[derive(Debug, Clone)]
+pub struct SeriesQuery {
+    pub tenant: Tenant,
+    pub service: String,
+    pub range: TimeRange,
+    /// Bucket width in nanoseconds.
+    pub step: i64,
+}
+
+/// One endpoint's points (no grouping), sorted by time.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EndpointSeries {
+    pub endpoint: String,
+    pub points: Vec<TimeseriesPoint>,
+}

@@ -13,8 +13,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use profwatch_model::profile::{ProfileBatch, ProfileQuery, StackProfile};
 use profwatch_model::query::{
-    BuildSummary, BuildsQuery, CostSamples, CostSamplesQuery, EndpointStats, EndpointsQuery,
-    ServiceSummary, ServicesQuery, TimeseriesPoint, TimeseriesQuery,
+    BuildSummary, BuildsQuery, CostSamples, CostSamplesQuery, EndpointSeries, EndpointStats,
+    EndpointsQuery, SeriesQuery, ServiceSummary, ServicesQuery, TimeseriesPoint, TimeseriesQuery,
 };
 use profwatch_model::regression::RegressionRecord;
 use profwatch_model::{RequestEvent, Tenant};
@@ -96,6 +96,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// The same figures per time bucket for one endpoint.
     async fn timeseries(&self, q: &TimeseriesQuery) -> Result<Vec<TimeseriesPoint>, StoreError>;
+
+    /// Every endpoint's timeseries (no grouping) of a service, in one pass over the data; sorted
+    /// by endpoint, points by time.
+    async fn endpoint_series(&self, q: &SeriesQuery) -> Result<Vec<EndpointSeries>, StoreError>;
 
     /// The builds of a service in the range, with first and last request and weighted count.
     async fn builds(&self, q: &BuildsQuery) -> Result<Vec<BuildSummary>, StoreError>;

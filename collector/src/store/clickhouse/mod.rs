@@ -482,6 +482,41 @@ impl Store for ClickHouseStore {
             .collect())
     }
 
+    async fn endpoint_series(
+        &self,
+        q: &profwatch_model::query::SeriesQuery,
+    ) -> Result<Vec<profwatch_model::query::EndpointSeries>, StoreError> {
+        if q.step <= 0 {
+            return Err(StoreError::Query(format!("the series step must be positive, not {}", q.step)));
+        }
+        let sql = format!(
+            "SELECT toInt64(intDiv(intDiv(ts, toInt64(?)) * toInt64(?), {NS_PER_SECOND})) AS row_key, \
+             toString(endpoint) AS grp, {stats} FROM events \
+             WHERE tenant = ? AND service = ? AND ts >= ? AND ts < ? \
+             GROUP BY row_key, endpoint ORDER BY grp, row_key",
+            stats = stats_select(),
+        );
+        let query = self
+            .client
+            .query(&sql)
+            .bind(q.step)
+            .bind(q.step)
+            .bind(q.tenant.as_str())
+            .bind(q.service.as_str())
+            .bind(q.range.from)
+            .bind(q.range.to);
+        let rows: Vec<StatsRow<i64>> = self.fetch_stats(&format!("endpoint series of service {:?}", q.service), query).await?;
+        let mut out: Vec<profwatch_model::query::EndpointSeries> = Vec::new();
+        for row in rows {
+            let point = TimeseriesPoint { time: row.key, group: None, stats: row.stats() };
+            match out.last_mut() {
+                Some(s) if s.endpoint == row.grp => s.points.push(point),
+                _ => out.push(profwatch_model::query::EndpointSeries { endpoint: row.grp.clone(), points: vec![point] }),
+            }
+        }
+        Ok(out)
+    }
+
     async fn builds(
         &self,
         q: &profwatch_model::query::BuildsQuery,

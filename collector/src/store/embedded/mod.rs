@@ -39,8 +39,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use profwatch_model::profile::{ProfileBatch, ProfileQuery, StackProfile};
 use profwatch_model::query::{
-    BuildSummary, BuildsQuery, CostSamples, CostSamplesQuery, EndpointStats, EndpointsQuery,
-    ServiceSummary, ServicesQuery, TimeRange, TimeseriesPoint, TimeseriesQuery,
+    BuildSummary, BuildsQuery, CostSamples, CostSamplesQuery, EndpointSeries, EndpointStats,
+    EndpointsQuery, SeriesQuery, ServiceSummary, ServicesQuery, TimeRange, TimeseriesPoint,
+    TimeseriesQuery,
 };
 use profwatch_model::regression::RegressionRecord;
 use profwatch_model::timefmt::now_ns;
@@ -880,6 +881,14 @@ impl Store for EmbeddedStore {
             ..q.clone()
         };
         self.run(move |src, t| query::timeseries(&src, &q, t)).await
+    }
+
+    async fn endpoint_series(&self, q: &SeriesQuery) -> Result<Vec<EndpointSeries>, StoreError> {
+        let q = SeriesQuery {
+            range: self.clamp(q.range),
+            ..q.clone()
+        };
+        self.run(move |src, t| query::endpoint_series(&src, &q, t)).await
     }
 
     async fn builds(&self, q: &BuildsQuery) -> Result<Vec<BuildSummary>, StoreError> {

@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 
 use profwatch_model::profile::{ProfileQuery, ProfileRow, SampleLabels, StackProfile};
 use profwatch_model::query::{
-    BuildSummary, BuildsQuery, CostAccumulator, CostRow, CostSamples, CostSamplesQuery,
+    EndpointSeries, SeriesQuery, BuildSummary, BuildsQuery, CostAccumulator, CostRow, CostSamples, CostSamplesQuery,
     EndpointStats, EndpointsQuery, GroupBy, ServiceSummary, ServicesQuery, TimeRange,
     TimeseriesPoint, TimeseriesQuery,
 };
@@ -612,5 +612,53 @@ pub fn cost_samples(
     Ok(groups
         .into_values()
         .filter(|g| !g.rows.is_empty())
+        .collect())
+}
+
+/// Every endpoint's series of a service.
+pub fn endpoint_series(sources: &[Source], q: &SeriesQuery, threads: usize) -> Result<Vec<EndpointSeries>, StoreError> {
+    let mut groups = Groups::default();
+    let maps: Vec<GroupMap> = sources
+        .iter()
+        .map(|s| {
+            s.keys()
+                .iter()
+                .map(|k| (k.tenant == q.tenant.0 && k.service == q.service).then(|| groups.id(&k.endpoint, None)))
+                .collect()
+        })
+        .collect();
+    let range = q.range;
+    let step = q.step.max(1);
+    let work: Vec<(&Source, &GroupMap)> = sources
+        .iter()
+        .zip(&maps)
+        .filter(|(s, m)| s.overlaps(range) && m.iter().any(Option::is_some))
+        .collect();
+    let acc = parallel(&work, threads, |(src, map), acc: &mut HashMap<(u32, i64), CostAccumulator>| {
+        src.for_each_chunk(|rows| {
+            for i in 0..rows.len() {
+                let ts = rows.ts[i];
+                if ts < range.from || ts >= range.to {
+                    continue;
+                }
+                let Some(Some(g)) = map.get(rows.series[i] as usize) else { continue };
+                let bucket = ts.div_euclid(step) * step;
+                acc.entry((*g, bucket)).or_default().add(rows.cpu_ns[i], rows.instructions[i], rows.weight[i]);
+            }
+        })
+    })?;
+    let mut by_endpoint: BTreeMap<String, BTreeMap<i64, CostAccumulator>> = BTreeMap::new();
+    for ((g, bucket), a) in acc {
+        by_endpoint.entry(groups.names[g as usize].0.clone()).or_default().insert(bucket, a);
+    }
+    Ok(by_endpoint
+        .into_iter()
+        .map(|(endpoint, points)| EndpointSeries {
+            endpoint,
+            points: points
+                .into_iter()
+                .map(|(bucket, a)| TimeseriesPoint { time: bucket.div_euclid(NANOS_PER_SEC), group: None, stats: a.finish() })
+                .collect(),
+        })
         .collect())
 }
