@@ -32,7 +32,7 @@ impl Profile {
             dcs: 3,
             hosts: 50,
             span_secs: 6 * 3600,
-            seed: 0x5eed_0f_be4c,
+            seed: 0x5EED_0FBE,
         }
     }
 
@@ -111,7 +111,7 @@ impl Rng {
     }
 
     fn below(&mut self, n: usize) -> usize {
-        ((self.next_u64() >> 32) * n as u64 >> 32) as usize
+        (((self.next_u64() >> 32) * n as u64) >> 32) as usize
     }
 
     /// Standard normal (Box-Muller).

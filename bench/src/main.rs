@@ -44,7 +44,8 @@ struct Cli {
     /// Print the results as one JSON document on stdout (progress still goes to stderr).
     #[arg(long, global = true)]
     json: bool,
-    /// Keep the scratch directory (data dir and server log) instead of deleting it.
+    /// Keep the scratch directory (data dir and server log) and the ClickHouse database
+    /// instead of deleting them.
     #[arg(long, global = true)]
     keep: bool,
     #[command(subcommand)]
@@ -205,7 +206,16 @@ impl Setup {
         ));
         report.set("date", json!(sys::today_utc()));
         report.set("machine", machine.json());
-        report.set("bin", json!(bin.display().to_string()));
+        let built = std::fs::metadata(&bin)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| profwatch_model::timefmt::format_rfc3339(d.as_nanos() as i64))
+            .unwrap_or_default();
+        report.set(
+            "bin",
+            json!({"path": bin.display().to_string(), "modified": built}),
+        );
         let (store_args, clickhouse) = match &store.clickhouse_url {
             None => {
                 let data_dir = work.path().join("data");
@@ -217,7 +227,8 @@ impl Setup {
                 (StoreArgs::Embedded { data_dir }, None)
             }
             Some(url) => {
-                let ch = ClickHouse::new(url)?;
+                let mut ch = ClickHouse::new(url)?;
+                ch.keep = cli.keep;
                 let version = ch.version()?;
                 report.line(format!(
                     "store: ClickHouse {version} at {url}, scratch database {}",
@@ -236,7 +247,10 @@ impl Setup {
                 )
             }
         };
-        report.line(format!("server binary: {}", bin.display()));
+        report.line(format!(
+            "server binary: {} (modified {built})",
+            bin.display()
+        ));
         Ok(Setup {
             bin,
             store: store_args,
@@ -365,8 +379,8 @@ fn load(
         r.retried_batches, r.batches, r.status_429, r.status_503
     ));
     report.line(format!(
-        "  CPU (average cores): profwatch server {}, bench client {}, whole machine {}",
-        cores["profwatch_server"], cores["bench_client"], cores["machine_busy"]
+        "  CPU (average cores): profwatch server {}, bench client {}, whole machine {} (so {} for everything else); busiest other processes {}",
+        cores["profwatch_server"], cores["bench_client"], cores["machine_busy"], cores["everything_else"], cores["top_other_processes"]
     ));
     report.line(format!(
         "  verified: /api/v1/endpoints counts exactly {verified} events (= acknowledged, per service)"
@@ -556,8 +570,8 @@ fn query(cli: &Cli, a: &QueryArgs, report: &mut Report) -> anyhow::Result<()> {
     report_query(report, &endpoints, service_events);
     report_query(report, &services, r.acked);
     report.line(format!(
-        "  CPU while querying (average cores): profwatch server {}, whole machine {}",
-        cores["profwatch_server"], cores["machine_busy"]
+        "  CPU while querying (average cores): profwatch server {}, whole machine {} (so {} for everything else); busiest other processes {}",
+        cores["profwatch_server"], cores["machine_busy"], cores["everything_else"], cores["top_other_processes"]
     ));
     let q = |t: &QueryTiming, scope: u64| {
         json!({

@@ -192,6 +192,8 @@ pub fn tail(path: &Path) -> String {
 pub struct ClickHouse {
     pub url: String,
     pub database: String,
+    /// Leave the database in place at the end (`--keep`).
+    pub keep: bool,
     http: reqwest::blocking::Client,
 }
 
@@ -205,6 +207,7 @@ impl ClickHouse {
         let ch = ClickHouse {
             url: url.trim_end_matches('/').to_owned(),
             database: format!("pw_bench_{}", std::process::id()),
+            keep: false,
             http,
         };
         ch.exec(&format!("DROP DATABASE IF EXISTS {}", ch.database))
@@ -256,6 +259,10 @@ impl ClickHouse {
 
 impl Drop for ClickHouse {
     fn drop(&mut self) {
+        if self.keep {
+            eprintln!("kept ClickHouse database {}", self.database);
+            return;
+        }
         if let Err(e) = self.exec(&format!("DROP DATABASE IF EXISTS {}", self.database)) {
             eprintln!("warning: could not drop database {}: {e:#}", self.database);
         }

@@ -1,8 +1,9 @@
 //! Facts about the machine and CPU accounting from `/proc`.
 
+use std::collections::HashMap;
 use std::path::Path;
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 /// What the report says about the machine.
 #[derive(Debug, Clone)]
@@ -76,21 +77,68 @@ pub fn machine_cpu_secs() -> Option<(f64, f64)> {
     Some(((total - idle) / TICKS, total / TICKS))
 }
 
-/// CPU use over an interval: of the server, of this process, of the machine.
-#[derive(Debug, Clone, Copy)]
+/// CPU seconds of every process now, by pid, with its command name.
+fn all_processes() -> HashMap<u32, (String, f64)> {
+    let mut out = HashMap::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in rd.filter_map(Result::ok) {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default();
+        if let Some(cpu) = process_cpu_secs(pid) {
+            out.insert(pid, (comm, cpu));
+        }
+    }
+    out
+}
+
+/// CPU use over an interval: of the server, of this process, of the machine, of the others.
+#[derive(Debug, Clone)]
 pub struct CpuMark {
+    server_pid: u32,
     server: Option<f64>,
     me: Option<f64>,
     machine: Option<(f64, f64)>,
+    processes: HashMap<u32, (String, f64)>,
 }
 
 impl CpuMark {
     pub fn now(server_pid: u32) -> CpuMark {
         CpuMark {
+            server_pid,
             server: process_cpu_secs(server_pid),
             me: process_cpu_secs(std::process::id()),
             machine: machine_cpu_secs(),
+            processes: all_processes(),
         }
+    }
+
+    /// The processes other than the server and this one that used the most CPU since `self`,
+    /// as (command, average cores), at most 3, ignoring those under 0.05 cores.
+    pub fn others_until(&self, later: &CpuMark, secs: f64) -> Vec<(String, f64)> {
+        let me = std::process::id();
+        let mut v: Vec<(String, f64)> = later
+            .processes
+            .iter()
+            .filter(|(pid, _)| **pid != me && **pid != self.server_pid)
+            .map(|(pid, (comm, cpu))| {
+                let before = self.processes.get(pid).map_or(0.0, |(_, c)| *c);
+                (format!("{comm}[{pid}]"), (cpu - before) / secs.max(1e-9))
+            })
+            .filter(|(_, cores)| *cores >= 0.05)
+            .collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1));
+        v.truncate(3);
+        v
     }
 
     /// Cores used on average between `self` and `later`, over `secs` of wall time.
@@ -103,10 +151,23 @@ impl CpuMark {
             (Some((b0, _)), Some((b1, _))) if secs > 0.0 => Some(round((b1 - b0) / secs, 2)),
             _ => None,
         };
+        let others: Map<String, Value> = self
+            .others_until(later, secs)
+            .into_iter()
+            .map(|(n, c)| (n, json!(round(c, 2))))
+            .collect();
+        let server = per(self.server, later.server);
+        let me = per(self.me, later.me);
+        let rest = match (machine, server, me) {
+            (Some(m), Some(s), Some(c)) => Some(round((m - s - c).max(0.0), 2)),
+            _ => None,
+        };
         json!({
-            "profwatch_server": per(self.server, later.server),
-            "bench_client": per(self.me, later.me),
+            "profwatch_server": server,
+            "bench_client": me,
             "machine_busy": machine,
+            "everything_else": rest,
+            "top_other_processes": others,
         })
     }
 }

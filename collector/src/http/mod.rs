@@ -8,6 +8,7 @@
 //! | `POST /push.v1.PusherService/Push`, `POST /ingest` | Pyroscope compatibility ([`pyroscope`]) |
 //! | `GET /api/v1/regressions[/{id}]`, `POST /api/v1/regressions/{id}/ack|resolve`, `POST /api/v1/analyze`, `GET /api/v1/compare` | regressions ([`regressions`]) |
 //! | `GET /healthz`, `/readyz`, `/metrics` | operations |
+//! | `GET /`, `/assets/{file}` | the dashboard ([`profwatch_ui`]) |
 
 pub mod auth;
 pub mod body;
@@ -65,6 +66,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(profwatch_ui::router())
         .fallback(|| async { error::ApiError::NotFound("no such route; see docs/api.md".into()) })
         .with_state(state)
 }

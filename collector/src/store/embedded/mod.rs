@@ -127,6 +127,8 @@ struct Shared {
     queued: AtomicUsize,
     /// Idempotency keys accepted within the window: (tenant, key) → received (unix ns).
     seen: Mutex<HashMap<(String, String), i64>>,
+    /// Held by a compaction and retention pass, so two never pick the same inputs.
+    maintenance: Mutex<()>,
 }
 
 /// The embedded store. Cheap to share behind an `Arc`.
@@ -296,6 +298,7 @@ impl EmbeddedStore {
             closed: AtomicBool::new(false),
             queued: AtomicUsize::new(0),
             seen: Mutex::new(seen),
+            maintenance: Mutex::new(()),
         });
         let regressions = regressions::Regressions::open(&dir, &shared.tmp_dir)?;
         let (tx, rx) = mpsc::sync_channel(cfg.queue_batches.max(1));
@@ -304,6 +307,8 @@ impl EmbeddedStore {
         threads.push(spawn("profwatch-wal", move || writer_loop(&s, rx, wal))?);
         let s = shared.clone();
         threads.push(spawn("profwatch-flush", move || flusher_loop(&s))?);
+        let s = shared.clone();
+        threads.push(spawn("profwatch-compact", move || maintenance_loop(&s))?);
         Ok(EmbeddedStore {
             shared,
             tx: Mutex::new(Some(tx)),
@@ -555,7 +560,6 @@ fn rotate(s: &Shared, wal: &mut Wal) -> Result<(), StoreError> {
 }
 
 fn flusher_loop(s: &Shared) {
-    let mut last_maintenance = Instant::now();
     loop {
         let next = read(&s.state).frozen.first().cloned();
         if let Some(mt) = next {
@@ -575,16 +579,25 @@ fn flusher_loop(s: &Shared) {
         if s.closed.load(Ordering::SeqCst) {
             return;
         }
-        if last_maintenance.elapsed() >= Duration::from_secs(10) {
-            if let Err(e) = maintain(s) {
-                tracing::error!(error = %e, "compaction or retention failed");
-            }
-            last_maintenance = Instant::now();
-        }
         let guard = lock(&s.frozen_lock);
         let _ = s
             .frozen_changed
             .wait_timeout(guard, Duration::from_millis(200));
+    }
+}
+
+/// Compaction and retention, on their own thread so that a long merge never holds up flushes
+/// (and through them the writer).
+fn maintenance_loop(s: &Shared) {
+    let mut last = Instant::now();
+    while !s.closed.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(200));
+        if last.elapsed() >= Duration::from_secs(10) {
+            if let Err(e) = maintain(s) {
+                tracing::error!(error = %e, "compaction or retention failed");
+            }
+            last = Instant::now();
+        }
     }
 }
 
@@ -634,6 +647,7 @@ fn flush_memtable(s: &Shared, mt: &Arc<MemTable>) -> Result<(), StoreError> {
 /// One pass of retention (drop segments wholly past it) and compaction (merge the oldest run
 /// of small segments).
 fn maintain(s: &Shared) -> Result<(), StoreError> {
+    let _one_at_a_time = lock(&s.maintenance);
     let cutoff = now_ns().saturating_sub(s.cfg.retention.as_nanos() as i64);
     {
         let mut st = write(&s.state);

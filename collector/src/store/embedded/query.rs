@@ -105,8 +105,23 @@ impl Source {
         }
     }
 
-    fn for_each_chunk(&self, mut f: impl FnMut(&Rows)) -> Result<(), StoreError> {
+    /// How many parts a scan of this source can be split into.
+    fn parts(&self, threads: usize) -> usize {
         match self {
+            Source::Segment(s) => segment::row_groups(s.rows).min(threads.max(1)),
+            _ => 1,
+        }
+    }
+
+    fn for_each_chunk(&self, f: impl FnMut(&Rows)) -> Result<(), StoreError> {
+        self.for_each_chunk_part(0, 1, f)
+    }
+
+    /// Part `part` of `parts` of the rows (see [`Source::parts`]).
+    fn for_each_chunk_part(&self, part: usize, parts: usize, mut f: impl FnMut(&Rows)) -> Result<(), StoreError> {
+        match self {
+            Source::Segment(s) => segment::scan_part(s, Projection::default(), part, parts, f),
+            _ if part > 0 => Ok(()),
             Source::Active(m) => {
                 f(&m.read().unwrap_or_else(|e| e.into_inner()).rows);
                 Ok(())
@@ -115,8 +130,18 @@ impl Source {
                 f(&m.rows);
                 Ok(())
             }
-            Source::Segment(s) => segment::scan(s, Projection::default(), f),
         }
+    }
+}
+
+/// Work items that wrap a source.
+trait AsSource {
+    fn source(&self) -> &Source;
+}
+
+impl AsSource for (&Source, &GroupMap) {
+    fn source(&self) -> &Source {
+        self.0
     }
 }
 
@@ -152,30 +177,37 @@ fn group_value(k: &SeriesKey, g: GroupBy) -> Option<&str> {
     }
 }
 
-/// Runs `per_source` over the sources on up to `threads` threads and merges the partial maps.
+/// Runs `per_part` over every part of every source (see [`Source::parts`]) on up to
+/// `threads` threads, each taking the next part when it is done, and merges the partial maps.
 fn parallel<T, K, F>(
     sources: &[T],
     threads: usize,
-    per_source: F,
+    per_part: F,
 ) -> Result<HashMap<K, CostAccumulator>, StoreError>
 where
-    T: Sync,
+    T: Sync + AsSource,
     K: std::hash::Hash + Eq + Send,
-    F: Fn(&T, &mut HashMap<K, CostAccumulator>) -> Result<(), StoreError> + Sync,
+    F: Fn(&T, usize, usize, &mut HashMap<K, CostAccumulator>) -> Result<(), StoreError> + Sync,
 {
-    let threads = threads.clamp(1, sources.len().max(1));
-    let chunks: Vec<&[T]> = sources
-        .chunks(sources.len().div_ceil(threads).max(1))
+    let threads = threads.max(1);
+    let work: Vec<(&T, usize, usize)> = sources
+        .iter()
+        .flat_map(|t| {
+            let parts = t.source().parts(threads);
+            (0..parts).map(move |p| (t, p, parts))
+        })
         .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
     let partials: Vec<Result<HashMap<K, CostAccumulator>, StoreError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = chunks
-            .iter()
-            .map(|chunk| {
-                let per_source = &per_source;
+        let handles: Vec<_> = (0..threads.min(work.len().max(1)))
+            .map(|_| {
+                let (per_part, work, next) = (&per_part, &work, &next);
                 s.spawn(move || {
                     let mut acc = HashMap::new();
-                    for src in chunk.iter() {
-                        per_source(src, &mut acc)?;
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((t, part, parts)) = work.get(i) else { break };
+                        per_part(t, *part, *parts, &mut acc)?;
                     }
                     Ok(acc)
                 })
@@ -273,10 +305,10 @@ fn scan_grouped(
     parallel(
         &work,
         threads,
-        |(src, map), acc: &mut HashMap<u32, CostAccumulator>| {
+        |(src, map), part, parts, acc: &mut HashMap<u32, CostAccumulator>| {
             let mut dense: Vec<CostAccumulator> = Vec::new();
             let mut used: Vec<u32> = Vec::new();
-            src.for_each_chunk(|rows| {
+            src.for_each_chunk_part(part, parts, |rows| {
                 for i in 0..rows.len() {
                     let ts = rows.ts[i];
                     if ts < range.from || ts >= range.to {
@@ -331,8 +363,8 @@ pub fn timeseries(
     let acc = parallel(
         &work,
         threads,
-        |(src, map), acc: &mut HashMap<(u32, i64), CostAccumulator>| {
-            src.for_each_chunk(|rows| {
+        |(src, map), part, parts, acc: &mut HashMap<(u32, i64), CostAccumulator>| {
+            src.for_each_chunk_part(part, parts, |rows| {
                 for i in 0..rows.len() {
                     let ts = rows.ts[i];
                     if ts < range.from || ts >= range.to {
@@ -634,8 +666,8 @@ pub fn endpoint_series(sources: &[Source], q: &SeriesQuery, threads: usize) -> R
         .zip(&maps)
         .filter(|(s, m)| s.overlaps(range) && m.iter().any(Option::is_some))
         .collect();
-    let acc = parallel(&work, threads, |(src, map), acc: &mut HashMap<(u32, i64), CostAccumulator>| {
-        src.for_each_chunk(|rows| {
+    let acc = parallel(&work, threads, |(src, map), part, parts, acc: &mut HashMap<(u32, i64), CostAccumulator>| {
+        src.for_each_chunk_part(part, parts, |rows| {
             for i in 0..rows.len() {
                 let ts = rows.ts[i];
                 if ts < range.from || ts >= range.to {

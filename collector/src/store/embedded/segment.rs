@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::schema::types::ColumnPath;
 use parquet::data_type::{DoubleType, Int32Type, Int64Type};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
@@ -158,6 +159,12 @@ pub fn write(
             .set_compression(Compression::ZSTD(
                 ZstdLevel::try_new(1).map_err(|e| pq(&tmp, e))?,
             ))
+            // Rows are sorted by (series, ts): time deltas are small; costs are near-unique.
+            .set_column_dictionary_enabled(ColumnPath::from("ts"), false)
+            .set_column_encoding(ColumnPath::from("ts"), Encoding::DELTA_BINARY_PACKED)
+            .set_column_dictionary_enabled(ColumnPath::from("cpu_ns"), false)
+            .set_column_dictionary_enabled(ColumnPath::from("instructions"), false)
+            .set_column_dictionary_enabled(ColumnPath::from("wall_ns"), false)
             .set_key_value_metadata(Some(vec![
                 KeyValue::new(KEY_SERIES.to_owned(), series_json),
                 KeyValue::new(KEY_MIN_TS.to_owned(), min_ts.to_string()),
@@ -317,17 +324,30 @@ pub struct Projection {
     pub wall_ns: bool,
 }
 
+/// Row groups in a segment of `rows` rows.
+pub fn row_groups(rows: u64) -> usize {
+    (rows as usize).div_ceil(ROW_GROUP).max(1)
+}
+
 /// Reads a segment row group by row group, calling `f` with each group's rows.
-pub fn scan(
+pub fn scan(seg: &SegmentMeta, projection: Projection, f: impl FnMut(&Rows)) -> Result<(), StoreError> {
+    scan_part(seg, projection, 0, 1, f)
+}
+
+/// Like [`scan`], for the row groups `g` with `g % parts == part` only, so that several threads
+/// can share one segment.
+pub fn scan_part(
     seg: &SegmentMeta,
     projection: Projection,
+    part: usize,
+    parts: usize,
     mut f: impl FnMut(&Rows),
 ) -> Result<(), StoreError> {
     let path = &seg.path;
     let file = File::open(path).map_err(|e| StoreError::io("open", path, e))?;
     let reader = SerializedFileReader::new(file).map_err(|e| pq(path, e))?;
     let mut rows = Rows::default();
-    for g in 0..reader.num_row_groups() {
+    for g in (0..reader.num_row_groups()).filter(|g| g % parts.max(1) == part) {
         let rg = reader.get_row_group(g).map_err(|e| pq(path, e))?;
         let n = rg.metadata().num_rows().max(0) as usize;
         read_rows(rg.as_ref(), n, projection, &mut rows).map_err(|e| pq(path, e))?;
