@@ -16,15 +16,15 @@ use std::time::Duration;
 use profwatch_analyzer::alert::{AlertStatus, Dispatcher};
 use profwatch_analyzer::attribution::{self, Snapshot};
 use profwatch_analyzer::{
-    choose_builds, compare_all, BuildTraffic, CompareConfig, Comparison, EndpointSamples, Metric,
-    Sample, Verdict,
+    choose_builds, compare_all, detect, BuildTraffic, ChangepointConfig, CompareConfig, Comparison,
+    EndpointSamples, Metric, Sample, Verdict,
 };
 use profwatch_model::profile::{LabelFilter, ProfileQuery};
 use profwatch_model::query::{
-    BuildsQuery, CostSamples, CostSamplesQuery, ServicesQuery, TimeRange,
+    BuildSummary, BuildsQuery, CostSamples, CostSamplesQuery, SeriesQuery, ServicesQuery, TimeRange,
 };
 use profwatch_model::regression::{Culprit, RegressionRecord, RegressionState};
-use profwatch_model::timefmt::now_ns;
+use profwatch_model::timefmt::{format_rfc3339, now_ns, NANOS_PER_SEC};
 use profwatch_model::Tenant;
 use serde::Serialize;
 
@@ -39,6 +39,12 @@ pub struct AnalysisConfig {
     pub compare: CompareConfig,
     /// Functions named per regression.
     pub culprits: usize,
+    /// Bucket width of the per-endpoint series that change points are sought in.
+    pub bucket: Duration,
+    /// The change-point detector's settings.
+    pub changepoints: ChangepointConfig,
+    /// Buckets with fewer requests are left out of the series (too noisy to place a change).
+    pub min_bucket_requests: f64,
 }
 
 impl Default for AnalysisConfig {
@@ -47,6 +53,9 @@ impl Default for AnalysisConfig {
             window: Duration::from_secs(24 * 3600),
             compare: CompareConfig::default(),
             culprits: 5,
+            bucket: Duration::from_secs(600),
+            changepoints: ChangepointConfig::default(),
+            min_bucket_requests: 20.0,
         }
     }
 }
@@ -293,7 +302,9 @@ impl Analyzer {
             choose_builds(&traffic, self.cfg.compare.min_requests as f64)
         else {
             report.skipped_services.push(service.to_owned());
-            return Ok(());
+            return self
+                .pass_windows(tenant, service, &builds, records, report)
+                .await;
         };
         let comparisons = self
             .compare(tenant, service, &baseline, &candidate, None, None)
@@ -414,7 +425,194 @@ impl Analyzer {
             candidate,
             endpoints: comparisons,
         });
+        self.pass_windows(tenant, service, &builds, records, report)
+            .await
+    }
+
+    /// Change points in each endpoint's series, each confirmed by a compare of the windows on
+    /// either side and tied to the build rollout nearest to it. A change that a build compare
+    /// already recorded (same endpoint, that build as candidate) is not recorded twice.
+    async fn pass_windows(
+        &self,
+        tenant: &Tenant,
+        service: &str,
+        builds: &[BuildSummary],
+        records: &mut Vec<RegressionRecord>,
+        report: &mut PassReport,
+    ) -> Result<(), AnalysisError> {
+        let step = (self.cfg.bucket.as_nanos() as i64).max(NANOS_PER_SEC);
+        let series = self
+            .store
+            .endpoint_series(&SeriesQuery {
+                tenant: tenant.clone(),
+                service: service.to_owned(),
+                range: self.window(),
+                step,
+            })
+            .await?;
+        for s in series {
+            let points: Vec<&profwatch_model::query::TimeseriesPoint> = s
+                .points
+                .iter()
+                .filter(|p| p.stats.requests >= self.cfg.min_bucket_requests)
+                .collect();
+            let counted = points.iter().all(|p| p.stats.instructions.is_some());
+            let values: Vec<f64> = points
+                .iter()
+                .map(|p| match (&p.stats.instructions, counted) {
+                    (Some(d), true) => d.p50,
+                    _ => p.stats.cpu_ns.p50,
+                })
+                .collect();
+            if values.len() < 2 * self.cfg.changepoints.min_segment {
+                continue;
+            }
+            let changes = match detect(&values, &self.cfg.changepoints) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(endpoint = %s.endpoint, error = %e, "no change-point analysis");
+                    continue;
+                }
+            };
+            for ch in changes
+                .into_iter()
+                .filter(|c| c.change_pct >= self.cfg.compare.min_effect * 100.0)
+            {
+                let Some(point) = points.get(ch.index) else {
+                    continue;
+                };
+                let at = point.time * NANOS_PER_SEC;
+                let rollout = builds
+                    .iter()
+                    .min_by_key(|b| (b.first_seen - at).abs())
+                    .filter(|b| (b.first_seen - at).abs() <= 3 * step);
+                if let Some(b) = rollout {
+                    if records.iter().any(|r| {
+                        r.endpoint == s.endpoint && r.candidate == b.build && r.service == service
+                    }) {
+                        continue;
+                    }
+                }
+                // Confirm with a compare of equal windows on either side of the change.
+                let span = step * self.cfg.changepoints.min_segment as i64;
+                let before = TimeRange {
+                    from: at - span,
+                    to: at,
+                };
+                let after = TimeRange {
+                    from: at,
+                    to: at + span,
+                };
+                let Some(c) = self
+                    .compare_windows(tenant, service, &s.endpoint, before, after)
+                    .await?
+                else {
+                    continue;
+                };
+                if c.verdict != Verdict::Regression {
+                    continue;
+                }
+                let metric = metric_name(c.metric);
+                let baseline = format!("before {}", format_rfc3339(at));
+                let candidate = rollout.map_or_else(
+                    || format!("after {}", format_rfc3339(at)),
+                    |b| b.build.clone(),
+                );
+                let id = RegressionRecord::make_id(
+                    &tenant.0,
+                    service,
+                    &s.endpoint,
+                    metric,
+                    &baseline,
+                    &candidate,
+                );
+                if records.iter().any(|r| r.id == id) {
+                    continue;
+                }
+                let now = now_ns();
+                let ci =
+                    c.ci.map(|i| (i.low, i.high))
+                        .unwrap_or((f64::NAN, f64::NAN));
+                let record = RegressionRecord {
+                    id,
+                    tenant: tenant.0.clone(),
+                    service: service.to_owned(),
+                    endpoint: s.endpoint.clone(),
+                    metric: metric.to_owned(),
+                    baseline,
+                    candidate,
+                    effect: c.effect.unwrap_or(1.0),
+                    effect_low: ci.0,
+                    effect_high: ci.1,
+                    ratio_of_means: c.ratio_of_means,
+                    p_value: c.p_value.unwrap_or(ch.p_value),
+                    q_value: c.q_value.unwrap_or(1.0),
+                    baseline_median: c.median_baseline.unwrap_or(ch.before),
+                    candidate_median: c.median_candidate.unwrap_or(ch.after),
+                    baseline_requests: c.n_baseline as u64,
+                    candidate_requests: c.n_candidate as u64,
+                    culprits: Vec::new(),
+                    first_seen: now,
+                    last_seen: now,
+                    state: RegressionState::Open,
+                    updated: now,
+                };
+                self.store.put_regression(&record).await?;
+                if let Some(a) = &self.alerts {
+                    a.send(AlertStatus::Firing, &record);
+                }
+                tracing::warn!(service, endpoint = %record.endpoint, at = %format_rfc3339(at), "change point found");
+                records.push(record);
+                report.new_regressions += 1;
+            }
+        }
         Ok(())
+    }
+
+    /// Compares one endpoint's requests in two time windows (all builds).
+    async fn compare_windows(
+        &self,
+        tenant: &Tenant,
+        service: &str,
+        endpoint: &str,
+        before: TimeRange,
+        after: TimeRange,
+    ) -> Result<Option<Comparison>, AnalysisError> {
+        let query = |range: TimeRange| CostSamplesQuery {
+            tenant: tenant.clone(),
+            service: service.to_owned(),
+            range,
+            builds: Vec::new(),
+            endpoint: Some(endpoint.to_owned()),
+        };
+        let merge = |groups: Vec<CostSamples>, name: &str| {
+            let mut all = CostSamples {
+                endpoint: endpoint.to_owned(),
+                build: name.to_owned(),
+                ..Default::default()
+            };
+            for g in groups {
+                for r in &g.rows {
+                    all.push(
+                        r.ts,
+                        r.cpu_ns,
+                        r.instructions,
+                        r.weight,
+                        g.hosts.get(r.host as usize).map_or("", String::as_str),
+                        g.dcs.get(r.dc as usize).map_or("", String::as_str),
+                    );
+                }
+            }
+            all
+        };
+        let a = merge(self.store.cost_samples(&query(before)).await?, "before");
+        let b = merge(self.store.cost_samples(&query(after)).await?, "after");
+        let inputs = endpoint_samples(&[a, b], "before", "after");
+        let cfg = self.cfg.compare.clone();
+        let out = tokio::task::spawn_blocking(move || compare_all(&inputs, &cfg))
+            .await
+            .map_err(|e| AnalysisError::Task(e.to_string()))??;
+        Ok(out.into_iter().next())
     }
 
     /// Sets a record's state by hand (ack or resolve); sends the resolved alert when resolving.

@@ -302,3 +302,83 @@ fn a_regression_is_found_named_acknowledged_gated_and_alerted_once() {
     assert_eq!(statuses, ["firing", "resolved"], "{got:#?}");
     assert_eq!(got[0]["regression"]["endpoint"], "GET /a");
 }
+
+/// A slow drift with no new build: the change point in the endpoint's series is found, placed
+/// where it happened, confirmed by a compare of the windows around it, and recorded once.
+#[test]
+fn a_change_in_time_without_a_new_build_is_found() {
+    let art = artifacts("a_change_in_time_without_a_new_build_is_found");
+    let data = art.join("data");
+    let server = Server::start(
+        &[
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+            "--analysis-interval",
+            "0s",
+        ],
+        &art.join("server.log"),
+    );
+    let c = server.client();
+    let now = profwatch_model::timefmt::now_ns();
+    let minute = 60_000_000_000i64;
+    // Three hours, 20 requests a minute over 12 hosts; 12% dearer from 80 minutes ago.
+    let mut rng = Rng(7);
+    let mut events = Vec::new();
+    for m in 0..180i64 {
+        for k in 0..20u64 {
+            let ts = now - (180 - m) * minute + k as i64 * 2_000_000_000;
+            let factor = if ts >= now - 80 * minute { 1.12 } else { 1.0 };
+            let cpu = 3_000_000.0 * factor * (0.2 * rng.normal()).exp();
+            let host = (m as u64 * 20 + k) % 12;
+            events.push(RequestEvent {
+                ts,
+                service: "drift".into(),
+                endpoint: "GET /slow".into(),
+                build: "only".into(),
+                dc: if host % 2 == 0 {
+                    "eu1".into()
+                } else {
+                    "us1".into()
+                },
+                host: format!("h{host}"),
+                status: 200,
+                cpu_ns: cpu as u64,
+                instructions: None,
+                wall_ns: cpu as u64,
+                weight: 1.0,
+                labels: Default::default(),
+            });
+        }
+    }
+    let r = c.post_events(protobuf(&events), "application/x-protobuf", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let http = reqwest::blocking::Client::new();
+    let report: serde_json::Value = http
+        .post(format!("{}/api/v1/analyze", c.base))
+        .send()
+        .expect("analyze")
+        .json()
+        .expect("json");
+    assert_eq!(report["new_regressions"], 1, "{report:#}");
+    let list = c.get("/api/v1/regressions").json();
+    let rec = &list[0];
+    assert_eq!(rec["endpoint"], "GET /slow");
+    let baseline = rec["baseline"].as_str().expect("baseline");
+    let at = baseline.strip_prefix("before ").expect("a window record");
+    let at_ns = profwatch_model::timefmt::parse_rfc3339_ns(at).expect("time");
+    let off_by = (at_ns - (now - 80 * minute)).abs();
+    assert!(
+        off_by <= 20 * minute,
+        "placed {} minutes from the true change",
+        off_by / minute
+    );
+    let effect = rec["effect"].as_f64().expect("effect");
+    assert!((1.06..1.2).contains(&effect), "{effect}");
+    let again: serde_json::Value = http
+        .post(format!("{}/api/v1/analyze", c.base))
+        .send()
+        .expect("analyze")
+        .json()
+        .expect("json");
+    assert_eq!(again["new_regressions"], 0, "recorded once");
+}

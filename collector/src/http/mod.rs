@@ -48,6 +48,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/services", get(query::services))
         .route("/api/v1/endpoints", get(query::endpoints))
         .route("/api/v1/timeseries", get(query::timeseries))
+        .route("/api/v1/series", get(query::series))
         .route("/api/v1/profiles", post(profiles::post_profiles))
         .route("/api/v1/profile", get(profiles::get_profile))
         .route("/api/v1/diff", get(profiles::get_diff))

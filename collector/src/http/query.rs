@@ -133,6 +133,24 @@ pub async fn endpoints(
     Ok(Json(state.store.endpoints(&q).await?))
 }
 
+/// `GET /api/v1/series`: every endpoint's series of a service at once (sparklines).
+pub async fn series(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Result<Json<Vec<profwatch_model::query::EndpointSeries>>, ApiError> {
+    only(&params, &["service", "from", "to", "step"])?;
+    let tenant = auth::tenant(&state.cfg, &headers)?;
+    let r = range(&params)?;
+    let q = profwatch_model::query::SeriesQuery {
+        tenant,
+        service: required(&params, "service")?.to_owned(),
+        range: r,
+        step: step(&params, r)?,
+    };
+    Ok(Json(state.store.endpoint_series(&q).await?))
+}
+
 pub async fn timeseries(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,

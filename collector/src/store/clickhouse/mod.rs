@@ -487,7 +487,10 @@ impl Store for ClickHouseStore {
         q: &profwatch_model::query::SeriesQuery,
     ) -> Result<Vec<profwatch_model::query::EndpointSeries>, StoreError> {
         if q.step <= 0 {
-            return Err(StoreError::Query(format!("the series step must be positive, not {}", q.step)));
+            return Err(StoreError::Query(format!(
+                "the series step must be positive, not {}",
+                q.step
+            )));
         }
         let sql = format!(
             "SELECT toInt64(intDiv(intDiv(ts, toInt64(?)) * toInt64(?), {NS_PER_SECOND})) AS row_key, \
@@ -505,13 +508,25 @@ impl Store for ClickHouseStore {
             .bind(q.service.as_str())
             .bind(q.range.from)
             .bind(q.range.to);
-        let rows: Vec<StatsRow<i64>> = self.fetch_stats(&format!("endpoint series of service {:?}", q.service), query).await?;
+        let rows: Vec<StatsRow<i64>> = self
+            .fetch_stats(
+                &format!("endpoint series of service {:?}", q.service),
+                query,
+            )
+            .await?;
         let mut out: Vec<profwatch_model::query::EndpointSeries> = Vec::new();
         for row in rows {
-            let point = TimeseriesPoint { time: row.key, group: None, stats: row.stats() };
+            let point = TimeseriesPoint {
+                time: row.key,
+                group: None,
+                stats: row.stats(),
+            };
             match out.last_mut() {
                 Some(s) if s.endpoint == row.grp => s.points.push(point),
-                _ => out.push(profwatch_model::query::EndpointSeries { endpoint: row.grp.clone(), points: vec![point] }),
+                _ => out.push(profwatch_model::query::EndpointSeries {
+                    endpoint: row.grp.clone(),
+                    points: vec![point],
+                }),
             }
         }
         Ok(out)

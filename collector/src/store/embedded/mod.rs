@@ -902,7 +902,8 @@ impl Store for EmbeddedStore {
             range: self.clamp(q.range),
             ..q.clone()
         };
-        self.run(move |src, t| query::endpoint_series(&src, &q, t)).await
+        self.run(move |src, t| query::endpoint_series(&src, &q, t))
+            .await
     }
 
     async fn builds(&self, q: &BuildsQuery) -> Result<Vec<BuildSummary>, StoreError> {

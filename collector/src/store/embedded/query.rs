@@ -7,9 +7,9 @@ use std::sync::{Arc, RwLock};
 
 use profwatch_model::profile::{ProfileQuery, ProfileRow, SampleLabels, StackProfile};
 use profwatch_model::query::{
-    EndpointSeries, SeriesQuery, BuildSummary, BuildsQuery, CostAccumulator, CostRow, CostSamples, CostSamplesQuery,
-    EndpointStats, EndpointsQuery, GroupBy, ServiceSummary, ServicesQuery, TimeRange,
-    TimeseriesPoint, TimeseriesQuery,
+    BuildSummary, BuildsQuery, CostAccumulator, CostRow, CostSamples, CostSamplesQuery,
+    EndpointSeries, EndpointStats, EndpointsQuery, GroupBy, SeriesQuery, ServiceSummary,
+    ServicesQuery, TimeRange, TimeseriesPoint, TimeseriesQuery,
 };
 use profwatch_model::timefmt::NANOS_PER_SEC;
 
@@ -118,7 +118,12 @@ impl Source {
     }
 
     /// Part `part` of `parts` of the rows (see [`Source::parts`]).
-    fn for_each_chunk_part(&self, part: usize, parts: usize, mut f: impl FnMut(&Rows)) -> Result<(), StoreError> {
+    fn for_each_chunk_part(
+        &self,
+        part: usize,
+        parts: usize,
+        mut f: impl FnMut(&Rows),
+    ) -> Result<(), StoreError> {
         match self {
             Source::Segment(s) => segment::scan_part(s, Projection::default(), part, parts, f),
             _ if part > 0 => Ok(()),
@@ -206,7 +211,9 @@ where
                     let mut acc = HashMap::new();
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some((t, part, parts)) = work.get(i) else { break };
+                        let Some((t, part, parts)) = work.get(i) else {
+                            break;
+                        };
                         per_part(t, *part, *parts, &mut acc)?;
                     }
                     Ok(acc)
@@ -648,14 +655,21 @@ pub fn cost_samples(
 }
 
 /// Every endpoint's series of a service.
-pub fn endpoint_series(sources: &[Source], q: &SeriesQuery, threads: usize) -> Result<Vec<EndpointSeries>, StoreError> {
+pub fn endpoint_series(
+    sources: &[Source],
+    q: &SeriesQuery,
+    threads: usize,
+) -> Result<Vec<EndpointSeries>, StoreError> {
     let mut groups = Groups::default();
     let maps: Vec<GroupMap> = sources
         .iter()
         .map(|s| {
             s.keys()
                 .iter()
-                .map(|k| (k.tenant == q.tenant.0 && k.service == q.service).then(|| groups.id(&k.endpoint, None)))
+                .map(|k| {
+                    (k.tenant == q.tenant.0 && k.service == q.service)
+                        .then(|| groups.id(&k.endpoint, None))
+                })
                 .collect()
         })
         .collect();
@@ -666,22 +680,35 @@ pub fn endpoint_series(sources: &[Source], q: &SeriesQuery, threads: usize) -> R
         .zip(&maps)
         .filter(|(s, m)| s.overlaps(range) && m.iter().any(Option::is_some))
         .collect();
-    let acc = parallel(&work, threads, |(src, map), part, parts, acc: &mut HashMap<(u32, i64), CostAccumulator>| {
-        src.for_each_chunk_part(part, parts, |rows| {
-            for i in 0..rows.len() {
-                let ts = rows.ts[i];
-                if ts < range.from || ts >= range.to {
-                    continue;
+    let acc = parallel(
+        &work,
+        threads,
+        |(src, map), part, parts, acc: &mut HashMap<(u32, i64), CostAccumulator>| {
+            src.for_each_chunk_part(part, parts, |rows| {
+                for i in 0..rows.len() {
+                    let ts = rows.ts[i];
+                    if ts < range.from || ts >= range.to {
+                        continue;
+                    }
+                    let Some(Some(g)) = map.get(rows.series[i] as usize) else {
+                        continue;
+                    };
+                    let bucket = ts.div_euclid(step) * step;
+                    acc.entry((*g, bucket)).or_default().add(
+                        rows.cpu_ns[i],
+                        rows.instructions[i],
+                        rows.weight[i],
+                    );
                 }
-                let Some(Some(g)) = map.get(rows.series[i] as usize) else { continue };
-                let bucket = ts.div_euclid(step) * step;
-                acc.entry((*g, bucket)).or_default().add(rows.cpu_ns[i], rows.instructions[i], rows.weight[i]);
-            }
-        })
-    })?;
+            })
+        },
+    )?;
     let mut by_endpoint: BTreeMap<String, BTreeMap<i64, CostAccumulator>> = BTreeMap::new();
     for ((g, bucket), a) in acc {
-        by_endpoint.entry(groups.names[g as usize].0.clone()).or_default().insert(bucket, a);
+        by_endpoint
+            .entry(groups.names[g as usize].0.clone())
+            .or_default()
+            .insert(bucket, a);
     }
     Ok(by_endpoint
         .into_iter()
@@ -689,7 +716,11 @@ pub fn endpoint_series(sources: &[Source], q: &SeriesQuery, threads: usize) -> R
             endpoint,
             points: points
                 .into_iter()
-                .map(|(bucket, a)| TimeseriesPoint { time: bucket.div_euclid(NANOS_PER_SEC), group: None, stats: a.finish() })
+                .map(|(bucket, a)| TimeseriesPoint {
+                    time: bucket.div_euclid(NANOS_PER_SEC),
+                    group: None,
+                    stats: a.finish(),
+                })
                 .collect(),
         })
         .collect())

@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parquet::basic::{Compression, Encoding, ZstdLevel};
-use parquet::schema::types::ColumnPath;
 use parquet::data_type::{DoubleType, Int32Type, Int64Type};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
@@ -22,6 +21,7 @@ use parquet::file::reader::{FileReader, RowGroupReader};
 use parquet::file::serialized_reader::SerializedFileReader;
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::parser::parse_message_type;
+use parquet::schema::types::ColumnPath;
 
 use super::memtable::{Rows, SeriesKey};
 use super::profile_segment::ProfileMeta;
@@ -330,7 +330,11 @@ pub fn row_groups(rows: u64) -> usize {
 }
 
 /// Reads a segment row group by row group, calling `f` with each group's rows.
-pub fn scan(seg: &SegmentMeta, projection: Projection, f: impl FnMut(&Rows)) -> Result<(), StoreError> {
+pub fn scan(
+    seg: &SegmentMeta,
+    projection: Projection,
+    f: impl FnMut(&Rows),
+) -> Result<(), StoreError> {
     scan_part(seg, projection, 0, 1, f)
 }
 
