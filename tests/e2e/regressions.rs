@@ -87,7 +87,7 @@ fn workload() -> Vec<RequestEvent> {
                     service: "shop".into(),
                     endpoint: endpoint.into(),
                     build: build.into(),
-                    dc: if host % 2 == 0 {
+                    dc: if host.is_multiple_of(2) {
                         "eu1".into()
                     } else {
                         "us1".into()
@@ -335,7 +335,7 @@ fn a_change_in_time_without_a_new_build_is_found() {
                 service: "drift".into(),
                 endpoint: "GET /slow".into(),
                 build: "only".into(),
-                dc: if host % 2 == 0 {
+                dc: if host.is_multiple_of(2) {
                     "eu1".into()
                 } else {
                     "us1".into()
