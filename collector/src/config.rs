@@ -38,6 +38,10 @@ pub struct RawConfig {
     pub limits: RawLimits,
     /// How long graceful shutdown may take before the server exits anyway. Default `30s`.
     pub shutdown_timeout: Option<String>,
+    /// Bytes the query cache may hold. Default 64 MiB; 0 turns it off.
+    pub query_cache_bytes: Option<usize>,
+    /// How long a cached answer is fresh, e.g. `10s` (ingest makes it stale sooner). Default `10s`.
+    pub query_cache_ttl: Option<String>,
     /// Regression detection.
     #[serde(default)]
     pub analysis: RawAnalysis,
@@ -129,6 +133,8 @@ impl RawConfig {
         );
         pick(&mut self.limits.max_event_age, over.limits.max_event_age);
         pick(&mut self.shutdown_timeout, over.shutdown_timeout);
+        pick(&mut self.query_cache_bytes, over.query_cache_bytes);
+        pick(&mut self.query_cache_ttl, over.query_cache_ttl);
         pick(&mut self.analysis.interval, over.analysis.interval);
         pick(&mut self.analysis.window, over.analysis.window);
         pick(&mut self.analysis.alpha, over.analysis.alpha);
@@ -262,6 +268,11 @@ impl RawConfig {
             alerts: self.alerts,
         };
         Ok(Config {
+            query_cache_bytes: self.query_cache_bytes.unwrap_or(64 << 20),
+            query_cache_ttl: duration(
+                "query_cache_ttl",
+                self.query_cache_ttl.as_deref().unwrap_or("10s"),
+            )?,
             analysis,
             listen,
             store,
@@ -312,6 +323,8 @@ pub struct AnalysisSettings {
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    pub query_cache_bytes: usize,
+    pub query_cache_ttl: Duration,
     pub analysis: AnalysisSettings,
     pub listen: SocketAddr,
     pub store: StoreConfig,

@@ -8,6 +8,7 @@
 //! - [`server`]: wiring it together, serving, and graceful shutdown.
 
 pub mod analysis;
+pub mod cache;
 pub mod config;
 pub mod http;
 pub mod import;

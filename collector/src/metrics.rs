@@ -109,6 +109,36 @@ impl Metrics {
         }
     }
 
+    /// Registers the query cache's counters (before the registry is shared).
+    pub fn register_cache(&mut self, c: &crate::cache::CacheStats) {
+        let r = &mut self.registry;
+        r.register(
+            "query_cache_hits",
+            "Answers served fresh from the query cache",
+            c.hits.clone(),
+        );
+        r.register(
+            "query_cache_misses",
+            "Queries run by a request holding the lease",
+            c.misses.clone(),
+        );
+        r.register(
+            "query_cache_lease_waits",
+            "Requests that waited for another's identical query",
+            c.lease_waits.clone(),
+        );
+        r.register(
+            "query_cache_stale_served",
+            "Stale answers served while one request refreshed them",
+            c.stale_served.clone(),
+        );
+        r.register(
+            "query_cache_evictions",
+            "Answers dropped to keep the cache within its byte bound",
+            c.evictions.clone(),
+        );
+    }
+
     pub fn accepted(&self, events: usize, seconds: f64) {
         self.events_accepted.inc_by(events as u64);
         self.batches_accepted.inc();

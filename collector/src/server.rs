@@ -8,6 +8,7 @@ use std::sync::Arc;
 use profwatch_analyzer::alert::{DeliveryConfig, Dispatcher};
 
 use crate::analysis::{AnalysisConfig, Analyzer};
+use crate::cache::QueryCache;
 use crate::config::{Config, StoreConfig};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
@@ -97,11 +98,15 @@ pub async fn run(
         alerts,
     );
     let schedule = spawn_schedule(&cfg, analyzer.clone());
+    let cache = Arc::new(QueryCache::new(cfg.query_cache_bytes, cfg.query_cache_ttl));
+    let mut metrics = Metrics::new();
+    metrics.register_cache(&cache.stats);
     let state = Arc::new(AppState {
         cfg: Arc::new(cfg),
         store: store.clone(),
-        metrics: Arc::new(Metrics::new()),
+        metrics: Arc::new(metrics),
         analyzer,
+        cache,
     });
     tracing::info!(%addr, store = store.kind(), "profwatch server listening");
     let housekeeping = {

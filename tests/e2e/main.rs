@@ -4,6 +4,7 @@
 mod agent;
 mod api;
 mod bad_input;
+mod cache;
 mod loss;
 mod profiles;
 mod regressions;

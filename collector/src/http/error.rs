@@ -76,6 +76,14 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// A failure shared by the waiters of a cached query (see `cache`): they retry later.
+impl From<String> for ApiError {
+    fn from(detail: String) -> Self {
+        tracing::warn!(%detail, "a shared query failed");
+        ApiError::Unavailable("the query failed; retry later".into())
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();

@@ -154,6 +154,7 @@ pub async fn post_events(
     match written {
         Ok(Written::Stored) => {
             state.metrics.accepted(n, started.elapsed().as_secs_f64());
+            state.cache.invalidate(tenant.as_str());
             Ok(Json(IngestResponse {
                 stored: n,
                 duplicate: false,

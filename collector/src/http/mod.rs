@@ -28,6 +28,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::analysis::Analyzer;
+use crate::cache::QueryCache;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
     pub analyzer: Analyzer,
+    /// Answers of the JSON query routes, with single-flight leases.
+    pub cache: Arc<QueryCache>,
 }
 
 /// The API's routes.

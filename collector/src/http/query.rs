@@ -5,12 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
-use axum::Json;
-use profwatch_model::query::{
-    EndpointStats, EndpointsQuery, GroupBy, ServiceSummary, ServicesQuery, TimeRange,
-    TimeseriesPoint, TimeseriesQuery,
-};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use profwatch_model::query::{EndpointsQuery, GroupBy, ServicesQuery, TimeRange, TimeseriesQuery};
 use profwatch_model::timefmt::{now_ns, parse_query_time_ns, NANOS_PER_SEC};
 
 use super::error::ApiError;
@@ -20,6 +17,48 @@ use super::{auth, AppState};
 pub const MAX_BUCKETS: i64 = 10_000;
 
 type Params = Query<HashMap<String, String>>;
+
+/// Answers a query through the cache: the key is the tenant, the route and the parameters as
+/// given (so an open-ended range is cached for the cache's TTL). A stale answer carries
+/// `X-Profwatch-Cache: stale`.
+async fn cached<T, Fut>(
+    state: &AppState,
+    tenant: &profwatch_model::Tenant,
+    route: &str,
+    params: &HashMap<String, String>,
+    run: Fut,
+) -> Result<Response, ApiError>
+where
+    T: serde::Serialize,
+    Fut: std::future::Future<Output = Result<T, crate::store::StoreError>>,
+{
+    let encode = |v: T| {
+        serde_json::to_vec(&v)
+            .map(bytes::Bytes::from)
+            .map_err(|e| ApiError::Internal(format!("encoding an answer: {e}")))
+    };
+    let reply = |body: bytes::Bytes, stale: bool| {
+        let mut r = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+        if stale {
+            r.headers_mut().insert(
+                "x-profwatch-cache",
+                header::HeaderValue::from_static("stale"),
+            );
+        }
+        r
+    };
+    if state.cfg.query_cache_bytes == 0 {
+        return Ok(reply(encode(run.await?)?, false));
+    }
+    let mut sorted: Vec<(&String, &String)> = params.iter().collect();
+    sorted.sort();
+    let key = format!("{}\u{1f}{route}\u{1f}{sorted:?}", tenant.as_str());
+    let c = state
+        .cache
+        .get_or_compute(tenant.as_str(), key, || async { encode(run.await?) })
+        .await?;
+    Ok(reply(c.body, c.stale))
+}
 
 fn only(params: &HashMap<String, String>, allowed: &[&str]) -> Result<(), ApiError> {
     for k in params.keys() {
@@ -107,21 +146,28 @@ pub async fn services(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Query(params): Params,
-) -> Result<Json<Vec<ServiceSummary>>, ApiError> {
+) -> Result<Response, ApiError> {
     only(&params, &["from", "to"])?;
     let tenant = auth::tenant(&state.cfg, &headers)?;
     let q = ServicesQuery {
         tenant,
         range: range(&params)?,
     };
-    Ok(Json(state.store.services(&q).await?))
+    cached(
+        &state,
+        &q.tenant,
+        "services",
+        &params,
+        state.store.services(&q),
+    )
+    .await
 }
 
 pub async fn endpoints(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Query(params): Params,
-) -> Result<Json<Vec<EndpointStats>>, ApiError> {
+) -> Result<Response, ApiError> {
     only(&params, &["service", "from", "to", "group_by"])?;
     let tenant = auth::tenant(&state.cfg, &headers)?;
     let q = EndpointsQuery {
@@ -130,7 +176,14 @@ pub async fn endpoints(
         range: range(&params)?,
         group_by: group_by(&params)?,
     };
-    Ok(Json(state.store.endpoints(&q).await?))
+    cached(
+        &state,
+        &q.tenant,
+        "endpoints",
+        &params,
+        state.store.endpoints(&q),
+    )
+    .await
 }
 
 /// `GET /api/v1/series`: every endpoint's series of a service at once (sparklines).
@@ -138,7 +191,7 @@ pub async fn series(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Query(params): Params,
-) -> Result<Json<Vec<profwatch_model::query::EndpointSeries>>, ApiError> {
+) -> Result<Response, ApiError> {
     only(&params, &["service", "from", "to", "step"])?;
     let tenant = auth::tenant(&state.cfg, &headers)?;
     let r = range(&params)?;
@@ -148,14 +201,21 @@ pub async fn series(
         range: r,
         step: step(&params, r)?,
     };
-    Ok(Json(state.store.endpoint_series(&q).await?))
+    cached(
+        &state,
+        &q.tenant,
+        "series",
+        &params,
+        state.store.endpoint_series(&q),
+    )
+    .await
 }
 
 pub async fn timeseries(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Query(params): Params,
-) -> Result<Json<Vec<TimeseriesPoint>>, ApiError> {
+) -> Result<Response, ApiError> {
     only(
         &params,
         &["service", "endpoint", "from", "to", "step", "group_by"],
@@ -170,5 +230,12 @@ pub async fn timeseries(
         step: step(&params, r)?,
         group_by: group_by(&params)?,
     };
-    Ok(Json(state.store.timeseries(&q).await?))
+    cached(
+        &state,
+        &q.tenant,
+        "timeseries",
+        &params,
+        state.store.timeseries(&q),
+    )
+    .await
 }
