@@ -49,7 +49,7 @@ fn event(
         service: service.into(),
         endpoint: endpoint.into(),
         build: build.into(),
-        dc: if host % 2 == 0 { "eu1" } else { "us1" }.into(),
+        dc: if host.is_multiple_of(2) { "eu1" } else { "us1" }.into(),
         host: format!("web-{host}"),
         status: 200,
         cpu_ns: cpu as u64,
@@ -268,11 +268,15 @@ fn the_dashboard_works_in_a_real_browser() {
         let r = c.post_events(protobuf(chunk), "application/x-protobuf", None);
         assert_eq!(r.status, 200, "{}", r.body);
     }
-    let ts = (profwatch_model::timefmt::now_ns() / 1_000_000_000 - 20 * 60).to_string();
-    for build in ["1", "2"] {
+    let now_s = profwatch_model::timefmt::now_ns() / 1_000_000_000;
+    let ts = (now_s - 20 * 60).to_string();
+    for (build, ago_min) in [("1", 40), ("2", 20)] {
         post_profile(
             &c,
-            &format!("service=shop&endpoint=GET%20/a&build={build}&ts={ts}"),
+            &format!(
+                "service=shop&endpoint=GET%20/a&build={build}&ts={}",
+                now_s - ago_min * 60
+            ),
             shop_profile(build),
         );
     }
@@ -347,6 +351,11 @@ fn the_dashboard_works_in_a_real_browser() {
     let legend = text_of(&browser, "#main");
     assert!(legend.contains("eu1") && legend.contains("us1"), "dc split");
     shot("endpoint");
+    browser.js(
+        "document.querySelector('#main section:last-child').scrollIntoView()",
+        json!([]),
+    );
+    shot("endpoint-builds");
     no_errors(&browser, "endpoint");
     // Clicking the chart opens the flame graph of that window.
     let chart = browser.find("svg.chart", WAIT);
@@ -445,7 +454,41 @@ fn the_dashboard_works_in_a_real_browser() {
     let sorted_first = text_of(&browser, "table.data tbody tr td code");
     assert_eq!(sorted_first, "a::cold", "sorted by name");
     shot("compare");
+    // Two windows instead of two builds: the hour before the rollout against the time since.
+    open(
+        &browser,
+        &format!(
+            "{base}/#/compare?service=shop&endpoint={}&mode=window&a.from={}&a.to={}&b.from={}&b.to={}",
+            enc("GET /a"),
+            now_s - 90 * 60,
+            now_s - 30 * 60,
+            now_s - 30 * 60,
+            now_s + 60
+        ),
+    );
+    assert_eq!(
+        text_of(&browser, "table.data tbody tr td code"),
+        HOT,
+        "windows compare like builds"
+    );
+    shot("compare-windows");
     no_errors(&browser, "compare");
+
+    // The dashboard's own routes leave the API's alone.
+    let http = reqwest::blocking::Client::new();
+    let js = http
+        .get(format!("{base}/assets/app.js"))
+        .send()
+        .expect("asset");
+    assert_eq!(js.status(), 200);
+    assert!(js
+        .headers()
+        .get("content-security-policy")
+        .is_some_and(|v| v.to_str().unwrap_or("").contains("default-src 'none'")));
+    assert_eq!(c.get("/assets/nope.js").status, 404);
+    let api404 = c.get("/api/v1/nope");
+    assert_eq!(api404.status, 404);
+    assert!(api404.json()["error"].is_string(), "{}", api404.body);
 
     // ---- regressions: list, detail, acknowledge
     open(&browser, &format!("{base}/#/regressions"));
@@ -467,6 +510,11 @@ fn the_dashboard_works_in_a_real_browser() {
         "acknowledged"
     );
     shot("regression");
+    browser.js(
+        "document.querySelector('#main section:last-child').scrollIntoView()",
+        json!([]),
+    );
+    shot("regression-culprits");
     no_errors(&browser, "regression");
 
     // ---- speed: a flame graph of 100k distinct stacks (all ~111k nodes) within a second
@@ -504,11 +552,11 @@ fn the_dashboard_works_in_a_real_browser() {
             "--data-dir",
             data.to_str().expect("utf-8"),
             "--token",
-            "s3cret=default",
+            "s3cret-token=default",
         ],
         &art.join("server-wide.log"),
     );
-    let wc = wide.client().with_token("s3cret");
+    let wc = wide.client().with_token("s3cret-token");
     let now = profwatch_model::timefmt::now_ns();
     let mut evs = Vec::new();
     for e in 0..1000u64 {
@@ -533,7 +581,7 @@ fn the_dashboard_works_in_a_real_browser() {
     let wbase = wide.client().base;
     open(&browser, &format!("{wbase}/#/nowhere"));
     let token = browser.find("#token", WAIT);
-    browser.send_keys(&token, "s3cret");
+    browser.send_keys(&token, "s3cret-token");
     let set = browser.find("#token-form button", WAIT);
     browser.click(&set);
     let mut best = f64::INFINITY;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 /// The key under which W3C element references travel.
-const ELEMENT: &str = "element-6066-11e4-a52f-4f8b9d3c1d5a";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// What a test needs installed: the exact apt line, for the failure message.
 pub const APT_LINE: &str = "apt-get install -y chromium chromium-driver";
