@@ -615,6 +615,16 @@ impl Analyzer {
         Ok(out.into_iter().next())
     }
 
+    /// Takes or renews a store lease (see [`Store::try_lease`]).
+    pub async fn lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, AnalysisError> {
+        Ok(self.store.try_lease(name, holder, ttl).await?)
+    }
+
     /// Sets a record's state by hand (ack or resolve); sends the resolved alert when resolving.
     pub async fn set_state(
         &self,

@@ -147,12 +147,33 @@ fn spawn_schedule(cfg: &Config, analyzer: Analyzer) -> Option<tokio::task::JoinH
         return None;
     }
     let tenants = cfg.tenants();
+    // Who this process is, for the lease that makes a pass run once per interval across
+    // collectors sharing a store.
+    let holder = format!(
+        "{}:{}:{}",
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap_or_default()
+            .trim(),
+        std::process::id(),
+        profwatch_model::timefmt::now_ns()
+    );
     Some(tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
             tick.tick().await;
+            match analyzer.lease("analysis", &holder, every * 2).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::debug!("another collector holds the analysis lease");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not take the analysis lease; skipping this interval");
+                    continue;
+                }
+            }
             match analyzer.run_pass(&tenants).await {
                 Ok(r) => tracing::info!(
                     services = r.services.len(),

@@ -382,3 +382,61 @@ fn a_change_in_time_without_a_new_build_is_found() {
         .expect("json");
     assert_eq!(again["new_regressions"], 0, "recorded once");
 }
+
+/// Two collectors share one ClickHouse database and analyse every 2 s: a lease makes each
+/// interval's pass run once across both, so the regression is recorded once and alerted once.
+#[test]
+fn two_collectors_record_and_alert_once() {
+    let Some(ch) = clickhouse_url() else { return };
+    let art = artifacts("two_collectors_record_and_alert_once");
+    let (hook, alerts) = receiver();
+    let db = format!("pw_two_{}", std::process::id());
+    let args = [
+        "--clickhouse-url",
+        &ch,
+        "--clickhouse-database",
+        &db,
+        "--analysis-interval",
+        "2s",
+        "--alert",
+        &format!("json={hook}"),
+    ];
+    let a = Server::start(&args, &art.join("a.log"));
+    let b = Server::start(&args, &art.join("b.log"));
+    // Ingest through both: they share the store.
+    for (i, chunk) in workload().chunks(4000).enumerate() {
+        let c = if i % 2 == 0 { a.client() } else { b.client() };
+        let r = c.post_events(protobuf(chunk), "application/x-protobuf", None);
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    assert_eq!(
+        a.client().get("/api/v1/endpoints?service=shop").body,
+        b.client().get("/api/v1/endpoints?service=shop").body
+    );
+    assert!(
+        eventually(Duration::from_secs(60), || !alerts
+            .lock()
+            .expect("lock")
+            .is_empty()),
+        "no alert arrived"
+    );
+    // Several more intervals: nothing new may be recorded or alerted.
+    std::thread::sleep(Duration::from_secs(8));
+    let records = a.client().get("/api/v1/regressions").json();
+    assert_eq!(records.as_array().map(Vec::len), Some(1), "{records:#}");
+    assert_eq!(
+        b.client().get("/api/v1/regressions").json(),
+        records,
+        "both collectors answer the same"
+    );
+    let got = alerts.lock().expect("lock").clone();
+    assert_eq!(got.len(), 1, "alerted exactly once: {got:#?}");
+    let logs = std::fs::read_to_string(art.join("a.log")).unwrap_or_default()
+        + &std::fs::read_to_string(art.join("b.log")).unwrap_or_default();
+    assert!(
+        logs.matches("regression found").count() == 1,
+        "one pass found it:\n{logs}"
+    );
+    drop((a, b));
+    let _ = clickhouse_query(&ch, &format!("DROP DATABASE IF EXISTS {db}"));
+}

@@ -124,6 +124,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Samples matching the query, summed per (label set, stack) over the range.
     async fn profile(&self, q: &ProfileQuery) -> Result<StackProfile, StoreError>;
 
+    /// Takes or renews the lease `name` for `holder` until `ttl` from now, if it is free,
+    /// expired, or already `holder`'s; `true` when `holder` has it. Collectors sharing one store
+    /// use it so that scheduled work runs once per interval across the fleet. The embedded store
+    /// has one process by construction and always grants it.
+    async fn try_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let _ = (name, holder, ttl);
+        Ok(true)
+    }
+
     /// `Ok` when the store can serve reads and writes now.
     async fn ready(&self) -> Result<(), StoreError>;
 

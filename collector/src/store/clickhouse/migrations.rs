@@ -87,7 +87,25 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "create batch_keys",
         statements: create_batch_keys,
     },
+    Migration {
+        version: 5,
+        name: "create leases",
+        statements: create_leases,
+    },
 ];
+
+/// Leases for work that must run once across collectors (the analysis schedule): every claim is
+/// a new row; the row with the highest `version` (then `holder`) is the lease.
+fn create_leases(_ctx: &DdlContext) -> Vec<String> {
+    vec!["CREATE TABLE IF NOT EXISTS leases (
+    name String,
+    holder String,
+    expires Int64,
+    version Int64
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY name"
+        .to_owned()]
+}
 
 /// Idempotency keys of stored batches, so a batch retried after a lost acknowledgement is
 /// recognised (see `ClickHouseStore::write_once`).
