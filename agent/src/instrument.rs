@@ -22,6 +22,7 @@ use crate::counters::{self, CounterMode, Sample};
 use crate::endpoint::EndpointName;
 use crate::export::worker::Record;
 use crate::labels::LabelSet;
+use crate::sampler;
 use crate::scope::unix_ns_now;
 
 /// Status recorded for a request whose future was dropped before completing.
@@ -38,6 +39,8 @@ pub(crate) struct Measure {
     status: Option<u16>,
     cpu_ns: u64,
     instructions: Option<u64>,
+    /// The stack sampler's attribution state (see `crate::sampler`).
+    tag: sampler::RequestTag,
 }
 
 impl Measure {
@@ -53,6 +56,7 @@ impl Measure {
             status: None,
             cpu_ns: 0,
             instructions: Some(0),
+            tag: sampler::RequestTag::default(),
         })
     }
 
@@ -62,9 +66,11 @@ impl Measure {
     pub(crate) fn run<R>(&mut self, f: impl FnOnce() -> R) -> R {
         let mode = self.agent.counters();
         let id = context::push(true, std::mem::take(&mut self.labels), self.status);
+        let entered = sampler::enter(&mut self.tag);
         let running = Running {
             measure: self,
             id,
+            entered: Some(entered),
             mode,
             start: counters::read(mode),
         };
@@ -76,6 +82,7 @@ impl Measure {
     /// Records the request with `status` (else the status set inside it, else `fallback`).
     pub(crate) fn finish(self, status: Option<u16>, fallback: u16) {
         let wall_ns = self.started.elapsed().as_nanos() as u64;
+        sampler::finish(&self.tag, &self.endpoint, &self.labels);
         self.agent.submit(Record {
             ts: unix_ns_now().saturating_sub(wall_ns as i64),
             endpoint: self.endpoint,
@@ -93,6 +100,7 @@ impl Measure {
 struct Running<'m> {
     measure: &'m mut Measure,
     id: u64,
+    entered: Option<sampler::Entered>,
     mode: CounterMode,
     start: Sample,
 }
@@ -101,6 +109,9 @@ impl Drop for Running<'_> {
     fn drop(&mut self) {
         let delta = self.start.until(&counters::read(self.mode));
         let m = &mut *self.measure;
+        if let Some(entered) = self.entered.take() {
+            sampler::leave(entered, &mut m.tag);
+        }
         if let Some((labels, status)) = context::pop(self.id) {
             m.labels = labels;
             m.status = status;

@@ -9,7 +9,9 @@
 //! - [`ProfwatchLayer`]: the tower layer for axum and hyper.
 //! - [`set_label`] / [`set_status`]: label the request the thread is running.
 //! - [`Config`], [`Agent`], [`Stats`]: configuration, the running instance, drop counters.
+//! - [`sampler`] / [`Sampler`]: the stack sampler (perf cpu-clock, per-request attribution).
 //! - [`export`]: the exporters and the wire encoding shared with the sidecar.
+//! - `sidecar` (feature `sidecar`, on by default): `profwatch agent`, the per-host sidecar.
 //!
 //! Invariants the whole crate keeps: the request path never blocks and never allocates per
 //! event (a bounded queue, dropped-and-counted when full); only CPU spent on a request's own
@@ -26,8 +28,11 @@ pub mod export;
 mod instrument;
 mod labels;
 mod layer;
+pub mod sampler;
 mod sampling;
 mod scope;
+#[cfg(feature = "sidecar")]
+pub mod sidecar;
 mod stats;
 
 use std::future::Future;
@@ -42,6 +47,7 @@ pub use error::{AgentError, ExportError};
 pub use instrument::{Instrumented, CANCELLED_STATUS};
 pub use labels::{LabelSet, LabelText, MAX_LABELS};
 pub use layer::{ProfwatchLayer, ProfwatchService, ResponseFuture, ERROR_STATUS};
+pub use sampler::{Sampler, SamplerConfig, SamplerError, SamplerStats};
 pub use sampling::Sampling;
 pub use scope::ScopeGuard;
 pub use stats::Stats;

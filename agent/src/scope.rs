@@ -15,6 +15,7 @@ use crate::counters::{self, Sample};
 use crate::endpoint::EndpointName;
 use crate::export::worker::Record;
 use crate::labels::{LabelSet, LabelText};
+use crate::sampler;
 
 /// Measures one synchronous request; records it when dropped.
 #[must_use = "the scope measures until it is dropped; bind it with `let _guard = ...`"]
@@ -32,6 +33,9 @@ struct Active<'a> {
     weight: f64,
     started: Instant,
     start: Sample,
+    /// The stack sampler's attribution state (see `crate::sampler`).
+    tag: sampler::RequestTag,
+    entered: Option<sampler::Entered>,
 }
 
 impl<'a> ScopeGuard<'a> {
@@ -51,6 +55,8 @@ impl<'a> ScopeGuard<'a> {
             };
         };
         let frame = Some(context::push(true, LabelSet::new(), None));
+        let mut tag = sampler::RequestTag::default();
+        let entered = Some(sampler::enter(&mut tag));
         let started = Instant::now();
         let start = counters::read(agent.counters());
         ScopeGuard {
@@ -60,6 +66,8 @@ impl<'a> ScopeGuard<'a> {
                 weight,
                 started,
                 start,
+                tag,
+                entered,
             }),
             frame,
             _not_send: PhantomData,
@@ -92,19 +100,23 @@ impl<'a> ScopeGuard<'a> {
 
 impl Drop for ScopeGuard<'_> {
     fn drop(&mut self) {
-        let Some(active) = self.active.take() else {
+        let Some(mut active) = self.active.take() else {
             if let Some(id) = self.frame {
                 context::pop(id);
             }
             return;
         };
         let end = counters::read(active.agent.counters());
+        if let Some(entered) = active.entered.take() {
+            sampler::leave(entered, &mut active.tag);
+        }
         let wall_ns = active.started.elapsed().as_nanos() as u64;
         let (labels, status) = self
             .frame
             .and_then(context::pop)
             .unwrap_or_else(|| (LabelSet::new(), None));
         let delta = active.start.until(&end);
+        sampler::finish(&active.tag, &active.endpoint, &labels);
         active.agent.submit(Record {
             ts: unix_ns_now().saturating_sub(wall_ns as i64),
             endpoint: active.endpoint,

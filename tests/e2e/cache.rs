@@ -17,8 +17,13 @@ fn counting_proxy(upstream: String, needle: &'static [u8]) -> (String, Arc<Atomi
     std::thread::spawn(move || {
         for client in listener.incoming() {
             let Ok(mut client) = client else { continue };
-            let Ok(mut server) = TcpStream::connect(&upstream) else { continue };
-            let (mut client_r, mut server_w) = (client.try_clone().expect("clone"), server.try_clone().expect("clone"));
+            let Ok(mut server) = TcpStream::connect(&upstream) else {
+                continue;
+            };
+            let (mut client_r, mut server_w) = (
+                client.try_clone().expect("clone"),
+                server.try_clone().expect("clone"),
+            );
             let c = c.clone();
             std::thread::spawn(move || {
                 let mut buf = [0u8; 65536];
@@ -48,33 +53,70 @@ fn counting_proxy(upstream: String, needle: &'static [u8]) -> (String, Arc<Atomi
 fn concurrent_identical_queries_cost_one_clickhouse_query() {
     let Some(ch) = clickhouse_url() else { return };
     let art = artifacts("concurrent_identical_queries_cost_one_clickhouse_query");
-    let upstream = ch.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let upstream = ch
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
     let (proxy, count) = counting_proxy(upstream, b"GROUP BY endpoint");
     let db = format!("pw_cache_{}", std::process::id());
     let server = Server::start(
-        &["--clickhouse-url", &proxy, "--clickhouse-database", &db, "--analysis-interval", "0s"],
+        &[
+            "--clickhouse-url",
+            &proxy,
+            "--clickhouse-database",
+            &db,
+            "--analysis-interval",
+            "0s",
+        ],
         &art.join("server.log"),
     );
     let c = server.client();
-    let r = c.post_events(protobuf(&events("cached", "1", 2000)), "application/x-protobuf", None);
+    let r = c.post_events(
+        protobuf(&events("cached", "1", 2000)),
+        "application/x-protobuf",
+        None,
+    );
     assert_eq!(r.status, 200, "{}", r.body);
 
     count.store(0, Ordering::SeqCst);
     let path = "/api/v1/endpoints?service=cached&group_by=build";
     let answers: Vec<Reply> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..100).map(|_| s.spawn(|| c.get(path))).collect();
-        handles.into_iter().map(|h| h.join().expect("join")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("join"))
+            .collect()
     });
-    assert!(answers.iter().all(|a| a.status == 200), "{:?}", answers.iter().find(|a| a.status != 200));
-    assert!(answers.iter().all(|a| a.body == answers[0].body), "every client got the same answer");
-    assert_eq!(count.load(Ordering::SeqCst), 1, "100 identical queries, one ClickHouse query");
+    assert!(
+        answers.iter().all(|a| a.status == 200),
+        "{:?}",
+        answers.iter().find(|a| a.status != 200)
+    );
+    assert!(
+        answers.iter().all(|a| a.body == answers[0].body),
+        "every client got the same answer"
+    );
+    assert_eq!(
+        count.load(Ordering::SeqCst),
+        1,
+        "100 identical queries, one ClickHouse query"
+    );
 
     let m = c.get("/metrics").body;
     let value = |name: &str| -> u64 {
-        m.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or(0)
+        m.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
     };
     assert_eq!(value("profwatch_query_cache_misses_total"), 1, "{m}");
-    assert_eq!(value("profwatch_query_cache_hits_total") + value("profwatch_query_cache_lease_waits_total"), 99, "{m}");
+    assert_eq!(
+        value("profwatch_query_cache_hits_total")
+            + value("profwatch_query_cache_lease_waits_total"),
+        99,
+        "{m}"
+    );
     drop(server);
     let _ = clickhouse_query(&ch, &format!("DROP DATABASE IF EXISTS {db}"));
 }

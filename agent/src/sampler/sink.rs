@@ -1,0 +1,280 @@
+//! Where aggregated profiles go: the [`ProfileSink`] trait, the collector's folded ingest
+//! (`POST {url}/api/v1/profiles?format=folded&...`), an in-memory sink and a discarding one.
+//!
+//! Invariants: sinks run only on the sampler thread. A profile is one label set; its labels
+//! travel as query parameters (`service`, `endpoint`, `build`, `dc`, `host`, then every extra
+//! label as `key=value`), its stacks as folded text, root first, with `sample_rate` so that
+//! the collector fills in CPU time. Values are percent-encoded.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use profwatch_model::profile::ProfileBatch;
+
+use crate::error::{AgentError, ExportError};
+
+/// Something that delivers profiles (one per label set and interval).
+pub trait ProfileSink: Send + 'static {
+    /// Delivers `profiles` (stacks sampled at `frequency_hz`), or fails.
+    fn export(&mut self, profiles: &[ProfileBatch], frequency_hz: u32) -> Result<(), ExportError>;
+}
+
+/// Throws profiles away.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DiscardSink;
+
+impl ProfileSink for DiscardSink {
+    fn export(&mut self, _: &[ProfileBatch], _: u32) -> Result<(), ExportError> {
+        Ok(())
+    }
+}
+
+/// Keeps every profile in memory (tests, embedding); clones share the store.
+#[derive(Debug, Clone, Default)]
+pub struct MemorySink {
+    profiles: Arc<Mutex<Vec<ProfileBatch>>>,
+}
+
+impl MemorySink {
+    pub fn new() -> MemorySink {
+        MemorySink::default()
+    }
+
+    /// A copy of everything delivered so far.
+    pub fn profiles(&self) -> Vec<ProfileBatch> {
+        self.profiles
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl ProfileSink for MemorySink {
+    fn export(&mut self, profiles: &[ProfileBatch], _: u32) -> Result<(), ExportError> {
+        self.profiles
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(profiles);
+        Ok(())
+    }
+}
+
+/// Posts each profile to the collector as folded text, over plain HTTP/1.1.
+#[derive(Debug, Clone)]
+pub struct CollectorSink {
+    authority: String,
+    base: String,
+    token: Option<String>,
+    timeout: Duration,
+}
+
+impl CollectorSink {
+    /// `url` is `http://host[:port][/base]`, as for the SDK's event exporter.
+    pub fn new(url: &str, token: Option<String>) -> Result<CollectorSink, AgentError> {
+        let invalid = |problem| AgentError::InvalidUrl {
+            url: url.to_owned(),
+            problem,
+        };
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| invalid("only http:// is supported here; use the sidecar for https"))?;
+        let (authority, base) = match rest.find('/') {
+            Some(at) => rest.split_at(at),
+            None => (rest, ""),
+        };
+        if authority.is_empty() || authority.contains(['@', ' ']) {
+            return Err(invalid("the host is missing or malformed"));
+        }
+        if token.as_deref().is_some_and(|t| t.contains(['\r', '\n'])) {
+            return Err(invalid("the token contains a line break"));
+        }
+        let authority = if authority.contains(':') && !authority.ends_with(']') {
+            authority.to_owned()
+        } else {
+            format!("{authority}:80")
+        };
+        Ok(CollectorSink {
+            authority,
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            timeout: Duration::from_secs(10),
+        })
+    }
+
+    fn post(&self, target: &str, body: &[u8]) -> Result<(), ExportError> {
+        let describe = || format!("collector http://{}{}", self.authority, target);
+        let io = |source| ExportError::Io {
+            target: describe(),
+            source,
+        };
+        let addrs = self.authority.to_socket_addrs().map_err(io)?;
+        let mut stream = None;
+        let mut last = None;
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, self.timeout) {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let mut stream = stream.ok_or_else(|| {
+            io(last.unwrap_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no address for the host")
+            }))
+        })?;
+        stream
+            .set_read_timeout(Some(self.timeout))
+            .and_then(|()| stream.set_write_timeout(Some(self.timeout)))
+            .map_err(io)?;
+        let mut head = format!(
+            "POST {target} HTTP/1.1\r\nHost: {}\r\nUser-Agent: profwatch-agent/{}\r\n\
+             Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n",
+            self.authority,
+            env!("CARGO_PKG_VERSION"),
+            body.len(),
+        );
+        if let Some(token) = &self.token {
+            head.push_str("Authorization: Bearer ");
+            head.push_str(token);
+            head.push_str("\r\n");
+        }
+        head.push_str("\r\n");
+        stream
+            .write_all(head.as_bytes())
+            .and_then(|()| stream.write_all(body))
+            .map_err(io)?;
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        reader.read_line(&mut line).map_err(io)?;
+        let status = line
+            .split_ascii_whitespace()
+            .nth(1)
+            .filter(|_| line.starts_with("HTTP/1."))
+            .and_then(|c| c.parse::<u16>().ok())
+            .ok_or_else(|| ExportError::BadResponse {
+                target: describe(),
+                line: line.trim_end().chars().take(100).collect(),
+            })?;
+        if (200..300).contains(&status) {
+            return Ok(());
+        }
+        let mut rest = Vec::new();
+        // Best effort: the message is only for the log.
+        let _ = reader.take(4096).read_to_end(&mut rest);
+        let rest = String::from_utf8_lossy(&rest);
+        Err(ExportError::Status {
+            target: describe(),
+            status,
+            message: rest
+                .split_once("\r\n\r\n")
+                .map_or("", |(_, b)| b)
+                .trim()
+                .chars()
+                .take(300)
+                .collect(),
+        })
+    }
+}
+
+impl ProfileSink for CollectorSink {
+    fn export(&mut self, profiles: &[ProfileBatch], frequency_hz: u32) -> Result<(), ExportError> {
+        for profile in profiles {
+            let target = format!(
+                "{}/api/v1/profiles?{}",
+                self.base,
+                query(profile, frequency_hz)
+            );
+            self.post(&target, folded(profile).as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+/// The query string carrying a profile's labels, format and sample rate.
+pub fn query(profile: &ProfileBatch, frequency_hz: u32) -> String {
+    let l = &profile.labels;
+    let mut q = format!(
+        "format=folded&sample_rate={frequency_hz}&ts={}",
+        profile.ts / 1_000_000_000
+    );
+    for (k, v) in [
+        ("service", &l.service),
+        ("endpoint", &l.endpoint),
+        ("build", &l.build),
+        ("dc", &l.dc),
+        ("host", &l.host),
+    ]
+    .into_iter()
+    .chain(l.extra.iter().map(|(k, v)| (k.as_str(), v)))
+    {
+        if v.is_empty() {
+            continue;
+        }
+        q.push('&');
+        q.push_str(&encode(k));
+        q.push('=');
+        q.push_str(&encode(v));
+    }
+    q
+}
+
+/// The profile's stacks as folded text: `root;...;leaf count` per line.
+pub fn folded(profile: &ProfileBatch) -> String {
+    let mut out = String::new();
+    for s in &profile.samples {
+        out.push_str(&s.frames.join(";"));
+        out.push(' ');
+        out.push_str(&s.samples.to_string());
+        out.push('\n');
+    }
+    out
+}
+
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use profwatch_model::profile::{SampleLabels, StackSample};
+
+    #[test]
+    fn query_and_folded_body() {
+        let p = ProfileBatch {
+            ts: 1_700_000_000_000_000_000,
+            labels: SampleLabels {
+                service: "shop".into(),
+                endpoint: "GET /cart/{id}".into(),
+                build: "812".into(),
+                dc: String::new(),
+                host: "h".into(),
+                extra: [("new_ui".to_owned(), "on&off".to_owned())].into(),
+            },
+            samples: vec![StackSample {
+                frames: vec!["main".into(), "work".into()],
+                samples: 3,
+                cpu_ns: 0,
+            }],
+        };
+        assert_eq!(
+            query(&p, 99),
+            "format=folded&sample_rate=99&ts=1700000000&service=shop\
+             &endpoint=GET%20%2Fcart%2F%7Bid%7D&build=812&host=h&new_ui=on%26off"
+        );
+        assert_eq!(folded(&p), "main;work 3\n");
+        assert!(CollectorSink::new("https://x", None).is_err());
+    }
+}

@@ -1,0 +1,148 @@
+//! Symbolisation of sampled addresses, off the hot path (on the sampler thread only), with
+//! Rust and C++ demangling and DWARF inline frames (blazesym).
+//!
+//! Invariants: an address is symbolised once and cached (the cache is cleared when it grows
+//! past its bound, so memory stays bounded); frames come out outermost first, inline frames
+//! expanded; frame names never contain `;` (the folded separator) or line breaks and are at
+//! most [`MAX_FRAME_LEN`] bytes. An address that cannot be symbolised becomes
+//! `[unknown]`. The process is a parameter, so another pid can be symbolised the same way.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use blazesym::symbolize::source::{Process, Source};
+use blazesym::symbolize::{Input, Reason, Symbolized, Symbolizer};
+use blazesym::Pid;
+
+/// Longest frame name sent (the collector's default limit is 4096 bytes).
+pub const MAX_FRAME_LEN: usize = 1024;
+const CACHE_BOUND: usize = 200_000;
+
+/// Frames of one address, outermost first.
+pub(crate) type Frames = Arc<[Arc<str>]>;
+
+pub(crate) struct Symbols {
+    symbolizer: Symbolizer,
+    pid: u32,
+    cache: HashMap<u64, Frames>,
+}
+
+impl std::fmt::Debug for Symbols {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Symbols")
+            .field("pid", &self.pid)
+            .field("cached", &self.cache.len())
+            .finish()
+    }
+}
+
+impl Symbols {
+    /// Symbolises addresses of process `pid` (0 = this process).
+    pub(crate) fn new(pid: u32) -> Symbols {
+        Symbols {
+            symbolizer: Symbolizer::builder()
+                .enable_demangling(true)
+                .enable_inlined_fns(true)
+                .enable_code_info(false)
+                .build(),
+            pid,
+            cache: HashMap::new(),
+        }
+    }
+
+    /// Makes sure every address in `addrs` is cached.
+    pub(crate) fn resolve(&mut self, addrs: impl IntoIterator<Item = u64>) {
+        let mut missing: Vec<u64> = addrs
+            .into_iter()
+            .filter(|a| !self.cache.contains_key(a))
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        missing.sort_unstable();
+        missing.dedup();
+        if self.cache.len() + missing.len() > CACHE_BOUND {
+            self.cache.clear();
+        }
+        let mut process = Process::new(Pid::from(self.pid));
+        process.perf_map = true;
+        let src = Source::Process(process.clone());
+        // Some system libraries' debug links cannot be read; their ELF symbols still can.
+        process.debug_syms = false;
+        let plain = Source::Process(process);
+        // One unreadable module fails a whole batch: then go address by address.
+        let found = match self.symbolizer.symbolize(&src, Input::AbsAddr(&missing)) {
+            Ok(found) => found,
+            Err(_) => missing
+                .iter()
+                .map(|a| {
+                    self.symbolizer
+                        .symbolize_single(&src, Input::AbsAddr(*a))
+                        .or_else(|_| self.symbolizer.symbolize_single(&plain, Input::AbsAddr(*a)))
+                        .unwrap_or(Symbolized::Unknown(Reason::IgnoredError))
+                })
+                .collect(),
+        };
+        for (i, addr) in missing.iter().enumerate() {
+            let frames: Frames = match found.get(i) {
+                Some(Symbolized::Sym(sym)) => std::iter::once(sym.name.as_ref())
+                    .chain(sym.inlined.iter().map(|f| f.name.as_ref()))
+                    .map(|name| Arc::from(clean(name)))
+                    .collect(),
+                _ => Arc::from([Arc::from("[unknown]")]),
+            };
+            self.cache.insert(*addr, frames);
+        }
+    }
+
+    /// The cached frames of `addr` ([`Symbols::resolve`] it first).
+    pub(crate) fn frames(&self, addr: u64) -> Option<&Frames> {
+        self.cache.get(&addr)
+    }
+}
+
+/// A frame name safe for folded text.
+pub(crate) fn clean(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .map(|c| match c {
+            ';' => ',',
+            c if c.is_control() => ' ',
+            c => c,
+        })
+        .collect();
+    if out.len() > MAX_FRAME_LEN {
+        let mut end = MAX_FRAME_LEN;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[inline(never)]
+    fn a_known_function() -> u64 {
+        a_known_function as *const () as u64
+    }
+
+    #[test]
+    fn symbolises_this_process_and_cleans_names() {
+        let addr = a_known_function();
+        let mut symbols = Symbols::new(0);
+        symbols.resolve([addr, 1]);
+        let frames = symbols.frames(addr).expect("cached");
+        assert!(
+            frames
+                .iter()
+                .any(|f| f.contains("symbols::tests::a_known_function")),
+            "{frames:?}"
+        );
+        assert_eq!(&*symbols.frames(1).expect("cached")[0], "[unknown]");
+        assert_eq!(clean("<[u8; 4] as X>\n"), "<[u8, 4] as X> ");
+    }
+}

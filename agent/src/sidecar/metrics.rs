@@ -1,0 +1,386 @@
+//! The sidecar's counters: Prometheus text at `/metrics`, a JSON [`StatusSnapshot`] at
+//! `/status`, and rate-limited logging of refused local input.
+//!
+//! One [`Metrics`] per sidecar (no global registry), so tests run sidecars side by side.
+//! Every event that enters is accounted for exactly once as received or rejected; every
+//! received event ends as shipped, dropped (with a reason) or still spooled/in memory.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+
+/// Why a piece of local input was refused (`reason` of `profwatch_agent_events_rejected_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// Not valid JSON, or a field of the wrong type.
+    BadJson,
+    /// A required field (`service`, `endpoint`, `cpu_ns`) is missing.
+    MissingField,
+    /// A field the event does not have (typo, or `tenant`).
+    UnknownField,
+    /// The line is not UTF-8.
+    BadUtf8,
+    /// A line (or datagram) longer than the limit.
+    TooLong,
+    /// A protobuf frame that does not decode.
+    BadFrame,
+    /// A protobuf frame longer than the limit.
+    FrameTooLarge,
+    /// The event breaks the collector's limits (`RequestEvent::validate`).
+    Invalid,
+    /// A line or frame cut short by the end of the connection.
+    Truncated,
+}
+
+impl RejectReason {
+    pub const ALL: [RejectReason; 9] = [
+        RejectReason::BadJson,
+        RejectReason::MissingField,
+        RejectReason::UnknownField,
+        RejectReason::BadUtf8,
+        RejectReason::TooLong,
+        RejectReason::BadFrame,
+        RejectReason::FrameTooLarge,
+        RejectReason::Invalid,
+        RejectReason::Truncated,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::BadJson => "bad_json",
+            RejectReason::MissingField => "missing_field",
+            RejectReason::UnknownField => "unknown_field",
+            RejectReason::BadUtf8 => "bad_utf8",
+            RejectReason::TooLong => "too_long",
+            RejectReason::BadFrame => "bad_frame",
+            RejectReason::FrameTooLarge => "frame_too_large",
+            RejectReason::Invalid => "invalid",
+            RejectReason::Truncated => "truncated",
+        }
+    }
+}
+
+/// Why received events were thrown away (`reason` of `profwatch_agent_events_dropped_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// The collector refused the batch with a non-retriable 4xx.
+    CollectorRejected,
+    /// The spool was full; the oldest batches were evicted.
+    SpoolFull,
+    /// A spool record failed its checksum.
+    SpoolCorrupt,
+    /// The spool could not be written.
+    SpoolError,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 4] = [
+        DropReason::CollectorRejected,
+        DropReason::SpoolFull,
+        DropReason::SpoolCorrupt,
+        DropReason::SpoolError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::CollectorRejected => "collector_rejected",
+            DropReason::SpoolFull => "spool_full",
+            DropReason::SpoolCorrupt => "spool_corrupt",
+            DropReason::SpoolError => "spool_error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+/// A point-in-time copy of the counters; the body of `GET /status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatusSnapshot {
+    pub host: String,
+    pub collector: String,
+    pub uptime_s: u64,
+    pub received: u64,
+    pub rejected: Vec<(String, u64)>,
+    pub spooled_events: u64,
+    pub spool_records: u64,
+    pub spool_bytes: u64,
+    pub spool_events: u64,
+    pub shipped_events: u64,
+    pub shipped_batches: u64,
+    pub retries: u64,
+    pub dropped: Vec<(String, u64)>,
+    pub last_error: Option<String>,
+}
+
+/// The counters and the registry that renders them.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    received: Counter,
+    rejected: Family<ReasonLabel, Counter>,
+    spooled_events: Counter,
+    spool_records: Gauge,
+    spool_bytes: Gauge,
+    spool_events: Gauge,
+    shipped_events: Counter,
+    shipped_batches: Counter,
+    retries: Counter,
+    dropped: Family<ReasonLabel, Counter>,
+    last_error: Mutex<Option<String>>,
+    log_gate: Mutex<Option<Instant>>,
+    log_suppressed: AtomicU64,
+    started: Instant,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("profwatch_agent");
+        let received = Counter::default();
+        registry.register(
+            "events_received",
+            "Valid events read from the local socket and UDP",
+            received.clone(),
+        );
+        let rejected = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "events_rejected",
+            "Local input refused (lines, frames or events), by reason",
+            rejected.clone(),
+        );
+        let spooled_events = Counter::default();
+        registry.register(
+            "events_spooled",
+            "Events written to the disk spool",
+            spooled_events.clone(),
+        );
+        let spool_records = Gauge::default();
+        registry.register(
+            "spool_records",
+            "Batches in the spool",
+            spool_records.clone(),
+        );
+        let spool_bytes = Gauge::default();
+        registry.register("spool_bytes", "Bytes in the spool", spool_bytes.clone());
+        let spool_events = Gauge::default();
+        registry.register("spool_events", "Events in the spool", spool_events.clone());
+        let shipped_events = Counter::default();
+        registry.register(
+            "events_shipped",
+            "Events the collector acknowledged (2xx)",
+            shipped_events.clone(),
+        );
+        let shipped_batches = Counter::default();
+        registry.register(
+            "batches_shipped",
+            "Batches the collector acknowledged (2xx)",
+            shipped_batches.clone(),
+        );
+        let retries = Counter::default();
+        registry.register(
+            "batch_retries",
+            "Deliveries that failed retriably (network, 429, 5xx) and will be retried",
+            retries.clone(),
+        );
+        let dropped = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "events_dropped",
+            "Received events thrown away, by reason",
+            dropped.clone(),
+        );
+        for r in RejectReason::ALL {
+            let _ = rejected.get_or_create(&ReasonLabel { reason: r.as_str() });
+        }
+        for r in DropReason::ALL {
+            let _ = dropped.get_or_create(&ReasonLabel { reason: r.as_str() });
+        }
+        Metrics {
+            registry,
+            received,
+            rejected,
+            spooled_events,
+            spool_records,
+            spool_bytes,
+            spool_events,
+            shipped_events,
+            shipped_batches,
+            retries,
+            dropped,
+            last_error: Mutex::new(None),
+            log_gate: Mutex::new(None),
+            log_suppressed: AtomicU64::new(0),
+            started: Instant::now(),
+        }
+    }
+
+    pub(crate) fn received(&self, n: usize) {
+        self.received.inc_by(n as u64);
+    }
+
+    /// Counts a refused piece of local input and logs it, at most once a second.
+    pub(crate) fn reject(&self, reason: RejectReason, detail: &dyn std::fmt::Display) {
+        self.rejected
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            })
+            .inc();
+        if self.log_allowed() {
+            let suppressed = self.log_suppressed.swap(0, Ordering::Relaxed);
+            tracing::warn!(
+                reason = reason.as_str(),
+                suppressed,
+                "refused local input: {detail}"
+            );
+        } else {
+            self.log_suppressed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn log_allowed(&self) -> bool {
+        let Ok(mut gate) = self.log_gate.lock() else {
+            return false;
+        };
+        let now = Instant::now();
+        match *gate {
+            Some(last) if now.duration_since(last) < Duration::from_secs(1) => false,
+            _ => {
+                *gate = Some(now);
+                true
+            }
+        }
+    }
+
+    pub(crate) fn spooled(&self, events: usize) {
+        self.spooled_events.inc_by(events as u64);
+    }
+
+    pub(crate) fn spool_size(&self, records: u64, bytes: u64, events: u64) {
+        self.spool_records.set(clamp(records));
+        self.spool_bytes.set(clamp(bytes));
+        self.spool_events.set(clamp(events));
+    }
+
+    pub(crate) fn shipped(&self, events: u64) {
+        self.shipped_events.inc_by(events);
+        self.shipped_batches.inc();
+    }
+
+    pub(crate) fn retried(&self, error: String) {
+        self.retries.inc();
+        self.set_last_error(error);
+    }
+
+    pub(crate) fn dropped(&self, reason: DropReason, events: u64) {
+        self.dropped
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            })
+            .inc_by(events);
+    }
+
+    pub(crate) fn set_last_error(&self, error: String) {
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(error);
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    /// Events refused for `reason` so far.
+    pub fn rejected_count(&self, reason: RejectReason) -> u64 {
+        self.rejected
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            })
+            .get()
+    }
+
+    /// Received events dropped for `reason` so far.
+    pub fn dropped_count(&self, reason: DropReason) -> u64 {
+        self.dropped
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            })
+            .get()
+    }
+
+    /// A copy of every counter.
+    pub fn snapshot(&self, host: &str, collector: &str) -> StatusSnapshot {
+        StatusSnapshot {
+            host: host.to_owned(),
+            collector: collector.to_owned(),
+            uptime_s: self.started.elapsed().as_secs(),
+            received: self.received.get(),
+            rejected: RejectReason::ALL
+                .iter()
+                .map(|r| (r.as_str().to_owned(), self.rejected_count(*r)))
+                .collect(),
+            spooled_events: self.spooled_events.get(),
+            spool_records: u64::try_from(self.spool_records.get()).unwrap_or(0),
+            spool_bytes: u64::try_from(self.spool_bytes.get()).unwrap_or(0),
+            spool_events: u64::try_from(self.spool_events.get()).unwrap_or(0),
+            shipped_events: self.shipped_events.get(),
+            shipped_batches: self.shipped_batches.get(),
+            retries: self.retries.get(),
+            dropped: DropReason::ALL
+                .iter()
+                .map(|r| (r.as_str().to_owned(), self.dropped_count(*r)))
+                .collect(),
+            last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
+        }
+    }
+}
+
+fn clamp(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_reason_from_the_start() {
+        let m = Metrics::new();
+        m.reject(RejectReason::BadJson, &"x");
+        m.received(3);
+        let text = m.render();
+        assert!(
+            text.contains("profwatch_agent_events_rejected_total{reason=\"bad_json\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("profwatch_agent_events_dropped_total{reason=\"spool_full\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("profwatch_agent_events_received_total 3"),
+            "{text}"
+        );
+        assert_eq!(m.snapshot("h", "c").received, 3);
+    }
+}

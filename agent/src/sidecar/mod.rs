@@ -1,0 +1,332 @@
+//! The sidecar, `profwatch agent`: one per host. Apps write events to a local Unix socket or
+//! UDP port; the sidecar validates and enriches them, batches them into a disk spool, and ships
+//! the spool to the collector.
+//!
+//! ```text
+//!  app ─ UDS / UDP ─► listener ─► enrich + validate ─► batcher ─► spool (fsync) ─► shipper ─► collector
+//!                     (bad input counted, dropped alone)          (deleted only after a 2xx)
+//! ```
+//!
+//! - [`config`]: flags and the validated [`SidecarConfig`].
+//! - [`listener`]: the local protocol (JSON lines, `0x00`-framed protobuf batches).
+//! - [`enrich`]: host, dc, `kernel` and `cpu_model`.
+//! - [`batcher`]: batches by size or time, compressed.
+//! - [`spool`]: the bounded, checksummed disk spool.
+//! - [`shipper`]: delivery with retries, backoff, `Retry-After` and `Idempotency-Key`.
+//! - [`metrics`] and [`status`]: `/metrics`, `/status`, `profwatch agent status`.
+//!
+//! Invariants of the whole: the sidecar never exits or panics on local input; an event that
+//! reached the spool is delivered (or dropped and counted under a reason) even across a
+//! collector outage or a sidecar crash; only the open batch (at most `batch_max_wait` of
+//! events) is lost if the sidecar is killed.
+
+pub mod batcher;
+pub mod config;
+pub mod enrich;
+mod error;
+pub mod listener;
+pub mod metrics;
+pub mod shipper;
+pub mod spool;
+pub mod status;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use profwatch_model::{Limits, RequestEvent};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+pub use config::{AgentArgs, AgentCommand, RetryPolicy, RunArgs, SidecarConfig, StatusArgs};
+pub use error::SidecarError;
+pub use metrics::{DropReason, Metrics, RejectReason, StatusSnapshot};
+
+/// Chunks of events buffered between the listeners and the batcher.
+const CHANNEL_CHUNKS: usize = 256;
+
+/// A running sidecar.
+#[derive(Debug)]
+pub struct Sidecar {
+    metrics: Arc<Metrics>,
+    spool: Arc<spool::Spool>,
+    socket: PathBuf,
+    udp_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
+    stop_input: watch::Sender<bool>,
+    stop_output: watch::Sender<bool>,
+    listeners: Vec<JoinHandle<()>>,
+    batcher: JoinHandle<()>,
+    shipper: JoinHandle<()>,
+    http: Option<JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+struct HttpState {
+    metrics: Arc<Metrics>,
+    host: String,
+    collector: String,
+}
+
+impl Sidecar {
+    /// Opens the spool, binds every listener and starts the tasks on the current runtime.
+    pub async fn start(cfg: SidecarConfig) -> Result<Sidecar, SidecarError> {
+        let metrics = Arc::new(Metrics::new());
+        let spool = {
+            let dir = cfg.spool_dir.clone();
+            let max = cfg.spool_max_bytes;
+            let m = metrics.clone();
+            tokio::task::spawn_blocking(move || spool::Spool::open(&dir, max, m))
+                .await
+                .map_err(|e| SidecarError::Task {
+                    task: "spool open",
+                    message: e.to_string(),
+                })??
+        };
+        let spool = Arc::new(spool);
+        let ingest = Arc::new(listener::Ingest {
+            enricher: enrich::Enricher::new(&cfg.host, cfg.dc.as_deref(), cfg.system_labels),
+            limits: Limits::default(),
+            metrics: metrics.clone(),
+            max_line_bytes: cfg.max_line_bytes,
+            max_frame_bytes: cfg.max_frame_bytes,
+        });
+        let unix = listener::bind_unix(&cfg.socket)?;
+        let udp = match cfg.udp {
+            Some(addr) => Some(listener::bind_udp(addr).await?),
+            None => None,
+        };
+        let udp_addr = match &udp {
+            Some(s) => Some(s.local_addr().map_err(|source| SidecarError::Listen {
+                what: "udp",
+                addr: format!("{:?}", cfg.udp),
+                source,
+            })?),
+            None => None,
+        };
+        let http_listener =
+            match cfg.metrics {
+                Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(
+                    |source| SidecarError::Listen {
+                        what: "metrics port",
+                        addr: addr.to_string(),
+                        source,
+                    },
+                )?),
+                None => None,
+            };
+        let metrics_addr = match &http_listener {
+            Some(l) => Some(l.local_addr().map_err(|source| SidecarError::Listen {
+                what: "metrics port",
+                addr: format!("{:?}", cfg.metrics),
+                source,
+            })?),
+            None => None,
+        };
+        let shipper = shipper::Shipper::new(
+            cfg.events_url.clone(),
+            cfg.token.clone(),
+            spool.clone(),
+            metrics.clone(),
+            cfg.retry.clone(),
+        )
+        .map_err(|e| SidecarError::Task {
+            task: "http client",
+            message: e.to_string(),
+        })?;
+
+        let (stop_input, stop_in_rx) = watch::channel(false);
+        let (stop_output, stop_out_rx) = watch::channel(false);
+        let (tx, rx) = mpsc::channel::<Vec<RequestEvent>>(CHANNEL_CHUNKS);
+        let mut listeners = vec![tokio::spawn(listener::serve_unix(
+            unix,
+            ingest.clone(),
+            tx.clone(),
+            stop_in_rx.clone(),
+        ))];
+        if let Some(udp) = udp {
+            listeners.push(tokio::spawn(listener::serve_udp(
+                udp,
+                ingest.clone(),
+                tx.clone(),
+                stop_in_rx.clone(),
+            )));
+        }
+        drop(tx);
+        let batcher = tokio::spawn(
+            batcher::Batcher {
+                max_events: cfg.batch_max_events,
+                max_wait: cfg.batch_max_wait,
+                spool: spool.clone(),
+                metrics: metrics.clone(),
+            }
+            .run(rx),
+        );
+        let shipper = tokio::spawn(shipper.run(stop_out_rx.clone()));
+        let http = http_listener.map(|listener| {
+            let state = Arc::new(HttpState {
+                metrics: metrics.clone(),
+                host: cfg.host.clone(),
+                collector: cfg.events_url.clone(),
+            });
+            let app = axum::Router::new()
+                .route("/metrics", get(metrics_page))
+                .route("/status", get(status_page))
+                .with_state(state);
+            let mut stop = stop_out_rx;
+            tokio::spawn(async move {
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.changed().await;
+                    })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!("metrics port stopped: {e}");
+                }
+            })
+        });
+        Ok(Sidecar {
+            metrics,
+            spool,
+            socket: cfg.socket,
+            udp_addr,
+            metrics_addr,
+            stop_input,
+            stop_output,
+            listeners,
+            batcher,
+            shipper,
+            http,
+        })
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn spool(&self) -> &Arc<spool::Spool> {
+        &self.spool
+    }
+
+    pub fn socket_path(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The bound UDP address (when `--udp` was given).
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
+        self.udp_addr
+    }
+
+    /// The bound metrics address (when the port is on).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// Stops reading input, spools everything received, then stops shipping. What is spooled
+    /// and not yet acknowledged ships on the next start.
+    pub async fn shutdown(self) -> Result<(), SidecarError> {
+        let _ = self.stop_input.send(true);
+        for l in self.listeners {
+            join("listener", l).await?;
+        }
+        join("batcher", self.batcher).await?;
+        let _ = self.stop_output.send(true);
+        join("shipper", self.shipper).await?;
+        if let Some(http) = self.http {
+            join("metrics port", http).await?;
+        }
+        let _ = std::fs::remove_file(&self.socket);
+        Ok(())
+    }
+}
+
+async fn join(task: &'static str, handle: JoinHandle<()>) -> Result<(), SidecarError> {
+    handle.await.map_err(|e| SidecarError::Task {
+        task,
+        message: e.to_string(),
+    })
+}
+
+async fn metrics_page(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}
+
+async fn status_page(State(state): State<Arc<HttpState>>) -> axum::Json<StatusSnapshot> {
+    axum::Json(state.metrics.snapshot(&state.host, &state.collector))
+}
+
+/// Runs a sidecar until `shutdown` resolves; prints where it listens on stderr once ready.
+pub async fn run(
+    cfg: SidecarConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), SidecarError> {
+    let sidecar = Sidecar::start(cfg).await?;
+    eprintln!("profwatch agent socket {}", sidecar.socket_path().display());
+    if let Some(addr) = sidecar.udp_addr() {
+        eprintln!("profwatch agent udp {addr}");
+    }
+    if let Some(addr) = sidecar.metrics_addr() {
+        eprintln!("profwatch agent metrics on http://{addr}");
+    }
+    eprintln!("profwatch agent ready");
+    shutdown.await;
+    tracing::info!("profwatch agent stopping: spooling what it holds");
+    sidecar.shutdown().await
+}
+
+/// `profwatch agent [status]`: the whole command, for the binary.
+pub fn main(args: AgentArgs) -> Result<(), SidecarError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(SidecarError::Runtime)?;
+    match args.command {
+        Some(AgentCommand::Status(s)) => rt.block_on(async {
+            let snapshot = status::fetch(&s.metrics).await?;
+            if s.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&snapshot).unwrap_or_default()
+                );
+            } else {
+                print!("{}", status::render(&snapshot));
+            }
+            Ok(())
+        }),
+        None => {
+            let cfg = args.run.validate()?;
+            rt.block_on(run(cfg, shutdown_signal()))
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,7 @@
+//! The sidecar (`profwatch agent`) end to end, in-process: local socket and UDP in, a mock
+//! collector out, the disk spool in between.
+
+mod bad_input;
+mod python;
+mod shipping;
+mod support;

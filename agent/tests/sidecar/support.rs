@@ -1,0 +1,192 @@
+//! A scriptable mock collector and helpers to run a sidecar against it.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use profwatch_agent::sidecar::{RetryPolicy, Sidecar, SidecarConfig};
+use profwatch_model::{ndjson, wire, RequestEvent};
+
+/// One POST the mock collector saw.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub status: u16,
+    pub key: Option<String>,
+    pub auth: Option<String>,
+    pub events: Vec<RequestEvent>,
+}
+
+#[derive(Debug, Default)]
+pub struct MockState {
+    pub attempts: Mutex<Vec<Attempt>>,
+    /// Statuses (and Retry-After seconds) answered before falling back to `default`.
+    pub script: Mutex<VecDeque<(u16, Option<u64>)>>,
+    /// What to answer when the script is empty (200 unless set).
+    pub default: Mutex<Option<u16>>,
+}
+
+#[derive(Debug)]
+pub struct MockCollector {
+    pub url: String,
+    pub state: Arc<MockState>,
+}
+
+impl MockCollector {
+    pub async fn start() -> MockCollector {
+        let state = Arc::new(MockState::default());
+        let app = axum::Router::new()
+            .route("/api/v1/events", axum::routing::post(ingest))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        MockCollector {
+            url: format!("http://{addr}"),
+            state,
+        }
+    }
+
+    pub fn script(&self, answers: &[(u16, Option<u64>)]) {
+        self.state
+            .script
+            .lock()
+            .expect("lock")
+            .extend(answers.iter().copied());
+    }
+
+    pub fn set_default(&self, status: u16) {
+        *self.state.default.lock().expect("lock") = Some(status);
+    }
+
+    pub fn attempts(&self) -> Vec<Attempt> {
+        self.state.attempts.lock().expect("lock").clone()
+    }
+
+    /// Events of every acknowledged batch.
+    pub fn stored(&self) -> Vec<RequestEvent> {
+        self.attempts()
+            .into_iter()
+            .filter(|a| a.status == 200)
+            .flat_map(|a| a.events)
+            .collect()
+    }
+}
+
+async fn ingest(
+    State(state): State<Arc<MockState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        header("content-type").as_deref(),
+        Some("application/x-protobuf")
+    );
+    assert_eq!(header("content-encoding").as_deref(), Some("zstd"));
+    let raw = zstd::decode_all(body.as_ref()).expect("zstd body");
+    let events = wire::decode_batch(&raw).expect("protobuf batch");
+    let scripted = state.script.lock().expect("lock").pop_front();
+    let (status, retry_after) =
+        scripted.unwrap_or((state.default.lock().expect("lock").unwrap_or(200), None));
+    state.attempts.lock().expect("lock").push(Attempt {
+        status,
+        key: header("idempotency-key"),
+        auth: header("authorization"),
+        events: events.clone(),
+    });
+    let mut resp = (
+        StatusCode::from_u16(status).expect("status"),
+        format!("{{\"stored\":{}}}", events.len()),
+    )
+        .into_response();
+    if let Some(s) = retry_after {
+        resp.headers_mut()
+            .insert("retry-after", s.to_string().parse().expect("header"));
+    }
+    resp
+}
+
+/// A sidecar config for tests: fast batches and retries, UDP and metrics on free ports.
+pub fn config(collector: &str, dir: &Path) -> SidecarConfig {
+    let mut cfg =
+        SidecarConfig::new(collector, dir.join("agent.sock"), dir.join("spool")).expect("config");
+    cfg.host = "test-host".into();
+    cfg.dc = Some("test-dc".into());
+    cfg.udp = Some("127.0.0.1:0".parse().expect("addr"));
+    cfg.metrics = Some("127.0.0.1:0".parse().expect("addr"));
+    cfg.batch_max_events = 100;
+    cfg.batch_max_wait = Duration::from_millis(100);
+    cfg.retry = RetryPolicy {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(500),
+        max_retry_after: Duration::from_secs(5),
+        request_timeout: Duration::from_secs(5),
+    };
+    cfg
+}
+
+/// An event line of `service` with a distinguishing `build`.
+pub fn line(service: &str, build: &str) -> String {
+    ndjson::to_line(&event(service, build), false)
+}
+
+pub fn event(service: &str, build: &str) -> RequestEvent {
+    RequestEvent {
+        ts: profwatch_model::timefmt::now_ns(),
+        service: service.into(),
+        endpoint: "GET /x".into(),
+        build: build.into(),
+        dc: String::new(),
+        host: String::new(),
+        status: 200,
+        cpu_ns: 1000,
+        instructions: None,
+        wall_ns: 2000,
+        weight: 1.0,
+        labels: Default::default(),
+    }
+}
+
+/// Writes `bytes` to the sidecar's socket on one connection (blocking; run off the runtime).
+pub async fn send_unix(sidecar: &Sidecar, bytes: Vec<u8>) {
+    let path = sidecar.socket_path().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut s = std::os::unix::net::UnixStream::connect(&path).expect("connect");
+        s.write_all(&bytes).expect("write");
+    })
+    .await
+    .expect("send task");
+}
+
+pub fn send_udp(to: SocketAddr, datagram: &[u8]) {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp bind");
+    s.send_to(datagram, to).expect("send");
+}
+
+/// Polls `f` every 20 ms for up to `timeout`.
+pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    f()
+}
