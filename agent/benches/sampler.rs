@@ -8,7 +8,7 @@
 //! other load on a shared machine does not skew it the way wall-clock throughput would. The
 //! sampler ships every second here (ten times the default) to include symbolisation.
 //!
-//! Environment: `ROUNDS` (pairs, default 6), `ROUND_MS` (default 2000).
+//! Environment: `ROUNDS` (pairs, default 6), `ROUND_MS` (default 5000).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -118,7 +118,7 @@ fn main() {
         return;
     }
     let pairs = env_u64("ROUNDS", 6);
-    let length = Duration::from_millis(env_u64("ROUND_MS", 2000));
+    let length = Duration::from_millis(env_u64("ROUND_MS", 5000));
     let mut config = Config::new("bench");
     config.export = ExportTarget::Discard;
     let agent = Agent::new(config.clone()).expect("agent");
@@ -128,6 +128,7 @@ fn main() {
 
     let (mut off, mut on, mut off_wall, mut on_wall) = (vec![], vec![], vec![], vec![]);
     let mut samples = 0;
+    let (mut sampler_cpu, mut worker_cpu) = (0u64, 0u64);
     for _ in 0..pairs {
         let r = round(&agent, rounds, length, None);
         off.push(r.requests as f64 / (r.cpu_ns as f64 / 1e9));
@@ -141,7 +142,13 @@ fn main() {
             }
         };
         let r = round(&agent, rounds, length, Some(&sampler));
+        sampler_cpu += r.cpu_ns - r.worker_cpu_ns;
+        worker_cpu += r.worker_cpu_ns;
+        let flush_started = Instant::now();
         let _ = sampler.flush();
+        if std::env::var_os("SAMPLER_STATS").is_some() {
+            eprintln!("flush took {:?}", flush_started.elapsed());
+        }
         let stats = sampler.stats();
         samples += stats.attributed + stats.unattributed;
         if std::env::var_os("SAMPLER_STATS").is_some() {
@@ -178,6 +185,12 @@ fn main() {
         100.0 * (1.0 - on_w / off_w)
     );
     println!("  samples taken with the sampler on: {samples}");
+    println!(
+        "  sampler thread CPU: {:.1} ms for {:.1} s of worker CPU ({:.3}%)",
+        sampler_cpu as f64 / 1e6,
+        worker_cpu as f64 / 1e9,
+        100.0 * sampler_cpu as f64 / worker_cpu.max(1) as f64
+    );
     println!(
         "  empty request (scope + enqueue), CPU per request: off {:.0} ns, on {:.0} ns",
         median(empty_off),

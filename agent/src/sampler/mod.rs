@@ -89,7 +89,7 @@ impl Default for SamplerConfig {
         SamplerConfig {
             frequency_hz: DEFAULT_FREQUENCY_HZ,
             export_interval: Duration::from_secs(10),
-            read_interval: Duration::from_millis(20),
+            read_interval: Duration::from_millis(100),
             max_frames: 127,
             ring_pages: 16,
             channel_capacity: 4096,

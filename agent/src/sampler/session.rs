@@ -18,11 +18,13 @@ use super::stats::StatCells;
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
 static CURRENT: Mutex<Option<Arc<Session>>> = Mutex::new(None);
+/// Ring ids are unique across sessions, so request tags (built on them) never collide.
+static NEXT_RING: AtomicU64 = AtomicU64::new(1);
 
 /// One thread's sampling event, shared by the thread (to read the head) and the sampler.
 #[derive(Debug)]
 pub(crate) struct ThreadRing {
-    /// Unique within the process (never reused, unlike thread ids).
+    /// Unique within the process, across sessions (never reused, unlike thread ids).
     pub(crate) id: u64,
     pub(crate) ring: Ring,
     /// Start offset of the open measured stretch, or [`hook::IDLE`].
@@ -40,7 +42,6 @@ pub(crate) struct Session {
     pub(crate) ranges_tx: SyncSender<Range>,
     pub(crate) done_tx: SyncSender<Done>,
     pub(crate) stats: Arc<StatCells>,
-    next_ring: AtomicU64,
     warned: AtomicBool,
 }
 
@@ -77,7 +78,6 @@ impl Session {
             ranges_tx,
             done_tx,
             stats,
-            next_ring: AtomicU64::new(1),
             warned: AtomicBool::new(false),
         });
         *current = Some(Arc::clone(&session));
@@ -108,7 +108,7 @@ impl Session {
         match Ring::open(0, &self.spec) {
             Ok(ring) => {
                 let ring = Arc::new(ThreadRing {
-                    id: self.next_ring.fetch_add(1, Ordering::Relaxed),
+                    id: NEXT_RING.fetch_add(1, Ordering::Relaxed),
                     ring,
                     active: hook::idle(),
                 });

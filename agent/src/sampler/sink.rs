@@ -277,4 +277,53 @@ mod tests {
         assert_eq!(folded(&p), "main;work 3\n");
         assert!(CollectorSink::new("https://x", None).is_err());
     }
+
+    #[test]
+    fn collector_sink_posts_folded_text_with_labels_in_the_query() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().expect("accept");
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !String::from_utf8_lossy(&seen).ends_with("main;run 2\n") {
+                let n = conn.read(&mut buf).expect("read");
+                if n == 0 {
+                    break;
+                }
+                seen.extend_from_slice(&buf[..n]);
+            }
+            conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                .expect("answer");
+            String::from_utf8_lossy(&seen).into_owned()
+        });
+        let mut sink =
+            CollectorSink::new(&format!("http://{addr}/base/"), Some("t0k".into())).expect("url");
+        let profile = ProfileBatch {
+            ts: 2_000_000_000,
+            labels: SampleLabels {
+                service: "s".into(),
+                endpoint: "GET /x".into(),
+                ..SampleLabels::default()
+            },
+            samples: vec![StackSample {
+                frames: vec!["main".into(), "run".into()],
+                samples: 2,
+                cpu_ns: 0,
+            }],
+        };
+        sink.export(&[profile], 99).expect("delivered");
+        let request = server.join().expect("server");
+        assert!(
+            request.starts_with(
+                "POST /base/api/v1/profiles?format=folded&sample_rate=99&ts=2&service=s\
+                 &endpoint=GET%20%2Fx HTTP/1.1\r\n"
+            ),
+            "{request}"
+        );
+        assert!(
+            request.contains("Authorization: Bearer t0k\r\n"),
+            "{request}"
+        );
+    }
 }

@@ -5,7 +5,8 @@
 //! concurrently) and the only user of the symboliser and the sink. A sample whose stretch is
 //! still open (its range cannot have been sent yet) stays in the ring until the next read. A
 //! sample whose request has not reported its labels is kept for one more interval, then shipped
-//! without request labels and counted as `unresolved`. Memory is bounded by the number of
+//! without request labels and counted as `unresolved`. A retriable export failure is retried
+//! twice (100 ms, 500 ms), then the interval's profiles are dropped and counted. Memory is bounded by the number of
 //! distinct (request, stack) pairs in one interval plus the symbol cache.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -38,6 +39,9 @@ pub(crate) struct Meta {
     pub(crate) dc: String,
     pub(crate) host: String,
 }
+
+/// Pauses before the retries of a retriable export failure (then the profiles are dropped).
+const BACKOFF: [Duration; 2] = [Duration::from_millis(100), Duration::from_millis(500)];
 
 /// Deepest stack shipped, inline frames included.
 const MAX_SHIPPED_FRAMES: usize = 1024;
@@ -230,7 +234,15 @@ impl Worker {
         if batches.is_empty() {
             return;
         }
-        match self.sink.export(&batches, self.session.spec.frequency_hz) {
+        let mut result = self.sink.export(&batches, self.session.spec.frequency_hz);
+        for pause in BACKOFF {
+            match &result {
+                Err(e) if e.is_retriable() => std::thread::sleep(pause),
+                _ => break,
+            }
+            result = self.sink.export(&batches, self.session.spec.frequency_hz);
+        }
+        match result {
             Ok(()) => StatCells::add(&self.stats.profiles_exported, batches.len() as u64),
             Err(e) => {
                 StatCells::add(&self.stats.export_failed, batches.len() as u64);
