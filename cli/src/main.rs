@@ -29,8 +29,45 @@ enum Command {
     Changepoints(ChangepointsArgs),
     /// Upload profiles (pprof, folded, perf script; gzipped or not) to a server.
     Import(ImportCmd),
+    /// Watch profwatch catch a regression: a server, an instrumented service rolled from build 1
+    /// to build 2, load, and the analysis (needs nothing but this binary).
+    Demo(DemoCmd),
+    /// The demo's example service (started by `profwatch demo`).
+    #[command(hide = true)]
+    DemoService(DemoServiceCmd),
     /// Run the per-host sidecar: local socket/UDP in, disk spool, batches to the collector.
     Agent(profwatch_agent::sidecar::AgentArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DemoCmd {
+    /// Where the server and dashboard listen.
+    #[arg(long, default_value = "127.0.0.1:4040")]
+    listen: String,
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long)]
+    duration: Option<u64>,
+    /// Seconds build 1 runs alone before build 2 rolls out.
+    #[arg(long, default_value_t = 45)]
+    baseline_secs: u64,
+    /// Hosts per build (two dcs; at least 8 per build gives the clustered test the resolution
+    /// to pass Benjamini-Hochberg across the shop's three endpoints).
+    #[arg(long, default_value_t = 8)]
+    hosts: usize,
+}
+
+#[derive(Debug, clap::Args)]
+struct DemoServiceCmd {
+    #[arg(long)]
+    collector: String,
+    #[arg(long)]
+    build: String,
+    #[arg(long)]
+    host: String,
+    #[arg(long)]
+    dc: String,
+    #[arg(long)]
+    rounds_per_us: Option<u64>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -291,6 +328,32 @@ fn run() -> anyhow::Result<()> {
             if compare(args)? {
                 std::process::exit(1);
             }
+        }
+        Command::Demo(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(profwatch_demo::run(profwatch_demo::DemoArgs {
+                listen: args.listen,
+                duration: args.duration.map(std::time::Duration::from_secs),
+                baseline_phase: std::time::Duration::from_secs(args.baseline_secs),
+                hosts: args.hosts,
+                exe: std::env::current_exe().context("locating the profwatch binary")?,
+            }))?;
+        }
+        Command::DemoService(args) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(profwatch_demo::service::run(
+                profwatch_demo::service::ServiceArgs {
+                    collector: args.collector,
+                    build: args.build,
+                    host: args.host,
+                    dc: args.dc,
+                    rounds_per_us: args.rounds_per_us,
+                },
+            ))?;
         }
         Command::Import(args) => {
             let mut labels = Vec::new();

@@ -204,6 +204,30 @@ impl Analyzer {
         Ok(out)
     }
 
+    /// The time both builds served, when it holds enough requests of each to compare on: a
+    /// compare of concurrent traffic is not confounded by what else changed over time (load,
+    /// neighbours, the daily cycle). `None` (the whole window) otherwise.
+    fn overlap(
+        &self,
+        builds: &[BuildSummary],
+        baseline: &str,
+        candidate: &str,
+    ) -> Option<TimeRange> {
+        let a = builds.iter().find(|b| b.build == baseline)?;
+        let b = builds.iter().find(|b| b.build == candidate)?;
+        let from = a.first_seen.max(b.first_seen);
+        let to = a.last_seen.min(b.last_seen) + 1;
+        if to <= from {
+            return None;
+        }
+        // Requests in the overlap, assuming each build's traffic was spread evenly over its life.
+        let share = |x: &BuildSummary| {
+            x.requests * (to - from) as f64 / ((x.last_seen - x.first_seen).max(1) as f64)
+        };
+        let enough = 4.0 * self.cfg.compare.min_requests as f64;
+        (share(a) >= enough && share(b) >= enough).then_some(TimeRange { from, to })
+    }
+
     /// The functions that explain a regression of `endpoint` from `baseline` to `candidate`.
     pub async fn culprits(
         &self,
@@ -306,8 +330,9 @@ impl Analyzer {
                 .pass_windows(tenant, service, &builds, records, report)
                 .await;
         };
+        let overlap = self.overlap(&builds, &baseline, &candidate);
         let comparisons = self
-            .compare(tenant, service, &baseline, &candidate, None, None)
+            .compare(tenant, service, &baseline, &candidate, None, overlap)
             .await?;
         let now = now_ns();
         for c in comparisons

@@ -5,6 +5,7 @@ mod agent;
 mod api;
 mod bad_input;
 mod cache;
+mod demo;
 mod loss;
 mod profiles;
 mod regressions;

@@ -1,0 +1,150 @@
+//! The example shop service the demo runs, one process per simulated host: an axum app whose
+//! endpoints each have their own CPU profile, measured by the SDK layer and the stack sampler
+//! and reported straight to the server. Build 2 makes `shop::cart::price` do more work.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::routing::{get, post};
+use axum::Router;
+use profwatch_agent::sampler::{Sampler, SamplerConfig};
+use profwatch_agent::{Agent, Config, ExportTarget};
+
+/// How one service process runs.
+#[derive(Debug, Clone)]
+pub struct ServiceArgs {
+    pub collector: String,
+    pub build: String,
+    pub host: String,
+    pub dc: String,
+    /// Work calibration from the demo (see [`calibrate`]); measured here when absent.
+    pub rounds_per_us: Option<u64>,
+}
+
+/// Work the compiler cannot remove: `n` rounds of a xorshift. Always inlined, so that the
+/// shop function calling it is the leaf frame of every sample (stacks without frame pointers
+/// stop at the leaf).
+#[inline(always)]
+fn spin(seed: u64, n: u64) -> u64 {
+    let mut x = seed | 1;
+    for _ in 0..n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    std::hint::black_box(x)
+}
+
+/// Rounds of [`spin`] per microsecond on this machine (and build profile), measured at start
+/// so that the work per request is about the same in debug and release builds.
+static ROUNDS_PER_US: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// Rounds of [`spin`] per microsecond of CPU here: the best of a few tries, so that every host
+/// of the demo (given the same figure by the demo) does the same work per request.
+pub fn calibrate() -> u64 {
+    let n = 2_000_000;
+    (0..5)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            spin(1, n);
+            n / (t.elapsed().as_micros().max(1) as u64)
+        })
+        .max()
+        .unwrap_or(100)
+        .max(1)
+}
+
+/// About `us` microseconds of CPU.
+#[inline(always)]
+fn work(seed: u64, us: u64) -> u64 {
+    spin(seed, us * ROUNDS_PER_US.get().copied().unwrap_or(100))
+}
+
+/// The shop's functions, each a distinct frame in the profiles.
+pub mod shop {
+    pub mod cart {
+        /// Loads the cart.
+        #[inline(never)]
+        pub fn load(id: u64) -> u64 {
+            super::super::work(id, 300)
+        }
+
+        /// Prices the cart; build 2 does 8% more work here.
+        #[inline(never)]
+        pub fn price(id: u64, build2: bool) -> u64 {
+            super::super::work(id ^ 7, if build2 { 756 } else { 700 })
+        }
+    }
+
+    pub mod search {
+        /// Ranks results.
+        #[inline(never)]
+        pub fn rank(q: u64) -> u64 {
+            super::super::work(q, 900)
+        }
+    }
+
+    pub mod checkout {
+        /// Computes tax.
+        #[inline(never)]
+        pub fn tax(n: u64) -> u64 {
+            super::super::work(n, 250)
+        }
+
+        /// Scores fraud risk.
+        #[inline(never)]
+        pub fn fraud(n: u64) -> u64 {
+            super::super::work(n ^ 3, 550)
+        }
+    }
+}
+
+/// Runs the service until killed. Prints `listening on http://ADDR` when ready.
+pub async fn run(args: ServiceArgs) -> anyhow::Result<()> {
+    let _ = ROUNDS_PER_US.set(args.rounds_per_us.unwrap_or_else(calibrate));
+    let mut cfg = Config::new("demo-shop");
+    cfg.build = args.build.clone();
+    cfg.host = args.host.clone();
+    cfg.dc = args.dc.clone();
+    cfg.export = ExportTarget::Collector {
+        url: args.collector.clone(),
+        format: profwatch_agent::export::WireFormat::Protobuf,
+        token: None,
+    };
+    cfg.flush_interval = Duration::from_millis(500);
+    let agent = Agent::new(cfg.clone()).context("starting the SDK")?;
+    let mut sampler_cfg = SamplerConfig::default();
+    sampler_cfg.export_interval = Duration::from_secs(5);
+    let _sampler = match Sampler::start(&cfg, sampler_cfg) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!("demo service {}: running without stacks: {e}", args.host);
+            None
+        }
+    };
+    let build2 = args.build == "2";
+    let app = Router::new()
+        .route(
+            "/cart/{id}",
+            get(
+                move |axum::extract::Path(id): axum::extract::Path<u64>| async move {
+                    let a = shop::cart::load(id);
+                    let b = shop::cart::price(id, build2);
+                    format!("{}", a ^ b)
+                },
+            ),
+        )
+        .route(
+            "/search",
+            get(|| async { format!("{}", shop::search::rank(42)) }),
+        )
+        .route(
+            "/checkout",
+            post(|| async { format!("{}", shop::checkout::tax(5) ^ shop::checkout::fraud(9)) }),
+        )
+        .layer(agent.layer());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app).await?;
+    Ok(())
+}

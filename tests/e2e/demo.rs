@@ -1,0 +1,48 @@
+//! `profwatch demo`, shortened: it must flag exactly the endpoint whose function got dearer in
+//! build 2, name that function, and flag nothing else.
+
+use profwatch_e2e::*;
+
+#[test]
+fn the_demo_catches_its_regression_and_names_the_function() {
+    let art = artifacts("the_demo_catches_its_regression_and_names_the_function");
+    let out = std::process::Command::new(profwatch_bin())
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--duration",
+            "150",
+            "--baseline-secs",
+            "30",
+        ])
+        .env("PROFWATCH_LOG", "warn")
+        .output()
+        .expect("run the demo");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    std::fs::write(art.join("stdout.txt"), &stdout).expect("write");
+    std::fs::write(art.join("stderr.txt"), &stderr).expect("write");
+    assert!(out.status.success(), "the demo failed:\n{stdout}\n{stderr}");
+    let flagged: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("REGRESSION:"))
+        .collect();
+    assert_eq!(flagged.len(), 1, "exactly one regression:\n{stdout}");
+    assert!(
+        flagged[0].contains("GET /cart/{id}") && flagged[0].contains("build 2 vs 1"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("the function that got dearer: profwatch_demo::service::shop::cart::price"),
+        "the function is named:\n{stdout}"
+    );
+    let summary = stdout
+        .lines()
+        .find(|l| l.starts_with("summary:"))
+        .expect("a summary line");
+    assert!(
+        summary.contains("flagged: GET /cart/{id} in build 2"),
+        "{summary}"
+    );
+}
