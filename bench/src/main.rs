@@ -562,6 +562,40 @@ fn query(cli: &Cli, a: &QueryArgs, report: &mut Report) -> anyhow::Result<()> {
         a.runs,
     )?;
     let cores = before.cores_until(&CpuMark::now(server.pid()), t_all.elapsed().as_secs_f64());
+    // A full analysis pass: every service's newest build against the one before, per endpoint,
+    // plus change points in every endpoint's series.
+    eprintln!("timing one analysis pass (POST /api/v1/analyze)...");
+    let t_analyze = Instant::now();
+    let resp = http
+        .post(format!("{}/api/v1/analyze", server.url))
+        .send()
+        .context("POST /api/v1/analyze")?;
+    let analyze_secs = t_analyze.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        resp.status().is_success(),
+        "analyze answered {}",
+        resp.status()
+    );
+    let pass: serde_json::Value =
+        serde_json::from_str(&resp.text().context("analyze body")?).context("analyze JSON")?;
+    let compared: usize = pass["services"]
+        .as_array()
+        .map(|s| {
+            s.iter()
+                .map(|x| x["endpoints"].as_array().map_or(0, Vec::len))
+                .sum()
+        })
+        .unwrap_or(0);
+    report.line(format!(
+        "analysis pass: {analyze_secs:.3} s; {compared} endpoints compared (builds {} vs {}), {} new regressions",
+        pass["services"][0]["baseline"].as_str().unwrap_or("-"),
+        pass["services"][0]["candidate"].as_str().unwrap_or("-"),
+        pass["new_regressions"]
+    ));
+    report.set(
+        "analysis",
+        json!({"secs": round(analyze_secs, 3), "endpoints_compared": compared}),
+    );
     report.line(format!(
         "query over the full range of {} events (service {service} holds {service_events} = {:.1}% of them):",
         r.acked,

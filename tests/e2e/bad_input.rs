@@ -236,13 +236,75 @@ fn gzip_bomb() {
 #[test]
 fn oversized_body() {
     let (_s, c) = seeded("oversized_body", &[]);
-    let body = vec![b' '; 33 << 20];
-    expect(
-        &c.post_events(body, "application/x-ndjson", None),
-        413,
-        "larger than",
-    );
+    // The server answers 413 as soon as it knows, without reading the rest, so the client must
+    // read the answer while (or instead of) sending: a raw socket does both.
+    let addr = c.base.trim_start_matches("http://").to_owned();
+    // Announced too large: refused from the header alone.
+    let r = raw_post(&addr, "Content-Length: 34603008\r\n", 0);
+    assert!(r.starts_with("HTTP/1.1 413"), "{r}");
+    assert!(r.contains("larger than"), "{r}");
+    // Chunked, no length announced: refused once 32 MiB have arrived.
+    let r = raw_post(&addr, "Transfer-Encoding: chunked\r\n", 33 << 20);
+    assert!(r.starts_with("HTTP/1.1 413"), "{r}");
     assert_intact(&c);
+}
+
+/// POSTs ndjson headers plus `body_bytes` of spaces (chunked when asked) on a raw socket,
+/// writing from a second thread, and returns what the server answered.
+fn raw_post(addr: &str, extra_header: &str, body_bytes: usize) -> String {
+    use std::io::{Read, Write};
+    let mut sock = std::net::TcpStream::connect(addr).expect("connect");
+    let head = format!(
+        "POST /api/v1/events HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-ndjson\r\n{extra_header}\r\n"
+    );
+    sock.write_all(head.as_bytes()).expect("write head");
+    let mut writer = sock.try_clone().expect("clone");
+    let chunked = extra_header.contains("chunked");
+    let feeder = std::thread::spawn(move || {
+        let chunk = vec![b' '; 1 << 20];
+        let mut sent = 0;
+        while sent < body_bytes {
+            let framed = if chunked {
+                let mut f = format!("{:x}\r\n", chunk.len()).into_bytes();
+                f.extend_from_slice(&chunk);
+                f.extend_from_slice(b"\r\n");
+                f
+            } else {
+                chunk.clone()
+            };
+            if writer.write_all(&framed).is_err() {
+                return; // the server stopped reading: expected once it has answered
+            }
+            sent += chunk.len();
+        }
+    });
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .expect("timeout");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = sock.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&answer);
+        if let Some((headers, body)) = text.split_once("\r\n\r\n") {
+            let len = headers
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            if body.len() >= len {
+                break;
+            }
+        }
+    }
+    let _ = sock.shutdown(std::net::Shutdown::Both);
+    let _ = feeder.join();
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 #[test]
