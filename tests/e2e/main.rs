@@ -6,6 +6,7 @@ mod api;
 mod bad_input;
 mod cache;
 mod demo;
+mod grafana;
 mod loss;
 mod profiles;
 mod regressions;

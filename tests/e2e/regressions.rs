@@ -63,7 +63,7 @@ impl Rng {
 }
 
 /// 3000 requests per endpoint and build over 12 hosts in 2 dcs; build 2 makes `GET /a` 8% dearer.
-fn workload() -> Vec<RequestEvent> {
+pub(crate) fn workload() -> Vec<RequestEvent> {
     let now = profwatch_model::timefmt::now_ns();
     let mut rng = Rng(42);
     let mut out = Vec::new();
