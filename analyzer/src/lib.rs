@@ -20,7 +20,7 @@ pub mod stats;
 pub use changepoint::{detect, detect_grouped, ChangePoint, ChangepointConfig};
 pub use changepoints_cmd::{run_changepoints, ChangepointsArgs, OutputFormat};
 pub use compare::{
-    choose_builds, compare_all, BuildTraffic, ClusterBy, CompareConfig, Comparison,
+    choose_builds, compare_all, compare_all_on, BuildTraffic, ClusterBy, CompareConfig, Comparison,
     EndpointSamples, Metric, Sample, Verdict,
 };
 pub use error::AnalyzerError;

@@ -172,6 +172,9 @@ struct ServerArgs {
         hide_env_values = true
     )]
     tokens: Vec<String>,
+    /// Bytes the query cache may hold; 0 turns it off [default: 64 MiB].
+    #[arg(long, env = "PROFWATCH_QUERY_CACHE_BYTES")]
+    query_cache_bytes: Option<usize>,
     /// How often to analyse, e.g. 5m; 0s turns scheduled analysis off [default: 5m].
     #[arg(long, env = "PROFWATCH_ANALYSIS_INTERVAL")]
     analysis_interval: Option<String>,
@@ -208,6 +211,7 @@ impl ServerArgs {
                 password: self.clickhouse_password,
             },
             tokens,
+            query_cache_bytes: self.query_cache_bytes,
             analysis: profwatch_collector::config::RawAnalysis {
                 interval: self.analysis_interval,
                 ..Default::default()

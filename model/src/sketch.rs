@@ -18,9 +18,45 @@ fn gamma() -> f64 {
 pub const SQL_BUCKET_EXPR: &str =
     "if({x} <= 0, 0, 2 * pow(1.01005025125628, ceil(log({x}) / log(1.01005025125628))) / 2.01005025125628)";
 
-/// Bucket index of a positive value.
+/// Bucket index of a positive value: `ceil(ln(x) / ln(γ))`. `ln` is computed from the float's
+/// exponent and a table of `log2` over the top mantissa bits with linear interpolation (error
+/// below 1e-7 in `log2`), several times faster than `f64::ln` on the query hot path; a value within
+/// that error of a bucket boundary may land in the neighbouring bucket, which moves a quantile by
+/// at most one bucket width (still within twice the relative accuracy).
 pub fn bucket_index(x: f64) -> i32 {
-    (x.ln() / gamma().ln()).ceil() as i32
+    (fast_log2(x) * log2_to_bucket()).ceil() as i32
+}
+
+const TABLE_BITS: u32 = 10;
+
+fn log2_table() -> &'static [f64; (1 << TABLE_BITS) + 1] {
+    static TABLE: std::sync::OnceLock<[f64; (1 << TABLE_BITS) + 1]> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t = [0.0; (1 << TABLE_BITS) + 1];
+        for (i, v) in t.iter_mut().enumerate() {
+            *v = (1.0 + i as f64 / f64::from(1u32 << TABLE_BITS)).log2();
+        }
+        t
+    })
+}
+
+fn log2_to_bucket() -> f64 {
+    std::f64::consts::LN_2 / gamma().ln()
+}
+
+/// `log2(x)` for a positive, finite, normal `x`; exact at powers of two.
+fn fast_log2(x: f64) -> f64 {
+    let bits = x.to_bits();
+    let exp = ((bits >> 52) & 0x7ff) as i64;
+    if exp == 0 || exp == 0x7ff {
+        return x.log2();
+    }
+    let mantissa = bits & ((1u64 << 52) - 1);
+    let idx = (mantissa >> (52 - TABLE_BITS)) as usize;
+    let frac =
+        (mantissa & ((1u64 << (52 - TABLE_BITS)) - 1)) as f64 / (1u64 << (52 - TABLE_BITS)) as f64;
+    let t = log2_table();
+    (exp - 1023) as f64 + t[idx] + (t[idx + 1] - t[idx]) * frac
 }
 
 /// The value that represents bucket `i`.
@@ -139,6 +175,22 @@ mod tests {
         s.merge(&other);
         assert!((s.quantile(0.5).expect("non-empty") / 10.0 - 1.0).abs() < 0.01);
         assert_eq!(s.total(), 110.0);
+    }
+
+    #[test]
+    fn the_fast_index_agrees_with_ln_away_from_boundaries() {
+        let mut disagree = 0;
+        let mut x = 1.0f64;
+        while x < 1e15 {
+            let exact = (x.ln() / gamma().ln()).ceil() as i32;
+            let fast = bucket_index(x);
+            assert!((exact - fast).abs() <= 1, "{x}: {exact} vs {fast}");
+            if exact != fast {
+                disagree += 1;
+            }
+            x *= 1.000_37;
+        }
+        assert!(disagree < 50, "{disagree} values changed bucket");
     }
 
     #[test]

@@ -279,11 +279,47 @@ pub fn compare_all(
     endpoints: &[EndpointSamples],
     cfg: &CompareConfig,
 ) -> Result<Vec<Comparison>, AnalyzerError> {
+    compare_all_on(endpoints, cfg, 1)
+}
+
+/// [`compare_all`] with the endpoints spread over `threads` threads (the result is the same:
+/// each endpoint's compare is seeded on its own, and Benjamini-Hochberg runs over all of them).
+pub fn compare_all_on(
+    endpoints: &[EndpointSamples],
+    cfg: &CompareConfig,
+    threads: usize,
+) -> Result<Vec<Comparison>, AnalyzerError> {
     cfg.validate()?;
-    let mut out: Vec<Comparison> = endpoints
-        .iter()
-        .map(|e| strata::compare_one(e, cfg))
-        .collect();
+    let chunk = endpoints.len().div_ceil(threads.max(1)).max(1);
+    let mut out: Vec<Comparison> = if threads <= 1 || endpoints.len() < 2 {
+        endpoints
+            .iter()
+            .map(|e| strata::compare_one(e, cfg))
+            .collect()
+    } else {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = endpoints
+                .chunks(chunk)
+                .map(|part| {
+                    s.spawn(move || {
+                        part.iter()
+                            .map(|e| strata::compare_one(e, cfg))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        })
+    };
+    if out.len() != endpoints.len() {
+        return Err(AnalyzerError::InvalidConfig {
+            field: "endpoints",
+            reason: "a compare thread failed".to_owned(),
+        });
+    }
     let tested: Vec<usize> = (0..out.len())
         .filter(|&i| out[i].verdict != Verdict::NotEnoughData && out[i].p_value.is_some())
         .collect();

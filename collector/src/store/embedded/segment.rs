@@ -351,10 +351,11 @@ pub fn scan_part(
     let file = File::open(path).map_err(|e| StoreError::io("open", path, e))?;
     let reader = SerializedFileReader::new(file).map_err(|e| pq(path, e))?;
     let mut rows = Rows::default();
+    let mut scratch = Scratch::default();
     for g in (0..reader.num_row_groups()).filter(|g| g % parts.max(1) == part) {
         let rg = reader.get_row_group(g).map_err(|e| pq(path, e))?;
         let n = rg.metadata().num_rows().max(0) as usize;
-        read_rows(rg.as_ref(), n, projection, &mut rows).map_err(|e| pq(path, e))?;
+        read_rows(rg.as_ref(), n, projection, &mut rows, &mut scratch).map_err(|e| pq(path, e))?;
         f(&rows);
     }
     Ok(())
@@ -396,41 +397,52 @@ pub(super) fn read_i32(
     Ok(())
 }
 
+/// Buffers a scan reuses from one row group to the next (allocating them per group costs page
+/// faults on every group).
+#[derive(Default)]
+struct Scratch {
+    i64s: Vec<i64>,
+    i32s: Vec<i32>,
+    def: Vec<i16>,
+}
+
 fn read_rows(
     rg: &dyn RowGroupReader,
     n: usize,
     p: Projection,
     rows: &mut Rows,
+    scratch: &mut Scratch,
 ) -> parquet::errors::Result<()> {
-    let mut i64s = Vec::with_capacity(n);
-    let mut i32s = Vec::with_capacity(n);
+    let Scratch { i64s, i32s, def } = scratch;
+    i64s.clear();
+    i32s.clear();
+    def.clear();
 
     read_i64(rg, col::TS, n, &mut rows.ts)?;
-    read_i32(rg, col::SERIES, n, &mut i32s)?;
+    read_i32(rg, col::SERIES, n, i32s)?;
     rows.series.clear();
     rows.series.extend(i32s.iter().map(|v| *v as u32));
     rows.status.clear();
     if p.status {
-        read_i32(rg, col::STATUS, n, &mut i32s)?;
+        read_i32(rg, col::STATUS, n, i32s)?;
         rows.status.extend(i32s.iter().map(|v| *v as u16));
     }
-    read_i64(rg, col::CPU_NS, n, &mut i64s)?;
+    read_i64(rg, col::CPU_NS, n, i64s)?;
     rows.cpu_ns.clear();
     rows.cpu_ns.extend(i64s.iter().map(|v| *v as u64));
     rows.wall_ns.clear();
     if p.wall_ns {
-        read_i64(rg, col::WALL_NS, n, &mut i64s)?;
+        read_i64(rg, col::WALL_NS, n, i64s)?;
         rows.wall_ns.extend(i64s.iter().map(|v| *v as u64));
     }
 
     i64s.clear();
-    let mut def = Vec::with_capacity(n);
     let mut r = parquet::column::reader::get_typed_column_reader::<Int64Type>(
         rg.get_column_reader(col::INSTRUCTIONS)?,
     );
     let mut levels = 0;
     while levels < n {
-        let (records, _, _) = r.read_records(n - levels, Some(&mut def), None, &mut i64s)?;
+        let (records, _, _) = r.read_records(n - levels, Some(def), None, i64s)?;
         if records == 0 {
             break;
         }
@@ -438,7 +450,7 @@ fn read_rows(
     }
     rows.instructions.clear();
     let mut values = i64s.iter();
-    for d in &def {
+    for d in def.iter() {
         rows.instructions.push(if *d > 0 {
             values.next().map(|v| *v as u64)
         } else {
