@@ -57,6 +57,38 @@ pub struct DdlContext {
     pub retention_days: u32,
 }
 
+impl DdlContext {
+    /// `LowCardinality(t)` on modern servers, `t` on old ones.
+    fn lc(&self, t: &str) -> String {
+        if self.modern {
+            format!("LowCardinality({t})")
+        } else {
+            t.to_owned()
+        }
+    }
+
+    /// ` CODEC(c)` on modern servers, nothing on old ones.
+    fn codec(&self, c: &str) -> String {
+        if self.modern {
+            format!(" CODEC({c})")
+        } else {
+            String::new()
+        }
+    }
+
+    /// The `TTL` clause on modern servers, nothing on old ones (retention from code there).
+    fn ttl(&self) -> String {
+        if self.modern {
+            format!(
+                "\nTTL {RETENTION_COLUMN} + INTERVAL {} DAY",
+                self.retention_days
+            )
+        } else {
+            String::new()
+        }
+    }
+}
+
 /// One schema change. `statements` are run in order, then the version is recorded.
 #[derive(Debug)]
 pub struct Migration {
@@ -152,28 +184,7 @@ ORDER BY (tenant, id)"
 /// re-written at most once a day while in use, so retention by day never drops a stack that
 /// recent samples still need; `ReplacingMergeTree` folds the copies).
 fn create_profiles(ctx: &DdlContext) -> Vec<String> {
-    let lc = |t: &str| {
-        if ctx.modern {
-            format!("LowCardinality({t})")
-        } else {
-            t.to_owned()
-        }
-    };
-    let codec = |c: &str| {
-        if ctx.modern {
-            format!(" CODEC({c})")
-        } else {
-            String::new()
-        }
-    };
-    let ttl = if ctx.modern {
-        format!(
-            "\nTTL {RETENTION_COLUMN} + INTERVAL {} DAY",
-            ctx.retention_days
-        )
-    } else {
-        String::new()
-    };
+    let (lc, codec, ttl) = (|t: &str| ctx.lc(t), |c: &str| ctx.codec(c), ctx.ttl());
     let s = lc("String");
     vec![
         format!(
@@ -214,28 +225,7 @@ ORDER BY (tenant, hash){ttl}",
 fn create_events(ctx: &DdlContext) -> Vec<String> {
     // `lc` wraps low-cardinality strings; `codec` appends a compression codec. Both expand
     // to nothing on old servers, which know neither.
-    let lc = |t: &str| {
-        if ctx.modern {
-            format!("LowCardinality({t})")
-        } else {
-            t.to_owned()
-        }
-    };
-    let codec = |c: &str| {
-        if ctx.modern {
-            format!(" CODEC({c})")
-        } else {
-            String::new()
-        }
-    };
-    let ttl = if ctx.modern {
-        format!(
-            "\nTTL {RETENTION_COLUMN} + INTERVAL {} DAY",
-            ctx.retention_days
-        )
-    } else {
-        String::new()
-    };
+    let (lc, codec, ttl) = (|t: &str| ctx.lc(t), |c: &str| ctx.codec(c), ctx.ttl());
     let s = lc("String");
     vec![format!(
         "CREATE TABLE IF NOT EXISTS events (

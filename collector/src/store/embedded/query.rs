@@ -360,14 +360,36 @@ pub fn timeseries(
                 .collect()
         })
         .collect();
-    let range = q.range;
-    let step = q.step.max(1);
+    let acc = scan_bucketed(sources, &maps, q.range, q.step, threads)?;
+    let sorted: BTreeMap<(i64, String), CostAccumulator> = acc
+        .into_iter()
+        .map(|((g, bucket), a)| ((bucket, groups.names[g as usize].0.clone()), a))
+        .collect();
+    Ok(sorted
+        .into_iter()
+        .map(|((bucket, group), a)| TimeseriesPoint {
+            time: bucket.div_euclid(NANOS_PER_SEC),
+            group: (q.group_by != GroupBy::None).then_some(group),
+            stats: a.finish(),
+        })
+        .collect())
+}
+
+/// Accumulates rows per (group, time bucket of `step` ns), for the series each map keeps.
+fn scan_bucketed(
+    sources: &[Source],
+    maps: &[GroupMap],
+    range: TimeRange,
+    step: i64,
+    threads: usize,
+) -> Result<HashMap<(u32, i64), CostAccumulator>, StoreError> {
+    let step = step.max(1);
     let work: Vec<(&Source, &GroupMap)> = sources
         .iter()
-        .zip(&maps)
+        .zip(maps)
         .filter(|(s, m)| s.overlaps(range) && m.iter().any(Option::is_some))
         .collect();
-    let acc = parallel(
+    parallel(
         &work,
         threads,
         |(src, map), part, parts, acc: &mut HashMap<(u32, i64), CostAccumulator>| {
@@ -389,19 +411,7 @@ pub fn timeseries(
                 }
             })
         },
-    )?;
-    let sorted: BTreeMap<(i64, String), CostAccumulator> = acc
-        .into_iter()
-        .map(|((g, bucket), a)| ((bucket, groups.names[g as usize].0.clone()), a))
-        .collect();
-    Ok(sorted
-        .into_iter()
-        .map(|((bucket, group), a)| TimeseriesPoint {
-            time: bucket.div_euclid(NANOS_PER_SEC),
-            group: (q.group_by != GroupBy::None).then_some(group),
-            stats: a.finish(),
-        })
-        .collect())
+    )
 }
 
 /// Whether a series passes a profile query's tenant, service and label filters.
@@ -673,36 +683,7 @@ pub fn endpoint_series(
                 .collect()
         })
         .collect();
-    let range = q.range;
-    let step = q.step.max(1);
-    let work: Vec<(&Source, &GroupMap)> = sources
-        .iter()
-        .zip(&maps)
-        .filter(|(s, m)| s.overlaps(range) && m.iter().any(Option::is_some))
-        .collect();
-    let acc = parallel(
-        &work,
-        threads,
-        |(src, map), part, parts, acc: &mut HashMap<(u32, i64), CostAccumulator>| {
-            src.for_each_chunk_part(part, parts, |rows| {
-                for i in 0..rows.len() {
-                    let ts = rows.ts[i];
-                    if ts < range.from || ts >= range.to {
-                        continue;
-                    }
-                    let Some(Some(g)) = map.get(rows.series[i] as usize) else {
-                        continue;
-                    };
-                    let bucket = ts.div_euclid(step) * step;
-                    acc.entry((*g, bucket)).or_default().add(
-                        rows.cpu_ns[i],
-                        rows.instructions[i],
-                        rows.weight[i],
-                    );
-                }
-            })
-        },
-    )?;
+    let acc = scan_bucketed(sources, &maps, q.range, q.step, threads)?;
     let mut by_endpoint: BTreeMap<String, BTreeMap<i64, CostAccumulator>> = BTreeMap::new();
     for ((g, bucket), a) in acc {
         by_endpoint
