@@ -22,7 +22,7 @@ use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::parser::parse_message_type;
 
 use super::memtable::{SampleRows, SeriesKey, Stacks};
-use super::segment::{pq, read_i32, read_i64};
+use super::segment::{pq, read_i32, read_i64, Footer, KEY_MAX_TS, KEY_MIN_TS, KEY_SERIES};
 use crate::store::StoreError;
 
 const SCHEMA: &str = "message profwatch_profile_segment {
@@ -34,9 +34,6 @@ const SCHEMA: &str = "message profwatch_profile_segment {
   optional binary frames (UTF8);
 }";
 const ROW_GROUP: usize = 256 * 1024;
-const KEY_SERIES: &str = "profwatch.series";
-const KEY_MIN_TS: &str = "profwatch.min_ts";
-const KEY_MAX_TS: &str = "profwatch.max_ts";
 
 /// What is known about a profile segment from its footer.
 #[derive(Debug)]
@@ -176,30 +173,13 @@ fn write_group(
 
 /// Reads a profile segment's footer.
 pub fn open(path: &Path) -> Result<ProfileMeta, StoreError> {
-    let file = File::open(path).map_err(|e| StoreError::io("open", path, e))?;
-    let reader = SerializedFileReader::new(file).map_err(|e| pq(path, e))?;
-    let meta = reader.metadata();
-    let kv = meta.file_metadata().key_value_metadata();
-    let get = |k: &str| {
-        kv.and_then(|kv| kv.iter().find(|e| e.key == k))
-            .and_then(|e| e.value.clone())
-            .ok_or_else(|| StoreError::Corrupt {
-                path: path.display().to_string(),
-                detail: format!("footer lacks {k}"),
-            })
-    };
-    let bad = |what: &str| StoreError::Corrupt {
-        path: path.display().to_string(),
-        detail: format!("bad {what}"),
-    };
-    let series: Vec<SeriesKey> =
-        serde_json::from_str(&get(KEY_SERIES)?).map_err(|_| bad(KEY_SERIES))?;
+    let f = Footer::read(path)?;
     Ok(ProfileMeta {
         path: path.to_owned(),
-        rows: meta.file_metadata().num_rows().max(0) as u64,
-        min_ts: get(KEY_MIN_TS)?.parse().map_err(|_| bad(KEY_MIN_TS))?,
-        max_ts: get(KEY_MAX_TS)?.parse().map_err(|_| bad(KEY_MAX_TS))?,
-        series: series.into_iter().map(Arc::new).collect(),
+        rows: f.rows,
+        min_ts: f.parse(KEY_MIN_TS)?,
+        max_ts: f.parse(KEY_MAX_TS)?,
+        series: f.series()?,
     })
 }
 

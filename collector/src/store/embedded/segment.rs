@@ -8,6 +8,7 @@
 //! A segment whose range lies inside another's is a leftover of a compaction that crashed before
 //! deleting its inputs, and is removed on open.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,9 +39,9 @@ const SCHEMA: &str = "message profwatch_segment {
   required double weight;
 }";
 const ROW_GROUP: usize = 256 * 1024;
-const KEY_SERIES: &str = "profwatch.series";
-const KEY_MIN_TS: &str = "profwatch.min_ts";
-const KEY_MAX_TS: &str = "profwatch.max_ts";
+pub(super) const KEY_SERIES: &str = "profwatch.series";
+pub(super) const KEY_MIN_TS: &str = "profwatch.min_ts";
+pub(super) const KEY_MAX_TS: &str = "profwatch.max_ts";
 const KEY_IDEMPOTENCY: &str = "profwatch.idempotency_keys";
 
 /// A batch idempotency key accepted at `received` (unix ns); segments keep the keys of the
@@ -278,43 +279,78 @@ pub fn open(
     hi: u64,
     profile: Option<ProfileMeta>,
 ) -> Result<SegmentMeta, StoreError> {
-    let file = File::open(path).map_err(|e| StoreError::io("open", path, e))?;
-    let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let reader = SerializedFileReader::new(file).map_err(|e| pq(path, e))?;
-    let meta = reader.metadata();
-    let kv = meta.file_metadata().key_value_metadata();
-    let get = |k: &str| {
-        kv.and_then(|kv| kv.iter().find(|e| e.key == k))
-            .and_then(|e| e.value.clone())
-            .ok_or_else(|| StoreError::Corrupt {
-                path: path.display().to_string(),
-                detail: format!("footer lacks {k}"),
-            })
-    };
-    let bad = |what: &str| StoreError::Corrupt {
-        path: path.display().to_string(),
-        detail: format!("bad {what}"),
-    };
-    let series: Vec<SeriesKey> =
-        serde_json::from_str(&get(KEY_SERIES)?).map_err(|_| bad(KEY_SERIES))?;
+    let f = Footer::read(path)?;
     Ok(SegmentMeta {
         path: path.to_owned(),
         lo,
         hi,
-        rows: meta.file_metadata().num_rows().max(0) as u64,
-        bytes,
-        min_ts: get(KEY_MIN_TS)?.parse().map_err(|_| bad(KEY_MIN_TS))?,
-        max_ts: get(KEY_MAX_TS)?.parse().map_err(|_| bad(KEY_MAX_TS))?,
-        series: series.into_iter().map(Arc::new).collect(),
+        rows: f.rows,
+        bytes: f.bytes,
+        min_ts: f.parse(KEY_MIN_TS)?,
+        max_ts: f.parse(KEY_MAX_TS)?,
+        series: f.series()?,
         profile,
-        keys: kv
-            .and_then(|kv| kv.iter().find(|e| e.key == KEY_IDEMPOTENCY))
-            .and_then(|e| e.value.as_deref())
-            .map(|v| serde_json::from_str(v).map_err(|_| bad(KEY_IDEMPOTENCY)))
-            .transpose()?
-            .unwrap_or_default(),
+        keys: match f.kv.get(KEY_IDEMPOTENCY) {
+            Some(v) => serde_json::from_str(v).map_err(|_| f.bad(KEY_IDEMPOTENCY))?,
+            None => Vec::new(),
+        },
         obsolete: AtomicBool::new(false),
     })
+}
+
+/// What a segment file's footer says: row count, size, and our key-value metadata (series
+/// dictionary, time bounds, idempotency keys). Shared by event and profile segments.
+#[derive(Debug)]
+pub(super) struct Footer {
+    path: PathBuf,
+    pub rows: u64,
+    pub bytes: u64,
+    pub kv: HashMap<String, String>,
+}
+
+impl Footer {
+    pub fn read(path: &Path) -> Result<Footer, StoreError> {
+        let file = File::open(path).map_err(|e| StoreError::io("open", path, e))?;
+        let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let reader = SerializedFileReader::new(file).map_err(|e| pq(path, e))?;
+        let meta = reader.metadata().file_metadata();
+        let kv = meta
+            .key_value_metadata()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| Some((e.key.clone(), e.value.clone()?)))
+            .collect();
+        Ok(Footer {
+            path: path.to_owned(),
+            rows: meta.num_rows().max(0) as u64,
+            bytes,
+            kv,
+        })
+    }
+
+    pub fn bad(&self, what: &str) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.display().to_string(),
+            detail: format!("bad or missing {what} in the footer"),
+        }
+    }
+
+    pub fn parse<T: std::str::FromStr>(&self, key: &str) -> Result<T, StoreError> {
+        self.kv
+            .get(key)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| self.bad(key))
+    }
+
+    /// The series dictionary, in file order.
+    pub fn series(&self) -> Result<Vec<Arc<SeriesKey>>, StoreError> {
+        let v = self
+            .kv
+            .get(KEY_SERIES)
+            .ok_or_else(|| self.bad(KEY_SERIES))?;
+        let keys: Vec<SeriesKey> = serde_json::from_str(v).map_err(|_| self.bad(KEY_SERIES))?;
+        Ok(keys.into_iter().map(Arc::new).collect())
+    }
 }
 
 /// The columns a scan wants; unread columns stay empty in the [`Rows`] it yields.
