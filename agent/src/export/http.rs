@@ -26,6 +26,38 @@ pub struct HttpExporter {
     timeout: Duration,
 }
 
+/// Splits a collector URL `http://host[:port][/base]` into `host:port` (port 80 by default)
+/// and the base path without its trailing `/`, refusing what the plain HTTP/1.1 senders of this
+/// crate cannot use (https, a malformed host, a token with a line break).
+pub(crate) fn collector_address(
+    url: &str,
+    token: Option<&str>,
+) -> Result<(String, String), AgentError> {
+    let invalid = |problem| AgentError::InvalidUrl {
+        url: url.to_owned(),
+        problem,
+    };
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| invalid("only http:// is supported here; use the sidecar for https"))?;
+    let (authority, base) = match rest.find('/') {
+        Some(at) => rest.split_at(at),
+        None => (rest, ""),
+    };
+    if authority.is_empty() || authority.contains(['@', ' ']) {
+        return Err(invalid("the host is missing or malformed"));
+    }
+    if token.is_some_and(|t| t.contains(['\r', '\n'])) {
+        return Err(invalid("the token contains a line break"));
+    }
+    let authority = if authority.contains(':') && !authority.ends_with(']') {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    };
+    Ok((authority, base.trim_end_matches('/').to_owned()))
+}
+
 impl HttpExporter {
     /// `url` is `http://host[:port][/base]`; events go to `{base}/api/v1/events`.
     pub fn new(
@@ -33,31 +65,10 @@ impl HttpExporter {
         format: WireFormat,
         token: Option<String>,
     ) -> Result<HttpExporter, AgentError> {
-        let invalid = |problem| AgentError::InvalidUrl {
-            url: url.to_owned(),
-            problem,
-        };
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| invalid("only http:// is supported here; use the sidecar for https"))?;
-        let (authority, base) = match rest.find('/') {
-            Some(at) => rest.split_at(at),
-            None => (rest, ""),
-        };
-        if authority.is_empty() || authority.contains(['@', ' ']) {
-            return Err(invalid("the host is missing or malformed"));
-        }
-        if token.as_deref().is_some_and(|t| t.contains(['\r', '\n'])) {
-            return Err(invalid("the token contains a line break"));
-        }
-        let authority = if authority.contains(':') && !authority.ends_with(']') {
-            authority.to_owned()
-        } else {
-            format!("{authority}:80")
-        };
+        let (authority, base) = collector_address(url, token.as_deref())?;
         Ok(HttpExporter {
             authority,
-            target: format!("{}/api/v1/events", base.trim_end_matches('/')),
+            target: format!("{base}/api/v1/events"),
             format,
             token,
             timeout: Duration::from_secs(10),

@@ -73,31 +73,10 @@ pub struct CollectorSink {
 impl CollectorSink {
     /// `url` is `http://host[:port][/base]`, as for the SDK's event exporter.
     pub fn new(url: &str, token: Option<String>) -> Result<CollectorSink, AgentError> {
-        let invalid = |problem| AgentError::InvalidUrl {
-            url: url.to_owned(),
-            problem,
-        };
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| invalid("only http:// is supported here; use the sidecar for https"))?;
-        let (authority, base) = match rest.find('/') {
-            Some(at) => rest.split_at(at),
-            None => (rest, ""),
-        };
-        if authority.is_empty() || authority.contains(['@', ' ']) {
-            return Err(invalid("the host is missing or malformed"));
-        }
-        if token.as_deref().is_some_and(|t| t.contains(['\r', '\n'])) {
-            return Err(invalid("the token contains a line break"));
-        }
-        let authority = if authority.contains(':') && !authority.ends_with(']') {
-            authority.to_owned()
-        } else {
-            format!("{authority}:80")
-        };
+        let (authority, base) = crate::export::collector_address(url, token.as_deref())?;
         Ok(CollectorSink {
             authority,
-            base: base.trim_end_matches('/').to_owned(),
+            base,
             token,
             timeout: Duration::from_secs(10),
         })
