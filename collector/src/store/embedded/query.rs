@@ -153,6 +153,18 @@ impl AsSource for (&Source, &GroupMap) {
 /// What a query groups rows by, per series: `None` means the series is filtered out.
 type GroupMap = Vec<Option<u32>>;
 
+/// For each source, each series' output group (`None`: filtered out), as `pick` decides once
+/// per series.
+fn group_maps(
+    sources: &[Source],
+    mut pick: impl FnMut(&SeriesKey) -> Option<u32>,
+) -> Vec<GroupMap> {
+    sources
+        .iter()
+        .map(|s| s.keys().iter().map(|k| pick(k)).collect())
+        .collect()
+}
+
 /// Interns output group names across sources.
 #[derive(Default)]
 struct Groups {
@@ -243,15 +255,9 @@ pub fn services(
     threads: usize,
 ) -> Result<Vec<ServiceSummary>, StoreError> {
     let mut groups = Groups::default();
-    let maps: Vec<GroupMap> = sources
-        .iter()
-        .map(|s| {
-            s.keys()
-                .iter()
-                .map(|k| (k.tenant == q.tenant.0).then(|| groups.id(&k.service, None)))
-                .collect()
-        })
-        .collect();
+    let maps = group_maps(sources, |k| {
+        (k.tenant == q.tenant.0).then(|| groups.id(&k.service, None))
+    });
     let acc = scan_grouped(sources, &maps, q.range, threads)?;
     let mut out: Vec<ServiceSummary> = acc
         .into_iter()
@@ -270,18 +276,10 @@ pub fn endpoints(
     threads: usize,
 ) -> Result<Vec<EndpointStats>, StoreError> {
     let mut groups = Groups::default();
-    let maps: Vec<GroupMap> = sources
-        .iter()
-        .map(|s| {
-            s.keys()
-                .iter()
-                .map(|k| {
-                    (k.tenant == q.tenant.0 && k.service == q.service)
-                        .then(|| groups.id(&k.endpoint, group_value(k, q.group_by)))
-                })
-                .collect()
-        })
-        .collect();
+    let maps = group_maps(sources, |k| {
+        (k.tenant == q.tenant.0 && k.service == q.service)
+            .then(|| groups.id(&k.endpoint, group_value(k, q.group_by)))
+    });
     let acc = scan_grouped(sources, &maps, q.range, threads)?;
     let mut out: Vec<EndpointStats> = acc
         .into_iter()
@@ -348,18 +346,10 @@ pub fn timeseries(
     threads: usize,
 ) -> Result<Vec<TimeseriesPoint>, StoreError> {
     let mut groups = Groups::default();
-    let maps: Vec<GroupMap> = sources
-        .iter()
-        .map(|s| {
-            s.keys()
-                .iter()
-                .map(|k| {
-                    (k.tenant == q.tenant.0 && k.service == q.service && k.endpoint == q.endpoint)
-                        .then(|| groups.id(group_value(k, q.group_by).unwrap_or(""), None))
-                })
-                .collect()
-        })
-        .collect();
+    let maps = group_maps(sources, |k| {
+        (k.tenant == q.tenant.0 && k.service == q.service && k.endpoint == q.endpoint)
+            .then(|| groups.id(group_value(k, q.group_by).unwrap_or(""), None))
+    });
     let acc = scan_bucketed(sources, &maps, q.range, q.step, threads)?;
     let sorted: BTreeMap<(i64, String), CostAccumulator> = acc
         .into_iter()
@@ -671,18 +661,9 @@ pub fn endpoint_series(
     threads: usize,
 ) -> Result<Vec<EndpointSeries>, StoreError> {
     let mut groups = Groups::default();
-    let maps: Vec<GroupMap> = sources
-        .iter()
-        .map(|s| {
-            s.keys()
-                .iter()
-                .map(|k| {
-                    (k.tenant == q.tenant.0 && k.service == q.service)
-                        .then(|| groups.id(&k.endpoint, None))
-                })
-                .collect()
-        })
-        .collect();
+    let maps = group_maps(sources, |k| {
+        (k.tenant == q.tenant.0 && k.service == q.service).then(|| groups.id(&k.endpoint, None))
+    });
     let acc = scan_bucketed(sources, &maps, q.range, q.step, threads)?;
     let mut by_endpoint: BTreeMap<String, BTreeMap<i64, CostAccumulator>> = BTreeMap::new();
     for ((g, bucket), a) in acc {
