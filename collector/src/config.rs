@@ -79,6 +79,11 @@ pub struct RawClickHouse {
     pub database: Option<String>,
     pub user: Option<String>,
     pub password: Option<String>,
+    /// A cluster in the servers' `remote_servers`: shard the tables across it.
+    pub cluster: Option<String>,
+    /// With `cluster`: `Replicated*MergeTree` tables (needs Keeper and the `{shard}` and
+    /// `{replica}` macros). Default false.
+    pub replicated: Option<bool>,
 }
 
 /// `[limits]`.
@@ -117,6 +122,8 @@ impl RawConfig {
         pick(&mut self.clickhouse.database, over.clickhouse.database);
         pick(&mut self.clickhouse.user, over.clickhouse.user);
         pick(&mut self.clickhouse.password, over.clickhouse.password);
+        pick(&mut self.clickhouse.cluster, over.clickhouse.cluster);
+        pick(&mut self.clickhouse.replicated, over.clickhouse.replicated);
         self.tokens.extend(over.tokens);
         pick(&mut self.limits.max_body_bytes, over.limits.max_body_bytes);
         pick(
@@ -200,6 +207,8 @@ impl RawConfig {
                     .unwrap_or_else(|| "profwatch".to_owned()),
                 user: self.clickhouse.user,
                 password: self.clickhouse.password,
+                cluster: self.clickhouse.cluster.filter(|c| !c.is_empty()),
+                replicated: self.clickhouse.replicated.unwrap_or(false),
             },
             None => StoreConfig::Embedded {
                 dir: self
@@ -306,6 +315,8 @@ pub enum StoreConfig {
         database: String,
         user: Option<String>,
         password: Option<String>,
+        cluster: Option<String>,
+        replicated: bool,
     },
 }
 

@@ -50,6 +50,8 @@ pub async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, StoreError> {
             database,
             user,
             password,
+            cluster,
+            replicated,
         } => Arc::new(
             ClickHouseStore::connect(ClickHouseConfig {
                 url: url.clone(),
@@ -57,6 +59,8 @@ pub async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, StoreError> {
                 user: user.clone(),
                 password: password.clone(),
                 retention: cfg.retention,
+                cluster: cluster.clone(),
+                replicated: *replicated,
             })
             .await?,
         ),

@@ -1,6 +1,8 @@
 //! Helpers for the end-to-end tests: run the real `profwatch` binary, talk to it over real HTTP,
 //! build event batches in each wire format.
 
+pub mod clickhouse_cluster;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

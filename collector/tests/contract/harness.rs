@@ -1,7 +1,9 @@
 //! Stores for the contract suite, each in its own directory or database.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use profwatch_e2e::clickhouse_cluster::{LocalCluster, CLUSTER};
 
 use profwatch_collector::store::clickhouse::{ClickHouseConfig, ClickHouseStore};
 use profwatch_collector::store::embedded::{EmbeddedConfig, EmbeddedStore};
@@ -14,7 +16,15 @@ pub struct Harness {
 
 enum Cleanup {
     Dir(tempfile::TempDir),
-    Database { url: String, name: String },
+    Database {
+        url: String,
+        name: String,
+    },
+    /// A database on the shared test cluster: dropped on every node.
+    ClusterDatabase {
+        urls: Vec<String>,
+        name: String,
+    },
 }
 
 /// An embedded store that flushes and compacts often, so the suite crosses memtables,
@@ -44,22 +54,52 @@ pub fn clickhouse_url() -> Option<String> {
     }
 }
 
-pub async fn clickhouse(test: &str) -> Option<Harness> {
-    let url = clickhouse_url()?;
+/// A database name unique to this test and run.
+fn database(prefix: &str, test: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    let name = format!("pw_contract_{test}_{}_{nanos}", std::process::id());
-    let store = ClickHouseStore::connect(ClickHouseConfig {
-        url: url.clone(),
-        database: name.clone(),
-        user: None,
-        password: None,
-        retention: Duration::from_secs(30 * 86_400),
+    format!("{prefix}_{test}_{}_{nanos}", std::process::id())
+}
+
+/// The 2-shard cluster every cluster test of this process shares, started on first use (two
+/// `clickhouse-server` processes on loopback; they stop when this process ends). `None` when
+/// told to skip ClickHouse.
+pub fn cluster() -> Option<&'static LocalCluster> {
+    static CLUSTER: OnceLock<LocalCluster> = OnceLock::new();
+    if std::env::var("PROFWATCH_SKIP_CLICKHOUSE").as_deref() == Ok("1") {
+        return None;
+    }
+    Some(CLUSTER.get_or_init(|| {
+        LocalCluster::start(2)
+            .unwrap_or_else(|e| panic!("starting a 2-shard ClickHouse cluster: {e}"))
+    }))
+}
+
+/// A ClickHouse store in cluster mode over the shared 2-shard cluster, entering through the
+/// second node (so nothing depends on the entry being the first shard).
+pub async fn clickhouse_cluster(test: &str) -> Option<Harness> {
+    let cluster = cluster()?;
+    let urls = cluster.urls();
+    let name = database("pw_cluster", test);
+    let mut cfg = ClickHouseConfig::new(urls[1].clone(), name.clone());
+    cfg.cluster = Some(CLUSTER.to_owned());
+    let store = ClickHouseStore::connect(cfg)
+        .await
+        .expect("connect to the ClickHouse cluster");
+    Some(Harness {
+        store: Arc::new(store),
+        cleanup: Cleanup::ClusterDatabase { urls, name },
     })
-    .await
-    .expect("connect to ClickHouse");
+}
+
+pub async fn clickhouse(test: &str) -> Option<Harness> {
+    let url = clickhouse_url()?;
+    let name = database("pw_contract", test);
+    let store = ClickHouseStore::connect(ClickHouseConfig::new(url.clone(), name.clone()))
+        .await
+        .expect("connect to ClickHouse");
     Some(Harness {
         store: Arc::new(store),
         cleanup: Cleanup::Database { url, name },
@@ -67,6 +107,14 @@ pub async fn clickhouse(test: &str) -> Option<Harness> {
 }
 
 impl Harness {
+    /// The test's database (ClickHouse stores only).
+    pub fn database(&self) -> &str {
+        match &self.cleanup {
+            Cleanup::Dir(_) => "",
+            Cleanup::Database { name, .. } | Cleanup::ClusterDatabase { name, .. } => name,
+        }
+    }
+
     pub async fn finish(self) {
         self.store.shutdown().await.expect("shutdown");
         match self.cleanup {
@@ -78,6 +126,16 @@ impl Harness {
                     .execute()
                     .await
                     .expect("drop test database");
+            }
+            Cleanup::ClusterDatabase { urls, name } => {
+                for url in urls {
+                    let client = clickhouse::Client::default().with_url(url);
+                    client
+                        .query(&format!("DROP DATABASE IF EXISTS {name}"))
+                        .execute()
+                        .await
+                        .expect("drop test database on a cluster node");
+                }
             }
         }
     }

@@ -4,7 +4,13 @@
 //! ClickHouse tests need `PROFWATCH_TEST_CLICKHOUSE_URL` (the test command starts a server
 //! with `scripts/clickhouse.sh start`); each test gets its own database. Without the variable
 //! they fail, unless `PROFWATCH_SKIP_CLICKHOUSE=1` says to skip them.
+//!
+//! The suite also runs in cluster mode (`clickhouse_cluster`): the tests start a 2-shard
+//! cluster of their own (two `clickhouse-server` processes on loopback, see
+//! `profwatch_e2e::clickhouse_cluster`). `cluster.rs` checks what only a cluster has: rows on
+//! both shards, and the same aggregates as one server.
 
+mod cluster;
 mod harness;
 mod suite;
 
@@ -25,6 +31,16 @@ macro_rules! contract {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     let Some(h) = crate::harness::clickhouse(stringify!($name)).await else { return };
+                    crate::suite::$name(h.store.clone()).await;
+                    h.finish().await;
+                }
+            )*
+        }
+        mod clickhouse_cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(h) = crate::harness::clickhouse_cluster(stringify!($name)).await else { return };
                     crate::suite::$name(h.store.clone()).await;
                     h.finish().await;
                 }

@@ -18,16 +18,16 @@ use profwatch_model::{RequestEvent, Tenant};
 
 const MINUTE: i64 = 60 * NANOS_PER_SEC;
 
-fn tenant() -> Tenant {
+pub fn tenant() -> Tenant {
     Tenant("acme".into())
 }
 
 /// A 5-minute boundary about an hour ago: every test's events start there.
-fn base() -> i64 {
+pub fn base() -> i64 {
     (now_ns() - 3600 * NANOS_PER_SEC) / (5 * MINUTE) * (5 * MINUTE)
 }
 
-fn ev(
+pub fn ev(
     ts: i64,
     endpoint: &str,
     build: &str,
@@ -71,7 +71,7 @@ impl Rng {
     }
 }
 
-fn all_time() -> TimeRange {
+pub fn all_time() -> TimeRange {
     TimeRange {
         from: base() - 86_400 * NANOS_PER_SEC,
         to: now_ns() + MINUTE,
@@ -164,7 +164,7 @@ fn check(stats: &CostStats, events: &[&RequestEvent], what: &str) {
 }
 
 /// A mixed workload: 3 endpoints, 2 builds, 2 dcs, 3 hosts, over 30 minutes.
-fn workload(n: usize, seed: u64) -> Vec<RequestEvent> {
+pub fn workload(n: usize, seed: u64) -> Vec<RequestEvent> {
     let mut rng = Rng(seed);
     let b = base();
     (0..n)
@@ -189,7 +189,7 @@ fn workload(n: usize, seed: u64) -> Vec<RequestEvent> {
         .collect()
 }
 
-async fn write_all(store: &Arc<dyn Store>, events: &[RequestEvent]) {
+pub async fn write_all(store: &Arc<dyn Store>, events: &[RequestEvent]) {
     for chunk in events.chunks(500) {
         store.write(&tenant(), chunk.to_vec()).await.expect("write");
     }
@@ -463,7 +463,7 @@ pub async fn large_and_concurrent_batches(store: Arc<dyn Store>) {
     }
 }
 
-fn profile_batch(ts: i64, endpoint: &str, build: &str, stacks: &[(&str, u64)]) -> ProfileBatch {
+pub fn profile_batch(ts: i64, endpoint: &str, build: &str, stacks: &[(&str, u64)]) -> ProfileBatch {
     ProfileBatch {
         ts,
         labels: SampleLabels {
@@ -485,7 +485,7 @@ fn profile_batch(ts: i64, endpoint: &str, build: &str, stacks: &[(&str, u64)]) -
     }
 }
 
-fn pq(filters: &[(&str, &str)], range: TimeRange) -> ProfileQuery {
+pub fn pq(filters: &[(&str, &str)], range: TimeRange) -> ProfileQuery {
     ProfileQuery {
         tenant: tenant(),
         service: "shop".into(),

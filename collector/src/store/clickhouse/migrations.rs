@@ -11,6 +11,11 @@
 //! - The DDL flavour is chosen from `SELECT version()`: servers from [`MODERN_SINCE`] on get
 //!   `LowCardinality`, column codecs and a `TTL`; older ones (Debian's 18.16 in CI) get plain
 //!   types, and retention is enforced by dropping partitions from code.
+//! - A migration describes tables ([`TableDdl`]), not SQL text, so the same migration renders
+//!   for one server or for a cluster ([`Layout`]): on a cluster every table `t` becomes a local
+//!   table `t_local` on every node plus a `Distributed` table `t` over them, sharded by the
+//!   table's [`TableDdl::shard_key`]. The SQL for a single server is what it always was.
+//!   `schema_migrations` is always local: each node records what was applied to it.
 
 use ::clickhouse::Client;
 
@@ -89,76 +94,196 @@ impl DdlContext {
     }
 }
 
-/// One schema change. `statements` are run in order, then the version is recorded.
+/// One schema change: tables created in order, then the version is recorded.
 #[derive(Debug)]
 pub struct Migration {
     pub version: u32,
     pub name: &'static str,
-    pub statements: fn(&DdlContext) -> Vec<String>,
+    pub tables: fn(&DdlContext) -> Vec<TableDdl>,
 }
+
+/// A table, as a migration declares it.
+#[derive(Debug, Clone)]
+pub struct TableDdl {
+    pub name: &'static str,
+    /// The parenthesised column list.
+    pub columns: String,
+    pub engine: Engine,
+    /// Everything after the engine: `PARTITION BY`, `ORDER BY`, `TTL`.
+    pub keys: String,
+    /// The `Distributed` sharding expression on a cluster. Rows that are read together (one
+    /// endpoint's, one record's versions, one lease's claims) share a shard.
+    pub shard_key: &'static str,
+}
+
+/// The table engines profwatch uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    MergeTree,
+    /// `ReplacingMergeTree(version column)`.
+    Replacing(&'static str),
+}
+
+/// Where the DDL goes: one server, or every node of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layout {
+    Single,
+    Cluster {
+        /// The cluster's name in the servers' `remote_servers`.
+        name: String,
+        /// The database, named in the `Distributed` engine.
+        database: String,
+        /// Append `ON CLUSTER name` (the cluster has a DDL coordinator); otherwise the
+        /// statements are run on each node in turn.
+        on_cluster: bool,
+        /// `Replicated*MergeTree` engines, with the `{shard}` and `{replica}` macros each
+        /// node defines (production layout, docs/clickhouse-cluster.md).
+        replicated: bool,
+    },
+}
+
+impl Layout {
+    /// The name of the table that holds the rows of `table` on a node.
+    pub fn local_name(&self, table: &str) -> String {
+        match self {
+            Layout::Single => table.to_owned(),
+            Layout::Cluster { .. } => format!("{table}{LOCAL_SUFFIX}"),
+        }
+    }
+
+    /// ` ON CLUSTER name` when DDL goes through the coordinator, else nothing.
+    fn on_cluster(&self) -> String {
+        match self {
+            Layout::Cluster {
+                name,
+                on_cluster: true,
+                ..
+            } => format!(" ON CLUSTER {name}"),
+            _ => String::new(),
+        }
+    }
+
+    /// The `CREATE TABLE` statements for one table.
+    pub fn render(&self, t: &TableDdl) -> Vec<String> {
+        let engine = |replicated: Option<&str>| match (t.engine, replicated) {
+            (Engine::MergeTree, None) => "MergeTree".to_owned(),
+            (Engine::Replacing(v), None) => format!("ReplacingMergeTree({v})"),
+            (Engine::MergeTree, Some(path)) => {
+                format!("ReplicatedMergeTree('{path}', '{{replica}}')")
+            }
+            (Engine::Replacing(v), Some(path)) => {
+                format!("ReplicatedReplacingMergeTree('{path}', '{{replica}}', {v})")
+            }
+        };
+        let create = |name: &str, engine: String| {
+            format!(
+                "CREATE TABLE IF NOT EXISTS {name}{on} {columns} ENGINE = {engine}\n{keys}",
+                on = self.on_cluster(),
+                columns = t.columns,
+                keys = t.keys,
+            )
+        };
+        match self {
+            Layout::Single => vec![create(t.name, engine(None))],
+            Layout::Cluster {
+                name: cluster,
+                database,
+                replicated,
+                ..
+            } => {
+                let local = self.local_name(t.name);
+                let path = format!("/clickhouse/tables/{{shard}}/{database}/{local}");
+                vec![
+                    create(&local, engine(replicated.then_some(path.as_str()))),
+                    format!(
+                        "CREATE TABLE IF NOT EXISTS {name}{on} AS {local} \
+                         ENGINE = Distributed({cluster}, {database}, {local}, {key})",
+                        name = t.name,
+                        on = self.on_cluster(),
+                        key = t.shard_key,
+                    ),
+                ]
+            }
+        }
+    }
+}
+
+/// Appended to a table's name for its rows on each node of a cluster.
+pub const LOCAL_SUFFIX: &str = "_local";
 
 /// All migrations, in version order.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
         name: "create events",
-        statements: create_events,
+        tables: create_events,
     },
     Migration {
         version: 2,
         name: "create samples and stacks",
-        statements: create_profiles,
+        tables: create_profiles,
     },
     Migration {
         version: 3,
         name: "create regressions",
-        statements: create_regressions,
+        tables: create_regressions,
     },
     Migration {
         version: 4,
         name: "create batch_keys",
-        statements: create_batch_keys,
+        tables: create_batch_keys,
     },
     Migration {
         version: 5,
         name: "create leases",
-        statements: create_leases,
+        tables: create_leases,
     },
 ];
 
 /// Leases for work that must run once across collectors (the analysis schedule): every claim is
 /// a new row; the row with the highest `version` (then `holder`) is the lease.
-fn create_leases(_ctx: &DdlContext) -> Vec<String> {
-    vec!["CREATE TABLE IF NOT EXISTS leases (
+fn create_leases(_ctx: &DdlContext) -> Vec<TableDdl> {
+    vec![TableDdl {
+        name: "leases",
+        columns: "(
     name String,
     holder String,
     expires Int64,
     version Int64
-) ENGINE = ReplacingMergeTree(version)
-ORDER BY name"
-        .to_owned()]
+)"
+        .to_owned(),
+        engine: Engine::Replacing("version"),
+        keys: "ORDER BY name".to_owned(),
+        shard_key: "cityHash64(name)",
+    }]
 }
 
 /// Idempotency keys of stored batches, so a batch retried after a lost acknowledgement is
 /// recognised (see `ClickHouseStore::write_once`).
-fn create_batch_keys(_ctx: &DdlContext) -> Vec<String> {
-    vec![format!(
-        "CREATE TABLE IF NOT EXISTS batch_keys (
+fn create_batch_keys(_ctx: &DdlContext) -> Vec<TableDdl> {
+    vec![TableDdl {
+        name: "batch_keys",
+        columns: format!(
+            "(
     tenant String,
     key String,
     received Int64,
     {RETENTION_COLUMN} Date
-) ENGINE = MergeTree
-PARTITION BY {RETENTION_COLUMN}
-ORDER BY (tenant, key)"
-    )]
+)"
+        ),
+        engine: Engine::MergeTree,
+        keys: format!("PARTITION BY {RETENTION_COLUMN}\nORDER BY (tenant, key)"),
+        shard_key: "cityHash64(tenant, key)",
+    }]
 }
 
 /// Regression records: every change inserts a new version of the record (`updated`, unix ns);
 /// reads take the latest version per id (`argMax`), and `ReplacingMergeTree` folds the old
 /// ones. The key columns are there for Grafana; `record` is the whole record as JSON.
-fn create_regressions(_ctx: &DdlContext) -> Vec<String> {
-    vec!["CREATE TABLE IF NOT EXISTS regressions (
+fn create_regressions(_ctx: &DdlContext) -> Vec<TableDdl> {
+    vec![TableDdl {
+        name: "regressions",
+        columns: "(
     tenant String,
     id String,
     updated Int64,
@@ -175,20 +300,25 @@ fn create_regressions(_ctx: &DdlContext) -> Vec<String> {
     first_seen Int64,
     last_seen Int64,
     record String
-) ENGINE = ReplacingMergeTree(updated)
-ORDER BY (tenant, id)"
-        .to_owned()]
+)"
+        .to_owned(),
+        engine: Engine::Replacing("updated"),
+        keys: "ORDER BY (tenant, id)".to_owned(),
+        shard_key: "cityHash64(tenant, id)",
+    }]
 }
 
 /// Stack samples refer to stacks by content hash; each stack is stored once per tenant (and
 /// re-written at most once a day while in use, so retention by day never drops a stack that
 /// recent samples still need; `ReplacingMergeTree` folds the copies).
-fn create_profiles(ctx: &DdlContext) -> Vec<String> {
+fn create_profiles(ctx: &DdlContext) -> Vec<TableDdl> {
     let (lc, codec, ttl) = (|t: &str| ctx.lc(t), |c: &str| ctx.codec(c), ctx.ttl());
     let s = lc("String");
     vec![
-        format!(
-            "CREATE TABLE IF NOT EXISTS samples (
+        TableDdl {
+            name: "samples",
+            columns: format!(
+                "(
     tenant {s},
     service {s},
     endpoint {s},
@@ -202,33 +332,43 @@ fn create_profiles(ctx: &DdlContext) -> Vec<String> {
     stack_hash UInt64{zstd},
     samples UInt64{zstd},
     cpu_ns UInt64{zstd}
-) ENGINE = MergeTree
-PARTITION BY {RETENTION_COLUMN}
-ORDER BY (tenant, service, endpoint, ts){ttl}",
-            delta = codec("Delta, ZSTD"),
-            zstd = codec("ZSTD"),
-        ),
-        format!(
-            "CREATE TABLE IF NOT EXISTS stacks (
+)",
+                delta = codec("Delta, ZSTD"),
+                zstd = codec("ZSTD"),
+            ),
+            engine: Engine::MergeTree,
+            keys: format!(
+                "PARTITION BY {RETENTION_COLUMN}\nORDER BY (tenant, service, endpoint, ts){ttl}"
+            ),
+            shard_key: "cityHash64(tenant, service, endpoint)",
+        },
+        TableDdl {
+            name: "stacks",
+            columns: format!(
+                "(
     tenant {s},
     hash UInt64,
     {RETENTION_COLUMN} Date,
     frames Array(String){zstd}
-) ENGINE = ReplacingMergeTree({RETENTION_COLUMN})
-PARTITION BY {RETENTION_COLUMN}
-ORDER BY (tenant, hash){ttl}",
-            zstd = codec("ZSTD"),
-        ),
+)",
+                zstd = codec("ZSTD"),
+            ),
+            engine: Engine::Replacing(RETENTION_COLUMN),
+            keys: format!("PARTITION BY {RETENTION_COLUMN}\nORDER BY (tenant, hash){ttl}"),
+            shard_key: "cityHash64(tenant, hash)",
+        },
     ]
 }
 
-fn create_events(ctx: &DdlContext) -> Vec<String> {
+fn create_events(ctx: &DdlContext) -> Vec<TableDdl> {
     // `lc` wraps low-cardinality strings; `codec` appends a compression codec. Both expand
     // to nothing on old servers, which know neither.
     let (lc, codec, ttl) = (|t: &str| ctx.lc(t), |c: &str| ctx.codec(c), ctx.ttl());
     let s = lc("String");
-    vec![format!(
-        "CREATE TABLE IF NOT EXISTS events (
+    vec![TableDdl {
+        name: "events",
+        columns: format!(
+            "(
     tenant {s},
     service {s},
     endpoint {s},
@@ -244,31 +384,43 @@ fn create_events(ctx: &DdlContext) -> Vec<String> {
     weight Float64{zstd},
     label_keys Array(String){zstd},
     label_values Array(String){zstd}
-) ENGINE = MergeTree
-PARTITION BY {RETENTION_COLUMN}
-ORDER BY (tenant, service, endpoint, ts){ttl}",
-        delta = codec("Delta, ZSTD"),
-        zstd = codec("ZSTD"),
-    )]
+)",
+            delta = codec("Delta, ZSTD"),
+            zstd = codec("ZSTD"),
+        ),
+        engine: Engine::MergeTree,
+        keys: format!(
+            "PARTITION BY {RETENTION_COLUMN}\nORDER BY (tenant, service, endpoint, ts){ttl}"
+        ),
+        shard_key: "cityHash64(tenant, service, endpoint)",
+    }]
 }
 
-const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
+/// `schema_migrations` is a plain local table on every layout (see the module docs).
+fn create_schema_migrations(layout: &Layout) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS schema_migrations{on} (
     version UInt32,
     name String,
     server_version String,
     applied_at DateTime
 ) ENGINE = MergeTree
-ORDER BY version";
+ORDER BY version",
+        on = layout.on_cluster()
+    )
+}
 
-/// Creates `schema_migrations` if needed and applies the migrations not recorded there.
-/// Returns the versions applied now (empty when the schema was current).
+/// Creates `schema_migrations` if needed and applies the migrations not recorded there, on the
+/// server `client` talks to (and, with `ON CLUSTER`, through it on every node). Returns the
+/// versions applied now (empty when the schema was current).
 pub async fn run(
     client: &Client,
     server: &ServerVersion,
     ctx: &DdlContext,
+    layout: &Layout,
 ) -> Result<Vec<u32>, StoreError> {
     client
-        .query(CREATE_SCHEMA_MIGRATIONS)
+        .query(&create_schema_migrations(layout))
         .execute()
         .await
         .map_err(|e| query_error("creating table schema_migrations", e))?;
@@ -283,7 +435,11 @@ pub async fn run(
         if applied.contains(&migration.version) {
             continue;
         }
-        for statement in (migration.statements)(ctx) {
+        let statements = (migration.tables)(ctx)
+            .iter()
+            .flat_map(|t| layout.render(t))
+            .collect::<Vec<_>>();
+        for statement in statements {
             client.query(&statement).execute().await.map_err(|e| {
                 query_error(
                     &format!(
@@ -342,24 +498,89 @@ mod tests {
 
     #[test]
     fn ddl_depends_on_the_version() {
-        let modern = create_events(&DdlContext {
+        let single = |t: Vec<TableDdl>| Layout::Single.render(&t[0]).join("\n");
+        let modern = single(create_events(&DdlContext {
             modern: true,
             retention_days: 30,
-        })
-        .join("\n");
+        }));
         assert!(modern.contains("service LowCardinality(String)"));
         assert!(modern.contains("ts Int64 CODEC(Delta, ZSTD)"));
         assert!(modern.contains("TTL date + INTERVAL 30 DAY"));
-        let old = create_events(&DdlContext {
+        let old = single(create_events(&DdlContext {
             modern: false,
             retention_days: 30,
-        })
-        .join("\n");
+        }));
         for absent in ["LowCardinality", "CODEC", "TTL"] {
             assert!(!old.contains(absent), "{absent} in {old}");
         }
         assert!(old.contains("PARTITION BY date"));
         assert!(old.contains("ORDER BY (tenant, service, endpoint, ts)"));
+        assert!(old.starts_with("CREATE TABLE IF NOT EXISTS events (\n    tenant String,"));
+        assert!(old.contains(") ENGINE = MergeTree\nPARTITION BY date"));
+    }
+
+    fn cluster(on_cluster: bool, replicated: bool) -> Layout {
+        Layout::Cluster {
+            name: "c1".to_owned(),
+            database: "pw".to_owned(),
+            on_cluster,
+            replicated,
+        }
+    }
+
+    #[test]
+    fn a_cluster_gets_local_tables_and_distributed_tables_over_them() {
+        let ctx = DdlContext {
+            modern: false,
+            retention_days: 30,
+        };
+        let events = &create_events(&ctx)[0];
+        let sql = cluster(false, false).render(events);
+        assert_eq!(sql.len(), 2);
+        assert!(sql[0].starts_with("CREATE TABLE IF NOT EXISTS events_local ("));
+        assert!(sql[0].contains(") ENGINE = MergeTree\nPARTITION BY date"));
+        assert_eq!(
+            sql[1],
+            "CREATE TABLE IF NOT EXISTS events AS events_local ENGINE = \
+             Distributed(c1, pw, events_local, cityHash64(tenant, service, endpoint))"
+        );
+
+        let with_coordinator = cluster(true, true).render(&create_leases(&ctx)[0]);
+        assert!(with_coordinator[0]
+            .starts_with("CREATE TABLE IF NOT EXISTS leases_local ON CLUSTER c1 ("));
+        assert!(with_coordinator[0].contains(
+            "ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/pw/leases_local', \
+             '{replica}', version)"
+        ));
+        assert!(
+            with_coordinator[1].starts_with("CREATE TABLE IF NOT EXISTS leases ON CLUSTER c1 AS")
+        );
+        assert!(create_schema_migrations(&cluster(true, false))
+            .contains("schema_migrations ON CLUSTER c1 ("));
+    }
+
+    #[test]
+    fn every_table_has_a_shard_key_over_its_own_columns() {
+        let ctx = DdlContext {
+            modern: true,
+            retention_days: 7,
+        };
+        for m in MIGRATIONS {
+            for t in (m.tables)(&ctx) {
+                let inner = t
+                    .shard_key
+                    .strip_prefix("cityHash64(")
+                    .and_then(|k| k.strip_suffix(')'))
+                    .expect("cityHash64 of columns");
+                for column in inner.split(", ") {
+                    assert!(
+                        t.columns.contains(&format!("\n    {column} ")),
+                        "{}: shard key column {column} is not a column",
+                        t.name
+                    );
+                }
+            }
+        }
     }
 
     #[test]

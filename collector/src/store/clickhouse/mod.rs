@@ -23,6 +23,17 @@
 //!   old servers (18.16 in CI) have no `TTL`, so retention is also enforced from code by
 //!   dropping whole daily partitions ([`ClickHouseStore::enforce_retention`]), which is
 //!   called at connect and is safe to call periodically on any version.
+//! - On a cluster ([`ClickHouseConfig::cluster`]) every table is a `Distributed` table over a
+//!   local table on each node ([`migrations::Layout`]). Reads and writes use the same SQL as on
+//!   one server, through the `Distributed` tables, with two session settings:
+//!   `insert_distributed_sync = 1`, so an insert is acknowledged only once every shard has
+//!   stored its rows, and `distributed_product_mode = 'global'`, so subqueries over
+//!   distributed tables run once. DDL goes `ON CLUSTER` when the cluster has a coordinator
+//!   (ZooKeeper or ClickHouse Keeper), else to every node found in `system.clusters`, at the
+//!   HTTP port of the configured URL. Retention and TTL changes act on each node's local
+//!   tables. A batch whose insert fails midway may have reached some shards; nothing was
+//!   acknowledged, and its retry may store those shards' rows twice (replicated tables drop
+//!   such repeated blocks; plain `MergeTree` cannot).
 
 mod analysis;
 pub mod migrations;
@@ -44,7 +55,7 @@ use profwatch_model::{RequestEvent, Tenant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
-use self::migrations::{DdlContext, ServerVersion};
+use self::migrations::{DdlContext, Layout, ServerVersion};
 use super::{Store, StoreError};
 
 /// Inserts allowed to run at once.
@@ -80,6 +91,27 @@ pub struct ClickHouseConfig {
     pub password: Option<String>,
     /// How long events are kept, rounded up to whole days (at least one).
     pub retention: Duration,
+    /// A cluster in the servers' `remote_servers`: shard every table across it (see the
+    /// module docs). `None` for one server.
+    pub cluster: Option<String>,
+    /// On a cluster, create `Replicated*MergeTree` tables (needs a coordinator and the
+    /// `{shard}` and `{replica}` macros on every node).
+    pub replicated: bool,
+}
+
+impl ClickHouseConfig {
+    /// One server at `url`, database `database`, 30 days of retention, no credentials.
+    pub fn new(url: impl Into<String>, database: impl Into<String>) -> ClickHouseConfig {
+        ClickHouseConfig {
+            url: url.into(),
+            database: database.into(),
+            user: None,
+            password: None,
+            retention: Duration::from_secs(30 * 86_400),
+            cluster: None,
+            replicated: false,
+        }
+    }
 }
 
 impl fmt::Debug for ClickHouseConfig {
@@ -90,6 +122,8 @@ impl fmt::Debug for ClickHouseConfig {
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("retention", &self.retention)
+            .field("cluster", &self.cluster)
+            .field("replicated", &self.replicated)
             .finish()
     }
 }
@@ -102,6 +136,10 @@ pub struct ClickHouseStore {
     client: Client,
     database: String,
     server: ServerVersion,
+    layout: Layout,
+    /// A client per node, bound to the database, for work on local tables (retention, TTL);
+    /// on one server, that server.
+    nodes: Vec<NodeClient>,
     retention_days: u32,
     inserts: Semaphore,
     closed: AtomicBool,
@@ -118,46 +156,87 @@ impl ClickHouseStore {
                 "the ClickHouse database name is empty".to_owned(),
             ));
         }
-        let mut base = Client::default()
-            .with_url(cfg.url.clone())
-            .with_validation(false);
-        if let Some(user) = &cfg.user {
-            base = base.with_user(user.clone());
+        if cfg.replicated && cfg.cluster.is_none() {
+            return Err(StoreError::Query(
+                "replicated tables need a cluster (--clickhouse-cluster)".to_owned(),
+            ));
         }
-        if let Some(password) = &cfg.password {
-            base = base.with_password(password.clone());
-        }
+        let base = base_client(&cfg, &cfg.url);
+        let server = server_version(&base, &cfg.url).await?;
+        let layout = match &cfg.cluster {
+            None => Layout::Single,
+            Some(name) => Layout::Cluster {
+                name: cluster_name(name)?.to_owned(),
+                database: cluster_name(&cfg.database)?.to_owned(),
+                on_cluster: has_coordinator(&base).await?,
+                replicated: cfg.replicated,
+            },
+        };
+        let nodes = match &cfg.cluster {
+            None => vec![NodeClient {
+                url: cfg.url.clone(),
+                client: base.clone(),
+            }],
+            Some(name) => cluster_nodes(&cfg, &base, name).await?,
+        };
 
-        let raw_version: String = base
-            .query("SELECT version()")
-            .fetch_one()
-            .await
-            .map_err(|e| query_error(&format!("connecting to ClickHouse at {}", cfg.url), e))?;
-        let server = ServerVersion::parse(&raw_version).ok_or_else(|| {
-            StoreError::Query(format!(
-                "ClickHouse at {} reported an unreadable version {raw_version:?}",
-                cfg.url
-            ))
-        })?;
-
-        base.query("CREATE DATABASE IF NOT EXISTS ?")
-            .bind(Identifier(&cfg.database))
-            .execute()
-            .await
-            .map_err(|e| query_error(&format!("creating database {:?}", cfg.database), e))?;
-
-        let client = base.with_database(cfg.database.clone());
         let retention_days = retention_days(cfg.retention);
         let ctx = DdlContext {
             modern: server.is_modern(),
             retention_days,
         };
-        let applied = migrations::run(&client, &server, &ctx).await?;
+        // With a coordinator, DDL goes once through the entry node; otherwise to every node.
+        let ddl_nodes: Vec<&NodeClient> = match layout {
+            Layout::Cluster {
+                on_cluster: true, ..
+            } => vec![&nodes[0]],
+            _ => nodes.iter().collect(),
+        };
+        let mut applied = Vec::new();
+        for node in ddl_nodes {
+            let on = match &layout {
+                Layout::Cluster {
+                    name,
+                    on_cluster: true,
+                    ..
+                } => format!(" ON CLUSTER {name}"),
+                _ => String::new(),
+            };
+            node.client
+                .query(&format!("CREATE DATABASE IF NOT EXISTS ?{on}"))
+                .bind(Identifier(&cfg.database))
+                .execute()
+                .await
+                .map_err(|e| {
+                    query_error(
+                        &format!("creating database {:?} on {}", cfg.database, node.url),
+                        e,
+                    )
+                })?;
+            let client = node.client.clone().with_database(cfg.database.clone());
+            check_layout(&client, &layout, &cfg.database, &node.url).await?;
+            applied = migrations::run(&client, &server, &ctx, &layout).await?;
+        }
 
+        let mut client = base.with_database(cfg.database.clone());
+        if matches!(layout, Layout::Cluster { .. }) {
+            client = client
+                .with_setting("insert_distributed_sync", "1")
+                .with_setting("distributed_product_mode", "global");
+        }
+        let nodes = nodes
+            .into_iter()
+            .map(|n| NodeClient {
+                client: n.client.with_database(cfg.database.clone()),
+                url: n.url,
+            })
+            .collect();
         let store = ClickHouseStore {
             client,
             database: cfg.database,
             server,
+            layout,
+            nodes,
             retention_days,
             inserts: Semaphore::new(INSERT_PERMITS),
             closed: AtomicBool::new(false),
@@ -171,11 +250,19 @@ impl ClickHouseStore {
             server = %store.server.raw,
             database = %store.database,
             modern_ddl = store.server.is_modern(),
+            layout = ?store.layout,
+            nodes = store.nodes.len(),
             migrations_applied = ?applied,
             partitions_dropped = dropped,
             "connected to ClickHouse"
         );
         Ok(store)
+    }
+
+    /// The HTTP URL of every node the store works with: the shards (and replicas) of the
+    /// cluster, or the one server.
+    pub fn node_urls(&self) -> Vec<&str> {
+        self.nodes.iter().map(|n| n.url.as_str()).collect()
     }
 
     /// The server's version string, e.g. `18.16.1`.
@@ -206,8 +293,21 @@ impl ClickHouseStore {
     /// `cutoff_day` (days since 1970-01-01).
     async fn drop_partitions_before(&self, cutoff_day: i64) -> Result<usize, StoreError> {
         let mut dropped = 0;
-        for table in DAILY_TABLES {
-            let partitions: Vec<String> = self
+        for node in &self.nodes {
+            dropped += self.drop_partitions_on(node, cutoff_day).await?;
+        }
+        Ok(dropped)
+    }
+
+    async fn drop_partitions_on(
+        &self,
+        node: &NodeClient,
+        cutoff_day: i64,
+    ) -> Result<usize, StoreError> {
+        let mut dropped = 0;
+        for name in DAILY_TABLES {
+            let table = self.layout.local_name(name);
+            let partitions: Vec<String> = node
                 .client
                 .query(
                     "SELECT DISTINCT partition_id FROM system.parts \
@@ -216,14 +316,19 @@ impl ClickHouseStore {
                      ORDER BY partition_id",
                 )
                 .bind(self.database.as_str())
-                .bind(*table)
+                .bind(table.as_str())
                 .bind(cutoff_day.max(0))
                 .fetch_all()
                 .await
-                .map_err(|e| query_error("listing expired partitions in system.parts", e))?;
+                .map_err(|e| {
+                    query_error(
+                        &format!("listing expired partitions in system.parts on {}", node.url),
+                        e,
+                    )
+                })?;
             for partition in &partitions {
                 // `table` is one of this module's constants, never client input.
-                self.client
+                node.client
                     .query(&format!("ALTER TABLE {table} DROP PARTITION ID ?"))
                     .bind(partition.as_str())
                     .execute()
@@ -234,7 +339,7 @@ impl ClickHouseStore {
                             e,
                         )
                     })?;
-                tracing::info!(partition = %partition, table, database = %self.database, "dropped expired ClickHouse partition");
+                tracing::info!(partition = %partition, table, node = %node.url, database = %self.database, "dropped expired ClickHouse partition");
             }
             dropped += partitions.len();
         }
@@ -244,14 +349,22 @@ impl ClickHouseStore {
     /// On modern servers, makes each table's `TTL` match the configured retention (it was
     /// fixed when the table was created; the retention may have changed since).
     async fn sync_ttl(&self) -> Result<(), StoreError> {
-        for table in DAILY_TABLES {
-            let create: String = self
+        for node in &self.nodes {
+            self.sync_ttl_on(node).await?;
+        }
+        Ok(())
+    }
+
+    async fn sync_ttl_on(&self, node: &NodeClient) -> Result<(), StoreError> {
+        for name in DAILY_TABLES {
+            let table = self.layout.local_name(name);
+            let create: String = node
                 .client
                 .query(
                     "SELECT create_table_query FROM system.tables WHERE database = ? AND name = ?",
                 )
                 .bind(self.database.as_str())
-                .bind(*table)
+                .bind(table.as_str())
                 .fetch_one()
                 .await
                 .map_err(|e| query_error(&format!("reading the definition of table {table}"), e))?;
@@ -263,14 +376,16 @@ impl ClickHouseStore {
                 "ALTER TABLE {table} MODIFY TTL {RETENTION_COLUMN} + INTERVAL {} DAY",
                 self.retention_days
             );
-            self.client
-                .query(&alter)
-                .execute()
-                .await
-                .map_err(|e| query_error(&format!("updating the TTL of table {table}"), e))?;
+            node.client.query(&alter).execute().await.map_err(|e| {
+                query_error(
+                    &format!("updating the TTL of table {table} on {}", node.url),
+                    e,
+                )
+            })?;
             tracing::info!(
                 days = self.retention_days,
                 table,
+                node = %node.url,
                 "updated the TTL of a ClickHouse table"
             );
         }
@@ -674,6 +789,173 @@ impl Store for ClickHouseStore {
         self.inserts.close();
         Ok(())
     }
+}
+
+/// A client for one node of the deployment.
+#[derive(Clone)]
+struct NodeClient {
+    url: String,
+    client: Client,
+}
+
+impl fmt::Debug for NodeClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeClient")
+            .field("url", &self.url)
+            .finish()
+    }
+}
+
+/// A client for `url` with the configured credentials and row validation off.
+fn base_client(cfg: &ClickHouseConfig, url: &str) -> Client {
+    let mut client = Client::default()
+        .with_url(url.to_owned())
+        .with_validation(false);
+    if let Some(user) = &cfg.user {
+        client = client.with_user(user.clone());
+    }
+    if let Some(password) = &cfg.password {
+        client = client.with_password(password.clone());
+    }
+    client
+}
+
+async fn server_version(client: &Client, url: &str) -> Result<ServerVersion, StoreError> {
+    let raw: String = client
+        .query("SELECT version()")
+        .fetch_one()
+        .await
+        .map_err(|e| query_error(&format!("connecting to ClickHouse at {url}"), e))?;
+    ServerVersion::parse(&raw).ok_or_else(|| {
+        StoreError::Query(format!(
+            "ClickHouse at {url} reported an unreadable version {raw:?}"
+        ))
+    })
+}
+
+/// A cluster or database name, which is spliced into DDL: letters, digits and `_` only.
+fn cluster_name(name: &str) -> Result<&str, StoreError> {
+    let ok = !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(name)
+    } else {
+        Err(StoreError::Query(format!(
+            "{name:?} is not usable as a ClickHouse cluster or database name in cluster mode: \
+             use letters, digits and _ only"
+        )))
+    }
+}
+
+/// Whether the server has a DDL coordinator (ZooKeeper or ClickHouse Keeper): then and only
+/// then does it have a `system.zookeeper` table.
+async fn has_coordinator(client: &Client) -> Result<bool, StoreError> {
+    let n: u64 = client
+        .query("SELECT count() FROM system.tables WHERE database = 'system' AND name = 'zookeeper'")
+        .fetch_one()
+        .await
+        .map_err(|e| query_error("looking for a DDL coordinator (system.zookeeper)", e))?;
+    Ok(n > 0)
+}
+
+/// Every node of `cluster` as `system.clusters` lists it on the entry node, reached over HTTP
+/// at the port (and scheme) of the configured URL.
+async fn cluster_nodes(
+    cfg: &ClickHouseConfig,
+    entry: &Client,
+    cluster: &str,
+) -> Result<Vec<NodeClient>, StoreError> {
+    let hosts: Vec<(u32, u32, String)> = entry
+        .query(
+            "SELECT shard_num, replica_num, host_address FROM system.clusters \
+             WHERE cluster = ? ORDER BY shard_num, replica_num",
+        )
+        .bind(cluster)
+        .fetch_all()
+        .await
+        .map_err(|e| {
+            query_error(
+                &format!("reading cluster {cluster:?} in system.clusters"),
+                e,
+            )
+        })?;
+    if hosts.is_empty() {
+        return Err(StoreError::Query(format!(
+            "ClickHouse at {} has no cluster named {cluster:?} in its remote_servers \
+             (SELECT DISTINCT cluster FROM system.clusters lists the ones it has)",
+            cfg.url
+        )));
+    }
+    let mut nodes = Vec::new();
+    for (_, _, host) in hosts {
+        let url = with_host(&cfg.url, &host).ok_or_else(|| {
+            StoreError::Query(format!(
+                "cannot read the ClickHouse URL {:?} as scheme://host:port",
+                cfg.url
+            ))
+        })?;
+        let client = base_client(cfg, &url);
+        server_version(&client, &url).await?;
+        nodes.push(NodeClient { url, client });
+    }
+    Ok(nodes)
+}
+
+/// `url` with its host replaced by `host` (an IPv6 address gets brackets).
+fn with_host(url: &str, host: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let authority = authority.rsplit('@').next()?;
+    let port = match authority.rfind(':') {
+        Some(i) if !authority[i..].contains(']') => &authority[i..],
+        _ => "",
+    };
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    Some(format!("{scheme}://{host}{port}{path}"))
+}
+
+/// Refuses to mix layouts in one database: a database created for one server holds plain
+/// `events`; a cluster's holds a `Distributed` one.
+async fn check_layout(
+    client: &Client,
+    layout: &Layout,
+    database: &str,
+    url: &str,
+) -> Result<(), StoreError> {
+    let engines: Vec<String> = client
+        .query("SELECT engine FROM system.tables WHERE database = ? AND name = ?")
+        .bind(database)
+        .bind(EVENTS_TABLE)
+        .fetch_all()
+        .await
+        .map_err(|e| query_error("reading the engine of table events", e))?;
+    let Some(engine) = engines.first() else {
+        return Ok(());
+    };
+    let distributed = engine == "Distributed";
+    let want = matches!(layout, Layout::Cluster { .. });
+    if distributed == want {
+        return Ok(());
+    }
+    Err(StoreError::Query(if want {
+        format!(
+            "database {database:?} on {url} holds single-server tables (events is {engine}); \
+             a cluster needs a database of its own (--clickhouse-database)"
+        )
+    } else {
+        format!(
+            "database {database:?} on {url} holds cluster tables (events is Distributed); \
+             pass --clickhouse-cluster, or use another database"
+        )
+    }))
 }
 
 /// One row of `events`, borrowed from the event being written.

@@ -43,13 +43,7 @@ fn unique_database() -> String {
 }
 
 fn config(url: &str, database: &str) -> ClickHouseConfig {
-    ClickHouseConfig {
-        url: url.to_owned(),
-        database: database.to_owned(),
-        user: None,
-        password: None,
-        retention: Duration::from_secs(30 * 86_400),
-    }
+    ClickHouseConfig::new(url, database)
 }
 
 /// Runs `body` with the config of a fresh database, then drops that database, whatever the
@@ -489,4 +483,30 @@ async fn a_rejected_insert_is_unavailable() {
         );
     })
     .await;
+}
+
+#[test]
+fn shard_urls_keep_the_scheme_port_and_path_of_the_entry_url() {
+    assert_eq!(
+        with_host("http://127.0.0.1:8123", "10.0.0.7").as_deref(),
+        Some("http://10.0.0.7:8123")
+    );
+    assert_eq!(
+        with_host("https://user@ch.example:8443/proxy", "::1").as_deref(),
+        Some("https://[::1]:8443/proxy")
+    );
+    assert_eq!(
+        with_host("http://[::1]:8123", "10.0.0.8").as_deref(),
+        Some("http://10.0.0.8:8123")
+    );
+    assert_eq!(with_host("http://ch", "b").as_deref(), Some("http://b"));
+    assert_eq!(with_host("ch:8123", "b"), None);
+}
+
+#[test]
+fn names_spliced_into_cluster_ddl_are_plain_identifiers() {
+    assert!(cluster_name("prod_ch_1").is_ok());
+    for bad in ["", "1st", "a-b", "a b", "x; DROP TABLE events", "c`"] {
+        assert!(cluster_name(bad).is_err(), "{bad:?}");
+    }
 }
