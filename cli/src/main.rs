@@ -164,6 +164,14 @@ struct ServerArgs {
     clickhouse_user: Option<String>,
     #[arg(long, env = "PROFWATCH_CLICKHOUSE_PASSWORD", hide_env_values = true)]
     clickhouse_password: Option<String>,
+    /// A cluster defined in the ClickHouse servers' remote_servers: every table is sharded
+    /// across it through Distributed tables (docs/clickhouse-cluster.md).
+    #[arg(long, env = "PROFWATCH_CLICKHOUSE_CLUSTER")]
+    clickhouse_cluster: Option<String>,
+    /// With --clickhouse-cluster: ReplicatedMergeTree tables (needs ClickHouse Keeper or
+    /// ZooKeeper and the {shard} and {replica} macros on every node).
+    #[arg(long, env = "PROFWATCH_CLICKHOUSE_REPLICATED")]
+    clickhouse_replicated: bool,
     /// A bearer token and its tenant, TOKEN=TENANT; repeatable. Env: comma-separated.
     #[arg(
         long = "token",
@@ -209,6 +217,8 @@ impl ServerArgs {
                 database: self.clickhouse_database,
                 user: self.clickhouse_user,
                 password: self.clickhouse_password,
+                cluster: self.clickhouse_cluster,
+                replicated: self.clickhouse_replicated.then_some(true),
             },
             tokens,
             query_cache_bytes: self.query_cache_bytes,
