@@ -3,11 +3,13 @@
 //! - `ingest`: events/s through `POST /api/v1/events` (protobuf + gzip, N client threads).
 //! - `query`: latency of `/api/v1/endpoints` and `/api/v1/services` over a large data set.
 //! - `disk`: bytes on disk per stored event.
+//! - `load`: a sustained load on the scale-out layout (sidecars, collectors, ClickHouse shards).
 //!
 //! See `bench/README.md`.
 
 mod client;
 mod gen;
+mod load;
 mod server;
 mod sys;
 
@@ -60,6 +62,9 @@ enum Cmd {
     Query(QueryArgs),
     /// Bytes on disk per stored event, after a graceful shutdown (embedded) or OPTIMIZE (ClickHouse).
     Disk(LoadArgs),
+    /// Sustained load: N hosts with sidecars -> M collectors -> a K-shard ClickHouse cluster
+    /// started on loopback; events/s, p99 ingest latency, peak RSS, events lost.
+    Load(load::LoadTestArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -125,7 +130,7 @@ struct LoadArgs {
 
 /// The human summary and the JSON document, built side by side.
 #[derive(Debug, Default)]
-struct Report {
+pub struct Report {
     lines: Vec<String>,
     doc: Map<String, Value>,
     goals: Vec<Value>,
@@ -167,6 +172,42 @@ impl Report {
     }
 }
 
+/// The `profwatch` binary (and when it was built), after reporting the machine.
+fn profwatch_bin(cli: &Cli, report: &mut Report) -> anyhow::Result<(PathBuf, String)> {
+    let bin = match &cli.bin {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()
+            .context("locating this executable")?
+            .parent()
+            .context("this executable has no directory")?
+            .join("profwatch"),
+    };
+    if !bin.is_file() {
+        bail!(
+            "{} does not exist: build it with `cargo build --release -p profwatch` or pass --bin",
+            bin.display()
+        );
+    }
+    let machine = Machine::probe();
+    report.line(format!(
+        "machine: {} cores (nproc), {}, {:.1} GiB RAM, Linux {}",
+        machine.nproc, machine.cpu_model, machine.mem_total_gib, machine.kernel
+    ));
+    report.set("date", json!(sys::today_utc()));
+    report.set("machine", machine.json());
+    let built = std::fs::metadata(&bin)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| profwatch_model::timefmt::format_rfc3339(d.as_nanos() as i64))
+        .unwrap_or_default();
+    report.set(
+        "bin",
+        json!({"path": bin.display().to_string(), "modified": built}),
+    );
+    Ok((bin, built))
+}
+
 /// The store under test, the scratch directory and the binary.
 #[derive(Debug)]
 struct Setup {
@@ -180,42 +221,12 @@ struct Setup {
 
 impl Setup {
     fn new(cli: &Cli, store: &StoreOpt, report: &mut Report) -> anyhow::Result<Setup> {
-        let bin = match &cli.bin {
-            Some(b) => b.clone(),
-            None => std::env::current_exe()
-                .context("locating this executable")?
-                .parent()
-                .context("this executable has no directory")?
-                .join("profwatch"),
-        };
-        if !bin.is_file() {
-            bail!(
-                "{} does not exist: build it with `cargo build --release -p profwatch` or pass --bin",
-                bin.display()
-            );
-        }
+        let (bin, built) = profwatch_bin(cli, report)?;
         let work = tempfile::Builder::new()
             .prefix("profwatch-bench-")
             .tempdir()
             .context("creating a scratch directory")?;
         let log = work.path().join("server.log");
-        let machine = Machine::probe();
-        report.line(format!(
-            "machine: {} cores (nproc), {}, {:.1} GiB RAM, Linux {}",
-            machine.nproc, machine.cpu_model, machine.mem_total_gib, machine.kernel
-        ));
-        report.set("date", json!(sys::today_utc()));
-        report.set("machine", machine.json());
-        let built = std::fs::metadata(&bin)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| profwatch_model::timefmt::format_rfc3339(d.as_nanos() as i64))
-            .unwrap_or_default();
-        report.set(
-            "bin",
-            json!({"path": bin.display().to_string(), "modified": built}),
-        );
         let (store_args, clickhouse) = match &store.clickhouse_url {
             None => {
                 let data_dir = work.path().join("data");
@@ -464,6 +475,9 @@ fn disk(setup: &Setup, server: Server, events: u64, report: &mut Report) -> anyh
             );
         }
         (StoreArgs::ClickHouse { .. }, None) => bail!("no ClickHouse connection"),
+        (StoreArgs::ClickHouseCluster { .. }, _) => {
+            bail!("disk usage is measured on one ClickHouse server, not a cluster")
+        }
     }
     Ok(())
 }
@@ -665,6 +679,16 @@ fn disk_cmd(cli: &Cli, a: &LoadArgs, report: &mut Report) -> anyhow::Result<()> 
     Ok(())
 }
 
+fn load_cmd(cli: &Cli, a: &load::LoadTestArgs, report: &mut Report) -> anyhow::Result<()> {
+    report.set("command", json!("load"));
+    let (bin, built) = profwatch_bin(cli, report)?;
+    report.line(format!(
+        "profwatch binary: {} (modified {built})",
+        bin.display()
+    ));
+    load::run(&bin, a, report)
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut report = Report::default();
@@ -672,6 +696,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Ingest(a) => ingest(&cli, a, &mut report),
         Cmd::Query(a) => query(&cli, a, &mut report),
         Cmd::Disk(a) => disk_cmd(&cli, a, &mut report),
+        Cmd::Load(a) => load_cmd(&cli, a, &mut report),
     };
     if let Err(e) = &result {
         report.set("error", json!(format!("{e:#}")));

@@ -13,6 +13,12 @@ use anyhow::{bail, Context};
 pub enum StoreArgs {
     Embedded { data_dir: PathBuf },
     ClickHouse { url: String, database: String },
+    /// ClickHouse in cluster mode, entering through `url`.
+    ClickHouseCluster {
+        url: String,
+        database: String,
+        cluster: String,
+    },
 }
 
 impl StoreArgs {
@@ -26,6 +32,18 @@ impl StoreArgs {
                 url.clone(),
                 "--clickhouse-database".into(),
                 database.clone(),
+            ],
+            StoreArgs::ClickHouseCluster {
+                url,
+                database,
+                cluster,
+            } => vec![
+                "--clickhouse-url".into(),
+                url.clone(),
+                "--clickhouse-database".into(),
+                database.clone(),
+                "--clickhouse-cluster".into(),
+                cluster.clone(),
             ],
         }
     }
@@ -49,6 +67,7 @@ const SERVER_ENV: &[&str] = &[
     "PROFWATCH_CLICKHOUSE_DATABASE",
     "PROFWATCH_CLICKHOUSE_USER",
     "PROFWATCH_CLICKHOUSE_PASSWORD",
+    "PROFWATCH_CLICKHOUSE_CLUSTER",
     "PROFWATCH_TOKENS",
 ];
 

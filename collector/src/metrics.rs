@@ -50,6 +50,7 @@ pub struct Metrics {
     rejected_batches: Family<ReasonLabel, Counter>,
     rejected_events: Family<ReasonLabel, Counter>,
     write_latency: Histogram,
+    request_latency: Histogram,
     queue_depth: Gauge<i64, std::sync::atomic::AtomicI64>,
 }
 
@@ -92,6 +93,13 @@ impl Metrics {
             "Time to make one batch durable in the store",
             write_latency.clone(),
         );
+        let request_latency = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        registry.register(
+            "ingest_request_seconds",
+            "Time from the start of an accepted ingest request to its acknowledgement \
+             (reading, decoding and storing the batch)",
+            request_latency.clone(),
+        );
         let queue_depth = Gauge::default();
         registry.register(
             "store_queue_depth",
@@ -105,6 +113,7 @@ impl Metrics {
             rejected_batches,
             rejected_events,
             write_latency,
+            request_latency,
             queue_depth,
         }
     }
@@ -139,10 +148,12 @@ impl Metrics {
         );
     }
 
-    pub fn accepted(&self, events: usize, seconds: f64) {
+    /// A stored batch: `write_seconds` in the store, `request_seconds` in all.
+    pub fn accepted(&self, events: usize, write_seconds: f64, request_seconds: f64) {
         self.events_accepted.inc_by(events as u64);
         self.batches_accepted.inc();
-        self.write_latency.observe(seconds);
+        self.write_latency.observe(write_seconds);
+        self.request_latency.observe(request_seconds);
     }
 
     pub fn rejected(&self, reason: RejectReason, events: usize) {

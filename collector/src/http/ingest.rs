@@ -113,6 +113,7 @@ pub async fn post_events(
     headers: HeaderMap,
     req_body: Body,
 ) -> Result<Json<IngestResponse>, ApiError> {
+    let received = Instant::now();
     let reject = |reason: RejectReason, err: ApiError| {
         state.metrics.rejected(reason, 0);
         err
@@ -153,7 +154,11 @@ pub async fn post_events(
     };
     match written {
         Ok(Written::Stored) => {
-            state.metrics.accepted(n, started.elapsed().as_secs_f64());
+            state.metrics.accepted(
+                n,
+                started.elapsed().as_secs_f64(),
+                received.elapsed().as_secs_f64(),
+            );
             state.cache.invalidate(tenant.as_str());
             Ok(Json(IngestResponse {
                 stored: n,
