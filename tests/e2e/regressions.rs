@@ -8,6 +8,7 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use profwatch_e2e::clickhouse_cluster::{LocalCluster, CLUSTER};
 use profwatch_e2e::*;
 use profwatch_model::profile::{ProfileBatch, SampleLabels, StackSample};
 use profwatch_model::RequestEvent;
@@ -388,21 +389,61 @@ fn a_change_in_time_without_a_new_build_is_found() {
 #[test]
 fn two_collectors_record_and_alert_once() {
     let Some(ch) = clickhouse_url() else { return };
-    let art = artifacts("two_collectors_record_and_alert_once");
-    let (hook, alerts) = receiver();
     let db = format!("pw_two_{}", std::process::id());
-    let args = [
-        "--clickhouse-url",
-        &ch,
-        "--clickhouse-database",
-        &db,
-        "--analysis-interval",
-        "2s",
-        "--alert",
-        &format!("json={hook}"),
-    ];
-    let a = Server::start(&args, &art.join("a.log"));
-    let b = Server::start(&args, &art.join("b.log"));
+    two_collectors("two_collectors_record_and_alert_once", [&ch, &ch], &[], &db);
+    let _ = clickhouse_query(&ch, &format!("DROP DATABASE IF EXISTS {db}"));
+}
+
+/// The same on a 2-shard ClickHouse cluster, each collector entering through its own shard.
+#[test]
+fn two_collectors_on_two_shards_record_and_alert_once() {
+    if clickhouse_url().is_none() {
+        return;
+    }
+    let cluster = LocalCluster::start(2).expect("a 2-shard ClickHouse cluster");
+    let urls = cluster.urls();
+    two_collectors(
+        "two_collectors_on_two_shards_record_and_alert_once",
+        [&urls[0], &urls[1]],
+        &["--clickhouse-cluster", CLUSTER],
+        "pw_two_shards",
+    );
+    let per_shard: Vec<u64> = (0..2)
+        .map(|i| {
+            cluster
+                .query(i, "SELECT count() FROM pw_two_shards.events_local")
+                .expect("count")
+                .parse()
+                .expect("number")
+        })
+        .collect();
+    assert!(per_shard.iter().all(|n| *n > 0), "{per_shard:?}");
+}
+
+fn two_collectors(name: &str, ch: [&str; 2], extra: &[&str], db: &str) {
+    let art = artifacts(name);
+    let (hook, alerts) = receiver();
+    let hook = format!("json={hook}");
+    let args = |url: &str| -> Vec<String> {
+        [
+            "--clickhouse-url",
+            url,
+            "--clickhouse-database",
+            db,
+            "--analysis-interval",
+            "2s",
+            "--alert",
+            &hook,
+        ]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let (args_a, args_b) = (args(ch[0]), args(ch[1]));
+    let strs = |v: &[String]| -> Vec<&str> { v.iter().map(String::as_str).collect() };
+    let a = Server::start(&strs(&args_a), &art.join("a.log"));
+    let b = Server::start(&strs(&args_b), &art.join("b.log"));
     // Ingest through both: they share the store.
     for (i, chunk) in workload().chunks(4000).enumerate() {
         let c = if i % 2 == 0 { a.client() } else { b.client() };
@@ -452,5 +493,4 @@ fn two_collectors_record_and_alert_once() {
         "one pass found it:\n{logs}"
     );
     drop((a, b));
-    let _ = clickhouse_query(&ch, &format!("DROP DATABASE IF EXISTS {db}"));
 }
