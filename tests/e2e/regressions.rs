@@ -420,6 +420,10 @@ fn two_collectors_on_two_shards_record_and_alert_once() {
     assert!(per_shard.iter().all(|n| *n > 0), "{per_shard:?}");
 }
 
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
 fn two_collectors(name: &str, ch: [&str; 2], extra: &[&str], db: &str) {
     let art = artifacts(name);
     let (hook, alerts) = receiver();
@@ -441,7 +445,6 @@ fn two_collectors(name: &str, ch: [&str; 2], extra: &[&str], db: &str) {
         .collect()
     };
     let (args_a, args_b) = (args(ch[0]), args(ch[1]));
-    let strs = |v: &[String]| -> Vec<&str> { v.iter().map(String::as_str).collect() };
     let a = Server::start(&strs(&args_a), &art.join("a.log"));
     let b = Server::start(&strs(&args_b), &art.join("b.log"));
     // Ingest through both: they share the store.
