@@ -81,10 +81,7 @@ fn interleaved_futures_on_one_thread_keep_their_own_cpu() {
     let events = sink.take();
     for (name, burned) in [("small", small), ("big", big)] {
         let e = events.iter().find(|e| e.endpoint == name).expect("event");
-        assert!(
-            close(e.cpu_ns, burned),
-            "{name}: {e:?} burned {burned}"
-        );
+        assert!(close(e.cpu_ns, burned), "{name}: {e:?} burned {burned}");
         assert_eq!(e.status, 200);
     }
 }
