@@ -39,6 +39,7 @@ mod hook;
 mod perf;
 mod session;
 mod sink;
+mod stacks;
 mod stats;
 mod symbols;
 mod worker;

@@ -9,18 +9,19 @@
 //! twice (100 ms, 500 ms), then the interval's profiles are dropped and counted. Memory is bounded by the number of
 //! distinct (request, stack) pairs in one interval plus the symbol cache.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use profwatch_model::profile::{ProfileBatch, SampleLabels, StackSample};
+use profwatch_model::profile::SampleLabels;
 
 use super::hook::{Done, Range, IDLE};
 use super::perf::Record;
 use super::session::Session;
 use super::sink::ProfileSink;
+use super::stacks;
 use super::stats::StatCells;
 use super::symbols::Symbols;
 
@@ -42,9 +43,6 @@ pub(crate) struct Meta {
 
 /// Pauses before the retries of a retriable export failure (then the profiles are dropped).
 const BACKOFF: [Duration; 2] = [Duration::from_millis(100), Duration::from_millis(500)];
-
-/// Deepest stack shipped, inline frames included.
-const MAX_SHIPPED_FRAMES: usize = 1024;
 
 pub(crate) struct Worker {
     pub(crate) session: Arc<Session>,
@@ -178,12 +176,12 @@ impl Worker {
             false
         });
         let base = self.base_labels();
-        symbols.resolve(ready.iter().flat_map(|(_, ips, _)| {
-            ips.iter()
-                .enumerate()
-                .map(|(i, ip)| if i == 0 { *ip } else { ip.saturating_sub(1) })
-        }));
-        let mut grouped: BTreeMap<SampleLabels, BTreeMap<Vec<String>, u64>> = BTreeMap::new();
+        symbols.resolve(
+            ready
+                .iter()
+                .flat_map(|(_, ips, _)| stacks::lookup_addrs(ips)),
+        );
+        let mut grouped = stacks::Grouped::new();
         for (tag, ips, n) in ready {
             let labels = match state.labels.get(&tag) {
                 Some((labels, _)) => labels.clone(),
@@ -194,40 +192,18 @@ impl Worker {
                     base.clone()
                 }
             };
-            let mut frames: Vec<String> = Vec::new();
-            for (i, ip) in ips.iter().enumerate().rev() {
-                let addr = if i == 0 { *ip } else { ip.saturating_sub(1) };
-                match symbols.frames(addr) {
-                    Some(fs) => frames.extend(fs.iter().map(|f| f.to_string())),
-                    None => frames.push("[unknown]".to_owned()),
-                }
-            }
-            if frames.len() > MAX_SHIPPED_FRAMES {
-                frames.drain(..frames.len() - MAX_SHIPPED_FRAMES);
-            }
             *grouped
                 .entry(labels)
                 .or_default()
-                .entry(frames)
+                .entry(stacks::frames(&ips, symbols))
                 .or_default() += n;
         }
-        let ns_per_sample = 1_000_000_000 / u64::from(self.session.spec.frequency_hz.max(1));
         let now = profwatch_model::timefmt::now_ns();
-        let batches: Vec<ProfileBatch> = grouped
-            .into_iter()
-            .map(|(labels, stacks)| ProfileBatch {
-                ts: state.interval_start_ns,
-                labels,
-                samples: stacks
-                    .into_iter()
-                    .map(|(frames, samples)| StackSample {
-                        frames,
-                        samples,
-                        cpu_ns: samples.saturating_mul(ns_per_sample),
-                    })
-                    .collect(),
-            })
-            .collect();
+        let batches = stacks::batches(
+            grouped,
+            state.interval_start_ns,
+            self.session.spec.frequency_hz,
+        );
         state.labels.retain(|_, (_, seen)| *seen + 1 >= interval);
         state.interval += 1;
         state.interval_start_ns = now;
