@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use profwatch_agent::sidecar::enrich::Enricher;
-use profwatch_agent::sidecar::listener::{Ingest, StreamDecoder};
+use profwatch_agent::sidecar::listener::{Accepted, Ingest, StreamDecoder};
 use profwatch_agent::sidecar::{Metrics, Sidecar, SidecarConfig};
 use profwatch_model::{ndjson, Limits, RequestEvent};
 
@@ -105,20 +105,23 @@ fn decode(c: &mut Criterion) {
     group.bench_function("decode_enrich_validate", |b| {
         b.iter(|| {
             let mut decoder = StreamDecoder::default();
-            let mut out = Vec::with_capacity(EVENTS);
+            let mut out = Accepted {
+                events: Vec::with_capacity(EVENTS),
+                ..Accepted::default()
+            };
             for chunk in body.chunks(64 << 10) {
                 decoder.feed(chunk, &ingest, &mut out);
             }
-            assert_eq!(out.len(), EVENTS);
+            assert_eq!(out.events.len(), EVENTS);
             out
         });
     });
     group.bench_function("encode_batch_zstd", |b| {
         let mut decoder = StreamDecoder::default();
-        let mut out = Vec::with_capacity(EVENTS);
+        let mut out = Accepted::default();
         decoder.feed(&body, &ingest, &mut out);
         b.iter(|| {
-            for batch in out.chunks(5000) {
+            for batch in out.events.chunks(5000) {
                 std::hint::black_box(
                     profwatch_agent::sidecar::batcher::encode(batch.to_vec()).expect("encode"),
                 );

@@ -51,7 +51,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use profwatch_model::profile::ProfileBatch;
-pub use sink::{folded, query, CollectorSink, DiscardSink, MemorySink, ProfileSink};
+pub use sink::{
+    folded, frame_payloads, query, CollectorSink, DiscardSink, MemorySink, ProfileSink,
+    SidecarSink, MAX_PROFILE_FRAME, PROFILE_FRAME_MARKER,
+};
 pub use stats::SamplerStats;
 pub use symbols::MAX_FRAME_LEN;
 
@@ -114,12 +117,6 @@ pub enum SamplerError {
         field: &'static str,
         problem: &'static str,
     },
-    /// The export target cannot take profiles.
-    #[error("cannot ship profiles to {target}: {problem}")]
-    UnsupportedTarget {
-        target: &'static str,
-        problem: &'static str,
-    },
     /// The collector URL (or token) cannot be used.
     #[error(transparent)]
     Sink(#[from] AgentError),
@@ -141,22 +138,16 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    /// Starts sampling, shipping where `agent.export` says: the collector's profile API for
-    /// [`ExportTarget::Collector`], nowhere for [`ExportTarget::Discard`]. The sidecar does not
-    /// take profiles yet: use [`Sampler::with_sink`] with a [`CollectorSink`] meanwhile.
+    /// Starts sampling, shipping where `agent.export` says: the sidecar's socket (which
+    /// relays profiles through its spool) for [`ExportTarget::Sidecar`], the collector's
+    /// profile API for [`ExportTarget::Collector`], nowhere for [`ExportTarget::Discard`].
     pub fn start(agent: &Config, config: SamplerConfig) -> Result<Sampler, SamplerError> {
         let sink: Box<dyn ProfileSink> = match &agent.export {
+            ExportTarget::Sidecar { socket } => Box::new(SidecarSink::new(socket)),
             ExportTarget::Collector { url, token, .. } => {
                 Box::new(CollectorSink::new(url, token.clone())?)
             }
             ExportTarget::Discard => Box::new(DiscardSink),
-            _ => {
-                return Err(SamplerError::UnsupportedTarget {
-                    target: "the sidecar",
-                    problem: "it does not accept profiles yet; set PROFWATCH_COLLECTOR_URL \
-                              or pass a CollectorSink",
-                })
-            }
         };
         Sampler::spawn(agent, config, sink)
     }

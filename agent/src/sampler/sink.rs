@@ -1,13 +1,18 @@
 //! Where aggregated profiles go: the [`ProfileSink`] trait, the collector's folded ingest
-//! (`POST {url}/api/v1/profiles?format=folded&...`), an in-memory sink and a discarding one.
+//! (`POST {url}/api/v1/profiles?format=folded&...`), the sidecar's socket (profile frames,
+//! relayed through its spool), an in-memory sink and a discarding one.
 //!
 //! Invariants: sinks run only on the sampler thread. A profile is one label set; its labels
 //! travel as query parameters (`service`, `endpoint`, `build`, `dc`, `host`, then every extra
 //! label as `key=value`), its stacks as folded text, root first, with `sample_rate` so that
-//! the collector fills in CPU time. Values are percent-encoded.
+//! the collector fills in CPU time. Values are percent-encoded. The sidecar gets the same two
+//! parts in one frame (`agent/PROTOCOL.md`); a profile too large for one frame is split by
+//! stacks into several frames with the same labels and time.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -173,6 +178,94 @@ impl ProfileSink for CollectorSink {
     }
 }
 
+/// The marker byte of a profile frame on the sidecar's socket.
+pub const PROFILE_FRAME_MARKER: u8 = 0x01;
+/// Largest profile frame payload the sidecar takes by default (4 MiB).
+pub const MAX_PROFILE_FRAME: usize = 4 << 20;
+
+/// Writes each profile as a frame to the sidecar's Unix socket; the sidecar relays it to the
+/// collector through its disk spool. The connection is opened lazily and reopened after an
+/// error.
+#[derive(Debug)]
+pub struct SidecarSink {
+    path: PathBuf,
+    stream: Option<UnixStream>,
+    timeout: Duration,
+    max_frame: usize,
+}
+
+impl SidecarSink {
+    pub fn new(path: impl AsRef<Path>) -> SidecarSink {
+        SidecarSink {
+            path: path.as_ref().to_owned(),
+            stream: None,
+            timeout: Duration::from_secs(5),
+            max_frame: MAX_PROFILE_FRAME,
+        }
+    }
+
+    fn io_error(&self, source: std::io::Error) -> ExportError {
+        ExportError::Io {
+            target: format!("sidecar socket {}", self.path.display()),
+            source,
+        }
+    }
+
+    fn write(&mut self, frames: &[u8]) -> Result<(), ExportError> {
+        let mut stream = match self.stream.take() {
+            Some(stream) => stream,
+            None => {
+                let stream = UnixStream::connect(&self.path).map_err(|e| self.io_error(e))?;
+                stream
+                    .set_write_timeout(Some(self.timeout))
+                    .map_err(|e| self.io_error(e))?;
+                stream
+            }
+        };
+        stream.write_all(frames).map_err(|e| self.io_error(e))?;
+        self.stream = Some(stream);
+        Ok(())
+    }
+}
+
+impl ProfileSink for SidecarSink {
+    fn export(&mut self, profiles: &[ProfileBatch], frequency_hz: u32) -> Result<(), ExportError> {
+        let mut out = Vec::new();
+        for profile in profiles {
+            for payload in frame_payloads(profile, frequency_hz, self.max_frame) {
+                out.push(PROFILE_FRAME_MARKER);
+                out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+                out.extend_from_slice(payload.as_bytes());
+            }
+        }
+        self.write(&out)
+    }
+}
+
+/// A profile as profile-frame payloads of at most `max` bytes each: the query line, then as
+/// many folded lines as fit (a single line longer than that is dropped: the sidecar would
+/// refuse it anyway).
+pub fn frame_payloads(profile: &ProfileBatch, frequency_hz: u32, max: usize) -> Vec<String> {
+    let mut head = query(profile, frequency_hz);
+    head.push('\n');
+    let mut out = Vec::new();
+    let mut current = head.clone();
+    for s in &profile.samples {
+        let line = format!("{} {}\n", s.frames.join(";"), s.samples);
+        if head.len() + line.len() > max {
+            continue;
+        }
+        if current.len() + line.len() > max {
+            out.push(std::mem::replace(&mut current, head.clone()));
+        }
+        current.push_str(&line);
+    }
+    if current.len() > head.len() {
+        out.push(current);
+    }
+    out
+}
+
 /// The query string carrying a profile's labels, format and sample rate.
 pub fn query(profile: &ProfileBatch, frequency_hz: u32) -> String {
     let l = &profile.labels;
@@ -304,5 +397,37 @@ mod tests {
             request.contains("Authorization: Bearer t0k\r\n"),
             "{request}"
         );
+    }
+
+    #[test]
+    fn large_profiles_are_split_into_frames_with_the_same_labels() {
+        let p = ProfileBatch {
+            ts: 5_000_000_000,
+            labels: SampleLabels {
+                service: "s".into(),
+                ..SampleLabels::default()
+            },
+            samples: (0..10)
+                .map(|i| StackSample {
+                    frames: vec!["main".into(), format!("f{i}")],
+                    samples: 1,
+                    cpu_ns: 0,
+                })
+                .chain(std::iter::once(StackSample {
+                    frames: vec!["x".repeat(500)],
+                    samples: 1,
+                    cpu_ns: 0,
+                }))
+                .collect(),
+        };
+        let head = "format=folded&sample_rate=99&ts=5&service=s\n";
+        let payloads = frame_payloads(&p, 99, head.len() + 30);
+        assert_eq!(payloads.len(), 4, "{payloads:?}");
+        assert!(payloads
+            .iter()
+            .all(|f| f.starts_with(head) && f.len() <= head.len() + 30));
+        let lines: Vec<&str> = payloads.iter().flat_map(|f| f.lines().skip(1)).collect();
+        assert_eq!(lines.len(), 10, "the oversize stack is left out");
+        assert_eq!(frame_payloads(&p, 99, 1 << 20).len(), 1);
     }
 }

@@ -43,7 +43,8 @@ pub struct StatusArgs {
 /// The flags of the running sidecar.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct RunArgs {
-    /// The collector, `http://host:port[/base]`; batches go to `{base}/api/v1/events`.
+    /// The collector, `http://host:port[/base]`; events go to `{base}/api/v1/events`,
+    /// profiles to `{base}/api/v1/profiles`.
     #[arg(long, env = "PROFWATCH_COLLECTOR_URL")]
     pub collector: Option<String>,
     /// Bearer token sent to the collector.
@@ -117,6 +118,8 @@ impl Default for RetryPolicy {
 pub struct SidecarConfig {
     /// `{base}/api/v1/events` of the collector.
     pub events_url: String,
+    /// `{base}/api/v1/profiles` of the collector.
+    pub profiles_url: String,
     pub token: Option<String>,
     pub socket: PathBuf,
     /// `None`: no UDP listener. Port 0 picks one (see [`super::Sidecar::udp_addr`]).
@@ -141,8 +144,10 @@ pub struct SidecarConfig {
 impl SidecarConfig {
     /// A configuration with the defaults, for embedding and tests.
     pub fn new(collector: &str, socket: PathBuf, spool_dir: PathBuf) -> Result<Self, SidecarError> {
+        let base = collector_base(collector)?;
         Ok(SidecarConfig {
-            events_url: events_url(collector)?,
+            events_url: format!("{base}/api/v1/events"),
+            profiles_url: format!("{base}/api/v1/profiles"),
             token: None,
             socket,
             udp: None,
@@ -253,8 +258,8 @@ impl RunArgs {
     }
 }
 
-/// `http://host[:port][/base]` → `http://host[:port][/base]/api/v1/events`.
-fn events_url(collector: &str) -> Result<String, SidecarError> {
+/// `http://host[:port][/base]` → `http://host[:port][/base]` without a trailing `/`.
+fn collector_base(collector: &str) -> Result<String, SidecarError> {
     let url = collector.trim();
     let rest = url.strip_prefix("http://").ok_or_else(|| {
         SidecarError::config(
@@ -270,7 +275,7 @@ fn events_url(collector: &str) -> Result<String, SidecarError> {
             "the host is missing or malformed",
         ));
     }
-    Ok(format!("{}/api/v1/events", url.trim_end_matches('/')))
+    Ok(url.trim_end_matches('/').to_owned())
 }
 
 /// `1048576`, `512K`, `64M`, `2G` (powers of 1024).
@@ -330,6 +335,7 @@ mod tests {
     fn defaults_and_urls() {
         let cfg = args().validate().expect("valid");
         assert_eq!(cfg.events_url, "http://127.0.0.1:4040/api/v1/events");
+        assert_eq!(cfg.profiles_url, "http://127.0.0.1:4040/api/v1/profiles");
         assert_eq!(cfg.metrics, Some("127.0.0.1:4041".parse().expect("addr")));
         assert!(cfg.socket.ends_with("agent.sock"));
     }

@@ -1,10 +1,12 @@
-//! Enrichment: what the sidecar knows about the host and adds to every event.
+//! Enrichment: what the sidecar knows about the host and adds to every event (and, host and
+//! dc only, to every profile).
 //!
 //! Invariants: enrichment only fills what an event lacks (an empty `host` or `dc`, an absent
 //! `kernel` or `cpu_model` label) and never pushes an event past the collector's limits: the
 //! labels are added only while the event has fewer than `max_labels`, and the values are
 //! trimmed to printable text within the label and name lengths.
 
+use profwatch_model::profile::SampleLabels;
 use profwatch_model::{Limits, RequestEvent};
 
 /// The label carrying the kernel release (`/proc/sys/kernel/osrelease`).
@@ -57,6 +59,29 @@ impl Enricher {
     /// The CPU model added as the `cpu_model` label, if known.
     pub fn cpu_model(&self) -> Option<&str> {
         self.cpu_model.as_deref()
+    }
+
+    /// The host name filled in.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The data center filled in, if any.
+    pub fn dc(&self) -> Option<&str> {
+        self.dc.as_deref()
+    }
+
+    /// Fills an empty `host` and `dc` of a profile's labels. The `kernel` and `cpu_model`
+    /// labels are not added: extra labels split a profile's series.
+    pub fn apply_profile(&self, labels: &mut SampleLabels) {
+        if labels.host.is_empty() {
+            labels.host.clone_from(&self.host);
+        }
+        if labels.dc.is_empty() {
+            if let Some(dc) = &self.dc {
+                labels.dc.clone_from(dc);
+            }
+        }
     }
 
     /// Fills what `event` lacks.

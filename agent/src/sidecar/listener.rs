@@ -1,9 +1,10 @@
 //! The local listeners: a Unix stream socket and, optionally, UDP on loopback.
 //!
 //! Protocol (see `agent/PROTOCOL.md`): on the stream, each message is either a JSON line (any
-//! first byte but `0x00`, ending with `\n`) or a frame: `0x00`, a big-endian u32 length, and
-//! that many bytes of protobuf `profwatch.v1.EventBatch`. A datagram is one or more JSON lines,
-//! or `0x00` followed by an `EventBatch` (the datagram bounds it; no length).
+//! first byte but `0x00` and `0x01`, ending with `\n`) or a frame: a marker byte, a big-endian
+//! u32 length, and that many bytes: after `0x00` a protobuf `profwatch.v1.EventBatch`, after
+//! `0x01` a profile ([`super::relay`]). A datagram is one or more JSON lines, or a marker
+//! followed by one frame's bytes (the datagram bounds it; no length).
 //!
 //! Invariants: bad input never stops a connection or the listener, and never takes the events
 //! beside it down: each line, frame or event is refused on its own, counted by reason and
@@ -11,6 +12,7 @@
 //! `RequestEvent::validate`, so the collector will not refuse a batch for one of them. A line
 //! longer than `max_line_bytes` is skipped up to its newline; an oversize frame is skipped by
 //! its length; a line or frame cut by the end of its connection is dropped (`truncated`).
+//! Every accepted profile has passed the collector's checks ([`super::relay::parse`]).
 //! Memory per connection is bounded by `max(max_line_bytes, max_frame_bytes)` plus one read.
 
 use std::io;
@@ -23,18 +25,37 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{UdpSocket, UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch};
 
+use super::batcher::Input;
 use super::enrich::Enricher;
 use super::error::SidecarError;
 use super::metrics::{Metrics, RejectReason};
+use super::relay::{self, Relayed};
 
 /// The byte that starts a protobuf frame (never the first byte of a JSON text).
 pub const FRAME_MARKER: u8 = 0x00;
+/// The byte that starts a profile frame (never the first byte of a JSON text either).
+pub const PROFILE_MARKER: u8 = 0x01;
 /// Read size per connection.
 const READ_CHUNK: usize = 64 << 10;
 /// Events handed to the batcher at most per message (bounds latency under load).
 const CHUNK_EVENTS: usize = 1024;
+/// Profiles gathered at most from queued datagrams before they are handed over.
+const CHUNK_PROFILES: usize = 64;
 
-/// Turns local input into validated, enriched events.
+/// What local input turned into: validated, enriched events and profiles.
+#[derive(Debug, Default)]
+pub struct Accepted {
+    pub events: Vec<RequestEvent>,
+    pub profiles: Vec<Relayed>,
+}
+
+impl Accepted {
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.profiles.is_empty()
+    }
+}
+
+/// Turns local input into validated, enriched events and profiles.
 #[derive(Debug)]
 pub struct Ingest {
     pub enricher: Enricher,
@@ -46,7 +67,7 @@ pub struct Ingest {
 
 impl Ingest {
     /// One JSON line (without its newline). Blank lines are ignored.
-    pub fn line(&self, raw: &[u8], now: i64, out: &mut Vec<RequestEvent>) {
+    pub fn line(&self, raw: &[u8], now: i64, out: &mut Accepted) {
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
         if raw.iter().all(u8::is_ascii_whitespace) {
             return;
@@ -72,7 +93,7 @@ impl Ingest {
     }
 
     /// One protobuf `EventBatch`.
-    pub fn frame(&self, bytes: &[u8], now: i64, out: &mut Vec<RequestEvent>) {
+    pub fn frame(&self, bytes: &[u8], now: i64, out: &mut Accepted) {
         match wire::decode_batch(bytes) {
             Ok(events) => {
                 for event in events {
@@ -83,22 +104,48 @@ impl Ingest {
         }
     }
 
-    fn accept(&self, mut event: RequestEvent, now: i64, out: &mut Vec<RequestEvent>) {
+    /// One profile frame's payload.
+    pub fn profile(&self, bytes: &[u8], now: i64, out: &mut Accepted) {
+        match relay::parse(bytes, &self.limits, now) {
+            Ok(mut relayed) => {
+                self.enricher.apply_profile(&mut relayed.profile.labels);
+                match relay::check(&relayed.profile.labels, &self.limits) {
+                    Ok(()) => out.profiles.push(relayed),
+                    Err(e) => self.metrics.reject(RejectReason::BadProfile, &e),
+                }
+            }
+            Err(e) => self.metrics.reject(RejectReason::BadProfile, &e),
+        }
+    }
+
+    /// One frame after its marker: an `EventBatch` or a profile.
+    fn framed(&self, marker: u8, bytes: &[u8], now: i64, out: &mut Accepted) {
+        if marker == PROFILE_MARKER {
+            self.profile(bytes, now, out);
+        } else {
+            self.frame(bytes, now, out);
+        }
+    }
+
+    fn accept(&self, mut event: RequestEvent, now: i64, out: &mut Accepted) {
         self.enricher.apply(&mut event);
         match event.validate(&self.limits, now) {
-            Ok(()) => out.push(event),
+            Ok(()) => out.events.push(event),
             Err(e) => self.metrics.reject(RejectReason::Invalid, &e),
         }
     }
 
     /// One UDP datagram.
-    pub fn datagram(&self, data: &[u8], now: i64, out: &mut Vec<RequestEvent>) {
-        if let Some(frame) = data.strip_prefix(&[FRAME_MARKER]) {
+    pub fn datagram(&self, data: &[u8], now: i64, out: &mut Accepted) {
+        if let Some((&marker, frame)) = data
+            .split_first()
+            .filter(|(m, _)| matches!(**m, FRAME_MARKER | PROFILE_MARKER))
+        {
             if frame.len() > self.max_frame_bytes {
                 self.metrics
                     .reject(RejectReason::FrameTooLarge, &"an oversize datagram frame");
             } else {
-                self.frame(frame, now, out);
+                self.framed(marker, frame, now, out);
             }
             return;
         }
@@ -142,7 +189,7 @@ impl Default for StreamDecoder {
 
 impl StreamDecoder {
     /// Feeds bytes read from the connection; complete messages become events in `out`.
-    pub fn feed(&mut self, data: &[u8], ingest: &Ingest, out: &mut Vec<RequestEvent>) {
+    pub fn feed(&mut self, data: &[u8], ingest: &Ingest, out: &mut Accepted) {
         self.buf.extend_from_slice(data);
         let now = now_ns();
         let buf = &self.buf;
@@ -174,7 +221,8 @@ impl StreamDecoder {
             if pos == len {
                 break;
             }
-            if buf[pos] == FRAME_MARKER {
+            let marker = buf[pos];
+            if marker == FRAME_MARKER || marker == PROFILE_MARKER {
                 let Some(head) = buf.get(pos + 1..pos + 5) else {
                     break;
                 };
@@ -191,7 +239,7 @@ impl StreamDecoder {
                 let Some(frame) = buf.get(pos + 5..pos + 5 + n) else {
                     break;
                 };
-                ingest.frame(frame, now, out);
+                ingest.framed(marker, frame, now, out);
                 pos += 5 + n;
                 continue;
             }
@@ -259,7 +307,7 @@ pub fn bind_unix(path: &Path) -> Result<UnixListener, SidecarError> {
 pub async fn serve_unix(
     listener: UnixListener,
     ingest: Arc<Ingest>,
-    tx: mpsc::Sender<Vec<RequestEvent>>,
+    tx: mpsc::Sender<Input>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -281,12 +329,12 @@ pub async fn serve_unix(
 async fn connection(
     mut stream: UnixStream,
     ingest: Arc<Ingest>,
-    tx: mpsc::Sender<Vec<RequestEvent>>,
+    tx: mpsc::Sender<Input>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut decoder = StreamDecoder::default();
     let mut chunk = vec![0u8; READ_CHUNK];
-    let mut out = Vec::new();
+    let mut out = Accepted::default();
     loop {
         let n = tokio::select! {
             read = stream.read(&mut chunk) => match read {
@@ -307,15 +355,31 @@ async fn connection(
     decoder.finish(&ingest);
 }
 
-/// Sends accepted events to the batcher (waiting when it is busy: backpressure, not loss).
-async fn hand_over(
-    ingest: &Ingest,
-    tx: &mpsc::Sender<Vec<RequestEvent>>,
-    out: &mut Vec<RequestEvent>,
-) -> bool {
-    ingest.metrics.received(out.len());
-    let events = std::mem::take(out);
-    tx.send(events).await.is_ok()
+/// Sends accepted events and profiles to the batcher (waiting when it is busy: backpressure,
+/// not loss).
+async fn hand_over(ingest: &Ingest, tx: &mpsc::Sender<Input>, out: &mut Accepted) -> bool {
+    let Accepted { events, profiles } = std::mem::take(out);
+    if !events.is_empty() {
+        ingest.metrics.received(events.len());
+        if tx.send(Input::Events(events)).await.is_err() {
+            return false;
+        }
+    }
+    ingest.metrics.profiles_received(profiles.len());
+    for Relayed {
+        profile,
+        frequency_hz,
+    } in profiles
+    {
+        let input = Input::Profile {
+            profile,
+            frequency_hz,
+        };
+        if tx.send(input).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 /// Binds the UDP socket.
@@ -333,11 +397,11 @@ pub async fn bind_udp(addr: std::net::SocketAddr) -> Result<UdpSocket, SidecarEr
 pub async fn serve_udp(
     socket: UdpSocket,
     ingest: Arc<Ingest>,
-    tx: mpsc::Sender<Vec<RequestEvent>>,
+    tx: mpsc::Sender<Input>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut buf = vec![0u8; 65_536];
-    let mut out = Vec::new();
+    let mut out = Accepted::default();
     loop {
         tokio::select! {
             got = socket.recv_from(&mut buf) => match got {
@@ -349,7 +413,7 @@ pub async fn serve_udp(
             },
             _ = stop.changed() => return,
         }
-        while out.len() < CHUNK_EVENTS {
+        while out.events.len() < CHUNK_EVENTS && out.profiles.len() < CHUNK_PROFILES {
             match socket.try_recv_from(&mut buf) {
                 Ok((n, _)) => ingest.datagram(&buf[..n], now_ns(), &mut out),
                 Err(_) => break,
@@ -395,8 +459,23 @@ mod tests {
         out
     }
 
-    fn builds(events: &[RequestEvent]) -> Vec<&str> {
-        events.iter().map(|e| e.build.as_str()).collect()
+    fn profile_frame(service: &str) -> Vec<u8> {
+        let body = format!("sample_rate=99&service={service}\nmain;work 2\n");
+        let mut out = vec![PROFILE_MARKER];
+        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        out.extend_from_slice(body.as_bytes());
+        out
+    }
+
+    fn builds(out: &Accepted) -> Vec<&str> {
+        out.events.iter().map(|e| e.build.as_str()).collect()
+    }
+
+    fn services(out: &Accepted) -> Vec<&str> {
+        out.profiles
+            .iter()
+            .map(|p| p.profile.labels.service.as_str())
+            .collect()
     }
 
     #[test]
@@ -404,18 +483,27 @@ mod tests {
         let mut stream = Vec::new();
         stream.extend_from_slice(line("a").as_bytes());
         stream.extend_from_slice(&frame(&["b", "c"]));
+        stream.extend_from_slice(&profile_frame("p1"));
         stream.extend_from_slice(b"\r\n  \n");
         stream.extend_from_slice(line("d").as_bytes());
+        stream.extend_from_slice(&profile_frame("p2"));
         for step in [1, 2, 3, 7, 64, stream.len()] {
             let ing = ingest();
             let mut dec = StreamDecoder::default();
-            let mut out = Vec::new();
+            let mut out = Accepted::default();
             for piece in stream.chunks(step) {
                 dec.feed(piece, &ing, &mut out);
             }
             dec.finish(&ing);
             assert_eq!(builds(&out), ["a", "b", "c", "d"], "step {step}");
-            assert_eq!(out[0].host, "h");
+            assert_eq!(out.events[0].host, "h");
+            assert_eq!(services(&out), ["p1", "p2"], "step {step}");
+            let p = &out.profiles[0];
+            assert_eq!(
+                (p.profile.labels.host.as_str(), p.profile.labels.dc.as_str()),
+                ("h", "dc")
+            );
+            assert_eq!((p.frequency_hz, p.profile.samples[0].samples), (99, 2));
             assert_eq!(
                 ing.metrics
                     .snapshot("", "")
@@ -444,15 +532,20 @@ mod tests {
         stream.extend_from_slice(&[FRAME_MARKER, 0, 0, 0, 4, 0x0a, 0xff, 0xff, 0xff]);
         stream.extend_from_slice(&[FRAME_MARKER, 0, 0, 0x10, 0]);
         stream.extend_from_slice(&[b'z'; 0x1000]);
+        let bad_profile = b"sample_rate=99\nmain 1\n";
+        stream.push(PROFILE_MARKER);
+        stream.extend_from_slice(&(bad_profile.len() as u32).to_be_bytes());
+        stream.extend_from_slice(bad_profile);
         stream.extend_from_slice(line("b").as_bytes());
         stream.extend_from_slice(b"{\"service\":");
         let mut dec = StreamDecoder::default();
-        let mut out = Vec::new();
+        let mut out = Accepted::default();
         for piece in stream.chunks(100) {
             dec.feed(piece, &ing, &mut out);
         }
         dec.finish(&ing);
         assert_eq!(builds(&out), ["a", "b"]);
+        assert!(out.profiles.is_empty());
         for reason in RejectReason::ALL {
             assert_eq!(ing.metrics.rejected_count(reason), 1, "{reason:?}");
         }
@@ -461,7 +554,7 @@ mod tests {
     #[test]
     fn datagrams() {
         let ing = ingest();
-        let mut out = Vec::new();
+        let mut out = Accepted::default();
         ing.datagram(
             format!("{}{}", line("a"), line("b")).as_bytes(),
             now_ns(),
@@ -478,7 +571,14 @@ mod tests {
         );
         ing.datagram(b"garbage", now_ns(), &mut out);
         ing.datagram(line("d").trim().as_bytes(), now_ns(), &mut out);
+        let p = profile_frame("p");
+        ing.datagram(
+            &p[..1].iter().chain(&p[5..]).copied().collect::<Vec<_>>(),
+            now_ns(),
+            &mut out,
+        );
         assert_eq!(builds(&out), ["a", "b", "c", "d"]);
+        assert_eq!(services(&out), ["p"]);
         assert_eq!(ing.metrics.rejected_count(RejectReason::BadJson), 1);
     }
 }

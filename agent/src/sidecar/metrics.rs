@@ -4,6 +4,8 @@
 //! One [`Metrics`] per sidecar (no global registry), so tests run sidecars side by side.
 //! Every event that enters is accounted for exactly once as received or rejected; every
 //! received event ends as shipped, dropped (with a reason) or still spooled/in memory.
+//! Profiles (relayed from apps) are counted the same way in their own unit, one profile per
+//! label set and interval, under `profiles_*`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -38,10 +40,12 @@ pub enum RejectReason {
     Invalid,
     /// A line or frame cut short by the end of the connection.
     Truncated,
+    /// A profile frame that does not parse or breaks the collector's limits.
+    BadProfile,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 9] = [
+    pub const ALL: [RejectReason; 10] = [
         RejectReason::BadJson,
         RejectReason::MissingField,
         RejectReason::UnknownField,
@@ -51,6 +55,7 @@ impl RejectReason {
         RejectReason::FrameTooLarge,
         RejectReason::Invalid,
         RejectReason::Truncated,
+        RejectReason::BadProfile,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -64,6 +69,7 @@ impl RejectReason {
             RejectReason::FrameTooLarge => "frame_too_large",
             RejectReason::Invalid => "invalid",
             RejectReason::Truncated => "truncated",
+            RejectReason::BadProfile => "bad_profile",
         }
     }
 }
@@ -122,6 +128,15 @@ pub struct StatusSnapshot {
     pub retries: u64,
     pub dropped: Vec<(String, u64)>,
     pub last_error: Option<String>,
+    /// Profiles apps sent over the socket (the sidecar's own sampling is not counted here).
+    #[serde(default)]
+    pub received_profiles: u64,
+    #[serde(default)]
+    pub spooled_profiles: u64,
+    #[serde(default)]
+    pub shipped_profiles: u64,
+    #[serde(default)]
+    pub dropped_profiles: Vec<(String, u64)>,
 }
 
 /// The counters and the registry that renders them.
@@ -138,6 +153,10 @@ pub struct Metrics {
     shipped_batches: Counter,
     retries: Counter,
     dropped: Family<ReasonLabel, Counter>,
+    profiles_received: Counter,
+    profiles_spooled: Counter,
+    profiles_shipped: Counter,
+    profiles_dropped: Family<ReasonLabel, Counter>,
     last_error: Mutex<Option<String>>,
     log_gate: Mutex<Option<Instant>>,
     log_suppressed: AtomicU64,
@@ -205,11 +224,36 @@ impl Metrics {
             "Received events thrown away, by reason",
             dropped.clone(),
         );
+        let profiles_received = Counter::default();
+        registry.register(
+            "profiles_received",
+            "Profiles (one label set each) apps sent over the local socket",
+            profiles_received.clone(),
+        );
+        let profiles_spooled = Counter::default();
+        registry.register(
+            "profiles_spooled",
+            "Profiles written to the disk spool",
+            profiles_spooled.clone(),
+        );
+        let profiles_shipped = Counter::default();
+        registry.register(
+            "profiles_shipped",
+            "Profiles the collector acknowledged (2xx)",
+            profiles_shipped.clone(),
+        );
+        let profiles_dropped = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "profiles_dropped",
+            "Profiles thrown away, by reason",
+            profiles_dropped.clone(),
+        );
         for r in RejectReason::ALL {
             let _ = rejected.get_or_create(&ReasonLabel { reason: r.as_str() });
         }
         for r in DropReason::ALL {
             let _ = dropped.get_or_create(&ReasonLabel { reason: r.as_str() });
+            let _ = profiles_dropped.get_or_create(&ReasonLabel { reason: r.as_str() });
         }
         Metrics {
             registry,
@@ -223,6 +267,10 @@ impl Metrics {
             shipped_batches,
             retries,
             dropped,
+            profiles_received,
+            profiles_spooled,
+            profiles_shipped,
+            profiles_dropped,
             last_error: Mutex::new(None),
             log_gate: Mutex::new(None),
             log_suppressed: AtomicU64::new(0),
@@ -295,6 +343,26 @@ impl Metrics {
             .inc_by(events);
     }
 
+    pub(crate) fn profiles_received(&self, n: usize) {
+        self.profiles_received.inc_by(n as u64);
+    }
+
+    pub(crate) fn profile_spooled(&self) {
+        self.profiles_spooled.inc();
+    }
+
+    pub(crate) fn profile_shipped(&self) {
+        self.profiles_shipped.inc();
+    }
+
+    pub(crate) fn profiles_dropped(&self, reason: DropReason, profiles: u64) {
+        self.profiles_dropped
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            })
+            .inc_by(profiles);
+    }
+
     pub(crate) fn set_last_error(&self, error: String) {
         if let Ok(mut last) = self.last_error.lock() {
             *last = Some(error);
@@ -328,6 +396,15 @@ impl Metrics {
             .get()
     }
 
+    /// Profiles dropped for `reason` so far.
+    pub fn profiles_dropped_count(&self, reason: DropReason) -> u64 {
+        self.profiles_dropped
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            })
+            .get()
+    }
+
     /// A copy of every counter.
     pub fn snapshot(&self, host: &str, collector: &str) -> StatusSnapshot {
         StatusSnapshot {
@@ -351,6 +428,13 @@ impl Metrics {
                 .map(|r| (r.as_str().to_owned(), self.dropped_count(*r)))
                 .collect(),
             last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
+            received_profiles: self.profiles_received.get(),
+            spooled_profiles: self.profiles_spooled.get(),
+            shipped_profiles: self.profiles_shipped.get(),
+            dropped_profiles: DropReason::ALL
+                .iter()
+                .map(|r| (r.as_str().to_owned(), self.profiles_dropped_count(*r)))
+                .collect(),
         }
     }
 }

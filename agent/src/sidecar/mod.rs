@@ -1,6 +1,6 @@
-//! The sidecar, `profwatch agent`: one per host. Apps write events to a local Unix socket or
-//! UDP port; the sidecar validates and enriches them, batches them into a disk spool, and ships
-//! the spool to the collector.
+//! The sidecar, `profwatch agent`: one per host. Apps write events (and the SDK's profiles) to
+//! a local Unix socket or UDP port; the sidecar validates and enriches them, batches them into
+//! a disk spool, and ships the spool to the collector.
 //!
 //! ```text
 //!  app ─ UDS / UDP ─► listener ─► enrich + validate ─► batcher ─► spool (fsync) ─► shipper ─► collector
@@ -8,17 +8,18 @@
 //! ```
 //!
 //! - [`config`]: flags and the validated [`SidecarConfig`].
-//! - [`listener`]: the local protocol (JSON lines, `0x00`-framed protobuf batches).
+//! - [`listener`]: the local protocol (JSON lines, `0x00`-framed protobuf batches,
+//!   `0x01`-framed profiles parsed by [`relay`]).
 //! - [`enrich`]: host, dc, `kernel` and `cpu_model`.
-//! - [`batcher`]: batches by size or time, compressed.
+//! - [`batcher`]: batches by size or time, compressed; one record per profile.
 //! - [`spool`]: the bounded, checksummed disk spool.
 //! - [`shipper`]: delivery with retries, backoff, `Retry-After` and `Idempotency-Key`.
 //! - [`metrics`] and [`status`]: `/metrics`, `/status`, `profwatch agent status`.
 //!
-//! Invariants of the whole: the sidecar never exits or panics on local input; an event that
-//! reached the spool is delivered (or dropped and counted under a reason) even across a
-//! collector outage or a sidecar crash; only the open batch (at most `batch_max_wait` of
-//! events) is lost if the sidecar is killed.
+//! Invariants of the whole: the sidecar never exits or panics on local input; an event or
+//! profile that reached the spool is delivered (or dropped and counted under a reason) even
+//! across a collector outage or a sidecar crash; only the open batch (at most `batch_max_wait`
+//! of events) is lost if the sidecar is killed.
 
 pub mod batcher;
 pub mod config;
@@ -26,6 +27,7 @@ pub mod enrich;
 mod error;
 pub mod listener;
 pub mod metrics;
+pub mod relay;
 pub mod shipper;
 pub mod spool;
 pub mod status;
@@ -39,7 +41,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use profwatch_model::{Limits, RequestEvent};
+use profwatch_model::Limits;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -89,8 +91,10 @@ impl Sidecar {
                 })??
         };
         let spool = Arc::new(spool);
+        let enricher = enrich::Enricher::new(&cfg.host, cfg.dc.as_deref(), cfg.system_labels);
+        let (tx, rx) = mpsc::channel::<batcher::Input>(CHANNEL_CHUNKS);
         let ingest = Arc::new(listener::Ingest {
-            enricher: enrich::Enricher::new(&cfg.host, cfg.dc.as_deref(), cfg.system_labels),
+            enricher,
             limits: Limits::default(),
             metrics: metrics.clone(),
             max_line_bytes: cfg.max_line_bytes,
@@ -130,6 +134,7 @@ impl Sidecar {
         };
         let shipper = shipper::Shipper::new(
             cfg.events_url.clone(),
+            cfg.profiles_url.clone(),
             cfg.token.clone(),
             spool.clone(),
             metrics.clone(),
@@ -142,7 +147,6 @@ impl Sidecar {
 
         let (stop_input, stop_in_rx) = watch::channel(false);
         let (stop_output, stop_out_rx) = watch::channel(false);
-        let (tx, rx) = mpsc::channel::<Vec<RequestEvent>>(CHANNEL_CHUNKS);
         let mut listeners = vec![tokio::spawn(listener::serve_unix(
             unix,
             ingest.clone(),

@@ -1,4 +1,6 @@
-//! The shipper: sends spooled batches to the collector, oldest first, one at a time.
+//! The shipper: sends spooled batches to the collector, oldest first, one at a time. Event
+//! batches go to `/api/v1/events`, profiles to `/api/v1/profiles?{their query}`; both kinds
+//! share the spool, the order and the outcomes below.
 //!
 //! Each attempt ends in one of three outcomes (Vector's end-to-end acknowledgement):
 //! - **Delivered** (2xx): the record is removed from the spool, and only then.
@@ -9,7 +11,9 @@
 //!   removed and its events counted as dropped (`collector_rejected`).
 //!
 //! Invariant: the spool is the only copy of a batch in flight, so a crash at any point either
-//! re-sends it (same id) or has already delivered it.
+//! re-sends it (same id) or has already delivered it. The collector deduplicates event batches
+//! by their id; it does not (yet) for profiles, so a profile whose 2xx was lost to a crash or a
+//! timeout may be stored twice.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +22,7 @@ use tokio::sync::watch;
 
 use super::config::RetryPolicy;
 use super::metrics::{DropReason, Metrics};
-use super::spool::{random_u64, Spool, SpoolRecord};
+use super::spool::{random_u64, RecordKind, Spool, SpoolRecord};
 
 /// How one attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +88,8 @@ pub fn backoff(
 pub struct Shipper {
     pub client: reqwest::Client,
     pub events_url: String,
+    /// `{base}/api/v1/profiles`, without a query.
+    pub profiles_url: String,
     pub token: Option<String>,
     pub spool: Arc<Spool>,
     pub metrics: Arc<Metrics>,
@@ -93,6 +99,7 @@ pub struct Shipper {
 impl Shipper {
     pub fn new(
         events_url: String,
+        profiles_url: String,
         token: Option<String>,
         spool: Arc<Spool>,
         metrics: Arc<Metrics>,
@@ -106,6 +113,7 @@ impl Shipper {
         Ok(Shipper {
             client,
             events_url,
+            profiles_url,
             token,
             spool,
             metrics,
@@ -146,18 +154,29 @@ impl Shipper {
                 match outcome {
                     Outcome::Delivered => {
                         self.remove(record.seq).await;
-                        self.metrics.shipped(u64::from(record.events));
+                        if record.kind.is_profile() {
+                            self.metrics.profile_shipped();
+                        } else {
+                            self.metrics.shipped(u64::from(record.events));
+                        }
                         break;
                     }
                     Outcome::Rejected { status, message } => {
+                        let what = if record.kind.is_profile() {
+                            self.metrics
+                                .profiles_dropped(DropReason::CollectorRejected, 1);
+                            "a profile"
+                        } else {
+                            self.metrics
+                                .dropped(DropReason::CollectorRejected, u64::from(record.events));
+                            "a batch"
+                        };
                         tracing::error!(
                             batch = record.id,
                             events = record.events,
                             status,
-                            "collector refused a batch; dropped: {message}"
+                            "collector refused {what}; dropped: {message}"
                         );
-                        self.metrics
-                            .dropped(DropReason::CollectorRejected, u64::from(record.events));
                         self.metrics
                             .set_last_error(format!("collector answered {status}: {message}"));
                         self.remove(record.seq).await;
@@ -208,12 +227,18 @@ impl Shipper {
         }
     }
 
-    /// One POST of a spooled batch.
+    /// One POST of a spooled batch or profile.
     pub async fn send(&self, record: &SpoolRecord) -> Outcome {
+        let (url, content_type) = match &record.kind {
+            RecordKind::Events => (self.events_url.clone(), "application/x-protobuf"),
+            RecordKind::Profile { query } => {
+                (format!("{}?{query}", self.profiles_url), "text/plain")
+            }
+        };
         let mut req = self
             .client
-            .post(&self.events_url)
-            .header("content-type", "application/x-protobuf")
+            .post(&url)
+            .header("content-type", content_type)
             .header("content-encoding", "zstd")
             .header("idempotency-key", &record.id)
             .body(record.body.clone());
@@ -237,7 +262,10 @@ impl Shipper {
             }
             Err(e) => Outcome::Errored {
                 retry_after: None,
-                why: format!("cannot reach {}: {e}", self.events_url),
+                why: format!(
+                    "cannot reach {}: {e}",
+                    url.split('?').next().unwrap_or(&url)
+                ),
             },
         }
     }

@@ -1,8 +1,14 @@
 //! The disk spool: one file per batch, written whole and renamed into place.
 //!
-//! Layout: `<dir>/batches/<seq, 20 digits>.batch` and `<dir>/tmp/`. A record file is
-//! `PWSPOOL1` · crc32 (LE, over everything after it) · event count (u32 LE) · id length
-//! (u16 LE) · id · body (the zstd-compressed protobuf `EventBatch`, exactly what is POSTed).
+//! Layout: `<dir>/batches/<seq, 20 digits>.batch` and `<dir>/tmp/`. Two record formats:
+//! - events: `PWSPOOL1` · crc32 (LE, over everything after it) · event count (u32 LE) · id
+//!   length (u16 LE) · id · body (the zstd-compressed protobuf `EventBatch`, exactly what is
+//!   POSTed to `/api/v1/events`). Unchanged since the first sidecar, so a spool of events
+//!   survives an upgrade or a downgrade.
+//! - everything else: `PWSPOOL2` · crc32 · count (u32 LE) · id length (u16 LE) · id · kind
+//!   (u8: 0 events, 1 a profile) · query length (u16 LE) · query · body. A profile's body is
+//!   its zstd-compressed folded text and its query the `/api/v1/profiles` query string
+//!   (labels, `format=folded`, `sample_rate`, `ts`); its count is its samples.
 //!
 //! Invariants:
 //! - A file in `batches/` is complete: it is written in `tmp/`, fsynced, renamed, and the
@@ -17,6 +23,8 @@
 //! - A record's id (`Idempotency-Key`) is stored in it, so a batch re-sent after a crash carries
 //!   the same id; ids are unique because their prefix is random per process.
 //! - The bytes on disk never exceed `max_bytes`; a batch larger than that alone is dropped.
+//! - Drops are counted in the unit of the record: events for event batches, profiles for
+//!   profiles (whose samples are not events).
 //! - Removals are not fsynced: a removal lost in a crash only re-sends an acknowledged batch,
 //!   which the collector recognises by its id.
 
@@ -32,9 +40,32 @@ use super::error::SidecarError;
 use super::metrics::{DropReason, Metrics};
 
 const MAGIC: &[u8; 8] = b"PWSPOOL1";
-/// Magic, crc, event count, id length.
+const MAGIC2: &[u8; 8] = b"PWSPOOL2";
+/// Magic, crc, count, id length.
 const FIXED: usize = 8 + 4 + 4 + 2;
+/// Kind and query length, after the id of a `PWSPOOL2` record.
+const FIXED2: usize = 1 + 2;
+const KIND_EVENTS: u8 = 0;
+const KIND_PROFILE: u8 = 1;
 const SUFFIX: &str = ".batch";
+
+/// What a spooled record holds, and so where it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordKind {
+    /// A zstd-compressed protobuf `EventBatch` for `/api/v1/events`.
+    Events,
+    /// A zstd-compressed folded profile for `/api/v1/profiles?{query}`.
+    Profile {
+        /// The query string, without `?`: labels, `format=folded`, `sample_rate`, `ts`.
+        query: String,
+    },
+}
+
+impl RecordKind {
+    pub fn is_profile(&self) -> bool {
+        matches!(self, RecordKind::Profile { .. })
+    }
+}
 
 /// One spooled batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,9 +73,27 @@ pub struct SpoolRecord {
     pub seq: u64,
     /// Sent as `Idempotency-Key`.
     pub id: String,
+    pub kind: RecordKind,
+    /// Events of an event batch, samples of a profile.
     pub events: u32,
-    /// The zstd-compressed protobuf `EventBatch`.
+    /// Exactly the bytes POSTed.
     pub body: Vec<u8>,
+}
+
+impl SpoolRecord {
+    /// What a drop of this record counts: its events, or one profile.
+    fn dropped_units(&self) -> (u64, u64) {
+        units(self.kind.is_profile(), u64::from(self.events))
+    }
+}
+
+/// (events, profiles) a record of this kind and count stands for.
+fn units(profile: bool, count: u64) -> (u64, u64) {
+    if profile {
+        (0, 1)
+    } else {
+        (count, 0)
+    }
 }
 
 /// What [`Spool::append`] did.
@@ -54,12 +103,15 @@ pub struct AppendOutcome {
     pub seq: Option<u64>,
     pub evicted_records: u64,
     pub evicted_events: u64,
+    pub evicted_profiles: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Meta {
     bytes: u64,
+    /// 0 for a profile.
     events: u64,
+    profile: bool,
 }
 
 #[derive(Debug, Default)]
@@ -111,18 +163,21 @@ impl Spool {
             max_seq = max_seq.max(Some(seq));
             match read_record(&path, seq) {
                 Ok(Some(record)) => {
-                    let meta = Meta {
-                        bytes: file_len(&record),
-                        events: u64::from(record.events),
-                    };
+                    let meta = meta_of(&record);
                     inner.bytes += meta.bytes;
                     inner.events += meta.events;
                     inner.records.insert(seq, meta);
                 }
                 Ok(None) => {}
-                Err(Corrupt { events, why }) => {
+                Err(Corrupt {
+                    events,
+                    profile,
+                    why,
+                }) => {
                     tracing::warn!("spool: skipping corrupt record {}: {why}", path.display());
+                    let (events, profiles) = units(profile, events);
                     metrics.dropped(DropReason::SpoolCorrupt, events);
+                    metrics.profiles_dropped(DropReason::SpoolCorrupt, profiles);
                     if let Err(e) = fs::remove_file(&path) {
                         tracing::warn!("spool: cannot remove {}: {e}", path.display());
                     }
@@ -161,8 +216,14 @@ impl Spool {
         self.batches.join(format!("{seq:020}{SUFFIX}"))
     }
 
-    /// Writes a batch durably; evicts the oldest records first when it would not fit.
-    pub fn append(&self, events: u32, body: &[u8]) -> Result<AppendOutcome, SidecarError> {
+    /// Writes a batch of `events` events (or a profile of `events` samples) durably; evicts
+    /// the oldest records first when it would not fit.
+    pub fn append(
+        &self,
+        kind: RecordKind,
+        events: u32,
+        body: &[u8],
+    ) -> Result<AppendOutcome, SidecarError> {
         let seq = {
             let mut inner = self.lock();
             let seq = inner.next_seq;
@@ -172,18 +233,23 @@ impl Spool {
         let record = SpoolRecord {
             seq,
             id: format!("{}-{seq}", self.id_prefix),
+            kind,
             events,
             body: body.to_vec(),
         };
-        let size = file_len(&record);
+        let meta = meta_of(&record);
+        let size = meta.bytes;
         let mut outcome = AppendOutcome {
             seq: Some(seq),
             evicted_records: 0,
             evicted_events: 0,
+            evicted_profiles: 0,
         };
         if size > self.max_bytes {
+            let (events, profiles) = record.dropped_units();
+            self.metrics.dropped(DropReason::SpoolFull, events);
             self.metrics
-                .dropped(DropReason::SpoolFull, u64::from(events));
+                .profiles_dropped(DropReason::SpoolFull, profiles);
             tracing::warn!(
                 "spool: a batch of {size} bytes does not fit in --spool-max {}; dropped",
                 self.max_bytes
@@ -201,6 +267,7 @@ impl Spool {
                 inner.events -= meta.events;
                 outcome.evicted_records += 1;
                 outcome.evicted_events += meta.events;
+                outcome.evicted_profiles += u64::from(meta.profile);
                 let path = self.path(old);
                 if let Err(e) = fs::remove_file(&path) {
                     if e.kind() != io::ErrorKind::NotFound {
@@ -212,9 +279,12 @@ impl Spool {
         if outcome.evicted_records > 0 {
             self.metrics
                 .dropped(DropReason::SpoolFull, outcome.evicted_events);
+            self.metrics
+                .profiles_dropped(DropReason::SpoolFull, outcome.evicted_profiles);
             tracing::warn!(
                 records = outcome.evicted_records,
                 events = outcome.evicted_events,
+                profiles = outcome.evicted_profiles,
                 "spool full: evicted the oldest batches"
             );
         }
@@ -223,19 +293,17 @@ impl Spool {
         write_durably(&tmp, &final_path, &self.batches, &record)?;
         {
             let mut inner = self.lock();
-            inner.records.insert(
-                seq,
-                Meta {
-                    bytes: size,
-                    events: u64::from(events),
-                },
-            );
-            inner.bytes += size;
-            inner.events += u64::from(events);
+            inner.records.insert(seq, meta);
+            inner.bytes += meta.bytes;
+            inner.events += meta.events;
             self.metrics
                 .spool_size(inner.records.len() as u64, inner.bytes, inner.events);
         }
-        self.metrics.spooled(events as usize);
+        if meta.profile {
+            self.metrics.profile_spooled();
+        } else {
+            self.metrics.spooled(events as usize);
+        }
         self.notify.notify_one();
         Ok(outcome)
     }
@@ -259,9 +327,16 @@ impl Spool {
                 self.forget(seq);
                 Ok(None)
             }
-            Err(Corrupt { events, why }) => {
+            Err(Corrupt {
+                events,
+                profile,
+                why,
+            }) => {
                 tracing::warn!("spool: skipping corrupt record {}: {why}", path.display());
+                let (events, profiles) = units(profile, events);
                 self.metrics.dropped(DropReason::SpoolCorrupt, events);
+                self.metrics
+                    .profiles_dropped(DropReason::SpoolCorrupt, profiles);
                 self.remove(seq)?;
                 Ok(None)
             }
@@ -302,8 +377,21 @@ impl Spool {
     }
 }
 
+fn meta_of(record: &SpoolRecord) -> Meta {
+    let (events, _) = record.dropped_units();
+    Meta {
+        bytes: file_len(record),
+        events,
+        profile: record.kind.is_profile(),
+    }
+}
+
 fn file_len(record: &SpoolRecord) -> u64 {
-    (FIXED + record.id.len() + record.body.len()) as u64
+    let extra = match &record.kind {
+        RecordKind::Events => 0,
+        RecordKind::Profile { query } => FIXED2 + query.len().min(usize::from(u16::MAX)),
+    };
+    (FIXED + extra + record.id.len().min(usize::from(u16::MAX)) + record.body.len()) as u64
 }
 
 fn seq_of(path: &Path) -> Option<u64> {
@@ -314,52 +402,91 @@ fn seq_of(path: &Path) -> Option<u64> {
         .flatten()
 }
 
+/// At most `u16::MAX` bytes of `s`, with their length.
+fn short(s: &str) -> (u16, &[u8]) {
+    let len = u16::try_from(s.len()).unwrap_or(u16::MAX);
+    (len, &s.as_bytes()[..usize::from(len)])
+}
+
 fn encode(record: &SpoolRecord) -> Vec<u8> {
-    let id_len = u16::try_from(record.id.len()).unwrap_or(u16::MAX);
-    let id = &record.id.as_bytes()[..usize::from(id_len)];
-    let mut out = Vec::with_capacity(FIXED + id.len() + record.body.len());
-    out.extend_from_slice(MAGIC);
+    let (id_len, id) = short(&record.id);
+    let mut out = Vec::with_capacity(file_len(record) as usize);
+    out.extend_from_slice(match record.kind {
+        RecordKind::Events => MAGIC,
+        RecordKind::Profile { .. } => MAGIC2,
+    });
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&record.events.to_le_bytes());
     out.extend_from_slice(&id_len.to_le_bytes());
     out.extend_from_slice(id);
+    if let RecordKind::Profile { query } = &record.kind {
+        let (query_len, query) = short(query);
+        out.push(KIND_PROFILE);
+        out.extend_from_slice(&query_len.to_le_bytes());
+        out.extend_from_slice(query);
+    }
     out.extend_from_slice(&record.body);
     let crc = crc32fast::hash(&out[12..]);
     out[8..12].copy_from_slice(&crc.to_le_bytes());
     out
 }
 
-/// A record that cannot be trusted; `events` is its count if the header was readable.
+/// A record that cannot be trusted; `events` is its count if the header was readable,
+/// `profile` whether its magic says it is not an event batch.
 #[derive(Debug)]
 struct Corrupt {
     events: u64,
+    profile: bool,
     why: String,
 }
 
 fn decode(bytes: &[u8], seq: u64) -> Result<SpoolRecord, Corrupt> {
-    let corrupt = |events: u64, why: &str| Corrupt {
-        events,
+    let v2 = bytes.get(..8) == Some(MAGIC2.as_slice());
+    let corrupt = |events: u32, why: &str| Corrupt {
+        events: u64::from(events),
+        profile: v2,
         why: why.to_owned(),
     };
-    if bytes.len() < FIXED || &bytes[..8] != MAGIC {
+    if bytes.len() < FIXED || !(v2 || &bytes[..8] == MAGIC) {
         return Err(corrupt(0, "bad magic or torn header"));
     }
     let word = |at: usize| [bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]];
     let crc = u32::from_le_bytes(word(8));
     let events = u32::from_le_bytes(word(12));
     if crc32fast::hash(&bytes[12..]) != crc {
-        return Err(corrupt(u64::from(events), "checksum mismatch"));
+        return Err(corrupt(events, "checksum mismatch"));
     }
     let id_len = usize::from(u16::from_le_bytes([bytes[16], bytes[17]]));
-    let id = bytes
-        .get(FIXED..FIXED + id_len)
-        .and_then(|b| std::str::from_utf8(b).ok())
-        .ok_or_else(|| corrupt(u64::from(events), "bad id"))?;
+    let text = |at: usize, len: usize, what: &str| {
+        bytes
+            .get(at..at + len)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .map(str::to_owned)
+            .ok_or_else(|| corrupt(events, what))
+    };
+    let id = text(FIXED, id_len, "bad id")?;
+    let mut at = FIXED + id_len;
+    let kind = if v2 {
+        let head = bytes
+            .get(at..at + FIXED2)
+            .ok_or_else(|| corrupt(events, "torn kind"))?;
+        let query_len = usize::from(u16::from_le_bytes([head[1], head[2]]));
+        let query = text(at + FIXED2, query_len, "bad query")?;
+        at += FIXED2 + query_len;
+        match head[0] {
+            KIND_EVENTS => RecordKind::Events,
+            KIND_PROFILE => RecordKind::Profile { query },
+            _ => return Err(corrupt(events, "unknown record kind")),
+        }
+    } else {
+        RecordKind::Events
+    };
     Ok(SpoolRecord {
         seq,
-        id: id.to_owned(),
+        id,
+        kind,
         events,
-        body: bytes[FIXED + id_len..].to_vec(),
+        body: bytes[at..].to_vec(),
     })
 }
 
@@ -370,6 +497,7 @@ fn read_record(path: &Path, seq: u64) -> Result<Option<SpoolRecord>, Corrupt> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Corrupt {
             events: 0,
+            profile: false,
             why: format!("unreadable: {e}"),
         }),
     }
@@ -424,8 +552,8 @@ mod tests {
     fn records_survive_a_reopen_in_order_with_their_ids() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (spool, _) = open(dir.path(), 1 << 20);
-        spool.append(3, b"one").expect("append");
-        spool.append(4, b"two").expect("append");
+        spool.append(RecordKind::Events, 3, b"one").expect("append");
+        spool.append(RecordKind::Events, 4, b"two").expect("append");
         let first = spool
             .read(spool.oldest().expect("one"))
             .expect("read")
@@ -440,7 +568,9 @@ mod tests {
             .expect("there");
         assert_eq!(again, first);
         spool.remove(again.seq).expect("remove");
-        let out = spool.append(1, b"three").expect("append");
+        let out = spool
+            .append(RecordKind::Events, 1, b"three")
+            .expect("append");
         assert_eq!(
             out.seq,
             Some(2),
@@ -459,7 +589,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (spool, _) = open(dir.path(), 1 << 20);
         for i in 0..4u8 {
-            spool.append(10, &[i; 100]).expect("append");
+            spool
+                .append(RecordKind::Events, 10, &[i; 100])
+                .expect("append");
         }
         drop(spool);
         let batches = dir.path().join("batches");
@@ -482,7 +614,13 @@ mod tests {
             fs::read_dir(dir.path().join("tmp")).expect("tmp").count(),
             0
         );
-        assert_eq!(spool.append(1, b"x").expect("append").seq, Some(4));
+        assert_eq!(
+            spool
+                .append(RecordKind::Events, 1, b"x")
+                .expect("append")
+                .seq,
+            Some(4)
+        );
     }
 
     #[test]
@@ -491,7 +629,9 @@ mod tests {
         let per = (FIXED + 20 + 1000) as u64;
         let (spool, metrics) = open(dir.path(), per * 3 + 10);
         for i in 0..5u8 {
-            spool.append(7, &[i; 1000]).expect("append");
+            spool
+                .append(RecordKind::Events, 7, &[i; 1000])
+                .expect("append");
         }
         let (records, bytes, events) = spool.stats();
         assert_eq!((records, events), (3, 21));
@@ -502,12 +642,71 @@ mod tests {
             .expect("read")
             .expect("there");
         assert_eq!(oldest.body[0], 2);
-        let big = spool.append(1, &vec![0; 10_000]).expect("append");
+        let big = spool
+            .append(RecordKind::Events, 1, &vec![0; 10_000])
+            .expect("append");
         assert_eq!(big.seq, None);
         assert_eq!(
             spool.stats().0,
             3,
             "a batch larger than the spool evicts nothing"
         );
+    }
+
+    #[test]
+    fn profile_records_keep_their_query_and_are_counted_as_profiles() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (spool, _) = open(dir.path(), 1 << 20);
+        let profile = RecordKind::Profile {
+            query: "format=folded&sample_rate=99&service=s".into(),
+        };
+        spool
+            .append(RecordKind::Events, 5, b"events")
+            .expect("append");
+        spool
+            .append(profile.clone(), 40, b"main;f 40")
+            .expect("append");
+        spool
+            .append(profile.clone(), 2, b"main;g 2")
+            .expect("append");
+        assert_eq!(
+            spool.stats(),
+            (3, spool.stats().1, 5),
+            "profiles hold no events"
+        );
+        drop(spool);
+        let batches = dir.path().join("batches");
+        let path = |seq: u64| batches.join(format!("{seq:020}.batch"));
+        let mut bytes = fs::read(path(2)).expect("read");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        fs::write(path(2), &bytes).expect("flip a bit");
+
+        let (spool, metrics) = open(dir.path(), 1 << 20);
+        assert_eq!(spool.stats().0, 2);
+        assert_eq!(metrics.dropped_count(DropReason::SpoolCorrupt), 0);
+        assert_eq!(metrics.profiles_dropped_count(DropReason::SpoolCorrupt), 1);
+        let events = spool.read(0).expect("read").expect("there");
+        assert_eq!(
+            (events.kind, events.body),
+            (RecordKind::Events, b"events".to_vec())
+        );
+        let p = spool.read(1).expect("read").expect("there");
+        assert_eq!(
+            (&p.kind, p.events, p.body.as_slice()),
+            (&profile, 40, &b"main;f 40"[..])
+        );
+
+        drop(spool);
+        let used = {
+            let (spool, _) = open(dir.path(), 1 << 20);
+            spool.stats().1
+        };
+        let (spool, metrics) = open(dir.path(), used);
+        let body = vec![0; used as usize - 100];
+        let out = spool.append(profile, 1, &body).expect("append");
+        assert_eq!((out.evicted_events, out.evicted_profiles), (5, 1));
+        assert_eq!(metrics.dropped_count(DropReason::SpoolFull), 5);
+        assert_eq!(metrics.profiles_dropped_count(DropReason::SpoolFull), 1);
     }
 }

@@ -76,6 +76,17 @@ pub fn render(s: &StatusSnapshot) -> String {
         sum(&s.dropped),
         nonzero(&s.dropped)
     );
+    if s.spooled_profiles > 0 || s.received_profiles > 0 {
+        let _ = writeln!(
+            out,
+            "  profiles    {} from apps, {} spooled, {} shipped, {} dropped{}",
+            s.received_profiles,
+            s.spooled_profiles,
+            s.shipped_profiles,
+            sum(&s.dropped_profiles),
+            nonzero(&s.dropped_profiles)
+        );
+    }
     if let Some(e) = &s.last_error {
         let _ = writeln!(out, "  last error  {e}");
     }
@@ -100,5 +111,19 @@ mod tests {
         assert!(text.contains("received    10 events"), "{text}");
         assert!(text.contains("rejected    2 (bad_json 2)"), "{text}");
         assert!(text.contains("dropped     0\n"), "{text}");
+        assert!(!text.contains("profil"), "{text}");
+        let s = StatusSnapshot {
+            spooled_profiles: 4,
+            shipped_profiles: 3,
+            dropped_profiles: vec![("spool_full".into(), 1)],
+            ..Default::default()
+        };
+        let text = render(&s);
+        assert!(
+            text.contains(
+                "profiles    0 from apps, 4 spooled, 3 shipped, 1 dropped (spool_full 1)"
+            ),
+            "{text}"
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! A scriptable mock collector and helpers to run a sidecar against it.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use profwatch_agent::sidecar::{RetryPolicy, Sidecar, SidecarConfig};
@@ -23,9 +23,40 @@ pub struct Attempt {
     pub events: Vec<RequestEvent>,
 }
 
+/// One profile POST the mock collector saw.
+#[derive(Debug, Clone)]
+pub struct ProfileAttempt {
+    pub status: u16,
+    pub key: Option<String>,
+    pub content_type: Option<String>,
+    pub content_encoding: Option<String>,
+    /// The query parameters, percent-decoded.
+    pub params: BTreeMap<String, String>,
+    /// The body, decompressed: folded stacks.
+    pub folded: String,
+}
+
+impl ProfileAttempt {
+    /// (stack, count) per folded line.
+    pub fn stacks(&self) -> Vec<(String, u64)> {
+        self.folded
+            .lines()
+            .filter_map(|l| l.rsplit_once(' '))
+            .map(|(stack, n)| (stack.to_owned(), n.parse().unwrap_or(0)))
+            .collect()
+    }
+
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.params.get(key).map(String::as_str)
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct MockState {
     pub attempts: Mutex<Vec<Attempt>>,
+    pub profile_attempts: Mutex<Vec<ProfileAttempt>>,
+    /// What profile POSTs are answered (200 unless set).
+    pub profile_status: Mutex<Option<u16>>,
     /// Statuses (and Retry-After seconds) answered before falling back to `default`.
     pub script: Mutex<VecDeque<(u16, Option<u64>)>>,
     /// What to answer when the script is empty (200 unless set).
@@ -43,6 +74,7 @@ impl MockCollector {
         let state = Arc::new(MockState::default());
         let app = axum::Router::new()
             .route("/api/v1/events", axum::routing::post(ingest))
+            .route("/api/v1/profiles", axum::routing::post(ingest_profile))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -71,6 +103,22 @@ impl MockCollector {
 
     pub fn attempts(&self) -> Vec<Attempt> {
         self.state.attempts.lock().expect("lock").clone()
+    }
+
+    pub fn set_profile_status(&self, status: u16) {
+        *self.state.profile_status.lock().expect("lock") = Some(status);
+    }
+
+    pub fn profile_attempts(&self) -> Vec<ProfileAttempt> {
+        self.state.profile_attempts.lock().expect("lock").clone()
+    }
+
+    /// Every acknowledged profile.
+    pub fn profiles(&self) -> Vec<ProfileAttempt> {
+        self.profile_attempts()
+            .into_iter()
+            .filter(|a| a.status == 200)
+            .collect()
     }
 
     /// Events of every acknowledged batch.
@@ -120,6 +168,66 @@ async fn ingest(
             .insert("retry-after", s.to_string().parse().expect("header"));
     }
     resp
+}
+
+async fn ingest_profile(
+    State(state): State<Arc<MockState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let raw = if header("content-encoding").as_deref() == Some("zstd") {
+        zstd::decode_all(body.as_ref()).unwrap_or_default()
+    } else {
+        body.to_vec()
+    };
+    let params = query
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (percent_decode(k), percent_decode(v)))
+        .collect();
+    let status = state.profile_status.lock().expect("lock").unwrap_or(200);
+    state
+        .profile_attempts
+        .lock()
+        .expect("lock")
+        .push(ProfileAttempt {
+            status,
+            key: header("idempotency-key"),
+            content_type: header("content-type"),
+            content_encoding: header("content-encoding"),
+            params,
+            folded: String::from_utf8_lossy(&raw).into_owned(),
+        });
+    (StatusCode::from_u16(status).expect("status"), "{}")
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            if let Some(v) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A sidecar config for tests: fast batches and retries, UDP and metrics on free ports.
