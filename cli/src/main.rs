@@ -35,7 +35,9 @@ enum Command {
     /// The demo's example service (started by `profwatch demo`).
     #[command(hide = true)]
     DemoService(DemoServiceCmd),
-    /// Run the per-host sidecar: local socket/UDP in, disk spool, batches to the collector.
+    /// Run the per-host sidecar: events and SDK profiles in over a local socket/UDP, stack
+    /// sampling of local processes (--profile-pid, --profile-name), disk spool, batches to the
+    /// collector.
     Agent(profwatch_agent::sidecar::AgentArgs),
 }
 

@@ -23,8 +23,9 @@
 //! the innermost measured request on its thread when it was taken (endpoint, flags set with
 //! `set_label` by the end of that request), plus the process's service, build, dc and host; a
 //! sample outside any measured request carries an empty endpoint. At most one sampler runs per
-//! process. Perf, ring and symbolisation code take a pid/tid, so another process can be sampled
-//! the same way (the sidecar's `--profile-pid`; attribution then needs that process's SDK).
+//! process. Perf, ring and symbolisation code take a pid/tid, so another process is sampled
+//! the same way by [`process`] (the sidecar's `--profile-pid`, `--profile-name`; without that
+//! process's SDK there is no request attribution).
 //!
 //! Frame pointers: the kernel unwinds user stacks by frame pointers only. Debug builds
 //! (opt-level 0) keep them; optimised builds must be compiled with
@@ -37,9 +38,13 @@
 
 mod hook;
 mod perf;
+#[cfg(feature = "sidecar")]
+pub(crate) mod process;
+#[cfg(feature = "sidecar")]
+pub(crate) mod procfs;
 mod session;
 mod sink;
-mod stacks;
+pub(crate) mod stacks;
 mod stats;
 mod symbols;
 mod worker;
@@ -59,10 +64,11 @@ pub use stats::SamplerStats;
 pub use symbols::MAX_FRAME_LEN;
 
 pub(crate) use hook::{enter, finish, leave, Entered, RequestTag};
+pub(crate) use perf::EventSpec;
 
 use crate::config::{Config, ExportTarget};
 use crate::error::AgentError;
-use perf::{EventSpec, Ring};
+use perf::Ring;
 use session::Session;
 use stats::StatCells;
 use worker::{Ctl, Meta, Worker};
@@ -126,6 +132,24 @@ pub enum SamplerError {
     /// The sampler thread is gone.
     #[error("the profwatch sampler thread has stopped")]
     Stopped,
+    /// The process to sample does not exist (or has exited).
+    #[error("cannot profile pid {pid}: no such process")]
+    NoSuchProcess { pid: u32 },
+    /// No thread of the process could get a sampling event.
+    #[error(
+        "cannot profile pid {pid} ({name}): perf_event_open(cpu-clock) failed: {source}{hint}"
+    )]
+    ProcessUnavailable {
+        pid: u32,
+        name: String,
+        #[source]
+        source: io::Error,
+        /// What to change, when the error says it (permissions, kernel support).
+        hint: &'static str,
+    },
+    /// The sidecar already samples as many threads as it may.
+    #[error("cannot profile pid {pid} ({name}): the limit of sampled threads is reached")]
+    ThreadLimit { pid: u32, name: String },
 }
 
 /// A running sampler. Stops (shipping what it holds) when dropped.

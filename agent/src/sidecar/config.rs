@@ -78,6 +78,40 @@ pub struct RunArgs {
     /// Longest time an event waits for its batch, in milliseconds.
     #[arg(long, env = "PROFWATCH_AGENT_BATCH_WAIT_MS", default_value_t = 1000)]
     pub batch_wait_ms: u64,
+    /// Sample the CPU stacks of this local process, all its threads (repeatable; a
+    /// comma-separated list in the env var). Its profiles ship with the events; when it exits
+    /// it is dropped. The sidecar refuses to start only if no target at all can be sampled.
+    #[arg(
+        long = "profile-pid",
+        value_name = "PID",
+        env = "PROFWATCH_AGENT_PROFILE_PIDS",
+        value_delimiter = ','
+    )]
+    pub profile_pid: Vec<u32>,
+    /// Sample every process whose name (/proc/PID/comm, or its executable's file name) is NAME
+    /// (repeatable); /proc is searched again every 10 s, so processes started later or
+    /// restarted are picked up.
+    #[arg(
+        long = "profile-name",
+        value_name = "NAME",
+        env = "PROFWATCH_AGENT_PROFILE_NAMES",
+        value_delimiter = ','
+    )]
+    pub profile_name: Vec<String>,
+    /// The `service` label of sampled processes' profiles [default: each process's executable
+    /// file name, else its comm].
+    #[arg(long, value_name = "SERVICE", env = "PROFWATCH_AGENT_PROFILE_SERVICE")]
+    pub profile_service: Option<String>,
+    /// Stack samples per second of each sampled thread's CPU time [default: 99].
+    #[arg(long, value_name = "HZ", env = "PROFWATCH_AGENT_PROFILE_FREQUENCY")]
+    pub profile_frequency: Option<u32>,
+    /// Seconds of samples aggregated into each shipped profile [default: 10].
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "PROFWATCH_AGENT_PROFILE_INTERVAL_SECS"
+    )]
+    pub profile_interval_secs: Option<u64>,
 }
 
 /// The default metrics address.
@@ -113,6 +147,55 @@ impl Default for RetryPolicy {
     }
 }
 
+/// What the sidecar samples itself (`--profile-pid`, `--profile-name`); nothing when both
+/// lists are empty.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileConfig {
+    pub pids: Vec<u32>,
+    /// Matched against `/proc/<pid>/comm` and the executable's file name.
+    pub names: Vec<String>,
+    /// The `service` label; `None`: each process's executable file name (else its comm).
+    pub service: Option<String>,
+    pub frequency_hz: u32,
+    /// How often profiles are shipped.
+    pub export_interval: Duration,
+    /// How often the sample rings are read.
+    pub read_interval: Duration,
+    /// How often each process's threads are listed (new threads get an event, exits are
+    /// noticed).
+    pub thread_rescan: Duration,
+    /// How often `/proc` is searched for `names`.
+    pub name_rescan: Duration,
+    /// Threads sampled at most, across processes (each holds a ring of `ring_pages` pages).
+    pub max_threads: usize,
+    /// Data pages of each thread's ring.
+    pub ring_pages: usize,
+}
+
+impl Default for ProfileConfig {
+    fn default() -> Self {
+        ProfileConfig {
+            pids: Vec::new(),
+            names: Vec::new(),
+            service: None,
+            frequency_hz: crate::sampler::DEFAULT_FREQUENCY_HZ,
+            export_interval: Duration::from_secs(10),
+            read_interval: Duration::from_millis(100),
+            thread_rescan: Duration::from_secs(1),
+            name_rescan: Duration::from_secs(10),
+            max_threads: 1024,
+            ring_pages: 8,
+        }
+    }
+}
+
+impl ProfileConfig {
+    /// Whether there is anything to sample.
+    pub fn is_enabled(&self) -> bool {
+        !self.pids.is_empty() || !self.names.is_empty()
+    }
+}
+
 /// A validated sidecar configuration.
 #[derive(Debug, Clone)]
 pub struct SidecarConfig {
@@ -139,6 +222,8 @@ pub struct SidecarConfig {
     /// Add the `kernel` and `cpu_model` labels.
     pub system_labels: bool,
     pub retry: RetryPolicy,
+    /// Processes the sidecar samples.
+    pub profile: ProfileConfig,
 }
 
 impl SidecarConfig {
@@ -162,6 +247,7 @@ impl SidecarConfig {
             max_frame_bytes: DEFAULT_MAX_FRAME,
             system_labels: true,
             retry: RetryPolicy::default(),
+            profile: ProfileConfig::default(),
         })
     }
 }
@@ -254,8 +340,80 @@ impl RunArgs {
             ));
         }
         cfg.batch_max_wait = Duration::from_millis(self.batch_wait_ms);
+        cfg.profile = profile_config(
+            self.profile_pid,
+            self.profile_name,
+            self.profile_service,
+            self.profile_frequency,
+            self.profile_interval_secs,
+        )?;
         Ok(cfg)
     }
+}
+
+fn profile_config(
+    pids: Vec<u32>,
+    names: Vec<String>,
+    service: Option<String>,
+    frequency: Option<u32>,
+    interval_secs: Option<u64>,
+) -> Result<ProfileConfig, SidecarError> {
+    let mut profile = ProfileConfig::default();
+    if pids.contains(&0) {
+        return Err(SidecarError::config(
+            "profile-pid",
+            "0",
+            "is not a process id",
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    profile.pids = pids.into_iter().filter(|p| seen.insert(*p)).collect();
+    for name in &names {
+        if name.is_empty()
+            || name.len() > 255
+            || name.contains('/')
+            || name.contains(char::is_control)
+        {
+            return Err(SidecarError::config(
+                "profile-name",
+                name.as_str(),
+                "must be a process name (1 to 255 bytes, no `/`)",
+            ));
+        }
+    }
+    profile.names = names;
+    let max = profwatch_model::Limits::default().max_name_len;
+    profile.service = match service.filter(|s| !s.is_empty()) {
+        Some(s) if s.len() > max || s.contains(char::is_control) => {
+            return Err(SidecarError::config(
+                "profile-service",
+                s,
+                format!("must be at most {max} printable bytes"),
+            ))
+        }
+        s => s,
+    };
+    if let Some(hz) = frequency {
+        if !(1..=10_000).contains(&hz) {
+            return Err(SidecarError::config(
+                "profile-frequency",
+                hz.to_string(),
+                "must be 1..=10000 Hz",
+            ));
+        }
+        profile.frequency_hz = hz;
+    }
+    if let Some(secs) = interval_secs {
+        if !(1..=3600).contains(&secs) {
+            return Err(SidecarError::config(
+                "profile-interval-secs",
+                secs.to_string(),
+                "must be 1..=3600",
+            ));
+        }
+        profile.export_interval = Duration::from_secs(secs);
+    }
+    Ok(profile)
 }
 
 /// `http://host[:port][/base]` → `http://host[:port][/base]` without a trailing `/`.
@@ -336,6 +494,9 @@ mod tests {
         let cfg = args().validate().expect("valid");
         assert_eq!(cfg.events_url, "http://127.0.0.1:4040/api/v1/events");
         assert_eq!(cfg.profiles_url, "http://127.0.0.1:4040/api/v1/profiles");
+        assert!(!cfg.profile.is_enabled());
+        assert_eq!(cfg.profile.frequency_hz, 99);
+        assert_eq!(cfg.profile.export_interval, Duration::from_secs(10));
         assert_eq!(cfg.metrics, Some("127.0.0.1:4041".parse().expect("addr")));
         assert!(cfg.socket.ends_with("agent.sock"));
     }
@@ -357,6 +518,40 @@ mod tests {
         let mut a = args();
         a.dc = Some("a\nb".into());
         assert!(a.validate().is_err());
+        let mut a = args();
+        a.profile_pid = vec![0];
+        assert!(a.validate().is_err());
+        let mut a = args();
+        a.profile_name = vec!["a/b".into()];
+        assert!(a.validate().is_err());
+        let mut a = args();
+        a.profile_frequency = Some(0);
+        assert!(a.validate().is_err());
+        let mut a = args();
+        a.profile_interval_secs = Some(0);
+        assert!(a.validate().is_err());
+        let mut a = args();
+        a.profile_service = Some("x".repeat(200));
+        assert!(a.validate().is_err());
+    }
+
+    #[test]
+    fn profile_flags() {
+        let mut a = args();
+        a.profile_pid = vec![42, 7, 42];
+        a.profile_name = vec!["postgres".into()];
+        a.profile_service = Some("db".into());
+        a.profile_frequency = Some(49);
+        a.profile_interval_secs = Some(60);
+        let p = a.validate().expect("valid").profile;
+        assert!(p.is_enabled());
+        assert_eq!(p.pids, [42, 7]);
+        assert_eq!(p.names, ["postgres"]);
+        assert_eq!(p.service.as_deref(), Some("db"));
+        assert_eq!(
+            (p.frequency_hz, p.export_interval),
+            (49, Duration::from_secs(60))
+        );
     }
 
     #[test]

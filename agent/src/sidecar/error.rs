@@ -36,6 +36,10 @@ pub enum SidecarError {
     /// A background task panicked or was cancelled.
     #[error("sidecar task `{task}` stopped unexpectedly: {message}")]
     Task { task: &'static str, message: String },
+    /// `--profile-pid` named processes, none of them can be sampled, and no `--profile-name`
+    /// may find one later.
+    #[error("no process to profile: {failures}")]
+    Profile { failures: String },
     /// `profwatch agent status` could not read a running sidecar.
     #[error("cannot read the sidecar's status at {url}: {message}")]
     Status { url: String, message: String },

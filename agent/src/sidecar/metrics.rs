@@ -4,8 +4,8 @@
 //! One [`Metrics`] per sidecar (no global registry), so tests run sidecars side by side.
 //! Every event that enters is accounted for exactly once as received or rejected; every
 //! received event ends as shipped, dropped (with a reason) or still spooled/in memory.
-//! Profiles (relayed from apps) are counted the same way in their own unit, one profile per
-//! label set and interval, under `profiles_*`.
+//! Profiles (relayed from apps, or from `--profile-pid`/`--profile-name`) are counted the same
+//! way in their own unit, one profile per label set and interval, under `profiles_*`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -137,6 +137,16 @@ pub struct StatusSnapshot {
     pub shipped_profiles: u64,
     #[serde(default)]
     pub dropped_profiles: Vec<(String, u64)>,
+    /// Processes and threads sampled now (`--profile-pid`, `--profile-name`).
+    #[serde(default)]
+    pub profiled_processes: u64,
+    #[serde(default)]
+    pub profiled_threads: u64,
+    /// Stack samples read from other processes, and samples the kernel dropped.
+    #[serde(default)]
+    pub profile_samples: u64,
+    #[serde(default)]
+    pub profile_samples_lost: u64,
 }
 
 /// The counters and the registry that renders them.
@@ -157,6 +167,10 @@ pub struct Metrics {
     profiles_spooled: Counter,
     profiles_shipped: Counter,
     profiles_dropped: Family<ReasonLabel, Counter>,
+    profiled_processes: Gauge,
+    profiled_threads: Gauge,
+    profile_samples: Counter,
+    profile_samples_lost: Counter,
     last_error: Mutex<Option<String>>,
     log_gate: Mutex<Option<Instant>>,
     log_suppressed: AtomicU64,
@@ -233,7 +247,7 @@ impl Metrics {
         let profiles_spooled = Counter::default();
         registry.register(
             "profiles_spooled",
-            "Profiles written to the disk spool",
+            "Profiles written to the disk spool (relayed and sampled by the sidecar)",
             profiles_spooled.clone(),
         );
         let profiles_shipped = Counter::default();
@@ -247,6 +261,30 @@ impl Metrics {
             "profiles_dropped",
             "Profiles thrown away, by reason",
             profiles_dropped.clone(),
+        );
+        let profiled_processes = Gauge::default();
+        registry.register(
+            "profiled_processes",
+            "Processes sampled now (--profile-pid, --profile-name)",
+            profiled_processes.clone(),
+        );
+        let profiled_threads = Gauge::default();
+        registry.register(
+            "profiled_threads",
+            "Threads of those processes with a sampling event",
+            profiled_threads.clone(),
+        );
+        let profile_samples = Counter::default();
+        registry.register(
+            "profile_samples",
+            "Stack samples read from the sampled processes",
+            profile_samples.clone(),
+        );
+        let profile_samples_lost = Counter::default();
+        registry.register(
+            "profile_samples_lost",
+            "Stack samples the kernel dropped because a ring was full",
+            profile_samples_lost.clone(),
         );
         for r in RejectReason::ALL {
             let _ = rejected.get_or_create(&ReasonLabel { reason: r.as_str() });
@@ -271,6 +309,10 @@ impl Metrics {
             profiles_spooled,
             profiles_shipped,
             profiles_dropped,
+            profiled_processes,
+            profiled_threads,
+            profile_samples,
+            profile_samples_lost,
             last_error: Mutex::new(None),
             log_gate: Mutex::new(None),
             log_suppressed: AtomicU64::new(0),
@@ -363,6 +405,16 @@ impl Metrics {
             .inc_by(profiles);
     }
 
+    pub(crate) fn profiler_targets(&self, processes: usize, threads: usize) {
+        self.profiled_processes.set(clamp(processes as u64));
+        self.profiled_threads.set(clamp(threads as u64));
+    }
+
+    pub(crate) fn profiler_samples(&self, samples: u64, lost: u64) {
+        self.profile_samples.inc_by(samples);
+        self.profile_samples_lost.inc_by(lost);
+    }
+
     pub(crate) fn set_last_error(&self, error: String) {
         if let Ok(mut last) = self.last_error.lock() {
             *last = Some(error);
@@ -435,6 +487,10 @@ impl Metrics {
                 .iter()
                 .map(|r| (r.as_str().to_owned(), self.profiles_dropped_count(*r)))
                 .collect(),
+            profiled_processes: u64::try_from(self.profiled_processes.get()).unwrap_or(0),
+            profiled_threads: u64::try_from(self.profiled_threads.get()).unwrap_or(0),
+            profile_samples: self.profile_samples.get(),
+            profile_samples_lost: self.profile_samples_lost.get(),
         }
     }
 }

@@ -1,16 +1,22 @@
 //! The sidecar, `profwatch agent`: one per host. Apps write events (and the SDK's profiles) to
-//! a local Unix socket or UDP port; the sidecar validates and enriches them, batches them into
-//! a disk spool, and ships the spool to the collector.
+//! a local Unix socket or UDP port; the sidecar validates and enriches them, samples the stacks
+//! of the local processes it is told to profile, batches everything into a disk spool, and
+//! ships the spool to the collector.
 //!
 //! ```text
-//!  app ─ UDS / UDP ─► listener ─► enrich + validate ─► batcher ─► spool (fsync) ─► shipper ─► collector
-//!                     (bad input counted, dropped alone)          (deleted only after a 2xx)
+//!  app ─ UDS / UDP ─► listener ─► enrich + validate ─┐
+//!                     (bad input counted, dropped alone)
+//!  other processes ─ perf ─► profiler (per label set, every interval)
+//!                                                    ▼
+//!                                                 batcher ─► spool (fsync) ─► shipper ─► collector
+//!                                                            (deleted only after a 2xx)
 //! ```
 //!
 //! - [`config`]: flags and the validated [`SidecarConfig`].
 //! - [`listener`]: the local protocol (JSON lines, `0x00`-framed protobuf batches,
 //!   `0x01`-framed profiles parsed by [`relay`]).
 //! - [`enrich`]: host, dc, `kernel` and `cpu_model`.
+//! - `profiler`: `--profile-pid` / `--profile-name`, the sampling of other processes.
 //! - [`batcher`]: batches by size or time, compressed; one record per profile.
 //! - [`spool`]: the bounded, checksummed disk spool.
 //! - [`shipper`]: delivery with retries, backoff, `Retry-After` and `Idempotency-Key`.
@@ -19,7 +25,7 @@
 //! Invariants of the whole: the sidecar never exits or panics on local input; an event or
 //! profile that reached the spool is delivered (or dropped and counted under a reason) even
 //! across a collector outage or a sidecar crash; only the open batch (at most `batch_max_wait`
-//! of events) is lost if the sidecar is killed.
+//! of events) and the profiler's current interval are lost if the sidecar is killed.
 
 pub mod batcher;
 pub mod config;
@@ -27,6 +33,7 @@ pub mod enrich;
 mod error;
 pub mod listener;
 pub mod metrics;
+mod profiler;
 pub mod relay;
 pub mod shipper;
 pub mod spool;
@@ -45,7 +52,9 @@ use profwatch_model::Limits;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-pub use config::{AgentArgs, AgentCommand, RetryPolicy, RunArgs, SidecarConfig, StatusArgs};
+pub use config::{
+    AgentArgs, AgentCommand, ProfileConfig, RetryPolicy, RunArgs, SidecarConfig, StatusArgs,
+};
 pub use error::SidecarError;
 pub use metrics::{DropReason, Metrics, RejectReason, StatusSnapshot};
 
@@ -63,6 +72,7 @@ pub struct Sidecar {
     stop_input: watch::Sender<bool>,
     stop_output: watch::Sender<bool>,
     listeners: Vec<JoinHandle<()>>,
+    profiler: Option<profiler::Profiler>,
     batcher: JoinHandle<()>,
     shipper: JoinHandle<()>,
     http: Option<JoinHandle<()>>,
@@ -93,6 +103,25 @@ impl Sidecar {
         let spool = Arc::new(spool);
         let enricher = enrich::Enricher::new(&cfg.host, cfg.dc.as_deref(), cfg.system_labels);
         let (tx, rx) = mpsc::channel::<batcher::Input>(CHANNEL_CHUNKS);
+        let profiler = if cfg.profile.is_enabled() {
+            let (profile, enricher, tx, m) = (
+                cfg.profile.clone(),
+                enricher.clone(),
+                tx.clone(),
+                metrics.clone(),
+            );
+            let started = tokio::task::spawn_blocking(move || {
+                profiler::Profiler::start(profile, &enricher, tx, m)
+            })
+            .await
+            .map_err(|e| SidecarError::Task {
+                task: "profiler start",
+                message: e.to_string(),
+            })??;
+            Some(started)
+        } else {
+            None
+        };
         let ingest = Arc::new(listener::Ingest {
             enricher,
             limits: Limits::default(),
@@ -203,6 +232,7 @@ impl Sidecar {
             stop_input,
             stop_output,
             listeners,
+            profiler,
             batcher,
             shipper,
             http,
@@ -237,6 +267,14 @@ impl Sidecar {
         let _ = self.stop_input.send(true);
         for l in self.listeners {
             join("listener", l).await?;
+        }
+        if let Some(profiler) = self.profiler {
+            tokio::task::spawn_blocking(move || profiler.stop())
+                .await
+                .map_err(|e| SidecarError::Task {
+                    task: "profiler",
+                    message: e.to_string(),
+                })??;
         }
         join("batcher", self.batcher).await?;
         let _ = self.stop_output.send(true);

@@ -76,6 +76,13 @@ pub fn render(s: &StatusSnapshot) -> String {
         sum(&s.dropped),
         nonzero(&s.dropped)
     );
+    if s.profiled_processes > 0 || s.profile_samples > 0 {
+        let _ = writeln!(
+            out,
+            "  profiling   {} processes, {} threads; {} samples, {} lost",
+            s.profiled_processes, s.profiled_threads, s.profile_samples, s.profile_samples_lost
+        );
+    }
     if s.spooled_profiles > 0 || s.received_profiles > 0 {
         let _ = writeln!(
             out,
@@ -113,12 +120,19 @@ mod tests {
         assert!(text.contains("dropped     0\n"), "{text}");
         assert!(!text.contains("profil"), "{text}");
         let s = StatusSnapshot {
+            profiled_processes: 2,
+            profiled_threads: 9,
+            profile_samples: 500,
             spooled_profiles: 4,
             shipped_profiles: 3,
             dropped_profiles: vec![("spool_full".into(), 1)],
             ..Default::default()
         };
         let text = render(&s);
+        assert!(
+            text.contains("profiling   2 processes, 9 threads; 500 samples, 0 lost"),
+            "{text}"
+        );
         assert!(
             text.contains(
                 "profiles    0 from apps, 4 spooled, 3 shipped, 1 dropped (spool_full 1)"

@@ -1,13 +1,268 @@
-//! Profiles through the sidecar: the SDK's profiles relayed through the socket and the spool.
+//! Profiles through the sidecar: `--profile-pid` sampling of another process (this test binary
+//! re-executed as a CPU-busy child), the startup error for a pid that does not exist, and the
+//! SDK's profiles relayed through the socket and the spool.
 
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use profwatch_agent::sampler::{ProfileBatch, SidecarSink};
-use profwatch_agent::sidecar::{DropReason, Sidecar};
+use profwatch_agent::sidecar::{DropReason, Sidecar, SidecarError};
 use profwatch_agent::{Agent, Config, ExportTarget, Sampler, SamplerConfig, SamplerError};
 use profwatch_model::profile::{SampleLabels, StackSample};
 
 use crate::support::*;
+
+/// Set in the child: run [`spin_child`] for real.
+const CHILD_ENV: &str = "PROFWATCH_TEST_SPIN_CHILD";
+/// What the child prints once its first spinning thread runs.
+const READY: &str = "spin-child-ready";
+
+/// The child's first hot function: a xorshift loop with no calls inside, so it is the leaf of
+/// the samples taken in it (no frame pointers needed).
+#[inline(never)]
+fn spin_early(rounds: u64) -> u64 {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ rounds;
+    let mut i = 0;
+    while i < rounds {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        i += 1;
+    }
+    x
+}
+
+/// The hot function of a thread the child starts after the sidecar attached.
+#[inline(never)]
+fn spin_late(rounds: u64) -> u64 {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d ^ rounds;
+    let mut i = 0;
+    while i < rounds {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        i += 1;
+    }
+    x
+}
+
+fn spin(until: Instant, f: fn(u64) -> u64) -> u64 {
+    let mut acc = 0;
+    while Instant::now() < until {
+        acc ^= f(2_000_000);
+    }
+    acc
+}
+
+/// Not a test on its own: the body of the child process the profiling test starts (a no-op
+/// unless `PROFWATCH_TEST_SPIN_CHILD` is set). Spins in `spin_early` at once and, from a new
+/// thread, in `spin_late` after 2 s; dies with its parent, and after 120 s at the latest.
+#[test]
+fn spin_child() {
+    if std::env::var_os(CHILD_ENV).is_none() {
+        return;
+    }
+    die_with_parent();
+    let until = Instant::now() + Duration::from_secs(120);
+    // The spinning thread is created 2 s from now, after the sidecar attached.
+    let late = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(2));
+        std::thread::Builder::new()
+            .name("spin-late".into())
+            .spawn(move || spin(until, spin_late))
+            .expect("thread")
+            .join()
+            .expect("late")
+    });
+    println!("{READY}");
+    let acc = spin(until, spin_early);
+    std::hint::black_box(acc ^ late.join().expect("late"));
+}
+
+#[allow(unsafe_code)]
+fn die_with_parent() {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes plain integers and touches no memory of ours.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    }
+}
+
+/// The child process, killed and reaped when dropped.
+struct SpinChild(Child);
+
+impl SpinChild {
+    /// Starts this test binary as the spinning child and waits until it spins.
+    async fn start() -> SpinChild {
+        let exe = std::env::current_exe().expect("test binary");
+        let mut child = Command::new(exe)
+            .args([
+                "profiling::spin_child",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ENV, "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the child");
+        let stdout = child.stdout.take().expect("stdout");
+        let ready = tokio::task::spawn_blocking(move || {
+            BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .any(|l| l.contains(READY))
+        });
+        let ready = tokio::time::timeout(Duration::from_secs(60), ready).await;
+        assert!(
+            matches!(ready, Ok(Ok(true))),
+            "the child did not start spinning"
+        );
+        SpinChild(child)
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for SpinChild {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A pid no process has now.
+fn free_pid() -> u32 {
+    (1..4_000_000u32)
+        .rev()
+        .find(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+        .expect("a free pid")
+}
+
+fn is_perf_unavailable(e: &SidecarError) -> bool {
+    let text = e.to_string();
+    text.contains("perf_event_open") && !text.contains("no such process")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_process_is_sampled_symbolised_and_shipped_until_it_exits() {
+    let mut child = SpinChild::start().await;
+    let mock = MockCollector::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(&mock.url, dir.path());
+    cfg.profile.pids = vec![child.pid()];
+    cfg.profile.export_interval = Duration::from_secs(1);
+    cfg.profile.thread_rescan = Duration::from_millis(200);
+    let sidecar = match Sidecar::start(cfg).await {
+        Ok(s) => s,
+        Err(e) if is_perf_unavailable(&e) => {
+            eprintln!("SKIPPED: perf sampling is not available here: {e}");
+            return;
+        }
+        Err(e) => panic!("start: {e}"),
+    };
+    assert_eq!(sidecar.metrics().snapshot("", "").profiled_processes, 1);
+
+    let seen = |function: &str| {
+        mock.profiles()
+            .iter()
+            .flat_map(|p| p.stacks())
+            .filter(|(stack, _)| stack.contains(function))
+            .map(|(_, n)| n)
+            .sum::<u64>()
+    };
+    let found = eventually(Duration::from_secs(90), || {
+        seen("spin_early") > 0 && seen("spin_late") > 0
+    })
+    .await;
+    let profiles = mock.profiles();
+    assert!(
+        found,
+        "stacks in spin_early: {}, in spin_late (a thread started after attaching): {}; \
+         profiles: {profiles:#?}",
+        seen("spin_early"),
+        seen("spin_late")
+    );
+    for p in &profiles {
+        let service = p.param("service").unwrap_or_default();
+        assert!(service.starts_with("sidecar"), "the exe name: {service}");
+        assert_eq!(p.param("host"), Some("test-host"));
+        assert_eq!(p.param("dc"), Some("test-dc"));
+        assert_eq!(p.param("endpoint"), None, "no request attribution");
+        assert_eq!(p.param("build"), None);
+        assert_eq!(p.param("format"), Some("folded"));
+        assert_eq!(p.param("sample_rate"), Some("99"));
+        assert_eq!(p.content_type.as_deref(), Some("text/plain"));
+        assert_eq!(p.content_encoding.as_deref(), Some("zstd"));
+        assert!(p.key.is_some(), "spooled profiles carry their record id");
+    }
+    let leaves: Vec<String> = profiles
+        .iter()
+        .flat_map(|p| p.stacks())
+        .filter_map(|(stack, _)| stack.rsplit(';').next().map(str::to_owned))
+        .filter(|leaf| leaf.contains("spin_"))
+        .collect();
+    assert!(
+        leaves.iter().any(|l| l.contains("profiling::spin_early")),
+        "the hot function is the leaf, symbolised with its path: {leaves:?}"
+    );
+
+    child.kill();
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            sidecar.metrics().snapshot("", "").profiled_processes == 0
+        })
+        .await,
+        "an exited process is dropped"
+    );
+    let m = sidecar.metrics().snapshot("", "");
+    assert!(m.profile_samples > 0 && m.shipped_profiles > 0, "{m:?}");
+    sidecar.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_pid_is_a_clear_startup_error_unless_another_target_remains() {
+    let mock = MockCollector::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = free_pid();
+
+    let mut cfg = config(&mock.url, dir.path());
+    cfg.profile.pids = vec![missing];
+    let err = Sidecar::start(cfg).await.expect_err("nothing to profile");
+    assert_eq!(
+        err.to_string(),
+        format!("no process to profile: cannot profile pid {missing}: no such process")
+    );
+
+    // Another pid can be sampled (this test process): start, and sample it alone.
+    let mut cfg = config(&mock.url, dir.path());
+    cfg.profile.pids = vec![missing, std::process::id()];
+    match Sidecar::start(cfg).await {
+        Ok(sidecar) => {
+            assert_eq!(sidecar.metrics().snapshot("", "").profiled_processes, 1);
+            sidecar.shutdown().await.expect("shutdown");
+        }
+        Err(e) if is_perf_unavailable(&e) => {
+            eprintln!("SKIPPED the second half: perf sampling is not available here: {e}");
+        }
+        Err(e) => panic!("start with one good pid: {e}"),
+    }
+
+    // A watched name may match later: no error either.
+    let mut cfg = config(&mock.url, dir.path());
+    cfg.profile.pids = vec![missing];
+    cfg.profile.names = vec!["no-such-process-profwatch".into()];
+    let sidecar = Sidecar::start(cfg).await.expect("a name is still watched");
+    assert_eq!(sidecar.metrics().snapshot("", "").profiled_processes, 0);
+    sidecar.shutdown().await.expect("shutdown");
+}
 
 /// The SDK sampler's hot function for the relay test.
 #[inline(never)]
