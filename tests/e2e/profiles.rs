@@ -530,3 +530,48 @@ fn bad_profiles_are_refused() {
     let (status, _, _) = post(&c, "/ingest?name=x.cpu&format=jfr", b"x".to_vec(), &[]);
     assert_eq!(status, 415);
 }
+
+/// A profile re-sent with the same `Idempotency-Key` (a sidecar retrying after a lost answer)
+/// is stored once; the key of an event batch does not collide with it.
+#[test]
+fn a_profile_resent_with_its_idempotency_key_is_stored_once() {
+    let (_server, c) = start("a_profile_resent_with_its_idempotency_key_is_stored_once");
+    let path = format!("/api/v1/profiles?service=idem&format=folded&ts={}", now_s());
+    let send = |key: &str| {
+        post(
+            &c,
+            &path,
+            b"main;a 3\n".to_vec(),
+            &[("idempotency-key", key)],
+        )
+    };
+    let (status, _, first) = send("host-1/77");
+    assert_eq!(status, 200, "{first}");
+    assert!(!first.contains("duplicate"), "{first}");
+    let (status, _, again) = send("host-1/77");
+    assert_eq!(status, 200, "{again}");
+    assert!(again.contains("\"duplicate\":true"), "{again}");
+    // An event batch with the same key is still stored: the key spaces are apart.
+    let ev = format!(
+        "{{\"ts\":{},\"service\":\"idem\",\"endpoint\":\"e\",\"cpu_ns\":5,\"wall_ns\":5}}\n",
+        now_s() * 1_000_000_000
+    );
+    let (status, _, text) = post(
+        &c,
+        "/api/v1/events",
+        ev.into_bytes(),
+        &[
+            ("content-type", "application/x-ndjson"),
+            ("idempotency-key", "host-1/77"),
+        ],
+    );
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("\"stored\":1"), "{text}");
+    let (status, _, bad) = send("bad key with spaces");
+    assert_eq!(status, 400, "{bad}");
+    let r = c.get(&format!(
+        "/api/v1/profile?service=idem&format=folded&{}",
+        range()
+    ));
+    assert_eq!((r.status, r.body.as_str()), (200, "main;a 3\n"));
+}

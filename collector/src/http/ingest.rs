@@ -94,7 +94,7 @@ fn decode(
 }
 
 /// The `Idempotency-Key` header: 1 to 128 visible ASCII characters, or absent.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(v) = headers.get("idempotency-key") else {
         return Ok(None);
     };

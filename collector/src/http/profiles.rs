@@ -34,6 +34,7 @@ use crate::profile::encode::{to_pprof_gz, Span};
 use crate::profile::folded::{self, FoldedKind};
 use crate::profile::functions::{table, SortBy};
 use crate::profile::{labels, render, tree, ProfileError, ProfileLimits};
+use crate::store::Written;
 
 type Params = Query<HashMap<String, String>>;
 
@@ -49,6 +50,9 @@ pub struct ProfileIngestResponse {
     /// Distinct stacks stored.
     pub stacks: usize,
     pub samples: u64,
+    /// The request's `Idempotency-Key` was stored before; nothing was stored now.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
 }
 
 /// The caps for profiles on this server.
@@ -85,7 +89,18 @@ pub(crate) async fn store_batches(
     tenant: &Tenant,
     batches: Vec<ProfileBatch>,
 ) -> Result<ProfileIngestResponse, ApiError> {
-    let resp = ProfileIngestResponse {
+    store_batches_once(state, tenant, None, batches).await
+}
+
+/// As [`store_batches`]; with an idempotency key, batches stored before under it are not
+/// stored again (the answer says `duplicate`). Profile keys live apart from event keys.
+pub(crate) async fn store_batches_once(
+    state: &AppState,
+    tenant: &Tenant,
+    key: Option<&str>,
+    batches: Vec<ProfileBatch>,
+) -> Result<ProfileIngestResponse, ApiError> {
+    let mut resp = ProfileIngestResponse {
         profiles: batches.len(),
         stacks: batches.iter().map(|b| b.samples.len()).sum(),
         samples: batches
@@ -93,15 +108,26 @@ pub(crate) async fn store_batches(
             .flat_map(|b| &b.samples)
             .map(|s| s.samples)
             .sum(),
+        duplicate: false,
     };
     if batches.is_empty() {
         return Ok(resp);
     }
-    state
-        .store
-        .write_profiles(tenant, batches)
-        .await
-        .map_err(|e| counted(state, ApiError::from(e)))?;
+    let written = match key {
+        Some(key) => {
+            state
+                .store
+                .write_profiles_once(tenant, &format!("{PROFILE_KEY_PREFIX}{key}"), batches)
+                .await
+        }
+        None => state
+            .store
+            .write_profiles(tenant, batches)
+            .await
+            .map(|()| Written::Stored),
+    }
+    .map_err(|e| counted(state, ApiError::from(e)))?;
+    resp.duplicate = written == Written::Duplicate;
     Ok(resp)
 }
 
@@ -156,6 +182,7 @@ pub async fn post_profiles(
     req_body: Body,
 ) -> Result<Json<ProfileIngestResponse>, ApiError> {
     let tenant = auth::tenant(&state.cfg, &headers).map_err(|e| counted(&state, e))?;
+    let key = crate::http::ingest::idempotency_key(&headers).map_err(|e| counted(&state, e))?;
     const RESERVED: [&str; 3] = ["format", "sample_rate", "ts"];
     let format = match params.get("format").map(String::as_str).unwrap_or("pprof") {
         "" | "pprof" => IngestFormat::Pprof,
@@ -212,8 +239,14 @@ pub async fn post_profiles(
     })
     .await
     .map_err(|e| counted(&state, e))?;
-    Ok(Json(store_batches(&state, &tenant, batches).await?))
+    Ok(Json(
+        store_batches_once(&state, &tenant, key.as_deref(), batches).await?,
+    ))
 }
+
+/// Prefixed to a profile request's `Idempotency-Key` in the store, so that it never matches an
+/// event batch's key.
+const PROFILE_KEY_PREFIX: &str = "profiles/";
 
 /// One batch from folded text (gzip recognised by its magic).
 pub(crate) fn folded_batch(

@@ -121,6 +121,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         batches: Vec<ProfileBatch>,
     ) -> Result<(), StoreError>;
 
+    /// Like [`Store::write_profiles`], but batches whose `key` was already stored for this
+    /// tenant are not stored again (as [`Store::write_once`]; the keys of events and profiles
+    /// share one namespace per tenant, so callers keep them apart).
+    async fn write_profiles_once(
+        &self,
+        tenant: &Tenant,
+        key: &str,
+        batches: Vec<ProfileBatch>,
+    ) -> Result<Written, StoreError>;
+
     /// Samples matching the query, summed per (label set, stack) over the range.
     async fn profile(&self, q: &ProfileQuery) -> Result<StackProfile, StoreError>;
 

@@ -64,4 +64,5 @@ contract!(
     builds_and_cost_samples,
     regression_records_are_replaced_by_id,
     idempotency_keys_drop_duplicates,
+    profile_idempotency_keys_drop_duplicates,
 );

@@ -833,3 +833,27 @@ pub async fn idempotency_keys_drop_duplicates(store: Arc<dyn Store>) {
         "two distinct batches, once each"
     );
 }
+
+pub async fn profile_idempotency_keys_drop_duplicates(store: Arc<dyn Store>) {
+    let b = base();
+    let batch = || vec![profile_batch(b, "GET /k", "812", &[("main;work", 5)])];
+    let t = tenant();
+    let stored = store
+        .write_profiles_once(&t, "profiles/host-1/9", batch())
+        .await
+        .expect("write");
+    assert_eq!(stored, Written::Stored);
+    let again = store
+        .write_profiles_once(&t, "profiles/host-1/9", batch())
+        .await
+        .expect("write");
+    assert_eq!(again, Written::Duplicate);
+    let other = store
+        .write_profiles_once(&t, "profiles/host-1/10", batch())
+        .await
+        .expect("write");
+    assert_eq!(other, Written::Stored);
+    let profile = store.profile(&pq(&[], all_time())).await.expect("profile");
+    let total: u64 = profile.rows.iter().map(|r| r.samples).sum();
+    assert_eq!(total, 10, "two distinct profiles, once each");
+}

@@ -392,6 +392,48 @@ impl ClickHouseStore {
         Ok(())
     }
 
+    /// Whether a batch with this idempotency key was stored for the tenant.
+    async fn key_seen(&self, tenant: &Tenant, key: &str) -> Result<bool, StoreError> {
+        let n: u64 = self
+            .client
+            .query("SELECT count() FROM batch_keys WHERE tenant = ? AND key = ?")
+            .bind(tenant.as_str())
+            .bind(key)
+            .fetch_one()
+            .await
+            .map_err(|e| query_error("looking up a batch key", e))?;
+        Ok(n > 0)
+    }
+
+    /// Records a stored batch's idempotency key. A failure is logged, not returned: the batch
+    /// is stored; only a retry of it could be stored again.
+    async fn record_key(&self, tenant: &Tenant, key: &str) {
+        #[derive(::clickhouse::Row, Serialize)]
+        #[clickhouse(crate = "::clickhouse")]
+        struct KeyRow<'a> {
+            tenant: &'a str,
+            key: &'a str,
+            received: i64,
+            date: u16,
+        }
+        let now = now_ns();
+        let row = KeyRow {
+            tenant: tenant.as_str(),
+            key,
+            received: now,
+            date: u16::try_from(unix_days(now).max(0)).unwrap_or(u16::MAX),
+        };
+        let recorded = async {
+            let mut ins = self.client.insert::<KeyRow<'_>>("batch_keys").await?;
+            ins.write(&row).await?;
+            ins.end().await
+        }
+        .await;
+        if let Err(e) = recorded {
+            tracing::warn!(error = %e, "stored a batch but could not record its idempotency key");
+        }
+    }
+
     async fn fetch_stats<K>(
         &self,
         what: &str,
@@ -468,43 +510,26 @@ impl Store for ClickHouseStore {
         key: &str,
         events: Vec<RequestEvent>,
     ) -> Result<crate::store::Written, StoreError> {
-        let n: u64 = self
-            .client
-            .query("SELECT count() FROM batch_keys WHERE tenant = ? AND key = ?")
-            .bind(tenant.as_str())
-            .bind(key)
-            .fetch_one()
-            .await
-            .map_err(|e| query_error("looking up a batch key", e))?;
-        if n > 0 {
+        if self.key_seen(tenant, key).await? {
             return Ok(crate::store::Written::Duplicate);
         }
         self.write(tenant, events).await?;
-        #[derive(::clickhouse::Row, Serialize)]
-        #[clickhouse(crate = "::clickhouse")]
-        struct KeyRow<'a> {
-            tenant: &'a str,
-            key: &'a str,
-            received: i64,
-            date: u16,
+        self.record_key(tenant, key).await;
+        Ok(crate::store::Written::Stored)
+    }
+
+    /// As [`Self::write_once`], for profiles.
+    async fn write_profiles_once(
+        &self,
+        tenant: &Tenant,
+        key: &str,
+        batches: Vec<profwatch_model::profile::ProfileBatch>,
+    ) -> Result<crate::store::Written, StoreError> {
+        if self.key_seen(tenant, key).await? {
+            return Ok(crate::store::Written::Duplicate);
         }
-        let now = now_ns();
-        let row = KeyRow {
-            tenant: tenant.as_str(),
-            key,
-            received: now,
-            date: u16::try_from(unix_days(now).max(0)).unwrap_or(u16::MAX),
-        };
-        let recorded = async {
-            let mut ins = self.client.insert::<KeyRow<'_>>("batch_keys").await?;
-            ins.write(&row).await?;
-            ins.end().await
-        }
-        .await;
-        if let Err(e) = recorded {
-            // The batch is stored; only its key is missing, so a retry may store it again.
-            tracing::warn!(error = %e, "stored a batch but could not record its idempotency key");
-        }
+        self.write_profiles(tenant, batches).await?;
+        self.record_key(tenant, key).await;
         Ok(crate::store::Written::Stored)
     }
 

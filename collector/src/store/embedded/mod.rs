@@ -940,6 +940,16 @@ impl Store for EmbeddedStore {
             .map(|_| ())
     }
 
+    async fn write_profiles_once(
+        &self,
+        tenant: &Tenant,
+        key: &str,
+        batches: Vec<ProfileBatch>,
+    ) -> Result<Written, StoreError> {
+        self.submit(tenant, Entry::Profiles(batches), Some(key))
+            .await
+    }
+
     async fn profile(&self, q: &ProfileQuery) -> Result<StackProfile, StoreError> {
         let q = ProfileQuery {
             range: self.clamp(q.range),
