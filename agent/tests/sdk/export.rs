@@ -2,7 +2,7 @@
 //! and counted.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixListener;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -27,35 +27,52 @@ impl Seen {
     }
 }
 
+/// One request read off a connection, or `None` when the peer sent no well-formed request.
+fn read_request(stream: &TcpStream) -> Option<Seen> {
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line).ok()?;
+    if !request_line.starts_with("POST ") {
+        return None;
+    }
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (k, v) = line.split_once(':')?;
+        headers.push((k.trim().to_owned(), v.trim().to_owned()));
+    }
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())?;
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).ok()?;
+    Some(Seen {
+        request_line: request_line.trim_end().to_owned(),
+        headers,
+        body,
+    })
+}
+
 /// A collector that answers `status` to each of `n` requests and reports what it got.
+/// Connections that carry no well-formed request (a stray connect) are closed and not counted.
 fn fake_collector(status: u16, n: usize) -> (String, mpsc::Receiver<Seen>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        for stream in listener.incoming().take(n) {
-            let mut stream = stream.expect("accept");
-            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let mut request_line = String::new();
-            reader.read_line(&mut request_line).expect("request line");
-            let mut headers = Vec::new();
-            loop {
-                let mut line = String::new();
-                reader.read_line(&mut line).expect("header");
-                let line = line.trim_end();
-                if line.is_empty() {
-                    break;
-                }
-                let (k, v) = line.split_once(':').expect("header form");
-                headers.push((k.trim().to_owned(), v.trim().to_owned()));
-            }
-            let len: usize = headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-                .map(|(_, v)| v.parse().expect("length"))
-                .expect("content-length");
-            let mut body = vec![0; len];
-            reader.read_exact(&mut body).expect("body");
+        let mut answered = 0;
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let Some(seen) = read_request(&stream) else {
+                continue;
+            };
+            answered += 1;
             let answer = if status == 200 {
                 "ok"
             } else {
@@ -67,11 +84,10 @@ fn fake_collector(status: u16, n: usize) -> (String, mpsc::Receiver<Seen>) {
                 answer.len()
             )
             .expect("answer");
-            let _ = tx.send(Seen {
-                request_line: request_line.trim_end().to_owned(),
-                headers,
-                body,
-            });
+            let _ = tx.send(seen);
+            if answered == n {
+                break;
+            }
         }
     });
     (url, rx)
@@ -133,9 +149,9 @@ fn http_errors_are_classified() {
         .expect_err("503")
         .is_retriable());
 
-    let closed = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}", closed.local_addr().expect("addr"));
-    drop(closed);
+    // Port 1 on loopback: nothing listens there. (A port bound and released by the test could
+    // be taken meanwhile by a parallel test's listener.)
+    let url = "http://127.0.0.1:1";
     let mut exporter = HttpExporter::new(&url, WireFormat::Ndjson, None).expect("url");
     let err = exporter.export(&[event("GET /")]).expect_err("refused");
     assert!(
