@@ -3,7 +3,10 @@
 //! Requests: log-normal cost per request, a multiplicative effect per host (hosts run one build
 //! each, the harder case for a compare), a daily cycle, rare spikes, dcs with different cost
 //! levels and a traffic mix per arm. Series: steps, spikes, slow trends and heavy-tailed noise.
+//! Stack profiles: [`profile`].
 //! Invariant: everything is a pure function of the parameters and the seed.
+
+pub mod profile;
 
 use crate::compare::Sample;
 use crate::rng::Rng;
