@@ -1,17 +1,21 @@
 //! Measures the analyzer on generated data whose truth is known (see `profwatch_analyzer::sim`).
 //!
-//! Run: `cargo run --release -p profwatch-analyzer --example eval` (a few minutes on 2 cores).
+//! Run: `cargo run --release -p profwatch-analyzer --example eval [compare] [attribution]
+//! [changepoints]` (all sections when none is named; a few minutes on 2 cores).
 //! Prints the A/A false-positive rate, recall of injected regressions, the minimum detectable
-//! effect against the statistical bound, the dc-mix-shift check and change-point precision and
+//! effect against the statistical bound, the dc-mix-shift check, cost shifts (not flagged),
+//! attribution (the function made more expensive is named first) and change-point precision and
 //! recall. Everything is seeded: two runs print the same figures.
 
 use std::time::Instant;
 
+use profwatch_analyzer::attribution::{attribute, culprits, Snapshot};
 use profwatch_analyzer::changepoint::{detect, ChangepointConfig};
 use profwatch_analyzer::compare::{
-    compare, CompareConfig, EndpointSamples, Metric, Sample, Verdict,
+    compare, CompareConfig, Comparison, EndpointSamples, Metric, Sample, Verdict,
 };
 use profwatch_analyzer::rng::Rng;
+use profwatch_analyzer::sim::profile::{CallTree, ShiftKind};
 use profwatch_analyzer::sim::{Scenario, SeriesSpec};
 use profwatch_analyzer::stats::normal_quantile;
 
@@ -25,7 +29,7 @@ fn reps_for(n: usize, small: usize, large: usize) -> usize {
     }
 }
 
-fn run(s: &Scenario, seed: u64, cfg: &CompareConfig) -> (Verdict, f64, Option<(f64, f64)>) {
+fn comparison(s: &Scenario, seed: u64, cfg: &CompareConfig) -> Comparison {
     let (baseline, candidate) = s.generate(&mut Rng::new(seed));
     let e = EndpointSamples {
         endpoint: "GET /eval".to_owned(),
@@ -34,13 +38,18 @@ fn run(s: &Scenario, seed: u64, cfg: &CompareConfig) -> (Verdict, f64, Option<(f
         candidate,
     };
     match compare(&e, cfg) {
-        Ok(c) => (
-            c.verdict,
-            c.effect.unwrap_or(1.0).ln(),
-            c.ci.map(|i| (i.low, i.high)),
-        ),
+        Ok(c) => c,
         Err(err) => panic!("invalid config: {err}"),
     }
+}
+
+fn run(s: &Scenario, seed: u64, cfg: &CompareConfig) -> (Verdict, f64, Option<(f64, f64)>) {
+    let c = comparison(s, seed, cfg);
+    (
+        c.verdict,
+        c.effect.unwrap_or(1.0).ln(),
+        c.ci.map(|i| (i.low, i.high)),
+    )
 }
 
 /// Standard deviation of log values within a dc (pooled), from one generated baseline.
@@ -81,6 +90,30 @@ fn main() {
         example.spike_factor
     );
 
+    let sections: Vec<String> = std::env::args().skip(1).collect();
+    let wants = |name: &str| sections.is_empty() || sections.iter().any(|s| s == name);
+    let mut timings = Vec::new();
+    for (name, run) in [
+        ("compare", compare_quality as fn(&CompareConfig)),
+        ("attribution", attribution_quality),
+        ("changepoints", changepoint_quality),
+    ] {
+        if wants(name) {
+            let t = Instant::now();
+            run(&cfg);
+            timings.push(format!("{name} {:.0}s", t.elapsed().as_secs_f64()));
+        }
+    }
+    println!(
+        "\nfinished in {:.0}s ({})",
+        started.elapsed().as_secs_f64(),
+        timings.join(", ")
+    );
+}
+
+/// A/A false positives, recall, minimum detectable effect, dc-mix shift.
+fn compare_quality(cfg: &CompareConfig) {
+    let cfg = cfg.clone();
     println!("\n## A/A false positives (same build on both arms, different hosts)");
     println!("| requests per arm | comparisons | flagged | false-positive rate | CI covers 1.0 |");
     println!("|---:|---:|---:|---:|---:|");
@@ -201,7 +234,17 @@ fn main() {
         100.0 * flagged as f64 / reps as f64,
         ((pooled / reps as f64).exp() - 1.0) * 100.0
     );
+}
 
+/// Cost shifts and attribution.
+fn attribution_quality(cfg: &CompareConfig) {
+    cost_shifts(cfg);
+    attribution(cfg);
+    regression_with_shift(cfg);
+}
+
+/// Change-point precision and recall.
+fn changepoint_quality(_: &CompareConfig) {
     println!(
         "\n## Change points (a change counts as found within 5 points; one match per true change)"
     );
@@ -272,7 +315,246 @@ fn main() {
             ratio(tp, truth)
         );
     }
-    println!("\nfinished in {:.0}s", started.elapsed().as_secs_f64());
+}
+
+/// Culprits named per regression, as in the analysis pass.
+const CULPRITS: usize = 5;
+/// The interval's normal quantile, as in the analysis pass.
+const Z: f64 = 1.96;
+/// CPU per request (ms) of the generated endpoints: a 99 Hz sampler takes `99 × ms / 1000`
+/// samples per request.
+const CPU_MS: [f64; 3] = [2.0, 20.0, 200.0];
+
+const SHIFTS: [(&str, ShiftKind); 5] = [
+    ("inlined into its caller", ShiftKind::Inline),
+    ("renamed", ShiftKind::Rename),
+    ("self cost moved to a sibling", ShiftKind::Siblings),
+    ("a call moved to another caller", ShiftKind::CallMoved),
+    ("self cost moved under another parent", ShiftKind::Distant),
+];
+
+fn samples_per_arm(requests: usize, cpu_ms: f64) -> f64 {
+    99.0 * requests as f64 * cpu_ms / 1000.0
+}
+
+/// A call tree of 200 to 2000 functions.
+fn tree(rng: &mut Rng) -> CallTree {
+    let functions = 200 + rng.below(1801);
+    CallTree::generate(rng, functions)
+}
+
+/// Snapshots of `base` and `changed` at `samples` expected baseline samples (the candidate's
+/// count scales with its cost), with the compare's mean costs per request (as the pass does).
+fn snapshots(
+    base: &CallTree,
+    changed: &CallTree,
+    samples: f64,
+    c: &Comparison,
+    rng: &mut Rng,
+) -> (Snapshot, Snapshot) {
+    let rate = samples / base.total();
+    (
+        Snapshot {
+            stacks: base.sample(rng, rate),
+            cost_per_request: c.mean_baseline.unwrap_or(0.0),
+        },
+        Snapshot {
+            stacks: changed.sample(rng, rate),
+            cost_per_request: c.mean_candidate.unwrap_or(0.0),
+        },
+    )
+}
+
+fn pct(a: usize, b: usize) -> String {
+    if b == 0 {
+        "-".to_owned()
+    } else {
+        format!("{:.1}%", 100.0 * a as f64 / b as f64)
+    }
+}
+
+fn cost_shifts(cfg: &CompareConfig) {
+    let (requests, reps) = (10_000, 200);
+    println!("\n## Cost shifts (cost moves between functions; the cost per request is unchanged)");
+    println!(
+        "{reps} cases per kind and volume: requests A/A ({requests} per arm, the data above), a \
+         generated profile of 200-2000 functions with Poisson sample counts, the shifted cost drawn \
+         where the time is; culprits = culprits(attribute(.., {Z}), {CULPRITS}) with the compare's \
+         mean costs, computed for every case (the pass computes them only for regressions)."
+    );
+    println!(
+        "| shift | samples per arm | median cost moved | regression verdict | some culprit | \
+         the function that gained is a culprit | reported by the pass (regression with a culprit) |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let s = Scenario::typical(requests, 1.0);
+    for (k, (name, kind)) in SHIFTS.into_iter().enumerate() {
+        let cases: Vec<(Comparison, CallTree, _)> = (0..reps)
+            .map(|r| {
+                let seed = 300_000 + (k * 1000 + r) as u64;
+                let c = comparison(&s, seed, cfg);
+                let mut rng = Rng::new(seed);
+                let (t, change) = loop {
+                    let t = tree(&mut rng);
+                    if let Some(change) = (0..20).find_map(|_| t.shift(&mut rng, kind)) {
+                        break (t, change);
+                    }
+                };
+                (c, t, change)
+            })
+            .collect();
+        let mut moved: Vec<f64> = cases.iter().map(|x| x.2.share).collect();
+        moved.sort_by(f64::total_cmp);
+        let flagged = cases
+            .iter()
+            .filter(|x| x.0.verdict == Verdict::Regression)
+            .count();
+        for (v, &ms) in CPU_MS.iter().enumerate() {
+            let samples = samples_per_arm(requests, ms);
+            let (mut any, mut gained, mut reported) = (0, 0, 0);
+            for (r, (c, t, change)) in cases.iter().enumerate() {
+                let mut rng = Rng::new(400_000 + (k * 10_000 + v * 1000 + r) as u64);
+                let (b, n) = snapshots(t, &change.tree, samples, c, &mut rng);
+                let deltas = attribute(&b, &n, Z);
+                let named = culprits(&deltas, CULPRITS);
+                any += usize::from(!named.is_empty());
+                gained += usize::from(named.iter().any(|d| d.function == change.gained));
+                reported += usize::from(!named.is_empty() && c.verdict == Verdict::Regression);
+            }
+            println!(
+                "| {name} | {samples:.0} | {:.1}% | {} | {} | {} | {} |",
+                100.0 * moved[moved.len() / 2],
+                pct(flagged, reps),
+                pct(any, reps),
+                pct(gained, reps),
+                pct(reported, reps)
+            );
+        }
+    }
+}
+
+/// A regression of one function and a cost shift elsewhere in the same build: the regressed
+/// function should be named first, the shift's receiver not at all.
+fn regression_with_shift(cfg: &CompareConfig) {
+    let (requests, reps, effect) = (10_000, 200, 0.05);
+    println!(
+        "\n## A regression (+{:.0}% in one function) and a cost shift elsewhere in the same build",
+        effect * 100.0
+    );
+    println!(
+        "{reps} cases per kind and volume, {requests} requests per arm; rates over the detected cases."
+    );
+    println!(
+        "| shift | samples per arm | detected | regressed function named first | \
+         the shift's receiver is a culprit |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    let s = Scenario::typical(requests, 1.0 + effect);
+    for (k, (name, kind)) in SHIFTS.into_iter().enumerate() {
+        let cases: Vec<_> = (0..reps)
+            .map(|r| {
+                let seed = 700_000 + (k * 1000 + r) as u64;
+                let c = comparison(&s, seed, cfg);
+                let mut rng = Rng::new(seed);
+                loop {
+                    let t = tree(&mut rng);
+                    let Some(shift) = (0..20).find_map(|_| t.shift(&mut rng, kind)) else {
+                        continue;
+                    };
+                    let f = t.pick_function(&mut rng);
+                    let regressed = t.name(f);
+                    if regressed == shift.gained || Some(regressed) == shift.lost.as_deref() {
+                        continue;
+                    }
+                    let both = shift.tree.regress(f, effect);
+                    break (c, t, both, shift.gained);
+                }
+            })
+            .filter(|x| x.0.verdict == Verdict::Regression)
+            .collect();
+        for (v, &ms) in CPU_MS.iter().enumerate() {
+            let samples = samples_per_arm(requests, ms);
+            let (mut first, mut receiver) = (0, 0);
+            for (r, (c, t, both, gained)) in cases.iter().enumerate() {
+                let mut rng = Rng::new(800_000 + (k * 10_000 + v * 1000 + r) as u64);
+                let (b, n) = snapshots(t, &both.tree, samples, c, &mut rng);
+                let deltas = attribute(&b, &n, Z);
+                let named = culprits(&deltas, CULPRITS);
+                first += usize::from(named.first().is_some_and(|d| d.function == both.gained));
+                receiver += usize::from(named.iter().any(|d| &d.function == gained));
+            }
+            println!(
+                "| {name} | {samples:.0} | {} | {} | {} |",
+                cases.len(),
+                pct(first, cases.len()),
+                pct(receiver, cases.len())
+            );
+        }
+    }
+}
+
+fn attribution(cfg: &CompareConfig) {
+    println!("\n## Attribution (one function made more expensive; is it named first?)");
+    println!(
+        "Per case: a generated profile of 200-2000 functions; the function made more expensive is \
+         drawn where the time is (probability proportional to self cost) and its self cost rises by \
+         the endpoint-level effect; requests of the typical scenario with that effect; Poisson \
+         sample counts at 99 Hz x requests x CPU per request. Rates are over the cases the compare \
+         detected (verdict regression); culprits as in the pass."
+    );
+    println!(
+        "| requests per arm | samples per arm | effect | cases | detected | named first by culprits() | \
+         in culprits' top 3 | another function named first | no culprit | first by attribute() |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let effects = [0.02, 0.05, 0.10];
+    for (requests, reps, volumes) in [(10_000, 200, &CPU_MS[..]), (100_000, 50, &CPU_MS[1..2])] {
+        for (k, &effect) in effects.iter().enumerate() {
+            let s = Scenario::typical(requests, 1.0 + effect);
+            let cases: Vec<_> = (0..reps)
+                .map(|r| {
+                    let seed = 500_000 + (requests / 1000 * 10_000 + k * 1000 + r) as u64;
+                    let c = comparison(&s, seed, cfg);
+                    let mut rng = Rng::new(seed);
+                    let t = tree(&mut rng);
+                    let f = t.pick_function(&mut rng);
+                    let change = t.regress(f, effect);
+                    (c, t, change)
+                })
+                .collect();
+            let detected: Vec<_> = cases
+                .iter()
+                .filter(|x| x.0.verdict == Verdict::Regression)
+                .collect();
+            for (v, &ms) in volumes.iter().enumerate() {
+                let samples = samples_per_arm(requests, ms);
+                let (mut first, mut top3, mut wrong, mut none, mut top_delta) = (0, 0, 0, 0, 0);
+                for (r, (c, t, change)) in detected.iter().enumerate() {
+                    let mut rng = Rng::new(600_000 + (k * 10_000 + v * 1000 + r) as u64);
+                    let (b, n) = snapshots(t, &change.tree, samples, c, &mut rng);
+                    let deltas = attribute(&b, &n, Z);
+                    let named = culprits(&deltas, CULPRITS);
+                    let at = named.iter().position(|d| d.function == change.gained);
+                    first += usize::from(at == Some(0));
+                    top3 += usize::from(at.is_some_and(|i| i < 3));
+                    top_delta +=
+                        usize::from(deltas.first().is_some_and(|d| d.function == change.gained));
+                    none += usize::from(named.is_empty());
+                    wrong += usize::from(!named.is_empty() && at != Some(0));
+                }
+                let d = detected.len();
+                println!(
+                    "| {requests} | {samples:.0} | +{:.0}% | {reps} | {d} | {} | {} | {} | {} | {} |",
+                    effect * 100.0,
+                    pct(first, d),
+                    pct(top3, d),
+                    pct(wrong, d),
+                    pct(none, d),
+                    pct(top_delta, d)
+                );
+            }
+        }
+    }
 }
 
 fn median(samples: &[Sample]) -> f64 {
