@@ -4,6 +4,10 @@
 //! functions on empty input return `None` rather than panicking.
 
 use statrs::distribution::{ContinuousCDF, Normal};
+use statrs::function::gamma::ln_gamma;
+
+/// Up to this many counts the share test sums binomial terms exactly.
+const EXACT_COUNTS: u64 = 2_000;
 
 /// The weighted `q`-quantile of `(value, weight)` pairs sorted by value (lower quantile:
 /// the first value whose cumulative weight reaches `q` of the total).
@@ -74,6 +78,58 @@ pub fn normal_quantile(p: f64) -> f64 {
     Normal::standard().inverse_cdf(p)
 }
 
+/// `P(X >= k)` for `X ~ Binomial(n, p)`, summing the terms from `k` up.
+pub fn binomial_upper_tail(k: u64, n: u64, p: f64) -> f64 {
+    if k == 0 {
+        return 1.0;
+    }
+    if k > n || p <= 0.0 {
+        return 0.0;
+    }
+    if p >= 1.0 {
+        return 1.0;
+    }
+    let (nf, kf) = (n as f64, k as f64);
+    let log_first = ln_gamma(nf + 1.0) - ln_gamma(kf + 1.0) - ln_gamma(nf - kf + 1.0)
+        + kf * p.ln()
+        + (nf - kf) * (-p).ln_1p();
+    let odds = p / (1.0 - p);
+    let mut term = log_first.exp();
+    let mut sum = 0.0;
+    for j in k..=n {
+        sum += term;
+        let next = term * (n - j) as f64 / (j + 1) as f64 * odds;
+        if next < term && next < sum * 1e-17 {
+            break;
+        }
+        term = next;
+    }
+    sum.min(1.0)
+}
+
+/// One-sided p-value that a count's share of its snapshot rose from `count_a` of `total_a`
+/// samples to `count_b` of `total_b`. Given `count_a + count_b`, the second part is
+/// binomial with probability `total_b / (total_a + total_b)` when the share did not change
+/// (samples are Poisson counts); summed exactly up to 2000 counts, else the normal
+/// approximation with Fisher's exact test's (hypergeometric) variance. 1 when a total is 0.
+pub fn share_rise_p(count_a: u64, total_a: u64, count_b: u64, total_b: u64) -> f64 {
+    if count_b == 0 || total_a == 0 || total_b == 0 {
+        return 1.0;
+    }
+    let m = count_a.saturating_add(count_b);
+    let n = total_a.saturating_add(total_b) as f64;
+    let pi = total_b as f64 / n;
+    if m <= EXACT_COUNTS {
+        return binomial_upper_tail(count_b, m, pi);
+    }
+    let mf = m as f64;
+    let var = mf * pi * (1.0 - pi) * ((n - mf) / (n - 1.0)).max(0.0);
+    if !(var > 0.0 && var.is_finite()) {
+        return 1.0;
+    }
+    Normal::standard().sf((count_b as f64 - 0.5 - mf * pi) / var.sqrt())
+}
+
 /// The median of a slice of finite values (sorts a copy).
 pub fn median(values: &[f64]) -> Option<f64> {
     if values.is_empty() {
@@ -106,6 +162,33 @@ mod tests {
             assert!((a - b).abs() < 1e-6, "{q:?}");
         }
         assert!(benjamini_hochberg(&[]).is_empty());
+    }
+
+    #[test]
+    fn binomial_tails_match_hand_sums() {
+        // Binomial(10, 0.5): P(X >= 8) = (45 + 10 + 1) / 1024.
+        assert!((binomial_upper_tail(8, 10, 0.5) - 56.0 / 1024.0).abs() < 1e-12);
+        // Binomial(5, 0.2): P(X >= 1) = 1 - 0.8^5.
+        assert!((binomial_upper_tail(1, 5, 0.2) - (1.0 - 0.8f64.powi(5))).abs() < 1e-12);
+        assert_eq!(binomial_upper_tail(0, 5, 0.2), 1.0);
+        assert_eq!(binomial_upper_tail(6, 5, 0.2), 0.0);
+        assert!(binomial_upper_tail(1_000, 1_000, 0.5) > 0.0);
+    }
+
+    #[test]
+    fn share_test_is_calibrated_and_continuous_at_the_switch() {
+        // Equal shares: p near 1/2 either way; all samples in b: 0.5^m.
+        assert!((share_rise_p(10, 1000, 10, 1000) - 0.588).abs() < 0.01);
+        assert!((share_rise_p(0, 1000, 10, 1000) - 0.5f64.powi(10)).abs() < 1e-9);
+        assert_eq!(share_rise_p(5, 1000, 0, 1000), 1.0);
+        assert_eq!(share_rise_p(5, 0, 5, 1000), 1.0);
+        // A clear rise at large counts, and the exact and normal branches agree at the switch.
+        assert!(share_rise_p(50_000, 200_000, 52_000, 200_000) < 1e-8);
+        let exact = share_rise_p(950, 400_000, 1050, 400_000);
+        let normal = share_rise_p(951, 400_000, 1051, 400_000);
+        assert!((exact / normal - 1.0).abs() < 0.1, "{exact} {normal}");
+        // Every sample in the function in both snapshots: no rise possible.
+        assert_eq!(share_rise_p(3_000, 3_000, 4_000, 4_000), 1.0);
     }
 
     #[test]
