@@ -337,10 +337,8 @@ fn create_profiles(ctx: &DdlContext) -> Vec<TableDdl> {
                 zstd = codec("ZSTD"),
             ),
             engine: Engine::MergeTree,
-            keys: format!(
-                "PARTITION BY {RETENTION_COLUMN}\nORDER BY (tenant, service, endpoint, ts){ttl}"
-            ),
-            shard_key: "cityHash64(tenant, service, endpoint)",
+            keys: per_endpoint_keys(&ttl),
+            shard_key: PER_ENDPOINT_SHARD_KEY,
         },
         TableDdl {
             name: "stacks",
@@ -358,6 +356,14 @@ fn create_profiles(ctx: &DdlContext) -> Vec<TableDdl> {
             shard_key: "cityHash64(tenant, hash)",
         },
     ]
+}
+
+/// Rows read per endpoint (events, samples) are sorted and sharded by it.
+const PER_ENDPOINT_SHARD_KEY: &str = "cityHash64(tenant, service, endpoint)";
+
+/// Daily partitions, sorted by endpoint then time.
+fn per_endpoint_keys(ttl: &str) -> String {
+    format!("PARTITION BY {RETENTION_COLUMN}\nORDER BY (tenant, service, endpoint, ts){ttl}")
 }
 
 fn create_events(ctx: &DdlContext) -> Vec<TableDdl> {
@@ -389,10 +395,8 @@ fn create_events(ctx: &DdlContext) -> Vec<TableDdl> {
             zstd = codec("ZSTD"),
         ),
         engine: Engine::MergeTree,
-        keys: format!(
-            "PARTITION BY {RETENTION_COLUMN}\nORDER BY (tenant, service, endpoint, ts){ttl}"
-        ),
-        shard_key: "cityHash64(tenant, service, endpoint)",
+        keys: per_endpoint_keys(&ttl),
+        shard_key: PER_ENDPOINT_SHARD_KEY,
     }]
 }
 
