@@ -80,7 +80,9 @@ pub fn run(bin: &Path, args: &LoadTestArgs, report: &mut Report) -> anyhow::Resu
     eprintln!("starting a {}-shard ClickHouse cluster...", args.shards);
     let cluster = LocalCluster::start(args.shards).map_err(anyhow::Error::msg)?;
     let urls = cluster.urls();
-    let version = cluster.query(0, "SELECT version()").map_err(anyhow::Error::msg)?;
+    let version = cluster
+        .query(0, "SELECT version()")
+        .map_err(anyhow::Error::msg)?;
 
     let mut collectors = Vec::new();
     for i in 0..args.collectors {
@@ -242,7 +244,10 @@ pub fn run(bin: &Path, args: &LoadTestArgs, report: &mut Report) -> anyhow::Resu
     report.line(format!(
         "  peak RSS (VmHWM): {}",
         rss.iter()
-            .map(|(n, m)| format!("{n} {}", m.map_or("?".to_owned(), |m| format!("{m:.0} MiB"))))
+            .map(|(n, m)| format!(
+                "{n} {}",
+                m.map_or("?".to_owned(), |m| format!("{m:.0} MiB"))
+            ))
             .collect::<Vec<_>>()
             .join(", ")
     ));
@@ -292,16 +297,13 @@ fn start_sidecar(bin: &Path, dir: &Path, host: usize, collector: &str) -> anyhow
         .arg(&socket)
         .arg("--spool-dir")
         .arg(&spool)
-        .args(["--dc", if host % 2 == 0 { "eu1" } else { "us2" }])
+        .args(["--dc", if host.is_multiple_of(2) { "eu1" } else { "us2" }])
         .args(["--host", &format!("host-{host}")])
         .args(["--metrics", &metrics])
         .env("PROFWATCH_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(
-            std::fs::File::create(&log)
-                .with_context(|| format!("creating {}", log.display()))?,
-        )
+        .stderr(std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?)
         .spawn()
         .with_context(|| format!("starting {} agent", bin.display()))?;
     let started = Instant::now();
@@ -349,7 +351,9 @@ fn feed(
     while !stop.load(Ordering::Relaxed) {
         let due = (started.elapsed().as_secs_f64() * rate as f64) as u64;
         while written < due {
-            seq = seq.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seq = seq
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let endpoint = (seq >> 33) % 50;
             let cpu = 200_000 + (seq >> 40) % 2_000_000;
             line.clear();

@@ -11,8 +11,13 @@ use anyhow::{bail, Context};
 /// Where a server keeps its data.
 #[derive(Debug, Clone)]
 pub enum StoreArgs {
-    Embedded { data_dir: PathBuf },
-    ClickHouse { url: String, database: String },
+    Embedded {
+        data_dir: PathBuf,
+    },
+    ClickHouse {
+        url: String,
+        database: String,
+    },
     /// ClickHouse in cluster mode, entering through `url`.
     ClickHouseCluster {
         url: String,

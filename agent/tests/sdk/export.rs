@@ -152,7 +152,7 @@ fn http_errors_are_classified() {
     // Port 1 on loopback: nothing listens there. (A port bound and released by the test could
     // be taken meanwhile by a parallel test's listener.)
     let url = "http://127.0.0.1:1";
-    let mut exporter = HttpExporter::new(&url, WireFormat::Ndjson, None).expect("url");
+    let mut exporter = HttpExporter::new(url, WireFormat::Ndjson, None).expect("url");
     let err = exporter.export(&[event("GET /")]).expect_err("refused");
     assert!(
         matches!(err, ExportError::Io { .. }) && err.is_retriable(),
