@@ -6,12 +6,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# curl (for the ClickHouse script) and Debian's Chromium + ChromeDriver (for the dashboard's
-# browser test), installed when missing.
+# curl (for the ClickHouse script), Debian's Chromium + ChromeDriver (for the dashboard's
+# browser test) and Go (`go tool pprof` reads the pprof the collector exports), installed when
+# missing.
 missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+command -v go >/dev/null 2>&1 || missing+=(golang-go)
 if [ "${#missing[@]}" -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
@@ -26,5 +28,6 @@ stop() { if [ "$started_here" = 1 ]; then scripts/clickhouse.sh stop || true; fi
 trap stop EXIT
 
 export PROFWATCH_TEST_CLICKHOUSE_URL="$url"
+export PROFWATCH_TEST_REQUIRE_GO=1
 cargo build -p profwatch
 cargo test --workspace "$@"

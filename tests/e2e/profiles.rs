@@ -393,17 +393,38 @@ fn profile_api_answers_every_format() {
     std::fs::File::create(&file)
         .and_then(|mut f| f.write_all(&pb))
         .expect("write");
-    if let Ok(out) = std::process::Command::new("go")
-        .args(["tool", "pprof", "-top"])
-        .arg(&file)
-        .output()
-    {
-        assert!(
-            out.status.success(),
-            "go tool pprof: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(String::from_utf8_lossy(&out.stdout).contains("flat%"));
+    // The test command installs Go and sets PROFWATCH_TEST_REQUIRE_GO; a plain `cargo test`
+    // without Go skips this part.
+    let go_pprof = |args: &[&str]| {
+        std::process::Command::new("go")
+            .args(["tool", "pprof"])
+            .args(args)
+            .arg(&file)
+            .env("HOME", &art)
+            .output()
+    };
+    match (go_pprof(&["-top"]), go_pprof(&["-tags"])) {
+        (Ok(top), Ok(tags)) => {
+            let (top_out, tags_out) = (
+                String::from_utf8_lossy(&top.stdout),
+                String::from_utf8_lossy(&tags.stdout),
+            );
+            assert!(
+                top.status.success() && tags.status.success(),
+                "go tool pprof: {}{}",
+                String::from_utf8_lossy(&top.stderr),
+                String::from_utf8_lossy(&tags.stderr)
+            );
+            assert!(top_out.contains("flat%"), "{top_out}");
+            // pprof itself sees the labels: both builds and the host.
+            for label in ["build:", ": b1", ": b2", "host:", ": h1"] {
+                assert!(tags_out.contains(label), "{label} in\n{tags_out}");
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => assert!(
+            std::env::var_os("PROFWATCH_TEST_REQUIRE_GO").is_none(),
+            "go tool pprof is required here (PROFWATCH_TEST_REQUIRE_GO): {e}"
+        ),
     }
 }
 
