@@ -713,6 +713,7 @@ fn compact(s: &Shared, cutoff: i64) -> Result<(), StoreError> {
             segment::Projection {
                 status: true,
                 wall_ns: true,
+                no_costs: false,
             },
             |chunk| {
                 for i in 0..chunk.len() {
@@ -911,7 +912,7 @@ impl Store for EmbeddedStore {
             range: self.clamp(q.range),
             ..q.clone()
         };
-        self.run(move |src, _| query::builds(&src, &q)).await
+        self.run(move |src, t| query::builds(&src, &q, t)).await
     }
 
     async fn cost_samples(&self, q: &CostSamplesQuery) -> Result<Vec<CostSamples>, StoreError> {
@@ -919,7 +920,8 @@ impl Store for EmbeddedStore {
             range: self.clamp(q.range),
             ..q.clone()
         };
-        self.run(move |src, _| query::cost_samples(&src, &q)).await
+        self.run(move |src, t| query::cost_samples(&src, &q, t))
+            .await
     }
 
     async fn put_regression(&self, r: &RegressionRecord) -> Result<(), StoreError> {

@@ -113,19 +113,28 @@ impl Source {
         }
     }
 
-    fn for_each_chunk(&self, f: impl FnMut(&Rows)) -> Result<(), StoreError> {
-        self.for_each_chunk_part(0, 1, f)
-    }
-
-    /// Part `part` of `parts` of the rows (see [`Source::parts`]).
+    /// Part `part` of `parts` of the rows (see [`Source::parts`]); the parts in order hold the
+    /// rows in source order.
     fn for_each_chunk_part(
         &self,
         part: usize,
         parts: usize,
+        f: impl FnMut(&Rows),
+    ) -> Result<(), StoreError> {
+        self.for_each_chunk_projected(part, parts, Projection::default(), f)
+    }
+
+    /// [`Source::for_each_chunk_part`] reading only the columns of `projection` from segments
+    /// (memtables yield every column).
+    fn for_each_chunk_projected(
+        &self,
+        part: usize,
+        parts: usize,
+        projection: Projection,
         mut f: impl FnMut(&Rows),
     ) -> Result<(), StoreError> {
         match self {
-            Source::Segment(s) => segment::scan_part(s, Projection::default(), part, parts, f),
+            Source::Segment(s) => segment::scan_part(s, projection, part, parts, f),
             _ if part > 0 => Ok(()),
             Source::Active(m) => {
                 f(&m.read().unwrap_or_else(|e| e.into_inner()).rows);
@@ -142,12 +151,6 @@ impl Source {
 /// Work items that wrap a source.
 trait AsSource {
     fn source(&self) -> &Source;
-}
-
-impl AsSource for (&Source, &GroupMap) {
-    fn source(&self) -> &Source {
-        self.0
-    }
 }
 
 /// What a query groups rows by, per series: `None` means the series is filtered out.
@@ -249,6 +252,88 @@ where
     Ok(out)
 }
 
+/// Runs `per_part` over every part of every source (see [`Source::parts`]) on up to `threads`
+/// threads, each taking the next part when it is done, and returns the parts' results in
+/// source and part order (so that merging them in order sees the rows in source order).
+fn parallel_ordered<T, R, F>(
+    sources: &[T],
+    threads: usize,
+    per_part: F,
+) -> Result<Vec<R>, StoreError>
+where
+    T: Sync + AsSource,
+    R: Send,
+    F: Fn(&T, usize, usize) -> Result<R, StoreError> + Sync,
+{
+    let threads = threads.max(1);
+    let work: Vec<(&T, usize, usize)> = sources
+        .iter()
+        .flat_map(|t| {
+            let parts = t.source().parts(threads);
+            (0..parts).map(move |p| (t, p, parts))
+        })
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    type Done<R> = Result<Vec<(usize, R)>, StoreError>;
+    let partials: Vec<Done<R>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads.min(work.len().max(1)))
+            .map(|_| {
+                let (per_part, work, next) = (&per_part, &work, &next);
+                s.spawn(move || {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((t, part, parts)) = work.get(i) else {
+                            break;
+                        };
+                        done.push((i, per_part(t, *part, *parts)?));
+                    }
+                    Ok(done)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(StoreError::Query("a scan thread panicked".into())))
+            })
+            .collect()
+    });
+    let mut all: Vec<(usize, R)> = Vec::with_capacity(work.len());
+    for p in partials {
+        all.extend(p?);
+    }
+    all.sort_by_key(|(i, _)| *i);
+    Ok(all.into_iter().map(|(_, r)| r).collect())
+}
+
+/// Work items of a scan: the sources in range with at least one wanted series, and their maps.
+fn wanted<'a, M>(
+    sources: &'a [Source],
+    maps: &'a [Vec<Option<M>>],
+    range: TimeRange,
+) -> Vec<(&'a Source, &'a Vec<Option<M>>)> {
+    sources
+        .iter()
+        .zip(maps)
+        .filter(|(s, m)| s.overlaps(range) && m.iter().any(Option::is_some))
+        .collect()
+}
+
+impl<M> AsSource for (&Source, &Vec<Option<M>>) {
+    fn source(&self) -> &Source {
+        self.0
+    }
+}
+
+/// Only the time, series and weight columns: for queries that count requests.
+const COUNT_ONLY: Projection = Projection {
+    status: false,
+    wall_ns: false,
+    no_costs: true,
+};
+
 pub fn services(
     sources: &[Source],
     q: &ServicesQuery,
@@ -258,12 +343,46 @@ pub fn services(
     let maps = group_maps(sources, |k| {
         (k.tenant == q.tenant.0).then(|| groups.id(&k.service, None))
     });
-    let acc = scan_grouped(sources, &maps, q.range, threads)?;
-    let mut out: Vec<ServiceSummary> = acc
+    let range = q.range;
+    let n = groups.names.len();
+    // Per service: rows and weighted requests in range.
+    let parts = parallel_ordered(
+        &wanted(sources, &maps, range),
+        threads,
+        |(src, map), part, parts| {
+            let mut acc = vec![(0u64, 0.0f64); n];
+            src.for_each_chunk_projected(part, parts, COUNT_ONLY, |rows| {
+                for i in 0..rows.len() {
+                    let ts = rows.ts[i];
+                    if ts < range.from || ts >= range.to {
+                        continue;
+                    }
+                    let Some(Some(g)) = map.get(rows.series[i] as usize) else {
+                        continue;
+                    };
+                    if let Some(a) = acc.get_mut(*g as usize) {
+                        a.0 += 1;
+                        a.1 += rows.weight[i];
+                    }
+                }
+            })?;
+            Ok(acc)
+        },
+    )?;
+    let mut total = vec![(0u64, 0.0f64); n];
+    for p in parts {
+        for (t, a) in total.iter_mut().zip(p) {
+            t.0 += a.0;
+            t.1 += a.1;
+        }
+    }
+    let mut out: Vec<ServiceSummary> = total
         .into_iter()
-        .map(|(g, a)| ServiceSummary {
-            service: groups.names[g as usize].0.clone(),
-            requests: a.finish().requests,
+        .enumerate()
+        .filter(|(_, (rows, _))| *rows > 0)
+        .map(|(g, (_, requests))| ServiceSummary {
+            service: groups.names[g].0.clone(),
+            requests,
         })
         .collect();
     out.sort_by(|a, b| a.service.cmp(&b.service));
@@ -537,121 +656,168 @@ pub fn profile(
 }
 
 /// Builds of a service: first and last request, weighted count.
-pub fn builds(sources: &[Source], q: &BuildsQuery) -> Result<Vec<BuildSummary>, StoreError> {
-    let mut by_build: BTreeMap<String, BuildSummary> = BTreeMap::new();
-    for src in sources {
-        if !src.overlaps(q.range) {
-            continue;
-        }
-        let keys = src.keys();
-        let map: Vec<Option<&str>> = keys
-            .iter()
-            .map(|k| (k.tenant == q.tenant.0 && k.service == q.service).then_some(k.build.as_str()))
-            .collect();
-        if map.iter().all(Option::is_none) {
-            continue;
-        }
-        src.for_each_chunk(|rows| {
-            for i in 0..rows.len() {
-                let ts = rows.ts[i];
-                if ts < q.range.from || ts >= q.range.to {
-                    continue;
+pub fn builds(
+    sources: &[Source],
+    q: &BuildsQuery,
+    threads: usize,
+) -> Result<Vec<BuildSummary>, StoreError> {
+    let mut groups = Groups::default();
+    let maps = group_maps(sources, |k| {
+        (k.tenant == q.tenant.0 && k.service == q.service).then(|| groups.id(&k.build, None))
+    });
+    let range = q.range;
+    let n = groups.names.len();
+    // Per build: (first seen, last seen, weighted requests), if any row is in range.
+    type Seen = Option<(i64, i64, f64)>;
+    let parts = parallel_ordered(
+        &wanted(sources, &maps, range),
+        threads,
+        |(src, map), part, parts| {
+            let mut acc: Vec<Seen> = vec![None; n];
+            src.for_each_chunk_projected(part, parts, COUNT_ONLY, |rows| {
+                for i in 0..rows.len() {
+                    let ts = rows.ts[i];
+                    if ts < range.from || ts >= range.to {
+                        continue;
+                    }
+                    let Some(Some(g)) = map.get(rows.series[i] as usize) else {
+                        continue;
+                    };
+                    if let Some(a) = acc.get_mut(*g as usize) {
+                        let e = a.get_or_insert((ts, ts, 0.0));
+                        e.0 = e.0.min(ts);
+                        e.1 = e.1.max(ts);
+                        e.2 += rows.weight[i];
+                    }
                 }
-                let Some(Some(build)) = map.get(rows.series[i] as usize) else {
-                    continue;
-                };
-                let e = by_build
-                    .entry((*build).to_owned())
-                    .or_insert_with(|| BuildSummary {
-                        build: (*build).to_owned(),
-                        first_seen: ts,
-                        last_seen: ts,
-                        requests: 0.0,
-                    });
-                e.first_seen = e.first_seen.min(ts);
-                e.last_seen = e.last_seen.max(ts);
-                e.requests += rows.weight[i];
+            })?;
+            Ok(acc)
+        },
+    )?;
+    let mut total: Vec<Seen> = vec![None; n];
+    for p in parts {
+        for (t, a) in total.iter_mut().zip(p) {
+            if let Some((first, last, requests)) = a {
+                let e = t.get_or_insert((first, last, 0.0));
+                e.0 = e.0.min(first);
+                e.1 = e.1.max(last);
+                e.2 += requests;
             }
-        })?;
+        }
     }
-    Ok(by_build.into_values().collect())
+    let mut out: Vec<BuildSummary> = total
+        .into_iter()
+        .enumerate()
+        .filter_map(|(g, t)| {
+            let (first_seen, last_seen, requests) = t?;
+            Some(BuildSummary {
+                build: groups.names[g].0.clone(),
+                first_seen,
+                last_seen,
+                requests,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.build.cmp(&b.build));
+    Ok(out)
 }
 
-/// Per-request costs per (endpoint, build).
+/// Per-request costs per (endpoint, build), rows in source order.
 pub fn cost_samples(
     sources: &[Source],
     q: &CostSamplesQuery,
+    threads: usize,
 ) -> Result<Vec<CostSamples>, StoreError> {
-    let mut groups: BTreeMap<(String, String), CostSamples> = BTreeMap::new();
-    let mut host_ids: HashMap<(String, String, String), u32> = HashMap::new();
-    let mut dc_ids: HashMap<(String, String, String), u32> = HashMap::new();
-    for src in sources {
+    let keys: Vec<Vec<Arc<SeriesKey>>> = sources.iter().map(Source::keys).collect();
+    let mut out: Vec<CostSamples> = Vec::new();
+    let mut group_ids: HashMap<(&str, &str), u32> = HashMap::new();
+    // Host and dc indices within each group.
+    let mut host_ids: HashMap<(u32, &str), u32> = HashMap::new();
+    let mut dc_ids: HashMap<(u32, &str), u32> = HashMap::new();
+    // Per source and series: (group, host index, dc index), or `None` when filtered out.
+    let mut maps: Vec<Vec<Option<(u32, u32, u32)>>> = Vec::with_capacity(sources.len());
+    for (src, keys) in sources.iter().zip(&keys) {
         if !src.overlaps(q.range) {
+            maps.push(Vec::new());
             continue;
         }
-        let keys = src.keys();
-        // Per series: the group key and the host and dc indices within that group.
-        // Per series: (group key, host index, dc index), or `None` when filtered out.
-        type Target = ((String, String), u32, u32);
-        let mut map: Vec<Option<Target>> = Vec::with_capacity(keys.len());
-        for k in &keys {
-            let wanted = k.tenant == q.tenant.0
-                && k.service == q.service
-                && (q.builds.is_empty() || q.builds.contains(&k.build))
-                && q.endpoint.as_ref().is_none_or(|e| *e == k.endpoint);
-            if !wanted {
-                map.push(None);
-                continue;
-            }
-            let gk = (k.endpoint.clone(), k.build.clone());
-            let g = groups.entry(gk.clone()).or_insert_with(|| CostSamples {
-                endpoint: k.endpoint.clone(),
-                build: k.build.clone(),
-                ..Default::default()
-            });
-            let host = *host_ids
-                .entry((gk.0.clone(), gk.1.clone(), k.host.clone()))
-                .or_insert_with(|| {
-                    g.hosts.push(k.host.clone());
-                    g.hosts.len() as u32 - 1
-                });
-            let dc = *dc_ids
-                .entry((gk.0.clone(), gk.1.clone(), k.dc.clone()))
-                .or_insert_with(|| {
-                    g.dcs.push(k.dc.clone());
-                    g.dcs.len() as u32 - 1
-                });
-            map.push(Some((gk, host, dc)));
-        }
-        if map.iter().all(Option::is_none) {
-            continue;
-        }
-        src.for_each_chunk(|rows| {
-            for i in 0..rows.len() {
-                let ts = rows.ts[i];
-                if ts < q.range.from || ts >= q.range.to {
-                    continue;
+        let map = keys
+            .iter()
+            .map(|k| {
+                let wanted = k.tenant == q.tenant.0
+                    && k.service == q.service
+                    && (q.builds.is_empty() || q.builds.contains(&k.build))
+                    && q.endpoint.as_ref().is_none_or(|e| *e == k.endpoint);
+                if !wanted {
+                    return None;
                 }
-                let Some(Some((gk, host, dc))) = map.get(rows.series[i] as usize) else {
-                    continue;
-                };
-                if let Some(g) = groups.get_mut(gk) {
-                    g.rows.push(CostRow {
-                        ts,
-                        cpu_ns: rows.cpu_ns[i],
-                        instructions: rows.instructions[i],
-                        weight: rows.weight[i],
-                        host: *host,
-                        dc: *dc,
+                let g = *group_ids
+                    .entry((k.endpoint.as_str(), k.build.as_str()))
+                    .or_insert_with(|| {
+                        out.push(CostSamples {
+                            endpoint: k.endpoint.clone(),
+                            build: k.build.clone(),
+                            ..Default::default()
+                        });
+                        out.len() as u32 - 1
                     });
-                }
-            }
-        })?;
+                let group = &mut out[g as usize];
+                let host = *host_ids.entry((g, k.host.as_str())).or_insert_with(|| {
+                    group.hosts.push(k.host.clone());
+                    group.hosts.len() as u32 - 1
+                });
+                let dc = *dc_ids.entry((g, k.dc.as_str())).or_insert_with(|| {
+                    group.dcs.push(k.dc.clone());
+                    group.dcs.len() as u32 - 1
+                });
+                Some((g, host, dc))
+            })
+            .collect();
+        maps.push(map);
     }
-    Ok(groups
-        .into_values()
-        .filter(|g| !g.rows.is_empty())
-        .collect())
+    let range = q.range;
+    let n = out.len();
+    let parts = parallel_ordered(
+        &wanted(sources, &maps, range),
+        threads,
+        |(src, map), part, parts| {
+            let mut rows_of: Vec<Vec<CostRow>> = vec![Vec::new(); n];
+            src.for_each_chunk_part(part, parts, |rows| {
+                for i in 0..rows.len() {
+                    let ts = rows.ts[i];
+                    if ts < range.from || ts >= range.to {
+                        continue;
+                    }
+                    let Some(Some((g, host, dc))) = map.get(rows.series[i] as usize) else {
+                        continue;
+                    };
+                    if let Some(v) = rows_of.get_mut(*g as usize) {
+                        v.push(CostRow {
+                            ts,
+                            cpu_ns: rows.cpu_ns[i],
+                            instructions: rows.instructions[i],
+                            weight: rows.weight[i],
+                            host: *host,
+                            dc: *dc,
+                        });
+                    }
+                }
+            })?;
+            Ok(rows_of)
+        },
+    )?;
+    for (g, group) in out.iter_mut().enumerate() {
+        let len = parts.iter().map(|p| p.get(g).map_or(0, Vec::len)).sum();
+        group.rows.reserve_exact(len);
+        for p in &parts {
+            if let Some(v) = p.get(g) {
+                group.rows.extend_from_slice(v);
+            }
+        }
+    }
+    out.retain(|g| !g.rows.is_empty());
+    out.sort_by(|a, b| (&a.endpoint, &a.build).cmp(&(&b.endpoint, &b.build)));
+    Ok(out)
 }
 
 /// Every endpoint's series of a service.

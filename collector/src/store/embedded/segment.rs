@@ -12,14 +12,14 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::data_type::{DoubleType, Int32Type, Int64Type};
-use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterProperties;
+use parquet::file::metadata::{FileMetaData, KeyValue, ParquetMetaData, ParquetMetaDataReader};
+use parquet::file::properties::{ReaderProperties, WriterProperties};
 use parquet::file::reader::{FileReader, RowGroupReader};
-use parquet::file::serialized_reader::SerializedFileReader;
+use parquet::file::serialized_reader::{SerializedFileReader, SerializedRowGroupReader};
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::parser::parse_message_type;
 use parquet::schema::types::ColumnPath;
@@ -89,6 +89,9 @@ pub struct SegmentMeta {
     pub profile: Option<ProfileMeta>,
     /// Idempotency keys of the batches in this segment.
     pub keys: Vec<IdemKey>,
+    /// The file's Parquet metadata without our key-value entries (the series dictionary alone
+    /// takes megabytes), parsed by the first scan so that later scans skip the footer.
+    parquet: OnceLock<Arc<ParquetMetaData>>,
     obsolete: AtomicBool,
 }
 
@@ -206,6 +209,7 @@ pub fn write(
         series: series.to_vec(),
         profile: attached.profile,
         keys: attached.keys,
+        parquet: OnceLock::new(),
         obsolete: AtomicBool::new(false),
     })
 }
@@ -294,6 +298,7 @@ pub fn open(
             Some(v) => serde_json::from_str(v).map_err(|_| f.bad(KEY_IDEMPOTENCY))?,
             None => Vec::new(),
         },
+        parquet: OnceLock::new(),
         obsolete: AtomicBool::new(false),
     })
 }
@@ -358,6 +363,8 @@ impl Footer {
 pub struct Projection {
     pub status: bool,
     pub wall_ns: bool,
+    /// Leave out `cpu_ns` and `instructions` (a query that counts requests).
+    pub no_costs: bool,
 }
 
 /// Row groups in a segment of `rows` rows.
@@ -374,8 +381,8 @@ pub fn scan(
     scan_part(seg, projection, 0, 1, f)
 }
 
-/// Like [`scan`], for the row groups `g` with `g % parts == part` only, so that several threads
-/// can share one segment.
+/// Like [`scan`], for part `part` of `parts` contiguous runs of row groups only, so that
+/// several threads can share one segment; the parts in order hold the rows in file order.
 pub fn scan_part(
     seg: &SegmentMeta,
     projection: Projection,
@@ -384,14 +391,43 @@ pub fn scan_part(
     mut f: impl FnMut(&Rows),
 ) -> Result<(), StoreError> {
     let path = &seg.path;
-    let file = File::open(path).map_err(|e| StoreError::io("open", path, e))?;
-    let reader = SerializedFileReader::new(file).map_err(|e| pq(path, e))?;
+    let file = Arc::new(File::open(path).map_err(|e| StoreError::io("open", path, e))?);
+    let meta = match seg.parquet.get() {
+        Some(m) => m.clone(),
+        None => {
+            let m = ParquetMetaDataReader::new()
+                .parse_and_finish(file.as_ref())
+                .map_err(|e| pq(path, e))?;
+            let fm = m.file_metadata();
+            let trimmed = Arc::new(ParquetMetaData::new(
+                FileMetaData::new(
+                    fm.version(),
+                    fm.num_rows(),
+                    fm.created_by().map(str::to_owned),
+                    None,
+                    fm.schema_descr_ptr(),
+                    fm.column_orders().cloned(),
+                ),
+                m.row_groups().to_vec(),
+            ));
+            seg.parquet.get_or_init(|| trimmed).clone()
+        }
+    };
+    let props = Arc::new(ReaderProperties::builder().build());
+    let groups = meta.num_row_groups();
+    let parts = parts.max(1);
     let mut rows = Rows::default();
     let mut scratch = Scratch::default();
-    for g in (0..reader.num_row_groups()).filter(|g| g % parts.max(1) == part) {
-        let rg = reader.get_row_group(g).map_err(|e| pq(path, e))?;
+    for g in groups * part / parts..groups * (part + 1) / parts {
+        let rg = SerializedRowGroupReader::new(
+            file.clone(),
+            meta.row_group(g),
+            meta.page_index_for_row_group(g),
+            props.clone(),
+        )
+        .map_err(|e| pq(path, e))?;
         let n = rg.metadata().num_rows().max(0) as usize;
-        read_rows(rg.as_ref(), n, projection, &mut rows, &mut scratch).map_err(|e| pq(path, e))?;
+        read_rows(&rg, n, projection, &mut rows, &mut scratch).map_err(|e| pq(path, e))?;
         f(&rows);
     }
     Ok(())
@@ -442,6 +478,37 @@ struct Scratch {
     def: Vec<i16>,
 }
 
+fn read_instructions(
+    rg: &dyn RowGroupReader,
+    n: usize,
+    values: &mut Vec<i64>,
+    def: &mut Vec<i16>,
+    out: &mut Vec<Option<u64>>,
+) -> parquet::errors::Result<()> {
+    values.clear();
+    def.clear();
+    let mut r = parquet::column::reader::get_typed_column_reader::<Int64Type>(
+        rg.get_column_reader(col::INSTRUCTIONS)?,
+    );
+    let mut levels = 0;
+    while levels < n {
+        let (records, _, _) = r.read_records(n - levels, Some(def), None, values)?;
+        if records == 0 {
+            break;
+        }
+        levels = def.len();
+    }
+    let mut v = values.iter();
+    out.extend(def.iter().map(|d| {
+        if *d > 0 {
+            v.next().map(|x| *x as u64)
+        } else {
+            None
+        }
+    }));
+    Ok(())
+}
+
 fn read_rows(
     rg: &dyn RowGroupReader,
     n: usize,
@@ -463,35 +530,20 @@ fn read_rows(
         read_i32(rg, col::STATUS, n, i32s)?;
         rows.status.extend(i32s.iter().map(|v| *v as u16));
     }
-    read_i64(rg, col::CPU_NS, n, i64s)?;
     rows.cpu_ns.clear();
-    rows.cpu_ns.extend(i64s.iter().map(|v| *v as u64));
+    rows.instructions.clear();
+    if !p.no_costs {
+        read_i64(rg, col::CPU_NS, n, i64s)?;
+        rows.cpu_ns.extend(i64s.iter().map(|v| *v as u64));
+    }
     rows.wall_ns.clear();
     if p.wall_ns {
         read_i64(rg, col::WALL_NS, n, i64s)?;
         rows.wall_ns.extend(i64s.iter().map(|v| *v as u64));
     }
 
-    i64s.clear();
-    let mut r = parquet::column::reader::get_typed_column_reader::<Int64Type>(
-        rg.get_column_reader(col::INSTRUCTIONS)?,
-    );
-    let mut levels = 0;
-    while levels < n {
-        let (records, _, _) = r.read_records(n - levels, Some(def), None, i64s)?;
-        if records == 0 {
-            break;
-        }
-        levels = def.len();
-    }
-    rows.instructions.clear();
-    let mut values = i64s.iter();
-    for d in def.iter() {
-        rows.instructions.push(if *d > 0 {
-            values.next().map(|v| *v as u64)
-        } else {
-            None
-        });
+    if !p.no_costs {
+        read_instructions(rg, n, i64s, def, &mut rows.instructions)?;
     }
 
     rows.weight.clear();
@@ -505,10 +557,11 @@ fn read_rows(
             break;
         }
     }
+    let costs = if p.no_costs { 0 } else { n };
     if rows.ts.len() != n
         || rows.series.len() != n
-        || rows.cpu_ns.len() != n
-        || rows.instructions.len() != n
+        || rows.cpu_ns.len() != costs
+        || rows.instructions.len() != costs
         || rows.weight.len() != n
     {
         return Err(parquet::errors::ParquetError::General(format!(
