@@ -11,9 +11,7 @@ use std::time::Instant;
 
 use profwatch_analyzer::attribution::{attribute, culprits, Snapshot};
 use profwatch_analyzer::changepoint::{detect, ChangepointConfig};
-use profwatch_analyzer::compare::{
-    compare, CompareConfig, Comparison, EndpointSamples, Metric, Sample, Verdict,
-};
+use profwatch_analyzer::compare::{compare, CompareConfig, Comparison, Sample, Verdict};
 use profwatch_analyzer::rng::Rng;
 use profwatch_analyzer::sim::profile::{CallTree, ShiftKind};
 use profwatch_analyzer::sim::{Scenario, SeriesSpec};
@@ -30,13 +28,7 @@ fn reps_for(n: usize, small: usize, large: usize) -> usize {
 }
 
 fn comparison(s: &Scenario, seed: u64, cfg: &CompareConfig) -> Comparison {
-    let (baseline, candidate) = s.generate(&mut Rng::new(seed));
-    let e = EndpointSamples {
-        endpoint: "GET /eval".to_owned(),
-        metric: Metric::Instructions,
-        baseline,
-        candidate,
-    };
+    let e = s.endpoint(&mut Rng::new(seed), "GET /eval");
     match compare(&e, cfg) {
         Ok(c) => c,
         Err(err) => panic!("invalid config: {err}"),
@@ -55,9 +47,9 @@ fn run(s: &Scenario, seed: u64, cfg: &CompareConfig) -> (Verdict, f64, Option<(f
 /// Standard deviation of log values within a dc (pooled), from one generated baseline.
 fn sigma_log(s: &Scenario) -> f64 {
     let (a, _) = s.generate(&mut Rng::new(99));
-    let mut by_dc: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    let mut by_dc: std::collections::BTreeMap<u32, Vec<f64>> = Default::default();
     for x in &a {
-        by_dc.entry(x.dc.as_str()).or_default().push(x.value.ln());
+        by_dc.entry(x.dc).or_default().push(x.value.ln());
     }
     let (mut ss, mut n) = (0.0, 0.0);
     for v in by_dc.values() {
@@ -215,14 +207,8 @@ fn compare_quality(cfg: &CompareConfig) {
     let mut flagged = 0;
     let mut pooled = 0.0;
     for r in 0..reps {
-        let (baseline, candidate) = s.generate(&mut Rng::new(90_000 + r));
-        pooled += (median(&candidate) / median(&baseline)).ln();
-        let e = EndpointSamples {
-            endpoint: "GET /mix".to_owned(),
-            metric: Metric::Instructions,
-            baseline,
-            candidate,
-        };
+        let e = s.endpoint(&mut Rng::new(90_000 + r), "GET /mix");
+        pooled += (median(&e.candidate) / median(&e.baseline)).ln();
         if let Ok(c) = compare(&e, &cfg) {
             if c.verdict == Verdict::Regression || c.verdict == Verdict::Improvement {
                 flagged += 1;

@@ -8,7 +8,7 @@
 
 pub mod profile;
 
-use crate::compare::Sample;
+use crate::compare::{EndpointSamples, Metric, Sample};
 use crate::rng::Rng;
 
 const DAY_NS: i64 = 86_400 * 1_000_000_000;
@@ -86,23 +86,42 @@ impl Scenario {
         self
     }
 
-    /// `(baseline, candidate)` samples.
+    /// `(baseline, candidate)` samples; their `dc` indexes [`Scenario::dc_names`].
     pub fn generate(&self, rng: &mut Rng) -> (Vec<Sample>, Vec<Sample>) {
-        let a = self.arm(rng, "a", 1.0, |d| d.share_baseline);
-        let b = self.arm(rng, "b", self.effect, |d| d.share_candidate);
+        let a = self.arm(rng, 1.0, |d| d.share_baseline);
+        let b = self.arm(rng, self.effect, |d| d.share_candidate);
         (a, b)
     }
 
-    fn arm(&self, rng: &mut Rng, tag: &str, effect: f64, share: fn(&DcSpec) -> f64) -> Vec<Sample> {
+    /// The dc names the samples' `dc` fields index.
+    pub fn dc_names(&self) -> Vec<String> {
+        self.dcs.iter().map(|d| d.name.clone()).collect()
+    }
+
+    /// A compare's input: the generated samples of `endpoint`.
+    pub fn endpoint(&self, rng: &mut Rng, endpoint: &str) -> EndpointSamples {
+        let (baseline, candidate) = self.generate(rng);
+        EndpointSamples {
+            endpoint: endpoint.to_owned(),
+            metric: Metric::Instructions,
+            dcs: self.dc_names(),
+            baseline,
+            candidate,
+        }
+    }
+
+    fn arm(&self, rng: &mut Rng, effect: f64, share: fn(&DcSpec) -> f64) -> Vec<Sample> {
         let total_share: f64 = self.dcs.iter().map(share).sum();
         let mut out = Vec::with_capacity(self.requests_per_arm);
-        for d in &self.dcs {
+        let mut next_host = 0u32;
+        for (dc, d) in self.dcs.iter().enumerate() {
             let n = (self.requests_per_arm as f64 * share(d) / total_share).round() as usize;
-            let hosts: Vec<(String, f64, f64)> = (0..d.hosts_per_arm)
-                .map(|h| {
+            let hosts: Vec<(u32, f64, f64)> = (0..d.hosts_per_arm)
+                .map(|_| {
                     let factor = (self.host_sigma * rng.normal()).exp();
                     let traffic = (0.5 * rng.normal()).exp();
-                    (format!("{}-{tag}{h}", d.name), factor, traffic)
+                    next_host += 1;
+                    (next_host, factor, traffic)
                 })
                 .collect();
             let traffic_total: f64 = hosts.iter().map(|h| h.2).sum();
@@ -129,8 +148,8 @@ impl Scenario {
                 out.push(Sample {
                     value: self.base * d.cost_factor * host_factor * cycle * spike * noise * effect,
                     weight: 1.0,
-                    host: host.clone(),
-                    dc: d.name.clone(),
+                    host: *host,
+                    dc: dc as u32,
                     ts,
                 });
             }

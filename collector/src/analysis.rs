@@ -106,7 +106,9 @@ pub struct Analyzer {
 }
 
 /// Groups per-(endpoint, build) costs into the compare's input, one entry per endpoint present
-/// in both builds.
+/// in both builds. Hosts and dcs stay numbers: a host's number is its rank by name in its group
+/// (so clusters keep the order of their names; the arms' numbers need not agree), dcs are
+/// renumbered into one list per endpoint.
 fn endpoint_samples(
     groups: &[CostSamples],
     baseline: &str,
@@ -136,7 +138,25 @@ fn endpoint_samples(
             } else {
                 Metric::CpuNs
             };
-            let convert = |g: &CostSamples| -> Vec<Sample> {
+            let mut dcs: Vec<String> = Vec::new();
+            let mut convert = |g: &CostSamples| -> Vec<Sample> {
+                let dc_of: Vec<u32> = g
+                    .dcs
+                    .iter()
+                    .map(|d| match dcs.iter().position(|x| x == d) {
+                        Some(i) => i as u32,
+                        None => {
+                            dcs.push(d.clone());
+                            dcs.len() as u32 - 1
+                        }
+                    })
+                    .collect();
+                let mut by_name: Vec<usize> = (0..g.hosts.len()).collect();
+                by_name.sort_by(|&x, &y| g.hosts[x].cmp(&g.hosts[y]));
+                let mut host_rank = vec![0u32; g.hosts.len()];
+                for (rank, &h) in by_name.iter().enumerate() {
+                    host_rank[h] = rank as u32;
+                }
                 g.rows
                     .iter()
                     .map(|r| Sample {
@@ -145,17 +165,22 @@ fn endpoint_samples(
                             Metric::CpuNs => r.cpu_ns as f64,
                         },
                         weight: r.weight,
-                        host: g.hosts.get(r.host as usize).cloned().unwrap_or_default(),
-                        dc: g.dcs.get(r.dc as usize).cloned().unwrap_or_default(),
+                        host: host_rank.get(r.host as usize).copied().unwrap_or(u32::MAX),
+                        // A row whose dc is not in its group's list gets a number with no name,
+                        // which the compare drops and counts.
+                        dc: dc_of.get(r.dc as usize).copied().unwrap_or(u32::MAX),
                         ts: r.ts,
                     })
                     .collect()
             };
+            let baseline = convert(b);
+            let candidate = convert(c);
             Some(EndpointSamples {
                 endpoint: endpoint.to_owned(),
                 metric,
-                baseline: convert(b),
-                candidate: convert(c),
+                dcs,
+                baseline,
+                candidate,
             })
         })
         .collect()
@@ -646,16 +671,7 @@ impl Analyzer {
                 ..Default::default()
             };
             for g in groups {
-                for r in &g.rows {
-                    all.push(
-                        r.ts,
-                        r.cpu_ns,
-                        r.instructions,
-                        r.weight,
-                        g.hosts.get(r.host as usize).map_or("", String::as_str),
-                        g.dcs.get(r.dc as usize).map_or("", String::as_str),
-                    );
-                }
+                all.append(&g);
             }
             all
         };

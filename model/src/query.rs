@@ -265,6 +265,44 @@ impl CostSamples {
             dc,
         });
     }
+
+    /// Adds every row of `other`, renumbering its hosts and dcs into this one's lists (once
+    /// per name, not per row). A row whose host or dc is not in `other`'s lists gets the name "".
+    pub fn append(&mut self, other: &CostSamples) {
+        fn renumber(dict: &mut Vec<String>, names: &[String]) -> Vec<u32> {
+            names
+                .iter()
+                .map(|n| match dict.iter().position(|x| x == n) {
+                    Some(i) => i as u32,
+                    None => {
+                        dict.push(n.clone());
+                        dict.len() as u32 - 1
+                    }
+                })
+                .collect()
+        }
+        let hosts = renumber(&mut self.hosts, &other.hosts);
+        let dcs = renumber(&mut self.dcs, &other.dcs);
+        let unnamed = |dict: &mut Vec<String>| match dict.iter().position(String::is_empty) {
+            Some(i) => i as u32,
+            None => {
+                dict.push(String::new());
+                dict.len() as u32 - 1
+            }
+        };
+        self.rows.reserve(other.rows.len());
+        for r in &other.rows {
+            let host = match hosts.get(r.host as usize) {
+                Some(&h) => h,
+                None => unnamed(&mut self.hosts),
+            };
+            let dc = match dcs.get(r.dc as usize) {
+                Some(&d) => d,
+                None => unnamed(&mut self.dcs),
+            };
+            self.rows.push(CostRow { host, dc, ..*r });
+        }
+    }
 }
 
 /// `Store::endpoint_series`: every endpoint's series of a service in one query.
@@ -282,4 +320,28 @@ pub struct SeriesQuery {
 pub struct EndpointSeries {
     pub endpoint: String,
     pub points: Vec<TimeseriesPoint>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn append_renumbers_hosts_and_dcs_once() {
+        let mut a = CostSamples::default();
+        a.push(1, 10, None, 1.0, "h1", "fra");
+        let mut b = CostSamples::default();
+        b.push(2, 20, Some(5), 1.0, "h2", "iad");
+        b.push(3, 30, None, 2.0, "h1", "fra");
+        b.rows.push(CostRow {
+            host: 9,
+            dc: 9,
+            ..b.rows[0]
+        });
+        a.append(&b);
+        assert_eq!(a.hosts, ["h1", "h2", ""]);
+        assert_eq!(a.dcs, ["fra", "iad", ""]);
+        let ids: Vec<(i64, u32, u32)> = a.rows.iter().map(|r| (r.ts, r.host, r.dc)).collect();
+        assert_eq!(ids, [(1, 0, 0), (2, 1, 1), (3, 0, 0), (2, 2, 2)]);
+    }
 }

@@ -33,24 +33,29 @@ use crate::stats::benjamini_hochberg;
 
 pub use builds::{choose_builds, BuildTraffic};
 
-/// One request's cost, as the compare sees it.
-#[derive(Debug, Clone, PartialEq)]
+/// One request's cost, as the compare sees it. Hosts and dcs are numbers, so that millions of
+/// samples carry no strings.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sample {
     /// The metric per request (instructions or CPU nanoseconds); must be finite and `> 0`.
     pub value: f64,
     /// Inverse sampling rate; must be finite and `> 0`.
     pub weight: f64,
-    pub host: String,
-    pub dc: String,
+    /// The host that served it: samples of one arm with the same number come from one host
+    /// (the numbers of the two arms need not agree; a host's name is never reported).
+    pub host: u32,
+    /// Index of its dc in [`EndpointSamples::dcs`]; a sample with no such dc is dropped.
+    pub dc: u32,
     /// Unix nanoseconds; used only when clustering by time block.
     pub ts: i64,
 }
 
 /// Which measurement of a request is compared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
     /// Instructions per request (hardware counter); preferred: far less noisy than time.
+    #[default]
     Instructions,
     /// CPU nanoseconds per request.
     CpuNs,
@@ -81,12 +86,31 @@ impl Metric {
 }
 
 /// The samples of one endpoint in both builds.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct EndpointSamples {
     pub endpoint: String,
     pub metric: Metric,
+    /// Names of the dcs, indexed by [`Sample::dc`] in both arms.
+    pub dcs: Vec<String>,
     pub baseline: Vec<Sample>,
     pub candidate: Vec<Sample>,
+}
+
+/// Numbers strings in order of first appearance.
+#[derive(Debug, Default)]
+struct Interner<'a> {
+    ids: std::collections::HashMap<&'a str, u32>,
+    names: Vec<&'a str>,
+}
+
+impl<'a> Interner<'a> {
+    fn id(&mut self, name: &'a str) -> u32 {
+        let next = self.names.len() as u32;
+        *self.ids.entry(name).or_insert_with(|| {
+            self.names.push(name);
+            next
+        })
+    }
 }
 
 impl EndpointSamples {
@@ -96,24 +120,33 @@ impl EndpointSamples {
         baseline: &[RequestEvent],
         candidate: &[RequestEvent],
     ) -> EndpointSamples {
-        let metric = Metric::choose(baseline, candidate);
-        let convert = |events: &[RequestEvent]| {
+        fn convert<'a>(
+            events: &'a [RequestEvent],
+            metric: Metric,
+            dcs: &mut Interner<'a>,
+        ) -> Vec<Sample> {
+            let mut hosts = Interner::default();
             events
                 .iter()
                 .map(|e| Sample {
                     value: metric.value(e),
                     weight: e.weight,
-                    host: e.host.clone(),
-                    dc: e.dc.clone(),
+                    host: hosts.id(&e.host),
+                    dc: dcs.id(&e.dc),
                     ts: e.ts,
                 })
                 .collect()
-        };
+        }
+        let metric = Metric::choose(baseline, candidate);
+        let mut dcs = Interner::default();
+        let baseline = convert(baseline, metric, &mut dcs);
+        let candidate = convert(candidate, metric, &mut dcs);
         EndpointSamples {
             endpoint: endpoint.to_owned(),
             metric,
-            baseline: convert(baseline),
-            candidate: convert(candidate),
+            dcs: dcs.names.iter().map(|d| (*d).to_owned()).collect(),
+            baseline,
+            candidate,
         }
     }
 }

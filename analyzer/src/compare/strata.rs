@@ -60,37 +60,59 @@ struct Stratum {
     weight: f64,
 }
 
-type DcArms = BTreeMap<String, Arm>;
+/// Arms by dc rank (the dc's place among the distinct dc names, so that maps keyed by it run in
+/// name order).
+type DcArms = BTreeMap<u32, Arm>;
 
-/// (dc, host, time block).
-type ClusterKey<'a> = (&'a str, &'a str, i64);
+/// (dc rank, host, time block).
+type ClusterKey = (u32, u32, i64);
 
-fn build_arms(samples: &[Sample], cfg: &CompareConfig, dropped: &mut usize) -> DcArms {
-    let mut groups: BTreeMap<ClusterKey<'_>, Vec<(f64, f64)>> = BTreeMap::new();
+/// The distinct dc names, sorted, and each dc index's rank among them.
+fn dc_ranks(dcs: &[String]) -> (Vec<&str>, Vec<u32>) {
+    let mut names: Vec<&str> = dcs.iter().map(String::as_str).collect();
+    names.sort_unstable();
+    names.dedup();
+    let rank = dcs
+        .iter()
+        .map(|d| names.binary_search(&d.as_str()).unwrap_or(0) as u32)
+        .collect();
+    (names, rank)
+}
+
+fn build_arms(
+    samples: &[Sample],
+    rank: &[u32],
+    cfg: &CompareConfig,
+    dropped: &mut usize,
+) -> DcArms {
+    let mut groups: BTreeMap<ClusterKey, Vec<(f64, f64)>> = BTreeMap::new();
     for s in samples {
-        if !(s.value.is_finite() && s.value > 0.0 && s.weight.is_finite() && s.weight > 0.0) {
+        let valid = s.value.is_finite() && s.value > 0.0 && s.weight.is_finite() && s.weight > 0.0;
+        let Some(&dc) = rank.get(s.dc as usize).filter(|_| valid) else {
             *dropped += 1;
             continue;
-        }
+        };
         let block = match cfg.cluster_by {
             ClusterBy::Host => 0,
             ClusterBy::HostAndTimeBlock { block_ns } => s.ts.div_euclid(block_ns.max(1)),
         };
         groups
-            .entry((s.dc.as_str(), s.host.as_str(), block))
+            .entry((dc, s.host, block))
             .or_default()
             .push((s.value, s.weight));
     }
     let mut arms = DcArms::new();
     for ((dc, _, _), mut pairs) in groups {
-        let arm = arms.entry(dc.to_owned()).or_default();
+        let arm = arms.entry(dc).or_default();
         let raw_sum = pairs.iter().map(|p| p.0 * p.1).sum();
         let weight = pairs.iter().map(|p| p.1).sum();
+        // Sorted once: the arm's values take the cluster as a sorted run (the arm's sort below
+        // then only merges runs), and the logarithm keeps the order.
+        sort_pairs(&mut pairs);
         arm.values.extend_from_slice(&pairs);
         for p in &mut pairs {
             p.0 = p.0.ln();
         }
-        sort_pairs(&mut pairs);
         if let Some(loc) = weighted_trimmed_mean_sorted(&pairs, cfg.trim) {
             arm.clusters.push(Cluster {
                 weight,
@@ -109,13 +131,14 @@ fn build_arms(samples: &[Sample], cfg: &CompareConfig, dropped: &mut usize) -> D
 /// (`Same` or `NotEnoughData`) until [`super::compare_all`] applies BH.
 pub(super) fn compare_one(input: &EndpointSamples, cfg: &CompareConfig) -> Comparison {
     let mut dropped = 0;
-    let mut base = build_arms(&input.baseline, cfg, &mut dropped);
-    let mut cand = build_arms(&input.candidate, cfg, &mut dropped);
-    let mut dcs_skipped: Vec<String> = Vec::new();
-    let mut strata: BTreeMap<String, Stratum> = BTreeMap::new();
-    let all_dcs: Vec<String> = base.keys().chain(cand.keys()).cloned().collect();
+    let (dc_names, rank) = dc_ranks(&input.dcs);
+    let mut base = build_arms(&input.baseline, &rank, cfg, &mut dropped);
+    let mut cand = build_arms(&input.candidate, &rank, cfg, &mut dropped);
+    let mut skipped: Vec<u32> = Vec::new();
+    let mut strata: BTreeMap<u32, Stratum> = BTreeMap::new();
+    let all_dcs: Vec<u32> = base.keys().chain(cand.keys()).copied().collect();
     for dc in all_dcs {
-        if strata.contains_key(&dc) || dcs_skipped.contains(&dc) {
+        if strata.contains_key(&dc) || skipped.contains(&dc) {
             continue;
         }
         match (base.remove(&dc), cand.remove(&dc)) {
@@ -130,10 +153,11 @@ pub(super) fn compare_one(input: &EndpointSamples, cfg: &CompareConfig) -> Compa
                     },
                 );
             }
-            _ => dcs_skipped.push(dc),
+            _ => skipped.push(dc),
         }
     }
-    dcs_skipped.sort();
+    skipped.sort_unstable();
+    let name = |dc: &u32| dc_names.get(*dc as usize).map_or("", |n| n).to_owned();
     let total_weight: f64 = strata.values().map(|s| s.weight).sum();
     for s in strata.values_mut() {
         s.weight /= total_weight;
@@ -160,8 +184,8 @@ pub(super) fn compare_one(input: &EndpointSamples, cfg: &CompareConfig) -> Compa
         p_value: None,
         q_value: None,
         verdict: Verdict::NotEnoughData,
-        dcs: strata.keys().cloned().collect(),
-        dcs_skipped,
+        dcs: strata.keys().map(name).collect(),
+        dcs_skipped: skipped.iter().map(name).collect(),
     };
     if strata.is_empty() {
         return out;
@@ -210,7 +234,7 @@ pub(super) fn compare_one(input: &EndpointSamples, cfg: &CompareConfig) -> Compa
     out
 }
 
-fn log_mean_ratio(strata: &BTreeMap<String, Stratum>) -> f64 {
+fn log_mean_ratio(strata: &BTreeMap<u32, Stratum>) -> f64 {
     strata
         .values()
         .map(|s| s.weight * (s.candidate.mean() / s.baseline.mean()).ln())
@@ -247,7 +271,7 @@ fn studentized(effect: f64, var: f64) -> f64 {
 /// studentization keeps it valid when the arms' cluster sizes differ. Permutations are drawn
 /// in rounds and stop once the p-value is clearly above `alpha`, so only borderline and
 /// significant endpoints pay for the maximum.
-fn permutation_p(strata: &BTreeMap<String, Stratum>, observed: f64, cfg: &CompareConfig) -> f64 {
+fn permutation_p(strata: &BTreeMap<u32, Stratum>, observed: f64, cfg: &CompareConfig) -> f64 {
     let mut pools: Vec<(f64, usize, Vec<Cluster>)> = strata
         .values()
         .map(|s| {
@@ -286,7 +310,7 @@ fn permutation_p(strata: &BTreeMap<String, Stratum>, observed: f64, cfg: &Compar
 
 /// Percentile cluster-bootstrap intervals of the effect and of the ratio of means.
 fn bootstrap(
-    strata: &BTreeMap<String, Stratum>,
+    strata: &BTreeMap<u32, Stratum>,
     cfg: &CompareConfig,
 ) -> (Option<Interval>, Option<Interval>) {
     let iters = cfg.bootstrap_iterations;

@@ -3,21 +3,15 @@ use crate::rng::Rng;
 use crate::sim::Scenario;
 
 fn endpoint(scenario: &Scenario, seed: u64) -> EndpointSamples {
-    let (baseline, candidate) = scenario.generate(&mut Rng::new(seed));
-    EndpointSamples {
-        endpoint: "GET /x".to_owned(),
-        metric: Metric::Instructions,
-        baseline,
-        candidate,
-    }
+    scenario.endpoint(&mut Rng::new(seed), "GET /x")
 }
 
-fn sample(value: f64, host: &str, dc: &str) -> Sample {
+fn sample(value: f64, host: u32, dc: u32) -> Sample {
     Sample {
         value,
         weight: 1.0,
-        host: host.to_owned(),
-        dc: dc.to_owned(),
+        host,
+        dc,
         ts: 0,
     }
 }
@@ -86,24 +80,26 @@ fn empty_nan_and_one_sided_input_never_panic() {
     let empty = EndpointSamples {
         endpoint: "e".to_owned(),
         metric: Metric::CpuNs,
-        baseline: vec![],
-        candidate: vec![],
+        ..EndpointSamples::default()
     };
     let c = compare(&empty, &cfg).expect("valid config");
     assert_eq!(c.verdict, Verdict::NotEnoughData);
     let junk = EndpointSamples {
         endpoint: "e".to_owned(),
         metric: Metric::CpuNs,
+        dcs: vec!["a".to_owned(), "b".to_owned()],
         baseline: vec![
-            sample(f64::NAN, "h", "a"),
-            sample(-1.0, "h", "a"),
-            sample(0.0, "h", "a"),
+            sample(f64::NAN, 0, 0),
+            sample(-1.0, 0, 0),
+            sample(0.0, 0, 0),
+            // A dc index with no name.
+            sample(5.0, 0, 7),
         ],
-        candidate: vec![sample(f64::INFINITY, "h", "a"), sample(5.0, "h", "b")],
+        candidate: vec![sample(f64::INFINITY, 0, 0), sample(5.0, 0, 1)],
     };
     let c = compare(&junk, &cfg).expect("valid config");
     assert_eq!(c.verdict, Verdict::NotEnoughData);
-    assert_eq!(c.dropped, 4);
+    assert_eq!(c.dropped, 5);
     assert_eq!(c.dcs_skipped, vec!["b".to_owned()]);
     let json = serde_json::to_string(&c).expect("serialises");
     assert!(json.contains("\"not_enough_data\""), "{json}");
@@ -112,9 +108,10 @@ fn empty_nan_and_one_sided_input_never_panic() {
 #[test]
 fn dc_in_one_arm_only_is_reported_and_ignored() {
     let mut e = endpoint(&Scenario::typical(5_000, 1.0), 9);
+    e.dcs.push("new-dc".to_owned());
+    let new_dc = e.dcs.len() as u32 - 1;
     for i in 0..500 {
-        e.candidate
-            .push(sample(9e9, &format!("new{}", i % 7), "new-dc"));
+        e.candidate.push(sample(9e9, 1000 + i % 7, new_dc));
     }
     let c = compare(&e, &CompareConfig::default()).expect("valid config");
     assert_eq!(c.dcs_skipped, vec!["new-dc".to_owned()]);
@@ -137,6 +134,35 @@ fn bh_across_endpoints_fills_q_values() {
         let (p, q) = (c.p_value.unwrap_or(2.0), c.q_value.unwrap_or(-1.0));
         assert!(q >= p && q <= 1.0, "{c:?}");
     }
+}
+
+#[test]
+fn dcs_match_by_name_whatever_their_numbers() {
+    let s = Scenario::typical(5_000, 1.0);
+    let e = endpoint(&s, 12);
+    // The same data with the dc list reversed and the samples renumbered to match.
+    let n = e.dcs.len() as u32;
+    let renumber = |v: &[Sample]| -> Vec<Sample> {
+        v.iter()
+            .map(|x| Sample {
+                dc: n - 1 - x.dc,
+                ..*x
+            })
+            .collect()
+    };
+    let reversed = EndpointSamples {
+        dcs: e.dcs.iter().rev().cloned().collect(),
+        baseline: renumber(&e.baseline),
+        candidate: renumber(&e.candidate),
+        ..e.clone()
+    };
+    let cfg = CompareConfig::default();
+    let (a, b) = (
+        compare(&e, &cfg).expect("valid config"),
+        compare(&reversed, &cfg).expect("valid config"),
+    );
+    assert_eq!(a, b);
+    assert_eq!(a.dcs, vec!["fra", "iad", "sin"]);
 }
 
 #[test]
