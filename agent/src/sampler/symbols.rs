@@ -67,9 +67,22 @@ impl Symbols {
         let mut process = Process::new(Pid::from(self.pid));
         process.perf_map = true;
         let src = Source::Process(process.clone());
-        // Some system libraries' debug links cannot be read; their ELF symbols still can.
+        // Some system libraries' debug links cannot be read; their ELF symbols still can. And
+        // optimised builds often carry only line tables, whose function names are short
+        // (`price`); the ELF symbol has the whole path (`shop::cart::price`).
         process.debug_syms = false;
         let plain = Source::Process(process);
+        let elf: Vec<Option<String>> =
+            match self.symbolizer.symbolize(&plain, Input::AbsAddr(&missing)) {
+                Ok(found) => found
+                    .into_iter()
+                    .map(|s| match s {
+                        Symbolized::Sym(sym) => Some(sym.name.into_owned()),
+                        Symbolized::Unknown(_) => None,
+                    })
+                    .collect(),
+                Err(_) => vec![None; missing.len()],
+            };
         // One unreadable module fails a whole batch: then go address by address.
         let found = match self.symbolizer.symbolize(&src, Input::AbsAddr(&missing)) {
             Ok(found) => found,
@@ -85,10 +98,13 @@ impl Symbols {
         };
         for (i, addr) in missing.iter().enumerate() {
             let frames: Frames = match found.get(i) {
-                Some(Symbolized::Sym(sym)) => std::iter::once(sym.name.as_ref())
-                    .chain(sym.inlined.iter().map(|f| f.name.as_ref()))
-                    .map(|name| Arc::from(clean(name)))
-                    .collect(),
+                Some(Symbolized::Sym(sym)) => std::iter::once(outer_name(
+                    sym.name.as_ref(),
+                    elf.get(i).and_then(Option::as_deref),
+                ))
+                .chain(sym.inlined.iter().map(|f| f.name.as_ref()))
+                .map(|name| Arc::from(clean(name)))
+                .collect(),
                 _ => Arc::from([Arc::from("[unknown]")]),
             };
             self.cache.insert(*addr, frames);
@@ -98,6 +114,15 @@ impl Symbols {
     /// The cached frames of `addr` ([`Symbols::resolve`] it first).
     pub(crate) fn frames(&self, addr: u64) -> Option<&Frames> {
         self.cache.get(&addr)
+    }
+}
+
+/// The name of an address's outermost function: DWARF's, unless DWARF has only the short name
+/// (no `::`) and the ELF symbol is the same function with its path.
+fn outer_name<'a>(dwarf: &'a str, elf: Option<&'a str>) -> &'a str {
+    match elf {
+        Some(elf) if !dwarf.contains("::") && elf.ends_with(&format!("::{dwarf}")) => elf,
+        _ => dwarf,
     }
 }
 
@@ -144,5 +169,17 @@ mod tests {
         );
         assert_eq!(&*symbols.frames(1).expect("cached")[0], "[unknown]");
         assert_eq!(clean("<[u8; 4] as X>\n"), "<[u8, 4] as X> ");
+    }
+
+    #[test]
+    fn short_dwarf_names_take_the_elf_path() {
+        assert_eq!(
+            outer_name("price", Some("demo::shop::cart::price")),
+            "demo::shop::cart::price"
+        );
+        // A different function, or a DWARF name that has its path already: DWARF wins.
+        assert_eq!(outer_name("price", Some("demo::shop::cart::load")), "price");
+        assert_eq!(outer_name("a::price", Some("b::a::price")), "a::price");
+        assert_eq!(outer_name("main", None), "main");
     }
 }
