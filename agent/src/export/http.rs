@@ -14,16 +14,119 @@ use profwatch_model::RequestEvent;
 use super::{encode, ExportError, Exporter, WireFormat};
 use crate::error::AgentError;
 
+/// A collector's address and credentials, and one `POST` over plain HTTP/1.1: the one sender
+/// of the SDK's event exporter and of the sampler's profile sink.
+#[derive(Debug, Clone)]
+pub(crate) struct CollectorHttp {
+    /// `host:port` for connecting and for the `Host` header.
+    authority: String,
+    /// The URL's base path, without a trailing `/`.
+    base: String,
+    token: Option<String>,
+    timeout: Duration,
+}
+
+impl CollectorHttp {
+    /// `url` is `http://host[:port][/base]`.
+    pub(crate) fn new(url: &str, token: Option<String>) -> Result<CollectorHttp, AgentError> {
+        let (authority, base) = collector_address(url, token.as_deref())?;
+        Ok(CollectorHttp {
+            authority,
+            base,
+            token,
+            timeout: Duration::from_secs(10),
+        })
+    }
+
+    /// `{base}{path}`, the request target of `path` (which starts with `/`).
+    pub(crate) fn target(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends `body` to `target`; `Ok` on a 2xx answer.
+    pub(crate) fn post(
+        &self,
+        target: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<(), ExportError> {
+        let describe = || format!("collector http://{}{target}", self.authority);
+        let io = |source| ExportError::Io {
+            target: describe(),
+            source,
+        };
+        let mut stream = self.connect().map_err(io)?;
+        stream
+            .set_read_timeout(Some(self.timeout))
+            .and_then(|()| stream.set_write_timeout(Some(self.timeout)))
+            .map_err(io)?;
+        let mut head = format!(
+            "POST {target} HTTP/1.1\r\nHost: {}\r\nUser-Agent: profwatch-agent/{}\r\n\
+             Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n",
+            self.authority,
+            env!("CARGO_PKG_VERSION"),
+            body.len(),
+        );
+        if let Some(token) = &self.token {
+            head.push_str("Authorization: Bearer ");
+            head.push_str(token);
+            head.push_str("\r\n");
+        }
+        head.push_str("\r\n");
+        stream
+            .write_all(head.as_bytes())
+            .and_then(|()| stream.write_all(body))
+            .map_err(io)?;
+
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        reader.read_line(&mut line).map_err(io)?;
+        let status = parse_status_line(&line).ok_or_else(|| ExportError::BadResponse {
+            target: describe(),
+            line: line.trim_end().chars().take(100).collect(),
+        })?;
+        if (200..300).contains(&status) {
+            return Ok(());
+        }
+        let mut rest = Vec::new();
+        // Best effort: the message is only for the log.
+        let _ = reader.take(4096).read_to_end(&mut rest);
+        let rest = String::from_utf8_lossy(&rest);
+        let message = rest
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, body)| body)
+            .trim()
+            .chars()
+            .take(300)
+            .collect();
+        Err(ExportError::Status {
+            target: describe(),
+            status,
+            message,
+        })
+    }
+
+    fn connect(&self) -> std::io::Result<TcpStream> {
+        let mut last = None;
+        for addr in self.authority.to_socket_addrs()? {
+            match TcpStream::connect_timeout(&addr, self.timeout) {
+                Ok(stream) => return Ok(stream),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no address for the host")
+        }))
+    }
+}
+
 /// Posts batches to a collector.
 #[derive(Debug, Clone)]
 pub struct HttpExporter {
-    /// `host:port` for connecting and for the `Host` header.
-    authority: String,
+    http: CollectorHttp,
     /// The request target, e.g. `/api/v1/events`.
     target: String,
     format: WireFormat,
-    token: Option<String>,
-    timeout: Duration,
 }
 
 /// Splits a collector URL `http://host[:port][/base]` into `host:port` (port 80 by default)
@@ -65,99 +168,20 @@ impl HttpExporter {
         format: WireFormat,
         token: Option<String>,
     ) -> Result<HttpExporter, AgentError> {
-        let (authority, base) = collector_address(url, token.as_deref())?;
+        let http = CollectorHttp::new(url, token)?;
         Ok(HttpExporter {
-            authority,
-            target: format!("{base}/api/v1/events"),
+            target: http.target("/api/v1/events"),
+            http,
             format,
-            token,
-            timeout: Duration::from_secs(10),
         })
-    }
-
-    fn describe(&self) -> String {
-        format!("collector http://{}{}", self.authority, self.target)
-    }
-
-    fn io_error(&self, source: std::io::Error) -> ExportError {
-        ExportError::Io {
-            target: self.describe(),
-            source,
-        }
-    }
-
-    fn connect(&self) -> Result<TcpStream, ExportError> {
-        let addrs = self
-            .authority
-            .to_socket_addrs()
-            .map_err(|e| self.io_error(e))?;
-        let mut last = None;
-        for addr in addrs {
-            match TcpStream::connect_timeout(&addr, self.timeout) {
-                Ok(stream) => return Ok(stream),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(self.io_error(last.unwrap_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::NotFound, "no address for the host")
-        })))
     }
 }
 
 impl Exporter for HttpExporter {
     fn export(&mut self, events: &[RequestEvent]) -> Result<(), ExportError> {
         let body = encode(events, self.format);
-        let mut stream = self.connect()?;
-        stream
-            .set_read_timeout(Some(self.timeout))
-            .and_then(|()| stream.set_write_timeout(Some(self.timeout)))
-            .map_err(|e| self.io_error(e))?;
-        let mut head = format!(
-            "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: profwatch-agent/{}\r\n\
-             Content-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
-            self.target,
-            self.authority,
-            env!("CARGO_PKG_VERSION"),
-            self.format.content_type(),
-            body.len(),
-        );
-        if let Some(token) = &self.token {
-            head.push_str("Authorization: Bearer ");
-            head.push_str(token);
-            head.push_str("\r\n");
-        }
-        head.push_str("\r\n");
-        stream
-            .write_all(head.as_bytes())
-            .and_then(|()| stream.write_all(&body))
-            .map_err(|e| self.io_error(e))?;
-
-        let mut reader = BufReader::new(stream);
-        let mut line = String::new();
-        reader.read_line(&mut line).map_err(|e| self.io_error(e))?;
-        let status = parse_status_line(&line).ok_or_else(|| ExportError::BadResponse {
-            target: self.describe(),
-            line: line.trim_end().chars().take(100).collect(),
-        })?;
-        if (200..300).contains(&status) {
-            return Ok(());
-        }
-        let mut rest = Vec::new();
-        // Best effort: the message is only for the log.
-        let _ = reader.take(4096).read_to_end(&mut rest);
-        let rest = String::from_utf8_lossy(&rest);
-        let message = rest
-            .split_once("\r\n\r\n")
-            .map_or("", |(_, body)| body)
-            .trim()
-            .chars()
-            .take(300)
-            .collect();
-        Err(ExportError::Status {
-            target: self.describe(),
-            status,
-            message,
-        })
+        self.http
+            .post(&self.target, self.format.content_type(), &body)
     }
 }
 
@@ -180,12 +204,12 @@ mod tests {
         let e = HttpExporter::new("http://collector:4040/base/", WireFormat::Ndjson, None)
             .expect("valid");
         assert_eq!(
-            (e.authority.as_str(), e.target.as_str()),
+            (e.http.authority.as_str(), e.target.as_str()),
             ("collector:4040", "/base/api/v1/events")
         );
         let e = HttpExporter::new("http://collector", WireFormat::Ndjson, None).expect("valid");
         assert_eq!(
-            (e.authority.as_str(), e.target.as_str()),
+            (e.http.authority.as_str(), e.target.as_str()),
             ("collector:80", "/api/v1/events")
         );
         assert!(HttpExporter::new("https://c", WireFormat::Ndjson, None).is_err());

@@ -8,7 +8,7 @@
 //! sidecar so both speak exactly the same bytes.
 
 mod http;
-pub(crate) use http::collector_address;
+pub(crate) use http::CollectorHttp;
 mod memory;
 mod unix;
 pub(crate) mod worker;

@@ -9,8 +9,7 @@
 //! parts in one frame (`agent/PROTOCOL.md`); a profile too large for one frame is split by
 //! stacks into several frames with the same labels and time.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,6 +18,7 @@ use std::time::Duration;
 use profwatch_model::profile::ProfileBatch;
 
 use crate::error::{AgentError, ExportError};
+use crate::export::CollectorHttp;
 
 /// Something that delivers profiles (one per label set and interval).
 pub trait ProfileSink: Send + 'static {
@@ -69,97 +69,14 @@ impl ProfileSink for MemorySink {
 /// Posts each profile to the collector as folded text, over plain HTTP/1.1.
 #[derive(Debug, Clone)]
 pub struct CollectorSink {
-    authority: String,
-    base: String,
-    token: Option<String>,
-    timeout: Duration,
+    http: CollectorHttp,
 }
 
 impl CollectorSink {
     /// `url` is `http://host[:port][/base]`, as for the SDK's event exporter.
     pub fn new(url: &str, token: Option<String>) -> Result<CollectorSink, AgentError> {
-        let (authority, base) = crate::export::collector_address(url, token.as_deref())?;
         Ok(CollectorSink {
-            authority,
-            base,
-            token,
-            timeout: Duration::from_secs(10),
-        })
-    }
-
-    fn post(&self, target: &str, body: &[u8]) -> Result<(), ExportError> {
-        let describe = || format!("collector http://{}{}", self.authority, target);
-        let io = |source| ExportError::Io {
-            target: describe(),
-            source,
-        };
-        let addrs = self.authority.to_socket_addrs().map_err(io)?;
-        let mut stream = None;
-        let mut last = None;
-        for addr in addrs {
-            match TcpStream::connect_timeout(&addr, self.timeout) {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        let mut stream = stream.ok_or_else(|| {
-            io(last.unwrap_or_else(|| {
-                std::io::Error::new(std::io::ErrorKind::NotFound, "no address for the host")
-            }))
-        })?;
-        stream
-            .set_read_timeout(Some(self.timeout))
-            .and_then(|()| stream.set_write_timeout(Some(self.timeout)))
-            .map_err(io)?;
-        let mut head = format!(
-            "POST {target} HTTP/1.1\r\nHost: {}\r\nUser-Agent: profwatch-agent/{}\r\n\
-             Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n",
-            self.authority,
-            env!("CARGO_PKG_VERSION"),
-            body.len(),
-        );
-        if let Some(token) = &self.token {
-            head.push_str("Authorization: Bearer ");
-            head.push_str(token);
-            head.push_str("\r\n");
-        }
-        head.push_str("\r\n");
-        stream
-            .write_all(head.as_bytes())
-            .and_then(|()| stream.write_all(body))
-            .map_err(io)?;
-        let mut reader = BufReader::new(stream);
-        let mut line = String::new();
-        reader.read_line(&mut line).map_err(io)?;
-        let status = line
-            .split_ascii_whitespace()
-            .nth(1)
-            .filter(|_| line.starts_with("HTTP/1."))
-            .and_then(|c| c.parse::<u16>().ok())
-            .ok_or_else(|| ExportError::BadResponse {
-                target: describe(),
-                line: line.trim_end().chars().take(100).collect(),
-            })?;
-        if (200..300).contains(&status) {
-            return Ok(());
-        }
-        let mut rest = Vec::new();
-        // Best effort: the message is only for the log.
-        let _ = reader.take(4096).read_to_end(&mut rest);
-        let rest = String::from_utf8_lossy(&rest);
-        Err(ExportError::Status {
-            target: describe(),
-            status,
-            message: rest
-                .split_once("\r\n\r\n")
-                .map_or("", |(_, b)| b)
-                .trim()
-                .chars()
-                .take(300)
-                .collect(),
+            http: CollectorHttp::new(url, token)?,
         })
     }
 }
@@ -167,12 +84,12 @@ impl CollectorSink {
 impl ProfileSink for CollectorSink {
     fn export(&mut self, profiles: &[ProfileBatch], frequency_hz: u32) -> Result<(), ExportError> {
         for profile in profiles {
-            let target = format!(
-                "{}/api/v1/profiles?{}",
-                self.base,
+            let target = self.http.target(&format!(
+                "/api/v1/profiles?{}",
                 query(profile, frequency_hz)
-            );
-            self.post(&target, folded(profile).as_bytes())?;
+            ));
+            self.http
+                .post(&target, "text/plain", folded(profile).as_bytes())?;
         }
         Ok(())
     }
@@ -322,6 +239,7 @@ fn encode(s: &str) -> String {
 mod tests {
     use super::*;
     use profwatch_model::profile::{SampleLabels, StackSample};
+    use std::io::Read;
 
     #[test]
     fn query_and_folded_body() {
