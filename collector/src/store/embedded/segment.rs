@@ -38,7 +38,8 @@ const SCHEMA: &str = "message profwatch_segment {
   required int64 wall_ns;
   required double weight;
 }";
-const ROW_GROUP: usize = 256 * 1024;
+/// Rows per row group (small in unit tests, so that their segments have several).
+const ROW_GROUP: usize = if cfg!(test) { 4096 } else { 256 * 1024 };
 pub(super) const KEY_SERIES: &str = "profwatch.series";
 pub(super) const KEY_MIN_TS: &str = "profwatch.min_ts";
 pub(super) const KEY_MAX_TS: &str = "profwatch.max_ts";
@@ -92,10 +93,59 @@ pub struct SegmentMeta {
     /// The file's Parquet metadata without our key-value entries (the series dictionary alone
     /// takes megabytes), parsed by the first scan so that later scans skip the footer.
     parquet: OnceLock<Arc<ParquetMetaData>>,
+    /// Per-series totals, by series index, once a query has computed them.
+    totals: OnceLock<Arc<Vec<SeriesTotals>>>,
     obsolete: AtomicBool,
 }
 
+/// What a query that only counts requests needs of one series of a segment.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SeriesTotals {
+    pub rows: u64,
+    pub weight: f64,
+    /// First and last `ts` (meaningless when `rows` is 0).
+    pub first: i64,
+    pub last: i64,
+}
+
+impl SeriesTotals {
+    pub fn add(&mut self, ts: i64, weight: f64) {
+        if self.rows == 0 {
+            (self.first, self.last) = (ts, ts);
+        } else {
+            self.first = self.first.min(ts);
+            self.last = self.last.max(ts);
+        }
+        self.rows += 1;
+        self.weight += weight;
+    }
+
+    pub fn merge(&mut self, other: &SeriesTotals) {
+        if other.rows == 0 {
+            return;
+        }
+        if self.rows == 0 {
+            *self = *other;
+            return;
+        }
+        self.first = self.first.min(other.first);
+        self.last = self.last.max(other.last);
+        self.rows += other.rows;
+        self.weight += other.weight;
+    }
+}
+
 impl SegmentMeta {
+    /// The per-series totals, if a query computed them.
+    pub fn totals(&self) -> Option<Arc<Vec<SeriesTotals>>> {
+        self.totals.get().cloned()
+    }
+
+    /// Keeps per-series totals (the first ones kept win; the rows never change).
+    pub fn keep_totals(&self, totals: Vec<SeriesTotals>) -> Arc<Vec<SeriesTotals>> {
+        self.totals.get_or_init(|| Arc::new(totals)).clone()
+    }
+
     /// Rows of both kinds (events and stack samples).
     pub fn total_rows(&self) -> u64 {
         self.rows + self.profile.as_ref().map_or(0, |p| p.rows)
@@ -210,8 +260,19 @@ pub fn write(
         profile: attached.profile,
         keys: attached.keys,
         parquet: OnceLock::new(),
+        totals: OnceLock::from(Arc::new(series_totals(rows, series.len()))),
         obsolete: AtomicBool::new(false),
     })
+}
+
+fn series_totals(rows: &Rows, series: usize) -> Vec<SeriesTotals> {
+    let mut out = vec![SeriesTotals::default(); series];
+    for i in 0..rows.len() {
+        if let Some(t) = out.get_mut(rows.series[i] as usize) {
+            t.add(rows.ts[i], rows.weight[i]);
+        }
+    }
+    out
 }
 
 fn write_row_group(
@@ -299,6 +360,7 @@ pub fn open(
             None => Vec::new(),
         },
         parquet: OnceLock::new(),
+        totals: OnceLock::new(),
         obsolete: AtomicBool::new(false),
     })
 }
@@ -367,6 +429,56 @@ pub struct Projection {
     pub no_costs: bool,
 }
 
+/// Which row groups a scan may skip: those whose statistics show no wanted series (a segment's
+/// rows are sorted by series, and series by key, so one endpoint's rows sit in a few groups) or
+/// no time in the range. The default skips nothing.
+#[derive(Debug, Clone, Default)]
+pub struct Skip {
+    /// `wanted_below[i]`: wanted series with an index below `i`.
+    wanted_below: Option<Vec<u32>>,
+    range: Option<(i64, i64)>,
+}
+
+impl Skip {
+    /// Keeps row groups that may hold a series `wanted` says yes to, at a time in
+    /// `from..to`.
+    pub fn new(wanted: impl IntoIterator<Item = bool>, from: i64, to: i64) -> Skip {
+        let mut below = vec![0u32];
+        let mut n = 0u32;
+        for w in wanted {
+            n += u32::from(w);
+            below.push(n);
+        }
+        Skip {
+            wanted_below: Some(below),
+            range: Some((from, to)),
+        }
+    }
+
+    fn skips(&self, rg: &parquet::file::metadata::RowGroupMetaData) -> bool {
+        use parquet::file::statistics::Statistics;
+        let bounds = |c: usize| match rg.column(c).statistics() {
+            Some(Statistics::Int32(s)) => {
+                Some((i64::from(*s.min_opt()?), i64::from(*s.max_opt()?)))
+            }
+            Some(Statistics::Int64(s)) => Some((*s.min_opt()?, *s.max_opt()?)),
+            _ => None,
+        };
+        if let (Some((from, to)), Some((lo, hi))) = (self.range, bounds(col::TS)) {
+            if hi < from || lo >= to {
+                return true;
+            }
+        }
+        if let (Some(below), Some((lo, hi))) = (&self.wanted_below, bounds(col::SERIES)) {
+            let at = |i: i64| below[(i.max(0) as usize).min(below.len() - 1)];
+            if lo >= 0 && hi >= lo && at(hi + 1) == at(lo) {
+                return true;
+            }
+        }
+        false
+    }
+}
+
 /// Row groups in a segment of `rows` rows.
 pub fn row_groups(rows: u64) -> usize {
     (rows as usize).div_ceil(ROW_GROUP).max(1)
@@ -378,14 +490,16 @@ pub fn scan(
     projection: Projection,
     f: impl FnMut(&Rows),
 ) -> Result<(), StoreError> {
-    scan_part(seg, projection, 0, 1, f)
+    scan_part(seg, projection, &Skip::default(), 0, 1, f)
 }
 
 /// Like [`scan`], for part `part` of `parts` contiguous runs of row groups only, so that
-/// several threads can share one segment; the parts in order hold the rows in file order.
+/// several threads can share one segment (the parts in order hold the rows in file order), and
+/// leaving out the row groups `skip` rules out.
 pub fn scan_part(
     seg: &SegmentMeta,
     projection: Projection,
+    skip: &Skip,
     part: usize,
     parts: usize,
     mut f: impl FnMut(&Rows),
@@ -419,6 +533,9 @@ pub fn scan_part(
     let mut rows = Rows::default();
     let mut scratch = Scratch::default();
     for g in groups * part / parts..groups * (part + 1) / parts {
+        if skip.skips(meta.row_group(g)) {
+            continue;
+        }
         let rg = SerializedRowGroupReader::new(
             file.clone(),
             meta.row_group(g),
