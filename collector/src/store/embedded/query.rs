@@ -2,6 +2,7 @@
 //! is mapped to an output group through a per-source lookup table, and the groups accumulate in
 //! bounded-size [`CostAccumulator`]s. Sources are scanned in parallel and merged.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
@@ -29,16 +30,18 @@ pub enum Source {
 }
 
 impl Source {
-    fn keys(&self) -> Vec<Arc<SeriesKey>> {
+    /// The series dictionary (copied only for the active memtable, which may grow meanwhile).
+    fn keys(&self) -> Cow<'_, [Arc<SeriesKey>]> {
         match self {
-            Source::Active(m) => m
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .dict
-                .keys
-                .clone(),
-            Source::Frozen(m) => m.dict.keys.clone(),
-            Source::Segment(s) => s.series.clone(),
+            Source::Active(m) => Cow::Owned(
+                m.read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .dict
+                    .keys
+                    .clone(),
+            ),
+            Source::Frozen(m) => Cow::Borrowed(&m.dict.keys),
+            Source::Segment(s) => Cow::Borrowed(&s.series),
         }
     }
 
@@ -56,7 +59,7 @@ impl Source {
                 .as_ref()
                 .map(|p| p.series.clone())
                 .unwrap_or_default(),
-            other => other.keys(),
+            other => other.keys().into_owned(),
         }
     }
 
@@ -164,10 +167,24 @@ fn group_maps(
 struct Groups {
     ids: HashMap<(String, Option<String>), u32>,
     names: Vec<(String, Option<String>)>,
+    /// The last id given: series come sorted by key, so neighbours mostly share their group.
+    last: Option<u32>,
 }
 
 impl Groups {
     fn id(&mut self, first: &str, second: Option<&str>) -> u32 {
+        if let Some(last) = self.last {
+            let (f, s) = &self.names[last as usize];
+            if f == first && s.as_deref() == second {
+                return last;
+            }
+        }
+        let id = self.lookup(first, second);
+        self.last = Some(id);
+        id
+    }
+
+    fn lookup(&mut self, first: &str, second: Option<&str>) -> u32 {
         if let Some(id) = self.ids.get(&(first.to_owned(), second.map(str::to_owned))) {
             return *id;
         }
@@ -582,11 +599,29 @@ fn scan_bucketed(
     threads: usize,
 ) -> Result<HashMap<(u32, i64), CostAccumulator>, StoreError> {
     let step = step.max(1);
+    // Accumulators are found through a dense (group, bucket) table when it is small enough,
+    // else through the map itself.
+    let groups = maps
+        .iter()
+        .flatten()
+        .flatten()
+        .max()
+        .map_or(0, |g| *g as usize + 1);
+    let first = range.from.div_euclid(step);
+    let span = i128::from(range.to.saturating_sub(1).div_euclid(step)) - i128::from(first) + 1;
+    let buckets = usize::try_from(span.max(0)).unwrap_or(usize::MAX);
+    let dense = groups.saturating_mul(buckets) <= 1 << 22;
     parallel(
         &wanted(sources, maps, range),
         threads,
         |w: &Work<'_, u32>, part, parts, acc: &mut HashMap<(u32, i64), CostAccumulator>| {
             let map = w.map;
+            let mut slots: Vec<u32> = if dense {
+                vec![u32::MAX; groups * buckets]
+            } else {
+                Vec::new()
+            };
+            let mut local: Vec<((u32, i64), CostAccumulator)> = Vec::new();
             w.src
                 .for_each_chunk_part(part, parts, Projection::default(), &w.skip, |rows| {
                     for i in 0..rows.len() {
@@ -597,14 +632,29 @@ fn scan_bucketed(
                         let Some(Some(g)) = map.get(rows.series[i] as usize) else {
                             continue;
                         };
-                        let bucket = ts.div_euclid(step) * step;
-                        acc.entry((*g, bucket)).or_default().add(
-                            rows.cpu_ns[i],
-                            rows.instructions[i],
-                            rows.weight[i],
-                        );
+                        let b = ts.div_euclid(step);
+                        let a = if dense {
+                            let slot = &mut slots[*g as usize * buckets + (b - first) as usize];
+                            if *slot == u32::MAX {
+                                *slot = local.len() as u32;
+                                local.push(((*g, b * step), CostAccumulator::default()));
+                            }
+                            &mut local[*slot as usize].1
+                        } else {
+                            acc.entry((*g, b * step)).or_default()
+                        };
+                        a.add(rows.cpu_ns[i], rows.instructions[i], rows.weight[i]);
                     }
-                })
+                })?;
+            for (key, a) in local {
+                match acc.entry(key) {
+                    std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().merge(&a),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(a);
+                    }
+                }
+            }
+            Ok(())
         },
     )
 }
@@ -841,7 +891,7 @@ pub fn cost_samples(
     q: &CostSamplesQuery,
     threads: usize,
 ) -> Result<Vec<CostSamples>, StoreError> {
-    let keys: Vec<Vec<Arc<SeriesKey>>> = sources.iter().map(Source::keys).collect();
+    let keys: Vec<Cow<'_, [Arc<SeriesKey>]>> = sources.iter().map(Source::keys).collect();
     let mut out: Vec<CostSamples> = Vec::new();
     let mut group_ids: HashMap<(&str, &str), u32> = HashMap::new();
     // Host and dc indices within each group.
@@ -921,13 +971,21 @@ pub fn cost_samples(
             Ok(rows_of)
         },
     )?;
+    let mut parts = parts;
     for (g, group) in out.iter_mut().enumerate() {
-        let len = parts.iter().map(|p| p.get(g).map_or(0, Vec::len)).sum();
-        group.rows.reserve_exact(len);
-        for p in &parts {
-            if let Some(v) = p.get(g) {
-                group.rows.extend_from_slice(v);
-            }
+        // One endpoint's rows mostly come from one part (they sit together in a segment): that
+        // part's vector is taken as it is.
+        let mut from: Vec<&mut Vec<CostRow>> = parts
+            .iter_mut()
+            .filter_map(|p| p.get_mut(g).filter(|v| !v.is_empty()))
+            .collect();
+        if from.len() == 1 {
+            group.rows = std::mem::take(from[0]);
+            continue;
+        }
+        group.rows.reserve_exact(from.iter().map(|v| v.len()).sum());
+        for v in from {
+            group.rows.append(v);
         }
     }
     out.retain(|g| !g.rows.is_empty());
@@ -1022,6 +1080,18 @@ mod tests {
             })
             .await
             .expect("timeseries");
+        // Millisecond buckets over the range: too many for the dense table.
+        let fine = store
+            .timeseries(&TimeseriesQuery {
+                tenant: tenant.clone(),
+                service: "svc2".into(),
+                endpoint: "GET /4".into(),
+                range,
+                step: 1_000_000,
+                group_by: GroupBy::Build,
+            })
+            .await
+            .expect("timeseries");
         let services = store
             .services(&ServicesQuery {
                 tenant: tenant.clone(),
@@ -1041,7 +1111,7 @@ mod tests {
             .iter()
             .map(|c| (c.endpoint.as_str(), c.build.as_str(), c.rows.len()))
             .collect();
-        format!("{services:?} {builds:?} {rows:?} {series:?}")
+        format!("{services:?} {builds:?} {rows:?} {series:?} {fine:?}")
     }
 
     /// Counting queries read a segment's per-series totals when their range covers it, and
