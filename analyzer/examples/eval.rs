@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use profwatch_analyzer::attribution::{attribute, culprits, Snapshot};
+use profwatch_analyzer::attribution::{attribute, culprits, CostRatio, Snapshot};
 use profwatch_analyzer::changepoint::{detect, ChangepointConfig};
 use profwatch_analyzer::compare::{compare, CompareConfig, Comparison, Sample, Verdict};
 use profwatch_analyzer::rng::Rng;
@@ -351,6 +351,15 @@ fn snapshots(
     )
 }
 
+/// The compare's interval of the cost ratio, as the pass gives it to attribution.
+fn ratio(c: &Comparison) -> Option<CostRatio> {
+    c.ratio_of_means_ci.map(|i| CostRatio {
+        low: i.low,
+        high: i.high,
+        confidence: c.confidence,
+    })
+}
+
 fn pct(a: usize, b: usize) -> String {
     if b == 0 {
         "-".to_owned()
@@ -366,7 +375,8 @@ fn cost_shifts(cfg: &CompareConfig) {
         "{reps} cases per kind and volume: requests A/A ({requests} per arm, the data above), a \
          generated profile of 200-2000 functions with Poisson sample counts, the shifted cost drawn \
          where the time is; culprits = culprits(attribute(.., {Z}), {CULPRITS}) with the compare's \
-         mean costs, computed for every case (the pass computes them only for regressions)."
+         mean costs and ratio interval, computed for every case (the pass computes them only for \
+         regressions)."
     );
     println!(
         "| shift | samples per arm | median cost moved | regression verdict | some culprit | \
@@ -401,7 +411,7 @@ fn cost_shifts(cfg: &CompareConfig) {
             for (r, (c, t, change)) in cases.iter().enumerate() {
                 let mut rng = Rng::new(400_000 + (k * 10_000 + v * 1000 + r) as u64);
                 let (b, n) = snapshots(t, &change.tree, samples, c, &mut rng);
-                let deltas = attribute(&b, &n, Z);
+                let deltas = attribute(&b, &n, ratio(c), Z);
                 let named = culprits(&deltas, CULPRITS);
                 any += usize::from(!named.is_empty());
                 gained += usize::from(named.iter().any(|d| d.function == change.gained));
@@ -464,7 +474,7 @@ fn regression_with_shift(cfg: &CompareConfig) {
             for (r, (c, t, both, gained)) in cases.iter().enumerate() {
                 let mut rng = Rng::new(800_000 + (k * 10_000 + v * 1000 + r) as u64);
                 let (b, n) = snapshots(t, &both.tree, samples, c, &mut rng);
-                let deltas = attribute(&b, &n, Z);
+                let deltas = attribute(&b, &n, ratio(c), Z);
                 let named = culprits(&deltas, CULPRITS);
                 first += usize::from(named.first().is_some_and(|d| d.function == both.gained));
                 receiver += usize::from(named.iter().any(|d| &d.function == gained));
@@ -479,22 +489,54 @@ fn regression_with_shift(cfg: &CompareConfig) {
     }
 }
 
+/// Which function an attribution case makes more expensive.
+#[derive(Clone, Copy)]
+enum Target {
+    /// Drawn in proportion to self cost.
+    WhereTheTimeIs,
+    /// The one with the most self cost.
+    Largest,
+}
+
+impl Target {
+    fn name(self) -> &'static str {
+        match self {
+            Target::WhereTheTimeIs => "where the time is",
+            Target::Largest => "the largest",
+        }
+    }
+
+    fn pick(self, t: &CallTree, rng: &mut Rng) -> usize {
+        match self {
+            Target::WhereTheTimeIs => t.pick_function(rng),
+            Target::Largest => t.largest_function(),
+        }
+    }
+}
+
 fn attribution(cfg: &CompareConfig) {
     println!("\n## Attribution (one function made more expensive; is it named first?)");
     println!(
-        "Per case: a generated profile of 200-2000 functions; the function made more expensive is \
-         drawn where the time is (probability proportional to self cost) and its self cost rises by \
-         the endpoint-level effect; requests of the typical scenario with that effect; Poisson \
-         sample counts at 99 Hz x requests x CPU per request. Rates are over the cases the compare \
-         detected (verdict regression); culprits as in the pass."
+        "Per case: a generated profile of 200-2000 functions; the function made more expensive \
+         (drawn where the time is, in proportion to self cost, or the largest one) has its self cost \
+         raised by the endpoint-level effect; requests of the typical scenario with that effect; \
+         Poisson sample counts at 99 Hz x requests x CPU per request. Rates are over the cases the \
+         compare detected (verdict regression); culprits as in the pass."
     );
     println!(
-        "| requests per arm | samples per arm | effect | cases | detected | named first by culprits() | \
+        "| function | requests per arm | samples per arm | effect | cases | detected | named first by culprits() | \
          in culprits' top 3 | another function named first | no culprit | first by attribute() |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let effects = [0.02, 0.05, 0.10];
-    for (requests, reps, volumes) in [(10_000, 200, &CPU_MS[..]), (100_000, 50, &CPU_MS[1..2])] {
+    // (which function, requests per arm, cases, CPU ms per request)
+    let runs: [(Target, usize, usize, &[f64]); 3] = [
+        (Target::WhereTheTimeIs, 10_000, 200, &CPU_MS[..]),
+        (Target::WhereTheTimeIs, 100_000, 50, &CPU_MS[1..2]),
+        (Target::Largest, 10_000, 200, &CPU_MS[..2]),
+    ];
+    for (j, (target, requests, reps, volumes)) in runs.into_iter().enumerate() {
+        let which = target.name();
         for (k, &effect) in effects.iter().enumerate() {
             let s = Scenario::typical(requests, 1.0 + effect);
             let cases: Vec<_> = (0..reps)
@@ -503,7 +545,7 @@ fn attribution(cfg: &CompareConfig) {
                     let c = comparison(&s, seed, cfg);
                     let mut rng = Rng::new(seed);
                     let t = tree(&mut rng);
-                    let f = t.pick_function(&mut rng);
+                    let f = target.pick(&t, &mut rng);
                     let change = t.regress(f, effect);
                     (c, t, change)
                 })
@@ -516,9 +558,9 @@ fn attribution(cfg: &CompareConfig) {
                 let samples = samples_per_arm(requests, ms);
                 let (mut first, mut top3, mut wrong, mut none, mut top_delta) = (0, 0, 0, 0, 0);
                 for (r, (c, t, change)) in detected.iter().enumerate() {
-                    let mut rng = Rng::new(600_000 + (k * 10_000 + v * 1000 + r) as u64);
-                    let (b, n) = snapshots(t, &change.tree, samples, c, &mut rng);
-                    let deltas = attribute(&b, &n, Z);
+                    let seed = 600_000 + (j * 100_000 + k * 10_000 + v * 1000 + r) as u64;
+                    let (b, n) = snapshots(t, &change.tree, samples, c, &mut Rng::new(seed));
+                    let deltas = attribute(&b, &n, ratio(c), Z);
                     let named = culprits(&deltas, CULPRITS);
                     let at = named.iter().position(|d| d.function == change.gained);
                     first += usize::from(at == Some(0));
@@ -530,7 +572,7 @@ fn attribution(cfg: &CompareConfig) {
                 }
                 let d = detected.len();
                 println!(
-                    "| {requests} | {samples:.0} | +{:.0}% | {reps} | {d} | {} | {} | {} | {} | {} |",
+                    "| {which} | {requests} | {samples:.0} | +{:.0}% | {reps} | {d} | {} | {} | {} | {} | {} |",
                     effect * 100.0,
                     pct(first, d),
                     pct(top3, d),

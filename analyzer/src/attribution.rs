@@ -9,16 +9,23 @@
 //! snapshots as independent, and ignores the error of the mean cost.
 //!
 //! A *culprit* is a function whose self cost rose, and
-//! - whose share of the samples rose significantly: an exact one-sided test of its self count
-//!   given its samples in both snapshots (sample counts are Poisson, so that split is binomial),
-//!   then weighted Benjamini-Hochberg at [`CULPRIT_FDR`] across the functions whose counts can
-//!   reach that level at all, each weighted by its share of their pooled samples. Testing
-//!   shares, not costs, keeps the error of the mean costs (which moves every function's cost
-//!   together) out of the decision; the correction keeps the hundreds of functions of a profile
-//!   from yielding noise culprits; the weights spend the level where the time is, where a rise
-//!   is hardest to see (a small function that makes a visible regression grows many times
-//!   over, which its own test sees plainly). The weights depend only on the pooled counts the
-//!   test conditions on, so the FDR holds;
+//! - whose rise is significant: with 100 self samples or more and the compare's interval of
+//!   the cost ratio (candidate over baseline), a one-sided test of `r·q − p` (the function's
+//!   cost change in baseline units: `p`, `q` its self shares, `r` the ratio) over a standard
+//!   error that counts both shares' binomial error and the ratio's error (normal
+//!   approximation); otherwise an exact one-sided test of its share (its self count in the
+//!   candidate given its samples in both is binomial under no change of share, sample counts
+//!   being Poisson). Then weighted Benjamini-Hochberg at [`CULPRIT_FDR`] across the functions
+//!   whose counts can reach that level at all, each weighted by its share of their pooled self
+//!   samples (the exact test conditions on those counts; the cost test's statistic hardly
+//!   depends on them, so its FDR holds nearly). Counting the ratio's error keeps noise in the mean costs (which moves every
+//!   function's cost together) from making culprits, while the ratio itself shows the growth of
+//!   a function that holds most of the samples (its share barely moves); the correction keeps
+//!   the hundreds of functions of a profile from yielding noise culprits; the weights spend the
+//!   level where the time is, where a rise of a given cost per request is hardest to see (a
+//!   small function that makes a visible regression grows many times over, which its own test
+//!   sees plainly). A uniform slowdown of every function is, by this definition, a rise of each,
+//!   and names the largest ones once the samples resolve it;
 //! - whose rise is not a *cost shift* (inlining, renaming, self cost moved between the children
 //!   of one caller): the cost did not come from its neighbours, the functions it calls, its
 //!   callers and their other callees. Each neighbour big enough to have given a quarter of the
@@ -38,7 +45,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::stats::{benjamini_hochberg, share_rise_p};
+use crate::stats::{benjamini_hochberg, normal_quantile, normal_sf, share_rise_p};
 
 /// False discovery rate of the culprit test across a profile's functions, and the level of a
 /// neighbour's fall in the cost-shift test.
@@ -238,24 +245,84 @@ fn is_shift(
     offset >= 0.5 * rise
 }
 
-/// Per-function deltas, largest self-cost increase first. `z` is the normal quantile of the
-/// intervals (1.96 for 95%).
-pub fn attribute(baseline: &Snapshot, candidate: &Snapshot, z: f64) -> Vec<FunctionDelta> {
+/// The compare's interval of the candidate's cost per request over the baseline's (its ratio of
+/// means), at `confidence`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CostRatio {
+    pub low: f64,
+    pub high: f64,
+    pub confidence: f64,
+}
+
+impl CostRatio {
+    /// The standard error of the log ratio the interval implies (normal on the log scale), or
+    /// `None` for an interval that says nothing.
+    fn log_se(&self) -> Option<f64> {
+        let ok = self.low > 0.0
+            && self.high >= self.low
+            && self.high.is_finite()
+            && self.confidence > 0.0
+            && self.confidence < 1.0;
+        let z = normal_quantile(0.5 + self.confidence / 2.0);
+        ok.then(|| (self.high / self.low).ln() / (2.0 * z))
+    }
+}
+
+/// From this many self samples (both snapshots together) on, a function's rise is tested on
+/// its cost with the error of the cost ratio (normal approximation); below, on its share alone
+/// (exact, and such a function must grow many times over to explain a regression).
+const COST_TEST_COUNTS: u64 = 100;
+
+/// One-sided p-value of a rise of the self cost of a function with `sb` of `nb` and `sc` of
+/// `nc` samples. With the cost ratio `r` (candidate over baseline) and its standard error `se`,
+/// the statistic is `r·q − p` over its standard error, which counts the binomial error of both
+/// shares and the error of `r`; so a dominant function's growth is seen through the endpoint's
+/// cost, and noise in the mean costs makes no culprit.
+fn rise_p(sb: u64, nb: u64, sc: u64, nc: u64, ratio: Option<(f64, f64)>) -> f64 {
+    match ratio {
+        Some((r, se)) if sb.saturating_add(sc) >= COST_TEST_COUNTS && nb > 0 && nc > 0 => {
+            let (p, q) = (sb as f64 / nb as f64, sc as f64 / nc as f64);
+            let var =
+                r * r * q * (1.0 - q) / nc as f64 + p * (1.0 - p) / nb as f64 + q * q * se * se;
+            if var > 0.0 && var.is_finite() {
+                normal_sf((r * q - p) / var.sqrt())
+            } else {
+                1.0
+            }
+        }
+        _ => share_rise_p(sb, nb, sc, nc),
+    }
+}
+
+/// Per-function deltas, largest self-cost increase first. `ratio` is the compare's interval of
+/// the cost ratio (without it, rises are tested on shares alone); `z` is the normal quantile
+/// of the intervals (1.96 for 95%).
+pub fn attribute(
+    baseline: &Snapshot,
+    candidate: &Snapshot,
+    ratio: Option<CostRatio>,
+    z: f64,
+) -> Vec<FunctionDelta> {
     let mut names = Names::default();
     let b = counts(baseline, &mut names);
     let c = counts(candidate, &mut names);
     let functions = names.names.len();
     let graph = Graph::new(functions, &b, &c);
     let (cost_b, cost_c) = (baseline.cost_per_request, candidate.cost_per_request);
+    let r = cost_c / cost_b;
+    let ratio = ratio
+        .and_then(|i| i.log_se())
+        .filter(|_| r > 0.0 && r.is_finite())
+        .map(|se| (r, r * se));
     let p_values: Vec<f64> = (0..functions as u32)
-        .map(|f| share_rise_p(b.self_of(f), b.total, c.self_of(f), c.total))
+        .map(|f| rise_p(b.self_of(f), b.total, c.self_of(f), c.total, ratio))
         .collect();
     // Functions whose every sample being in the candidate would still miss the level cannot be
     // culprits; leaving them out of the correction spends it only on testable ones.
     let testable: Vec<usize> = (0..functions)
         .filter(|&f| {
             let m = b.self_of(f as u32).saturating_add(c.self_of(f as u32));
-            m > 0 && share_rise_p(0, b.total, m, c.total) <= CULPRIT_FDR
+            m > 0 && (m >= COST_TEST_COUNTS || share_rise_p(0, b.total, m, c.total) <= CULPRIT_FDR)
         })
         .collect();
     // Weighted BH (weights: shares of the pooled self samples, mean 1; see the module docs).
@@ -339,7 +406,7 @@ mod tests {
             stacks: stacks(&[("main;a;hot", 6000), ("main;b", 5000)]),
             cost_per_request: 1100.0,
         };
-        let d = attribute(&base, &cand, 1.96);
+        let d = attribute(&base, &cand, None, 1.96);
         assert_eq!(d[0].function, "hot");
         assert!((d[0].self_delta - 100.0).abs() < 1.0, "{:?}", d[0]);
         assert!(d[0].self_delta_low > 0.0);
@@ -369,7 +436,7 @@ mod tests {
             ]),
             cost_per_request: 1000.0,
         };
-        let d = attribute(&base, &cand, 1.96);
+        let d = attribute(&base, &cand, None, 1.96);
         let y = d.iter().find(|x| x.function == "y").expect("y");
         assert!(y.self_delta > 250.0);
         assert!(y.shift, "{y:?}");
@@ -409,7 +476,7 @@ mod tests {
             ],
             1000.0 * 8200.0 / 8100.0,
         );
-        let d = attribute(&base, &cand, 1.96);
+        let d = attribute(&base, &cand, None, 1.96);
         let big = d.iter().find(|x| x.function == "big").expect("big");
         assert!(
             big.inclusive_delta_low < 0.0,
@@ -441,15 +508,15 @@ mod tests {
                 stacks: draw(&mut rng),
                 cost_per_request: 1000.0,
             };
-            let d = attribute(&base, &cand, 1.96);
+            let d = attribute(&base, &cand, None, 1.96);
             assert!(d.iter().filter(|x| x.self_delta_low > 0.0).count() > 3);
             assert!(culprits(&d, 5).is_empty(), "{:?}", culprits(&d, 5));
         }
     }
 
     /// Regression: deltas scale with the mean cost per request, whose error the intervals
-    /// ignore, so with many samples every large function of an endpoint whose cost moved by
-    /// noise (or uniformly, say a slower CPU) was a culprit.
+    /// ignore, so with many samples every large function of an endpoint whose mean cost moved
+    /// was a culprit. Without the interval of the cost ratio, shares alone decide.
     #[test]
     fn a_uniform_slowdown_names_no_culprit() {
         let spec = [
@@ -457,10 +524,74 @@ mod tests {
             ("main;a;y", 50_000),
             ("main;b", 50_000),
         ];
-        let d = attribute(&snapshot(&spec, 1000.0), &snapshot(&spec, 1030.0), 1.96);
+        let d = attribute(
+            &snapshot(&spec, 1000.0),
+            &snapshot(&spec, 1030.0),
+            None,
+            1.96,
+        );
         let x = d.iter().find(|x| x.function == "x").expect("x");
         assert!(x.self_delta_low > 0.0, "{x:?}");
         assert!(culprits(&d, 5).is_empty());
+    }
+
+    /// A function holding most of the samples changes the shares little when it grows (the
+    /// rest, the share test's reference, is small and noisy); the endpoint's cost ratio shows it.
+    #[test]
+    fn a_dominant_function_that_grew_is_named_through_the_cost_ratio() {
+        let base = snapshot(&[("main;h;dom", 1400), ("main;h;rest", 600)], 1000.0);
+        // `dom` costs 11% more: 777 instead of 700 per request; total 1077.
+        let cand = snapshot(&[("main;h;dom", 1554), ("main;h;rest", 600)], 1077.0);
+        let ratio = CostRatio {
+            low: 1.06,
+            high: 1.095,
+            confidence: 0.95,
+        };
+        assert!(culprits(&attribute(&base, &cand, None, 1.96), 5).is_empty());
+        let d = attribute(&base, &cand, Some(ratio), 1.96);
+        assert_eq!(names(&culprits(&d, 5)), ["dom"]);
+    }
+
+    /// The cost ratio's error enters the test: a ratio of 1.02 whose interval covers 1 makes no
+    /// culprit of a large function whose share did not move, however many samples.
+    #[test]
+    fn noise_in_the_cost_ratio_names_no_culprit() {
+        let spec = [
+            ("main;a;x", 100_000),
+            ("main;a;y", 50_000),
+            ("main;b", 50_000),
+        ];
+        let ratio = CostRatio {
+            low: 0.99,
+            high: 1.05,
+            confidence: 0.95,
+        };
+        let d = attribute(
+            &snapshot(&spec, 1000.0),
+            &snapshot(&spec, 1020.0),
+            Some(ratio),
+            1.96,
+        );
+        assert!(culprits(&d, 5).is_empty(), "{:?}", culprits(&d, 5));
+        for bad in [
+            (0.0, 1.0, 0.95),
+            (1.1, 1.0, 0.95),
+            (0.9, f64::NAN, 0.95),
+            (0.9, 1.1, 1.0),
+        ] {
+            let ratio = CostRatio {
+                low: bad.0,
+                high: bad.1,
+                confidence: bad.2,
+            };
+            let d = attribute(
+                &snapshot(&spec, 1000.0),
+                &snapshot(&spec, 1020.0),
+                Some(ratio),
+                1.96,
+            );
+            assert!(culprits(&d, 5).is_empty());
+        }
     }
 
     #[test]
@@ -484,7 +615,7 @@ mod tests {
             ],
             1000.0,
         );
-        let d = attribute(&base, &cand, 1.96);
+        let d = attribute(&base, &cand, None, 1.96);
         let handler = d.iter().find(|x| x.function == "handler").expect("handler");
         assert!(
             handler.q_value <= CULPRIT_FDR && handler.shift,
@@ -515,7 +646,7 @@ mod tests {
             ],
             1000.0,
         );
-        let d = attribute(&base, &cand, 1.96);
+        let d = attribute(&base, &cand, None, 1.96);
         let small = d.iter().find(|x| x.function == "small").expect("small");
         assert!(small.shift, "{small:?}");
         assert!(culprits(&d, 5).is_empty());
@@ -541,22 +672,22 @@ mod tests {
             ],
             1000.0 * 6000.0 / 5500.0,
         );
-        let d = attribute(&base, &cand, 1.96);
+        let d = attribute(&base, &cand, None, 1.96);
         assert_eq!(names(&culprits(&d, 5)), ["x"]);
     }
 
     #[test]
     fn empty_profiles_do_not_panic() {
-        assert!(attribute(&Snapshot::default(), &Snapshot::default(), 1.96).is_empty());
+        assert!(attribute(&Snapshot::default(), &Snapshot::default(), None, 1.96).is_empty());
         let one = snapshot(&[("main;a", 10)], 1.0);
-        assert!(culprits(&attribute(&Snapshot::default(), &one, 1.96), 5).is_empty());
-        assert!(culprits(&attribute(&one, &Snapshot::default(), 1.96), 5).is_empty());
+        assert!(culprits(&attribute(&Snapshot::default(), &one, None, 1.96), 5).is_empty());
+        assert!(culprits(&attribute(&one, &Snapshot::default(), None, 1.96), 5).is_empty());
         let odd = Snapshot {
             stacks: vec![(Vec::new(), 5), (vec!["a".to_owned()], 0)],
             cost_per_request: f64::NAN,
         };
-        assert!(culprits(&attribute(&odd, &odd, 1.96), 5).is_empty());
+        assert!(culprits(&attribute(&odd, &odd, None, 1.96), 5).is_empty());
         let huge = snapshot(&[("main;a", u64::MAX), ("main;b", u64::MAX)], 1.0);
-        assert_eq!(attribute(&huge, &huge, 1.96).len(), 3);
+        assert_eq!(attribute(&huge, &huge, None, 1.96).len(), 3);
     }
 }

@@ -73,6 +73,11 @@ pub fn benjamini_hochberg(p: &[f64]) -> Vec<f64> {
     q
 }
 
+/// The standard normal upper tail, `P(Z > z)`.
+pub fn normal_sf(z: f64) -> f64 {
+    Normal::standard().sf(z)
+}
+
 /// The standard normal quantile.
 pub fn normal_quantile(p: f64) -> f64 {
     Normal::standard().inverse_cdf(p)
@@ -127,7 +132,7 @@ pub fn share_rise_p(count_a: u64, total_a: u64, count_b: u64, total_b: u64) -> f
     if !(var > 0.0 && var.is_finite()) {
         return 1.0;
     }
-    Normal::standard().sf((count_b as f64 - 0.5 - mf * pi) / var.sqrt())
+    normal_sf((count_b as f64 - 0.5 - mf * pi) / var.sqrt())
 }
 
 /// The median of a slice of finite values (sorts a copy).

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use profwatch_analyzer::alert::{AlertStatus, Dispatcher};
-use profwatch_analyzer::attribution::{self, Snapshot};
+use profwatch_analyzer::attribution::{self, CostRatio, Snapshot};
 use profwatch_analyzer::{
     choose_builds, compare_all, compare_all_on, detect, BuildTraffic, ChangepointConfig,
     CompareConfig, Comparison, EndpointSamples, Metric, Sample, Verdict,
@@ -298,7 +298,12 @@ impl Analyzer {
         if b.stacks.is_empty() || k.stacks.is_empty() {
             return Ok(Vec::new());
         }
-        let deltas = attribution::attribute(&b, &k, 1.96);
+        let ratio = c.ratio_of_means_ci.map(|i| CostRatio {
+            low: i.low,
+            high: i.high,
+            confidence: c.confidence,
+        });
+        let deltas = attribution::attribute(&b, &k, ratio, 1.96);
         Ok(attribution::culprits(&deltas, self.cfg.culprits)
             .into_iter()
             .map(|d| Culprit {

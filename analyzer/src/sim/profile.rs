@@ -186,6 +186,14 @@ impl CallTree {
         pick_weighted(rng, &by_function).unwrap_or(0)
     }
 
+    /// The function with the most self weight.
+    pub fn largest_function(&self) -> usize {
+        let by_function = self.self_by_function();
+        (0..by_function.len())
+            .max_by(|&a, &b| by_function[a].total_cmp(&by_function[b]))
+            .unwrap_or(0)
+    }
+
     /// The name of function `f`.
     pub fn name(&self, f: usize) -> &str {
         self.names.get(f).map_or("", String::as_str)
