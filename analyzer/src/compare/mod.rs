@@ -323,21 +323,29 @@ pub fn compare_all_on(
     threads: usize,
 ) -> Result<Vec<Comparison>, AnalyzerError> {
     cfg.validate()?;
-    let chunk = endpoints.len().div_ceil(threads.max(1)).max(1);
     let mut out: Vec<Comparison> = if threads <= 1 || endpoints.len() < 2 {
         endpoints
             .iter()
             .map(|e| strata::compare_one(e, cfg))
             .collect()
     } else {
-        std::thread::scope(|s| {
-            let handles: Vec<_> = endpoints
-                .chunks(chunk)
-                .map(|part| {
+        // Each thread takes the next endpoint when done (their sizes differ by orders of
+        // magnitude); the results are put back in input order.
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let mut done: Vec<(usize, Comparison)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads.min(endpoints.len()))
+                .map(|_| {
+                    let next = &next;
                     s.spawn(move || {
-                        part.iter()
-                            .map(|e| strata::compare_one(e, cfg))
-                            .collect::<Vec<_>>()
+                        let mut mine = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(e) = endpoints.get(i) else {
+                                break;
+                            };
+                            mine.push((i, strata::compare_one(e, cfg)));
+                        }
+                        mine
                     })
                 })
                 .collect();
@@ -345,7 +353,9 @@ pub fn compare_all_on(
                 .into_iter()
                 .flat_map(|h| h.join().unwrap_or_default())
                 .collect()
-        })
+        });
+        done.sort_by_key(|(i, _)| *i);
+        done.into_iter().map(|(_, c)| c).collect()
     };
     if out.len() != endpoints.len() {
         return Err(AnalyzerError::InvalidConfig {
