@@ -365,6 +365,22 @@ impl AsSource for Source {
     }
 }
 
+/// The sources (and their group maps) that per-series totals do not cover, which must be
+/// scanned.
+fn uncovered<T>(
+    sources: &[Source],
+    maps: &[GroupMap],
+    totals: &[Option<T>],
+) -> (Vec<Source>, Vec<GroupMap>) {
+    sources
+        .iter()
+        .zip(maps)
+        .zip(totals)
+        .filter(|(_, t)| t.is_none())
+        .map(|((s, m), _)| (s.clone(), m.clone()))
+        .unzip()
+}
+
 /// Per-series totals of each source that is a segment lying wholly inside `range` (`None` for
 /// the others): queries that count requests read these instead of the rows. Totals a segment
 /// lacks (after a restart) are computed here once, on every core, and kept.
@@ -442,18 +458,7 @@ pub fn services(
             }
         }
     }
-    let to_scan: Vec<Source> = sources
-        .iter()
-        .zip(&totals)
-        .filter(|(_, t)| t.is_none())
-        .map(|(s, _)| s.clone())
-        .collect();
-    let scan_maps: Vec<GroupMap> = maps
-        .iter()
-        .zip(&totals)
-        .filter(|(_, t)| t.is_none())
-        .map(|(m, _)| m.clone())
-        .collect();
+    let (to_scan, scan_maps) = uncovered(sources, &maps, &totals);
     let parts = parallel_ordered(
         &wanted(&to_scan, &scan_maps, range),
         threads,
@@ -822,18 +827,7 @@ pub fn builds(
             }
         }
     }
-    let to_scan: Vec<Source> = sources
-        .iter()
-        .zip(&totals)
-        .filter(|(_, t)| t.is_none())
-        .map(|(s, _)| s.clone())
-        .collect();
-    let scan_maps: Vec<GroupMap> = maps
-        .iter()
-        .zip(&totals)
-        .filter(|(_, t)| t.is_none())
-        .map(|(m, _)| m.clone())
-        .collect();
+    let (to_scan, scan_maps) = uncovered(sources, &maps, &totals);
     let parts = parallel_ordered(
         &wanted(&to_scan, &scan_maps, range),
         threads,
