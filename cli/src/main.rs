@@ -255,10 +255,11 @@ impl ServerArgs {
     }
 }
 
-fn init_logging() {
+/// Logs to stderr at `PROFWATCH_LOG` (or `RUST_LOG`), else at `default`.
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PROFWATCH_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -338,7 +339,15 @@ fn main() {
 
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging();
+    // The demo narrates on stdout; its server's and its services' logs would only interleave
+    // with that.
+    init_logging(
+        if matches!(cli.command, Command::Demo(_) | Command::DemoService(_)) {
+            "error"
+        } else {
+            "info"
+        },
+    );
     match cli.command {
         Command::Compare(args) => {
             if compare(args)? {
