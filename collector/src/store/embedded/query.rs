@@ -365,20 +365,58 @@ impl AsSource for Source {
     }
 }
 
-/// The sources (and their group maps) that per-series totals do not cover, which must be
-/// scanned.
-fn uncovered<T>(
+/// Scans the rows in `range` of the sources that per-series totals do not cover (`totals[i]`
+/// is `None`), handing each row's time and weight to `visit` with the accumulator of its
+/// group; one accumulator per group (`empty` at first) and per part of the work.
+fn count_uncovered<A, T>(
     sources: &[Source],
     maps: &[GroupMap],
     totals: &[Option<T>],
-) -> (Vec<Source>, Vec<GroupMap>) {
-    sources
+    range: TimeRange,
+    threads: usize,
+    empty: A,
+    visit: impl Fn(&mut A, i64, f64) + Sync,
+) -> Result<Vec<Vec<A>>, StoreError>
+where
+    A: Clone + Send + Sync,
+{
+    let groups = maps
+        .iter()
+        .flat_map(|m| m.iter().flatten())
+        .map(|g| *g as usize + 1)
+        .max()
+        .unwrap_or(0);
+    let (to_scan, scan_maps): (Vec<Source>, Vec<GroupMap>) = sources
         .iter()
         .zip(maps)
         .zip(totals)
         .filter(|(_, t)| t.is_none())
         .map(|((s, m), _)| (s.clone(), m.clone()))
-        .unzip()
+        .unzip();
+    parallel_ordered(
+        &wanted(&to_scan, &scan_maps, range),
+        threads,
+        |w: &Work<'_, _>, part, parts| {
+            let mut acc = vec![empty.clone(); groups];
+            let map = w.map;
+            w.src
+                .for_each_chunk_part(part, parts, COUNT_ONLY, &w.skip, |rows| {
+                    for i in 0..rows.len() {
+                        let ts = rows.ts[i];
+                        if ts < range.from || ts >= range.to {
+                            continue;
+                        }
+                        let Some(Some(g)) = map.get(rows.series[i] as usize) else {
+                            continue;
+                        };
+                        if let Some(a) = acc.get_mut(*g as usize) {
+                            visit(a, ts, rows.weight[i]);
+                        }
+                    }
+                })?;
+            Ok(acc)
+        },
+    )
 }
 
 /// Per-series totals of each source that is a segment lying wholly inside `range` (`None` for
@@ -458,30 +496,16 @@ pub fn services(
             }
         }
     }
-    let (to_scan, scan_maps) = uncovered(sources, &maps, &totals);
-    let parts = parallel_ordered(
-        &wanted(&to_scan, &scan_maps, range),
+    let parts = count_uncovered(
+        sources,
+        &maps,
+        &totals,
+        range,
         threads,
-        |w: &Work<'_, _>, part, parts| {
-            let mut acc = vec![(0u64, 0.0f64); n];
-            let map = w.map;
-            w.src
-                .for_each_chunk_part(part, parts, COUNT_ONLY, &w.skip, |rows| {
-                    for i in 0..rows.len() {
-                        let ts = rows.ts[i];
-                        if ts < range.from || ts >= range.to {
-                            continue;
-                        }
-                        let Some(Some(g)) = map.get(rows.series[i] as usize) else {
-                            continue;
-                        };
-                        if let Some(a) = acc.get_mut(*g as usize) {
-                            a.0 += 1;
-                            a.1 += rows.weight[i];
-                        }
-                    }
-                })?;
-            Ok(acc)
+        (0u64, 0.0f64),
+        |a, _ts, weight| {
+            a.0 += 1;
+            a.1 += weight;
         },
     )?;
     for p in parts {
@@ -827,32 +851,18 @@ pub fn builds(
             }
         }
     }
-    let (to_scan, scan_maps) = uncovered(sources, &maps, &totals);
-    let parts = parallel_ordered(
-        &wanted(&to_scan, &scan_maps, range),
+    let parts = count_uncovered(
+        sources,
+        &maps,
+        &totals,
+        range,
         threads,
-        |w: &Work<'_, _>, part, parts| {
-            let mut acc: Vec<Seen> = vec![None; n];
-            let map = w.map;
-            w.src
-                .for_each_chunk_part(part, parts, COUNT_ONLY, &w.skip, |rows| {
-                    for i in 0..rows.len() {
-                        let ts = rows.ts[i];
-                        if ts < range.from || ts >= range.to {
-                            continue;
-                        }
-                        let Some(Some(g)) = map.get(rows.series[i] as usize) else {
-                            continue;
-                        };
-                        if let Some(a) = acc.get_mut(*g as usize) {
-                            let e = a.get_or_insert((ts, ts, 0.0));
-                            e.0 = e.0.min(ts);
-                            e.1 = e.1.max(ts);
-                            e.2 += rows.weight[i];
-                        }
-                    }
-                })?;
-            Ok(acc)
+        None,
+        |a: &mut Seen, ts, weight| {
+            let e = a.get_or_insert((ts, ts, 0.0));
+            e.0 = e.0.min(ts);
+            e.1 = e.1.max(ts);
+            e.2 += weight;
         },
     )?;
     for p in parts {
