@@ -12,17 +12,17 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use parquet::basic::{Compression, ZstdLevel};
 use parquet::data_type::{ByteArray, ByteArrayType, Int32Type, Int64Type};
-use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterProperties;
 use parquet::file::reader::FileReader;
 use parquet::file::serialized_reader::SerializedFileReader;
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::parser::parse_message_type;
 
 use super::memtable::{SampleRows, SeriesKey, Stacks};
-use super::segment::{pq, read_i32, read_i64, Footer, KEY_MAX_TS, KEY_MIN_TS, KEY_SERIES};
+use super::segment::{
+    pq, put_in_place, read_i32, read_i64, time_bounds, writer_settings, Footer, KEY_MAX_TS,
+    KEY_MIN_TS,
+};
 use crate::store::StoreError;
 
 const SCHEMA: &str = "message profwatch_profile_segment {
@@ -68,26 +68,10 @@ pub fn write(
     let name = file_name(lo, hi);
     let tmp = tmp_dir.join(&name);
     let path = dir.join(&name);
-    let min_ts = rows.ts.iter().copied().min().unwrap_or(0);
-    let max_ts = rows.ts.iter().copied().max().unwrap_or(0);
-    let plain: Vec<&SeriesKey> = series.iter().map(Arc::as_ref).collect();
-    let series_json = serde_json::to_string(&plain).map_err(|e| StoreError::Corrupt {
-        path: name.clone(),
-        detail: e.to_string(),
-    })?;
+    let (min_ts, max_ts) = time_bounds(&rows.ts);
+    let (builder, footer) = writer_settings(&name, &tmp, series, min_ts, max_ts)?;
     let schema = Arc::new(parse_message_type(SCHEMA).map_err(|e| pq(&tmp, e))?);
-    let props = Arc::new(
-        WriterProperties::builder()
-            .set_compression(Compression::ZSTD(
-                ZstdLevel::try_new(1).map_err(|e| pq(&tmp, e))?,
-            ))
-            .set_key_value_metadata(Some(vec![
-                KeyValue::new(KEY_SERIES.to_owned(), series_json),
-                KeyValue::new(KEY_MIN_TS.to_owned(), min_ts.to_string()),
-                KeyValue::new(KEY_MAX_TS.to_owned(), max_ts.to_string()),
-            ]))
-            .build(),
-    );
+    let props = Arc::new(builder.set_key_value_metadata(Some(footer)).build());
     let file = File::create(&tmp).map_err(|e| StoreError::io("create", &tmp, e))?;
     let mut writer = SerializedFileWriter::new(file, schema, props).map_err(|e| pq(&tmp, e))?;
     let mut seen: HashSet<u64> = HashSet::new();
@@ -100,11 +84,7 @@ pub fn write(
             break;
         }
     }
-    let file = writer.into_inner().map_err(|e| pq(&tmp, e))?;
-    file.sync_all()
-        .map_err(|e| StoreError::io("fsync", &tmp, e))?;
-    drop(file);
-    std::fs::rename(&tmp, &path).map_err(|e| StoreError::io("rename into place", &path, e))?;
+    put_in_place(writer, &tmp, &path)?;
     Ok(ProfileMeta {
         path,
         rows: rows.len() as u64,

@@ -17,7 +17,7 @@ use std::sync::{Arc, OnceLock};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::data_type::{DoubleType, Int32Type, Int64Type};
 use parquet::file::metadata::{FileMetaData, KeyValue, ParquetMetaData, ParquetMetaDataReader};
-use parquet::file::properties::{ReaderProperties, WriterProperties};
+use parquet::file::properties::{ReaderProperties, WriterProperties, WriterPropertiesBuilder};
 use parquet::file::reader::{FileReader, RowGroupReader};
 use parquet::file::serialized_reader::{SerializedFileReader, SerializedRowGroupReader};
 use parquet::file::writer::SerializedFileWriter;
@@ -180,6 +180,54 @@ pub fn parse_file_name(name: &str) -> Option<(u64, u64)> {
     Some((lo.parse().ok()?, hi.parse().ok()?))
 }
 
+/// The smallest and largest time of a file's rows (0 and 0 when it has none).
+pub(super) fn time_bounds(ts: &[i64]) -> (i64, i64) {
+    let min = ts.iter().copied().min().unwrap_or(0);
+    let max = ts.iter().copied().max().unwrap_or(0);
+    (min, max)
+}
+
+/// What every segment file (events and profiles) is written with: zstd level 1, and the footer
+/// entries they share (the series dictionary and the time bounds), to which a kind may add.
+pub(super) fn writer_settings(
+    name: &str,
+    tmp: &Path,
+    series: &[Arc<SeriesKey>],
+    min_ts: i64,
+    max_ts: i64,
+) -> Result<(WriterPropertiesBuilder, Vec<KeyValue>), StoreError> {
+    let plain: Vec<&SeriesKey> = series.iter().map(Arc::as_ref).collect();
+    let series_json = serde_json::to_string(&plain).map_err(|e| StoreError::Corrupt {
+        path: name.to_owned(),
+        detail: e.to_string(),
+    })?;
+    let builder = WriterProperties::builder().set_compression(Compression::ZSTD(
+        ZstdLevel::try_new(1).map_err(|e| pq(tmp, e))?,
+    ));
+    let footer = vec![
+        KeyValue::new(KEY_SERIES.to_owned(), series_json),
+        KeyValue::new(KEY_MIN_TS.to_owned(), min_ts.to_string()),
+        KeyValue::new(KEY_MAX_TS.to_owned(), max_ts.to_string()),
+    ];
+    Ok((builder, footer))
+}
+
+/// Closes a written file, fsyncs it and renames it from `tmp` to `path`; returns its size.
+/// (Syncing the directory is the caller's: the events file is a flush's commit point.)
+pub(super) fn put_in_place(
+    writer: SerializedFileWriter<File>,
+    tmp: &Path,
+    path: &Path,
+) -> Result<u64, StoreError> {
+    let file = writer.into_inner().map_err(|e| pq(tmp, e))?;
+    file.sync_all()
+        .map_err(|e| StoreError::io("fsync", tmp, e))?;
+    let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+    drop(file);
+    std::fs::rename(tmp, path).map_err(|e| StoreError::io("rename into place", path, e))?;
+    Ok(bytes)
+}
+
 pub(super) fn pq(path: &Path, e: parquet::errors::ParquetError) -> StoreError {
     StoreError::Corrupt {
         path: path.display().to_string(),
@@ -200,34 +248,22 @@ pub fn write(
     let name = file_name(lo, hi);
     let tmp = tmp_dir.join(&name);
     let path = dir.join(&name);
-    let min_ts = rows.ts.iter().copied().min().unwrap_or(0);
-    let max_ts = rows.ts.iter().copied().max().unwrap_or(0);
-    let plain: Vec<&SeriesKey> = series.iter().map(Arc::as_ref).collect();
-    let series_json = serde_json::to_string(&plain).map_err(|e| StoreError::Corrupt {
-        path: name.clone(),
-        detail: e.to_string(),
-    })?;
+    let (min_ts, max_ts) = time_bounds(&rows.ts);
+    let (builder, mut footer) = writer_settings(&name, &tmp, series, min_ts, max_ts)?;
+    footer.push(KeyValue::new(
+        KEY_IDEMPOTENCY.to_owned(),
+        serde_json::to_string(&attached.keys).unwrap_or_else(|_| "[]".into()),
+    ));
     let schema = Arc::new(parse_message_type(SCHEMA).map_err(|e| pq(&tmp, e))?);
     let props = Arc::new(
-        WriterProperties::builder()
-            .set_compression(Compression::ZSTD(
-                ZstdLevel::try_new(1).map_err(|e| pq(&tmp, e))?,
-            ))
+        builder
             // Rows are sorted by (series, ts): time deltas are small; costs are near-unique.
             .set_column_dictionary_enabled(ColumnPath::from("ts"), false)
             .set_column_encoding(ColumnPath::from("ts"), Encoding::DELTA_BINARY_PACKED)
             .set_column_dictionary_enabled(ColumnPath::from("cpu_ns"), false)
             .set_column_dictionary_enabled(ColumnPath::from("instructions"), false)
             .set_column_dictionary_enabled(ColumnPath::from("wall_ns"), false)
-            .set_key_value_metadata(Some(vec![
-                KeyValue::new(KEY_SERIES.to_owned(), series_json),
-                KeyValue::new(KEY_MIN_TS.to_owned(), min_ts.to_string()),
-                KeyValue::new(KEY_MAX_TS.to_owned(), max_ts.to_string()),
-                KeyValue::new(
-                    KEY_IDEMPOTENCY.to_owned(),
-                    serde_json::to_string(&attached.keys).unwrap_or_else(|_| "[]".into()),
-                ),
-            ]))
+            .set_key_value_metadata(Some(footer))
             .build(),
     );
     let file = File::create(&tmp).map_err(|e| StoreError::io("create", &tmp, e))?;
@@ -241,12 +277,7 @@ pub fn write(
         }
         start = end;
     }
-    let file = writer.into_inner().map_err(|e| pq(&tmp, e))?;
-    file.sync_all()
-        .map_err(|e| StoreError::io("fsync", &tmp, e))?;
-    let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-    drop(file);
-    std::fs::rename(&tmp, &path).map_err(|e| StoreError::io("rename into place", &path, e))?;
+    let bytes = put_in_place(writer, &tmp, &path)?;
     sync_dir(dir)?;
     Ok(SegmentMeta {
         path,
