@@ -49,20 +49,6 @@ fn receiver() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
     (url, got)
 }
 
-struct Rng(u64);
-impl Rng {
-    fn unit(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn normal(&mut self) -> f64 {
-        let (u, v) = (self.unit().max(1e-12), self.unit());
-        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-    }
-}
-
 /// 3000 requests per endpoint and build over 12 hosts in 2 dcs; build 2 makes `GET /a` 8% dearer.
 pub(crate) fn workload() -> Vec<RequestEvent> {
     let now = profwatch_model::timefmt::now_ns();

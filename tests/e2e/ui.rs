@@ -20,20 +20,6 @@ const WAIT: Duration = Duration::from_secs(90);
 const TRICKY_ENDPOINT: &str = "GET /items/<id>&<b>";
 const HOT: &str = "a::hot<&'a T>";
 
-struct Rng(u64);
-impl Rng {
-    fn unit(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn normal(&mut self) -> f64 {
-        let (u, v) = (self.unit().max(1e-12), self.unit());
-        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 fn event(
     ts: i64,
