@@ -434,6 +434,42 @@ impl ClickHouseStore {
         }
     }
 
+    /// Stats per time bucket of `step` ns (the bucket's start in unix seconds is the row key)
+    /// and per group, over one service (and endpoint).
+    async fn bucketed(
+        &self,
+        b: &Bucketed<'_>,
+        what: &str,
+    ) -> Result<Vec<StatsRow<i64>>, StoreError> {
+        let endpoint_filter = if b.endpoint.is_some() {
+            " AND endpoint = ?"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT toInt64(intDiv(intDiv(ts, toInt64(?)) * toInt64(?), {NS_PER_SECOND})) AS row_key, \
+             {group} AS grp, {stats} FROM events \
+             WHERE tenant = ? AND service = ?{endpoint_filter} AND ts >= ? AND ts < ? \
+             GROUP BY row_key{key} ORDER BY {order}",
+            group = b.group_select,
+            key = b.group_key,
+            order = b.order,
+            stats = stats_select(),
+        );
+        let mut query = self
+            .client
+            .query(&sql)
+            .bind(b.step)
+            .bind(b.step)
+            .bind(b.tenant.as_str())
+            .bind(b.service);
+        if let Some(endpoint) = b.endpoint {
+            query = query.bind(endpoint);
+        }
+        let query = query.bind(b.range.from).bind(b.range.to);
+        self.fetch_stats(what, query).await
+    }
+
     async fn fetch_stats<K>(
         &self,
         what: &str,
@@ -642,27 +678,19 @@ impl Store for ClickHouseStore {
             )));
         }
         let (group_select, group_key) = group_sql(q.group_by);
-        let sql = format!(
-            "SELECT toInt64(intDiv(intDiv(ts, toInt64(?)) * toInt64(?), {NS_PER_SECOND})) AS row_key, \
-             {group_select} AS grp, {stats} FROM events \
-             WHERE tenant = ? AND service = ? AND endpoint = ? AND ts >= ? AND ts < ? \
-             GROUP BY row_key{group_key} ORDER BY row_key, grp",
-            stats = stats_select(),
-        );
-        let query = self
-            .client
-            .query(&sql)
-            .bind(q.step)
-            .bind(q.step)
-            .bind(q.tenant.as_str())
-            .bind(q.service.as_str())
-            .bind(q.endpoint.as_str())
-            .bind(q.range.from)
-            .bind(q.range.to);
-        let rows: Vec<StatsRow<i64>> = self
-            .fetch_stats(
+        let rows = self
+            .bucketed(
+                &Bucketed {
+                    step: q.step,
+                    tenant: &q.tenant,
+                    service: &q.service,
+                    endpoint: Some(&q.endpoint),
+                    range: q.range,
+                    group_select: &group_select,
+                    group_key: &group_key,
+                    order: "row_key, grp",
+                },
                 &format!("timeseries of {:?} in service {:?}", q.endpoint, q.service),
-                query,
             )
             .await?;
         Ok(rows
@@ -685,26 +713,19 @@ impl Store for ClickHouseStore {
                 q.step
             )));
         }
-        let sql = format!(
-            "SELECT toInt64(intDiv(intDiv(ts, toInt64(?)) * toInt64(?), {NS_PER_SECOND})) AS row_key, \
-             toString(endpoint) AS grp, {stats} FROM events \
-             WHERE tenant = ? AND service = ? AND ts >= ? AND ts < ? \
-             GROUP BY row_key, endpoint ORDER BY grp, row_key",
-            stats = stats_select(),
-        );
-        let query = self
-            .client
-            .query(&sql)
-            .bind(q.step)
-            .bind(q.step)
-            .bind(q.tenant.as_str())
-            .bind(q.service.as_str())
-            .bind(q.range.from)
-            .bind(q.range.to);
-        let rows: Vec<StatsRow<i64>> = self
-            .fetch_stats(
+        let rows = self
+            .bucketed(
+                &Bucketed {
+                    step: q.step,
+                    tenant: &q.tenant,
+                    service: &q.service,
+                    endpoint: None,
+                    range: q.range,
+                    group_select: "toString(endpoint)",
+                    group_key: ", endpoint",
+                    order: "grp, row_key",
+                },
                 &format!("endpoint series of service {:?}", q.service),
-                query,
             )
             .await?;
         let mut out: Vec<profwatch_model::query::EndpointSeries> = Vec::new();
@@ -814,6 +835,19 @@ impl Store for ClickHouseStore {
         self.inserts.close();
         Ok(())
     }
+}
+
+/// What [`ClickHouseStore::bucketed`] selects. The group expression, key and order are
+/// constants of this module (or from [`group_sql`]), never client input.
+struct Bucketed<'a> {
+    step: i64,
+    tenant: &'a Tenant,
+    service: &'a str,
+    endpoint: Option<&'a str>,
+    range: profwatch_model::query::TimeRange,
+    group_select: &'a str,
+    group_key: &'a str,
+    order: &'a str,
 }
 
 /// A client for one node of the deployment.
