@@ -6,7 +6,8 @@
 #   scripts/clickhouse.sh url     # print the HTTP URL, e.g. http://127.0.0.1:8123
 #
 # Everything lives in $PROFWATCH_CH_DIR (default /tmp/profwatch-clickhouse): config, data, logs,
-# pid file. The server listens on 127.0.0.1 only: HTTP on $PROFWATCH_CH_HTTP_PORT (8123), native
+# pid file. The server listens on $PROFWATCH_CH_HOST (127.0.0.1; tests that need a server of their
+# own give it a loopback address of its own) only: HTTP on $PROFWATCH_CH_HTTP_PORT (8123), native
 # TCP on $PROFWATCH_CH_TCP_PORT (19000). The `default` user has no password and is allowed from
 # localhost only. The distribution's own service (systemd or init.d) is neither needed nor used.
 #
@@ -14,10 +15,11 @@
 set -euo pipefail
 
 DIR="${PROFWATCH_CH_DIR:-/tmp/profwatch-clickhouse}"
+HOST="${PROFWATCH_CH_HOST:-127.0.0.1}"
 HTTP_PORT="${PROFWATCH_CH_HTTP_PORT:-8123}"
 TCP_PORT="${PROFWATCH_CH_TCP_PORT:-19000}"
 START_TIMEOUT="${PROFWATCH_CH_START_TIMEOUT:-60}"
-URL="http://127.0.0.1:${HTTP_PORT}"
+URL="http://${HOST}:${HTTP_PORT}"
 PID_FILE="$DIR/clickhouse-server.pid"
 LOG_DIR="$DIR/log"
 
@@ -80,7 +82,7 @@ write_config() {
         <size>100M</size>
         <count>2</count>
     </logger>
-    <listen_host>127.0.0.1</listen_host>
+    <listen_host>$HOST</listen_host>
     <http_port>$HTTP_PORT</http_port>
     <tcp_port>$TCP_PORT</tcp_port>
     <max_connections>1024</max_connections>
@@ -113,7 +115,7 @@ XML
             <password></password>
             <networks>
                 <ip>::1</ip>
-                <ip>127.0.0.1</ip>
+                <ip>127.0.0.0/8</ip>
             </networks>
             <profile>default</profile>
             <quota>default</quota>

@@ -29,5 +29,24 @@ trap stop EXIT
 
 export PROFWATCH_TEST_CLICKHOUSE_URL="$url"
 export PROFWATCH_TEST_REQUIRE_GO=1
+
+# Every skip is recorded here (profwatch-testkit) and tallied at the end, pass or fail.
+skip_log="$(mktemp -t profwatch-skips.XXXXXX)"
+export PROFWATCH_SKIP_LOG="$skip_log"
+tally() {
+    local n
+    n=$(wc -l <"$skip_log")
+    echo
+    echo "== skipped tests: $n"
+    if [ "$n" -gt 0 ]; then
+        cut -f1 "$skip_log" | sort | uniq -c | sed 's/^ */   /; s/ /  /'
+        echo "   (which tests: $skip_log)"
+    fi
+}
+
 cargo build -p profwatch
-cargo test --workspace "$@"
+# --no-fail-fast: a failing test binary does not hide the results of the ones after it.
+status=0
+cargo test --workspace --no-fail-fast "$@" || status=$?
+tally
+exit "$status"

@@ -112,7 +112,7 @@ fn samples_carry_the_labels_of_the_request_running_on_their_thread() {
     let sampler = match Sampler::with_sink(&config, sampler_config, sink.clone()) {
         Ok(s) => s,
         Err(SamplerError::Unavailable(e)) => {
-            eprintln!("SKIPPED: perf sampling is not available here: {e}");
+            profwatch_testkit::perf_unavailable(&e);
             return;
         }
         Err(e) => panic!("sampler: {e}"),
@@ -149,9 +149,16 @@ fn samples_carry_the_labels_of_the_request_running_on_their_thread() {
             })
         })
         .collect();
-    let until = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(50));
+    // Load until heavy_hot has 100 samples, however long a loaded machine takes to give them
+    // (the deadline only ends a test that would never get there).
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        sampler.flush().expect("sampler flush");
+        let (ok, as_light, unlabelled) = samples_in(&sink.profiles(), "heavy_hot");
+        if ok + as_light + unlabelled >= 100 || Instant::now() > deadline {
+            break;
+        }
     }
     stop.store(true, Ordering::Relaxed);
     let served: Vec<u64> = clients

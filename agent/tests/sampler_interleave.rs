@@ -86,7 +86,7 @@ fn interleaved_polls_and_nested_scopes_are_told_apart() {
     let sampler = match Sampler::with_sink(&config, SamplerConfig::default(), sink.clone()) {
         Ok(s) => s,
         Err(SamplerError::Unavailable(e)) => {
-            eprintln!("SKIPPED: perf sampling is not available here: {e}");
+            profwatch_testkit::perf_unavailable(&e);
             return;
         }
         Err(e) => panic!("sampler: {e}"),

@@ -191,6 +191,10 @@ struct ServerArgs {
     /// An alert webhook, KIND=URL with KIND json, slack or alertmanager; repeatable.
     #[arg(long = "alert", env = "PROFWATCH_ALERTS", value_delimiter = ',')]
     alerts: Vec<String>,
+    /// Start even though a WAL file of the embedded store is damaged in the middle: the damaged
+    /// bytes are copied to wal/damaged/ and every intact record is kept.
+    #[arg(long)]
+    repair: bool,
 }
 
 impl ServerArgs {
@@ -426,7 +430,9 @@ fn run() -> anyhow::Result<()> {
         }
         Command::Agent(args) => profwatch_agent::sidecar::main(args)?,
         Command::Server(args) => {
-            let cfg = args.into_raw()?.validate()?;
+            let repair = args.repair;
+            let mut cfg = args.into_raw()?.validate()?;
+            cfg.repair = repair;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;

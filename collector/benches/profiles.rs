@@ -46,7 +46,7 @@ fn synthetic(n: usize) -> StackProfile {
 fn ingest(c: &mut Criterion) {
     let fixture = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures/pprof/sample.cpu.pb.gz"
+        "/../tests/fixtures/pprof/sample.cpu.pb.gz"
     ));
     let big = to_pprof_gz(&synthetic(100_000), Span { from: 0, to: 1 });
     let base = SampleLabels {

@@ -295,6 +295,7 @@ impl RawConfig {
                 "shutdown_timeout",
                 self.shutdown_timeout.as_deref().unwrap_or("30s"),
             )?,
+            repair: false,
         })
     }
 }
@@ -347,6 +348,10 @@ pub struct Config {
     pub max_decompressed_bytes: usize,
     pub max_events_per_batch: usize,
     pub shutdown_timeout: Duration,
+    /// Open the embedded store even if a WAL file is damaged in the middle: copy the damaged
+    /// bytes aside and keep every intact record (`profwatch server --repair`; a flag only,
+    /// never in the file: it is meant for one start after an operator read the error).
+    pub repair: bool,
 }
 
 impl Config {

@@ -37,6 +37,22 @@ impl RejectReason {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+/// The analysis passes this process ran, by outcome (`ok` or `failed`).
+#[derive(Debug, Clone, Default)]
+pub struct AnalysisPasses(Family<OutcomeLabel, Counter>);
+
+impl AnalysisPasses {
+    pub fn done(&self, ok: bool) {
+        let outcome = if ok { "ok" } else { "failed" };
+        self.0.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: String,
 }
@@ -52,6 +68,7 @@ pub struct Metrics {
     write_latency: Histogram,
     request_latency: Histogram,
     queue_depth: Gauge<i64, std::sync::atomic::AtomicI64>,
+    analysis_passes: AnalysisPasses,
 }
 
 impl Default for Metrics {
@@ -106,7 +123,14 @@ impl Metrics {
             "Batches accepted by the store but not yet durable",
             queue_depth.clone(),
         );
+        let analysis_passes = AnalysisPasses::default();
+        registry.register(
+            "analysis_passes",
+            "Scheduled analysis passes this process ran, by outcome",
+            analysis_passes.0.clone(),
+        );
         Metrics {
+            analysis_passes,
             registry,
             events_accepted,
             batches_accepted,
@@ -176,6 +200,11 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+
+    /// The counter of scheduled analysis passes, for the scheduler.
+    pub fn analysis_passes(&self) -> AnalysisPasses {
+        self.analysis_passes.clone()
     }
 
     pub fn events_accepted(&self) -> u64 {

@@ -11,7 +11,7 @@ use crate::analysis::{AnalysisConfig, Analyzer};
 use crate::cache::QueryCache;
 use crate::config::{Config, StoreConfig};
 use crate::http::{self, AppState};
-use crate::metrics::Metrics;
+use crate::metrics::{AnalysisPasses, Metrics};
 use crate::store::clickhouse::{ClickHouseConfig, ClickHouseStore};
 use crate::store::embedded::{EmbeddedConfig, EmbeddedStore};
 use crate::store::{Store, StoreError};
@@ -37,6 +37,7 @@ pub async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, StoreError> {
         StoreConfig::Embedded { dir } => {
             let mut ec = EmbeddedConfig::new(dir.clone());
             ec.retention = cfg.retention;
+            ec.repair = cfg.repair;
             let dir = dir.clone();
             let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(ec))
                 .await
@@ -101,10 +102,10 @@ pub async fn run(
         },
         alerts,
     );
-    let schedule = spawn_schedule(&cfg, analyzer.clone());
     let cache = Arc::new(QueryCache::new(cfg.query_cache_bytes, cfg.query_cache_ttl));
     let mut metrics = Metrics::new();
     metrics.register_cache(&cache.stats);
+    let schedule = spawn_schedule(&cfg, analyzer.clone(), metrics.analysis_passes());
     let state = Arc::new(AppState {
         cfg: Arc::new(cfg),
         store: store.clone(),
@@ -145,7 +146,12 @@ pub async fn run(
 }
 
 /// Runs an analysis pass every `analysis.interval` (none when it is zero).
-fn spawn_schedule(cfg: &Config, analyzer: Analyzer) -> Option<tokio::task::JoinHandle<()>> {
+/// `passes` counts the passes this process ran, by outcome.
+fn spawn_schedule(
+    cfg: &Config,
+    analyzer: Analyzer,
+    passes: AnalysisPasses,
+) -> Option<tokio::task::JoinHandle<()>> {
     let every = cfg.analysis.interval;
     if every.is_zero() {
         return None;
@@ -179,13 +185,17 @@ fn spawn_schedule(cfg: &Config, analyzer: Analyzer) -> Option<tokio::task::JoinH
                 }
             }
             match analyzer.run_pass(&tenants).await {
-                Ok(r) => tracing::info!(
-                    services = r.services.len(),
-                    new = r.new_regressions,
-                    resolved = r.resolved_regressions,
-                    "analysis pass done"
-                ),
+                Ok(r) => {
+                    passes.done(true);
+                    tracing::info!(
+                        services = r.services.len(),
+                        new = r.new_regressions,
+                        resolved = r.resolved_regressions,
+                        "analysis pass done"
+                    )
+                }
                 Err(e) => {
+                    passes.done(false);
                     tracing::warn!(error = %e, "analysis pass failed; will retry at the next interval")
                 }
             }

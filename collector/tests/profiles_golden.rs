@@ -1,5 +1,6 @@
 //! Golden tests for the profile conversions, against third-party fixtures in
-//! `../shared/fixtures/` (never edited; see its README for sources and licences):
+//! `tests/fixtures/` at the repository root (never edited; see its README for sources and
+//! licences):
 //!
 //! - every `perf script` input collapses to exactly its expected folded output, with inferno's
 //!   default options (`*-collapsed.txt`) or with `--all` (`*-collapsed-all.txt`);
@@ -23,11 +24,7 @@ use profwatch_model::profile::{ProfileBatch, ProfileRow, SampleLabels, StackProf
 use profwatch_model::Limits;
 
 fn fixtures() -> PathBuf {
-    Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures"
-    ))
-    .to_owned()
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures")).to_owned()
 }
 
 fn read(path: &Path) -> Vec<u8> {

@@ -75,23 +75,25 @@ fn clickhouse_outage_never_acks_unwritten_batches() {
         return;
     }
     let art = artifacts("clickhouse_outage_never_acks_unwritten_batches");
-    // A ClickHouse of this test's own, so stopping it disturbs no other test.
+    // A ClickHouse of this test's own, so stopping it disturbs no other test, on a loopback
+    // address no other test or server uses (so its fixed ports cannot be taken).
     let ch_dir = art.join("clickhouse");
-    let port = "18123";
+    let (host, port) = ("127.0.0.13", "8123");
     let script = repo_root().join("scripts").join("clickhouse.sh");
     let ch = |cmd: &str| {
         let status = std::process::Command::new("bash")
             .arg(&script)
             .arg(cmd)
             .env("PROFWATCH_CH_DIR", &ch_dir)
+            .env("PROFWATCH_CH_HOST", host)
             .env("PROFWATCH_CH_HTTP_PORT", port)
-            .env("PROFWATCH_CH_TCP_PORT", "18124")
+            .env("PROFWATCH_CH_TCP_PORT", "19000")
             .status()
             .expect("run clickhouse.sh");
         assert!(status.success(), "clickhouse.sh {cmd} failed");
     };
     ch("start");
-    let ch_url = format!("http://127.0.0.1:{port}");
+    let ch_url = format!("http://{host}:{port}");
     let server = Server::start(
         &[
             "--clickhouse-url",

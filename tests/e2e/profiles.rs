@@ -125,7 +125,7 @@ fn small_profile() -> Pprof<'static> {
 /// The Go CPU profile fixture, inflated, with `time_nanos` set to now (a later scalar field
 /// wins in protobuf), gzipped again.
 fn fixture_now() -> Vec<u8> {
-    let path = repo_root().join("../shared/fixtures/pprof/sample.cpu.pb.gz");
+    let path = repo_root().join("tests/fixtures/pprof/sample.cpu.pb.gz");
     let gz = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut raw = Vec::new();
     flate2::read::MultiGzDecoder::new(gz.as_slice())

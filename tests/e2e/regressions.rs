@@ -406,6 +406,15 @@ fn two_collectors_on_two_shards_record_and_alert_once() {
     assert!(per_shard.iter().all(|n| *n > 0), "{per_shard:?}");
 }
 
+/// The analysis passes `server` ran successfully, from its `/metrics`.
+fn passes_ok(server: &Server) -> u64 {
+    let metrics = server.client().get("/metrics").body;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("profwatch_analysis_passes_total{outcome=\"ok\"} "))
+        .map_or(0, |n| n.trim().parse().expect("a pass count"))
+}
+
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
@@ -450,8 +459,13 @@ fn two_collectors(name: &str, ch: [&str; 2], extra: &[&str], db: &str) {
             .is_empty()),
         "no alert arrived"
     );
-    // Several more intervals: nothing new may be recorded or alerted.
-    std::thread::sleep(Duration::from_secs(8));
+    // Several more passes (by either collector): nothing new may be recorded or alerted.
+    let passes = || passes_ok(&a) + passes_ok(&b);
+    let before = passes();
+    assert!(
+        eventually(Duration::from_secs(120), || passes() >= before + 3),
+        "three more analysis passes did not run"
+    );
     let records = a.client().get("/api/v1/regressions").json();
     assert_eq!(records.as_array().map(Vec::len), Some(1), "{records:#}");
     // Passes go on updating `last_seen`; the rest must be the same through either collector.

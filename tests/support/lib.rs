@@ -316,17 +316,8 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     false
 }
 
-/// The ClickHouse URL of the test server, or `None` when told to skip (see the contract suite).
-pub fn clickhouse_url() -> Option<String> {
-    match std::env::var("PROFWATCH_TEST_CLICKHOUSE_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var("PROFWATCH_SKIP_CLICKHOUSE").as_deref() == Ok("1") => None,
-        _ => panic!(
-            "PROFWATCH_TEST_CLICKHOUSE_URL is not set: run `scripts/clickhouse.sh start` and export \
-             PROFWATCH_TEST_CLICKHOUSE_URL=http://127.0.0.1:8123 (or set PROFWATCH_SKIP_CLICKHOUSE=1)"
-        ),
-    }
-}
+/// The ClickHouse URL of the test server, or `None` (a recorded skip) when told to skip.
+pub use profwatch_testkit::clickhouse_url;
 
 /// Runs SQL on ClickHouse over its HTTP interface and returns the text answer.
 pub fn clickhouse_query(url: &str, sql: &str) -> Result<String, String> {

@@ -163,7 +163,7 @@ async fn another_process_is_sampled_symbolised_and_shipped_until_it_exits() {
     let sidecar = match Sidecar::start(cfg).await {
         Ok(s) => s,
         Err(e) if is_perf_unavailable(&e) => {
-            eprintln!("SKIPPED: perf sampling is not available here: {e}");
+            profwatch_testkit::perf_unavailable(&e);
             return;
         }
         Err(e) => panic!("start: {e}"),
@@ -250,7 +250,7 @@ async fn a_missing_pid_is_a_clear_startup_error_unless_another_target_remains() 
             sidecar.shutdown().await.expect("shutdown");
         }
         Err(e) if is_perf_unavailable(&e) => {
-            eprintln!("SKIPPED the second half: perf sampling is not available here: {e}");
+            profwatch_testkit::perf_unavailable(&e);
         }
         Err(e) => panic!("start with one good pid: {e}"),
     }
@@ -316,7 +316,7 @@ async fn sdk_profiles_reach_the_collector_through_the_sidecar() {
     let stats = match work.await.expect("work") {
         Ok(stats) => stats,
         Err(e) => {
-            eprintln!("SKIPPED: perf sampling is not available here: {e}");
+            profwatch_testkit::perf_unavailable(&e);
             sidecar.shutdown().await.expect("shutdown");
             return;
         }

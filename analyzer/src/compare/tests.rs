@@ -71,7 +71,11 @@ fn a_a_false_positive_rate_over_seeds() {
                 != Some(Verdict::Same)
         })
         .count();
-    assert!(flagged <= 9, "{flagged} of 300 A/A comparisons flagged");
+    // The goal is a false-positive rate of at most 1%.
+    assert!(
+        flagged <= 3,
+        "{flagged} of 300 A/A comparisons flagged (goal: at most 1%)"
+    );
 }
 
 #[test]

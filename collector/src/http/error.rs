@@ -71,6 +71,15 @@ impl From<StoreError> for ApiError {
             StoreError::Closed => {
                 ApiError::Unavailable("the server is shutting down; retry later".into())
             }
+            e @ StoreError::TooLarge { .. } => {
+                ApiError::PayloadTooLarge(format!("{e}; send it in smaller batches"))
+            }
+            StoreError::WalFailed { path, detail } => {
+                tracing::error!(%path, %detail, "the WAL failed; writes are refused until restart");
+                ApiError::Unavailable(
+                    "the store cannot make writes durable; nothing was stored, retry later".into(),
+                )
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }

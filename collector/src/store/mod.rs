@@ -48,6 +48,13 @@ pub enum StoreError {
     /// The store has been shut down.
     #[error("the store is shutting down")]
     Closed,
+    /// A batch larger than the store can hold in one durable record; retrying cannot help.
+    #[error("the batch is {size} bytes once encoded; the store takes at most {limit} per batch")]
+    TooLarge { size: usize, limit: usize },
+    /// A write-ahead log file failed in a way that forbids further writes to it (a failed
+    /// fsync, or a torn append that could not be cut off). Writes are refused until restart.
+    #[error("the write-ahead log {path} failed ({detail}); writes are refused until the server restarts")]
+    WalFailed { path: String, detail: String },
 }
 
 impl StoreError {

@@ -42,17 +42,7 @@ pub async fn embedded() -> Harness {
     }
 }
 
-/// The ClickHouse URL for tests, or `None` when told to skip.
-pub fn clickhouse_url() -> Option<String> {
-    match std::env::var("PROFWATCH_TEST_CLICKHOUSE_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var("PROFWATCH_SKIP_CLICKHOUSE").as_deref() == Ok("1") => None,
-        _ => panic!(
-            "PROFWATCH_TEST_CLICKHOUSE_URL is not set: start ClickHouse with `scripts/clickhouse.sh start` \
-             and export PROFWATCH_TEST_CLICKHOUSE_URL=http://127.0.0.1:8123 (or set PROFWATCH_SKIP_CLICKHOUSE=1)"
-        ),
-    }
-}
+pub use profwatch_testkit::clickhouse_url;
 
 /// A database name unique to this test and run.
 fn database(prefix: &str, test: &str) -> String {
@@ -64,13 +54,11 @@ fn database(prefix: &str, test: &str) -> String {
 }
 
 /// The 2-shard cluster every cluster test of this process shares, started on first use (two
-/// `clickhouse-server` processes on loopback; they stop when this process ends). `None` when
-/// told to skip ClickHouse.
+/// `clickhouse-server` processes on loopback; they stop when this process ends). `None` (a
+/// recorded skip) when ClickHouse is skipped; an explicit ClickHouse URL means it is not.
 pub fn cluster() -> Option<&'static LocalCluster> {
     static CLUSTER: OnceLock<LocalCluster> = OnceLock::new();
-    if std::env::var("PROFWATCH_SKIP_CLICKHOUSE").as_deref() == Ok("1") {
-        return None;
-    }
+    clickhouse_url()?;
     Some(CLUSTER.get_or_init(|| {
         LocalCluster::start(2)
             .unwrap_or_else(|e| panic!("starting a 2-shard ClickHouse cluster: {e}"))

@@ -2,8 +2,9 @@
 //!
 //! They need `PROFWATCH_TEST_CLICKHOUSE_URL` (start a throwaway server with
 //! `scripts/clickhouse.sh start`; `scripts/clickhouse.sh url` prints the URL). Without it they
-//! fail, unless `PROFWATCH_SKIP_CLICKHOUSE=1`, in which case they pass without checking
-//! anything. Each test works in its own database, dropped at the end even when it fails.
+//! fail, unless `PROFWATCH_SKIP_CLICKHOUSE=1`, in which case each records its skip (see
+//! `profwatch_testkit`). Each test works in its own database, dropped at the end even when it
+//! fails.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -13,23 +14,8 @@ use profwatch_model::query::TimeRange;
 
 use super::*;
 
-const SKIP_VAR: &str = "PROFWATCH_SKIP_CLICKHOUSE";
-const URL_VAR: &str = "PROFWATCH_TEST_CLICKHOUSE_URL";
-
-/// The server URL, `None` when the tests are to be skipped; panics when neither is set.
 fn test_url() -> Option<String> {
-    match std::env::var(URL_VAR) {
-        Ok(url) if !url.trim().is_empty() => Some(url.trim().to_owned()),
-        _ if std::env::var(SKIP_VAR).as_deref() == Ok("1") => {
-            eprintln!("{URL_VAR} is not set and {SKIP_VAR}=1: skipping the ClickHouse test");
-            None
-        }
-        _ => panic!(
-            "{URL_VAR} is not set. Start a throwaway ClickHouse with `scripts/clickhouse.sh start` \
-             and run the tests with {URL_VAR}=$(scripts/clickhouse.sh url) \
-             (e.g. http://127.0.0.1:8123), or set {SKIP_VAR}=1 to skip the ClickHouse tests."
-        ),
-    }
+    profwatch_testkit::clickhouse_url()
 }
 
 fn unique_database() -> String {

@@ -20,6 +20,9 @@
 //!   compaction merges at most `compact_rows` rows at a time. Beyond that, writes get
 //!   [`StoreError::Overloaded`].
 
+#[cfg(test)]
+mod fault_tests;
+mod faults;
 mod memtable;
 mod profile_segment;
 mod query;
@@ -75,6 +78,9 @@ pub struct EmbeddedConfig {
     pub compact_rows: usize,
     /// Threads a query scans with.
     pub query_threads: usize,
+    /// On open, copy damaged WAL bytes aside and keep every intact record after them, instead of
+    /// refusing to open (`profwatch server --repair`).
+    pub repair: bool,
 }
 
 impl EmbeddedConfig {
@@ -88,6 +94,7 @@ impl EmbeddedConfig {
             max_frozen: 2,
             compact_rows: 8 << 20,
             query_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            repair: false,
         }
     }
 }
@@ -129,6 +136,8 @@ struct Shared {
     seen: Mutex<HashMap<(String, String), i64>>,
     /// Held by a compaction and retention pass, so two never pick the same inputs.
     maintenance: Mutex<()>,
+    /// Set when a WAL file failed for good (see `wal`): every later write is refused.
+    wal_failed: Mutex<Option<(String, String)>>,
 }
 
 /// The embedded store. Cheap to share behind an `Arc`.
@@ -250,7 +259,12 @@ impl EmbeddedStore {
                 continue;
             }
             let mut mt = MemTable::new(gen);
-            for rec in wal::replay(&path)? {
+            let damage = if cfg.repair {
+                wal::Damage::SetAside
+            } else {
+                wal::Damage::Refuse
+            };
+            for rec in wal::replay(&path, damage)? {
                 replayed += rec.entry.rows();
                 apply(&mut mt, &rec.tenant, &rec.entry);
                 if let Some(key) = rec.key {
@@ -299,6 +313,7 @@ impl EmbeddedStore {
             queued: AtomicUsize::new(0),
             seen: Mutex::new(seen),
             maintenance: Mutex::new(()),
+            wal_failed: Mutex::new(None),
         });
         let regressions = regressions::Regressions::open(&dir, &shared.tmp_dir)?;
         let (tx, rx) = mpsc::sync_channel(cfg.queue_batches.max(1));
@@ -426,6 +441,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Appends queued batches to the WAL with one fsync per group, then makes them visible.
+impl Shared {
+    /// The error every write gets once a WAL file failed for good.
+    fn wal_failure(&self) -> Option<StoreError> {
+        lock(&self.wal_failed)
+            .as_ref()
+            .map(|(path, detail)| StoreError::WalFailed {
+                path: path.clone(),
+                detail: detail.clone(),
+            })
+    }
+}
+
 fn writer_loop(s: &Shared, rx: Receiver<Command>, mut wal: Wal) {
     let mut opened = Instant::now();
     let mut pending = None;
@@ -441,7 +468,11 @@ fn writer_loop(s: &Shared, rx: Receiver<Command>, mut wal: Wal) {
             Command::Write(w) => w,
             Command::Rotate(reply) => {
                 let empty = read(&read(&s.state).active).is_empty();
-                let r = if empty { Ok(()) } else { rotate(s, &mut wal) };
+                let r = match s.wal_failure() {
+                    Some(e) => Err(e),
+                    None if empty => Ok(()),
+                    None => rotate(s, &mut wal),
+                };
                 opened = Instant::now();
                 let _ = reply.send(r);
                 continue;
@@ -523,9 +554,15 @@ fn writer_loop(s: &Shared, rx: Receiver<Command>, mut wal: Wal) {
             }
             Err(e) => {
                 tracing::error!(error = %e, "WAL append failed; batches refused");
+                if let StoreError::WalFailed { path, detail } = &e {
+                    *lock(&s.wal_failed) = Some((path.clone(), detail.clone()));
+                }
                 let msg = e.to_string();
                 for r in group {
-                    let _ = r.reply.send(Err(StoreError::Unavailable(msg.clone())));
+                    let reply = s
+                        .wal_failure()
+                        .unwrap_or_else(|| StoreError::Unavailable(msg.clone()));
+                    let _ = r.reply.send(Err(reply));
                 }
             }
         }
@@ -818,8 +855,17 @@ impl EmbeddedStore {
         if self.shared.closed.load(Ordering::SeqCst) {
             return Err(StoreError::Closed);
         }
+        if let Some(e) = self.shared.wal_failure() {
+            return Err(e);
+        }
         let key = key.map(|k| k[..k.len().min(wal::MAX_KEY)].to_owned());
         let record = wal::encode_record(tenant, &entry, key.as_deref());
+        if record.len() > wal::MAX_RECORD {
+            return Err(StoreError::TooLarge {
+                size: record.len(),
+                limit: wal::MAX_RECORD,
+            });
+        }
         let (reply, rx) = oneshot::channel();
         let req = WriteRequest {
             tenant: tenant.clone(),
@@ -964,7 +1010,10 @@ impl Store for EmbeddedStore {
         if self.shared.closed.load(Ordering::SeqCst) {
             return Err(StoreError::Closed);
         }
-        Ok(())
+        match self.shared.wal_failure() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     fn queue_depth(&self) -> usize {

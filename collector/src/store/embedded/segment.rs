@@ -24,6 +24,7 @@ use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::parser::parse_message_type;
 use parquet::schema::types::ColumnPath;
 
+use super::faults;
 use super::memtable::{Rows, SeriesKey};
 use super::profile_segment::ProfileMeta;
 use super::wal::sync_dir;
@@ -220,11 +221,14 @@ pub(super) fn put_in_place(
     path: &Path,
 ) -> Result<u64, StoreError> {
     let file = writer.into_inner().map_err(|e| pq(tmp, e))?;
-    file.sync_all()
+    faults::check("segment-sync", tmp)
+        .and_then(|()| file.sync_all())
         .map_err(|e| StoreError::io("fsync", tmp, e))?;
     let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
     drop(file);
-    std::fs::rename(tmp, path).map_err(|e| StoreError::io("rename into place", path, e))?;
+    faults::check("segment-rename", path)
+        .and_then(|()| std::fs::rename(tmp, path))
+        .map_err(|e| StoreError::io("rename into place", path, e))?;
     Ok(bytes)
 }
 

@@ -4,9 +4,23 @@
 //! `kind: u8 | tenant_len: u16 LE | tenant | key_len: u8 | key | body`, where `key` is the
 //! batch's idempotency key (empty when it has none), and the body of kind 1 is a
 //! `profwatch.v1.EventBatch` protobuf and of kind 2 a [`WalProfiles`] protobuf. Appends are followed by
-//! `fdatasync` before any batch in them is acknowledged. Replay stops at the first record that is
-//! short or fails its checksum (a torn tail from a crash mid-append, never acknowledged) and
-//! truncates the file there.
+//! `fdatasync` before any batch in them is acknowledged.
+//!
+//! Invariants:
+//! - A failed append never leaves a torn record in front of later ones: the file is cut back to
+//!   its last good length and that cut is synced before anything else is appended; if the cut
+//!   cannot be made durable, the file acknowledges nothing more.
+//! - A failed `fdatasync` is never retried on the same file (after one, the kernel may have
+//!   dropped the dirty pages and cleared the error, so a retry can "succeed" without the data):
+//!   the file is marked failed and every later append is refused. The store refuses writes
+//!   until it is restarted, and recovery replays what reached the disk.
+//! - A record larger than [`MAX_RECORD`] is never written (it is refused before it is queued),
+//!   so replay never discards an acknowledged record for its size.
+//! - Replay keeps every intact record. Damage followed by nothing intact is a torn tail (a crash
+//!   mid-append: never acknowledged) and is truncated. Damage followed by an intact record is
+//!   corruption of acknowledged data: an error that names the file and the byte range, unless
+//!   replay is told to repair, in which case the damaged bytes are copied aside and the file
+//!   keeps every intact record. Records are found again after damage by their length and CRC.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -16,11 +30,12 @@ use profwatch_model::profile::{ProfileBatch, SampleLabels, StackSample};
 use profwatch_model::{wire, RequestEvent, Tenant};
 use prost::Message;
 
+use super::faults;
 use crate::store::StoreError;
 
 const HEADER: usize = 8;
-/// A record larger than this is treated as corruption on replay.
-const MAX_RECORD: usize = 512 << 20;
+/// The largest record (header included) the WAL writes; larger batches are refused with 413.
+pub const MAX_RECORD: usize = 512 << 20;
 
 /// An open WAL file being appended to.
 #[derive(Debug)]
@@ -28,6 +43,11 @@ pub struct Wal {
     file: File,
     path: PathBuf,
     pub gen: u64,
+    /// Bytes of intact, synced records.
+    good_len: u64,
+    /// Why this file acknowledges nothing more (a failed sync, or a failed cut after a failed
+    /// append).
+    failed: Option<String>,
 }
 
 /// The file name of generation `gen`.
@@ -200,19 +220,67 @@ impl Wal {
             .open(&path)
             .map_err(|e| StoreError::io("create", &path, e))?;
         sync_dir(dir)?;
-        Ok(Wal { file, path, gen })
+        Ok(Wal {
+            file,
+            path,
+            gen,
+            good_len: 0,
+            failed: None,
+        })
     }
 
-    /// Appends encoded records and makes them durable.
+    /// Appends encoded records and makes them durable. After an error nothing of this append
+    /// is acknowledged; see the module docs for what the file does next.
     pub fn append(&mut self, records: &[&[u8]]) -> Result<(), StoreError> {
-        for r in records {
-            self.file
-                .write_all(r)
-                .map_err(|e| StoreError::io("append to", &self.path, e))?;
+        if let Some(why) = &self.failed {
+            return Err(StoreError::WalFailed {
+                path: self.path.display().to_string(),
+                detail: why.clone(),
+            });
         }
-        self.file
-            .sync_data()
-            .map_err(|e| StoreError::io("fsync", &self.path, e))
+        let mut written = 0u64;
+        for r in records {
+            if let Err(e) = faults::check("wal-append", &self.path) {
+                // An injected failure acts like ENOSPC in the middle of a write: part of the
+                // record reaches the file.
+                let _ = self.file.write_all(&r[..r.len() / 2]);
+                return Err(self.cut_back(e));
+            }
+            if let Err(e) = self.file.write_all(r) {
+                return Err(self.cut_back(e));
+            }
+            written += r.len() as u64;
+        }
+        if let Err(e) = faults::check("wal-sync", &self.path).and_then(|()| self.file.sync_data()) {
+            let detail = format!("fsync failed: {e}");
+            self.failed = Some(detail.clone());
+            return Err(StoreError::WalFailed {
+                path: self.path.display().to_string(),
+                detail,
+            });
+        }
+        self.good_len += written;
+        Ok(())
+    }
+
+    /// Undoes a failed append: the file is cut back to its last good length, durably, so the
+    /// next append follows the last intact record. If that fails too, the file is done.
+    fn cut_back(&mut self, cause: std::io::Error) -> StoreError {
+        let cut = faults::check("wal-cut", &self.path)
+            .and_then(|()| self.file.set_len(self.good_len))
+            .and_then(|()| self.file.sync_all());
+        match cut {
+            Ok(()) => StoreError::io("append to", &self.path, cause),
+            Err(e) => {
+                let detail =
+                    format!("append failed ({cause}) and the torn part could not be cut off ({e})");
+                self.failed = Some(detail.clone());
+                StoreError::WalFailed {
+                    path: self.path.display().to_string(),
+                    detail,
+                }
+            }
+        }
     }
 
     #[cfg(test)]
@@ -221,74 +289,174 @@ impl Wal {
     }
 }
 
-/// Reads every intact record of a WAL file, truncating a torn tail.
-pub fn replay(path: &Path) -> Result<Vec<Record>, StoreError> {
+/// How replay treats damage followed by intact records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Damage {
+    /// Refuse to open: an error names the file and the damaged bytes.
+    Refuse,
+    /// Copy the damaged bytes into this folder's `damaged/` subfolder and keep every intact
+    /// record (`profwatch server --repair`).
+    SetAside,
+}
+
+/// The length of the intact record at `at`, if one starts there.
+fn record_at(bytes: &[u8], at: usize) -> Option<usize> {
+    let header = bytes.get(at..at + HEADER)?;
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if !(4..=MAX_RECORD).contains(&len) {
+        return None;
+    }
+    let payload = bytes.get(at + HEADER..at + HEADER + len)?;
+    if !matches!(payload[0], KIND_EVENTS | KIND_PROFILES) || crc32fast::hash(payload) != crc {
+        return None;
+    }
+    Some(HEADER + len)
+}
+
+/// Reads every intact record of a WAL file: truncates a torn tail, and treats damage followed by
+/// intact records as `damage` says (see the module docs).
+pub fn replay(path: &Path, damage: Damage) -> Result<Vec<Record>, StoreError> {
     let mut bytes = Vec::new();
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
         .map_err(|e| StoreError::io("read", path, e))?;
     let mut out = Vec::new();
+    let mut kept: Vec<(usize, usize)> = Vec::new();
+    let mut damaged: Vec<(usize, usize)> = Vec::new();
     let mut at = 0;
-    while at + HEADER <= bytes.len() {
-        let len =
-            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize;
-        let crc = u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]]);
-        let end = at + HEADER + len;
-        if len > MAX_RECORD || end > bytes.len() || len < 4 {
-            break;
+    while at < bytes.len() {
+        if let Some(len) = record_at(&bytes, at) {
+            out.push(decode_record(path, at, &bytes[at + HEADER..at + len])?);
+            kept.push((at, at + len));
+            at += len;
+            continue;
         }
-        let payload = &bytes[at + HEADER..end];
-        if crc32fast::hash(payload) != crc {
-            break;
+        // Damage: look for the next intact record after it.
+        let next = (at + 1..bytes.len()).find(|&i| record_at(&bytes, i).is_some());
+        match next {
+            Some(next) => {
+                damaged.push((at, next));
+                at = next;
+            }
+            None => {
+                truncate_torn_tail(path, at, bytes.len())?;
+                break;
+            }
         }
-        let kind = payload[0];
-        let tenant_len = u16::from_le_bytes([payload[1], payload[2]]) as usize;
-        let Some(tenant) = payload
-            .get(3..3 + tenant_len)
-            .and_then(|t| std::str::from_utf8(t).ok())
-        else {
-            return Err(corrupt(path, at, "tenant"));
-        };
-        let key_at = 3 + tenant_len;
-        let Some(key_len) = payload.get(key_at).map(|k| *k as usize) else {
-            return Err(corrupt(path, at, "key length"));
-        };
-        let Some(key) = payload
-            .get(key_at + 1..key_at + 1 + key_len)
-            .and_then(|k| std::str::from_utf8(k).ok())
-        else {
-            return Err(corrupt(path, at, "key"));
-        };
-        let key = (!key.is_empty()).then(|| key.to_owned());
-        let body = &payload[key_at + 1 + key_len..];
-        let entry = match kind {
-            KIND_EVENTS => Entry::Events(
-                wire::decode_batch(body).map_err(|e| corrupt(path, at, &e.to_string()))?,
-            ),
-            KIND_PROFILES => Entry::Profiles(
-                decode_profiles(body).map_err(|e| corrupt(path, at, &e.to_string()))?,
-            ),
-            other => return Err(corrupt(path, at, &format!("unknown record kind {other}"))),
-        };
-        out.push(Record {
-            tenant: Tenant(tenant.to_owned()),
-            entry,
-            key,
-        });
-        at = end;
     }
-    if at < bytes.len() {
-        tracing::warn!(path = %path.display(), valid = at, len = bytes.len(), "truncating torn WAL tail");
-        OpenOptions::new()
-            .write(true)
-            .open(path)
-            .and_then(|f| {
-                f.set_len(at as u64)?;
-                f.sync_all()
-            })
-            .map_err(|e| StoreError::io("truncate", path, e))?;
+    if damaged.is_empty() {
+        return Ok(out);
     }
-    Ok(out)
+    match damage {
+        Damage::Refuse => Err(StoreError::Corrupt {
+            path: path.display().to_string(),
+            detail: format!(
+                "bytes {} of {} are damaged and intact records follow them; acknowledged data \
+                 may be missing. Start the server once with --repair to copy the damaged bytes \
+                 aside and keep every intact record",
+                ranges(&damaged),
+                bytes.len()
+            ),
+        }),
+        Damage::SetAside => {
+            set_aside(path, &bytes, &damaged, &kept)?;
+            Ok(out)
+        }
+    }
+}
+
+fn ranges(r: &[(usize, usize)]) -> String {
+    r.iter()
+        .map(|(a, b)| format!("{a}..{b}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn truncate_torn_tail(path: &Path, valid: usize, len: usize) -> Result<(), StoreError> {
+    tracing::warn!(path = %path.display(), valid, len, "truncating torn WAL tail");
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|f| {
+            f.set_len(valid as u64)?;
+            f.sync_all()
+        })
+        .map_err(|e| StoreError::io("truncate", path, e))
+}
+
+/// Copies the damaged ranges to `damaged/<file>.<from>-<to>` beside the WAL folder's files, then
+/// replaces the file with its intact records only (written aside, synced, renamed).
+fn set_aside(
+    path: &Path,
+    bytes: &[u8],
+    damaged: &[(usize, usize)],
+    kept: &[(usize, usize)],
+) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let aside = dir.join("damaged");
+    std::fs::create_dir_all(&aside).map_err(|e| StoreError::io("create", &aside, e))?;
+    let name = path
+        .file_name()
+        .map_or_else(|| "wal".to_owned(), |n| n.to_string_lossy().into_owned());
+    for &(from, to) in damaged {
+        let copy = aside.join(format!("{name}.{from}-{to}"));
+        write_synced(&copy, &[&bytes[from..to]])?;
+        tracing::warn!(path = %path.display(), from, to, copy = %copy.display(), "set damaged WAL bytes aside");
+    }
+    sync_dir(&aside)?;
+    let tmp = dir.join(format!("{name}.repaired"));
+    let parts: Vec<&[u8]> = kept.iter().map(|&(a, b)| &bytes[a..b]).collect();
+    write_synced(&tmp, &parts)?;
+    std::fs::rename(&tmp, path).map_err(|e| StoreError::io("rename", &tmp, e))?;
+    sync_dir(dir)
+}
+
+fn write_synced(path: &Path, parts: &[&[u8]]) -> Result<(), StoreError> {
+    let mut f = File::create(path).map_err(|e| StoreError::io("create", path, e))?;
+    for p in parts {
+        f.write_all(p)
+            .map_err(|e| StoreError::io("write", path, e))?;
+    }
+    f.sync_all().map_err(|e| StoreError::io("fsync", path, e))
+}
+
+/// Decodes the payload of a record that passed its checksum.
+fn decode_record(path: &Path, at: usize, payload: &[u8]) -> Result<Record, StoreError> {
+    let kind = payload[0];
+    let tenant_len = u16::from_le_bytes([payload[1], payload[2]]) as usize;
+    let Some(tenant) = payload
+        .get(3..3 + tenant_len)
+        .and_then(|t| std::str::from_utf8(t).ok())
+    else {
+        return Err(corrupt(path, at, "tenant"));
+    };
+    let key_at = 3 + tenant_len;
+    let Some(key_len) = payload.get(key_at).map(|k| *k as usize) else {
+        return Err(corrupt(path, at, "key length"));
+    };
+    let Some(key) = payload
+        .get(key_at + 1..key_at + 1 + key_len)
+        .and_then(|k| std::str::from_utf8(k).ok())
+    else {
+        return Err(corrupt(path, at, "key"));
+    };
+    let key = (!key.is_empty()).then(|| key.to_owned());
+    let body = &payload[key_at + 1 + key_len..];
+    let entry = match kind {
+        KIND_EVENTS => {
+            Entry::Events(wire::decode_batch(body).map_err(|e| corrupt(path, at, &e.to_string()))?)
+        }
+        KIND_PROFILES => {
+            Entry::Profiles(decode_profiles(body).map_err(|e| corrupt(path, at, &e.to_string()))?)
+        }
+        other => return Err(corrupt(path, at, &format!("unknown record kind {other}"))),
+    };
+    Ok(Record {
+        tenant: Tenant(tenant.to_owned()),
+        entry,
+        key,
+    })
 }
 
 fn corrupt(path: &Path, at: usize, detail: &str) -> StoreError {
@@ -342,7 +510,7 @@ mod tests {
         f.write_all(&c[..c.len() / 2]).expect("write");
         drop(f);
 
-        let got = replay(&path).expect("replay");
+        let got = replay(&path, Damage::Refuse).expect("replay");
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].entry.rows(), 2);
         assert_eq!(got[1].entry, Entry::Events(vec![event(3)]));
@@ -362,7 +530,7 @@ mod tests {
         let last = b.len() - 1;
         b[last] ^= 0x40;
         wal.append(&[&a, &b]).expect("append");
-        let got = replay(wal.path()).expect("replay");
+        let got = replay(wal.path(), Damage::Refuse).expect("replay");
         assert_eq!(got.len(), 1);
     }
 
@@ -390,12 +558,139 @@ mod tests {
             &encode_record(&Tenant("t".into()), &e, Some("batch-7")),
         ])
         .expect("append");
-        let got = replay(wal.path()).expect("replay");
+        let got = replay(wal.path(), Damage::Refuse).expect("replay");
         assert_eq!((&got[0].entry, got[0].key.as_deref()), (&p, None));
         assert_eq!(
             (&got[1].entry, got[1].key.as_deref()),
             (&e, Some("batch-7"))
         );
+    }
+
+    fn events_record(i: u64) -> Vec<u8> {
+        encode_record(&Tenant("t".into()), &Entry::Events(vec![event(i)]), None)
+    }
+
+    fn cpu_of(records: &[Record]) -> Vec<u64> {
+        records
+            .iter()
+            .flat_map(|r| match &r.entry {
+                Entry::Events(e) => e.iter().map(|e| e.cpu_ns).collect(),
+                Entry::Profiles(_) => Vec::new(),
+            })
+            .collect()
+    }
+
+    /// Regression test: after a failed (partial) append, for example on a full disk, the WAL
+    /// kept appending behind the torn bytes, and replay dropped every later, acknowledged
+    /// record.
+    #[test]
+    fn appends_after_a_failed_append_survive_replay() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut wal = Wal::create(dir.path(), 1).expect("create");
+        wal.append(&[&events_record(1)]).expect("append");
+        // The second record of this group fails: the first was written, the group is refused.
+        // A group fails half-way through its first record (a full disk).
+        faults::arm("wal-append", dir.path(), std::io::ErrorKind::StorageFull, 1);
+        assert!(wal.append(&[&events_record(2), &events_record(3)]).is_err());
+        wal.append(&[&events_record(4)])
+            .expect("append after the failure");
+        wal.append(&[&events_record(5)]).expect("append");
+        let got = replay(wal.path(), Damage::Refuse).expect("replay");
+        assert_eq!(cpu_of(&got), vec![1, 4, 5]);
+    }
+
+    #[test]
+    fn a_failed_sync_refuses_every_later_append() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut wal = Wal::create(dir.path(), 1).expect("create");
+        wal.append(&[&events_record(1)]).expect("append");
+        faults::arm("wal-sync", dir.path(), std::io::ErrorKind::Other, 1);
+        let err = wal.append(&[&events_record(2)]).expect_err("sync fails");
+        assert!(matches!(err, StoreError::WalFailed { .. }), "{err}");
+        // The fault is spent, yet the file never syncs again.
+        let err = wal.append(&[&events_record(3)]).expect_err("refused");
+        assert!(matches!(err, StoreError::WalFailed { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_failed_cut_after_a_failed_append_refuses_every_later_append() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut wal = Wal::create(dir.path(), 1).expect("create");
+        faults::arm("wal-append", dir.path(), std::io::ErrorKind::StorageFull, 1);
+        faults::arm("wal-cut", dir.path(), std::io::ErrorKind::StorageFull, 1);
+        let err = wal.append(&[&events_record(1)]).expect_err("append fails");
+        assert!(matches!(err, StoreError::WalFailed { .. }), "{err}");
+        assert!(wal.append(&[&events_record(2)]).is_err());
+    }
+
+    #[test]
+    fn damage_before_intact_records_is_an_error_that_names_the_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut wal = Wal::create(dir.path(), 1).expect("create");
+        let records: Vec<Vec<u8>> = (1..=4).map(events_record).collect();
+        let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+        wal.append(&refs).expect("append");
+        let path = wal.path().to_owned();
+        drop(wal);
+        let mut bytes = std::fs::read(&path).expect("read");
+        let second = records[0].len();
+        bytes[second + 12] ^= 0x08;
+        std::fs::write(&path, &bytes).expect("write");
+
+        let err = replay(&path, Damage::Refuse).expect_err("damage in the middle");
+        let StoreError::Corrupt { detail, .. } = &err else {
+            panic!("{err}");
+        };
+        let range = format!("{second}..{}", second + records[1].len());
+        assert!(detail.contains(&range), "{detail}");
+        assert!(detail.contains("--repair"), "{detail}");
+        assert_eq!(std::fs::read(&path).expect("read"), bytes, "untouched");
+
+        let got = replay(&path, Damage::SetAside).expect("repair");
+        assert_eq!(cpu_of(&got), vec![1, 3, 4]);
+        let aside = std::fs::read(dir.path().join("damaged").join(format!(
+            "{}.{second}-{}",
+            file_name(1),
+            second + records[1].len()
+        )))
+        .expect("the damaged bytes, set aside");
+        assert_eq!(aside, bytes[second..second + records[1].len()]);
+        // The repaired file replays cleanly.
+        let again = replay(&path, Damage::Refuse).expect("replay after repair");
+        assert_eq!(cpu_of(&again), vec![1, 3, 4]);
+    }
+
+    #[test]
+    fn a_wal_cut_at_any_byte_of_its_last_records_replays_what_is_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let records: Vec<Vec<u8>> = (1..=3).map(events_record).collect();
+        let whole: Vec<u8> = records.concat();
+        let ends: Vec<usize> = records
+            .iter()
+            .scan(0, |at, r| {
+                *at += r.len();
+                Some(*at)
+            })
+            .collect();
+        let path = dir.path().join(file_name(1));
+        // Every cut inside the last two records.
+        for cut in ends[0]..=whole.len() {
+            std::fs::write(&path, &whole[..cut]).expect("write");
+            let got = replay(&path, Damage::Refuse).expect("a torn tail is not an error");
+            let whole_records = ends.iter().filter(|&&e| e <= cut).count();
+            assert_eq!(got.len(), whole_records, "cut at {cut}");
+            let kept = ends
+                .iter()
+                .copied()
+                .filter(|&e| e <= cut)
+                .max()
+                .unwrap_or(0);
+            assert_eq!(
+                std::fs::metadata(&path).expect("stat").len() as usize,
+                kept,
+                "the torn tail is truncated (cut at {cut})"
+            );
+        }
     }
 
     #[test]
