@@ -91,6 +91,11 @@ struct ImportCmd {
     /// No progress bars.
     #[arg(long)]
     no_progress: bool,
+    /// When the profiles happened: original (the file's own time), now, or a time (unix
+    /// seconds or RFC 3339). Old files need a recent time: the server refuses data older than
+    /// its retention.
+    #[arg(long, default_value = "original")]
+    time: profwatch_collector::import::Retime,
     #[arg(required = true)]
     files: Vec<PathBuf>,
 }
@@ -401,6 +406,7 @@ fn run() -> anyhow::Result<()> {
                     sample_rate: args.sample_rate,
                     files: args.files,
                     progress: !args.no_progress,
+                    time: args.time,
                 })?;
             for f in &report.files {
                 eprintln!(

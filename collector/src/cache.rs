@@ -5,8 +5,10 @@
 //! `ttl`; ingest for a tenant makes that tenant's answers stale. A stale answer is still served
 //! (marked stale) while exactly one request, holding the lease, refreshes it, so the identical
 //! queries that follow an invalidation also cost one query. Entries are bounded in bytes; the
-//! least recently used go first. Failures are not cached: waiters of a failed lease each get the
-//! error, and the next request takes a new lease.
+//! least recently used go first; an entry waiting for its first answer counts too, and when the
+//! bound is full of those, a new question is answered without caching. Failures are not cached:
+//! waiters of a failed lease each get the error, and the next request takes a new lease. A
+//! lease ends when its holder finishes or is dropped (cancelled): a waiter then takes over.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -68,6 +70,72 @@ enum Plan {
     Done(Cached),
     Wait(watch::Receiver<Shared>),
     Lead(watch::Sender<Shared>),
+    /// The cache is full of leased entries: compute without caching.
+    Bypass,
+}
+
+/// What an entry costs against the bound besides its key and value.
+const ENTRY_OVERHEAD: usize = 64;
+
+/// Releases a lease when its holder finishes or is dropped (a client that hung up cancels its
+/// handler): the entry loses its lease (and goes, if it has no answer), and the waiters, who see
+/// the sender dropped, ask again; one of them leads. Without it a cancelled leader left the key
+/// leased forever.
+struct LeaseGuard<'a> {
+    cache: &'a QueryCache,
+    key: &'a str,
+    tx: Option<watch::Sender<Shared>>,
+}
+
+impl LeaseGuard<'_> {
+    /// Stores a successful answer (computed for `generation`) and hands the outcome to the
+    /// waiters.
+    fn finish(mut self, result: Result<Bytes, String>, generation: u64) {
+        {
+            let mut g = self.cache.lock();
+            match &result {
+                Ok(body) => {
+                    let old = g
+                        .entries
+                        .get(self.key)
+                        .and_then(|e| e.value.as_ref())
+                        .map_or(0, Bytes::len);
+                    if let Some(e) = g.entries.get_mut(self.key) {
+                        e.value = Some(body.clone());
+                        e.at = Instant::now();
+                        e.generation = generation;
+                        e.lease = None;
+                        g.bytes = g.bytes.saturating_sub(old) + body.len();
+                    }
+                    self.cache.evict(&mut g);
+                }
+                Err(_) => release(&mut g, self.key),
+            }
+        }
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Some(result));
+        }
+    }
+}
+
+impl Drop for LeaseGuard<'_> {
+    fn drop(&mut self) {
+        if self.tx.is_some() {
+            release(&mut self.cache.lock(), self.key);
+        }
+    }
+}
+
+/// Ends the lease on `key`, keeping a previous answer if there is one.
+fn release(g: &mut Inner, key: &str) {
+    let keep = g.entries.get(key).is_some_and(|e| e.value.is_some());
+    if keep {
+        if let Some(e) = g.entries.get_mut(key) {
+            e.lease = None;
+        }
+    } else if g.entries.remove(key).is_some() {
+        g.bytes = g.bytes.saturating_sub(key.len() + ENTRY_OVERHEAD);
+    }
 }
 
 impl QueryCache {
@@ -93,9 +161,67 @@ impl QueryCache {
             .or_default() += 1;
     }
 
-    /// Bytes held now.
+    /// Bytes held now (answers, keys and per-entry overhead, leased entries included).
     pub fn bytes(&self) -> usize {
         self.lock().bytes
+    }
+
+    /// Decides what a request for `key` does.
+    fn plan(&self, tenant: &str, key: &str) -> Plan {
+        let mut g = self.lock();
+        let generation = g.generations.get(tenant).copied().unwrap_or(0);
+        g.clock += 1;
+        let now_tick = g.clock;
+        if let Some(e) = g.entries.get_mut(key) {
+            e.last_used = now_tick;
+            let fresh = e.generation == generation && e.at.elapsed() < self.ttl;
+            return match (&e.value, fresh, &e.lease) {
+                (Some(v), true, _) => {
+                    self.stats.hits.inc();
+                    Plan::Done(Cached {
+                        body: v.clone(),
+                        stale: false,
+                    })
+                }
+                (Some(v), false, Some(_)) => {
+                    self.stats.stale_served.inc();
+                    Plan::Done(Cached {
+                        body: v.clone(),
+                        stale: true,
+                    })
+                }
+                (None, _, Some(rx)) => {
+                    self.stats.lease_waits.inc();
+                    Plan::Wait(rx.clone())
+                }
+                (_, _, None) => {
+                    self.stats.misses.inc();
+                    let (tx, rx) = watch::channel(None);
+                    e.lease = Some(rx);
+                    Plan::Lead(tx)
+                }
+            };
+        }
+        self.stats.misses.inc();
+        let cost = key.len() + ENTRY_OVERHEAD;
+        g.bytes += cost;
+        self.evict(&mut g);
+        if g.bytes > self.max_bytes {
+            g.bytes -= cost;
+            return Plan::Bypass;
+        }
+        let (tx, rx) = watch::channel(None);
+        g.entries.insert(
+            key.to_owned(),
+            Entry {
+                value: None,
+                at: Instant::now(),
+                generation,
+                last_used: now_tick,
+                lease: Some(rx),
+            },
+        );
+        Plan::Lead(tx)
     }
 
     /// The answer for `key` (of `tenant`): cached, awaited from the lease holder, or computed by
@@ -111,113 +237,38 @@ impl QueryCache {
         Fut: std::future::Future<Output = Result<Bytes, E>>,
         E: From<String> + std::fmt::Display,
     {
-        let plan = {
-            let mut g = self.lock();
-            let generation = g.generations.get(tenant).copied().unwrap_or(0);
-            g.clock += 1;
-            let now_tick = g.clock;
-            match g.entries.get_mut(&key) {
-                Some(e) => {
-                    e.last_used = now_tick;
-                    let fresh = e.generation == generation && e.at.elapsed() < self.ttl;
-                    match (&e.value, fresh, &e.lease) {
-                        (Some(v), true, _) => {
-                            self.stats.hits.inc();
-                            Plan::Done(Cached {
-                                body: v.clone(),
-                                stale: false,
-                            })
-                        }
-                        (Some(v), false, Some(_)) => {
-                            self.stats.stale_served.inc();
-                            Plan::Done(Cached {
-                                body: v.clone(),
-                                stale: true,
-                            })
-                        }
-                        (None, _, Some(rx)) => {
-                            self.stats.lease_waits.inc();
-                            Plan::Wait(rx.clone())
-                        }
-                        (_, _, None) => {
-                            self.stats.misses.inc();
-                            let (tx, rx) = watch::channel(None);
-                            e.lease = Some(rx);
-                            Plan::Lead(tx)
-                        }
+        loop {
+            let tx = match self.plan(tenant, &key) {
+                Plan::Done(c) => return Ok(c),
+                Plan::Bypass => {
+                    return compute()
+                        .await
+                        .map(|body| Cached { body, stale: false })
+                }
+                Plan::Wait(mut rx) => {
+                    // `None`: the leader was cancelled; ask again (and perhaps lead).
+                    if let Some(r) = wait(&mut rx).await {
+                        return r.map(|body| Cached { body, stale: false }).map_err(E::from);
                     }
+                    continue;
                 }
-                None => {
-                    self.stats.misses.inc();
-                    let (tx, rx) = watch::channel(None);
-                    g.entries.insert(
-                        key.clone(),
-                        Entry {
-                            value: None,
-                            at: Instant::now(),
-                            generation,
-                            last_used: now_tick,
-                            lease: Some(rx),
-                        },
-                    );
-                    Plan::Lead(tx)
-                }
-            }
-        };
-        match plan {
-            Plan::Done(c) => Ok(c),
-            Plan::Wait(mut rx) => loop {
-                if let Some(r) = rx.borrow().clone() {
-                    return r.map(|body| Cached { body, stale: false }).map_err(E::from);
-                }
-                if rx.changed().await.is_err() {
-                    return Err(E::from(
-                        "the query this request waited for was abandoned; retry".to_owned(),
-                    ));
-                }
-            },
-            Plan::Lead(tx) => {
-                // The generation this answer is computed for: ingest during the query makes it
-                // stale at once.
-                let generation = self.lock().generations.get(tenant).copied().unwrap_or(0);
-                let result = compute().await;
-                let shared = match &result {
-                    Ok(b) => Ok(b.clone()),
-                    Err(e) => Err(e.to_string()),
-                };
-                {
-                    let mut g = self.lock();
-                    match &result {
-                        Ok(body) => {
-                            let old = g
-                                .entries
-                                .get(&key)
-                                .and_then(|e| e.value.as_ref())
-                                .map_or(0, |v| v.len() + key.len());
-                            g.bytes = g.bytes.saturating_sub(old) + body.len() + key.len();
-                            if let Some(e) = g.entries.get_mut(&key) {
-                                e.value = Some(body.clone());
-                                e.at = Instant::now();
-                                e.generation = generation;
-                                e.lease = None;
-                            }
-                            self.evict(&mut g);
-                        }
-                        Err(_) => {
-                            let keep = g.entries.get(&key).is_some_and(|e| e.value.is_some());
-                            if keep {
-                                if let Some(e) = g.entries.get_mut(&key) {
-                                    e.lease = None;
-                                }
-                            } else {
-                                g.entries.remove(&key);
-                            }
-                        }
-                    }
-                }
-                let _ = tx.send(Some(shared));
-                result.map(|body| Cached { body, stale: false })
-            }
+                Plan::Lead(tx) => tx,
+            };
+            let guard = LeaseGuard {
+                cache: self,
+                key: &key,
+                tx: Some(tx),
+            };
+            // The generation this answer is computed for: ingest during the query makes it
+            // stale at once.
+            let generation = self.lock().generations.get(tenant).copied().unwrap_or(0);
+            let result = compute().await;
+            let shared = match &result {
+                Ok(b) => Ok(b.clone()),
+                Err(e) => Err(e.to_string()),
+            };
+            guard.finish(shared, generation);
+            return result.map(|body| Cached { body, stale: false });
         }
     }
 
@@ -234,9 +285,21 @@ impl QueryCache {
             if let Some(e) = g.entries.remove(&k) {
                 g.bytes = g
                     .bytes
-                    .saturating_sub(e.value.map_or(0, |v| v.len()) + k.len());
+                    .saturating_sub(e.value.map_or(0, |v| v.len()) + k.len() + ENTRY_OVERHEAD);
                 self.stats.evictions.inc();
             }
+        }
+    }
+}
+
+/// The leader's outcome, or `None` when the leader went away without one.
+async fn wait(rx: &mut watch::Receiver<Shared>) -> Option<Result<Bytes, String>> {
+    loop {
+        if let Some(r) = rx.borrow().clone() {
+            return Some(r);
+        }
+        if rx.changed().await.is_err() {
+            return rx.borrow().clone();
         }
     }
 }
@@ -304,7 +367,8 @@ mod tests {
 
     #[tokio::test]
     async fn failures_are_not_cached_and_bytes_are_bounded() {
-        let cache = QueryCache::new(100, Duration::from_secs(60));
+        // Two entries of 1 + 64 bytes each (key and overhead) and one answer of 60 fit in 200.
+        let cache = QueryCache::new(200, Duration::from_secs(60));
         let r = cache
             .get_or_compute("t", "a".into(), || async {
                 Err::<Bytes, E>(E("boom".into()))
@@ -322,7 +386,83 @@ mod tests {
                 Ok::<_, E>(Bytes::from(vec![0u8; 60]))
             })
             .await;
-        assert!(cache.bytes() <= 100, "{}", cache.bytes());
+        assert!(cache.bytes() <= 200, "{}", cache.bytes());
         assert_eq!(cache.stats.evictions.get(), 1);
+    }
+
+    /// Regression test: a leader cancelled mid-query (its client hung up) left the key leased
+    /// forever, and every identical query after it failed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancelled_leader_hands_the_lease_on() {
+        let cache = Arc::new(QueryCache::new(1 << 20, Duration::from_secs(60)));
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let leader = {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                cache
+                    .get_or_compute("t", "q".into(), || async move {
+                        let _ = started_tx.send(());
+                        std::future::pending::<Result<Bytes, E>>().await
+                    })
+                    .await
+            })
+        };
+        started_rx.await.expect("the leader runs");
+        let waiter = {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                cache
+                    .get_or_compute("t", "q".into(), || async {
+                        Ok::<_, E>(Bytes::from_static(b"from the waiter"))
+                    })
+                    .await
+            })
+        };
+        // Let the waiter find the lease, then cancel the leader.
+        while cache.stats.lease_waits.get() == 0 {
+            tokio::task::yield_now().await;
+        }
+        leader.abort();
+        let got = waiter.await.expect("join").expect("the waiter took over");
+        assert_eq!(got.body.as_ref(), b"from the waiter");
+        let again = cache
+            .get_or_compute("t", "q".into(), || async {
+                Err::<Bytes, E>(E("must not run: the answer is cached".into()))
+            })
+            .await
+            .expect("cached");
+        assert_eq!(again.body.as_ref(), b"from the waiter");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn leased_entries_count_against_the_bound() {
+        // Room for one leased entry (key + overhead); the second distinct question bypasses.
+        let cache = Arc::new(QueryCache::new(80, Duration::from_secs(60)));
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+        let slow = {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                cache
+                    .get_or_compute("t", "slow".into(), || async move {
+                        let _ = started_tx.send(());
+                        let _ = release_rx.await;
+                        Ok::<_, E>(Bytes::from_static(b"s"))
+                    })
+                    .await
+            })
+        };
+        started_rx.await.expect("leading");
+        assert_eq!(cache.bytes(), 4 + ENTRY_OVERHEAD);
+        let other = cache
+            .get_or_compute("t", "other".into(), || async {
+                Ok::<_, E>(Bytes::from_static(b"o"))
+            })
+            .await
+            .expect("answered without the cache");
+        assert_eq!(other.body.as_ref(), b"o");
+        assert_eq!(cache.bytes(), 4 + ENTRY_OVERHEAD, "nothing cached for it");
+        let _ = release_tx.send(());
+        slow.await.expect("join").expect("ok");
     }
 }

@@ -41,6 +41,47 @@ pub struct ImportArgs {
     pub files: Vec<PathBuf>,
     /// Draw progress bars (on stderr, when it is a terminal).
     pub progress: bool,
+    /// The time the profiles are stored at.
+    pub time: Retime,
+}
+
+/// When imported profiles happened (`profwatch import --time`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Retime {
+    /// The file's own time (pprof's `time_nanos`; the upload time for folded and perf files).
+    #[default]
+    Original,
+    /// The upload time: for historic files the server would refuse as older than its
+    /// retention.
+    Now,
+    /// This time (unix ns).
+    At(i64),
+}
+
+impl std::str::FromStr for Retime {
+    type Err = String;
+
+    /// `original`, `now`, unix seconds or RFC 3339.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "original" => Ok(Retime::Original),
+            "now" => Ok(Retime::Now),
+            other => profwatch_model::timefmt::parse_query_time_ns(other)
+                .map(Retime::At)
+                .map_err(|e| format!("{e}; give original, now, unix seconds or RFC 3339")),
+        }
+    }
+}
+
+impl Retime {
+    /// The time to store at, unix ns; `None` keeps the file's own.
+    fn ns(self) -> Option<i64> {
+        match self {
+            Retime::Original => None,
+            Retime::Now => Some(profwatch_model::timefmt::now_ns()),
+            Retime::At(ns) => Some(ns),
+        }
+    }
 }
 
 /// The detected format of a file.
@@ -187,16 +228,16 @@ fn import_one(
         }
         query.push((k.clone(), v.clone()));
     }
-    let body = match format {
-        FileFormat::Pprof => {
-            if is_gzip(&raw) {
-                raw
-            } else {
-                gzip(&raw)
-            }
-        }
-        FileFormat::Folded | FileFormat::PerfScript => {
+    let at = args.time.ns();
+    let body = match (format, at) {
+        (FileFormat::Pprof, Some(ts)) => gzip(&retimed_pprof(&content, ts)),
+        (FileFormat::Pprof, None) if is_gzip(&raw) => raw,
+        (FileFormat::Pprof, None) => gzip(&raw),
+        (FileFormat::Folded | FileFormat::PerfScript, _) => {
             query.push(("format".into(), "folded".into()));
+            if let Some(ts) = at {
+                query.push(("ts".into(), (ts / 1_000_000_000).to_string()));
+            }
             if let Some(hz) = args.sample_rate {
                 query.push(("sample_rate".into(), hz.to_string()));
             }
@@ -267,6 +308,21 @@ fn import_one(
     })
 }
 
+/// A pprof profile whose `time_nanos` (field 9) is `ts`: the field is appended, and in
+/// protobuf the last value of a scalar field wins, so nothing else of the file changes.
+fn retimed_pprof(content: &[u8], ts: i64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(content.len() + 11);
+    out.extend_from_slice(content);
+    out.push(9 << 3);
+    let mut v = ts as u64;
+    while v >= 0x80 {
+        out.push((v as u8 & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+    out
+}
+
 /// Percent-encodes a query component (everything but RFC 3986's unreserved characters).
 fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -283,6 +339,32 @@ fn encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retiming_a_pprof_sets_its_time_and_keeps_the_rest() {
+        let original = Profile {
+            time_nanos: 1_600_000_000_000_000_000,
+            duration_nanos: 5,
+            ..Default::default()
+        };
+        let bytes = prost::Message::encode_to_vec(&original);
+        let ts = 1_800_000_000_123_456_789;
+        let got: Profile =
+            prost::Message::decode(retimed_pprof(&bytes, ts).as_slice()).expect("decode");
+        assert_eq!(got.time_nanos, ts);
+        assert_eq!(got.duration_nanos, 5);
+    }
+
+    #[test]
+    fn time_arguments_parse() {
+        assert_eq!("original".parse::<Retime>(), Ok(Retime::Original));
+        assert_eq!("now".parse::<Retime>(), Ok(Retime::Now));
+        assert_eq!(
+            "1700000000".parse::<Retime>(),
+            Ok(Retime::At(1_700_000_000_000_000_000))
+        );
+        assert!("yesterday".parse::<Retime>().is_err());
+    }
 
     #[test]
     fn detects_formats() {

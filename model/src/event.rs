@@ -133,7 +133,7 @@ pub enum ValidationError {
     Weight(f64),
     #[error("field `ts` is {skew_s}s in the future; at most {max_s}s of clock skew is accepted")]
     Future { skew_s: i64, max_s: i64 },
-    #[error("field `ts` is {age_s}s old; events older than {max_s}s are refused")]
+    #[error("field `ts` is {age_s}s old; data older than {max_s}s (the retention) is refused")]
     TooOld { age_s: i64, max_s: i64 },
 }
 
@@ -163,20 +163,27 @@ impl RequestEvent {
                 max: limits.max_weight.to_string(),
             });
         }
-        if self.ts > now.saturating_add(limits.max_future_skew_ns) {
-            return Err(ValidationError::Future {
-                skew_s: (self.ts - now) / SECOND,
-                max_s: limits.max_future_skew_ns / SECOND,
-            });
-        }
-        if self.ts < now.saturating_sub(limits.max_age_ns) {
-            return Err(ValidationError::TooOld {
-                age_s: now.saturating_sub(self.ts) / SECOND,
-                max_s: limits.max_age_ns / SECOND,
-            });
-        }
+        check_ts(self.ts, limits, now)?;
         check_labels(&self.labels, limits)
     }
+}
+
+/// Checks a time (unix ns) against the accepted age and clock skew at `now`: events and
+/// profiles follow the same rule, so nothing is accepted that queries could not show.
+pub fn check_ts(ts: i64, limits: &Limits, now: i64) -> Result<(), ValidationError> {
+    if ts > now.saturating_add(limits.max_future_skew_ns) {
+        return Err(ValidationError::Future {
+            skew_s: ts.saturating_sub(now) / SECOND,
+            max_s: limits.max_future_skew_ns / SECOND,
+        });
+    }
+    if ts < now.saturating_sub(limits.max_age_ns) {
+        return Err(ValidationError::TooOld {
+            age_s: now.saturating_sub(ts) / SECOND,
+            max_s: limits.max_age_ns / SECOND,
+        });
+    }
+    Ok(())
 }
 
 /// Checks a label set on its own (count, keys, values); [`RequestEvent::validate`] calls it.

@@ -113,6 +113,16 @@ pub(crate) async fn store_batches_once(
     if batches.is_empty() {
         return Ok(resp);
     }
+    let now = now_ns();
+    for b in &batches {
+        profwatch_model::event::check_ts(b.ts, &state.cfg.limits, now).map_err(|e| {
+            state.metrics.rejected(RejectReason::Invalid, 0);
+            ApiError::BadRequest(format!(
+                "profile: {e}. To store an old profile as recent data, re-time it (profwatch \
+                 import --time now)"
+            ))
+        })?;
+    }
     let written = match key {
         Some(key) => {
             state
