@@ -91,14 +91,17 @@ pub fn render(
         .unwrap_or("(no function singled out)");
     let summary = match status {
         AlertStatus::Firing => format!(
-            "{} {} got {pct:+.1}% more expensive ({}) in build {} vs {} (95% CI {:+.1}%..{:+.1}%); top function: {culprit}",
+            "{} {} got {pct:+.1}% more expensive ({}) in build {} vs {} ({}); top function: {culprit}",
             r.service,
             r.endpoint,
             r.metric,
             r.candidate,
             r.baseline,
-            (r.effect_low - 1.0) * 100.0,
-            (r.effect_high - 1.0) * 100.0,
+            match (r.effect_low, r.effect_high) {
+                (Some(lo), Some(hi)) =>
+                    format!("95% CI {:+.1}%..{:+.1}%", (lo - 1.0) * 100.0, (hi - 1.0) * 100.0),
+                _ => "no interval".to_owned(),
+            },
         ),
         AlertStatus::Resolved => format!(
             "resolved: {} {} ({pct:+.1}% in build {} vs {})",

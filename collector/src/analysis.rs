@@ -95,6 +95,47 @@ pub struct PassReport {
     pub new_regressions: usize,
     pub updated_regressions: usize,
     pub resolved_regressions: usize,
+    /// Endpoints whose change-point detection failed this pass, with why (`service endpoint`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failed_endpoints: Vec<String>,
+}
+
+/// An interval with both ends finite, as `(low, high)`; absent ends otherwise.
+fn finite_interval(ci: Option<(f64, f64)>) -> (Option<f64>, Option<f64>) {
+    match ci {
+        Some((lo, hi)) if lo.is_finite() && hi.is_finite() => (Some(lo), Some(hi)),
+        _ => (None, None),
+    }
+}
+
+/// Change points of each series, on every core. Each answer stays at its series' index: a
+/// failed or panicked chunk yields an error for each of its series, never a shorter list.
+fn detect_all(
+    inputs: &[Vec<f64>],
+    cfg: &profwatch_analyzer::changepoint::ChangepointConfig,
+) -> Vec<Result<Vec<profwatch_analyzer::ChangePoint>, String>> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let chunk = inputs.len().div_ceil(threads).max(1);
+    std::thread::scope(|sc| {
+        let handles: Vec<_> = inputs
+            .chunks(chunk)
+            .map(|part| {
+                let handle = sc.spawn(move || {
+                    part.iter()
+                        .map(|v| detect(v, cfg).map_err(|e| e.to_string()))
+                        .collect::<Vec<_>>()
+                });
+                (part.len(), handle)
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|(len, h)| {
+                h.join()
+                    .unwrap_or_else(|_| vec![Err("the detection thread panicked".to_owned()); len])
+            })
+            .collect()
+    })
 }
 
 /// Runs passes and compares against a store.
@@ -388,9 +429,7 @@ impl Analyzer {
                 .culprits(tenant, service, c, &baseline, &candidate)
                 .await?;
             let existing = records.iter().position(|r| r.id == id);
-            let ci =
-                c.ci.map(|i| (i.low, i.high))
-                    .unwrap_or((f64::NAN, f64::NAN));
+            let ci = finite_interval(c.ci.map(|i| (i.low, i.high)));
             let mut record = RegressionRecord {
                 id: id.clone(),
                 tenant: tenant.0.clone(),
@@ -538,31 +577,20 @@ impl Analyzer {
         }
         let inputs: Vec<Vec<f64>> = prepared.iter().map(|p| p.2.clone()).collect();
         let cp_cfg = self.cfg.changepoints.clone();
-        let detected: Vec<Vec<profwatch_analyzer::ChangePoint>> =
-            tokio::task::spawn_blocking(move || {
-                let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-                let chunk = inputs.len().div_ceil(threads).max(1);
-                std::thread::scope(|sc| {
-                    let handles: Vec<_> = inputs
-                        .chunks(chunk)
-                        .map(|part| {
-                            let cfg = &cp_cfg;
-                            sc.spawn(move || {
-                                part.iter()
-                                    .map(|v| detect(v, cfg).unwrap_or_default())
-                                    .collect::<Vec<_>>()
-                            })
-                        })
-                        .collect();
-                    handles
-                        .into_iter()
-                        .flat_map(|h| h.join().unwrap_or_default())
-                        .collect()
-                })
-            })
+        let detected = tokio::task::spawn_blocking(move || detect_all(&inputs, &cp_cfg))
             .await
             .map_err(|e| AnalysisError::Task(e.to_string()))?;
         for ((endpoint, points, _), changes) in prepared.into_iter().zip(detected) {
+            let changes = match changes {
+                Ok(c) => c,
+                Err(why) => {
+                    tracing::warn!(%service, %endpoint, %why, "change-point detection failed");
+                    report
+                        .failed_endpoints
+                        .push(format!("{service} {endpoint}: {why}"));
+                    continue;
+                }
+            };
             for ch in changes
                 .into_iter()
                 .filter(|c| c.change_pct >= self.cfg.compare.min_effect * 100.0)
@@ -614,9 +642,7 @@ impl Analyzer {
                     continue;
                 }
                 let now = now_ns();
-                let ci =
-                    c.ci.map(|i| (i.low, i.high))
-                        .unwrap_or((f64::NAN, f64::NAN));
+                let ci = finite_interval(c.ci.map(|i| (i.low, i.high)));
                 let record = RegressionRecord {
                     id,
                     tenant: tenant.0.clone(),

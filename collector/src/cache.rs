@@ -240,11 +240,7 @@ impl QueryCache {
         loop {
             let tx = match self.plan(tenant, &key) {
                 Plan::Done(c) => return Ok(c),
-                Plan::Bypass => {
-                    return compute()
-                        .await
-                        .map(|body| Cached { body, stale: false })
-                }
+                Plan::Bypass => return compute().await.map(|body| Cached { body, stale: false }),
                 Plan::Wait(mut rx) => {
                     // `None`: the leader was cancelled; ask again (and perhaps lead).
                     if let Some(r) = wait(&mut rx).await {

@@ -291,3 +291,46 @@ async fn idempotency_keys_survive_flush_and_restart() {
         Written::Stored
     );
 }
+
+/// Regression test: a record whose interval could not be computed was stored with NaN bounds
+/// (`null` in its JSON file), and the store then refused to open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_without_an_interval_survives_a_restart() {
+    use profwatch_model::regression::{RegressionRecord, RegressionState};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let record = RegressionRecord {
+        id: RegressionRecord::make_id("t", "svc", "GET /0", "cpu_ns", "1", "2"),
+        tenant: "t".into(),
+        service: "svc".into(),
+        endpoint: "GET /0".into(),
+        metric: "cpu_ns".into(),
+        baseline: "1".into(),
+        candidate: "2".into(),
+        effect: 1.2,
+        effect_low: None,
+        effect_high: None,
+        ratio_of_means: None,
+        p_value: 0.001,
+        q_value: 0.002,
+        baseline_median: 1.0,
+        candidate_median: 1.2,
+        baseline_requests: 1000,
+        candidate_requests: 1000,
+        culprits: Vec::new(),
+        first_seen: 1,
+        last_seen: 2,
+        state: RegressionState::Open,
+        updated: 2,
+    };
+    {
+        let store = EmbeddedStore::open(cfg(dir.path())).expect("open");
+        store.put_regression(&record).await.expect("put");
+        store.shutdown().await.expect("shutdown");
+    }
+    let store = EmbeddedStore::open(cfg(dir.path())).expect("reopen");
+    assert_eq!(
+        store.regressions(&tenant()).await.expect("list"),
+        vec![record]
+    );
+    store.shutdown().await.expect("shutdown");
+}

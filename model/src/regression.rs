@@ -58,10 +58,13 @@ pub struct RegressionRecord {
     /// Baseline and candidate: builds for a snapshot compare.
     pub baseline: String,
     pub candidate: String,
-    /// Candidate / baseline (robust ratio of medians) and its interval.
+    /// Candidate / baseline (robust ratio of medians) and its interval; the interval is absent
+    /// (`null`) when it could not be computed. A record never holds a non-finite number.
     pub effect: f64,
-    pub effect_low: f64,
-    pub effect_high: f64,
+    #[serde(default)]
+    pub effect_low: Option<f64>,
+    #[serde(default)]
+    pub effect_high: Option<f64>,
     pub ratio_of_means: Option<f64>,
     pub p_value: f64,
     pub q_value: f64,

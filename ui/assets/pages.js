@@ -243,7 +243,7 @@ PW.pages.endpoint = async function (main, params, ctx) {
     main.appendChild(h("h1", null, h("a", { href: PW.link("/", carry(params, {})) }, service), " · ", endpoint));
     for (const r of regs.filter((r) => r.endpoint === endpoint && r.state !== "resolved")) {
       main.appendChild(h("p", { class: "msg warn" }, regressionBadge(r), " build " + r.candidate + " vs " + r.baseline + ": " +
-        r.metric + " " + PW.fmtPct(r.effect - 1) + " (" + PW.fmtPct(r.effect_low - 1) + " to " + PW.fmtPct(r.effect_high - 1) + ")"));
+        r.metric + " " + effectText(r)));
     }
     const markers = builds.order.map((b) => ({ t: builds.first.get(b), label: "build " + b, href: flameLink({ build: b }) }));
     const onSelect = (from, to) => {
@@ -517,8 +517,15 @@ PW.pages.compare = async function (main, params, ctx) {
 
 // ---------------------------------------------------------------- regressions
 
+// The effect and its interval; a record without an interval (it could not be computed) has
+// null ends.
+function hasInterval(r) {
+  return r.effect_low != null && r.effect_high != null;
+}
+
 function effectText(r) {
-  return PW.fmtPct(r.effect - 1) + " [" + PW.fmtPct(r.effect_low - 1) + ", " + PW.fmtPct(r.effect_high - 1) + "]";
+  const ci = hasInterval(r) ? " [" + PW.fmtPct(r.effect_low - 1) + ", " + PW.fmtPct(r.effect_high - 1) + "]" : " (no interval)";
+  return PW.fmtPct(r.effect - 1) + ci;
 }
 
 PW.pages.regressions = async function (main, params, ctx) {
@@ -570,12 +577,14 @@ PW.pages.regression = async function (main, params, ctx) {
   const ackBtn = h("button", { type: "button", id: "ack", onclick: act("ack"), disabled: r.state !== "open" }, "acknowledge");
   const resBtn = h("button", { type: "button", id: "resolve", onclick: act("resolve"), disabled: r.state === "resolved" }, "resolve");
   // The effect and its interval on a scale around 1.
-  const lo = Math.min(1, r.effect_low) - 0.02;
-  const hi = Math.max(1, r.effect_high) + 0.02;
+  const low = hasInterval(r) ? r.effect_low : r.effect;
+  const high = hasInterval(r) ? r.effect_high : r.effect;
+  const lo = Math.min(1, low) - 0.02;
+  const hi = Math.max(1, high) + 0.02;
   const sx = (v) => 10 + ((v - lo) / (hi - lo)) * 380;
   const bar = PW.svg("svg", { viewBox: "0 0 400 40", class: "effect" },
     PW.svg("line", { x1: sx(1), x2: sx(1), y1: 4, y2: 30, class: "one" }),
-    PW.svg("rect", { x: sx(r.effect_low), width: Math.max(2, sx(r.effect_high) - sx(r.effect_low)), y: 12, height: 10, class: "ci" }),
+    PW.svg("rect", { x: sx(low), width: Math.max(2, sx(high) - sx(low)), y: 12, height: 10, class: "ci" }),
     PW.svg("circle", { cx: sx(r.effect), cy: 17, r: 5, class: "est" }),
     PW.svg("text", { x: sx(1), y: 39, "text-anchor": "middle" }, "no change"));
   main.appendChild(h("section", { class: "card" },

@@ -137,8 +137,10 @@ pub async fn put_regression(client: &Client, r: &RegressionRecord) -> Result<(),
         baseline: &r.baseline,
         candidate: &r.candidate,
         effect: r.effect,
-        effect_low: r.effect_low,
-        effect_high: r.effect_high,
+        // The columns stay Float64 (18.16 has no Nullable in ORDER BY-free tables worth the
+        // migration); an absent interval end is NaN there, and the JSON record is the truth.
+        effect_low: r.effect_low.unwrap_or(f64::NAN),
+        effect_high: r.effect_high.unwrap_or(f64::NAN),
         p_value: r.p_value,
         state: r.state.as_str(),
         first_seen: r.first_seen,
