@@ -10,4 +10,5 @@ mod grafana;
 mod loss;
 mod profiles;
 mod regressions;
+mod torture;
 mod ui;
