@@ -436,4 +436,27 @@ mod tests {
             "a batch that cannot fit evicts nothing"
         );
     }
+
+    /// What agent/README.md tells operators to do to send a dead letter again.
+    #[test]
+    fn a_dead_letter_moved_into_the_spool_is_a_spool_record_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = Arc::new(Metrics::new());
+        let letters = DeadLetters::open(dir.path(), 1 << 20, 10, metrics.clone()).expect("open");
+        let r = record(4, 5, 100);
+        letters.put(&r, 413, "too large").expect("put");
+        let batches = dir.path().join("batches");
+        fs::create_dir_all(&batches).expect("mkdir");
+        fs::rename(
+            dir.path()
+                .join("dead-letter")
+                .join("0123456789abcdef-4.batch"),
+            batches.join("00000000000000900000.batch"),
+        )
+        .expect("move");
+        let spool =
+            crate::sidecar::spool::Spool::open(dir.path(), 1 << 20, metrics).expect("spool");
+        let back = spool.read(900_000).expect("read").expect("there");
+        assert_eq!((back.id, back.events, back.body), (r.id, 5, r.body));
+    }
 }

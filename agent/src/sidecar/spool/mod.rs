@@ -586,4 +586,38 @@ mod tests {
         assert_eq!(metrics.dropped_count(DropReason::SpoolFull), 5);
         assert_eq!(metrics.profiles_dropped_count(DropReason::SpoolFull), 1);
     }
+
+    #[test]
+    fn a_record_set_aside_ships_after_the_others_keeps_its_id_and_survives_a_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (spool, metrics) = open(dir.path(), 1 << 20);
+        for body in [b"stuck", b"one__", b"two__"] {
+            spool.append(RecordKind::Events, 2, body).expect("append");
+        }
+        let stuck = spool.read(0).expect("read").expect("there");
+        assert_eq!(spool.set_aside(0).expect("set aside"), Some(3));
+        assert!(!spool.contains(0) && spool.is_set_aside(3));
+        assert_eq!(spool.stats(), (3, spool.stats().1, 6), "nothing lost");
+        assert_eq!(metrics.snapshot("", "").spool_set_aside, 1);
+        assert_eq!(spool.oldest(), Some(1), "the others go first");
+        spool.remove(1).expect("remove");
+        spool.remove(2).expect("remove");
+        let again = spool.read(3).expect("read").expect("there");
+        assert_eq!((again.id, again.body), (stuck.id.clone(), stuck.body));
+        assert_eq!(spool.set_aside(3).expect("set aside"), Some(4));
+        assert_eq!(metrics.snapshot("", "").spool_set_aside, 1);
+        assert_eq!(spool.set_aside(99).expect("gone"), None);
+        drop(spool);
+
+        let (spool, _) = open(dir.path(), 1 << 20);
+        assert_eq!(spool.oldest(), Some(4));
+        assert_eq!(spool.read(4).expect("read").expect("there").id, stuck.id);
+        assert_eq!(
+            spool
+                .append(RecordKind::Events, 1, b"x")
+                .expect("append")
+                .seq,
+            Some(5)
+        );
+    }
 }
