@@ -63,6 +63,18 @@ pub struct RunArgs {
     /// Largest spool size, e.g. 512M, 2G; the oldest batches go first when full [default: 1G].
     #[arg(long, env = "PROFWATCH_AGENT_SPOOL_MAX")]
     pub spool_max: Option<String>,
+    /// Attempts after which a batch that keeps failing retriably (5xx, 401, timeouts, ...) is
+    /// set aside: moved behind the other batches, so they ship, and retried once per turn
+    /// after that. It is never deleted for failing [default: 10].
+    #[arg(long, value_name = "N", env = "PROFWATCH_AGENT_SET_ASIDE_AFTER")]
+    pub set_aside_after: Option<u32>,
+    /// Largest size of `<spool dir>/dead-letter/`, where batches the collector refused for
+    /// good (400, 413, 422) are kept; the oldest go first when full [default: 64M].
+    #[arg(long, env = "PROFWATCH_AGENT_DEAD_LETTER_MAX")]
+    pub dead_letter_max: Option<String>,
+    /// Most batches kept in `<spool dir>/dead-letter/` [default: 1000].
+    #[arg(long, value_name = "N", env = "PROFWATCH_AGENT_DEAD_LETTER_MAX_FILES")]
+    pub dead_letter_max_files: Option<usize>,
     /// Data center added to events that have none.
     #[arg(long, env = "PROFWATCH_DC")]
     pub dc: Option<String>,
@@ -122,6 +134,12 @@ pub const ROOT_SOCKET: &str = "/run/profwatch/agent.sock";
 pub const DEFAULT_MAX_LINE: usize = 64 << 10;
 /// Largest protobuf frame accepted from an app.
 pub const DEFAULT_MAX_FRAME: usize = 4 << 20;
+/// Failed attempts in a row before a batch is set aside.
+pub const DEFAULT_SET_ASIDE_AFTER: u32 = 10;
+/// Largest size of the dead-letter folder.
+pub const DEFAULT_DEAD_LETTER_MAX_BYTES: u64 = 64 << 20;
+/// Most batches in the dead-letter folder.
+pub const DEFAULT_DEAD_LETTER_MAX_FILES: usize = 1000;
 
 /// How retriable delivery failures are retried.
 #[derive(Debug, Clone)]
@@ -134,6 +152,9 @@ pub struct RetryPolicy {
     pub max_retry_after: Duration,
     /// Timeout of one request to the collector.
     pub request_timeout: Duration,
+    /// Failed attempts in a row after which a batch is set aside (moved behind the others);
+    /// a batch set aside before gets one attempt per turn. At least 1.
+    pub set_aside_after: u32,
 }
 
 impl Default for RetryPolicy {
@@ -143,6 +164,7 @@ impl Default for RetryPolicy {
             max: Duration::from_secs(30),
             max_retry_after: Duration::from_secs(300),
             request_timeout: Duration::from_secs(30),
+            set_aside_after: DEFAULT_SET_ASIDE_AFTER,
         }
     }
 }
@@ -209,6 +231,9 @@ pub struct SidecarConfig {
     pub udp: Option<SocketAddr>,
     pub spool_dir: PathBuf,
     pub spool_max_bytes: u64,
+    /// Bounds of `<spool_dir>/dead-letter/`.
+    pub dead_letter_max_bytes: u64,
+    pub dead_letter_max_files: usize,
     /// Filled into events without a `dc`.
     pub dc: Option<String>,
     /// Filled into events without a `host`.
@@ -238,6 +263,8 @@ impl SidecarConfig {
             udp: None,
             spool_dir,
             spool_max_bytes: 1 << 30,
+            dead_letter_max_bytes: DEFAULT_DEAD_LETTER_MAX_BYTES,
+            dead_letter_max_files: DEFAULT_DEAD_LETTER_MAX_FILES,
             dc: None,
             host: system_hostname().unwrap_or_else(|| "unknown".to_owned()),
             metrics: None,
@@ -300,6 +327,12 @@ impl RunArgs {
                 )
             })?;
         }
+        delivery_config(
+            &mut cfg,
+            self.set_aside_after,
+            self.dead_letter_max,
+            self.dead_letter_max_files,
+        )?;
         let limits = profwatch_model::Limits::default();
         for (flag, value) in [("dc", &self.dc), ("host", &self.host)] {
             if let Some(v) = value {
@@ -349,6 +382,46 @@ impl RunArgs {
         )?;
         Ok(cfg)
     }
+}
+
+/// `--set-aside-after`, `--dead-letter-max`, `--dead-letter-max-files`.
+fn delivery_config(
+    cfg: &mut SidecarConfig,
+    set_aside_after: Option<u32>,
+    dead_letter_max: Option<String>,
+    dead_letter_max_files: Option<usize>,
+) -> Result<(), SidecarError> {
+    if let Some(n) = set_aside_after {
+        if !(1..=1000).contains(&n) {
+            return Err(SidecarError::config(
+                "set-aside-after",
+                n.to_string(),
+                "must be 1..=1000 attempts",
+            ));
+        }
+        cfg.retry.set_aside_after = n;
+    }
+    if let Some(max) = dead_letter_max {
+        cfg.dead_letter_max_bytes =
+            parse_size(&max).filter(|n| *n >= 1 << 20).ok_or_else(|| {
+                SidecarError::config(
+                    "dead-letter-max",
+                    &max,
+                    "expected a size of at least 1M, e.g. 64M or 1G",
+                )
+            })?;
+    }
+    if let Some(n) = dead_letter_max_files {
+        if !(1..=1_000_000).contains(&n) {
+            return Err(SidecarError::config(
+                "dead-letter-max-files",
+                n.to_string(),
+                "must be 1..=1000000",
+            ));
+        }
+        cfg.dead_letter_max_files = n;
+    }
+    Ok(())
 }
 
 fn profile_config(
@@ -499,6 +572,41 @@ mod tests {
         assert_eq!(cfg.profile.export_interval, Duration::from_secs(10));
         assert_eq!(cfg.metrics, Some("127.0.0.1:4041".parse().expect("addr")));
         assert!(cfg.socket.ends_with("agent.sock"));
+        assert_eq!(cfg.retry.set_aside_after, 10);
+        assert_eq!(
+            (cfg.dead_letter_max_bytes, cfg.dead_letter_max_files),
+            (64 << 20, 1000)
+        );
+    }
+
+    #[test]
+    fn delivery_flags() {
+        let mut a = args();
+        a.set_aside_after = Some(3);
+        a.dead_letter_max = Some("2M".into());
+        a.dead_letter_max_files = Some(7);
+        let cfg = a.validate().expect("valid");
+        assert_eq!(cfg.retry.set_aside_after, 3);
+        assert_eq!(
+            (cfg.dead_letter_max_bytes, cfg.dead_letter_max_files),
+            (2 << 20, 7)
+        );
+        for bad in [
+            RunArgs {
+                set_aside_after: Some(0),
+                ..args()
+            },
+            RunArgs {
+                dead_letter_max: Some("10K".into()),
+                ..args()
+            },
+            RunArgs {
+                dead_letter_max_files: Some(0),
+                ..args()
+            },
+        ] {
+            assert!(bad.validate().is_err());
+        }
     }
 
     #[test]

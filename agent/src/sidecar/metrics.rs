@@ -3,13 +3,17 @@
 //!
 //! One [`Metrics`] per sidecar (no global registry), so tests run sidecars side by side.
 //! Every event that enters is accounted for exactly once as received or rejected; every
-//! received event ends as shipped, dropped (with a reason) or still spooled/in memory.
+//! received event ends as shipped, dead-lettered (kept on disk, refused by the collector for
+//! good), dropped (with a reason) or still spooled/in memory. A dead letter later removed to
+//! make room in its folder is counted once more, as dropped under `dead_letter_full`.
 //! Profiles (relayed from apps, or from `--profile-pid`/`--profile-name`) are counted the same
 //! way in their own unit, one profile per label set and interval, under `profiles_*`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use profwatch_model::timefmt;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -78,7 +82,8 @@ impl RejectReason {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum DropReason {
-    /// The collector refused the batch with a non-retriable 4xx.
+    /// The collector refused the batch for good (400, 413, 422) and it is larger than the
+    /// whole dead-letter folder, so it could not be kept there.
     CollectorRejected,
     /// The spool was full; the oldest batches were evicted.
     SpoolFull,
@@ -86,14 +91,17 @@ pub enum DropReason {
     SpoolCorrupt,
     /// The spool could not be written.
     SpoolError,
+    /// The dead-letter folder was full; its oldest dead letters were removed.
+    DeadLetterFull,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 4] = [
+    pub const ALL: [DropReason; 5] = [
         DropReason::CollectorRejected,
         DropReason::SpoolFull,
         DropReason::SpoolCorrupt,
         DropReason::SpoolError,
+        DropReason::DeadLetterFull,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -102,6 +110,7 @@ impl DropReason {
             DropReason::SpoolFull => "spool_full",
             DropReason::SpoolCorrupt => "spool_corrupt",
             DropReason::SpoolError => "spool_error",
+            DropReason::DeadLetterFull => "dead_letter_full",
         }
     }
 }
@@ -147,6 +156,121 @@ pub struct StatusSnapshot {
     pub profile_samples: u64,
     #[serde(default)]
     pub profile_samples_lost: u64,
+    /// Events and profiles the collector refused for good (400, 413, 422), moved to the
+    /// dead-letter folder.
+    #[serde(default)]
+    pub dead_lettered_events: u64,
+    #[serde(default)]
+    pub dead_lettered_profiles: u64,
+    /// Dead letters in the folder now, and their bytes.
+    #[serde(default)]
+    pub dead_letter_records: u64,
+    #[serde(default)]
+    pub dead_letter_bytes: u64,
+    /// Times a batch that kept failing retriably was set aside (moved behind the others).
+    #[serde(default)]
+    pub set_aside: u64,
+    /// Spooled batches that have been set aside since the sidecar started.
+    #[serde(default)]
+    pub spool_set_aside: u64,
+    /// The collector's current run of refusals; `None` once a delivery succeeds.
+    #[serde(default)]
+    pub refusal: Option<Refusal>,
+}
+
+/// The collector has been answering `status` (not 2xx) since `since_ns`, without a delivery
+/// in between.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub status: u16,
+    /// Unix nanoseconds of the first answer with this status in the run.
+    pub since_ns: i64,
+    /// Seconds from `since_ns` to the snapshot.
+    pub for_s: u64,
+}
+
+impl Refusal {
+    /// `refused by collector: 401 since 2026-01-01T00:00:00Z (for 42s)`.
+    pub fn describe(&self) -> String {
+        format!(
+            "refused by collector: {} since {} (for {}s)",
+            self.status,
+            timefmt::format_rfc3339(self.since_ns),
+            self.for_s
+        )
+    }
+}
+
+/// The counters of what happens to batches the collector does not acknowledge.
+#[derive(Debug)]
+struct DeliveryMetrics {
+    dead_lettered_events: Counter,
+    dead_lettered_profiles: Counter,
+    dead_letter_records: Gauge,
+    dead_letter_bytes: Gauge,
+    set_aside: Counter,
+    spool_set_aside: Gauge,
+    refusal_status: Gauge,
+    refusal_since: Gauge,
+    /// Status and start (unix ns) of the current run of refusals.
+    refusal: Mutex<Option<(u16, i64)>>,
+}
+
+impl DeliveryMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = DeliveryMetrics {
+            dead_lettered_events: Counter::default(),
+            dead_lettered_profiles: Counter::default(),
+            dead_letter_records: Gauge::default(),
+            dead_letter_bytes: Gauge::default(),
+            set_aside: Counter::default(),
+            spool_set_aside: Gauge::default(),
+            refusal_status: Gauge::default(),
+            refusal_since: Gauge::default(),
+            refusal: Mutex::new(None),
+        };
+        registry.register(
+            "events_dead_lettered",
+            "Events the collector refused for good (400, 413, 422), kept in the dead-letter folder",
+            m.dead_lettered_events.clone(),
+        );
+        registry.register(
+            "profiles_dead_lettered",
+            "Profiles the collector refused for good (400, 413, 422), kept in the dead-letter folder",
+            m.dead_lettered_profiles.clone(),
+        );
+        registry.register(
+            "dead_letter_records",
+            "Batches in the dead-letter folder",
+            m.dead_letter_records.clone(),
+        );
+        registry.register(
+            "dead_letter_bytes",
+            "Bytes in the dead-letter folder",
+            m.dead_letter_bytes.clone(),
+        );
+        registry.register(
+            "batches_set_aside",
+            "Times a batch that kept failing retriably was moved behind the others",
+            m.set_aside.clone(),
+        );
+        registry.register(
+            "spool_set_aside_records",
+            "Spooled batches set aside since the sidecar started",
+            m.spool_set_aside.clone(),
+        );
+        registry.register(
+            "collector_refusal_status",
+            "The status the collector keeps answering instead of 2xx; 0 after a delivery",
+            m.refusal_status.clone(),
+        );
+        registry.register(
+            "collector_refusal_since_seconds",
+            "Unix time of the first answer of the current run of refusals; 0 after a delivery",
+            m.refusal_since.clone(),
+        );
+        m
+    }
 }
 
 /// The counters and the registry that renders them.
@@ -171,6 +295,7 @@ pub struct Metrics {
     profiled_threads: Gauge,
     profile_samples: Counter,
     profile_samples_lost: Counter,
+    delivery: DeliveryMetrics,
     last_error: Mutex<Option<String>>,
     log_gate: Mutex<Option<Instant>>,
     log_suppressed: AtomicU64,
@@ -229,7 +354,7 @@ impl Metrics {
         let retries = Counter::default();
         registry.register(
             "batch_retries",
-            "Deliveries that failed retriably (network, 429, 5xx) and will be retried",
+            "Deliveries that failed retriably (network, 401, 403, 404, 407, 408, 429, 5xx, ...) and will be retried",
             retries.clone(),
         );
         let dropped = Family::<ReasonLabel, Counter>::default();
@@ -286,6 +411,7 @@ impl Metrics {
             "Stack samples the kernel dropped because a ring was full",
             profile_samples_lost.clone(),
         );
+        let delivery = DeliveryMetrics::register(&mut registry);
         for r in RejectReason::ALL {
             let _ = rejected.get_or_create(&ReasonLabel { reason: r.as_str() });
         }
@@ -313,6 +439,7 @@ impl Metrics {
             profiled_threads,
             profile_samples,
             profile_samples_lost,
+            delivery,
             last_error: Mutex::new(None),
             log_gate: Mutex::new(None),
             log_suppressed: AtomicU64::new(0),
@@ -415,6 +542,60 @@ impl Metrics {
         self.profile_samples_lost.inc_by(lost);
     }
 
+    pub(crate) fn dead_lettered(&self, events: u64, profiles: u64) {
+        self.delivery.dead_lettered_events.inc_by(events);
+        self.delivery.dead_lettered_profiles.inc_by(profiles);
+    }
+
+    pub(crate) fn dead_letter_size(&self, records: u64, bytes: u64) {
+        self.delivery.dead_letter_records.set(clamp(records));
+        self.delivery.dead_letter_bytes.set(clamp(bytes));
+    }
+
+    pub(crate) fn set_aside(&self) {
+        self.delivery.set_aside.inc();
+    }
+
+    pub(crate) fn spool_set_aside(&self, records: u64) {
+        self.delivery.spool_set_aside.set(clamp(records));
+    }
+
+    /// The collector answered `status` (not 2xx); starts a run of refusals unless one with the
+    /// same status is going on.
+    pub(crate) fn refused(&self, status: u16) {
+        let Ok(mut refusal) = self.delivery.refusal.lock() else {
+            return;
+        };
+        if refusal.is_some_and(|(s, _)| s == status) {
+            return;
+        }
+        let now = timefmt::now_ns();
+        *refusal = Some((status, now));
+        self.delivery.refusal_status.set(i64::from(status));
+        self.delivery
+            .refusal_since
+            .set(now / timefmt::NANOS_PER_SEC);
+    }
+
+    /// A delivery succeeded: the run of refusals, if any, is over.
+    pub(crate) fn refusals_over(&self) {
+        if let Ok(mut refusal) = self.delivery.refusal.lock() {
+            *refusal = None;
+        }
+        self.delivery.refusal_status.set(0);
+        self.delivery.refusal_since.set(0);
+    }
+
+    fn refusal(&self) -> Option<Refusal> {
+        let (status, since_ns) = (*self.delivery.refusal.lock().ok()?)?;
+        let for_ns = timefmt::now_ns().saturating_sub(since_ns).max(0);
+        Some(Refusal {
+            status,
+            since_ns,
+            for_s: u64::try_from(for_ns / timefmt::NANOS_PER_SEC).unwrap_or(0),
+        })
+    }
+
     pub(crate) fn set_last_error(&self, error: String) {
         if let Ok(mut last) = self.last_error.lock() {
             *last = Some(error);
@@ -491,8 +672,19 @@ impl Metrics {
             profiled_threads: u64::try_from(self.profiled_threads.get()).unwrap_or(0),
             profile_samples: self.profile_samples.get(),
             profile_samples_lost: self.profile_samples_lost.get(),
+            dead_lettered_events: self.delivery.dead_lettered_events.get(),
+            dead_lettered_profiles: self.delivery.dead_lettered_profiles.get(),
+            dead_letter_records: gauge(&self.delivery.dead_letter_records),
+            dead_letter_bytes: gauge(&self.delivery.dead_letter_bytes),
+            set_aside: self.delivery.set_aside.get(),
+            spool_set_aside: gauge(&self.delivery.spool_set_aside),
+            refusal: self.refusal(),
         }
     }
+}
+
+fn gauge(g: &Gauge) -> u64 {
+    u64::try_from(g.get()).unwrap_or(0)
 }
 
 fn clamp(v: u64) -> i64 {
@@ -522,5 +714,45 @@ mod tests {
             "{text}"
         );
         assert_eq!(m.snapshot("h", "c").received, 3);
+    }
+
+    #[test]
+    fn a_run_of_refusals_keeps_its_start_until_the_status_changes_or_a_delivery() {
+        let m = Metrics::new();
+        assert_eq!(m.snapshot("", "").refusal, None);
+        m.refused(401);
+        let first = m.snapshot("", "").refusal.expect("refused");
+        assert_eq!(first.status, 401);
+        m.refused(401);
+        assert_eq!(
+            m.snapshot("", "").refusal.map(|r| r.since_ns),
+            Some(first.since_ns),
+            "the same status continues the run"
+        );
+        let text = m.render();
+        assert!(
+            text.contains("profwatch_agent_collector_refusal_status 401"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "profwatch_agent_collector_refusal_since_seconds {}",
+                first.since_ns / timefmt::NANOS_PER_SEC
+            )),
+            "{text}"
+        );
+        assert!(first
+            .describe()
+            .starts_with("refused by collector: 401 since 20"));
+        m.refused(403);
+        assert_eq!(m.snapshot("", "").refusal.map(|r| r.status), Some(403));
+        m.refusals_over();
+        assert_eq!(m.snapshot("", "").refusal, None);
+        assert!(
+            m.render()
+                .contains("profwatch_agent_collector_refusal_status 0"),
+            "{}",
+            m.render()
+        );
     }
 }

@@ -9,7 +9,8 @@
 //!  other processes ─ perf ─► profiler (per label set, every interval)
 //!                                                    ▼
 //!                                                 batcher ─► spool (fsync) ─► shipper ─► collector
-//!                                                            (deleted only after a 2xx)
+//!                                                            (deleted only after a 2xx,
+//!                                                             or 400/413/422 ─► dead-letter/)
 //! ```
 //!
 //! - [`config`]: flags and the validated [`SidecarConfig`].
@@ -19,16 +20,20 @@
 //! - `profiler`: `--profile-pid` / `--profile-name`, the sampling of other processes.
 //! - [`batcher`]: batches by size or time, compressed; one record per profile.
 //! - [`spool`]: the bounded, checksummed disk spool.
-//! - [`shipper`]: delivery with retries, backoff, `Retry-After` and `Idempotency-Key`.
+//! - [`shipper`]: delivery with retries, backoff, `Retry-After`, `Idempotency-Key`, and
+//!   setting aside a batch that keeps failing.
+//! - [`dead_letter`]: the bounded folder of batches the collector refused for good.
 //! - [`metrics`] and [`status`]: `/metrics`, `/status`, `profwatch agent status`.
 //!
 //! Invariants of the whole: the sidecar never exits or panics on local input; an event or
-//! profile that reached the spool is delivered (or dropped and counted under a reason) even
-//! across a collector outage or a sidecar crash; only the open batch (at most `batch_max_wait`
+//! profile that reached the spool is delivered, or kept in the dead-letter folder, or dropped
+//! and counted under a reason, even across a collector outage, a refusing collector or proxy
+//! (401, 403, 404, ...) or a sidecar crash; only the open batch (at most `batch_max_wait`
 //! of events) and the profiler's current interval are lost if the sidecar is killed.
 
 pub mod batcher;
 pub mod config;
+pub mod dead_letter;
 pub mod enrich;
 mod error;
 pub mod listener;
@@ -56,7 +61,7 @@ pub use config::{
     AgentArgs, AgentCommand, ProfileConfig, RetryPolicy, RunArgs, SidecarConfig, StatusArgs,
 };
 pub use error::SidecarError;
-pub use metrics::{DropReason, Metrics, RejectReason, StatusSnapshot};
+pub use metrics::{DropReason, Metrics, Refusal, RejectReason, StatusSnapshot};
 
 /// Chunks of events buffered between the listeners and the batcher.
 const CHANNEL_CHUNKS: usize = 256;
@@ -89,18 +94,7 @@ impl Sidecar {
     /// Opens the spool, binds every listener and starts the tasks on the current runtime.
     pub async fn start(cfg: SidecarConfig) -> Result<Sidecar, SidecarError> {
         let metrics = Arc::new(Metrics::new());
-        let spool = {
-            let dir = cfg.spool_dir.clone();
-            let max = cfg.spool_max_bytes;
-            let m = metrics.clone();
-            tokio::task::spawn_blocking(move || spool::Spool::open(&dir, max, m))
-                .await
-                .map_err(|e| SidecarError::Task {
-                    task: "spool open",
-                    message: e.to_string(),
-                })??
-        };
-        let spool = Arc::new(spool);
+        let (spool, dead_letters) = open_storage(&cfg, metrics.clone()).await?;
         let enricher = enrich::Enricher::new(&cfg.host, cfg.dc.as_deref(), cfg.system_labels);
         let (tx, rx) = mpsc::channel::<batcher::Input>(CHANNEL_CHUNKS);
         let profiler = if cfg.profile.is_enabled() {
@@ -166,6 +160,7 @@ impl Sidecar {
             cfg.profiles_url.clone(),
             cfg.token.clone(),
             spool.clone(),
+            dead_letters,
             metrics.clone(),
             cfg.retry.clone(),
         )
@@ -285,6 +280,30 @@ impl Sidecar {
         let _ = std::fs::remove_file(&self.socket);
         Ok(())
     }
+}
+
+/// Opens the spool, then its dead-letter folder.
+async fn open_storage(
+    cfg: &SidecarConfig,
+    metrics: Arc<Metrics>,
+) -> Result<(Arc<spool::Spool>, Arc<dead_letter::DeadLetters>), SidecarError> {
+    let dir = cfg.spool_dir.clone();
+    let (max, dl_max, dl_files) = (
+        cfg.spool_max_bytes,
+        cfg.dead_letter_max_bytes,
+        cfg.dead_letter_max_files,
+    );
+    let opened = tokio::task::spawn_blocking(move || {
+        let spool = spool::Spool::open(&dir, max, metrics.clone())?;
+        let letters = dead_letter::DeadLetters::open(&dir, dl_max, dl_files, metrics)?;
+        Ok::<_, SidecarError>((Arc::new(spool), Arc::new(letters)))
+    })
+    .await
+    .map_err(|e| SidecarError::Task {
+        task: "spool open",
+        message: e.to_string(),
+    })??;
+    Ok(opened)
 }
 
 async fn join(task: &'static str, handle: JoinHandle<()>) -> Result<(), SidecarError> {

@@ -1,4 +1,7 @@
 //! `profwatch agent status`: reads a running sidecar's `/status` and prints a summary.
+//!
+//! The summary shows a line only for what happened (profiles, set-aside batches, dead
+//! letters, a collector that keeps refusing), so a healthy sidecar prints a short summary.
 
 use std::fmt::Write;
 use std::time::Duration;
@@ -94,10 +97,32 @@ pub fn render(s: &StatusSnapshot) -> String {
             nonzero(&s.dropped_profiles)
         );
     }
+    delivery_lines(&mut out, s);
     if let Some(e) = &s.last_error {
         let _ = writeln!(out, "  last error  {e}");
     }
     out
+}
+
+/// Batches set aside, dead letters, and the collector's current run of refusals.
+fn delivery_lines(out: &mut String, s: &StatusSnapshot) {
+    if s.set_aside > 0 || s.spool_set_aside > 0 {
+        let _ = writeln!(
+            out,
+            "  set aside   {} batches in the spool ({} times: they kept failing, the others went first)",
+            s.spool_set_aside, s.set_aside
+        );
+    }
+    if s.dead_letter_records > 0 || s.dead_lettered_events > 0 || s.dead_lettered_profiles > 0 {
+        let _ = writeln!(
+            out,
+            "  dead letter {} batches, {} bytes in <spool>/dead-letter ({} events, {} profiles refused for good)",
+            s.dead_letter_records, s.dead_letter_bytes, s.dead_lettered_events, s.dead_lettered_profiles
+        );
+    }
+    if let Some(r) = &s.refusal {
+        let _ = writeln!(out, "  delivery    {}", r.describe());
+    }
 }
 
 #[cfg(test)]
@@ -119,6 +144,9 @@ mod tests {
         assert!(text.contains("rejected    2 (bad_json 2)"), "{text}");
         assert!(text.contains("dropped     0\n"), "{text}");
         assert!(!text.contains("profil"), "{text}");
+        assert!(!text.contains("set aside"), "{text}");
+        assert!(!text.contains("dead letter"), "{text}");
+        assert!(!text.contains("refused by collector"), "{text}");
         let s = StatusSnapshot {
             profiled_processes: 2,
             profiled_threads: 9,
@@ -136,6 +164,40 @@ mod tests {
         assert!(
             text.contains(
                 "profiles    0 from apps, 4 spooled, 3 shipped, 1 dropped (spool_full 1)"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn summary_shows_refusals_set_aside_batches_and_dead_letters() {
+        let s = StatusSnapshot {
+            set_aside: 4,
+            spool_set_aside: 1,
+            dead_lettered_events: 15,
+            dead_letter_records: 3,
+            dead_letter_bytes: 900,
+            refusal: Some(crate::sidecar::Refusal {
+                status: 401,
+                since_ns: 1_767_225_600_000_000_000,
+                for_s: 42,
+            }),
+            ..Default::default()
+        };
+        let text = render(&s);
+        assert!(
+            text.contains(
+                "delivery    refused by collector: 401 since 2026-01-01T00:00:00Z (for 42s)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("set aside   1 batches in the spool (4 times"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "dead letter 3 batches, 900 bytes in <spool>/dead-letter (15 events, 0 profiles"
             ),
             "{text}"
         );

@@ -431,7 +431,7 @@ async fn relayed_profiles_survive_an_outage_and_a_restart_with_their_keys() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_profile_the_collector_refuses_is_dropped_and_counted_alone() {
+async fn a_profile_the_collector_refuses_is_dead_lettered_and_counted_alone() {
     let mock = MockCollector::start().await;
     mock.set_profile_status(400);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -441,12 +441,16 @@ async fn a_profile_the_collector_refuses_is_dropped_and_counted_alone() {
     relay(&sidecar, vec![profile("svc", "refused_leaf")]).await;
     assert!(
         eventually(Duration::from_secs(10), || {
-            sidecar
-                .metrics()
-                .profiles_dropped_count(DropReason::CollectorRejected)
-                == 1
+            sidecar.metrics().snapshot("", "").dead_lettered_profiles == 1
         })
         .await
+    );
+    assert_eq!(
+        sidecar
+            .metrics()
+            .profiles_dropped_count(DropReason::CollectorRejected),
+        0,
+        "kept in the dead-letter folder, not dropped"
     );
     assert_eq!(
         sidecar

@@ -61,6 +61,10 @@ pub struct MockState {
     pub script: Mutex<VecDeque<(u16, Option<u64>)>>,
     /// What to answer when the script is empty (200 unless set).
     pub default: Mutex<Option<u16>>,
+    /// When set, event POSTs without `Authorization: Bearer {token}` are answered 401.
+    pub token: Mutex<Option<String>>,
+    /// When set, an event batch holding an event of this `build` is answered this status.
+    pub poison: Mutex<Option<(String, u16)>>,
 }
 
 #[derive(Debug)]
@@ -99,6 +103,16 @@ impl MockCollector {
 
     pub fn set_default(&self, status: u16) {
         *self.state.default.lock().expect("lock") = Some(status);
+    }
+
+    /// Answers 401 to every event batch without this bearer token.
+    pub fn require_token(&self, token: &str) {
+        *self.state.token.lock().expect("lock") = Some(token.to_owned());
+    }
+
+    /// Answers `status` to every event batch holding an event of `build` (`None`: stop).
+    pub fn poison(&self, build: Option<&str>, status: u16) {
+        *self.state.poison.lock().expect("lock") = build.map(|b| (b.to_owned(), status));
     }
 
     pub fn attempts(&self) -> Vec<Attempt> {
@@ -149,9 +163,19 @@ async fn ingest(
     assert_eq!(header("content-encoding").as_deref(), Some("zstd"));
     let raw = zstd::decode_all(body.as_ref()).expect("zstd body");
     let events = wire::decode_batch(&raw).expect("protobuf batch");
-    let scripted = state.script.lock().expect("lock").pop_front();
+    let token = state.token.lock().expect("lock").clone();
+    let poison = state.poison.lock().expect("lock").clone();
     let (status, retry_after) =
-        scripted.unwrap_or((state.default.lock().expect("lock").unwrap_or(200), None));
+        if token.is_some_and(|t| header("authorization") != Some(format!("Bearer {t}"))) {
+            (401, None)
+        } else if let Some((_, status)) =
+            poison.filter(|(build, _)| events.iter().any(|e| &e.build == build))
+        {
+            (status, None)
+        } else {
+            let scripted = state.script.lock().expect("lock").pop_front();
+            scripted.unwrap_or((state.default.lock().expect("lock").unwrap_or(200), None))
+        };
     state.attempts.lock().expect("lock").push(Attempt {
         status,
         key: header("idempotency-key"),
@@ -245,8 +269,35 @@ pub fn config(collector: &str, dir: &Path) -> SidecarConfig {
         max: Duration::from_millis(500),
         max_retry_after: Duration::from_secs(5),
         request_timeout: Duration::from_secs(5),
+        set_aside_after: 10,
     };
     cfg
+}
+
+/// The names of the files in `dir`, sorted (none if it does not exist).
+pub fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// GETs `path` from the sidecar's metrics port.
+pub async fn get_text(sidecar: &Sidecar, path: &str) -> String {
+    let addr = sidecar.metrics_addr().expect("metrics port");
+    reqwest::get(format!("http://{addr}{path}"))
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("body")
 }
 
 /// An event line of `service` with a distinguishing `build`.

@@ -1,25 +1,22 @@
 //! The disk spool: one file per batch, written whole and renamed into place.
 //!
-//! Layout: `<dir>/batches/<seq, 20 digits>.batch` and `<dir>/tmp/`. Two record formats:
-//! - events: `PWSPOOL1` · crc32 (LE, over everything after it) · event count (u32 LE) · id
-//!   length (u16 LE) · id · body (the zstd-compressed protobuf `EventBatch`, exactly what is
-//!   POSTed to `/api/v1/events`). Unchanged since the first sidecar, so a spool of events
-//!   survives an upgrade or a downgrade.
-//! - everything else: `PWSPOOL2` · crc32 · count (u32 LE) · id length (u16 LE) · id · kind
-//!   (u8: 0 events, 1 a profile) · query length (u16 LE) · query · body. A profile's body is
-//!   its zstd-compressed folded text and its query the `/api/v1/profiles` query string
-//!   (labels, `format=folded`, `sample_rate`, `ts`); its count is its samples.
+//! Layout: `<dir>/batches/<seq, 20 digits>.batch` and `<dir>/tmp/`; each file is one record
+//! in the format of `record.rs` (events or a profile). `<dir>/dead-letter/` belongs to
+//! `super::dead_letter`.
 //!
 //! Invariants:
 //! - A file in `batches/` is complete: it is written in `tmp/`, fsynced, renamed, and the
 //!   directory fsynced before [`Spool::append`] returns. A crash leaves at most a file in
 //!   `tmp/`, which [`Spool::open`] removes.
 //! - A record leaves `batches/` only when the collector answered 2xx ([`Spool::remove`] after
-//!   delivery), answered a permanent 4xx (dropped and counted), was evicted to make room
-//!   (oldest first, counted as `spool_full`), or failed its checksum (counted as
-//!   `spool_corrupt`; skipped, never a panic).
+//!   delivery), answered 400, 413 or 422 and the record is already durably in the dead-letter
+//!   folder (`super::dead_letter`), was evicted to make room (oldest first, counted as
+//!   `spool_full`), or failed its checksum (counted as `spool_corrupt`; skipped, never a
+//!   panic). Never for being retried too often.
 //! - Sequence numbers only grow, also across restarts (the next one is one past the largest on
-//!   disk), so the lowest is the oldest and batches ship in order.
+//!   disk), so the lowest ships next and batches ship in the order they were spooled, except
+//!   one [`Spool::set_aside`]: renamed to a new, highest number (same file, same id), it ships
+//!   after everything spooled before that, so a batch that keeps failing blocks nothing.
 //! - A record's id (`Idempotency-Key`) is stored in it, so a batch re-sent after a crash carries
 //!   the same id; ids are unique because their prefix is random per process.
 //! - The bytes on disk never exceed `max_bytes`; a batch larger than that alone is dropped.
@@ -28,9 +25,11 @@
 //! - Removals are not fsynced: a removal lost in a crash only re-sends an acknowledged batch,
 //!   which the collector recognises by its id.
 
+mod record;
+
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -38,63 +37,11 @@ use tokio::sync::Notify;
 
 use super::error::SidecarError;
 use super::metrics::{DropReason, Metrics};
+use record::{encode, file_len, read_record, units, Corrupt};
+pub(crate) use record::{sync_dir, write_durably};
+pub use record::{RecordKind, SpoolRecord};
 
-const MAGIC: &[u8; 8] = b"PWSPOOL1";
-const MAGIC2: &[u8; 8] = b"PWSPOOL2";
-/// Magic, crc, count, id length.
-const FIXED: usize = 8 + 4 + 4 + 2;
-/// Kind and query length, after the id of a `PWSPOOL2` record.
-const FIXED2: usize = 1 + 2;
-const KIND_EVENTS: u8 = 0;
-const KIND_PROFILE: u8 = 1;
 const SUFFIX: &str = ".batch";
-
-/// What a spooled record holds, and so where it goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RecordKind {
-    /// A zstd-compressed protobuf `EventBatch` for `/api/v1/events`.
-    Events,
-    /// A zstd-compressed folded profile for `/api/v1/profiles?{query}`.
-    Profile {
-        /// The query string, without `?`: labels, `format=folded`, `sample_rate`, `ts`.
-        query: String,
-    },
-}
-
-impl RecordKind {
-    pub fn is_profile(&self) -> bool {
-        matches!(self, RecordKind::Profile { .. })
-    }
-}
-
-/// One spooled batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SpoolRecord {
-    pub seq: u64,
-    /// Sent as `Idempotency-Key`.
-    pub id: String,
-    pub kind: RecordKind,
-    /// Events of an event batch, samples of a profile.
-    pub events: u32,
-    /// Exactly the bytes POSTed.
-    pub body: Vec<u8>,
-}
-
-impl SpoolRecord {
-    /// What a drop of this record counts: its events, or one profile.
-    fn dropped_units(&self) -> (u64, u64) {
-        units(self.kind.is_profile(), u64::from(self.events))
-    }
-}
-
-/// (events, profiles) a record of this kind and count stands for.
-fn units(profile: bool, count: u64) -> (u64, u64) {
-    if profile {
-        (0, 1)
-    } else {
-        (count, 0)
-    }
-}
 
 /// What [`Spool::append`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +59,8 @@ struct Meta {
     /// 0 for a profile.
     events: u64,
     profile: bool,
+    /// Set aside since this sidecar started (not kept across restarts).
+    set_aside: bool,
 }
 
 #[derive(Debug, Default)]
@@ -119,7 +68,20 @@ struct Inner {
     records: BTreeMap<u64, Meta>,
     bytes: u64,
     events: u64,
+    /// Records with `set_aside`.
+    set_aside: u64,
     next_seq: u64,
+}
+
+impl Inner {
+    /// Takes `seq` out of the totals.
+    fn take(&mut self, seq: u64) -> Option<Meta> {
+        let meta = self.records.remove(&seq)?;
+        self.bytes -= meta.bytes;
+        self.events -= meta.events;
+        self.set_aside -= u64::from(meta.set_aside);
+        Some(meta)
+    }
 }
 
 /// The spool of one sidecar. Methods block on disk I/O; call them off the async workers.
@@ -246,7 +208,7 @@ impl Spool {
             evicted_profiles: 0,
         };
         if size > self.max_bytes {
-            let (events, profiles) = record.dropped_units();
+            let (events, profiles) = record.units();
             self.metrics.dropped(DropReason::SpoolFull, events);
             self.metrics
                 .profiles_dropped(DropReason::SpoolFull, profiles);
@@ -260,11 +222,12 @@ impl Spool {
         {
             let mut inner = self.lock();
             while inner.bytes + size > self.max_bytes {
-                let Some((old, meta)) = inner.records.pop_first() else {
+                let Some(old) = inner.records.keys().next().copied() else {
                     break;
                 };
-                inner.bytes -= meta.bytes;
-                inner.events -= meta.events;
+                let Some(meta) = inner.take(old) else {
+                    break;
+                };
                 outcome.evicted_records += 1;
                 outcome.evicted_events += meta.events;
                 outcome.evicted_profiles += u64::from(meta.profile);
@@ -290,14 +253,13 @@ impl Spool {
         }
         let tmp = self.tmp.join(format!("{seq:020}{SUFFIX}"));
         let final_path = self.path(seq);
-        write_durably(&tmp, &final_path, &self.batches, &record)?;
+        write_durably(&tmp, &final_path, &self.batches, &encode(&record))?;
         {
             let mut inner = self.lock();
             inner.records.insert(seq, meta);
             inner.bytes += meta.bytes;
             inner.events += meta.events;
-            self.metrics
-                .spool_size(inner.records.len() as u64, inner.bytes, inner.events);
+            self.publish(&inner);
         }
         if meta.profile {
             self.metrics.profile_spooled();
@@ -316,6 +278,44 @@ impl Spool {
     /// Whether `seq` is still spooled (not delivered, dropped or evicted).
     pub fn contains(&self, seq: u64) -> bool {
         self.lock().records.contains_key(&seq)
+    }
+
+    /// Whether `seq` was set aside since this sidecar started.
+    pub fn is_set_aside(&self, seq: u64) -> bool {
+        self.lock().records.get(&seq).is_some_and(|m| m.set_aside)
+    }
+
+    /// Moves record `seq` behind every record spooled so far: its file is renamed to the next
+    /// sequence number (content and id unchanged) and the directory fsynced. Returns the new
+    /// number; `None` when the record is gone (delivered or evicted meanwhile).
+    pub fn set_aside(&self, seq: u64) -> Result<Option<u64>, SidecarError> {
+        let mut inner = self.lock();
+        if !inner.records.contains_key(&seq) {
+            return Ok(None);
+        }
+        let new = inner.next_seq;
+        inner.next_seq += 1;
+        let from = self.path(seq);
+        match fs::rename(&from, self.path(new)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                inner.take(seq);
+                self.publish(&inner);
+                return Ok(None);
+            }
+            Err(e) => return Err(SidecarError::spool(from, "rename a batch set aside", e)),
+        }
+        if let Some(mut meta) = inner.take(seq) {
+            meta.set_aside = true;
+            inner.bytes += meta.bytes;
+            inner.events += meta.events;
+            inner.set_aside += 1;
+            inner.records.insert(new, meta);
+        }
+        self.publish(&inner);
+        drop(inner);
+        sync_dir(&self.batches)?;
+        Ok(Some(new))
     }
 
     /// Reads record `seq`; `None` when it is gone or corrupt (then removed and counted).
@@ -357,12 +357,14 @@ impl Spool {
 
     fn forget(&self, seq: u64) {
         let mut inner = self.lock();
-        if let Some(meta) = inner.records.remove(&seq) {
-            inner.bytes -= meta.bytes;
-            inner.events -= meta.events;
-        }
+        inner.take(seq);
+        self.publish(&inner);
+    }
+
+    fn publish(&self, inner: &Inner) {
         self.metrics
             .spool_size(inner.records.len() as u64, inner.bytes, inner.events);
+        self.metrics.spool_set_aside(inner.set_aside);
     }
 
     /// Records, bytes and events spooled.
@@ -378,20 +380,13 @@ impl Spool {
 }
 
 fn meta_of(record: &SpoolRecord) -> Meta {
-    let (events, _) = record.dropped_units();
+    let (events, _) = record.units();
     Meta {
         bytes: file_len(record),
         events,
         profile: record.kind.is_profile(),
+        set_aside: false,
     }
-}
-
-fn file_len(record: &SpoolRecord) -> u64 {
-    let extra = match &record.kind {
-        RecordKind::Events => 0,
-        RecordKind::Profile { query } => FIXED2 + query.len().min(usize::from(u16::MAX)),
-    };
-    (FIXED + extra + record.id.len().min(usize::from(u16::MAX)) + record.body.len()) as u64
 }
 
 fn seq_of(path: &Path) -> Option<u64> {
@@ -400,125 +395,6 @@ fn seq_of(path: &Path) -> Option<u64> {
     (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
         .then(|| digits.parse().ok())
         .flatten()
-}
-
-/// At most `u16::MAX` bytes of `s`, with their length.
-fn short(s: &str) -> (u16, &[u8]) {
-    let len = u16::try_from(s.len()).unwrap_or(u16::MAX);
-    (len, &s.as_bytes()[..usize::from(len)])
-}
-
-fn encode(record: &SpoolRecord) -> Vec<u8> {
-    let (id_len, id) = short(&record.id);
-    let mut out = Vec::with_capacity(file_len(record) as usize);
-    out.extend_from_slice(match record.kind {
-        RecordKind::Events => MAGIC,
-        RecordKind::Profile { .. } => MAGIC2,
-    });
-    out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&record.events.to_le_bytes());
-    out.extend_from_slice(&id_len.to_le_bytes());
-    out.extend_from_slice(id);
-    if let RecordKind::Profile { query } = &record.kind {
-        let (query_len, query) = short(query);
-        out.push(KIND_PROFILE);
-        out.extend_from_slice(&query_len.to_le_bytes());
-        out.extend_from_slice(query);
-    }
-    out.extend_from_slice(&record.body);
-    let crc = crc32fast::hash(&out[12..]);
-    out[8..12].copy_from_slice(&crc.to_le_bytes());
-    out
-}
-
-/// A record that cannot be trusted; `events` is its count if the header was readable,
-/// `profile` whether its magic says it is not an event batch.
-#[derive(Debug)]
-struct Corrupt {
-    events: u64,
-    profile: bool,
-    why: String,
-}
-
-fn decode(bytes: &[u8], seq: u64) -> Result<SpoolRecord, Corrupt> {
-    let v2 = bytes.get(..8) == Some(MAGIC2.as_slice());
-    let corrupt = |events: u32, why: &str| Corrupt {
-        events: u64::from(events),
-        profile: v2,
-        why: why.to_owned(),
-    };
-    if bytes.len() < FIXED || !(v2 || &bytes[..8] == MAGIC) {
-        return Err(corrupt(0, "bad magic or torn header"));
-    }
-    let word = |at: usize| [bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]];
-    let crc = u32::from_le_bytes(word(8));
-    let events = u32::from_le_bytes(word(12));
-    if crc32fast::hash(&bytes[12..]) != crc {
-        return Err(corrupt(events, "checksum mismatch"));
-    }
-    let id_len = usize::from(u16::from_le_bytes([bytes[16], bytes[17]]));
-    let text = |at: usize, len: usize, what: &str| {
-        bytes
-            .get(at..at + len)
-            .and_then(|b| std::str::from_utf8(b).ok())
-            .map(str::to_owned)
-            .ok_or_else(|| corrupt(events, what))
-    };
-    let id = text(FIXED, id_len, "bad id")?;
-    let mut at = FIXED + id_len;
-    let kind = if v2 {
-        let head = bytes
-            .get(at..at + FIXED2)
-            .ok_or_else(|| corrupt(events, "torn kind"))?;
-        let query_len = usize::from(u16::from_le_bytes([head[1], head[2]]));
-        let query = text(at + FIXED2, query_len, "bad query")?;
-        at += FIXED2 + query_len;
-        match head[0] {
-            KIND_EVENTS => RecordKind::Events,
-            KIND_PROFILE => RecordKind::Profile { query },
-            _ => return Err(corrupt(events, "unknown record kind")),
-        }
-    } else {
-        RecordKind::Events
-    };
-    Ok(SpoolRecord {
-        seq,
-        id,
-        kind,
-        events,
-        body: bytes[at..].to_vec(),
-    })
-}
-
-fn read_record(path: &Path, seq: u64) -> Result<Option<SpoolRecord>, Corrupt> {
-    let mut bytes = Vec::new();
-    match File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)) {
-        Ok(_) => decode(&bytes, seq).map(Some),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Corrupt {
-            events: 0,
-            profile: false,
-            why: format!("unreadable: {e}"),
-        }),
-    }
-}
-
-fn write_durably(
-    tmp: &Path,
-    dest: &Path,
-    dir: &Path,
-    record: &SpoolRecord,
-) -> Result<(), SidecarError> {
-    let bytes = encode(record);
-    let mut f = File::create(tmp).map_err(|e| SidecarError::spool(tmp, "create", e))?;
-    f.write_all(&bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| SidecarError::spool(tmp, "write and fsync", e))?;
-    drop(f);
-    fs::rename(tmp, dest).map_err(|e| SidecarError::spool(dest, "rename into place", e))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| SidecarError::spool(dir, "fsync the directory", e))
 }
 
 /// 64 random bits from `/dev/urandom` (time and pid mixed in if it cannot be read).
@@ -538,6 +414,7 @@ pub(crate) fn random_u64() -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use super::record::FIXED;
     use super::*;
 
     fn open(dir: &Path, max: u64) -> (Spool, Arc<Metrics>) {
@@ -708,5 +585,39 @@ mod tests {
         assert_eq!((out.evicted_events, out.evicted_profiles), (5, 1));
         assert_eq!(metrics.dropped_count(DropReason::SpoolFull), 5);
         assert_eq!(metrics.profiles_dropped_count(DropReason::SpoolFull), 1);
+    }
+
+    #[test]
+    fn a_record_set_aside_ships_after_the_others_keeps_its_id_and_survives_a_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (spool, metrics) = open(dir.path(), 1 << 20);
+        for body in [b"stuck", b"one__", b"two__"] {
+            spool.append(RecordKind::Events, 2, body).expect("append");
+        }
+        let stuck = spool.read(0).expect("read").expect("there");
+        assert_eq!(spool.set_aside(0).expect("set aside"), Some(3));
+        assert!(!spool.contains(0) && spool.is_set_aside(3));
+        assert_eq!(spool.stats(), (3, spool.stats().1, 6), "nothing lost");
+        assert_eq!(metrics.snapshot("", "").spool_set_aside, 1);
+        assert_eq!(spool.oldest(), Some(1), "the others go first");
+        spool.remove(1).expect("remove");
+        spool.remove(2).expect("remove");
+        let again = spool.read(3).expect("read").expect("there");
+        assert_eq!((again.id, again.body), (stuck.id.clone(), stuck.body));
+        assert_eq!(spool.set_aside(3).expect("set aside"), Some(4));
+        assert_eq!(metrics.snapshot("", "").spool_set_aside, 1);
+        assert_eq!(spool.set_aside(99).expect("gone"), None);
+        drop(spool);
+
+        let (spool, _) = open(dir.path(), 1 << 20);
+        assert_eq!(spool.oldest(), Some(4));
+        assert_eq!(spool.read(4).expect("read").expect("there").id, stuck.id);
+        assert_eq!(
+            spool
+                .append(RecordKind::Events, 1, b"x")
+                .expect("append")
+                .seq,
+            Some(5)
+        );
     }
 }

@@ -1,0 +1,214 @@
+//! A spool record on disk, and how a file is written so that a crash never leaves half of one.
+//!
+//! Two formats:
+//! - events: `PWSPOOL1` · crc32 (LE, over everything after it) · event count (u32 LE) · id
+//!   length (u16 LE) · id · body (the zstd-compressed protobuf `EventBatch`, exactly what is
+//!   POSTed to `/api/v1/events`). Unchanged since the first sidecar, so a spool of events
+//!   survives an upgrade or a downgrade.
+//! - everything else: `PWSPOOL2` · crc32 · count (u32 LE) · id length (u16 LE) · id · kind
+//!   (u8: 0 events, 1 a profile) · query length (u16 LE) · query · body. A profile's body is
+//!   its zstd-compressed folded text and its query the `/api/v1/profiles` query string
+//!   (labels, `format=folded`, `sample_rate`, `ts`); its count is its samples.
+//!
+//! Invariants: `encode` is deterministic, so a record read and encoded again is the file it
+//! came from; `decode` never panics on any input and accepts only what passes the checksum.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use super::super::error::SidecarError;
+
+const MAGIC: &[u8; 8] = b"PWSPOOL1";
+const MAGIC2: &[u8; 8] = b"PWSPOOL2";
+/// Magic, crc, count, id length.
+pub(super) const FIXED: usize = 8 + 4 + 4 + 2;
+/// Kind and query length, after the id of a `PWSPOOL2` record.
+const FIXED2: usize = 1 + 2;
+const KIND_EVENTS: u8 = 0;
+const KIND_PROFILE: u8 = 1;
+
+/// What a spooled record holds, and so where it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordKind {
+    /// A zstd-compressed protobuf `EventBatch` for `/api/v1/events`.
+    Events,
+    /// A zstd-compressed folded profile for `/api/v1/profiles?{query}`.
+    Profile {
+        /// The query string, without `?`: labels, `format=folded`, `sample_rate`, `ts`.
+        query: String,
+    },
+}
+
+impl RecordKind {
+    pub fn is_profile(&self) -> bool {
+        matches!(self, RecordKind::Profile { .. })
+    }
+}
+
+/// One spooled batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoolRecord {
+    pub seq: u64,
+    /// Sent as `Idempotency-Key`.
+    pub id: String,
+    pub kind: RecordKind,
+    /// Events of an event batch, samples of a profile.
+    pub events: u32,
+    /// Exactly the bytes POSTed.
+    pub body: Vec<u8>,
+}
+
+impl SpoolRecord {
+    /// What a drop (or dead letter) of this record counts: (its events, 0) or (0, 1 profile).
+    pub(crate) fn units(&self) -> (u64, u64) {
+        units(self.kind.is_profile(), u64::from(self.events))
+    }
+
+    /// The record as a spool file holds it.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        encode(self)
+    }
+}
+
+/// (events, profiles) a record of this kind and count stands for.
+pub(super) fn units(profile: bool, count: u64) -> (u64, u64) {
+    if profile {
+        (0, 1)
+    } else {
+        (count, 0)
+    }
+}
+
+pub(super) fn file_len(record: &SpoolRecord) -> u64 {
+    let extra = match &record.kind {
+        RecordKind::Events => 0,
+        RecordKind::Profile { query } => FIXED2 + query.len().min(usize::from(u16::MAX)),
+    };
+    (FIXED + extra + record.id.len().min(usize::from(u16::MAX)) + record.body.len()) as u64
+}
+
+/// At most `u16::MAX` bytes of `s`, with their length.
+fn short(s: &str) -> (u16, &[u8]) {
+    let len = u16::try_from(s.len()).unwrap_or(u16::MAX);
+    (len, &s.as_bytes()[..usize::from(len)])
+}
+
+pub(super) fn encode(record: &SpoolRecord) -> Vec<u8> {
+    let (id_len, id) = short(&record.id);
+    let mut out = Vec::with_capacity(file_len(record) as usize);
+    out.extend_from_slice(match record.kind {
+        RecordKind::Events => MAGIC,
+        RecordKind::Profile { .. } => MAGIC2,
+    });
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&record.events.to_le_bytes());
+    out.extend_from_slice(&id_len.to_le_bytes());
+    out.extend_from_slice(id);
+    if let RecordKind::Profile { query } = &record.kind {
+        let (query_len, query) = short(query);
+        out.push(KIND_PROFILE);
+        out.extend_from_slice(&query_len.to_le_bytes());
+        out.extend_from_slice(query);
+    }
+    out.extend_from_slice(&record.body);
+    let crc = crc32fast::hash(&out[12..]);
+    out[8..12].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// A record that cannot be trusted; `events` is its count if the header was readable,
+/// `profile` whether its magic says it is not an event batch.
+#[derive(Debug)]
+pub(super) struct Corrupt {
+    pub(super) events: u64,
+    pub(super) profile: bool,
+    pub(super) why: String,
+}
+
+fn decode(bytes: &[u8], seq: u64) -> Result<SpoolRecord, Corrupt> {
+    let v2 = bytes.get(..8) == Some(MAGIC2.as_slice());
+    let corrupt = |events: u32, why: &str| Corrupt {
+        events: u64::from(events),
+        profile: v2,
+        why: why.to_owned(),
+    };
+    if bytes.len() < FIXED || !(v2 || &bytes[..8] == MAGIC) {
+        return Err(corrupt(0, "bad magic or torn header"));
+    }
+    let word = |at: usize| [bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]];
+    let crc = u32::from_le_bytes(word(8));
+    let events = u32::from_le_bytes(word(12));
+    if crc32fast::hash(&bytes[12..]) != crc {
+        return Err(corrupt(events, "checksum mismatch"));
+    }
+    let id_len = usize::from(u16::from_le_bytes([bytes[16], bytes[17]]));
+    let text = |at: usize, len: usize, what: &str| {
+        bytes
+            .get(at..at + len)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .map(str::to_owned)
+            .ok_or_else(|| corrupt(events, what))
+    };
+    let id = text(FIXED, id_len, "bad id")?;
+    let mut at = FIXED + id_len;
+    let kind = if v2 {
+        let head = bytes
+            .get(at..at + FIXED2)
+            .ok_or_else(|| corrupt(events, "torn kind"))?;
+        let query_len = usize::from(u16::from_le_bytes([head[1], head[2]]));
+        let query = text(at + FIXED2, query_len, "bad query")?;
+        at += FIXED2 + query_len;
+        match head[0] {
+            KIND_EVENTS => RecordKind::Events,
+            KIND_PROFILE => RecordKind::Profile { query },
+            _ => return Err(corrupt(events, "unknown record kind")),
+        }
+    } else {
+        RecordKind::Events
+    };
+    Ok(SpoolRecord {
+        seq,
+        id,
+        kind,
+        events,
+        body: bytes[at..].to_vec(),
+    })
+}
+
+pub(super) fn read_record(path: &Path, seq: u64) -> Result<Option<SpoolRecord>, Corrupt> {
+    let mut bytes = Vec::new();
+    match File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)) {
+        Ok(_) => decode(&bytes, seq).map(Some),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Corrupt {
+            events: 0,
+            profile: false,
+            why: format!("unreadable: {e}"),
+        }),
+    }
+}
+
+/// Writes `bytes` to `tmp`, fsyncs it, renames it to `dest` and fsyncs `dir` (`dest`'s
+/// directory): afterwards `dest` is whole, even across a crash; before, it is absent.
+pub(crate) fn write_durably(
+    tmp: &Path,
+    dest: &Path,
+    dir: &Path,
+    bytes: &[u8],
+) -> Result<(), SidecarError> {
+    let mut f = File::create(tmp).map_err(|e| SidecarError::spool(tmp, "create", e))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| SidecarError::spool(tmp, "write and fsync", e))?;
+    drop(f);
+    fs::rename(tmp, dest).map_err(|e| SidecarError::spool(dest, "rename into place", e))?;
+    sync_dir(dir)
+}
+
+/// Makes the renames and creations in `dir` durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), SidecarError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| SidecarError::spool(dir, "fsync the directory", e))
+}
