@@ -73,7 +73,10 @@ fn check(client: &Client, acked: &[u64], sent: u64, when: &str) {
         .copied()
         .filter(|id| !got.contains_key(id))
         .collect();
-    assert!(lost.is_empty(), "{when}: acknowledged batches lost: {lost:?}");
+    assert!(
+        lost.is_empty(),
+        "{when}: acknowledged batches lost: {lost:?}"
+    );
     for (id, requests) in &got {
         assert!(*id < sent, "{when}: batch {id} was never sent");
         assert_eq!(
@@ -161,4 +164,106 @@ fn fifty_kills_under_concurrent_ingest_lose_and_duplicate_nothing() {
         "too few batches were acknowledged to mean anything: {}",
         acked.len()
     );
+}
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct SmallDisk {
+    dir: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `mib` MiB at `dir`; `None` (a recorded skip) when not root and told to
+    /// skip with `PROFWATCH_SKIP_ROOT=1`.
+    fn mount(dir: &std::path::Path, mib: u64) -> Option<SmallDisk> {
+        std::fs::create_dir_all(dir).expect("mount point");
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("run mount");
+        if status.success() {
+            return Some(SmallDisk {
+                dir: dir.to_owned(),
+            });
+        }
+        if std::env::var("PROFWATCH_SKIP_ROOT").as_deref() == Ok("1") {
+            profwatch_testkit::skip("needs root", "mounting a tmpfs failed");
+            return None;
+        }
+        panic!("mounting a tmpfs at {} failed: this test needs root (CI runs as root); set PROFWATCH_SKIP_ROOT=1 to skip it", dir.display());
+    }
+
+    /// Fills the filesystem with one file until writes fail; returns its path.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.dir.join("filler");
+        let mut f = std::fs::File::create(&path).expect("filler");
+        let block = vec![0xa5u8; 64 << 10];
+        while f.write_all(&block).is_ok() {}
+        // Whatever is left in smaller pieces.
+        while f.write_all(&block[..512]).is_ok() {}
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+/// Regression test: the disk fills up during ingest (503s), space comes back, 20 batches are
+/// acknowledged, then `kill -9`. Before the fix the WAL kept appending behind the torn record of
+/// the failed append, and the restart lost all 20.
+#[test]
+fn a_full_disk_then_space_then_a_crash_loses_nothing_acknowledged() {
+    let art = artifacts("a_full_disk_then_space_then_a_crash");
+    let Some(disk) = SmallDisk::mount(&art.join("disk"), 48) else {
+        return;
+    };
+    let data = disk.dir.join("data");
+    let data_arg = data.to_str().expect("utf-8 path");
+    let args = ["--data-dir", data_arg, "--analysis-interval", "0s"];
+    let mut server = Server::start(&args, &art.join("server-1.log"));
+    let client = server.client();
+    let mut acked = Vec::new();
+    let mut next = 0u64;
+    for _ in 0..5 {
+        let r = client.post_events(batch(next), "application/x-ndjson", None);
+        assert_eq!(r.status, 200, "{}", r.body);
+        acked.push(next);
+        next += 1;
+    }
+    let filler = disk.fill();
+    let mut refused = 0;
+    for _ in 0..10 {
+        let r = client.post_events(batch(next), "application/x-ndjson", None);
+        next += 1;
+        assert_eq!(r.status, 503, "a full disk refuses for now: {}", r.body);
+        assert!(r.retry_after.is_some(), "with Retry-After");
+        refused += 1;
+    }
+    std::fs::remove_file(&filler).expect("space comes back");
+    for _ in 0..20 {
+        let r = client.post_events(batch(next), "application/x-ndjson", None);
+        assert_eq!(r.status, 200, "space is back: {}", r.body);
+        acked.push(next);
+        next += 1;
+    }
+    server.kill9();
+    let server = Server::start(&args, &art.join("server-2.log"));
+    check(
+        &server.client(),
+        &acked,
+        next,
+        "after the full disk and the crash",
+    );
+    eprintln!(
+        "full disk: {refused} batches refused with 503, then {} acknowledged and all present after kill -9",
+        acked.len()
+    );
+    drop(server);
 }
