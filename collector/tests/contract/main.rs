@@ -65,4 +65,7 @@ contract!(
     regression_records_are_replaced_by_id,
     idempotency_keys_drop_duplicates,
     profile_idempotency_keys_drop_duplicates,
+    concurrent_retries_of_one_batch_store_it_once,
+    endpoint_series_buckets_every_endpoint,
+    leases_are_held_by_one_holder,
 );

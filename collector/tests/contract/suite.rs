@@ -3,14 +3,15 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use profwatch_collector::store::{Store, Written};
+use profwatch_collector::store::{Store, StoreError, Written};
 use profwatch_model::profile::{
     LabelFilter, ProfileBatch, ProfileQuery, SampleLabels, StackSample,
 };
 use profwatch_model::query::{
-    BuildsQuery, CostSamplesQuery, CostStats, EndpointsQuery, GroupBy, ServicesQuery, TimeRange,
-    TimeseriesQuery,
+    BuildsQuery, CostSamplesQuery, CostStats, EndpointsQuery, GroupBy, SeriesQuery, ServicesQuery,
+    TimeRange, TimeseriesQuery,
 };
 use profwatch_model::regression::{Culprit, RegressionRecord, RegressionState};
 use profwatch_model::timefmt::{now_ns, NANOS_PER_SEC};
@@ -861,4 +862,125 @@ pub async fn profile_idempotency_keys_drop_duplicates(store: Arc<dyn Store>) {
     let profile = store.profile(&pq(&[], all_time())).await.expect("profile");
     let total: u64 = profile.rows.iter().map(|r| r.samples).sum();
     assert_eq!(total, 10, "two distinct profiles, once each");
+}
+
+/// Four concurrent retries of one batch with one key (a client that timed out and sent again,
+/// through two collectors): it is stored once. A retry may be asked to come back later (429),
+/// and then finds the key.
+pub async fn concurrent_retries_of_one_batch_store_it_once(store: Arc<dyn Store>) {
+    let batch = workload(200, 31);
+    let tries: Vec<_> = (0..4)
+        .map(|_| {
+            let (store, batch) = (store.clone(), batch.clone());
+            tokio::spawn(async move {
+                let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                loop {
+                    match store
+                        .write_once(&tenant(), "host-9/1/1", batch.clone())
+                        .await
+                    {
+                        Err(StoreError::Overloaded { retry_after, .. })
+                            if std::time::Instant::now() < deadline =>
+                        {
+                            tokio::time::sleep(retry_after.min(Duration::from_millis(200))).await
+                        }
+                        other => return other.expect("write"),
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut stored = 0;
+    for t in tries {
+        if t.await.expect("join") == Written::Stored {
+            stored += 1;
+        }
+    }
+    assert_eq!(stored, 1, "exactly one retry stores the batch");
+    let rows = store
+        .endpoints(&eq_query(GroupBy::None))
+        .await
+        .expect("query");
+    assert_eq!(rows.iter().map(|r| r.stats.requests).sum::<f64>(), 200.0);
+}
+
+/// Per-endpoint series: every endpoint of the service, its buckets in time order, each bucket
+/// the events in it.
+pub async fn endpoint_series_buckets_every_endpoint(store: Arc<dyn Store>) {
+    let events = workload(3000, 17);
+    write_all(&store, &events).await;
+    let b = base();
+    let step = 10 * MINUTE;
+    let series = store
+        .endpoint_series(&SeriesQuery {
+            tenant: tenant(),
+            service: "shop".into(),
+            range: TimeRange {
+                from: b,
+                to: b + 30 * MINUTE,
+            },
+            step,
+        })
+        .await
+        .expect("query");
+    let mut endpoints: Vec<&str> = events
+        .iter()
+        .filter(|e| e.service == "shop" && e.ts >= b && e.ts < b + 30 * MINUTE)
+        .map(|e| e.endpoint.as_str())
+        .collect();
+    endpoints.sort_unstable();
+    endpoints.dedup();
+    let mut got: Vec<&str> = series.iter().map(|s| s.endpoint.as_str()).collect();
+    got.sort_unstable();
+    assert_eq!(got, endpoints);
+    for s in &series {
+        assert!(s.points.windows(2).all(|w| w[0].time < w[1].time), "sorted");
+        for p in &s.points {
+            let start = p.time * NANOS_PER_SEC;
+            let mine: Vec<&RequestEvent> = events
+                .iter()
+                .filter(|e| {
+                    e.service == "shop"
+                        && e.endpoint == s.endpoint
+                        && e.ts >= start
+                        && e.ts < start + step
+                })
+                .collect();
+            assert!(
+                !mine.is_empty(),
+                "{} bucket {}: no events",
+                s.endpoint,
+                p.time
+            );
+            check(
+                &p.stats,
+                &mine,
+                &format!("{} bucket {}", s.endpoint, p.time),
+            );
+        }
+    }
+}
+
+/// A lease is held by one holder until it expires; its holder renews it. (The embedded store
+/// has one process and grants every request: it only checks what it can.)
+pub async fn leases_are_held_by_one_holder(store: Arc<dyn Store>) {
+    let ttl = Duration::from_secs(2);
+    assert!(store.try_lease("contract", "a", ttl).await.expect("lease"));
+    assert!(store.try_lease("contract", "a", ttl).await.expect("renew"));
+    if store.kind() == "embedded" {
+        return;
+    }
+    assert!(!store.try_lease("contract", "b", ttl).await.expect("taken"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if store.try_lease("contract", "b", ttl).await.expect("lease") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(!store.try_lease("contract", "a", ttl).await.expect("taken"));
 }

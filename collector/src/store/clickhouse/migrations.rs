@@ -238,7 +238,32 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "create leases",
         tables: create_leases,
     },
+    Migration {
+        version: 6,
+        name: "create batch_claims",
+        tables: create_batch_claims,
+    },
 ];
+
+/// Claims on an idempotency key by a collector about to store its batch: the earliest live
+/// claim stores it, concurrent retries of the same batch back off (see `write_once`).
+fn create_batch_claims(_ctx: &DdlContext) -> Vec<TableDdl> {
+    vec![TableDdl {
+        name: "batch_claims",
+        columns: format!(
+            "(
+    tenant String,
+    key String,
+    holder String,
+    claimed Int64,
+    {RETENTION_COLUMN} Date
+)"
+        ),
+        engine: Engine::MergeTree,
+        keys: format!("PARTITION BY {RETENTION_COLUMN}\nORDER BY (tenant, key, claimed)"),
+        shard_key: "cityHash64(tenant, key)",
+    }]
+}
 
 /// Leases for work that must run once across collectors (the analysis schedule): every claim is
 /// a new row; the row with the highest `version` (then `holder`) is the lease.

@@ -73,7 +73,20 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
 /// The table that holds the events.
 const EVENTS_TABLE: &str = "events";
 /// Every table partitioned by day, which retention trims.
-const DAILY_TABLES: &[&str] = &[EVENTS_TABLE, "samples", "stacks", "batch_keys"];
+const DAILY_TABLES: &[&str] = &[
+    EVENTS_TABLE,
+    "samples",
+    "stacks",
+    "batch_keys",
+    "batch_claims",
+];
+
+/// How long a claim on an idempotency key holds off other claims (a claimant that died frees
+/// the key after it).
+const CLAIM_TTL: Duration = Duration::from_secs(60);
+/// The pause between writing a claim and reading the claims back, so that claims written at
+/// nearly the same moment are all seen by each claimant.
+const CLAIM_SETTLE: Duration = Duration::from_millis(50);
 /// The `Date` column that partitions `events` by day (UTC) and carries the TTL.
 const RETENTION_COLUMN: &str = "date";
 
@@ -405,6 +418,69 @@ impl ClickHouseStore {
         Ok(n > 0)
     }
 
+    /// Claims `key` for this request. `None`: the claim is ours, store the batch. Otherwise an
+    /// earlier live claim holds it: `Duplicate` if its batch is stored by now, else a 429 so the
+    /// client retries once the other write is done.
+    async fn claim(
+        &self,
+        tenant: &Tenant,
+        key: &str,
+    ) -> Result<Option<crate::store::Written>, StoreError> {
+        #[derive(::clickhouse::Row, Serialize)]
+        #[clickhouse(crate = "::clickhouse")]
+        struct ClaimRow<'a> {
+            tenant: &'a str,
+            key: &'a str,
+            holder: &'a str,
+            claimed: i64,
+            date: u16,
+        }
+        static CLAIMS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let now = now_ns();
+        let holder = format!(
+            "{}-{now}-{}",
+            std::process::id(),
+            CLAIMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let row = ClaimRow {
+            tenant: tenant.as_str(),
+            key,
+            holder: &holder,
+            claimed: now,
+            date: u16::try_from(unix_days(now).max(0)).unwrap_or(u16::MAX),
+        };
+        let claimed = async {
+            let mut ins = self.client.insert::<ClaimRow<'_>>("batch_claims").await?;
+            ins.write(&row).await?;
+            ins.end().await
+        }
+        .await;
+        claimed.map_err(|e| unavailable("claiming a batch key", e))?;
+        tokio::time::sleep(CLAIM_SETTLE).await;
+        let first: Vec<String> = self
+            .client
+            .query(
+                "SELECT holder FROM batch_claims WHERE tenant = ? AND key = ? AND claimed >= ? \
+                 ORDER BY claimed, holder LIMIT 1",
+            )
+            .bind(tenant.as_str())
+            .bind(key)
+            .bind(now - CLAIM_TTL.as_nanos() as i64)
+            .fetch_all()
+            .await
+            .map_err(|e| query_error("reading the claims on a batch key", e))?;
+        if first.first().is_none_or(|h| *h == holder) {
+            return Ok(None);
+        }
+        if self.key_seen(tenant, key).await? {
+            return Ok(Some(crate::store::Written::Duplicate));
+        }
+        Err(StoreError::Overloaded {
+            what: "a retry of this batch is being stored",
+            retry_after: Duration::from_secs(2),
+        })
+    }
+
     /// Records a stored batch's idempotency key. A failure is logged, not returned: the batch
     /// is stored; only a retry of it could be stored again.
     async fn record_key(&self, tenant: &Tenant, key: &str) {
@@ -536,10 +612,14 @@ impl Store for ClickHouseStore {
             .map_err(|e| unavailable(&context("waiting for the acknowledgement"), e))
     }
 
-    /// Checks the key, writes the batch, then records the key. Never loses a batch: a crash
-    /// between the insert and the key's record can only let one retry through twice. (Servers
-    /// with `insert_deduplication_token` for plain MergeTree could close that window; 18.16
-    /// has none.)
+    /// Checks the key, claims it, writes the batch, then records the key. Concurrent retries
+    /// of one batch (two collectors, or a client that timed out and sent again) cannot both
+    /// store it: only the earliest live claim writes; the others answer 429 and, retried, find
+    /// the key. Never loses a batch: what remains possible is a duplicate when a claimant
+    /// crashes between the insert and the key's record and a retry comes after its claim
+    /// expired, or when two claims are written more than `CLAIM_SETTLE` apart in an order
+    /// opposite to their clocks. (Servers with `insert_deduplication_token` for plain
+    /// MergeTree could close those windows; 18.16 has none.)
     async fn write_once(
         &self,
         tenant: &Tenant,
@@ -548,6 +628,9 @@ impl Store for ClickHouseStore {
     ) -> Result<crate::store::Written, StoreError> {
         if self.key_seen(tenant, key).await? {
             return Ok(crate::store::Written::Duplicate);
+        }
+        if let Some(done) = self.claim(tenant, key).await? {
+            return Ok(done);
         }
         self.write(tenant, events).await?;
         self.record_key(tenant, key).await;
@@ -563,6 +646,9 @@ impl Store for ClickHouseStore {
     ) -> Result<crate::store::Written, StoreError> {
         if self.key_seen(tenant, key).await? {
             return Ok(crate::store::Written::Duplicate);
+        }
+        if let Some(done) = self.claim(tenant, key).await? {
+            return Ok(done);
         }
         self.write_profiles(tenant, batches).await?;
         self.record_key(tenant, key).await;
