@@ -72,7 +72,37 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .merge(profwatch_ui::router())
         .fallback(|| async { error::ApiError::NotFound("no such route; see docs/api.md".into()) })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            warn_of_missing_data,
+        ))
         .with_state(state)
+}
+
+/// Adds a `Warning: 199` header to every GET answer for each thing the store knows it cannot
+/// show (a quarantined segment, say): the numbers are of the data that remains, and say so.
+async fn warn_of_missing_data(
+    State(state): State<Arc<AppState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let is_get = req.method() == axum::http::Method::GET;
+    let mut resp = next.run(req).await;
+    if is_get {
+        for w in state.store.warnings() {
+            let text: String = w
+                .chars()
+                .map(|c| match c {
+                    ' '..='~' if c != '"' && c != '\\' => c,
+                    _ => '?',
+                })
+                .collect();
+            if let Ok(v) = header::HeaderValue::from_str(&format!("199 profwatch \"{text}\"")) {
+                resp.headers_mut().append(header::WARNING, v);
+            }
+        }
+    }
+    resp
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {

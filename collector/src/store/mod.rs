@@ -141,6 +141,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Samples matching the query, summed per (label set, stack) over the range.
     async fn profile(&self, q: &ProfileQuery) -> Result<StackProfile, StoreError>;
 
+    /// What every answer should carry as a warning: data the store knows it cannot show (for
+    /// example a segment that failed its checksum). Empty when all is well.
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Takes or renews the lease `name` for `holder` until `ttl` from now, if it is free,
     /// expired, or already `holder`'s; `true` when `holder` has it. Collectors sharing one store
     /// use it so that scheduled work runs once per interval across the fleet. The embedded store

@@ -138,6 +138,8 @@ struct Shared {
     maintenance: Mutex<()>,
     /// Set when a WAL file failed for good (see `wal`): every later write is refused.
     wal_failed: Mutex<Option<(String, String)>>,
+    /// Segments set aside at open for failing their checksum, one line each.
+    quarantined: Vec<String>,
 }
 
 /// The embedded store. Cheap to share behind an `Arc`.
@@ -200,48 +202,7 @@ impl EmbeddedStore {
             std::fs::remove_file(&p).map_err(|e| StoreError::io("remove", &p, e))?;
         }
 
-        // Segments, dropping any whose range another covers (an interrupted compaction).
-        let mut ranges: Vec<(u64, u64, String)> = list(&seg_dir)?
-            .into_iter()
-            .filter_map(|n| segment::parse_file_name(&n).map(|(lo, hi)| (lo, hi, n)))
-            .collect();
-        ranges.sort();
-        let covered_by_other = |lo: u64, hi: u64| {
-            ranges
-                .iter()
-                .any(|(l, h, _)| *l <= lo && hi <= *h && (*l, *h) != (lo, hi))
-        };
-        let mut segments = Vec::new();
-        for (lo, hi, name) in &ranges {
-            let path = seg_dir.join(name);
-            let prof_path = seg_dir.join(profile_segment::file_name(*lo, *hi));
-            if covered_by_other(*lo, *hi) {
-                tracing::info!(path = %path.display(), "removing a compaction input left behind");
-                std::fs::remove_file(&path).map_err(|e| StoreError::io("remove", &path, e))?;
-                if prof_path.exists() {
-                    std::fs::remove_file(&prof_path)
-                        .map_err(|e| StoreError::io("remove", &prof_path, e))?;
-                }
-                continue;
-            }
-            let profile = if prof_path.exists() {
-                Some(profile_segment::open(&prof_path)?)
-            } else {
-                None
-            };
-            segments.push(Arc::new(segment::open(&path, *lo, *hi, profile)?));
-        }
-        // A profile file without its events file is an interrupted flush or compaction: the
-        // WAL (or the inputs) still hold its rows.
-        for name in list(&seg_dir)? {
-            if let Some((lo, hi)) = profile_segment::parse_file_name(&name) {
-                if !segments.iter().any(|s| s.lo == lo && s.hi == hi) {
-                    let p = seg_dir.join(&name);
-                    tracing::info!(path = %p.display(), "removing a profile segment whose flush did not finish");
-                    std::fs::remove_file(&p).map_err(|e| StoreError::io("remove", &p, e))?;
-                }
-            }
-        }
+        let (segments, quarantined) = load_segments(&seg_dir, &dir.join("quarantine"))?;
         let seg_covers = |g: u64| segments.iter().any(|s| s.lo <= g && g <= s.hi);
 
         // WAL generations: replay those no segment covers, delete the rest.
@@ -314,6 +275,7 @@ impl EmbeddedStore {
             seen: Mutex::new(seen),
             maintenance: Mutex::new(()),
             wal_failed: Mutex::new(None),
+            quarantined,
         });
         let regressions = regressions::Regressions::open(&dir, &shared.tmp_dir)?;
         let (tx, rx) = mpsc::sync_channel(cfg.queue_batches.max(1));
@@ -451,6 +413,68 @@ impl Shared {
                 detail: detail.clone(),
             })
     }
+}
+
+/// Opens the segments: drops those whose range another covers (an interrupted compaction) and
+/// profile files without their events file (an interrupted flush: the WAL or the inputs still
+/// hold the rows); verifies each file's checksum and moves a segment that fails it, both its
+/// files, to `quarantine` (answered as a warning with every query, never read). Returns the
+/// good segments and a line per quarantined one.
+fn load_segments(
+    seg_dir: &Path,
+    quarantine: &Path,
+) -> Result<(Vec<Arc<SegmentMeta>>, Vec<String>), StoreError> {
+    let mut ranges: Vec<(u64, u64, String)> = list(seg_dir)?
+        .into_iter()
+        .filter_map(|n| segment::parse_file_name(&n).map(|(lo, hi)| (lo, hi, n)))
+        .collect();
+    ranges.sort();
+    let covered_by_other = |lo: u64, hi: u64| {
+        ranges
+            .iter()
+            .any(|(l, h, _)| *l <= lo && hi <= *h && (*l, *h) != (lo, hi))
+    };
+    let mut segments = Vec::new();
+    let mut quarantined = Vec::new();
+    for (lo, hi, name) in &ranges {
+        let path = seg_dir.join(name);
+        let prof_path = seg_dir.join(profile_segment::file_name(*lo, *hi));
+        let files = [path.as_path(), prof_path.as_path()];
+        if covered_by_other(*lo, *hi) {
+            tracing::info!(path = %path.display(), "removing a compaction input left behind");
+            segment::remove_files(&files)?;
+            continue;
+        }
+        if let Err(e) = segment::verify(&path).and_then(|()| segment::verify(&prof_path)) {
+            tracing::error!(error = %e, "a segment failed its checksum; it is set aside in quarantine/ and queries leave it out");
+            segment::quarantine(&files, quarantine)?;
+            quarantined.push(format!(
+                "segment {name} is damaged ({e}) and was moved to quarantine/: answers leave out \
+                 its data"
+            ));
+            continue;
+        }
+        let profile = if prof_path.exists() {
+            Some(profile_segment::open(&prof_path)?)
+        } else {
+            None
+        };
+        segments.push(Arc::new(segment::open(&path, *lo, *hi, profile)?));
+    }
+    for name in list(seg_dir)? {
+        let orphan = match profile_segment::parse_file_name(&name) {
+            Some((lo, hi)) => !segments.iter().any(|s| s.lo == lo && s.hi == hi),
+            None => name
+                .strip_suffix(segment::CHECKSUM_SUFFIX)
+                .is_some_and(|data| !seg_dir.join(data).exists()),
+        };
+        if orphan {
+            let p = seg_dir.join(&name);
+            tracing::info!(path = %p.display(), "removing a segment file whose flush did not finish");
+            segment::remove_files(&[p.as_path()])?;
+        }
+    }
+    Ok((segments, quarantined))
 }
 
 fn writer_loop(s: &Shared, rx: Receiver<Command>, mut wal: Wal) {
@@ -1004,6 +1028,10 @@ impl Store for EmbeddedStore {
             ..q.clone()
         };
         self.run(move |src, t| query::profile(&src, &q, t)).await
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        self.shared.quarantined.clone()
     }
 
     async fn ready(&self) -> Result<(), StoreError> {

@@ -161,14 +161,119 @@ impl SegmentMeta {
 impl Drop for SegmentMeta {
     fn drop(&mut self) {
         if self.obsolete.load(Ordering::SeqCst) {
-            let paths = std::iter::once(&self.path).chain(self.profile.as_ref().map(|p| &p.path));
-            for path in paths {
-                if let Err(e) = std::fs::remove_file(path) {
-                    tracing::warn!(path = %path.display(), error = %e, "could not delete an obsolete segment");
-                }
+            let paths: Vec<&Path> = std::iter::once(&self.path)
+                .chain(self.profile.as_ref().map(|p| &p.path))
+                .map(PathBuf::as_path)
+                .collect();
+            if let Err(e) = remove_files(&paths) {
+                tracing::warn!(error = %e, "could not delete an obsolete segment");
             }
         }
     }
+}
+
+/// Appended to a segment file's name for the file that holds its checksum.
+pub const CHECKSUM_SUFFIX: &str = ".crc32";
+
+fn checksum_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(CHECKSUM_SUFFIX);
+    PathBuf::from(name)
+}
+
+fn crc_of(path: &Path) -> Result<(u32, u64), StoreError> {
+    let mut f = File::open(path).map_err(|e| StoreError::io("open", path, e))?;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let n =
+            std::io::Read::read(&mut f, &mut buf).map_err(|e| StoreError::io("read", path, e))?;
+        if n == 0 {
+            return Ok((hasher.finalize(), len));
+        }
+        hasher.update(&buf[..n]);
+        len += n as u64;
+    }
+}
+
+/// Writes the checksum of the finished file `tmp` beside its final `path`, durably, before
+/// the data file is renamed into place (so a data file in place always has its checksum).
+fn write_checksum(tmp: &Path, path: &Path) -> Result<(), StoreError> {
+    let (crc, len) = crc_of(tmp)?;
+    let mut tmp_sum = tmp.as_os_str().to_owned();
+    tmp_sum.push(CHECKSUM_SUFFIX);
+    let tmp_sum = PathBuf::from(tmp_sum);
+    let written = File::create(&tmp_sum).and_then(|mut f| {
+        std::io::Write::write_all(&mut f, format!("{crc:08x} {len}\n").as_bytes())?;
+        f.sync_all()
+    });
+    written.map_err(|e| StoreError::io("write", &tmp_sum, e))?;
+    let sum = checksum_path(path);
+    std::fs::rename(&tmp_sum, &sum).map_err(|e| StoreError::io("rename into place", &sum, e))
+}
+
+/// Checks a segment file against its checksum. A file without one (written before checksums
+/// existed) passes unverified; a missing data file passes (profile files are optional).
+pub fn verify(path: &Path) -> Result<(), StoreError> {
+    let sum = checksum_path(path);
+    let Ok(text) = std::fs::read_to_string(&sum) else {
+        return Ok(());
+    };
+    if !path.exists() {
+        return Ok(());
+    }
+    let bad = |detail: String| StoreError::Corrupt {
+        path: path.display().to_string(),
+        detail,
+    };
+    let (want_crc, want_len) = text
+        .split_once(' ')
+        .and_then(|(c, l)| {
+            Some((
+                u32::from_str_radix(c, 16).ok()?,
+                l.trim().parse::<u64>().ok()?,
+            ))
+        })
+        .ok_or_else(|| bad(format!("unreadable checksum file {}", sum.display())))?;
+    let (crc, len) = crc_of(path)?;
+    if (crc, len) != (want_crc, want_len) {
+        return Err(bad(format!(
+            "checksum {crc:08x} over {len} bytes; written as {want_crc:08x} over {want_len}"
+        )));
+    }
+    Ok(())
+}
+
+/// Removes segment files and their checksums; files already gone are fine.
+pub fn remove_files(paths: &[&Path]) -> Result<(), StoreError> {
+    for p in paths
+        .iter()
+        .flat_map(|p| [p.to_path_buf(), checksum_path(p)])
+    {
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io("remove", &p, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Moves segment files (and their checksums) that exist into `dir`, keeping their names.
+pub fn quarantine(paths: &[&Path], dir: &Path) -> Result<(), StoreError> {
+    std::fs::create_dir_all(dir).map_err(|e| StoreError::io("create", dir, e))?;
+    for p in paths
+        .iter()
+        .flat_map(|p| [p.to_path_buf(), checksum_path(p)])
+    {
+        let Some(name) = p.file_name() else { continue };
+        if p.exists() {
+            let to = dir.join(name);
+            std::fs::rename(&p, &to).map_err(|e| StoreError::io("move to quarantine", &p, e))?;
+        }
+    }
+    sync_dir(dir)
 }
 
 pub fn file_name(lo: u64, hi: u64) -> String {
@@ -226,6 +331,7 @@ pub(super) fn put_in_place(
         .map_err(|e| StoreError::io("fsync", tmp, e))?;
     let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
     drop(file);
+    write_checksum(tmp, path)?;
     faults::check("segment-rename", path)
         .and_then(|()| std::fs::rename(tmp, path))
         .map_err(|e| StoreError::io("rename into place", path, e))?;
