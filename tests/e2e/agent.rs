@@ -82,8 +82,13 @@ impl Agent {
         r.json()
     }
 
+    /// A counter of `/status`; a missing field fails the test (a check for 0 must not pass
+    /// because the field went away).
     fn get(&self, field: &str) -> u64 {
-        self.status()[field].as_u64().unwrap_or(0)
+        let status = self.status();
+        status[field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("/status has no counter {field}: {status:#}"))
     }
 
     /// Sends `n` events of `service` as NDJSON lines over the Unix socket.

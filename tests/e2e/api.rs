@@ -103,7 +103,7 @@ fn every_format_and_encoding_is_accepted() {
         .as_array()
         .expect("array")
         .iter()
-        .map(|p| p["requests"].as_f64().unwrap_or(0.0))
+        .map(|p| p["requests"].as_f64().expect("every point has requests"))
         .sum();
     assert_eq!(
         total,
@@ -111,6 +111,63 @@ fn every_format_and_encoding_is_accepted() {
         "GET /a is every third event: 34 of each 100"
     );
     assert!(points[0]["time"].as_i64().is_some() && points[0]["group"].as_str().is_some());
+}
+
+/// `/api/v1/series`: every endpoint of a service, sorted by endpoint, each with its points in
+/// time order; the points add up to the events sent and agree with `/timeseries`.
+#[test]
+fn series_answers_every_endpoint_of_a_service() {
+    let art = artifacts("series_answers_every_endpoint_of_a_service");
+    let server = Server::start(
+        &["--data-dir", art.join("data").to_str().expect("utf-8")],
+        &art.join("server.log"),
+    );
+    let c = server.client();
+    let r = c.post_events(
+        ndjson(&events("series", "1", 300)),
+        "application/x-ndjson",
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let range = format!("from={}&to={}&step=1m", now_s() - 3600, now_s() + 60);
+    let r = c.get(&format!("/api/v1/series?service=series&{range}"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let series = r.json();
+    let series = series.as_array().expect("an array");
+    let names: Vec<&str> = series
+        .iter()
+        .map(|s| s["endpoint"].as_str().expect("endpoint"))
+        .collect();
+    assert_eq!(names, ["GET /a", "GET /b", "POST /c"]);
+    let mut total = 0.0;
+    for s in series {
+        let points = s["points"].as_array().expect("points");
+        let times: Vec<i64> = points
+            .iter()
+            .map(|p| p["time"].as_i64().expect("time"))
+            .collect();
+        assert!(
+            times.windows(2).all(|w| w[0] < w[1]),
+            "time order: {times:?}"
+        );
+        let requests: f64 = points
+            .iter()
+            .map(|p| p["requests"].as_f64().expect("requests"))
+            .sum();
+        total += requests;
+        let endpoint = s["endpoint"]
+            .as_str()
+            .expect("endpoint")
+            .replace(' ', "%20");
+        let ts = c.get(&format!(
+            "/api/v1/timeseries?service=series&endpoint={endpoint}&{range}"
+        ));
+        assert_eq!(ts.status, 200, "{}", ts.body);
+        assert_eq!(ts.json(), s["points"], "the same points as /timeseries");
+    }
+    assert_eq!(total, 300.0);
+    let r = c.get(&format!("/api/v1/series?{range}"));
+    assert_eq!(r.status, 400, "service is required: {}", r.body);
 }
 
 #[test]
@@ -123,12 +180,14 @@ fn operations_endpoints() {
     let c = server.client();
     assert_eq!(c.get("/healthz").status, 200);
     assert_eq!(c.get("/readyz").status, 200);
-    c.post_events(
+    let good = c.post_events(
         ndjson(&events("ops", "1", 10)),
         "application/x-ndjson",
         None,
     );
-    c.post_events(b"{".to_vec(), "application/x-ndjson", None);
+    assert_eq!(good.status, 200, "{}", good.body);
+    let bad = c.post_events(b"{".to_vec(), "application/x-ndjson", None);
+    assert_eq!(bad.status, 400, "{}", bad.body);
     let m = c.get("/metrics");
     assert_eq!(m.status, 200);
     for needle in [

@@ -108,7 +108,7 @@ fn concurrent_identical_queries_cost_one_clickhouse_query() {
             .find(|l| l.starts_with(name))
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+            .unwrap_or_else(|| panic!("/metrics has no {name}:\n{m}"))
     };
     assert_eq!(value("profwatch_query_cache_misses_total"), 1, "{m}");
     assert_eq!(

@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::Router;
 use profwatch_agent::export::MemoryExporter;
-use profwatch_agent::{Agent, Config, CounterMode};
+use profwatch_agent::{Agent, Config, CounterMode, CounterPath};
 use tokio::sync::Barrier;
 
 use crate::support::{burn, http_get, thread_cpu_ns};
@@ -63,6 +63,16 @@ async fn heavy(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> &'
 }
 
 fn run(mode: CounterMode, workers: Option<usize>) {
+    // Which path the perf modes take here: perf counters, unless perf_event_open fails (then
+    // the test says so, or skips when told to); instructions exactly where the CPU counts them.
+    let probe = profwatch_agent::counters::probe();
+    if mode != CounterMode::Clock {
+        if let Some(e) = &probe.perf_error {
+            profwatch_testkit::perf_unavailable(e);
+            return;
+        }
+        assert_ne!(probe.path, CounterPath::ClockGettime, "{probe:?}");
+    }
     let sink = MemoryExporter::new();
     let mut config = Config::new("attribution");
     config.counters = mode;
@@ -149,6 +159,12 @@ fn run(mode: CounterMode, workers: Option<usize>) {
         assert!(event.wall_ns >= event.cpu_ns, "{event:?}");
         if mode == CounterMode::Clock {
             assert_eq!(event.instructions, None);
+        } else {
+            assert_eq!(
+                event.instructions.is_some(),
+                probe.instructions,
+                "instructions are counted exactly where the CPU counts them: {probe:?}"
+            );
         }
     }
     assert_eq!(agent.stats().exported, 2 * PER_ENDPOINT as u64);
