@@ -596,3 +596,88 @@ fn a_profile_resent_with_its_idempotency_key_is_stored_once() {
     ));
     assert_eq!((r.status, r.body.as_str()), (200, "main;a 3\n"));
 }
+
+/// `profwatch import` uploads through the real binary: a historic pprof is refused as older
+/// than the retention with a message that suggests `--time now`, and imported with it; a
+/// folded file and a `perf script` file go in too; the server's totals are exactly the files'.
+#[test]
+fn import_uploads_files_and_retimes_historic_ones() {
+    let art = artifacts("import_uploads_files_and_retimes_historic_ones");
+    let server = Server::start(
+        &["--data-dir", art.join("data").to_str().expect("utf-8")],
+        &art.join("server.log"),
+    );
+    let fixtures = repo_root().join("tests/fixtures");
+    let import = |service: &str, time: Option<&str>, file: &std::path::Path| {
+        let mut cmd = std::process::Command::new(profwatch_bin());
+        cmd.args([
+            "import",
+            "--no-progress",
+            "--server",
+            &server.url,
+            "--service",
+            service,
+        ]);
+        if let Some(t) = time {
+            cmd.args(["--time", t]);
+        }
+        cmd.arg(file).output().expect("run profwatch import")
+    };
+    let pprof = fixtures.join("pprof/sample.cpu.pb.gz");
+    let old = import("imported", None, &pprof);
+    let stderr = String::from_utf8_lossy(&old.stderr);
+    assert!(!old.status.success(), "a 2016 profile is refused: {stderr}");
+    assert!(
+        stderr.contains("400") && stderr.contains("--time now"),
+        "the refusal says why and what to do: {stderr}"
+    );
+    let now = import("imported", Some("now"), &pprof);
+    assert!(
+        now.status.success(),
+        "{}",
+        String::from_utf8_lossy(&now.stderr)
+    );
+    let folded = fixtures.join("folded/before.txt");
+    let out = import("folded", None, &folded);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The pprof's samples (its first sample type, `samples`) and the folded file's counts.
+    let total = |service: &str| -> u64 {
+        let r = server.client().get(&format!(
+            "/api/v1/profile?service={service}&format=folded&{}",
+            range()
+        ));
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body
+            .lines()
+            .map(|l| {
+                l.rsplit_once(' ')
+                    .and_then(|(_, n)| n.parse::<u64>().ok())
+                    .unwrap_or_else(|| panic!("not a folded line: {l}"))
+            })
+            .sum()
+    };
+    let folded_truth: u64 = std::fs::read_to_string(&folded)
+        .expect("fixture")
+        .lines()
+        .filter_map(|l| l.rsplit_once(' ')?.1.trim().parse::<u64>().ok())
+        .sum();
+    assert_eq!(total("folded"), folded_truth);
+    // The server's answer to the upload, as `import` prints it, counts what the query finds.
+    let printed = String::from_utf8_lossy(&now.stderr);
+    let answer: serde_json::Value = printed
+        .split_once("uploaded: ")
+        .and_then(|(_, json)| serde_json::from_str(json.trim()).ok())
+        .unwrap_or_else(|| panic!("import prints the server's answer: {printed}"));
+    let samples = answer["samples"].as_u64().expect("samples");
+    assert!(samples > 0, "{answer}");
+    assert_eq!(
+        total("imported"),
+        samples,
+        "the re-timed pprof is all visible"
+    );
+}
