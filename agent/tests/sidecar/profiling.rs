@@ -94,7 +94,11 @@ struct SpinChild(Child);
 impl SpinChild {
     /// Starts this test binary as the spinning child and waits until it spins.
     async fn start() -> SpinChild {
-        let exe = std::env::current_exe().expect("test binary");
+        Self::start_as(&std::env::current_exe().expect("test binary")).await
+    }
+
+    /// As [`SpinChild::start`], running the test binary from `exe` (a link of another name).
+    async fn start_as(exe: &std::path::Path) -> SpinChild {
         let mut child = Command::new(exe)
             .args([
                 "profiling::spin_child",
@@ -224,6 +228,48 @@ async fn another_process_is_sampled_symbolised_and_shipped_until_it_exits() {
     );
     let m = sidecar.metrics().snapshot("", "");
     assert!(m.profile_samples > 0 && m.shipped_profiles > 0, "{m:?}");
+    sidecar.shutdown().await.expect("shutdown");
+}
+
+/// `--profile-name`: a process found by its executable's name, started after the sidecar, is
+/// sampled and shipped under that name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_found_by_name_is_sampled_and_shipped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The test binary under a name of its own, so only the child matches (not this process).
+    let exe = dir.path().join("pw-spin-by-name");
+    let test_binary = std::env::current_exe().expect("test binary");
+    if std::fs::hard_link(&test_binary, &exe).is_err() {
+        std::fs::copy(&test_binary, &exe).expect("copy the test binary");
+    }
+    let mock = MockCollector::start().await;
+    let mut cfg = config(&mock.url, &dir.path().join("spool"));
+    cfg.profile.names = vec!["pw-spin-by-name".into()];
+    cfg.profile.export_interval = Duration::from_secs(1);
+    cfg.profile.name_rescan = Duration::from_millis(200);
+    let sidecar = match Sidecar::start(cfg).await {
+        Ok(s) => s,
+        Err(e) if is_perf_unavailable(&e) => {
+            profwatch_testkit::perf_unavailable(&e);
+            return;
+        }
+        Err(e) => panic!("start: {e}"),
+    };
+    let _child = SpinChild::start_as(&exe).await;
+    let found = eventually(Duration::from_secs(90), || {
+        mock.profiles().iter().any(|p| {
+            p.param("service") == Some("pw-spin-by-name")
+                && p.stacks().iter().any(|(s, _)| s.contains("spin_early"))
+        })
+    })
+    .await;
+    assert!(found, "profiles: {:#?}", mock.profiles());
+    assert!(
+        mock.profiles()
+            .iter()
+            .all(|p| p.param("service") == Some("pw-spin-by-name")),
+        "only the named process is sampled"
+    );
     sidecar.shutdown().await.expect("shutdown");
 }
 
