@@ -2,7 +2,6 @@
 //! Debian's `chromedriver`: sessions, navigation, elements, pointer actions, scripts,
 //! screenshots and the browser log. Just what the dashboard tests need.
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -47,17 +46,15 @@ impl Browser {
         let driver_bin = find_binary(&["chromedriver"]).unwrap_or_else(|| {
             panic!("chromedriver is missing: run `{APT_LINE}` (Debian packages)")
         });
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let driver = Command::new(driver_bin)
-            .arg(format!("--port={port}"))
+        // Port 0: chromedriver picks a free port and says which.
+        let mut driver = Command::new(driver_bin)
+            .arg("--port=0")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn chromedriver");
+        let port = announced_port(&mut driver);
         let base = format!("http://127.0.0.1:{port}");
         let http = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(120))
@@ -293,4 +290,33 @@ fn base64_decode(s: &str) -> Vec<u8> {
         }
     }
     out
+}
+
+/// The port chromedriver announces on stdout ("... started successfully on port N."); its
+/// stdout is drained afterwards so it never blocks on a full pipe.
+fn announced_port(driver: &mut std::process::Child) -> u16 {
+    use std::io::BufRead;
+    let stdout = driver.stdout.take().expect("chromedriver stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if sent {
+                continue;
+            }
+            if let Some(rest) = line.split("on port ").nth(1) {
+                if let Ok(port) = rest.trim_end_matches('.').trim().parse::<u16>() {
+                    if port != 0 {
+                        let _ = tx.send(port);
+                        sent = true;
+                    }
+                }
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("chromedriver did not say which port it listens on")
 }
