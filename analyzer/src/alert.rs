@@ -5,6 +5,11 @@
 //! failing sink never blocks analysis. Each message is retried with exponential backoff and
 //! jitter on network errors, 429 and 5xx (up to `max_attempts`); any other 4xx is permanent.
 //! The queue is bounded; when it is full the message is dropped and counted.
+//!
+//! Webhook URLs are secrets (a Slack webhook's path is its credential): logs and errors show a
+//! sink as its scheme and host only. Sinks follow no redirects (a redirect could carry the
+//! alert, and the tenant's data in it, anywhere) and every request has the timeout. A sink may
+//! be restricted to some tenants; names in messages are escaped for the sink's markup.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,11 +33,71 @@ pub enum SinkKind {
 }
 
 /// One webhook.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sink {
     pub kind: SinkKind,
     pub url: String,
+    /// The tenants whose regressions this sink hears; empty: every tenant's.
+    #[serde(default)]
+    pub tenants: Vec<String>,
+}
+
+impl Sink {
+    /// A sink for every tenant.
+    pub fn new(kind: SinkKind, url: impl Into<String>) -> Sink {
+        Sink {
+            kind,
+            url: url.into(),
+            tenants: Vec::new(),
+        }
+    }
+
+    /// Whether this sink hears `tenant`'s regressions.
+    pub fn hears(&self, tenant: &str) -> bool {
+        self.tenants.is_empty() || self.tenants.iter().any(|t| t == tenant)
+    }
+}
+
+/// Never prints the URL: it is a secret.
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sink")
+            .field("kind", &self.kind)
+            .field("url", &redacted(&self.url))
+            .field("tenants", &self.tenants)
+            .finish()
+    }
+}
+
+/// A URL as logs may show it: scheme and host (and port), the rest elided.
+pub fn redacted(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    // Credentials before an `@` are secret too.
+    let host = host.rsplit('@').next().unwrap_or(host);
+    let elided = if rest.len() > host.len() { "/…" } else { "" };
+    if scheme.is_empty() {
+        format!("{host}{elided}")
+    } else {
+        format!("{scheme}://{host}{elided}")
+    }
+}
+
+/// Slack's markup: `&`, `<` and `>` are escaped so that no name becomes a mention
+/// (`<!channel>`) or a link; control characters become spaces in every format.
+fn slack_escape(s: &str) -> String {
+    plain(s)
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// A name with its control characters (line breaks included) turned into spaces.
+fn plain(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// Whether the regression starts or ends.
@@ -84,19 +149,22 @@ pub fn render(
 ) -> serde_json::Value {
     let pct = (r.effect - 1.0) * 100.0;
     let link = format!("{}/#/regressions/{}", base_url.trim_end_matches('/'), r.id);
-    let culprit = r
-        .culprits
-        .first()
-        .map(|c| c.function.as_str())
-        .unwrap_or("(no function singled out)");
+    let escape = match kind {
+        SinkKind::Slack => slack_escape,
+        SinkKind::Json | SinkKind::Alertmanager => plain,
+    };
+    let culprit = escape(
+        r.culprits
+            .first()
+            .map(|c| c.function.as_str())
+            .unwrap_or("(no function singled out)"),
+    );
+    let (service, endpoint) = (escape(&r.service), escape(&r.endpoint));
+    let (candidate, baseline) = (escape(&r.candidate), escape(&r.baseline));
     let summary = match status {
         AlertStatus::Firing => format!(
-            "{} {} got {pct:+.1}% more expensive ({}) in build {} vs {} ({}); top function: {culprit}",
-            r.service,
-            r.endpoint,
+            "{service} {endpoint} got {pct:+.1}% more expensive ({}) in build {candidate} vs {baseline} ({}); top function: {culprit}",
             r.metric,
-            r.candidate,
-            r.baseline,
             match (r.effect_low, r.effect_high) {
                 (Some(lo), Some(hi)) =>
                     format!("95% CI {:+.1}%..{:+.1}%", (lo - 1.0) * 100.0, (hi - 1.0) * 100.0),
@@ -104,8 +172,7 @@ pub fn render(
             },
         ),
         AlertStatus::Resolved => format!(
-            "resolved: {} {} ({pct:+.1}% in build {} vs {})",
-            r.service, r.endpoint, r.candidate, r.baseline
+            "resolved: {service} {endpoint} ({pct:+.1}% in build {candidate} vs {baseline})"
         ),
     };
     match kind {
@@ -144,6 +211,15 @@ fn target(sink: &Sink) -> String {
     }
 }
 
+/// Why alert delivery could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AlertError {
+    /// The HTTP client (with its timeout and TLS settings) could not be built.
+    #[error("building the alert HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+}
+
 /// Queues alerts and delivers them in the background.
 #[derive(Debug, Clone)]
 pub struct Dispatcher {
@@ -153,19 +229,22 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     /// Starts the delivery task on the current tokio runtime.
-    pub fn start(sinks: Vec<Sink>, cfg: DeliveryConfig) -> Dispatcher {
+    pub fn start(sinks: Vec<Sink>, cfg: DeliveryConfig) -> Result<Dispatcher, AlertError> {
         let (tx, mut rx) = mpsc::channel::<(AlertStatus, RegressionRecord)>(cfg.queue.max(1));
         let stats = Arc::new(AlertStats::default());
         let st = stats.clone();
         let client = reqwest::Client::builder()
             .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout)
+            .redirect(reqwest::redirect::Policy::none())
             .build()
-            .unwrap_or_default();
+            .map_err(AlertError::Client)?;
         tokio::spawn(async move {
             while let Some((status, record)) = rx.recv().await {
                 // Sinks are independent: each gets its own retries, concurrently.
                 let tasks: Vec<_> = sinks
                     .iter()
+                    .filter(|sink| sink.hears(&record.tenant))
                     .map(|sink| {
                         let body = render(sink.kind, status, &record, &cfg.base_url);
                         tokio::spawn(deliver(
@@ -184,7 +263,7 @@ impl Dispatcher {
                 }
             }
         });
-        Dispatcher { tx, stats }
+        Ok(Dispatcher { tx, stats })
     }
 
     /// Queues one alert for every sink; never waits.
@@ -205,18 +284,21 @@ async fn deliver(
     stats: Arc<AlertStats>,
 ) -> bool {
     let mut backoff = cfg.first_backoff;
+    let sink = redacted(&url);
     for attempt in 1..=cfg.max_attempts.max(1) {
         let result = client.post(&url).json(&body).send().await;
         let retriable = match result {
             Ok(r) if r.status().is_success() => return true,
             Ok(r) => {
                 let s = r.status();
+                // A redirect is not followed: the sink is misconfigured, and retrying cannot help.
                 let retriable = s.as_u16() == 429 || s.is_server_error();
-                tracing::warn!(%url, status = %s, attempt, "alert sink refused the alert");
+                tracing::warn!(%sink, status = %s, attempt, "alert sink refused the alert");
                 retriable
             }
             Err(e) => {
-                tracing::warn!(%url, error = %e, attempt, "alert sink unreachable");
+                let error = e.without_url();
+                tracing::warn!(%sink, %error, attempt, "alert sink unreachable");
                 true
             }
         };

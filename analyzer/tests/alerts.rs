@@ -79,28 +79,15 @@ async fn each_format_reaches_a_real_receiver_and_failures_are_retried() {
     tokio::spawn(async move { axum::serve(listener, app).await });
     let base = format!("http://{addr}");
 
-    // A port nothing listens on: that sink fails, the others must not wait for it.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let dead_url = format!("http://{}", dead.local_addr().expect("addr"));
-    drop(dead);
+    // Port 1 (tcpmux): nothing listens there, so that sink fails; the others must not wait
+    // for it. (No port is probed and released for this.)
+    let dead_url = "http://127.0.0.1:1".to_owned();
 
     let sinks = vec![
-        Sink {
-            kind: SinkKind::Json,
-            url: format!("{base}/flaky"),
-        },
-        Sink {
-            kind: SinkKind::Slack,
-            url: format!("{base}/slack"),
-        },
-        Sink {
-            kind: SinkKind::Alertmanager,
-            url: format!("{base}/am"),
-        },
-        Sink {
-            kind: SinkKind::Json,
-            url: dead_url,
-        },
+        Sink::new(SinkKind::Json, format!("{base}/flaky")),
+        Sink::new(SinkKind::Slack, format!("{base}/slack")),
+        Sink::new(SinkKind::Alertmanager, format!("{base}/am")),
+        Sink::new(SinkKind::Json, dead_url),
     ];
     let cfg = DeliveryConfig {
         first_backoff: Duration::from_millis(20),
@@ -108,7 +95,7 @@ async fn each_format_reaches_a_real_receiver_and_failures_are_retried() {
         base_url: "http://pw:4040".into(),
         ..Default::default()
     };
-    let d = Dispatcher::start(sinks, cfg);
+    let d = Dispatcher::start(sinks, cfg).expect("dispatcher");
     let r = record();
     d.send(AlertStatus::Firing, &r);
     let mut resolved = r.clone();
@@ -150,7 +137,8 @@ async fn each_format_reaches_a_real_receiver_and_failures_are_retried() {
     assert_eq!(slack.len(), 2);
     let text = slack[0]["text"].as_str().expect("text");
     assert!(
-        text.contains("+5.2%") && text.contains("cart::price<T>") && text.contains("812"),
+        // Slack markup is escaped: `<T>` arrives as `&lt;T&gt;` and shows as `<T>`.
+        text.contains("+5.2%") && text.contains("cart::price&lt;T&gt;") && text.contains("812"),
         "{text}"
     );
 
@@ -177,4 +165,123 @@ async fn each_format_reaches_a_real_receiver_and_failures_are_retried() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(d.stats.retries.load(std::sync::atomic::Ordering::Relaxed) >= 2);
+}
+
+/// Every request a receiver got: path and JSON body.
+type Calls = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
+
+/// Starts a receiver that records every request's path and body, answering 302 (to
+/// `/elsewhere`) on `/redirect`.
+async fn recorder() -> (String, Calls) {
+    let calls: Calls = Arc::default();
+    async fn record_call(
+        State(calls): State<Calls>,
+        uri: Uri,
+        Json(body): Json<serde_json::Value>,
+    ) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        calls
+            .lock()
+            .expect("lock")
+            .push((uri.path().to_owned(), body));
+        if uri.path() == "/redirect" {
+            return (StatusCode::FOUND, [("location", "/elsewhere")]).into_response();
+        }
+        StatusCode::OK.into_response()
+    }
+    let app = Router::new()
+        .route("/{*path}", post(record_call))
+        .with_state(calls.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), calls)
+}
+
+/// Redirects are not followed; a sink restricted to tenants hears only theirs; names cannot
+/// inject Slack markup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_redirects_tenant_scoped_sinks_and_escaped_names() {
+    let (base, calls) = recorder().await;
+    let mut globex_only = Sink::new(SinkKind::Json, format!("{base}/globex"));
+    globex_only.tenants = vec!["globex".into()];
+    let sinks = vec![
+        Sink::new(SinkKind::Json, format!("{base}/redirect")),
+        globex_only,
+        Sink::new(SinkKind::Slack, format!("{base}/slack")),
+    ];
+    let cfg = DeliveryConfig {
+        first_backoff: Duration::from_millis(20),
+        max_attempts: 3,
+        ..Default::default()
+    };
+    let d = Dispatcher::start(sinks, cfg).expect("dispatcher");
+    let mut r = record();
+    r.endpoint = "GET /x <!channel> <https://evil.example|click>\nhi".into();
+    d.send(AlertStatus::Firing, &r);
+    let mut other = record();
+    other.tenant = "globex".into();
+    other.id = "00000000000000cd".into();
+    d.send(AlertStatus::Firing, &other);
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let settled = |d: &Dispatcher| {
+        let s = &d.stats;
+        s.delivered.load(std::sync::atomic::Ordering::Relaxed)
+            + s.failed.load(std::sync::atomic::Ordering::Relaxed)
+    };
+    // Two alerts: three sinks for acme's minus the globex-only one, three for globex's.
+    while settled(&d) < 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "alerts did not settle"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let calls = calls.lock().expect("lock").clone();
+    let paths: Vec<&str> = calls.iter().map(|(p, _)| p.as_str()).collect();
+    assert!(
+        !paths.contains(&"/elsewhere"),
+        "a redirect was followed: {paths:?}"
+    );
+    assert_eq!(
+        paths.iter().filter(|p| **p == "/redirect").count(),
+        2,
+        "{paths:?}"
+    );
+    let globex: Vec<&serde_json::Value> = calls
+        .iter()
+        .filter(|(p, _)| p == "/globex")
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(globex.len(), 1, "only globex's alert: {paths:?}");
+    assert_eq!(globex[0]["regression"]["tenant"], "globex");
+    let slack: Vec<&str> = calls
+        .iter()
+        .filter(|(p, _)| p == "/slack")
+        .filter_map(|(_, b)| b["text"].as_str())
+        .collect();
+    let injected = slack
+        .iter()
+        .find(|t| t.contains("channel"))
+        .expect("the alert with the crafted name");
+    assert!(!injected.contains("<!channel>"), "{injected}");
+    assert!(injected.contains("&lt;!channel&gt;"), "{injected}");
+    assert!(!injected.contains("<https://evil"), "{injected}");
+    assert!(!injected.contains('\n'), "{injected}");
+    // The message's own link stays a link.
+    assert!(injected.contains("|details>"), "{injected}");
+}
+
+#[test]
+fn sink_urls_are_redacted_in_logs_and_debug_output() {
+    use profwatch_analyzer::alert::redacted;
+    let secret = "https://hooks.slack.com/services/T000/B000/XXXXSECRET";
+    assert_eq!(redacted(secret), "https://hooks.slack.com/…");
+    assert_eq!(redacted("http://user:pw@am:9093/"), "http://am:9093/…");
+    assert_eq!(redacted("http://am:9093"), "http://am:9093");
+    let debug = format!("{:?}", Sink::new(SinkKind::Slack, secret));
+    assert!(!debug.contains("SECRET"), "{debug}");
 }

@@ -252,10 +252,7 @@ impl ServerArgs {
                             anyhow::bail!("--alert kind {other:?}: use json, slack or alertmanager")
                         }
                     };
-                    Ok(Sink {
-                        kind,
-                        url: url.to_owned(),
-                    })
+                    Ok(Sink::new(kind, url))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?,
             ..Default::default()

@@ -45,7 +45,8 @@ pub struct RawConfig {
     /// Regression detection.
     #[serde(default)]
     pub analysis: RawAnalysis,
-    /// Where alerts go: `[[alerts]] kind = "json" | "slack" | "alertmanager"`, `url = "..."`.
+    /// Where alerts go: `[[alerts]] kind = "json" | "slack" | "alertmanager"`, `url = "..."`,
+    /// and optionally `tenants = ["team-a"]` to hear only those tenants' regressions.
     #[serde(default)]
     pub alerts: Vec<profwatch_analyzer::alert::Sink>,
 }
@@ -255,7 +256,7 @@ impl RawConfig {
             if !(sink.url.starts_with("http://") || sink.url.starts_with("https://")) {
                 return Err(ConfigError::field(
                     "alerts.url",
-                    &sink.url,
+                    &profwatch_analyzer::alert::redacted(&sink.url),
                     "must be an http:// or https:// URL",
                 ));
             }

@@ -29,6 +29,8 @@ pub enum ServerError {
     },
     #[error("serving HTTP: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Alerts(#[from] profwatch_analyzer::alert::AlertError),
 }
 
 /// Opens the store the configuration names.
@@ -84,15 +86,20 @@ pub async fn run(
         })?;
     let addr = listener.local_addr().map_err(ServerError::Serve)?;
     let shutdown_timeout = cfg.shutdown_timeout;
-    let alerts = (!cfg.analysis.alerts.is_empty()).then(|| {
-        Dispatcher::start(
-            cfg.analysis.alerts.clone(),
-            DeliveryConfig {
-                base_url: cfg.analysis.public_url.clone(),
-                ..Default::default()
-            },
+    let alerts = if cfg.analysis.alerts.is_empty() {
+        None
+    } else {
+        Some(
+            Dispatcher::start(
+                cfg.analysis.alerts.clone(),
+                DeliveryConfig {
+                    base_url: cfg.analysis.public_url.clone(),
+                    ..Default::default()
+                },
+            )
+            .map_err(ServerError::Alerts)?,
         )
-    });
+    };
     let analyzer = Analyzer::new(
         store.clone(),
         AnalysisConfig {
