@@ -14,6 +14,9 @@ use std::time::Duration;
 use profwatch_model::Limits;
 use serde::Deserialize;
 
+/// The shortest token accepted: 16 characters of a random token are out of reach of guessing.
+pub const MIN_TOKEN_LEN: usize = 16;
+
 /// Configuration as written by the operator.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -172,11 +175,11 @@ impl RawConfig {
             ));
         }
         for (token, tenant) in &self.tokens {
-            if token.len() < 8 {
+            if token.len() < MIN_TOKEN_LEN {
                 return Err(ConfigError::field(
                     "tokens",
                     "…",
-                    "every token must be at least 8 characters",
+                    "every token must be at least 16 characters (use a random one, e.g. `openssl rand -base64 24`)",
                 ));
             }
             if tenant.is_empty()
@@ -399,7 +402,7 @@ mod tests {
     #[test]
     fn file_then_overrides() {
         let file = RawConfig::from_toml(
-            "listen = \"0.0.0.0:9000\"\nretention = \"7d\"\n[tokens]\n\"secret-token-1\" = \"team-a\"\n[clickhouse]\nurl = \"http://ch:8123\"\n",
+            "listen = \"0.0.0.0:9000\"\nretention = \"7d\"\n[tokens]\n\"secret-token-0001\" = \"team-a\"\n[clickhouse]\nurl = \"http://ch:8123\"\n",
         )
         .expect("valid toml");
         let flags = RawConfig {
@@ -412,7 +415,7 @@ mod tests {
         assert!(
             matches!(cfg.store, StoreConfig::ClickHouse { ref database, .. } if database == "profwatch")
         );
-        assert_eq!(cfg.tokens["secret-token-1"], "team-a");
+        assert_eq!(cfg.tokens["secret-token-0001"], "team-a");
     }
 
     #[test]
@@ -429,5 +432,20 @@ mod tests {
             ..Default::default()
         };
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn tokens_shorter_than_16_characters_are_refused() {
+        let short = RawConfig {
+            tokens: [("fifteen-chars-x".to_owned(), "team".to_owned())].into(),
+            ..Default::default()
+        };
+        let err = short.validate().expect_err("too short");
+        assert!(err.to_string().contains("16 characters"), "{err}");
+        let long = RawConfig {
+            tokens: [("sixteen-chars-xx".to_owned(), "team".to_owned())].into(),
+            ..Default::default()
+        };
+        assert!(long.validate().is_ok());
     }
 }

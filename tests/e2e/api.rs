@@ -211,7 +211,7 @@ fn config_file_env_and_flags() {
     std::fs::write(
         &cfg,
         format!(
-            "data_dir = {:?}\nretention = \"7d\"\n[tokens]\n\"file-token-123\" = \"fromfile\"\n",
+            "data_dir = {:?}\nretention = \"7d\"\n[tokens]\n\"file-token-12345\" = \"fromfile\"\n",
             art.join("data").display().to_string()
         ),
     )
@@ -221,12 +221,12 @@ fn config_file_env_and_flags() {
             "--config",
             cfg.to_str().expect("utf-8"),
             "--token",
-            "flag-token-123=fromflag",
+            "flag-token-12345=fromflag",
         ],
         &art.join("server.log"),
     );
-    let from_file = server.client().with_token("file-token-123");
-    let from_flag = server.client().with_token("flag-token-123");
+    let from_file = server.client().with_token("file-token-12345");
+    let from_flag = server.client().with_token("flag-token-12345");
     assert_eq!(
         from_file
             .post_events(ndjson(&events("cfg", "1", 5)), "application/x-ndjson", None)

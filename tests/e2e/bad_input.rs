@@ -316,15 +316,15 @@ fn missing_or_foreign_token() {
             "--data-dir",
             data.to_str().expect("utf-8"),
             "--token",
-            "token-of-acme=acme",
+            "token-of-acme-0001=acme",
             "--token",
-            "token-of-globex=globex",
+            "token-of-globex-0001=globex",
         ],
         &art.join("server.log"),
     );
     let anon = server.client();
-    let acme = server.client().with_token("token-of-acme");
-    let globex = server.client().with_token("token-of-globex");
+    let acme = server.client().with_token("token-of-acme-0001");
+    let globex = server.client().with_token("token-of-globex-0001");
     let r = acme.post_events(
         ndjson(&events("good", "1", GOOD)),
         "application/x-ndjson",

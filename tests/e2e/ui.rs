@@ -539,11 +539,11 @@ fn the_dashboard_works_in_a_real_browser() {
             "--data-dir",
             data.to_str().expect("utf-8"),
             "--token",
-            "s3cret-token=default",
+            "s3cret-token-0001=default",
         ],
         &art.join("server-wide.log"),
     );
-    let wc = wide.client().with_token("s3cret-token");
+    let wc = wide.client().with_token("s3cret-token-0001");
     let now = profwatch_model::timefmt::now_ns();
     let mut evs = Vec::new();
     for e in 0..1000u64 {
@@ -568,7 +568,7 @@ fn the_dashboard_works_in_a_real_browser() {
     let wbase = wide.client().base;
     open(&browser, &format!("{wbase}/#/nowhere"));
     let token = browser.find("#token", WAIT);
-    browser.send_keys(&token, "s3cret-token");
+    browser.send_keys(&token, "s3cret-token-0001");
     let set = browser.find("#token-form button", WAIT);
     browser.click(&set);
     let mut best = f64::INFINITY;

@@ -7,6 +7,20 @@ use profwatch_model::Tenant;
 use super::error::ApiError;
 use crate::config::Config;
 
+/// The tenant of `token`, comparing it with every configured token in constant time (no early
+/// exit, no map lookup whose timing depends on the token), so timing tells nothing about how
+/// close a guess came.
+fn tenant_of<'a>(cfg: &'a Config, token: &str) -> Option<&'a str> {
+    use subtle::ConstantTimeEq;
+    let mut found = None;
+    for (known, tenant) in &cfg.tokens {
+        if bool::from(known.as_bytes().ct_eq(token.as_bytes())) {
+            found = Some(tenant.as_str());
+        }
+    }
+    found
+}
+
 /// Resolves the tenant of a request.
 pub fn tenant(cfg: &Config, headers: &HeaderMap) -> Result<Tenant, ApiError> {
     let claimed = headers
@@ -29,11 +43,9 @@ pub fn tenant(cfg: &Config, headers: &HeaderMap) -> Result<Tenant, ApiError> {
             .ok_or_else(|| {
                 ApiError::Unauthorized("the Authorization header must be `Bearer <token>`".into())
             })?;
-        let tenant = cfg
-            .tokens
-            .get(token)
+        let tenant = tenant_of(cfg, token)
             .ok_or_else(|| ApiError::Forbidden("this token is not valid for this server".into()))?;
-        Tenant(tenant.clone())
+        Tenant(tenant.to_owned())
     };
     if let Some(claimed) = claimed {
         if claimed != tenant.0 {
