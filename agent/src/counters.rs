@@ -20,7 +20,7 @@
 //! - When `perf_event_open` fails (seccomp, `perf_event_paranoid`, no PMU), the fallback to
 //!   `CLOCK_THREAD_CPUTIME_ID` is logged once per process.
 //!
-//! This is the crate's only module with `unsafe`: the `perf_event_open` syscall, `read()`,
+//! Its `unsafe` (the syscall itself is `perf_sys`'s): `read()`,
 //! `mmap`/`munmap` of the event page, volatile reads of that page, `rdpmc`/`rdtsc`, and
 //! `clock_gettime`. Each block says why it is sound.
 
@@ -29,8 +29,13 @@
 use std::cell::OnceCell;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Once;
+
+use crate::perf_sys::{
+    self, PerfEventAttr, ATTR_EXCLUDE_HV, ATTR_EXCLUDE_KERNEL, PERF_TYPE_HARDWARE,
+    PERF_TYPE_SOFTWARE,
+};
 
 /// Which counters a thread may use. Set per agent ([`crate::Config::counters`]) or with the
 /// `PROFWATCH_COUNTERS` environment variable (`auto`, `read`, `clock`).
@@ -240,65 +245,19 @@ pub fn thread_cpu_ns() -> u64 {
 
 // ---- perf_event_open ---------------------------------------------------------------------
 
-const PERF_TYPE_HARDWARE: u32 = 0;
-const PERF_TYPE_SOFTWARE: u32 = 1;
 const PERF_COUNT_HW_INSTRUCTIONS: u64 = 1;
 const PERF_COUNT_SW_TASK_CLOCK: u64 = 1;
 const PERF_FORMAT_TOTAL_TIME_ENABLED: u64 = 1 << 0;
 const PERF_FORMAT_TOTAL_TIME_RUNNING: u64 = 1 << 1;
-const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 1 << 3;
-const ATTR_EXCLUDE_KERNEL: u64 = 1 << 5;
-const ATTR_EXCLUDE_HV: u64 = 1 << 6;
-/// `PERF_ATTR_SIZE_VER0`: the kernel accepts any published size and zero-extends.
-const ATTR_SIZE_VER0: u32 = 64;
 
-/// The first 64 bytes of `struct perf_event_attr` (`PERF_ATTR_SIZE_VER0`); the bitfield word
-/// is `flags`.
-#[repr(C)]
-#[derive(Default)]
-struct PerfEventAttr {
-    type_: u32,
-    size: u32,
-    config: u64,
-    sample_period: u64,
-    sample_type: u64,
-    read_format: u64,
-    flags: u64,
-    wakeup_events: u32,
-    bp_type: u32,
-    config1: u64,
-}
-
-const _: () = assert!(std::mem::size_of::<PerfEventAttr>() == ATTR_SIZE_VER0 as usize);
-
+/// A counting event on the calling thread that reports how long it was enabled and running.
 fn perf_event_open(type_: u32, config: u64, flags: u64) -> io::Result<OwnedFd> {
     let attr = PerfEventAttr {
-        type_,
-        size: ATTR_SIZE_VER0,
-        config,
         read_format: PERF_FORMAT_TOTAL_TIME_ENABLED | PERF_FORMAT_TOTAL_TIME_RUNNING,
         flags,
-        ..PerfEventAttr::default()
+        ..PerfEventAttr::new(type_, config)
     };
-    // SAFETY: `attr` is a properly sized, initialised `perf_event_attr` prefix whose `size`
-    // field says how many bytes the kernel may read; it outlives the call. pid 0 / cpu -1
-    // means "this thread, any CPU"; group_fd -1 means no group.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_perf_event_open,
-            &attr as *const PerfEventAttr,
-            0 as libc::pid_t,
-            -1 as libc::c_int,
-            -1 as libc::c_int,
-            PERF_FLAG_FD_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let fd = libc::c_int::try_from(fd).map_err(|_| io::Error::other("fd out of range"))?;
-    // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    perf_sys::perf_event_open(&attr, 0)
 }
 
 #[derive(Debug, Clone, Copy, Default)]

@@ -28,6 +28,7 @@ pub mod export;
 mod instrument;
 mod labels;
 mod layer;
+mod perf_sys;
 pub mod sampler;
 mod sampling;
 mod scope;

@@ -12,25 +12,25 @@
 //!   what the request path uses to tell whether a sample landed during a poll.
 //! - The mapping lives as long as the [`Ring`]; dropping it unmaps and closes the event.
 //!
-//! This is the sampler's only module with `unsafe`: the syscall, `ioctl`, `mmap`/`munmap`, and
-//! reads of the shared pages. Each block says why it is sound.
+//! This is the sampler's only module with `unsafe`: `ioctl`, `mmap`/`munmap`, and reads of the
+//! shared pages (the syscall itself is `perf_sys`'s). Each block says why it is sound.
 
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-const PERF_TYPE_SOFTWARE: u32 = 1;
+use crate::perf_sys::{
+    self, PerfEventAttr, ATTR_EXCLUDE_CALLCHAIN_KERNEL, ATTR_EXCLUDE_HV, ATTR_EXCLUDE_KERNEL,
+    PERF_TYPE_SOFTWARE,
+};
+
 const PERF_COUNT_SW_CPU_CLOCK: u64 = 0;
 const PERF_SAMPLE_TID: u64 = 1 << 1;
 const PERF_SAMPLE_TIME: u64 = 1 << 2;
 const PERF_SAMPLE_CALLCHAIN: u64 = 1 << 5;
-const ATTR_EXCLUDE_KERNEL: u64 = 1 << 5;
-const ATTR_EXCLUDE_HV: u64 = 1 << 6;
-const ATTR_EXCLUDE_CALLCHAIN_KERNEL: u64 = 1 << 21;
-const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 1 << 3;
 const PERF_EVENT_IOC_ENABLE: libc::c_ulong = 0x2400;
 const PERF_EVENT_IOC_DISABLE: libc::c_ulong = 0x2401;
 const PERF_RECORD_LOST: u32 = 2;
@@ -42,31 +42,6 @@ const MIN_CODE_ADDR: u64 = 0x1000;
 /// Offsets of `data_head` and `data_tail` in `struct perf_event_mmap_page`.
 const DATA_HEAD: usize = 1024;
 const DATA_TAIL: usize = 1032;
-
-/// `struct perf_event_attr` up to `sample_max_stack` (`PERF_ATTR_SIZE_VER5`, 112 bytes).
-#[repr(C)]
-#[derive(Debug, Default)]
-struct PerfEventAttr {
-    type_: u32,
-    size: u32,
-    config: u64,
-    sample_period: u64,
-    sample_type: u64,
-    read_format: u64,
-    flags: u64,
-    wakeup_events: u32,
-    bp_type: u32,
-    config1: u64,
-    config2: u64,
-    branch_sample_type: u64,
-    sample_regs_user: u64,
-    sample_stack_user: u32,
-    clockid: i32,
-    sample_regs_intr: u64,
-    aux_watermark: u32,
-    sample_max_stack: u16,
-    reserved_2: u16,
-}
 
 /// What to sample and how much room to give it.
 #[derive(Debug, Clone, Copy)]
@@ -300,42 +275,18 @@ fn open_event(tid: u32, spec: &EventSpec, user_only: bool) -> io::Result<OwnedFd
         flags |= ATTR_EXCLUDE_KERNEL;
     }
     let attr = PerfEventAttr {
-        type_: PERF_TYPE_SOFTWARE,
-        size: std::mem::size_of::<PerfEventAttr>() as u32,
-        config: PERF_COUNT_SW_CPU_CLOCK,
         sample_period: period_ns,
         sample_type: PERF_SAMPLE_TID | PERF_SAMPLE_TIME | PERF_SAMPLE_CALLCHAIN,
         flags,
         sample_max_stack: spec.max_frames,
-        ..PerfEventAttr::default()
+        ..PerfEventAttr::new(PERF_TYPE_SOFTWARE, PERF_COUNT_SW_CPU_CLOCK)
     };
-    // SAFETY: `attr` is a valid, initialised perf_event_attr whose `size` matches its layout,
-    // alive for the call; the other arguments are plain integers.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_perf_event_open,
-            &attr as *const PerfEventAttr,
-            tid as libc::pid_t,
-            -1 as libc::c_int,
-            -1 as libc::c_int,
-            PERF_FLAG_FD_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just returned this fd to us and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    perf_sys::perf_event_open(&attr, tid as libc::pid_t)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn attr_has_the_ver5_size() {
-        assert_eq!(std::mem::size_of::<PerfEventAttr>(), 112);
-    }
 
     #[test]
     fn parses_a_sample_and_drops_context_markers() {
