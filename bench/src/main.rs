@@ -288,10 +288,6 @@ impl Setup {
     }
 }
 
-fn now_ns() -> i64 {
-    profwatch_model::timefmt::now_ns()
-}
-
 fn threads() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
@@ -304,7 +300,13 @@ fn generate(
 ) -> anyhow::Result<Workload> {
     anyhow::ensure!(events > 0, "--events must be at least 1");
     eprintln!("encoding {events} events in batches of {batch} (protobuf + gzip)...");
-    let w = gen::generate(profile, events, batch, threads(), now_ns())?;
+    let w = gen::generate(
+        profile,
+        events,
+        batch,
+        threads(),
+        profwatch_model::timefmt::now_ns(),
+    )?;
     let (busiest, busiest_n) = w.busiest();
     eprintln!(
         "  {} batches, {:.1} MB protobuf, {:.1} MB gzip, in {:.1} s",

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use profwatch_model::percent::query_component;
 use prost::Message;
 
 use crate::profile::collapse::{looks_like_perf, perf_to_folded, PerfOptions};
@@ -265,7 +266,7 @@ fn import_one(
     let reader = bar.wrap_read(std::io::Cursor::new(body));
     let query: Vec<String> = query
         .iter()
-        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .map(|(k, v)| format!("{}={}", query_component(k), query_component(v)))
         .collect();
     let url = format!(
         "{}/api/v1/profiles?{}",
@@ -323,19 +324,6 @@ fn retimed_pprof(content: &[u8], ts: i64) -> Vec<u8> {
     out
 }
 
-/// Percent-encodes a query component (everything but RFC 3986's unreserved characters).
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,6 +367,5 @@ mod tests {
         .encode_to_vec();
         assert_eq!(detect(&pprof), Some(FileFormat::Pprof));
         assert_eq!(detect(b"hello world\n"), None);
-        assert_eq!(encode("GET /a b"), "GET%20%2Fa%20b");
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod event;
 pub mod ndjson;
+pub mod percent;
 pub mod profile;
 pub mod query;
 pub mod regression;

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use profwatch_model::percent::query_component;
 use profwatch_model::profile::ProfileBatch;
 
 use crate::error::{AgentError, ExportError};
@@ -204,9 +205,9 @@ pub fn query(profile: &ProfileBatch, frequency_hz: u32) -> String {
             continue;
         }
         q.push('&');
-        q.push_str(&encode(k));
+        q.push_str(&query_component(k));
         q.push('=');
-        q.push_str(&encode(v));
+        q.push_str(&query_component(v));
     }
     q
 }
@@ -219,18 +220,6 @@ pub fn folded(profile: &ProfileBatch) -> String {
         out.push(' ');
         out.push_str(&s.samples.to_string());
         out.push('\n');
-    }
-    out
-}
-
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
     }
     out
 }

@@ -41,7 +41,7 @@ mod profiles;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use ::clickhouse::sql::Identifier;
 use ::clickhouse::Client;
@@ -51,6 +51,7 @@ use profwatch_model::query::{
     TimeseriesPoint, TimeseriesQuery,
 };
 use profwatch_model::sketch::SQL_BUCKET_EXPR;
+use profwatch_model::timefmt::now_ns;
 use profwatch_model::{RequestEvent, Tenant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
@@ -1225,13 +1226,6 @@ fn retention_days(retention: Duration) -> u32 {
 /// Days since 1970-01-01 (UTC) of a unix-ns time.
 fn unix_days(ts_ns: i64) -> i64 {
     ts_ns.div_euclid(NS_PER_DAY)
-}
-
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// A failed write: nothing was acknowledged.
