@@ -126,6 +126,8 @@ pub struct DeliveryConfig {
     pub queue: usize,
     /// Where links in messages point (the dashboard), e.g. `http://profwatch:4040`.
     pub base_url: String,
+    /// PEM certificates trusted for https sinks besides the system's roots (a private CA).
+    pub extra_roots_pem: Vec<u8>,
 }
 
 impl Default for DeliveryConfig {
@@ -136,6 +138,7 @@ impl Default for DeliveryConfig {
             timeout: Duration::from_secs(10),
             queue: 1024,
             base_url: String::new(),
+            extra_roots_pem: Vec::new(),
         }
     }
 }
@@ -233,12 +236,18 @@ impl Dispatcher {
         let (tx, mut rx) = mpsc::channel::<(AlertStatus, RegressionRecord)>(cfg.queue.max(1));
         let stats = Arc::new(AlertStats::default());
         let st = stats.clone();
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(AlertError::Client)?;
+            .redirect(reqwest::redirect::Policy::none());
+        if !cfg.extra_roots_pem.is_empty() {
+            for cert in reqwest::Certificate::from_pem_bundle(&cfg.extra_roots_pem)
+                .map_err(AlertError::Client)?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder.build().map_err(AlertError::Client)?;
         tokio::spawn(async move {
             while let Some((status, record)) = rx.recv().await {
                 // Sinks are independent: each gets its own retries, concurrently.

@@ -285,3 +285,139 @@ fn sink_urls_are_redacted_in_logs_and_debug_output() {
     let debug = format!("{:?}", Sink::new(SinkKind::Slack, secret));
     assert!(!debug.contains("SECRET"), "{debug}");
 }
+
+/// A CA made for the test, and a server certificate it signed for 127.0.0.1 and localhost.
+struct TestPki {
+    ca_pem: String,
+    server: rustls::ServerConfig,
+}
+
+fn test_pki() -> TestPki {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("CA");
+    let key = KeyPair::generate().expect("server key");
+    let params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .expect("server params");
+    let cert = params.signed_by(&key, &ca, &ca_key).expect("server cert");
+    let server = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .expect("server config");
+    TestPki {
+        ca_pem: ca.pem(),
+        server,
+    }
+}
+
+/// An https receiver: answers 200 to every request and reports each request's head and body.
+async fn https_receiver(
+    server: rustls::ServerConfig,
+) -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Read the head, then as much body as content-length says.
+                while let Ok(n) = tls.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&got).into_owned();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let len = head
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= len {
+                            let _ = tx.send(text);
+                            let _ = tls
+                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                                .await;
+                            let _ = tls.shutdown().await;
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (format!("https://127.0.0.1:{}", addr.port()), rx)
+}
+
+/// An https sink (a Slack webhook, say) gets its alert over a real TLS handshake, trusting a
+/// private CA given in the delivery settings; without that CA the certificate is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_sinks_get_their_alert_over_tls() {
+    let pki = test_pki();
+    let (base, mut requests) = https_receiver(pki.server).await;
+    let cfg = DeliveryConfig {
+        first_backoff: Duration::from_millis(20),
+        max_attempts: 2,
+        extra_roots_pem: pki.ca_pem.into_bytes(),
+        ..Default::default()
+    };
+    let d = Dispatcher::start(
+        vec![Sink::new(
+            SinkKind::Slack,
+            format!("{base}/services/T0/B0/secret"),
+        )],
+        cfg,
+    )
+    .expect("dispatcher");
+    d.send(AlertStatus::Firing, &record());
+    let got = tokio::time::timeout(Duration::from_secs(30), requests.recv())
+        .await
+        .expect("an https request within 30 s")
+        .expect("a request");
+    assert!(
+        got.starts_with("POST /services/T0/B0/secret HTTP/1.1"),
+        "{got}"
+    );
+    assert!(got.contains("\"text\""), "{got}");
+
+    // The same sink without the CA: the handshake fails and nothing is delivered.
+    let untrusted = Dispatcher::start(
+        vec![Sink::new(SinkKind::Slack, format!("{base}/untrusted"))],
+        DeliveryConfig {
+            first_backoff: Duration::from_millis(20),
+            max_attempts: 1,
+            ..Default::default()
+        },
+    )
+    .expect("dispatcher");
+    untrusted.send(AlertStatus::Firing, &record());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while untrusted
+        .stats
+        .failed
+        .load(std::sync::atomic::Ordering::Relaxed)
+        < 1
+    {
+        assert!(std::time::Instant::now() < deadline, "never gave up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(requests.try_recv().is_err(), "no request got through");
+}
