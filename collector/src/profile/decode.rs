@@ -606,3 +606,184 @@ fn batches(grouped: Grouped, frames: &Frames<'_>, ts: i64) -> Vec<ProfileBatch> 
     out.sort_by(|a, b| a.labels.cmp(&b.labels));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::pprof::{Line, ValueType};
+
+    /// A profile of `locations` locations, each of `lines` lines naming one function, and one
+    /// sample through all the locations.
+    fn profile(name: &str, locations: u64, lines: usize) -> Profile {
+        Profile {
+            sample_type: vec![ValueType { r#type: 1, unit: 2 }],
+            sample: vec![Sample {
+                location_id: (1..=locations).collect(),
+                value: vec![3],
+                label: Vec::new(),
+            }],
+            location: (1..=locations)
+                .map(|id| Location {
+                    id,
+                    line: vec![
+                        Line {
+                            function_id: 1,
+                            line: 0,
+                            column: 0,
+                        };
+                        lines
+                    ],
+                    ..Location::default()
+                })
+                .collect(),
+            function: vec![Function {
+                id: 1,
+                name: 3,
+                ..Function::default()
+            }],
+            string_table: ["", "samples", "count", name]
+                .map(str::to_owned)
+                .to_vec(),
+            ..Profile::default()
+        }
+    }
+
+    fn convert_with(p: &Profile, limits: &ProfileLimits) -> Result<Vec<ProfileBatch>, ProfileError> {
+        let base = SampleLabels {
+            service: "s".into(),
+            ..SampleLabels::default()
+        };
+        let label_limits = Limits::default();
+        let opt = DecodeOptions {
+            base: &base,
+            limits,
+            label_limits: &label_limits,
+            now: 1,
+        };
+        pprof_to_batches(&p.encode_to_vec(), &opt)
+    }
+
+    /// Regression (issue 11): one location listing a 1 KiB name 600,000 times took the server
+    /// to 1.2 GB before it was refused; it is now refused by its line count, before decoding.
+    #[test]
+    fn a_line_bomb_is_refused_by_its_line_count() {
+        let bomb = profile(&"f".repeat(1024), 1, 600_000);
+        assert!(matches!(
+            convert_with(&bomb, &ProfileLimits::default()),
+            Err(ProfileError::TooManyLines {
+                location: 1,
+                lines: 600_000,
+                max: 128
+            })
+        ));
+    }
+
+    #[test]
+    fn each_count_has_its_cap() {
+        let p = profile("work", 3, 2);
+        let ok = convert_with(&p, &ProfileLimits::default()).expect("fits");
+        assert_eq!(ok[0].samples[0].frames, vec!["work".to_owned(); 6]);
+        type Tighten = fn(&mut ProfileLimits);
+        let cases: [(Tighten, &str); 5] = [
+            (|l| l.max_locations = 2, "3 locations"),
+            (|l| l.max_lines = 5, "6 lines in all its locations"),
+            (|l| l.max_strings = 3, "4 strings"),
+            (|l| l.max_functions = 0, "1 functions"),
+            (|l| l.max_frame_bytes = 6 * (4 + FRAME_OVERHEAD) - 1, "bytes of frames"),
+        ];
+        for (tighten, needle) in cases {
+            let mut limits = ProfileLimits::default();
+            tighten(&mut limits);
+            let err = convert_with(&p, &limits).expect_err(needle);
+            assert!(err.is_too_large(), "{needle}: {err}");
+            assert!(err.to_string().contains(needle), "{needle}: {err}");
+        }
+        let mut deep = p.clone();
+        deep.sample[0].location_id = vec![1; 1025];
+        assert!(matches!(
+            convert_with(&deep, &ProfileLimits::default()),
+            Err(ProfileError::TooManyFrames { frames: 2050, .. })
+        ));
+        let mut labelled = p;
+        labelled.sample[0].label = vec![Default::default(); 65];
+        assert!(matches!(
+            convert_with(&labelled, &ProfileLimits::default()),
+            Err(ProfileError::SampleTooLarge { count: 65, .. })
+        ));
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn limits() -> ProfileLimits {
+            ProfileLimits {
+                max_frames: 16,
+                max_samples: 16,
+                max_locations: 16,
+                max_lines_per_location: 4,
+                max_lines: 32,
+                max_functions: 16,
+                max_strings: 16,
+                max_frame_bytes: 4096,
+                ..ProfileLimits::default()
+            }
+        }
+
+        fn check(bytes: &[u8]) -> Result<(), TestCaseError> {
+            let l = limits();
+            if let Ok(batches) = convert_with_bytes(bytes, &l) {
+                for s in batches.iter().flat_map(|b| &b.samples) {
+                    prop_assert!(s.frames.len() <= l.max_frames);
+                }
+            }
+            Ok(())
+        }
+
+        fn convert_with_bytes(
+            bytes: &[u8],
+            limits: &ProfileLimits,
+        ) -> Result<Vec<ProfileBatch>, ProfileError> {
+            let base = SampleLabels {
+                service: "s".into(),
+                ..SampleLabels::default()
+            };
+            let label_limits = Limits::default();
+            let opt = DecodeOptions {
+                base: &base,
+                limits,
+                label_limits: &label_limits,
+                now: 1,
+            };
+            pprof_to_batches(bytes, &opt)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Arbitrary bytes never panic the decoder.
+            #[test]
+            fn arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..1024)) {
+                check(&bytes)?;
+            }
+
+            /// A valid profile with bytes overwritten or cut never panics the decoder, and what
+            /// it accepts stays within the caps.
+            #[test]
+            fn damaged_profiles(
+                edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..8),
+                cut in any::<usize>(),
+                locations in 1u64..6,
+                lines in 1usize..4,
+            ) {
+                let mut bytes = profile("fn", locations, lines).encode_to_vec();
+                for (at, b) in edits {
+                    let i = at % bytes.len();
+                    bytes[i] = b;
+                }
+                bytes.truncate(bytes.len() - cut % 4);
+                check(&bytes)?;
+            }
+        }
+    }
+}
