@@ -96,6 +96,17 @@ pub struct RawLimits {
     pub max_decompressed_bytes: Option<usize>,
     /// Most events in one request. Default 200000.
     pub max_events_per_batch: Option<usize>,
+    /// Bytes of request bodies (as sent and decompressed) all ingest requests together may
+    /// hold; past it a request is refused with 429 and `Retry-After`. Default
+    /// `max_body_bytes + max_decompressed_bytes + 16 MiB` (one largest request, or many small
+    /// ones); at least `max_body_bytes + max_decompressed_bytes`.
+    pub max_inflight_bytes: Option<usize>,
+    /// Ingest requests served at once; more are refused with 429 and `Retry-After`.
+    /// Default 32.
+    pub max_concurrent_ingest: Option<usize>,
+    /// How long a request body may take to arrive, e.g. `60s`; slower is refused with 408.
+    /// Default `60s`.
+    pub body_timeout: Option<String>,
     /// How far in the future an event's `ts` may be. Default `10m`.
     pub max_future_skew: Option<String>,
     /// How old an event's `ts` may be. Default: the retention.
@@ -134,6 +145,15 @@ impl RawConfig {
             &mut self.limits.max_events_per_batch,
             over.limits.max_events_per_batch,
         );
+        pick(
+            &mut self.limits.max_inflight_bytes,
+            over.limits.max_inflight_bytes,
+        );
+        pick(
+            &mut self.limits.max_concurrent_ingest,
+            over.limits.max_concurrent_ingest,
+        );
+        pick(&mut self.limits.body_timeout, over.limits.body_timeout);
         pick(
             &mut self.limits.max_future_skew,
             over.limits.max_future_skew,
@@ -238,6 +258,30 @@ impl RawConfig {
                 "must be at least limits.max_body_bytes",
             ));
         }
+        let inflight = self.limits.max_inflight_bytes.unwrap_or(
+            max_body_bytes
+                .saturating_add(max_decompressed_bytes)
+                .saturating_add(16 << 20),
+        );
+        if inflight < max_body_bytes.saturating_add(max_decompressed_bytes) {
+            return Err(ConfigError::field(
+                "limits.max_inflight_bytes",
+                &inflight.to_string(),
+                "must be at least limits.max_body_bytes + limits.max_decompressed_bytes",
+            ));
+        }
+        let concurrent = self.limits.max_concurrent_ingest.unwrap_or(32);
+        if concurrent == 0 {
+            return Err(ConfigError::field(
+                "limits.max_concurrent_ingest",
+                "0",
+                "must be at least 1",
+            ));
+        }
+        let body_timeout = duration(
+            "limits.body_timeout",
+            self.limits.body_timeout.as_deref().unwrap_or("60s"),
+        )?;
         let mut compare = profwatch_analyzer::CompareConfig::default();
         if let Some(a) = self.analysis.alpha {
             compare.alpha = a;
@@ -291,6 +335,9 @@ impl RawConfig {
             max_body_bytes,
             max_decompressed_bytes,
             max_events_per_batch: self.limits.max_events_per_batch.unwrap_or(200_000),
+            max_inflight_bytes: inflight,
+            max_concurrent_ingest: concurrent,
+            body_timeout,
             shutdown_timeout: duration(
                 "shutdown_timeout",
                 self.shutdown_timeout.as_deref().unwrap_or("30s"),
@@ -346,6 +393,10 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub max_decompressed_bytes: usize,
     pub max_events_per_batch: usize,
+    /// Body bytes all ingest requests together may hold (see `RawLimits`).
+    pub max_inflight_bytes: usize,
+    pub max_concurrent_ingest: usize,
+    pub body_timeout: Duration,
     pub shutdown_timeout: Duration,
 }
 

@@ -105,7 +105,9 @@ pub async fn run(
     let cache = Arc::new(QueryCache::new(cfg.query_cache_bytes, cfg.query_cache_ttl));
     let mut metrics = Metrics::new();
     metrics.register_cache(&cache.stats);
+    let budget = http::budget::Budget::new(cfg.max_inflight_bytes, cfg.max_concurrent_ingest);
     let state = Arc::new(AppState {
+        budget,
         cfg: Arc::new(cfg),
         store: store.clone(),
         metrics: Arc::new(metrics),

@@ -12,8 +12,10 @@
 
 pub mod auth;
 pub mod body;
+pub mod budget;
 pub mod error;
 pub mod ingest;
+pub mod origin;
 pub mod profiles;
 pub mod pyroscope;
 pub mod query;
@@ -42,10 +44,13 @@ pub struct AppState {
     pub analyzer: Analyzer,
     /// Answers of the JSON query routes, with single-flight leases.
     pub cache: Arc<QueryCache>,
+    /// Body bytes in flight and ingest requests at once, across all requests.
+    pub budget: Arc<budget::Budget>,
 }
 
-/// The API's routes.
+/// The API's routes, behind the [`origin`] checks.
 pub fn router(state: Arc<AppState>) -> Router {
+    let guard = axum::middleware::from_fn_with_state(state.clone(), origin::guard);
     Router::new()
         .route("/api/v1/events", post(ingest::post_events))
         .route("/api/v1/services", get(query::services))
@@ -72,6 +77,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .merge(profwatch_ui::router())
         .fallback(|| async { error::ApiError::NotFound("no such route; see docs/api.md".into()) })
+        .layer(guard)
         .with_state(state)
 }
 

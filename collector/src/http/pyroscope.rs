@@ -31,15 +31,17 @@ use prost::Message;
 
 use super::error::ApiError;
 use super::profiles::{
-    blocking, counted, folded_batch, limits, ns_per_sample, profile_error, store_batches,
-    ProfileIngestResponse,
+    blocking, counted, folded_batch, limits, ns_per_sample, profile_error, read_body,
+    store_batches, FoldedInput, ProfileIngestResponse,
 };
 use super::{auth, body, AppState};
 use crate::profile::appname;
-use crate::profile::decode::{pprof_to_batches, DecodeOptions};
+use crate::profile::compress::Allowance;
+use crate::profile::decode::{pprof_to_batches_within, DecodeOptions};
 use crate::profile::folded::FoldedKind;
+use crate::profile::limits::FRAME_OVERHEAD;
 use crate::profile::multipart;
-use crate::profile::push::{PushRequest, PushResponse};
+use crate::profile::push::{decode_push, PushRequest, PushResponse};
 use crate::profile::{labels, ProfileError};
 
 /// Pyroscope `__name__` values that are CPU profiles.
@@ -58,6 +60,8 @@ impl IntoResponse for ConnectError {
             ApiError::Unauthorized(_) => ("unauthenticated", StatusCode::UNAUTHORIZED),
             ApiError::Forbidden(_) => ("permission_denied", StatusCode::FORBIDDEN),
             ApiError::NotFound(_) => ("not_found", StatusCode::NOT_FOUND),
+            ApiError::RequestTimeout(_) => ("deadline_exceeded", StatusCode::REQUEST_TIMEOUT),
+            ApiError::Misdirected(_) => ("permission_denied", StatusCode::MISDIRECTED_REQUEST),
             // Connect answers an unsupported content type with a bare 415.
             ApiError::UnsupportedMediaType(_) => return self.0.into_response(),
             ApiError::Overloaded { .. } => ("resource_exhausted", StatusCode::TOO_MANY_REQUESTS),
@@ -89,9 +93,14 @@ impl From<ApiError> for ConnectError {
     }
 }
 
-/// Converts every CPU series of a push request.
-fn push_batches(req: PushRequest, state: &AppState) -> Result<Vec<ProfileBatch>, ProfileError> {
-    let limits = limits(state);
+/// Converts every CPU series of a push request, gzipped profiles inflated within
+/// `allowance`; the profiles of one request share one `max_frame_bytes`.
+fn push_batches(
+    req: PushRequest,
+    state: &AppState,
+    allowance: &mut dyn Allowance,
+) -> Result<Vec<ProfileBatch>, ProfileError> {
+    let mut limits = limits(state);
     let now = now_ns();
     let mut out = Vec::new();
     for series in req.series {
@@ -115,7 +124,15 @@ fn push_batches(req: PushRequest, state: &AppState) -> Result<Vec<ProfileBatch>,
                 label_limits: &state.cfg.limits,
                 now,
             };
-            out.extend(pprof_to_batches(&sample.raw_profile, &opt)?);
+            let batches = pprof_to_batches_within(&sample.raw_profile, &opt, allowance)?;
+            let spent: usize = batches
+                .iter()
+                .flat_map(|b| &b.samples)
+                .flat_map(|s| &s.frames)
+                .map(|f| f.len() + FRAME_OVERHEAD)
+                .sum();
+            limits.max_frame_bytes = limits.max_frame_bytes.saturating_sub(spent);
+            out.extend(batches);
         }
     }
     Ok(out)
@@ -149,15 +166,15 @@ pub async fn push(
         )
         .into());
     }
-    let raw = body::read_limited(&headers, req_body, state.cfg.max_body_bytes)
-        .await
-        .map_err(|e| counted(&state, e))?;
+    let (raw, mut res) = read_body(&state, &headers, req_body).await?;
     let st = state.clone();
-    let batches = blocking(move || {
-        let bytes = body::decode_content(&headers, raw, st.cfg.max_decompressed_bytes)?;
-        let req = PushRequest::decode(bytes.as_ref())
-            .map_err(|e| profile_error(ProfileError::PushProtobuf(e)))?;
-        push_batches(req, &st).map_err(profile_error)
+    let (batches, _res) = blocking(move || {
+        let max = st.cfg.max_decompressed_bytes;
+        let bytes = body::decode_content_within(&headers, raw, max, &mut res)?;
+        let req = decode_push(bytes.as_ref()).map_err(profile_error)?;
+        drop(bytes);
+        let batches = push_batches(req, &st, &mut res).map_err(profile_error)?;
+        Ok((batches, res))
     })
     .await
     .map_err(|e| counted(&state, e))?;
@@ -212,9 +229,17 @@ pub async fn ingest(
         .transpose()
         .map_err(|e| counted(&state, e))?
         .unwrap_or_else(now_ns);
-    let raw = body::read_limited(&headers, req_body, state.cfg.max_body_bytes)
-        .await
-        .map_err(|e| counted(&state, e))?;
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let boundary = match kind {
+        Some(_) => None,
+        None => multipart::form_boundary(ct)
+            .map_err(|e| counted(&state, profile_error(e)))?
+            .map(str::to_owned),
+    };
+    let (raw, mut res) = read_body(&state, &headers, req_body).await?;
     if !app.is_cpu() {
         tracing::debug!(name = %name, "skipping a non-CPU legacy profile");
         return Ok(Json(store_batches(&state, &tenant, Vec::new()).await?));
@@ -225,19 +250,23 @@ pub async fn ingest(
         labels::apply(&mut base, k, v);
     }
     let st = state.clone();
-    let batches = blocking(move || {
-        let bytes = body::decode_content(&headers, raw, st.cfg.max_decompressed_bytes)?;
+    let (batches, _res) = blocking(move || {
+        let max = st.cfg.max_decompressed_bytes;
+        let bytes = body::decode_content_within(&headers, raw, max, &mut res)?;
         let limits = limits(&st);
-        match kind {
-            Some(kind) => folded_batch(&bytes, kind, per_sample, base, ts, &st.cfg.limits, &limits)
-                .map(|b| vec![b])
-                .map_err(profile_error),
+        let batches = match kind {
+            Some(kind) => {
+                let input = FoldedInput {
+                    kind,
+                    ns_per_sample: per_sample,
+                    labels: base,
+                    ts,
+                };
+                let both = (&st.cfg.limits, &limits);
+                vec![folded_batch(&bytes, input, both, &mut res).map_err(profile_error)?]
+            }
             None => {
-                let ct = headers
-                    .get(header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
-                let profile = match multipart::boundary(ct) {
+                let profile = match &boundary {
                     Some(b) => multipart::part(&bytes, b, "profile").ok_or_else(|| {
                         ApiError::BadRequest(
                             "the multipart body has no `profile` part; nothing was stored".into(),
@@ -251,9 +280,10 @@ pub async fn ingest(
                     label_limits: &st.cfg.limits,
                     now: ts,
                 };
-                pprof_to_batches(profile, &opt).map_err(profile_error)
+                pprof_to_batches_within(profile, &opt, &mut res).map_err(profile_error)?
             }
-        }
+        };
+        Ok((batches, res))
     })
     .await
     .map_err(|e| counted(&state, e))?;

@@ -17,10 +17,19 @@ pub const STEP: usize = 8 << 20;
 /// The first growth of an output buffer.
 const FIRST: usize = 64 << 10;
 
+/// Why an [`Allowance`] refused more bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Others hold the bytes: the same input may fit later.
+    Busy,
+    /// This input alone would pass the whole budget of `limit` bytes: it never fits.
+    TooLarge { limit: usize },
+}
+
 /// Pays for the memory of inflated bytes: asked before each growth of the output buffer.
 pub trait Allowance {
     /// Grants `bytes` more, or refuses them (and the inflation stops).
-    fn grant(&mut self, bytes: usize) -> bool;
+    fn grant(&mut self, bytes: usize) -> Result<(), Refusal>;
 }
 
 /// Every growth granted: for tools and tests, which have no budget to keep.
@@ -28,8 +37,8 @@ pub trait Allowance {
 pub struct Unmetered;
 
 impl Allowance for Unmetered {
-    fn grant(&mut self, _bytes: usize) -> bool {
-        true
+    fn grant(&mut self, _bytes: usize) -> Result<(), Refusal> {
+        Ok(())
     }
 }
 
@@ -42,7 +51,7 @@ pub enum CapError {
     TooLarge { max: usize },
     /// The allowance refused to grow the buffer.
     #[error("no allowance left for more decompressed bytes")]
-    Refused,
+    Refused(Refusal),
     /// The compressed data is corrupt.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -52,7 +61,8 @@ impl From<CapError> for ProfileError {
     fn from(e: CapError) -> Self {
         match e {
             CapError::TooLarge { max } => ProfileError::Decompressed { max },
-            CapError::Refused => ProfileError::Busy,
+            CapError::Refused(Refusal::Busy) => ProfileError::Busy,
+            CapError::Refused(Refusal::TooLarge { limit }) => ProfileError::OverBudget { limit },
             CapError::Io(e) => ProfileError::Gzip(e),
         }
     }
@@ -75,9 +85,7 @@ pub fn read_capped(
                 break;
             }
             let grow = buf.len().clamp(FIRST, STEP).min(limit - buf.len());
-            if !allowance.grant(grow) {
-                return Err(CapError::Refused);
-            }
+            allowance.grant(grow).map_err(CapError::Refused)?;
             buf.reserve_exact(grow);
             buf.resize(buf.len() + grow, 0);
         }
@@ -151,12 +159,12 @@ mod tests {
     struct Upto(usize, usize);
 
     impl Allowance for Upto {
-        fn grant(&mut self, bytes: usize) -> bool {
+        fn grant(&mut self, bytes: usize) -> Result<(), Refusal> {
             if self.1 + bytes > self.0 {
-                return false;
+                return Err(Refusal::Busy);
             }
             self.1 += bytes;
-            true
+            Ok(())
         }
     }
 

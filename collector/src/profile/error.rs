@@ -91,6 +91,9 @@ pub enum ProfileError {
     /// together); this input may fit later.
     #[error("the server is decompressing too much at once; retry later")]
     Busy,
+    /// This input alone needs more than the server's whole budget of bytes in flight.
+    #[error("the request needs more than the server's {limit} bytes of bodies in flight")]
+    OverBudget { limit: usize },
     /// A frame name longer than the limit.
     #[error("a frame name is {len} bytes; the limit is {max}")]
     FrameTooLong { len: usize, max: usize },
@@ -130,6 +133,7 @@ impl ProfileError {
                 | ProfileError::TooManySamples { .. }
                 | ProfileError::TooMany { .. }
                 | ProfileError::FrameBytes { .. }
+                | ProfileError::OverBudget { .. }
         )
     }
 }
