@@ -229,6 +229,7 @@ pub async fn ingest(
         .transpose()
         .map_err(|e| counted(&state, e))?
         .unwrap_or_else(now_ns);
+    let (raw, mut res) = read_body(&state, &headers, req_body).await?;
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -239,7 +240,6 @@ pub async fn ingest(
             .map_err(|e| counted(&state, profile_error(e)))?
             .map(str::to_owned),
     };
-    let (raw, mut res) = read_body(&state, &headers, req_body).await?;
     if !app.is_cpu() {
         tracing::debug!(name = %name, "skipping a non-CPU legacy profile");
         return Ok(Json(store_batches(&state, &tenant, Vec::new()).await?));
