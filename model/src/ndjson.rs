@@ -15,8 +15,8 @@ use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::event::{
-    truncate_for_message, valid_label_key, Labels, RequestEvent, ValidationError,
-    MAX_ENDPOINT_LEN, MAX_LABELS, MAX_LABEL_KEY_LEN, MAX_LABEL_VALUE_LEN, MAX_NAME_LEN,
+    truncate_for_message, valid_label_key, Labels, RequestEvent, ValidationError, MAX_ENDPOINT_LEN,
+    MAX_LABELS, MAX_LABEL_KEY_LEN, MAX_LABEL_VALUE_LEN, MAX_NAME_LEN,
 };
 use crate::timefmt::{format_rfc3339, now_ns, parse_rfc3339_ns};
 
@@ -402,15 +402,25 @@ mod tests {
         }
         line.push_str("}}");
         let err = parse_body(line.as_bytes()).expect_err("too many labels");
-        assert!(err.message.contains("more than 16 labels"), "{}", err.message);
+        assert!(
+            err.message.contains("more than 16 labels"),
+            "{}",
+            err.message
+        );
 
         let cases = [
             (
-                format!(r#"{{"service":"{}","endpoint":"e","cpu_ns":1}}"#, "s".repeat(129)),
+                format!(
+                    r#"{{"service":"{}","endpoint":"e","cpu_ns":1}}"#,
+                    "s".repeat(129)
+                ),
                 "`service` is 129 bytes",
             ),
             (
-                format!(r#"{{"service":"s","endpoint":"{}","cpu_ns":1}}"#, "e".repeat(257)),
+                format!(
+                    r#"{{"service":"s","endpoint":"{}","cpu_ns":1}}"#,
+                    "e".repeat(257)
+                ),
                 "`endpoint` is 257 bytes",
             ),
             (
@@ -453,25 +463,31 @@ mod tests {
         fn event() -> impl Strategy<Value = RequestEvent> {
             (
                 (any::<i64>(), text(), text(), text(), any::<u16>()),
-                (any::<u64>(), proptest::option::of(any::<u64>()), 1u32..4_000_000),
+                (
+                    any::<u64>(),
+                    proptest::option::of(any::<u64>()),
+                    1u32..4_000_000,
+                ),
                 proptest::collection::btree_map("[a-z_][a-z0-9_.-]{0,20}", text(), 0..16),
             )
-                .prop_map(|((ts, service, endpoint, build, status), (cpu, ins, w), labels)| {
-                    RequestEvent {
-                        ts,
-                        service,
-                        endpoint,
-                        build,
-                        dc: String::new(),
-                        host: "h".into(),
-                        status,
-                        cpu_ns: cpu,
-                        instructions: ins,
-                        wall_ns: cpu / 2,
-                        weight: f64::from(w) / 4.0,
-                        labels: labels.into_iter().collect::<Labels>(),
-                    }
-                })
+                .prop_map(
+                    |((ts, service, endpoint, build, status), (cpu, ins, w), labels)| {
+                        RequestEvent {
+                            ts,
+                            service,
+                            endpoint,
+                            build,
+                            dc: String::new(),
+                            host: "h".into(),
+                            status,
+                            cpu_ns: cpu,
+                            instructions: ins,
+                            wall_ns: cpu / 2,
+                            weight: f64::from(w) / 4.0,
+                            labels: labels.into_iter().collect::<Labels>(),
+                        }
+                    },
+                )
         }
 
         /// Fragments of event lines, so that arbitrary mixes reach deep into the parser.

@@ -280,15 +280,15 @@ mod tests {
             decode_batch_capped(&batch, 2),
             Err(DecodeBatchError::TooManyEvents { count: 3, max: 2 })
         ));
-        assert_eq!(decode_batch_capped(&batch, 3).map(|v| v.len()).ok(), Some(3));
+        assert_eq!(
+            decode_batch_capped(&batch, 3).map(|v| v.len()).ok(),
+            Some(3)
+        );
         let mut many = e;
         for i in 0..17 {
             many.labels.insert(format!("k{i}"), "v".into());
         }
-        let batch = EventBatch {
-            events: vec![many],
-        }
-        .encode_to_vec();
+        let batch = EventBatch { events: vec![many] }.encode_to_vec();
         assert!(matches!(
             decode_batch(&batch),
             Err(DecodeBatchError::Labels {

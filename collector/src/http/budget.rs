@@ -45,16 +45,18 @@ impl Budget {
 
     /// Takes a request slot, or refuses the request (429) when all are taken.
     pub fn admit(self: &Arc<Self>) -> Result<Reservation, ApiError> {
-        let slot = self.slots.clone().try_acquire_owned().map_err(|_| {
-            ApiError::Overloaded {
+        let slot = self
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::Overloaded {
                 message: format!(
                     "the server is ingesting {} requests at once, its limit \
                      (limits.max_concurrent_ingest); nothing was stored, retry later",
                     self.max_requests
                 ),
                 retry_after: RETRY_AFTER,
-            }
-        })?;
+            })?;
         Ok(Reservation {
             budget: self.clone(),
             bytes: 0,
@@ -74,7 +76,6 @@ impl Budget {
             })
             .is_ok()
     }
-
 }
 
 /// The answer to a request whose bytes the budget refused.

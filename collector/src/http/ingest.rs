@@ -61,13 +61,7 @@ fn decode(
     bytes: &[u8],
 ) -> Result<Vec<RequestEvent>, (RejectReason, ApiError, usize)> {
     let max = state.cfg.max_events_per_batch;
-    let too_many = |e: String| {
-        (
-            RejectReason::BodyTooLarge,
-            ApiError::PayloadTooLarge(e),
-            0,
-        )
-    };
+    let too_many = |e: String| (RejectReason::BodyTooLarge, ApiError::PayloadTooLarge(e), 0);
     let bad = |e: String| (RejectReason::Decode, ApiError::BadRequest(e), 0);
     let events = match format {
         Format::NdJson => ndjson::parse_body_capped(bytes, max).map_err(|e| match e {

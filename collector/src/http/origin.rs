@@ -36,9 +36,10 @@ pub async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next)
 /// Whether a request with this method and these headers may be served.
 pub fn check(cfg: &Config, method: &Method, headers: &HeaderMap) -> Result<(), ApiError> {
     let host = match headers.get(header::HOST) {
-        Some(v) => Some(v.to_str().map_err(|_| {
-            ApiError::BadRequest("the Host header is not visible ASCII".into())
-        })?),
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::BadRequest("the Host header is not visible ASCII".into()))?,
+        ),
         None => None,
     };
     if cfg.tokens.is_empty() {
@@ -144,10 +145,21 @@ mod tests {
             "[::1]:9",
             "[::1]",
         ] {
-            assert!(check(&cfg, &Method::GET, &headers(&[("host", ok)])).is_ok(), "{ok}");
+            assert!(
+                check(&cfg, &Method::GET, &headers(&[("host", ok)])).is_ok(),
+                "{ok}"
+            );
         }
-        assert!(check(&cfg, &Method::GET, &HeaderMap::new()).is_ok(), "no Host");
-        for bad in ["evil.example", "evil.example:4040", "127.0.0.1.evil", "[::1"] {
+        assert!(
+            check(&cfg, &Method::GET, &HeaderMap::new()).is_ok(),
+            "no Host"
+        );
+        for bad in [
+            "evil.example",
+            "evil.example:4040",
+            "127.0.0.1.evil",
+            "[::1",
+        ] {
             assert!(
                 matches!(
                     check(&cfg, &Method::GET, &headers(&[("host", bad)])),
@@ -179,9 +191,15 @@ mod tests {
         ] {
             assert!(matches!(post(bad), Err(ApiError::Forbidden(_))), "{bad}");
         }
-        assert!(check(&cfg, &Method::POST, &headers(&[host])).is_ok(), "no Origin");
+        assert!(
+            check(&cfg, &Method::POST, &headers(&[host])).is_ok(),
+            "no Origin"
+        );
         let get = headers(&[host, ("origin", "http://evil.example")]);
-        assert!(check(&cfg, &Method::GET, &get).is_ok(), "reads are not state changes");
+        assert!(
+            check(&cfg, &Method::GET, &get).is_ok(),
+            "reads are not state changes"
+        );
         assert!(same_origin("http://localhost", "localhost:80"));
         assert!(same_origin("https://[::1]:443", "[::1]"));
     }

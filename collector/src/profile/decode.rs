@@ -307,7 +307,11 @@ impl<'a> Frames<'a> {
     }
 
     /// Adds a location whose line count [`count_lines`] has checked.
-    fn add_location(&mut self, bytes: &[u8], by_id: &HashMap<u64, u32>) -> Result<(), ProfileError> {
+    fn add_location(
+        &mut self,
+        bytes: &[u8],
+        by_id: &HashMap<u64, u32>,
+    ) -> Result<(), ProfileError> {
         let loc = Location::decode(bytes)?;
         let start = self.lines.len();
         let mut cost = 0usize;
@@ -641,14 +645,15 @@ mod tests {
                 name: 3,
                 ..Function::default()
             }],
-            string_table: ["", "samples", "count", name]
-                .map(str::to_owned)
-                .to_vec(),
+            string_table: ["", "samples", "count", name].map(str::to_owned).to_vec(),
             ..Profile::default()
         }
     }
 
-    fn convert_with(p: &Profile, limits: &ProfileLimits) -> Result<Vec<ProfileBatch>, ProfileError> {
+    fn convert_with(
+        p: &Profile,
+        limits: &ProfileLimits,
+    ) -> Result<Vec<ProfileBatch>, ProfileError> {
         let base = SampleLabels {
             service: "s".into(),
             ..SampleLabels::default()
@@ -689,7 +694,10 @@ mod tests {
             (|l| l.max_lines = 5, "6 lines in all its locations"),
             (|l| l.max_strings = 3, "4 strings"),
             (|l| l.max_functions = 0, "1 functions"),
-            (|l| l.max_frame_bytes = 6 * (4 + FRAME_OVERHEAD) - 1, "bytes of frames"),
+            (
+                |l| l.max_frame_bytes = 6 * (4 + FRAME_OVERHEAD) - 1,
+                "bytes of frames",
+            ),
         ];
         for (tighten, needle) in cases {
             let mut limits = ProfileLimits::default();

@@ -90,7 +90,10 @@ mod tests {
     #[test]
     fn boundaries_are_at_most_70_bytes() {
         let ok = format!("multipart/form-data; boundary={}", "b".repeat(70));
-        assert_eq!(form_boundary(&ok).expect("70 is fine").map(str::len), Some(70));
+        assert_eq!(
+            form_boundary(&ok).expect("70 is fine").map(str::len),
+            Some(70)
+        );
         let long = format!("multipart/form-data; boundary={}", "b".repeat(71));
         assert!(matches!(
             form_boundary(&long),
@@ -100,6 +103,9 @@ mod tests {
             form_boundary("multipart/form-data; boundary=\"\""),
             Err(ProfileError::Boundary { len: 0, .. })
         ));
-        assert_eq!(form_boundary("application/octet-stream").expect("not a form"), None);
+        assert_eq!(
+            form_boundary("application/octet-stream").expect("not a form"),
+            None
+        );
     }
 }

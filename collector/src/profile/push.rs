@@ -8,8 +8,8 @@
 //! past [`MAX_SERIES`], [`MAX_SERIES_LABELS`] or [`MAX_PROFILES`] is refused before prost
 //! allocates anything for it.
 
-use prost::Message;
 use profwatch_model::scan::{self, Repeated};
+use prost::Message;
 
 use super::error::ProfileError;
 
@@ -125,6 +125,12 @@ mod tests {
         let fine = PushRequest {
             series: vec![RawProfileSeries::default(); 3],
         };
-        assert_eq!(decode_push(&fine.encode_to_vec()).expect("fits").series.len(), 3);
+        assert_eq!(
+            decode_push(&fine.encode_to_vec())
+                .expect("fits")
+                .series
+                .len(),
+            3
+        );
     }
 }

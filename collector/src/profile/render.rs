@@ -60,7 +60,8 @@ mod tests {
             "<script>alert(1)</script>;x\ny".to_owned(),
         ];
         let text = folded::write([(frames.as_slice(), 5)]);
-        let svg = String::from_utf8(svg(&text, "t\u{1}<b>", "samples").expect("svg")).expect("utf-8");
+        let svg =
+            String::from_utf8(svg(&text, "t\u{1}<b>", "samples").expect("svg")).expect("utf-8");
         assert!(!svg.contains("<script>alert"), "unescaped name in the SVG");
         assert!(svg.contains("&lt;script&gt;alert(1)&lt;/script&gt;\\x3bx\\x0ay"));
         assert!(svg.contains("t&lt;b&gt;") && !svg.contains('\u{1}'));

@@ -85,7 +85,11 @@ fn pprof_line_bomb_600k_lines() {
     let (s, c) = seeded("pprof_line_bomb_600k_lines", &[]);
     let bomb = line_bomb(600_000);
     assert!(bomb.len() < 64 << 10, "a tiny body: {}", bomb.len());
-    expect(&post_profile(&c, bomb), 400, "600000 lines; the limit is 128");
+    expect(
+        &post_profile(&c, bomb),
+        400,
+        "600000 lines; the limit is 128",
+    );
     assert_peak_under(&s, 300 * MB, "600k-line bomb");
     assert_intact(&c);
 }
@@ -97,7 +101,11 @@ fn pprof_line_bomb_64m_lines() {
     let (s, c) = seeded("pprof_line_bomb_64m_lines", &[]);
     let bomb = line_bomb(64_000_000);
     assert!(bomb.len() < 2 << 20, "a small body: {}", bomb.len());
-    expect(&post_profile(&c, bomb), 400, "64000000 lines; the limit is 128");
+    expect(
+        &post_profile(&c, bomb),
+        400,
+        "64000000 lines; the limit is 128",
+    );
     assert_peak_under(&s, 400 * MB, "64M-line bomb");
     assert_intact(&c);
 }
@@ -145,7 +153,10 @@ fn concurrent_inflations_share_one_budget() {
         }
     }
     eprintln!("{ok} of 24 inflated, {} refused with 429", 24 - ok);
-    assert!(ok >= 1, "the budget must let requests through one at a time");
+    assert!(
+        ok >= 1,
+        "the budget must let requests through one at a time"
+    );
     assert_peak_under(&s, 400 * MB, "24 concurrent 200 MB inflations");
     assert_intact(&c);
 }
@@ -238,7 +249,10 @@ fn csrf_and_dns_rebinding_in_loopback_mode() {
     let (s, c) = seeded("csrf_and_dns_rebinding_in_loopback_mode", &[]);
     let host = c.base.trim_start_matches("http://").to_owned();
     let own = format!("http://{host}");
-    let evil = [("origin", "http://evil.example"), ("content-type", "text/plain")];
+    let evil = [
+        ("origin", "http://evil.example"),
+        ("content-type", "text/plain"),
+    ];
     expect(
         &c.request("POST", "/api/v1/analyze", &evil, b"x".to_vec()),
         403,
@@ -284,7 +298,10 @@ fn csrf_and_dns_rebinding_in_loopback_mode() {
     assert_eq!(r.status, 200, "{}", r.body);
     let local = [("host", "localhost")];
     assert_eq!(c.request("GET", "/", &local, Vec::new()).status, 200);
-    assert_eq!(c.request("POST", "/api/v1/analyze", &[], Vec::new()).status, 200);
+    assert_eq!(
+        c.request("POST", "/api/v1/analyze", &[], Vec::new()).status,
+        200
+    );
     assert_peak_under(&s, 300 * MB, "CSRF and rebinding");
     assert_intact(&c);
 }
@@ -312,15 +329,20 @@ fn frame_names_cannot_spoof_output() {
     let folded = c.get("/api/v1/profile?service=spoof&format=folded");
     assert_eq!(folded.status, 200, "{}", folded.body);
     assert_eq!(
-        folded.body,
-        "evil\\x3bforged\\x0aroot\\x3bfake 999999\\x0a<script>alert(1)</script> 1\n",
+        folded.body, "evil\\x3bforged\\x0aroot\\x3bfake 999999\\x0a<script>alert(1)</script> 1\n",
         "one line, one frame"
     );
     let svg = c.get("/api/v1/profile?service=spoof&format=svg");
     assert_eq!(svg.status, 200, "{}", svg.body);
-    assert!(!svg.body.contains("<script>alert"), "unescaped name in the SVG");
+    assert!(
+        !svg.body.contains("<script>alert"),
+        "unescaped name in the SVG"
+    );
     assert!(svg.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
-    assert!(!svg.body.contains(">fake 999999"), "a forged frame was drawn");
+    assert!(
+        !svg.body.contains(">fake 999999"),
+        "a forged frame was drawn"
+    );
     assert_peak_under(&s, 300 * MB, "spoofing frame names");
     assert_intact(&c);
 }
