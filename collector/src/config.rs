@@ -249,39 +249,7 @@ impl RawConfig {
         )?
         .as_nanos()
         .min(i64::MAX as u128) as i64;
-        let max_body_bytes = self.limits.max_body_bytes.unwrap_or(32 << 20);
-        let max_decompressed_bytes = self.limits.max_decompressed_bytes.unwrap_or(256 << 20);
-        if max_decompressed_bytes < max_body_bytes {
-            return Err(ConfigError::field(
-                "limits.max_decompressed_bytes",
-                &max_decompressed_bytes.to_string(),
-                "must be at least limits.max_body_bytes",
-            ));
-        }
-        let inflight = self.limits.max_inflight_bytes.unwrap_or(
-            max_body_bytes
-                .saturating_add(max_decompressed_bytes)
-                .saturating_add(16 << 20),
-        );
-        if inflight < max_body_bytes.saturating_add(max_decompressed_bytes) {
-            return Err(ConfigError::field(
-                "limits.max_inflight_bytes",
-                &inflight.to_string(),
-                "must be at least limits.max_body_bytes + limits.max_decompressed_bytes",
-            ));
-        }
-        let concurrent = self.limits.max_concurrent_ingest.unwrap_or(32);
-        if concurrent == 0 {
-            return Err(ConfigError::field(
-                "limits.max_concurrent_ingest",
-                "0",
-                "must be at least 1",
-            ));
-        }
-        let body_timeout = duration(
-            "limits.body_timeout",
-            self.limits.body_timeout.as_deref().unwrap_or("60s"),
-        )?;
+        let body = BodyLimits::of(&self.limits)?;
         let mut compare = profwatch_analyzer::CompareConfig::default();
         if let Some(a) = self.analysis.alpha {
             compare.alpha = a;
@@ -332,15 +300,67 @@ impl RawConfig {
             retention,
             tokens: self.tokens,
             limits,
-            max_body_bytes,
-            max_decompressed_bytes,
+            max_body_bytes: body.max_body_bytes,
+            max_decompressed_bytes: body.max_decompressed_bytes,
             max_events_per_batch: self.limits.max_events_per_batch.unwrap_or(200_000),
-            max_inflight_bytes: inflight,
-            max_concurrent_ingest: concurrent,
-            body_timeout,
+            max_inflight_bytes: body.max_inflight_bytes,
+            max_concurrent_ingest: body.max_concurrent_ingest,
+            body_timeout: body.body_timeout,
             shutdown_timeout: duration(
                 "shutdown_timeout",
                 self.shutdown_timeout.as_deref().unwrap_or("30s"),
+            )?,
+        })
+    }
+}
+
+/// The validated limits on request bodies, alone and all together.
+struct BodyLimits {
+    max_body_bytes: usize,
+    max_decompressed_bytes: usize,
+    max_inflight_bytes: usize,
+    max_concurrent_ingest: usize,
+    body_timeout: Duration,
+}
+
+impl BodyLimits {
+    fn of(raw: &RawLimits) -> Result<BodyLimits, ConfigError> {
+        let max_body_bytes = raw.max_body_bytes.unwrap_or(32 << 20);
+        let max_decompressed_bytes = raw.max_decompressed_bytes.unwrap_or(256 << 20);
+        if max_decompressed_bytes < max_body_bytes {
+            return Err(ConfigError::field(
+                "limits.max_decompressed_bytes",
+                &max_decompressed_bytes.to_string(),
+                "must be at least limits.max_body_bytes",
+            ));
+        }
+        let one_request = max_body_bytes.saturating_add(max_decompressed_bytes);
+        let max_inflight_bytes = raw
+            .max_inflight_bytes
+            .unwrap_or(one_request.saturating_add(16 << 20));
+        if max_inflight_bytes < one_request {
+            return Err(ConfigError::field(
+                "limits.max_inflight_bytes",
+                &max_inflight_bytes.to_string(),
+                "must be at least limits.max_body_bytes + limits.max_decompressed_bytes",
+            ));
+        }
+        let max_concurrent_ingest = raw.max_concurrent_ingest.unwrap_or(32);
+        if max_concurrent_ingest == 0 {
+            return Err(ConfigError::field(
+                "limits.max_concurrent_ingest",
+                "0",
+                "must be at least 1",
+            ));
+        }
+        Ok(BodyLimits {
+            max_body_bytes,
+            max_decompressed_bytes,
+            max_inflight_bytes,
+            max_concurrent_ingest,
+            body_timeout: duration(
+                "limits.body_timeout",
+                raw.body_timeout.as_deref().unwrap_or("60s"),
             )?,
         })
     }

@@ -29,6 +29,7 @@ use profwatch_model::profile::{ProfileBatch, SampleLabels};
 use profwatch_model::timefmt::{now_ns, parse_query_time_ns};
 use prost::Message;
 
+use super::budget::Reservation;
 use super::error::ApiError;
 use super::profiles::{
     blocking, counted, folded_batch, limits, ns_per_sample, profile_error, read_body,
@@ -250,42 +251,70 @@ pub async fn ingest(
         labels::apply(&mut base, k, v);
     }
     let st = state.clone();
+    let input = Legacy {
+        kind,
+        boundary,
+        base,
+        ts,
+        per_sample,
+    };
     let (batches, _res) = blocking(move || {
-        let max = st.cfg.max_decompressed_bytes;
-        let bytes = body::decode_content_within(&headers, raw, max, &mut res)?;
-        let limits = limits(&st);
-        let batches = match kind {
-            Some(kind) => {
-                let input = FoldedInput {
-                    kind,
-                    ns_per_sample: per_sample,
-                    labels: base,
-                    ts,
-                };
-                let both = (&st.cfg.limits, &limits);
-                vec![folded_batch(&bytes, input, both, &mut res).map_err(profile_error)?]
-            }
-            None => {
-                let profile = match &boundary {
-                    Some(b) => multipart::part(&bytes, b, "profile").ok_or_else(|| {
-                        ApiError::BadRequest(
-                            "the multipart body has no `profile` part; nothing was stored".into(),
-                        )
-                    })?,
-                    None => bytes.as_ref(),
-                };
-                let opt = DecodeOptions {
-                    base: &base,
-                    limits: &limits,
-                    label_limits: &st.cfg.limits,
-                    now: ts,
-                };
-                pprof_to_batches_within(profile, &opt, &mut res).map_err(profile_error)?
-            }
-        };
+        let batches = legacy_batches(&st, &headers, raw, input, &mut res)?;
         Ok((batches, res))
     })
     .await
     .map_err(|e| counted(&state, e))?;
     Ok(Json(store_batches(&state, &tenant, batches).await?))
+}
+
+/// What a legacy `/ingest` body means besides its bytes.
+#[derive(Debug)]
+struct Legacy {
+    /// Folded text, or pprof (`None`).
+    kind: Option<FoldedKind>,
+    /// The multipart boundary of a pprof form.
+    boundary: Option<String>,
+    base: SampleLabels,
+    ts: i64,
+    per_sample: u64,
+}
+
+/// Converts a legacy `/ingest` body, everything it inflates granted by `res`.
+fn legacy_batches(
+    st: &AppState,
+    headers: &HeaderMap,
+    raw: axum::body::Bytes,
+    input: Legacy,
+    res: &mut Reservation,
+) -> Result<Vec<ProfileBatch>, ApiError> {
+    let max = st.cfg.max_decompressed_bytes;
+    let bytes = body::decode_content_within(headers, raw, max, res)?;
+    let limits = limits(st);
+    if let Some(kind) = input.kind {
+        let folded = FoldedInput {
+            kind,
+            ns_per_sample: input.per_sample,
+            labels: input.base,
+            ts: input.ts,
+        };
+        let both = (&st.cfg.limits, &limits);
+        return Ok(vec![
+            folded_batch(&bytes, folded, both, res).map_err(profile_error)?
+        ]);
+    }
+    let profile = match &input.boundary {
+        Some(b) => multipart::part(&bytes, b, "profile").ok_or_else(|| {
+            ApiError::BadRequest(
+                "the multipart body has no `profile` part; nothing was stored".into(),
+            )
+        })?,
+        None => bytes.as_ref(),
+    };
+    let opt = DecodeOptions {
+        base: &input.base,
+        limits: &limits,
+        label_limits: &st.cfg.limits,
+        now: input.ts,
+    };
+    pprof_to_batches_within(profile, &opt, res).map_err(profile_error)
 }
