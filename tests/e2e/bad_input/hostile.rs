@@ -346,3 +346,35 @@ fn frame_names_cannot_spoof_output() {
     assert_peak_under(&s, 300 * MB, "spoofing frame names");
     assert_intact(&c);
 }
+
+/// A body that stops arriving is refused with 408 once `limits.body_timeout` has passed, and
+/// its bytes and request slot are given back (the next request is served).
+#[test]
+fn a_stalled_body_times_out() {
+    let config = artifacts("a_stalled_body_times_out_config").join("profwatch.toml");
+    std::fs::write(&config, "[limits]\nbody_timeout = \"1s\"\nmax_concurrent_ingest = 1\n")
+        .expect("config");
+    let (s, c) = seeded(
+        "a_stalled_body_times_out",
+        &["--config", config.to_str().expect("utf-8 path")],
+    );
+    use std::io::Read;
+    let addr = c.base.trim_start_matches("http://").to_owned();
+    let mut sock = std::net::TcpStream::connect(&addr).expect("connect");
+    let head = format!(
+        "POST /api/v1/events HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-ndjson\r\n\
+         Content-Length: 1000\r\n\r\n{{\"service\":"
+    );
+    sock.write_all(head.as_bytes()).expect("write");
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .expect("timeout");
+    let mut answer = vec![0u8; 4096];
+    let n = sock.read(&mut answer).expect("an answer before the socket's own timeout");
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body_timeout"), "{answer}");
+    let r = c.post_events(Vec::new(), "application/x-ndjson", None);
+    assert_eq!(r.status, 200, "the one ingest slot came back: {}", r.body);
+    assert_peak_under(&s, 300 * MB, "stalled body");
+    assert_intact(&c);
+}
