@@ -107,6 +107,9 @@ pub struct RawLimits {
     /// How long a request body may take to arrive, e.g. `60s`; slower is refused with 408.
     /// Default `60s`.
     pub body_timeout: Option<String>,
+    /// How long a client may take to send a request's headers, e.g. `30s`; slower connections
+    /// are closed. Default `30s`.
+    pub header_timeout: Option<String>,
     /// How far in the future an event's `ts` may be. Default `10m`.
     pub max_future_skew: Option<String>,
     /// How old an event's `ts` may be. Default: the retention.
@@ -154,6 +157,7 @@ impl RawConfig {
             over.limits.max_concurrent_ingest,
         );
         pick(&mut self.limits.body_timeout, over.limits.body_timeout);
+        pick(&mut self.limits.header_timeout, over.limits.header_timeout);
         pick(
             &mut self.limits.max_future_skew,
             over.limits.max_future_skew,
@@ -306,6 +310,7 @@ impl RawConfig {
             max_inflight_bytes: body.max_inflight_bytes,
             max_concurrent_ingest: body.max_concurrent_ingest,
             body_timeout: body.body_timeout,
+            header_timeout: body.header_timeout,
             shutdown_timeout: duration(
                 "shutdown_timeout",
                 self.shutdown_timeout.as_deref().unwrap_or("30s"),
@@ -321,6 +326,7 @@ struct BodyLimits {
     max_inflight_bytes: usize,
     max_concurrent_ingest: usize,
     body_timeout: Duration,
+    header_timeout: Duration,
 }
 
 impl BodyLimits {
@@ -361,6 +367,10 @@ impl BodyLimits {
             body_timeout: duration(
                 "limits.body_timeout",
                 raw.body_timeout.as_deref().unwrap_or("60s"),
+            )?,
+            header_timeout: duration(
+                "limits.header_timeout",
+                raw.header_timeout.as_deref().unwrap_or("30s"),
             )?,
         })
     }
@@ -417,6 +427,7 @@ pub struct Config {
     pub max_inflight_bytes: usize,
     pub max_concurrent_ingest: usize,
     pub body_timeout: Duration,
+    pub header_timeout: Duration,
     pub shutdown_timeout: Duration,
 }
 

@@ -83,6 +83,7 @@ pub async fn run(
         })?;
     let addr = listener.local_addr().map_err(ServerError::Serve)?;
     let shutdown_timeout = cfg.shutdown_timeout;
+    let header_timeout = cfg.header_timeout;
     let alerts = (!cfg.analysis.alerts.is_empty()).then(|| {
         Dispatcher::start(
             cfg.analysis.alerts.clone(),
@@ -128,9 +129,7 @@ pub async fn run(
         })
     };
     on_listening(addr);
-    let served = axum::serve(listener, http::router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    http::serve::serve(listener, http::router(state), header_timeout, shutdown).await;
     housekeeping.abort();
     if let Some(s) = schedule {
         s.abort();
@@ -143,7 +142,7 @@ pub async fn run(
         }
         Err(_) => tracing::error!("store shutdown timed out; the WAL keeps what was acknowledged"),
     }
-    served.map_err(ServerError::Serve)
+    Ok(())
 }
 
 /// Runs an analysis pass every `analysis.interval` (none when it is zero).

@@ -20,6 +20,7 @@ pub mod profiles;
 pub mod pyroscope;
 pub mod query;
 pub mod regressions;
+pub mod serve;
 
 use std::sync::Arc;
 

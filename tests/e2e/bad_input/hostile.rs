@@ -378,3 +378,32 @@ fn a_stalled_body_times_out() {
     assert_peak_under(&s, 300 * MB, "stalled body");
     assert_intact(&c);
 }
+
+/// A client that sends its headers a byte at a time cannot hold a connection forever: after
+/// `limits.header_timeout` the server closes it, and keeps serving others.
+#[test]
+fn slow_headers_are_cut_off() {
+    let config = artifacts("slow_headers_are_cut_off_config").join("profwatch.toml");
+    std::fs::write(&config, "[limits]\nheader_timeout = \"1s\"\n").expect("config");
+    let (s, c) = seeded(
+        "slow_headers_are_cut_off",
+        &["--config", config.to_str().expect("utf-8 path")],
+    );
+    use std::io::Read;
+    let addr = c.base.trim_start_matches("http://").to_owned();
+    let mut sock = std::net::TcpStream::connect(&addr).expect("connect");
+    sock.write_all(b"POST /api/v1/events HTTP/1.1\r\nHost: ")
+        .expect("write");
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .expect("timeout");
+    let mut answer = Vec::new();
+    sock.read_to_end(&mut answer)
+        .expect("the server closes the connection before the socket's own timeout");
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+    assert_peak_under(&s, 300 * MB, "slow headers");
+    assert_intact(&c);
+}
