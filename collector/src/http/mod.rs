@@ -9,6 +9,10 @@
 //! | `GET /api/v1/regressions[/{id}]`, `POST /api/v1/regressions/{id}/ack|resolve`, `POST /api/v1/analyze`, `GET /api/v1/compare` | regressions ([`regressions`]) |
 //! | `GET /healthz`, `/readyz`, `/metrics` | operations |
 //! | `GET /`, `/assets/{file}` | the dashboard ([`profwatch_ui`]) |
+//!
+//! Every route sits behind [`origin`] (a local `Host` in loopback mode, same-origin state
+//! changes); every ingest route draws its body bytes from the shared [`budget`]; [`serve`] runs
+//! the router with a deadline for headers, [`body`] one for bodies.
 
 pub mod auth;
 pub mod body;
