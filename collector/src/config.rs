@@ -101,8 +101,8 @@ pub struct RawLimits {
     /// `max_body_bytes + max_decompressed_bytes + 16 MiB` (one largest request, or many small
     /// ones); at least `max_body_bytes + max_decompressed_bytes`.
     pub max_inflight_bytes: Option<usize>,
-    /// Ingest requests served at once; more are refused with 429 and `Retry-After`.
-    /// Default 32.
+    /// Ingest requests served at once; more wait up to 10 s for a slot, then are refused with
+    /// 429 and `Retry-After`. Default 32.
     pub max_concurrent_ingest: Option<usize>,
     /// How long a request body may take to arrive, e.g. `60s`; slower is refused with 408.
     /// Default `60s`.

@@ -3,9 +3,11 @@
 //!
 //! An ingest request is admitted with a [`Reservation`], which holds one request slot and the
 //! bytes granted to it; reading the body and every decompression (the `Content-Encoding`, then a
-//! gzipped profile inside) ask it before their buffers grow. A request that finds no slot, or no
-//! bytes left, is refused with 429 and `Retry-After` at once: waiting while holding part of the
-//! budget could deadlock requests that each wait for the others' bytes.
+//! gzipped profile inside) ask it before their buffers grow. A request waits up to
+//! [`ADMISSION_WAIT`] for a slot (it holds no bytes while it waits, so waiting cannot deadlock),
+//! then is refused with 429 and `Retry-After`. A request that finds no bytes left is refused at
+//! once: waiting while holding part of the budget could deadlock requests that each wait for the
+//! others' bytes.
 //!
 //! Invariants: the bytes granted to all live reservations never exceed the limit (each grant is
 //! one compare-and-swap on one counter); a reservation gives its slot and bytes back when it is
@@ -22,6 +24,9 @@ use crate::profile::compress::{Allowance, Refusal};
 
 /// How long a refused client is asked to wait.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// How long a request waits for a slot before it is refused.
+pub const ADMISSION_WAIT: Duration = Duration::from_secs(10);
 
 /// The byte budget and request slots shared by all ingest requests.
 #[derive(Debug)]
@@ -43,20 +48,21 @@ impl Budget {
         })
     }
 
-    /// Takes a request slot, or refuses the request (429) when all are taken.
-    pub fn admit(self: &Arc<Self>) -> Result<Reservation, ApiError> {
-        let slot = self
-            .slots
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| ApiError::Overloaded {
-                message: format!(
-                    "the server is ingesting {} requests at once, its limit \
-                     (limits.max_concurrent_ingest); nothing was stored, retry later",
-                    self.max_requests
-                ),
-                retry_after: RETRY_AFTER,
-            })?;
+    /// Takes a request slot, waiting up to `wait` for one; refuses the request (429) when
+    /// none frees in time.
+    pub async fn admit(self: &Arc<Self>, wait: Duration) -> Result<Reservation, ApiError> {
+        let busy = || ApiError::Overloaded {
+            message: format!(
+                "the server is ingesting {} requests at once, its limit \
+                 (limits.max_concurrent_ingest); nothing was stored, retry later",
+                self.max_requests
+            ),
+            retry_after: RETRY_AFTER,
+        };
+        let slot = tokio::time::timeout(wait, self.slots.clone().acquire_owned())
+            .await
+            .map_err(|_| busy())?
+            .map_err(|_| busy())?;
         Ok(Reservation {
             budget: self.clone(),
             bytes: 0,
@@ -135,12 +141,21 @@ impl Drop for Reservation {
 mod tests {
     use super::*;
 
+    /// Admits without waiting, from a test thread.
+    fn admit(b: &Arc<Budget>) -> Result<Reservation, ApiError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        rt.block_on(b.admit(Duration::ZERO))
+    }
+
     #[test]
     fn grants_stay_within_the_limit_and_come_back() {
         let b = Budget::new(100, 2);
-        let mut r1 = b.admit().expect("slot");
-        let mut r2 = b.admit().expect("slot");
-        assert!(matches!(b.admit(), Err(ApiError::Overloaded { .. })));
+        let mut r1 = admit(&b).expect("slot");
+        let mut r2 = admit(&b).expect("slot");
+        assert!(matches!(admit(&b), Err(ApiError::Overloaded { .. })));
         assert_eq!(r1.grant(60), Ok(()));
         assert_eq!(r2.grant(41), Err(Refusal::Busy), "others hold the bytes");
         assert_eq!(r2.grant(40), Ok(()));
@@ -152,7 +167,7 @@ mod tests {
             Err(Refusal::TooLarge { limit: 100 }),
             "never fits"
         );
-        let mut r3 = b.admit().expect("the slot came back");
+        let mut r3 = admit(&b).expect("the slot came back");
         assert_eq!(r3.grant(60), Ok(()));
         drop((r2, r3));
         assert_eq!(b.in_use(), 0);
@@ -166,7 +181,7 @@ mod tests {
             for _ in 0..8 {
                 s.spawn(|| {
                     for _ in 0..200 {
-                        let Ok(mut r) = b.admit() else { continue };
+                        let Ok(mut r) = admit(&b) else { continue };
                         while r.grant(7).is_ok() {
                             let now = b.in_use();
                             if let Ok(mut p) = peak.lock() {
@@ -179,5 +194,27 @@ mod tests {
         });
         assert!(*peak.lock().expect("lock") <= 1000);
         assert_eq!(b.in_use(), 0);
+    }
+
+    #[test]
+    fn a_request_waits_for_a_slot() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let b = Budget::new(100, 1);
+        rt.block_on(async {
+            let first = b.admit(Duration::ZERO).await.expect("slot");
+            let waiting = tokio::spawn({
+                let b = b.clone();
+                async move { b.admit(Duration::from_secs(3600)).await.is_ok() }
+            });
+            tokio::task::yield_now().await;
+            drop(first);
+            assert!(
+                waiting.await.expect("task"),
+                "admitted once the slot came back"
+            );
+        });
     }
 }

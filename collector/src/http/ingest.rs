@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use super::profiles::reject_reason;
-use super::{auth, body, AppState};
+use super::{auth, body, budget, AppState};
 use crate::metrics::RejectReason;
 use crate::store::Written;
 
@@ -120,7 +120,8 @@ pub async fn post_events(
     let format = format_of(&headers).map_err(|e| reject(RejectReason::ContentType, e))?;
     let mut res = state
         .budget
-        .admit()
+        .admit(budget::ADMISSION_WAIT)
+        .await
         .map_err(|e| reject(RejectReason::Overloaded, e))?;
     let (max_body, timeout) = (state.cfg.max_body_bytes, state.cfg.body_timeout);
     let raw = body::read_limited(&headers, req_body, max_body, &mut res, timeout)

@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use super::budget::{refused, Reservation};
 use super::error::ApiError;
-use super::{auth, body, AppState};
+use super::{auth, body, budget, AppState};
 use crate::metrics::RejectReason;
 use crate::profile::compare::{compare, RequestFigures};
 use crate::profile::compress::{maybe_gunzip_within, Allowance, Refusal};
@@ -262,7 +262,11 @@ pub(crate) async fn read_body(
     headers: &HeaderMap,
     req_body: Body,
 ) -> Result<(axum::body::Bytes, Reservation), ApiError> {
-    let mut res = state.budget.admit().map_err(|e| counted(state, e))?;
+    let mut res = state
+        .budget
+        .admit(budget::ADMISSION_WAIT)
+        .await
+        .map_err(|e| counted(state, e))?;
     let (max, timeout) = (state.cfg.max_body_bytes, state.cfg.body_timeout);
     let raw = body::read_limited(headers, req_body, max, &mut res, timeout)
         .await

@@ -352,8 +352,11 @@ fn frame_names_cannot_spoof_output() {
 #[test]
 fn a_stalled_body_times_out() {
     let config = artifacts("a_stalled_body_times_out_config").join("profwatch.toml");
-    std::fs::write(&config, "[limits]\nbody_timeout = \"1s\"\nmax_concurrent_ingest = 1\n")
-        .expect("config");
+    std::fs::write(
+        &config,
+        "[limits]\nbody_timeout = \"1s\"\nmax_concurrent_ingest = 1\n",
+    )
+    .expect("config");
     let (s, c) = seeded(
         "a_stalled_body_times_out",
         &["--config", config.to_str().expect("utf-8 path")],
@@ -369,7 +372,9 @@ fn a_stalled_body_times_out() {
     sock.set_read_timeout(Some(std::time::Duration::from_secs(60)))
         .expect("timeout");
     let mut answer = vec![0u8; 4096];
-    let n = sock.read(&mut answer).expect("an answer before the socket's own timeout");
+    let n = sock
+        .read(&mut answer)
+        .expect("an answer before the socket's own timeout");
     let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("body_timeout"), "{answer}");
