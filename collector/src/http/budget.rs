@@ -6,16 +6,21 @@
 //! gzipped profile inside) ask it before their buffers grow. A request waits up to
 //! [`ADMISSION_WAIT`] for a slot (it holds no bytes while it waits, so waiting cannot deadlock),
 //! then is refused with 429 and `Retry-After`. A request that finds no bytes left is refused at
-//! once: waiting while holding part of the budget could deadlock requests that each wait for the
-//! others' bytes.
+//! once, unless it is the oldest request in flight: then, while decompressing (on a blocking
+//! thread), it waits up to [`ADMISSION_WAIT`] for bytes to come back. Only the oldest waits, so
+//! waiting cannot deadlock (no one it waits for waits for it), and since every younger request
+//! gives up its bytes when refused, the oldest always makes progress: concurrent requests that
+//! together overrun the budget cannot starve each other.
 //!
 //! Invariants: the bytes granted to all live reservations never exceed the limit (each grant is
 //! one compare-and-swap on one counter); a reservation gives its slot and bytes back when it is
 //! dropped, on every path, success or error.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
+use std::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -35,6 +40,11 @@ pub struct Budget {
     used: AtomicUsize,
     max_requests: usize,
     slots: Arc<Semaphore>,
+    next_ticket: AtomicU64,
+    /// Tickets of the live reservations, oldest first; its condition variable is signalled
+    /// whenever a reservation gives its bytes back.
+    live: Mutex<BTreeSet<u64>>,
+    released: Condvar,
 }
 
 impl Budget {
@@ -45,6 +55,9 @@ impl Budget {
             used: AtomicUsize::new(0),
             max_requests,
             slots: Arc::new(Semaphore::new(max_requests)),
+            next_ticket: AtomicU64::new(0),
+            live: Mutex::new(BTreeSet::new()),
+            released: Condvar::new(),
         })
     }
 
@@ -63,9 +76,15 @@ impl Budget {
             .await
             .map_err(|_| busy())?
             .map_err(|_| busy())?;
+        let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
+        self.live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(ticket);
         Ok(Reservation {
             budget: self.clone(),
             bytes: 0,
+            ticket,
             _slot: slot,
         })
     }
@@ -105,6 +124,7 @@ pub fn refused(why: Refusal) -> ApiError {
 pub struct Reservation {
     budget: Arc<Budget>,
     bytes: usize,
+    ticket: u64,
     _slot: OwnedSemaphorePermit,
 }
 
@@ -123,17 +143,52 @@ impl Reservation {
         self.bytes += bytes;
         Ok(())
     }
+
+    /// As [`Reservation::grant`], but the oldest request in flight waits up to `wait` for
+    /// bytes to come back instead of being refused. Blocks: for blocking threads only.
+    pub fn grant_or_wait(&mut self, bytes: usize, wait: Duration) -> Result<(), Refusal> {
+        match self.grant(bytes) {
+            Err(Refusal::Busy) => {}
+            other => return other,
+        }
+        let deadline = Instant::now() + wait;
+        let b = &self.budget;
+        let mut live = b.live.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if b.take(bytes) {
+                self.bytes += bytes;
+                return Ok(());
+            }
+            let oldest = live.first() == Some(&self.ticket);
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !oldest || left.is_zero() {
+                return Err(Refusal::Busy);
+            }
+            live = b
+                .released
+                .wait_timeout(live, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
 }
 
+/// Decompression runs on blocking threads, so it may wait (see [`Reservation::grant_or_wait`]).
 impl Allowance for Reservation {
     fn grant(&mut self, bytes: usize) -> Result<(), Refusal> {
-        Reservation::grant(self, bytes)
+        self.grant_or_wait(bytes, ADMISSION_WAIT)
     }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
+        let b = &self.budget;
+        b.used.fetch_sub(self.bytes, Ordering::AcqRel);
+        b.live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.ticket);
+        b.released.notify_all();
     }
 }
 
@@ -194,6 +249,29 @@ mod tests {
         });
         assert!(*peak.lock().expect("lock") <= 1000);
         assert_eq!(b.in_use(), 0);
+    }
+
+    /// Regression: 24 requests inflating at once each took part of the budget and were all
+    /// refused; the oldest now waits for the bytes the others give back, so one gets through.
+    #[test]
+    fn the_oldest_request_waits_for_bytes_and_the_others_are_refused() {
+        let b = Budget::new(100, 4);
+        let mut oldest = admit(&b).expect("slot");
+        let mut young = admit(&b).expect("slot");
+        assert_eq!(oldest.grant(50), Ok(()));
+        assert_eq!(young.grant(50), Ok(()));
+        assert_eq!(
+            young.grant_or_wait(10, Duration::from_secs(3600)),
+            Err(Refusal::Busy),
+            "a younger request is refused at once"
+        );
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| oldest.grant_or_wait(40, Duration::from_secs(3600)));
+            // The younger request, refused, gives its bytes back.
+            drop(young);
+            assert_eq!(waiter.join().expect("thread"), Ok(()));
+        });
+        assert_eq!(b.in_use(), 90);
     }
 
     #[test]
