@@ -100,6 +100,20 @@ pub struct RawLimits {
     pub max_decompressed_bytes: Option<usize>,
     /// Most events in one request. Default 200000.
     pub max_events_per_batch: Option<usize>,
+    /// Bytes of request bodies (as sent and decompressed) all ingest requests together may
+    /// hold; past it a request is refused with 429 and `Retry-After`. Default
+    /// `max_body_bytes + max_decompressed_bytes + 16 MiB` (one largest request, or many small
+    /// ones); at least `max_body_bytes + max_decompressed_bytes`.
+    pub max_inflight_bytes: Option<usize>,
+    /// Ingest requests served at once; more wait up to 10 s for a slot, then are refused with
+    /// 429 and `Retry-After`. Default 32.
+    pub max_concurrent_ingest: Option<usize>,
+    /// How long a request body may take to arrive, e.g. `60s`; slower is refused with 408.
+    /// Default `60s`.
+    pub body_timeout: Option<String>,
+    /// How long a client may take to send a request's headers, e.g. `30s`; slower connections
+    /// are closed. Default `30s`.
+    pub header_timeout: Option<String>,
     /// How far in the future an event's `ts` may be. Default `10m`.
     pub max_future_skew: Option<String>,
     /// How old an event's `ts` may be. Default: the retention.
@@ -138,6 +152,16 @@ impl RawConfig {
             &mut self.limits.max_events_per_batch,
             over.limits.max_events_per_batch,
         );
+        pick(
+            &mut self.limits.max_inflight_bytes,
+            over.limits.max_inflight_bytes,
+        );
+        pick(
+            &mut self.limits.max_concurrent_ingest,
+            over.limits.max_concurrent_ingest,
+        );
+        pick(&mut self.limits.body_timeout, over.limits.body_timeout);
+        pick(&mut self.limits.header_timeout, over.limits.header_timeout);
         pick(
             &mut self.limits.max_future_skew,
             over.limits.max_future_skew,
@@ -233,15 +257,7 @@ impl RawConfig {
         )?
         .as_nanos()
         .min(i64::MAX as u128) as i64;
-        let max_body_bytes = self.limits.max_body_bytes.unwrap_or(32 << 20);
-        let max_decompressed_bytes = self.limits.max_decompressed_bytes.unwrap_or(256 << 20);
-        if max_decompressed_bytes < max_body_bytes {
-            return Err(ConfigError::field(
-                "limits.max_decompressed_bytes",
-                &max_decompressed_bytes.to_string(),
-                "must be at least limits.max_body_bytes",
-            ));
-        }
+        let body = BodyLimits::of(&self.limits)?;
         let mut compare = profwatch_analyzer::CompareConfig::default();
         if let Some(a) = self.analysis.alpha {
             compare.alpha = a;
@@ -292,14 +308,75 @@ impl RawConfig {
             retention,
             tokens: self.tokens,
             limits,
-            max_body_bytes,
-            max_decompressed_bytes,
+            max_body_bytes: body.max_body_bytes,
+            max_decompressed_bytes: body.max_decompressed_bytes,
             max_events_per_batch: self.limits.max_events_per_batch.unwrap_or(200_000),
+            max_inflight_bytes: body.max_inflight_bytes,
+            max_concurrent_ingest: body.max_concurrent_ingest,
+            body_timeout: body.body_timeout,
+            header_timeout: body.header_timeout,
             shutdown_timeout: duration(
                 "shutdown_timeout",
                 self.shutdown_timeout.as_deref().unwrap_or("30s"),
             )?,
             repair: false,
+        })
+    }
+}
+
+/// The validated limits on request bodies, alone and all together.
+struct BodyLimits {
+    max_body_bytes: usize,
+    max_decompressed_bytes: usize,
+    max_inflight_bytes: usize,
+    max_concurrent_ingest: usize,
+    body_timeout: Duration,
+    header_timeout: Duration,
+}
+
+impl BodyLimits {
+    fn of(raw: &RawLimits) -> Result<BodyLimits, ConfigError> {
+        let max_body_bytes = raw.max_body_bytes.unwrap_or(32 << 20);
+        let max_decompressed_bytes = raw.max_decompressed_bytes.unwrap_or(256 << 20);
+        if max_decompressed_bytes < max_body_bytes {
+            return Err(ConfigError::field(
+                "limits.max_decompressed_bytes",
+                &max_decompressed_bytes.to_string(),
+                "must be at least limits.max_body_bytes",
+            ));
+        }
+        let one_request = max_body_bytes.saturating_add(max_decompressed_bytes);
+        let max_inflight_bytes = raw
+            .max_inflight_bytes
+            .unwrap_or(one_request.saturating_add(16 << 20));
+        if max_inflight_bytes < one_request {
+            return Err(ConfigError::field(
+                "limits.max_inflight_bytes",
+                &max_inflight_bytes.to_string(),
+                "must be at least limits.max_body_bytes + limits.max_decompressed_bytes",
+            ));
+        }
+        let max_concurrent_ingest = raw.max_concurrent_ingest.unwrap_or(32);
+        if max_concurrent_ingest == 0 {
+            return Err(ConfigError::field(
+                "limits.max_concurrent_ingest",
+                "0",
+                "must be at least 1",
+            ));
+        }
+        Ok(BodyLimits {
+            max_body_bytes,
+            max_decompressed_bytes,
+            max_inflight_bytes,
+            max_concurrent_ingest,
+            body_timeout: duration(
+                "limits.body_timeout",
+                raw.body_timeout.as_deref().unwrap_or("60s"),
+            )?,
+            header_timeout: duration(
+                "limits.header_timeout",
+                raw.header_timeout.as_deref().unwrap_or("30s"),
+            )?,
         })
     }
 }
@@ -351,6 +428,11 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub max_decompressed_bytes: usize,
     pub max_events_per_batch: usize,
+    /// Body bytes all ingest requests together may hold (see `RawLimits`).
+    pub max_inflight_bytes: usize,
+    pub max_concurrent_ingest: usize,
+    pub body_timeout: Duration,
+    pub header_timeout: Duration,
     pub shutdown_timeout: Duration,
     /// Open the embedded store even if a WAL file is damaged in the middle: copy the damaged
     /// bytes aside and keep every intact record (`profwatch server --repair`; a flag only,

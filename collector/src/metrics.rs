@@ -19,6 +19,8 @@ pub enum RejectReason {
     Invalid,
     Overloaded,
     StoreError,
+    /// The body did not arrive in time.
+    Timeout,
 }
 
 impl RejectReason {
@@ -32,6 +34,7 @@ impl RejectReason {
             RejectReason::Invalid => "invalid",
             RejectReason::Overloaded => "overloaded",
             RejectReason::StoreError => "store_error",
+            RejectReason::Timeout => "timeout",
         }
     }
 }

@@ -86,6 +86,7 @@ pub async fn run(
         })?;
     let addr = listener.local_addr().map_err(ServerError::Serve)?;
     let shutdown_timeout = cfg.shutdown_timeout;
+    let header_timeout = cfg.header_timeout;
     let alerts = if cfg.analysis.alerts.is_empty() {
         None
     } else {
@@ -113,7 +114,9 @@ pub async fn run(
     let mut metrics = Metrics::new();
     metrics.register_cache(&cache.stats);
     let schedule = spawn_schedule(&cfg, analyzer.clone(), metrics.analysis_passes());
+    let budget = http::budget::Budget::new(cfg.max_inflight_bytes, cfg.max_concurrent_ingest);
     let state = Arc::new(AppState {
+        budget,
         cfg: Arc::new(cfg),
         store: store.clone(),
         metrics: Arc::new(metrics),
@@ -134,9 +137,7 @@ pub async fn run(
         })
     };
     on_listening(addr);
-    let served = axum::serve(listener, http::router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    http::serve::serve(listener, http::router(state), header_timeout, shutdown).await;
     housekeeping.abort();
     if let Some(s) = schedule {
         s.abort();
@@ -149,7 +150,7 @@ pub async fn run(
         }
         Err(_) => tracing::error!("store shutdown timed out; the WAL keeps what was acknowledged"),
     }
-    served.map_err(ServerError::Serve)
+    Ok(())
 }
 
 /// Runs an analysis pass every `analysis.interval` (none when it is zero).

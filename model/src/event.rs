@@ -82,14 +82,25 @@ pub struct Limits {
 
 const SECOND: i64 = 1_000_000_000;
 
+/// The default (and largest) [`Limits::max_name_len`].
+pub const MAX_NAME_LEN: usize = 128;
+/// The default (and largest) [`Limits::max_endpoint_len`].
+pub const MAX_ENDPOINT_LEN: usize = 256;
+/// The default (and largest) [`Limits::max_labels`].
+pub const MAX_LABELS: usize = 16;
+/// The default (and largest) [`Limits::max_label_key_len`].
+pub const MAX_LABEL_KEY_LEN: usize = 64;
+/// The default (and largest) [`Limits::max_label_value_len`].
+pub const MAX_LABEL_VALUE_LEN: usize = 128;
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_name_len: 128,
-            max_endpoint_len: 256,
-            max_labels: 16,
-            max_label_key_len: 64,
-            max_label_value_len: 128,
+            max_name_len: MAX_NAME_LEN,
+            max_endpoint_len: MAX_ENDPOINT_LEN,
+            max_labels: MAX_LABELS,
+            max_label_key_len: MAX_LABEL_KEY_LEN,
+            max_label_value_len: MAX_LABEL_VALUE_LEN,
             max_duration_ns: 86_400 * SECOND as u64,
             max_instructions: 1_000_000_000_000_000,
             max_weight: 1_000_000.0,
@@ -251,7 +262,8 @@ fn check_max(field: &'static str, value: u64, max: u64) -> Result<(), Validation
     Ok(())
 }
 
-fn valid_label_key(key: &str, max: usize) -> bool {
+/// Whether `key` is a valid label key of at most `max` bytes.
+pub fn valid_label_key(key: &str, max: usize) -> bool {
     let mut chars = key.chars();
     let Some(first) = chars.next() else {
         return false;
@@ -261,7 +273,8 @@ fn valid_label_key(key: &str, max: usize) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
-fn truncate_for_message(s: &str) -> String {
+/// `s` cut to 64 bytes (at a character boundary) for an error message.
+pub fn truncate_for_message(s: &str) -> String {
     if s.len() <= 64 {
         return s.to_owned();
     }

@@ -5,6 +5,7 @@
 //! - [`ndjson`]: the NDJSON form of the same event.
 //! - [`timefmt`]: unix-or-RFC 3339 timestamps as the APIs accept them.
 //! - [`query`]: the shapes of the query API's requests and answers.
+//! - [`scan`]: protobuf messages read field by field, to count before decoding.
 //! - [`sketch`]: the weighted quantile sketch both stores use for p50/p90/p99.
 
 pub mod event;
@@ -13,6 +14,7 @@ pub mod percent;
 pub mod profile;
 pub mod query;
 pub mod regression;
+pub mod scan;
 pub mod sketch;
 pub mod timefmt;
 pub mod wire;

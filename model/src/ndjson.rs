@@ -3,10 +3,21 @@
 //! `weight` defaults to 1; `instructions` and `labels` may be absent. Unknown fields are refused,
 //! so a typo never silently drops data; `tenant` in particular is refused because the tenant
 //! comes from the bearer token.
+//!
+//! Invariant: the documented maxima of [`Limits`](crate::Limits) (string lengths, labels per
+//! event, label key and value lengths) and the events-per-body cap are enforced while parsing,
+//! before anything past them is allocated, so a line of any size costs at most a small multiple
+//! of its own length; [`RequestEvent::validate`] then applies a server's own limits.
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
 
-use crate::event::{Labels, RequestEvent};
+use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::event::{
+    truncate_for_message, valid_label_key, Labels, RequestEvent, ValidationError, MAX_ENDPOINT_LEN,
+    MAX_LABELS, MAX_LABEL_KEY_LEN, MAX_LABEL_VALUE_LEN, MAX_NAME_LEN,
+};
 use crate::timefmt::{format_rfc3339, now_ns, parse_rfc3339_ns};
 
 /// A line that could not be read. `line` is 1-based.
@@ -15,6 +26,18 @@ use crate::timefmt::{format_rfc3339, now_ns, parse_rfc3339_ns};
 pub struct LineError {
     pub line: usize,
     pub message: String,
+}
+
+/// Why an NDJSON body was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BodyError {
+    /// A line that could not be read.
+    #[error(transparent)]
+    Line(#[from] LineError),
+    /// More events than one body may carry; counted while parsing, so parsing stopped there.
+    #[error("more than {max} events in one request; the limit is {max}")]
+    TooManyEvents { max: usize },
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -29,13 +52,15 @@ enum JsonTs {
 struct JsonEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ts: Option<JsonTs>,
+    #[serde(deserialize_with = "service")]
     service: String,
+    #[serde(deserialize_with = "endpoint")]
     endpoint: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "build")]
     build: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "dc")]
     dc: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "host")]
     host: String,
     #[serde(default)]
     status: u16,
@@ -46,12 +71,183 @@ struct JsonEvent {
     wall_ns: u64,
     #[serde(default = "one")]
     weight: f64,
-    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Labels::is_empty",
+        deserialize_with = "labels"
+    )]
     labels: Labels,
 }
 
 fn one() -> f64 {
     1.0
+}
+
+/// A string of at most `max` bytes, refused before it is copied.
+#[derive(Debug, Clone, Copy)]
+struct Bounded {
+    field: &'static str,
+    max: usize,
+}
+
+impl<'de> Visitor<'de> for Bounded {
+    type Value = String;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a string of at most {} bytes", self.max)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+        if v.len() > self.max {
+            return Err(E::custom(ValidationError::TooLong {
+                field: self.field,
+                len: v.len(),
+                max: self.max,
+            }));
+        }
+        Ok(v.to_owned())
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Bounded {
+    type Value = String;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+fn service<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Bounded {
+        field: "service",
+        max: MAX_NAME_LEN,
+    }
+    .deserialize(d)
+}
+
+fn endpoint<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Bounded {
+        field: "endpoint",
+        max: MAX_ENDPOINT_LEN,
+    }
+    .deserialize(d)
+}
+
+fn build<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Bounded {
+        field: "build",
+        max: MAX_NAME_LEN,
+    }
+    .deserialize(d)
+}
+
+fn dc<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Bounded {
+        field: "dc",
+        max: MAX_NAME_LEN,
+    }
+    .deserialize(d)
+}
+
+fn host<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Bounded {
+        field: "host",
+        max: MAX_NAME_LEN,
+    }
+    .deserialize(d)
+}
+
+/// A label key, checked before it is copied.
+#[derive(Debug, Clone, Copy)]
+struct LabelKey;
+
+impl<'de> Visitor<'de> for LabelKey {
+    type Value = String;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a label key of at most {MAX_LABEL_KEY_LEN} bytes")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+        if !valid_label_key(v, MAX_LABEL_KEY_LEN) {
+            return Err(E::custom(ValidationError::LabelKey {
+                key: truncate_for_message(v),
+                max: MAX_LABEL_KEY_LEN,
+            }));
+        }
+        Ok(v.to_owned())
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for LabelKey {
+    type Value = String;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+/// The value of label `key`, checked before it is copied.
+#[derive(Debug, Clone, Copy)]
+struct LabelValue<'k> {
+    key: &'k str,
+}
+
+impl<'de> Visitor<'de> for LabelValue<'_> {
+    type Value = String;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a label value of at most {MAX_LABEL_VALUE_LEN} bytes")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+        if v.len() > MAX_LABEL_VALUE_LEN {
+            return Err(E::custom(ValidationError::LabelValueTooLong {
+                key: self.key.to_owned(),
+                len: v.len(),
+                max: MAX_LABEL_VALUE_LEN,
+            }));
+        }
+        Ok(v.to_owned())
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for LabelValue<'_> {
+    type Value = String;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+/// The `labels` object, refused at its first label past [`MAX_LABELS`].
+#[derive(Debug, Clone, Copy)]
+struct LabelMap;
+
+impl<'de> Visitor<'de> for LabelMap {
+    type Value = Labels;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "an object of at most {MAX_LABELS} string labels")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Labels, A::Error> {
+        let mut out = Labels::new();
+        while let Some(key) = map.next_key_seed(LabelKey)? {
+            let value = map.next_value_seed(LabelValue { key: &key })?;
+            out.insert(key, value);
+            if out.len() > MAX_LABELS {
+                return Err(de::Error::custom(format_args!(
+                    "more than {MAX_LABELS} labels; the limit is {MAX_LABELS} per event"
+                )));
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn labels<'de, D: Deserializer<'de>>(d: D) -> Result<Labels, D::Error> {
+    d.deserialize_map(LabelMap)
 }
 
 /// Parses one JSON object into an event (not yet validated). `now` fills a missing `ts`.
@@ -91,8 +287,20 @@ pub fn parse_event(text: &str, now: i64) -> Result<RequestEvent, String> {
 /// Parses an NDJSON body. Blank lines are skipped. The first bad line fails the whole body, so
 /// a batch is stored whole or not at all.
 pub fn parse_body(body: &[u8]) -> Result<Vec<RequestEvent>, LineError> {
+    parse_body_capped(body, usize::MAX).map_err(|e| match e {
+        BodyError::Line(line) => line,
+        BodyError::TooManyEvents { max } => LineError {
+            line: max,
+            message: e.to_string(),
+        },
+    })
+}
+
+/// As [`parse_body`], refusing the body at its event number `max_events + 1`, before parsing
+/// further.
+pub fn parse_body_capped(body: &[u8], max_events: usize) -> Result<Vec<RequestEvent>, BodyError> {
     let now = now_ns();
-    let mut events = Vec::with_capacity(body.len() / 200 + 1);
+    let mut events = Vec::with_capacity((body.len() / 200 + 1).min(max_events.saturating_add(1)));
     for (i, raw_line) in body.split(|b| *b == b'\n').enumerate() {
         let line = i + 1;
         let text = std::str::from_utf8(raw_line).map_err(|e| LineError {
@@ -102,6 +310,9 @@ pub fn parse_body(body: &[u8]) -> Result<Vec<RequestEvent>, LineError> {
         let text = text.trim();
         if text.is_empty() {
             continue;
+        }
+        if events.len() == max_events {
+            return Err(BodyError::TooManyEvents { max: max_events });
         }
         events.push(parse_event(text, now).map_err(|message| LineError { line, message })?);
     }
@@ -176,5 +387,150 @@ mod tests {
         assert!(err.message.contains("bearer token"));
         let err = parse_body(b"{\"service\":\"\xff\"}").expect_err("utf8");
         assert!(err.message.contains("UTF-8"));
+    }
+
+    /// Regression (issue 11): one line with 3M labels reached 490 MB before the label limit
+    /// refused it, because limits were checked after parsing.
+    #[test]
+    fn limits_hold_while_parsing() {
+        let mut line = String::from(r#"{"service":"s","endpoint":"e","cpu_ns":1,"labels":{"#);
+        for i in 0..100_000 {
+            if i > 0 {
+                line.push(',');
+            }
+            line.push_str(&format!("\"k{i}\":\"v\""));
+        }
+        line.push_str("}}");
+        let err = parse_body(line.as_bytes()).expect_err("too many labels");
+        assert!(
+            err.message.contains("more than 16 labels"),
+            "{}",
+            err.message
+        );
+
+        let cases = [
+            (
+                format!(
+                    r#"{{"service":"{}","endpoint":"e","cpu_ns":1}}"#,
+                    "s".repeat(129)
+                ),
+                "`service` is 129 bytes",
+            ),
+            (
+                format!(
+                    r#"{{"service":"s","endpoint":"{}","cpu_ns":1}}"#,
+                    "e".repeat(257)
+                ),
+                "`endpoint` is 257 bytes",
+            ),
+            (
+                r#"{"service":"s","endpoint":"e","cpu_ns":1,"labels":{"9k":"v"}}"#.to_owned(),
+                "label key \"9k\"",
+            ),
+            (
+                format!(
+                    r#"{{"service":"s","endpoint":"e","cpu_ns":1,"labels":{{"k":"{}"}}}}"#,
+                    "v".repeat(129)
+                ),
+                "label \"k\": value is 129 bytes",
+            ),
+        ];
+        for (line, needle) in cases {
+            let err = parse_body(line.as_bytes()).expect_err(needle);
+            assert!(err.message.contains(needle), "{needle}: {}", err.message);
+        }
+
+        let body = "{\"service\":\"s\",\"endpoint\":\"e\",\"cpu_ns\":1}\n\n".repeat(3);
+        assert_eq!(
+            parse_body_capped(body.as_bytes(), 2),
+            Err(BodyError::TooManyEvents { max: 2 })
+        );
+        assert_eq!(
+            parse_body_capped(body.as_bytes(), 3).map(|e| e.len()),
+            Ok(3)
+        );
+    }
+
+    mod properties {
+        use super::super::*;
+        use crate::event::Labels;
+        use proptest::prelude::*;
+
+        fn text() -> impl Strategy<Value = String> {
+            proptest::string::string_regex("[ -~\u{80}-\u{2fff}]{0,40}").expect("regex")
+        }
+
+        fn event() -> impl Strategy<Value = RequestEvent> {
+            (
+                (any::<i64>(), text(), text(), text(), any::<u16>()),
+                (
+                    any::<u64>(),
+                    proptest::option::of(any::<u64>()),
+                    1u32..4_000_000,
+                ),
+                proptest::collection::btree_map("[a-z_][a-z0-9_.-]{0,20}", text(), 0..16),
+            )
+                .prop_map(
+                    |((ts, service, endpoint, build, status), (cpu, ins, w), labels)| {
+                        RequestEvent {
+                            ts,
+                            service,
+                            endpoint,
+                            build,
+                            dc: String::new(),
+                            host: "h".into(),
+                            status,
+                            cpu_ns: cpu,
+                            instructions: ins,
+                            wall_ns: cpu / 2,
+                            weight: f64::from(w) / 4.0,
+                            labels: labels.into_iter().collect::<Labels>(),
+                        }
+                    },
+                )
+        }
+
+        /// Fragments of event lines, so that arbitrary mixes reach deep into the parser.
+        fn fragments() -> impl Strategy<Value = Vec<u8>> {
+            let piece = prop_oneof![
+                Just(&b"{\"service\":\"s\",\"endpoint\":\"e\",\"cpu_ns\":1"[..]),
+                Just(&b",\"labels\":{\"a\":\"b\""[..]),
+                Just(&b"}"[..]),
+                Just(&b"\n"[..]),
+                Just(&b"\\u00"[..]),
+                Just(&b"\""[..]),
+                Just(&b",\"ts\":\"2026-01-01T00:00:00Z\""[..]),
+                Just(&b"\xff"[..]),
+            ];
+            proptest::collection::vec(piece, 0..40).prop_map(|v| v.concat())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn arbitrary_bytes_never_panic_and_respect_the_caps(
+                raw in proptest::collection::vec(any::<u8>(), 0..512),
+                built in fragments(),
+            ) {
+                for body in [&raw, &built] {
+                    if let Ok(events) = parse_body_capped(body, 4) {
+                        prop_assert!(events.len() <= 4);
+                        for e in events {
+                            prop_assert!(e.labels.len() <= MAX_LABELS);
+                            prop_assert!(e.service.len() <= MAX_NAME_LEN);
+                        }
+                    }
+                }
+            }
+
+            #[test]
+            fn events_within_the_limits_round_trip(e in event()) {
+                let line = to_line(&e, false);
+                prop_assert_eq!(parse_body(line.as_bytes()).map(|v| v.len()), Ok(1));
+                let back = parse_body(line.as_bytes()).expect("parses")[0].clone();
+                prop_assert_eq!(back, e);
+            }
+        }
     }
 }

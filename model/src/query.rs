@@ -44,6 +44,43 @@ pub struct TimeRange {
     pub to: i64,
 }
 
+/// Why a time range from a client cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RangeError {
+    /// `from` is not before `to`.
+    #[error("`from` must be before `to`")]
+    Empty,
+    /// `to - from` does not fit in 64-bit nanoseconds (about 292 years).
+    #[error("the time range is too long: `to` - `from` must be at most 292 years")]
+    TooLong,
+    /// A default bound (`to` minus a default span) falls before the earliest representable time.
+    #[error("`to` is too early to take a default `from` before it")]
+    TooEarly,
+}
+
+impl TimeRange {
+    /// A range whose length fits in an `i64`, so that every width and bucket computation on it
+    /// is exact.
+    pub fn checked(from: i64, to: i64) -> Result<TimeRange, RangeError> {
+        if from >= to {
+            return Err(RangeError::Empty);
+        }
+        to.checked_sub(from).ok_or(RangeError::TooLong)?;
+        Ok(TimeRange { from, to })
+    }
+
+    /// `to - span_ns`, for a default `from`.
+    pub fn before(to: i64, span_ns: i64) -> Result<i64, RangeError> {
+        to.checked_sub(span_ns).ok_or(RangeError::TooEarly)
+    }
+
+    /// `to - from`; saturates for a range not made by [`TimeRange::checked`].
+    pub fn span(&self) -> i64 {
+        self.to.saturating_sub(self.from)
+    }
+}
+
 /// `GET /api/v1/services`.
 #[derive(Debug, Clone)]
 pub struct ServicesQuery {

@@ -38,8 +38,11 @@ pub fn parse_query_time_ns(s: &str) -> Result<i64, TimeParseError> {
         return secs.checked_mul(NANOS_PER_SEC).ok_or_else(err);
     }
     if let Ok(secs) = s.parse::<f64>() {
-        if secs.is_finite() && secs.abs() < 1e11 {
-            return Ok((secs * NANOS_PER_SEC as f64) as i64);
+        let ns = secs * NANOS_PER_SEC as f64;
+        // Strictly inside the i64 range (2^63 ≈ 9.22e18), so the conversion below is exact
+        // to the float's precision and never saturates.
+        if ns.is_finite() && ns.abs() < 9.2e18 {
+            return Ok(ns as i64);
         }
         return Err(err());
     }
@@ -71,6 +74,8 @@ mod tests {
         );
         assert!(parse_query_time_ns("yesterday").is_err());
         assert!(parse_query_time_ns("99999999999999999").is_err());
+        assert!(parse_query_time_ns("99999999999.5").is_err());
+        assert_eq!(parse_query_time_ns("1.5"), Ok(1_500_000_000));
     }
 
     #[test]

@@ -6,7 +6,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::event::RequestEvent;
+use crate::event::{RequestEvent, MAX_LABELS};
+use crate::scan::{self, Repeated};
 use crate::timefmt::now_ns;
 
 /// `profwatch.v1.EventBatch`.
@@ -108,7 +109,37 @@ pub fn encode_batch(events: &[RequestEvent]) -> Vec<u8> {
 
 /// Decodes a protobuf `EventBatch` into model events (not yet validated).
 pub fn decode_batch(bytes: &[u8]) -> Result<Vec<RequestEvent>, DecodeBatchError> {
+    decode_batch_capped(bytes, usize::MAX)
+}
+
+/// As [`decode_batch`], but counts the events, and the labels of each, before decoding: a
+/// batch of more than `max_events` events, or an event of more than [`MAX_LABELS`] labels, is
+/// refused without being decoded.
+pub fn decode_batch_capped(
+    bytes: &[u8],
+    max_events: usize,
+) -> Result<Vec<RequestEvent>, DecodeBatchError> {
     use prost::Message;
+    let count = scan::count(bytes, 1, Repeated::Messages);
+    if count > max_events {
+        return Err(DecodeBatchError::TooManyEvents {
+            count,
+            max: max_events,
+        });
+    }
+    let events = scan::fields(bytes)
+        .map_while(Result::ok)
+        .filter(|f| f.number == 1);
+    for (index, event) in events.enumerate() {
+        let labels = scan::count(event.payload, 12, Repeated::Messages);
+        if labels > MAX_LABELS {
+            return Err(DecodeBatchError::Labels {
+                index,
+                count: labels,
+                max: MAX_LABELS,
+            });
+        }
+    }
     let batch = EventBatch::decode(bytes).map_err(DecodeBatchError::Protobuf)?;
     let now = now_ns();
     batch
@@ -132,6 +163,16 @@ pub enum DecodeBatchError {
     Event {
         index: usize,
         source: StatusOutOfRange,
+    },
+    /// More events than one batch may carry (counted before decoding).
+    #[error("{count} events in one request; the limit is {max}")]
+    TooManyEvents { count: usize, max: usize },
+    /// An event with more labels than any server accepts (counted before decoding).
+    #[error("event {index}: {count} labels; the limit is {max} per event")]
+    Labels {
+        index: usize,
+        count: usize,
+        max: usize,
     },
 }
 
@@ -222,5 +263,39 @@ mod tests {
             }],
         };
         assert!(decode_batch(&bad_status.encode_to_vec()).is_err());
+    }
+
+    #[test]
+    fn counts_are_checked_before_decoding() {
+        let e = WireEvent {
+            service: "s".into(),
+            endpoint: "e".into(),
+            ..Default::default()
+        };
+        let batch = EventBatch {
+            events: vec![e.clone(); 3],
+        }
+        .encode_to_vec();
+        assert!(matches!(
+            decode_batch_capped(&batch, 2),
+            Err(DecodeBatchError::TooManyEvents { count: 3, max: 2 })
+        ));
+        assert_eq!(
+            decode_batch_capped(&batch, 3).map(|v| v.len()).ok(),
+            Some(3)
+        );
+        let mut many = e;
+        for i in 0..17 {
+            many.labels.insert(format!("k{i}"), "v".into());
+        }
+        let batch = EventBatch { events: vec![many] }.encode_to_vec();
+        assert!(matches!(
+            decode_batch(&batch),
+            Err(DecodeBatchError::Labels {
+                index: 0,
+                count: 17,
+                ..
+            })
+        ));
     }
 }

@@ -6,6 +6,8 @@ use std::io::Write;
 
 use profwatch_e2e::*;
 
+mod hostile;
+
 const GOOD: usize = 300;
 
 /// A server with `GOOD` events of service `good` stored.

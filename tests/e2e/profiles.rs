@@ -18,7 +18,7 @@ fn now_s() -> i64 {
 
 // --- a minimal protobuf writer -------------------------------------------------------------
 
-fn varint(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -26,18 +26,18 @@ fn varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn field_varint(out: &mut Vec<u8>, tag: u64, v: u64) {
+pub(crate) fn field_varint(out: &mut Vec<u8>, tag: u64, v: u64) {
     varint(out, tag << 3);
     varint(out, v);
 }
 
-fn field_bytes(out: &mut Vec<u8>, tag: u64, bytes: &[u8]) {
+pub(crate) fn field_bytes(out: &mut Vec<u8>, tag: u64, bytes: &[u8]) {
     varint(out, tag << 3 | 2);
     varint(out, bytes.len() as u64);
     out.extend_from_slice(bytes);
 }
 
-fn packed(values: &[u64]) -> Vec<u8> {
+pub(crate) fn packed(values: &[u64]) -> Vec<u8> {
     let mut out = Vec::new();
     for v in values {
         varint(&mut out, *v);

@@ -125,6 +125,18 @@ impl Server {
     pub fn client(&self) -> Client {
         Client::new(&self.url)
     }
+
+    /// The server's peak resident memory so far (`VmHWM` of `/proc/<pid>/status`), in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the server's /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .expect("VmHWM in /proc status")
+    }
 }
 
 impl Drop for Server {
@@ -193,6 +205,35 @@ impl Client {
         if let Some(enc) = encoding {
             req = req.header("content-encoding", enc);
         }
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        match req.send() {
+            Ok(r) => reply(r),
+            Err(e) => Reply {
+                status: 0,
+                body: e.to_string(),
+                retry_after: None,
+            },
+        }
+    }
+
+    /// Any request: method, path (with query string), extra headers, body.
+    pub fn request(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Reply {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self
+            .http
+            .request(method, format!("{}{path_and_query}", self.base))
+            .body(body);
         if let Some(t) = &self.token {
             req = req.header("authorization", format!("Bearer {t}"));
         }

@@ -1,52 +1,113 @@
-//! Reading request bodies within limits: the body as sent is capped by `max_body_bytes`, and
-//! after `Content-Encoding` (gzip, zstd) by `max_decompressed_bytes`, checked while
-//! decompressing so a small bomb never expands in memory past the cap.
+//! Reading request bodies within limits: the body as sent is capped by `max_body_bytes` and
+//! must arrive within `body_timeout`; after `Content-Encoding` (gzip, zstd) it is capped by
+//! `max_decompressed_bytes`, checked while decompressing so a small bomb never expands in memory
+//! past the cap. Every buffer growth, as sent and decompressed, is first granted by the
+//! request's [`Reservation`](super::budget::Reservation) (or another
+//! [`Allowance`]), so all requests together stay within the server's budget.
 
-use std::io::Read;
+use std::pin::Pin;
+use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::{Body, Bytes, HttpBody};
 use axum::http::{header, HeaderMap};
 
+use super::budget::{refused, Reservation};
 use super::error::ApiError;
+use crate::profile::compress::{read_capped, Allowance, CapError, Unmetered};
 
-/// Reads the raw body, refusing it (413) once it passes `max` bytes.
-pub async fn read_limited(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes, ApiError> {
-    let too_large = || {
-        ApiError::PayloadTooLarge(format!(
-            "the request body is larger than {max} bytes; send smaller batches"
-        ))
-    };
-    if let Some(len) = headers
+fn too_large(max: usize) -> ApiError {
+    ApiError::PayloadTooLarge(format!(
+        "the request body is larger than {max} bytes; send smaller batches"
+    ))
+}
+
+/// Reads the raw body, refusing it (413) once it passes `max` bytes, (408) when it has not
+/// all arrived within `timeout`, and (429) when the budget cannot hold it now.
+pub async fn read_limited(
+    headers: &HeaderMap,
+    body: Body,
+    max: usize,
+    res: &mut Reservation,
+    timeout: Duration,
+) -> Result<Bytes, ApiError> {
+    let announced = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        if len > max as u64 {
-            return Err(too_large());
-        }
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|len| len > max as u64) {
+        return Err(too_large(max));
     }
-    axum::body::to_bytes(body, max).await.map_err(|e| {
-        let text = e.to_string();
-        if text.contains("length limit") {
-            too_large()
-        } else {
-            ApiError::BadRequest(format!("could not read the request body: {text}"))
+    let first = announced.map_or(0, |len| len as usize);
+    tokio::time::timeout(timeout, collect(body, max, first, res))
+        .await
+        .map_err(|_| {
+            ApiError::RequestTimeout(format!(
+                "the request body did not arrive within {}s (limits.body_timeout)",
+                timeout.as_secs()
+            ))
+        })?
+}
+
+/// Collects the frames of `body` into one buffer whose every growth `res` grants first.
+async fn collect(
+    mut body: Body,
+    max: usize,
+    announced: usize,
+    res: &mut Reservation,
+) -> Result<Bytes, ApiError> {
+    let mut buf: Vec<u8> = Vec::new();
+    if announced > 0 {
+        res.grant(announced).map_err(refused)?;
+        buf.reserve_exact(announced);
+    }
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        let frame = frame
+            .map_err(|e| ApiError::BadRequest(format!("could not read the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let needed = buf.len() + data.len();
+        if needed > max {
+            return Err(too_large(max));
         }
-    })
+        if needed > buf.capacity() {
+            let cap = needed.max(buf.capacity().saturating_mul(2)).min(max);
+            res.grant(cap - buf.capacity()).map_err(refused)?;
+            buf.reserve_exact(cap - buf.len());
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(Bytes::from(buf))
 }
 
 /// Undoes `Content-Encoding` (none, identity, gzip, zstd) up to `max` decompressed bytes.
 pub fn decode_content(headers: &HeaderMap, raw: Bytes, max: usize) -> Result<Bytes, ApiError> {
+    decode_content_within(headers, raw, max, &mut Unmetered)
+}
+
+/// As [`decode_content`], with each growth of the decompressed buffer granted by `allowance`.
+pub fn decode_content_within(
+    headers: &HeaderMap,
+    raw: Bytes,
+    max: usize,
+    allowance: &mut dyn Allowance,
+) -> Result<Bytes, ApiError> {
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase())
         .unwrap_or_default();
-    let reader: Box<dyn Read + '_> = match encoding.as_str() {
+    let out = match encoding.as_str() {
         "" | "identity" => return Ok(raw),
-        "gzip" | "x-gzip" => Box::new(flate2::read::MultiGzDecoder::new(raw.as_ref())),
-        "zstd" => Box::new(
+        "gzip" | "x-gzip" => read_capped(
+            flate2::read::MultiGzDecoder::new(raw.as_ref()),
+            max,
+            allowance,
+        ),
+        "zstd" => read_capped(
             zstd::stream::read::Decoder::new(raw.as_ref())
                 .map_err(|e| ApiError::BadRequest(format!("zstd body: {e}")))?,
+            max,
+            allowance,
         ),
         other => {
             return Err(ApiError::UnsupportedMediaType(format!(
@@ -54,17 +115,16 @@ pub fn decode_content(headers: &HeaderMap, raw: Bytes, max: usize) -> Result<Byt
             )))
         }
     };
-    let mut out = Vec::with_capacity((raw.len() * 4).min(max));
-    reader
-        .take(max as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| ApiError::BadRequest(format!("the {encoding} body is corrupt: {e}")))?;
-    if out.len() > max {
-        return Err(ApiError::PayloadTooLarge(format!(
+    match out {
+        Ok(out) => Ok(Bytes::from(out)),
+        Err(CapError::TooLarge { .. }) => Err(ApiError::PayloadTooLarge(format!(
             "the body decompresses to more than {max} bytes; send smaller batches"
-        )));
+        ))),
+        Err(CapError::Refused(why)) => Err(refused(why)),
+        Err(CapError::Io(e)) => Err(ApiError::BadRequest(format!(
+            "the {encoding} body is corrupt: {e}"
+        ))),
     }
-    Ok(Bytes::from(out))
 }
 
 #[cfg(test)]

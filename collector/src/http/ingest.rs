@@ -13,7 +13,8 @@ use profwatch_model::{ndjson, wire, RequestEvent};
 use serde::Serialize;
 
 use super::error::ApiError;
-use super::{auth, body, AppState};
+use super::profiles::reject_reason;
+use super::{auth, body, budget, AppState};
 use crate::metrics::RejectReason;
 use crate::store::Written;
 
@@ -59,23 +60,19 @@ fn decode(
     format: Format,
     bytes: &[u8],
 ) -> Result<Vec<RequestEvent>, (RejectReason, ApiError, usize)> {
-    let events = match format {
-        Format::NdJson => ndjson::parse_body(bytes)
-            .map_err(|e| (RejectReason::Decode, ApiError::BadRequest(e.to_string()), 0))?,
-        Format::Protobuf => wire::decode_batch(bytes)
-            .map_err(|e| (RejectReason::Decode, ApiError::BadRequest(e.to_string()), 0))?,
-    };
     let max = state.cfg.max_events_per_batch;
-    if events.len() > max {
-        return Err((
-            RejectReason::BodyTooLarge,
-            ApiError::PayloadTooLarge(format!(
-                "{} events in one request; the limit is {max}",
-                events.len()
-            )),
-            events.len(),
-        ));
-    }
+    let too_many = |e: String| (RejectReason::BodyTooLarge, ApiError::PayloadTooLarge(e), 0);
+    let bad = |e: String| (RejectReason::Decode, ApiError::BadRequest(e), 0);
+    let events = match format {
+        Format::NdJson => ndjson::parse_body_capped(bytes, max).map_err(|e| match e {
+            ndjson::BodyError::TooManyEvents { .. } => too_many(e.to_string()),
+            other => bad(other.to_string()),
+        })?,
+        Format::Protobuf => wire::decode_batch_capped(bytes, max).map_err(|e| match e {
+            wire::DecodeBatchError::TooManyEvents { .. } => too_many(e.to_string()),
+            other => bad(other.to_string()),
+        })?,
+    };
     let now = now_ns();
     for (i, e) in events.iter().enumerate() {
         if let Err(err) = e.validate(&state.cfg.limits, now) {
@@ -121,24 +118,33 @@ pub async fn post_events(
     let tenant = auth::tenant(&state.cfg, &headers).map_err(|e| reject(RejectReason::Auth, e))?;
     let key = idempotency_key(&headers).map_err(|e| reject(RejectReason::Decode, e))?;
     let format = format_of(&headers).map_err(|e| reject(RejectReason::ContentType, e))?;
-    let raw = body::read_limited(&headers, req_body, state.cfg.max_body_bytes)
+    let mut res = state
+        .budget
+        .admit(budget::ADMISSION_WAIT)
         .await
-        .map_err(|e| reject(RejectReason::BodyTooLarge, e))?;
+        .map_err(|e| reject(RejectReason::Overloaded, e))?;
+    let (max_body, timeout) = (state.cfg.max_body_bytes, state.cfg.body_timeout);
+    let raw = body::read_limited(&headers, req_body, max_body, &mut res, timeout)
+        .await
+        .map_err(|e| reject(reject_reason(&e), e))?;
     let st = state.clone();
     let decoded = tokio::task::spawn_blocking(move || {
-        let bytes =
-            body::decode_content(&headers, raw, st.cfg.max_decompressed_bytes).map_err(|e| {
-                let reason = match e {
-                    ApiError::PayloadTooLarge(_) => RejectReason::BodyTooLarge,
-                    _ => RejectReason::Decompress,
-                };
-                (reason, e, 0)
-            })?;
-        decode(&st, format, &bytes)
+        let max = st.cfg.max_decompressed_bytes;
+        let bytes = body::decode_content_within(&headers, raw, max, &mut res).map_err(|e| {
+            let reason = match e {
+                ApiError::BadRequest(_) | ApiError::UnsupportedMediaType(_) => {
+                    RejectReason::Decompress
+                }
+                ref other => reject_reason(other),
+            };
+            (reason, e, 0)
+        })?;
+        decode(&st, format, &bytes).map(|events| (events, res))
     })
     .await
     .map_err(|e| ApiError::Internal(format!("decode task: {e}")))?;
-    let events = decoded.map_err(|(reason, e, n)| {
+    // The reservation is held until the answer: the events are in memory until stored.
+    let (events, _res) = decoded.map_err(|(reason, e, n)| {
         state.metrics.rejected(reason, n);
         e
     })?;

@@ -9,15 +9,22 @@
 //! | `GET /api/v1/regressions[/{id}]`, `POST /api/v1/regressions/{id}/ack|resolve`, `POST /api/v1/analyze`, `GET /api/v1/compare` | regressions ([`regressions`]) |
 //! | `GET /healthz`, `/readyz`, `/metrics` | operations |
 //! | `GET /`, `/assets/{file}` | the dashboard ([`profwatch_ui`]) |
+//!
+//! Every route sits behind [`origin`] (a local `Host` in loopback mode, same-origin state
+//! changes); every ingest route draws its body bytes from the shared [`budget`]; [`serve`] runs
+//! the router with a deadline for headers, [`body`] one for bodies.
 
 pub mod auth;
 pub mod body;
+pub mod budget;
 pub mod error;
 pub mod ingest;
+pub mod origin;
 pub mod profiles;
 pub mod pyroscope;
 pub mod query;
 pub mod regressions;
+pub mod serve;
 
 use std::sync::Arc;
 
@@ -42,10 +49,13 @@ pub struct AppState {
     pub analyzer: Analyzer,
     /// Answers of the JSON query routes, with single-flight leases.
     pub cache: Arc<QueryCache>,
+    /// Body bytes in flight and ingest requests at once, across all requests.
+    pub budget: Arc<budget::Budget>,
 }
 
-/// The API's routes.
+/// The API's routes, behind the [`origin`] checks.
 pub fn router(state: Arc<AppState>) -> Router {
+    let guard = axum::middleware::from_fn_with_state(state.clone(), origin::guard);
     Router::new()
         .route("/api/v1/events", post(ingest::post_events))
         .route("/api/v1/services", get(query::services))
@@ -76,6 +86,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             warn_of_missing_data,
         ))
+        .layer(guard)
         .with_state(state)
 }
 

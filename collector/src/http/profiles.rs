@@ -19,17 +19,18 @@ use axum::Json;
 use profwatch_model::profile::{
     LabelFilter, ProfileBatch, ProfileQuery, SampleLabels, StackProfile,
 };
-use profwatch_model::query::{EndpointsQuery, GroupBy, TimeRange};
+use profwatch_model::query::{EndpointsQuery, GroupBy, RangeError, TimeRange};
 use profwatch_model::timefmt::{now_ns, parse_query_time_ns, NANOS_PER_SEC};
 use profwatch_model::Tenant;
 use serde::Serialize;
 
+use super::budget::{refused, Reservation};
 use super::error::ApiError;
-use super::{auth, body, AppState};
+use super::{auth, body, budget, AppState};
 use crate::metrics::RejectReason;
 use crate::profile::compare::{compare, RequestFigures};
-use crate::profile::compress::maybe_gunzip;
-use crate::profile::decode::{pprof_to_batches, DecodeOptions};
+use crate::profile::compress::{maybe_gunzip_within, Allowance, Refusal};
+use crate::profile::decode::{pprof_to_batches_within, DecodeOptions};
 use crate::profile::encode::{to_pprof_gz, Span};
 use crate::profile::folded::{self, FoldedKind};
 use crate::profile::functions::{table, SortBy};
@@ -63,8 +64,11 @@ pub(crate) fn limits(state: &AppState) -> ProfileLimits {
     }
 }
 
-/// A profile refused: 413 for size, 400 for content.
+/// A profile refused: 429 when the server's budget is busy, 413 for size, 400 for content.
 pub(crate) fn profile_error(e: ProfileError) -> ApiError {
+    if let ProfileError::Busy = e {
+        return refused(Refusal::Busy);
+    }
     if e.is_too_large() {
         ApiError::PayloadTooLarge(format!("{e}; nothing was stored"))
     } else {
@@ -72,9 +76,11 @@ pub(crate) fn profile_error(e: ProfileError) -> ApiError {
     }
 }
 
-fn reject_reason(e: &ApiError) -> RejectReason {
+/// The reason a refusal is counted under.
+pub(crate) fn reject_reason(e: &ApiError) -> RejectReason {
     match e {
         ApiError::PayloadTooLarge(_) => RejectReason::BodyTooLarge,
+        ApiError::RequestTimeout(_) => RejectReason::Timeout,
         ApiError::Unauthorized(_) | ApiError::Forbidden(_) => RejectReason::Auth,
         ApiError::UnsupportedMediaType(_) => RejectReason::ContentType,
         ApiError::Overloaded { .. } | ApiError::Unavailable(_) => RejectReason::Overloaded,
@@ -216,15 +222,14 @@ pub async fn post_profiles(
             labels::apply(&mut base, k, v);
         }
     }
-    let raw = body::read_limited(&headers, req_body, state.cfg.max_body_bytes)
-        .await
-        .map_err(|e| counted(&state, e))?;
+    let (raw, mut res) = read_body(&state, &headers, req_body).await?;
     let st = state.clone();
-    let batches = blocking(move || {
-        let bytes = body::decode_content(&headers, raw, st.cfg.max_decompressed_bytes)?;
+    let (batches, _res) = blocking(move || {
+        let max = st.cfg.max_decompressed_bytes;
+        let bytes = body::decode_content_within(&headers, raw, max, &mut res)?;
         let limits = limits(&st);
         let now = now_ns();
-        match format {
+        let batches = match format {
             IngestFormat::Pprof => {
                 let opt = DecodeOptions {
                     base: &base,
@@ -232,20 +237,22 @@ pub async fn post_profiles(
                     label_limits: &st.cfg.limits,
                     now,
                 };
-                pprof_to_batches(&bytes, &opt).map_err(profile_error)
+                pprof_to_batches_within(&bytes, &opt, &mut res).map_err(profile_error)?
             }
-            IngestFormat::Folded(kind) => folded_batch(
+            IngestFormat::Folded(kind) => vec![folded_batch(
                 &bytes,
-                kind,
-                per_sample,
-                base,
-                ts.unwrap_or(now),
-                &st.cfg.limits,
-                &limits,
+                FoldedInput {
+                    kind,
+                    ns_per_sample: per_sample,
+                    labels: base,
+                    ts: ts.unwrap_or(now),
+                },
+                (&st.cfg.limits, &limits),
+                &mut res,
             )
-            .map(|b| vec![b])
-            .map_err(profile_error),
-        }
+            .map_err(profile_error)?],
+        };
+        Ok((batches, res))
     })
     .await
     .map_err(|e| counted(&state, e))?;
@@ -258,25 +265,50 @@ pub async fn post_profiles(
 /// event batch's key.
 const PROFILE_KEY_PREFIX: &str = "profiles/";
 
-/// One batch from folded text (gzip recognised by its magic).
+/// Admits an ingest request and reads its body within the limits and the budget; refusals
+/// are counted.
+pub(crate) async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    req_body: Body,
+) -> Result<(axum::body::Bytes, Reservation), ApiError> {
+    let mut res = state
+        .budget
+        .admit(budget::ADMISSION_WAIT)
+        .await
+        .map_err(|e| counted(state, e))?;
+    let (max, timeout) = (state.cfg.max_body_bytes, state.cfg.body_timeout);
+    let raw = body::read_limited(headers, req_body, max, &mut res, timeout)
+        .await
+        .map_err(|e| counted(state, e))?;
+    Ok((raw, res))
+}
+
+/// What a folded body means besides its text.
+#[derive(Debug)]
+pub(crate) struct FoldedInput {
+    pub kind: FoldedKind,
+    pub ns_per_sample: u64,
+    pub labels: SampleLabels,
+    pub ts: i64,
+}
+
+/// One batch from folded text (gzip recognised by its magic), inflated within `allowance`.
 pub(crate) fn folded_batch(
     bytes: &[u8],
-    kind: FoldedKind,
-    ns_per_sample: u64,
-    labels_: SampleLabels,
-    ts: i64,
-    label_limits: &profwatch_model::Limits,
-    limits: &ProfileLimits,
+    input: FoldedInput,
+    (label_limits, limits): (&profwatch_model::Limits, &ProfileLimits),
+    allowance: &mut dyn Allowance,
 ) -> Result<ProfileBatch, ProfileError> {
-    labels::validate(&labels_, label_limits)?;
-    let text = maybe_gunzip(bytes, limits.max_decompressed)?;
+    labels::validate(&input.labels, label_limits)?;
+    let text = maybe_gunzip_within(bytes, limits.max_decompressed, allowance)?;
     let text = std::str::from_utf8(&text).map_err(|_| ProfileError::Utf8 {
         what: "the folded body",
     })?;
     Ok(ProfileBatch {
-        ts,
-        labels: labels_,
-        samples: folded::parse(text, kind, ns_per_sample, limits)?,
+        ts: input.ts,
+        labels: input.labels,
+        samples: folded::parse(text, input.kind, input.ns_per_sample, limits)?,
     })
 }
 
@@ -289,21 +321,25 @@ fn range(
 ) -> Result<TimeRange, ApiError> {
     let to = ts_param(params, &format!("{prefix}to"))?;
     let from = ts_param(params, &format!("{prefix}from"))?;
-    let r = match (fallback, from, to) {
-        (Some(f), None, None) => f,
+    let (from, to) = match (fallback, from, to) {
+        (Some(f), None, None) => (f.from, f.to),
         (_, from, to) => {
             let to = to.unwrap_or_else(|| fallback.map_or_else(now_ns, |f| f.to));
-            let from =
-                from.unwrap_or_else(|| fallback.map_or(to - 3600 * NANOS_PER_SEC, |f| f.from));
-            TimeRange { from, to }
+            let from = match (from, fallback) {
+                (Some(from), _) => from,
+                (None, Some(f)) => f.from,
+                (None, None) => TimeRange::before(to, 3600 * NANOS_PER_SEC)
+                    .map_err(|e| ApiError::BadRequest(format!("`{prefix}to`: {e}")))?,
+            };
+            (from, to)
         }
     };
-    if r.from >= r.to {
-        return Err(ApiError::BadRequest(format!(
-            "`{prefix}from` must be before `{prefix}to`"
-        )));
-    }
-    Ok(r)
+    TimeRange::checked(from, to).map_err(|e| match e {
+        RangeError::Empty => {
+            ApiError::BadRequest(format!("`{prefix}from` must be before `{prefix}to`"))
+        }
+        other => ApiError::BadRequest(format!("`{prefix}from`, `{prefix}to`: {other}")),
+    })
 }
 
 fn required<'a>(params: &'a HashMap<String, String>, name: &str) -> Result<&'a str, ApiError> {

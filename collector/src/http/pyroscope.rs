@@ -29,17 +29,20 @@ use profwatch_model::profile::{ProfileBatch, SampleLabels};
 use profwatch_model::timefmt::{now_ns, parse_query_time_ns};
 use prost::Message;
 
+use super::budget::Reservation;
 use super::error::ApiError;
 use super::profiles::{
-    blocking, counted, folded_batch, limits, ns_per_sample, profile_error, store_batches,
-    ProfileIngestResponse,
+    blocking, counted, folded_batch, limits, ns_per_sample, profile_error, read_body,
+    store_batches, FoldedInput, ProfileIngestResponse,
 };
 use super::{auth, body, AppState};
 use crate::profile::appname;
-use crate::profile::decode::{pprof_to_batches, DecodeOptions};
+use crate::profile::compress::Allowance;
+use crate::profile::decode::{pprof_to_batches_within, DecodeOptions};
 use crate::profile::folded::FoldedKind;
+use crate::profile::limits::FRAME_OVERHEAD;
 use crate::profile::multipart;
-use crate::profile::push::{PushRequest, PushResponse};
+use crate::profile::push::{decode_push, PushRequest, PushResponse};
 use crate::profile::{labels, ProfileError};
 
 /// Pyroscope `__name__` values that are CPU profiles.
@@ -58,6 +61,8 @@ impl IntoResponse for ConnectError {
             ApiError::Unauthorized(_) => ("unauthenticated", StatusCode::UNAUTHORIZED),
             ApiError::Forbidden(_) => ("permission_denied", StatusCode::FORBIDDEN),
             ApiError::NotFound(_) => ("not_found", StatusCode::NOT_FOUND),
+            ApiError::RequestTimeout(_) => ("deadline_exceeded", StatusCode::REQUEST_TIMEOUT),
+            ApiError::Misdirected(_) => ("permission_denied", StatusCode::MISDIRECTED_REQUEST),
             // Connect answers an unsupported content type with a bare 415.
             ApiError::UnsupportedMediaType(_) => return self.0.into_response(),
             ApiError::Overloaded { .. } => ("resource_exhausted", StatusCode::TOO_MANY_REQUESTS),
@@ -89,9 +94,14 @@ impl From<ApiError> for ConnectError {
     }
 }
 
-/// Converts every CPU series of a push request.
-fn push_batches(req: PushRequest, state: &AppState) -> Result<Vec<ProfileBatch>, ProfileError> {
-    let limits = limits(state);
+/// Converts every CPU series of a push request, gzipped profiles inflated within
+/// `allowance`; the profiles of one request share one `max_frame_bytes`.
+fn push_batches(
+    req: PushRequest,
+    state: &AppState,
+    allowance: &mut dyn Allowance,
+) -> Result<Vec<ProfileBatch>, ProfileError> {
+    let mut limits = limits(state);
     let now = now_ns();
     let mut out = Vec::new();
     for series in req.series {
@@ -115,7 +125,15 @@ fn push_batches(req: PushRequest, state: &AppState) -> Result<Vec<ProfileBatch>,
                 label_limits: &state.cfg.limits,
                 now,
             };
-            out.extend(pprof_to_batches(&sample.raw_profile, &opt)?);
+            let batches = pprof_to_batches_within(&sample.raw_profile, &opt, allowance)?;
+            let spent: usize = batches
+                .iter()
+                .flat_map(|b| &b.samples)
+                .flat_map(|s| &s.frames)
+                .map(|f| f.len() + FRAME_OVERHEAD)
+                .sum();
+            limits.max_frame_bytes = limits.max_frame_bytes.saturating_sub(spent);
+            out.extend(batches);
         }
     }
     Ok(out)
@@ -149,15 +167,15 @@ pub async fn push(
         )
         .into());
     }
-    let raw = body::read_limited(&headers, req_body, state.cfg.max_body_bytes)
-        .await
-        .map_err(|e| counted(&state, e))?;
+    let (raw, mut res) = read_body(&state, &headers, req_body).await?;
     let st = state.clone();
-    let batches = blocking(move || {
-        let bytes = body::decode_content(&headers, raw, st.cfg.max_decompressed_bytes)?;
-        let req = PushRequest::decode(bytes.as_ref())
-            .map_err(|e| profile_error(ProfileError::PushProtobuf(e)))?;
-        push_batches(req, &st).map_err(profile_error)
+    let (batches, _res) = blocking(move || {
+        let max = st.cfg.max_decompressed_bytes;
+        let bytes = body::decode_content_within(&headers, raw, max, &mut res)?;
+        let req = decode_push(bytes.as_ref()).map_err(profile_error)?;
+        drop(bytes);
+        let batches = push_batches(req, &st, &mut res).map_err(profile_error)?;
+        Ok((batches, res))
     })
     .await
     .map_err(|e| counted(&state, e))?;
@@ -212,9 +230,17 @@ pub async fn ingest(
         .transpose()
         .map_err(|e| counted(&state, e))?
         .unwrap_or_else(now_ns);
-    let raw = body::read_limited(&headers, req_body, state.cfg.max_body_bytes)
-        .await
-        .map_err(|e| counted(&state, e))?;
+    let (raw, mut res) = read_body(&state, &headers, req_body).await?;
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let boundary = match kind {
+        Some(_) => None,
+        None => multipart::form_boundary(ct)
+            .map_err(|e| counted(&state, profile_error(e)))?
+            .map(str::to_owned),
+    };
     if !app.is_cpu() {
         tracing::debug!(name = %name, "skipping a non-CPU legacy profile");
         return Ok(Json(store_batches(&state, &tenant, Vec::new()).await?));
@@ -225,37 +251,70 @@ pub async fn ingest(
         labels::apply(&mut base, k, v);
     }
     let st = state.clone();
-    let batches = blocking(move || {
-        let bytes = body::decode_content(&headers, raw, st.cfg.max_decompressed_bytes)?;
-        let limits = limits(&st);
-        match kind {
-            Some(kind) => folded_batch(&bytes, kind, per_sample, base, ts, &st.cfg.limits, &limits)
-                .map(|b| vec![b])
-                .map_err(profile_error),
-            None => {
-                let ct = headers
-                    .get(header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
-                let profile = match multipart::boundary(ct) {
-                    Some(b) => multipart::part(&bytes, b, "profile").ok_or_else(|| {
-                        ApiError::BadRequest(
-                            "the multipart body has no `profile` part; nothing was stored".into(),
-                        )
-                    })?,
-                    None => bytes.as_ref(),
-                };
-                let opt = DecodeOptions {
-                    base: &base,
-                    limits: &limits,
-                    label_limits: &st.cfg.limits,
-                    now: ts,
-                };
-                pprof_to_batches(profile, &opt).map_err(profile_error)
-            }
-        }
+    let input = Legacy {
+        kind,
+        boundary,
+        base,
+        ts,
+        per_sample,
+    };
+    let (batches, _res) = blocking(move || {
+        let batches = legacy_batches(&st, &headers, raw, input, &mut res)?;
+        Ok((batches, res))
     })
     .await
     .map_err(|e| counted(&state, e))?;
     Ok(Json(store_batches(&state, &tenant, batches).await?))
+}
+
+/// What a legacy `/ingest` body means besides its bytes.
+#[derive(Debug)]
+struct Legacy {
+    /// Folded text, or pprof (`None`).
+    kind: Option<FoldedKind>,
+    /// The multipart boundary of a pprof form.
+    boundary: Option<String>,
+    base: SampleLabels,
+    ts: i64,
+    per_sample: u64,
+}
+
+/// Converts a legacy `/ingest` body, everything it inflates granted by `res`.
+fn legacy_batches(
+    st: &AppState,
+    headers: &HeaderMap,
+    raw: axum::body::Bytes,
+    input: Legacy,
+    res: &mut Reservation,
+) -> Result<Vec<ProfileBatch>, ApiError> {
+    let max = st.cfg.max_decompressed_bytes;
+    let bytes = body::decode_content_within(headers, raw, max, res)?;
+    let limits = limits(st);
+    if let Some(kind) = input.kind {
+        let folded = FoldedInput {
+            kind,
+            ns_per_sample: input.per_sample,
+            labels: input.base,
+            ts: input.ts,
+        };
+        let both = (&st.cfg.limits, &limits);
+        return Ok(vec![
+            folded_batch(&bytes, folded, both, res).map_err(profile_error)?
+        ]);
+    }
+    let profile = match &input.boundary {
+        Some(b) => multipart::part(&bytes, b, "profile").ok_or_else(|| {
+            ApiError::BadRequest(
+                "the multipart body has no `profile` part; nothing was stored".into(),
+            )
+        })?,
+        None => bytes.as_ref(),
+    };
+    let opt = DecodeOptions {
+        base: &input.base,
+        limits: &limits,
+        label_limits: &st.cfg.limits,
+        now: input.ts,
+    };
+    pprof_to_batches_within(profile, &opt, res).map_err(profile_error)
 }

@@ -92,11 +92,12 @@ fn range(params: &HashMap<String, String>) -> Result<TimeRange, ApiError> {
             .transpose()
     };
     let to = parse("to")?.unwrap_or_else(now_ns);
-    let from = parse("from")?.unwrap_or(to - 3600 * NANOS_PER_SEC);
-    if from >= to {
-        return Err(ApiError::BadRequest("`from` must be before `to`".into()));
-    }
-    Ok(TimeRange { from, to })
+    let from = match parse("from")? {
+        Some(from) => from,
+        None => TimeRange::before(to, 3600 * NANOS_PER_SEC)
+            .map_err(|e| ApiError::BadRequest(format!("`to`: {e}")))?,
+    };
+    TimeRange::checked(from, to).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
 fn group_by(params: &HashMap<String, String>) -> Result<GroupBy, ApiError> {
@@ -107,11 +108,13 @@ fn group_by(params: &HashMap<String, String>) -> Result<GroupBy, ApiError> {
 
 /// `step` in seconds or as a duration (`5m`); default: the range split into about 60 buckets.
 fn step(params: &HashMap<String, String>, r: TimeRange) -> Result<i64, ApiError> {
-    let span = r.to - r.from;
+    let span = r.span();
     let step = match params.get("step").filter(|v| !v.is_empty()) {
         None => {
             let raw = (span / 60).max(NANOS_PER_SEC);
-            (raw + NANOS_PER_SEC - 1) / NANOS_PER_SEC * NANOS_PER_SEC
+            raw.checked_add(NANOS_PER_SEC - 1)
+                .map(|r| r / NANOS_PER_SEC * NANOS_PER_SEC)
+                .ok_or_else(|| ApiError::BadRequest("the time range is too long".into()))?
         }
         Some(v) => {
             let secs = match v.parse::<u64>() {

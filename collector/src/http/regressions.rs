@@ -171,11 +171,12 @@ pub async fn compare(
         (None, None) => None,
         (from, to) => {
             let to = to.unwrap_or_else(profwatch_model::timefmt::now_ns);
-            let from = from.unwrap_or(to - 86_400 * 1_000_000_000);
-            if from >= to {
-                return Err(ApiError::BadRequest("`from` must be before `to`".into()));
-            }
-            Some(TimeRange { from, to })
+            let from = match from {
+                Some(from) => from,
+                None => TimeRange::before(to, 86_400 * 1_000_000_000)
+                    .map_err(|e| ApiError::BadRequest(format!("`to`: {e}")))?,
+            };
+            Some(TimeRange::checked(from, to).map_err(|e| ApiError::BadRequest(e.to_string()))?)
         }
     };
     let tenant = auth::tenant(&state.cfg, &headers)?;

@@ -56,6 +56,44 @@ pub enum ProfileError {
     /// More samples in one profile than the limit.
     #[error("the profile has {samples} samples; the limit is {max} per profile")]
     TooManySamples { samples: usize, max: usize },
+    /// More of something in one profile than its cap allows.
+    #[error("the profile has {count} {what}; the limit is {max}")]
+    TooMany {
+        what: &'static str,
+        count: usize,
+        max: usize,
+    },
+    /// A location with more lines (inlined functions) than the limit.
+    #[error("location {location} has {lines} lines; the limit is {max} per location")]
+    TooManyLines {
+        location: u64,
+        lines: usize,
+        max: usize,
+    },
+    /// A sample with more labels or values than the limit.
+    #[error("sample {sample} has {count} {what}; the limit is {max} per sample")]
+    SampleTooLarge {
+        sample: usize,
+        what: &'static str,
+        count: usize,
+        max: usize,
+    },
+    /// The converted stacks would hold more bytes of frames than the limit.
+    #[error(
+        "the profile's stacks expand to more than {max} bytes of frames (each frame counts its \
+         name plus 32 bytes); the limit is {max}"
+    )]
+    FrameBytes { max: usize },
+    /// A multipart boundary longer than RFC 2046 allows.
+    #[error("the multipart boundary is {len} bytes; RFC 2046 allows 1 to {max}")]
+    Boundary { len: usize, max: usize },
+    /// The server's budget for decompressed bytes in flight is spent (by all requests
+    /// together); this input may fit later.
+    #[error("the server is decompressing too much at once; retry later")]
+    Busy,
+    /// This input alone needs more than the server's whole budget of bytes in flight.
+    #[error("the request needs more than the server's {limit} bytes of bodies in flight")]
+    OverBudget { limit: usize },
     /// A frame name longer than the limit.
     #[error("a frame name is {len} bytes; the limit is {max}")]
     FrameTooLong { len: usize, max: usize },
@@ -79,12 +117,23 @@ pub enum ProfileError {
     Render(#[source] std::io::Error),
 }
 
+/// A pprof message that does not decode.
+impl From<prost::DecodeError> for ProfileError {
+    fn from(e: prost::DecodeError) -> Self {
+        ProfileError::Protobuf(e)
+    }
+}
+
 impl ProfileError {
     /// Whether the input was refused for its size rather than its content (HTTP 413).
     pub fn is_too_large(&self) -> bool {
         matches!(
             self,
-            ProfileError::Decompressed { .. } | ProfileError::TooManySamples { .. }
+            ProfileError::Decompressed { .. }
+                | ProfileError::TooManySamples { .. }
+                | ProfileError::TooMany { .. }
+                | ProfileError::FrameBytes { .. }
+                | ProfileError::OverBudget { .. }
         )
     }
 }

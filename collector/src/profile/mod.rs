@@ -20,7 +20,7 @@
 //! | [`labels`] | label names → our label fields |
 //! | [`appname`] | Pyroscope's `app.cpu{k=v}` names |
 //! | [`multipart`] | one part out of a form body |
-//! | [`compress`] | gzip by magic bytes, capped |
+//! | [`compress`] | gzip by magic bytes; any inflation capped and granted by an allowance |
 
 pub mod appname;
 pub mod collapse;

@@ -2,9 +2,30 @@
 //! send pprof to `/ingest` as a form with `profile`, `previous_profile` and
 //! `sample_type_config` parts).
 //!
-//! Invariant: the parser only slices the body it is given; a malformed body yields `None`.
+//! Invariants: the parser only slices the body it is given; a malformed body yields `None`;
+//! a boundary is at most [`MAX_BOUNDARY`] bytes (RFC 2046) before any search, and every search
+//! is `memchr::memmem`'s, linear in the body, so no boundary can make the parse quadratic.
 
-/// The boundary of a `multipart/form-data` content type.
+use memchr::memmem;
+
+use super::error::ProfileError;
+
+/// The longest boundary RFC 2046 allows.
+pub const MAX_BOUNDARY: usize = 70;
+
+/// The boundary of a `multipart/form-data` content type, refused when it is empty or longer
+/// than [`MAX_BOUNDARY`]; `None` for another content type.
+pub fn form_boundary(content_type: &str) -> Result<Option<&str>, ProfileError> {
+    match boundary(content_type) {
+        Some(b) if b.is_empty() || b.len() > MAX_BOUNDARY => Err(ProfileError::Boundary {
+            len: b.len(),
+            max: MAX_BOUNDARY,
+        }),
+        other => Ok(other),
+    }
+}
+
+/// The boundary of a `multipart/form-data` content type, unchecked (see [`form_boundary`]).
 pub fn boundary(content_type: &str) -> Option<&str> {
     let mut parts = content_type.split(';');
     if !parts
@@ -25,18 +46,19 @@ pub fn boundary(content_type: &str) -> Option<&str> {
 /// The content of the part named `name`.
 pub fn part<'a>(body: &'a [u8], boundary: &str, name: &str) -> Option<&'a [u8]> {
     let delim = format!("--{boundary}");
-    let delim = delim.as_bytes();
+    let delim = memmem::Finder::new(delim.as_bytes());
+    let blank = memmem::Finder::new(b"\r\n\r\n");
     let mut rest = body;
     loop {
-        let at = find(rest, delim)?;
-        rest = &rest[at + delim.len()..];
+        let at = delim.find(rest)?;
+        rest = rest.get(at + delim.needle().len()..)?;
         if rest.starts_with(b"--") {
             return None;
         }
-        let headers_end = find(rest, b"\r\n\r\n")?;
+        let headers_end = blank.find(rest)?;
         let headers = std::str::from_utf8(&rest[..headers_end]).ok()?;
         let content = &rest[headers_end + 4..];
-        let end = find(content, delim)?;
+        let end = delim.find(content)?;
         let content = content[..end]
             .strip_suffix(b"\r\n")
             .unwrap_or(&content[..end]);
@@ -51,10 +73,6 @@ pub fn part<'a>(body: &'a [u8], boundary: &str, name: &str) -> Option<&'a [u8]> 
     }
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,5 +85,27 @@ mod tests {
         assert_eq!(part(body, b, "profile"), Some(&b"\x1f\x8b\r\nab"[..]));
         assert_eq!(part(body, b, "previous_profile"), None);
         assert_eq!(boundary("text/plain"), None);
+    }
+
+    #[test]
+    fn boundaries_are_at_most_70_bytes() {
+        let ok = format!("multipart/form-data; boundary={}", "b".repeat(70));
+        assert_eq!(
+            form_boundary(&ok).expect("70 is fine").map(str::len),
+            Some(70)
+        );
+        let long = format!("multipart/form-data; boundary={}", "b".repeat(71));
+        assert!(matches!(
+            form_boundary(&long),
+            Err(ProfileError::Boundary { len: 71, max: 70 })
+        ));
+        assert!(matches!(
+            form_boundary("multipart/form-data; boundary=\"\""),
+            Err(ProfileError::Boundary { len: 0, .. })
+        ));
+        assert_eq!(
+            form_boundary("application/octet-stream").expect("not a form"),
+            None
+        );
     }
 }

@@ -3,6 +3,46 @@
 //!
 //! A request holds series; each series is a label set and raw pprof profiles (`raw_profile`,
 //! gzipped or not) that all carry those labels.
+//!
+//! Invariant: [`decode_push`] counts series, labels and profiles before decoding, so a request
+//! past [`MAX_SERIES`], [`MAX_SERIES_LABELS`] or [`MAX_PROFILES`] is refused before prost
+//! allocates anything for it.
+
+use profwatch_model::scan::{self, Repeated};
+use prost::Message;
+
+use super::error::ProfileError;
+
+/// Series in one push request.
+pub const MAX_SERIES: usize = 1024;
+/// Labels of one series.
+pub const MAX_SERIES_LABELS: usize = 64;
+/// Raw profiles in one push request, all series together.
+pub const MAX_PROFILES: usize = 1024;
+
+/// Decodes a push request whose counts are within the caps.
+pub fn decode_push(bytes: &[u8]) -> Result<PushRequest, ProfileError> {
+    let too_many = |what, count, max| ProfileError::TooMany { what, count, max };
+    let series = scan::count(bytes, 1, Repeated::Messages);
+    if series > MAX_SERIES {
+        return Err(too_many("series (push request)", series, MAX_SERIES));
+    }
+    let mut profiles = 0usize;
+    for s in scan::fields(bytes)
+        .map_while(Result::ok)
+        .filter(|f| f.number == 1)
+    {
+        let labels = scan::count(s.payload, 1, Repeated::Messages);
+        if labels > MAX_SERIES_LABELS {
+            return Err(too_many("labels in one series", labels, MAX_SERIES_LABELS));
+        }
+        profiles += scan::count(s.payload, 2, Repeated::Messages);
+    }
+    if profiles > MAX_PROFILES {
+        return Err(too_many("profiles (push request)", profiles, MAX_PROFILES));
+    }
+    PushRequest::decode(bytes).map_err(ProfileError::PushProtobuf)
+}
 
 /// `push.v1.PushRequest`.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -45,7 +85,6 @@ pub struct LabelPair {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prost::Message;
 
     #[test]
     fn field_numbers_match_push_proto() {
@@ -58,5 +97,40 @@ mod tests {
         assert_eq!(r.series[0].labels[0].value, "b");
         assert_eq!(r.series[0].samples[0].raw_profile, b"p");
         assert_eq!(r.series[0].samples[0].id, "i");
+    }
+
+    #[test]
+    fn counts_are_capped_before_decoding() {
+        let label = LabelPair {
+            name: "k".into(),
+            value: "v".into(),
+        };
+        let wide = PushRequest {
+            series: vec![RawProfileSeries {
+                labels: vec![label; MAX_SERIES_LABELS + 1],
+                samples: Vec::new(),
+            }],
+        };
+        assert!(matches!(
+            decode_push(&wide.encode_to_vec()),
+            Err(ProfileError::TooMany { count: 65, .. })
+        ));
+        let many = PushRequest {
+            series: vec![RawProfileSeries::default(); MAX_SERIES + 1],
+        };
+        assert!(matches!(
+            decode_push(&many.encode_to_vec()),
+            Err(ProfileError::TooMany { count: 1025, .. })
+        ));
+        let fine = PushRequest {
+            series: vec![RawProfileSeries::default(); 3],
+        };
+        assert_eq!(
+            decode_push(&fine.encode_to_vec())
+                .expect("fits")
+                .series
+                .len(),
+            3
+        );
     }
 }

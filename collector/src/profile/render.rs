@@ -1,7 +1,10 @@
 //! Flame graphs as SVG and the differential folded form, both by inferno.
 //!
 //! Invariants: the SVG is deterministic for the same input (`deterministic` colouring); an
-//! empty profile still yields a valid SVG (inferno's "no valid input" picture), never an error.
+//! empty profile still yields a valid SVG (inferno's "no valid input" picture), never an error;
+//! text is XML-escaped by inferno (quick-xml), and the input is folded text whose frames
+//! [`super::folded::write`] escaped, so no name can split a frame, add a line, or carry a
+//! control character that XML forbids (the title is stripped of them here).
 
 use inferno::differential;
 use inferno::flamegraph::{self, Options};
@@ -11,7 +14,7 @@ use super::error::ProfileError;
 /// Draws folded lines (`frames count`, or `frames before after` for a differential graph).
 pub fn svg(folded: &str, title: &str, count_name: &str) -> Result<Vec<u8>, ProfileError> {
     let mut opt = Options::default();
-    title.clone_into(&mut opt.title);
+    opt.title = title.chars().filter(|c| !c.is_control()).collect();
     count_name.clone_into(&mut opt.count_name);
     opt.deterministic = true;
     let mut out = Vec::new();
@@ -43,4 +46,26 @@ pub fn diff_folded(before: &str, after: &str) -> Result<String, ProfileError> {
         sorted.push('\n');
     }
     Ok(sorted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::folded;
+
+    #[test]
+    fn names_are_xml_escaped_and_cannot_add_frames() {
+        let frames = vec![
+            "main".to_owned(),
+            "<script>alert(1)</script>;x\ny".to_owned(),
+        ];
+        let text = folded::write([(frames.as_slice(), 5)]);
+        let svg =
+            String::from_utf8(svg(&text, "t\u{1}<b>", "samples").expect("svg")).expect("utf-8");
+        assert!(!svg.contains("<script>alert"), "unescaped name in the SVG");
+        assert!(svg.contains("&lt;script&gt;alert(1)&lt;/script&gt;\\x3bx\\x0ay"));
+        assert!(svg.contains("t&lt;b&gt;") && !svg.contains('\u{1}'));
+        // Two frames and the root: the name added no frame of its own.
+        assert!(!svg.contains(">x\\x0ay<") && !svg.contains(">y ("));
+    }
 }
