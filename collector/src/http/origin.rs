@@ -171,7 +171,7 @@ mod tests {
         let mut with_tokens = RawConfig::default();
         with_tokens
             .tokens
-            .insert("a-long-token".into(), "acme".into());
+            .insert("a-long-token-0001".into(), "acme".into());
         let cfg = with_tokens.validate().expect("valid");
         assert!(check(&cfg, &Method::GET, &headers(&[("host", "evil.example")])).is_ok());
     }
