@@ -236,6 +236,7 @@ impl Dispatcher {
         let (tx, mut rx) = mpsc::channel::<(AlertStatus, RegressionRecord)>(cfg.queue.max(1));
         let stats = Arc::new(AlertStats::default());
         let st = stats.clone();
+        profwatch_model::tls::install_crypto_provider();
         let mut builder = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout)

@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::gen::Workload;
 
 pub fn http_client() -> anyhow::Result<reqwest::blocking::Client> {
+    profwatch_model::tls::install_crypto_provider();
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(600))
         .pool_max_idle_per_host(64)

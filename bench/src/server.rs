@@ -227,6 +227,7 @@ pub struct ClickHouse {
 impl ClickHouse {
     /// Checks that ClickHouse answers and names a fresh database `pw_bench_<pid>`.
     pub fn new(url: &str) -> anyhow::Result<ClickHouse> {
+        profwatch_model::tls::install_crypto_provider();
         let http = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(3600))
             .build()

@@ -292,6 +292,7 @@ fn compare(args: CompareArgs) -> anyhow::Result<bool> {
     if let Some(e) = &args.endpoint {
         params.push(("endpoint", e.clone()));
     }
+    profwatch_model::tls::install_crypto_provider();
     let client = reqwest::blocking::Client::builder()
         .timeout(std::time::Duration::from_secs(300))
         .build()?;

@@ -186,6 +186,7 @@ pub fn run(args: ImportArgs) -> Result<ImportReport, ImportError> {
     if args.files.is_empty() {
         return Err(ImportError::NoFiles);
     }
+    profwatch_model::tls::install_crypto_provider();
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(600))
         .build()

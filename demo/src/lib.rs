@@ -199,6 +199,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoOutcome> {
         .await
         .unwrap_or(100);
     let started = Instant::now();
+    profwatch_model::tls::install_crypto_provider();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;

@@ -17,6 +17,8 @@ pub mod regression;
 pub mod scan;
 pub mod sketch;
 pub mod timefmt;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod wire;
 
 pub use event::{Labels, Limits, RequestEvent, Tenant, ValidationError};

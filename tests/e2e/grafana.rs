@@ -64,7 +64,7 @@ fn every_panel_query_runs_on_clickhouse_over_profwatch_data() {
         let r = c.post_events(protobuf(chunk), "application/x-protobuf", None);
         assert_eq!(r.status, 200, "{}", r.body);
     }
-    let r = reqwest::blocking::Client::new()
+    let r = profwatch_e2e::http_client()
         .post(format!("{}/api/v1/analyze", c.base))
         .send()
         .expect("analyze");

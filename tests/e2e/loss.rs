@@ -92,6 +92,16 @@ fn clickhouse_outage_never_acks_unwritten_batches() {
             .expect("run clickhouse.sh");
         assert!(status.success(), "clickhouse.sh {cmd} failed");
     };
+    /// Stops this test's ClickHouse however the test ends (a panic included), so no server
+    /// outlives it and answers the next run on the same address with a deleted data dir.
+    struct StopOnDrop<F: Fn(&str)>(F);
+    impl<F: Fn(&str)> Drop for StopOnDrop<F> {
+        fn drop(&mut self) {
+            (self.0)("stop");
+        }
+    }
+    let ch = StopOnDrop(ch);
+    let ch = |cmd: &str| (ch.0)(cmd);
     ch("start");
     let ch_url = format!("http://{host}:{port}");
     let server = Server::start(

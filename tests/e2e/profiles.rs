@@ -156,7 +156,7 @@ fn push_request(labels: &[(&str, &str)], profiles: &[Vec<u8>]) -> Vec<u8> {
 // --- HTTP ------------------------------------------------------------------------------------
 
 fn post(c: &Client, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> (u16, String, String) {
-    let http = reqwest::blocking::Client::new();
+    let http = profwatch_e2e::http_client();
     let mut req = http.post(format!("{}{path}", c.base)).body(body);
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -371,7 +371,7 @@ fn profile_api_answers_every_format() {
     assert!(dsvg.status == 200 && dsvg.body.contains("<svg"));
 
     // pprof out: gzipped profile.proto with the labels; `go tool pprof` reads it when present.
-    let http = reqwest::blocking::Client::new();
+    let http = profwatch_e2e::http_client();
     let pb = http
         .get(format!("{}/api/v1/profile?{q}&format=pprof", c.base))
         .send()

@@ -157,7 +157,7 @@ fn a_regression_is_found_named_acknowledged_gated_and_alerted_once() {
         assert_eq!(r.status, 200, "{}", r.body);
     }
     for (build, batches) in profiles() {
-        let r = reqwest::blocking::Client::new()
+        let r = profwatch_e2e::http_client()
             .post(format!(
                 "{}/api/v1/profiles?format=folded&service=shop&endpoint=GET%20/a&build={build}",
                 c.base
@@ -168,7 +168,7 @@ fn a_regression_is_found_named_acknowledged_gated_and_alerted_once() {
         assert!(r.status().is_success(), "{:?}", r.text());
     }
 
-    let http = reqwest::blocking::Client::new();
+    let http = profwatch_e2e::http_client();
     let analyze = || -> serde_json::Value {
         let r = http
             .post(format!("{}/api/v1/analyze", c.base))
@@ -339,7 +339,7 @@ fn a_change_in_time_without_a_new_build_is_found() {
     }
     let r = c.post_events(protobuf(&events), "application/x-protobuf", None);
     assert_eq!(r.status, 200, "{}", r.body);
-    let http = reqwest::blocking::Client::new();
+    let http = profwatch_e2e::http_client();
     let report: serde_json::Value = http
         .post(format!("{}/api/v1/analyze", c.base))
         .send()

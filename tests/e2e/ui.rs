@@ -136,7 +136,7 @@ fn big_profile() -> String {
 }
 
 fn post_profile(c: &Client, query: &str, body: String) {
-    let mut req = reqwest::blocking::Client::builder()
+    let mut req = profwatch_e2e::http_client_builder()
         .timeout(Duration::from_secs(300))
         .build()
         .expect("client")
@@ -150,7 +150,7 @@ fn post_profile(c: &Client, query: &str, body: String) {
 }
 
 fn post(c: &Client, path: &str) -> Value {
-    let r = reqwest::blocking::Client::new()
+    let r = profwatch_e2e::http_client()
         .post(format!("{}{path}", c.base))
         .send()
         .expect("post");
@@ -461,7 +461,7 @@ fn the_dashboard_works_in_a_real_browser() {
     no_errors(&browser, "compare");
 
     // The dashboard's own routes leave the API's alone.
-    let http = reqwest::blocking::Client::new();
+    let http = profwatch_e2e::http_client();
     let js = http
         .get(format!("{base}/assets/app.js"))
         .send()

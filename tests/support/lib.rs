@@ -172,7 +172,7 @@ impl Client {
     pub fn new(base: &str) -> Client {
         Client {
             base: base.trim_end_matches('/').to_owned(),
-            http: reqwest::blocking::Client::builder()
+            http: http_client_builder()
                 .timeout(Duration::from_secs(120))
                 .build()
                 .expect("client"),
@@ -362,7 +362,7 @@ pub use profwatch_testkit::clickhouse_url;
 
 /// Runs SQL on ClickHouse over its HTTP interface and returns the text answer.
 pub fn clickhouse_query(url: &str, sql: &str) -> Result<String, String> {
-    let r = reqwest::blocking::Client::new()
+    let r = http_client()
         .post(url)
         .body(sql.to_owned())
         .send()
@@ -410,4 +410,16 @@ impl Rng {
         let (u, v) = (self.unit().max(1e-12), self.unit());
         (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
     }
+}
+
+/// A blocking HTTP client (the TLS crypto provider installed first: reqwest needs one).
+pub fn http_client() -> reqwest::blocking::Client {
+    profwatch_model::tls::install_crypto_provider();
+    reqwest::blocking::Client::new()
+}
+
+/// A blocking HTTP client builder, likewise.
+pub fn http_client_builder() -> reqwest::blocking::ClientBuilder {
+    profwatch_model::tls::install_crypto_provider();
+    reqwest::blocking::Client::builder()
 }

@@ -150,6 +150,7 @@ impl Shipper {
         metrics: Arc<Metrics>,
         retry: RetryPolicy,
     ) -> Result<Shipper, reqwest::Error> {
+        profwatch_model::tls::install_crypto_provider();
         let client = reqwest::Client::builder()
             .timeout(retry.request_timeout)
             .connect_timeout(Duration::from_secs(5))

@@ -63,6 +63,7 @@ async fn bad_lines_and_datagrams_do_not_stop_the_good_ones() {
             == 10)
         .await
     );
+    profwatch_model::tls::install_crypto_provider();
     let text = reqwest::get(format!(
         "http://{}/metrics",
         sidecar.metrics_addr().expect("metrics")

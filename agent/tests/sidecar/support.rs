@@ -292,6 +292,7 @@ pub fn files_in(dir: &Path) -> Vec<String> {
 /// GETs `path` from the sidecar's metrics port.
 pub async fn get_text(sidecar: &Sidecar, path: &str) -> String {
     let addr = sidecar.metrics_addr().expect("metrics port");
+    profwatch_model::tls::install_crypto_provider();
     reqwest::get(format!("http://{addr}{path}"))
         .await
         .expect("GET")

@@ -56,7 +56,7 @@ impl Browser {
             .expect("spawn chromedriver");
         let port = announced_port(&mut driver);
         let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::blocking::Client::builder()
+        let http = profwatch_e2e::http_client_builder()
             .timeout(Duration::from_secs(120))
             .build()
             .expect("client");
