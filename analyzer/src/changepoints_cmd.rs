@@ -88,7 +88,7 @@ pub fn run_changepoints(args: &ChangepointsArgs) -> Result<String, AnalyzerError
                     min,
                 });
             }
-            detect_grouped(&series.values, builds, &args.config)?
+            detect_grouped(&series.values, builds, &args.config)?.changes
         }
         None => {
             if series.values.len() < min {
@@ -97,7 +97,7 @@ pub fn run_changepoints(args: &ChangepointsArgs) -> Result<String, AnalyzerError
                     min,
                 });
             }
-            detect(&series.values, &args.config)?
+            detect(&series.values, &args.config)?.changes
         }
     };
     let rows: Vec<ChangeRow> = changes

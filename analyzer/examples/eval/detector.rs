@@ -1,6 +1,6 @@
 //! The one place the evaluation calls the change-point detector.
 
-use profwatch_analyzer::changepoint::{detect, ChangepointConfig};
+use profwatch_analyzer::changepoint::{detect, detect_timed, ChangepointConfig, Detection};
 
 /// A reported drift: average slope per point and its interval (%).
 #[derive(Debug, Clone, Copy)]
@@ -20,16 +20,31 @@ pub struct Outcome {
 }
 
 /// Runs the detector; `times` are unix seconds.
-pub fn run(values: &[f64], _times: Option<&[f64]>, cfg: &ChangepointConfig) -> Outcome {
-    let found = detect(values, cfg).unwrap_or_default();
-    Outcome {
-        changes: found.iter().map(|c| c.index).collect(),
-        details: found.iter().map(|c| (c.index, c.change_pct)).collect(),
-        drift: None,
-    }
+pub fn run(values: &[f64], times: Option<&[f64]>, cfg: &ChangepointConfig) -> Outcome {
+    let found = match times {
+        Some(t) => detect_timed(values, t, cfg),
+        None => detect(values, cfg),
+    };
+    outcome(found.unwrap_or_default())
 }
 
 /// Runs the detector with a seasonal period in points.
-pub fn run_periodic(values: &[f64], _period: Option<usize>, cfg: &ChangepointConfig) -> Outcome {
-    run(values, None, cfg)
+pub fn run_periodic(values: &[f64], period: Option<usize>, cfg: &ChangepointConfig) -> Outcome {
+    let cfg = ChangepointConfig {
+        period,
+        ..cfg.clone()
+    };
+    outcome(detect(values, &cfg).unwrap_or_default())
+}
+
+fn outcome(d: Detection) -> Outcome {
+    Outcome {
+        changes: d.changes.iter().map(|c| c.index).collect(),
+        details: d.changes.iter().map(|c| (c.index, c.change_pct)).collect(),
+        drift: d.drift.map(|d| DriftOut {
+            slope_pct: d.slope_pct,
+            low_pct: d.slope_low_pct,
+            high_pct: d.slope_high_pct,
+        }),
+    }
 }
