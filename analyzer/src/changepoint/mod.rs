@@ -34,6 +34,7 @@
 //! config give the same output (seeded permutations).
 
 mod drift;
+mod model;
 mod noise;
 mod season;
 mod segment;
@@ -45,11 +46,6 @@ use serde::Serialize;
 use crate::error::AnalyzerError;
 use crate::stats::median;
 
-/// Most rounds of re-seeking steps after a drift is fitted.
-const MAX_ROUNDS: usize = 4;
-/// Parameters a step costs in the BIC that chooses between step models (its level, and its
-/// place chosen among all splits).
-const STEP_PENALTY: f64 = 3.0;
 /// Confidence of the drift's slope interval.
 const DRIFT_CONFIDENCE: f64 = 0.95;
 
@@ -287,11 +283,16 @@ fn analyse(
         None => z.clone(),
     };
     let clean = noise::despike(&adjusted);
-    let first: Vec<usize> = std::iter::once(0)
-        .chain(segment::segment(&clean, 0.0, cfg).into_iter().map(|f| f.0))
-        .collect();
+    let first = model::starts(&segment::segment(&adjusted, 0.0, cfg));
     let phi = noise::ar1(&clean, &first);
-    let (found, fit) = if std::env::var("CPPLAIN").is_ok() { (segment::segment(&z, 0.0, cfg), None) } else { search(&clean, phi, cfg, scale) };
+    let series = model::Series {
+        raw: &adjusted,
+        clean: &clean,
+        phi,
+        cfg,
+        scale,
+    };
+    let (found, fit) = series.search();
     let curve: Vec<f64> = fit
         .as_ref()
         .map_or_else(|| vec![0.0; z.len()], |f| f.curve.clone());
@@ -313,89 +314,6 @@ fn analyse(
         autocorrelation: phi,
         seasonality: seasonal.map(|s| s.0),
     })
-}
-
-/// The step model of `x`: steps and drift, each fitted given the other in turn from two starts
-/// (the steps of the series as it is, and the steps of the series minus a drift fitted
-/// without steps); of every step set visited, the one whose model (pruned by `min_change`,
-/// with the drift BIC chooses given it) has the smallest BIC, each step costing
-/// [`STEP_PENALTY`] parameters. Scoring every visited set keeps the best of a round that
-/// overshoots: steps fitted to a drift-tilted series make the next drift estimate worse.
-fn search(
-    x: &[f64],
-    phi: f64,
-    cfg: &ChangepointConfig,
-    scale: Scale,
-) -> (Vec<(usize, f64)>, Option<drift::DriftFit>) {
-    let plain = segment::segment(x, phi, cfg);
-    let mut visited = settle(x, phi, cfg, plain);
-    if let Some(f) = drift::fit(x, &[0], phi, drift::Curve::Flexible) {
-        let net: Vec<f64> = x.iter().zip(&f.curve).map(|(v, g)| v - g).collect();
-        visited.extend(settle(x, phi, cfg, segment::segment(&net, phi, cfg)));
-    }
-    let penalty = STEP_PENALTY * (x.len() as f64).ln();
-    let mut scored: Vec<(f64, Vec<(usize, f64)>, Option<drift::DriftFit>)> = Vec::new();
-    for found in visited {
-        let found = pruned(x, found, phi, cfg, scale);
-        if scored.iter().any(|s| starts(&s.1) == starts(&found)) {
-            continue;
-        }
-        let (bic, fit) = drift::fit_scored(x, &starts(&found), phi, drift::Curve::Chosen);
-        scored.push((bic + penalty * found.len() as f64, found, fit));
-    }
-    scored
-        .into_iter()
-        .min_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, found, fit)| (found, fit))
-        .unwrap_or_default()
-}
-
-/// The steps that [`prune`] keeps, given the drift fitted with all of them.
-fn pruned(
-    x: &[f64],
-    found: Vec<(usize, f64)>,
-    phi: f64,
-    cfg: &ChangepointConfig,
-    scale: Scale,
-) -> Vec<(usize, f64)> {
-    let curve = drift::fit(x, &starts(&found), phi, drift::Curve::Chosen)
-        .map_or_else(|| vec![0.0; x.len()], |f| f.curve);
-    let net: Vec<f64> = x.iter().zip(&curve).map(|(v, g)| v - g).collect();
-    prune(&net, &curve, found, cfg.min_change, scale)
-        .into_iter()
-        .map(|k| (k.0, k.1))
-        .collect()
-}
-
-/// The first point of every segment.
-fn starts(found: &[(usize, f64)]) -> Vec<usize> {
-    std::iter::once(0).chain(found.iter().map(|f| f.0)).collect()
-}
-
-/// The step sets visited from `found` by re-seeking the steps in `x` minus the drift fitted
-/// given the current ones, until no drift is chosen, a set repeats, or [`MAX_ROUNDS`].
-fn settle(
-    x: &[f64],
-    phi: f64,
-    cfg: &ChangepointConfig,
-    found: Vec<(usize, f64)>,
-) -> Vec<Vec<(usize, f64)>> {
-    let mut visited = vec![found];
-    for _ in 0..MAX_ROUNDS {
-        let Some(current) = visited.last() else {
-            break;
-        };
-        let Some(f) = drift::fit(x, &starts(current), phi, drift::Curve::Flexible) else {
-            break;
-        };
-        let net: Vec<f64> = x.iter().zip(&f.curve).map(|(v, g)| v - g).collect();
-        let next = segment::segment(&net, phi, cfg);
-        if visited.iter().any(|v| starts(v) == starts(&next)) {
-            break;
-        }
-        visited.push(next);
-    }
-    visited
 }
 
 fn relative(before: f64, after: f64) -> f64 {

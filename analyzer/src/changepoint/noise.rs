@@ -17,6 +17,11 @@ pub(super) const SPIKE_SCALES: f64 = 4.0;
 /// Largest autocorrelation used: beyond it the noise is close to a random walk, whose
 /// whitening would leave a step as a single spike.
 pub(super) const MAX_AR: f64 = 0.95;
+/// Shorter series are tested as if their noise were white: below ~60 points the estimate's
+/// error (±0.15 and more) would whiten away real steps as often as it helps.
+const MIN_AR_POINTS: usize = 60;
+/// Estimates below `AR_FLOOR / √m` count as 0 (see [`ar1`]).
+const AR_FLOOR: f64 = 1.9;
 /// Longest lag whose differences enter the autocorrelation estimate.
 const MAX_LAG: usize = 5;
 /// Share of the largest squared differences left out at each lag (steps and spikes).
@@ -71,14 +76,20 @@ fn robust_scale(abs_residuals: &[f64]) -> Option<f64> {
 ///
 /// Only differences within the segments that start at `starts` enter: with the changes of a
 /// first segmentation there, a step cannot pose as persistence.
+///
+/// Series shorter than [`MIN_AR_POINTS`] get 0, and so does an estimate below
+/// [`AR_FLOOR`]`/√m` (`m` differences at lag one): its standard deviation when the noise is
+/// white is about `0.8/√m`, so smaller estimates are not told from noise at 1% (one-sided),
+/// and whitening with them would only cost power.
 pub(super) fn ar1(x: &[f64], starts: &[usize]) -> f64 {
     let lags = MAX_LAG.min(x.len() / 4);
-    if lags < 2 {
+    if lags < 2 || x.len() < MIN_AR_POINTS {
         return 0.0;
     }
     let mut ends: Vec<usize> = starts.iter().skip(1).copied().collect();
     ends.push(x.len());
     let mut log_var = Vec::with_capacity(lags);
+    let mut pairs = 0;
     for k in 1..=lags {
         let diffs: Vec<f64> = starts
             .iter()
@@ -87,6 +98,9 @@ pub(super) fn ar1(x: &[f64], starts: &[usize]) -> f64 {
             .collect();
         if diffs.len() < 2 * MAX_LAG {
             break;
+        }
+        if k == 1 {
+            pairs = diffs.len();
         }
         match trimmed_variance(&diffs) {
             Some(v) if v > 0.0 => log_var.push(v.ln()),
@@ -113,7 +127,11 @@ pub(super) fn ar1(x: &[f64], starts: &[usize]) -> f64 {
             best = (phi, misfit);
         }
     }
-    best.0
+    if best.0 < AR_FLOOR / (pairs.max(1) as f64).sqrt() {
+        0.0
+    } else {
+        best.0
+    }
 }
 
 /// Mean square around the median, leaving out the largest `TRIM` of the squares.
