@@ -236,7 +236,10 @@ mod tests {
 
     #[test]
     fn ranks_share_ties() {
-        assert_eq!(average_ranks(&[3.0, 1.0, 3.0, 2.0]), vec![3.5, 1.0, 3.5, 2.0]);
+        assert_eq!(
+            average_ranks(&[3.0, 1.0, 3.0, 2.0]),
+            vec![3.5, 1.0, 3.5, 2.0]
+        );
         assert!(average_ranks(&[]).is_empty());
     }
 }

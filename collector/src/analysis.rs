@@ -16,7 +16,7 @@ use std::time::Duration;
 use profwatch_analyzer::alert::{AlertStatus, Dispatcher};
 use profwatch_analyzer::attribution::{self, CostRatio, Snapshot};
 use profwatch_analyzer::{
-    choose_builds, compare_all, compare_all_on, detect, BuildTraffic, ChangepointConfig,
+    choose_builds, compare_all, compare_all_on, detect_timed, BuildTraffic, ChangepointConfig,
     CompareConfig, Comparison, EndpointSamples, Metric, Sample, Verdict,
 };
 use profwatch_model::profile::{LabelFilter, ProfileQuery};
@@ -536,7 +536,10 @@ impl Analyzer {
                 prepared.push((s.endpoint, points, values));
             }
         }
-        let inputs: Vec<Vec<f64>> = prepared.iter().map(|p| p.2.clone()).collect();
+        let inputs: Vec<(Vec<f64>, Vec<f64>)> = prepared
+            .iter()
+            .map(|p| (p.2.clone(), p.1.iter().map(|q| q.time as f64).collect()))
+            .collect();
         let cp_cfg = self.cfg.changepoints.clone();
         let detected: Vec<Vec<profwatch_analyzer::ChangePoint>> =
             tokio::task::spawn_blocking(move || {
@@ -549,7 +552,10 @@ impl Analyzer {
                             let cfg = &cp_cfg;
                             sc.spawn(move || {
                                 part.iter()
-                                    .map(|v| detect(v, cfg).unwrap_or_default())
+                                    .map(|(v, t)| {
+                                        detect_timed(v, t, cfg)
+                                            .map_or_else(|_| Vec::new(), |d| d.changes)
+                                    })
                                     .collect::<Vec<_>>()
                             })
                         })

@@ -49,7 +49,10 @@ impl DriftFit {
         let q = StudentsT::new(0.0, 1.0, self.df.max(1.0))
             .map(|t| t.inverse_cdf(0.5 + confidence / 2.0))
             .unwrap_or(1.96);
-        (self.slope - q * self.slope_se, self.slope + q * self.slope_se)
+        (
+            self.slope - q * self.slope_se,
+            self.slope + q * self.slope_se,
+        )
     }
 }
 
@@ -128,7 +131,10 @@ pub(super) fn fit_scored(
         .map(|t| basis.iter().zip(&ols.beta).map(|(col, b)| col[t] * b).sum())
         .collect();
     let span = (n - 1) as f64;
-    let contrast: Vec<f64> = basis.iter().map(|col| (col[n - 1] - col[0]) / span).collect();
+    let contrast: Vec<f64> = basis
+        .iter()
+        .map(|col| (col[n - 1] - col[0]) / span)
+        .collect();
     let df = (rows - (basis.len() + starts.len()) as f64).max(1.0);
     let sigma2 = ols.rss / df;
     let var = quadratic_form(&ols.inverse, &contrast) * sigma2;

@@ -282,9 +282,9 @@ fn analyse(
         Some((_, p)) => z.iter().zip(p).map(|(v, s)| v - s).collect(),
         None => z.clone(),
     };
-    let clean = noise::despike(&adjusted);
+    let (clean, replaced) = noise::despike(&adjusted);
     let first = model::starts(&segment::segment(&adjusted, 0.0, cfg));
-    let phi = noise::ar1(&clean, &first);
+    let phi = noise::ar1(&clean, &first, &replaced);
     let series = model::Series {
         raw: &adjusted,
         clean: &clean,
@@ -380,12 +380,7 @@ fn prune(
 
 /// The drift as reported, if its slope's interval excludes zero and its total reaches
 /// `min_change`; percentages are relative to the level (on the raw scale, to the median).
-fn report_drift(
-    fit: &drift::DriftFit,
-    scale: Scale,
-    z: &[f64],
-    min_change: f64,
-) -> Option<Drift> {
+fn report_drift(fit: &drift::DriftFit, scale: Scale, z: &[f64], min_change: f64) -> Option<Drift> {
     let n = fit.curve.len();
     let (low, high) = fit.slope_interval(DRIFT_CONFIDENCE);
     if low <= 0.0 && high >= 0.0 {

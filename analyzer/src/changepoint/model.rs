@@ -5,9 +5,10 @@
 //! given the current steps. From two starts (the steps of the series as it is, and the steps of
 //! the series minus a drift fitted without steps) the two are refitted in turn; every step set
 //! visited is pruned by `min_change` and scored by BIC (each step costing [`STEP_PENALTY`]
-//! parameters, the drift its coefficients). The best-scored model's drift is kept, and the
-//! steps are those the test finds with that drift taken out: BIC only decides the drift, and
-//! every reported step passed the test.
+//! parameters, the drift its coefficients), and the best-scored one is the model. Every step
+//! in it passed the test on the series minus the drift of some round (not necessarily the
+//! final drift: re-seeking the steps with the final drift taken out can lose a step that a
+//! slightly different drift hides); BIC decides between the rounds.
 //!
 //! Invariant: the result is a pure function of the series, `φ` and the config.
 
@@ -54,16 +55,11 @@ impl Series<'_> {
                 drift::fit_scored(self.clean, &starts(&found), self.phi, Curve::Chosen);
             scored.push((bic + STEP_PENALTY * n.ln() * found.len() as f64, found, fit));
         }
-        let best = scored
+        scored
             .into_iter()
             .min_by(|a, b| a.0.total_cmp(&b.0))
-            .and_then(|(_, _, fit)| fit);
-        let found = match &best {
-            Some(f) => self.steps(Some(&f.curve)),
-            None => plain,
-        };
-        let fit = self.drift(&found, Curve::Chosen);
-        (found, fit)
+            .map(|(_, found, fit)| (found, fit))
+            .unwrap_or_default()
     }
 
     /// The steps the test finds in the series minus `curve`.
@@ -118,5 +114,7 @@ impl Series<'_> {
 
 /// The first point of every segment.
 pub(super) fn starts(found: &[(usize, f64)]) -> Vec<usize> {
-    std::iter::once(0).chain(found.iter().map(|f| f.0)).collect()
+    std::iter::once(0)
+        .chain(found.iter().map(|f| f.0))
+        .collect()
 }

@@ -28,9 +28,9 @@ const MAX_LAG: usize = 5;
 const TRIM: f64 = 0.2;
 
 /// The series with isolated spikes replaced by the median of their neighbourhood (a Hampel
-/// filter): the median of `2 · SPIKE_HALF_WIDTH + 1` points follows a step, so only
-/// short excursions are replaced.
-pub(super) fn despike(x: &[f64]) -> Vec<f64> {
+/// filter), and which points were replaced: the median of `2 · SPIKE_HALF_WIDTH + 1` points
+/// follows a step, so only short excursions are replaced.
+pub(super) fn despike(x: &[f64]) -> (Vec<f64>, Vec<bool>) {
     let n = x.len();
     let local: Vec<f64> = (0..n)
         .map(|i| {
@@ -41,18 +41,16 @@ pub(super) fn despike(x: &[f64]) -> Vec<f64> {
         .collect();
     let residual: Vec<f64> = x.iter().zip(&local).map(|(v, m)| (v - m).abs()).collect();
     let Some(scale) = robust_scale(&residual) else {
-        return x.to_vec();
+        return (x.to_vec(), vec![false; n]);
     };
-    x.iter()
+    let replaced: Vec<bool> = residual.iter().map(|r| *r > SPIKE_SCALES * scale).collect();
+    let clean = x
+        .iter()
         .zip(&local)
-        .map(|(&v, &m)| {
-            if (v - m).abs() > SPIKE_SCALES * scale {
-                m
-            } else {
-                v
-            }
-        })
-        .collect()
+        .zip(&replaced)
+        .map(|((&v, &m), &r)| if r { m } else { v })
+        .collect();
+    (clean, replaced)
 }
 
 /// A normal-consistent scale of absolute residuals: 1.4826 × their median, or 1.2533 × their
@@ -74,14 +72,16 @@ fn robust_scale(abs_residuals: &[f64]) -> Option<f64> {
 /// estimator of Chakar, Lebarbier, Lévy-Leduc and Robin (2017, Bernoulli 23) and is about
 /// three times as precise at 1000 points.
 ///
-/// Only differences within the segments that start at `starts` enter: with the changes of a
-/// first segmentation there, a step cannot pose as persistence.
+/// Only differences within the segments that start at `starts` enter (with the changes of a
+/// first segmentation there, a step cannot pose as persistence), and none that involves a
+/// point in `skip` (a replaced spike is close to its neighbours, so its differences would
+/// pose as persistence too).
 ///
 /// Series shorter than [`MIN_AR_POINTS`] get 0, and so does an estimate below
 /// [`AR_FLOOR`]`/√m` (`m` differences at lag one): its standard deviation when the noise is
 /// white is about `0.8/√m`, so smaller estimates are not told from noise at 1% (one-sided),
 /// and whitening with them would only cost power.
-pub(super) fn ar1(x: &[f64], starts: &[usize]) -> f64 {
+pub(super) fn ar1(x: &[f64], starts: &[usize], skip: &[bool]) -> f64 {
     let lags = MAX_LAG.min(x.len() / 4);
     if lags < 2 || x.len() < MIN_AR_POINTS {
         return 0.0;
@@ -94,7 +94,9 @@ pub(super) fn ar1(x: &[f64], starts: &[usize]) -> f64 {
         let diffs: Vec<f64> = starts
             .iter()
             .zip(&ends)
-            .flat_map(|(&a, &b)| x[a..b].windows(k + 1).map(move |w| w[k] - w[0]))
+            .flat_map(|(&a, &b)| (a..b.saturating_sub(k)).map(move |t| (t, t + k)))
+            .filter(|&(t, u)| !skip[t] && !skip[u])
+            .map(|(t, u)| x[u] - x[t])
             .collect();
         if diffs.len() < 2 * MAX_LAG {
             break;
