@@ -6,19 +6,21 @@
 //! multiplicative), else as it is. In order:
 //!
 //! 1. Season ([`season`]): a daily profile (timestamped series spanning at least 3 days) or a
-//!    profile of `period` points, estimated robustly, removed when significant.
+//!    profile of `period` points, estimated robustly and removed when a Friedman test finds it.
 //! 2. Spikes ([`noise::despike`]): points far from the median of their 7-point neighbourhood are
-//!    replaced by it for the model fit; a spike is never a change.
+//!    replaced by it for the least-squares fits; the rank tests see the series as it is (a
+//!    spike is one rank), and a spike is never a change.
 //! 3. Autocorrelation ([`noise::ar1`]): the lag-one coefficient `φ` of the noise from the
-//!    variances of differences, which steps, spikes and trends hardly move.
+//!    variances of differences within the segments of a first segmentation with `φ = 0`, so
+//!    steps, spikes and trends hardly move it; 0 below 60 points or when not significant.
 //! 4. Steps ([`segment`]): binary segmentation with a permutation test of a rank statistic on
 //!    the whitened series (`x[t] − φ·x[t−1]`): under AR(1) noise the permutations stay valid.
-//! 5. Drift ([`drift`]): a line or a slowly bending spline shared by all segments, fitted under
-//!    AR(1) noise with the segment levels, chosen by BIC against no drift. When chosen, steps are
-//!    sought again in the series minus the drift, and the drift refitted, until the steps
-//!    repeat (at most [`MAX_ROUNDS`] rounds). A steady trend thus ends as one drift and no
-//!    steps: the first round's staircase fits worse than the line, and the series without the
-//!    line has no step.
+//! 5. Drift ([`drift`], [`model`]): from 60 points, a line or a slowly bending spline shared by
+//!    all segments, fitted under AR(1) noise with the segment levels and chosen by BIC against
+//!    none; steps are sought again in the series minus the drift and the drift refitted, from
+//!    two starts, and BIC (a step costing 3 parameters) picks the model among the rounds. A
+//!    steady trend thus ends as one drift and no steps: the first round's staircase scores
+//!    worse than the line, and the series without the line has no step.
 //! 6. Magnitude: the levels on both sides of a change (segment medians net of drift and season,
 //!    placed at the change) must differ by at least `min_change`; the smallest offending
 //!    change is merged away first. A drift is reported when its average slope's 95% interval
@@ -31,7 +33,8 @@
 //! Invariants: input values are finite (checked); output change indices are strictly
 //! increasing, each at least `min_segment` from the previous change and from both ends; in a
 //! grouped series a change index is always the first row of a group; the same input and
-//! config give the same output (seeded permutations).
+//! config give the same output (seeded permutations); multiplying a positive series by a
+//! constant changes no index.
 
 mod drift;
 mod model;

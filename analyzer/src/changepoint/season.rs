@@ -159,3 +159,56 @@ fn running_median_time(z: &[f64], t: &[f64], reach: f64) -> Vec<f64> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    fn hourly(days: usize, amplitude: f64, seed: u64) -> (Vec<f64>, Vec<f64>) {
+        let mut rng = Rng::new(seed);
+        let times: Vec<f64> = (0..days * 24).map(|h| 1.7e9 + 3600.0 * h as f64).collect();
+        let z = times
+            .iter()
+            .map(|t| {
+                let phase = std::f64::consts::TAU * t.rem_euclid(DAY_SECS) / DAY_SECS;
+                amplitude * phase.sin() + 0.01 * rng.normal()
+            })
+            .collect();
+        (z, times)
+    }
+
+    #[test]
+    fn a_daily_profile_is_found_centred_and_follows_the_cycle() {
+        let (z, t) = hourly(5, 0.1, 1);
+        let (kind, p) = profile(&z, Some(&t), None).expect("a profile");
+        assert_eq!(kind, Seasonality::Daily);
+        assert_eq!(p.len(), z.len());
+        let mean = p[..24].iter().sum::<f64>() / 24.0;
+        assert!(mean.abs() < 1e-9, "{mean}");
+        let off = t
+            .iter()
+            .zip(&p)
+            .map(|(t, p)| {
+                (0.1 * (std::f64::consts::TAU * t.rem_euclid(DAY_SECS) / DAY_SECS).sin() - p).abs()
+            })
+            .fold(0.0, f64::max);
+        assert!(off < 0.03, "{off}");
+    }
+
+    #[test]
+    fn no_profile_without_a_cycle_or_with_fewer_than_three_days() {
+        let mut significant = 0;
+        for seed in 0..20 {
+            let (z, t) = hourly(7, 0.0, 10 + seed);
+            significant += usize::from(profile(&z, Some(&t), None).is_some());
+        }
+        // The Friedman test at 1%: a false profile in 20 white series is possible, 3 is not.
+        assert!(significant <= 2, "{significant}");
+        let (z, t) = hourly(2, 0.1, 2);
+        assert!(profile(&z, Some(&t), None).is_none());
+        let backwards: Vec<f64> = t.iter().rev().copied().collect();
+        let (z, _) = hourly(5, 0.1, 3);
+        assert!(profile(&z, Some(&backwards[..z.len().min(backwards.len())]), None).is_none());
+    }
+}
