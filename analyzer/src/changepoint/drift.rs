@@ -194,14 +194,12 @@ fn all_splines(n: usize, knots: usize) -> Vec<Vec<f64>> {
     k.extend(vec![1.0; DEGREE + 1]);
     let count = knots + DEGREE + 1;
     let span = (n.max(2) - 1) as f64;
-    let mut columns = vec![vec![0.0; n]; count];
-    for t in 0..n {
-        let u = t as f64 / span;
-        for (i, v) in bspline_row(&k, u, DEGREE, count).into_iter().enumerate() {
-            columns[i][t] = v;
-        }
-    }
-    columns
+    let rows: Vec<Vec<f64>> = (0..n)
+        .map(|t| bspline_row(&k, t as f64 / span, DEGREE, count))
+        .collect();
+    (0..count)
+        .map(|i| rows.iter().map(|r| r[i]).collect())
+        .collect()
 }
 
 /// The values of all `count` B-splines of `degree` on knot vector `k` at `u` (Cox-de Boor);
@@ -294,18 +292,23 @@ fn invert_spd(a: &[Vec<f64>]) -> Option<Vec<Vec<f64>>> {
             }
         }
     }
-    let mut inv = vec![vec![0.0; p]; p];
-    for col in 0..p {
-        let mut z = vec![0.0; p];
-        for i in 0..p {
-            let rhs = if i == col { 1.0 } else { 0.0 };
-            z[i] = (rhs - (0..i).map(|k| l[i][k] * z[k]).sum::<f64>()) / l[i][i];
-        }
-        for i in (0..p).rev() {
-            inv[i][col] = (z[i] - (i + 1..p).map(|k| l[k][i] * inv[k][col]).sum::<f64>()) / l[i][i];
-        }
-    }
-    Some(inv)
+    // Column `col` of the inverse solves L Lᵀ x = e_col; the inverse is symmetric, so the
+    // columns are also its rows.
+    let columns = (0..p)
+        .map(|col| {
+            let mut z = vec![0.0; p];
+            for i in 0..p {
+                let rhs = if i == col { 1.0 } else { 0.0 };
+                z[i] = (rhs - (0..i).map(|k| l[i][k] * z[k]).sum::<f64>()) / l[i][i];
+            }
+            let mut x = vec![0.0; p];
+            for i in (0..p).rev() {
+                x[i] = (z[i] - (i + 1..p).map(|k| l[k][i] * x[k]).sum::<f64>()) / l[i][i];
+            }
+            x
+        })
+        .collect();
+    Some(columns)
 }
 
 #[cfg(test)]
