@@ -17,7 +17,10 @@ pub mod rng;
 pub mod sim;
 pub mod stats;
 
-pub use changepoint::{detect, detect_grouped, ChangePoint, ChangepointConfig};
+pub use changepoint::{
+    detect, detect_grouped, detect_timed, ChangePoint, ChangepointConfig, Detection, Drift,
+    Seasonality,
+};
 pub use changepoints_cmd::{run_changepoints, ChangepointsArgs, OutputFormat};
 pub use compare::{
     choose_builds, compare_all, compare_all_on, BuildTraffic, ClusterBy, CompareConfig, Comparison,

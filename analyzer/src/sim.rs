@@ -2,11 +2,13 @@
 //!
 //! Requests: log-normal cost per request, a multiplicative effect per host (hosts run one build
 //! each, the harder case for a compare), a daily cycle, rare spikes, dcs with different cost
-//! levels and a traffic mix per arm. Series: steps, spikes, slow trends and heavy-tailed noise.
+//! levels and a traffic mix per arm. Series: steps, spikes, slow trends and heavy-tailed noise
+//! ([`SeriesSpec`]), and with timestamps, growth, AR(1) noise and a daily cycle ([`series`]).
 //! Stack profiles: [`profile`].
 //! Invariant: everything is a pure function of the parameters and the seed.
 
 pub mod profile;
+pub mod series;
 
 use crate::compare::{EndpointSamples, Metric, Sample};
 use crate::rng::Rng;

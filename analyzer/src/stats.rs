@@ -150,6 +150,26 @@ pub fn median(values: &[f64]) -> Option<f64> {
     })
 }
 
+/// Average ranks (1-based) of finite values, ties sharing their mean rank.
+pub fn average_ranks(x: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..x.len()).collect();
+    order.sort_by(|&a, &b| x[a].total_cmp(&x[b]));
+    let mut r = vec![0.0; x.len()];
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && x[order[j + 1]] == x[order[i]] {
+            j += 1;
+        }
+        let avg = (i + j) as f64 / 2.0 + 1.0;
+        for &k in &order[i..=j] {
+            r[k] = avg;
+        }
+        i = j + 1;
+    }
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,5 +232,14 @@ mod tests {
         assert_eq!(weighted_quantile_sorted(&[], 0.5), None);
         assert_eq!(weighted_trimmed_mean_sorted(&[], 0.2), None);
         assert_eq!(median(&[3.0, 1.0, 2.0, 10.0]), Some(2.5));
+    }
+
+    #[test]
+    fn ranks_share_ties() {
+        assert_eq!(
+            average_ranks(&[3.0, 1.0, 3.0, 2.0]),
+            vec![3.5, 1.0, 3.5, 2.0]
+        );
+        assert!(average_ranks(&[]).is_empty());
     }
 }

@@ -144,6 +144,11 @@ struct ChangepointsArgs {
     /// Smallest change reported, as a fraction (0.02 = 2%).
     #[arg(long)]
     min_change: Option<f64>,
+    /// A seasonal cycle of this many rows to take out (12 for monthly data); without it, a
+    /// time column of unix or RFC 3339 times spanning 3 days or more gets its daily cycle
+    /// taken out.
+    #[arg(long)]
+    period: Option<usize>,
 }
 
 /// Flags and environment variables override the config file field by field.
@@ -421,6 +426,7 @@ fn run() -> anyhow::Result<()> {
             if let Some(m) = args.min_change {
                 config.min_change = m;
             }
+            config.period = args.period;
             let out =
                 profwatch_analyzer::run_changepoints(&profwatch_analyzer::ChangepointsArgs {
                     csv: args.csv,

@@ -16,7 +16,7 @@ use std::time::Duration;
 use profwatch_analyzer::alert::{AlertStatus, Dispatcher};
 use profwatch_analyzer::attribution::{self, CostRatio, Snapshot};
 use profwatch_analyzer::{
-    choose_builds, compare_all, compare_all_on, detect, BuildTraffic, ChangepointConfig,
+    choose_builds, compare_all, compare_all_on, detect_timed, BuildTraffic, ChangepointConfig,
     CompareConfig, Comparison, EndpointSamples, Metric, Sample, Verdict,
 };
 use profwatch_model::profile::{LabelFilter, ProfileQuery};
@@ -111,7 +111,7 @@ fn finite_interval(ci: Option<(f64, f64)>) -> (Option<f64>, Option<f64>) {
 /// Change points of each series, on every core. Each answer stays at its series' index: a
 /// failed or panicked chunk yields an error for each of its series, never a shorter list.
 fn detect_all(
-    inputs: &[Vec<f64>],
+    inputs: &[(Vec<f64>, Vec<f64>)],
     cfg: &profwatch_analyzer::changepoint::ChangepointConfig,
 ) -> Vec<Result<Vec<profwatch_analyzer::ChangePoint>, String>> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -122,7 +122,11 @@ fn detect_all(
             .map(|part| {
                 let handle = sc.spawn(move || {
                     part.iter()
-                        .map(|v| detect(v, cfg).map_err(|e| e.to_string()))
+                        .map(|(v, t)| {
+                            detect_timed(v, t, cfg)
+                                .map(|d| d.changes)
+                                .map_err(|e| e.to_string())
+                        })
                         .collect::<Vec<_>>()
                 });
                 (part.len(), handle)
@@ -575,7 +579,10 @@ impl Analyzer {
                 prepared.push((s.endpoint, points, values));
             }
         }
-        let inputs: Vec<Vec<f64>> = prepared.iter().map(|p| p.2.clone()).collect();
+        let inputs: Vec<(Vec<f64>, Vec<f64>)> = prepared
+            .iter()
+            .map(|p| (p.2.clone(), p.1.iter().map(|q| q.time as f64).collect()))
+            .collect();
         let cp_cfg = self.cfg.changepoints.clone();
         let detected = tokio::task::spawn_blocking(move || detect_all(&inputs, &cp_cfg))
             .await

@@ -50,7 +50,10 @@ fn json_output_has_the_documented_fields() {
     a.time_column = Some("time".to_owned());
     let out = run_changepoints(&a).expect("runs");
     let v: serde_json::Value = serde_json::from_str(&out).expect("json");
-    let arr = v.as_array().expect("array");
+    let arr = v["changes"].as_array().expect("array");
+    assert!(v["drift"].is_null(), "{out}");
+    assert!(v["seasonality"].is_null(), "{out}");
+    assert!(v["autocorrelation"].is_number(), "{out}");
     assert_eq!(arr.len(), 1, "{out}");
     let c = &arr[0];
     assert_eq!(c["index"], 20);
@@ -129,11 +132,61 @@ fn no_changes_in_a_flat_series() {
         s += &format!("{}\n", 50.0 + (i % 3) as f64 * 0.1);
     }
     let f = TempCsv::new("flat", &s);
-    assert_eq!(
-        run_changepoints(&args(&f, "ms")).expect("runs").trim(),
-        "[]"
-    );
+    let out = run_changepoints(&args(&f, "ms")).expect("runs");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["changes"], serde_json::json!([]), "{out}");
+    assert!(v["drift"].is_null(), "{out}");
     let mut t = args(&f, "ms");
     t.format = OutputFormat::Table;
-    assert_eq!(run_changepoints(&t).expect("runs"), "no change points\n");
+    let table = run_changepoints(&t).expect("runs");
+    assert!(table.starts_with("no change points\n"), "{table}");
+    assert!(table.contains("autocorrelation"), "{table}");
+}
+
+/// A steady climb is one drift, printed with its slope and the times it spans, and no change.
+#[test]
+fn a_trend_is_printed_as_a_drift() {
+    let mut s = String::from("time,ms\n");
+    for i in 0..200 {
+        let jitter = [0.3, -0.2, 0.1, -0.4, 0.2, 0.0, -0.1][i % 7];
+        s += &format!(
+            "{},{}\n",
+            1_700_000_000 + i * 3600,
+            100.0 * (1.0 + 0.003 * i as f64) + jitter
+        );
+    }
+    let f = TempCsv::new("drift", &s);
+    let mut a = args(&f, "ms");
+    a.time_column = Some("time".to_owned());
+    let out = run_changepoints(&a).expect("runs");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["changes"], serde_json::json!([]), "{out}");
+    let d = &v["drift"];
+    assert_eq!(d["start"], 0, "{out}");
+    assert_eq!(d["end"], 199, "{out}");
+    assert_eq!(d["end_time"], 1_700_000_000 + 199 * 3600, "{out}");
+    let total = d["total_pct"].as_f64().unwrap_or(0.0);
+    assert!((total - 59.7).abs() < 2.0, "{out}");
+    let (low, high) = (
+        d["slope_low_pct"].as_f64().unwrap_or(1.0),
+        d["slope_high_pct"].as_f64().unwrap_or(0.0),
+    );
+    assert!(low < high && low > 0.2 && high < 0.3, "{out}");
+    a.format = OutputFormat::Table;
+    let table = run_changepoints(&a).expect("runs");
+    assert!(table.contains("drift: +0.2"), "{table}");
+    assert!(table.contains("from row 0 to row 199"), "{table}");
+}
+
+#[test]
+fn times_in_any_unit_or_rfc3339_become_seconds() {
+    let secs = |v: &[&str]| unix_seconds(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    assert_eq!(
+        secs(&["1700000000", "1700000060"]),
+        Some(vec![1.7e9, 1.70000006e9])
+    );
+    assert_eq!(secs(&["1700000000000"]), Some(vec![1.7e9]));
+    assert_eq!(secs(&["1700000000000000000"]), Some(vec![1.7e9]));
+    assert_eq!(secs(&["2023-11-14T22:13:20Z"]), Some(vec![1.7e9]));
+    assert_eq!(secs(&["1700000000", "yesterday"]), None);
 }

@@ -1,20 +1,26 @@
 //! Measures the analyzer on generated data whose truth is known (see `profwatch_analyzer::sim`).
 //!
 //! Run: `cargo run --release -p profwatch-analyzer --example eval [compare] [attribution]
-//! [changepoints]` (all sections when none is named; a few minutes on 2 cores).
+//! [changepoints] [realdata] [holdout]` (all sections but `holdout` when none is named; a few
+//! minutes on 2 cores). `holdout` is the held-out set of real series: run it only to check
+//! the finished detector, never while tuning it.
 //! Prints the A/A false-positive rate, recall of injected regressions, the minimum detectable
 //! effect against the statistical bound, the dc-mix-shift check, cost shifts (not flagged),
-//! attribution (the function made more expensive is named first) and change-point precision and
-//! recall. Everything is seeded: two runs print the same figures.
+//! attribution (the function made more expensive is named first), change-point precision and
+//! recall, false changes, drift and delay on generated series ([`changepoints`]) and the
+//! documented changes of real series. Everything is seeded: two runs print the same figures.
+
+mod changepoints;
+mod detector;
 
 use std::time::Instant;
 
 use profwatch_analyzer::attribution::{attribute, culprits, CostRatio, Snapshot};
-use profwatch_analyzer::changepoint::{detect, ChangepointConfig};
+use profwatch_analyzer::changepoint::ChangepointConfig;
 use profwatch_analyzer::compare::{compare, CompareConfig, Comparison, Sample, Verdict};
 use profwatch_analyzer::rng::Rng;
 use profwatch_analyzer::sim::profile::{CallTree, ShiftKind};
-use profwatch_analyzer::sim::{Scenario, SeriesSpec};
+use profwatch_analyzer::sim::Scenario;
 use profwatch_analyzer::stats::normal_quantile;
 
 const SIZES: [usize; 3] = [1_000, 10_000, 100_000];
@@ -83,12 +89,17 @@ fn main() {
     );
 
     let sections: Vec<String> = std::env::args().skip(1).collect();
-    let wants = |name: &str| sections.is_empty() || sections.iter().any(|s| s == name);
+    // The held-out real series run only when named.
+    let wants = |name: &str| {
+        sections.iter().any(|s| s == name) || (sections.is_empty() && name != "holdout")
+    };
     let mut timings = Vec::new();
     for (name, run) in [
         ("compare", compare_quality as fn(&CompareConfig)),
         ("attribution", attribution_quality),
         ("changepoints", changepoint_quality),
+        ("realdata", realdata_quality),
+        ("holdout", holdout_quality),
     ] {
         if wants(name) {
             let t = Instant::now();
@@ -229,78 +240,22 @@ fn attribution_quality(cfg: &CompareConfig) {
     regression_with_shift(cfg);
 }
 
-/// Change-point precision and recall.
+/// Change-point quality on generated series.
 fn changepoint_quality(_: &CompareConfig) {
-    println!(
-        "\n## Change points (a change counts as found within 5 points; one match per true change)"
-    );
-    println!("| series | count | points | true changes | reported | precision | recall |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
-    let cp_cfg = ChangepointConfig::default();
-    let specs = [
-        (
-            "steps 5-20%, noise 1.5% heavy-tailed, 3% spikes, trend <=2%",
-            SeriesSpec::default(),
-        ),
-        (
-            "short CI history",
-            SeriesSpec {
-                len: 40,
-                max_steps: 2,
-                min_gap: 10,
-                ..SeriesSpec::default()
-            },
-        ),
-        (
-            "noisy: noise 3%, 6% spikes, trend <=4%",
-            SeriesSpec {
-                noise: 0.03,
-                spike_rate: 0.06,
-                max_trend: 0.04,
-                step_range: (0.08, 0.25),
-                ..SeriesSpec::default()
-            },
-        ),
-        (
-            "no steps: spikes, trend and noise only",
-            SeriesSpec {
-                max_steps: 0,
-                ..SeriesSpec::default()
-            },
-        ),
-    ];
-    for (name, spec) in specs {
-        let count = 500;
-        let (mut truth, mut reported, mut tp) = (0, 0, 0);
-        for r in 0..count {
-            let series = spec.generate(&mut Rng::new(200_000 + r));
-            let found: Vec<usize> = detect(&series.values, &cp_cfg)
-                .map(|v| v.into_iter().map(|c| c.index).collect())
-                .unwrap_or_default();
-            truth += series.changes.len();
-            reported += found.len();
-            let mut used = vec![false; found.len()];
-            for &c in &series.changes {
-                if let Some(k) = (0..found.len()).find(|&k| !used[k] && found[k].abs_diff(c) <= 5) {
-                    used[k] = true;
-                    tp += 1;
-                }
-            }
-        }
-        let ratio = |a: usize, b: usize| {
-            if b == 0 {
-                "-".to_owned()
-            } else {
-                format!("{:.1}%", 100.0 * a as f64 / b as f64)
-            }
-        };
-        println!(
-            "| {name} | {count} | {} | {truth} | {reported} | {} | {} |",
-            spec.len,
-            ratio(tp, reported),
-            ratio(tp, truth)
-        );
-    }
+    let cfg = ChangepointConfig::default();
+    changepoints::ci_histories(&cfg);
+    changepoints::without_steps(&cfg);
+    changepoints::with_steps(&cfg);
+}
+
+/// Change points in the development set of real series.
+fn realdata_quality(_: &CompareConfig) {
+    changepoints::real_development(&ChangepointConfig::default());
+}
+
+/// Change points in the held-out real series.
+fn holdout_quality(_: &CompareConfig) {
+    changepoints::real_holdout(&ChangepointConfig::default());
 }
 
 /// Culprits named per regression, as in the analysis pass.
