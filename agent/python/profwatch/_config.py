@@ -76,7 +76,7 @@ def _name(value: str, what: str, required: bool) -> str:
         raise ValueError("%s: expected a string, got %r" % (what, value))
     n = len(value.encode("utf-8", "surrogatepass"))
     if required and n == 0:
-        raise ValueError("%s is required (the service name, 1 to 128 bytes)" % what)
+        raise ValueError("%s is required: pass configure(service=...) or set PROFWATCH_SERVICE (1 to 128 bytes)" % what)
     if n > MAX_LABEL_BYTES:
         raise ValueError("%s: %d bytes, at most %d" % (what, n, MAX_LABEL_BYTES))
     if not value.isprintable():

@@ -53,9 +53,9 @@ def django_template(route: str) -> str:
     groups become ``{name}``, unnamed ones ``{arg}``, and escapes are undone (best effort: a
     regex with other syntax keeps it, which still names no single request).
     """
-    t = _DJANGO_PARAM.sub(r"{\1}", route)
+    t = _REGEX_NAMED.sub(r"{\1}", route)
+    t = _DJANGO_PARAM.sub(r"{\1}", t)
     if "(" in t or "^" in t or "$" in t or "\\" in t:
-        t = _REGEX_NAMED.sub(r"{\1}", t)
         t = _REGEX_GROUP.sub("{arg}", t)
         t = _REGEX_ANCHORS.sub("", t)
         t = _REGEX_ESCAPE.sub(r"\1", t)

@@ -170,7 +170,10 @@ def meter() -> Meter:
     except AttributeError:
         m = _local.meter = Meter()
         if len(meters) >= _PRUNE_AT:
-            prune()
+            try:
+                prune()
+            except Exception:
+                pass
         old = meters.get(m.ident)  # a thread that exited, whose id was reused
         if old is not None and old.fd is not None and old.fd != _UNOPENED:
             _close(old.fd)
