@@ -1,6 +1,6 @@
 """The exporter: events and profiles queued by the app, encoded and written by one thread.
 
-The request path only appends a tuple to a bounded queue (``collections.deque.append`` is
+The request path only appends the finished request to a bounded queue (``collections.deque.append`` is
 atomic under the GIL; a full queue drops the event and counts ``queue_full``). The
 ``profwatch-export`` thread wakes every :data:`INTERVAL` seconds, encodes the events as NDJSON
 lines (the fields of agent/PROTOCOL.md; service, build and dc are encoded once) and writes
@@ -15,18 +15,19 @@ import collections
 import json
 import struct
 import threading
-from typing import Deque, Dict, List, Optional, Tuple
+from typing import Any, Deque, Dict, List, Optional
 
 from ._config import Config
 from ._stats import Stats
 from ._transport import Transport
 
-INTERVAL = 0.1
+INTERVAL = 0.25
 EVENT_QUEUE = 65536
 PROFILE_QUEUE = 1024
 
-#: ``(ts, endpoint, status, cpu_ns, instructions or None, wall_ns)``
-Event = Tuple[int, str, int, int, Optional[int], int]
+#: What the exporter reads of a finished request (:class:`profwatch._meter.Request`): ``ts``,
+#: ``endpoint``, ``status``, ``cpu_ns``, ``instructions`` (``None`` if not counted), ``wall_ns``.
+Event = Any
 
 _FRAME = struct.Struct(">BI")
 
@@ -86,7 +87,7 @@ class Exporter:
                 self.stats.add("internal_errors")
 
     def encode(self, e: Event) -> str:
-        ts, endpoint, status, cpu_ns, instructions, wall_ns = e
+        endpoint, instructions = e.endpoint, e.instructions
         name = self._endpoints.get(endpoint)
         if name is None:
             name = json.dumps(endpoint)
@@ -95,11 +96,11 @@ class Exporter:
         ins = "" if instructions is None else ',"instructions":%d' % instructions
         return '%s"ts":%d,"endpoint":%s,"status":%d,"cpu_ns":%d,"wall_ns":%d%s%s' % (
             self._prefix,
-            ts,
+            e.ts,
             name,
-            status,
-            cpu_ns,
-            wall_ns,
+            e.status,
+            e.cpu_ns,
+            e.wall_ns,
             ins,
             self._suffix,
         )

@@ -28,7 +28,7 @@ from typing import Any, Callable, Optional
 from . import _meter
 from ._config import Config, make_config
 from ._endpoint import Namer
-from ._exporter import Exporter
+from ._exporter import EVENT_QUEUE, Exporter
 from ._meter import Request
 from ._sampler import Sampler
 from ._stats import Stats
@@ -49,6 +49,8 @@ class Runtime:
         self.stats = Stats()
         transport = self._transport if self._transport is not None else make_transport(cfg.sidecar)
         self.exporter = Exporter(cfg, self.stats, transport)
+        self._events = self.exporter.events
+        self._requests = self.stats.requests
         self.sampler = Sampler(self, cfg.profile_hz, cfg.profile_interval) if cfg.profile_hz else None
         self._lock = threading.Lock()
         self._started = False
@@ -79,15 +81,19 @@ class Runtime:
         except Exception:
             template = None
             self.stats.add("internal_errors")
+        req.resolve_arg = None  # the environ, scope or request: free it with the request
         req.endpoint = self.namer.name(req.method, template)
         req.done = True
+        next(self._requests)
         if req.measured:
-            ins = req.instructions if _meter.counters.available else None
-            wall = time.perf_counter_ns() - req.t0
-            self.exporter.add_event((req.ts, req.endpoint, req.status, req.cpu_ns, ins, wall))
-            self.stats.add2("requests", "requests_sampled")
-        else:
-            self.stats.add("requests")
+            req.wall_ns = time.perf_counter_ns() - req.t0
+            if not _meter.counters.available:
+                req.instructions = None
+            events = self._events
+            if len(events) < EVENT_QUEUE:
+                events.append(req)
+            else:
+                self.stats.events_dropped("queue_full")
 
     def flush(self) -> None:
         """Ships the sampler's current interval and everything queued, now."""
@@ -115,7 +121,9 @@ class Runtime:
         out["endpoints_over_limit"] = self.namer.over_limit
         out["counter_path"] = _meter.counters.path
         out["sidecar"] = str(self.config.sidecar)
-        out["queued_events"] = len(self.exporter.events)
+        queued = len(self.exporter.events)
+        out["queued_events"] = queued
+        out["requests_sampled"] = out["events_sent"] + queued + sum(out["events_dropped"].values())
         return out
 
 

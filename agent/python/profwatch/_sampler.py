@@ -70,10 +70,13 @@ def thread_clock_id(tid: int) -> int:
 
 
 class FrameNames:
-    """``code object → "module:qualname (file:line)"``, computed once per code object."""
+    """``code object → "module:qualname (file:line)"``, computed once per code object.
+
+    Keyed by ``id(code)`` (hashing a code object hashes its constants, every time); the entry
+    holds the code object, so its id cannot be reused while the entry exists."""
 
     def __init__(self) -> None:
-        self.names: Dict[Any, Optional[str]] = {}
+        self.names: Dict[int, Tuple[Any, Optional[str]]] = {}
         self._paths: List[str] = []
         self._paths_of: Tuple[str, ...] = ()
 
@@ -90,27 +93,24 @@ class FrameNames:
 
     def name(self, code: Any, frame: Any) -> Optional[str]:
         """The frame's name, or ``None`` for a frame of profwatch itself."""
-        try:
-            return self.names[code]
-        except KeyError:
-            pass
+        entry = self.names.get(id(code))
+        if entry is not None and entry[0] is code:
+            return entry[1]
         if len(self.names) >= MAX_NAMES:
             self.names.clear()
         filename = code.co_filename or "?"
         if filename.startswith(_PKG_DIR + os.sep):
-            self.names[code] = None
+            self.names[id(code)] = (code, None)
             return None
         module = frame.f_globals.get("__name__") if frame is not None else None
         name = format_frame(module, getattr(code, "co_qualname", code.co_name), self._relative(filename), code.co_firstlineno)
-        self.names[code] = name
+        self.names[id(code)] = (code, name)
         return name
 
-    def leaf(self, code: Any) -> str:
-        """The name of a leaf frame, profwatch's own included."""
-        name = self.names.get(code)
-        if name is not None:
-            return name
-        return format_frame(None, getattr(code, "co_qualname", code.co_name), self._relative(code.co_filename or "?"), code.co_firstlineno)
+    def leaf(self, code: Any, frame: Any) -> str:
+        """The name of a frame of profwatch itself, for when it is the leaf."""
+        module = frame.f_globals.get("__name__")
+        return format_frame(module, getattr(code, "co_qualname", code.co_name), self._relative(code.co_filename or "?"), code.co_firstlineno)
 
 
 def format_frame(module: Optional[str], qualname: str, filename: str, line: int) -> str:
@@ -196,7 +196,12 @@ class Sampler:
         next_tick = time.monotonic() + period
         next_flush = time.monotonic() + self.interval
         next_prune = time.monotonic() + 1.0
-        while not self._stop.wait(max(0.0, next_tick - time.monotonic())):
+        stop = self._stop
+        while not stop.is_set():
+            # time.sleep, not Event.wait: a timed Event.wait allocates a lock per call.
+            time.sleep(max(0.0, next_tick - time.monotonic()))
+            if stop.is_set():
+                return
             now = time.monotonic()
             next_tick = max(next_tick + period, now)
             try:
@@ -282,16 +287,24 @@ class Sampler:
 
     def _stack(self, frame: Any) -> tuple:
         names = self.frames
+        get = names.names.get
         out = []
-        leaf = True
         f = frame
-        while f is not None and len(out) < MAX_FRAMES - 1:
-            name = names.name(f.f_code, f)
+        code = f.f_code
+        e = get(id(code))
+        name = e[1] if e is not None and e[0] is code else names.name(code, f)
+        out.append(name if name is not None else names.leaf(code, f))
+        f = f.f_back
+        limit = MAX_FRAMES - 1
+        while f is not None:
+            code = f.f_code
+            e = get(id(code))
+            name = e[1] if e is not None and e[0] is code else names.name(code, f)
             if name is not None:
                 out.append(name)
-            elif leaf:
-                out.append(names.leaf(f.f_code))
-            leaf = False
+                if len(out) >= limit:
+                    f = f.f_back
+                    break
             f = f.f_back
         if f is not None:
             out.append(TRUNCATED)

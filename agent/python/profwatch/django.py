@@ -23,7 +23,7 @@ from ._endpoint import django_template
 from ._meter import meter
 from ._runtime import runtime
 from ._tasks import Stepped, current, install_task_factory
-from .wsgi import ENVIRON_KEY
+from .wsgi import ENVIRON_KEY, MEASURED
 
 try:
     from asgiref.sync import iscoroutinefunction, markcoroutinefunction
@@ -75,7 +75,7 @@ class Middleware:
         try:
             req = rt.start_request(getattr(request, "method", "") or "", route, request)
             if isinstance(meta, dict):
-                meta[ENVIRON_KEY] = req
+                meta[ENVIRON_KEY] = MEASURED
             m = meter()
             m.enter(req)
         except Exception:

@@ -16,14 +16,14 @@ from .wsgi import WSGIMiddleware
 
 RULE_KEY = "profwatch.flask_rule"
 _templates: Dict[str, str] = {}
+_request: Any = None
 
 
 def _note_rule() -> None:
-    from flask import request
-
-    rule = request.url_rule
+    r = _request._get_current_object()  # one proxy lookup instead of two
+    rule = r.url_rule
     if rule is not None:
-        request.environ[RULE_KEY] = rule.rule
+        r.environ[RULE_KEY] = rule.rule
 
 
 def route(environ: dict) -> Optional[str]:
@@ -41,6 +41,9 @@ def route(environ: dict) -> Optional[str]:
 
 def instrument(app: Any) -> Any:
     """Measures every request of the Flask ``app``; returns the app."""
+    global _request
+    from flask import request as _request
+
     if not isinstance(app.wsgi_app, WSGIMiddleware):
         app.wsgi_app = WSGIMiddleware(app.wsgi_app, route=route)
         app.before_request_funcs.setdefault(None, []).insert(0, _note_rule)

@@ -19,6 +19,9 @@ from ._meter import Meter, Request, meter
 from ._runtime import runtime
 
 ENVIRON_KEY = "profwatch.request"
+#: The value under ``ENVIRON_KEY``: a marker, not the request, so that no reference cycle
+#: (environ → request → environ) outlives the request and wakes the cyclic GC.
+MEASURED = True
 
 
 def _no_route(_: Any) -> Optional[str]:
@@ -42,32 +45,26 @@ class WSGIMiddleware:
             return self.app(environ, start_response)
         try:
             req = rt.start_request(environ.get("REQUEST_METHOD") or "", self.route, environ)
-            environ[ENVIRON_KEY] = req
+            environ[ENVIRON_KEY] = MEASURED
             m = meter()
             m.enter(req)
         except Exception:
             rt.stats.add("internal_errors")
             return self.app(environ, start_response)
 
-        def start(status: str, headers: list, exc_info: Any = None) -> Any:
-            try:
-                req.status = int(status[:3])
-            except (TypeError, ValueError):
-                pass
-            return start_response(status, headers, exc_info)
-
+        response = _Response(m, req, start_response)
         try:
-            result = self.app(environ, start)
+            response.result = result = self.app(environ, response.start)
         except BaseException:
             if req.status == 0:
                 req.status = 500
             _end(m, req)
             raise
         wrapper = environ.get("wsgi.file_wrapper")
-        if isinstance(wrapper, type) and isinstance(result, wrapper):
+        if wrapper is not None and isinstance(wrapper, type) and isinstance(result, wrapper):
             _end(m, req)
             return result
-        return _Body(result, m, req)
+        return response
 
 
 def _end(m: Meter, req: Request) -> None:
@@ -78,23 +75,34 @@ def _end(m: Meter, req: Request) -> None:
         req.runtime.stats.add("internal_errors")
 
 
-class _Body:
-    """The app's response; ``close()`` closes it and ends the request."""
+class _Response:
+    """Sees the status (``start``), then is the app's response: ``close()`` closes the app's
+    response and ends the request. One object per request."""
 
-    __slots__ = ("_result", "_meter", "_req")
+    __slots__ = ("result", "_meter", "_req", "_start_response")
 
-    def __init__(self, result: Iterable[bytes], m: Meter, req: Request) -> None:
-        self._result = result
+    def __init__(self, m: Meter, req: Request, start_response: Callable[..., Any]) -> None:
+        self.result: Any = ()
         self._meter = m
         self._req: Optional[Request] = req
+        self._start_response = start_response
+
+    def start(self, status: str, headers: list, exc_info: Any = None) -> Any:
+        req = self._req
+        if req is not None:
+            try:
+                req.status = int(status[:3])
+            except (TypeError, ValueError):
+                pass
+        return self._start_response(status, headers, exc_info)
 
     def __iter__(self) -> Any:
-        return iter(self._result)
+        return iter(self.result)
 
     def close(self) -> None:
         req, self._req = self._req, None
         try:
-            close = getattr(self._result, "close", None)
+            close = getattr(self.result, "close", None)
             if close is not None:
                 close()
         finally:

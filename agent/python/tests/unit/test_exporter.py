@@ -7,6 +7,7 @@ import socket
 import struct
 import tempfile
 import threading
+import types
 
 from helpers import MemoryTransport, eventually, parse_profile
 
@@ -17,6 +18,10 @@ from profwatch._stats import Stats
 from profwatch._transport import UnixStream, Udp
 
 
+def ev(ts, endpoint, status, cpu_ns, instructions, wall_ns):
+    return types.SimpleNamespace(ts=ts, endpoint=endpoint, status=status, cpu_ns=cpu_ns, instructions=instructions, wall_ns=wall_ns)
+
+
 def _exporter(transport, **cfg):
     cfg.setdefault("service", "shop")
     return Exporter(make_config(env={}, **cfg), Stats(), transport)
@@ -24,7 +29,7 @@ def _exporter(transport, **cfg):
 
 def test_event_lines_are_the_protocol_json():
     e = _exporter(MemoryTransport(), build="812", dc="eu1", sample_rate=0.25)
-    line = e.encode((1700000000000000000, 'GET /cart/{id} "x"', 200, 1830000, 4100000, 4100001))
+    line = e.encode(ev(1700000000000000000, 'GET /cart/{id} "x"', 200, 1830000, 4100000, 4100001))
     assert line.endswith("\n")
     assert json.loads(line) == {
         "service": "shop",
@@ -38,7 +43,7 @@ def test_event_lines_are_the_protocol_json():
         "instructions": 4100000,
         "weight": 4.0,
     }
-    plain = json.loads(_exporter(MemoryTransport()).encode((1, "GET /", 0, 5, None, 6)))
+    plain = json.loads(_exporter(MemoryTransport()).encode(ev(1, "GET /", 0, 5, None, 6)))
     assert plain == {"service": "shop", "ts": 1, "endpoint": "GET /", "status": 0, "cpu_ns": 5, "wall_ns": 6}
 
 
@@ -47,7 +52,7 @@ def test_events_are_chunked_in_whole_lines():
     t.event_chunk = 1000
     e = _exporter(t)
     for i in range(100):
-        e.add_event((i, "GET /x", 200, i, None, i))
+        e.add_event(ev(i, "GET /x", 200, i, None, i))
     e.drain()
     assert len(t.messages) > 5
     assert all(len(m) <= 1000 and m.endswith(b"\n") for m in t.messages)
@@ -60,7 +65,7 @@ def test_drops_are_counted_by_reason():
     e = _exporter(t)
     t.fail = "no_sidecar"
     for i in range(3):
-        e.add_event((i, "GET /x", 200, 1, None, 1))
+        e.add_event(ev(i, "GET /x", 200, 1, None, 1))
     e.add_profile(b"format=folded&sample_rate=99&service=shop\na 1\n")
     e.drain()
     s = e.stats.snapshot()
@@ -74,7 +79,7 @@ def test_the_queue_is_bounded(monkeypatch):
     monkeypatch.setattr(exp, "EVENT_QUEUE", 5)
     e = _exporter(MemoryTransport())
     for i in range(8):
-        e.add_event((i, "GET /x", 200, 1, None, 1))
+        e.add_event(ev(i, "GET /x", 200, 1, None, 1))
     assert len(e.events) == 5
     assert e.stats.snapshot()["events_dropped"]["queue_full"] == 3
 
@@ -124,7 +129,7 @@ def test_a_full_socket_drops_whole_messages_and_never_interleaves_them():
     profile = b"format=folded&sample_rate=99&service=shop\n" + b"a;b;c 1\n" * 5000
     for round_ in range(200):  # the sidecar reads nothing meanwhile
         for i in range(200):
-            e.add_event((round_ * 1000 + i, "GET /x", 200, 1, None, 1))
+            e.add_event(ev(round_ * 1000 + i, "GET /x", 200, 1, None, 1))
         e.add_profile(profile)
         e.drain()
     accepted.join()
@@ -150,7 +155,7 @@ def test_udp_carries_events_and_profiles_as_datagrams():
     rx.bind(("127.0.0.1", 0))
     t = Udp(rx.getsockname())
     e = _exporter(t)
-    e.add_event((1, "GET /x", 200, 1, None, 1))
+    e.add_event(ev(1, "GET /x", 200, 1, None, 1))
     e.add_profile(b"format=folded&sample_rate=99&service=shop\na;b 3\n")
     e.drain()
     rx.settimeout(10)
