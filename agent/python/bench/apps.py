@@ -2,11 +2,13 @@
 with profwatch (``flask_bare``/``flask_pw``, ``django_bare``/``django_pw``). Under gunicorn,
 ``BENCH_PROFWATCH=1`` picks the instrumented pair (``flask_app``, ``django_app``).
 
-The views are deliberately small (route, a little JSON): the smaller the view, the larger the
-SDK's share of each request, so these figures are the worst case for a real service.
+The views are small (route, a little JSON), plus ``BENCH_VIEW_MS`` milliseconds of CPU in
+pure Python (default 0): the smaller the view, the larger the SDK's share of each request, so
+the figures at 0 are the worst case for a real service.
 """
 
 import os
+import time
 
 import django
 from django.conf import settings
@@ -32,7 +34,14 @@ settings.configure(
 django.setup()
 
 
+_VIEW_NS = int(float(os.environ.get("BENCH_VIEW_MS", "0")) * 1e6)
+
+
 def _payload(id):
+    if _VIEW_NS:
+        end = time.thread_time_ns() + _VIEW_NS
+        while time.thread_time_ns() < end:
+            pass
     return {"id": id, "name": "item-%d" % id, "tags": ["a", "b", "c"], "price": id * 1.25}
 
 

@@ -7,18 +7,19 @@ same run, alternating (the machine may be shared: alternation spreads its noise 
 With profwatch on, every request sends an event and the sampler runs at 99 Hz, to a sink that
 reads the sidecar socket and discards (``--sidecar unix:///path`` to use a real sidecar).
 
-- ``inproc``: the WSGI app called in a loop in this process, blocks of requests alternating
-  between the bare and the instrumented app. Reports the request path's cost (CPU time of the
-  calling thread per request) and the background threads' cost (the exporter and the sampler:
-  process CPU minus the calling thread's, per instrumented request).
-- ``http``: two gunicorn servers (one sync worker each; one bare, one instrumented) loaded in
-  turn by a client in this process (keep-alive is not supported by gunicorn's sync worker, so
+- ``inproc``: the WSGI app called in a loop in a fresh interpreter, small blocks of requests
+  alternating between the bare and the instrumented app. Reports the request path's cost (the
+  calling thread's CPU time per request: median over pairs of blocks) and the background
+  threads' cost (the exporter and the sampler: process CPU minus the calling thread's).
+- ``http``: three gunicorn servers (one sync worker each: bare, profwatch with events only
+  (``profile_hz=0``), profwatch with events and the sampler) loaded in turn by a client in this
+  process (keep-alive is not supported by gunicorn's sync worker, so
   one connection per request). Reports requests per second and requests per CPU-second of
   the worker process, all its threads (from /proc/PID/task/*/schedstat, which the other load
   on a shared machine skews less than wall time).
 
-Loss is ``1 - instrumented / bare`` per pair of neighbouring rounds; the table gives the
-median and the spread over pairs.
+Loss is ``1 - instrumented / bare`` for each round (the variants run back to back, in an
+order that rotates); the table gives the median and the spread over rounds.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def inproc(framework: str, rounds: int, block: int) -> dict:
     run(bare, 500)
     run(pw, 500)  # starts profwatch's threads
     cpu = {"bare": 0, "pw": 0}
-    pairs = []
+    pairs, deltas = [], []
     p0 = time.process_time_ns()
     t0 = time.thread_time_ns()
     for r in range(rounds):
@@ -115,7 +116,9 @@ def inproc(framework: str, rounds: int, block: int) -> dict:
             per[name] = time.thread_time_ns() - s
             cpu[name] += per[name]
         pairs.append((block / per["bare"], block / per["pw"]))
-    background = (time.process_time_ns() - p0) - (time.thread_time_ns() - t0)
+        deltas.append((per["pw"] - per["bare"]) / block / 1e3)
+    elapsed_cpu = time.process_time_ns() - p0
+    background = elapsed_cpu - (time.thread_time_ns() - t0)
     profwatch.flush()
     stats = profwatch.stats()
     n = rounds * block
@@ -126,8 +129,9 @@ def inproc(framework: str, rounds: int, block: int) -> dict:
         "requests_per_variant": n,
         "bare_us": cpu["bare"] / n / 1e3,
         "pw_us": cpu["pw"] / n / 1e3,
-        "request_path_us": (cpu["pw"] - cpu["bare"]) / n / 1e3,
+        "request_path_us": statistics.median(deltas),
         "background_us": background / n / 1e3,
+        "background_share": background / elapsed_cpu,
         "loss_median": med, "loss_min": lo, "loss_max": hi,
         "events_sent": stats["events_sent"], "events_dropped": sum(stats["events_dropped"].values()),
         "samples": stats["samples"],
@@ -138,10 +142,10 @@ def inproc(framework: str, rounds: int, block: int) -> dict:
 
 
 class Server:
-    def __init__(self, framework: str, instrumented: bool, env: dict, log_dir: str) -> None:
+    def __init__(self, framework: str, variant: str, hz: int, env: dict, log_dir: str) -> None:
         target = "apps:flask_app" if framework == "flask" else "apps:django_app"
-        env = dict(env, BENCH_PROFWATCH="1" if instrumented else "0")
-        self.log = open(os.path.join(log_dir, "%s-%s.log" % (framework, "pw" if instrumented else "bare")), "w+")
+        env = dict(env, BENCH_PROFWATCH="0" if variant == "bare" else "1", PROFWATCH_PROFILE_HZ=str(hz))
+        self.log = open(os.path.join(log_dir, "%s-%s.log" % (framework, variant)), "w+")
         gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
         self.proc = subprocess.Popen(
             [gunicorn, "--workers", "1", "--bind", "127.0.0.1:0", "--backlog", "256", target],
@@ -211,16 +215,24 @@ def load(port: str, path: str, seconds: float, clients: int) -> int:
     return sum(done)
 
 
-def http(framework: str, rounds: int, seconds: float, clients: int, env: dict, log_dir: str) -> dict:
-    servers = {"bare": Server(framework, False, env, log_dir), "pw": Server(framework, True, env, log_dir)}
+#: The http mode's variants: (name, profile_hz or None for the bare app).
+def _variants(hz: int):
+    return [("bare", None), ("events", 0), ("events+%dHz" % hz, hz)]
+
+
+def http(framework: str, rounds: int, seconds: float, clients: int, hz: int, env: dict, log_dir: str) -> dict:
+    variants = _variants(hz)
+    servers = {name: Server(framework, name, h or 0, env, log_dir) for name, h in variants}
+    names = [name for name, _ in variants]
     try:
         for s in servers.values():
             load(s.port, s.path, 1.0, clients)  # warm up
-        wall_pairs, cpu_pairs = [], []
-        total = {"bare": [0, 0.0], "pw": [0, 0.0]}
+        per_round = []  # {name: (req/s, req per CPU-s)}
+        total = {name: [0, 0.0] for name in names}
         for r in range(rounds):
             per = {}
-            for name in ("bare", "pw") if r % 2 == 0 else ("pw", "bare"):
+            order = names[r % len(names):] + names[: r % len(names)]  # rotate who goes first
+            for name in order:
                 s = servers[name]
                 c0 = s.cpu_s()
                 n = load(s.port, s.path, seconds, clients)
@@ -228,34 +240,33 @@ def http(framework: str, rounds: int, seconds: float, clients: int, env: dict, l
                 per[name] = (n / seconds, n / cpu if cpu else float("nan"))
                 total[name][0] += n
                 total[name][1] += cpu
-            wall_pairs.append((per["bare"][0], per["pw"][0]))
-            cpu_pairs.append((per["bare"][1], per["pw"][1]))
+            per_round.append(per)
     finally:
         for s in servers.values():
             s.stop()
-    wm, wlo, whi = _summary(wall_pairs)
-    cm, clo, chi = _summary(cpu_pairs)
-    us = lambda name: total[name][1] / total[name][0] * 1e6  # noqa: E731
-    return {
-        "framework": framework,
-        "mode": "http",
-        "bare_rps": statistics.median(p[0] for p in wall_pairs),
-        "pw_rps": statistics.median(p[1] for p in wall_pairs),
-        "wall_loss_median": wm, "wall_loss_min": wlo, "wall_loss_max": whi,
-        "cpu_loss_median": cm, "cpu_loss_min": clo, "cpu_loss_max": chi,
-        "bare_us": us("bare"), "pw_us": us("pw"), "delta_us": us("pw") - us("bare"),
-    }
+    out = {"framework": framework, "mode": "http", "variants": {}}
+    us = {name: total[name][1] / total[name][0] * 1e6 for name in names}
+    for name in names:
+        row = {"rps": statistics.median(p[name][0] for p in per_round), "cpu_us": us[name]}
+        if name != "bare":
+            wall = _summary([(p["bare"][0], p[name][0]) for p in per_round])
+            cpu = _summary([(p["bare"][1], p[name][1]) for p in per_round])
+            row.update(wall_loss=wall, cpu_loss=cpu, delta_us=us[name] - us["bare"])
+        out["variants"][name] = row
+    return out
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--mode", choices=["inproc", "http", "both"], default="both")
     p.add_argument("--framework", choices=["flask", "django", "both"], default="both")
-    p.add_argument("--rounds", type=int, default=10, help="rounds per variant")
-    p.add_argument("--block", type=int, default=3000, help="inproc: requests per round")
+    p.add_argument("--rounds", type=int, default=20, help="http: rounds per variant")
+    p.add_argument("--pairs", type=int, default=200, help="inproc: pairs of alternating blocks")
+    p.add_argument("--block", type=int, default=200, help="inproc: requests per block")
     p.add_argument("--seconds", type=float, default=3.0, help="http: seconds per round")
     p.add_argument("--clients", type=int, default=4, help="http: concurrent client threads")
     p.add_argument("--sidecar", help="a running sidecar (unix:// or udp://); default: a discarding sink")
+    p.add_argument("--view-ms", type=float, default=0.0, help="CPU milliseconds each view spends (default 0: the worst case)")
     p.add_argument("--hz", type=int, default=99, help="profile_hz of the instrumented variant (0: no sampler)")
     p.add_argument("--json", action="store_true", help="print one JSON object per result")
     args = p.parse_args()
@@ -266,39 +277,43 @@ def main() -> None:
         sink(sock)
         sidecar = "unix://" + sock
     _env(sidecar, args.hz)
+    os.environ["BENCH_VIEW_MS"] = str(args.view_ms)
     frameworks = ["flask", "django"] if args.framework == "both" else [args.framework]
     load_avg = os.getloadavg()
-    print("# %d CPUs, load average %.1f %.1f %.1f at start; sidecar %s; profile_hz %d" % ((os.cpu_count() or 0,) + load_avg + (sidecar, args.hz)))
+    print("# %d CPUs, load average %.1f %.1f %.1f at start; sidecar %s; profile_hz %d; view %.1f ms" % ((os.cpu_count() or 0,) + load_avg + (sidecar, args.hz, args.view_ms)))
     results = []
     for fw in frameworks:
         if args.mode in ("inproc", "both"):
             # A fresh interpreter per framework, so that one's threads do not run during the other's.
             out = subprocess.run(
-                [sys.executable, __file__, "--inproc-worker", fw, str(args.rounds), str(args.block)],
+                [sys.executable, __file__, "--inproc-worker", fw, str(args.pairs), str(args.block)],
                 env=dict(os.environ), check=True, capture_output=True, text=True,
             ).stdout
             results.append(json.loads(out.strip().splitlines()[-1]))
         if args.mode in ("http", "both"):
-            results.append(http(fw, args.rounds, args.seconds, args.clients, dict(os.environ), tmp))
+            results.append(http(fw, args.rounds, args.seconds, args.clients, args.hz, dict(os.environ), tmp))
     print("# load average %.1f %.1f %.1f at end" % os.getloadavg())
     for r in results:
         if args.json:
             print(json.dumps(r))
         elif r["mode"] == "inproc":
             print(
-                "%-6s inproc  bare %6.1f µs/req  profwatch %6.1f µs/req  request path +%.1f µs  threads +%.1f µs  "
-                "loss %.1f%% (pairs %.1f%%..%.1f%%)  events sent %d dropped %d  samples %d"
-                % (r["framework"], r["bare_us"], r["pw_us"], r["request_path_us"], r["background_us"], 100 * r["loss_median"],
-                   100 * r["loss_min"], 100 * r["loss_max"], r["events_sent"], r["events_dropped"], r["samples"])
+                "%-6s inproc  bare %6.1f µs/req  profwatch %6.1f µs/req  request path +%.1f µs (median of pairs)  "
+                "loss %.1f%% (pairs %.1f%%..%.1f%%)  profwatch threads +%.1f µs/req (%.1f%% of the CPU)  "
+                "events sent %d dropped %d  samples %d"
+                % (r["framework"], r["bare_us"], r["pw_us"], r["request_path_us"], 100 * r["loss_median"], 100 * r["loss_min"],
+                   100 * r["loss_max"], r["background_us"], 100 * r["background_share"], r["events_sent"], r["events_dropped"], r["samples"])
             )
         else:
-            print(
-                "%-6s http    bare %6.0f req/s  profwatch %6.0f req/s  wall loss %.1f%% (pairs %.1f%%..%.1f%%)  "
-                "worker CPU %.1f → %.1f µs/req (+%.1f µs), per-CPU-s loss %.1f%% (pairs %.1f%%..%.1f%%)"
-                % (r["framework"], r["bare_rps"], r["pw_rps"], 100 * r["wall_loss_median"], 100 * r["wall_loss_min"],
-                   100 * r["wall_loss_max"], r["bare_us"], r["pw_us"], r["delta_us"], 100 * r["cpu_loss_median"],
-                   100 * r["cpu_loss_min"], 100 * r["cpu_loss_max"])
-            )
+            for name, v in r["variants"].items():
+                if name == "bare":
+                    print("%-6s http    %-12s %6.0f req/s  worker CPU %6.1f µs/req" % (r["framework"], name, v["rps"], v["cpu_us"]))
+                    continue
+                print(
+                    "%-6s http    %-12s %6.0f req/s  worker CPU %6.1f µs/req (+%.1f µs)  loss per CPU-s %.1f%% "
+                    "(pairs %.1f%%..%.1f%%), per wall-s %.1f%% (pairs %.1f%%..%.1f%%)"
+                    % ((r["framework"], name, v["rps"], v["cpu_us"], v["delta_us"]) + tuple(100 * x for x in v["cpu_loss"] + v["wall_loss"]))
+                )
 
 
 if __name__ == "__main__":
