@@ -215,6 +215,7 @@ def use_counters(c: Counters) -> None:
 
 def after_fork_in_child() -> None:
     """Keeps only the forking thread's meter, with its new ids and no inherited counter."""
+    counters._lock = threading.Lock()  # another thread may have held it at fork time
     m = getattr(_local, "meter", None)
     meters.clear()
     if m is not None:

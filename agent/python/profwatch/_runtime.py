@@ -41,11 +41,12 @@ class Runtime:
     def __init__(self, config: Config, transport: Optional[Transport] = None) -> None:
         self.config = config
         self._transport = transport
-        self.namer = Namer()
         self._fresh()
 
     def _fresh(self) -> None:
         cfg = self.config
+        # Everything with a lock is new: another thread may have held one at fork time.
+        self.namer = Namer()
         self.stats = Stats()
         transport = self._transport if self._transport is not None else make_transport(cfg.sidecar)
         self.exporter = Exporter(cfg, self.stats, transport)
