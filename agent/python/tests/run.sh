@@ -27,6 +27,9 @@ fi
 cd "$here"
 export PYTHONDONTWRITEBYTECODE=1
 status=0
+if [ "$#" -eq 0 ]; then
+    set -- unit e2e  # the cheap tests first
+fi
 "$venv/bin/python" -m pytest -p no:cacheprovider -rs "$@" || status=$?
 if [ "$status" -eq 5 ]; then
     echo "agent/python/tests/run.sh: no tests ran; that is a failure" >&2
