@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -128,10 +127,32 @@ class Collector:
                 out[stack] = out.get(stack, 0) + int(n)
         return out
 
-    def samples_of(self, service: str, endpoint: str, function: str) -> int:
-        """Samples of ``endpoint`` whose stack holds a frame of ``function``."""
+    def folded_all(self, service: str) -> Dict[str, int]:
+        """The service's whole flame graph: every endpoint, and samples outside requests."""
+        text = self.get("/api/v1/profile", service=service, format="folded").decode()
+        out: Dict[str, int] = {}
+        for line in text.splitlines():
+            if line.strip():
+                stack, _, n = line.rpartition(" ")
+                out[stack] = out.get(stack, 0) + int(n)
+        return out
+
+    def samples_of(self, service: str, endpoint: Optional[str], function: str) -> int:
+        """Samples of ``endpoint`` (``None``: the whole service) with a frame of ``function``."""
         needle = ":" + function + " ("
-        return sum(n for s, n in self.folded(service, endpoint).items() if needle in s)
+        stacks = self.folded_all(service) if endpoint is None else self.folded(service, endpoint)
+        return sum(n for s, n in stacks.items() if needle in s)
+
+    def assert_only_in(self, service: str, function: str, endpoint: str, at_least: int) -> None:
+        """``function`` has at least ``at_least`` samples in ``endpoint``'s flame graph and none
+        anywhere else in the service (other endpoints, or outside requests)."""
+
+        def settled():
+            own = self.samples_of(service, endpoint, function)
+            total = self.samples_of(service, None, function)
+            return (own, total) if own >= at_least and own == total else None
+
+        eventually(settled, what="%s: %d+ samples in %s and none elsewhere" % (function, at_least, endpoint))
 
 
 def _env(**extra: str) -> dict:

@@ -27,10 +27,8 @@ def _exercise(app, collector):
     assert not [n for n in eps if "2019" in n or "/missing" in n]
     assert_cpu_ms(eps["GET /items/{pk}/"], 60, "GET /items/{pk}/")
     assert_cpu_ms(eps["GET /api/v1/orders/{order_id}/"], 30, "GET /api/v1/orders/{order_id}/")
-    eventually(lambda: collector.samples_of(svc, "GET /items/{pk}/", "django_hot_items") >= 20, what="django_hot_items samples")
-    eventually(lambda: collector.samples_of(svc, "GET /api/v1/orders/{order_id}/", "django_hot_orders") >= 10, what="django_hot_orders samples")
-    assert collector.samples_of(svc, "GET /items/{pk}/", "django_hot_orders") == 0
-    assert collector.samples_of(svc, "GET /api/v1/orders/{order_id}/", "django_hot_items") == 0
+    collector.assert_only_in(svc, "django_hot_items", "GET /items/{pk}/", at_least=20)
+    collector.assert_only_in(svc, "django_hot_orders", "GET /api/v1/orders/{order_id}/", at_least=10)
 
 
 @pytest.fixture(scope="module")
@@ -62,5 +60,4 @@ def test_django_asgi_interleaved_async_views(django_asgi, collector):
     svc = django_asgi.service
     eps = eventually(lambda: (lambda e: e if e.get("GET /async/{pk}/", {}).get("requests") == 6 else None)(collector.endpoints(svc)), what="async view events")
     assert_cpu_ms(eps["GET /async/{pk}/"], 40, "GET /async/{pk}/")
-    eventually(lambda: collector.samples_of(svc, "GET /async/{pk}/", "django_async_hot") >= 10, what="django_async_hot samples")
-    assert collector.samples_of(svc, "GET /items/{pk}/", "django_async_hot") == 0
+    collector.assert_only_in(svc, "django_async_hot", "GET /async/{pk}/", at_least=10)

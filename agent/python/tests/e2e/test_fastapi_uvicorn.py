@@ -29,10 +29,8 @@ def test_interleaved_async_requests_are_attributed_to_their_own_request(fastapi_
     eps = eventually(arrived, what="the async events")
     assert_cpu_ms(eps["GET /async/a/{id}"], 80, "GET /async/a/{id}")
     assert_cpu_ms(eps["GET /async/b/{id}"], 40, "GET /async/b/{id}")
-    eventually(lambda: collector.samples_of(svc, "GET /async/a/{id}", "async_hot_a") >= 20, what="async_hot_a samples")
-    eventually(lambda: collector.samples_of(svc, "GET /async/b/{id}", "async_hot_b") >= 10, what="async_hot_b samples")
-    assert collector.samples_of(svc, "GET /async/a/{id}", "async_hot_b") == 0
-    assert collector.samples_of(svc, "GET /async/b/{id}", "async_hot_a") == 0
+    collector.assert_only_in(svc, "async_hot_a", "GET /async/a/{id}", at_least=20)
+    collector.assert_only_in(svc, "async_hot_b", "GET /async/b/{id}", at_least=10)
 
 
 def test_a_def_endpoint_in_the_thread_pool_is_measured(fastapi_app, collector):
@@ -40,8 +38,7 @@ def test_a_def_endpoint_in_the_thread_pool_is_measured(fastapi_app, collector):
     svc = fastapi_app.service
     eps = eventually(lambda: (lambda e: e if e.get("GET /sync/{id}", {}).get("requests") == 8 else None)(collector.endpoints(svc)), what="the sync events")
     assert_cpu_ms(eps["GET /sync/{id}"], 50, "GET /sync/{id}")
-    eventually(lambda: collector.samples_of(svc, "GET /sync/{id}", "sync_hot") >= 20, what="sync_hot samples")
-    assert collector.samples_of(svc, "GET /async/a/{id}", "sync_hot") == 0
+    collector.assert_only_in(svc, "sync_hot", "GET /sync/{id}", at_least=20)
 
 
 def test_unmatched_requests_are_not_named_by_path(fastapi_app, collector):

@@ -44,11 +44,8 @@ def test_endpoints_are_named_by_route_and_cpu_is_measured(flask_app, collector):
 def test_a_hot_function_is_in_its_own_endpoints_flame_graph_only(flask_app, collector):
     parallel(lambda p: flask_app.get(p), ["/items/%d?ms=100" % i for i in range(8)] + ["/other/x?ms=100"] * 8, threads=2)
     svc = flask_app.service
-    eventually(lambda: collector.samples_of(svc, "GET /items/{id}", "flask_hot_items") >= 40, what="flask_hot_items samples in GET /items/{id}")
-    eventually(lambda: collector.samples_of(svc, "GET /other/{name}", "flask_hot_other") >= 40, what="flask_hot_other samples in GET /other/{name}")
-    assert collector.samples_of(svc, "GET /items/{id}", "flask_hot_other") == 0
-    assert collector.samples_of(svc, "GET /other/{name}", "flask_hot_items") == 0
-    assert collector.samples_of(svc, "GET <unmatched>", "flask_hot_items") == 0
+    collector.assert_only_in(svc, "flask_hot_items", "GET /items/{id}", at_least=40)
+    collector.assert_only_in(svc, "flask_hot_other", "GET /other/{name}", at_least=40)
     stack = next(s for s in collector.folded(svc, "GET /items/{id}") if "flask_hot_items" in s)
     assert "flask_app:item (flask_app.py:" in stack and stack.split(";")[-1].startswith("common:burn (common.py:")
 
