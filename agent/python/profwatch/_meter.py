@@ -108,7 +108,7 @@ class Meter:
             return None
         try:
             return counters.read(fd)
-        except OSError:
+        except Exception:  # a failed or short read: this stretch has no instruction count
             return None
 
     def _charge(self, req: Request, cpu: int, ins: Any) -> None:

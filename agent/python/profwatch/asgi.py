@@ -56,11 +56,11 @@ class ASGIMiddleware:
             return await self.app(scope, receive, send)
 
         async def send_status(message: dict) -> None:
-            if message.get("type") == "http.response.start":
-                try:
-                    req.status = int(message.get("status", 0))
-                except (TypeError, ValueError):
-                    pass
+            try:
+                if message["type"] == "http.response.start":
+                    req.status = int(message["status"])
+            except Exception:  # a malformed message is the server's to refuse, not ours
+                pass
             await send(message)
 
         token = current.set(req)
