@@ -1,15 +1,22 @@
-"""A demo WSGI app under ProfwatchMiddleware.
+"""A demo WSGI app measured by the profwatch Python package (agent/python), used as is from
+the tree (pure standard library, nothing to install).
 
     python3 wsgi_demo.py --requests 50            # call the app directly, then exit
     python3 wsgi_demo.py --serve 8000             # serve it with wsgiref
-Transport: PROFWATCH_AGENT_SOCKET (Unix socket, default) or PROFWATCH_AGENT_UDP=127.0.0.1:4042.
+Transport: PROFWATCH_AGENT_SOCKET (Unix socket, default /run/profwatch/agent.sock) or
+PROFWATCH_AGENT_UDP=127.0.0.1:4042. Real apps use profwatch.configure() or PROFWATCH_SIDECAR
+and a framework integration instead: see agent/python/README.md.
 """
-import argparse, os, sys
+import argparse
+import os
+import sys
 from wsgiref.simple_server import make_server
 from wsgiref.util import setup_testing_defaults
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from profwatch_wsgi import ProfwatchMiddleware
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+import profwatch  # noqa: E402
+
+ROUTES = {"/burn": "/burn"}
 
 
 def app(environ, start_response):
@@ -28,15 +35,19 @@ def main():
     p.add_argument("--serve", type=int)
     args = p.parse_args()
     udp = os.environ.get("PROFWATCH_AGENT_UDP")
-    udp = (udp.rsplit(":", 1)[0], int(udp.rsplit(":", 1)[1])) if udp else None
-    wrapped = ProfwatchMiddleware(app, "wsgi-demo", build=args.build, udp=udp)
+    sidecar = "udp://" + udp if udp else "unix://" + os.environ.get("PROFWATCH_AGENT_SOCKET", "/run/profwatch/agent.sock")
+    profwatch.configure(service="wsgi-demo", build=args.build, sidecar=sidecar, profile_hz=0)
+    wrapped = profwatch.WSGIMiddleware(app, route=lambda environ: ROUTES.get(environ["PATH_INFO"]))
     if args.serve:
         make_server("127.0.0.1", args.serve, wrapped).serve_forever()
     for i in range(args.requests):
         environ = {"PATH_INFO": "/burn" if i % 5 else "/missing"}
         setup_testing_defaults(environ)
-        b"".join(wrapped(environ, lambda status, headers, exc_info=None: None))
-    print(f"sent {args.requests} events")
+        body = wrapped(environ, lambda status, headers, exc_info=None: None)
+        b"".join(body)
+        body.close()
+    profwatch.flush()
+    print("sent %d events; %s" % (args.requests, profwatch.stats()))
 
 
 if __name__ == "__main__":

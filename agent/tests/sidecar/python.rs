@@ -1,5 +1,6 @@
-//! The Python WSGI middleware of `agent/examples/` against a running sidecar, over the Unix
-//! socket and over UDP.
+//! The Python package (`agent/python`, driven by `agent/examples/wsgi_demo.py` straight from
+//! the tree) against a running sidecar, over the Unix socket and over UDP. The package's own
+//! tests (`agent/python/tests/run.sh`) cover it with real frameworks, servers and collector.
 
 use std::path::Path;
 use std::process::Command;
@@ -56,7 +57,7 @@ async fn the_wsgi_middleware_reports_each_request_over_uds_and_udp() {
         );
         assert!(mine
             .iter()
-            .any(|e| e.endpoint == "GET /missing" && e.status == 404));
+            .any(|e| e.endpoint == "GET <unmatched>" && e.status == 404));
         assert!(mine.iter().all(|e| e.service == "wsgi-demo"
             && e.host == "test-host"
             && e.wall_ns >= e.cpu_ns / 2));

@@ -1,0 +1,323 @@
+"""profwatch's overhead on a Flask view and a Django view, with and without the SDK, in the
+same run, alternating (the machine may be shared: alternation spreads its noise evenly).
+
+    python bench/bench.py                       # both modes, both frameworks
+    python bench/bench.py --mode http --rounds 10 --seconds 4
+
+With profwatch on, every request sends an event and the sampler runs at 99 Hz, to a sink that
+reads the sidecar socket and discards (``--sidecar unix:///path`` to use a real sidecar).
+
+- ``inproc``: the WSGI app called in a loop in a fresh interpreter, small blocks of requests
+  alternating between the bare and the instrumented app. Reports the request path's cost (the
+  calling thread's CPU time per request: median over pairs of blocks) and the background
+  threads' cost (the exporter and the sampler: process CPU minus the calling thread's).
+- ``http``: three gunicorn servers (one sync worker each: bare, profwatch with events only
+  (``profile_hz=0``), profwatch with events and the sampler) loaded in turn by a client in this
+  process (keep-alive is not supported by gunicorn's sync worker, so
+  one connection per request). Reports requests per second and requests per CPU-second of
+  the worker process, all its threads (from /proc/PID/task/*/schedstat, which the other load
+  on a shared machine skews less than wall time).
+
+Loss is ``1 - instrumented / bare`` for each round (the variants run back to back, in an
+order that rotates); the table gives the median and the spread over rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def sink(path: str) -> threading.Thread:
+    """A stand-in sidecar: accepts connections on ``path`` and discards what they send."""
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(64)
+
+    def serve(conn):
+        while conn.recv(1 << 20):
+            pass
+
+    def accept():
+        while True:
+            conn, _ = srv.accept()
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    return t
+
+
+def _env(sidecar: str, hz: int) -> None:
+    os.environ.update(PROFWATCH_SERVICE="bench", PROFWATCH_BUILD="1", PROFWATCH_SIDECAR=sidecar, PROFWATCH_PROFILE_HZ=str(hz))
+
+
+def _summary(pairs):
+    losses = [1 - on / off for off, on in pairs]
+    return statistics.median(losses), min(losses), max(losses)
+
+
+# ---- inproc -------------------------------------------------------------------------------
+
+
+def inproc(framework: str, rounds: int, block: int) -> dict:
+    sys.path.insert(0, HERE)
+    import apps
+    import profwatch
+
+    bare, pw = (apps.flask_bare, apps.flask_pw) if framework == "flask" else (apps.django_bare, apps.django_pw)
+    path = "/hello/%d" + ("/" if framework == "django" else "")
+    environ = {
+        "REQUEST_METHOD": "GET", "SCRIPT_NAME": "", "QUERY_STRING": "", "SERVER_NAME": "bench", "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_HOST": "bench", "wsgi.url_scheme": "http", "wsgi.input": None,
+        "wsgi.errors": sys.stderr, "wsgi.multithread": False, "wsgi.multiprocess": True, "wsgi.run_once": False,
+        "wsgi.version": (1, 0),
+    }
+    import io
+
+    def start_response(status, headers, exc_info=None):
+        pass
+
+    def run(app, n):
+        for i in range(n):
+            env = dict(environ)
+            env["PATH_INFO"] = path % i
+            env["wsgi.input"] = io.BytesIO()
+            result = app(env, start_response)
+            for _ in result:
+                pass
+            close = getattr(result, "close", None)
+            if close:
+                close()
+
+    run(bare, 500)
+    run(pw, 500)  # starts profwatch's threads
+    cpu = {"bare": 0, "pw": 0}
+    pairs, deltas = [], []
+    p0 = time.process_time_ns()
+    t0 = time.thread_time_ns()
+    for r in range(rounds):
+        per = {}
+        for name, app in (("bare", bare), ("pw", pw)) if r % 2 == 0 else (("pw", pw), ("bare", bare)):
+            s = time.thread_time_ns()
+            run(app, block)
+            per[name] = time.thread_time_ns() - s
+            cpu[name] += per[name]
+        pairs.append((block / per["bare"], block / per["pw"]))
+        deltas.append((per["pw"] - per["bare"]) / block / 1e3)
+    elapsed_cpu = time.process_time_ns() - p0
+    background = elapsed_cpu - (time.thread_time_ns() - t0)
+    profwatch.flush()
+    stats = profwatch.stats()
+    n = rounds * block
+    med, lo, hi = _summary(pairs)
+    return {
+        "framework": framework,
+        "mode": "inproc",
+        "requests_per_variant": n,
+        "bare_us": cpu["bare"] / n / 1e3,
+        "pw_us": cpu["pw"] / n / 1e3,
+        "request_path_us": statistics.median(deltas),
+        "background_us": background / n / 1e3,
+        "background_share": background / elapsed_cpu,
+        "loss_median": med, "loss_min": lo, "loss_max": hi,
+        "events_sent": stats["events_sent"], "events_dropped": sum(stats["events_dropped"].values()),
+        "samples": stats["samples"],
+    }
+
+
+# ---- http ---------------------------------------------------------------------------------
+
+
+class Server:
+    def __init__(self, framework: str, variant: str, hz: int, env: dict, log_dir: str) -> None:
+        target = "apps:flask_app" if framework == "flask" else "apps:django_app"
+        env = dict(env, BENCH_PROFWATCH="0" if variant == "bare" else "1", PROFWATCH_PROFILE_HZ=str(hz))
+        self.log = open(os.path.join(log_dir, "%s-%s.log" % (framework, variant)), "w+")
+        gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
+        self.proc = subprocess.Popen(
+            [gunicorn, "--workers", "1", "--bind", "127.0.0.1:0", "--backlog", "256", target],
+            cwd=HERE, env=env, stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL,
+        )
+        text = self._wait(r"Booting worker with pid: (\d+)")
+        self.worker = int(re.search(r"Booting worker with pid: (\d+)", text).group(1))
+        self.port = int(re.search(r"Listening at: http://127.0.0.1:(\d+)", text).group(1))
+        self.path = "/hello/%d" + ("/" if framework == "django" else "")
+
+    def _wait(self, pattern: str) -> str:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            self.log.seek(0)
+            text = self.log.read()
+            if re.search(pattern, text) and "Listening at" in text:
+                return text
+            if self.proc.poll() is not None:
+                raise RuntimeError("gunicorn exited:\n" + text)
+            time.sleep(0.05)
+        raise RuntimeError("gunicorn did not start")
+
+    def cpu_s(self) -> float:
+        """CPU seconds of every thread of the worker, from the scheduler (nanoseconds)."""
+        total = 0
+        task = "/proc/%d/task" % self.worker
+        for tid in os.listdir(task):
+            try:
+                with open("%s/%s/schedstat" % (task, tid)) as f:
+                    total += int(f.read().split()[0])
+            except OSError:  # a thread that just exited
+                pass
+        return total / 1e9
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=30)
+
+
+def load(port: str, path: str, seconds: float, clients: int) -> int:
+    """Requests completed against 127.0.0.1:port in ``seconds`` by ``clients`` threads."""
+    done = [0] * clients
+    stop = time.monotonic() + seconds
+
+    def client(k):
+        i = 0
+        while time.monotonic() < stop:
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(("GET " + path % i + " HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").encode())
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            s.close()
+            if not data.startswith(b"HTTP/1.1 200"):
+                raise RuntimeError("unexpected answer: %r" % data[:200])
+            done[k] += 1
+            i += 1
+
+    ts = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return sum(done)
+
+
+#: The http mode's variants: (name, profile_hz or None for the bare app).
+def _variants(hz: int):
+    return [("bare", None), ("events", 0), ("events+%dHz" % hz, hz)]
+
+
+def http(framework: str, rounds: int, seconds: float, clients: int, hz: int, env: dict, log_dir: str) -> dict:
+    variants = _variants(hz)
+    servers = {name: Server(framework, name, h or 0, env, log_dir) for name, h in variants}
+    names = [name for name, _ in variants]
+    try:
+        for s in servers.values():
+            load(s.port, s.path, 1.0, clients)  # warm up
+        per_round = []  # {name: (req/s, req per CPU-s)}
+        total = {name: [0, 0.0] for name in names}
+        for r in range(rounds):
+            per = {}
+            order = names[r % len(names):] + names[: r % len(names)]  # rotate who goes first
+            for name in order:
+                s = servers[name]
+                c0 = s.cpu_s()
+                n = load(s.port, s.path, seconds, clients)
+                cpu = s.cpu_s() - c0
+                per[name] = (n / seconds, n / cpu if cpu else float("nan"))
+                total[name][0] += n
+                total[name][1] += cpu
+            per_round.append(per)
+    finally:
+        for s in servers.values():
+            s.stop()
+    out = {"framework": framework, "mode": "http", "variants": {}}
+    us = {name: total[name][1] / total[name][0] * 1e6 for name in names}
+    for name in names:
+        row = {"rps": statistics.median(p[name][0] for p in per_round), "cpu_us": us[name]}
+        if name != "bare":
+            wall = _summary([(p["bare"][0], p[name][0]) for p in per_round])
+            cpu = _summary([(p["bare"][1], p[name][1]) for p in per_round])
+            row.update(wall_loss=wall, cpu_loss=cpu, delta_us=us[name] - us["bare"])
+        out["variants"][name] = row
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--mode", choices=["inproc", "http", "both"], default="both")
+    p.add_argument("--framework", choices=["flask", "django", "both"], default="both")
+    p.add_argument("--rounds", type=int, default=20, help="http: rounds per variant")
+    p.add_argument("--pairs", type=int, default=200, help="inproc: pairs of alternating blocks")
+    p.add_argument("--block", type=int, default=200, help="inproc: requests per block")
+    p.add_argument("--seconds", type=float, default=3.0, help="http: seconds per round")
+    p.add_argument("--clients", type=int, default=4, help="http: concurrent client threads")
+    p.add_argument("--sidecar", help="a running sidecar (unix:// or udp://); default: a discarding sink")
+    p.add_argument("--view-ms", type=float, default=0.0, help="CPU milliseconds each view spends (default 0: the worst case)")
+    p.add_argument("--hz", type=int, default=99, help="profile_hz of the instrumented variant (0: no sampler)")
+    p.add_argument("--json", action="store_true", help="print one JSON object per result")
+    args = p.parse_args()
+    tmp = tempfile.mkdtemp(prefix="profwatch-bench-")
+    sidecar = args.sidecar
+    if sidecar is None:
+        sock = os.path.join(tmp, "sink.sock")
+        sink(sock)
+        sidecar = "unix://" + sock
+    _env(sidecar, args.hz)
+    os.environ["BENCH_VIEW_MS"] = str(args.view_ms)
+    frameworks = ["flask", "django"] if args.framework == "both" else [args.framework]
+    load_avg = os.getloadavg()
+    print("# %d CPUs, load average %.1f %.1f %.1f at start; sidecar %s; profile_hz %d; view %.1f ms" % ((os.cpu_count() or 0,) + load_avg + (sidecar, args.hz, args.view_ms)))
+    results = []
+    for fw in frameworks:
+        if args.mode in ("inproc", "both"):
+            # A fresh interpreter per framework, so that one's threads do not run during the other's.
+            out = subprocess.run(
+                [sys.executable, __file__, "--inproc-worker", fw, str(args.pairs), str(args.block)],
+                env=dict(os.environ), check=True, capture_output=True, text=True,
+            ).stdout
+            results.append(json.loads(out.strip().splitlines()[-1]))
+        if args.mode in ("http", "both"):
+            results.append(http(fw, args.rounds, args.seconds, args.clients, args.hz, dict(os.environ), tmp))
+    print("# load average %.1f %.1f %.1f at end" % os.getloadavg())
+    for r in results:
+        if args.json:
+            print(json.dumps(r))
+        elif r["mode"] == "inproc":
+            print(
+                "%-6s inproc  bare %6.1f µs/req  profwatch %6.1f µs/req  request path +%.1f µs (median of pairs)  "
+                "loss %.1f%% (pairs %.1f%%..%.1f%%)  profwatch threads +%.1f µs/req (%.1f%% of the CPU)  "
+                "events sent %d dropped %d  samples %d"
+                % (r["framework"], r["bare_us"], r["pw_us"], r["request_path_us"], 100 * r["loss_median"], 100 * r["loss_min"],
+                   100 * r["loss_max"], r["background_us"], 100 * r["background_share"], r["events_sent"], r["events_dropped"], r["samples"])
+            )
+        else:
+            for name, v in r["variants"].items():
+                if name == "bare":
+                    print("%-6s http    %-12s %6.0f req/s  worker CPU %6.1f µs/req" % (r["framework"], name, v["rps"], v["cpu_us"]))
+                    continue
+                print(
+                    "%-6s http    %-12s %6.0f req/s  worker CPU %6.1f µs/req (+%.1f µs)  loss per CPU-s %.1f%% "
+                    "(pairs %.1f%%..%.1f%%), per wall-s %.1f%% (pairs %.1f%%..%.1f%%)"
+                    % ((r["framework"], name, v["rps"], v["cpu_us"], v["delta_us"]) + tuple(100 * x for x in v["cpu_loss"] + v["wall_loss"]))
+                )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--inproc-worker":
+        print(json.dumps(inproc(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))))
+    else:
+        main()

@@ -1,0 +1,133 @@
+"""Configuration: the arguments of :func:`profwatch.configure`, their environment defaults,
+and their validation.
+
+An argument given in code wins over the environment, which wins over the default. Values are
+checked against the collector's limits here, once, so that nothing the SDK sends later is
+refused for a bad name; a bad value raises :class:`ValueError` naming the argument or the
+environment variable it came from.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping, Optional, Tuple, Union
+
+DEFAULT_SIDECAR = "unix:///run/profwatch/agent.sock"
+MAX_LABEL_BYTES = 128
+MAX_HZ = 1000
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    """Where the sidecar listens: a Unix stream socket path, or a UDP (host, port)."""
+
+    kind: str  # "unix" or "udp"
+    address: Union[str, Tuple[str, int]]
+
+    def __str__(self) -> str:
+        if self.kind == "unix":
+            return "unix://" + str(self.address)
+        host, port = self.address  # type: ignore[misc]
+        return "udp://%s:%d" % (("[%s]" % host) if ":" in host else host, port)
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated configuration."""
+
+    service: str
+    build: str = ""
+    dc: str = ""
+    sidecar: Sidecar = Sidecar("unix", "/run/profwatch/agent.sock")
+    #: Stack samples per second of each request thread's CPU time; 0 turns the sampler off.
+    profile_hz: int = 99
+    #: Fraction of requests that send an event (weight ``1 / sample_rate``); 0 < rate <= 1.
+    sample_rate: float = 1.0
+    #: Seconds of samples aggregated into each shipped profile.
+    profile_interval: float = 10.0
+
+
+def parse_sidecar(url: str, what: str = "sidecar") -> Sidecar:
+    """``unix:///run/profwatch/agent.sock`` or ``udp://127.0.0.1:4042`` (``udp://[::1]:4042``)."""
+    if not isinstance(url, str):
+        raise ValueError("%s: expected a string such as %r, got %r" % (what, DEFAULT_SIDECAR, url))
+    if url.startswith("unix://"):
+        path = url[len("unix://"):]
+        if not path:
+            raise ValueError("%s: %r has no socket path (write unix:///path/to/agent.sock)" % (what, url))
+        return Sidecar("unix", path)
+    if url.startswith("udp://"):
+        rest = url[len("udp://"):].rstrip("/")
+        if rest.startswith("["):
+            host, sep, port = rest[1:].partition("]:")
+        else:
+            host, sep, port = rest.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("%s: %r is not udp://HOST:PORT (e.g. udp://127.0.0.1:4042)" % (what, url))
+        return Sidecar("udp", (host, int(port)))
+    raise ValueError(
+        "%s: %r must start with unix:// (a socket path) or udp:// (e.g. udp://127.0.0.1:4042)" % (what, url)
+    )
+
+
+def _name(value: str, what: str, required: bool) -> str:
+    if not isinstance(value, str):
+        raise ValueError("%s: expected a string, got %r" % (what, value))
+    n = len(value.encode("utf-8", "surrogatepass"))
+    if required and n == 0:
+        raise ValueError("%s is required: pass configure(service=...) or set PROFWATCH_SERVICE (1 to 128 bytes)" % what)
+    if n > MAX_LABEL_BYTES:
+        raise ValueError("%s: %d bytes, at most %d" % (what, n, MAX_LABEL_BYTES))
+    if not value.isprintable():
+        raise ValueError("%s: %r holds control characters" % (what, value))
+    return value
+
+
+def _number(value, what: str, kind, low, high, low_open: bool = False):
+    try:
+        v = kind(value)
+    except (TypeError, ValueError):
+        raise ValueError("%s: %r is not a number" % (what, value)) from None
+    if v != v or v > high or v < low or (low_open and v == low):
+        raise ValueError("%s: %r is outside %s%s, %s]" % (what, value, "(" if low_open else "[", low, high))
+    return v
+
+
+def make_config(
+    service: Optional[str] = None,
+    build: Optional[str] = None,
+    dc: Optional[str] = None,
+    sidecar: Optional[str] = None,
+    profile_hz: Optional[int] = None,
+    sample_rate: Optional[float] = None,
+    profile_interval: Optional[float] = None,
+    env: Mapping[str, str] = os.environ,
+) -> Config:
+    """Merges arguments, environment and defaults into a validated :class:`Config`."""
+
+    def pick(arg, var, default):
+        if arg is not None:
+            return arg, var.lower().replace("profwatch_", "")
+        if env.get(var, "") != "":
+            return env[var], var
+        return default, var.lower().replace("profwatch_", "")
+
+    service_v, service_w = pick(service, "PROFWATCH_SERVICE", "")
+    build_v, build_w = pick(build, "PROFWATCH_BUILD", "")
+    dc_v, dc_w = pick(dc, "PROFWATCH_DC", "")
+    sidecar_v, sidecar_w = pick(sidecar, "PROFWATCH_SIDECAR", DEFAULT_SIDECAR)
+    hz_v, hz_w = pick(profile_hz, "PROFWATCH_PROFILE_HZ", 99)
+    rate_v, rate_w = pick(sample_rate, "PROFWATCH_SAMPLE_RATE", 1.0)
+    interval_v, interval_w = pick(profile_interval, "PROFWATCH_PROFILE_INTERVAL", 10.0)
+    if isinstance(hz_v, float) and hz_v != int(hz_v):
+        raise ValueError("%s: %r is not a whole number of Hz" % (hz_w, hz_v))
+    return Config(
+        service=_name(service_v, service_w, required=True),
+        build=_name(build_v, build_w, required=False),
+        dc=_name(dc_v, dc_w, required=False),
+        sidecar=parse_sidecar(sidecar_v, sidecar_w),
+        profile_hz=_number(hz_v, hz_w, int, 0, MAX_HZ),
+        sample_rate=_number(rate_v, rate_w, float, 0.0, 1.0, low_open=True),
+        profile_interval=_number(interval_v, interval_w, float, 0.1, 3600.0),
+    )

@@ -1,0 +1,200 @@
+"""The process's runtime: configuration, counters, exporter and sampler, and the request
+lifecycle the middlewares share (:meth:`Runtime.start_request`, :meth:`Runtime.finish`).
+
+Invariants:
+
+- Threads start lazily, on the process's first request, so that a gunicorn or uwsgi master
+  that imports (or preloads) the app but serves nothing runs no profwatch thread.
+- After ``os.fork`` the child gets fresh counters, an empty queue, its own sidecar connection
+  (the parent's is closed in the child only, never shut down) and no threads; they start again
+  on the child's first request (``os.register_at_fork``). Events queued in the parent before
+  the fork are the parent's to send, so the child never sends them twice.
+- At interpreter exit the sampler's last interval and the queued events are written
+  (``atexit``; a missing sidecar makes that a no-op, never a wait).
+- :meth:`Runtime.finish` never raises: a route callable that fails names the request
+  ``METHOD <unmatched>`` and counts an internal error.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import random
+import threading
+import time
+from typing import Any, Callable, Optional
+
+from . import _meter
+from ._config import Config, make_config
+from ._endpoint import Namer
+from ._exporter import EVENT_QUEUE, Exporter
+from ._meter import Request
+from ._sampler import Sampler
+from ._stats import Stats
+from ._transport import Transport, make_transport
+
+log = logging.getLogger("profwatch")
+
+
+class Runtime:
+    def __init__(self, config: Config, transport: Optional[Transport] = None) -> None:
+        self.config = config
+        self._transport = transport
+        self._fresh()
+
+    def _fresh(self) -> None:
+        cfg = self.config
+        # Everything with a lock is new: another thread may have held one at fork time.
+        self.namer = Namer()
+        self.stats = Stats()
+        transport = self._transport if self._transport is not None else make_transport(cfg.sidecar)
+        self.exporter = Exporter(cfg, self.stats, transport)
+        self._events = self.exporter.events
+        self._requests = self.stats.requests
+        self.sampler = Sampler(self, cfg.profile_hz, cfg.profile_interval) if cfg.profile_hz else None
+        self._lock = threading.Lock()
+        self._started = False
+        self._closed = False
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._started or self._closed:
+                return
+            self._started = True
+            self.exporter.start()
+            if self.sampler is not None:
+                self.sampler.start()
+
+    def start_request(self, method: str, resolve: Callable[[Any], Optional[str]], arg: Any) -> Request:
+        if not self._started:
+            self._start()
+        rate = self.config.sample_rate
+        measured = rate >= 1.0 or random.random() < rate
+        return Request(self, method, resolve, arg, measured)
+
+    def finish(self, req: Request) -> None:
+        """Names the request, marks it done and queues its event (if measured)."""
+        try:
+            template = req.resolve(req.resolve_arg)
+            if template is not None and not isinstance(template, str):
+                template = None
+        except Exception:
+            template = None
+            self.stats.add("internal_errors")
+        req.resolve_arg = None  # the environ, scope or request: free it with the request
+        req.endpoint = self.namer.name(req.method, template)
+        req.done = True
+        next(self._requests)
+        if req.measured:
+            req.wall_ns = time.perf_counter_ns() - req.t0
+            if not _meter.counters.available:
+                req.instructions = None
+            events = self._events
+            if len(events) < EVENT_QUEUE:
+                events.append(req)
+            else:
+                self.stats.events_dropped("queue_full")
+
+    def flush(self) -> None:
+        """Ships the sampler's current interval and everything queued, now."""
+        if self.sampler is not None:
+            self.sampler.flush()
+        self.exporter.drain()
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._closed = True
+        if self.sampler is not None:
+            self.sampler.stop()
+        try:
+            self.flush()
+        finally:
+            self.exporter.stop(timeout=1.0)
+            self.exporter.transport.close()
+
+    def after_fork_in_child(self) -> None:
+        self.exporter.transport.close()
+        self._fresh()
+
+    def snapshot(self) -> dict:
+        out = self.stats.snapshot()
+        out["endpoints_over_limit"] = self.namer.over_limit
+        out["counter_path"] = _meter.counters.path
+        out["sidecar"] = str(self.config.sidecar)
+        queued = len(self.exporter.events)
+        out["queued_events"] = queued
+        out["requests_sampled"] = out["events_sent"] + queued + sum(out["events_dropped"].values())
+        return out
+
+
+_runtime: Optional[Runtime] = None
+_env_failed = False
+_global_lock = threading.Lock()
+
+
+def configure(transport: Optional[Transport] = None, **kwargs: Any) -> Runtime:
+    """Builds the runtime from arguments and environment (see :func:`profwatch.configure`)."""
+    global _runtime, _env_failed
+    rt = Runtime(make_config(**kwargs), transport)
+    with _global_lock:
+        old, _runtime = _runtime, rt
+        _env_failed = False
+    if old is not None:
+        try:
+            old.shutdown()
+        except Exception:
+            pass
+    return rt
+
+
+def runtime() -> Optional[Runtime]:
+    """The runtime, configured from the environment on first use; ``None`` if that fails."""
+    rt = _runtime
+    if rt is not None or _env_failed:
+        return rt
+    return _from_env()
+
+
+def _from_env() -> Optional[Runtime]:
+    global _env_failed
+    with _global_lock:
+        if _runtime is not None or _env_failed:
+            return _runtime
+    try:
+        return configure()
+    except ValueError as e:
+        _env_failed = True
+        log.warning("profwatch: not configured (%s); requests are served unmeasured", e)
+        return None
+
+
+def shutdown() -> None:
+    global _runtime
+    with _global_lock:
+        rt, _runtime = _runtime, None
+    if rt is not None:
+        rt.shutdown()
+
+
+def _after_fork_in_child() -> None:
+    global _global_lock
+    _global_lock = threading.Lock()
+    _meter.after_fork_in_child()
+    rt = _runtime
+    if rt is not None:
+        rt.after_fork_in_child()
+
+
+def _at_exit() -> None:
+    rt = _runtime
+    if rt is not None:
+        try:
+            rt.shutdown()
+        except Exception:
+            pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_at_exit)

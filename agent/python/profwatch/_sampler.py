@@ -1,0 +1,356 @@
+"""The stack sampler: Python stacks of the request threads, by endpoint, as profile frames.
+
+Why a thread reading ``sys._current_frames()`` and not ``setitimer``/``SIGPROF``: a Python
+signal handler runs only in the main thread, between bytecodes, so it sees the main thread's
+stack and nothing of gunicorn's threads, anyio's worker threads or Django's ASGI threads; and
+``ITIMER_PROF`` measures the whole process's CPU, so it cannot say which thread spent it. A
+sampler thread sees every thread's frames, and reads each thread's own CPU clock.
+
+How a sample is taken, every ``1 / profile_hz`` s:
+
+- For each thread that has a meter (it ran at least one request, see :mod:`profwatch._meter`),
+  its CPU time is read from its per-thread clock (``clock_gettime`` on the kernel's per-thread
+  CPU clock id for its native id: no signal, no ``/proc``, and a clean ``EINVAL`` once it has
+  exited). The CPU it spent since the last tick is added to its budget; each whole
+  ``1 / profile_hz`` s of budget is one sample. So samples measure CPU time, like perf's
+  cpu-clock in the Rust sampler: a thread blocked in I/O or in ``select`` gets none, and the
+  collector's ``samples / sample_rate`` is CPU seconds.
+- A thread due samples has its request (the meter's ``current`` and ``seq``) read *before*
+  ``sys._current_frames()``, and ``seq`` again after: if the thread entered or left a request in
+  between, the samples are dropped (``raced``) rather than given to the wrong request.
+- The stack is the chain of code objects from the thread's current frame to its root (at most
+  2048; deeper stacks lose their root end). Frames of profwatch itself are left out unless they
+  are the leaf. Each frame is named once per code object, ``module:qualname (file:line)``,
+  with the file relative to its ``sys.path`` entry (so names do not change with the install
+  directory) and the line where the function starts (so a function is one node of the flame
+  graph, not one per line).
+
+Attribution: under asyncio the loop thread's meter names the request whose task step is
+running (``profwatch._tasks``); a worker thread's meter names the request whose offloaded call
+it runs (``profwatch._offload``). A request's samples are held until it finishes (its endpoint
+is known only once the app has routed it), then added to its endpoint's profile. Samples of a
+thread outside any request go to a profile with no endpoint.
+
+Every ``profile_interval`` seconds (10 by default) each endpoint's stacks become one profile
+(agent/PROTOCOL.md: a query line, then folded stacks), split into several if larger than the
+transport carries, and queued on the exporter. Budgets: at most :data:`MAX_STACKS` distinct
+stacks per interval and :data:`MAX_PENDING` unfinished requests holding samples; beyond them
+samples are dropped and counted. A failing tick is counted (``sampler_errors``) and the
+sampler goes on.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import sys
+import threading
+import time
+from typing import Any, Counter, Dict, Iterable, List, Optional, Tuple
+from urllib.parse import quote
+
+from . import _meter
+
+log = logging.getLogger("profwatch")
+
+MAX_FRAMES = 2048
+MAX_FRAME_BYTES = 4096
+MAX_STACKS = 20000
+MAX_PENDING = 4096
+MAX_NAMES = 100000
+TRUNCATED = "[truncated]"
+
+_PKG_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def thread_clock_id(tid: int) -> int:
+    """The kernel's per-thread CPU clock id (``CPUCLOCK_SCHED | CPUCLOCK_PERTHREAD``) of ``tid``."""
+    return ((~tid) << 3) | 6
+
+
+class FrameNames:
+    """``code object → "module:qualname (file:line)"``, computed once per code object.
+
+    Keyed by ``id(code)`` (hashing a code object hashes its constants, every time); the entry
+    holds the code object, so its id cannot be reused while the entry exists."""
+
+    def __init__(self) -> None:
+        self.names: Dict[int, Tuple[Any, Optional[str]]] = {}
+        self._paths: List[str] = []
+        self._paths_of: Tuple[str, ...] = ()
+
+    def _relative(self, filename: str) -> str:
+        key = tuple(sys.path)
+        if key != self._paths_of:
+            self._paths_of = key
+            paths = {os.path.abspath(p) if p else os.getcwd() for p in key if isinstance(p, str)}
+            self._paths = sorted((p.rstrip(os.sep) + os.sep for p in paths), key=len, reverse=True)
+        for p in self._paths:
+            if filename.startswith(p):
+                return filename[len(p):]
+        return filename
+
+    def name(self, code: Any, frame: Any) -> Optional[str]:
+        """The frame's name, or ``None`` for a frame of profwatch itself."""
+        entry = self.names.get(id(code))
+        if entry is not None and entry[0] is code:
+            return entry[1]
+        if len(self.names) >= MAX_NAMES:
+            self.names.clear()
+        filename = code.co_filename or "?"
+        if filename.startswith(_PKG_DIR + os.sep):
+            self.names[id(code)] = (code, None)
+            return None
+        module = frame.f_globals.get("__name__") if frame is not None else None
+        name = format_frame(module, getattr(code, "co_qualname", code.co_name), self._relative(filename), code.co_firstlineno)
+        self.names[id(code)] = (code, name)
+        return name
+
+    def leaf(self, code: Any, frame: Any) -> str:
+        """The name of a frame of profwatch itself, for when it is the leaf."""
+        module = frame.f_globals.get("__name__")
+        return format_frame(module, getattr(code, "co_qualname", code.co_name), self._relative(code.co_filename or "?"), code.co_firstlineno)
+
+
+def format_frame(module: Optional[str], qualname: str, filename: str, line: int) -> str:
+    """``module:qualname (file:line)``, made safe for folded stacks (no ``;``, no newline,
+    at most 4096 bytes)."""
+    s = "%s:%s (%s:%d)" % (module if isinstance(module, str) else "?", qualname, filename, line)
+    if ";" in s or "\n" in s or "\r" in s:
+        s = s.replace(";", ",").replace("\n", " ").replace("\r", " ")
+    b = s.encode("utf-8", "replace")
+    if len(b) > MAX_FRAME_BYTES:
+        s = b[:MAX_FRAME_BYTES].decode("utf-8", "ignore")
+    return s
+
+
+def encode_profiles(
+    labels: Iterable[Tuple[str, str]],
+    hz: int,
+    ts: int,
+    stacks: Dict[str, int],
+    max_bytes: int,
+) -> Tuple[List[bytes], int]:
+    """One endpoint's stacks as profile payloads (agent/PROTOCOL.md), each at most ``max_bytes``.
+
+    ``labels`` are the query's label pairs (empty values left out); ``stacks`` maps a folded
+    stack (``root;...;leaf``) to its sample count. Returns the payloads and the number of
+    samples in stacks too large for any payload (dropped). Lines are sorted, so the output is
+    deterministic.
+    """
+    query = "format=folded&sample_rate=%d&ts=%d" % (hz, ts)
+    query += "".join("&%s=%s" % (quote(k, safe=""), quote(v, safe="")) for k, v in labels if v)
+    header = (query + "\n").encode("utf-8")
+    payloads: List[bytes] = []
+    dropped = 0
+    body: List[bytes] = []
+    size = len(header)
+    for stack in sorted(stacks):
+        line = ("%s %d\n" % (stack, stacks[stack])).encode("utf-8")
+        if len(header) + len(line) > max_bytes:
+            dropped += stacks[stack]
+            continue
+        if size + len(line) > max_bytes:
+            payloads.append(header + b"".join(body))
+            body, size = [], len(header)
+        body.append(line)
+        size += len(line)
+    if body:
+        payloads.append(header + b"".join(body))
+    return payloads, dropped
+
+
+class Sampler:
+    """Samples the request threads at ``hz`` and hands profiles to ``sink`` every ``interval`` s."""
+
+    def __init__(self, runtime: Any, hz: int, interval: float) -> None:
+        self.runtime = runtime
+        self.hz = hz
+        self.interval = interval
+        self.period_ns = 1_000_000_000 // hz
+        self.frames = FrameNames()
+        self._threads: Dict[Any, List[int]] = {}  # meter → [last cpu_ns, budget ns]
+        self._pending: Dict[Any, Counter[tuple]] = {}  # unfinished request → stacks
+        self._profiles: Dict[str, Counter[tuple]] = {}  # endpoint → stacks
+        self._stacks = 0
+        self._interval_start = time.time()
+        self._lock = threading.Lock()  # the tick and a flush from another thread
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._errors_logged = False
+
+    def start(self) -> None:
+        t = threading.Thread(target=self._run, name="profwatch-sampler", daemon=True)
+        self._thread = t
+        t.start()
+
+    def stop(self, timeout: float = 1.0) -> None:
+        self._stop.set()
+        t = self._thread
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout)
+
+    def _run(self) -> None:
+        period = 1.0 / self.hz
+        next_tick = time.monotonic() + period
+        next_flush = time.monotonic() + self.interval
+        next_prune = time.monotonic() + 1.0
+        stop = self._stop
+        while not stop.is_set():
+            # time.sleep, not Event.wait: a timed Event.wait allocates a lock per call.
+            time.sleep(max(0.0, next_tick - time.monotonic()))
+            if stop.is_set():
+                return
+            now = time.monotonic()
+            next_tick = max(next_tick + period, now)
+            try:
+                with self._lock:
+                    self.tick()
+                if now >= next_prune:
+                    next_prune = now + 1.0
+                    _meter.prune()
+                if now >= next_flush:
+                    next_flush = now + self.interval
+                    self.flush()
+            except Exception as e:
+                self.runtime.stats.add("sampler_errors")
+                if not self._errors_logged:
+                    self._errors_logged = True
+                    log.warning("profwatch: sampler error (counted, sampling goes on): %r", e)
+
+    def tick(self) -> None:
+        """Takes the samples due now."""
+        period = self.period_ns
+        due = []
+        threads = self._threads
+        for m in list(_meter.meters.values()):
+            try:
+                cpu = time.clock_gettime_ns(thread_clock_id(m.tid))
+            except OSError:
+                threads.pop(m, None)  # the thread has exited
+                continue
+            st = threads.get(m)
+            if st is None:
+                threads[m] = [cpu, 0]
+                continue
+            budget = st[1] + cpu - st[0]
+            st[0] = cpu
+            if budget < period:
+                st[1] = budget
+                continue
+            n = budget // period
+            st[1] = budget - n * period
+            due.append((m, n, m.seq, m.current))
+        if len(threads) > 2 * len(_meter.meters) + 16:
+            live = set(_meter.meters.values())
+            for m in [m for m in threads if m not in live]:
+                del threads[m]
+        if due:
+            self._take(due)
+        if self._pending:
+            self._settle()
+
+    def _take(self, due: list) -> None:
+        stats = self.runtime.stats
+        current_frames = sys._current_frames()
+        taken = attributed = 0
+        for m, n, seq, req in due:
+            frame = current_frames.get(m.ident)
+            if frame is None:
+                continue
+            if m.seq != seq:
+                stats.samples_dropped("raced", n)
+                continue
+            stack = self._stack(frame)
+            taken += n
+            if req is None:
+                self._add(self._profiles, "", stack, n)
+            else:
+                attributed += n
+                stacks = self._pending.get(req)
+                if stacks is None:
+                    if len(self._pending) >= MAX_PENDING:
+                        stats.samples_dropped("too_many_requests", n)
+                        continue
+                    stacks = self._pending[req] = collections.Counter()
+                if stack not in stacks and self._stacks >= MAX_STACKS:
+                    stats.samples_dropped("too_many_stacks", n)
+                    continue
+                self._stacks += stack not in stacks
+                stacks[stack] += n
+        del current_frames
+        if taken:
+            stats.add("samples", taken)
+        if attributed:
+            stats.add("samples_in_requests", attributed)
+
+    def _stack(self, frame: Any) -> tuple:
+        names = self.frames
+        get = names.names.get
+        out = []
+        f = frame
+        code = f.f_code
+        e = get(id(code))
+        name = e[1] if e is not None and e[0] is code else names.name(code, f)
+        out.append(name if name is not None else names.leaf(code, f))
+        f = f.f_back
+        limit = MAX_FRAMES - 1
+        while f is not None:
+            code = f.f_code
+            e = get(id(code))
+            name = e[1] if e is not None and e[0] is code else names.name(code, f)
+            if name is not None:
+                out.append(name)
+                if len(out) >= limit:
+                    f = f.f_back
+                    break
+            f = f.f_back
+        if f is not None:
+            out.append(TRUNCATED)
+        out.reverse()
+        return tuple(out)
+
+    def _add(self, profiles: Dict[str, Counter[tuple]], endpoint: str, stack: tuple, n: int) -> None:
+        stacks = profiles.get(endpoint)
+        if stacks is None:
+            stacks = profiles[endpoint] = collections.Counter()
+        if stack not in stacks:
+            if self._stacks >= MAX_STACKS:
+                self.runtime.stats.samples_dropped("too_many_stacks", n)
+                return
+            self._stacks += 1
+        stacks[stack] += n
+
+    def _settle(self) -> None:
+        """Moves the samples of finished requests to their endpoint's profile."""
+        for req in [r for r in self._pending if r.done]:
+            stacks = self._pending.pop(req)
+            target = self._profiles.get(req.endpoint)
+            if target is None:
+                self._profiles[req.endpoint] = stacks
+            else:
+                target.update(stacks)
+
+    def flush(self) -> None:
+        """Queues one profile per endpoint with the samples of the interval that ends now."""
+        if not self._lock.acquire(timeout=1.0):
+            return
+        try:
+            self._settle()
+            profiles, self._profiles = self._profiles, {}
+            self._stacks = sum(len(s) for s in self._pending.values())
+            ts, self._interval_start = int(self._interval_start), time.time()
+        finally:
+            self._lock.release()
+        rt = self.runtime
+        cfg = rt.config
+        limit = rt.exporter.transport.profile_max
+        for endpoint, stacks in profiles.items():
+            folded = {";".join(stack): n for stack, n in stacks.items()}
+            labels = (("service", cfg.service), ("endpoint", endpoint), ("build", cfg.build), ("dc", cfg.dc))
+            payloads, dropped = encode_profiles(labels, self.hz, ts, folded, limit)
+            if dropped:
+                rt.stats.samples_dropped("too_large", dropped)
+            for p in payloads:
+                rt.exporter.add_profile(p)

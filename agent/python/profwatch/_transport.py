@@ -1,0 +1,150 @@
+"""The connection to the sidecar: a Unix stream socket or UDP datagrams (see agent/PROTOCOL.md).
+
+Invariants:
+
+- Nothing here blocks or raises: sockets are non-blocking, and :meth:`write` answers ``None``
+  (handed to the kernel) or the reason the message was dropped (``no_sidecar``,
+  ``socket_full``, ``send_error``, ``too_large``), which the exporter counts.
+- On the stream, a message is never interleaved with another: when the kernel takes only part
+  of one, the rest is kept and written before anything else; new messages are dropped
+  (``socket_full``) until it is gone. If it cannot be written for :data:`STALL_SECONDS`, the
+  connection is closed and reopened; the sidecar counts the cut message as ``truncated`` and
+  the messages around it are unaffected.
+- Only the exporter thread writes (after ``os.fork`` the child closes its copy of the socket
+  without touching the parent's connection, and opens its own).
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import time
+from typing import Optional, Tuple
+
+from ._config import Sidecar
+
+STALL_SECONDS = 5.0
+_NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
+
+
+class Transport:
+    """Where encoded messages go."""
+
+    #: Most bytes of event lines written as one message.
+    event_chunk = 256 * 1024
+    #: Most bytes of one profile (the frame's payload).
+    profile_max = 4 * 1024 * 1024
+    #: ``True`` if profile frames carry the 4-byte length (stream), ``False`` for datagrams.
+    framed = True
+
+    def write(self, data: bytes) -> Optional[str]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class UnixStream(Transport):
+    """The sidecar's Unix stream socket, reconnected after an error."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._sock: Optional[socket.socket] = None
+        self._pending = b""
+        self._pending_since = 0.0
+
+    def _connect(self) -> bool:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.setblocking(False)
+        try:
+            s.connect(self.path)
+        except OSError:
+            s.close()
+            return False
+        self._sock = s
+        return True
+
+    def _reset(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+        self._sock = None
+        self._pending = b""
+
+    def _send(self, data: bytes) -> Tuple[int, Optional[str]]:
+        assert self._sock is not None
+        try:
+            return self._sock.send(data, _NOSIGNAL), None
+        except (BlockingIOError, InterruptedError):
+            return 0, None
+        except OSError:
+            self._reset()
+            return 0, "send_error"
+
+    def write(self, data: bytes) -> Optional[str]:
+        if self._sock is None and not self._connect():
+            return "no_sidecar"
+        if self._pending:
+            n, err = self._send(self._pending)
+            if err:
+                return err
+            self._pending = self._pending[n:]
+            if self._pending:
+                if time.monotonic() - self._pending_since > STALL_SECONDS:
+                    self._reset()
+                return "socket_full"
+        n, err = self._send(data)
+        if err:
+            return err
+        if n == 0:
+            return "socket_full"
+        if n < len(data):
+            self._pending = data[n:]
+            self._pending_since = time.monotonic()
+        return None
+
+    def close(self) -> None:
+        self._reset()
+
+
+class Udp(Transport):
+    """Datagrams to the sidecar's UDP port (loopback); the kernel may drop them under load."""
+
+    event_chunk = 65000
+    profile_max = 64999
+    framed = False
+
+    def __init__(self, address: Tuple[str, int]) -> None:
+        self.address = address
+        self._sock: Optional[socket.socket] = None
+
+    def write(self, data: bytes) -> Optional[str]:
+        if len(data) > self.event_chunk:
+            return "too_large"
+        try:
+            if self._sock is None:
+                family = socket.AF_INET6 if ":" in self.address[0] else socket.AF_INET
+                self._sock = socket.socket(family, socket.SOCK_DGRAM)
+                self._sock.setblocking(False)
+            self._sock.sendto(data, self.address)
+        except (BlockingIOError, InterruptedError):
+            return "socket_full"
+        except OSError as e:
+            return "no_sidecar" if e.errno in (errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH) else "send_error"
+        return None
+
+    def close(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+        self._sock = None
+
+
+def make_transport(sidecar: Sidecar) -> Transport:
+    if sidecar.kind == "unix":
+        return UnixStream(str(sidecar.address))
+    return Udp(sidecar.address)  # type: ignore[arg-type]

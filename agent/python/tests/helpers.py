@@ -1,0 +1,72 @@
+"""Shared by the unit and end-to-end tests."""
+
+from __future__ import annotations
+
+import struct
+import time
+from typing import Callable, List, Optional, Tuple
+
+from profwatch._transport import Transport
+
+
+def burn(ms: float) -> None:
+    """Spends ``ms`` milliseconds of this thread's CPU time in pure Python."""
+    end = time.thread_time_ns() + int(ms * 1_000_000)
+    while time.thread_time_ns() < end:
+        pass
+
+
+def eventually(predicate: Callable[[], object], timeout: float = 60.0, what: str = "condition", interval: float = 0.05):
+    """Polls ``predicate`` until it returns something truthy, which is returned; fails the
+    test with ``what`` after ``timeout`` seconds (a deadline, not a measurement)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError("timed out waiting for %s (last value: %r)" % (what, last))
+
+
+class MemoryTransport(Transport):
+    """Keeps every message written; ``fail`` makes writes answer that drop reason."""
+
+    event_chunk = 256 * 1024
+    profile_max = 4 * 1024 * 1024
+    framed = True
+
+    def __init__(self) -> None:
+        self.messages: List[bytes] = []
+        self.fail: Optional[str] = None
+
+    def write(self, data: bytes) -> Optional[str]:
+        if self.fail is not None:
+            return self.fail
+        self.messages.append(bytes(data))
+        return None
+
+    def events(self) -> List[dict]:
+        import json
+
+        out = []
+        for m in self.messages:
+            if m[:1] != b"\x01":
+                out += [json.loads(line) for line in m.decode().splitlines() if line]
+        return out
+
+    def profiles(self) -> List[Tuple[dict, dict]]:
+        return [parse_profile(m[5:]) for m in self.messages if m[:1] == b"\x01" and struct.unpack(">I", m[1:5])[0] == len(m) - 5]
+
+
+def parse_profile(payload: bytes) -> Tuple[dict, dict]:
+    """A profile payload → (query labels, {folded stack: count})."""
+    from urllib.parse import parse_qsl
+
+    text = payload.decode("utf-8")
+    head, _, body = text.partition("\n")
+    stacks = {}
+    for line in body.splitlines():
+        stack, _, n = line.rpartition(" ")
+        stacks[stack] = stacks.get(stack, 0) + int(n)
+    return dict(parse_qsl(head)), stacks

@@ -1,0 +1,202 @@
+"""The exporter and transports: the bytes of agent/PROTOCOL.md, whole messages only, and
+every drop counted by reason instead of raised or waited for."""
+
+import json
+import os
+import socket
+import struct
+import tempfile
+import threading
+import types
+
+from helpers import MemoryTransport, eventually, parse_profile
+
+import profwatch
+from profwatch._config import make_config
+from profwatch._exporter import Exporter
+from profwatch._stats import Stats
+from profwatch._transport import UnixStream, Udp
+
+
+def ev(ts, endpoint, status, cpu_ns, instructions, wall_ns):
+    return types.SimpleNamespace(ts=ts, endpoint=endpoint, status=status, cpu_ns=cpu_ns, instructions=instructions, wall_ns=wall_ns)
+
+
+def _exporter(transport, **cfg):
+    cfg.setdefault("service", "shop")
+    return Exporter(make_config(env={}, **cfg), Stats(), transport)
+
+
+def test_event_lines_are_the_protocol_json():
+    e = _exporter(MemoryTransport(), build="812", dc="eu1", sample_rate=0.25)
+    line = e.encode(ev(1700000000000000000, 'GET /cart/{id} "x"', 200, 1830000, 4100000, 4100001))
+    assert line.endswith("\n")
+    assert json.loads(line) == {
+        "service": "shop",
+        "build": "812",
+        "dc": "eu1",
+        "ts": 1700000000000000000,
+        "endpoint": 'GET /cart/{id} "x"',
+        "status": 200,
+        "cpu_ns": 1830000,
+        "wall_ns": 4100001,
+        "instructions": 4100000,
+        "weight": 4.0,
+    }
+    plain = json.loads(_exporter(MemoryTransport()).encode(ev(1, "GET /", 0, 5, None, 6)))
+    assert plain == {"service": "shop", "ts": 1, "endpoint": "GET /", "status": 0, "cpu_ns": 5, "wall_ns": 6}
+
+
+def test_events_are_chunked_in_whole_lines():
+    t = MemoryTransport()
+    t.event_chunk = 1000
+    e = _exporter(t)
+    for i in range(100):
+        e.add_event(ev(i, "GET /x", 200, i, None, i))
+    e.drain()
+    assert len(t.messages) > 5
+    assert all(len(m) <= 1000 and m.endswith(b"\n") for m in t.messages)
+    assert [ev["ts"] for ev in t.events()] == list(range(100))
+    assert e.stats.snapshot()["events_sent"] == 100
+
+
+def test_drops_are_counted_by_reason():
+    t = MemoryTransport()
+    e = _exporter(t)
+    t.fail = "no_sidecar"
+    for i in range(3):
+        e.add_event(ev(i, "GET /x", 200, 1, None, 1))
+    e.add_profile(b"format=folded&sample_rate=99&service=shop\na 1\n")
+    e.drain()
+    s = e.stats.snapshot()
+    assert s["events_dropped"]["no_sidecar"] == 3 and s["events_sent"] == 0
+    assert s["profiles_dropped"]["no_sidecar"] == 1
+
+
+def test_the_queue_is_bounded(monkeypatch):
+    import profwatch._exporter as exp
+
+    monkeypatch.setattr(exp, "EVENT_QUEUE", 5)
+    e = _exporter(MemoryTransport())
+    for i in range(8):
+        e.add_event(ev(i, "GET /x", 200, 1, None, 1))
+    assert len(e.events) == 5
+    assert e.stats.snapshot()["events_dropped"]["queue_full"] == 3
+
+
+def test_no_sidecar_on_the_socket_is_counted_not_raised():
+    t = UnixStream("/nonexistent/agent.sock")
+    assert t.write(b"x\n") == "no_sidecar"
+
+
+def _listener():
+    d = tempfile.mkdtemp(prefix="pw-unit-")
+    path = os.path.join(d, "agent.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(8)
+    return srv, path
+
+
+def _read_messages(data):
+    """Splits a stream into JSON lines and profile frames, failing on anything torn except
+    the last message (cut short when the connection closes, as the sidecar allows)."""
+    lines, frames, i = [], [], 0
+    while i < len(data):
+        if data[i] == 1:
+            (n,) = struct.unpack(">I", data[i + 1 : i + 5])
+            if i + 5 + n > len(data):
+                break
+            frames.append(data[i + 5 : i + 5 + n])
+            i += 5 + n
+        else:
+            j = data.find(b"\n", i)
+            if j < 0:
+                break
+            lines.append(json.loads(data[i:j]))
+            i = j + 1
+    return lines, frames
+
+
+def test_a_full_socket_drops_whole_messages_and_never_interleaves_them():
+    srv, path = _listener()
+    t = UnixStream(path)
+    e = _exporter(t)
+    e.transport.event_chunk = 8192
+    conn_box = []
+    accepted = threading.Thread(target=lambda: conn_box.append(srv.accept()[0]))
+    accepted.start()
+    profile = b"format=folded&sample_rate=99&service=shop\n" + b"a;b;c 1\n" * 5000
+    for round_ in range(200):  # the sidecar reads nothing meanwhile
+        for i in range(200):
+            e.add_event(ev(round_ * 1000 + i, "GET /x", 200, 1, None, 1))
+        e.add_profile(profile)
+        e.drain()
+    accepted.join()
+    s = e.stats.snapshot()
+    assert s["events_dropped"]["socket_full"] > 0, s
+    conn = conn_box[0]
+    t.close()
+    data = b""
+    while True:
+        chunk = conn.recv(1 << 20)
+        if not chunk:
+            break
+        data += chunk
+    lines, frames = _read_messages(data)
+    assert len(lines) + 8192 // 40 >= s["events_sent"]  # the last chunk may be cut short
+    assert frames and all(f == profile for f in frames)
+    assert [ev["ts"] for ev in lines] == sorted(ev["ts"] for ev in lines)
+    srv.close()
+
+
+def test_udp_carries_events_and_profiles_as_datagrams():
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    t = Udp(rx.getsockname())
+    e = _exporter(t)
+    e.add_event(ev(1, "GET /x", 200, 1, None, 1))
+    e.add_profile(b"format=folded&sample_rate=99&service=shop\na;b 3\n")
+    e.drain()
+    rx.settimeout(10)
+    first, second = rx.recv(65536), rx.recv(65536)
+    assert json.loads(first)["endpoint"] == "GET /x"
+    assert second[:1] == b"\x01"
+    assert parse_profile(second[1:]) == ({"format": "folded", "sample_rate": "99", "service": "shop"}, {"a;b": 3})
+    rx.close()
+
+
+def test_profiles_larger_than_a_datagram_are_dropped_and_counted():
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    e = _exporter(Udp(rx.getsockname()))
+    e.add_profile(b"x" * 70000)
+    e.drain()
+    assert e.stats.snapshot()["profiles_dropped"]["too_large"] == 1
+    rx.close()
+
+
+def test_the_app_keeps_serving_without_a_sidecar():
+    """A real socket path where nothing listens: requests succeed, events are counted dropped."""
+    from wsgiref.util import setup_testing_defaults
+
+    profwatch.configure(service="nosidecar", sidecar="unix:///nonexistent/dir/agent.sock", profile_hz=99)
+    try:
+
+        def app(environ, start_response):
+            start_response("200 OK", [])
+            return [b"ok"]
+
+        wrapped = profwatch.WSGIMiddleware(app, route=lambda env: "/x")
+        for _ in range(20):
+            env = {}
+            setup_testing_defaults(env)
+            body = wrapped(env, lambda *a: None)
+            assert b"".join(body) == b"ok"
+            body.close()
+        profwatch.flush()
+        s = profwatch.stats()
+        assert s["requests"] == 20
+        eventually(lambda: profwatch.stats()["events_dropped"]["no_sidecar"] == 20, what="20 events counted as dropped")
+    finally:
+        profwatch.shutdown()

@@ -1,0 +1,106 @@
+"""The stack sampler: samples measure CPU time, go to the request running on their thread,
+and ship as profile payloads (agent/PROTOCOL.md) per endpoint."""
+
+import sys
+import threading
+
+from helpers import burn, eventually
+
+from profwatch._meter import meter
+from profwatch._sampler import encode_profiles, format_frame
+
+
+def test_profile_payloads_are_the_protocol_text():
+    labels = [("service", "shop"), ("endpoint", "GET /cart/{id}"), ("build", "812"), ("dc", "")]
+    [payload], dropped = encode_profiles(labels, 99, 1700000000, {"main;b": 4, "main;a a": 31}, 1 << 20)
+    assert dropped == 0
+    assert payload == (
+        b"format=folded&sample_rate=99&ts=1700000000&service=shop&endpoint=GET%20%2Fcart%2F%7Bid%7D&build=812\n"
+        b"main;a a 31\n"
+        b"main;b 4\n"
+    )
+
+
+def test_large_profiles_are_split_and_oversized_stacks_dropped():
+    stacks = {"s%03d;leaf" % i: i + 1 for i in range(100)}
+    stacks["x" * 500] = 7
+    payloads, dropped = encode_profiles([("service", "s")], 99, 1, stacks, 400)
+    assert dropped == 7
+    assert len(payloads) > 1 and all(len(p) <= 400 for p in payloads)
+    merged = {}
+    for p in payloads:
+        head, _, body = p.decode().partition("\n")
+        assert head == "format=folded&sample_rate=99&ts=1&service=s"
+        for line in body.splitlines():
+            k, _, n = line.rpartition(" ")
+            merged[k] = int(n)
+    assert merged == {k: v for k, v in stacks.items() if len(k) < 100}
+
+
+def test_frame_names_are_safe_for_folded_stacks():
+    assert format_frame("app.views", "Cart.total", "app/views.py", 42) == "app.views:Cart.total (app/views.py:42)"
+    assert format_frame(None, "f", "a;b\nc.py", 1) == "?:f (a,b c.py:1)"
+    assert len(format_frame("m", "q" * 5000, "f.py", 1).encode()) == 4096
+
+
+def hot_inside_request(ms):
+    burn(ms)
+
+
+def hot_outside_request(ms):
+    burn(ms)
+
+
+def test_samples_go_to_the_request_running_on_their_thread(configure, memory):
+    rt = configure(profile_hz=99, profile_interval=3600, build="7")
+
+    def serve():
+        req = rt.start_request("GET", lambda _: "/hot", None)
+        m = meter()
+        m.enter(req)
+        hot_inside_request(300)
+        m.exit(req)
+        rt.finish(req)
+        hot_outside_request(300)
+
+    t = threading.Thread(target=serve)
+    t.start()
+    t.join()
+    rt.flush()
+    profiles = {labels.get("endpoint", ""): (labels, stacks) for labels, stacks in memory.profiles()}
+    labels, stacks = profiles["GET /hot"]
+    assert labels["service"] == "unit" and labels["build"] == "7" and labels["sample_rate"] == "99"
+    inside = sum(n for s, n in stacks.items() if "hot_inside_request" in s)
+    # 300 ms of CPU at 99 Hz is ~30 samples; the machine may be loaded, so allow a wide band.
+    assert 20 <= inside <= 35, stacks
+    assert not any("hot_outside_request" in s for s in stacks)
+    frame = next(s for s in stacks if "hot_inside_request" in s).split(";")
+    assert frame[-1].startswith("helpers:burn (helpers.py:")
+    assert frame[-2].startswith("test_sampler:hot_inside_request (test_sampler.py:")
+    _, outside = profiles[""]
+    assert sum(n for s, n in outside.items() if "hot_outside_request" in s) >= 20
+    s = rt.snapshot()
+    assert s["samples_in_requests"] >= inside and s["sampler_errors"] == 0
+
+
+def test_a_failing_sampler_is_counted_and_the_app_goes_on(configure, memory, monkeypatch):
+    def broken():
+        raise RuntimeError("no frames today")
+
+    monkeypatch.setattr(sys, "_current_frames", broken)
+    rt = configure(profile_hz=99, profile_interval=3600)
+
+    def serve():
+        req = rt.start_request("GET", lambda _: "/x", None)
+        m = meter()
+        m.enter(req)
+        burn(100)
+        m.exit(req)
+        rt.finish(req)
+
+    t = threading.Thread(target=serve)
+    t.start()
+    t.join()
+    eventually(lambda: rt.snapshot()["sampler_errors"] > 0, what="a counted sampler error")
+    rt.exporter.drain()
+    assert len(memory.events()) == 1
