@@ -48,5 +48,7 @@ cargo build -p profwatch
 # --no-fail-fast: a failing test binary does not hide the results of the ones after it.
 status=0
 cargo test --workspace --no-fail-fast "$@" || status=$?
+# The Python SDK under real Django, Flask and FastAPI servers, through the binary just built.
+agent/python/tests/run.sh || status=$?
 tally
 exit "$status"
