@@ -391,3 +391,21 @@ async fn a_flipped_bit_in_a_segment_quarantines_it_and_the_rest_answers() {
         store.shutdown().await.expect("shutdown");
     }
 }
+
+/// Regression test: a segment holding only stack samples (no events) was dropped by the first
+/// retention pass, because its events' time bounds were empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_of_profiles_only_survives_retention() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(cfg(dir.path())).expect("open");
+    store
+        .write_profiles(&tenant(), profile("only"))
+        .await
+        .expect("write");
+    store.flush().await.expect("flush");
+    let before = answer(&store).await;
+    assert!(before.contains("only|"), "{before}");
+    store.maintain().expect("retention and compaction");
+    assert_eq!(answer(&store).await, before);
+    store.shutdown().await.expect("shutdown");
+}

@@ -713,7 +713,7 @@ fn maintain(s: &Shared) -> Result<(), StoreError> {
     {
         let mut st = write(&s.state);
         st.segments.retain(|seg| {
-            let keep = seg.max_ts >= cutoff;
+            let keep = seg.newest_ts() >= cutoff;
             if !keep {
                 tracing::info!(path = %seg.path.display(), "segment past retention");
                 seg.mark_obsolete();

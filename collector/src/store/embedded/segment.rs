@@ -152,6 +152,18 @@ impl SegmentMeta {
         self.rows + self.profile.as_ref().map_or(0, |p| p.rows)
     }
 
+    /// The newest row of either kind (events or stack samples), for retention: a segment is
+    /// past retention only when everything in it is.
+    pub fn newest_ts(&self) -> i64 {
+        let events = (self.rows > 0).then_some(self.max_ts);
+        let samples = self
+            .profile
+            .as_ref()
+            .filter(|p| p.rows > 0)
+            .map(|p| p.max_ts);
+        events.max(samples).unwrap_or(i64::MIN)
+    }
+
     /// Deletes the file once no query holds this segment any more.
     pub fn mark_obsolete(&self) {
         self.obsolete.store(true, Ordering::SeqCst);
