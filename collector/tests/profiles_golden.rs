@@ -333,3 +333,99 @@ fn bad_pprof_is_refused() {
         })
     ));
 }
+
+// --- our own renderers, against checked-in outputs ------------------------------------------
+
+/// Compares `got` with `tests/golden/<name>`; `BLESS=1` writes it instead (review the diff).
+fn golden(name: &str, got: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    if std::env::var_os("BLESS").is_some() {
+        std::fs::create_dir_all(path.parent().expect("dir")).expect("golden dir");
+        std::fs::write(&path, got).expect("bless");
+        return;
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run with BLESS=1 to create it)", path.display()));
+    assert!(
+        got == want,
+        "{name} differs from {}: {}; if the change is intended, run with BLESS=1 and review the diff",
+        path.display(),
+        first_difference(got, &want)
+    );
+}
+
+/// The folded fixture as a stored profile of two label sets, with a frame whose name needs
+/// escaping in every output (`<`, `&`, `"`).
+fn golden_profile() -> StackProfile {
+    let text = String::from_utf8(read(&fixtures().join("folded/before.txt"))).expect("utf-8");
+    let mut rows = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let Some((stack, n)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let samples: u64 = n.trim().parse().expect("count");
+        let labels = SampleLabels {
+            service: "golden".into(),
+            endpoint: if i % 2 == 0 { "GET /a" } else { "GET /b" }.into(),
+            build: "812".into(),
+            ..SampleLabels::default()
+        };
+        rows.push(ProfileRow {
+            labels,
+            frames: stack.split(';').map(str::to_owned).collect(),
+            samples,
+            cpu_ns: samples * 10_101_010,
+        });
+    }
+    rows.push(ProfileRow {
+        labels: SampleLabels {
+            service: "golden".into(),
+            endpoint: "GET /a".into(),
+            build: "812".into(),
+            ..SampleLabels::default()
+        },
+        frames: vec!["main".into(), "render<T & \"U\">".into()],
+        samples: 3,
+        cpu_ns: 30_303_030,
+    });
+    rows.sort_by(|a, b| (&a.labels, &a.frames).cmp(&(&b.labels, &b.frames)));
+    StackProfile { rows }
+}
+
+#[test]
+fn the_svg_flame_graph_matches_its_golden_file() {
+    let folded: String = golden_profile()
+        .merged()
+        .iter()
+        .map(|(frames, n, _)| format!("{} {n}\n", frames.join(";")))
+        .collect();
+    let svg = profwatch_collector::profile::render::svg(&folded, "golden <samples>", "samples")
+        .expect("svg");
+    golden("flame.svg", &String::from_utf8(svg).expect("utf-8"));
+}
+
+#[test]
+fn the_json_tree_matches_its_golden_file() {
+    let merged = golden_profile().merged();
+    let tree = profwatch_collector::profile::tree::build(
+        merged.iter().map(|(f, n, c)| (f.as_slice(), *n, *c)),
+        40,
+    );
+    golden(
+        "tree.json",
+        &(serde_json::to_string_pretty(&tree).expect("json") + "\n"),
+    );
+}
+
+#[test]
+fn the_pprof_export_matches_its_golden_file() {
+    let span = Span {
+        from: 1_795_000_000_000_000_000,
+        to: 1_795_000_060_000_000_000,
+    };
+    let gz = to_pprof_gz(&golden_profile(), span);
+    let profile = decode_profile(&gz, &ProfileLimits::default()).expect("our own export decodes");
+    golden("profile.pprof.txt", &format!("{profile:#?}\n"));
+}
