@@ -36,7 +36,26 @@ struct Node {
 
 impl LocalCluster {
     /// Starts `shards` servers and waits until each answers `/ping` and sees the cluster.
+    ///
+    /// ClickHouse cannot listen on port 0 and say which port it got, so the ports are ones found
+    /// free on the cluster's own loopback addresses (which nothing else uses); should another
+    /// process take one before the servers bind it, the whole cluster is started again on new
+    /// ports (three tries), so that race costs a retry, never a failed test.
     pub fn start(shards: usize) -> Result<LocalCluster, String> {
+        let mut last = String::new();
+        for attempt in 1..=3 {
+            match Self::start_once(shards) {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    eprintln!("starting the ClickHouse cluster (attempt {attempt}): {e}");
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    fn start_once(shards: usize) -> Result<LocalCluster, String> {
         let server = find_server()?;
         let dir = tempfile::Builder::new()
             .prefix("profwatch-ch-cluster-")
