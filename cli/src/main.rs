@@ -351,6 +351,9 @@ fn compare(args: CompareArgs) -> anyhow::Result<bool> {
 
 /// Exit codes: 0 success, 1 `compare` found a regression, 2 any error (the message says what).
 fn main() {
+    // reqwest is built with `rustls-no-provider`: it needs a process-wide provider installed
+    // before the first client with TLS settings is built. Ring is the only one compiled in.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     if let Err(e) = run() {
         eprintln!("error: {e:#}");
         std::process::exit(2);
