@@ -555,6 +555,46 @@ mod tests {
     }
 
     #[test]
+    fn tls_is_all_or_nothing_and_flags_override_the_file() {
+        let file = RawConfig::from_toml(
+            "[tls]\ncert = \"/etc/a.crt\"\nkey = \"/etc/a.key\"\nclient_ca = \"/etc/ca.crt\"\n",
+        )
+        .expect("valid toml");
+        let flags = RawConfig {
+            tls: RawTls {
+                cert: Some("/run/b.crt".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let cfg = file.merge(flags).validate().expect("valid");
+        let tls = cfg.tls.expect("tls");
+        assert_eq!(tls.cert, PathBuf::from("/run/b.crt"));
+        assert_eq!(tls.key, PathBuf::from("/etc/a.key"));
+        assert_eq!(tls.client_ca, Some(PathBuf::from("/etc/ca.crt")));
+        assert!(cfg.analysis.public_url.starts_with("https://"));
+        assert!(RawConfig::from_toml("[tls]\ncertificate = \"x\"").is_err());
+        for (cert, key, ca, field) in [
+            (Some("c"), None, None, "tls.cert"),
+            (None, Some("k"), None, "tls.key"),
+            (None, None, Some("ca"), "tls.client_ca"),
+        ] {
+            let raw = RawConfig {
+                tls: RawTls {
+                    cert: cert.map(PathBuf::from),
+                    key: key.map(PathBuf::from),
+                    client_ca: ca.map(PathBuf::from),
+                },
+                ..Default::default()
+            };
+            match raw.validate() {
+                Err(ConfigError::Field { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: expected a field error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn refuses_unknown_keys_and_open_listening_without_tokens() {
         assert!(RawConfig::from_toml("lisen = \"x\"").is_err());
         let open = RawConfig {

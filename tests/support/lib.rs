@@ -171,6 +171,8 @@ pub struct Client {
 
 impl Client {
     pub fn new(base: &str) -> Client {
+        // reqwest uses `rustls-no-provider`: install ring (the only provider compiled in) once.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         Client {
             base: base.trim_end_matches('/').to_owned(),
             http: reqwest::blocking::Client::builder()

@@ -675,6 +675,49 @@ mod tests {
     }
 
     #[test]
+    fn https_collectors_and_tls_files() {
+        let mut a = args();
+        a.collector = Some("https://collector:4040".into());
+        let cfg = a.validate().expect("https is accepted");
+        assert_eq!(cfg.events_url, "https://collector:4040/api/v1/events");
+        assert!(!cfg.tls.is_set());
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let garbage = dir.path().join("ca.pem");
+        std::fs::write(&garbage, "not a certificate").expect("write");
+        let mut a = args();
+        a.collector = Some("https://collector:4040".into());
+        a.ca_file = Some(garbage);
+        assert!(matches!(
+            a.validate(),
+            Err(SidecarError::Config {
+                flag: "ca-file",
+                ..
+            })
+        ));
+
+        let mut a = args();
+        a.ca_file = Some(dir.path().join("missing.pem"));
+        assert!(matches!(
+            a.validate(),
+            Err(SidecarError::Config {
+                flag: "ca-file",
+                ..
+            })
+        ));
+
+        let mut a = args();
+        a.client_cert = Some(dir.path().join("c.pem"));
+        assert!(matches!(
+            a.validate(),
+            Err(SidecarError::Config {
+                flag: "client-cert",
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn defaults_and_urls() {
         let cfg = args().validate().expect("valid");
         assert_eq!(cfg.events_url, "http://127.0.0.1:4040/api/v1/events");

@@ -383,3 +383,11 @@ pub async fn shutdown_signal() {
         () = term => {}
     }
 }
+
+/// Installs ring as rustls's process-wide provider unless one is installed: reqwest is built
+/// with `rustls-no-provider` and panics when it builds a client without one.
+pub(crate) fn ensure_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}

@@ -148,6 +148,7 @@ impl Shipper {
         dead_letters: Arc<DeadLetters>,
         metrics: Arc<Metrics>,
     ) -> Result<Shipper, reqwest::Error> {
+        super::ensure_crypto_provider();
         let mut builder = reqwest::Client::builder()
             .timeout(cfg.retry.request_timeout)
             .connect_timeout(Duration::from_secs(5))

@@ -21,6 +21,7 @@ pub async fn fetch(metrics: &str) -> Result<StatusSnapshot, SidecarError> {
         url: url.clone(),
         message,
     };
+    super::ensure_crypto_provider();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
