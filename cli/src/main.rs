@@ -205,6 +205,15 @@ struct ServerArgs {
     /// bytes are copied to wal/damaged/ and every intact record is kept.
     #[arg(long)]
     repair: bool,
+    /// Serve HTTPS with this PEM certificate chain (reloaded with the key on SIGHUP).
+    #[arg(long, env = "PROFWATCH_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "PROFWATCH_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this PEM CA (mTLS).
+    #[arg(long, env = "PROFWATCH_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
 }
 
 impl ServerArgs {
@@ -260,6 +269,11 @@ impl ServerArgs {
                     Ok(Sink::new(kind, url))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?,
+            tls: profwatch_collector::config::RawTls {
+                cert: self.tls_cert,
+                key: self.tls_key,
+                client_ca: self.tls_client_ca,
+            },
             ..Default::default()
         });
         Ok(raw)
@@ -343,6 +357,8 @@ fn compare(args: CompareArgs) -> anyhow::Result<bool> {
 
 /// Exit codes: 0 success, 1 `compare` found a regression, 2 any error (the message says what).
 fn main() {
+    // Before any HTTP client or TLS listener is built (see model::tls).
+    profwatch_model::tls::install_crypto_provider();
     if let Err(e) = run() {
         eprintln!("error: {e:#}");
         std::process::exit(2);
@@ -443,13 +459,14 @@ fn run() -> anyhow::Result<()> {
             let repair = args.repair;
             let mut cfg = args.into_raw()?.validate()?;
             cfg.repair = repair;
+            let scheme = if cfg.tls.is_some() { "https" } else { "http" };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
             rt.block_on(profwatch_collector::server::run(
                 cfg,
                 profwatch_collector::server::shutdown_signal(),
-                |addr| eprintln!("profwatch server listening on http://{addr}"),
+                |addr| eprintln!("profwatch server listening on {scheme}://{addr}"),
             ))?;
         }
     }

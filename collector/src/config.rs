@@ -14,6 +14,8 @@ use std::time::Duration;
 use profwatch_model::Limits;
 use serde::Deserialize;
 
+use crate::tls::TlsSettings;
+
 /// The shortest token accepted: 16 characters of a random token are out of reach of guessing.
 pub const MIN_TOKEN_LEN: usize = 16;
 
@@ -52,6 +54,21 @@ pub struct RawConfig {
     /// and optionally `tenants = ["team-a"]` to hear only those tenants' regressions.
     #[serde(default)]
     pub alerts: Vec<profwatch_analyzer::alert::Sink>,
+    /// Serve HTTPS instead of HTTP.
+    #[serde(default)]
+    pub tls: RawTls,
+}
+
+/// `[tls]`: with `cert` and `key` the listener serves only TLS.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM certificate chain, leaf first; reloaded with the key on SIGHUP.
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert`.
+    pub key: Option<PathBuf>,
+    /// PEM CA certificates: clients (sidecars) must present a certificate signed by one (mTLS).
+    pub client_ca: Option<PathBuf>,
 }
 
 /// `[analysis]`; the defaults are justified in `analyzer/README.md`.
@@ -177,6 +194,9 @@ impl RawConfig {
         pick(&mut self.analysis.min_requests, over.analysis.min_requests);
         pick(&mut self.analysis.public_url, over.analysis.public_url);
         self.alerts.extend(over.alerts);
+        pick(&mut self.tls.cert, over.tls.cert);
+        pick(&mut self.tls.key, over.tls.key);
+        pick(&mut self.tls.client_ca, over.tls.client_ca);
         self
     }
 
@@ -280,6 +300,8 @@ impl RawConfig {
                 ));
             }
         }
+        let tls = tls_settings(self.tls)?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let analysis = AnalysisSettings {
             interval: duration(
                 "analysis.interval",
@@ -293,7 +315,7 @@ impl RawConfig {
             public_url: self
                 .analysis
                 .public_url
-                .unwrap_or_else(|| format!("http://{listen}")),
+                .unwrap_or_else(|| format!("{scheme}://{listen}")),
             alerts: self.alerts,
         };
         Ok(Config {
@@ -304,6 +326,7 @@ impl RawConfig {
             )?,
             analysis,
             listen,
+            tls,
             store,
             retention,
             tokens: self.tokens,
@@ -413,6 +436,35 @@ pub struct AnalysisSettings {
     pub alerts: Vec<profwatch_analyzer::alert::Sink>,
 }
 
+/// `[tls]` is all or nothing: a certificate needs its key, a client CA needs both.
+fn tls_settings(raw: RawTls) -> Result<Option<TlsSettings>, ConfigError> {
+    match (raw.cert, raw.key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsSettings {
+            cert,
+            key,
+            client_ca: raw.client_ca,
+        })),
+        (None, None) => match raw.client_ca {
+            Some(ca) => Err(ConfigError::field(
+                "tls.client_ca",
+                &ca.display().to_string(),
+                "requires tls.cert and tls.key (--tls-cert, --tls-key)",
+            )),
+            None => Ok(None),
+        },
+        (Some(cert), None) => Err(ConfigError::field(
+            "tls.cert",
+            &cert.display().to_string(),
+            "requires tls.key (--tls-key)",
+        )),
+        (None, Some(key)) => Err(ConfigError::field(
+            "tls.key",
+            &key.display().to_string(),
+            "requires tls.cert (--tls-cert)",
+        )),
+    }
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -420,6 +472,8 @@ pub struct Config {
     pub query_cache_ttl: Duration,
     pub analysis: AnalysisSettings,
     pub listen: SocketAddr,
+    /// Serve HTTPS with these files (HTTP when `None`).
+    pub tls: Option<TlsSettings>,
     pub store: StoreConfig,
     pub retention: Duration,
     /// token → tenant.
@@ -498,6 +552,46 @@ mod tests {
             matches!(cfg.store, StoreConfig::ClickHouse { ref database, .. } if database == "profwatch")
         );
         assert_eq!(cfg.tokens["secret-token-0001"], "team-a");
+    }
+
+    #[test]
+    fn tls_is_all_or_nothing_and_flags_override_the_file() {
+        let file = RawConfig::from_toml(
+            "[tls]\ncert = \"/etc/a.crt\"\nkey = \"/etc/a.key\"\nclient_ca = \"/etc/ca.crt\"\n",
+        )
+        .expect("valid toml");
+        let flags = RawConfig {
+            tls: RawTls {
+                cert: Some("/run/b.crt".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let cfg = file.merge(flags).validate().expect("valid");
+        let tls = cfg.tls.expect("tls");
+        assert_eq!(tls.cert, PathBuf::from("/run/b.crt"));
+        assert_eq!(tls.key, PathBuf::from("/etc/a.key"));
+        assert_eq!(tls.client_ca, Some(PathBuf::from("/etc/ca.crt")));
+        assert!(cfg.analysis.public_url.starts_with("https://"));
+        assert!(RawConfig::from_toml("[tls]\ncertificate = \"x\"").is_err());
+        for (cert, key, ca, field) in [
+            (Some("c"), None, None, "tls.cert"),
+            (None, Some("k"), None, "tls.key"),
+            (None, None, Some("ca"), "tls.client_ca"),
+        ] {
+            let raw = RawConfig {
+                tls: RawTls {
+                    cert: cert.map(PathBuf::from),
+                    key: key.map(PathBuf::from),
+                    client_ca: ca.map(PathBuf::from),
+                },
+                ..Default::default()
+            };
+            match raw.validate() {
+                Err(ConfigError::Field { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: expected a field error, got {other:?}"),
+            }
+        }
     }
 
     #[test]

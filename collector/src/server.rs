@@ -29,6 +29,8 @@ pub enum ServerError {
     },
     #[error("serving HTTP: {0}")]
     Serve(std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
     Alerts(#[from] profwatch_analyzer::alert::AlertError),
 }
@@ -77,6 +79,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), ServerError> {
+    let tls = cfg.tls.as_ref().map(crate::tls::acceptor).transpose()?;
     let store = open_store(&cfg).await?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -86,6 +89,7 @@ pub async fn run(
         })?;
     let addr = listener.local_addr().map_err(ServerError::Serve)?;
     let shutdown_timeout = cfg.shutdown_timeout;
+    let cfg_tls = cfg.tls.is_some();
     let header_timeout = cfg.header_timeout;
     let alerts = if cfg.analysis.alerts.is_empty() {
         None
@@ -123,7 +127,7 @@ pub async fn run(
         analyzer,
         cache,
     });
-    tracing::info!(%addr, store = store.kind(), "profwatch server listening");
+    tracing::info!(%addr, store = store.kind(), tls = cfg_tls, "profwatch server listening");
     let housekeeping = {
         let store = store.clone();
         tokio::spawn(async move {
@@ -136,9 +140,23 @@ pub async fn run(
             }
         })
     };
+    let (acceptor, reloader) = match tls {
+        Some((acceptor, cert)) => (Some(acceptor), crate::tls::reload_on_sighup(cert)),
+        None => (None, None),
+    };
     on_listening(addr);
-    http::serve::serve(listener, http::router(state), header_timeout, shutdown).await;
+    http::serve::serve(
+        listener,
+        acceptor,
+        http::router(state),
+        header_timeout,
+        shutdown,
+    )
+    .await;
     housekeeping.abort();
+    if let Some(r) = reloader {
+        r.abort();
+    }
     if let Some(s) = schedule {
         s.abort();
     }

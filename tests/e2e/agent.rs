@@ -18,14 +18,24 @@ const OUTAGE: Duration = Duration::from_secs(60);
 const BATCH: usize = 50;
 
 /// A running `profwatch agent`.
-struct Agent {
+pub(crate) struct Agent {
     child: Child,
     metrics: String,
     socket: PathBuf,
 }
 
 impl Agent {
-    fn start(collector: &str, dir: &Path, log: &Path) -> Agent {
+    pub(crate) fn start(collector: &str, dir: &Path, log: &Path) -> Agent {
+        Self::start_with(collector, dir, log, &[])
+    }
+
+    /// Starts the sidecar with more flags (e.g. TLS files).
+    pub(crate) fn start_with(
+        collector: &str,
+        dir: &Path,
+        log: &Path,
+        extra: &[&std::ffi::OsStr],
+    ) -> Agent {
         let socket = dir.join("agent.sock");
         let mut child = Command::new(profwatch_bin())
             .args([
@@ -40,6 +50,7 @@ impl Agent {
             .arg("--spool-dir")
             .arg(dir.join("spool"))
             .args(["--dc", "e2e-dc", "--host", "e2e-host"])
+            .args(extra)
             .args([
                 "--batch-events",
                 &BATCH.to_string(),
@@ -76,7 +87,7 @@ impl Agent {
         }
     }
 
-    fn status(&self) -> serde_json::Value {
+    pub(crate) fn status(&self) -> serde_json::Value {
         let r = Client::new(&self.metrics).get("/status");
         assert_eq!(r.status, 200, "{}", r.body);
         r.json()
@@ -92,7 +103,7 @@ impl Agent {
     }
 
     /// Sends `n` events of `service` as NDJSON lines over the Unix socket.
-    fn send(&self, service: &str, build: &str, n: usize) {
+    pub(crate) fn send(&self, service: &str, build: &str, n: usize) {
         let mut batch = events(service, build, n);
         for e in &mut batch {
             e.host.clear();

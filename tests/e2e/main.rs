@@ -10,5 +10,6 @@ mod grafana;
 mod loss;
 mod profiles;
 mod regressions;
+mod tls;
 mod torture;
 mod ui;

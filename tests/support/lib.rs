@@ -2,6 +2,7 @@
 //! build event batches in each wire format.
 
 pub mod clickhouse_cluster;
+pub mod pki;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -176,6 +177,15 @@ impl Client {
                 .timeout(Duration::from_secs(120))
                 .build()
                 .expect("client"),
+            token: None,
+        }
+    }
+
+    /// A client for `base` that sends its requests with `http` (e.g. [`pki::https_client`]).
+    pub fn with_http(base: &str, http: reqwest::blocking::Client) -> Client {
+        Client {
+            base: base.trim_end_matches('/').to_owned(),
+            http,
             token: None,
         }
     }

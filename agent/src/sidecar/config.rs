@@ -50,6 +50,25 @@ pub struct RunArgs {
     /// Bearer token sent to the collector.
     #[arg(long, env = "PROFWATCH_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// PEM CA certificate(s) to trust for an https collector, besides the system's roots.
+    #[arg(long, value_name = "FILE", env = "PROFWATCH_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate presented to an https collector that requires one (mTLS).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "PROFWATCH_CLIENT_CERT",
+        requires = "client_key"
+    )]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of --client-cert.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "PROFWATCH_CLIENT_KEY",
+        requires = "client_cert"
+    )]
+    pub client_key: Option<PathBuf>,
     /// Unix stream socket apps write to [default: /run/profwatch/agent.sock as root, else
     /// <data dir>/agent.sock].
     #[arg(long, env = "PROFWATCH_AGENT_SOCKET")]
@@ -218,6 +237,23 @@ impl ProfileConfig {
     }
 }
 
+/// How the sidecar talks TLS to an https collector (`--ca-file`, `--client-cert`,
+/// `--client-key`), parsed at start so a bad file is a start-up error naming it.
+#[derive(Debug, Clone, Default)]
+pub struct CollectorTls {
+    /// Trusted besides the system's roots.
+    pub extra_roots: Vec<reqwest::Certificate>,
+    /// Certificate and key presented to the collector.
+    pub identity: Option<reqwest::Identity>,
+}
+
+impl CollectorTls {
+    /// Whether any TLS setting was given.
+    pub fn is_set(&self) -> bool {
+        !self.extra_roots.is_empty() || self.identity.is_some()
+    }
+}
+
 /// A validated sidecar configuration.
 #[derive(Debug, Clone)]
 pub struct SidecarConfig {
@@ -226,6 +262,8 @@ pub struct SidecarConfig {
     /// `{base}/api/v1/profiles` of the collector.
     pub profiles_url: String,
     pub token: Option<String>,
+    /// TLS to the collector.
+    pub tls: CollectorTls,
     pub socket: PathBuf,
     /// `None`: no UDP listener. Port 0 picks one (see [`super::Sidecar::udp_addr`]).
     pub udp: Option<SocketAddr>,
@@ -259,6 +297,7 @@ impl SidecarConfig {
             events_url: format!("{base}/api/v1/events"),
             profiles_url: format!("{base}/api/v1/profiles"),
             token: None,
+            tls: CollectorTls::default(),
             socket,
             udp: None,
             spool_dir,
@@ -304,6 +343,14 @@ impl RunArgs {
                 ));
             }
             cfg.token = Some(token);
+        }
+        cfg.tls = collector_tls(self.ca_file, self.client_cert, self.client_key)?;
+        if cfg.tls.is_set() && !collector.trim().starts_with("https://") {
+            return Err(SidecarError::config(
+                "collector",
+                collector.trim(),
+                "--ca-file and --client-cert need an https:// collector",
+            ));
         }
         if let Some(udp) = self.udp {
             let addr: SocketAddr = udp
@@ -382,6 +429,68 @@ impl RunArgs {
         )?;
         Ok(cfg)
     }
+}
+
+/// `--ca-file`, `--client-cert`, `--client-key`: read and parsed now.
+fn collector_tls(
+    ca_file: Option<PathBuf>,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
+) -> Result<CollectorTls, SidecarError> {
+    fn read(flag: &'static str, path: &std::path::Path) -> Result<Vec<u8>, SidecarError> {
+        std::fs::read(path).map_err(|e| {
+            SidecarError::config(
+                flag,
+                path.display().to_string(),
+                format!("cannot read: {e}"),
+            )
+        })
+    }
+    let mut tls = CollectorTls::default();
+    if let Some(path) = ca_file {
+        let pem = read("ca-file", &path)?;
+        tls.extra_roots = reqwest::Certificate::from_pem_bundle(&pem)
+            .ok()
+            .filter(|certs| !certs.is_empty())
+            .ok_or_else(|| {
+                SidecarError::config(
+                    "ca-file",
+                    path.display().to_string(),
+                    "expected PEM CERTIFICATE blocks",
+                )
+            })?;
+    }
+    match (client_cert, client_key) {
+        (Some(cert), Some(key)) => {
+            let mut pem = read("client-cert", &cert)?;
+            pem.push(b'\n');
+            pem.extend(read("client-key", &key)?);
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                SidecarError::config(
+                    "client-cert",
+                    cert.display().to_string(),
+                    format!("with --client-key {}: {e}", key.display()),
+                )
+            })?;
+            tls.identity = Some(identity);
+        }
+        (None, None) => {}
+        (Some(cert), None) => {
+            return Err(SidecarError::config(
+                "client-cert",
+                cert.display().to_string(),
+                "needs --client-key",
+            ))
+        }
+        (None, Some(key)) => {
+            return Err(SidecarError::config(
+                "client-key",
+                key.display().to_string(),
+                "needs --client-cert",
+            ))
+        }
+    }
+    Ok(tls)
 }
 
 /// `--set-aside-after`, `--dead-letter-max`, `--dead-letter-max-files`.
@@ -492,13 +601,16 @@ fn profile_config(
 /// `http://host[:port][/base]` → `http://host[:port][/base]` without a trailing `/`.
 fn collector_base(collector: &str) -> Result<String, SidecarError> {
     let url = collector.trim();
-    let rest = url.strip_prefix("http://").ok_or_else(|| {
-        SidecarError::config(
-            "collector",
-            url,
-            "expected http://host:port (TLS is not built in; use a local TLS proxy)",
-        )
-    })?;
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| {
+            SidecarError::config(
+                "collector",
+                url,
+                "expected http://host:port or https://host:port",
+            )
+        })?;
     if rest.is_empty() || rest.starts_with('/') || rest.contains(char::is_whitespace) {
         return Err(SidecarError::config(
             "collector",
@@ -560,6 +672,49 @@ mod tests {
             batch_wait_ms: 1000,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn https_collectors_and_tls_files() {
+        let mut a = args();
+        a.collector = Some("https://collector:4040".into());
+        let cfg = a.validate().expect("https is accepted");
+        assert_eq!(cfg.events_url, "https://collector:4040/api/v1/events");
+        assert!(!cfg.tls.is_set());
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let garbage = dir.path().join("ca.pem");
+        std::fs::write(&garbage, "not a certificate").expect("write");
+        let mut a = args();
+        a.collector = Some("https://collector:4040".into());
+        a.ca_file = Some(garbage);
+        assert!(matches!(
+            a.validate(),
+            Err(SidecarError::Config {
+                flag: "ca-file",
+                ..
+            })
+        ));
+
+        let mut a = args();
+        a.ca_file = Some(dir.path().join("missing.pem"));
+        assert!(matches!(
+            a.validate(),
+            Err(SidecarError::Config {
+                flag: "ca-file",
+                ..
+            })
+        ));
+
+        let mut a = args();
+        a.client_cert = Some(dir.path().join("c.pem"));
+        assert!(matches!(
+            a.validate(),
+            Err(SidecarError::Config {
+                flag: "client-cert",
+                ..
+            })
+        ));
     }
 
     #[test]

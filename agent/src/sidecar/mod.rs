@@ -155,19 +155,11 @@ impl Sidecar {
             })?),
             None => None,
         };
-        let shipper = shipper::Shipper::new(
-            cfg.events_url.clone(),
-            cfg.profiles_url.clone(),
-            cfg.token.clone(),
-            spool.clone(),
-            dead_letters,
-            metrics.clone(),
-            cfg.retry.clone(),
-        )
-        .map_err(|e| SidecarError::Task {
-            task: "http client",
-            message: e.to_string(),
-        })?;
+        let shipper = shipper::Shipper::new(&cfg, spool.clone(), dead_letters, metrics.clone())
+            .map_err(|e| SidecarError::Task {
+                task: "http client",
+                message: e.to_string(),
+            })?;
 
         let (stop_input, stop_in_rx) = watch::channel(false);
         let (stop_output, stop_out_rx) = watch::channel(false);

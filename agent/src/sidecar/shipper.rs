@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::config::RetryPolicy;
+use super::config::{RetryPolicy, SidecarConfig};
 use super::dead_letter::{DeadLetters, Put};
 use super::metrics::Metrics;
 use super::spool::{random_u64, RecordKind, Spool, SpoolRecord};
@@ -141,30 +141,31 @@ pub struct Shipper {
 }
 
 impl Shipper {
+    /// A shipper to the collector `cfg` names, with its token, retry policy and TLS settings.
     pub fn new(
-        events_url: String,
-        profiles_url: String,
-        token: Option<String>,
+        cfg: &SidecarConfig,
         spool: Arc<Spool>,
         dead_letters: Arc<DeadLetters>,
         metrics: Arc<Metrics>,
-        retry: RetryPolicy,
     ) -> Result<Shipper, reqwest::Error> {
         profwatch_model::tls::install_crypto_provider();
-        let client = reqwest::Client::builder()
-            .timeout(retry.request_timeout)
+        let mut builder = reqwest::Client::builder()
+            .timeout(cfg.retry.request_timeout)
             .connect_timeout(Duration::from_secs(5))
             .user_agent(concat!("profwatch-agent/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .tls_certs_merge(cfg.tls.extra_roots.iter().cloned());
+        if let Some(identity) = &cfg.tls.identity {
+            builder = builder.identity(identity.clone());
+        }
         Ok(Shipper {
-            client,
-            events_url,
-            profiles_url,
-            token,
+            client: builder.build()?,
+            events_url: cfg.events_url.clone(),
+            profiles_url: cfg.profiles_url.clone(),
+            token: cfg.token.clone(),
             spool,
             dead_letters,
             metrics,
-            retry,
+            retry: cfg.retry.clone(),
         })
     }
 

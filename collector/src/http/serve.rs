@@ -3,6 +3,10 @@
 //! connection). Without it a client could hold a connection open forever by sending its headers
 //! a byte at a time. The body has its own deadline (`limits.body_timeout`, see `body`).
 //!
+//! With TLS the listener speaks only TLS: the handshake must finish within `header_timeout` too,
+//! and a client that fails it (plain HTTP, an untrusted or missing client certificate) is
+//! dropped before hyper sees a byte.
+//!
 //! Invariant: on shutdown the listener closes first, then every connection is told to finish its
 //! request in flight and close, and `serve` returns once all have.
 
@@ -12,12 +16,16 @@ use std::time::Duration;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
-/// Serves `app` on `listener` until `shutdown` resolves, then drains the connections.
+/// Serves `app` on `listener` (over TLS when `tls` is set) until `shutdown` resolves, then
+/// drains the connections.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     app: Router,
     header_timeout: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -41,27 +49,17 @@ pub async fn serve(
         let service = TowerToHyperService::new(app.clone());
         let mut stop = stop_rx.clone();
         let done = done_rx.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout);
-            let conn = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            let mut stopping = false;
-            loop {
-                tokio::select! {
-                    served = conn.as_mut() => {
-                        if let Err(e) = served {
-                            tracing::debug!(error = %e, "connection ended with an error");
+            match tls {
+                None => serve_connection(stream, service, header_timeout, &mut stop).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            serve_connection(stream, service, header_timeout, &mut stop).await
                         }
-                        break;
-                    }
-                    _ = stop.changed(), if !stopping => {
-                        stopping = true;
-                        conn.as_mut().graceful_shutdown();
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
                     }
                 }
             }
@@ -72,4 +70,38 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     drop(done_rx);
     done_tx.closed().await;
+}
+
+/// Serves one connection until it ends, or finishes its request in flight once `stop` says so.
+async fn serve_connection<I>(
+    io: I,
+    service: TowerToHyperService<Router>,
+    header_timeout: Duration,
+    stop: &mut watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let conn = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            served = conn.as_mut() => {
+                if let Err(e) = served {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                break;
+            }
+            _ = stop.changed(), if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
 }

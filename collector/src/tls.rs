@@ -1,0 +1,208 @@
+//! Serving TLS with rustls (ring provider, no OpenSSL).
+//!
+//! Invariants: the certificate and key are read, parsed and checked against each other before
+//! they are served, at startup and on every reload; a reload that fails leaves the pair in
+//! service untouched (the error is logged), so a half-written file never takes the server
+//! down. Each handshake takes the pair current at that moment: connections already open keep
+//! the certificate they negotiated. With a client CA every client must present a certificate
+//! that CA signed (mTLS); the client CA is read once, at startup.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+
+/// Where the server's TLS material lives (validated `[tls]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM CA certificates; when set, clients must present a certificate one of them signed.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Why TLS material could not be used; every variant names the file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not PEM ({source})")]
+    Pem {
+        path: PathBuf,
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("{path}: no certificate (expected a PEM `CERTIFICATE` block)")]
+    NoCertificate { path: PathBuf },
+    #[error("{cert} with key {key}: {source}")]
+    Pair {
+        cert: PathBuf,
+        key: PathBuf,
+        source: rustls::Error,
+    },
+    #[error("client CA {path}: {source}")]
+    ClientCa {
+        path: PathBuf,
+        source: rustls::Error,
+    },
+    #[error("client CA {path}: {source}")]
+    Verifier {
+        path: PathBuf,
+        source: rustls::server::VerifierBuilderError,
+    },
+    #[error("TLS settings: {0}")]
+    Config(rustls::Error),
+}
+
+/// The certificate the server presents, replaceable while it runs.
+#[derive(Debug)]
+pub struct ReloadableCert {
+    cert: PathBuf,
+    key: PathBuf,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl ReloadableCert {
+    /// Reads and checks the pair.
+    pub fn load(cert: &Path, key: &Path) -> Result<ReloadableCert, TlsError> {
+        Ok(ReloadableCert {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            current: RwLock::new(Arc::new(certified_key(cert, key)?)),
+        })
+    }
+
+    /// Reads the files again; on success the new pair serves the next handshakes, on failure
+    /// the old one stays.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let fresh = Arc::new(certified_key(&self.cert, &self.key)?);
+        match self.current.write() {
+            Ok(mut guard) => *guard = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+        Ok(())
+    }
+}
+
+impl ResolvesServerCert for ReloadableCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(match self.current.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        })
+    }
+}
+
+/// The acceptor for `settings`, and the certificate handle to reload on SIGHUP.
+pub fn acceptor(
+    settings: &TlsSettings,
+) -> Result<(tokio_rustls::TlsAcceptor, Arc<ReloadableCert>), TlsError> {
+    let cert = Arc::new(ReloadableCert::load(&settings.cert, &settings.key)?);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Config)?;
+    let mut config = match &settings.client_ca {
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in certificates(path)? {
+                roots.add(ca).map_err(|source| TlsError::ClientCa {
+                    path: path.clone(),
+                    source,
+                })?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|source| TlsError::Verifier {
+                    path: path.clone(),
+                    source,
+                })?;
+            builder
+                .with_client_cert_verifier(verifier)
+                .with_cert_resolver(cert.clone())
+        }
+        None => builder
+            .with_no_client_auth()
+            .with_cert_resolver(cert.clone()),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok((tokio_rustls::TlsAcceptor::from(Arc::new(config)), cert))
+}
+
+/// Reloads `cert` on every SIGHUP, logging the outcome.
+pub fn reload_on_sighup(cert: Arc<ReloadableCert>) -> Option<tokio::task::JoinHandle<()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; the certificate will not be reloaded");
+                return None;
+            }
+        };
+        Some(tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match cert.reload() {
+                    Ok(()) => {
+                        tracing::info!(cert = %cert.cert.display(), "TLS certificate reloaded")
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "TLS reload failed; still serving the previous certificate")
+                    }
+                }
+            }
+        }))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = cert;
+        None
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bytes = read(path)?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| TlsError::Pem {
+            path: path.to_owned(),
+            source,
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: path.to_owned(),
+        });
+    }
+    Ok(certs)
+}
+
+fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
+    let chain = certificates(cert)?;
+    let key_der = PrivateKeyDer::from_pem_slice(&read(key)?).map_err(|source| TlsError::Pem {
+        path: key.to_owned(),
+        source,
+    })?;
+    CertifiedKey::from_der(chain, key_der, &rustls::crypto::ring::default_provider()).map_err(
+        |source| TlsError::Pair {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            source,
+        },
+    )
+}

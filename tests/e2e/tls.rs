@@ -1,0 +1,252 @@
+//! TLS end to end, through the real binary, with a CA made in the test: https serving (and
+//! only https on that port), certificate reload on SIGHUP, mTLS, bad files refused at start,
+//! and the real sidecar shipping over https and over mTLS.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use profwatch_e2e::pki::{https_client, served_certificate, Issued, TestCa};
+use profwatch_e2e::*;
+
+use crate::agent::Agent;
+
+/// `profwatch server` over TLS with `cert` (and `--tls-client-ca` when given).
+fn tls_server(art: &Path, cert: &Issued, client_ca: Option<&Path>) -> Server {
+    let (cert_path, key_path) = cert.write(art, "server");
+    let mut args = vec![
+        "--data-dir".to_owned(),
+        art.join("data").display().to_string(),
+        "--tls-cert".to_owned(),
+        cert_path.display().to_string(),
+        "--tls-key".to_owned(),
+        key_path.display().to_string(),
+    ];
+    if let Some(ca) = client_ca {
+        args.push("--tls-client-ca".to_owned());
+        args.push(ca.display().to_string());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Server::start(&args, &art.join("server.log"))
+}
+
+fn host_port(server: &Server) -> String {
+    server
+        .url
+        .strip_prefix("https://")
+        .unwrap_or_else(|| panic!("the server should say https://, said {}", server.url))
+        .to_owned()
+}
+
+fn ingest(c: &Client, service: &str, n: usize) -> Reply {
+    c.post_events(
+        ndjson(&events(service, "1", n)),
+        "application/x-ndjson",
+        None,
+    )
+}
+
+#[test]
+fn tls_serves_https_only_to_clients_that_trust_its_ca() {
+    let art = artifacts("tls_serves_https_only_to_clients_that_trust_its_ca");
+    let ca = TestCa::new("profwatch test CA");
+    let server = tls_server(&art, &ca.server(1), None);
+    let addr = host_port(&server);
+
+    let c = Client::with_http(&server.url, https_client(&ca.pem(), None));
+    assert_eq!(c.get("/healthz").status, 200);
+    let r = ingest(&c, "tls-ingest", 120);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(c.total_requests("tls-ingest", 1), 120.0);
+
+    let plain = Client::new(&format!("http://{addr}")).get("/healthz");
+    assert_eq!(
+        plain.status, 0,
+        "plain HTTP to the TLS port must fail: {plain:?}"
+    );
+
+    let stranger = TestCa::new("another CA");
+    let untrusting = Client::with_http(&server.url, https_client(&stranger.pem(), None));
+    let r = untrusting.get("/healthz");
+    assert_eq!(
+        r.status, 0,
+        "a client that does not trust the CA must fail: {r:?}"
+    );
+    assert!(
+        served_certificate(&addr, &stranger.pem()).is_err(),
+        "the handshake must fail without the CA"
+    );
+}
+
+#[test]
+fn tls_reloads_the_certificate_on_sighup() {
+    let art = artifacts("tls_reloads_the_certificate_on_sighup");
+    let ca = TestCa::new("profwatch test CA");
+    let first = ca.server(1);
+    let server = tls_server(&art, &first, None);
+    let addr = host_port(&server);
+    assert_eq!(served_certificate(&addr, &ca.pem()), Ok(first.der.clone()));
+
+    let second = ca.server(2);
+    second.write(&art, "server");
+    hup(&server);
+    assert!(
+        eventually(Duration::from_secs(30), || served_certificate(
+            &addr,
+            &ca.pem()
+        ) == Ok(second.der.clone())),
+        "the certificate with serial 2 is not served after SIGHUP; see {}",
+        art.display()
+    );
+
+    // A broken file: the old pair stays in service and the log says why.
+    std::fs::write(art.join("server.crt"), "not a certificate").expect("write");
+    hup(&server);
+    assert!(
+        eventually(Duration::from_secs(30), || std::fs::read_to_string(
+            &server.log
+        )
+        .unwrap_or_default()
+        .contains("TLS reload failed")),
+        "no log line for the failed reload; see {}",
+        art.display()
+    );
+    assert_eq!(served_certificate(&addr, &ca.pem()), Ok(second.der));
+}
+
+fn hup(server: &Server) {
+    let status = Command::new("kill")
+        .arg("-HUP")
+        .arg(server.child.id().to_string())
+        .status()
+        .expect("kill -HUP");
+    assert!(status.success());
+}
+
+#[test]
+fn tls_requires_a_client_certificate_with_a_client_ca() {
+    let art = artifacts("tls_requires_a_client_certificate_with_a_client_ca");
+    let ca = TestCa::new("profwatch test CA");
+    let ca_path = ca.write(&art, "ca");
+    let server = tls_server(&art, &ca.server(1), Some(&ca_path));
+
+    let anonymous = Client::with_http(&server.url, https_client(&ca.pem(), None));
+    let r = ingest(&anonymous, "tls-mtls", 10);
+    assert_eq!(r.status, 0, "no client certificate must be refused: {r:?}");
+
+    let stranger = TestCa::new("another CA").client("intruder");
+    let r = ingest(
+        &Client::with_http(&server.url, https_client(&ca.pem(), Some(&stranger))),
+        "tls-mtls",
+        10,
+    );
+    assert_eq!(
+        r.status, 0,
+        "a certificate from another CA must be refused: {r:?}"
+    );
+
+    let sidecar = ca.client("sidecar");
+    let c = Client::with_http(&server.url, https_client(&ca.pem(), Some(&sidecar)));
+    let r = ingest(&c, "tls-mtls", 40);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(c.total_requests("tls-mtls", 1), 40.0);
+}
+
+#[test]
+fn tls_refuses_bad_files_at_startup_naming_them() {
+    let art = artifacts("tls_refuses_bad_files_at_startup_naming_them");
+    let ca = TestCa::new("profwatch test CA");
+    let (cert, key) = ca.server(1).write(&art, "server");
+    let garbage = art.join("garbage.pem");
+    std::fs::write(&garbage, "not PEM at all").expect("write");
+    let other_key = art.join("other.key");
+    std::fs::write(&other_key, ca.server(2).key_pem).expect("write");
+    let missing = art.join("missing.pem");
+    for (what, cert, key) in [
+        ("garbage certificate", &garbage, &key),
+        ("garbage key", &cert, &garbage),
+        ("missing key", &cert, &missing),
+        ("mismatched key", &cert, &other_key),
+    ] {
+        let out = Command::new(profwatch_bin())
+            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(art.join("data"))
+            .arg("--tls-cert")
+            .arg(cert)
+            .arg("--tls-key")
+            .arg(key)
+            .env_remove("PROFWATCH_CLICKHOUSE_URL")
+            .output()
+            .expect("run profwatch");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what}: the server started");
+        let named = if what == "garbage certificate" {
+            cert
+        } else {
+            key
+        };
+        assert!(
+            stderr.contains(&*named.display().to_string()),
+            "{what}: the error should name {}: {stderr}",
+            named.display()
+        );
+    }
+}
+
+#[test]
+fn tls_sidecar_ships_over_https() {
+    let art = artifacts("tls_sidecar_ships_over_https");
+    let ca = TestCa::new("profwatch test CA");
+    let ca_path = ca.write(&art, "ca");
+    let server = tls_server(&art, &ca.server(1), None);
+    let agent = Agent::start_with(
+        &server.url,
+        &art.join("agent"),
+        &art.join("agent.log"),
+        &[OsStr::new("--ca-file"), ca_path.as_os_str()],
+    );
+    agent.send("tls-sidecar", "b1", 300);
+    let c = Client::with_http(&server.url, https_client(&ca.pem(), None));
+    assert!(
+        eventually(Duration::from_secs(60), || c
+            .total_requests("tls-sidecar", 1)
+            == 300.0),
+        "events did not arrive over https: {}; status {}",
+        c.total_requests("tls-sidecar", 1),
+        agent.status()
+    );
+}
+
+#[test]
+fn tls_sidecar_ships_over_mtls() {
+    let art = artifacts("tls_sidecar_ships_over_mtls");
+    let ca = TestCa::new("profwatch test CA");
+    let ca_path = ca.write(&art, "ca");
+    let server = tls_server(&art, &ca.server(1), Some(&ca_path));
+    let sidecar = ca.client("sidecar");
+    let (cert, key) = sidecar.write(&art, "sidecar");
+    let agent = Agent::start_with(
+        &server.url,
+        &art.join("agent"),
+        &art.join("agent.log"),
+        &[
+            OsStr::new("--ca-file"),
+            ca_path.as_os_str(),
+            OsStr::new("--client-cert"),
+            cert.as_os_str(),
+            OsStr::new("--client-key"),
+            key.as_os_str(),
+        ],
+    );
+    agent.send("tls-sidecar-mtls", "b1", 300);
+    let c = Client::with_http(&server.url, https_client(&ca.pem(), Some(&sidecar)));
+    assert!(
+        eventually(Duration::from_secs(60), || c
+            .total_requests("tls-sidecar-mtls", 1)
+            == 300.0),
+        "events did not arrive over mTLS: {}; status {}",
+        c.total_requests("tls-sidecar-mtls", 1),
+        agent.status()
+    );
+}
