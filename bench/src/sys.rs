@@ -218,6 +218,16 @@ pub fn count_files(dir: &Path, ext: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// The median of sorted values (NaN when there are none).
+pub fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => sorted[n / 2],
+        _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
 pub fn round(x: f64, digits: i32) -> f64 {
     let f = 10f64.powi(digits);
     (x * f).round() / f
