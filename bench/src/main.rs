@@ -196,12 +196,13 @@ fn profwatch_bin(cli: &Cli, report: &mut Report) -> anyhow::Result<(PathBuf, Str
     Ok((bin, built))
 }
 
-/// The store under test, the scratch directory and the binary.
+/// The store under test, the scratch directory and the binary. With `--keep`, the scratch
+/// directory is kept however the run ends (a failed run is the one worth looking at).
 #[derive(Debug)]
 struct Setup {
     bin: PathBuf,
     store: StoreArgs,
-    work: tempfile::TempDir,
+    work: Option<tempfile::TempDir>,
     log: PathBuf,
     clickhouse: Option<ClickHouse>,
     keep: bool,
@@ -253,7 +254,7 @@ impl Setup {
         Ok(Setup {
             bin,
             store: store_args,
-            work,
+            work: Some(work),
             log,
             clickhouse,
             keep: cli.keep,
@@ -268,10 +269,13 @@ impl Setup {
         matches!(self.store, StoreArgs::Embedded { .. })
     }
 
-    fn finish(self) {
-        if self.keep {
-            let p = self.work.keep();
-            eprintln!("kept {}", p.display());
+    fn finish(self) {}
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        if let (true, Some(work)) = (self.keep, self.work.take()) {
+            eprintln!("kept {}", work.keep().display());
         }
     }
 }
