@@ -12,8 +12,14 @@
 //! other load on a shared machine), and over UDP the share of datagrams the kernel dropped
 //! before the sidecar read them. The clients share the machine with the sidecar, as apps do.
 //!
+//! A stream pushes back, so flat-out clients measure the sidecar's rate. UDP does not: flat-out
+//! senders take the CPU from the sidecar and the kernel drops what it cannot queue. So UDP is
+//! also measured with paced clients, the total rate raised x1.5 per step from `UDP_START` until
+//! more than 1% of the datagrams are lost; the last rate held is the UDP figure.
+//!
 //! `cargo bench -p profwatch-agent --bench sidecar`; environment: `CLIENTS` (default
-//! `1,8,32`), `TRANSPORTS` (`uds,udp`), `ROUNDS` (3), `WARMUP_MS` (1000), `WINDOW_MS` (5000).
+//! `1,8,32`), `TRANSPORTS` (`uds,udp`), `ROUNDS` (3), `WARMUP_MS` (1000), `WINDOW_MS` (5000),
+//! `UDP_START` (10000 events/s).
 
 mod support;
 
@@ -130,44 +136,64 @@ fn lines(c: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Writes one line per request until `stop`, adding to `sent` every event written.
+/// A client's connection: its own Unix stream, or its own UDP socket.
+enum Conn {
+    Uds(UnixStream),
+    Udp(UdpSocket),
+}
+
+impl Conn {
+    fn open(transport: Transport, sidecar: &Running) -> Conn {
+        match transport {
+            Transport::Uds => Conn::Uds(UnixStream::connect(&sidecar.socket).expect("connect")),
+            Transport::Udp => {
+                let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+                s.connect(sidecar.udp).expect("connect");
+                Conn::Udp(s)
+            }
+        }
+    }
+
+    /// One event: one `write(2)` or one datagram. A send the kernel refuses is not counted.
+    fn send(&mut self, line: &[u8]) -> bool {
+        match self {
+            Conn::Uds(s) => s.write_all(line).is_ok(),
+            Conn::Udp(s) => s.send(line).is_ok(),
+        }
+    }
+}
+
+/// Writes one line per request until `stop`, flat out or at `rate` events/s (paced every
+/// millisecond), adding to `sent` every event written.
 fn client(
-    transport: Transport,
-    sidecar: &Running,
+    mut conn: Conn,
     lines: &[Vec<u8>],
+    rate: Option<f64>,
     go: &Barrier,
     stop: &AtomicBool,
     sent: &AtomicU64,
 ) {
-    enum Conn {
-        Uds(UnixStream),
-        Udp(UdpSocket),
-    }
-    let mut conn = match transport {
-        Transport::Uds => Conn::Uds(UnixStream::connect(&sidecar.socket).expect("connect")),
-        Transport::Udp => {
-            let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
-            s.connect(sidecar.udp).expect("connect");
-            Conn::Udp(s)
-        }
-    };
     go.wait();
-    let mut n = 0u64;
-    'run: loop {
-        for line in lines {
-            if stop.load(Ordering::Relaxed) {
-                break 'run;
+    let started = Instant::now();
+    let mut total = 0u64;
+    let mut next = lines.iter().cycle();
+    while !stop.load(Ordering::Relaxed) {
+        let due = rate.map_or(total + 64, |r| (started.elapsed().as_secs_f64() * r) as u64);
+        let mut n = 0u64;
+        while total + n < due {
+            if let Some(line) = next.next() {
+                n += u64::from(conn.send(line));
             }
-            let ok = match &mut conn {
-                Conn::Uds(s) => s.write_all(line).is_ok(),
-                // A send the kernel refuses is not an event sent.
-                Conn::Udp(s) => s.send(line).is_ok(),
-            };
-            n += u64::from(ok);
+            if n % 64 == 0 && stop.load(Ordering::Relaxed) {
+                break;
+            }
         }
-        sent.fetch_add(std::mem::take(&mut n), Ordering::Relaxed);
+        total += n;
+        sent.fetch_add(n, Ordering::Relaxed);
+        if rate.is_some() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
-    sent.fetch_add(n, Ordering::Relaxed);
 }
 
 /// Counters at one instant.
@@ -196,6 +222,8 @@ impl Mark {
 /// One timed window.
 #[derive(Debug, Clone, Copy)]
 struct Round {
+    /// Events the clients sent per second.
+    offered: f64,
     /// Events into the spool per second.
     rate: f64,
     /// Sidecar CPU, cores.
@@ -206,7 +234,8 @@ struct Round {
     lost: f64,
 }
 
-fn round(transport: Transport, sidecar: &Running, clients: usize) -> Round {
+/// `clients` clients, flat out or at `rate` events/s in all; one window timed after a warm-up.
+fn round(transport: Transport, sidecar: &Running, clients: usize, rate: Option<f64>) -> Round {
     let (warmup, window) = (
         Duration::from_millis(env_u64("WARMUP_MS", 1000)),
         Duration::from_millis(env_u64("WINDOW_MS", 5000)),
@@ -216,9 +245,11 @@ fn round(transport: Transport, sidecar: &Running, clients: usize) -> Round {
     let go = Barrier::new(clients + 1);
     let per_client: Vec<Vec<Vec<u8>>> = (0..clients).map(lines).collect();
     let (a, b) = std::thread::scope(|s| {
+        let each = rate.map(|r| r / clients as f64);
         for l in &per_client {
             let (stop, sent, go) = (&stop, &sent, &go);
-            s.spawn(move || client(transport, sidecar, l, go, stop, sent));
+            let conn = Conn::open(transport, sidecar);
+            s.spawn(move || client(conn, l, each, go, stop, sent));
         }
         go.wait();
         std::thread::sleep(warmup);
@@ -234,6 +265,7 @@ fn round(transport: Transport, sidecar: &Running, clients: usize) -> Round {
     let cpu = (b.cpu_ns.saturating_sub(a.cpu_ns)) as f64 / 1e9;
     let sent = (b.sent - a.sent) as f64;
     Round {
+        offered: sent / secs,
         rate: spooled / secs,
         cores: cpu / secs,
         per_cpu_sec: spooled / cpu.max(1e-9),
@@ -277,6 +309,67 @@ fn load_average() -> String {
         .unwrap_or_default()
 }
 
+/// Flat-out clients: `rounds` windows on a fresh sidecar, one table row.
+fn flat_out(t: Transport, clients: usize, rounds: u64) {
+    let sidecar = start_sidecar();
+    let rs: Vec<Round> = (0..rounds)
+        .map(|_| round(t, &sidecar, clients, None))
+        .collect();
+    let rates: Vec<f64> = rs.iter().map(|r| r.rate).collect();
+    let (lo, hi) = rates.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), r| {
+        (lo.min(*r), hi.max(*r))
+    });
+    // A stream pushes back instead of losing: what is in flight is not lost.
+    let lost = match t {
+        Transport::Uds => "-".to_owned(),
+        Transport::Udp => format!(
+            "{:.1}%",
+            100.0 * median(rs.iter().map(|r| r.lost).collect())
+        ),
+    };
+    println!(
+        "{:<4} flat out {clients:>3} | {:>7.0} ({lo:.0}-{hi:.0}) | {:.2} | {:.0} | {lost}",
+        format!("{t:?}").to_lowercase(),
+        median(rates.clone()),
+        median(rs.iter().map(|r| r.cores).collect()),
+        median(rs.iter().map(|r| r.per_cpu_sec).collect()),
+    );
+}
+
+/// UDP clients paced at a total rate raised x1.5 per step from `UDP_START` (10000/s) until more
+/// than 1% of the datagrams are lost or the clients cannot offer the rate; one table row with
+/// the last rate held.
+fn udp_ramp(clients: usize) {
+    let sidecar = start_sidecar();
+    let mut rate = env_u64("UDP_START", 10_000) as f64;
+    let mut held: Option<(f64, Round)> = None;
+    let mut broke = String::from("no step broke within 12 steps");
+    for _ in 0..12 {
+        let r = round(Transport::Udp, &sidecar, clients, Some(rate));
+        if r.offered < 0.95 * rate {
+            broke = format!("the clients offered only {:.0}/s of {rate:.0}/s", r.offered);
+            break;
+        }
+        if r.lost > 0.01 {
+            broke = format!("{rate:.0}/s lost {:.1}%", 100.0 * r.lost);
+            break;
+        }
+        held = Some((rate, r));
+        rate *= 1.5;
+    }
+    match held {
+        Some((rate, r)) => println!(
+            "udp  paced    {clients:>3} | {:>7.0} held at {rate:.0}/s offered, {:.2}% lost; next: {broke} | {:.2} | {:.0} | {:.2}%",
+            r.rate,
+            100.0 * r.lost,
+            r.cores,
+            r.per_cpu_sec,
+            100.0 * r.lost,
+        ),
+        None => println!("udp  paced    {clients:>3} | none held: {broke} | - | - | -"),
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -284,16 +377,10 @@ fn main() {
     let rounds = env_u64("ROUNDS", 3).max(1);
     let clients: Vec<usize> = list("CLIENTS", "1,8,32")
         .iter()
-        .filter_map(|c| c.parse().ok())
+        .filter_map(|c| c.parse::<usize>().ok())
+        .map(|c| c.max(1))
         .collect();
-    let transports: Vec<Transport> = list("TRANSPORTS", "uds,udp")
-        .iter()
-        .filter_map(|t| match t.as_str() {
-            "uds" => Some(Transport::Uds),
-            "udp" => Some(Transport::Udp),
-            _ => None,
-        })
-        .collect();
+    let transports = list("TRANSPORTS", "uds,udp");
     println!(
         "sidecar ingest, one NDJSON line per request, each client on its own connection; \
          {} cores, load average {} at the start; {rounds} rounds of {} ms after {} ms of warm-up",
@@ -303,29 +390,18 @@ fn main() {
         env_u64("WARMUP_MS", 1000),
     );
     println!("transport clients | events/s into the spool, median (min-max) | sidecar CPU, cores | events per sidecar CPU-second | events lost before the sidecar");
-    for &t in &transports {
+    for t in &transports {
         for &n in &clients {
-            let sidecar = start_sidecar();
-            let rs: Vec<Round> = (0..rounds).map(|_| round(t, &sidecar, n.max(1))).collect();
-            let rates: Vec<f64> = rs.iter().map(|r| r.rate).collect();
-            let (lo, hi) = rates.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), r| {
-                (lo.min(*r), hi.max(*r))
-            });
-            // A stream pushes back instead of losing: what is in flight is not lost.
-            let lost = match t {
-                Transport::Uds => "-".to_owned(),
-                Transport::Udp => format!(
-                    "{:.1}%",
-                    100.0 * median(rs.iter().map(|r| r.lost).collect())
-                ),
-            };
-            println!(
-                "{:<9} {n:>7} | {:>9.0} ({lo:.0}-{hi:.0}) | {:.2} | {:.0} | {lost}",
-                format!("{t:?}").to_lowercase(),
-                median(rates.clone()),
-                median(rs.iter().map(|r| r.cores).collect()),
-                median(rs.iter().map(|r| r.per_cpu_sec).collect()),
-            );
+            match t.as_str() {
+                "uds" => flat_out(Transport::Uds, n, rounds),
+                "udp" => flat_out(Transport::Udp, n, rounds),
+                _ => {}
+            }
+        }
+        if t == "udp" {
+            for &n in &clients {
+                udp_ramp(n);
+            }
         }
     }
     println!("load average at the end: {}", load_average());
