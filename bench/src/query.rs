@@ -256,12 +256,13 @@ fn cold(
     Ok((server, Some(c)))
 }
 
-/// One analysis pass (`POST /api/v1/analyze`) on a warm server.
+/// One analysis pass (`POST /api/v1/analyze`) on a warm server. A failed pass is reported
+/// (the query figures are still worth having) and returned, to fail the run at its end.
 fn analysis_pass(
     http: &reqwest::blocking::Client,
     server: &Server,
     report: &mut Report,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<String>> {
     eprintln!("timing one analysis pass (POST /api/v1/analyze)...");
     let t0 = Instant::now();
     let resp = http
@@ -269,13 +270,21 @@ fn analysis_pass(
         .send()
         .context("POST /api/v1/analyze")?;
     let secs = t0.elapsed().as_secs_f64();
-    anyhow::ensure!(
-        resp.status().is_success(),
-        "analyze answered {}",
-        resp.status()
-    );
-    let pass: Value =
-        serde_json::from_str(&resp.text().context("analyze body")?).context("analyze JSON")?;
+    let status = resp.status();
+    let body = resp.text().context("analyze body")?;
+    if !status.is_success() {
+        let failure = format!(
+            "analysis pass failed after {secs:.3} s: HTTP {status}: {}",
+            body.trim()
+        );
+        report.line(failure.clone());
+        report.set(
+            "analysis",
+            json!({"secs": round(secs, 3), "error": failure}),
+        );
+        return Ok(Some(failure));
+    }
+    let pass: Value = serde_json::from_str(&body).context("analyze JSON")?;
     let compared: usize = pass["services"]
         .as_array()
         .map(|s| {
@@ -294,7 +303,7 @@ fn analysis_pass(
         "analysis",
         json!({"secs": round(secs, 3), "endpoints_compared": compared, "cache": "warm"}),
     );
-    Ok(())
+    Ok(None)
 }
 
 pub fn run(cli: &Cli, a: &QueryArgs, report: &mut Report) -> anyhow::Result<()> {
@@ -333,7 +342,7 @@ pub fn run(cli: &Cli, a: &QueryArgs, report: &mut Report) -> anyhow::Result<()> 
         a.runs,
     )?;
     let cores = before.cores_until(&CpuMark::now(server.pid()), t_warm.elapsed().as_secs_f64());
-    analysis_pass(&http, &server, report)?;
+    let analysis_failed = analysis_pass(&http, &server, report)?;
     let (server, cold_endpoints) =
         cold(&setup, server, &http, &endpoints_path, &warm_endpoints, a)?;
     let (server, cold_services) = cold(&setup, server, &http, &services_path, &warm_services, a)?;
@@ -376,7 +385,10 @@ pub fn run(cli: &Cli, a: &QueryArgs, report: &mut Report) -> anyhow::Result<()> 
     goals(&setup, &endpoints, service_events, report);
     crate::disk(&setup, server, r.acked, report)?;
     setup.finish();
-    Ok(())
+    match analysis_failed {
+        Some(failure) => bail!(failure),
+        None => Ok(()),
+    }
 }
 
 /// The endpoints goal, judged on the warm and on the cold median.

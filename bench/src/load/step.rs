@@ -7,7 +7,10 @@
 //!   (estimated from the histogram by linear interpolation within the bucket, as Prometheus'
 //!   `histogram_quantile` does; the bucket bound is reported beside it);
 //! - when the feeds stop, the events sent but not yet in ClickHouse amount to at most `lag`
-//!   seconds of the offered rate (a rate that the sidecars' spools only buffer fails this);
+//!   seconds of the offered rate, and at least 90% of the events sent during the step are
+//!   already in ClickHouse (a rate that the sidecars' spools only buffer fails these; the
+//!   pipeline normally holds about a second of events, the sidecars' batch wait, so steps
+//!   must last 15 s or more for the 90% to mean anything);
 //! - the feeds really offered at least 95% of the target rate (they write through the
 //!   sidecars' sockets, which push back when the sidecars fall behind).
 
@@ -25,6 +28,8 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(120);
 const DRAIN_STALL: Duration = Duration::from_secs(30);
 /// The share of the target rate the feeds must reach.
 const OFFERED_SHARE: f64 = 0.95;
+/// The share of a step's events that must be in ClickHouse when its feeds stop.
+pub const STORED_SHARE: f64 = 0.90;
 
 /// The service level a step must keep.
 #[derive(Debug, Clone)]
@@ -58,6 +63,11 @@ pub struct Step {
 }
 
 impl Step {
+    /// Events stored per second while the step ran.
+    pub fn stored_rate(&self) -> f64 {
+        self.stored_by_stop as f64 / self.held_secs.max(1e-9)
+    }
+
     pub fn offered(&self) -> f64 {
         self.sent as f64 / self.held_secs.max(1e-9)
     }
@@ -74,7 +84,7 @@ impl Step {
             self.target,
             self.offered(),
             self.held_secs,
-            self.stored_by_stop as f64 / self.held_secs.max(1e-9),
+            self.stored_rate(),
             self.lag_secs(),
             self.drain_secs,
             ms(self.p50),
@@ -140,6 +150,12 @@ impl Step {
                 slo.p99
             )),
             None => broken.push("no ingest latency recorded".to_owned()),
+        }
+        if (self.stored_by_stop as f64) < STORED_SHARE * self.sent as f64 {
+            broken.push(format!(
+                "only {:.0}% of the step's events stored while it ran",
+                100.0 * self.stored_by_stop as f64 / self.sent.max(1) as f64
+            ));
         }
         if self.lag_secs() > slo.lag.as_secs_f64() {
             broken.push(format!(
