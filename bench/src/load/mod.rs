@@ -10,7 +10,7 @@
 //! times that, and so on, until a step breaks the SLO (see `step`: no event lost, duplicated
 //! or dropped, p99 ingest request latency, lag and share stored at the end of the step, the
 //! rate actually offered) or `--max-steps` steps have run. The capacity is the last rate held;
-//! what the pipeline stored while the first broken step overloaded it is an upper bound. A
+//! when the first broken step overloaded the pipeline, what it stored then is an upper bound. A
 //! rate the sidecars' spools only buffered is not held: the lag and share bounds catch it. With `--soak D`, one
 //! step holds `--rate` for `D` instead (that shows a rate was held, not the capacity).
 //!
@@ -348,10 +348,14 @@ fn capacity(args: &LoadTestArgs, steps: &[Step]) -> (String, Option<f64>) {
         (None, Some(s), true) => {
             let over = steps.iter().find(|s| !s.broken.is_empty());
             let bound = over.map_or(String::new(), |o| {
+                // Only a step the pipeline could not keep up with bounds the capacity.
+                let bounded = o.stored_rate() < step::STORED_SHARE * o.offered();
                 format!(
-                    "; while it was offered {:.0}/s the pipeline stored {:.0}/s, an upper bound",
+                    " ({}); while it was offered {:.0}/s the pipeline stored {:.0}/s{}",
+                    o.broken.join("; "),
                     o.offered(),
-                    o.stored_rate()
+                    o.stored_rate(),
+                    if bounded { ", an upper bound" } else { "" }
                 )
             });
             (
