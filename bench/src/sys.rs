@@ -218,6 +218,24 @@ pub fn count_files(dir: &Path, ext: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// Free space on the file system holding `dir`, from `df -Pk`, e.g. "3.2 GB".
+pub fn free_disk(dir: &Path) -> Option<String> {
+    let out = std::process::Command::new("df")
+        .arg("-Pk")
+        .arg(dir)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let kib: f64 = text
+        .lines()
+        .nth(1)?
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()?;
+    Some(format!("{:.1} GB", kib * 1024.0 / 1e9))
+}
+
 /// The median of sorted values (NaN when there are none).
 pub fn median(sorted: &[f64]) -> f64 {
     let n = sorted.len();

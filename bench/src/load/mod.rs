@@ -98,7 +98,8 @@ pub struct Rig {
     http: reqwest::blocking::Client,
     /// Events written by the feeds since the start.
     sent: Arc<AtomicU64>,
-    _work: tempfile::TempDir,
+    /// The scratch directory (sockets, spools, logs); kept when the run fails.
+    work: Option<tempfile::TempDir>,
 }
 
 impl Rig {
@@ -135,8 +136,25 @@ impl Rig {
             sidecars,
             http: crate::client::http_client()?,
             sent: Arc::new(AtomicU64::new(0)),
-            _work: work,
+            work: Some(work),
         })
+    }
+
+    /// Keeps the scratch directory for a post-mortem; says where, how much disk is free there,
+    /// and how the first sidecar's log ends.
+    fn keep_for_post_mortem(&mut self) -> String {
+        let Some(work) = self.work.take() else {
+            return String::new();
+        };
+        let dir = work.keep();
+        format!(
+            "kept {} ({} free there); sidecar 0's log ends:\n{}",
+            dir.display(),
+            crate::sys::free_disk(&dir).unwrap_or_else(|| "? bytes".to_owned()),
+            self.sidecars
+                .first()
+                .map_or(String::new(), |s| tail(&s.log))
+        )
     }
 
     fn sockets(&self) -> Vec<PathBuf> {
@@ -265,25 +283,50 @@ pub fn run(bin: &Path, args: &LoadTestArgs, report: &mut Report) -> anyhow::Resu
         p99: args.slo_p99,
         lag: args.slo_lag,
     };
+    let tmp = std::env::temp_dir();
+    report.line(format!(
+        "scratch space (sidecar spools, ClickHouse data): {} free in {} at the start",
+        crate::sys::free_disk(&tmp).unwrap_or_else(|| "?".to_owned()),
+        tmp.display()
+    ));
     let mut rig = Rig::start(bin, args)?;
     let started = Instant::now();
     let mut steps: Vec<Step> = Vec::new();
+    let ramped = ramp(&mut rig, args, &slo, &mut steps);
+    let total = started.elapsed().as_secs_f64();
+    write_report(&rig, args, &slo, &steps, total, report)?;
+    if let Err(e) = ramped {
+        let kept = rig.keep_for_post_mortem();
+        report.line(format!(
+            "  the run failed after {} steps: {e:#}",
+            steps.len()
+        ));
+        return Err(e.context(kept));
+    }
+    // Events a sidecar dropped were counted (the spool was full); any other loss is a bug.
+    let unaccounted: f64 = steps.iter().map(|s| s.lost as f64 - s.dropped).sum();
+    rig.stop()?;
+    if unaccounted > 0.0 {
+        bail!("{unaccounted} events were lost without a sidecar counting them as dropped");
+    }
+    Ok(())
+}
+
+/// Runs the steps of the plan until one breaks the SLO, pushing each onto `steps`.
+fn ramp(
+    rig: &mut Rig,
+    args: &LoadTestArgs,
+    slo: &Slo,
+    steps: &mut Vec<Step>,
+) -> anyhow::Result<()> {
     for (i, (rate, duration)) in plan(args).into_iter().enumerate() {
-        let s = step::hold(&mut rig, i as u64, rate, duration, &slo)?;
+        let s = step::hold(rig, i as u64, rate, duration, slo)?;
         eprintln!("  {}", s.summary());
         let broken = !s.broken.is_empty();
         steps.push(s);
         if broken {
             break;
         }
-    }
-    let total = started.elapsed().as_secs_f64();
-    write_report(&rig, args, &slo, &steps, total, report)?;
-    // Events a sidecar dropped were counted (the spool was full); any other loss is a bug.
-    let unaccounted: f64 = steps.iter().map(|s| s.lost as f64 - s.dropped).sum();
-    rig.stop()?;
-    if unaccounted > 0.0 {
-        bail!("{unaccounted} events were lost without a sidecar counting them as dropped");
     }
     Ok(())
 }
