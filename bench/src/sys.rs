@@ -218,22 +218,27 @@ pub fn count_files(dir: &Path, ext: &str) -> usize {
         .unwrap_or(0)
 }
 
-/// Free space on the file system holding `dir`, from `df -Pk`, e.g. "3.2 GB".
-pub fn free_disk(dir: &Path) -> Option<String> {
+/// Free bytes on the file system holding `dir`, from `df -Pk`.
+pub fn free_disk_bytes(dir: &Path) -> Option<u64> {
     let out = std::process::Command::new("df")
         .arg("-Pk")
         .arg(dir)
         .output()
         .ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let kib: f64 = text
+    let kib: u64 = text
         .lines()
         .nth(1)?
         .split_whitespace()
         .nth(3)?
         .parse()
         .ok()?;
-    Some(format!("{:.1} GB", kib * 1024.0 / 1e9))
+    Some(kib * 1024)
+}
+
+/// Free space on the file system holding `dir`, e.g. "3.2 GB".
+pub fn free_disk(dir: &Path) -> Option<String> {
+    free_disk_bytes(dir).map(|b| format!("{:.1} GB", b as f64 / 1e9))
 }
 
 /// The median of sorted values (NaN when there are none).

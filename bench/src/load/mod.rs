@@ -171,6 +171,19 @@ impl Rig {
             .context("reading the event count")
     }
 
+    /// Fails when the scratch disk is nearly full (the machine is shared: a full disk would
+    /// fail other people's work too).
+    fn check_disk(&self) -> anyhow::Result<()> {
+        let free = crate::sys::free_disk_bytes(&std::env::temp_dir());
+        if let Some(b) = free.filter(|b| *b < MIN_FREE_BYTES / 2) {
+            bail!(
+                "stopped during the step: {:.1} GB of disk left for the spools and ClickHouse",
+                b as f64 / 1e9
+            );
+        }
+        Ok(())
+    }
+
     /// Fails when a sidecar has exited.
     fn check_sidecars(&mut self) -> anyhow::Result<()> {
         for s in &mut self.sidecars {
@@ -215,6 +228,17 @@ impl Rig {
             drops += prom::counter_sum(&text, "profwatch_agent_events_dropped");
         }
         Ok(drops)
+    }
+
+    /// Empties every shard's events once a step is counted, so that the disk holds one step's
+    /// events at most (before merges ClickHouse 18.16 takes ~300 B per event here).
+    fn truncate(&self) -> anyhow::Result<()> {
+        for i in 0..self.cluster.urls().len() {
+            self.cluster
+                .query(i, &format!("TRUNCATE TABLE {DATABASE}.events_local"))
+                .map_err(anyhow::Error::msg)?;
+        }
+        Ok(())
     }
 
     fn rows_per_shard(&self) -> anyhow::Result<Vec<u64>> {
@@ -312,7 +336,12 @@ pub fn run(bin: &Path, args: &LoadTestArgs, report: &mut Report) -> anyhow::Resu
     Ok(())
 }
 
-/// Runs the steps of the plan until one breaks the SLO, pushing each onto `steps`.
+/// Free disk below which no further step starts (the spools and ClickHouse share it); a step
+/// running stops at half of it.
+pub const MIN_FREE_BYTES: u64 = 1 << 30;
+
+/// Runs the steps of the plan until one breaks the SLO, pushing each onto `steps`; stops
+/// early, and says so, when the scratch disk runs low.
 fn ramp(
     rig: &mut Rig,
     args: &LoadTestArgs,
@@ -320,6 +349,14 @@ fn ramp(
     steps: &mut Vec<Step>,
 ) -> anyhow::Result<()> {
     for (i, (rate, duration)) in plan(args).into_iter().enumerate() {
+        let free = crate::sys::free_disk_bytes(&std::env::temp_dir());
+        if let Some(b) = free.filter(|b| *b < MIN_FREE_BYTES) {
+            bail!(
+                "stopped before step {}: {:.1} GB of disk left for the spools and ClickHouse",
+                i + 1,
+                b as f64 / 1e9
+            );
+        }
         let s = step::hold(rig, i as u64, rate, duration, slo)?;
         eprintln!("  {}", s.summary());
         let broken = !s.broken.is_empty();
@@ -327,6 +364,7 @@ fn ramp(
         if broken {
             break;
         }
+        rig.truncate()?;
     }
     Ok(())
 }
@@ -459,7 +497,9 @@ fn write_report(
     let (line, cap) = capacity(args, steps);
     report.line(format!("  {line}"));
     let per_shard = rig.rows_per_shard()?;
-    report.line(format!("  rows per shard: {per_shard:?}"));
+    report.line(format!(
+        "  rows per shard, last step (each step's events are deleted once counted, to bound the disk): {per_shard:?}"
+    ));
     let rss = rig.peak_rss();
     report.line(format!(
         "  peak RSS (VmHWM): {}",

@@ -172,7 +172,7 @@ impl Step {
 fn feed_for(rig: &mut Rig, seed: u64, rate: u64, duration: Duration) -> anyhow::Result<f64> {
     let feeds = Feeds::start(&rig.sockets(), rate, seed, &rig.sent);
     let started = Instant::now();
-    let mut last_report = Instant::now();
+    let (mut last_report, mut last_disk) = (Instant::now(), Instant::now());
     let mut alive = Ok(());
     while started.elapsed() < duration && alive.is_ok() {
         std::thread::sleep(Duration::from_millis(200));
@@ -185,6 +185,10 @@ fn feed_for(rig: &mut Rig, seed: u64, rate: u64, duration: Duration) -> anyhow::
             );
         }
         alive = rig.check_sidecars();
+        if alive.is_ok() && last_disk.elapsed() >= Duration::from_secs(2) {
+            last_disk = Instant::now();
+            alive = rig.check_disk();
+        }
     }
     let stopped = feeds.stop();
     let held = started.elapsed().as_secs_f64();
