@@ -317,12 +317,7 @@ impl QueryTiming {
         self.runs.last().copied().unwrap_or(f64::NAN)
     }
     pub fn median(&self) -> f64 {
-        let n = self.runs.len();
-        match n {
-            0 => f64::NAN,
-            _ if n % 2 == 1 => self.runs[n / 2],
-            _ => (self.runs[n / 2 - 1] + self.runs[n / 2]) / 2.0,
-        }
+        crate::sys::median(&self.runs)
     }
 }
 

@@ -1,15 +1,21 @@
 //! `profwatch-bench`: runs the real `profwatch server` and measures it end to end.
 //!
 //! - `ingest`: events/s through `POST /api/v1/events` (protobuf + gzip, N client threads).
-//! - `query`: latency of `/api/v1/endpoints` and `/api/v1/services` over a large data set.
+//! - `query`: latency of `/api/v1/endpoints` and `/api/v1/services` over a large data set, cold
+//!   (server restarted, page cache dropped) and warm.
 //! - `disk`: bytes on disk per stored event.
-//! - `load`: a sustained load on the scale-out layout (sidecars, collectors, ClickHouse shards).
+//! - `flame`: the server's half of a flame graph (request to the last byte of the JSON tree).
+//! - `load`: the capacity of the scale-out layout (sidecars, collectors, ClickHouse shards),
+//!   found by ramping the offered rate until a step breaks the SLO.
 //!
 //! See `bench/README.md`.
 
+mod cache;
 mod client;
+mod flame;
 mod gen;
 mod load;
+mod query;
 mod server;
 mod sys;
 
@@ -20,7 +26,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Map, Value};
 
-use crate::client::{PostResult, QueryTiming};
+use crate::client::PostResult;
 use crate::gen::{Profile, Workload};
 use crate::server::{ClickHouse, Server, StoreArgs};
 use crate::sys::{round, CpuMark, Machine};
@@ -58,12 +64,17 @@ struct Cli {
 enum Cmd {
     /// Events/s through POST /api/v1/events, verified by counting what was stored.
     Ingest(IngestArgs),
-    /// Latency of /api/v1/endpoints and /api/v1/services over a large data set; bytes/event.
-    Query(QueryArgs),
+    /// Latency of /api/v1/endpoints and /api/v1/services over a large data set, cold and warm;
+    /// bytes/event.
+    Query(query::QueryArgs),
     /// Bytes on disk per stored event, after a graceful shutdown (embedded) or OPTIMIZE (ClickHouse).
     Disk(LoadArgs),
-    /// Sustained load: N hosts with sidecars -> M collectors -> a K-shard ClickHouse cluster
-    /// started on loopback; events/s, p99 ingest latency, peak RSS, events lost.
+    /// The server's half of a flame graph of 100k distinct stacks: request to the last byte
+    /// of the JSON tree, cold and warm.
+    Flame(flame::FlameArgs),
+    /// Capacity: N hosts with sidecars -> M collectors -> a K-shard ClickHouse cluster started
+    /// on loopback; the offered rate is ramped up until a step breaks the SLO (events lost or
+    /// dropped, p99 ingest latency, backlog); the last rate held is the capacity.
     Load(load::LoadTestArgs),
 }
 
@@ -84,29 +95,6 @@ struct IngestArgs {
     #[arg(long, default_value_t = 10_000)]
     batch: usize,
     /// Concurrent client threads.
-    #[arg(long, default_value_t = 4)]
-    clients: usize,
-    #[command(flatten)]
-    store: StoreOpt,
-}
-
-#[derive(Debug, Args)]
-struct QueryArgs {
-    /// Events to load before querying.
-    #[arg(long, default_value_t = 10_000_000)]
-    events: u64,
-    /// Timed runs of each query (after one warm-up run).
-    #[arg(long, default_value_t = 5)]
-    runs: usize,
-    /// Services in the data set. With 1 (the default), one service of 1000 endpoints holds
-    /// every event, so the endpoints query covers the whole data set; with more, traffic is
-    /// Zipf-distributed over them (1000 endpoints in all) and the busiest one is queried.
-    #[arg(long, default_value_t = 1)]
-    services: usize,
-    /// Events per request while loading.
-    #[arg(long, default_value_t = 10_000)]
-    batch: usize,
-    /// Concurrent client threads while loading.
     #[arg(long, default_value_t = 4)]
     clients: usize,
     #[command(flatten)]
@@ -208,12 +196,13 @@ fn profwatch_bin(cli: &Cli, report: &mut Report) -> anyhow::Result<(PathBuf, Str
     Ok((bin, built))
 }
 
-/// The store under test, the scratch directory and the binary.
+/// The store under test, the scratch directory and the binary. With `--keep`, the scratch
+/// directory is kept however the run ends (a failed run is the one worth looking at).
 #[derive(Debug)]
 struct Setup {
     bin: PathBuf,
     store: StoreArgs,
-    work: tempfile::TempDir,
+    work: Option<tempfile::TempDir>,
     log: PathBuf,
     clickhouse: Option<ClickHouse>,
     keep: bool,
@@ -265,7 +254,7 @@ impl Setup {
         Ok(Setup {
             bin,
             store: store_args,
-            work,
+            work: Some(work),
             log,
             clickhouse,
             keep: cli.keep,
@@ -280,10 +269,13 @@ impl Setup {
         matches!(self.store, StoreArgs::Embedded { .. })
     }
 
-    fn finish(self) {
-        if self.keep {
-            let p = self.work.keep();
-            eprintln!("kept {}", p.display());
+    fn finish(self) {}
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        if let (true, Some(work)) = (self.keep, self.work.take()) {
+            eprintln!("kept {}", work.keep().display());
         }
     }
 }
@@ -506,170 +498,6 @@ fn ingest(cli: &Cli, a: &IngestArgs, report: &mut Report) -> anyhow::Result<()> 
     Ok(())
 }
 
-fn query_profile(services: usize) -> anyhow::Result<Profile> {
-    anyhow::ensure!(services >= 1, "--services must be at least 1");
-    Ok(if services == 1 {
-        Profile::single()
-    } else {
-        Profile {
-            services,
-            endpoints_per_service: (1000 / services).max(1),
-            ..Profile::mixed()
-        }
-    })
-}
-
-fn report_query(report: &mut Report, t: &QueryTiming, events_in_scope: u64) {
-    report.line(format!(
-        "  {}: min {:.3} s, median {:.3} s, max {:.3} s over {} runs (warm-up {:.3} s); {} rows, {} requests counted (of {events_in_scope} in scope)",
-        t.what,
-        t.min(),
-        t.median(),
-        t.max(),
-        t.runs.len(),
-        t.warmup_secs,
-        t.rows,
-        t.requests.round()
-    ));
-}
-
-fn query(cli: &Cli, a: &QueryArgs, report: &mut Report) -> anyhow::Result<()> {
-    report.set("command", json!("query"));
-    let setup = Setup::new(cli, &a.store, report)?;
-    let profile = query_profile(a.services)?;
-    let work = generate(&profile, a.events, a.batch, report)?;
-    let mut server = setup.start()?;
-    let r = load(&setup, &server, &work, a.clients, "load", report)?;
-    if setup.is_embedded() {
-        eprintln!("restarting the server so that the data is read from disk...");
-        let down = server.terminate(SHUTDOWN_TIMEOUT)?;
-        let t0 = Instant::now();
-        server = setup.start()?;
-        let up = t0.elapsed();
-        report.line(format!(
-            "restart (embedded): SIGTERM to exit {:.1} s, start to listening {:.1} s; queries below read the on-disk data",
-            down.as_secs_f64(),
-            up.as_secs_f64()
-        ));
-        report.set(
-            "restart",
-            json!({"shutdown_secs": round(down.as_secs_f64(), 2), "startup_secs": round(up.as_secs_f64(), 2)}),
-        );
-    }
-    let (from, to) = client::covering_range(&work);
-    let (service, service_events) = work.busiest();
-    let http = client::http_client()?;
-    eprintln!("timing queries (1 warm-up + {} runs each)...", a.runs);
-    let before = CpuMark::now(server.pid());
-    let t_all = Instant::now();
-    let endpoints = client::time_query(
-        &http,
-        &format!("endpoints service={service} group_by=build"),
-        &format!(
-            "{}/api/v1/endpoints?service={service}&from={from}&to={to}&group_by=build",
-            server.url
-        ),
-        a.runs,
-    )?;
-    let services = client::time_query(
-        &http,
-        "services (whole tenant)",
-        &format!("{}/api/v1/services?from={from}&to={to}", server.url),
-        a.runs,
-    )?;
-    let cores = before.cores_until(&CpuMark::now(server.pid()), t_all.elapsed().as_secs_f64());
-    // A full analysis pass: every service's newest build against the one before, per endpoint,
-    // plus change points in every endpoint's series.
-    eprintln!("timing one analysis pass (POST /api/v1/analyze)...");
-    let t_analyze = Instant::now();
-    let resp = http
-        .post(format!("{}/api/v1/analyze", server.url))
-        .send()
-        .context("POST /api/v1/analyze")?;
-    let analyze_secs = t_analyze.elapsed().as_secs_f64();
-    anyhow::ensure!(
-        resp.status().is_success(),
-        "analyze answered {}",
-        resp.status()
-    );
-    let pass: serde_json::Value =
-        serde_json::from_str(&resp.text().context("analyze body")?).context("analyze JSON")?;
-    let compared: usize = pass["services"]
-        .as_array()
-        .map(|s| {
-            s.iter()
-                .map(|x| x["endpoints"].as_array().map_or(0, Vec::len))
-                .sum()
-        })
-        .unwrap_or(0);
-    report.line(format!(
-        "analysis pass: {analyze_secs:.3} s; {compared} endpoints compared (builds {} vs {}), {} new regressions",
-        pass["services"][0]["baseline"].as_str().unwrap_or("-"),
-        pass["services"][0]["candidate"].as_str().unwrap_or("-"),
-        pass["new_regressions"]
-    ));
-    report.set(
-        "analysis",
-        json!({"secs": round(analyze_secs, 3), "endpoints_compared": compared}),
-    );
-    report.line(format!(
-        "query over the full range of {} events (service {service} holds {service_events} = {:.1}% of them):",
-        r.acked,
-        100.0 * service_events as f64 / r.acked as f64
-    ));
-    report_query(report, &endpoints, service_events);
-    report_query(report, &services, r.acked);
-    report.line(format!(
-        "  CPU while querying (average cores): profwatch server {}, whole machine {} (so {} for everything else); busiest other processes {}",
-        cores["profwatch_server"], cores["machine_busy"], cores["everything_else"], cores["top_other_processes"]
-    ));
-    let q = |t: &QueryTiming, scope: u64| {
-        json!({
-            "url": t.url,
-            "events_in_scope": scope,
-            "rows": t.rows,
-            "requests_counted": t.requests,
-            "warmup_secs": round(t.warmup_secs, 4),
-            "runs_secs": t.runs.iter().map(|s| round(*s, 4)).collect::<Vec<_>>(),
-            "min_secs": round(t.min(), 4),
-            "median_secs": round(t.median(), 4),
-            "max_secs": round(t.max(), 4),
-        })
-    };
-    report.set(
-        "query",
-        json!({
-            "service": service,
-            "endpoints_group_by_build": q(&endpoints, service_events),
-            "services": q(&services, r.acked),
-            "cpu_cores": cores,
-        }),
-    );
-    if (endpoints.requests.round() as u64) != service_events {
-        bail!(
-            "the endpoints query counted {} requests, {service_events} were stored for {service}",
-            endpoints.requests
-        );
-    }
-    let at_scale = service_events >= GOAL_ENDPOINTS_EVENTS;
-    report.goal(
-        if setup.is_embedded() {
-            "endpoints query embedded"
-        } else {
-            "endpoints query ClickHouse"
-        },
-        format!("<= {GOAL_ENDPOINTS_SECS} s over {GOAL_ENDPOINTS_EVENTS} events"),
-        format!(
-            "median {:.3} s over {service_events} events",
-            endpoints.median()
-        ),
-        at_scale.then_some(endpoints.median() <= GOAL_ENDPOINTS_SECS),
-    );
-    disk(&setup, server, r.acked, report)?;
-    setup.finish();
-    Ok(())
-}
-
 fn disk_cmd(cli: &Cli, a: &LoadArgs, report: &mut Report) -> anyhow::Result<()> {
     report.set("command", json!("disk"));
     let setup = Setup::new(cli, &a.store, report)?;
@@ -696,8 +524,9 @@ fn main() -> anyhow::Result<()> {
     let mut report = Report::default();
     let result = match &cli.command {
         Cmd::Ingest(a) => ingest(&cli, a, &mut report),
-        Cmd::Query(a) => query(&cli, a, &mut report),
+        Cmd::Query(a) => query::run(&cli, a, &mut report),
         Cmd::Disk(a) => disk_cmd(&cli, a, &mut report),
+        Cmd::Flame(a) => flame::run(&cli, a, &mut report),
         Cmd::Load(a) => load_cmd(&cli, a, &mut report),
     };
     if let Err(e) = &result {

@@ -218,6 +218,39 @@ pub fn count_files(dir: &Path, ext: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// Free bytes on the file system holding `dir`, from `df -Pk`.
+pub fn free_disk_bytes(dir: &Path) -> Option<u64> {
+    let out = std::process::Command::new("df")
+        .arg("-Pk")
+        .arg(dir)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let kib: u64 = text
+        .lines()
+        .nth(1)?
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// Free space on the file system holding `dir`, e.g. "3.2 GB".
+pub fn free_disk(dir: &Path) -> Option<String> {
+    free_disk_bytes(dir).map(|b| format!("{:.1} GB", b as f64 / 1e9))
+}
+
+/// The median of sorted values (NaN when there are none).
+pub fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => sorted[n / 2],
+        _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
 pub fn round(x: f64, digits: i32) -> f64 {
     let f = 10f64.powi(digits);
     (x * f).round() / f

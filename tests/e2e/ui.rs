@@ -117,24 +117,6 @@ fn shop_profile(build: &str) -> String {
     .collect()
 }
 
-/// 100,000 distinct stacks: five levels of ten under a common prefix (~111k nodes).
-fn big_profile() -> String {
-    let mut out = String::with_capacity(100_000 * 110);
-    for i in 0..100_000u32 {
-        let d = |k: u32| (i / 10u32.pow(k)) % 10;
-        out.push_str(&format!(
-            "main;search::serve<Q>;level1<{}>;level2&{};level3::<{}>;level4<&{}>;leaf{}<T&U> {}\n",
-            d(4),
-            d(3),
-            d(2),
-            d(1),
-            d(0),
-            1 + i % 7
-        ));
-    }
-    out
-}
-
 fn post_profile(c: &Client, query: &str, body: String) {
     let mut req = profwatch_e2e::http_client_builder()
         .timeout(Duration::from_secs(300))

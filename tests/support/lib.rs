@@ -386,6 +386,26 @@ pub fn clickhouse_query(url: &str, sql: &str) -> Result<String, String> {
     }
 }
 
+/// 100,000 distinct stacks in folded form: five levels of ten under a common prefix (~111k
+/// nodes), with `<`, `>` and `&` in the names. The UI test draws it; `profwatch-bench flame`
+/// times the server's answer for it.
+pub fn big_profile() -> String {
+    let mut out = String::with_capacity(100_000 * 110);
+    for i in 0..100_000u32 {
+        let d = |k: u32| (i / 10u32.pow(k)) % 10;
+        out.push_str(&format!(
+            "main;search::serve<Q>;level1<{}>;level2&{};level3::<{}>;level4<&{}>;leaf{}<T&U> {}\n",
+            d(4),
+            d(3),
+            d(2),
+            d(1),
+            d(0),
+            1 + i % 7
+        ));
+    }
+    out
+}
+
 /// The repository root (for scripts).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
