@@ -224,7 +224,7 @@ pub fn run(cli: &Cli, a: &FlameArgs, report: &mut Report) -> anyhow::Result<()> 
     anyhow::ensure!(!a.nodes.is_empty(), "--nodes needs at least one limit");
     let setup = Setup::new(cli, &a.store, report)?;
     let server = setup.start()?;
-    let now_s = crate::now_ns() / 1_000_000_000;
+    let now_s = profwatch_model::timefmt::now_ns() / 1_000_000_000;
     let (post_secs, samples) = post_profile(&server, now_s - 20 * 60)?;
     report.line(format!(
         "profile: 100000 distinct stacks ({samples} samples) of {SERVICE} {ENDPOINT} build {BUILD}, posted as folded text in {post_secs:.2} s"
