@@ -178,11 +178,16 @@ fn profwatch_bin(cli: &Cli, report: &mut Report) -> anyhow::Result<(PathBuf, Str
     }
     let machine = Machine::probe();
     report.line(format!(
-        "machine: {} cores (nproc), {}, {:.1} GiB RAM, Linux {}",
-        machine.nproc, machine.cpu_model, machine.mem_total_gib, machine.kernel
+        "machine: {} cores (nproc), {}, {:.1} GiB RAM, Linux {}; load average {} at the start",
+        machine.nproc,
+        machine.cpu_model,
+        machine.mem_total_gib,
+        machine.kernel,
+        sys::load_average()
     ));
     report.set("date", json!(sys::today_utc()));
     report.set("machine", machine.json());
+    report.set("load_average_start", json!(sys::load_average()));
     let built = std::fs::metadata(&bin)
         .and_then(|m| m.modified())
         .ok()
@@ -532,6 +537,8 @@ fn main() -> anyhow::Result<()> {
     if let Err(e) = &result {
         report.set("error", json!(format!("{e:#}")));
     }
+    report.line(format!("load average at the end: {}", sys::load_average()));
+    report.set("load_average_end", json!(sys::load_average()));
     report.print(cli.json);
     result
 }

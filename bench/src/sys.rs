@@ -218,6 +218,13 @@ pub fn count_files(dir: &Path, ext: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// The 1, 5 and 15 minute load averages, from `/proc/loadavg` ("?" when unreadable).
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".to_owned())
+}
+
 /// Free bytes on the file system holding `dir`, from `df -Pk`.
 pub fn free_disk_bytes(dir: &Path) -> Option<u64> {
     let out = std::process::Command::new("df")
