@@ -93,7 +93,7 @@ fn interleaved_polls_and_nested_scopes_are_told_apart() {
     };
     let job = |burn, nested| Job {
         agent: agent.clone(),
-        polls: 250,
+        polls: 1000,
         burn,
         nested,
     };
