@@ -215,6 +215,11 @@ impl Client {
         if let Some(enc) = encoding {
             req = req.header("content-encoding", enc);
         }
+        self.send(req, headers)
+    }
+
+    /// Adds the token and `headers`, sends, and turns a transport failure into status 0.
+    fn send(&self, mut req: reqwest::blocking::RequestBuilder, headers: &[(&str, &str)]) -> Reply {
         if let Some(t) = &self.token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
@@ -240,24 +245,11 @@ impl Client {
         body: Vec<u8>,
     ) -> Reply {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut req = self
+        let req = self
             .http
             .request(method, format!("{}{path_and_query}", self.base))
             .body(body);
-        if let Some(t) = &self.token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        match req.send() {
-            Ok(r) => reply(r),
-            Err(e) => Reply {
-                status: 0,
-                body: e.to_string(),
-                retry_after: None,
-            },
-        }
+        self.send(req, headers)
     }
 
     /// GET a path (with query string).

@@ -654,6 +654,13 @@ mod tests {
         p: &Profile,
         limits: &ProfileLimits,
     ) -> Result<Vec<ProfileBatch>, ProfileError> {
+        convert_with_bytes(&p.encode_to_vec(), limits)
+    }
+
+    fn convert_with_bytes(
+        bytes: &[u8],
+        limits: &ProfileLimits,
+    ) -> Result<Vec<ProfileBatch>, ProfileError> {
         let base = SampleLabels {
             service: "s".into(),
             ..SampleLabels::default()
@@ -665,7 +672,7 @@ mod tests {
             label_limits: &label_limits,
             now: 1,
         };
-        pprof_to_batches(&p.encode_to_vec(), &opt)
+        pprof_to_batches(bytes, &opt)
     }
 
     /// Regression (issue 11): one location listing a 1 KiB name 600,000 times took the server
@@ -746,24 +753,6 @@ mod tests {
                 }
             }
             Ok(())
-        }
-
-        fn convert_with_bytes(
-            bytes: &[u8],
-            limits: &ProfileLimits,
-        ) -> Result<Vec<ProfileBatch>, ProfileError> {
-            let base = SampleLabels {
-                service: "s".into(),
-                ..SampleLabels::default()
-            };
-            let label_limits = Limits::default();
-            let opt = DecodeOptions {
-                base: &base,
-                limits,
-                label_limits: &label_limits,
-                now: 1,
-            };
-            pprof_to_batches(bytes, &opt)
         }
 
         proptest! {
