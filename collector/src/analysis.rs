@@ -28,7 +28,7 @@ use profwatch_model::timefmt::{format_rfc3339, now_ns, NANOS_PER_SEC};
 use profwatch_model::Tenant;
 use serde::Serialize;
 
-use crate::store::{Store, StoreError};
+use profwatch_store::{Store, StoreError};
 
 /// Settings of analysis.
 #[derive(Debug, Clone)]

@@ -19,10 +19,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use profwatch_model::percent::query_component;
 use prost::Message;
 
-use crate::profile::collapse::{looks_like_perf, perf_to_folded, PerfOptions};
-use crate::profile::compress::{gzip, is_gzip, maybe_gunzip};
-use crate::profile::pprof::Profile;
-use crate::profile::ProfileError;
+use profwatch_profile::collapse::{looks_like_perf, perf_to_folded, PerfOptions};
+use profwatch_profile::compress::{gzip, is_gzip, maybe_gunzip};
+use profwatch_profile::pprof::Profile;
+use profwatch_profile::ProfileError;
 
 /// Largest file `import` reads (inflated).
 pub const MAX_FILE_BYTES: usize = 4 << 30;
@@ -361,7 +361,7 @@ mod tests {
         let perf = b"dd 29776 666709.771979:   10101010 cpu-clock: \n\t  414b3b fsnotify (/vmlinux)\n\t  e5f70 read (/libc.so)\n\n";
         assert_eq!(detect(perf), Some(FileFormat::PerfScript));
         let pprof = Profile {
-            sample_type: vec![crate::profile::pprof::ValueType { r#type: 1, unit: 2 }],
+            sample_type: vec![profwatch_profile::pprof::ValueType { r#type: 1, unit: 2 }],
             string_table: vec![String::new(), "samples".into(), "count".into()],
             ..Profile::default()
         }

@@ -13,7 +13,5 @@ pub mod config;
 pub mod http;
 pub mod import;
 pub mod metrics;
-pub mod profile;
 pub mod server;
-pub mod store;
 pub mod tls;

@@ -12,9 +12,9 @@ use crate::cache::QueryCache;
 use crate::config::{Config, StoreConfig};
 use crate::http::{self, AppState};
 use crate::metrics::{AnalysisPasses, Metrics};
-use crate::store::clickhouse::{ClickHouseConfig, ClickHouseStore};
-use crate::store::embedded::{EmbeddedConfig, EmbeddedStore};
-use crate::store::{Store, StoreError};
+use profwatch_store::clickhouse::{ClickHouseConfig, ClickHouseStore};
+use profwatch_store::embedded::{EmbeddedConfig, EmbeddedStore};
+use profwatch_store::{Store, StoreError};
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]

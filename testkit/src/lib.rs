@@ -9,6 +9,10 @@
 //! - ClickHouse tests need `PROFWATCH_TEST_CLICKHOUSE_URL`; without it they fail unless
 //!   `PROFWATCH_SKIP_CLICKHOUSE=1`. An explicit URL always wins over the skip variable.
 //! - Perf-sampling tests fail when a perf event cannot be opened, unless `PROFWATCH_SKIP_PERF=1`.
+//!
+//! [`clickhouse_cluster`] starts a throwaway 2-shard ClickHouse cluster for the cluster tests.
+
+pub mod clickhouse_cluster;
 
 use std::io::Write;
 

@@ -8,10 +8,10 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use profwatch_e2e::clickhouse_cluster::{LocalCluster, CLUSTER};
 use profwatch_e2e::*;
 use profwatch_model::profile::{ProfileBatch, SampleLabels, StackSample};
 use profwatch_model::RequestEvent;
+use profwatch_testkit::clickhouse_cluster::{LocalCluster, CLUSTER};
 
 /// A tiny HTTP receiver: answers 200 to every POST and keeps the bodies.
 fn receiver() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {

@@ -1,7 +1,6 @@
 //! Helpers for the end-to-end tests: run the real `profwatch` binary, talk to it over real HTTP,
 //! build event batches in each wire format.
 
-pub mod clickhouse_cluster;
 pub mod pki;
 
 use std::io::{BufRead, BufReader, Write};

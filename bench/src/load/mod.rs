@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use profwatch_e2e::clickhouse_cluster::{LocalCluster, CLUSTER};
+use profwatch_testkit::clickhouse_cluster::{LocalCluster, CLUSTER};
 use serde_json::json;
 
 use crate::server::{tail, Server, StoreArgs};

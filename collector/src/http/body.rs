@@ -13,7 +13,7 @@ use axum::http::{header, HeaderMap};
 
 use super::budget::{refused, Reservation};
 use super::error::ApiError;
-use crate::profile::compress::{read_capped, Allowance, CapError, Unmetered};
+use profwatch_profile::compress::{read_capped, Allowance, CapError, Unmetered};
 
 fn too_large(max: usize) -> ApiError {
     ApiError::PayloadTooLarge(format!(

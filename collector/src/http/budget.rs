@@ -25,7 +25,7 @@ use std::time::Instant;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::ApiError;
-use crate::profile::compress::{Allowance, Refusal};
+use profwatch_profile::compress::{Allowance, Refusal};
 
 /// How long a refused client is asked to wait.
 const RETRY_AFTER: Duration = Duration::from_secs(1);

@@ -7,7 +7,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::store::StoreError;
+use profwatch_store::StoreError;
 
 /// An API failure.
 #[derive(Debug, thiserror::Error)]

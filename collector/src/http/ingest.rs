@@ -16,7 +16,7 @@ use super::error::ApiError;
 use super::profiles::reject_reason;
 use super::{auth, body, budget, AppState};
 use crate::metrics::RejectReason;
-use crate::store::Written;
+use profwatch_store::Written;
 
 /// The answer to an accepted batch.
 #[derive(Debug, Serialize)]

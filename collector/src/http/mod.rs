@@ -38,7 +38,7 @@ use crate::analysis::Analyzer;
 use crate::cache::QueryCache;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::store::Store;
+use profwatch_store::Store;
 
 /// What every handler can reach.
 #[derive(Debug)]

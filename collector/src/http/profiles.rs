@@ -28,14 +28,14 @@ use super::budget::{refused, Reservation};
 use super::error::ApiError;
 use super::{auth, body, budget, AppState};
 use crate::metrics::RejectReason;
-use crate::profile::compare::{compare, RequestFigures};
-use crate::profile::compress::{maybe_gunzip_within, Allowance, Refusal};
-use crate::profile::decode::{pprof_to_batches_within, DecodeOptions};
-use crate::profile::encode::{to_pprof_gz, Span};
-use crate::profile::folded::{self, FoldedKind};
-use crate::profile::functions::{table, SortBy};
-use crate::profile::{labels, render, tree, ProfileError, ProfileLimits};
-use crate::store::Written;
+use profwatch_profile::compare::{compare, RequestFigures};
+use profwatch_profile::compress::{maybe_gunzip_within, Allowance, Refusal};
+use profwatch_profile::decode::{pprof_to_batches_within, DecodeOptions};
+use profwatch_profile::encode::{to_pprof_gz, Span};
+use profwatch_profile::folded::{self, FoldedKind};
+use profwatch_profile::functions::{table, SortBy};
+use profwatch_profile::{labels, render, tree, ProfileError, ProfileLimits};
+use profwatch_store::Written;
 
 type Params = Query<HashMap<String, String>>;
 

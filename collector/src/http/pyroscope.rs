@@ -14,7 +14,7 @@
 //!   `1e9 / sampleRate` ns (default 100 Hz); `ts` is `from` (default now). Non-CPU app names
 //!   (`app.alloc_space`) are accepted and skipped.
 //!
-//! Label mapping (both routes) is [`crate::profile::labels`]: `service_name` or the app name →
+//! Label mapping (both routes) is [`profwatch_profile::labels`]: `service_name` or the app name →
 //! service, `version` → build, `region` → dc; `__*` labels are dropped.
 
 use std::collections::HashMap;
@@ -36,14 +36,14 @@ use super::profiles::{
     store_batches, FoldedInput, ProfileIngestResponse,
 };
 use super::{auth, body, AppState};
-use crate::profile::appname;
-use crate::profile::compress::Allowance;
-use crate::profile::decode::{pprof_to_batches_within, DecodeOptions};
-use crate::profile::folded::FoldedKind;
-use crate::profile::limits::FRAME_OVERHEAD;
-use crate::profile::multipart;
-use crate::profile::push::{decode_push, PushRequest, PushResponse};
-use crate::profile::{labels, ProfileError};
+use profwatch_profile::appname;
+use profwatch_profile::compress::Allowance;
+use profwatch_profile::decode::{pprof_to_batches_within, DecodeOptions};
+use profwatch_profile::folded::FoldedKind;
+use profwatch_profile::limits::FRAME_OVERHEAD;
+use profwatch_profile::multipart;
+use profwatch_profile::push::{decode_push, PushRequest, PushResponse};
+use profwatch_profile::{labels, ProfileError};
 
 /// Pyroscope `__name__` values that are CPU profiles.
 const CPU_NAMES: &[&str] = &["process_cpu", "cpu", "itimer"];

@@ -30,7 +30,7 @@ async fn cached<T, Fut>(
 ) -> Result<Response, ApiError>
 where
     T: serde::Serialize,
-    Fut: std::future::Future<Output = Result<T, crate::store::StoreError>>,
+    Fut: std::future::Future<Output = Result<T, profwatch_store::StoreError>>,
 {
     let encode = |v: T| {
         serde_json::to_vec(&v)

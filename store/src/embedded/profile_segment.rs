@@ -23,7 +23,7 @@ use super::segment::{
     pq, put_in_place, read_i32, read_i64, time_bounds, writer_settings, Footer, KEY_MAX_TS,
     KEY_MIN_TS,
 };
-use crate::store::StoreError;
+use crate::StoreError;
 
 const SCHEMA: &str = "message profwatch_profile_segment {
   required int64 ts;

@@ -15,7 +15,7 @@ use profwatch_model::Tenant;
 use serde::{Deserialize, Serialize};
 
 use super::{query_error, unavailable, unix_days, INSERT_END_TIMEOUT, INSERT_SEND_TIMEOUT};
-use crate::store::StoreError;
+use crate::StoreError;
 
 /// Bound on the remembered (tenant, stack, day) entries; past it the set starts over.
 const KNOWN_STACKS_CAP: usize = 1 << 20;

@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use profwatch_collector::store::clickhouse::{ClickHouseConfig, ClickHouseStore};
-use profwatch_collector::store::Store;
-use profwatch_e2e::clickhouse_cluster::CLUSTER;
 use profwatch_model::query::{EndpointsQuery, GroupBy, ServicesQuery, TimeseriesQuery};
 use profwatch_model::RequestEvent;
+use profwatch_store::clickhouse::{ClickHouseConfig, ClickHouseStore};
+use profwatch_store::Store;
+use profwatch_testkit::clickhouse_cluster::CLUSTER;
 
 use crate::harness;
 use crate::suite::{self, all_time, tenant};

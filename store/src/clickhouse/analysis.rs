@@ -8,7 +8,7 @@ use profwatch_model::Tenant;
 use serde::{Deserialize, Serialize};
 
 use super::query_error;
-use crate::store::StoreError;
+use crate::StoreError;
 
 pub async fn builds(client: &Client, q: &BuildsQuery) -> Result<Vec<BuildSummary>, StoreError> {
     let rows: Vec<(String, i64, i64, f64)> = client

@@ -12,16 +12,14 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use profwatch_collector::profile::collapse::{perf_to_folded, PerfOptions};
-use profwatch_collector::profile::decode::{
-    convert, decode_profile, pprof_to_batches, DecodeOptions,
-};
-use profwatch_collector::profile::encode::{to_pprof_gz, Span};
-use profwatch_collector::profile::pprof::Profile;
-use profwatch_collector::profile::render::diff_folded;
-use profwatch_collector::profile::{ProfileError, ProfileLimits};
 use profwatch_model::profile::{ProfileBatch, ProfileRow, SampleLabels, StackProfile};
 use profwatch_model::Limits;
+use profwatch_profile::collapse::{perf_to_folded, PerfOptions};
+use profwatch_profile::decode::{convert, decode_profile, pprof_to_batches, DecodeOptions};
+use profwatch_profile::encode::{to_pprof_gz, Span};
+use profwatch_profile::pprof::Profile;
+use profwatch_profile::render::diff_folded;
+use profwatch_profile::{ProfileError, ProfileLimits};
 
 fn fixtures() -> PathBuf {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures")).to_owned()
@@ -401,18 +399,15 @@ fn the_svg_flame_graph_matches_its_golden_file() {
         .iter()
         .map(|(frames, n, _)| format!("{} {n}\n", frames.join(";")))
         .collect();
-    let svg = profwatch_collector::profile::render::svg(&folded, "golden <samples>", "samples")
-        .expect("svg");
+    let svg = profwatch_profile::render::svg(&folded, "golden <samples>", "samples").expect("svg");
     golden("flame.svg", &String::from_utf8(svg).expect("utf-8"));
 }
 
 #[test]
 fn the_json_tree_matches_its_golden_file() {
     let merged = golden_profile().merged();
-    let tree = profwatch_collector::profile::tree::build(
-        merged.iter().map(|(f, n, c)| (f.as_slice(), *n, *c)),
-        40,
-    );
+    let tree =
+        profwatch_profile::tree::build(merged.iter().map(|(f, n, c)| (f.as_slice(), *n, *c)), 40);
     golden(
         "tree.json",
         &(serde_json::to_string_pretty(&tree).expect("json") + "\n"),

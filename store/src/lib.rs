@@ -1,10 +1,12 @@
-//! The `Store` trait and its two backends.
+//! The `Store` trait and its two backends: [`embedded`] (one node, its own files) and
+//! [`clickhouse`] (one server or a sharded cluster; the default-on `clickhouse` feature).
 //!
 //! Invariant shared by both: [`Store::write`] returns `Ok` only once every event of the batch is
 //! durable (fsynced to the embedded WAL, or acknowledged by ClickHouse), and a batch is written
 //! whole or not at all as far as a later successful retry can tell. Queries never see another
-//! tenant's rows. The contract suite in `collector/tests/contract.rs` runs against both.
+//! tenant's rows. The contract suite in `store/tests/contract/` runs against both.
 
+#[cfg(feature = "clickhouse")]
 pub mod clickhouse;
 pub mod embedded;
 

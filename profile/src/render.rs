@@ -51,7 +51,7 @@ pub fn diff_folded(before: &str, after: &str) -> Result<String, ProfileError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::folded;
+    use crate::folded;
 
     #[test]
     fn names_are_xml_escaped_and_cannot_add_frames() {

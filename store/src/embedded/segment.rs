@@ -28,7 +28,7 @@ use super::faults;
 use super::memtable::{Rows, SeriesKey};
 use super::profile_segment::ProfileMeta;
 use super::wal::sync_dir;
-use crate::store::StoreError;
+use crate::StoreError;
 
 const SCHEMA: &str = "message profwatch_segment {
   required int64 ts;

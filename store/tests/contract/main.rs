@@ -7,7 +7,7 @@
 //!
 //! The suite also runs in cluster mode (`clickhouse_cluster`): the tests start a 2-shard
 //! cluster of their own (two `clickhouse-server` processes on loopback, see
-//! `profwatch_e2e::clickhouse_cluster`). `cluster.rs` checks what only a cluster has: rows on
+//! `profwatch_testkit::clickhouse_cluster`). `cluster.rs` checks what only a cluster has: rows on
 //! both shards, and the same aggregates as one server.
 
 mod cluster;

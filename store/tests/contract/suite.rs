@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use profwatch_collector::store::{Store, StoreError, Written};
 use profwatch_model::profile::{
     LabelFilter, ProfileBatch, ProfileQuery, SampleLabels, StackSample,
 };
@@ -16,6 +15,7 @@ use profwatch_model::query::{
 use profwatch_model::regression::{Culprit, RegressionRecord, RegressionState};
 use profwatch_model::timefmt::{now_ns, NANOS_PER_SEC};
 use profwatch_model::{RequestEvent, Tenant};
+use profwatch_store::{Store, StoreError, Written};
 
 const MINUTE: i64 = 60 * NANOS_PER_SEC;
 

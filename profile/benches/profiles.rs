@@ -2,11 +2,11 @@
 //! and SVG flame graph of a profile with 100k distinct stacks.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use profwatch_collector::profile::decode::{pprof_to_batches, DecodeOptions};
-use profwatch_collector::profile::encode::{to_pprof_gz, Span};
-use profwatch_collector::profile::{folded, render, tree, ProfileLimits};
 use profwatch_model::profile::{ProfileRow, SampleLabels, StackProfile};
 use profwatch_model::Limits;
+use profwatch_profile::decode::{pprof_to_batches, DecodeOptions};
+use profwatch_profile::encode::{to_pprof_gz, Span};
+use profwatch_profile::{folded, render, tree, ProfileLimits};
 
 /// `n` distinct stacks, 8 to 40 frames deep, over 2000 function names (deterministic).
 fn synthetic(n: usize) -> StackProfile {

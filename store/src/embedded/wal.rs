@@ -31,7 +31,7 @@ use profwatch_model::{wire, RequestEvent, Tenant};
 use prost::Message;
 
 use super::faults;
-use crate::store::StoreError;
+use crate::StoreError;
 
 const HEADER: usize = 8;
 /// The largest record (header included) the WAL writes; larger batches are refused with 413.

@@ -44,7 +44,6 @@ impl Allowance for Unmetered {
 
 /// Why [`read_capped`] stopped.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum CapError {
     /// More than the cap came out.
     #[error("the data decompresses to more than {max} bytes")]

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use profwatch_model::regression::RegressionRecord;
 
 use super::wal::sync_dir;
-use crate::store::StoreError;
+use crate::StoreError;
 
 /// The records, by (tenant, id).
 #[derive(Debug)]

@@ -3,11 +3,11 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use profwatch_e2e::clickhouse_cluster::{LocalCluster, CLUSTER};
+use profwatch_testkit::clickhouse_cluster::{LocalCluster, CLUSTER};
 
-use profwatch_collector::store::clickhouse::{ClickHouseConfig, ClickHouseStore};
-use profwatch_collector::store::embedded::{EmbeddedConfig, EmbeddedStore};
-use profwatch_collector::store::Store;
+use profwatch_store::clickhouse::{ClickHouseConfig, ClickHouseStore};
+use profwatch_store::embedded::{EmbeddedConfig, EmbeddedStore};
+use profwatch_store::Store;
 
 pub struct Harness {
     pub store: Arc<dyn Store>,

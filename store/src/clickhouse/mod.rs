@@ -426,7 +426,7 @@ impl ClickHouseStore {
         &self,
         tenant: &Tenant,
         key: &str,
-    ) -> Result<Option<crate::store::Written>, StoreError> {
+    ) -> Result<Option<crate::Written>, StoreError> {
         #[derive(::clickhouse::Row, Serialize)]
         #[clickhouse(crate = "::clickhouse")]
         struct ClaimRow<'a> {
@@ -474,7 +474,7 @@ impl ClickHouseStore {
             return Ok(None);
         }
         if self.key_seen(tenant, key).await? {
-            return Ok(Some(crate::store::Written::Duplicate));
+            return Ok(Some(crate::Written::Duplicate));
         }
         Err(StoreError::Overloaded {
             what: "a retry of this batch is being stored",
@@ -626,16 +626,16 @@ impl Store for ClickHouseStore {
         tenant: &Tenant,
         key: &str,
         events: Vec<RequestEvent>,
-    ) -> Result<crate::store::Written, StoreError> {
+    ) -> Result<crate::Written, StoreError> {
         if self.key_seen(tenant, key).await? {
-            return Ok(crate::store::Written::Duplicate);
+            return Ok(crate::Written::Duplicate);
         }
         if let Some(done) = self.claim(tenant, key).await? {
             return Ok(done);
         }
         self.write(tenant, events).await?;
         self.record_key(tenant, key).await;
-        Ok(crate::store::Written::Stored)
+        Ok(crate::Written::Stored)
     }
 
     /// As [`Self::write_once`], for profiles.
@@ -644,16 +644,16 @@ impl Store for ClickHouseStore {
         tenant: &Tenant,
         key: &str,
         batches: Vec<profwatch_model::profile::ProfileBatch>,
-    ) -> Result<crate::store::Written, StoreError> {
+    ) -> Result<crate::Written, StoreError> {
         if self.key_seen(tenant, key).await? {
-            return Ok(crate::store::Written::Duplicate);
+            return Ok(crate::Written::Duplicate);
         }
         if let Some(done) = self.claim(tenant, key).await? {
             return Ok(done);
         }
         self.write_profiles(tenant, batches).await?;
         self.record_key(tenant, key).await;
-        Ok(crate::store::Written::Stored)
+        Ok(crate::Written::Stored)
     }
 
     /// A lease is the newest claim row. A collector claims when the lease is free, expired or

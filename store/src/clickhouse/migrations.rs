@@ -20,7 +20,7 @@
 use ::clickhouse::Client;
 
 use super::{query_error, RETENTION_COLUMN};
-use crate::store::StoreError;
+use crate::StoreError;
 
 /// The first version given the modern DDL (`LowCardinality`, `CODEC`, `TTL`).
 pub const MODERN_SINCE: (u32, u32) = (20, 1);

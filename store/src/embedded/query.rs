@@ -17,7 +17,7 @@ use profwatch_model::timefmt::NANOS_PER_SEC;
 use super::memtable::{MemTable, Rows, SampleRows, SeriesKey, Stacks};
 use super::profile_segment;
 use super::segment::{self, Projection, SegmentMeta, SeriesTotals, Skip};
-use crate::store::StoreError;
+use crate::StoreError;
 
 /// A source of rows for one query. Memtables are read in place (the active one under its read
 /// lock, briefly holding off the writer); rows that arrive after the query mapped its series
@@ -1036,8 +1036,8 @@ mod tests {
     use profwatch_model::timefmt::{now_ns, NANOS_PER_SEC};
     use profwatch_model::{RequestEvent, Tenant};
 
-    use crate::store::embedded::{EmbeddedConfig, EmbeddedStore};
-    use crate::store::Store;
+    use crate::embedded::{EmbeddedConfig, EmbeddedStore};
+    use crate::Store;
 
     use super::*;
 

@@ -16,7 +16,7 @@ use profwatch_model::{RequestEvent, Tenant};
 
 use super::faults::arm;
 use super::{EmbeddedConfig, EmbeddedStore};
-use crate::store::{Store, StoreError};
+use crate::{Store, StoreError};
 
 const PER_BATCH: usize = 10;
 

@@ -4,12 +4,12 @@
 use std::path::Path;
 use std::time::Duration;
 
-use profwatch_collector::store::embedded::{EmbeddedConfig, EmbeddedStore};
-use profwatch_collector::store::{Store, StoreError};
 use profwatch_model::profile::{ProfileBatch, ProfileQuery, SampleLabels, StackSample};
 use profwatch_model::query::{EndpointsQuery, GroupBy, TimeRange};
 use profwatch_model::timefmt::{now_ns, NANOS_PER_SEC};
 use profwatch_model::{RequestEvent, Tenant};
+use profwatch_store::embedded::{EmbeddedConfig, EmbeddedStore};
+use profwatch_store::{Store, StoreError};
 
 fn cfg(dir: &Path) -> EmbeddedConfig {
     let mut c = EmbeddedConfig::new(dir);
@@ -265,7 +265,7 @@ async fn unflushed_wal_is_replayed_exactly_once() {
 /// footer).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_keys_survive_flush_and_restart() {
-    use profwatch_collector::store::Written;
+    use profwatch_store::Written;
     let dir = tempfile::tempdir().expect("tempdir");
     let store = EmbeddedStore::open(cfg(dir.path())).expect("open");
     assert_eq!(

@@ -614,7 +614,7 @@ fn batches(grouped: Grouped, frames: &Frames<'_>, ts: i64) -> Vec<ProfileBatch> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::pprof::{Line, ValueType};
+    use crate::pprof::{Line, ValueType};
 
     /// A profile of `locations` locations, each of `lines` lines naming one function, and one
     /// sample through all the locations.
