@@ -214,6 +214,9 @@ struct ServerArgs {
     /// Require client certificates signed by this PEM CA (mTLS).
     #[arg(long, env = "PROFWATCH_TLS_CLIENT_CA")]
     tls_client_ca: Option<PathBuf>,
+    /// Serve OTLP/gRPC profiles on this address, e.g. 0.0.0.0:4317 [default: off].
+    #[arg(long, env = "PROFWATCH_OTLP_GRPC")]
+    otlp_grpc: Option<String>,
 }
 
 impl ServerArgs {
@@ -274,6 +277,7 @@ impl ServerArgs {
                 key: self.tls_key,
                 client_ca: self.tls_client_ca,
             },
+            otlp_grpc: self.otlp_grpc,
             ..Default::default()
         });
         Ok(raw)

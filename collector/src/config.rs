@@ -57,6 +57,9 @@ pub struct RawConfig {
     /// Serve HTTPS instead of HTTP.
     #[serde(default)]
     pub tls: RawTls,
+    /// Address to serve OTLP/gRPC profiles on, e.g. `0.0.0.0:4317`. Default: off. With `[tls]`
+    /// it serves TLS with the same certificate.
+    pub otlp_grpc: Option<String>,
 }
 
 /// `[tls]`: with `cert` and `key` the listener serves only TLS.
@@ -197,6 +200,7 @@ impl RawConfig {
         pick(&mut self.tls.cert, over.tls.cert);
         pick(&mut self.tls.key, over.tls.key);
         pick(&mut self.tls.client_ca, over.tls.client_ca);
+        pick(&mut self.otlp_grpc, over.otlp_grpc);
         self
     }
 
@@ -239,6 +243,22 @@ impl RawConfig {
                 ));
             }
         }
+        let otlp_grpc = match self.otlp_grpc.as_deref().filter(|a| !a.is_empty()) {
+            None => None,
+            Some(text) => {
+                let addr: SocketAddr = text.parse().map_err(|_| {
+                    ConfigError::field("otlp_grpc", text, "expected IP:PORT, e.g. 0.0.0.0:4317")
+                })?;
+                if self.tokens.is_empty() && !addr.ip().is_loopback() {
+                    return Err(ConfigError::field(
+                        "otlp_grpc",
+                        text,
+                        "without tokens the server only listens on loopback; configure [tokens] (or --token TOKEN=TENANT) to listen elsewhere",
+                    ));
+                }
+                Some(addr)
+            }
+        };
         if self.tokens.is_empty() && !listen.ip().is_loopback() {
             return Err(ConfigError::field(
                 "listen",
@@ -327,6 +347,7 @@ impl RawConfig {
             analysis,
             listen,
             tls,
+            otlp_grpc,
             store,
             retention,
             tokens: self.tokens,
@@ -474,6 +495,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Serve HTTPS with these files (HTTP when `None`).
     pub tls: Option<TlsSettings>,
+    /// Where OTLP/gRPC is served (`None`: off).
+    pub otlp_grpc: Option<SocketAddr>,
     pub store: StoreConfig,
     pub retention: Duration,
     /// token → tenant.

@@ -6,6 +6,7 @@
 //! - [`store`]: the `Store` trait, the embedded backend and the ClickHouse backend.
 //! - [`metrics`]: the Prometheus registry served at `/metrics`.
 //! - [`server`]: wiring it together, serving, and graceful shutdown.
+//! - [`otlp_grpc`]: OTLP/gRPC profiles on their own listener.
 
 pub mod analysis;
 pub mod cache;
@@ -13,5 +14,6 @@ pub mod config;
 pub mod http;
 pub mod import;
 pub mod metrics;
+pub mod otlp_grpc;
 pub mod server;
 pub mod tls;

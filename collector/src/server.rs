@@ -88,6 +88,23 @@ pub async fn run(
             source,
         })?;
     let addr = listener.local_addr().map_err(ServerError::Serve)?;
+    let grpc_listener = match cfg.otlp_grpc {
+        Some(addr) => {
+            let listener = crate::otlp_grpc::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr, source })?;
+            let bound = listener.local_addr().map_err(ServerError::Serve)?;
+            tracing::info!(addr = %bound, tls = cfg.tls.is_some(), "OTLP/gRPC listening");
+            Some(listener)
+        }
+        None => None,
+    };
+    let grpc_tls = match (&cfg.tls, &tls) {
+        (Some(settings), Some((_, cert))) if grpc_listener.is_some() => Some(
+            crate::tls::acceptor_with(settings, cert.clone(), &[b"h2"])?,
+        ),
+        _ => None,
+    };
     let shutdown_timeout = cfg.shutdown_timeout;
     let cfg_tls = cfg.tls.is_some();
     let header_timeout = cfg.header_timeout;
@@ -140,11 +157,24 @@ pub async fn run(
             }
         })
     };
+    let (stop_grpc, stopped) = tokio::sync::watch::channel(false);
+    let grpc = grpc_listener.map(|listener| {
+        tokio::spawn(crate::otlp_grpc::serve(
+            listener,
+            grpc_tls,
+            state.clone(),
+            stopped,
+        ))
+    });
     let (acceptor, reloader) = match tls {
         Some((acceptor, cert)) => (Some(acceptor), crate::tls::reload_on_sighup(cert)),
         None => (None, None),
     };
     on_listening(addr);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_grpc.send(true);
+    };
     http::serve::serve(
         listener,
         acceptor,
@@ -153,6 +183,9 @@ pub async fn run(
         shutdown,
     )
     .await;
+    if let Some(grpc) = grpc {
+        let _ = grpc.await;
+    }
     housekeeping.abort();
     if let Some(r) = reloader {
         r.abort();

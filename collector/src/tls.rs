@@ -106,6 +106,17 @@ pub fn acceptor(
     settings: &TlsSettings,
 ) -> Result<(tokio_rustls::TlsAcceptor, Arc<ReloadableCert>), TlsError> {
     let cert = Arc::new(ReloadableCert::load(&settings.cert, &settings.key)?);
+    let acceptor = acceptor_with(settings, cert.clone(), &[b"http/1.1"])?;
+    Ok((acceptor, cert))
+}
+
+/// An acceptor for `settings` presenting `cert` (so a reload reaches it too) and offering the
+/// `alpn` protocols: `http/1.1` for the API, `h2` for OTLP/gRPC.
+pub fn acceptor_with(
+    settings: &TlsSettings,
+    cert: Arc<ReloadableCert>,
+    alpn: &[&[u8]],
+) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -127,14 +138,12 @@ pub fn acceptor(
                 })?;
             builder
                 .with_client_cert_verifier(verifier)
-                .with_cert_resolver(cert.clone())
+                .with_cert_resolver(cert)
         }
-        None => builder
-            .with_no_client_auth()
-            .with_cert_resolver(cert.clone()),
+        None => builder.with_no_client_auth().with_cert_resolver(cert),
     };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok((tokio_rustls::TlsAcceptor::from(Arc::new(config)), cert))
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Reloads `cert` on every SIGHUP, logging the outcome.

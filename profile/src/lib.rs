@@ -21,6 +21,7 @@
 //! | [`appname`] | Pyroscope's `app.cpu{k=v}` names |
 //! | [`multipart`] | one part out of a form body |
 //! | [`compress`] | gzip by magic bytes; any inflation capped and granted by an allowance |
+//! | [`otlp`] | OTLP profiles (protobuf and JSON) → [`ProfileBatch`](profwatch_model::profile::ProfileBatch) |
 
 pub mod appname;
 pub mod collapse;
@@ -34,6 +35,7 @@ pub mod functions;
 pub mod labels;
 pub mod limits;
 pub mod multipart;
+pub mod otlp;
 pub mod pprof;
 pub mod push;
 pub mod render;

@@ -6,6 +6,7 @@
 //! | `GET /api/v1/services`, `/api/v1/endpoints`, `/api/v1/timeseries` | queries ([`query`]) |
 //! | `POST /api/v1/profiles`, `GET /api/v1/profile`, `/api/v1/diff`, `/api/v1/top` | profiles ([`profiles`]) |
 //! | `POST /push.v1.PusherService/Push`, `POST /ingest` | Pyroscope compatibility ([`pyroscope`]) |
+//! | `POST /v1development/profiles` | OTLP/HTTP profiles ([`otlp`]; OTLP/gRPC is `crate::otlp_grpc`) |
 //! | `GET /api/v1/regressions[/{id}]`, `POST /api/v1/regressions/{id}/ack|resolve`, `POST /api/v1/analyze`, `GET /api/v1/compare` | regressions ([`regressions`]) |
 //! | `GET /healthz`, `/readyz`, `/metrics` | operations |
 //! | `GET /`, `/assets/{file}` | the dashboard ([`profwatch_ui`]) |
@@ -20,6 +21,7 @@ pub mod budget;
 pub mod error;
 pub mod ingest;
 pub mod origin;
+pub mod otlp;
 pub mod profiles;
 pub mod pyroscope;
 pub mod query;
@@ -68,6 +70,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/top", get(profiles::get_top))
         .route("/push.v1.PusherService/Push", post(pyroscope::push))
         .route("/ingest", post(pyroscope::ingest))
+        .route("/v1development/profiles", post(otlp::export))
         .route("/api/v1/regressions", get(regressions::list))
         .route("/api/v1/regressions/{id}", get(regressions::get_one))
         .route("/api/v1/regressions/{id}/ack", post(regressions::ack))

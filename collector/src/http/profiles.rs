@@ -366,13 +366,15 @@ fn usize_param(
     }
 }
 
-/// Label filters: every parameter not in `reserved` and without a `.` (sides use prefixes).
+/// Label filters: every parameter not in `reserved` and not of a diff's side (`baseline.`,
+/// `candidate.`); other dotted keys are labels (OTLP attributes such as `thread.name`).
 fn filters(params: &HashMap<String, String>, reserved: &[&str], prefix: &str) -> Vec<LabelFilter> {
+    let side = |k: &str| k.starts_with("baseline.") || k.starts_with("candidate.");
     let mut out: Vec<LabelFilter> = params
         .iter()
         .filter_map(|(k, v)| {
             let key = if prefix.is_empty() {
-                (!k.contains('.') && !reserved.contains(&k.as_str())).then_some(k.as_str())
+                (!side(k) && !reserved.contains(&k.as_str())).then_some(k.as_str())
             } else {
                 k.strip_prefix(prefix)
                     .filter(|k| *k != "from" && *k != "to")
