@@ -700,9 +700,9 @@ fn each_fixed64(
         WireType::SixtyFourBit => f(fixed64(field.payload)),
         WireType::LengthDelimited => {
             if field.payload.len() % 8 != 0 {
-                return Err(OtlpError::Protobuf {
+                return Err(OtlpError::PackedFixed64 {
                     what,
-                    source: prost::DecodeError::new("packed fixed64 not a multiple of 8 bytes"),
+                    len: field.payload.len(),
                 });
             }
             for chunk in field.payload.chunks_exact(8) {

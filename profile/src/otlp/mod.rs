@@ -84,6 +84,9 @@ pub enum OtlpError {
         what: &'static str,
         source: prost::DecodeError,
     },
+    /// A packed `fixed64` field whose length is not a multiple of 8.
+    #[error("{what} holds a packed fixed64 field of {len} bytes, not a multiple of 8")]
+    PackedFixed64 { what: &'static str, len: usize },
     /// An OTLP/JSON body that cannot be read (with serde_json's line and column).
     #[error("the OTLP/JSON body is not valid for {PROTO_VERSION}: {0}")]
     Json(String),

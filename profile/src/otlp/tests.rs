@@ -400,6 +400,10 @@ fn another_release_of_the_format_is_refused_not_misread() {
     resource.extend_from_slice(&scope);
     let mut req = vec![0x0a, resource.len() as u8];
     req.extend_from_slice(&resource);
+    let dict = request().dictionary.expect("dictionary").encode_to_vec();
+    req.push(0x12);
+    prost::encoding::encode_varint(dict.len() as u64, &mut req);
+    req.extend_from_slice(&dict);
     let err = convert_with(&req, &ProfileLimits::default()).expect_err("wire type");
     assert!(matches!(err, OtlpError::Protobuf { what: "a profile", .. }), "{err}");
     assert!(err.to_string().contains("v1.10.0"), "{err}");
