@@ -71,7 +71,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = stop.wait_for(|s| *s) => break,
+            () = stopped(&mut stop) => break,
         };
         let (state, tls, done) = (state.clone(), tls.clone(), done_rx.clone());
         let mut stop = stop.clone();
@@ -92,6 +92,11 @@ pub async fn serve(
     drop(listener);
     drop(done_rx);
     done_tx.closed().await;
+}
+
+/// Resolves once `stop` says true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// Binds `addr`; the caller logs the bound address.
@@ -123,7 +128,7 @@ where
                 }
                 break;
             }
-            _ = stop.wait_for(|s| *s), if !stopping => {
+            () = stopped(stop), if !stopping => {
                 stopping = true;
                 conn.as_mut().graceful_shutdown();
             }

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use profwatch_e2e::pki::{https_client, TestCa};
 use profwatch_e2e::*;
 
 const TOKEN: &str = "otlp-token-0123456789";
@@ -89,18 +90,23 @@ fn send(py: &Path, args: &[&str]) -> serde_json::Value {
 /// A server with a token and OTLP/gRPC on a port of its choosing, and that port.
 fn start(test: &str) -> (Server, Client, String) {
     let art = artifacts(test);
+    start_with(&art, &[])
+}
+
+fn start_with(art: &Path, extra: &[&str]) -> (Server, Client, String) {
     let log = art.join("server.log");
-    let server = Server::start(
-        &[
-            "--data-dir",
-            art.join("data").to_str().expect("utf-8"),
-            "--token",
-            &format!("{TOKEN}=team"),
-            "--otlp-grpc",
-            "127.0.0.1:0",
-        ],
-        &log,
-    );
+    let data = art.join("data");
+    let token = format!("{TOKEN}=team");
+    let mut args = vec![
+        "--data-dir",
+        data.to_str().expect("utf-8"),
+        "--token",
+        &token,
+        "--otlp-grpc",
+        "127.0.0.1:0",
+    ];
+    args.extend(extra);
+    let server = Server::start(&args, &log);
     let mut grpc = None;
     assert!(
         eventually(Duration::from_secs(30), || {
@@ -281,4 +287,34 @@ fn bad_otlp_requests_are_refused_and_store_nothing() {
         .get(&format!("/api/v1/top?service=bad&{}", range()))
         .json();
     assert_eq!(top["samples"].as_u64(), Some(0), "{top}");
+}
+
+/// With `[tls]` the gRPC listener serves TLS (ALPN `h2`) with the server's certificate: a
+/// client that trusts the CA gets through, a plaintext one does not.
+#[test]
+fn otlp_grpc_serves_tls_with_the_servers_certificate() {
+    let Some(py) = python() else { return };
+    let art = artifacts("otlp_grpc_serves_tls_with_the_servers_certificate");
+    let ca = TestCa::new("profwatch test CA");
+    let (cert, key) = ca.server(1).write(&art, "server");
+    let ca_file = ca.write(&art, "ca");
+    let (server, _, grpc) = start_with(
+        &art,
+        &[
+            "--tls-cert",
+            cert.to_str().expect("utf-8"),
+            "--tls-key",
+            key.to_str().expect("utf-8"),
+        ],
+    );
+    let c = Client::with_http(&server.url, https_client(&ca.pem(), None)).with_token(TOKEN);
+    let ca_arg = ca_file.to_str().expect("utf-8");
+    let answer = send(
+        &py,
+        &["--service", "otlp-tls", "--token", TOKEN, "--grpc", &grpc, "--grpc-ca", ca_arg],
+    );
+    assert_eq!(answer["code"], "OK", "{answer}");
+    assert_stored(&c, "otlp-tls");
+    let plain = send(&py, &["--service", "otlp-plain", "--token", TOKEN, "--grpc", &grpc]);
+    assert_eq!(plain["code"], "UNAVAILABLE", "{plain}");
 }

@@ -257,7 +257,13 @@ def rpc_status(data):
 
 
 def send_grpc(args, req):
-    with grpc.insecure_channel(args.grpc) as channel:
+    if args.grpc_ca:
+        with open(args.grpc_ca, "rb") as f:
+            creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+        channel = grpc.secure_channel(args.grpc, creds)
+    else:
+        channel = grpc.insecure_channel(args.grpc)
+    with channel:
         stub = svc_grpc.ProfilesServiceStub(channel)
         compression = grpc.Compression.Gzip if args.gzip else grpc.Compression.NoCompression
         try:
@@ -283,6 +289,7 @@ def main():
     p.add_argument("--http")
     p.add_argument("--encoding", choices=["proto", "json"], default="proto")
     p.add_argument("--grpc")
+    p.add_argument("--grpc-ca", help="gRPC over TLS, trusting this PEM CA")
     p.add_argument("--case", default="good")
     p.add_argument("--gzip", action="store_true")
     args = p.parse_args()
