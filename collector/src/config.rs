@@ -634,6 +634,30 @@ mod tests {
     }
 
     #[test]
+    fn otlp_grpc_is_off_by_default_and_loopback_only_without_tokens() {
+        assert_eq!(
+            RawConfig::default().validate().expect("valid").otlp_grpc,
+            None
+        );
+        let file = RawConfig::from_toml("otlp_grpc = \"127.0.0.1:4317\"").expect("valid toml");
+        let cfg = file.validate().expect("valid");
+        assert_eq!(cfg.otlp_grpc, Some("127.0.0.1:4317".parse().expect("addr")));
+        let open = RawConfig {
+            otlp_grpc: Some("0.0.0.0:4317".into()),
+            ..Default::default()
+        };
+        match open.validate() {
+            Err(ConfigError::Field { field, .. }) => assert_eq!(field, "otlp_grpc"),
+            other => panic!("expected an otlp_grpc error, got {other:?}"),
+        }
+        let bad = RawConfig {
+            otlp_grpc: Some("4317".into()),
+            ..Default::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+
+    #[test]
     fn tokens_shorter_than_16_characters_are_refused() {
         let short = RawConfig {
             tokens: [("fifteen-chars-x".to_owned(), "team".to_owned())].into(),

@@ -49,7 +49,8 @@ use crate::http::profiles::{blocking, counted, store_batches_once};
 use crate::http::{auth, AppState};
 
 /// The one method served.
-pub const PATH: &str = "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export";
+pub const PATH: &str =
+    "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export";
 
 /// Serves OTLP/gRPC on `listener` (TLS when `tls` is set; its config must offer `h2`) until
 /// `stop` turns true, then drains the connections.

@@ -100,9 +100,9 @@ pub async fn run(
         None => None,
     };
     let grpc_tls = match (&cfg.tls, &tls) {
-        (Some(settings), Some((_, cert))) if grpc_listener.is_some() => Some(
-            crate::tls::acceptor_with(settings, cert.clone(), &[b"h2"])?,
-        ),
+        (Some(settings), Some((_, cert))) if grpc_listener.is_some() => {
+            Some(crate::tls::acceptor_with(settings, cert.clone(), &[b"h2"])?)
+        }
         _ => None,
     };
     let shutdown_timeout = cfg.shutdown_timeout;

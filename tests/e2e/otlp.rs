@@ -58,7 +58,14 @@ fn python() -> Option<PathBuf> {
     }
     let requirements = repo_root().join("tests/otlp/requirements.txt");
     let status = Command::new(&py)
-        .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "-r"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "-r",
+        ])
         .arg(&requirements)
         .status()
         .expect("pip");
@@ -110,7 +117,7 @@ fn start_with(art: &Path, extra: &[&str]) -> (Server, Client, String) {
     let mut grpc = None;
     assert!(
         eventually(Duration::from_secs(30), || {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let text = strip_ansi(&std::fs::read_to_string(&log).unwrap_or_default());
             grpc = text
                 .lines()
                 .filter(|l| l.contains("OTLP/gRPC listening"))
@@ -125,9 +132,30 @@ fn start_with(art: &Path, extra: &[&str]) -> (Server, Client, String) {
     (server, c, grpc.expect("grpc address"))
 }
 
+/// `text` without terminal colour codes (`ESC [ ... m`), which the log may hold.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// `(frames, value)` of a folded answer, sorted.
 fn folded(c: &Client, query: &str) -> Vec<(String, u64)> {
-    let r = c.get(&format!("/api/v1/profile?format=folded&{query}&{}", range()));
+    let r = c.get(&format!(
+        "/api/v1/profile?format=folded&{query}&{}",
+        range()
+    ));
     assert_eq!(r.status, 200, "{query}: {}", r.body);
     let mut out: Vec<(String, u64)> = r
         .body
@@ -215,7 +243,10 @@ fn otlp_profiles_arrive_exactly_over_http_json_and_grpc() {
     let base = c.base.clone();
     let sends: [(&str, Vec<&str>); 3] = [
         ("otlp-proto", vec!["--http", &base, "--encoding", "proto"]),
-        ("otlp-json", vec!["--http", &base, "--encoding", "json", "--gzip"]),
+        (
+            "otlp-json",
+            vec!["--http", &base, "--encoding", "json", "--gzip"],
+        ),
         ("otlp-grpc", vec!["--grpc", &grpc, "--gzip"]),
     ];
     for (service, how) in &sends {
@@ -280,7 +311,10 @@ fn bad_otlp_requests_are_refused_and_store_nothing() {
             &["--service", "bad", "--token", token, "--http", &base],
         );
         assert_eq!(http["status"], status, "{http}");
-        let g = send(&py, &["--service", "bad", "--token", token, "--grpc", &grpc]);
+        let g = send(
+            &py,
+            &["--service", "bad", "--token", token, "--grpc", &grpc],
+        );
         assert_eq!(g["code"], code, "{g}");
     }
     let top = c
@@ -311,10 +345,22 @@ fn otlp_grpc_serves_tls_with_the_servers_certificate() {
     let ca_arg = ca_file.to_str().expect("utf-8");
     let answer = send(
         &py,
-        &["--service", "otlp-tls", "--token", TOKEN, "--grpc", &grpc, "--grpc-ca", ca_arg],
+        &[
+            "--service",
+            "otlp-tls",
+            "--token",
+            TOKEN,
+            "--grpc",
+            &grpc,
+            "--grpc-ca",
+            ca_arg,
+        ],
     );
     assert_eq!(answer["code"], "OK", "{answer}");
     assert_stored(&c, "otlp-tls");
-    let plain = send(&py, &["--service", "otlp-plain", "--token", TOKEN, "--grpc", &grpc]);
+    let plain = send(
+        &py,
+        &["--service", "otlp-plain", "--token", TOKEN, "--grpc", &grpc],
+    );
     assert_eq!(plain["code"], "UNAVAILABLE", "{plain}");
 }

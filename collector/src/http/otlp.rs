@@ -48,7 +48,12 @@ impl Encoding {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let mime = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         match mime.as_str() {
             "application/x-protobuf" | "application/protobuf" => Ok(Encoding::Protobuf),
             "application/json" => Ok(Encoding::Json),
@@ -123,12 +128,14 @@ pub(crate) fn convert(
 /// The answer to an accepted request: `partial_success` when something was left out.
 pub(crate) fn response(c: &Converted) -> ExportProfilesServiceResponse {
     ExportProfilesServiceResponse {
-        partial_success: c.partial_success().map(|(rejected_profiles, error_message)| {
-            ExportProfilesPartialSuccess {
-                rejected_profiles,
-                error_message,
-            }
-        }),
+        partial_success: c
+            .partial_success()
+            .map(
+                |(rejected_profiles, error_message)| ExportProfilesPartialSuccess {
+                    rejected_profiles,
+                    error_message,
+                },
+            ),
     }
 }
 
@@ -197,11 +204,7 @@ async fn export_in(
         Encoding::Protobuf => answer.encode_to_vec(),
         Encoding::Json => json_response(&answer).into_bytes(),
     };
-    Ok((
-        [(header::CONTENT_TYPE, encoding.content_type())],
-        body,
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, encoding.content_type())], body).into_response())
 }
 
 /// `ExportProfilesServiceResponse` in OTLP/JSON (64-bit integers as strings).

@@ -311,7 +311,10 @@ mod tests {
         for (value, want) in cases {
             assert_eq!(text(&value, &strings), Ok(want.to_owned()));
         }
-        assert_eq!(text(&s(&"x".repeat(MAX_TEXT + 5)), &strings), Err(MAX_TEXT + 5));
+        assert_eq!(
+            text(&s(&"x".repeat(MAX_TEXT + 5)), &strings),
+            Err(MAX_TEXT + 5)
+        );
     }
 
     #[test]

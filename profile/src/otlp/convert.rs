@@ -274,7 +274,10 @@ fn resource_attrs(
     let mut out = Vec::with_capacity(resource.attributes.len());
     for kv in &resource.attributes {
         let key = if kv.key.is_empty() {
-            dict.string(kv.key_strindex.into(), "a resource attribute's key_strindex")?
+            dict.string(
+                kv.key_strindex.into(),
+                "a resource attribute's key_strindex",
+            )?
         } else {
             kv.key.as_str()
         };
@@ -374,10 +377,7 @@ impl Conversion<'_, '_, '_> {
     /// The attribute at `i` of the attribute table (checked before), as text.
     fn attribute(&mut self, i: usize, level: Level) -> Result<Attr, OtlpError> {
         if let Some(a) = self.rendered.get(&i) {
-            return Ok(Attr {
-                level,
-                ..a.clone()
-            });
+            return Ok(Attr { level, ..a.clone() });
         }
         let bytes = self.dict.attributes.get(i).copied().unwrap_or_default();
         let kv = KeyValueAndUnit::decode(bytes).map_err(OtlpError::protobuf("an attribute"))?;
@@ -460,10 +460,22 @@ impl Conversion<'_, '_, '_> {
             }
         }
         let d = self.dict;
-        let ty = d.string(sample_type.type_strindex.into(), "sample_type.type_strindex")?;
-        let unit = d.string(sample_type.unit_strindex.into(), "sample_type.unit_strindex")?;
-        d.string(period_type.type_strindex.into(), "period_type.type_strindex")?;
-        let period_unit = d.string(period_type.unit_strindex.into(), "period_type.unit_strindex")?;
+        let ty = d.string(
+            sample_type.type_strindex.into(),
+            "sample_type.type_strindex",
+        )?;
+        let unit = d.string(
+            sample_type.unit_strindex.into(),
+            "sample_type.unit_strindex",
+        )?;
+        d.string(
+            period_type.type_strindex.into(),
+            "period_type.type_strindex",
+        )?;
+        let period_unit = d.string(
+            period_type.unit_strindex.into(),
+            "period_type.unit_strindex",
+        )?;
         d.check_attribute_indices(&attrs, "a profile's attribute_indices")?;
         let kind = match (ty, unit) {
             ("samples", "count") => Kind::Samples,
@@ -556,8 +568,18 @@ impl Conversion<'_, '_, '_> {
             });
         }
         let d = self.dict;
-        index(s.stack.into(), d.stacks(), "a sample's stack_index", "stack_table")?;
-        index(s.link.into(), d.links(), "a sample's link_index", "link_table")?;
+        index(
+            s.stack.into(),
+            d.stacks(),
+            "a sample's stack_index",
+            "stack_table",
+        )?;
+        index(
+            s.link.into(),
+            d.links(),
+            "a sample's link_index",
+            "link_table",
+        )?;
         d.check_attribute_indices(&s.attributes, "a sample's attribute_indices")?;
         s.attributes.sort_unstable();
         s.attributes.dedup();
@@ -565,12 +587,7 @@ impl Conversion<'_, '_, '_> {
     }
 
     /// The label set of a sample of profile `n`, made the first time it is met.
-    fn label_set(
-        &mut self,
-        n: usize,
-        base: &[Attr],
-        s: &SampleFields,
-    ) -> Result<usize, OtlpError> {
+    fn label_set(&mut self, n: usize, base: &[Attr], s: &SampleFields) -> Result<usize, OtlpError> {
         let key = (n, s.attributes.clone(), s.link);
         if let Some(set) = self.set_index.get(&key) {
             return Ok(*set);
@@ -699,7 +716,7 @@ fn each_fixed64(
     match field.wire_type {
         WireType::SixtyFourBit => f(fixed64(field.payload)),
         WireType::LengthDelimited => {
-            if field.payload.len() % 8 != 0 {
+            if !field.payload.len().is_multiple_of(8) {
                 return Err(OtlpError::PackedFixed64 {
                     what,
                     len: field.payload.len(),

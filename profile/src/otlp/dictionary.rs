@@ -162,20 +162,14 @@ impl<'a> Dictionary<'a> {
         otlp: &OtlpLimits,
     ) -> Result<Dictionary<'a>, OtlpError> {
         let mut mappings = Table::new("entries in dictionary.mapping_table", otlp.max_mappings);
-        let mut locations = Table::new(
-            "entries in dictionary.location_table",
-            limits.max_locations,
-        );
-        let mut functions = Table::new(
-            "entries in dictionary.function_table",
-            limits.max_functions,
-        );
+        let mut locations =
+            Table::new("entries in dictionary.location_table", limits.max_locations);
+        let mut functions =
+            Table::new("entries in dictionary.function_table", limits.max_functions);
         let mut links = Table::new("entries in dictionary.link_table", otlp.max_links);
         let mut strings = Table::new("entries in dictionary.string_table", limits.max_strings);
-        let mut attributes = Table::new(
-            "entries in dictionary.attribute_table",
-            otlp.max_attributes,
-        );
+        let mut attributes =
+            Table::new("entries in dictionary.attribute_table", otlp.max_attributes);
         let mut stacks = Table::new("entries in dictionary.stack_table", otlp.max_stacks);
         for part in parts {
             for field in scan::fields(part) {
@@ -258,7 +252,12 @@ impl<'a> Dictionary<'a> {
         what: &'static str,
     ) -> Result<(), OtlpError> {
         for i in indices {
-            index(i64::from(*i), self.attributes.len(), what, "attribute_table")?;
+            index(
+                i64::from(*i),
+                self.attributes.len(),
+                what,
+                "attribute_table",
+            )?;
         }
         Ok(())
     }
@@ -266,7 +265,8 @@ impl<'a> Dictionary<'a> {
     /// Every attribute decodes, and its indices and nesting are within bounds.
     fn check_attributes(&self, otlp: &OtlpLimits) -> Result<(), OtlpError> {
         for bytes in &self.attributes {
-            let kv = KeyValueAndUnit::decode(*bytes).map_err(OtlpError::protobuf("an attribute"))?;
+            let kv =
+                KeyValueAndUnit::decode(*bytes).map_err(OtlpError::protobuf("an attribute"))?;
             self.string(kv.key_strindex.into(), "attribute_table[].key_strindex")?;
             self.string(kv.unit_strindex.into(), "attribute_table[].unit_strindex")?;
             if let Some(v) = &kv.value {
@@ -325,7 +325,12 @@ impl<'a> Dictionary<'a> {
 
     /// The trace and span ids of link `i` in hex, `None` for link 0 (no link).
     pub fn link(&self, i: i32) -> Result<Option<(String, String)>, OtlpError> {
-        let at = index(i.into(), self.links.len(), "a sample's link_index", "link_table")?;
+        let at = index(
+            i.into(),
+            self.links.len(),
+            "a sample's link_index",
+            "link_table",
+        )?;
         if at == 0 {
             return Ok(None);
         }
@@ -336,8 +341,14 @@ impl<'a> Dictionary<'a> {
     fn check_mappings(&self, mappings: &[&[u8]]) -> Result<(), OtlpError> {
         for bytes in mappings {
             let m = Mapping::decode(*bytes).map_err(OtlpError::protobuf("a mapping"))?;
-            self.string(m.filename_strindex.into(), "mapping_table[].filename_strindex")?;
-            self.check_attribute_indices(&m.attribute_indices, "mapping_table[].attribute_indices")?;
+            self.string(
+                m.filename_strindex.into(),
+                "mapping_table[].filename_strindex",
+            )?;
+            self.check_attribute_indices(
+                &m.attribute_indices,
+                "mapping_table[].attribute_indices",
+            )?;
         }
         Ok(())
     }

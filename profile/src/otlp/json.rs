@@ -82,7 +82,13 @@ use Kind::{Bool, Bytes, Double, Fixed64, Id, Int32, Int64, Message, Uint64};
 static REQUEST: Msg = Msg {
     name: "ExportProfilesServiceRequest",
     fields: &[
-        field!("resourceProfiles", "resource_profiles", 1, Message(&RESOURCE_PROFILES), repeated),
+        field!(
+            "resourceProfiles",
+            "resource_profiles",
+            1,
+            Message(&RESOURCE_PROFILES),
+            repeated
+        ),
         field!("dictionary", "dictionary", 2, Message(&DICTIONARY)),
     ],
 };
@@ -90,7 +96,13 @@ static RESOURCE_PROFILES: Msg = Msg {
     name: "ResourceProfiles",
     fields: &[
         field!("resource", "resource", 1, Message(&RESOURCE)),
-        field!("scopeProfiles", "scope_profiles", 2, Message(&SCOPE_PROFILES), repeated),
+        field!(
+            "scopeProfiles",
+            "scope_profiles",
+            2,
+            Message(&SCOPE_PROFILES),
+            repeated
+        ),
         field!("schemaUrl", "schema_url", 3, Kind::String),
     ],
 };
@@ -98,8 +110,19 @@ static RESOURCE: Msg = Msg {
     name: "Resource",
     fields: &[
         field!("attributes", "attributes", 1, Message(&KEY_VALUE), repeated),
-        field!("droppedAttributesCount", "dropped_attributes_count", 2, Uint64),
-        field!("entityRefs", "entity_refs", 3, Message(&ENTITY_REF), repeated),
+        field!(
+            "droppedAttributesCount",
+            "dropped_attributes_count",
+            2,
+            Uint64
+        ),
+        field!(
+            "entityRefs",
+            "entity_refs",
+            3,
+            Message(&ENTITY_REF),
+            repeated
+        ),
     ],
 };
 static ENTITY_REF: Msg = Msg {
@@ -108,7 +131,13 @@ static ENTITY_REF: Msg = Msg {
         field!("schemaUrl", "schema_url", 1, Kind::String),
         field!("type", "type", 2, Kind::String),
         field!("idKeys", "id_keys", 3, Kind::String, repeated),
-        field!("descriptionKeys", "description_keys", 4, Kind::String, repeated),
+        field!(
+            "descriptionKeys",
+            "description_keys",
+            4,
+            Kind::String,
+            repeated
+        ),
     ],
 };
 static SCOPE_PROFILES: Msg = Msg {
@@ -125,7 +154,12 @@ static SCOPE: Msg = Msg {
         field!("name", "name", 1, Kind::String),
         field!("version", "version", 2, Kind::String),
         field!("attributes", "attributes", 3, Message(&KEY_VALUE), repeated),
-        field!("droppedAttributesCount", "dropped_attributes_count", 4, Uint64),
+        field!(
+            "droppedAttributesCount",
+            "dropped_attributes_count",
+            4,
+            Uint64
+        ),
     ],
 };
 static PROFILE: Msg = Msg {
@@ -138,8 +172,18 @@ static PROFILE: Msg = Msg {
         field!("periodType", "period_type", 5, Message(&VALUE_TYPE)),
         field!("period", "period", 6, Int64),
         field!("profileId", "profile_id", 7, Bytes),
-        field!("droppedAttributesCount", "dropped_attributes_count", 8, Uint64),
-        field!("originalPayloadFormat", "original_payload_format", 9, Kind::String),
+        field!(
+            "droppedAttributesCount",
+            "dropped_attributes_count",
+            8,
+            Uint64
+        ),
+        field!(
+            "originalPayloadFormat",
+            "original_payload_format",
+            9,
+            Kind::String
+        ),
         field!("originalPayload", "original_payload", 10, Bytes),
         field!("attributeIndices", "attribute_indices", 11, Int32, repeated),
     ],
@@ -158,18 +202,48 @@ static SAMPLE: Msg = Msg {
         field!("attributeIndices", "attribute_indices", 2, Int32, repeated),
         field!("linkIndex", "link_index", 3, Int32),
         field!("values", "values", 4, Int64, repeated),
-        field!("timestampsUnixNano", "timestamps_unix_nano", 5, Fixed64, repeated),
+        field!(
+            "timestampsUnixNano",
+            "timestamps_unix_nano",
+            5,
+            Fixed64,
+            repeated
+        ),
     ],
 };
 static DICTIONARY: Msg = Msg {
     name: "ProfilesDictionary",
     fields: &[
-        field!("mappingTable", "mapping_table", 1, Message(&MAPPING), repeated),
-        field!("locationTable", "location_table", 2, Message(&LOCATION), repeated),
-        field!("functionTable", "function_table", 3, Message(&FUNCTION), repeated),
+        field!(
+            "mappingTable",
+            "mapping_table",
+            1,
+            Message(&MAPPING),
+            repeated
+        ),
+        field!(
+            "locationTable",
+            "location_table",
+            2,
+            Message(&LOCATION),
+            repeated
+        ),
+        field!(
+            "functionTable",
+            "function_table",
+            3,
+            Message(&FUNCTION),
+            repeated
+        ),
         field!("linkTable", "link_table", 4, Message(&LINK), repeated),
         field!("stringTable", "string_table", 5, Kind::String, repeated),
-        field!("attributeTable", "attribute_table", 6, Message(&KEY_VALUE_AND_UNIT), repeated),
+        field!(
+            "attributeTable",
+            "attribute_table",
+            6,
+            Message(&KEY_VALUE_AND_UNIT),
+            repeated
+        ),
         field!("stackTable", "stack_table", 7, Message(&STACK), repeated),
     ],
 };
@@ -218,7 +292,13 @@ static LINK: Msg = Msg {
 };
 static STACK: Msg = Msg {
     name: "Stack",
-    fields: &[field!("locationIndices", "location_indices", 1, Int32, repeated)],
+    fields: &[field!(
+        "locationIndices",
+        "location_indices",
+        1,
+        Int32,
+        repeated
+    )],
 };
 static KEY_VALUE_AND_UNIT: Msg = Msg {
     name: "KeyValueAndUnit",
@@ -282,7 +362,9 @@ impl Out<'_> {
             return Err("too large".into());
         }
         if needed > self.buf.capacity() {
-            let grow = STEP.max(needed - self.buf.capacity()).min(self.max - self.buf.capacity());
+            let grow = STEP
+                .max(needed - self.buf.capacity())
+                .min(self.max - self.buf.capacity());
             if let Err(why) = self.allowance.grant(grow) {
                 self.failure = Some(
                     match why {
@@ -510,7 +592,11 @@ impl<'de> DeserializeSeed<'de> for OneValue<'_, '_> {
         match self.field.kind {
             Kind::Message(msg) => {
                 let start = out.open(n).map_err(de::Error::custom)?;
-                MsgSeed { msg, out: &mut *out }.deserialize(d)?;
+                MsgSeed {
+                    msg,
+                    out: &mut *out,
+                }
+                .deserialize(d)?;
                 out.close(start).map_err(de::Error::custom)
             }
             Kind::String => {
@@ -647,7 +733,7 @@ fn base64_bytes(s: &str) -> Option<Vec<u8>> {
 /// A trace or span id: hex as OTLP/JSON writes it, or base64 as protobuf's JSON mapping does
 /// (a 16- or 8-byte id is 32 or 16 hex digits, but 24 or 12 base64 characters).
 fn id_bytes(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 == 0 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if s.len().is_multiple_of(2) && s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return (0..s.len())
             .step_by(2)
             .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
@@ -721,7 +807,10 @@ mod tests {
     #[test]
     fn unknown_fields_and_bad_values_are_refused() {
         for (json, needle) in [
-            (r#"{"resourceProfiles": [{"foo": 1}]}"#, "unknown field \"foo\""),
+            (
+                r#"{"resourceProfiles": [{"foo": 1}]}"#,
+                "unknown field \"foo\"",
+            ),
             (
                 r#"{"dictionary": {"attributeTable": [{"keyRef": 1}]}}"#,
                 "unknown field \"keyRef\"",
@@ -730,7 +819,10 @@ mod tests {
                 r#"{"dictionary": {"stackTable": [{"locationIndices": [4294967296]}]}}"#,
                 "out of range",
             ),
-            (r#"{"dictionary": {"linkTable": [{"traceId": "zz"}]}}"#, "hex"),
+            (
+                r#"{"dictionary": {"linkTable": [{"traceId": "zz"}]}}"#,
+                "hex",
+            ),
             (r#"{"resourceProfiles": 3}"#, "JSON array"),
             ("{", "EOF"),
         ] {

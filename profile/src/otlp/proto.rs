@@ -343,7 +343,12 @@ mod tests {
         );
         let s = &p.samples[0];
         assert_eq!(
-            (s.stack_index, s.link_index, &s.values[..], &s.timestamps_unix_nano[..]),
+            (
+                s.stack_index,
+                s.link_index,
+                &s.values[..],
+                &s.timestamps_unix_nano[..]
+            ),
             (3, 5, &[6][..], &[7][..])
         );
         assert_eq!(s.attribute_indices, vec![4]);

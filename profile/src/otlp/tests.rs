@@ -212,7 +212,10 @@ fn a_profile_converts_with_its_labels_values_and_link() {
         Some("0102030405060708")
     );
     assert_eq!(linked.samples[0].frames, frames(&["main", "handle"]));
-    assert_eq!((linked.samples[0].samples, linked.samples[0].cpu_ns), (3, 30_000_000));
+    assert_eq!(
+        (linked.samples[0].samples, linked.samples[0].cpu_ns),
+        (3, 30_000_000)
+    );
 }
 
 #[test]
@@ -265,7 +268,10 @@ fn other_sample_types_are_rejected_one_by_one() {
 #[test]
 fn labels_past_the_limits_are_dropped_and_named() {
     let mut req = request();
-    let resource = req.resource_profiles[0].resource.as_mut().expect("resource");
+    let resource = req.resource_profiles[0]
+        .resource
+        .as_mut()
+        .expect("resource");
     resource
         .attributes
         .push(kv("process.command_line", &"x".repeat(200)));
@@ -312,19 +318,55 @@ fn bad_requests_are_refused_with_what_to_fix() {
         &mut r.resource_profiles[0].scope_profiles[0].profiles[0]
     }
     let cases: [(Break, &str); 14] = [
-        (|r| first(r).samples[0].stack_index = 9, "stack_index is 9, but dictionary.stack_table has 4"),
+        (
+            |r| first(r).samples[0].stack_index = 9,
+            "stack_index is 9, but dictionary.stack_table has 4",
+        ),
         (|r| first(r).samples[0].link_index = -1, "link_index is -1"),
-        (|r| first(r).samples[0].attribute_indices = vec![4], "attribute_indices is 4"),
-        (|r| dict(r).stack_table[1].location_indices = vec![7], "location_indices is 7"),
-        (|r| dict(r).location_table[1].lines[0].function_index = 4, "function_index is 4"),
-        (|r| dict(r).location_table[1].mapping_index = 1, "mapping_index is 1"),
-        (|r| dict(r).function_table[1].name_strindex = 99, "name_strindex is 99"),
-        (|r| dict(r).mapping_table.clear(), "mapping_table[0] must be the zero value (index 0 means unset), but it is missing"),
-        (|r| dict(r).link_table[0].span_id = vec![1], "link_table[0] must be the zero value"),
-        (|r| dict(r).string_table[0] = "x".into(), "string_table[0] must be the zero value"),
-        (|r| dict(r).stack_table[1].location_indices = vec![0], "lists location 0"),
-        (|r| dict(r).link_table[1].trace_id = vec![1; 3], "trace_id is 3 bytes; it must be 16"),
-        (|r| first(r).samples[0].values.clear(), "has 0 values and 0 timestamps"),
+        (
+            |r| first(r).samples[0].attribute_indices = vec![4],
+            "attribute_indices is 4",
+        ),
+        (
+            |r| dict(r).stack_table[1].location_indices = vec![7],
+            "location_indices is 7",
+        ),
+        (
+            |r| dict(r).location_table[1].lines[0].function_index = 4,
+            "function_index is 4",
+        ),
+        (
+            |r| dict(r).location_table[1].mapping_index = 1,
+            "mapping_index is 1",
+        ),
+        (
+            |r| dict(r).function_table[1].name_strindex = 99,
+            "name_strindex is 99",
+        ),
+        (
+            |r| dict(r).mapping_table.clear(),
+            "mapping_table[0] must be the zero value (index 0 means unset), but it is missing",
+        ),
+        (
+            |r| dict(r).link_table[0].span_id = vec![1],
+            "link_table[0] must be the zero value",
+        ),
+        (
+            |r| dict(r).string_table[0] = "x".into(),
+            "string_table[0] must be the zero value",
+        ),
+        (
+            |r| dict(r).stack_table[1].location_indices = vec![0],
+            "lists location 0",
+        ),
+        (
+            |r| dict(r).link_table[1].trace_id = vec![1; 3],
+            "trace_id is 3 bytes; it must be 16",
+        ),
+        (
+            |r| first(r).samples[0].values.clear(),
+            "has 0 values and 0 timestamps",
+        ),
         (|r| first(r).samples[0].values = vec![-1], "negative"),
     ];
     for (break_it, needle) in cases {
@@ -357,7 +399,10 @@ fn deep_values_and_recursive_stacks_are_bounded() {
     req.dictionary.as_mut().expect("dict").stack_table[1].location_indices = vec![1; 2049];
     assert!(matches!(
         run(&req),
-        Err(OtlpError::Profile(crate::ProfileError::TooManyFrames { frames: 2049, .. }))
+        Err(OtlpError::Profile(crate::ProfileError::TooManyFrames {
+            frames: 2049,
+            ..
+        }))
     ));
     let mut req = request();
     req.dictionary.as_mut().expect("dict").stack_table[1].location_indices = vec![2, 1, 2, 1];
@@ -374,8 +419,14 @@ fn each_count_has_its_cap() {
     type Tighten = fn(&mut ProfileLimits);
     let cases: [(Tighten, &str); 4] = [
         (|l| l.max_samples = 2, "3 samples"),
-        (|l| l.max_locations = 3, "4 entries in dictionary.location_table"),
-        (|l| l.max_strings = 10, "14 entries in dictionary.string_table"),
+        (
+            |l| l.max_locations = 3,
+            "4 entries in dictionary.location_table",
+        ),
+        (
+            |l| l.max_strings = 10,
+            "14 entries in dictionary.string_table",
+        ),
         (|l| l.max_frame_bytes = 10, "bytes of frames"),
     ];
     for (tighten, needle) in cases {
@@ -405,7 +456,16 @@ fn another_release_of_the_format_is_refused_not_misread() {
     prost::encoding::encode_varint(dict.len() as u64, &mut req);
     req.extend_from_slice(&dict);
     let err = convert_with(&req, &ProfileLimits::default()).expect_err("wire type");
-    assert!(matches!(err, OtlpError::Protobuf { what: "a profile", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            OtlpError::Protobuf {
+                what: "a profile",
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("v1.10.0"), "{err}");
 }
 
