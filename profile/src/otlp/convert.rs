@@ -82,7 +82,7 @@ impl Converted {
                 .collect();
             let more = self.rejected.len().saturating_sub(named.len());
             parts.push(format!(
-                "{} profiles rejected: this server stores CPU profiles only (sample type \
+                "profiles not stored ({}): this server stores CPU profiles only (sample type \
                  cpu/nanoseconds or samples/count): {}{}",
                 self.rejected.len(),
                 named.join(", "),
