@@ -148,6 +148,17 @@ struct Admitted {
 #[derive(Debug, Clone)]
 struct Shared(Arc<Mutex<Reservation>>);
 
+impl Shared {
+    /// Grants `bytes` or refuses at once: for async code, which must not wait.
+    fn try_grant(&self, bytes: usize) -> Result<(), Refusal> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .grant(bytes)
+    }
+}
+
+/// May wait for bytes (see `Reservation::grant_or_wait`): for blocking threads only.
 impl Allowance for Shared {
     fn grant(&mut self, bytes: usize) -> Result<(), Refusal> {
         let mut res = self.0.lock().unwrap_or_else(PoisonError::into_inner);
@@ -244,7 +255,7 @@ impl HttpBody for BudgetedBody {
                 ));
                 return Poll::Ready(Some(Err(status(&e))));
             }
-            if let Err(why) = self.res.grant(n) {
+            if let Err(why) = self.res.try_grant(n) {
                 return Poll::Ready(Some(Err(status(&refused(why)))));
             }
         }
@@ -329,7 +340,7 @@ async fn export(
 ) -> Result<ExportProfilesServiceResponse, ApiError> {
     let Admitted { tenant, mut res } = admitted;
     // The inflated message tonic holds (the bytes as sent were granted as they arrived).
-    res.grant(bytes.len())
+    res.try_grant(bytes.len())
         .map_err(|why| counted(state, refused(why)))?;
     let st = state.clone();
     let (converted, _res) = blocking(move || {

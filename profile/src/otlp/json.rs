@@ -4,7 +4,7 @@
 //! The JSON mapping is protobuf's, with OTLP's differences: field names in lowerCamelCase (the
 //! proto names are accepted too), 64-bit integers as strings or numbers, `bytes` in base64,
 //! and `traceId`/`spanId` in hex (base64 is accepted as well: the lengths tell them apart).
-//! There are no enums in these messages.
+//! `null` is a field left at its default. There are no enums in these messages.
 //!
 //! Invariants: nothing is built but the protobuf output, one buffer whose every growth is
 //! granted by the request's [`Allowance`] and which stops at `max` bytes; a nested message's
@@ -600,11 +600,15 @@ impl<'de> DeserializeSeed<'de> for OneValue<'_, '_> {
                 out.close(start).map_err(de::Error::custom)
             }
             Kind::String => {
-                let s: std::borrow::Cow<'de, str> = serde::Deserialize::deserialize(d)?;
-                out.bytes(n, s.as_bytes()).map_err(de::Error::custom)
+                let s: Option<std::borrow::Cow<'de, str>> = serde::Deserialize::deserialize(d)?;
+                match s {
+                    Some(s) => out.bytes(n, s.as_bytes()).map_err(de::Error::custom),
+                    None => Ok(()),
+                }
             }
             Kind::Bytes | Kind::Id => {
-                let s: std::borrow::Cow<'de, str> = serde::Deserialize::deserialize(d)?;
+                let s: Option<std::borrow::Cow<'de, str>> = serde::Deserialize::deserialize(d)?;
+                let Some(s) = s else { return Ok(()) };
                 let bytes = match self.field.kind {
                     Kind::Id => id_bytes(&s),
                     _ => base64_bytes(&s),
@@ -622,18 +626,23 @@ impl<'de> DeserializeSeed<'de> for OneValue<'_, '_> {
                 out.bytes(n, &bytes).map_err(de::Error::custom)
             }
             Kind::Bool => {
-                let b: bool = serde::Deserialize::deserialize(d)?;
+                let b: Option<bool> = serde::Deserialize::deserialize(d)?;
+                let Some(b) = b else { return Ok(()) };
                 out.key(n, 0)
                     .and_then(|()| out.varint(u64::from(b)))
                     .map_err(de::Error::custom)
             }
             Kind::Double => {
-                let v = d.deserialize_any(DoubleVisitor)?;
+                let Some(v) = d.deserialize_any(DoubleVisitor)? else {
+                    return Ok(());
+                };
                 out.fixed64(n, v.to_bits()).map_err(de::Error::custom)
             }
             Kind::Int32 | Kind::Int64 | Kind::Uint64 | Kind::Fixed64 => {
                 let kind = self.field.kind;
-                let v = d.deserialize_any(IntVisitor(self.field.json))?;
+                let Some(v) = d.deserialize_any(IntVisitor(self.field.json))? else {
+                    return Ok(());
+                };
                 let (lo, hi) = match kind {
                     Kind::Int32 => (i128::from(i32::MIN), i128::from(i32::MAX)),
                     Kind::Int64 => (i128::from(i64::MIN), i128::from(i64::MAX)),
@@ -660,30 +669,35 @@ impl<'de> DeserializeSeed<'de> for OneValue<'_, '_> {
 struct IntVisitor(&'static str);
 
 impl Visitor<'_> for IntVisitor {
-    type Value = i128;
+    type Value = Option<i128>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "an integer (or a string holding one) for {}", self.0)
     }
 
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<i128, E> {
-        Ok(v.into())
+    fn visit_unit<E: de::Error>(self) -> Result<Option<i128>, E> {
+        Ok(None)
     }
 
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<i128, E> {
-        Ok(v.into())
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Option<i128>, E> {
+        Ok(Some(v.into()))
     }
 
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<i128, E> {
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Option<i128>, E> {
+        Ok(Some(v.into()))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Option<i128>, E> {
         if v.fract() == 0.0 && v.abs() < 1.9e19 {
-            return Ok(v as i128);
+            return Ok(Some(v as i128));
         }
         Err(E::custom(format!("{}: {v} is not an integer", self.0)))
     }
 
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<i128, E> {
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Option<i128>, E> {
         v.trim()
             .parse::<i128>()
+            .map(Some)
             .map_err(|_| E::custom(format!("{}: {v:?} is not an integer", self.0)))
     }
 }
@@ -692,31 +706,36 @@ impl Visitor<'_> for IntVisitor {
 struct DoubleVisitor;
 
 impl Visitor<'_> for DoubleVisitor {
-    type Value = f64;
+    type Value = Option<f64>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a number")
     }
 
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<f64, E> {
-        Ok(v as f64)
+    fn visit_unit<E: de::Error>(self) -> Result<Option<f64>, E> {
+        Ok(None)
     }
 
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<f64, E> {
-        Ok(v as f64)
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Option<f64>, E> {
+        Ok(Some(v as f64))
     }
 
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<f64, E> {
-        Ok(v)
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Option<f64>, E> {
+        Ok(Some(v as f64))
     }
 
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<f64, E> {
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Option<f64>, E> {
+        Ok(Some(v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Option<f64>, E> {
         match v {
-            "NaN" => Ok(f64::NAN),
-            "Infinity" => Ok(f64::INFINITY),
-            "-Infinity" => Ok(f64::NEG_INFINITY),
+            "NaN" => Ok(Some(f64::NAN)),
+            "Infinity" => Ok(Some(f64::INFINITY)),
+            "-Infinity" => Ok(Some(f64::NEG_INFINITY)),
             _ => v
                 .parse()
+                .map(Some)
                 .map_err(|_| E::custom(format!("{v:?} is not a number"))),
         }
     }
@@ -769,7 +788,7 @@ mod tests {
                 "scopeProfiles": [{"profiles": [{
                   "sampleType": {"typeStrindex": 1, "unitStrindex": 2},
                   "time_unix_nano": "18446744073709551615",
-                  "period": 10000000,
+                  "period": 10000000, "durationNano": null, "profileId": null,
                   "samples": [{"stackIndex": 1, "values": ["3", 4],
                                "timestampsUnixNano": [1, "2"]}]
                 }]}]
