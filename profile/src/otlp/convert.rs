@@ -490,7 +490,7 @@ impl Conversion<'_, '_, '_> {
         };
         let period_ns = (period_unit == "nanoseconds" && period > 0).then_some(period as u64);
         let mut base = resource.to_vec();
-        for i in &attrs {
+        for i in attrs.iter().filter(|i| **i != 0) {
             base.push(self.attribute(*i as usize, Level::Profile)?);
         }
         let mut earliest: Option<u64> = None;

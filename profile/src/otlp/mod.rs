@@ -4,7 +4,7 @@
 //! | file | concept |
 //! |---|---|
 //! | [`proto`] | the messages (prost derive, no `protoc`) |
-//! | [`json`] | OTLP/JSON, transcoded to the same protobuf while it is read |
+//! | [`json`] | OTLP/JSON, transcoded to the same protobuf while it is read (its schema in `json/schema.rs`) |
 //! | [`dictionary`] | the request's shared tables, counted, checked and interned |
 //! | [`attributes`] | attribute values as text, and attributes → our label fields |
 //! | [`convert`] | the request: resources, profiles, samples → batches |
