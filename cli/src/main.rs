@@ -38,7 +38,7 @@ enum Command {
     /// Run the per-host sidecar: events and SDK profiles in over a local socket/UDP, stack
     /// sampling of local processes (--profile-pid, --profile-name), disk spool, batches to the
     /// collector.
-    Agent(profwatch_agent::sidecar::AgentArgs),
+    Agent(profwatch_sidecar::AgentArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -454,7 +454,7 @@ fn run() -> anyhow::Result<()> {
                 })?;
             print!("{out}");
         }
-        Command::Agent(args) => profwatch_agent::sidecar::main(args)?,
+        Command::Agent(args) => profwatch_sidecar::main(args)?,
         Command::Server(args) => {
             let repair = args.repair;
             let mut cfg = args.into_raw()?.validate()?;

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use profwatch_agent::sidecar::Sidecar;
+use profwatch_sidecar::Sidecar;
 
 use crate::support::*;
 

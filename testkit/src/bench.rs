@@ -1,4 +1,4 @@
-//! Helpers shared by the agent's bench binaries (not a bench target itself).
+//! Helpers shared by the bench binaries of several crates (not a bench target itself).
 
 /// CPU nanoseconds of this process's live threads named `name` (from schedstat).
 pub fn thread_cpu_by_name(name: &str) -> u64 {

@@ -34,9 +34,9 @@ use super::config::ProfileConfig;
 use super::enrich::Enricher;
 use super::error::SidecarError;
 use super::metrics::Metrics;
-use crate::sampler::process::ProcessSampler;
-use crate::sampler::stacks::{self, Grouped};
-use crate::sampler::{procfs, EventSpec, SamplerError};
+use profwatch_agent::sampler::process::ProcessSampler;
+use profwatch_agent::sampler::stacks::{self, Grouped};
+use profwatch_agent::sampler::{procfs, EventSpec, SamplerError};
 
 /// Deepest callchain the kernel records for a sampled process.
 const MAX_FRAMES: u16 = 127;

@@ -7,10 +7,10 @@
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use profwatch_agent::sidecar::enrich::Enricher;
-use profwatch_agent::sidecar::listener::{Accepted, Ingest, StreamDecoder};
-use profwatch_agent::sidecar::Metrics;
 use profwatch_model::{ndjson, Limits, RequestEvent};
+use profwatch_sidecar::enrich::Enricher;
+use profwatch_sidecar::listener::{Accepted, Ingest, StreamDecoder};
+use profwatch_sidecar::Metrics;
 
 const EVENTS: usize = 100_000;
 
@@ -71,7 +71,7 @@ fn decode(c: &mut Criterion) {
         b.iter(|| {
             for batch in out.events.chunks(5000) {
                 std::hint::black_box(
-                    profwatch_agent::sidecar::batcher::encode(batch.to_vec()).expect("encode"),
+                    profwatch_sidecar::batcher::encode(batch.to_vec()).expect("encode"),
                 );
             }
         });

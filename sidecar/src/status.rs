@@ -178,7 +178,7 @@ mod tests {
             dead_lettered_events: 15,
             dead_letter_records: 3,
             dead_letter_bytes: 900,
-            refusal: Some(crate::sidecar::Refusal {
+            refusal: Some(crate::Refusal {
                 status: 401,
                 since_ns: 1_767_225_600_000_000_000,
                 for_s: 42,

@@ -5,8 +5,8 @@
 //! `POST /api/v1/profiles` takes: `sample_rate`, `ts` in unix seconds, `service`, `endpoint`,
 //! `build`, `dc`, `host`, any other `key=value` as an extra label, `format=folded`), then the
 //! stacks in folded form, `root;...;leaf count` per line. The SDK's
-//! [`crate::sampler::SidecarSink`] writes exactly [`crate::sampler::query`], `\n`, then
-//! [`crate::sampler::folded`].
+//! [`profwatch_agent::sampler::SidecarSink`] writes exactly [`profwatch_agent::sampler::query`], `\n`, then
+//! [`profwatch_agent::sampler::folded`].
 //!
 //! Invariants: a payload is accepted whole or refused whole (reason `bad_profile`), so the
 //! collector never refuses a relayed profile for its content: labels are checked with the
@@ -206,7 +206,7 @@ fn decode(s: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sampler::{folded, query};
+    use profwatch_agent::sampler::{folded, query};
 
     fn now() -> i64 {
         profwatch_model::timefmt::now_ns()

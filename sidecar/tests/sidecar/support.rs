@@ -11,8 +11,8 @@ use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use profwatch_agent::sidecar::{RetryPolicy, Sidecar, SidecarConfig};
 use profwatch_model::{ndjson, wire, RequestEvent};
+use profwatch_sidecar::{RetryPolicy, Sidecar, SidecarConfig};
 
 /// One POST the mock collector saw.
 #[derive(Debug, Clone)]

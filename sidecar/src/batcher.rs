@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::metrics::{DropReason, Metrics};
 use super::spool::{RecordKind, Spool};
-use crate::sampler::{folded, query};
+use profwatch_agent::sampler::{folded, query};
 
 /// zstd level for batch bodies: fast, and still ~10x on event batches.
 const ZSTD_LEVEL: i32 = 1;

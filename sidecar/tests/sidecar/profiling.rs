@@ -7,9 +7,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use profwatch_agent::sampler::{ProfileBatch, SidecarSink};
-use profwatch_agent::sidecar::{DropReason, Sidecar, SidecarError};
 use profwatch_agent::{Agent, Config, ExportTarget, Sampler, SamplerConfig, SamplerError};
 use profwatch_model::profile::{SampleLabels, StackSample};
+use profwatch_sidecar::{DropReason, Sidecar, SidecarError};
 
 use crate::support::*;
 

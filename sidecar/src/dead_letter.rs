@@ -454,8 +454,7 @@ mod tests {
             batches.join("00000000000000900000.batch"),
         )
         .expect("move");
-        let spool =
-            crate::sidecar::spool::Spool::open(dir.path(), 1 << 20, metrics).expect("spool");
+        let spool = crate::spool::Spool::open(dir.path(), 1 << 20, metrics).expect("spool");
         let back = spool.read(900_000).expect("read").expect("there");
         assert_eq!((back.id, back.events, back.body), (r.id, 5, r.body));
     }

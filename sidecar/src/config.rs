@@ -219,7 +219,7 @@ impl Default for ProfileConfig {
             pids: Vec::new(),
             names: Vec::new(),
             service: None,
-            frequency_hz: crate::sampler::DEFAULT_FREQUENCY_HZ,
+            frequency_hz: profwatch_agent::sampler::DEFAULT_FREQUENCY_HZ,
             export_interval: Duration::from_secs(10),
             read_interval: Duration::from_millis(100),
             thread_rescan: Duration::from_secs(1),

@@ -4,8 +4,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use profwatch_agent::sidecar::dead_letter::DeadLetterInfo;
-use profwatch_agent::sidecar::{status, DropReason, Sidecar};
+use profwatch_sidecar::dead_letter::DeadLetterInfo;
+use profwatch_sidecar::{status, DropReason, Sidecar};
 
 use crate::support::*;
 

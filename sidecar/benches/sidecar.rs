@@ -21,8 +21,6 @@
 //! `1,8,32`), `TRANSPORTS` (`uds,udp`), `ROUNDS` (3), `WARMUP_MS` (1000), `WINDOW_MS` (5000),
 //! `UDP_START` (10000 events/s).
 
-mod support;
-
 use std::io::Write;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::net::UnixStream;
@@ -31,9 +29,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use profwatch_agent::sidecar::{Metrics, Sidecar, SidecarConfig};
 use profwatch_model::{ndjson, RequestEvent};
-use support::{env_u64, median, thread_cpu_by_name};
+use profwatch_sidecar::{Metrics, Sidecar, SidecarConfig};
+use profwatch_testkit::bench::{env_u64, median, thread_cpu_by_name};
 
 /// The name of every thread of the sidecar's runtime.
 const THREAD: &str = "pw-sidecar";

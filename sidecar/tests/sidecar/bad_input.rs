@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use profwatch_agent::sidecar::{RejectReason, Sidecar};
 use profwatch_model::wire;
+use profwatch_sidecar::{RejectReason, Sidecar};
 
 use crate::support::*;
 
