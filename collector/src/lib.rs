@@ -11,7 +11,6 @@ pub mod analysis;
 pub mod cache;
 pub mod config;
 pub mod http;
-pub mod import;
 pub mod metrics;
 pub mod server;
 pub mod tls;
