@@ -22,7 +22,8 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use crate::agent::Agent;
-use crate::instrument::{Measure, CANCELLED_STATUS};
+use crate::instrument::CANCELLED_STATUS;
+use crate::measure::Measure;
 
 /// Status recorded when the service fails instead of answering.
 pub const ERROR_STATUS: u16 = 500;
@@ -36,6 +37,13 @@ pub struct ProfwatchLayer {
 impl ProfwatchLayer {
     pub fn new(agent: Agent) -> ProfwatchLayer {
         ProfwatchLayer { agent }
+    }
+}
+
+impl Agent {
+    /// A tower layer measuring every request of the service it wraps.
+    pub fn layer(&self) -> ProfwatchLayer {
+        ProfwatchLayer::new(self.clone())
     }
 }
 

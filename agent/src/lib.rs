@@ -33,6 +33,7 @@ pub mod export;
 mod instrument;
 mod labels;
 mod layer;
+mod measure;
 mod perf_sys;
 pub mod sampler;
 mod sampling;

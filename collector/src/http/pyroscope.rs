@@ -35,7 +35,7 @@ use super::profiles::{
     blocking, counted, folded_batch, limits, ns_per_sample, profile_error, read_body,
     store_batches, FoldedInput, ProfileIngestResponse,
 };
-use super::{auth, body, AppState};
+use super::{auth, body, headers, AppState};
 use profwatch_profile::appname;
 use profwatch_profile::compress::Allowance;
 use profwatch_profile::decode::{pprof_to_batches_within, DecodeOptions};
@@ -145,24 +145,16 @@ pub async fn push(
     req_body: Body,
 ) -> Result<Response, ConnectError> {
     let tenant = auth::tenant(&state.cfg, &headers).map_err(|e| counted(&state, e))?;
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let mime = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let ct = headers::content_type(&headers);
     if !matches!(
-        mime.as_str(),
+        ct.media_type.as_str(),
         "application/proto" | "application/protobuf" | "application/x-protobuf"
     ) {
         return Err(counted(
             &state,
             ApiError::UnsupportedMediaType(format!(
-                "Content-Type {ct:?} is not supported; send application/proto"
+                "Content-Type {:?} is not supported; send application/proto",
+                ct.raw
             )),
         )
         .into());
@@ -231,10 +223,7 @@ pub async fn ingest(
         .map_err(|e| counted(&state, e))?
         .unwrap_or_else(now_ns);
     let (raw, mut res) = read_body(&state, &headers, req_body).await?;
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let ct = headers::content_type(&headers).raw;
     let boundary = match kind {
         Some(_) => None,
         None => multipart::form_boundary(ct)
