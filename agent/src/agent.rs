@@ -19,7 +19,7 @@ use crate::endpoint::{EndpointCache, EndpointName};
 use crate::error::AgentError;
 use crate::export::worker::{Metadata, Msg, Record, Worker};
 use crate::export::{DiscardExporter, Exporter, HttpExporter, UnixSocketExporter};
-use crate::sampling::Sampler;
+use crate::sampling::RequestSampler;
 use crate::stats::{StatCells, Stats};
 
 /// A running SDK instance. Most programs make one ([`crate::init`]); tests make as many as
@@ -31,7 +31,7 @@ pub struct Agent {
 
 struct Inner {
     tx: SyncSender<Msg>,
-    sampler: Sampler,
+    sampler: RequestSampler,
     counters: CounterMode,
     stats: Arc<StatCells>,
     endpoints: EndpointCache,
@@ -111,7 +111,7 @@ impl Agent {
         Ok(Agent {
             inner: Arc::new(Inner {
                 tx,
-                sampler: Sampler::new(config.sampling, weight),
+                sampler: RequestSampler::new(config.sampling, weight),
                 counters: config.counters,
                 stats,
                 endpoints: EndpointCache::default(),

@@ -94,6 +94,13 @@ pub struct DeadLetters {
     metrics: Arc<Metrics>,
 }
 
+/// What the dead-letter folder holds: batches and their bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeadLetterStats {
+    pub letters: u64,
+    pub bytes: u64,
+}
+
 impl DeadLetters {
     /// Opens (or creates) `<spool_dir>/dead-letter/`, removes leftovers of interrupted writes
     /// and takes stock of what is there (making room if the bounds shrank).
@@ -249,10 +256,13 @@ impl DeadLetters {
             .dead_letter_size(inner.entries.len() as u64, inner.bytes);
     }
 
-    /// Dead letters and bytes in the folder.
-    pub fn stats(&self) -> (u64, u64) {
+    /// What the folder holds now.
+    pub fn stats(&self) -> DeadLetterStats {
         let inner = self.lock();
-        (inner.entries.len() as u64, inner.bytes)
+        DeadLetterStats {
+            letters: inner.entries.len() as u64,
+            bytes: inner.bytes,
+        }
     }
 
     /// The folder.
@@ -386,16 +396,20 @@ mod tests {
             (snapshot.dead_lettered_events, snapshot.dead_letter_records),
             (5, 1)
         );
-        let bytes = letters.stats().1;
+        let bytes = letters.stats().bytes;
         assert_eq!(snapshot.dead_letter_bytes, bytes);
 
         letters.put(&r, 422, "again").expect("put again");
-        assert_eq!(letters.stats().0, 1, "the same batch is one dead letter");
+        assert_eq!(
+            letters.stats().letters,
+            1,
+            "the same batch is one dead letter"
+        );
         fs::write(folder.join("tmp").join("x.json"), b"partial").expect("leftover");
         fs::write(folder.join("orphan.json"), b"{}").expect("orphan");
         drop(letters);
         let letters = DeadLetters::open(dir.path(), 1 << 20, 10, metrics).expect("reopen");
-        assert_eq!(letters.stats().0, 1);
+        assert_eq!(letters.stats().letters, 1);
         assert_eq!(
             names(&folder),
             ["0123456789abcdef-4.batch", "0123456789abcdef-4.json"]
@@ -411,19 +425,23 @@ mod tests {
         for seq in 0..5 {
             letters.put(&record(seq, 10, 100), 400, "no").expect("put");
         }
-        assert_eq!(letters.stats().0, 3);
+        assert_eq!(letters.stats().letters, 3);
         assert_eq!(metrics.dropped_count(DropReason::DeadLetterFull), 20);
         let folder = dir.path().join("dead-letter");
         assert_eq!(names(&folder).len(), 6);
         assert!(names(&folder).contains(&"0123456789abcdef-4.batch".to_owned()));
         assert!(!names(&folder).contains(&"0123456789abcdef-1.batch".to_owned()));
 
-        let per = letters.stats().1 / 3;
+        let per = letters.stats().bytes / 3;
         drop(letters);
         let letters =
             DeadLetters::open(dir.path(), per * 2 + per / 2, 10, metrics.clone()).expect("open");
-        assert_eq!(letters.stats().0, 2, "a smaller bound applies at open");
-        assert!(letters.stats().1 <= per * 2 + per / 2);
+        assert_eq!(
+            letters.stats().letters,
+            2,
+            "a smaller bound applies at open"
+        );
+        assert!(letters.stats().bytes <= per * 2 + per / 2);
         assert_eq!(metrics.dropped_count(DropReason::DeadLetterFull), 30);
         let put = letters
             .put(&record(9, 3, 10_000), 413, "huge")
@@ -431,7 +449,7 @@ mod tests {
         assert!(matches!(put, Put::TooLarge { .. }), "{put:?}");
         assert_eq!(metrics.dropped_count(DropReason::CollectorRejected), 3);
         assert_eq!(
-            letters.stats().0,
+            letters.stats().letters,
             2,
             "a batch that cannot fit evicts nothing"
         );

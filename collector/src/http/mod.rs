@@ -36,7 +36,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::analysis::Analyzer;
+use crate::analysis::RegressionTracker;
 use crate::cache::QueryCache;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -48,7 +48,7 @@ pub struct AppState {
     pub cfg: Arc<Config>,
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
-    pub analyzer: Analyzer,
+    pub analyzer: RegressionTracker,
     /// Answers of the JSON query routes, with single-flight leases.
     pub cache: Arc<QueryCache>,
     /// Body bytes in flight and ingest requests at once, across all requests.

@@ -96,6 +96,14 @@ pub struct Spool {
     metrics: Arc<Metrics>,
 }
 
+/// What a spool holds: whole records, their bytes on disk, and the events in them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SpoolStats {
+    pub records: u64,
+    pub bytes: u64,
+    pub events: u64,
+}
+
 impl Spool {
     /// Opens (or creates) the spool in `dir`, drops `tmp/` leftovers and checks every record.
     pub fn open(dir: &Path, max_bytes: u64, metrics: Arc<Metrics>) -> Result<Spool, SidecarError> {
@@ -367,10 +375,14 @@ impl Spool {
         self.metrics.spool_set_aside(inner.set_aside);
     }
 
-    /// Records, bytes and events spooled.
-    pub fn stats(&self) -> (u64, u64, u64) {
+    /// What the spool holds now.
+    pub fn stats(&self) -> SpoolStats {
         let inner = self.lock();
-        (inner.records.len() as u64, inner.bytes, inner.events)
+        SpoolStats {
+            records: inner.records.len() as u64,
+            bytes: inner.bytes,
+            events: inner.events,
+        }
     }
 
     /// Wakes when a record is appended (a permit is kept if nobody waits).
@@ -437,8 +449,8 @@ mod tests {
             .expect("there");
         drop(spool);
         let (spool, _) = open(dir.path(), 1 << 20);
-        assert_eq!(spool.stats().0, 2);
-        assert_eq!(spool.stats().2, 7);
+        assert_eq!(spool.stats().records, 2);
+        assert_eq!(spool.stats().events, 7);
         let again = spool
             .read(spool.oldest().expect("one"))
             .expect("read")
@@ -485,7 +497,7 @@ mod tests {
         )
         .expect("leftover");
         let (spool, metrics) = open(dir.path(), 1 << 20);
-        assert_eq!(spool.stats().0, 1, "only record 0 is whole");
+        assert_eq!(spool.stats().records, 1, "only record 0 is whole");
         assert_eq!(metrics.dropped_count(DropReason::SpoolCorrupt), 20);
         assert_eq!(
             fs::read_dir(dir.path().join("tmp")).expect("tmp").count(),
@@ -510,7 +522,11 @@ mod tests {
                 .append(RecordKind::Events, 7, &[i; 1000])
                 .expect("append");
         }
-        let (records, bytes, events) = spool.stats();
+        let SpoolStats {
+            records,
+            bytes,
+            events,
+        } = spool.stats();
         assert_eq!((records, events), (3, 21));
         assert!(bytes <= per * 3 + 10);
         assert_eq!(metrics.dropped_count(DropReason::SpoolFull), 14);
@@ -524,7 +540,7 @@ mod tests {
             .expect("append");
         assert_eq!(big.seq, None);
         assert_eq!(
-            spool.stats().0,
+            spool.stats().records,
             3,
             "a batch larger than the spool evicts nothing"
         );
@@ -548,7 +564,11 @@ mod tests {
             .expect("append");
         assert_eq!(
             spool.stats(),
-            (3, spool.stats().1, 5),
+            SpoolStats {
+                records: 3,
+                bytes: spool.stats().bytes,
+                events: 5
+            },
             "profiles hold no events"
         );
         drop(spool);
@@ -560,7 +580,7 @@ mod tests {
         fs::write(path(2), &bytes).expect("flip a bit");
 
         let (spool, metrics) = open(dir.path(), 1 << 20);
-        assert_eq!(spool.stats().0, 2);
+        assert_eq!(spool.stats().records, 2);
         assert_eq!(metrics.dropped_count(DropReason::SpoolCorrupt), 0);
         assert_eq!(metrics.profiles_dropped_count(DropReason::SpoolCorrupt), 1);
         let events = spool.read(0).expect("read").expect("there");
@@ -577,7 +597,7 @@ mod tests {
         drop(spool);
         let used = {
             let (spool, _) = open(dir.path(), 1 << 20);
-            spool.stats().1
+            spool.stats().bytes
         };
         let (spool, metrics) = open(dir.path(), used);
         let body = vec![0; used as usize - 100];
@@ -597,7 +617,15 @@ mod tests {
         let stuck = spool.read(0).expect("read").expect("there");
         assert_eq!(spool.set_aside(0).expect("set aside"), Some(3));
         assert!(!spool.contains(0) && spool.is_set_aside(3));
-        assert_eq!(spool.stats(), (3, spool.stats().1, 6), "nothing lost");
+        assert_eq!(
+            spool.stats(),
+            SpoolStats {
+                records: 3,
+                bytes: spool.stats().bytes,
+                events: 6
+            },
+            "nothing lost"
+        );
         assert_eq!(metrics.snapshot("", "").spool_set_aside, 1);
         assert_eq!(spool.oldest(), Some(1), "the others go first");
         spool.remove(1).expect("remove");

@@ -439,7 +439,11 @@ async fn relayed_profiles_survive_an_outage_and_a_restart_with_their_keys() {
         vec![profile("svc", "outage_leaf"), profile("svc2", "other_leaf")],
     )
     .await;
-    assert!(eventually(Duration::from_secs(10), || sidecar.spool().stats().0 == 2).await);
+    assert!(
+        eventually(Duration::from_secs(10), || sidecar.spool().stats().records
+            == 2)
+        .await
+    );
     assert!(
         eventually(Duration::from_secs(10), || !mock
             .profile_attempts()
@@ -453,7 +457,7 @@ async fn relayed_profiles_survive_an_outage_and_a_restart_with_their_keys() {
         .await
         .expect("restart");
     assert_eq!(
-        sidecar.spool().stats().0,
+        sidecar.spool().stats().records,
         2,
         "the spool survived the restart"
     );
@@ -464,7 +468,11 @@ async fn relayed_profiles_survive_an_outage_and_a_restart_with_their_keys() {
     assert_eq!(delivered[0].param("service"), Some("svc"));
     assert_eq!(delivered[0].stacks(), [("main;outage_leaf".to_owned(), 5)]);
     assert_eq!(delivered[1].param("service"), Some("svc2"));
-    assert!(eventually(Duration::from_secs(5), || sidecar.spool().stats().0 == 0).await);
+    assert!(
+        eventually(Duration::from_secs(5), || sidecar.spool().stats().records
+            == 0)
+        .await
+    );
     let m = sidecar.metrics().snapshot("", "");
     assert_eq!((m.shipped_profiles, m.shipped_events), (2, 0));
     assert_eq!(

@@ -56,7 +56,7 @@ async fn events_are_batched_enriched_and_carry_unique_keys() {
     );
     assert!(
         eventually(Duration::from_secs(5), || sidecar.spool().stats()
-            == (0, 0, 0))
+            == profwatch_sidecar::spool::SpoolStats::default())
         .await
     );
     sidecar.shutdown().await.expect("shutdown");
@@ -111,7 +111,11 @@ async fn a_permanent_refusal_is_dead_lettered_counted_and_does_not_block_the_res
     send_unix(&sidecar, line("svc", "ok").repeat(7).into_bytes()).await;
     assert!(eventually(Duration::from_secs(10), || mock.stored().len() == 7).await);
     assert!(mock.stored().iter().all(|e| e.build == "ok"));
-    assert!(eventually(Duration::from_secs(5), || sidecar.spool().stats().0 == 0).await);
+    assert!(
+        eventually(Duration::from_secs(5), || sidecar.spool().stats().records
+            == 0)
+        .await
+    );
     sidecar.shutdown().await.expect("shutdown");
 }
 
@@ -125,7 +129,11 @@ async fn an_outage_and_a_restart_lose_nothing_and_duplicate_nothing() {
         .expect("start");
     let body: String = (0..300).map(|i| line("svc", &format!("o{i}"))).collect();
     send_unix(&sidecar, body.into_bytes()).await;
-    assert!(eventually(Duration::from_secs(10), || sidecar.spool().stats().2 == 300).await);
+    assert!(
+        eventually(Duration::from_secs(10), || sidecar.spool().stats().events
+            == 300)
+        .await
+    );
     assert!(
         eventually(Duration::from_secs(10), || sidecar
             .metrics()
@@ -141,7 +149,7 @@ async fn an_outage_and_a_restart_lose_nothing_and_duplicate_nothing() {
         .await
         .expect("restart");
     assert_eq!(
-        sidecar.spool().stats().2,
+        sidecar.spool().stats().events,
         300,
         "the spool survived the restart"
     );
@@ -167,7 +175,7 @@ async fn a_401_after_a_token_rotation_keeps_every_event_until_the_right_token() 
     send_unix(&sidecar, body.into_bytes()).await;
     assert!(
         eventually(Duration::from_secs(10), || {
-            sidecar.spool().stats().2 == 300
+            sidecar.spool().stats().events == 300
                 && mock.attempts().iter().filter(|a| a.status == 401).count() >= 3
         })
         .await,
@@ -199,11 +207,12 @@ async fn a_401_after_a_token_rotation_keeps_every_event_until_the_right_token() 
     let mut cfg = config(&mock.url, dir.path());
     cfg.token = Some("new-token".into());
     let sidecar = Sidecar::start(cfg).await.expect("restart");
-    assert_eq!(sidecar.spool().stats().2, 300, "nothing was deleted");
+    assert_eq!(sidecar.spool().stats().events, 300, "nothing was deleted");
     assert!(
         eventually(Duration::from_secs(10), || {
             let m = sidecar.metrics().snapshot("", "");
-            m.shipped_events == 300 && sidecar.spool().stats() == (0, 0, 0)
+            m.shipped_events == 300
+                && sidecar.spool().stats() == profwatch_sidecar::spool::SpoolStats::default()
         })
         .await
     );
@@ -275,7 +284,7 @@ async fn a_batch_that_always_fails_is_set_aside_kept_and_the_rest_are_delivered(
         "the batch set aside is still retried"
     );
     assert_eq!(
-        sidecar.spool().stats().2,
+        sidecar.spool().stats().events,
         5,
         "the failing batch is still spooled"
     );
@@ -297,7 +306,7 @@ async fn a_batch_that_always_fails_is_set_aside_kept_and_the_rest_are_delivered(
     assert!(eventually(Duration::from_secs(10), || mock.stored().len() == 255).await);
     assert!(
         eventually(Duration::from_secs(5), || sidecar.spool().stats()
-            == (0, 0, 0))
+            == profwatch_sidecar::spool::SpoolStats::default())
         .await
     );
     sidecar.shutdown().await.expect("shutdown");
@@ -375,7 +384,11 @@ async fn refusals_400_413_and_422_go_to_the_dead_letter_folder_with_their_reason
         metrics.contains("profwatch_agent_dead_letter_records 3"),
         "{metrics}"
     );
-    assert!(eventually(Duration::from_secs(5), || sidecar.spool().stats().0 == 0).await);
+    assert!(
+        eventually(Duration::from_secs(5), || sidecar.spool().stats().records
+            == 0)
+        .await
+    );
     sidecar.shutdown().await.expect("shutdown");
 }
 
