@@ -8,7 +8,7 @@
 //! | `POST /push.v1.PusherService/Push`, `POST /ingest` | Pyroscope compatibility ([`pyroscope`]) |
 //! | `GET /api/v1/regressions[/{id}]`, `POST /api/v1/regressions/{id}/ack|resolve`, `POST /api/v1/analyze`, `GET /api/v1/compare` | regressions ([`regressions`]) |
 //! | `GET /healthz`, `/readyz`, `/metrics` | operations |
-//! | `GET /`, `/assets/{file}` | the dashboard ([`profwatch_ui`]) |
+//! | `GET /`, `/assets/{path}` | the dashboard ([`profwatch_ui`]) |
 //!
 //! Every route sits behind [`origin`] (a local `Host` in loopback mode, same-origin state
 //! changes); every ingest route draws its body bytes from the shared [`budget`]; [`serve`] runs
