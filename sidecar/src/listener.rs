@@ -19,6 +19,7 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
+use profwatch_model::ndjson::EventErrorKind;
 use profwatch_model::timefmt::now_ns;
 use profwatch_model::{ndjson, wire, Limits, RequestEvent};
 use tokio::io::AsyncReadExt;
@@ -79,15 +80,15 @@ impl Ingest {
         };
         match ndjson::parse_event(text, now) {
             Ok(event) => self.accept(event, now, out),
-            Err(message) => {
-                let reason = if message.contains("missing field") {
-                    RejectReason::MissingField
-                } else if message.contains("unknown field") || message.contains("`tenant`") {
-                    RejectReason::UnknownField
-                } else {
-                    RejectReason::BadJson
+            Err(e) => {
+                let reason = match e.kind {
+                    EventErrorKind::MissingField => RejectReason::MissingField,
+                    EventErrorKind::UnknownField | EventErrorKind::Tenant => {
+                        RejectReason::UnknownField
+                    }
+                    _ => RejectReason::BadJson,
                 };
-                self.metrics.reject(reason, &message);
+                self.metrics.reject(reason, &e.message);
             }
         }
     }

@@ -11,13 +11,11 @@
 //! Invariants: a payload is accepted whole or refused whole (reason `bad_profile`), so the
 //! collector never refuses a relayed profile for its content: labels are checked with the
 //! collector's limits, stacks with its profile limits (frames per stack, bytes per frame); an
-//! empty `host` or `dc` is filled by the sidecar. Label keys are mapped as the collector maps
-//! query parameters (`service_name`, `version`, `region`, `hostname` are aliases; keys starting
-//! with `__` are dropped).
+//! empty `host` or `dc` is filled by the sidecar. Label keys are mapped and checked by the very
+//! code the collector uses ([`SampleLabels::apply`], [`SampleLabels::validate`]).
 
 use std::collections::BTreeMap;
 
-use profwatch_model::event::check_labels;
 use profwatch_model::profile::{ProfileBatch, SampleLabels, StackSample};
 use profwatch_model::Limits;
 
@@ -69,7 +67,7 @@ pub fn parse(payload: &[u8], limits: &Limits, now: i64) -> Result<Relayed, Strin
                     .map_err(|_| format!("`ts` = {value:?}; give unix seconds"))?;
                 ts = Some(secs.saturating_mul(NANOS_PER_SEC));
             }
-            _ => apply(&mut labels, &key, value),
+            _ => labels.apply(&key, &value),
         }
     }
     let frequency_hz = rate.ok_or("`sample_rate` is missing (the frequency in Hz)")?;
@@ -135,43 +133,9 @@ pub fn parse(payload: &[u8], limits: &Limits, now: i64) -> Result<Relayed, Strin
     })
 }
 
-/// The collector's mapping of label names onto [`SampleLabels`].
-fn apply(labels: &mut SampleLabels, key: &str, value: String) {
-    let slot = match key {
-        "service" | "service_name" => &mut labels.service,
-        "endpoint" => &mut labels.endpoint,
-        "build" | "version" => &mut labels.build,
-        "dc" | "region" => &mut labels.dc,
-        "host" | "hostname" => &mut labels.host,
-        k if k.starts_with("__") || k.is_empty() => return,
-        k => {
-            labels.extra.insert(k.to_owned(), value);
-            return;
-        }
-    };
-    *slot = value;
-}
-
-/// The collector's checks of a profile's labels.
+/// The collector's checks of a profile's labels ([`SampleLabels::validate`]).
 pub fn check(labels: &SampleLabels, limits: &Limits) -> Result<(), String> {
-    if labels.service.is_empty() {
-        return Err("`service` is missing".to_owned());
-    }
-    for (field, value, max) in [
-        ("service", &labels.service, limits.max_name_len),
-        ("endpoint", &labels.endpoint, limits.max_endpoint_len),
-        ("build", &labels.build, limits.max_name_len),
-        ("dc", &labels.dc, limits.max_name_len),
-        ("host", &labels.host, limits.max_name_len),
-    ] {
-        if value.len() > max {
-            return Err(format!("`{field}` is {} bytes; at most {max}", value.len()));
-        }
-        if value.contains(char::is_control) {
-            return Err(format!("`{field}` holds a control character"));
-        }
-    }
-    check_labels(&labels.extra, limits).map_err(|e| e.to_string())
+    labels.validate(limits).map_err(|e| e.to_string())
 }
 
 /// Percent-decoding of a query component (`+` is a space, as in forms).

@@ -76,12 +76,13 @@ impl Fixture {
     }
 }
 
-/// Build 1 costs 1 ms, build 2 (rolled out after it) 1.5 ms.
+/// Build 1 costs 1 ms, build 2 (rolled out after it) 1.5 ms; the last hour is left free.
 async fn regressed(f: &Fixture) {
     let now = now_ns();
-    f.write(requests("1", 1e6, 1500, now - 3600 * NANOS_PER_SEC, 60))
+    f.write(requests("1", 1e6, 1500, now - 7200 * NANOS_PER_SEC, 60))
         .await;
-    f.write(requests("2", 1.5e6, 1500, now, 60)).await;
+    f.write(requests("2", 1.5e6, 1500, now - 3600 * NANOS_PER_SEC, 60))
+        .await;
 }
 
 #[tokio::test]

@@ -196,7 +196,7 @@ pub async fn post_profiles(
     let mut base = SampleLabels::default();
     for (k, v) in params.iter() {
         if !RESERVED.contains(&k.as_str()) {
-            labels::apply(&mut base, k, v);
+            base.apply(k, v);
         }
     }
     let (raw, mut res) = read_body(&state, &headers, req_body).await?;

@@ -43,7 +43,7 @@ use profwatch_profile::folded::FoldedKind;
 use profwatch_profile::limits::FRAME_OVERHEAD;
 use profwatch_profile::multipart;
 use profwatch_profile::push::{decode_push, PushRequest, PushResponse};
-use profwatch_profile::{labels, ProfileError};
+use profwatch_profile::ProfileError;
 
 /// Pyroscope `__name__` values that are CPU profiles.
 const CPU_NAMES: &[&str] = &["process_cpu", "cpu", "itimer"];
@@ -116,7 +116,7 @@ fn push_batches(
         }
         let mut base = SampleLabels::default();
         for l in &series.labels {
-            labels::apply(&mut base, &l.name, &l.value);
+            base.apply(&l.name, &l.value);
         }
         for sample in &series.samples {
             let opt = DecodeOptions {
@@ -235,9 +235,9 @@ pub async fn ingest(
         return Ok(Json(store_batches(&state, &tenant, Vec::new()).await?));
     }
     let mut base = SampleLabels::default();
-    labels::apply(&mut base, "service", &app.app);
+    base.apply("service", &app.app);
     for (k, v) in &app.labels {
-        labels::apply(&mut base, k, v);
+        base.apply(k, v);
     }
     let st = state.clone();
     let input = Legacy {
