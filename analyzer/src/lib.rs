@@ -34,7 +34,7 @@ pub use changepoint::{
 };
 pub use changepoints_cmd::{run_changepoints, ChangepointsArgs, OutputFormat};
 pub use compare::{
-    choose_builds, compare_all, compare_all_on, BuildTraffic, ClusterBy, CompareConfig, Comparison,
-    EndpointSamples, Metric, Sample, Verdict,
+    choose_builds, compare_all, compare_all_par, BuildTraffic, ClusterBy, CompareConfig,
+    Comparison, EndpointSamples, Metric, Sample, Verdict,
 };
 pub use error::AnalyzerError;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use profwatch_analyzer::attribution::{self, CostRatio, Snapshot};
 use profwatch_analyzer::{
-    compare_all, compare_all_on, Comparison, EndpointSamples, Metric, Sample,
+    compare_all, compare_all_par, Comparison, EndpointSamples, Metric, Sample,
 };
 use profwatch_model::profile::{LabelFilter, ProfileQuery};
 use profwatch_model::query::{BuildSummary, CostSamples, CostSamplesQuery, TimeRange};
@@ -127,8 +127,7 @@ impl RegressionTracker {
             .await?;
         let inputs = endpoint_samples(&groups, baseline, candidate);
         let cfg = self.cfg.compare.clone();
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let out = tokio::task::spawn_blocking(move || compare_all_on(&inputs, &cfg, threads))
+        let out = tokio::task::spawn_blocking(move || compare_all_par(&inputs, &cfg))
             .await
             .map_err(|e| AnalysisError::Task(e.to_string()))??;
         Ok(out)

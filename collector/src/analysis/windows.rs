@@ -8,6 +8,7 @@ use profwatch_model::query::{BuildSummary, SeriesQuery, TimeRange, TimeseriesPoi
 use profwatch_model::regression::RegressionRecord;
 use profwatch_model::timefmt::{format_rfc3339, now_ns, NANOS_PER_SEC};
 use profwatch_model::Tenant;
+use rayon::prelude::*;
 
 use super::record::{from_comparison, Finding};
 use super::{AnalysisError, PassReport, RegressionTracker};
@@ -177,36 +178,19 @@ impl RegressionTracker {
     }
 }
 
-/// Change points of each series, on every core. Each answer stays at its series' index: a
-/// failed or panicked chunk yields an error for each of its series, never a shorter list.
+/// Change points of each series, on the rayon pool. Each answer stays at its series' index: a
+/// failed or panicked detection yields an error for its series, never a shorter list.
 fn detect_all(
     inputs: &[(Vec<f64>, Vec<f64>)],
     cfg: &ChangepointConfig,
 ) -> Vec<Result<Vec<ChangePoint>, String>> {
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let chunk = inputs.len().div_ceil(threads).max(1);
-    std::thread::scope(|sc| {
-        let handles: Vec<_> = inputs
-            .chunks(chunk)
-            .map(|part| {
-                let handle = sc.spawn(move || {
-                    part.iter()
-                        .map(|(v, t)| {
-                            detect_timed(v, t, cfg)
-                                .map(|d| d.changes)
-                                .map_err(|e| e.to_string())
-                        })
-                        .collect::<Vec<_>>()
-                });
-                (part.len(), handle)
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|(len, h)| {
-                h.join()
-                    .unwrap_or_else(|_| vec![Err("the detection thread panicked".to_owned()); len])
-            })
-            .collect()
-    })
+    inputs
+        .par_iter()
+        .map(|(v, t)| {
+            std::panic::catch_unwind(|| detect_timed(v, t, cfg))
+                .map_err(|_| "the detection panicked".to_owned())?
+                .map(|d| d.changes)
+                .map_err(|e| e.to_string())
+        })
+        .collect()
 }
