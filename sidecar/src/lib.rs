@@ -97,25 +97,7 @@ impl Sidecar {
         let (spool, dead_letters) = open_storage(&cfg, metrics.clone()).await?;
         let enricher = enrich::Enricher::new(&cfg.host, cfg.dc.as_deref(), cfg.system_labels);
         let (tx, rx) = mpsc::channel::<batcher::Input>(CHANNEL_CHUNKS);
-        let profiler = if cfg.profile.is_enabled() {
-            let (profile, enricher, tx, m) = (
-                cfg.profile.clone(),
-                enricher.clone(),
-                tx.clone(),
-                metrics.clone(),
-            );
-            let started = tokio::task::spawn_blocking(move || {
-                profiler::Profiler::start(profile, &enricher, tx, m)
-            })
-            .await
-            .map_err(|e| SidecarError::Task {
-                task: "profiler start",
-                message: e.to_string(),
-            })??;
-            Some(started)
-        } else {
-            None
-        };
+        let profiler = start_profiler(&cfg, &enricher, &tx, &metrics).await?;
         let ingest = Arc::new(listener::Ingest {
             enricher,
             limits: Limits::default(),
@@ -128,14 +110,10 @@ impl Sidecar {
             Some(addr) => Some(listener::bind_udp(addr).await?),
             None => None,
         };
-        let udp_addr = match &udp {
-            Some(s) => Some(s.local_addr().map_err(|source| SidecarError::Listen {
-                what: "udp",
-                addr: format!("{:?}", cfg.udp),
-                source,
-            })?),
-            None => None,
-        };
+        let udp_addr = udp
+            .as_ref()
+            .map(|s| local_addr(s.local_addr(), "udp", &cfg.udp))
+            .transpose()?;
         let http_listener =
             match cfg.metrics {
                 Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(
@@ -147,14 +125,10 @@ impl Sidecar {
                 )?),
                 None => None,
             };
-        let metrics_addr = match &http_listener {
-            Some(l) => Some(l.local_addr().map_err(|source| SidecarError::Listen {
-                what: "metrics port",
-                addr: format!("{:?}", cfg.metrics),
-                source,
-            })?),
-            None => None,
-        };
+        let metrics_addr = http_listener
+            .as_ref()
+            .map(|l| local_addr(l.local_addr(), "metrics port", &cfg.metrics))
+            .transpose()?;
         let shipper = shipper::Shipper::new(&cfg, spool.clone(), dead_letters, metrics.clone())
             .map_err(|e| SidecarError::Task {
                 task: "http client",
@@ -194,21 +168,7 @@ impl Sidecar {
                 host: cfg.host.clone(),
                 collector: cfg.events_url.clone(),
             });
-            let app = axum::Router::new()
-                .route("/metrics", get(metrics_page))
-                .route("/status", get(status_page))
-                .with_state(state);
-            let mut stop = stop_out_rx;
-            tokio::spawn(async move {
-                let served = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = stop.changed().await;
-                    })
-                    .await;
-                if let Err(e) = served {
-                    tracing::error!("metrics port stopped: {e}");
-                }
-            })
+            tokio::spawn(serve_status(listener, state, stop_out_rx))
         });
         Ok(Sidecar {
             metrics,
@@ -303,6 +263,66 @@ async fn join(task: &'static str, handle: JoinHandle<()>) -> Result<(), SidecarE
         task,
         message: e.to_string(),
     })
+}
+
+/// The profiler of other processes, when any is configured (it opens perf events, so it starts
+/// on a blocking thread).
+async fn start_profiler(
+    cfg: &SidecarConfig,
+    enricher: &enrich::Enricher,
+    tx: &mpsc::Sender<batcher::Input>,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<profiler::Profiler>, SidecarError> {
+    if !cfg.profile.is_enabled() {
+        return Ok(None);
+    }
+    let (profile, enricher, tx, m) = (
+        cfg.profile.clone(),
+        enricher.clone(),
+        tx.clone(),
+        metrics.clone(),
+    );
+    let started =
+        tokio::task::spawn_blocking(move || profiler::Profiler::start(profile, &enricher, tx, m))
+            .await
+            .map_err(|e| SidecarError::Task {
+                task: "profiler start",
+                message: e.to_string(),
+            })??;
+    Ok(Some(started))
+}
+
+/// The address a listener got, or why it could not be read.
+fn local_addr(
+    got: std::io::Result<SocketAddr>,
+    what: &'static str,
+    asked: &Option<SocketAddr>,
+) -> Result<SocketAddr, SidecarError> {
+    got.map_err(|source| SidecarError::Listen {
+        what,
+        addr: format!("{asked:?}"),
+        source,
+    })
+}
+
+/// Serves `/metrics` and `/status` until `stop` changes.
+async fn serve_status(
+    listener: tokio::net::TcpListener,
+    state: Arc<HttpState>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let app = axum::Router::new()
+        .route("/metrics", get(metrics_page))
+        .route("/status", get(status_page))
+        .with_state(state);
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop.changed().await;
+        })
+        .await;
+    if let Err(e) = served {
+        tracing::error!("metrics port stopped: {e}");
+    }
 }
 
 async fn metrics_page(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
