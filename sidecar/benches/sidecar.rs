@@ -17,7 +17,7 @@
 //! also measured with paced clients, the total rate raised x1.5 per step from `UDP_START` until
 //! more than 1% of the datagrams are lost; the last rate held is the UDP figure.
 //!
-//! `cargo bench -p profwatch-agent --bench sidecar`; environment: `CLIENTS` (default
+//! `cargo bench -p profwatch-sidecar --bench sidecar`; environment: `CLIENTS` (default
 //! `1,8,32`), `TRANSPORTS` (`uds,udp`), `ROUNDS` (3), `WARMUP_MS` (1000), `WINDOW_MS` (5000),
 //! `UDP_START` (10000 events/s).
 

@@ -2,7 +2,7 @@
 //! parsing, enriching and validating NDJSON, and encoding batches (protobuf + zstd). These are
 //! parts of the path, not an ingest rate; `benches/sidecar.rs` measures the rate end to end.
 //!
-//! `cargo bench -p profwatch-agent --bench sidecar_decode`
+//! `cargo bench -p profwatch-sidecar --bench sidecar_decode`
 
 use std::sync::Arc;
 
