@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::event::{check_labels, Labels, Limits, Tenant, ValidationError};
+use crate::event::{check_labels, check_name, Labels, Limits, Tenant, ValidationError};
 use crate::query::TimeRange;
 
 /// The labels every sample carries.
@@ -130,30 +130,10 @@ impl SampleLabels {
     /// Refuses a label set the stores cannot take: no service, fields too long or holding
     /// control characters, too many or bad extra labels (the limits of request events).
     pub fn validate(&self, limits: &Limits) -> Result<(), ValidationError> {
-        if self.service.is_empty() {
-            return Err(ValidationError::Empty {
-                field: "service",
-                max: limits.max_name_len,
-            });
-        }
-        let fields = [
-            ("service", &self.service, limits.max_name_len),
-            ("endpoint", &self.endpoint, limits.max_endpoint_len),
-            ("build", &self.build, limits.max_name_len),
-            ("dc", &self.dc, limits.max_name_len),
-            ("host", &self.host, limits.max_name_len),
-        ];
-        for (field, value, max) in fields {
-            if value.len() > max {
-                return Err(ValidationError::TooLong {
-                    field,
-                    len: value.len(),
-                    max,
-                });
-            }
-            if let Some(at) = value.find(char::is_control) {
-                return Err(ValidationError::ControlChar { field, at });
-            }
+        check_name("service", &self.service, limits.max_name_len, false)?;
+        check_name("endpoint", &self.endpoint, limits.max_endpoint_len, true)?;
+        for (field, value) in [("build", &self.build), ("dc", &self.dc), ("host", &self.host)] {
+            check_name(field, value, limits.max_name_len, true)?;
         }
         check_labels(&self.extra, limits)
     }
