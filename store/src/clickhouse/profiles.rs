@@ -11,10 +11,13 @@ use ::clickhouse::Client;
 use profwatch_model::profile::{
     stack_hash, ProfileBatch, ProfileQuery, ProfileRow, SampleLabels, StackProfile,
 };
+use profwatch_model::timefmt::now_ns;
 use profwatch_model::Tenant;
 use serde::{Deserialize, Serialize};
 
-use super::{query_error, unavailable, unix_days, INSERT_END_TIMEOUT, INSERT_SEND_TIMEOUT};
+use super::client::{
+    day_of, query_error, unavailable, unix_days, INSERT_END_TIMEOUT, INSERT_SEND_TIMEOUT,
+};
 use crate::StoreError;
 
 /// Bound on the remembered (tenant, stack, day) entries; past it the set starts over.
@@ -51,10 +54,6 @@ struct SampleRow<'a> {
     cpu_ns: u64,
 }
 
-fn day_of(ts: i64) -> u16 {
-    u16::try_from(unix_days(ts).max(0)).unwrap_or(u16::MAX)
-}
-
 pub async fn insert(
     client: &Client,
     known: &KnownStacks,
@@ -64,7 +63,7 @@ pub async fn insert(
     let count: usize = batches.iter().map(|b| b.samples.len()).sum();
     let context =
         |step: &str| format!("inserting {count} stack samples for tenant {tenant}: {step}");
-    let today = unix_days(super::now_ns());
+    let today = unix_days(now_ns());
     let mut hashes = Vec::with_capacity(count);
     let mut new_stacks: Vec<(u64, &[String])> = Vec::new();
     {

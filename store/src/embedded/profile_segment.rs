@@ -18,11 +18,11 @@ use parquet::file::serialized_reader::SerializedFileReader;
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::parser::parse_message_type;
 
-use super::memtable::{SampleRows, SeriesKey, Stacks};
-use super::segment::{
+use super::files::{
     pq, put_in_place, read_i32, read_i64, time_bounds, writer_settings, Footer, KEY_MAX_TS,
     KEY_MIN_TS,
 };
+use super::memtable::{SampleRows, SeriesKey, Stacks};
 use crate::StoreError;
 
 const SCHEMA: &str = "message profwatch_profile_segment {
