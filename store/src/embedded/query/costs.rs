@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use profwatch_model::query::{CostRow, CostSamples, CostSamplesQuery};
 
-use super::super::memtable::SeriesKey;
-use super::super::segment::Projection;
 use super::scan::{parallel_ordered, wanted, Work};
 use super::source::Source;
+use crate::embedded::memtable::SeriesKey;
+use crate::embedded::segment::Projection;
 use crate::StoreError;
 
 /// Per-request costs per (endpoint, build), rows in source order.

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use profwatch_model::query::{BuildSummary, BuildsQuery, ServiceSummary, ServicesQuery, TimeRange};
 
-use super::super::segment::{SeriesTotals, Skip};
 use super::scan::{group_maps, parallel_ordered, wanted, GroupMap, Groups, Work, COUNT_ONLY};
 use super::source::Source;
+use crate::embedded::segment::{SeriesTotals, Skip};
 use crate::StoreError;
 
 /// Scans the rows in `range` of the sources that per-series totals do not cover (`totals[i]`

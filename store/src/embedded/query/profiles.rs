@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use profwatch_model::profile::{ProfileQuery, ProfileRow, SampleLabels, StackProfile};
 use profwatch_model::query::TimeRange;
 
-use super::super::memtable::{SeriesKey, Stacks};
 use super::source::Source;
+use crate::embedded::memtable::{SeriesKey, Stacks};
 use crate::StoreError;
 
 /// Whether a series passes a profile query's tenant, service and label filters.

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 
 use profwatch_model::query::{CostAccumulator, GroupBy, TimeRange};
 
-use super::super::memtable::SeriesKey;
-use super::super::segment::{Projection, Skip};
 use super::source::{AsSource, Source};
+use crate::embedded::memtable::SeriesKey;
+use crate::embedded::segment::{Projection, Skip};
 use crate::StoreError;
 
 /// What a query groups rows by, per series: `None` means the series is filtered out.

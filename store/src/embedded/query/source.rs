@@ -5,9 +5,9 @@ use std::sync::{Arc, RwLock};
 
 use profwatch_model::query::TimeRange;
 
-use super::super::memtable::{MemTable, Rows, SampleRows, SeriesKey, Stacks};
-use super::super::profile_segment;
-use super::super::segment::{self, Projection, SegmentMeta, Skip};
+use crate::embedded::memtable::{MemTable, Rows, SampleRows, SeriesKey, Stacks};
+use crate::embedded::profile_segment;
+use crate::embedded::segment::{self, Projection, SegmentMeta, Skip};
 use crate::StoreError;
 
 /// A source of rows for one query. Memtables are read in place (the active one under its read

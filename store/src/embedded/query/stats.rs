@@ -8,9 +8,9 @@ use profwatch_model::query::{
 };
 use profwatch_model::timefmt::NANOS_PER_SEC;
 
-use super::super::segment::Projection;
 use super::scan::{group_maps, group_value, parallel, wanted, GroupMap, Groups, Work};
 use super::source::Source;
+use crate::embedded::segment::Projection;
 use crate::StoreError;
 
 pub fn endpoints(
