@@ -8,7 +8,7 @@ use profwatch_model::timefmt::now_ns;
 use profwatch_model::Tenant;
 use serde::{Deserialize, Serialize};
 
-use super::client::{query_error, unavailable};
+use super::client::{insert_one, query_error, unavailable};
 use crate::StoreError;
 
 pub async fn builds(client: &Client, q: &BuildsQuery) -> Result<Vec<BuildSummary>, StoreError> {
@@ -148,14 +148,7 @@ pub async fn put_regression(client: &Client, r: &RegressionRecord) -> Result<(),
         last_seen: r.last_seen,
         record,
     };
-    let mut ins = client
-        .insert::<RegressionRow<'_>>("regressions")
-        .await
-        .map_err(|e| unavailable("storing a regression record", e))?;
-    ins.write(&row)
-        .await
-        .map_err(|e| unavailable("storing a regression record", e))?;
-    ins.end()
+    insert_one::<RegressionRow<'_>>(client, "regressions", &row)
         .await
         .map_err(|e| unavailable("storing a regression record", e))
 }

@@ -4,15 +4,16 @@
 use std::fmt;
 use std::time::Duration;
 
-use ::clickhouse::Client;
+use ::clickhouse::insert::Insert;
+use ::clickhouse::{Client, Row, RowWrite};
 
 use super::config::ClickHouseConfig;
 use crate::StoreError;
 
 /// Limit on sending one chunk of an insert to the socket.
-pub const INSERT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+const INSERT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// Limit on waiting for ClickHouse to acknowledge an insert once all rows are sent.
-pub const INSERT_END_TIMEOUT: Duration = Duration::from_secs(60);
+const INSERT_END_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub const NS_PER_SECOND: i64 = 1_000_000_000;
 pub const NS_PER_DAY: i64 = 86_400 * NS_PER_SECOND;
@@ -69,4 +70,26 @@ pub fn query_error(context: &str, e: ::clickhouse::error::Error) -> StoreError {
         E::Network(_) | E::TimedOut => StoreError::Unavailable(format!("{context}: {e}")),
         _ => StoreError::Query(format!("{context}: {e}")),
     }
+}
+
+/// Starts an `INSERT` into `table`, with the limits on sending and on the acknowledgement.
+pub async fn start_insert<T: Row>(
+    client: &Client,
+    table: &str,
+) -> Result<Insert<T>, ::clickhouse::error::Error> {
+    Ok(client
+        .insert::<T>(table)
+        .await?
+        .with_timeouts(Some(INSERT_SEND_TIMEOUT), Some(INSERT_END_TIMEOUT)))
+}
+
+/// Inserts one row into `table` (one `INSERT`, acknowledged when this returns `Ok`).
+pub async fn insert_one<T: RowWrite>(
+    client: &Client,
+    table: &str,
+    row: &T::Value<'_>,
+) -> Result<(), ::clickhouse::error::Error> {
+    let mut ins = client.insert::<T>(table).await?;
+    ins.write(row).await?;
+    ins.end().await
 }

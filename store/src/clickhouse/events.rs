@@ -11,9 +11,7 @@ use profwatch_model::sketch::SQL_BUCKET_EXPR;
 use profwatch_model::{RequestEvent, Tenant};
 use serde::{Deserialize, Serialize};
 
-use super::client::{
-    day_of, query_error, unavailable, INSERT_END_TIMEOUT, INSERT_SEND_TIMEOUT, NS_PER_SECOND,
-};
+use super::client::{day_of, query_error, start_insert, unavailable, NS_PER_SECOND};
 use crate::StoreError;
 
 /// The table that holds the events.
@@ -27,11 +25,9 @@ pub async fn insert(
 ) -> Result<(), StoreError> {
     let count = events.len();
     let context = |step: &str| format!("inserting {count} events for tenant {tenant}: {step}");
-    let mut insert = client
-        .insert::<EventRow<'_>>(EVENTS_TABLE)
+    let mut insert = start_insert::<EventRow<'_>>(client, EVENTS_TABLE)
         .await
-        .map_err(|e| unavailable(&context("starting"), e))?
-        .with_timeouts(Some(INSERT_SEND_TIMEOUT), Some(INSERT_END_TIMEOUT));
+        .map_err(|e| unavailable(&context("starting"), e))?;
     for event in events {
         insert
             .write(&EventRow::new(tenant, event))

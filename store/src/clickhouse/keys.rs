@@ -10,7 +10,7 @@ use profwatch_model::timefmt::now_ns;
 use profwatch_model::Tenant;
 use serde::Serialize;
 
-use super::client::{day_of, query_error, unavailable};
+use super::client::{day_of, insert_one, query_error, unavailable};
 use crate::{StoreError, Written};
 
 /// How long a claim on an idempotency key holds off other claims (a claimant that died frees
@@ -83,13 +83,9 @@ async fn claim(client: &Client, tenant: &Tenant, key: &str) -> Result<Option<Wri
         claimed: now,
         date: day_of(now),
     };
-    let claimed = async {
-        let mut ins = client.insert::<ClaimRow<'_>>("batch_claims").await?;
-        ins.write(&row).await?;
-        ins.end().await
-    }
-    .await;
-    claimed.map_err(|e| unavailable("claiming a batch key", e))?;
+    insert_one::<ClaimRow<'_>>(client, "batch_claims", &row)
+        .await
+        .map_err(|e| unavailable("claiming a batch key", e))?;
     tokio::time::sleep(CLAIM_SETTLE).await;
     let first: Vec<String> = client
         .query(
@@ -132,13 +128,7 @@ async fn record_key(client: &Client, tenant: &Tenant, key: &str) {
         received: now,
         date: day_of(now),
     };
-    let recorded = async {
-        let mut ins = client.insert::<KeyRow<'_>>("batch_keys").await?;
-        ins.write(&row).await?;
-        ins.end().await
-    }
-    .await;
-    if let Err(e) = recorded {
+    if let Err(e) = insert_one::<KeyRow<'_>>(client, "batch_keys", &row).await {
         tracing::warn!(error = %e, "stored a batch but could not record its idempotency key");
     }
 }

@@ -7,7 +7,7 @@ use ::clickhouse::Client;
 use profwatch_model::timefmt::now_ns;
 use serde::Serialize;
 
-use super::client::{query_error, unavailable};
+use super::client::{insert_one, query_error, unavailable};
 use crate::StoreError;
 
 /// Takes or renews the lease `name` for `holder` until `ttl` from now; `true` when `holder`
@@ -53,14 +53,7 @@ pub async fn try_lease(
         expires: now + ttl.as_nanos().min(i64::MAX as u128) as i64,
         version: now,
     };
-    let mut ins = client
-        .insert::<LeaseRow<'_>>("leases")
-        .await
-        .map_err(|e| unavailable("claiming a lease", e))?;
-    ins.write(&row)
-        .await
-        .map_err(|e| unavailable("claiming a lease", e))?;
-    ins.end()
+    insert_one::<LeaseRow<'_>>(client, "leases", &row)
         .await
         .map_err(|e| unavailable("claiming a lease", e))?;
     tokio::time::sleep(Duration::from_millis(300)).await;

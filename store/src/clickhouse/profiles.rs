@@ -15,9 +15,7 @@ use profwatch_model::timefmt::now_ns;
 use profwatch_model::Tenant;
 use serde::{Deserialize, Serialize};
 
-use super::client::{
-    day_of, query_error, unavailable, unix_days, INSERT_END_TIMEOUT, INSERT_SEND_TIMEOUT,
-};
+use super::client::{day_of, query_error, start_insert, unavailable, unix_days};
 use crate::StoreError;
 
 /// Bound on the remembered (tenant, stack, day) entries; past it the set starts over.
@@ -119,11 +117,9 @@ async fn insert_stacks(
     today: i64,
     context: &(dyn Fn(&str) -> String + Sync),
 ) -> Result<(), StoreError> {
-    let mut ins = client
-        .insert::<StackRow<'_>>("stacks")
+    let mut ins = start_insert::<StackRow<'_>>(client, "stacks")
         .await
-        .map_err(|e| unavailable(&context("starting the stacks insert"), e))?
-        .with_timeouts(Some(INSERT_SEND_TIMEOUT), Some(INSERT_END_TIMEOUT));
+        .map_err(|e| unavailable(&context("starting the stacks insert"), e))?;
     let date = u16::try_from(today.max(0)).unwrap_or(u16::MAX);
     for (hash, frames) in stacks {
         ins.write(&StackRow {
@@ -148,11 +144,9 @@ async fn insert_samples(
     hashes: &[u64],
     context: &(dyn Fn(&str) -> String + Sync),
 ) -> Result<(), StoreError> {
-    let mut ins = client
-        .insert::<SampleRow<'_>>("samples")
+    let mut ins = start_insert::<SampleRow<'_>>(client, "samples")
         .await
-        .map_err(|e| unavailable(&context("starting the samples insert"), e))?
-        .with_timeouts(Some(INSERT_SEND_TIMEOUT), Some(INSERT_END_TIMEOUT));
+        .map_err(|e| unavailable(&context("starting the samples insert"), e))?;
     let mut hash_iter = hashes.iter();
     for b in batches {
         let l = &b.labels;

@@ -46,6 +46,21 @@ pub(super) fn list(dir: &Path) -> Result<Vec<String>, StoreError> {
     Ok(names)
 }
 
+/// The name of the `kind` file (`seg` or `prof`) of WAL generations `lo..=hi`.
+pub(super) fn range_file_name(kind: &str, lo: u64, hi: u64) -> String {
+    format!("{kind}-{lo:012}-{hi:012}.parquet")
+}
+
+/// The generations `lo..=hi` of a [`range_file_name`] of `kind`.
+pub(super) fn parse_range_file_name(kind: &str, name: &str) -> Option<(u64, u64)> {
+    let core = name
+        .strip_prefix(kind)?
+        .strip_prefix('-')?
+        .strip_suffix(".parquet")?;
+    let (lo, hi) = core.split_once('-')?;
+    Some((lo.parse().ok()?, hi.parse().ok()?))
+}
+
 /// Fsyncs a directory so that creates, renames and deletes in it are durable.
 pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)

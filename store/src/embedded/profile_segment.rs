@@ -19,8 +19,8 @@ use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::parser::parse_message_type;
 
 use super::files::{
-    pq, put_in_place, read_i32, read_i64, time_bounds, writer_settings, Footer, KEY_MAX_TS,
-    KEY_MIN_TS,
+    parse_range_file_name, pq, put_in_place, range_file_name, read_i32, read_i64, time_bounds,
+    writer_settings, Footer, KEY_MAX_TS, KEY_MIN_TS,
 };
 use super::memtable::{SampleRows, SeriesKey, Stacks};
 use crate::StoreError;
@@ -46,13 +46,11 @@ pub struct ProfileMeta {
 }
 
 pub fn file_name(lo: u64, hi: u64) -> String {
-    format!("prof-{lo:012}-{hi:012}.parquet")
+    range_file_name("prof", lo, hi)
 }
 
 pub fn parse_file_name(name: &str) -> Option<(u64, u64)> {
-    let core = name.strip_prefix("prof-")?.strip_suffix(".parquet")?;
-    let (lo, hi) = core.split_once('-')?;
-    Some((lo.parse().ok()?, hi.parse().ok()?))
+    parse_range_file_name("prof", name)
 }
 
 /// Writes samples (any order) with the frames of their stacks, durably, via `tmp_dir`.

@@ -24,8 +24,8 @@ use parquet::schema::parser::parse_message_type;
 use parquet::schema::types::ColumnPath;
 
 use super::files::{
-    pq, put_in_place, read_i32, read_i64, remove_files, sync_dir, time_bounds, writer_settings,
-    Footer, KEY_MAX_TS, KEY_MIN_TS,
+    parse_range_file_name, pq, put_in_place, range_file_name, read_i32, read_i64, remove_files,
+    sync_dir, time_bounds, writer_settings, Footer, KEY_MAX_TS, KEY_MIN_TS,
 };
 use super::keys::IdemKey;
 use super::memtable::{Rows, SeriesKey};
@@ -175,13 +175,11 @@ impl Drop for SegmentMeta {
 }
 
 pub fn file_name(lo: u64, hi: u64) -> String {
-    format!("seg-{lo:012}-{hi:012}.parquet")
+    range_file_name("seg", lo, hi)
 }
 
 pub fn parse_file_name(name: &str) -> Option<(u64, u64)> {
-    let core = name.strip_prefix("seg-")?.strip_suffix(".parquet")?;
-    let (lo, hi) = core.split_once('-')?;
-    Some((lo.parse().ok()?, hi.parse().ok()?))
+    parse_range_file_name("seg", name)
 }
 
 /// Writes sorted rows as segment `lo..=hi` into `dir`, via `tmp_dir`, durably.
