@@ -13,7 +13,7 @@
 //! - Every query filters on `tenant = ?` first (the leading column of the sort key), and on the
 //!   half-open range `ts >= from AND ts < to` (unix ns). All aggregation happens in ClickHouse.
 //! - No client-supplied value is ever spliced into SQL: everything goes through `bind()`. The
-//!   only spliced pieces are constants of this module, the group-by column from the fixed set
+//!   only spliced pieces are constants of these modules, the group-by column from the fixed set
 //!   of [`GroupBy::column`], and the retention in whole days from the configuration.
 //! - Percentiles use the same logarithmic buckets as the embedded store
 //!   ([`SQL_BUCKET_EXPR`]) and `quantilesExactWeighted` with weights in thousandths, so both
@@ -34,6 +34,12 @@
 //!   tables. A batch whose insert fails midway may have reached some shards; nothing was
 //!   acknowledged, and its retry may store those shards' rows twice (replicated tables drop
 //!   such repeated blocks; plain `MergeTree` cannot).
+//! - Configuration that cannot work (an empty or unusable name, replication without a
+//!   cluster, a cluster the server does not have, a database laid out for the other mode) is
+//!   [`StoreError::Config`], found at connect.
+//!
+//! [`GroupBy::column`]: profwatch_model::query::GroupBy::column
+//! [`SQL_BUCKET_EXPR`]: profwatch_model::sketch::SQL_BUCKET_EXPR
 //!
 //! Files: `config.rs`, `client.rs` (a client per node, error mapping, the `Date` of a time),
 //! `migrations.rs` (the schema), `cluster.rs` (nodes, layout and DDL in cluster mode),

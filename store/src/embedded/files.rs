@@ -1,6 +1,7 @@
 //! What every file the embedded store writes has in common.
 //!
-//! - Directories are fsynced after every create, rename and delete that must survive a crash.
+//! - [`sync_dir`] makes the creates, renames and deletes in a directory durable; callers sync
+//!   where a crash must not undo one.
 //! - A Parquet file (an events or a profile segment) is written under `tmp/` with zstd level 1
 //!   and a footer holding the series dictionary and the time bounds, then fsynced; its checksum
 //!   (`<name>.crc32`: CRC32 and length) is written beside its final name, durably, and only then
