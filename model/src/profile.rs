@@ -132,7 +132,11 @@ impl SampleLabels {
     pub fn validate(&self, limits: &Limits) -> Result<(), ValidationError> {
         check_name("service", &self.service, limits.max_name_len, false)?;
         check_name("endpoint", &self.endpoint, limits.max_endpoint_len, true)?;
-        for (field, value) in [("build", &self.build), ("dc", &self.dc), ("host", &self.host)] {
+        for (field, value) in [
+            ("build", &self.build),
+            ("dc", &self.dc),
+            ("host", &self.host),
+        ] {
             check_name(field, value, limits.max_name_len, true)?;
         }
         check_labels(&self.extra, limits)
