@@ -98,10 +98,7 @@ fn random_u64() -> u64 {
         let mut x = state.get();
         if x == 0 {
             let addr = state as *const Cell<u64> as u64;
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0);
+            let nanos = profwatch_model::timefmt::now_ns() as u64;
             x = (addr ^ nanos) | 1;
         }
         x ^= x >> 12;

@@ -352,19 +352,7 @@ impl RunArgs {
                 "--ca-file and --client-cert need an https:// collector",
             ));
         }
-        if let Some(udp) = self.udp {
-            let addr: SocketAddr = udp
-                .parse()
-                .map_err(|e| SidecarError::config("udp", &udp, format!("not an address: {e}")))?;
-            if !addr.ip().is_loopback() {
-                return Err(SidecarError::config(
-                    "udp",
-                    &udp,
-                    "must be a loopback address: local input is not authenticated",
-                ));
-            }
-            cfg.udp = Some(addr);
-        }
+        cfg.udp = self.udp.map(|u| loopback_udp(&u)).transpose()?;
         if let Some(max) = self.spool_max {
             cfg.spool_max_bytes = parse_size(&max).filter(|n| *n >= 1 << 20).ok_or_else(|| {
                 SidecarError::config(
@@ -380,18 +368,7 @@ impl RunArgs {
             self.dead_letter_max,
             self.dead_letter_max_files,
         )?;
-        let limits = profwatch_model::Limits::default();
-        for (flag, value) in [("dc", &self.dc), ("host", &self.host)] {
-            if let Some(v) = value {
-                if v.len() > limits.max_name_len || v.contains(char::is_control) {
-                    return Err(SidecarError::config(
-                        flag,
-                        v.as_str(),
-                        format!("must be at most {} printable bytes", limits.max_name_len),
-                    ));
-                }
-            }
-        }
+        check_names(&self.dc, &self.host)?;
         cfg.dc = self.dc.filter(|d| !d.is_empty());
         if let Some(host) = self.host.filter(|h| !h.is_empty()) {
             cfg.host = host;
@@ -404,22 +381,9 @@ impl RunArgs {
                 SidecarError::config("metrics", metrics, format!("not an address: {e}"))
             })?)
         };
-        if self.batch_events == 0 || self.batch_events > 100_000 {
-            return Err(SidecarError::config(
-                "batch-events",
-                self.batch_events.to_string(),
-                "must be 1..=100000",
-            ));
-        }
-        cfg.batch_max_events = self.batch_events;
-        if self.batch_wait_ms == 0 || self.batch_wait_ms > 60_000 {
-            return Err(SidecarError::config(
-                "batch-wait-ms",
-                self.batch_wait_ms.to_string(),
-                "must be 1..=60000",
-            ));
-        }
-        cfg.batch_max_wait = Duration::from_millis(self.batch_wait_ms);
+        cfg.batch_max_events = within("batch-events", self.batch_events, 100_000)?;
+        cfg.batch_max_wait =
+            Duration::from_millis(within("batch-wait-ms", self.batch_wait_ms, 60_000)?);
         cfg.profile = profile_config(
             self.profile_pid,
             self.profile_name,
@@ -429,6 +393,54 @@ impl RunArgs {
         )?;
         Ok(cfg)
     }
+}
+
+/// `--udp`: a loopback address (local input is not authenticated).
+fn loopback_udp(udp: &str) -> Result<SocketAddr, SidecarError> {
+    let addr: SocketAddr = udp
+        .parse()
+        .map_err(|e| SidecarError::config("udp", udp, format!("not an address: {e}")))?;
+    if !addr.ip().is_loopback() {
+        return Err(SidecarError::config(
+            "udp",
+            udp,
+            "must be a loopback address: local input is not authenticated",
+        ));
+    }
+    Ok(addr)
+}
+
+/// `--dc` and `--host`: names the collector accepts.
+fn check_names(dc: &Option<String>, host: &Option<String>) -> Result<(), SidecarError> {
+    let max = profwatch_model::Limits::default().max_name_len;
+    for (flag, value) in [("dc", dc), ("host", host)] {
+        if let Some(v) = value {
+            if v.len() > max || v.contains(char::is_control) {
+                return Err(SidecarError::config(
+                    flag,
+                    v.as_str(),
+                    format!("must be at most {max} printable bytes"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A count flag from 1 to `max`.
+fn within<T: Copy + PartialOrd + From<u8> + std::fmt::Display>(
+    flag: &'static str,
+    value: T,
+    max: T,
+) -> Result<T, SidecarError> {
+    if value < T::from(1) || value > max {
+        return Err(SidecarError::config(
+            flag,
+            value.to_string(),
+            format!("must be 1..={max}"),
+        ));
+    }
+    Ok(value)
 }
 
 /// `--ca-file`, `--client-cert`, `--client-key`: read and parsed now.

@@ -418,9 +418,7 @@ pub(crate) fn random_u64() -> u64 {
     {
         return u64::from_le_bytes(buf);
     }
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
+    let nanos = profwatch_model::timefmt::now_ns() as u64;
     nanos ^ (u64::from(std::process::id()) << 32) ^ 0x9e37_79b9_7f4a_7c15
 }
 

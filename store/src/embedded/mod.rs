@@ -405,7 +405,7 @@ impl Store for EmbeddedStore {
             range: self.clamp(q.range),
             ..q.clone()
         };
-        self.run(move |src, t| query::profile(&src, &q, t)).await
+        self.run(move |src, _| query::profile(&src, &q)).await
     }
 
     fn warnings(&self) -> Vec<String> {

@@ -1,6 +1,7 @@
 //! Stack profiles: samples summed per (label set, stack) over a range, with each stack's
 //! frames.
 
+use rayon::prelude::*;
 use std::collections::HashMap;
 
 use profwatch_model::profile::{ProfileQuery, ProfileRow, SampleLabels, StackProfile};
@@ -43,13 +44,9 @@ fn labels_of(k: &SeriesKey) -> SampleLabels {
 }
 
 /// Sums samples per (label set, stack) over the range, then attaches each stack's frames.
-pub fn profile(
-    sources: &[Source],
-    q: &ProfileQuery,
-    threads: usize,
-) -> Result<StackProfile, StoreError> {
+pub fn profile(sources: &[Source], q: &ProfileQuery) -> Result<StackProfile, StoreError> {
     let (set_names, work) = label_sets(sources, q);
-    let (totals, frames) = sum_samples(&work, q.range, threads)?;
+    let (totals, frames) = sum_samples(&work, q.range)?;
     let mut rows: Vec<ProfileRow> = totals
         .into_iter()
         .filter_map(|((set, stack), (samples, cpu_ns))| {
@@ -102,43 +99,31 @@ fn label_sets<'a>(sources: &'a [Source], q: &ProfileQuery) -> (Vec<SampleLabels>
     (set_names, work)
 }
 
-/// Sums the samples in `range` of every source, the sources shared out among up to `threads`
-/// threads, and collects the frames of every stack seen.
-fn sum_samples(
-    work: &[Work<'_>],
-    range: TimeRange,
-    threads: usize,
-) -> Result<(Totals, Stacks), StoreError> {
-    let threads = threads.clamp(1, work.len().max(1));
-    let chunk = work.len().div_ceil(threads).max(1);
-    let partials: Vec<Result<(Totals, Stacks), StoreError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = work
-            .chunks(chunk)
-            .map(|part| s.spawn(move || sum_part(part, range)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(StoreError::Query("a scan thread panicked".into())))
-            })
-            .collect()
-    });
-    let mut totals: Totals = HashMap::new();
-    let mut frames: Stacks = HashMap::new();
-    for p in partials {
-        let (t, f) = p?;
-        for (k, v) in t {
-            let e = totals.entry(k).or_default();
-            e.0 += v.0;
-            e.1 += v.1;
-        }
-        frames.extend(f);
-    }
-    Ok((totals, frames))
+/// Sums the samples in `range` of every source, on rayon's pool, and collects the frames of
+/// every stack seen.
+fn sum_samples(work: &[Work<'_>], range: TimeRange) -> Result<(Totals, Stacks), StoreError> {
+    work.par_iter()
+        .map(|w| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                sum_part(std::slice::from_ref(w), range)
+            }))
+            .unwrap_or_else(|_| Err(StoreError::Query("a scan panicked".into())))
+        })
+        .try_reduce(
+            || (HashMap::new(), HashMap::new()),
+            |(mut totals, mut frames), (t, f)| {
+                for (k, v) in t {
+                    let e = totals.entry(k).or_default();
+                    e.0 += v.0;
+                    e.1 += v.1;
+                }
+                frames.extend(f);
+                Ok((totals, frames))
+            },
+        )
 }
 
-/// One thread's share of [`sum_samples`].
+/// A share of [`sum_samples`]: some sources' samples.
 fn sum_part(part: &[Work<'_>], range: TimeRange) -> Result<(Totals, Stacks), StoreError> {
     let mut totals: Totals = HashMap::new();
     let mut frames: Stacks = HashMap::new();

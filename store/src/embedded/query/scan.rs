@@ -2,6 +2,7 @@
 //! once, choosing the sources (and row groups) worth reading, and running the parts of the work
 //! on several threads.
 
+use rayon::prelude::*;
 use std::collections::HashMap;
 
 use profwatch_model::query::{CostAccumulator, GroupBy, TimeRange};
@@ -69,11 +70,29 @@ pub(super) fn group_value(k: &SeriesKey, g: GroupBy) -> Option<&str> {
     }
 }
 
-/// Runs `per_part` over every part of every source (see [`Source::parts`]) on up to
-/// `threads` threads, each taking the next part when it is done, and merges the partial maps.
+/// The parts of every source (see [`Source::parts`]): each source is cut into up to `parts`.
+fn parts_of<T: AsSource>(sources: &[T], parts: usize) -> Vec<(&T, usize, usize)> {
+    let parts = parts.max(1);
+    sources
+        .iter()
+        .flat_map(|t| {
+            let n = t.source().parts(parts);
+            (0..n).map(move |p| (t, p, n))
+        })
+        .collect()
+}
+
+/// Runs `f` on one part; a panic in it is an error of the scan, not of the process.
+fn guarded<R>(f: impl FnOnce() -> Result<R, StoreError>) -> Result<R, StoreError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|_| Err(StoreError::Query("a scan panicked".into())))
+}
+
+/// Runs `per_part` over every part of every source (each source cut into up to `parts`), on
+/// rayon's pool (the one parallel executor), and merges the partial maps.
 pub(super) fn parallel<T, K, F>(
     sources: &[T],
-    threads: usize,
+    parts: usize,
     per_part: F,
 ) -> Result<HashMap<K, CostAccumulator>, StoreError>
 where
@@ -81,55 +100,26 @@ where
     K: std::hash::Hash + Eq + Send,
     F: Fn(&T, usize, usize, &mut HashMap<K, CostAccumulator>) -> Result<(), StoreError> + Sync,
 {
-    let threads = threads.max(1);
-    let work: Vec<(&T, usize, usize)> = sources
-        .iter()
-        .flat_map(|t| {
-            let parts = t.source().parts(threads);
-            (0..parts).map(move |p| (t, p, parts))
+    parts_of(sources, parts)
+        .into_par_iter()
+        .try_fold(HashMap::new, |mut acc, (t, part, n)| {
+            guarded(|| per_part(t, part, n, &mut acc))?;
+            Ok(acc)
         })
-        .collect();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let partials: Vec<Result<HashMap<K, CostAccumulator>, StoreError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads.min(work.len().max(1)))
-            .map(|_| {
-                let (per_part, work, next) = (&per_part, &work, &next);
-                s.spawn(move || {
-                    let mut acc = HashMap::new();
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some((t, part, parts)) = work.get(i) else {
-                            break;
-                        };
-                        per_part(t, *part, *parts, &mut acc)?;
-                    }
-                    Ok(acc)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(StoreError::Query("a scan thread panicked".into())))
-            })
-            .collect()
-    });
-    let mut out: HashMap<K, CostAccumulator> = HashMap::new();
-    for p in partials {
-        for (k, v) in p? {
-            out.entry(k).or_default().merge(&v);
-        }
-    }
-    Ok(out)
+        .try_reduce(HashMap::new, |mut a, b| {
+            for (k, v) in b {
+                a.entry(k).or_default().merge(&v);
+            }
+            Ok(a)
+        })
 }
 
-/// Runs `per_part` over every part of every source (see [`Source::parts`]) on up to `threads`
-/// threads, each taking the next part when it is done, and returns the parts' results in
-/// source and part order (so that merging them in order sees the rows in source order).
+/// Runs `per_part` over every part of every source (each source cut into up to `parts`) on
+/// rayon's pool, and returns the parts' results in source and part order (so that merging them
+/// in order sees the rows in source order).
 pub(super) fn parallel_ordered<T, R, F>(
     sources: &[T],
-    threads: usize,
+    parts: usize,
     per_part: F,
 ) -> Result<Vec<R>, StoreError>
 where
@@ -137,47 +127,10 @@ where
     R: Send,
     F: Fn(&T, usize, usize) -> Result<R, StoreError> + Sync,
 {
-    let threads = threads.max(1);
-    let work: Vec<(&T, usize, usize)> = sources
-        .iter()
-        .flat_map(|t| {
-            let parts = t.source().parts(threads);
-            (0..parts).map(move |p| (t, p, parts))
-        })
-        .collect();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    type Done<R> = Result<Vec<(usize, R)>, StoreError>;
-    let partials: Vec<Done<R>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads.min(work.len().max(1)))
-            .map(|_| {
-                let (per_part, work, next) = (&per_part, &work, &next);
-                s.spawn(move || {
-                    let mut done = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some((t, part, parts)) = work.get(i) else {
-                            break;
-                        };
-                        done.push((i, per_part(t, *part, *parts)?));
-                    }
-                    Ok(done)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(StoreError::Query("a scan thread panicked".into())))
-            })
-            .collect()
-    });
-    let mut all: Vec<(usize, R)> = Vec::with_capacity(work.len());
-    for p in partials {
-        all.extend(p?);
-    }
-    all.sort_by_key(|(i, _)| *i);
-    Ok(all.into_iter().map(|(_, r)| r).collect())
+    parts_of(sources, parts)
+        .into_par_iter()
+        .map(|(t, part, n)| guarded(|| per_part(t, part, n)))
+        .collect()
 }
 
 /// One source of a scan, its series map, and the row groups the map and range rule out.
