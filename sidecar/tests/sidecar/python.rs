@@ -11,7 +11,7 @@ use profwatch_sidecar::Sidecar;
 use crate::support::*;
 
 fn run_demo(envs: &[(&str, String)], build: &str, requests: usize) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/wsgi_demo.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/examples/wsgi_demo.py");
     let out = Command::new("python3")
         .arg(&script)
         .args(["--requests", &requests.to_string(), "--build", build])
