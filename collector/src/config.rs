@@ -313,16 +313,19 @@ fn store_config(clickhouse: RawClickHouse, data_dir: Option<PathBuf>) -> StoreCo
 /// The limits on events: their age (default: the retention) and clock skew.
 fn event_limits(raw: &RawLimits, retention: Duration) -> Result<Limits, ConfigError> {
     let nanos = |d: Duration| d.as_nanos().min(i64::MAX as u128) as i64;
-    let mut limits = Limits::default();
-    limits.max_age_ns = nanos(match &raw.max_event_age {
+    let max_age = match &raw.max_event_age {
         Some(s) => duration("limits.max_event_age", s)?,
         None => retention,
-    });
-    limits.max_future_skew_ns = nanos(duration(
+    };
+    let skew = duration(
         "limits.max_future_skew",
         raw.max_future_skew.as_deref().unwrap_or("10m"),
-    )?);
-    Ok(limits)
+    )?;
+    Ok(Limits {
+        max_age_ns: nanos(max_age),
+        max_future_skew_ns: nanos(skew),
+        ..Limits::default()
+    })
 }
 
 /// The analysis pass: its schedule, the compare's statistics, alert sinks (http or https URLs)
