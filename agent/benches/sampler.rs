@@ -15,8 +15,6 @@
 //!
 //! Environment: `ROUNDS` (pairs, default 6), `ROUND_MS` (default 5000).
 
-mod support;
-
 use std::hint::black_box;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -27,7 +25,7 @@ use std::time::{Duration, Instant};
 use profwatch_agent::counters::thread_cpu_ns;
 use profwatch_agent::sampler::{CollectorSink, DiscardSink};
 use profwatch_agent::{Agent, Config, ExportTarget, Sampler, SamplerConfig};
-use support::{env_u64, median, thread_cpu_by_name};
+use profwatch_testkit::bench::{env_u64, median, thread_cpu_by_name};
 
 const WORKERS: usize = 2;
 

@@ -7,7 +7,6 @@
 //! cheap and every clone shares the queue; the export thread ends once every clone is gone,
 //! after shipping what was queued.
 
-use std::future::Future;
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::Arc;
 
@@ -20,10 +19,7 @@ use crate::endpoint::{EndpointCache, EndpointName};
 use crate::error::AgentError;
 use crate::export::worker::{Metadata, Msg, Record, Worker};
 use crate::export::{DiscardExporter, Exporter, HttpExporter, UnixSocketExporter};
-use crate::instrument::Instrumented;
-use crate::layer::ProfwatchLayer;
-use crate::sampling::Sampler;
-use crate::scope::ScopeGuard;
+use crate::sampling::RequestSampler;
 use crate::stats::{StatCells, Stats};
 
 /// A running SDK instance. Most programs make one ([`crate::init`]); tests make as many as
@@ -35,7 +31,7 @@ pub struct Agent {
 
 struct Inner {
     tx: SyncSender<Msg>,
-    sampler: Sampler,
+    sampler: RequestSampler,
     counters: CounterMode,
     stats: Arc<StatCells>,
     endpoints: EndpointCache,
@@ -115,32 +111,12 @@ impl Agent {
         Ok(Agent {
             inner: Arc::new(Inner {
                 tx,
-                sampler: Sampler::new(config.sampling, weight),
+                sampler: RequestSampler::new(config.sampling, weight),
                 counters: config.counters,
                 stats,
                 endpoints: EndpointCache::default(),
             }),
         })
-    }
-
-    /// Measures the calling thread from now until the guard is dropped.
-    pub fn scope(&self, endpoint: impl Into<EndpointName>) -> ScopeGuard<'_> {
-        ScopeGuard::start(Some(self), endpoint.into())
-    }
-
-    /// Wraps `future` so that the CPU spent polling it, on whichever thread, becomes one
-    /// event for `endpoint` when it completes (or is dropped).
-    pub fn instrument<F: Future>(
-        &self,
-        endpoint: impl Into<EndpointName>,
-        future: F,
-    ) -> Instrumented<F> {
-        Instrumented::new(Some(self), endpoint.into(), future)
-    }
-
-    /// A tower layer measuring every request of the service it wraps.
-    pub fn layer(&self) -> ProfwatchLayer {
-        ProfwatchLayer::new(self.clone())
     }
 
     /// What happened to events so far.

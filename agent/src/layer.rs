@@ -1,7 +1,8 @@
 //! A tower [`Layer`] for axum and hyper services: one event per sampled request, named by
 //! method and route template, with the response's status and the request's wall time.
 //!
-//! Invariants: the endpoint is the route template axum matched ([`MatchedPath`]), never the
+//! Invariants: the endpoint is the route template axum matched (`MatchedPath`, with the `axum`
+//! feature), never the
 //! raw path; without one (plain hyper, or axum's fallback) it is the path's first segment if
 //! that looks like a word, else `unmatched` (see [`crate::endpoint`]). CPU is what polling
 //! the service's response future costs (plus the `call` that creates it), measured as in
@@ -16,13 +17,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use axum::extract::MatchedPath;
 use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use crate::agent::Agent;
-use crate::instrument::{Measure, CANCELLED_STATUS};
+use crate::instrument::CANCELLED_STATUS;
+use crate::measure::Measure;
 
 /// Status recorded when the service fails instead of answering.
 pub const ERROR_STATUS: u16 = 500;
@@ -36,6 +37,13 @@ pub struct ProfwatchLayer {
 impl ProfwatchLayer {
     pub fn new(agent: Agent) -> ProfwatchLayer {
         ProfwatchLayer { agent }
+    }
+}
+
+impl Agent {
+    /// A tower layer measuring every request of the service it wraps.
+    pub fn layer(&self) -> ProfwatchLayer {
+        ProfwatchLayer::new(self.clone())
     }
 }
 
@@ -70,10 +78,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> ResponseFuture<S::Future> {
-        let matched = req
-            .extensions()
-            .get::<MatchedPath>()
-            .map(MatchedPath::as_str);
+        let matched = matched_route(&req);
         let endpoint = self.agent.endpoint(req.method(), matched, req.uri().path());
         match Measure::start(&self.agent, endpoint) {
             None => ResponseFuture {
@@ -90,6 +95,20 @@ where
             }
         }
     }
+}
+
+/// The route template axum matched, when the `axum` feature is on and axum routed the request.
+#[cfg(feature = "axum")]
+fn matched_route<B>(req: &Request<B>) -> Option<&str> {
+    req.extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(axum::extract::MatchedPath::as_str)
+}
+
+/// Without the `axum` feature there is no route template to read.
+#[cfg(not(feature = "axum"))]
+fn matched_route<B>(_req: &Request<B>) -> Option<&str> {
+    None
 }
 
 pin_project! {

@@ -11,7 +11,12 @@
 //! - [`Config`], [`Agent`], [`Stats`]: configuration, the running instance, drop counters.
 //! - [`sampler`] / [`Sampler`]: the stack sampler (perf cpu-clock, per-request attribution).
 //! - [`export`]: the exporters and the wire encoding shared with the sidecar.
-//! - `sidecar` (feature `sidecar`, on by default): `profwatch agent`, the per-host sidecar.
+//!
+//! Features, all off by default so that an instrumented service pays only for the SDK:
+//! - `axum`: [`ProfwatchLayer`] names requests by the route template axum matched. Without it
+//!   the layer (for plain hyper or any tower service) uses the path's first segment.
+//! - `process`: the sampling of other processes (`sampler::process`, `sampler::procfs`), used by
+//!   the sidecar (`profwatch-sidecar`), never by an instrumented service.
 //!
 //! Invariants the whole crate keeps: the request path never blocks and never allocates per
 //! event (a bounded queue, dropped-and-counted when full); only CPU spent on a request's own
@@ -28,12 +33,11 @@ pub mod export;
 mod instrument;
 mod labels;
 mod layer;
+mod measure;
 mod perf_sys;
 pub mod sampler;
 mod sampling;
 mod scope;
-#[cfg(feature = "sidecar")]
-pub mod sidecar;
 mod stats;
 
 use std::future::Future;

@@ -55,7 +55,7 @@ impl Sampling {
 
 /// A [`Sampling`] with its state.
 #[derive(Debug)]
-pub(crate) struct Sampler {
+pub(crate) struct RequestSampler {
     sampling: Sampling,
     weight: f64,
     seen: AtomicU64,
@@ -63,13 +63,13 @@ pub(crate) struct Sampler {
     threshold: u64,
 }
 
-impl Sampler {
-    pub(crate) fn new(sampling: Sampling, weight: f64) -> Sampler {
+impl RequestSampler {
+    pub(crate) fn new(sampling: Sampling, weight: f64) -> RequestSampler {
         let threshold = match sampling {
             Sampling::Probability(p) => (p * u64::MAX as f64) as u64,
             _ => u64::MAX,
         };
-        Sampler {
+        RequestSampler {
             sampling,
             weight,
             seen: AtomicU64::new(0),
@@ -98,10 +98,7 @@ fn random_u64() -> u64 {
         let mut x = state.get();
         if x == 0 {
             let addr = state as *const Cell<u64> as u64;
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0);
+            let nanos = profwatch_model::timefmt::now_ns() as u64;
             x = (addr ^ nanos) | 1;
         }
         x ^= x >> 12;
@@ -130,14 +127,14 @@ mod tests {
 
     #[test]
     fn one_in_n_takes_exactly_one_in_n() {
-        let s = Sampler::new(Sampling::OneIn(4), 4.0);
+        let s = RequestSampler::new(Sampling::OneIn(4), 4.0);
         let taken = (0..400).filter_map(|_| s.sample()).count();
         assert_eq!(taken, 100);
     }
 
     #[test]
     fn probability_is_roughly_p() {
-        let s = Sampler::new(Sampling::Probability(0.1), 10.0);
+        let s = RequestSampler::new(Sampling::Probability(0.1), 10.0);
         let taken = (0..100_000).filter_map(|_| s.sample()).count();
         assert!((8_000..12_000).contains(&taken), "{taken}");
     }

@@ -7,14 +7,14 @@
 //! counter. Labels set while the guard is the innermost scope belong to it.
 
 use std::marker::PhantomData;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use crate::agent::Agent;
 use crate::context;
 use crate::counters::{self, Sample};
 use crate::endpoint::EndpointName;
-use crate::export::worker::Record;
 use crate::labels::{LabelSet, LabelText};
+use crate::measure::{record, Finished};
 use crate::sampler;
 
 /// Measures one synchronous request; records it when dropped.
@@ -36,6 +36,13 @@ struct Active<'a> {
     /// The stack sampler's attribution state (see `crate::sampler`).
     tag: sampler::RequestTag,
     entered: Option<sampler::Entered>,
+}
+
+impl Agent {
+    /// Measures the calling thread from now until the guard is dropped.
+    pub fn scope(&self, endpoint: impl Into<EndpointName>) -> ScopeGuard<'_> {
+        ScopeGuard::start(Some(self), endpoint.into())
+    }
 }
 
 impl<'a> ScopeGuard<'a> {
@@ -110,28 +117,23 @@ impl Drop for ScopeGuard<'_> {
         if let Some(entered) = active.entered.take() {
             sampler::leave(entered, &mut active.tag);
         }
-        let wall_ns = active.started.elapsed().as_nanos() as u64;
         let (labels, status) = self
             .frame
             .and_then(context::pop)
             .unwrap_or_else(|| (LabelSet::new(), None));
         let delta = active.start.until(&end);
-        sampler::finish(&active.tag, &active.endpoint, &labels);
-        active.agent.submit(Record {
-            ts: unix_ns_now().saturating_sub(wall_ns as i64),
-            endpoint: active.endpoint,
-            status: status.unwrap_or(0),
-            cpu_ns: delta.cpu_ns,
-            instructions: delta.instructions,
-            wall_ns,
-            weight: active.weight,
-            labels,
-        });
+        record(
+            active.agent,
+            &active.tag,
+            Finished {
+                endpoint: active.endpoint,
+                weight: active.weight,
+                started: active.started,
+                labels,
+                status: status.unwrap_or(0),
+                cpu_ns: delta.cpu_ns,
+                instructions: delta.instructions,
+            },
+        );
     }
-}
-
-pub(crate) fn unix_ns_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
 }

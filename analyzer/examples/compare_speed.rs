@@ -1,11 +1,11 @@
-//! Times the analyzer's side of an analysis pass: `compare_all_on` over 1000 endpoints of two
+//! Times the analyzer's side of an analysis pass: `compare_all_par` over 1000 endpoints of two
 //! builds with 5000 requests per build each (10M samples), on every core.
 //!
 //! Run: `cargo run --release -p profwatch-analyzer --example compare_speed [endpoints] [requests]`.
 
 use std::time::Instant;
 
-use profwatch_analyzer::compare::{compare_all_on, CompareConfig, EndpointSamples, Verdict};
+use profwatch_analyzer::compare::{compare_all_par, CompareConfig, EndpointSamples, Verdict};
 use profwatch_analyzer::rng::Rng;
 use profwatch_analyzer::sim::Scenario;
 
@@ -23,11 +23,11 @@ fn main() {
         })
         .collect();
     let generated = started.elapsed().as_secs_f64();
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let threads = rayon::current_num_threads();
     let cfg = CompareConfig::default();
     for run in 0..3 {
         let (t, cpu) = (Instant::now(), cpu_seconds());
-        let out = compare_all_on(&inputs, &cfg, threads).expect("valid config");
+        let out = compare_all_par(&inputs, &cfg).expect("valid config");
         let secs = t.elapsed().as_secs_f64();
         let cpu = cpu_seconds().zip(cpu).map(|(b, a)| b - a);
         let regressions = out

@@ -495,7 +495,10 @@ mod tests {
             (0..600)
                 .map(|i| {
                     let frames = vec!["main".to_owned(), format!("caller{i}"), format!("leaf{i}")];
-                    (frames, rng.poisson(30.0 + (i % 7) as f64 * 20.0))
+                    (
+                        frames,
+                        crate::stats::poisson(rng, 30.0 + (i % 7) as f64 * 20.0),
+                    )
                 })
                 .collect()
         };

@@ -1,6 +1,16 @@
-//! Regression detection for profwatch (issue #5): the snapshot compare of two builds per
-//! endpoint ([`compare`]), change points in a series ([`changepoint`]) and the
-//! `profwatch changepoints` command over a CSV file ([`changepoints_cmd`]).
+//! Regression detection for profwatch.
+//!
+//! - [`compare`]: the snapshot compare of two builds per endpoint (clustered, stratified tests).
+//! - [`changepoint`]: change points and drifts in a series.
+//! - [`attribution`]: which functions explain a change in cost per request.
+//! - [`alert`]: webhook delivery of regression alerts (generic JSON, Slack, Alertmanager).
+//! - [`changepoints_cmd`] and [`csv_series`]: `profwatch changepoints` over a CSV file.
+//! - [`report`]: the compare's table as `profwatch compare` prints it.
+//! - [`stats`]: the statistical building blocks the others share.
+//! - [`error`]: the one error type.
+//! - [`rng`]: the seeded generator (`profwatch_model::rng`, re-exported).
+//! - `sim` (feature `sim`): synthetic data with known truth, for the tests, the evaluation
+//!   program and benchmarks.
 //!
 //! The methods, their defaults and the measured quality are described in `analyzer/README.md`;
 //! `cargo run --release -p profwatch-analyzer --example eval` measures them again.
@@ -13,7 +23,8 @@ pub mod compare;
 pub mod csv_series;
 pub mod error;
 pub mod report;
-pub mod rng;
+pub use profwatch_model::rng;
+#[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod stats;
 
@@ -23,7 +34,7 @@ pub use changepoint::{
 };
 pub use changepoints_cmd::{run_changepoints, ChangepointsArgs, OutputFormat};
 pub use compare::{
-    choose_builds, compare_all, compare_all_on, BuildTraffic, ClusterBy, CompareConfig, Comparison,
-    EndpointSamples, Metric, Sample, Verdict,
+    choose_builds, compare_all, compare_all_par, BuildTraffic, ClusterBy, CompareConfig,
+    Comparison, EndpointSamples, Metric, Sample, Verdict,
 };
 pub use error::AnalyzerError;

@@ -6,6 +6,8 @@
 use statrs::distribution::{ContinuousCDF, Normal};
 use statrs::function::gamma::ln_gamma;
 
+use crate::rng::Rng;
+
 /// Up to this many counts the share test sums binomial terms exactly.
 const EXACT_COUNTS: u64 = 2_000;
 
@@ -170,6 +172,46 @@ pub fn average_ranks(x: &[f64]) -> Vec<f64> {
     r
 }
 
+/// A Poisson count of mean `lambda` (0 for a mean that is not finite and `> 0`):
+/// multiplication of uniforms below a mean of 10, else Hörmann's transformed rejection
+/// (PTRS), exact for every mean.
+pub fn poisson(rng: &mut Rng, lambda: f64) -> u64 {
+    if !(lambda.is_finite() && lambda > 0.0) {
+        return 0;
+    }
+    if lambda < 10.0 {
+        let limit = (-lambda).exp();
+        let (mut k, mut p) = (0u64, rng.uniform());
+        while p > limit {
+            k += 1;
+            p *= rng.uniform();
+        }
+        return k;
+    }
+    let (slam, loglam) = (lambda.sqrt(), lambda.ln());
+    let b = 0.931 + 2.53 * slam;
+    let a = -0.059 + 0.02483 * b;
+    let inv_alpha = 1.1239 + 1.1328 / (b - 3.4);
+    let vr = 0.9277 - 3.6224 / (b - 2.0);
+    loop {
+        let u = rng.uniform() - 0.5;
+        let v = rng.uniform();
+        let us = 0.5 - u.abs();
+        let k = ((2.0 * a / us + b) * u + lambda + 0.43).floor();
+        if us >= 0.07 && v <= vr {
+            return k as u64;
+        }
+        if k < 0.0 || (us < 0.013 && v > us) {
+            continue;
+        }
+        if v.ln() + inv_alpha.ln() - (a / (us * us) + b).ln()
+            <= -lambda + k * loglam - ln_gamma(k + 1.0)
+        {
+            return k as u64;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,5 +283,25 @@ mod tests {
             vec![3.5, 1.0, 3.5, 2.0]
         );
         assert!(average_ranks(&[]).is_empty());
+    }
+
+    #[test]
+    fn poisson_mean_and_variance() {
+        let mut r = Rng::new(3);
+        for lambda in [0.3, 4.0, 10.0, 37.5, 2_000.0] {
+            let n = 40_000;
+            let draws: Vec<f64> = (0..n).map(|_| poisson(&mut r, lambda) as f64).collect();
+            let m = draws.iter().sum::<f64>() / n as f64;
+            let v = draws.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n as f64 - 1.0);
+            // Five standard errors of the mean and (roughly) of the variance.
+            assert!(
+                (m - lambda).abs() < 5.0 * (lambda / n as f64).sqrt(),
+                "{lambda}: {m}"
+            );
+            assert!((v / lambda - 1.0).abs() < 0.05, "{lambda}: {v}");
+        }
+        assert_eq!(poisson(&mut r, 0.0), 0);
+        assert_eq!(poisson(&mut r, f64::NAN), 0);
+        assert_eq!(poisson(&mut r, -1.0), 0);
     }
 }

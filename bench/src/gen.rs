@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::Context;
 use flate2::write::GzEncoder;
 use flate2::Compression;
+use profwatch_model::rng::Rng;
 use profwatch_model::{wire, Labels, RequestEvent};
 
 /// The shape of the generated fleet.
@@ -86,42 +87,6 @@ impl Workload {
     }
 }
 
-/// SplitMix64: small, fast, good enough for synthetic data.
-#[derive(Debug, Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        let mut r = Rng(seed);
-        r.next_u64();
-        r
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)`.
-    fn f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (((self.next_u64() >> 32) * n as u64) >> 32) as usize
-    }
-
-    /// Standard normal (Box-Muller).
-    fn normal(&mut self) -> f64 {
-        let u1 = self.f64().max(1e-12);
-        let u2 = self.f64();
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-    }
-}
-
 /// Cumulative weights of a Zipf-like distribution over `n` items with exponent `s`.
 fn zipf_cdf(n: usize, s: f64) -> Vec<f64> {
     let mut acc = 0.0;
@@ -138,7 +103,7 @@ fn zipf_cdf(n: usize, s: f64) -> Vec<f64> {
 }
 
 fn pick(cdf: &[f64], rng: &mut Rng) -> usize {
-    let u = rng.f64();
+    let u = rng.uniform();
     cdf.partition_point(|c| *c <= u)
         .min(cdf.len().saturating_sub(1))
 }
@@ -230,9 +195,9 @@ impl Fleet {
                 (0..p.endpoints_per_service)
                     .map(|j| EndpointModel {
                         name: endpoint_name(j),
-                        ln_median: ln_lo + rng.f64() * (ln_hi - ln_lo),
-                        sigma: 0.4 + 0.6 * rng.f64(),
-                        regresses: rng.f64() < 0.1,
+                        ln_median: ln_lo + rng.uniform() * (ln_hi - ln_lo),
+                        sigma: 0.4 + 0.6 * rng.uniform(),
+                        regresses: rng.uniform() < 0.1,
                     })
                     .collect()
             })
@@ -253,7 +218,7 @@ impl Fleet {
         let hosts = (0..p.hosts)
             .map(|h| (format!("web-{h:03}"), h % p.dcs.max(1)))
             .collect();
-        let host_ipns = (0..p.hosts).map(|_| 2.0 + 6.0 * rng.f64()).collect();
+        let host_ipns = (0..p.hosts).map(|_| 2.0 + 6.0 * rng.uniform()).collect();
         Fleet {
             service_cdf: zipf_cdf(p.services, 1.0),
             endpoint_cdf: zipf_cdf(p.endpoints_per_service, 0.8),
@@ -273,7 +238,7 @@ impl Fleet {
         per_service[s] += 1;
         let ep = &self.endpoints[s][pick(&self.endpoint_cdf, rng)];
         // Newer builds take more traffic as they roll out.
-        let b = (rng.f64().sqrt() * self.builds.len() as f64) as usize;
+        let b = (rng.uniform().sqrt() * self.builds.len() as f64) as usize;
         let b = b.min(self.builds.len().saturating_sub(1));
         let h = rng.below(self.hosts.len());
         let (host, dc) = &self.hosts[h];
@@ -282,10 +247,10 @@ impl Fleet {
             ln += 0.04 * b as f64;
         }
         let cpu_ns = ln.exp().clamp(1_000.0, 3.6e12) as u64;
-        let instructions = (cpu_ns as f64 * self.host_ipns[h] * (0.9 + 0.2 * rng.f64())) as u64;
-        let wait = -(1.0 - rng.f64()).ln() * 2.0 * cpu_ns as f64;
+        let instructions = (cpu_ns as f64 * self.host_ipns[h] * (0.9 + 0.2 * rng.uniform())) as u64;
+        let wait = -(1.0 - rng.uniform()).ln() * 2.0 * cpu_ns as f64;
         let wall_ns = (cpu_ns as f64 + wait).min(8.64e13) as u64;
-        let r = rng.f64();
+        let r = rng.uniform();
         let status = if r < 0.97 {
             200
         } else if r < 0.99 {
@@ -294,7 +259,7 @@ impl Fleet {
             500
         };
         let mut labels = Labels::new();
-        if rng.f64() < 0.1 {
+        if rng.uniform() < 0.1 {
             labels.insert("flag".to_owned(), "new-cart".to_owned());
         }
         RequestEvent {
@@ -365,7 +330,7 @@ pub fn generate(
                         for g in first..last {
                             let base =
                                 start_ns + (span_ns as f64 * (g as f64 / events as f64)) as i64;
-                            let jitter = (rng.f64() * 1e9) as i64;
+                            let jitter = (rng.uniform() * 1e9) as i64;
                             let ts = (base - jitter).clamp(start_ns, now_ns);
                             part.min_ts = part.min_ts.min(ts);
                             part.max_ts = part.max_ts.max(ts);

@@ -1,6 +1,9 @@
 //! `profwatch`: one binary, a subcommand per component. Logic lives in the library crates;
 //! this file only parses arguments and wires them up.
 
+mod compare;
+mod import;
+
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -24,7 +27,7 @@ enum Command {
     /// Run the collector: ingest and query API on the embedded store or ClickHouse.
     Server(ServerArgs),
     /// Compare two builds of a service per endpoint; exit 1 when any endpoint regressed.
-    Compare(CompareArgs),
+    Compare(compare::CompareArgs),
     /// Find change points in a series from a CSV file (e.g. a CI benchmark history).
     Changepoints(ChangepointsArgs),
     /// Upload profiles (pprof, folded, perf script; gzipped or not) to a server.
@@ -38,7 +41,7 @@ enum Command {
     /// Run the per-host sidecar: events and SDK profiles in over a local socket/UDP, stack
     /// sampling of local processes (--profile-pid, --profile-name), disk spool, batches to the
     /// collector.
-    Agent(profwatch_agent::sidecar::AgentArgs),
+    Agent(profwatch_sidecar::AgentArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -95,33 +98,9 @@ struct ImportCmd {
     /// seconds or RFC 3339). Old files need a recent time: the server refuses data older than
     /// its retention.
     #[arg(long, default_value = "original")]
-    time: profwatch_collector::import::Retime,
+    time: import::Retime,
     #[arg(required = true)]
     files: Vec<PathBuf>,
-}
-
-#[derive(Debug, clap::Args)]
-struct CompareArgs {
-    /// The profwatch server, e.g. http://127.0.0.1:4040.
-    #[arg(long, env = "PROFWATCH_SERVER")]
-    server: String,
-    #[arg(long)]
-    service: String,
-    /// The baseline, `build=NAME`.
-    #[arg(long)]
-    baseline: String,
-    /// The candidate, `build=NAME`.
-    #[arg(long)]
-    candidate: String,
-    /// Only this endpoint.
-    #[arg(long)]
-    endpoint: Option<String>,
-    /// `table` or `json`.
-    #[arg(long, default_value = "table")]
-    format: String,
-    /// Bearer token.
-    #[arg(long, env = "PROFWATCH_TOKEN", hide_env_values = true)]
-    token: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -295,70 +274,6 @@ fn init_logging(default: &str) {
         .init();
 }
 
-/// `build=NAME` (the only selector a compare takes today).
-fn build_selector(flag: &str, s: &str) -> anyhow::Result<String> {
-    match s.split_once('=') {
-        Some(("build", b)) if !b.is_empty() => Ok(b.to_owned()),
-        _ => anyhow::bail!("--{flag} takes build=NAME, got {s:?}"),
-    }
-}
-
-/// Runs the compare on the server and prints it; `Ok(true)` when something regressed.
-fn compare(args: CompareArgs) -> anyhow::Result<bool> {
-    let baseline = build_selector("baseline", &args.baseline)?;
-    let candidate = build_selector("candidate", &args.candidate)?;
-    let mut params = vec![
-        ("service", args.service.clone()),
-        ("baseline", baseline),
-        ("candidate", candidate),
-    ];
-    if let Some(e) = &args.endpoint {
-        params.push(("endpoint", e.clone()));
-    }
-    profwatch_model::tls::install_crypto_provider();
-    let client = reqwest::blocking::Client::builder()
-        .timeout(std::time::Duration::from_secs(300))
-        .build()?;
-    let mut req = client
-        .get(format!(
-            "{}/api/v1/compare",
-            args.server.trim_end_matches('/')
-        ))
-        .query(&params);
-    if let Some(t) = &args.token {
-        req = req.bearer_auth(t);
-    }
-    let resp = req
-        .send()
-        .with_context(|| format!("reaching {}", args.server))?;
-    let status = resp.status();
-    let body: serde_json::Value = resp.json().context("reading the answer")?;
-    if !status.is_success() {
-        anyhow::bail!(
-            "the server answered {status}: {}",
-            body["error"].as_str().unwrap_or("(no message)")
-        );
-    }
-    let regressed = body["regressed"].as_bool().unwrap_or(false);
-    match args.format.as_str() {
-        "json" => println!("{}", serde_json::to_string_pretty(&body)?),
-        "table" => {
-            let endpoints: Vec<profwatch_analyzer::Comparison> =
-                serde_json::from_value(body["endpoints"].clone())
-                    .context("reading the endpoints of the answer")?;
-            println!(
-                "{} {} vs {}:\n{}",
-                args.service,
-                body["candidate"].as_str().unwrap_or("?"),
-                body["baseline"].as_str().unwrap_or("?"),
-                profwatch_analyzer::report::table(&endpoints)
-            );
-        }
-        other => anyhow::bail!("--format takes table or json, got {other:?}"),
-    }
-    Ok(regressed)
-}
-
 /// Exit codes: 0 success, 1 `compare` found a regression, 2 any error (the message says what).
 fn main() {
     // Before any HTTP client or TLS listener is built (see model::tls).
@@ -382,7 +297,7 @@ fn run() -> anyhow::Result<()> {
     );
     match cli.command {
         Command::Compare(args) => {
-            if compare(args)? {
+            if compare::run(args)? {
                 std::process::exit(1);
             }
         }
@@ -420,17 +335,16 @@ fn run() -> anyhow::Result<()> {
                     .with_context(|| format!("--label takes k=v, got {l:?}"))?;
                 labels.push((k.to_owned(), v.to_owned()));
             }
-            let report =
-                profwatch_collector::import::run(profwatch_collector::import::ImportArgs {
-                    server: args.server,
-                    token: args.token,
-                    service: args.service,
-                    labels,
-                    sample_rate: args.sample_rate,
-                    files: args.files,
-                    progress: !args.no_progress,
-                    time: args.time,
-                })?;
+            let report = import::run(import::ImportArgs {
+                server: args.server,
+                token: args.token,
+                service: args.service,
+                labels,
+                sample_rate: args.sample_rate,
+                files: args.files,
+                progress: !args.no_progress,
+                time: args.time,
+            })?;
             for f in &report.files {
                 eprintln!(
                     "{}: {:?}, {} bytes uploaded: {}",
@@ -458,7 +372,7 @@ fn run() -> anyhow::Result<()> {
                 })?;
             print!("{out}");
         }
-        Command::Agent(args) => profwatch_agent::sidecar::main(args)?,
+        Command::Agent(args) => profwatch_sidecar::main(args)?,
         Command::Server(args) => {
             let repair = args.repair;
             let mut cfg = args.into_raw()?.validate()?;

@@ -19,7 +19,13 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::watch;
 
 /// The outcome of a lease, shared with its waiters.
-type Shared = Option<Result<Bytes, String>>;
+type Shared = Option<Result<Bytes, LeaderFailed>>;
+
+/// What a request waiting on another's computation gets when that computation failed: the
+/// leader's error, as text (the error itself went to the leader's caller).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct LeaderFailed(pub String);
 
 #[derive(Debug)]
 struct Entry {
@@ -90,7 +96,7 @@ struct LeaseGuard<'a> {
 impl LeaseGuard<'_> {
     /// Stores a successful answer (computed for `generation`) and hands the outcome to the
     /// waiters.
-    fn finish(mut self, result: Result<Bytes, String>, generation: u64) {
+    fn finish(mut self, result: Result<Bytes, LeaderFailed>, generation: u64) {
         {
             let mut g = self.cache.lock();
             match &result {
@@ -235,7 +241,7 @@ impl QueryCache {
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Bytes, E>>,
-        E: From<String> + std::fmt::Display,
+        E: From<LeaderFailed> + std::fmt::Display,
     {
         loop {
             let tx = match self.plan(tenant, &key) {
@@ -261,7 +267,7 @@ impl QueryCache {
             let result = compute().await;
             let shared = match &result {
                 Ok(b) => Ok(b.clone()),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(LeaderFailed(e.to_string())),
             };
             guard.finish(shared, generation);
             return result.map(|body| Cached { body, stale: false });
@@ -289,7 +295,7 @@ impl QueryCache {
 }
 
 /// The leader's outcome, or `None` when the leader went away without one.
-async fn wait(rx: &mut watch::Receiver<Shared>) -> Option<Result<Bytes, String>> {
+async fn wait(rx: &mut watch::Receiver<Shared>) -> Option<Result<Bytes, LeaderFailed>> {
     loop {
         if let Some(r) = rx.borrow().clone() {
             return Some(r);
@@ -308,9 +314,9 @@ mod tests {
 
     #[derive(Debug)]
     struct E(String);
-    impl From<String> for E {
-        fn from(s: String) -> Self {
-            E(s)
+    impl From<LeaderFailed> for E {
+        fn from(s: LeaderFailed) -> Self {
+            E(s.0)
         }
     }
     impl std::fmt::Display for E {

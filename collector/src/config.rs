@@ -222,122 +222,13 @@ impl RawConfig {
                 "must be at least 1h",
             ));
         }
-        for (token, tenant) in &self.tokens {
-            if token.len() < MIN_TOKEN_LEN {
-                return Err(ConfigError::field(
-                    "tokens",
-                    "…",
-                    "every token must be at least 16 characters (use a random one, e.g. `openssl rand -base64 24`)",
-                ));
-            }
-            if tenant.is_empty()
-                || tenant.len() > 64
-                || !tenant
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                return Err(ConfigError::field(
-                    "tokens",
-                    tenant,
-                    "tenants are 1-64 characters of [A-Za-z0-9_-]",
-                ));
-            }
-        }
-        let otlp_grpc = match self.otlp_grpc.as_deref().filter(|a| !a.is_empty()) {
-            None => None,
-            Some(text) => {
-                let addr: SocketAddr = text.parse().map_err(|_| {
-                    ConfigError::field("otlp_grpc", text, "expected IP:PORT, e.g. 0.0.0.0:4317")
-                })?;
-                if self.tokens.is_empty() && !addr.ip().is_loopback() {
-                    return Err(ConfigError::field(
-                        "otlp_grpc",
-                        text,
-                        "without tokens the server only listens on loopback; configure [tokens] (or --token TOKEN=TENANT) to listen elsewhere",
-                    ));
-                }
-                Some(addr)
-            }
-        };
-        if self.tokens.is_empty() && !listen.ip().is_loopback() {
-            return Err(ConfigError::field(
-                "listen",
-                &listen_text,
-                "without tokens the server only listens on loopback; configure [tokens] (or --token TOKEN=TENANT) to listen elsewhere",
-            ));
-        }
-        let store = match self.clickhouse.url {
-            Some(url) => StoreConfig::ClickHouse {
-                url,
-                database: self
-                    .clickhouse
-                    .database
-                    .unwrap_or_else(|| "profwatch".to_owned()),
-                user: self.clickhouse.user,
-                password: self.clickhouse.password,
-                cluster: self.clickhouse.cluster.filter(|c| !c.is_empty()),
-                replicated: self.clickhouse.replicated.unwrap_or(false),
-            },
-            None => StoreConfig::Embedded {
-                dir: self
-                    .data_dir
-                    .unwrap_or_else(|| PathBuf::from("./profwatch-data")),
-            },
-        };
-        let mut limits = Limits::default();
-        limits.max_age_ns = match &self.limits.max_event_age {
-            Some(s) => duration("limits.max_event_age", s)?,
-            None => retention,
-        }
-        .as_nanos()
-        .min(i64::MAX as u128) as i64;
-        limits.max_future_skew_ns = duration(
-            "limits.max_future_skew",
-            self.limits.max_future_skew.as_deref().unwrap_or("10m"),
-        )?
-        .as_nanos()
-        .min(i64::MAX as u128) as i64;
+        check_tokens(&self.tokens, listen, &listen_text)?;
+        let otlp_grpc = otlp_grpc_address(self.otlp_grpc.as_deref(), self.tokens.is_empty())?;
+        let limits = event_limits(&self.limits, retention)?;
         let body = BodyLimits::of(&self.limits)?;
-        let mut compare = profwatch_analyzer::CompareConfig::default();
-        if let Some(a) = self.analysis.alpha {
-            compare.alpha = a;
-        }
-        if let Some(m) = self.analysis.min_effect {
-            compare.min_effect = m;
-        }
-        if let Some(n) = self.analysis.min_requests {
-            compare.min_requests = n;
-        }
-        compare
-            .validate()
-            .map_err(|e| ConfigError::field("analysis", "…", &e.to_string()))?;
-        for sink in &self.alerts {
-            if !(sink.url.starts_with("http://") || sink.url.starts_with("https://")) {
-                return Err(ConfigError::field(
-                    "alerts.url",
-                    &profwatch_analyzer::alert::redacted(&sink.url),
-                    "must be an http:// or https:// URL",
-                ));
-            }
-        }
         let tls = tls_settings(self.tls)?;
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let analysis = AnalysisSettings {
-            interval: duration(
-                "analysis.interval",
-                self.analysis.interval.as_deref().unwrap_or("5m"),
-            )?,
-            window: duration(
-                "analysis.window",
-                self.analysis.window.as_deref().unwrap_or("24h"),
-            )?,
-            compare,
-            public_url: self
-                .analysis
-                .public_url
-                .unwrap_or_else(|| format!("{scheme}://{listen}")),
-            alerts: self.alerts,
-        };
+        let analysis = analysis_settings(self.analysis, self.alerts, scheme, listen)?;
         Ok(Config {
             query_cache_bytes: self.query_cache_bytes.unwrap_or(64 << 20),
             query_cache_ttl: duration(
@@ -348,7 +239,7 @@ impl RawConfig {
             listen,
             tls,
             otlp_grpc,
-            store,
+            store: store_config(self.clickhouse, self.data_dir),
             retention,
             tokens: self.tokens,
             limits,
@@ -366,6 +257,143 @@ impl RawConfig {
             repair: false,
         })
     }
+}
+
+/// `otlp_grpc`: off when unset or empty; like `listen`, loopback only without tokens.
+fn otlp_grpc_address(
+    text: Option<&str>,
+    no_tokens: bool,
+) -> Result<Option<SocketAddr>, ConfigError> {
+    let Some(text) = text.filter(|a| !a.is_empty()) else {
+        return Ok(None);
+    };
+    let addr: SocketAddr = text.parse().map_err(|_| {
+        ConfigError::field("otlp_grpc", text, "expected IP:PORT, e.g. 0.0.0.0:4317")
+    })?;
+    if no_tokens && !addr.ip().is_loopback() {
+        return Err(ConfigError::field(
+            "otlp_grpc",
+            text,
+            "without tokens the server only listens on loopback; configure [tokens] (or --token TOKEN=TENANT) to listen elsewhere",
+        ));
+    }
+    Ok(Some(addr))
+}
+
+/// Tokens of at least [`MIN_TOKEN_LEN`] characters, tenants of 1-64 `[A-Za-z0-9_-]`, and no
+/// listening beyond loopback without tokens.
+fn check_tokens(
+    tokens: &BTreeMap<String, String>,
+    listen: SocketAddr,
+    listen_text: &str,
+) -> Result<(), ConfigError> {
+    for (token, tenant) in tokens {
+        if token.len() < MIN_TOKEN_LEN {
+            return Err(ConfigError::field(
+                "tokens",
+                "…",
+                "every token must be at least 16 characters (use a random one, e.g. `openssl rand -base64 24`)",
+            ));
+        }
+        if tenant.is_empty()
+            || tenant.len() > 64
+            || !tenant
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(ConfigError::field(
+                "tokens",
+                tenant,
+                "tenants are 1-64 characters of [A-Za-z0-9_-]",
+            ));
+        }
+    }
+    if tokens.is_empty() && !listen.ip().is_loopback() {
+        return Err(ConfigError::field(
+            "listen",
+            listen_text,
+            "without tokens the server only listens on loopback; configure [tokens] (or --token TOKEN=TENANT) to listen elsewhere",
+        ));
+    }
+    Ok(())
+}
+
+/// ClickHouse when a URL is given, else the embedded store in `data_dir`.
+fn store_config(clickhouse: RawClickHouse, data_dir: Option<PathBuf>) -> StoreConfig {
+    match clickhouse.url {
+        Some(url) => StoreConfig::ClickHouse {
+            url,
+            database: clickhouse
+                .database
+                .unwrap_or_else(|| "profwatch".to_owned()),
+            user: clickhouse.user,
+            password: clickhouse.password,
+            cluster: clickhouse.cluster.filter(|c| !c.is_empty()),
+            replicated: clickhouse.replicated.unwrap_or(false),
+        },
+        None => StoreConfig::Embedded {
+            dir: data_dir.unwrap_or_else(|| PathBuf::from("./profwatch-data")),
+        },
+    }
+}
+
+/// The limits on events: their age (default: the retention) and clock skew.
+fn event_limits(raw: &RawLimits, retention: Duration) -> Result<Limits, ConfigError> {
+    let nanos = |d: Duration| d.as_nanos().min(i64::MAX as u128) as i64;
+    let max_age = match &raw.max_event_age {
+        Some(s) => duration("limits.max_event_age", s)?,
+        None => retention,
+    };
+    let skew = duration(
+        "limits.max_future_skew",
+        raw.max_future_skew.as_deref().unwrap_or("10m"),
+    )?;
+    Ok(Limits {
+        max_age_ns: nanos(max_age),
+        max_future_skew_ns: nanos(skew),
+        ..Limits::default()
+    })
+}
+
+/// The analysis pass: its schedule, the compare's statistics, alert sinks (http or https URLs)
+/// and the dashboard URL alerts link to (default: this server's).
+fn analysis_settings(
+    raw: RawAnalysis,
+    alerts: Vec<profwatch_analyzer::alert::Sink>,
+    scheme: &str,
+    listen: SocketAddr,
+) -> Result<AnalysisSettings, ConfigError> {
+    let mut compare = profwatch_analyzer::CompareConfig::default();
+    if let Some(a) = raw.alpha {
+        compare.alpha = a;
+    }
+    if let Some(m) = raw.min_effect {
+        compare.min_effect = m;
+    }
+    if let Some(n) = raw.min_requests {
+        compare.min_requests = n;
+    }
+    compare
+        .validate()
+        .map_err(|e| ConfigError::field("analysis", "…", &e.to_string()))?;
+    for sink in &alerts {
+        if !(sink.url.starts_with("http://") || sink.url.starts_with("https://")) {
+            return Err(ConfigError::field(
+                "alerts.url",
+                &profwatch_analyzer::alert::redacted(&sink.url),
+                "must be an http:// or https:// URL",
+            ));
+        }
+    }
+    Ok(AnalysisSettings {
+        interval: duration("analysis.interval", raw.interval.as_deref().unwrap_or("5m"))?,
+        window: duration("analysis.window", raw.window.as_deref().unwrap_or("24h"))?,
+        compare,
+        public_url: raw
+            .public_url
+            .unwrap_or_else(|| format!("{scheme}://{listen}")),
+        alerts,
+    })
 }
 
 /// The validated limits on request bodies, alone and all together.

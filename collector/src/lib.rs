@@ -12,7 +12,6 @@ pub mod analysis;
 pub mod cache;
 pub mod config;
 pub mod http;
-pub mod import;
 pub mod metrics;
 pub mod otlp_grpc;
 pub mod server;

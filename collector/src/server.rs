@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use profwatch_analyzer::alert::{DeliveryConfig, Dispatcher};
 
-use crate::analysis::{AnalysisConfig, Analyzer};
+use crate::analysis::{AnalysisConfig, RegressionTracker};
 use crate::cache::QueryCache;
 use crate::config::{Config, StoreConfig};
 use crate::http::{self, AppState};
@@ -122,7 +122,7 @@ pub async fn run(
             .map_err(ServerError::Alerts)?,
         )
     };
-    let analyzer = Analyzer::new(
+    let analyzer = RegressionTracker::new(
         store.clone(),
         AnalysisConfig {
             window: cfg.analysis.window,
@@ -208,7 +208,7 @@ pub async fn run(
 /// `passes` counts the passes this process ran, by outcome.
 fn spawn_schedule(
     cfg: &Config,
-    analyzer: Analyzer,
+    analyzer: RegressionTracker,
     passes: AnalysisPasses,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let every = cfg.analysis.interval;

@@ -229,7 +229,7 @@ pub fn check_labels(labels: &Labels, limits: &Limits) -> Result<(), ValidationEr
     Ok(())
 }
 
-fn check_name(
+pub(crate) fn check_name(
     field: &'static str,
     value: &str,
     max: usize,

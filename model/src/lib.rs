@@ -14,6 +14,7 @@ pub mod percent;
 pub mod profile;
 pub mod query;
 pub mod regression;
+pub mod rng;
 pub mod scan;
 pub mod sketch;
 pub mod timefmt;

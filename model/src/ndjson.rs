@@ -9,6 +9,7 @@
 //! before anything past them is allocated, so a line of any size costs at most a small multiple
 //! of its own length; [`RequestEvent::validate`] then applies a server's own limits.
 
+use std::cell::Cell;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
@@ -47,40 +48,176 @@ enum JsonTs {
     Text(String),
 }
 
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+/// One event as JSON. Written with serde's derive; read by [`EventSeed`], which bounds every
+/// field while parsing and tells a missing or unknown field from any other error by its type.
+#[derive(Debug, Serialize)]
 struct JsonEvent {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     ts: Option<JsonTs>,
-    #[serde(deserialize_with = "service")]
     service: String,
-    #[serde(deserialize_with = "endpoint")]
     endpoint: String,
-    #[serde(default, deserialize_with = "build")]
     build: String,
-    #[serde(default, deserialize_with = "dc")]
     dc: String,
-    #[serde(default, deserialize_with = "host")]
     host: String,
-    #[serde(default)]
     status: u16,
     cpu_ns: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     instructions: Option<u64>,
-    #[serde(default)]
     wall_ns: u64,
-    #[serde(default = "one")]
     weight: f64,
-    #[serde(
-        default,
-        skip_serializing_if = "Labels::is_empty",
-        deserialize_with = "labels"
-    )]
+    #[serde(skip_serializing_if = "Labels::is_empty")]
     labels: Labels,
 }
 
-fn one() -> f64 {
-    1.0
+/// The fields of [`JsonEvent`], as an unknown field's message lists them.
+const FIELDS: &[&str] = &[
+    "ts",
+    "service",
+    "endpoint",
+    "build",
+    "dc",
+    "host",
+    "status",
+    "cpu_ns",
+    "instructions",
+    "wall_ns",
+    "weight",
+    "labels",
+];
+
+/// Why one JSON event could not be read: what kind of problem, and the message for the sender.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct EventError {
+    pub kind: EventErrorKind,
+    pub message: String,
+}
+
+/// The kinds of [`EventError`], for counting refusals by reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EventErrorKind {
+    /// Not JSON, a value of the wrong type, a duplicate field or a value over a limit.
+    Invalid,
+    /// A required field (`service`, `endpoint`, `cpu_ns`) is absent.
+    MissingField,
+    /// A field the format does not have: refused, so that a typo never drops data.
+    UnknownField,
+    /// `tenant` in the body: the tenant comes from the bearer token.
+    Tenant,
+}
+
+/// Reads one [`JsonEvent`], noting in `kind` why it failed when it does.
+struct EventSeed<'k> {
+    kind: &'k Cell<EventErrorKind>,
+}
+
+impl<'de> DeserializeSeed<'de> for EventSeed<'_> {
+    type Value = JsonEvent;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<JsonEvent, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+/// Fills `slot` once; a second value for the field is an error.
+fn once<T, E: de::Error>(slot: &mut Option<T>, field: &'static str, value: T) -> Result<(), E> {
+    match slot {
+        Some(_) => Err(E::duplicate_field(field)),
+        None => {
+            *slot = Some(value);
+            Ok(())
+        }
+    }
+}
+
+/// A field every event must have.
+fn required<T, E: de::Error>(
+    slot: Option<T>,
+    field: &'static str,
+    kind: &Cell<EventErrorKind>,
+) -> Result<T, E> {
+    slot.ok_or_else(|| {
+        kind.set(EventErrorKind::MissingField);
+        E::missing_field(field)
+    })
+}
+
+/// The longest field name read (the longest known one is far shorter).
+const MAX_FIELD_NAME: usize = 64;
+
+impl<'de> Visitor<'de> for EventSeed<'_> {
+    type Value = JsonEvent;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object, one request event")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonEvent, A::Error> {
+        let name = |field| Bounded {
+            field,
+            max: MAX_NAME_LEN,
+        };
+        let (mut ts, mut service, mut endpoint, mut build, mut dc, mut host) =
+            (None, None, None, None, None, None);
+        let (mut status, mut cpu_ns, mut instructions, mut wall_ns, mut weight, mut labels) =
+            (None, None, None, None, None, None);
+        let field_name = Bounded {
+            field: "a field name",
+            max: MAX_FIELD_NAME,
+        };
+        while let Some(key) = map.next_key_seed(field_name)? {
+            match key.as_str() {
+                "ts" => once(&mut ts, "ts", map.next_value::<Option<JsonTs>>()?)?,
+                "service" => once(
+                    &mut service,
+                    "service",
+                    map.next_value_seed(name("service"))?,
+                )?,
+                "endpoint" => {
+                    let bound = Bounded {
+                        field: "endpoint",
+                        max: MAX_ENDPOINT_LEN,
+                    };
+                    once(&mut endpoint, "endpoint", map.next_value_seed(bound)?)?
+                }
+                "build" => once(&mut build, "build", map.next_value_seed(name("build"))?)?,
+                "dc" => once(&mut dc, "dc", map.next_value_seed(name("dc"))?)?,
+                "host" => once(&mut host, "host", map.next_value_seed(name("host"))?)?,
+                "status" => once(&mut status, "status", map.next_value::<u16>()?)?,
+                "cpu_ns" => once(&mut cpu_ns, "cpu_ns", map.next_value::<u64>()?)?,
+                "instructions" => once(
+                    &mut instructions,
+                    "instructions",
+                    map.next_value::<Option<u64>>()?,
+                )?,
+                "wall_ns" => once(&mut wall_ns, "wall_ns", map.next_value::<u64>()?)?,
+                "weight" => once(&mut weight, "weight", map.next_value::<f64>()?)?,
+                "labels" => once(&mut labels, "labels", map.next_value_seed(LabelMap)?)?,
+                other => {
+                    self.kind.set(match other {
+                        "tenant" => EventErrorKind::Tenant,
+                        _ => EventErrorKind::UnknownField,
+                    });
+                    return Err(de::Error::unknown_field(other, FIELDS));
+                }
+            }
+        }
+        Ok(JsonEvent {
+            ts: ts.flatten(),
+            service: required(service, "service", self.kind)?,
+            endpoint: required(endpoint, "endpoint", self.kind)?,
+            build: build.unwrap_or_default(),
+            dc: dc.unwrap_or_default(),
+            host: host.unwrap_or_default(),
+            status: status.unwrap_or(0),
+            cpu_ns: required(cpu_ns, "cpu_ns", self.kind)?,
+            instructions: instructions.flatten(),
+            wall_ns: wall_ns.unwrap_or(0),
+            weight: weight.unwrap_or(1.0),
+            labels: labels.unwrap_or_default(),
+        })
+    }
 }
 
 /// A string of at most `max` bytes, refused before it is copied.
@@ -115,46 +252,6 @@ impl<'de> DeserializeSeed<'de> for Bounded {
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
         d.deserialize_str(self)
     }
-}
-
-fn service<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    Bounded {
-        field: "service",
-        max: MAX_NAME_LEN,
-    }
-    .deserialize(d)
-}
-
-fn endpoint<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    Bounded {
-        field: "endpoint",
-        max: MAX_ENDPOINT_LEN,
-    }
-    .deserialize(d)
-}
-
-fn build<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    Bounded {
-        field: "build",
-        max: MAX_NAME_LEN,
-    }
-    .deserialize(d)
-}
-
-fn dc<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    Bounded {
-        field: "dc",
-        max: MAX_NAME_LEN,
-    }
-    .deserialize(d)
-}
-
-fn host<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    Bounded {
-        field: "host",
-        max: MAX_NAME_LEN,
-    }
-    .deserialize(d)
 }
 
 /// A label key, checked before it is copied.
@@ -246,26 +343,37 @@ impl<'de> Visitor<'de> for LabelMap {
     }
 }
 
-fn labels<'de, D: Deserializer<'de>>(d: D) -> Result<Labels, D::Error> {
-    d.deserialize_map(LabelMap)
+impl<'de> DeserializeSeed<'de> for LabelMap {
+    type Value = Labels;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Labels, D::Error> {
+        d.deserialize_map(self)
+    }
 }
 
 /// Parses one JSON object into an event (not yet validated). `now` fills a missing `ts`.
-pub fn parse_event(text: &str, now: i64) -> Result<RequestEvent, String> {
-    let raw: JsonEvent = serde_json::from_str(text).map_err(|e| {
-        let msg = e.to_string();
-        if msg.contains("unknown field `tenant`") {
-            "field `tenant` is not accepted in the body; the tenant comes from the bearer token"
-                .to_owned()
-        } else {
-            msg
-        }
-    })?;
+pub fn parse_event(text: &str, now: i64) -> Result<RequestEvent, EventError> {
+    let kind = Cell::new(EventErrorKind::Invalid);
+    let mut de = serde_json::Deserializer::from_str(text);
+    let raw = EventSeed { kind: &kind }
+        .deserialize(&mut de)
+        .and_then(|raw| de.end().map(|()| raw))
+        .map_err(|e| {
+            let kind = kind.get();
+            let message = match kind {
+                EventErrorKind::Tenant => "field `tenant` is not accepted in the body; the tenant \
+                                           comes from the bearer token"
+                    .to_owned(),
+                _ => e.to_string(),
+            };
+            EventError { kind, message }
+        })?;
     let ts = match raw.ts {
         None => now,
         Some(JsonTs::Nanos(ns)) => ns,
-        Some(JsonTs::Text(s)) => parse_rfc3339_ns(&s).ok_or_else(|| {
-            format!("field `ts`: {s:?} is neither unix nanoseconds nor an RFC 3339 time")
+        Some(JsonTs::Text(s)) => parse_rfc3339_ns(&s).ok_or_else(|| EventError {
+            kind: EventErrorKind::Invalid,
+            message: format!("field `ts`: {s:?} is neither unix nanoseconds nor an RFC 3339 time"),
         })?,
     };
     Ok(RequestEvent {
@@ -314,7 +422,10 @@ pub fn parse_body_capped(body: &[u8], max_events: usize) -> Result<Vec<RequestEv
         if events.len() == max_events {
             return Err(BodyError::TooManyEvents { max: max_events });
         }
-        events.push(parse_event(text, now).map_err(|message| LineError { line, message })?);
+        events.push(parse_event(text, now).map_err(|e| LineError {
+            line,
+            message: e.message,
+        })?);
     }
     Ok(events)
 }

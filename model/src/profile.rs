@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::event::{Labels, Tenant};
+use crate::event::{check_labels, check_name, Labels, Limits, Tenant, ValidationError};
 use crate::query::TimeRange;
 
 /// The labels every sample carries.
@@ -106,6 +106,42 @@ impl StackProfile {
 }
 
 impl SampleLabels {
+    /// Sets the field `key` names to `value`. Every input maps label names the same way:
+    /// `service`/`service_name` → service; `endpoint` → endpoint; `build`/`version` → build;
+    /// `dc`/`region` → dc; `host`/`hostname` → host; keys starting with `__` (Pyroscope's
+    /// `__name__`, ...) are internal and dropped; everything else is an extra label. A later
+    /// value for a field replaces an earlier one.
+    pub fn apply(&mut self, key: &str, value: &str) {
+        let slot = match key {
+            "service" | "service_name" => &mut self.service,
+            "endpoint" => &mut self.endpoint,
+            "build" | "version" => &mut self.build,
+            "dc" | "region" => &mut self.dc,
+            "host" | "hostname" => &mut self.host,
+            k if k.starts_with("__") || k.is_empty() => return,
+            k => {
+                self.extra.insert(k.to_owned(), value.to_owned());
+                return;
+            }
+        };
+        value.clone_into(slot);
+    }
+
+    /// Refuses a label set the stores cannot take: no service, fields too long or holding
+    /// control characters, too many or bad extra labels (the limits of request events).
+    pub fn validate(&self, limits: &Limits) -> Result<(), ValidationError> {
+        check_name("service", &self.service, limits.max_name_len, false)?;
+        check_name("endpoint", &self.endpoint, limits.max_endpoint_len, true)?;
+        for (field, value) in [
+            ("build", &self.build),
+            ("dc", &self.dc),
+            ("host", &self.host),
+        ] {
+            check_name(field, value, limits.max_name_len, true)?;
+        }
+        check_labels(&self.extra, limits)
+    }
+
     /// The value of a label by name, as a filter sees it.
     pub fn get(&self, key: &str) -> Option<&str> {
         match key {

@@ -487,11 +487,7 @@ impl Grouped {
         }
         let mut labels = opt.base.clone();
         for (k, v) in &key {
-            labels::apply(
-                &mut labels,
-                s.get(*k, "label.key")?,
-                s.get(*v, "label.str")?,
-            );
+            labels.apply(s.get(*k, "label.key")?, s.get(*v, "label.str")?);
         }
         labels::validate(&labels, opt.label_limits)?;
         self.label_sets.push(labels);

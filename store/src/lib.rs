@@ -47,6 +47,11 @@ pub enum StoreError {
     /// A query the backend rejected.
     #[error("query failed: {0}")]
     Query(String),
+    /// The store's configuration cannot work: a name it refuses, a cluster the server does not
+    /// have, a database laid out for the other mode. Retrying cannot help; the operator must
+    /// change the configuration.
+    #[error("the store's configuration is unusable: {0}")]
+    Config(String),
     /// The store has been shut down.
     #[error("the store is shutting down")]
     Closed,

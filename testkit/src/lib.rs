@@ -12,6 +12,7 @@
 //!
 //! [`clickhouse_cluster`] starts a throwaway 2-shard ClickHouse cluster for the cluster tests.
 
+pub mod bench;
 pub mod clickhouse_cluster;
 
 use std::io::Write;

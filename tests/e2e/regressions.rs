@@ -52,7 +52,7 @@ fn receiver() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
 /// 3000 requests per endpoint and build over 12 hosts in 2 dcs; build 2 makes `GET /a` 8% dearer.
 pub(crate) fn workload() -> Vec<RequestEvent> {
     let now = profwatch_model::timefmt::now_ns();
-    let mut rng = Rng(42);
+    let mut rng = Rng::new(42);
     let mut out = Vec::new();
     for (build, start_min) in [("1", 50i64), ("2", 25)] {
         for endpoint in ["GET /a", "GET /b"] {
@@ -309,7 +309,7 @@ fn a_change_in_time_without_a_new_build_is_found() {
     let now = profwatch_model::timefmt::now_ns();
     let minute = 60_000_000_000i64;
     // Three hours, 20 requests a minute over 12 hosts; 12% dearer from 80 minutes ago.
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     let mut events = Vec::new();
     for m in 0..180i64 {
         for k in 0..20u64 {

@@ -133,7 +133,7 @@ fn fifty_kills_under_concurrent_ingest_lose_and_duplicate_nothing() {
     let args = ["--data-dir", data_arg, "--analysis-interval", "0s"];
     let next = Arc::new(AtomicU64::new(0));
     let acked = Arc::new(Mutex::new(Vec::new()));
-    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut rng = Rng::new(0x2545_f491_4f6c_dd1d);
     for cycle in 0..CYCLES {
         let mut server = Server::start(&args, &art.join(format!("server-{cycle:02}.log")));
         if cycle % 10 == 0 {
@@ -147,7 +147,7 @@ fn fifty_kills_under_concurrent_ingest_lose_and_duplicate_nothing() {
         }
         let writers = Writers::start(&server.url, 3, &next, &acked);
         // A random moment: 50 ms to 1.5 s into the ingest.
-        std::thread::sleep(Duration::from_millis(50 + (rng.unit() * 1450.0) as u64));
+        std::thread::sleep(Duration::from_millis(50 + (rng.uniform() * 1450.0) as u64));
         server.kill9();
         writers.stop();
     }

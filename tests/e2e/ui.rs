@@ -51,7 +51,7 @@ fn event(
 fn workload() -> Vec<RequestEvent> {
     let now = profwatch_model::timefmt::now_ns();
     let min = 60_000_000_000i64;
-    let mut rng = Rng(42);
+    let mut rng = Rng::new(42);
     let mut out = Vec::new();
     for (build, start) in [("1", now - 85 * min), ("2", now - 25 * min)] {
         for (endpoint, base, n) in [

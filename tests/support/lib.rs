@@ -413,25 +413,8 @@ pub fn artifacts(test: &str) -> PathBuf {
     dir
 }
 
-/// A seeded pseudo-random stream (xorshift) for generated test data, so runs repeat.
-#[derive(Debug, Clone)]
-pub struct Rng(pub u64);
-
-impl Rng {
-    /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Standard normal (Box-Muller).
-    pub fn normal(&mut self) -> f64 {
-        let (u, v) = (self.unit().max(1e-12), self.unit());
-        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-    }
-}
+/// The workspace's seeded generator, for generated test data, so runs repeat.
+pub use profwatch_model::rng::Rng;
 
 /// A blocking HTTP client (the TLS crypto provider installed first: reqwest needs one).
 pub fn http_client() -> reqwest::blocking::Client {

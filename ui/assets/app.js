@@ -1,82 +1,109 @@
-// The router: #/page?params → PW.pages[page]. The header's range, metric and token apply to
-// every page and live in the URL (range, metric) or in localStorage (token).
-"use strict";
+// @ts-check
+// The dashboard's entry point, the one script index.html loads: the router, #/page?params →
+// the page's module. The header's range, metric and token apply to every page and live in the
+// URL (range, metric) or in localStorage (token).
 
-(function () {
-  const ROUTES = {
-    "/": "overview",
-    "/endpoint": "endpoint",
-    "/flame": "flame",
-    "/compare": "compare",
-    "/regressions": "regressions",
-    "/regression": "regression",
-  };
-  const main = document.getElementById("main");
-  let generation = 0;
-  let leaving = [];
+import "./probe.js"; // first: it listens for errors before any other module runs
+import { setToken, token } from "./api.js";
+import { byId, clear, message, showError } from "./dom.js";
+import { globals, parseHash } from "./hash.js";
+import { compare } from "./pages/compare.js";
+import { endpoint } from "./pages/endpoint.js";
+import { flame } from "./pages/flame.js";
+import { overview } from "./pages/overview.js";
+import { regression } from "./pages/regression.js";
+import { regressions } from "./pages/regressions.js";
+import { tooltip } from "./tooltip.js";
 
-  function render() {
-    generation++;
-    const mine = generation;
-    for (const f of leaving) f();
-    leaving = [];
-    document.getElementById("tooltip").hidden = true;
-    const { path, params } = PW.parseHash();
-    const page = ROUTES[path];
-    const g = PW.globals(params);
-    document.getElementById("range").value = g.range;
-    document.getElementById("metric").value = g.metric;
-    for (const a of document.querySelectorAll("[data-nav]")) {
-      a.classList.toggle("active", a.dataset.nav === page || (page === "regression" && a.dataset.nav === "regressions"));
-    }
-    PW.clear(main);
-    main.dataset.page = page || "missing";
-    main.dataset.state = "loading";
-    if (!page) {
-      main.appendChild(PW.message("No such page. Go to the overview."));
-      main.dataset.state = "ready";
-      return;
-    }
-    document.title = "profwatch · " + page;
-    const ctx = { live: () => mine === generation, onLeave: (f) => leaving.push(f) };
-    const loading = PW.message("loading…", "dim");
-    main.appendChild(loading);
-    PW.pages[page](main, params, ctx).then(() => {
-      if (!ctx.live()) return;
-      if (loading.parentNode) loading.remove();
-      main.dataset.state = "ready";
-    }, (e) => {
-      if (!ctx.live()) return;
-      if (loading.parentNode) loading.remove();
-      PW.showError(main, e);
-      main.dataset.state = "error";
-    });
+/** @import { Page, PageContext } from "./page.js" */
+
+/**
+ * Each path's page name (shown in the title, the nav and `data-page` on `#main`) and page.
+ * @type {Map<string, [string, Page]>}
+ */
+const ROUTES = new Map([
+  ["/", ["overview", overview]],
+  ["/endpoint", ["endpoint", endpoint]],
+  ["/flame", ["flame", flame]],
+  ["/compare", ["compare", compare]],
+  ["/regressions", ["regressions", regressions]],
+  ["/regression", ["regression", regression]],
+]);
+
+const main = byId("main", HTMLElement);
+const rangeSel = byId("range", HTMLSelectElement);
+const metricSel = byId("metric", HTMLSelectElement);
+const tokenInput = byId("token", HTMLInputElement);
+let generation = 0;
+/** @type {(() => void)[]} */
+let leaving = [];
+
+/** Renders the page the URL names, dropping the one before. */
+function render() {
+  generation++;
+  const mine = generation;
+  for (const f of leaving) f();
+  leaving = [];
+  tooltip().hidden = true;
+  const { path, params } = parseHash();
+  const route = ROUTES.get(path);
+  const name = route && route[0];
+  const g = globals(params);
+  rangeSel.value = g.range;
+  metricSel.value = g.metric;
+  for (const a of document.querySelectorAll("[data-nav]")) {
+    if (!(a instanceof HTMLElement)) continue;
+    a.classList.toggle("active", a.dataset.nav === name || (name === "regression" && a.dataset.nav === "regressions"));
   }
-
-  function setGlobal(key, value) {
-    const { path, params } = PW.parseHash();
-    params.set(key, value);
-    location.hash = "#" + path + "?" + params.toString();
+  clear(main);
+  main.dataset.page = name || "missing";
+  main.dataset.state = "loading";
+  if (!route) {
+    main.appendChild(message("No such page. Go to the overview."));
+    main.dataset.state = "ready";
+    return;
   }
+  document.title = "profwatch · " + route[0];
+  /** @type {PageContext} */
+  const ctx = { live: () => mine === generation, onLeave: (f) => leaving.push(f) };
+  const loading = message("loading…", "dim");
+  main.appendChild(loading);
+  route[1](main, params, ctx).then(() => {
+    if (!ctx.live()) return;
+    if (loading.parentNode) loading.remove();
+    main.dataset.state = "ready";
+  }, (e) => {
+    if (!ctx.live()) return;
+    if (loading.parentNode) loading.remove();
+    showError(main, e);
+    main.dataset.state = "error";
+  });
+}
 
-  document.getElementById("range").addEventListener("change", (e) => {
-    const { path, params } = PW.parseHash();
-    params.delete("from");
-    params.delete("to");
-    params.set("range", e.target.value);
-    location.hash = "#" + path + "?" + params.toString();
-  });
-  document.getElementById("metric").addEventListener("change", (e) => setGlobal("metric", e.target.value));
-  const tokenInput = document.getElementById("token");
-  tokenInput.value = PW.token();
-  document.getElementById("token-form").addEventListener("submit", (e) => {
-    e.preventDefault();
-    try {
-      if (tokenInput.value) localStorage.setItem("profwatch.token", tokenInput.value);
-      else localStorage.removeItem("profwatch.token");
-    } catch (_) { /* storage disabled: the token lasts for this page only */ }
-    render();
-  });
-  window.addEventListener("hashchange", render);
+/**
+ * Sets one of the header's parameters in the URL, which renders the page again.
+ * @param {string} key
+ * @param {string} value
+ */
+function setGlobal(key, value) {
+  const { path, params } = parseHash();
+  params.set(key, value);
+  location.hash = "#" + path + "?" + params.toString();
+}
+
+rangeSel.addEventListener("change", () => {
+  const { path, params } = parseHash();
+  params.delete("from");
+  params.delete("to");
+  params.set("range", rangeSel.value);
+  location.hash = "#" + path + "?" + params.toString();
+});
+metricSel.addEventListener("change", () => setGlobal("metric", metricSel.value));
+tokenInput.value = token();
+byId("token-form", HTMLFormElement).addEventListener("submit", (e) => {
+  e.preventDefault();
+  setToken(tokenInput.value);
   render();
-})();
+});
+window.addEventListener("hashchange", render);
+render();

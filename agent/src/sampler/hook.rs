@@ -26,33 +26,13 @@
 //!   bits, a per-thread counter below.
 
 use std::cell::{Cell, RefCell};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 
-use super::session::{self, Session, ThreadRing};
+use super::session::{self, Done, Range, Session, ThreadRing, IDLE};
 use crate::endpoint::EndpointName;
 use crate::labels::LabelSet;
-
-/// `active` when no measured stretch is open on the thread.
-pub(crate) const IDLE: u64 = u64::MAX;
-
-/// A closed stretch of one thread's ring that saw samples.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Range {
-    pub(crate) ring: u64,
-    pub(crate) start: u64,
-    pub(crate) end: u64,
-    pub(crate) tag: u64,
-}
-
-/// The labels of a finished request that owns at least one range.
-#[derive(Debug)]
-pub(crate) struct Done {
-    pub(crate) tag: u64,
-    pub(crate) endpoint: EndpointName,
-    pub(crate) labels: LabelSet,
-}
 
 /// Per-request attribution state, held by the SDK's request measure.
 #[derive(Debug, Default)]
@@ -254,9 +234,4 @@ fn attach(generation: u64) -> Option<Attached> {
         done: Some(session.done_tx.clone()),
         session: Some(session),
     })
-}
-
-/// A fresh `active` cell.
-pub(crate) fn idle() -> AtomicU64 {
-    AtomicU64::new(IDLE)
 }

@@ -38,13 +38,13 @@
 
 mod hook;
 mod perf;
-#[cfg(feature = "sidecar")]
-pub(crate) mod process;
-#[cfg(feature = "sidecar")]
-pub(crate) mod procfs;
+#[cfg(feature = "process")]
+pub mod process;
+#[cfg(feature = "process")]
+pub mod procfs;
 mod session;
 mod sink;
-pub(crate) mod stacks;
+pub mod stacks;
 mod stats;
 mod symbols;
 mod worker;
@@ -64,7 +64,7 @@ pub use stats::SamplerStats;
 pub use symbols::MAX_FRAME_LEN;
 
 pub(crate) use hook::{enter, finish, leave, Entered, RequestTag};
-pub(crate) use perf::EventSpec;
+pub use perf::EventSpec;
 
 use crate::config::{Config, ExportTarget};
 use crate::error::AgentError;

@@ -45,12 +45,12 @@ const DATA_TAIL: usize = 1032;
 
 /// What to sample and how much room to give it.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct EventSpec {
-    pub(crate) frequency_hz: u32,
+pub struct EventSpec {
+    pub frequency_hz: u32,
     /// Deepest callchain the kernel records (capped by `kernel.perf_event_max_stack`).
-    pub(crate) max_frames: u16,
+    pub max_frames: u16,
     /// Data pages of the ring; a power of two.
-    pub(crate) data_pages: usize,
+    pub data_pages: usize,
 }
 
 /// One record read out of a ring.

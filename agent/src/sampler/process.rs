@@ -27,7 +27,7 @@ use super::symbols::Symbols;
 use super::SamplerError;
 
 /// The sampling events on one process's threads and what they caught.
-pub(crate) struct ProcessSampler {
+pub struct ProcessSampler {
     pid: u32,
     start_time: u64,
     name: String,
@@ -55,24 +55,24 @@ impl std::fmt::Debug for ProcessSampler {
 
 /// What [`ProcessSampler::rescan`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Rescanned {
+pub struct Rescanned {
     /// False when the process is gone (exited, a zombie, or its pid reused).
-    pub(crate) alive: bool,
+    pub alive: bool,
     /// What the read before the rescan got.
-    pub(crate) read: ReadCounts,
+    pub read: ReadCounts,
 }
 
 /// Samples read, and samples the kernel dropped, by one [`ProcessSampler::read`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct ReadCounts {
-    pub(crate) samples: u64,
-    pub(crate) lost: u64,
+pub struct ReadCounts {
+    pub samples: u64,
+    pub lost: u64,
 }
 
 impl ProcessSampler {
     /// Opens an event on every thread of `pid`, at most `budget` of them. Fails when the
     /// process does not exist or no thread's event could be opened.
-    pub(crate) fn open(
+    pub fn open(
         pid: u32,
         name: String,
         spec: EventSpec,
@@ -165,17 +165,17 @@ impl ProcessSampler {
     }
 
     /// The name given at [`ProcessSampler::open`] (for logs).
-    pub(crate) fn name(&self) -> &str {
+    pub fn name(&self) -> &str {
         &self.name
     }
 
     /// Threads with an event.
-    pub(crate) fn threads(&self) -> usize {
+    pub fn threads(&self) -> usize {
         self.rings.len()
     }
 
     /// Samples read and samples lost so far.
-    pub(crate) fn totals(&self) -> ReadCounts {
+    pub fn totals(&self) -> ReadCounts {
         ReadCounts {
             samples: self.samples,
             lost: self.lost,
@@ -183,13 +183,13 @@ impl ProcessSampler {
     }
 
     /// Whether the process still runs (same pid, same start time, not a zombie).
-    pub(crate) fn alive(&self) -> bool {
+    pub fn alive(&self) -> bool {
         procfs::info(self.pid).is_some_and(|i| i.start_time == self.start_time)
     }
 
     /// Reads every ring, drops the rings of threads that ended, opens events on new threads
     /// (up to `budget` more). When the process is gone its rings are still read.
-    pub(crate) fn rescan(&mut self, budget: usize) -> Rescanned {
+    pub fn rescan(&mut self, budget: usize) -> Rescanned {
         let tids = if self.alive() {
             procfs::threads(self.pid).ok()
         } else {
@@ -207,7 +207,7 @@ impl ProcessSampler {
     }
 
     /// Drains every ring into the callchain counts and symbolises new addresses.
-    pub(crate) fn read(&mut self) -> ReadCounts {
+    pub fn read(&mut self) -> ReadCounts {
         let mut got = ReadCounts::default();
         let mut fresh: Vec<u64> = Vec::new();
         for ring in self.rings.values() {
@@ -239,7 +239,7 @@ impl ProcessSampler {
     }
 
     /// The stacks counted since the last call, root-first, with their samples.
-    pub(crate) fn take(&mut self) -> Vec<(Vec<String>, u64)> {
+    pub fn take(&mut self) -> Vec<(Vec<String>, u64)> {
         let counts = std::mem::take(&mut self.counts);
         self.symbols
             .resolve(counts.keys().flat_map(|ips| stacks::lookup_addrs(ips)));

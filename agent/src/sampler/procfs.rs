@@ -10,16 +10,16 @@ use std::path::Path;
 
 /// One process as `/proc/<pid>/stat` describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ProcInfo {
-    pub(crate) pid: u32,
+pub struct ProcInfo {
+    pub pid: u32,
     /// Clock ticks after boot when it started: (pid, start time) names one process for good.
-    pub(crate) start_time: u64,
+    pub start_time: u64,
     /// `/proc/<pid>/comm`: at most 15 bytes.
-    pub(crate) comm: String,
+    pub comm: String,
 }
 
 /// Reads `/proc/<pid>/stat`; `None` when the process does not exist, is a zombie or is dead.
-pub(crate) fn info(pid: u32) -> Option<ProcInfo> {
+pub fn info(pid: u32) -> Option<ProcInfo> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     parse_stat(pid, &stat)
 }
@@ -46,7 +46,7 @@ fn parse_stat(pid: u32, stat: &str) -> Option<ProcInfo> {
 
 /// The file name of `/proc/<pid>/exe`, without the ` (deleted)` the kernel appends when the
 /// binary was replaced; `None` for kernel threads or when it cannot be read.
-pub(crate) fn exe_name(pid: u32) -> Option<String> {
+pub fn exe_name(pid: u32) -> Option<String> {
     let target = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
     let name = target.file_name()?.to_string_lossy().into_owned();
     let name = name.strip_suffix(" (deleted)").unwrap_or(&name).to_owned();
@@ -54,12 +54,12 @@ pub(crate) fn exe_name(pid: u32) -> Option<String> {
 }
 
 /// The thread ids of process `pid`.
-pub(crate) fn threads(pid: u32) -> io::Result<Vec<u32>> {
+pub fn threads(pid: u32) -> io::Result<Vec<u32>> {
     numeric_entries(Path::new(&format!("/proc/{pid}/task")))
 }
 
 /// Every process id on the host.
-pub(crate) fn pids() -> io::Result<Vec<u32>> {
+pub fn pids() -> io::Result<Vec<u32>> {
     numeric_entries(Path::new("/proc"))
 }
 

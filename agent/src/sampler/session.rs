@@ -11,9 +11,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::hook::{self, Done, Range};
 use super::perf::{EventSpec, Ring};
 use super::stats::StatCells;
+use crate::endpoint::EndpointName;
+use crate::labels::LabelSet;
 
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
@@ -21,13 +22,40 @@ static CURRENT: Mutex<Option<Arc<Session>>> = Mutex::new(None);
 /// Ring ids are unique across sessions, so request tags (built on them) never collide.
 static NEXT_RING: AtomicU64 = AtomicU64::new(1);
 
+// The messages of the session's two channels: the hook sends them, the worker receives them.
+
+/// `active` when no measured stretch is open on the thread.
+pub(crate) const IDLE: u64 = u64::MAX;
+
+/// A closed stretch of one thread's ring that saw samples.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Range {
+    pub(crate) ring: u64,
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    pub(crate) tag: u64,
+}
+
+/// The labels of a finished request that owns at least one range.
+#[derive(Debug)]
+pub(crate) struct Done {
+    pub(crate) tag: u64,
+    pub(crate) endpoint: EndpointName,
+    pub(crate) labels: LabelSet,
+}
+
+/// A fresh `active` cell.
+pub(crate) fn idle() -> AtomicU64 {
+    AtomicU64::new(IDLE)
+}
+
 /// One thread's sampling event, shared by the thread (to read the head) and the sampler.
 #[derive(Debug)]
 pub(crate) struct ThreadRing {
     /// Unique within the process, across sessions (never reused, unlike thread ids).
     pub(crate) id: u64,
     pub(crate) ring: Ring,
-    /// Start offset of the open measured stretch, or [`hook::IDLE`].
+    /// Start offset of the open measured stretch, or [`IDLE`].
     pub(crate) active: AtomicU64,
 }
 
@@ -110,7 +138,7 @@ impl Session {
                 let ring = Arc::new(ThreadRing {
                     id: NEXT_RING.fetch_add(1, Ordering::Relaxed),
                     ring,
-                    active: hook::idle(),
+                    active: idle(),
                 });
                 self.rings
                     .lock()

@@ -15,10 +15,10 @@ use profwatch_model::profile::{ProfileBatch, SampleLabels, StackSample};
 use super::symbols::Symbols;
 
 /// Deepest stack shipped, inline frames included.
-pub(crate) const MAX_SHIPPED_FRAMES: usize = 1024;
+pub const MAX_SHIPPED_FRAMES: usize = 1024;
 
 /// Stacks (root-first frames → samples) per label set.
-pub(crate) type Grouped = BTreeMap<SampleLabels, BTreeMap<Vec<String>, u64>>;
+pub type Grouped = BTreeMap<SampleLabels, BTreeMap<Vec<String>, u64>>;
 
 /// The addresses to symbolise for a leaf-first callchain.
 pub(crate) fn lookup_addrs(ips: &[u64]) -> impl Iterator<Item = u64> + '_ {
@@ -47,7 +47,7 @@ pub(crate) fn frames(ips: &[u64], symbols: &Symbols) -> Vec<String> {
 
 /// One profile per label set, starting at `ts`, with the CPU time the samples stand for at
 /// `frequency_hz`.
-pub(crate) fn batches(grouped: Grouped, ts: i64, frequency_hz: u32) -> Vec<ProfileBatch> {
+pub fn batches(grouped: Grouped, ts: i64, frequency_hz: u32) -> Vec<ProfileBatch> {
     let ns_per_sample = 1_000_000_000 / u64::from(frequency_hz.max(1));
     grouped
         .into_iter()

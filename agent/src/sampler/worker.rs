@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use profwatch_model::profile::SampleLabels;
 
-use super::hook::{Done, Range, IDLE};
 use super::perf::Record;
 use super::session::Session;
+use super::session::{Done, Range, IDLE};
 use super::sink::ProfileSink;
 use super::stacks;
 use super::stats::StatCells;

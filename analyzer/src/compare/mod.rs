@@ -24,6 +24,7 @@
 mod builds;
 mod strata;
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use profwatch_model::event::RequestEvent;
@@ -312,57 +313,31 @@ pub fn compare_all(
     endpoints: &[EndpointSamples],
     cfg: &CompareConfig,
 ) -> Result<Vec<Comparison>, AnalyzerError> {
-    compare_all_on(endpoints, cfg, 1)
+    cfg.validate()?;
+    let out = endpoints
+        .iter()
+        .map(|e| strata::compare_one(e, cfg))
+        .collect();
+    Ok(adjust(out, cfg))
 }
 
-/// [`compare_all`] with the endpoints spread over `threads` threads (the result is the same:
-/// each endpoint's compare is seeded on its own, and Benjamini-Hochberg runs over all of them).
-pub fn compare_all_on(
+/// [`compare_all`] with the endpoints spread over the process's rayon pool (the one parallel
+/// executor of the workspace). The result is the same: each endpoint's compare is seeded on its
+/// own, and Benjamini-Hochberg runs over all of them.
+pub fn compare_all_par(
     endpoints: &[EndpointSamples],
     cfg: &CompareConfig,
-    threads: usize,
 ) -> Result<Vec<Comparison>, AnalyzerError> {
     cfg.validate()?;
-    let mut out: Vec<Comparison> = if threads <= 1 || endpoints.len() < 2 {
-        endpoints
-            .iter()
-            .map(|e| strata::compare_one(e, cfg))
-            .collect()
-    } else {
-        // Each thread takes the next endpoint when done (their sizes differ by orders of
-        // magnitude); the results are put back in input order.
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let mut done: Vec<(usize, Comparison)> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads.min(endpoints.len()))
-                .map(|_| {
-                    let next = &next;
-                    s.spawn(move || {
-                        let mut mine = Vec::new();
-                        loop {
-                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let Some(e) = endpoints.get(i) else {
-                                break;
-                            };
-                            mine.push((i, strata::compare_one(e, cfg)));
-                        }
-                        mine
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
-                .collect()
-        });
-        done.sort_by_key(|(i, _)| *i);
-        done.into_iter().map(|(_, c)| c).collect()
-    };
-    if out.len() != endpoints.len() {
-        return Err(AnalyzerError::InvalidConfig {
-            field: "endpoints",
-            reason: "a compare thread failed".to_owned(),
-        });
-    }
+    let out = endpoints
+        .par_iter()
+        .map(|e| strata::compare_one(e, cfg))
+        .collect();
+    Ok(adjust(out, cfg))
+}
+
+/// Benjamini-Hochberg q-values over the endpoints that were tested, and the verdicts.
+fn adjust(mut out: Vec<Comparison>, cfg: &CompareConfig) -> Vec<Comparison> {
     let tested: Vec<usize> = (0..out.len())
         .filter(|&i| out[i].verdict != Verdict::NotEnoughData && out[i].p_value.is_some())
         .collect();
@@ -375,7 +350,7 @@ pub fn compare_all_on(
         c.q_value = Some(q);
         c.verdict = decide(q, c.effect.unwrap_or(1.0), cfg);
     }
-    Ok(out)
+    out
 }
 
 /// Compares one endpoint on its own (BH over one test leaves the p-value unchanged).

@@ -172,7 +172,7 @@ impl CallTree {
             if n.elided || n.self_weight <= 0.0 {
                 continue;
             }
-            let count = rng.poisson(rate * n.self_weight);
+            let count = crate::stats::poisson(rng, rate * n.self_weight);
             if count > 0 {
                 out.push((self.stack(i), count));
             }

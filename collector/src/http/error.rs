@@ -9,6 +9,8 @@ use axum::Json;
 
 use profwatch_store::StoreError;
 
+use crate::metrics::RejectReason;
+
 /// An API failure.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -94,9 +96,26 @@ impl From<StoreError> for ApiError {
 }
 
 /// A failure shared by the waiters of a cached query (see `cache`): they retry later.
-impl From<String> for ApiError {
-    fn from(detail: String) -> Self {
-        tracing::warn!(%detail, "a shared query failed");
+impl ApiError {
+    /// The reason a refusal is counted under.
+    pub(crate) fn reject_reason(&self) -> RejectReason {
+        match self {
+            ApiError::PayloadTooLarge(_) => RejectReason::BodyTooLarge,
+            ApiError::RequestTimeout(_) => RejectReason::Timeout,
+            ApiError::Unauthorized(_) | ApiError::Forbidden(_) => RejectReason::Auth,
+            ApiError::UnsupportedMediaType(_) => RejectReason::ContentType,
+            ApiError::Overloaded { .. } | ApiError::Unavailable(_) => RejectReason::Overloaded,
+            ApiError::Internal(_) => RejectReason::StoreError,
+            _ => RejectReason::Decode,
+        }
+    }
+}
+
+/// A query shared through the cache failed for the requests waiting on it: the detail is
+/// logged, the clients are told to retry.
+impl From<crate::cache::LeaderFailed> for ApiError {
+    fn from(e: crate::cache::LeaderFailed) -> Self {
+        tracing::warn!(detail = %e, "a shared query failed");
         ApiError::Unavailable("the query failed; retry later".into())
     }
 }

@@ -6,14 +6,14 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap};
+use axum::http::HeaderMap;
 use axum::Json;
 use profwatch_model::timefmt::now_ns;
 use profwatch_model::{ndjson, wire, RequestEvent};
 use serde::Serialize;
 
 use super::error::ApiError;
-use super::profiles::reject_reason;
+use super::headers::{self, idempotency_key};
 use super::{auth, body, budget, AppState};
 use crate::metrics::RejectReason;
 use profwatch_store::Written;
@@ -35,21 +35,13 @@ enum Format {
 }
 
 fn format_of(headers: &HeaderMap) -> Result<Format, ApiError> {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let mime = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    match mime.as_str() {
+    let ct = headers::content_type(headers);
+    match ct.media_type.as_str() {
         "application/x-ndjson" | "application/ndjson" | "application/jsonl" => Ok(Format::NdJson),
         "application/x-protobuf" | "application/protobuf" => Ok(Format::Protobuf),
         _ => Err(ApiError::UnsupportedMediaType(format!(
-            "Content-Type {ct:?} is not supported; send application/x-ndjson or application/x-protobuf"
+            "Content-Type {:?} is not supported; send application/x-ndjson or application/x-protobuf",
+            ct.raw
         ))),
     }
 }
@@ -90,21 +82,6 @@ fn decode(
     Ok(events)
 }
 
-/// The `Idempotency-Key` header: 1 to 128 visible ASCII characters, or absent.
-pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(v) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    match v.to_str() {
-        Ok(s) if !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()) => {
-            Ok(Some(s.to_owned()))
-        }
-        _ => Err(ApiError::BadRequest(
-            "the Idempotency-Key header must be 1 to 128 visible ASCII characters".into(),
-        )),
-    }
-}
-
 pub async fn post_events(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -126,7 +103,7 @@ pub async fn post_events(
     let (max_body, timeout) = (state.cfg.max_body_bytes, state.cfg.body_timeout);
     let raw = body::read_limited(&headers, req_body, max_body, &mut res, timeout)
         .await
-        .map_err(|e| reject(reject_reason(&e), e))?;
+        .map_err(|e| reject(e.reject_reason(), e))?;
     let st = state.clone();
     let decoded = tokio::task::spawn_blocking(move || {
         let max = st.cfg.max_decompressed_bytes;
@@ -135,7 +112,7 @@ pub async fn post_events(
                 ApiError::BadRequest(_) | ApiError::UnsupportedMediaType(_) => {
                     RejectReason::Decompress
                 }
-                ref other => reject_reason(other),
+                ref other => other.reject_reason(),
             };
             (reason, e, 0)
         })?;

@@ -9,7 +9,7 @@
 //! | `POST /v1development/profiles` | OTLP/HTTP profiles ([`otlp`]; OTLP/gRPC is `crate::otlp_grpc`) |
 //! | `GET /api/v1/regressions[/{id}]`, `POST /api/v1/regressions/{id}/ack|resolve`, `POST /api/v1/analyze`, `GET /api/v1/compare` | regressions ([`regressions`]) |
 //! | `GET /healthz`, `/readyz`, `/metrics` | operations |
-//! | `GET /`, `/assets/{file}` | the dashboard ([`profwatch_ui`]) |
+//! | `GET /`, `/assets/{path}` | the dashboard ([`profwatch_ui`]) |
 //!
 //! Every route sits behind [`origin`] (a local `Host` in loopback mode, same-origin state
 //! changes); every ingest route draws its body bytes from the shared [`budget`]; [`serve`] runs
@@ -19,9 +19,11 @@ pub mod auth;
 pub mod body;
 pub mod budget;
 pub mod error;
+mod headers;
 pub mod ingest;
 pub mod origin;
 pub mod otlp;
+pub mod params;
 pub mod profiles;
 pub mod pyroscope;
 pub mod query;
@@ -36,7 +38,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::analysis::Analyzer;
+use crate::analysis::RegressionTracker;
 use crate::cache::QueryCache;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -48,7 +50,7 @@ pub struct AppState {
     pub cfg: Arc<Config>,
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
-    pub analyzer: Analyzer,
+    pub analyzer: RegressionTracker,
     /// Answers of the JSON query routes, with single-flight leases.
     pub cache: Arc<QueryCache>,
     /// Body bytes in flight and ingest requests at once, across all requests.

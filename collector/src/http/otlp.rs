@@ -33,7 +33,7 @@ use prost::Message;
 use super::budget::refused;
 use super::error::ApiError;
 use super::profiles::{blocking, counted, limits, read_body, store_batches_once};
-use super::{auth, body, AppState};
+use super::{auth, body, headers, AppState};
 
 /// How a request (and so its answer) is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,22 +44,14 @@ pub enum Encoding {
 
 impl Encoding {
     fn of(headers: &HeaderMap) -> Result<Encoding, ApiError> {
-        let ct = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let mime = ct
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        match mime.as_str() {
+        let ct = headers::content_type(headers);
+        match ct.media_type.as_str() {
             "application/x-protobuf" | "application/protobuf" => Ok(Encoding::Protobuf),
             "application/json" => Ok(Encoding::Json),
             _ => Err(ApiError::UnsupportedMediaType(format!(
-                "Content-Type {ct:?} is not supported; send application/x-protobuf or \
-                 application/json"
+                "Content-Type {:?} is not supported; send application/x-protobuf or \
+                 application/json",
+                ct.raw
             ))),
         }
     }
@@ -187,7 +179,7 @@ async fn export_in(
 ) -> Result<Response, ApiError> {
     let tenant = auth::tenant(&state.cfg, &headers).map_err(|e| counted(&state, e))?;
     let encoding = encoding.map_err(|e| counted(&state, e))?;
-    let key = crate::http::ingest::idempotency_key(&headers).map_err(|e| counted(&state, e))?;
+    let key = headers::idempotency_key(&headers).map_err(|e| counted(&state, e))?;
     let (raw, mut res) = read_body(&state, &headers, req_body).await?;
     let st = state.clone();
     let (converted, _res) = blocking(move || {

@@ -12,21 +12,22 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use profwatch_model::profile::{
     LabelFilter, ProfileBatch, ProfileQuery, SampleLabels, StackProfile,
 };
-use profwatch_model::query::{EndpointsQuery, GroupBy, RangeError, TimeRange};
-use profwatch_model::timefmt::{now_ns, parse_query_time_ns, NANOS_PER_SEC};
+use profwatch_model::query::{EndpointsQuery, GroupBy};
+use profwatch_model::timefmt::now_ns;
 use profwatch_model::Tenant;
 use serde::Serialize;
 
 use super::budget::{refused, Reservation};
 use super::error::ApiError;
-use super::{auth, body, budget, AppState};
+use super::params::Params;
+use super::{auth, body, budget, headers, AppState};
 use crate::metrics::RejectReason;
 use profwatch_profile::compare::{compare, RequestFigures};
 use profwatch_profile::compress::{maybe_gunzip_within, Allowance, Refusal};
@@ -36,8 +37,6 @@ use profwatch_profile::folded::{self, FoldedKind};
 use profwatch_profile::functions::{table, SortBy};
 use profwatch_profile::{labels, render, tree, ProfileError, ProfileLimits};
 use profwatch_store::Written;
-
-type Params = Query<HashMap<String, String>>;
 
 /// Default and largest `max_nodes` of the JSON tree.
 pub const DEFAULT_MAX_NODES: usize = 8192;
@@ -73,19 +72,6 @@ pub(crate) fn profile_error(e: ProfileError) -> ApiError {
         ApiError::PayloadTooLarge(format!("{e}; nothing was stored"))
     } else {
         ApiError::BadRequest(format!("{e}; nothing was stored"))
-    }
-}
-
-/// The reason a refusal is counted under.
-pub(crate) fn reject_reason(e: &ApiError) -> RejectReason {
-    match e {
-        ApiError::PayloadTooLarge(_) => RejectReason::BodyTooLarge,
-        ApiError::RequestTimeout(_) => RejectReason::Timeout,
-        ApiError::Unauthorized(_) | ApiError::Forbidden(_) => RejectReason::Auth,
-        ApiError::UnsupportedMediaType(_) => RejectReason::ContentType,
-        ApiError::Overloaded { .. } | ApiError::Unavailable(_) => RejectReason::Overloaded,
-        ApiError::Internal(_) => RejectReason::StoreError,
-        _ => RejectReason::Decode,
     }
 }
 
@@ -149,7 +135,7 @@ pub(crate) async fn store_batches_once(
 
 /// Counts a refused profile request under its reason and passes the error on.
 pub(crate) fn counted(state: &AppState, e: ApiError) -> ApiError {
-    state.metrics.rejected(reject_reason(&e), 0);
+    state.metrics.rejected(e.reject_reason(), 0);
     e
 }
 
@@ -169,15 +155,6 @@ enum IngestFormat {
     Folded(FoldedKind),
 }
 
-/// `ts` (unix seconds or RFC 3339) or now.
-fn ts_param(params: &HashMap<String, String>, name: &str) -> Result<Option<i64>, ApiError> {
-    params
-        .get(name)
-        .filter(|v| !v.is_empty())
-        .map(|v| parse_query_time_ns(v).map_err(|e| ApiError::BadRequest(format!("`{name}`: {e}"))))
-        .transpose()
-}
-
 /// `sample_rate` in Hz → CPU nanoseconds per sample (0 when absent).
 pub(crate) fn ns_per_sample(rate: Option<&String>, name: &str) -> Result<u64, ApiError> {
     match rate.filter(|v| !v.is_empty()) {
@@ -194,11 +171,11 @@ pub(crate) fn ns_per_sample(rate: Option<&String>, name: &str) -> Result<u64, Ap
 pub async fn post_profiles(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Query(params): Params,
+    params: Params,
     req_body: Body,
 ) -> Result<Json<ProfileIngestResponse>, ApiError> {
     let tenant = auth::tenant(&state.cfg, &headers).map_err(|e| counted(&state, e))?;
-    let key = crate::http::ingest::idempotency_key(&headers).map_err(|e| counted(&state, e))?;
+    let key = headers::idempotency_key(&headers).map_err(|e| counted(&state, e))?;
     const RESERVED: [&str; 3] = ["format", "sample_rate", "ts"];
     let format = match params.get("format").map(String::as_str).unwrap_or("pprof") {
         "" | "pprof" => IngestFormat::Pprof,
@@ -215,11 +192,11 @@ pub async fn post_profiles(
     };
     let per_sample =
         ns_per_sample(params.get("sample_rate"), "sample_rate").map_err(|e| counted(&state, e))?;
-    let ts = ts_param(&params, "ts").map_err(|e| counted(&state, e))?;
+    let ts = params.time("ts").map_err(|e| counted(&state, e))?;
     let mut base = SampleLabels::default();
-    for (k, v) in &params {
+    for (k, v) in params.iter() {
         if !RESERVED.contains(&k.as_str()) {
-            labels::apply(&mut base, k, v);
+            base.apply(k, v);
         }
     }
     let (raw, mut res) = read_body(&state, &headers, req_body).await?;
@@ -312,60 +289,6 @@ pub(crate) fn folded_batch(
     })
 }
 
-/// `from`/`to` (with an optional prefix such as `baseline.`), unix seconds or RFC 3339; default
-/// the last hour, as in the rest of the query API.
-fn range(
-    params: &HashMap<String, String>,
-    prefix: &str,
-    fallback: Option<TimeRange>,
-) -> Result<TimeRange, ApiError> {
-    let to = ts_param(params, &format!("{prefix}to"))?;
-    let from = ts_param(params, &format!("{prefix}from"))?;
-    let (from, to) = match (fallback, from, to) {
-        (Some(f), None, None) => (f.from, f.to),
-        (_, from, to) => {
-            let to = to.unwrap_or_else(|| fallback.map_or_else(now_ns, |f| f.to));
-            let from = match (from, fallback) {
-                (Some(from), _) => from,
-                (None, Some(f)) => f.from,
-                (None, None) => TimeRange::before(to, 3600 * NANOS_PER_SEC)
-                    .map_err(|e| ApiError::BadRequest(format!("`{prefix}to`: {e}")))?,
-            };
-            (from, to)
-        }
-    };
-    TimeRange::checked(from, to).map_err(|e| match e {
-        RangeError::Empty => {
-            ApiError::BadRequest(format!("`{prefix}from` must be before `{prefix}to`"))
-        }
-        other => ApiError::BadRequest(format!("`{prefix}from`, `{prefix}to`: {other}")),
-    })
-}
-
-fn required<'a>(params: &'a HashMap<String, String>, name: &str) -> Result<&'a str, ApiError> {
-    params
-        .get(name)
-        .map(String::as_str)
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| ApiError::BadRequest(format!("query parameter `{name}` is required")))
-}
-
-fn usize_param(
-    params: &HashMap<String, String>,
-    name: &str,
-    default: usize,
-    max: usize,
-) -> Result<usize, ApiError> {
-    match params.get(name).filter(|v| !v.is_empty()) {
-        None => Ok(default),
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=max).contains(n))
-            .ok_or_else(|| ApiError::BadRequest(format!("`{name}` = {v:?}; give 1 to {max}"))),
-    }
-}
-
 /// Label filters: every parameter not in `reserved` and not of a diff's side (`baseline.`,
 /// `candidate.`); other dotted keys are labels (OTLP attributes such as `thread.name`).
 fn filters(params: &HashMap<String, String>, reserved: &[&str], prefix: &str) -> Vec<LabelFilter> {
@@ -436,20 +359,20 @@ async fn fetch(state: &AppState, q: &ProfileQuery) -> Result<StackProfile, ApiEr
 pub async fn get_profile(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Query(params): Params,
+    params: Params,
 ) -> Result<Response, ApiError> {
     const RESERVED: [&str; 6] = ["service", "from", "to", "format", "value", "max_nodes"];
     let tenant = auth::tenant(&state.cfg, &headers)?;
-    let r = range(&params, "", None)?;
+    let r = params.range("", None)?;
     let q = ProfileQuery {
         tenant,
-        service: required(&params, "service")?.to_owned(),
+        service: params.required("service")?.to_owned(),
         range: r,
         filters: filters(&params, &RESERVED, ""),
     };
     let format = params.get("format").cloned().unwrap_or_default();
     let v = value(&params)?;
-    let max_nodes = usize_param(&params, "max_nodes", DEFAULT_MAX_NODES, MAX_NODES)?;
+    let max_nodes = params.count("max_nodes", DEFAULT_MAX_NODES, MAX_NODES)?;
     if !matches!(format.as_str(), "" | "json" | "folded" | "svg" | "pprof") {
         return Err(ApiError::BadRequest(format!(
             "`format` = {format:?}; use json, folded, svg or pprof"
@@ -497,14 +420,14 @@ pub async fn get_profile(
 pub async fn get_top(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Query(params): Params,
+    params: Params,
 ) -> Result<Response, ApiError> {
     const RESERVED: [&str; 5] = ["service", "from", "to", "sort", "limit"];
     let tenant = auth::tenant(&state.cfg, &headers)?;
     let q = ProfileQuery {
         tenant,
-        service: required(&params, "service")?.to_owned(),
-        range: range(&params, "", None)?,
+        service: params.required("service")?.to_owned(),
+        range: params.range("", None)?,
         filters: filters(&params, &RESERVED, ""),
     };
     let sort = match params.get("sort").map(String::as_str).unwrap_or("") {
@@ -516,7 +439,7 @@ pub async fn get_top(
             )))
         }
     };
-    let limit = usize_param(&params, "limit", 100, 100_000)?;
+    let limit = params.count("limit", 100, 100_000)?;
     let profile = fetch(&state, &q).await?;
     blocking(move || {
         let merged = profile.merged();
@@ -580,12 +503,12 @@ async fn request_figures(state: &AppState, q: &ProfileQuery) -> Option<RequestFi
 pub async fn get_diff(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Query(params): Params,
+    params: Params,
 ) -> Result<Response, ApiError> {
     const RESERVED: [&str; 6] = ["service", "from", "to", "format", "value", "limit"];
     let tenant = auth::tenant(&state.cfg, &headers)?;
-    let service = required(&params, "service")?.to_owned();
-    let shared = range(&params, "", None)?;
+    let service = params.required("service")?.to_owned();
+    let shared = params.range("", None)?;
     let common = filters(&params, &RESERVED, "");
     let side = |prefix: &str| -> Result<ProfileQuery, ApiError> {
         let mut f = common.clone();
@@ -596,13 +519,13 @@ pub async fn get_diff(
         Ok(ProfileQuery {
             tenant: tenant.clone(),
             service: service.clone(),
-            range: range(&params, prefix, Some(shared))?,
+            range: params.range(prefix, Some(shared))?,
             filters: f,
         })
     };
     let (bq, cq) = (side("baseline.")?, side("candidate.")?);
     let v = value(&params)?;
-    let limit = usize_param(&params, "limit", 1000, 1_000_000)?;
+    let limit = params.count("limit", 1000, 1_000_000)?;
     let format = params.get("format").cloned().unwrap_or_default();
     if !matches!(format.as_str(), "" | "svg" | "json") {
         return Err(ApiError::BadRequest(format!(

@@ -35,7 +35,7 @@ use super::profiles::{
     blocking, counted, folded_batch, limits, ns_per_sample, profile_error, read_body,
     store_batches, FoldedInput, ProfileIngestResponse,
 };
-use super::{auth, body, AppState};
+use super::{auth, body, headers, AppState};
 use profwatch_profile::appname;
 use profwatch_profile::compress::Allowance;
 use profwatch_profile::decode::{pprof_to_batches_within, DecodeOptions};
@@ -43,7 +43,7 @@ use profwatch_profile::folded::FoldedKind;
 use profwatch_profile::limits::FRAME_OVERHEAD;
 use profwatch_profile::multipart;
 use profwatch_profile::push::{decode_push, PushRequest, PushResponse};
-use profwatch_profile::{labels, ProfileError};
+use profwatch_profile::ProfileError;
 
 /// Pyroscope `__name__` values that are CPU profiles.
 const CPU_NAMES: &[&str] = &["process_cpu", "cpu", "itimer"];
@@ -116,7 +116,7 @@ fn push_batches(
         }
         let mut base = SampleLabels::default();
         for l in &series.labels {
-            labels::apply(&mut base, &l.name, &l.value);
+            base.apply(&l.name, &l.value);
         }
         for sample in &series.samples {
             let opt = DecodeOptions {
@@ -145,24 +145,16 @@ pub async fn push(
     req_body: Body,
 ) -> Result<Response, ConnectError> {
     let tenant = auth::tenant(&state.cfg, &headers).map_err(|e| counted(&state, e))?;
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let mime = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let ct = headers::content_type(&headers);
     if !matches!(
-        mime.as_str(),
+        ct.media_type.as_str(),
         "application/proto" | "application/protobuf" | "application/x-protobuf"
     ) {
         return Err(counted(
             &state,
             ApiError::UnsupportedMediaType(format!(
-                "Content-Type {ct:?} is not supported; send application/proto"
+                "Content-Type {:?} is not supported; send application/proto",
+                ct.raw
             )),
         )
         .into());
@@ -231,10 +223,7 @@ pub async fn ingest(
         .map_err(|e| counted(&state, e))?
         .unwrap_or_else(now_ns);
     let (raw, mut res) = read_body(&state, &headers, req_body).await?;
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let ct = headers::content_type(&headers).raw;
     let boundary = match kind {
         Some(_) => None,
         None => multipart::form_boundary(ct)
@@ -246,9 +235,9 @@ pub async fn ingest(
         return Ok(Json(store_batches(&state, &tenant, Vec::new()).await?));
     }
     let mut base = SampleLabels::default();
-    labels::apply(&mut base, "service", &app.app);
+    base.apply("service", &app.app);
     for (k, v) in &app.labels {
-        labels::apply(&mut base, k, v);
+        base.apply(k, v);
     }
     let st = state.clone();
     let input = Legacy {

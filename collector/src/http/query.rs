@@ -4,19 +4,18 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use profwatch_model::query::{EndpointsQuery, GroupBy, ServicesQuery, TimeRange, TimeseriesQuery};
-use profwatch_model::timefmt::{now_ns, parse_query_time_ns, NANOS_PER_SEC};
+use profwatch_model::timefmt::NANOS_PER_SEC;
 
 use super::error::ApiError;
+use super::params::Params;
 use super::{auth, AppState};
 
 /// Most buckets one timeseries answer may hold.
 pub const MAX_BUCKETS: i64 = 10_000;
-
-type Params = Query<HashMap<String, String>>;
 
 /// Answers a query through the cache: the key is the tenant, the route and the parameters as
 /// given (so an open-ended range is cached for the cache's TTL). A stale answer carries
@@ -58,46 +57,6 @@ where
         .get_or_compute(tenant.as_str(), key, || async { encode(run.await?) })
         .await?;
     Ok(reply(c.body, c.stale))
-}
-
-fn only(params: &HashMap<String, String>, allowed: &[&str]) -> Result<(), ApiError> {
-    for k in params.keys() {
-        if !allowed.contains(&k.as_str()) {
-            return Err(ApiError::BadRequest(format!(
-                "unknown query parameter `{k}`; this endpoint takes {}",
-                allowed.join(", ")
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn required<'a>(params: &'a HashMap<String, String>, name: &str) -> Result<&'a str, ApiError> {
-    params
-        .get(name)
-        .map(String::as_str)
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| ApiError::BadRequest(format!("query parameter `{name}` is required")))
-}
-
-/// `from`/`to` in unix seconds or RFC 3339; default the last hour.
-fn range(params: &HashMap<String, String>) -> Result<TimeRange, ApiError> {
-    let parse = |name: &str| -> Result<Option<i64>, ApiError> {
-        params
-            .get(name)
-            .filter(|v| !v.is_empty())
-            .map(|v| {
-                parse_query_time_ns(v).map_err(|e| ApiError::BadRequest(format!("`{name}`: {e}")))
-            })
-            .transpose()
-    };
-    let to = parse("to")?.unwrap_or_else(now_ns);
-    let from = match parse("from")? {
-        Some(from) => from,
-        None => TimeRange::before(to, 3600 * NANOS_PER_SEC)
-            .map_err(|e| ApiError::BadRequest(format!("`to`: {e}")))?,
-    };
-    TimeRange::checked(from, to).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
 fn group_by(params: &HashMap<String, String>) -> Result<GroupBy, ApiError> {
@@ -148,13 +107,13 @@ fn step(params: &HashMap<String, String>, r: TimeRange) -> Result<i64, ApiError>
 pub async fn services(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Query(params): Params,
+    params: Params,
 ) -> Result<Response, ApiError> {
-    only(&params, &["from", "to"])?;
+    params.only(&["from", "to"])?;
     let tenant = auth::tenant(&state.cfg, &headers)?;
     let q = ServicesQuery {
         tenant,
-        range: range(&params)?,
+        range: params.range("", None)?,
     };
     cached(
         &state,
@@ -169,14 +128,14 @@ pub async fn services(
 pub async fn endpoints(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Query(params): Params,
+    params: Params,
 ) -> Result<Response, ApiError> {
-    only(&params, &["service", "from", "to", "group_by"])?;
+    params.only(&["service", "from", "to", "group_by"])?;
     let tenant = auth::tenant(&state.cfg, &headers)?;
     let q = EndpointsQuery {
         tenant,
-        service: required(&params, "service")?.to_owned(),
-        range: range(&params)?,
+        service: params.required("service")?.to_owned(),
+        range: params.range("", None)?,
         group_by: group_by(&params)?,
     };
     cached(
@@ -193,14 +152,14 @@ pub async fn endpoints(
 pub async fn series(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Query(params): Params,
+    params: Params,
 ) -> Result<Response, ApiError> {
-    only(&params, &["service", "from", "to", "step"])?;
+    params.only(&["service", "from", "to", "step"])?;
     let tenant = auth::tenant(&state.cfg, &headers)?;
-    let r = range(&params)?;
+    let r = params.range("", None)?;
     let q = profwatch_model::query::SeriesQuery {
         tenant,
-        service: required(&params, "service")?.to_owned(),
+        service: params.required("service")?.to_owned(),
         range: r,
         step: step(&params, r)?,
     };
@@ -217,18 +176,15 @@ pub async fn series(
 pub async fn timeseries(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Query(params): Params,
+    params: Params,
 ) -> Result<Response, ApiError> {
-    only(
-        &params,
-        &["service", "endpoint", "from", "to", "step", "group_by"],
-    )?;
+    params.only(&["service", "endpoint", "from", "to", "step", "group_by"])?;
     let tenant = auth::tenant(&state.cfg, &headers)?;
-    let r = range(&params)?;
+    let r = params.range("", None)?;
     let q = TimeseriesQuery {
         tenant,
-        service: required(&params, "service")?.to_owned(),
-        endpoint: required(&params, "endpoint")?.to_owned(),
+        service: params.required("service")?.to_owned(),
+        endpoint: params.required("endpoint")?.to_owned(),
         range: r,
         step: step(&params, r)?,
         group_by: group_by(&params)?,

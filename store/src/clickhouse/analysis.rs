@@ -4,10 +4,11 @@
 use ::clickhouse::Client;
 use profwatch_model::query::{BuildSummary, BuildsQuery, CostSamples, CostSamplesQuery};
 use profwatch_model::regression::RegressionRecord;
+use profwatch_model::timefmt::now_ns;
 use profwatch_model::Tenant;
 use serde::{Deserialize, Serialize};
 
-use super::query_error;
+use super::client::{insert_one, query_error, unavailable};
 use crate::StoreError;
 
 pub async fn builds(client: &Client, q: &BuildsQuery) -> Result<Vec<BuildSummary>, StoreError> {
@@ -126,7 +127,7 @@ pub async fn put_regression(client: &Client, r: &RegressionRecord) -> Result<(),
     let record = serde_json::to_string(r)
         .map_err(|e| StoreError::Query(format!("encoding a regression record: {e}")))?;
     // A version must grow with every write of the same id, even within one nanosecond.
-    let updated = r.updated.max(super::now_ns());
+    let updated = r.updated.max(now_ns());
     let row = RegressionRow {
         tenant: &r.tenant,
         id: &r.id,
@@ -147,16 +148,9 @@ pub async fn put_regression(client: &Client, r: &RegressionRecord) -> Result<(),
         last_seen: r.last_seen,
         record,
     };
-    let mut ins = client
-        .insert::<RegressionRow<'_>>("regressions")
+    insert_one::<RegressionRow<'_>>(client, "regressions", &row)
         .await
-        .map_err(|e| super::unavailable("storing a regression record", e))?;
-    ins.write(&row)
-        .await
-        .map_err(|e| super::unavailable("storing a regression record", e))?;
-    ins.end()
-        .await
-        .map_err(|e| super::unavailable("storing a regression record", e))
+        .map_err(|e| unavailable("storing a regression record", e))
 }
 
 pub async fn regressions(

@@ -19,8 +19,11 @@
 
 use ::clickhouse::Client;
 
-use super::{query_error, RETENTION_COLUMN};
+use super::client::query_error;
 use crate::StoreError;
+
+/// The `Date` column that partitions the daily tables by day (UTC) and carries the TTL.
+pub(super) const RETENTION_COLUMN: &str = "date";
 
 /// The first version given the modern DDL (`LowCardinality`, `CODEC`, `TTL`).
 pub const MODERN_SINCE: (u32, u32) = (20, 1);
@@ -51,6 +54,23 @@ impl ServerVersion {
     pub fn is_modern(&self) -> bool {
         (self.major, self.minor) >= MODERN_SINCE
     }
+}
+
+/// Asks the server at `url` for its version.
+pub(super) async fn server_version(
+    client: &Client,
+    url: &str,
+) -> Result<ServerVersion, StoreError> {
+    let raw: String = client
+        .query("SELECT version()")
+        .fetch_one()
+        .await
+        .map_err(|e| query_error(&format!("connecting to ClickHouse at {url}"), e))?;
+    ServerVersion::parse(&raw).ok_or_else(|| {
+        StoreError::Query(format!(
+            "ClickHouse at {url} reported an unreadable version {raw:?}"
+        ))
+    })
 }
 
 /// What the DDL of a migration may depend on.

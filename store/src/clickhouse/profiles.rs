@@ -11,10 +11,11 @@ use ::clickhouse::Client;
 use profwatch_model::profile::{
     stack_hash, ProfileBatch, ProfileQuery, ProfileRow, SampleLabels, StackProfile,
 };
+use profwatch_model::timefmt::now_ns;
 use profwatch_model::Tenant;
 use serde::{Deserialize, Serialize};
 
-use super::{query_error, unavailable, unix_days, INSERT_END_TIMEOUT, INSERT_SEND_TIMEOUT};
+use super::client::{day_of, query_error, start_insert, unavailable, unix_days};
 use crate::StoreError;
 
 /// Bound on the remembered (tenant, stack, day) entries; past it the set starts over.
@@ -51,24 +52,18 @@ struct SampleRow<'a> {
     cpu_ns: u64,
 }
 
-fn day_of(ts: i64) -> u16 {
-    u16::try_from(unix_days(ts).max(0)).unwrap_or(u16::MAX)
-}
-
-pub async fn insert(
-    client: &Client,
-    known: &KnownStacks,
-    tenant: &Tenant,
-    batches: &[ProfileBatch],
-) -> Result<(), StoreError> {
-    let count: usize = batches.iter().map(|b| b.samples.len()).sum();
-    let context =
-        |step: &str| format!("inserting {count} stack samples for tenant {tenant}: {step}");
-    let today = unix_days(super::now_ns());
-    let mut hashes = Vec::with_capacity(count);
-    let mut new_stacks: Vec<(u64, &[String])> = Vec::new();
-    {
-        let set = known.0.lock().unwrap_or_else(|e| e.into_inner());
+impl KnownStacks {
+    /// The stack hash of every sample, in order, and the stacks among them not yet inserted
+    /// for `tenant` on `today` (each once).
+    fn split<'a>(
+        &self,
+        tenant: &Tenant,
+        batches: &'a [ProfileBatch],
+        today: i64,
+    ) -> (Vec<u64>, Vec<(u64, &'a [String])>) {
+        let mut hashes = Vec::new();
+        let mut new_stacks: Vec<(u64, &[String])> = Vec::new();
+        let set = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let mut seen_here = HashSet::new();
         for b in batches {
             for s in &b.samples {
@@ -79,33 +74,79 @@ pub async fn insert(
                 }
             }
         }
+        (hashes, new_stacks)
     }
-    if !new_stacks.is_empty() {
-        let mut ins = client
-            .insert::<StackRow<'_>>("stacks")
-            .await
-            .map_err(|e| unavailable(&context("starting the stacks insert"), e))?
-            .with_timeouts(Some(INSERT_SEND_TIMEOUT), Some(INSERT_END_TIMEOUT));
-        let date = u16::try_from(today.max(0)).unwrap_or(u16::MAX);
-        for (hash, frames) in &new_stacks {
-            ins.write(&StackRow {
-                tenant: tenant.as_str(),
-                hash: *hash,
-                date,
-                frames,
-            })
-            .await
-            .map_err(|e| unavailable(&context("sending stacks"), e))?;
+
+    /// Remembers stacks inserted for `tenant` on `today`.
+    fn remember(&self, tenant: &Tenant, stacks: &[(u64, &[String])], today: i64) {
+        let mut set = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if set.len() > KNOWN_STACKS_CAP {
+            set.clear();
         }
-        ins.end()
-            .await
-            .map_err(|e| unavailable(&context("waiting for the stacks acknowledgement"), e))?;
+        for (h, _) in stacks {
+            set.insert((tenant.0.clone(), *h, today));
+        }
     }
-    let mut ins = client
-        .insert::<SampleRow<'_>>("samples")
+}
+
+/// Inserts the stacks this process has not inserted today, then the samples, each as one
+/// `INSERT`; returns once ClickHouse acknowledged both.
+pub async fn insert(
+    client: &Client,
+    known: &KnownStacks,
+    tenant: &Tenant,
+    batches: &[ProfileBatch],
+) -> Result<(), StoreError> {
+    let count: usize = batches.iter().map(|b| b.samples.len()).sum();
+    let context =
+        |step: &str| format!("inserting {count} stack samples for tenant {tenant}: {step}");
+    let today = unix_days(now_ns());
+    let (hashes, new_stacks) = known.split(tenant, batches, today);
+    if !new_stacks.is_empty() {
+        insert_stacks(client, tenant, &new_stacks, today, &context).await?;
+    }
+    insert_samples(client, tenant, batches, &hashes, &context).await?;
+    known.remember(tenant, &new_stacks, today);
+    Ok(())
+}
+
+async fn insert_stacks(
+    client: &Client,
+    tenant: &Tenant,
+    stacks: &[(u64, &[String])],
+    today: i64,
+    context: &(dyn Fn(&str) -> String + Sync),
+) -> Result<(), StoreError> {
+    let mut ins = start_insert::<StackRow<'_>>(client, "stacks")
         .await
-        .map_err(|e| unavailable(&context("starting the samples insert"), e))?
-        .with_timeouts(Some(INSERT_SEND_TIMEOUT), Some(INSERT_END_TIMEOUT));
+        .map_err(|e| unavailable(&context("starting the stacks insert"), e))?;
+    let date = u16::try_from(today.max(0)).unwrap_or(u16::MAX);
+    for (hash, frames) in stacks {
+        ins.write(&StackRow {
+            tenant: tenant.as_str(),
+            hash: *hash,
+            date,
+            frames,
+        })
+        .await
+        .map_err(|e| unavailable(&context("sending stacks"), e))?;
+    }
+    ins.end()
+        .await
+        .map_err(|e| unavailable(&context("waiting for the stacks acknowledgement"), e))
+}
+
+/// Inserts every sample, referring to its stack by `hashes` (in sample order).
+async fn insert_samples(
+    client: &Client,
+    tenant: &Tenant,
+    batches: &[ProfileBatch],
+    hashes: &[u64],
+    context: &(dyn Fn(&str) -> String + Sync),
+) -> Result<(), StoreError> {
+    let mut ins = start_insert::<SampleRow<'_>>(client, "samples")
+        .await
+        .map_err(|e| unavailable(&context("starting the samples insert"), e))?;
     let mut hash_iter = hashes.iter();
     for b in batches {
         let l = &b.labels;
@@ -132,15 +173,7 @@ pub async fn insert(
     }
     ins.end()
         .await
-        .map_err(|e| unavailable(&context("waiting for the samples acknowledgement"), e))?;
-    let mut set = known.0.lock().unwrap_or_else(|e| e.into_inner());
-    if set.len() > KNOWN_STACKS_CAP {
-        set.clear();
-    }
-    for (h, _) in new_stacks {
-        set.insert((tenant.0.clone(), h, today));
-    }
-    Ok(())
+        .map_err(|e| unavailable(&context("waiting for the samples acknowledgement"), e))
 }
 
 #[derive(::clickhouse::Row, Deserialize)]

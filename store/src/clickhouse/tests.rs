@@ -8,11 +8,22 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
-use profwatch_model::query::TimeRange;
+use ::clickhouse::sql::Identifier;
+use ::clickhouse::Client;
+use profwatch_model::query::{
+    EndpointsQuery, GroupBy, ServiceSummary, ServicesQuery, TimeRange, TimeseriesQuery,
+};
+use profwatch_model::timefmt::now_ns;
+use profwatch_model::{RequestEvent, Tenant};
+use serde::Deserialize;
 
-use super::*;
+use super::client::{NS_PER_DAY, NS_PER_SECOND};
+use super::cluster::{cluster_name, with_host};
+use super::{migrations, ClickHouseConfig, ClickHouseStore, INSERT_PERMITS};
+use crate::{Store, StoreError};
 
 fn test_url() -> Option<String> {
     profwatch_testkit::clickhouse_url()

@@ -13,6 +13,8 @@ use profwatch_model::profile::{stack_hash, ProfileBatch, SampleLabels};
 use profwatch_model::{RequestEvent, Tenant};
 use serde::{Deserialize, Serialize};
 
+use super::keys::IdemKey;
+
 /// The identity of a series.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct SeriesKey {
@@ -216,7 +218,7 @@ pub struct MemTable {
     pub samples: SampleRows,
     pub stacks: Stacks,
     /// Idempotency keys of the batches in this memtable.
-    pub keys: Vec<super::segment::IdemKey>,
+    pub keys: Vec<IdemKey>,
 }
 
 impl MemTable {

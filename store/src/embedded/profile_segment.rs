@@ -13,16 +13,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parquet::data_type::{ByteArray, ByteArrayType, Int32Type, Int64Type};
-use parquet::file::reader::FileReader;
+use parquet::file::reader::{FileReader, RowGroupReader};
 use parquet::file::serialized_reader::SerializedFileReader;
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::parser::parse_message_type;
 
-use super::memtable::{SampleRows, SeriesKey, Stacks};
-use super::segment::{
-    pq, put_in_place, read_i32, read_i64, time_bounds, writer_settings, Footer, KEY_MAX_TS,
-    KEY_MIN_TS,
+use super::files::{
+    parse_range_file_name, pq, put_in_place, range_file_name, read_i32, read_i64, time_bounds,
+    writer_settings, Footer, KEY_MAX_TS, KEY_MIN_TS,
 };
+use super::memtable::{SampleRows, SeriesKey, Stacks};
 use crate::StoreError;
 
 const SCHEMA: &str = "message profwatch_profile_segment {
@@ -46,13 +46,11 @@ pub struct ProfileMeta {
 }
 
 pub fn file_name(lo: u64, hi: u64) -> String {
-    format!("prof-{lo:012}-{hi:012}.parquet")
+    range_file_name("prof", lo, hi)
 }
 
 pub fn parse_file_name(name: &str) -> Option<(u64, u64)> {
-    let core = name.strip_prefix("prof-")?.strip_suffix(".parquet")?;
-    let (lo, hi) = core.split_once('-')?;
-    Some((lo.parse().ok()?, hi.parse().ok()?))
+    parse_range_file_name("prof", name)
 }
 
 /// Writes samples (any order) with the frames of their stacks, durably, via `tmp_dir`.
@@ -183,64 +181,87 @@ pub fn scan(
         let rg = reader.get_row_group(g).map_err(|e| pq(path, e))?;
         let n = rg.metadata().num_rows().max(0) as usize;
         let rg = rg.as_ref();
-        (|| -> parquet::errors::Result<()> {
-            read_i64(rg, 0, n, &mut rows.ts)?;
-            read_i32(rg, 1, n, &mut i32s)?;
-            rows.series.clear();
-            rows.series.extend(i32s.iter().map(|v| *v as u32));
-            read_i64(rg, 2, n, &mut i64s)?;
-            rows.stack.clear();
-            rows.stack.extend(i64s.iter().map(|v| *v as u64));
-            read_i64(rg, 3, n, &mut i64s)?;
-            rows.samples.clear();
-            rows.samples.extend(i64s.iter().map(|v| *v as u64));
-            read_i64(rg, 4, n, &mut i64s)?;
-            rows.cpu_ns.clear();
-            rows.cpu_ns.extend(i64s.iter().map(|v| *v as u64));
-            if let Some((want, out)) = want_frames.as_mut() {
-                let mut def = Vec::with_capacity(n);
-                let mut values: Vec<ByteArray> = Vec::new();
-                let mut r = parquet::column::reader::get_typed_column_reader::<ByteArrayType>(
-                    rg.get_column_reader(5)?,
-                );
-                while def.len() < n {
-                    let (records, _, _) =
-                        r.read_records(n - def.len(), Some(&mut def), None, &mut values)?;
-                    if records == 0 {
-                        break;
-                    }
-                }
-                let mut v = values.iter();
-                for (i, d) in def.iter().enumerate() {
-                    if *d == 0 {
-                        continue;
-                    }
-                    let Some(bytes) = v.next() else { break };
-                    let h = rows.stack.get(i).copied().unwrap_or(0);
-                    if want(h) && !out.contains_key(&h) {
-                        let frames: Vec<String> =
-                            serde_json::from_slice(bytes.data()).map_err(|e| {
-                                parquet::errors::ParquetError::General(format!(
-                                    "frames of stack {h:x}: {e}"
-                                ))
-                            })?;
-                        out.insert(h, Arc::from(frames.into_boxed_slice()));
-                    }
-                }
-            }
-            if rows.series.len() != n
-                || rows.stack.len() != n
-                || rows.samples.len() != n
-                || rows.cpu_ns.len() != n
-            {
-                return Err(parquet::errors::ParquetError::General(format!(
-                    "row group promises {n} rows but its columns disagree"
-                )));
-            }
-            Ok(())
-        })()
-        .map_err(|e| pq(path, e))?;
+        read_samples(rg, n, &mut rows, &mut i64s, &mut i32s)
+            .and_then(|()| match want_frames.as_mut() {
+                Some((want, out)) => read_frames(rg, n, &rows.stack, want, out),
+                None => Ok(()),
+            })
+            .and_then(|()| check_lengths(&rows, n))
+            .map_err(|e| pq(path, e))?;
         f(&rows);
+    }
+    Ok(())
+}
+
+/// Reads the sample columns of one row group into `rows`.
+fn read_samples(
+    rg: &dyn RowGroupReader,
+    n: usize,
+    rows: &mut SampleRows,
+    i64s: &mut Vec<i64>,
+    i32s: &mut Vec<i32>,
+) -> parquet::errors::Result<()> {
+    read_i64(rg, 0, n, &mut rows.ts)?;
+    read_i32(rg, 1, n, i32s)?;
+    rows.series.clear();
+    rows.series.extend(i32s.iter().map(|v| *v as u32));
+    read_i64(rg, 2, n, i64s)?;
+    rows.stack.clear();
+    rows.stack.extend(i64s.iter().map(|v| *v as u64));
+    read_i64(rg, 3, n, i64s)?;
+    rows.samples.clear();
+    rows.samples.extend(i64s.iter().map(|v| *v as u64));
+    read_i64(rg, 4, n, i64s)?;
+    rows.cpu_ns.clear();
+    rows.cpu_ns.extend(i64s.iter().map(|v| *v as u64));
+    Ok(())
+}
+
+/// Adds to `out` the frames of one row group's stacks (`stack`, by row) that `want` asks for
+/// and `out` lacks.
+fn read_frames(
+    rg: &dyn RowGroupReader,
+    n: usize,
+    stack: &[u64],
+    want: &dyn Fn(u64) -> bool,
+    out: &mut HashMap<u64, Arc<[String]>>,
+) -> parquet::errors::Result<()> {
+    let mut def = Vec::with_capacity(n);
+    let mut values: Vec<ByteArray> = Vec::new();
+    let mut r =
+        parquet::column::reader::get_typed_column_reader::<ByteArrayType>(rg.get_column_reader(5)?);
+    while def.len() < n {
+        let (records, _, _) = r.read_records(n - def.len(), Some(&mut def), None, &mut values)?;
+        if records == 0 {
+            break;
+        }
+    }
+    let mut v = values.iter();
+    for (i, d) in def.iter().enumerate() {
+        if *d == 0 {
+            continue;
+        }
+        let Some(bytes) = v.next() else { break };
+        let h = stack.get(i).copied().unwrap_or(0);
+        if want(h) && !out.contains_key(&h) {
+            let frames: Vec<String> = serde_json::from_slice(bytes.data()).map_err(|e| {
+                parquet::errors::ParquetError::General(format!("frames of stack {h:x}: {e}"))
+            })?;
+            out.insert(h, Arc::from(frames.into_boxed_slice()));
+        }
+    }
+    Ok(())
+}
+
+fn check_lengths(rows: &SampleRows, n: usize) -> parquet::errors::Result<()> {
+    if rows.series.len() != n
+        || rows.stack.len() != n
+        || rows.samples.len() != n
+        || rows.cpu_ns.len() != n
+    {
+        return Err(parquet::errors::ParquetError::General(format!(
+            "row group promises {n} rows but its columns disagree"
+        )));
     }
     Ok(())
 }

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use profwatch_model::regression::RegressionRecord;
 
-use super::wal::sync_dir;
+use super::files::sync_dir;
 use crate::StoreError;
 
 /// The records, by (tenant, id).

@@ -8,26 +8,28 @@
 //! A segment whose range lies inside another's is a leftover of a compaction that crashed before
 //! deleting its inputs, and is removed on open.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::basic::Encoding;
 use parquet::data_type::{DoubleType, Int32Type, Int64Type};
 use parquet::file::metadata::{FileMetaData, KeyValue, ParquetMetaData, ParquetMetaDataReader};
-use parquet::file::properties::{ReaderProperties, WriterProperties, WriterPropertiesBuilder};
-use parquet::file::reader::{FileReader, RowGroupReader};
-use parquet::file::serialized_reader::{SerializedFileReader, SerializedRowGroupReader};
+use parquet::file::properties::ReaderProperties;
+use parquet::file::reader::RowGroupReader;
+use parquet::file::serialized_reader::SerializedRowGroupReader;
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::parser::parse_message_type;
 use parquet::schema::types::ColumnPath;
 
-use super::faults;
+use super::files::{
+    parse_range_file_name, pq, put_in_place, range_file_name, read_i32, read_i64, remove_files,
+    sync_dir, time_bounds, writer_settings, Footer, KEY_MAX_TS, KEY_MIN_TS,
+};
+use super::keys::IdemKey;
 use super::memtable::{Rows, SeriesKey};
 use super::profile_segment::ProfileMeta;
-use super::wal::sync_dir;
 use crate::StoreError;
 
 const SCHEMA: &str = "message profwatch_segment {
@@ -41,19 +43,7 @@ const SCHEMA: &str = "message profwatch_segment {
 }";
 /// Rows per row group (small in unit tests, so that their segments have several).
 const ROW_GROUP: usize = if cfg!(test) { 4096 } else { 256 * 1024 };
-pub(super) const KEY_SERIES: &str = "profwatch.series";
-pub(super) const KEY_MIN_TS: &str = "profwatch.min_ts";
-pub(super) const KEY_MAX_TS: &str = "profwatch.max_ts";
 const KEY_IDEMPOTENCY: &str = "profwatch.idempotency_keys";
-
-/// A batch idempotency key accepted at `received` (unix ns); segments keep the keys of the
-/// batches they hold so duplicates are recognised after a restart.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct IdemKey {
-    pub tenant: String,
-    pub key: String,
-    pub received: i64,
-}
 
 /// What a segment carries besides its event rows.
 #[derive(Debug, Default)]
@@ -184,177 +174,12 @@ impl Drop for SegmentMeta {
     }
 }
 
-/// Appended to a segment file's name for the file that holds its checksum.
-pub const CHECKSUM_SUFFIX: &str = ".crc32";
-
-fn checksum_path(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(CHECKSUM_SUFFIX);
-    PathBuf::from(name)
-}
-
-fn crc_of(path: &Path) -> Result<(u32, u64), StoreError> {
-    let mut f = File::open(path).map_err(|e| StoreError::io("open", path, e))?;
-    let mut hasher = crc32fast::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut len = 0u64;
-    loop {
-        let n =
-            std::io::Read::read(&mut f, &mut buf).map_err(|e| StoreError::io("read", path, e))?;
-        if n == 0 {
-            return Ok((hasher.finalize(), len));
-        }
-        hasher.update(&buf[..n]);
-        len += n as u64;
-    }
-}
-
-/// Writes the checksum of the finished file `tmp` beside its final `path`, durably, before
-/// the data file is renamed into place (so a data file in place always has its checksum).
-fn write_checksum(tmp: &Path, path: &Path) -> Result<(), StoreError> {
-    let (crc, len) = crc_of(tmp)?;
-    let mut tmp_sum = tmp.as_os_str().to_owned();
-    tmp_sum.push(CHECKSUM_SUFFIX);
-    let tmp_sum = PathBuf::from(tmp_sum);
-    let written = File::create(&tmp_sum).and_then(|mut f| {
-        std::io::Write::write_all(&mut f, format!("{crc:08x} {len}\n").as_bytes())?;
-        f.sync_all()
-    });
-    written.map_err(|e| StoreError::io("write", &tmp_sum, e))?;
-    let sum = checksum_path(path);
-    std::fs::rename(&tmp_sum, &sum).map_err(|e| StoreError::io("rename into place", &sum, e))
-}
-
-/// Checks a segment file against its checksum. A file without one (written before checksums
-/// existed) passes unverified; a missing data file passes (profile files are optional).
-pub fn verify(path: &Path) -> Result<(), StoreError> {
-    let sum = checksum_path(path);
-    let Ok(text) = std::fs::read_to_string(&sum) else {
-        return Ok(());
-    };
-    if !path.exists() {
-        return Ok(());
-    }
-    let bad = |detail: String| StoreError::Corrupt {
-        path: path.display().to_string(),
-        detail,
-    };
-    let (want_crc, want_len) = text
-        .split_once(' ')
-        .and_then(|(c, l)| {
-            Some((
-                u32::from_str_radix(c, 16).ok()?,
-                l.trim().parse::<u64>().ok()?,
-            ))
-        })
-        .ok_or_else(|| bad(format!("unreadable checksum file {}", sum.display())))?;
-    let (crc, len) = crc_of(path)?;
-    if (crc, len) != (want_crc, want_len) {
-        return Err(bad(format!(
-            "checksum {crc:08x} over {len} bytes; written as {want_crc:08x} over {want_len}"
-        )));
-    }
-    Ok(())
-}
-
-/// Removes segment files and their checksums; files already gone are fine.
-pub fn remove_files(paths: &[&Path]) -> Result<(), StoreError> {
-    for p in paths
-        .iter()
-        .flat_map(|p| [p.to_path_buf(), checksum_path(p)])
-    {
-        match std::fs::remove_file(&p) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StoreError::io("remove", &p, e)),
-        }
-    }
-    Ok(())
-}
-
-/// Moves segment files (and their checksums) that exist into `dir`, keeping their names.
-pub fn quarantine(paths: &[&Path], dir: &Path) -> Result<(), StoreError> {
-    std::fs::create_dir_all(dir).map_err(|e| StoreError::io("create", dir, e))?;
-    for p in paths
-        .iter()
-        .flat_map(|p| [p.to_path_buf(), checksum_path(p)])
-    {
-        let Some(name) = p.file_name() else { continue };
-        if p.exists() {
-            let to = dir.join(name);
-            std::fs::rename(&p, &to).map_err(|e| StoreError::io("move to quarantine", &p, e))?;
-        }
-    }
-    sync_dir(dir)
-}
-
 pub fn file_name(lo: u64, hi: u64) -> String {
-    format!("seg-{lo:012}-{hi:012}.parquet")
+    range_file_name("seg", lo, hi)
 }
 
 pub fn parse_file_name(name: &str) -> Option<(u64, u64)> {
-    let core = name.strip_prefix("seg-")?.strip_suffix(".parquet")?;
-    let (lo, hi) = core.split_once('-')?;
-    Some((lo.parse().ok()?, hi.parse().ok()?))
-}
-
-/// The smallest and largest time of a file's rows (0 and 0 when it has none).
-pub(super) fn time_bounds(ts: &[i64]) -> (i64, i64) {
-    let min = ts.iter().copied().min().unwrap_or(0);
-    let max = ts.iter().copied().max().unwrap_or(0);
-    (min, max)
-}
-
-/// What every segment file (events and profiles) is written with: zstd level 1, and the footer
-/// entries they share (the series dictionary and the time bounds), to which a kind may add.
-pub(super) fn writer_settings(
-    name: &str,
-    tmp: &Path,
-    series: &[Arc<SeriesKey>],
-    min_ts: i64,
-    max_ts: i64,
-) -> Result<(WriterPropertiesBuilder, Vec<KeyValue>), StoreError> {
-    let plain: Vec<&SeriesKey> = series.iter().map(Arc::as_ref).collect();
-    let series_json = serde_json::to_string(&plain).map_err(|e| StoreError::Corrupt {
-        path: name.to_owned(),
-        detail: e.to_string(),
-    })?;
-    let builder = WriterProperties::builder().set_compression(Compression::ZSTD(
-        ZstdLevel::try_new(1).map_err(|e| pq(tmp, e))?,
-    ));
-    let footer = vec![
-        KeyValue::new(KEY_SERIES.to_owned(), series_json),
-        KeyValue::new(KEY_MIN_TS.to_owned(), min_ts.to_string()),
-        KeyValue::new(KEY_MAX_TS.to_owned(), max_ts.to_string()),
-    ];
-    Ok((builder, footer))
-}
-
-/// Closes a written file, fsyncs it and renames it from `tmp` to `path`; returns its size.
-/// (Syncing the directory is the caller's: the events file is a flush's commit point.)
-pub(super) fn put_in_place(
-    writer: SerializedFileWriter<File>,
-    tmp: &Path,
-    path: &Path,
-) -> Result<u64, StoreError> {
-    let file = writer.into_inner().map_err(|e| pq(tmp, e))?;
-    faults::check("segment-sync", tmp)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| StoreError::io("fsync", tmp, e))?;
-    let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-    drop(file);
-    write_checksum(tmp, path)?;
-    faults::check("segment-rename", path)
-        .and_then(|()| std::fs::rename(tmp, path))
-        .map_err(|e| StoreError::io("rename into place", path, e))?;
-    Ok(bytes)
-}
-
-pub(super) fn pq(path: &Path, e: parquet::errors::ParquetError) -> StoreError {
-    StoreError::Corrupt {
-        path: path.display().to_string(),
-        detail: e.to_string(),
-    }
+    parse_range_file_name("seg", name)
 }
 
 /// Writes sorted rows as segment `lo..=hi` into `dir`, via `tmp_dir`, durably.
@@ -518,61 +343,6 @@ pub fn open(
     })
 }
 
-/// What a segment file's footer says: row count, size, and our key-value metadata (series
-/// dictionary, time bounds, idempotency keys). Shared by event and profile segments.
-#[derive(Debug)]
-pub(super) struct Footer {
-    path: PathBuf,
-    pub rows: u64,
-    pub bytes: u64,
-    pub kv: HashMap<String, String>,
-}
-
-impl Footer {
-    pub fn read(path: &Path) -> Result<Footer, StoreError> {
-        let file = File::open(path).map_err(|e| StoreError::io("open", path, e))?;
-        let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let reader = SerializedFileReader::new(file).map_err(|e| pq(path, e))?;
-        let meta = reader.metadata().file_metadata();
-        let kv = meta
-            .key_value_metadata()
-            .into_iter()
-            .flatten()
-            .filter_map(|e| Some((e.key.clone(), e.value.clone()?)))
-            .collect();
-        Ok(Footer {
-            path: path.to_owned(),
-            rows: meta.num_rows().max(0) as u64,
-            bytes,
-            kv,
-        })
-    }
-
-    pub fn bad(&self, what: &str) -> StoreError {
-        StoreError::Corrupt {
-            path: self.path.display().to_string(),
-            detail: format!("bad or missing {what} in the footer"),
-        }
-    }
-
-    pub fn parse<T: std::str::FromStr>(&self, key: &str) -> Result<T, StoreError> {
-        self.kv
-            .get(key)
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| self.bad(key))
-    }
-
-    /// The series dictionary, in file order.
-    pub fn series(&self) -> Result<Vec<Arc<SeriesKey>>, StoreError> {
-        let v = self
-            .kv
-            .get(KEY_SERIES)
-            .ok_or_else(|| self.bad(KEY_SERIES))?;
-        let keys: Vec<SeriesKey> = serde_json::from_str(v).map_err(|_| self.bad(KEY_SERIES))?;
-        Ok(keys.into_iter().map(Arc::new).collect())
-    }
-}
-
 /// The columns a scan wants; unread columns stay empty in the [`Rows`] it yields.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Projection {
@@ -699,42 +469,6 @@ pub fn scan_part(
         let n = rg.metadata().num_rows().max(0) as usize;
         read_rows(&rg, n, projection, &mut rows, &mut scratch).map_err(|e| pq(path, e))?;
         f(&rows);
-    }
-    Ok(())
-}
-
-pub(super) fn read_i64(
-    rg: &dyn RowGroupReader,
-    col: usize,
-    n: usize,
-    out: &mut Vec<i64>,
-) -> parquet::errors::Result<()> {
-    out.clear();
-    let mut r =
-        parquet::column::reader::get_typed_column_reader::<Int64Type>(rg.get_column_reader(col)?);
-    while out.len() < n {
-        let (records, _, _) = r.read_records(n - out.len(), None, None, out)?;
-        if records == 0 {
-            break;
-        }
-    }
-    Ok(())
-}
-
-pub(super) fn read_i32(
-    rg: &dyn RowGroupReader,
-    col: usize,
-    n: usize,
-    out: &mut Vec<i32>,
-) -> parquet::errors::Result<()> {
-    out.clear();
-    let mut r =
-        parquet::column::reader::get_typed_column_reader::<Int32Type>(rg.get_column_reader(col)?);
-    while out.len() < n {
-        let (records, _, _) = r.read_records(n - out.len(), None, None, out)?;
-        if records == 0 {
-            break;
-        }
     }
     Ok(())
 }

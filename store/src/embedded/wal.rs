@@ -31,6 +31,7 @@ use profwatch_model::{wire, RequestEvent, Tenant};
 use prost::Message;
 
 use super::faults;
+use super::files::sync_dir;
 use crate::StoreError;
 
 const HEADER: usize = 8;
@@ -464,13 +465,6 @@ fn corrupt(path: &Path, at: usize, detail: &str) -> StoreError {
         path: path.display().to_string(),
         detail: format!("record at byte {at} passed its checksum but does not decode: {detail}"),
     }
-}
-
-/// Fsyncs a directory so that creates, renames and deletes in it are durable.
-pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StoreError::io("fsync directory", dir, e))
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use profwatch_model::query::{
     TimeRange, TimeseriesQuery,
 };
 use profwatch_model::regression::{Culprit, RegressionRecord, RegressionState};
+use profwatch_model::rng::Rng;
 use profwatch_model::timefmt::{now_ns, NANOS_PER_SEC};
 use profwatch_model::{RequestEvent, Tenant};
 use profwatch_store::{Store, StoreError, Written};
@@ -53,23 +54,10 @@ pub fn ev(
     }
 }
 
-/// A deterministic pseudo-random stream (xorshift), so runs are repeatable.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    /// Roughly log-normal positive value around `median`.
-    fn cost(&mut self, median: f64) -> u64 {
-        let u: f64 = (0..4)
-            .map(|_| (self.next() % 10_000) as f64 / 10_000.0)
-            .sum::<f64>()
-            - 2.0;
-        (median * (u * 0.8).exp()) as u64
-    }
+/// A roughly log-normal positive value around `median`.
+fn cost(rng: &mut Rng, median: f64) -> u64 {
+    let u: f64 = (0..4).map(|_| rng.uniform()).sum::<f64>() - 2.0;
+    (median * (u * 0.8).exp()) as u64
 }
 
 pub fn all_time() -> TimeRange {
@@ -166,17 +154,17 @@ fn check(stats: &CostStats, events: &[&RequestEvent], what: &str) {
 
 /// A mixed workload: 3 endpoints, 2 builds, 2 dcs, 3 hosts, over 30 minutes.
 pub fn workload(n: usize, seed: u64) -> Vec<RequestEvent> {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let b = base();
     (0..n)
         .map(|i| {
             let endpoint = ["GET /cart/{id}", "POST /checkout", "GET /search"][i % 3];
             let build = ["811", "812"][(i / 3) % 2];
-            let dc = ["eu1", "us2"][(rng.next() % 2) as usize];
-            let host = ["web-1", "web-2", "web-3"][(rng.next() % 3) as usize];
+            let dc = ["eu1", "us2"][(rng.next_u64() % 2) as usize];
+            let host = ["web-1", "web-2", "web-3"][(rng.next_u64() % 3) as usize];
             let median = 1e6 * (1 + i % 3) as f64 * if build == "812" { 1.05 } else { 1.0 };
-            let cpu = rng.cost(median);
-            let instr = (endpoint != "GET /search").then(|| cpu * 3 + rng.next() % 1000);
+            let cpu = cost(&mut rng, median);
+            let instr = (endpoint != "GET /search").then(|| cpu * 3 + rng.next_u64() % 1000);
             ev(
                 b + (i as i64 % 1800) * NANOS_PER_SEC,
                 endpoint,

@@ -1,0 +1,74 @@
+//! A regression record from the comparison that found it.
+
+use profwatch_analyzer::{ChangePoint, Comparison};
+use profwatch_model::regression::{Culprit, RegressionRecord, RegressionState};
+use profwatch_model::Tenant;
+
+use super::compare::metric_name;
+
+/// What a finding is about: its record's id is made of these.
+#[derive(Debug)]
+pub(super) struct Finding<'a> {
+    pub(super) tenant: &'a Tenant,
+    pub(super) service: &'a str,
+    pub(super) baseline: String,
+    pub(super) candidate: String,
+}
+
+/// A new, open record of the regression `c` shows (first and last seen `now`). Figures the
+/// compare could not give come from the change point that prompted it, when there is one.
+pub(super) fn from_comparison(
+    finding: Finding<'_>,
+    c: &Comparison,
+    change: Option<&ChangePoint>,
+    culprits: Vec<Culprit>,
+    now: i64,
+) -> RegressionRecord {
+    let metric = metric_name(c.metric);
+    let (effect_low, effect_high) = finite_interval(c.ci.map(|i| (i.low, i.high)));
+    RegressionRecord {
+        id: RegressionRecord::make_id(
+            &finding.tenant.0,
+            finding.service,
+            &c.endpoint,
+            metric,
+            &finding.baseline,
+            &finding.candidate,
+        ),
+        tenant: finding.tenant.0.clone(),
+        service: finding.service.to_owned(),
+        endpoint: c.endpoint.clone(),
+        metric: metric.to_owned(),
+        baseline: finding.baseline,
+        candidate: finding.candidate,
+        effect: c.effect.unwrap_or(1.0),
+        effect_low,
+        effect_high,
+        ratio_of_means: c.ratio_of_means,
+        p_value: c.p_value.or(change.map(|ch| ch.p_value)).unwrap_or(1.0),
+        q_value: c.q_value.unwrap_or(1.0),
+        baseline_median: c
+            .median_baseline
+            .or(change.map(|ch| ch.before))
+            .unwrap_or(0.0),
+        candidate_median: c
+            .median_candidate
+            .or(change.map(|ch| ch.after))
+            .unwrap_or(0.0),
+        baseline_requests: c.n_baseline as u64,
+        candidate_requests: c.n_candidate as u64,
+        culprits,
+        first_seen: now,
+        last_seen: now,
+        state: RegressionState::Open,
+        updated: now,
+    }
+}
+
+/// An interval with both ends finite, as `(low, high)`; absent ends otherwise.
+fn finite_interval(ci: Option<(f64, f64)>) -> (Option<f64>, Option<f64>) {
+    match ci {
+        Some((lo, hi)) if lo.is_finite() && hi.is_finite() => (Some(lo), Some(hi)),
+        _ => (None, None),
+    }
+}

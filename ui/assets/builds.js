@@ -1,0 +1,30 @@
+// @ts-check
+// The order builds rolled out in.
+
+import { naturalCompare } from "./format.js";
+
+/** @import { TimeseriesPoint } from "./api.js" */
+
+/**
+ * Builds in the order they were first seen in a build-grouped timeseries, then by name (those
+ * in `names` the timeseries lacks); `first` is each seen build's first bucket, unix seconds.
+ * @param {TimeseriesPoint[] | null | undefined} points
+ * @param {string[] | null | undefined} names
+ * @returns {{order: string[], first: Map<string, number>}}
+ */
+export function buildOrder(points, names) {
+  /** @type {Map<string, number>} */
+  const first = new Map();
+  for (const p of points || []) {
+    if (p.group === undefined) continue;
+    const seen = first.get(p.group);
+    if (seen === undefined || p.time < seen) first.set(p.group, p.time);
+  }
+  const all = Array.from(new Set([...(names || []), ...first.keys()]));
+  all.sort((a, b) => {
+    const fa = first.get(a) ?? Infinity;
+    const fb = first.get(b) ?? Infinity;
+    return fa !== fb ? fa - fb : naturalCompare(a, b);
+  });
+  return { order: all, first };
+}
