@@ -15,9 +15,10 @@ import collections
 import json
 import struct
 import threading
-from typing import Any, Deque, Dict, List, Optional
+from typing import Any, Callable, Deque, Dict, List
 
 from ._config import Config
+from ._daemon import Daemon
 from ._stats import Stats
 from ._transport import Transport
 
@@ -32,8 +33,11 @@ Event = Any
 _FRAME = struct.Struct(">BI")
 
 
-class Exporter:
+class Exporter(Daemon):
+    thread_name = "profwatch-export"
+
     def __init__(self, config: Config, stats: Stats, transport: Transport) -> None:
+        super().__init__()
         self.stats = stats
         self.transport = transport
         self.events: Deque[Event] = collections.deque()
@@ -42,8 +46,6 @@ class Exporter:
         self._suffix = "}\n" if config.sample_rate >= 1.0 else ',"weight":%r}\n' % (1.0 / config.sample_rate)
         self._endpoints: Dict[str, str] = {}
         self._lock = threading.Lock()  # one drain at a time (the thread, flush(), atexit)
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
 
     @staticmethod
     def _encode_prefix(config: Config) -> str:
@@ -67,16 +69,8 @@ class Exporter:
         else:
             self.profiles.append(payload)
 
-    def start(self) -> None:
-        t = threading.Thread(target=self._run, name="profwatch-export", daemon=True)
-        self._thread = t
-        t.start()
-
     def stop(self, timeout: float = 1.0) -> None:
-        self._stop.set()
-        t = self._thread
-        if t is not None and t is not threading.current_thread():
-            t.join(timeout)
+        super().stop(timeout)
         self.drain()
 
     def _run(self) -> None:
@@ -112,11 +106,12 @@ class Exporter:
             self._drain_profiles()
 
     def _drain_events(self) -> None:
-        events, limit = self.events, self.transport.event_chunk
-        chunk: List[bytes] = []
+        # Lines are ASCII (json.dumps escapes the rest), so a line's length is its size in bytes.
+        events, limit, encode = self.events, self.transport.event_chunk, self.encode
+        chunk: List[str] = []
         size = 0
         while events:
-            line = self.encode(events.popleft()).encode("utf-8")
+            line = encode(events.popleft())
             if chunk and size + len(line) > limit:
                 self._write_events(chunk)
                 chunk, size = [], 0
@@ -124,14 +119,10 @@ class Exporter:
             size += len(line)
         self._write_events(chunk)
 
-    def _write_events(self, lines: List[bytes]) -> None:
+    def _write_events(self, lines: List[str]) -> None:
         if not lines:
             return
-        err = self.transport.write(b"".join(lines))
-        if err is None:
-            self.stats.add("events_sent", len(lines))
-        else:
-            self.stats.events_dropped(err, len(lines))
+        self._send("".join(lines).encode("ascii"), len(lines), "events_sent", self.stats.events_dropped)
 
     def _drain_profiles(self) -> None:
         profiles, transport = self.profiles, self.transport
@@ -144,9 +135,13 @@ class Exporter:
                 message = _FRAME.pack(1, len(payload)) + payload
             else:
                 message = b"\x01" + payload
-            err = transport.write(message)
-            if err is None:
-                self.stats.add("profiles_sent")
-            else:
-                self.stats.profiles_dropped(err)
+            self._send(message, 1, "profiles_sent", self.stats.profiles_dropped)
+
+    def _send(self, message: bytes, n: int, sent: str, dropped: Callable[[str, int], None]) -> None:
+        """Writes one message of ``n`` events or profiles and counts them sent or dropped."""
+        err = self.transport.write(message)
+        if err is None:
+            self.stats.add(sent, n)
+        else:
+            dropped(err, n)
 

@@ -28,13 +28,14 @@ from typing import Any, Callable, Optional
 from . import _meter
 from ._config import Config, make_config
 from ._endpoint import Namer
-from ._exporter import EVENT_QUEUE, Exporter
-from ._meter import Request
+from ._exporter import Exporter
+from ._meter import Meter, Request
 from ._sampler import Sampler
 from ._stats import Stats
 from ._transport import Transport, make_transport
 
 log = logging.getLogger("profwatch")
+_perf_counter_ns = time.perf_counter_ns
 
 
 class Runtime:
@@ -50,8 +51,11 @@ class Runtime:
         self.stats = Stats()
         transport = self._transport if self._transport is not None else make_transport(cfg.sidecar)
         self.exporter = Exporter(cfg, self.stats, transport)
-        self._events = self.exporter.events
+        # Bound once: the request path's calls (finish) skip the attribute lookups.
+        self._add_event = self.exporter.add_event
+        self._name = self.namer.name
         self._requests = self.stats.requests
+        self._measure_all = cfg.sample_rate >= 1.0
         self.sampler = Sampler(self, cfg.profile_hz, cfg.profile_interval) if cfg.profile_hz else None
         self._lock = threading.Lock()
         self._started = False
@@ -66,12 +70,21 @@ class Runtime:
             if self.sampler is not None:
                 self.sampler.start()
 
-    def start_request(self, method: str, resolve: Callable[[Any], Optional[str]], arg: Any) -> Request:
+    def start_request(
+        self, method: str, resolve: Callable[[Any], Optional[str]], arg: Any, kind: Callable[..., Request] = Request
+    ) -> Request:
+        """A new request (of class ``kind``), measured or not as ``sample_rate`` draws."""
         if not self._started:
             self._start()
-        rate = self.config.sample_rate
-        measured = rate >= 1.0 or random.random() < rate
-        return Request(self, method, resolve, arg, measured)
+        return kind(self, method, resolve, arg, self._measure_all or random.random() < self.config.sample_rate)
+
+    def end(self, m: Meter, req: Request) -> None:
+        """Ends ``req``'s stretch on the meter ``m`` and finishes it; never raises."""
+        try:
+            m.exit(req)
+            self.finish(req)
+        except Exception:
+            self.stats.add("internal_errors")
 
     def finish(self, req: Request) -> None:
         """Names the request, marks it done and queues its event (if measured)."""
@@ -83,18 +96,14 @@ class Runtime:
             template = None
             self.stats.add("internal_errors")
         req.resolve_arg = None  # the environ, scope or request: free it with the request
-        req.endpoint = self.namer.name(req.method, template)
+        req.endpoint = self._name(req.method, template)
         req.done = True
         next(self._requests)
         if req.measured:
-            req.wall_ns = time.perf_counter_ns() - req.t0
+            req.wall_ns = _perf_counter_ns() - req.t0
             if not _meter.counters.available:
                 req.instructions = None
-            events = self._events
-            if len(events) < EVENT_QUEUE:
-                events.append(req)
-            else:
-                self.stats.events_dropped("queue_full")
+            self._add_event(req)
 
     def flush(self) -> None:
         """Ships the sampler's current interval and everything queued, now."""

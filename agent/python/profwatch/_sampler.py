@@ -51,6 +51,7 @@ from typing import Any, Counter, Dict, Iterable, List, Optional, Tuple
 from urllib.parse import quote
 
 from . import _meter
+from ._daemon import Daemon
 
 log = logging.getLogger("profwatch")
 
@@ -161,10 +162,14 @@ def encode_profiles(
     return payloads, dropped
 
 
-class Sampler:
-    """Samples the request threads at ``hz`` and hands profiles to ``sink`` every ``interval`` s."""
+class Sampler(Daemon):
+    """Samples the request threads at ``hz`` and queues profiles on the exporter every
+    ``interval`` s."""
+
+    thread_name = "profwatch-sampler"
 
     def __init__(self, runtime: Any, hz: int, interval: float) -> None:
+        super().__init__()
         self.runtime = runtime
         self.hz = hz
         self.interval = interval
@@ -176,20 +181,7 @@ class Sampler:
         self._stacks = 0
         self._interval_start = time.time()
         self._lock = threading.Lock()  # the tick and a flush from another thread
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
         self._errors_logged = False
-
-    def start(self) -> None:
-        t = threading.Thread(target=self._run, name="profwatch-sampler", daemon=True)
-        self._thread = t
-        t.start()
-
-    def stop(self, timeout: float = 1.0) -> None:
-        self._stop.set()
-        t = self._thread
-        if t is not None and t is not threading.current_thread():
-            t.join(timeout)
 
     def _run(self) -> None:
         period = 1.0 / self.hz

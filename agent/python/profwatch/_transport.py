@@ -37,11 +37,19 @@ class Transport:
     #: ``True`` if profile frames carry the 4-byte length (stream), ``False`` for datagrams.
     framed = True
 
+    _sock: Optional[socket.socket] = None
+
     def write(self, data: bytes) -> Optional[str]:
         raise NotImplementedError
 
     def close(self) -> None:
-        pass
+        """Closes the socket, if open (the next write opens a new one)."""
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
 
 
 class UnixStream(Transport):
@@ -65,12 +73,7 @@ class UnixStream(Transport):
         return True
 
     def _reset(self) -> None:
-        if self._sock is not None:
-            try:
-                self._sock.close()
-            except OSError:
-                pass
-        self._sock = None
+        self.close()
         self._pending = b""
 
     def _send(self, data: bytes) -> Tuple[int, Optional[str]]:
@@ -105,9 +108,6 @@ class UnixStream(Transport):
             self._pending_since = time.monotonic()
         return None
 
-    def close(self) -> None:
-        self._reset()
-
 
 class Udp(Transport):
     """Datagrams to the sidecar's UDP port (loopback); the kernel may drop them under load."""
@@ -134,14 +134,6 @@ class Udp(Transport):
         except OSError as e:
             return "no_sidecar" if e.errno in (errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH) else "send_error"
         return None
-
-    def close(self) -> None:
-        if self._sock is not None:
-            try:
-                self._sock.close()
-            except OSError:
-                pass
-        self._sock = None
 
 
 def make_transport(sidecar: Sidecar) -> Transport:
