@@ -102,13 +102,14 @@ class Namer:
 
     def __init__(self, limit: int = MAX_ENDPOINTS) -> None:
         self._limit = limit
-        self._names: Dict[tuple, str] = {}
+        #: ``(method, template) → name``, read without the lock (the request path's lookup).
+        self.names: Dict[tuple, str] = {}
         self._count = 0  # the endpoints named (cached names other than unmatched ones)
         self._lock = threading.Lock()
         self.over_limit = 0
 
     def name(self, method: str, template: Optional[str]) -> str:
-        name = self._names.get((method, template))
+        name = self.names.get((method, template))
         if name is None:
             name = self._new(method, template)
         return name
@@ -119,10 +120,10 @@ class Namer:
         with self._lock:
             if template is None:
                 if m == method:
-                    self._names[(m, None)] = unmatched
+                    self.names[(m, None)] = unmatched
                 return unmatched
             key = (m, template)
-            name = self._names.get(key)
+            name = self.names.get(key)
             if name is not None:
                 return name
             name = m + " " + template
@@ -132,7 +133,7 @@ class Namer:
                 self.over_limit += 1
                 return unmatched
             self._count += 1
-            self._names[key] = name
+            self.names[key] = name
             return name
 
 

@@ -15,7 +15,7 @@ import collections
 import json
 import struct
 import threading
-from typing import Any, Callable, Deque, Dict, List
+from typing import Callable, Deque, Dict, List, Optional, Tuple
 
 from ._config import Config
 from ._daemon import Daemon
@@ -26,9 +26,9 @@ INTERVAL = 0.25
 EVENT_QUEUE = 65536
 PROFILE_QUEUE = 1024
 
-#: What the exporter reads of a finished request (:class:`profwatch._meter.Request`): ``ts``,
-#: ``endpoint``, ``status``, ``cpu_ns``, ``instructions`` (``None`` if not counted), ``wall_ns``.
-Event = Any
+#: A finished request's event: ``(ts, endpoint, status, cpu_ns, instructions, wall_ns)``, with
+#: ``instructions`` ``None`` if not counted.
+Event = Tuple[int, str, int, int, Optional[int], int]
 
 _FRAME = struct.Struct(">BI")
 
@@ -42,8 +42,12 @@ class Exporter(Daemon):
         self.transport = transport
         self.events: Deque[Event] = collections.deque()
         self.profiles: Deque[bytes] = collections.deque()
-        self._prefix = self._encode_prefix(config)
-        self._suffix = "}\n" if config.sample_rate >= 1.0 else ',"weight":%r}\n' % (1.0 / config.sample_rate)
+        # The line's format: the constant fields (service, build, dc, weight) encoded once.
+        prefix = self._encode_prefix(config).replace("%", "%%")
+        suffix = "}\n" if config.sample_rate >= 1.0 else ',"weight":%r}\n' % (1.0 / config.sample_rate)
+        fields = '"ts":%d,"endpoint":%s,"status":%d,"cpu_ns":%d,"wall_ns":%d'
+        self._line = prefix + fields + suffix
+        self._line_ins = prefix + fields + ',"instructions":%d' + suffix
         self._endpoints: Dict[str, str] = {}
         self._lock = threading.Lock()  # one drain at a time (the thread, flush(), atexit)
 
@@ -81,23 +85,15 @@ class Exporter(Daemon):
                 self.stats.add("internal_errors")
 
     def encode(self, e: Event) -> str:
-        endpoint, instructions = e.endpoint, e.instructions
+        ts, endpoint, status, cpu_ns, instructions, wall_ns = e
         name = self._endpoints.get(endpoint)
         if name is None:
             name = json.dumps(endpoint)
             if len(self._endpoints) < 4096:
                 self._endpoints[endpoint] = name
-        ins = "" if instructions is None else ',"instructions":%d' % instructions
-        return '%s"ts":%d,"endpoint":%s,"status":%d,"cpu_ns":%d,"wall_ns":%d%s%s' % (
-            self._prefix,
-            e.ts,
-            name,
-            e.status,
-            e.cpu_ns,
-            e.wall_ns,
-            ins,
-            self._suffix,
-        )
+        if instructions is None:
+            return self._line % (ts, name, status, cpu_ns, wall_ns)
+        return self._line_ins % (ts, name, status, cpu_ns, wall_ns, instructions)
 
     def drain(self) -> None:
         """Writes everything queued now (events, then profiles)."""

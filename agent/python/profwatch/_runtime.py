@@ -53,7 +53,7 @@ class Runtime:
         self.exporter = Exporter(cfg, self.stats, transport)
         # Bound once: the request path's calls (finish) skip the attribute lookups.
         self._add_event = self.exporter.add_event
-        self._name = self.namer.name
+        self._names = self.namer.names
         self._requests = self.stats.requests
         self._measure_all = cfg.sample_rate >= 1.0
         self.sampler = Sampler(self, cfg.profile_hz, cfg.profile_interval) if cfg.profile_hz else None
@@ -78,32 +78,40 @@ class Runtime:
             self._start()
         return kind(self, method, resolve, arg, self._measure_all or random.random() < self.config.sample_rate)
 
-    def end(self, m: Meter, req: Request) -> None:
-        """Ends ``req``'s stretch on the meter ``m`` and finishes it; never raises."""
+    def end(self, m: Optional[Meter], req: Request) -> None:
+        """Ends ``req``'s stretch on the meter ``m`` (if any), names the request, marks it done
+        and queues its event (if measured). Never raises: a route callable that fails names the
+        request ``METHOD <unmatched>``, and either counts an internal error.
+
+        The event is a tuple of numbers and strings, not the request: the request is freed
+        now, and the tuple, which the cyclic GC stops tracking at its first pass, waits in the
+        queue without growing the GC's oldest generation."""
         try:
-            m.exit(req)
-            self.finish(req)
+            if m is not None:
+                m.exit(req)
+            try:
+                template = req.resolve(req.resolve_arg)
+                if template is not None and not isinstance(template, str):
+                    template = None
+            except Exception:
+                template = None
+                self.stats.add("internal_errors")
+            req.resolve_arg = None  # the environ, scope or request: free it with the request
+            endpoint = self._names.get((req.method, template))
+            if endpoint is None:
+                endpoint = self.namer.name(req.method, template)
+            req.endpoint = endpoint
+            req.done = True
+            next(self._requests)
+            if req.measured:
+                instructions = req.instructions if _meter.counters.available else None
+                self._add_event((req.ts, endpoint, req.status, req.cpu_ns, instructions, _perf_counter_ns() - req.t0))
         except Exception:
             self.stats.add("internal_errors")
 
     def finish(self, req: Request) -> None:
-        """Names the request, marks it done and queues its event (if measured)."""
-        try:
-            template = req.resolve(req.resolve_arg)
-            if template is not None and not isinstance(template, str):
-                template = None
-        except Exception:
-            template = None
-            self.stats.add("internal_errors")
-        req.resolve_arg = None  # the environ, scope or request: free it with the request
-        req.endpoint = self._name(req.method, template)
-        req.done = True
-        next(self._requests)
-        if req.measured:
-            req.wall_ns = _perf_counter_ns() - req.t0
-            if not _meter.counters.available:
-                req.instructions = None
-            self._add_event(req)
+        """:meth:`end` for a request whose stretches have all ended (async requests)."""
+        self.end(None, req)
 
     def flush(self) -> None:
         """Ships the sampler's current interval and everything queued, now."""

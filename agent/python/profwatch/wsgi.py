@@ -62,7 +62,8 @@ class WSGIMiddleware:
             raise
         wrapper = environ.get("wsgi.file_wrapper")
         if wrapper is not None and isinstance(wrapper, type) and isinstance(result, wrapper):
-            ex.end()
+            ex.result = ()  # the server's to close
+            ex.close()
             return result
         return ex
 
@@ -85,19 +86,15 @@ class _Exchange(Request):
     def __iter__(self) -> Any:
         return iter(self.result)
 
-    def end(self) -> None:
-        """Ends the request (once) and lets go of the app's response: the request may wait in
-        the exporter's queue a while longer."""
-        m = self.meter
-        if m is None:
-            return
-        self.meter = self.result = None
-        self.runtime.end(m, self)
-
     def close(self) -> None:
+        """Closes the app's response, then ends the request (once) and lets go of the
+        response: the request may be held a while longer (by the sampler)."""
         try:
             close = getattr(self.result, "close", None)
             if close is not None:
                 close()
         finally:
-            self.end()
+            m = self.meter
+            if m is not None:
+                self.meter = self.result = None
+                self.runtime.end(m, self)

@@ -7,7 +7,6 @@ import socket
 import struct
 import tempfile
 import threading
-import types
 
 from helpers import MemoryTransport, eventually, parse_profile
 
@@ -19,7 +18,7 @@ from profwatch._transport import UnixStream, Udp
 
 
 def ev(ts, endpoint, status, cpu_ns, instructions, wall_ns):
-    return types.SimpleNamespace(ts=ts, endpoint=endpoint, status=status, cpu_ns=cpu_ns, instructions=instructions, wall_ns=wall_ns)
+    return (ts, endpoint, status, cpu_ns, instructions, wall_ns)
 
 
 def _exporter(transport, **cfg):
