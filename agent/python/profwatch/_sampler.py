@@ -41,13 +41,12 @@ sampler goes on.
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
 import sys
 import threading
 import time
-from typing import Any, Counter, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 from urllib.parse import quote
 
 from . import _meter
@@ -175,9 +174,9 @@ class Sampler(Daemon):
         self.interval = interval
         self.period_ns = 1_000_000_000 // hz
         self.frames = FrameNames()
-        self._threads: Dict[Any, List[int]] = {}  # meter → [last cpu_ns, budget ns]
-        self._pending: Dict[Any, Counter[tuple]] = {}  # unfinished request → stacks
-        self._profiles: Dict[str, Counter[tuple]] = {}  # endpoint → stacks
+        self._threads: Dict[Any, List[int]] = {}  # meter → [last cpu_ns, budget ns, clock id]
+        self._pending: Dict[Any, Dict[tuple, int]] = {}  # unfinished request → stack → samples
+        self._profiles: Dict[str, Dict[tuple, int]] = {}  # endpoint → stack → samples
         self._stacks = 0
         self._interval_start = time.time()
         self._lock = threading.Lock()  # the tick and a flush from another thread
@@ -217,14 +216,14 @@ class Sampler(Daemon):
         due = []
         threads = self._threads
         for m in list(_meter.meters.values()):
+            st = threads.get(m)
             try:
-                cpu = time.clock_gettime_ns(thread_clock_id(m.tid))
+                cpu = time.clock_gettime_ns(st[2] if st is not None else thread_clock_id(m.tid))
             except OSError:
                 threads.pop(m, None)  # the thread has exited
                 continue
-            st = threads.get(m)
             if st is None:
-                threads[m] = [cpu, 0]
+                threads[m] = [cpu, 0, thread_clock_id(m.tid)]
                 continue
             budget = st[1] + cpu - st[0]
             st[0] = cpu
@@ -257,7 +256,9 @@ class Sampler(Daemon):
             stack = self._stack(frame)
             taken += n
             if req is None:
-                self._add(self._profiles, "", stack, n)
+                stacks = self._profiles.get("")
+                if stacks is None:
+                    stacks = self._profiles[""] = {}
             else:
                 attributed += n
                 stacks = self._pending.get(req)
@@ -265,12 +266,14 @@ class Sampler(Daemon):
                     if len(self._pending) >= MAX_PENDING:
                         stats.samples_dropped("too_many_requests", n)
                         continue
-                    stacks = self._pending[req] = collections.Counter()
-                if stack not in stacks and self._stacks >= MAX_STACKS:
-                    stats.samples_dropped("too_many_stacks", n)
-                    continue
-                self._stacks += stack not in stacks
+                    stacks = self._pending[req] = {}
+            if stack in stacks:
                 stacks[stack] += n
+            elif self._stacks >= MAX_STACKS:
+                stats.samples_dropped("too_many_stacks", n)
+            else:
+                self._stacks += 1
+                stacks[stack] = n
         del current_frames
         if taken:
             stats.add("samples", taken)
@@ -303,17 +306,6 @@ class Sampler(Daemon):
         out.reverse()
         return tuple(out)
 
-    def _add(self, profiles: Dict[str, Counter[tuple]], endpoint: str, stack: tuple, n: int) -> None:
-        stacks = profiles.get(endpoint)
-        if stacks is None:
-            stacks = profiles[endpoint] = collections.Counter()
-        if stack not in stacks:
-            if self._stacks >= MAX_STACKS:
-                self.runtime.stats.samples_dropped("too_many_stacks", n)
-                return
-            self._stacks += 1
-        stacks[stack] += n
-
     def _settle(self) -> None:
         """Moves the samples of finished requests to their endpoint's profile."""
         for req in [r for r in self._pending if r.done]:
@@ -322,7 +314,8 @@ class Sampler(Daemon):
             if target is None:
                 self._profiles[req.endpoint] = stacks
             else:
-                target.update(stacks)
+                for stack, n in stacks.items():
+                    target[stack] = target.get(stack, 0) + n
 
     def flush(self) -> None:
         """Queues one profile per endpoint with the samples of the interval that ends now."""
