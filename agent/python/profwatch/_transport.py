@@ -2,9 +2,11 @@
 
 Invariants:
 
-- Nothing here blocks or raises: sockets are non-blocking, and :meth:`write` answers ``None``
-  (handed to the kernel) or the reason the message was dropped (``no_sidecar``,
-  ``socket_full``, ``send_error``, ``too_large``), which the exporter counts.
+- Nothing here raises, and nothing blocks for long: sockets are non-blocking, a full stream
+  socket is waited on for at most :attr:`UnixStream.grace` per write (in the exporter's
+  thread), and :meth:`write` answers ``None`` (handed to the kernel) or the reason the message
+  was dropped (``no_sidecar``, ``socket_full``, ``send_error``, ``too_large``), which the
+  exporter counts.
 - On the stream, a message is never interleaved with another: when the kernel takes only part
   of one, the rest is kept and written before anything else; new messages are dropped
   (``socket_full``) until it is gone. If it cannot be written for :data:`STALL_SECONDS`, the
@@ -17,6 +19,7 @@ Invariants:
 from __future__ import annotations
 
 import errno
+import select
 import socket
 import time
 from typing import Optional, Tuple
@@ -55,6 +58,11 @@ class Transport:
 class UnixStream(Transport):
     """The sidecar's Unix stream socket, reconnected after an error."""
 
+    #: Seconds a write waits for the sidecar to make room in a full socket buffer before the
+    #: message is dropped (``socket_full``): the exporter thread waits, never the app, and a
+    #: sidecar that is only a moment behind (a busy machine) loses nothing.
+    grace = 0.05
+
     def __init__(self, path: str) -> None:
         self.path = path
         self._sock: Optional[socket.socket] = None
@@ -86,19 +94,34 @@ class UnixStream(Transport):
             self._reset()
             return 0, "send_error"
 
+    def _room(self, deadline: float) -> bool:
+        """Waits until the socket has room or ``deadline`` (monotonic) passes; ``True`` if
+        there is time left to try again."""
+        left = deadline - time.monotonic()
+        if left <= 0 or self._sock is None:
+            return False
+        try:
+            select.select([], [self._sock], [], left)
+        except (OSError, ValueError):
+            return False
+        return True
+
     def write(self, data: bytes) -> Optional[str]:
         if self._sock is None and not self._connect():
             return "no_sidecar"
-        if self._pending:
+        deadline = time.monotonic() + self.grace
+        while self._pending:  # the rest of a message the kernel took part of goes first
             n, err = self._send(self._pending)
             if err:
                 return err
             self._pending = self._pending[n:]
-            if self._pending:
+            if self._pending and not self._room(deadline):
                 if time.monotonic() - self._pending_since > STALL_SECONDS:
                     self._reset()
                 return "socket_full"
         n, err = self._send(data)
+        while n == 0 and err is None and self._room(deadline):
+            n, err = self._send(data)
         if err:
             return err
         if n == 0:
