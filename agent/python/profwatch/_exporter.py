@@ -1,10 +1,11 @@
 """The exporter: events and profiles queued by the app, encoded and written by one thread.
 
-The request path only appends the finished request to a bounded queue (``collections.deque.append`` is
-atomic under the GIL; a full queue drops the event and counts ``queue_full``). The
-``profwatch-export`` thread wakes every :data:`INTERVAL` seconds, encodes the events as NDJSON
-lines (the fields of agent/PROTOCOL.md; service, build and dc are encoded once) and writes
-them, whole lines only, in chunks the transport carries, then the profiles the sampler queued.
+The request path only appends the finished request's event, a tuple, to a bounded queue
+(``collections.deque.append`` is atomic under the GIL; a full queue drops the event and counts
+``queue_full``). The ``profwatch-export`` thread wakes every :data:`INTERVAL` seconds, encodes
+the events as NDJSON lines (the fields of agent/PROTOCOL.md; service, build, dc and weight are
+encoded once, in the line's format) and writes them, whole lines only, in chunks the transport
+carries (one write for up to 256 KiB of lines), then the profiles the sampler queued.
 Whatever the transport cannot take is dropped and counted by reason: the SDK keeps no spool
 (the sidecar does), so a missing sidecar costs events, never memory or the app's time.
 """

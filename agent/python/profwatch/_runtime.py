@@ -1,5 +1,5 @@
 """The process's runtime: configuration, counters, exporter and sampler, and the request
-lifecycle the middlewares share (:meth:`Runtime.start_request`, :meth:`Runtime.finish`).
+lifecycle the middlewares share (:meth:`Runtime.start_request`, :meth:`Runtime.end`).
 
 Invariants:
 
@@ -10,9 +10,12 @@ Invariants:
   on the child's first request (``os.register_at_fork``). Events queued in the parent before
   the fork are the parent's to send, so the child never sends them twice.
 - At interpreter exit the sampler's last interval and the queued events are written
-  (``atexit``; a missing sidecar makes that a no-op, never a wait).
-- :meth:`Runtime.finish` never raises: a route callable that fails names the request
+  (``atexit``; a missing sidecar makes that a no-op, never a long wait).
+- :meth:`Runtime.end` never raises: a route callable that fails names the request
   ``METHOD <unmatched>`` and counts an internal error.
+- The request path takes no lock once the threads have started: the endpoint cache is read
+  without one (a miss takes the namer's lock), the request count is an ``itertools.count`` and
+  the event goes to a ``deque`` (both atomic under the GIL).
 """
 
 from __future__ import annotations

@@ -72,11 +72,11 @@ class Middleware:
             return self.get_response(request)
         try:
             response = self.get_response(request)
+            req.status = getattr(response, "status_code", 0) or 0
         except BaseException:
             req.status = req.status or 500
             rt.end(m, req)
             raise
-        req.status = getattr(response, "status_code", 0) or 0
         rt.end(m, req)
         return response
 
