@@ -6,7 +6,7 @@ stack and nothing of gunicorn's threads, anyio's worker threads or Django's ASGI
 ``ITIMER_PROF`` measures the whole process's CPU, so it cannot say which thread spent it. A
 sampler thread sees every thread's frames, and reads each thread's own CPU clock.
 
-How a sample is taken, every ``1 / profile_hz`` s:
+How a sample is taken, at each tick of the sampler thread:
 
 - For each thread that has a meter (it ran at least one request, see :mod:`profwatch._meter`),
   its CPU time is read from its per-thread clock (``clock_gettime`` on the kernel's per-thread
@@ -15,6 +15,13 @@ How a sample is taken, every ``1 / profile_hz`` s:
   ``1 / profile_hz`` s of budget is one sample. So samples measure CPU time, like perf's
   cpu-clock in the Rust sampler: a thread blocked in I/O or in ``select`` gets none, and the
   collector's ``samples / sample_rate`` is CPU seconds.
+- The next tick comes when the first thread would be due its next sample if it went on
+  spending CPU at the rate it did since the last tick (between ``1 / (8 profile_hz)`` s and
+  ``4 / profile_hz`` s). A thread busy all the time is sampled every ``1 / profile_hz`` s, as
+  with a fixed tick; a thread half busy every ``2 / profile_hz`` s of wall time, and an idle
+  process every ``4 / profile_hz`` s, instead of waking the sampler (which, on a loaded VM,
+  costs tens of µs of CPU and a hand-over of the GIL) for ticks that find nothing due. The
+  samples are the same: one per ``1 / profile_hz`` s of a thread's CPU.
 - A thread due samples has its request (the meter's ``current`` and ``seq``) read *before*
   ``sys._current_frames()``, and ``seq`` again after: if the thread entered or left a request in
   between, the samples are dropped (``raced``) rather than given to the wrong request.
@@ -59,6 +66,10 @@ MAX_FRAME_BYTES = 4096
 MAX_STACKS = 20000
 MAX_PENDING = 4096
 MAX_NAMES = 100000
+#: The sampler's wait between ticks, in sampling periods: at most MAX_WAIT (a thread that
+#: starts spending CPU after a pause is seen within that many periods), at least 1 / MIN_WAIT.
+MAX_WAIT = 4
+MIN_WAIT = 8
 TRUNCATED = "[truncated]"
 
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -178,26 +189,26 @@ class Sampler(Daemon):
         self._pending: Dict[Any, Dict[tuple, int]] = {}  # unfinished request → stack → samples
         self._profiles: Dict[str, Dict[tuple, int]] = {}  # endpoint → stack → samples
         self._stacks = 0
+        self._last_tick = time.monotonic_ns()
         self._interval_start = time.time()
         self._lock = threading.Lock()  # the tick and a flush from another thread
         self._errors_logged = False
 
     def _run(self) -> None:
-        period = 1.0 / self.hz
-        next_tick = time.monotonic() + period
+        wait = 1.0 / self.hz
         next_flush = time.monotonic() + self.interval
         next_prune = time.monotonic() + 1.0
         stop = self._stop
         while not stop.is_set():
             # time.sleep, not Event.wait: a timed Event.wait allocates a lock per call.
-            time.sleep(max(0.0, next_tick - time.monotonic()))
+            time.sleep(wait)
             if stop.is_set():
                 return
             now = time.monotonic()
-            next_tick = max(next_tick + period, now)
+            wait = 1.0 / self.hz
             try:
                 with self._lock:
-                    self.tick()
+                    wait = self.tick() / 1e9
                 if now >= next_prune:
                     next_prune = now + 1.0
                     _meter.prune()
@@ -210,9 +221,15 @@ class Sampler(Daemon):
                     self._errors_logged = True
                     log.warning("profwatch: sampler error (counted, sampling goes on): %r", e)
 
-    def tick(self) -> None:
-        """Takes the samples due now."""
+    def tick(self) -> int:
+        """Takes the samples due now; returns how long (ns) to wait before the next tick: until
+        the first thread would be due a sample at the rate it spent CPU since this tick's
+        predecessor, at least :data:`MIN_WAIT` and at most :data:`MAX_WAIT` periods."""
         period = self.period_ns
+        now = time.monotonic_ns()
+        wall = max(now - self._last_tick, 1)
+        self._last_tick = now
+        wait = MAX_WAIT * period
         due = []
         threads = self._threads
         for m in list(_meter.meters.values()):
@@ -225,14 +242,16 @@ class Sampler(Daemon):
             if st is None:
                 threads[m] = [cpu, 0, thread_clock_id(m.tid)]
                 continue
-            budget = st[1] + cpu - st[0]
+            used = cpu - st[0]
+            budget = st[1] + used
             st[0] = cpu
-            if budget < period:
-                st[1] = budget
-                continue
-            n = budget // period
-            st[1] = budget - n * period
-            due.append((m, n, m.seq, m.current))
+            if budget >= period:
+                n = budget // period
+                budget -= n * period
+                due.append((m, n, m.seq, m.current))
+            st[1] = budget
+            if used > 0:
+                wait = min(wait, (period - budget) * wall // used)
         if len(threads) > 2 * len(_meter.meters) + 16:
             live = set(_meter.meters.values())
             for m in [m for m in threads if m not in live]:
@@ -241,6 +260,7 @@ class Sampler(Daemon):
             self._take(due)
         if self._pending:
             self._settle()
+        return max(wait, period // MIN_WAIT)
 
     def _take(self, due: list) -> None:
         stats = self.runtime.stats
