@@ -101,6 +101,7 @@ class Exporter(Daemon):
         with self._lock:
             self._drain_events()
             self._drain_profiles()
+            self.transport.settle()
 
     def _drain_events(self) -> None:
         # Lines are ASCII (json.dumps escapes the rest), so a line's length is its size in bytes.

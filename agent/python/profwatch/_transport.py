@@ -8,7 +8,8 @@ Invariants:
   was dropped (``no_sidecar``, ``socket_full``, ``send_error``, ``too_large``), which the
   exporter counts.
 - On the stream, a message is never interleaved with another: when the kernel takes only part
-  of one, the rest is kept and written before anything else; new messages are dropped
+  of one, the rest is kept and written before anything else (at the end of the exporter's
+  drain, :meth:`Transport.settle`, or before the next message); new messages are dropped
   (``socket_full``) until it is gone. If it cannot be written for :data:`STALL_SECONDS`, the
   connection is closed and reopened; the sidecar counts the cut message as ``truncated`` and
   the messages around it are unaffected.
@@ -44,6 +45,10 @@ class Transport:
 
     def write(self, data: bytes) -> Optional[str]:
         raise NotImplementedError
+
+    def settle(self) -> None:
+        """Writes what is left of a message cut short by a full buffer, if the transport keeps
+        one (waiting a little); the exporter calls it after each drain."""
 
     def close(self) -> None:
         """Closes the socket, if open (the next write opens a new one)."""
@@ -106,11 +111,10 @@ class UnixStream(Transport):
             return False
         return True
 
-    def write(self, data: bytes) -> Optional[str]:
-        if self._sock is None and not self._connect():
-            return "no_sidecar"
-        deadline = time.monotonic() + self.grace
-        while self._pending:  # the rest of a message the kernel took part of goes first
+    def _write_pending(self, deadline: float) -> Optional[str]:
+        """Writes the rest of a message the kernel took part of; ``None`` once it is all
+        written, else why not (by ``deadline``)."""
+        while self._pending:
             n, err = self._send(self._pending)
             if err:
                 return err
@@ -119,6 +123,19 @@ class UnixStream(Transport):
                 if time.monotonic() - self._pending_since > STALL_SECONDS:
                     self._reset()
                 return "socket_full"
+        return None
+
+    def settle(self) -> None:
+        if self._sock is not None:
+            self._write_pending(time.monotonic() + self.grace)
+
+    def write(self, data: bytes) -> Optional[str]:
+        if self._sock is None and not self._connect():
+            return "no_sidecar"
+        deadline = time.monotonic() + self.grace
+        err = self._write_pending(deadline)  # the rest of a cut message goes first
+        if err:
+            return err
         n, err = self._send(data)
         while n == 0 and err is None and self._room(deadline):
             n, err = self._send(data)
