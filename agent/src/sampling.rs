@@ -82,7 +82,10 @@ impl RequestSampler {
     pub(crate) fn sample(&self) -> Option<f64> {
         let take = match self.sampling {
             Sampling::All => true,
-            Sampling::OneIn(n) => self.seen.fetch_add(1, Ordering::Relaxed) % u64::from(n) == 0,
+            Sampling::OneIn(n) => self
+                .seen
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(u64::from(n)),
             Sampling::Probability(_) => random_u64() <= self.threshold,
         };
         take.then_some(self.weight)

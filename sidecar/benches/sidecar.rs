@@ -182,7 +182,7 @@ fn client(
             if let Some(line) = next.next() {
                 n += u64::from(conn.send(line));
             }
-            if n % 64 == 0 && stop.load(Ordering::Relaxed) {
+            if n.is_multiple_of(64) && stop.load(Ordering::Relaxed) {
                 break;
             }
         }

@@ -250,7 +250,7 @@ impl Shipper {
             };
             attempt = attempt.saturating_add(1);
             let delay = pace.failed(&self.retry, retry_after);
-            if attempt == 1 || attempt % 10 == 0 {
+            if attempt == 1 || attempt.is_multiple_of(10) {
                 tracing::warn!(
                     batch = record.id,
                     attempt,
