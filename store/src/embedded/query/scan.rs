@@ -2,8 +2,10 @@
 //! once, choosing the sources (and row groups) worth reading, and running the parts of the work
 //! on several threads.
 
-use rayon::prelude::*;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rayon::prelude::*;
 
 use profwatch_model::query::{CostAccumulator, GroupBy, TimeRange};
 
@@ -100,18 +102,28 @@ where
     K: std::hash::Hash + Eq + Send,
     F: Fn(&T, usize, usize, &mut HashMap<K, CostAccumulator>) -> Result<(), StoreError> + Sync,
 {
-    parts_of(sources, parts)
+    // One map per worker, each taking the next part when done (parts differ in size by orders
+    // of magnitude), then one merge: a map per rayon split would cost more merging than it saves.
+    let work = parts_of(sources, parts);
+    let next = AtomicUsize::new(0);
+    let workers = rayon::current_num_threads().min(work.len()).max(1);
+    let partials: Vec<Result<HashMap<K, CostAccumulator>, StoreError>> = (0..workers)
         .into_par_iter()
-        .try_fold(HashMap::new, |mut acc, (t, part, n)| {
-            guarded(|| per_part(t, part, n, &mut acc))?;
+        .map(|_| {
+            let mut acc = HashMap::new();
+            while let Some((t, part, n)) = work.get(next.fetch_add(1, Ordering::Relaxed)) {
+                guarded(|| per_part(t, *part, *n, &mut acc))?;
+            }
             Ok(acc)
         })
-        .try_reduce(HashMap::new, |mut a, b| {
-            for (k, v) in b {
-                a.entry(k).or_default().merge(&v);
-            }
-            Ok(a)
-        })
+        .collect();
+    let mut out: HashMap<K, CostAccumulator> = HashMap::new();
+    for p in partials {
+        for (k, v) in p? {
+            out.entry(k).or_default().merge(&v);
+        }
+    }
+    Ok(out)
 }
 
 /// Runs `per_part` over every part of every source (each source cut into up to `parts`) on
