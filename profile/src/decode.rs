@@ -586,25 +586,33 @@ fn batches(grouped: Grouped, frames: &Frames<'_>, ts: i64) -> Vec<ProfileBatch> 
         .label_sets
         .into_iter()
         .zip(per_set)
-        .map(|(labels, stacks)| {
-            let mut samples: Vec<StackSample> = stacks
-                .into_iter()
-                .map(|(frames, (samples, cpu_ns))| StackSample {
-                    frames,
-                    samples,
-                    cpu_ns,
-                })
-                .collect();
-            samples.sort_by(|a, b| a.frames.cmp(&b.frames));
-            ProfileBatch {
-                ts,
-                labels,
-                samples,
-            }
-        })
+        .map(|(labels, stacks)| batch(ts, labels, stacks))
         .collect();
     out.sort_by(|a, b| a.labels.cmp(&b.labels));
     out
+}
+
+/// One label set's stacks at `ts` as a batch, with `(samples, cpu_ns)` per stack and the samples
+/// sorted by frames (every decoder's output has that order).
+pub(crate) fn batch(
+    ts: i64,
+    labels: SampleLabels,
+    stacks: impl IntoIterator<Item = (Vec<String>, (u64, u64))>,
+) -> ProfileBatch {
+    let mut samples: Vec<StackSample> = stacks
+        .into_iter()
+        .map(|(frames, (samples, cpu_ns))| StackSample {
+            frames,
+            samples,
+            cpu_ns,
+        })
+        .collect();
+    samples.sort_by(|a, b| a.frames.cmp(&b.frames));
+    ProfileBatch {
+        ts,
+        labels,
+        samples,
+    }
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use profwatch_model::profile::{ProfileBatch, SampleLabels, StackSample};
+use profwatch_model::profile::{ProfileBatch, SampleLabels};
 use profwatch_model::scan::{self, Field, Repeated};
 use profwatch_model::Limits;
 use prost::encoding::{check_wire_type, decode_varint, WireType};
@@ -667,22 +667,7 @@ impl Conversion<'_, '_, '_> {
         }
         self.out.batches = merged
             .into_iter()
-            .map(|((ts, labels), stacks)| {
-                let mut samples: Vec<StackSample> = stacks
-                    .into_iter()
-                    .map(|(frames, (samples, cpu_ns))| StackSample {
-                        frames,
-                        samples,
-                        cpu_ns,
-                    })
-                    .collect();
-                samples.sort_by(|a, b| a.frames.cmp(&b.frames));
-                ProfileBatch {
-                    ts,
-                    labels,
-                    samples,
-                }
-            })
+            .map(|((ts, labels), stacks)| crate::decode::batch(ts, labels, stacks))
             .collect();
         self.out
     }
