@@ -88,11 +88,15 @@ class Request:
 class Meter:
     """One thread's meter; only that thread calls :meth:`enter` and :meth:`exit`."""
 
-    __slots__ = ("ident", "tid", "current", "outer", "cpu0", "ins0", "en0", "run0", "fd", "seq")
+    __slots__ = ("ident", "tid", "born_cpu", "current", "outer", "cpu0", "ins0", "en0", "run0", "fd", "seq")
 
     def __init__(self) -> None:
         self.ident = threading.get_ident()
         self.tid = threading.get_native_id()
+        #: The thread's CPU time when the meter was made: the sampler counts the thread's CPU
+        #: from here, not from its first tick that sees the meter (a worker thread made for one
+        #: request, as Django's ASGI handler makes them, would lose the CPU before that tick).
+        self.born_cpu = _thread_time_ns()
         self.current: Optional[Request] = None
         self.outer: List[Optional[Request]] = []
         self.cpu0 = 0
@@ -224,6 +228,7 @@ def after_fork_in_child() -> None:
         m.fd = _UNOPENED
         m.ident = threading.get_ident()
         m.tid = threading.get_native_id()
+        m.born_cpu = _thread_time_ns()
         meters[m.ident] = m
         if m.current is not None and m.current.measured:
             m.cpu0 = _thread_time_ns()

@@ -11,7 +11,8 @@ How a sample is taken, every ``1 / profile_hz`` s:
 - For each thread that has a meter (it ran at least one request, see :mod:`profwatch._meter`),
   its CPU time is read from its per-thread clock (``clock_gettime`` on the kernel's per-thread
   CPU clock id for its native id: no signal, no ``/proc``, and a clean ``EINVAL`` once it has
-  exited). The CPU it spent since the last tick is added to its budget; each whole
+  exited). The CPU it spent since the last tick (since its meter was made, at the first tick
+  that sees it) is added to its budget; each whole
   ``1 / profile_hz`` s of budget is one sample. So samples measure CPU time, like perf's
   cpu-clock in the Rust sampler: a thread blocked in I/O or in ``select`` gets none, and the
   collector's ``samples / sample_rate`` is CPU seconds.
@@ -232,8 +233,7 @@ class Sampler:
                 continue
             st = threads.get(m)
             if st is None:
-                threads[m] = [cpu, 0]
-                continue
+                st = threads[m] = [m.born_cpu, 0]
             budget = st[1] + cpu - st[0]
             st[0] = cpu
             if budget < period:

@@ -11,7 +11,11 @@ def pytest_runtest_logreport(report):
     path = os.environ.get("PROFWATCH_SKIP_LOG")
     if not path or not report.skipped:
         return
-    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-    reason = reason.replace("Skipped: ", "", 1).replace("\t", " ").replace("\n", " ")
+    if getattr(report, "wasxfail", None) is not None:  # an expected failure: its reason, not its traceback
+        reason = "expected failure: %s" % (report.wasxfail or "no reason given")
+    else:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.replace("Skipped: ", "", 1)
+    reason = " ".join(reason.split())[:300]  # one line of the tally
     with open(path, "a", encoding="utf-8") as f:
         f.write("python: %s\t%s\n" % (reason, report.nodeid))

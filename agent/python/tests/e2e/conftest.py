@@ -147,12 +147,21 @@ class Collector:
         """``function`` has at least ``at_least`` samples in ``endpoint``'s flame graph and none
         anywhere else in the service (other endpoints, or outside requests)."""
 
+        last = {}
+
         def settled():
             own = self.samples_of(service, endpoint, function)
             total = self.samples_of(service, None, function)
+            last["own"], last["total"] = own, total
             return (own, total) if own >= at_least and own == total else None
 
-        eventually(settled, what="%s: %d+ samples in %s and none elsewhere" % (function, at_least, endpoint))
+        try:
+            eventually(settled, what="%s: %d+ samples in %s and none elsewhere" % (function, at_least, endpoint))
+        except AssertionError as e:
+            needle = ":" + function + " ("
+            elsewhere = {s: n for s, n in self.folded_all(service).items() if needle in s}
+            raise AssertionError("%s; %s's samples: %d in %s, %d in the whole service; its stacks: %r"
+                                 % (e, function, last.get("own", -1), endpoint, last.get("total", -1), elsewhere)) from None
 
 
 def _env(**extra: str) -> dict:

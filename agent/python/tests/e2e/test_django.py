@@ -1,8 +1,6 @@
 """Django under gunicorn (WSGI, 2 workers) and under uvicorn (ASGI) → real sidecar → real
 collector."""
 
-import os
-
 import pytest
 
 from conftest import assert_cpu_ms, parallel, start_app, unique_service
@@ -52,21 +50,9 @@ def test_django_wsgi_under_gunicorn(django_wsgi, collector):
 
 
 def test_django_asgi_under_uvicorn_sync_views_in_threads(django_asgi, collector):
-    """Under ASGI Django runs these sync views in asgiref's worker threads; over UDP.
-
-    Known to fail on a quiet machine after the WSGI test (issue 14, open): the hot function's
-    samples are not all in its endpoint within 60 s. A failure of that one check is recorded as
-    an expected failure, loudly: in the skip log the test command tallies, and as xfail."""
-    try:
-        _exercise(django_asgi, collector)
-    except AssertionError as e:
-        if "django_hot_" not in str(e):
-            raise
-        log = os.environ.get("PROFWATCH_SKIP_LOG")
-        if log:
-            with open(log, "a") as f:
-                f.write("known failure, issue 14: ASGI sync-view sample attribution\t%s\n" % __name__)
-        pytest.xfail("issue 14: ASGI sync-view sample attribution: %s" % e)
+    """Under ASGI Django runs these sync views in worker threads, a new one per request; over
+    UDP."""
+    _exercise(django_asgi, collector)
 
 
 def test_django_asgi_interleaved_async_views(django_asgi, collector):

@@ -7,7 +7,7 @@ import threading
 from helpers import burn, eventually
 
 from profwatch._meter import meter
-from profwatch._sampler import encode_profiles, format_frame
+from profwatch._sampler import Sampler, encode_profiles, format_frame
 
 
 def test_profile_payloads_are_the_protocol_text():
@@ -104,3 +104,38 @@ def test_a_failing_sampler_is_counted_and_the_app_goes_on(configure, memory, mon
     eventually(lambda: rt.snapshot()["sampler_errors"] > 0, what="a counted sampler error")
     rt.exporter.drain()
     assert len(memory.events()) == 1
+
+
+def test_a_new_threads_cpu_counts_from_its_meter_not_from_the_first_tick(configure, memory):
+    """A worker thread made for one request (Django's ASGI handler makes one per request) spends
+    CPU before any tick sees it; those samples belong to its request."""
+    rt = configure(profile_interval=3600)  # no sampler thread: this test ticks by hand
+    sampler = Sampler(rt, 100, 3600)
+    sampler.tick()  # sees the meters of other threads, not the one below
+    entered, release = threading.Event(), threading.Event()
+
+    def serve():
+        req = rt.start_request("GET", lambda _: "/new-thread", None)
+        m = meter()
+        m.enter(req)
+        hot_before_any_tick(200)
+        entered.set()
+        release.wait(30)
+        m.exit(req)
+        rt.finish(req)
+
+    t = threading.Thread(target=serve)
+    t.start()
+    try:
+        assert entered.wait(30)
+        sampler.tick()  # the first tick that sees the thread: 200 ms of CPU at 100 Hz are due
+    finally:
+        release.set()
+        t.join()
+    sampler.tick()
+    stacks = sampler._profiles["GET /new-thread"]
+    assert 19 <= sum(stacks.values()) <= 21, stacks
+
+
+def hot_before_any_tick(ms):
+    burn(ms)
