@@ -88,6 +88,9 @@ pub struct ProfileRow {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct StackProfile {
     pub rows: Vec<ProfileRow>,
+    /// The time the answer's samples span: from the first batch's time to just after the
+    /// last's (`to` is exclusive). `None` when no sample matched.
+    pub span: Option<TimeRange>,
 }
 
 impl StackProfile {

@@ -40,7 +40,7 @@ fn synthetic(n: usize) -> StackProfile {
         })
         .collect();
     rows.sort_by(|a, b| a.frames.cmp(&b.frames));
-    StackProfile { rows }
+    StackProfile { rows, span: None }
 }
 
 fn ingest(c: &mut Criterion) {

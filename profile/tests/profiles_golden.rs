@@ -216,7 +216,7 @@ fn rows(batches: &[ProfileBatch]) -> StackProfile {
         })
         .collect();
     rows.sort_by(|a, b| (&a.labels, &a.frames).cmp(&(&b.labels, &b.frames)));
-    StackProfile { rows }
+    StackProfile { rows, span: None }
 }
 
 #[test]
@@ -389,7 +389,7 @@ fn golden_profile() -> StackProfile {
         cpu_ns: 30_303_030,
     });
     rows.sort_by(|a, b| (&a.labels, &a.frames).cmp(&(&b.labels, &b.frames)));
-    StackProfile { rows }
+    StackProfile { rows, span: None }
 }
 
 #[test]

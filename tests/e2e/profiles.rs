@@ -416,6 +416,10 @@ fn profile_api_answers_every_format() {
                 String::from_utf8_lossy(&tags.stderr)
             );
             assert!(top_out.contains("flat%"), "{top_out}");
+            // The duration is the span of the data (the fixture, timed a minute ago, to the
+            // folded upload), not the query's window of 61 minutes.
+            let secs = pprof_duration_secs(&top_out);
+            assert!((59.0..=120.0).contains(&secs), "{secs} s in\n{top_out}");
             // pprof itself sees the labels: both builds and the host.
             for label in ["build:", ": b1", ": b2", "host:", ": h1"] {
                 assert!(tags_out.contains(label), "{label} in\n{tags_out}");
@@ -425,6 +429,30 @@ fn profile_api_answers_every_format() {
             std::env::var_os("PROFWATCH_TEST_REQUIRE_GO").is_none(),
             "go tool pprof is required here (PROFWATCH_TEST_REQUIRE_GO): {e}"
         ),
+    }
+}
+
+/// The `Duration:` of `go tool pprof -top`'s header in seconds ("Duration: 60.08s, ...",
+/// "1.02hrs", "5mins", "300ms").
+fn pprof_duration_secs(top: &str) -> f64 {
+    let d = top
+        .lines()
+        .find_map(|l| l.strip_prefix("Duration: "))
+        .and_then(|l| l.split(',').next())
+        .unwrap_or_else(|| panic!("a Duration line in\n{top}"));
+    let split = d
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(d.len());
+    let (n, unit) = d.split_at(split);
+    let n: f64 = n.parse().unwrap_or_else(|e| panic!("{d}: {e}"));
+    n * match unit {
+        "ns" => 1e-9,
+        "us" => 1e-6,
+        "ms" => 1e-3,
+        "s" => 1.0,
+        "mins" => 60.0,
+        "hrs" => 3600.0,
+        other => panic!("unit {other:?} in {d}"),
     }
 }
 

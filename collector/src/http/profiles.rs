@@ -19,7 +19,7 @@ use axum::Json;
 use profwatch_model::profile::{
     LabelFilter, ProfileBatch, ProfileQuery, SampleLabels, StackProfile,
 };
-use profwatch_model::query::{EndpointsQuery, GroupBy};
+use profwatch_model::query::{EndpointsQuery, GroupBy, TimeRange};
 use profwatch_model::timefmt::now_ns;
 use profwatch_model::Tenant;
 use serde::Serialize;
@@ -352,6 +352,19 @@ fn svg_response(svg: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response()
 }
 
+/// The time a pprof export says it covers: the span of its samples (what `go tool pprof`
+/// shows as the duration), or an empty span at the query's start when nothing matched.
+fn data_span(profile: &StackProfile, query: TimeRange) -> Span {
+    let r = profile.span.unwrap_or(TimeRange {
+        from: query.from,
+        to: query.from,
+    });
+    Span {
+        from: r.from,
+        to: r.to,
+    }
+}
+
 async fn fetch(state: &AppState, q: &ProfileQuery) -> Result<StackProfile, ApiError> {
     Ok(state.store.profile(q).await?)
 }
@@ -395,13 +408,7 @@ pub async fn get_profile(
                         "attachment; filename=\"profile.pb.gz\"",
                     ),
                 ],
-                to_pprof_gz(
-                    &profile,
-                    Span {
-                        from: r.from,
-                        to: r.to,
-                    },
-                ),
+                to_pprof_gz(&profile, data_span(&profile, r)),
             )
                 .into_response(),
             _ => {

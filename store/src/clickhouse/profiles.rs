@@ -11,6 +11,7 @@ use ::clickhouse::Client;
 use profwatch_model::profile::{
     stack_hash, ProfileBatch, ProfileQuery, ProfileRow, SampleLabels, StackProfile,
 };
+use profwatch_model::query::TimeRange;
 use profwatch_model::timefmt::now_ns;
 use profwatch_model::Tenant;
 use serde::{Deserialize, Serialize};
@@ -188,6 +189,8 @@ struct ProfileRowSql {
     label_values: Vec<String>,
     samples: u64,
     cpu_ns: u64,
+    first_ts: i64,
+    last_ts: i64,
     frames: Vec<String>,
 }
 
@@ -217,10 +220,11 @@ pub async fn query(client: &Client, q: &ProfileQuery) -> Result<StackProfile, St
     let sql = format!(
         "SELECT toString(service) AS service, toString(endpoint) AS endpoint, toString(build) AS build, \
                 toString(dc) AS dc, toString(host) AS host, label_keys, label_values, \
-                samples, cpu_ns, frames \
+                samples, cpu_ns, first_ts, last_ts, frames \
          FROM ( \
             SELECT service, endpoint, build, dc, host, label_keys, label_values, stack_hash, \
-                   sum(samples) AS samples, sum(cpu_ns) AS cpu_ns \
+                   sum(samples) AS samples, sum(cpu_ns) AS cpu_ns, \
+                   min(ts) AS first_ts, max(ts) AS last_ts \
             FROM samples WHERE {where_sql} \
             GROUP BY service, endpoint, build, dc, host, label_keys, label_values, stack_hash \
          ) ANY INNER JOIN ( \
@@ -234,6 +238,14 @@ pub async fn query(client: &Client, q: &ProfileQuery) -> Result<StackProfile, St
         .fetch_all()
         .await
         .map_err(|e| query_error(&format!("profile of service {:?}", q.service), e))?;
+    let span = rows
+        .iter()
+        .map(|r| (r.first_ts, r.last_ts))
+        .reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)))
+        .map(|(first, last)| TimeRange {
+            from: first,
+            to: last.saturating_add(1),
+        });
     let mut out: Vec<ProfileRow> = rows
         .into_iter()
         .map(|r| ProfileRow {
@@ -251,7 +263,7 @@ pub async fn query(client: &Client, q: &ProfileQuery) -> Result<StackProfile, St
         })
         .collect();
     out.sort_by(|a, b| (&a.labels, &a.frames).cmp(&(&b.labels, &b.frames)));
-    Ok(StackProfile { rows: out })
+    Ok(StackProfile { rows: out, span })
 }
 
 /// Binds the placeholders of the profile SQL in order: the samples filters, the tenant of the

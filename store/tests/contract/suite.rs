@@ -592,6 +592,26 @@ pub async fn profiles_sum_per_stack_and_filter_by_label(store: Arc<dyn Store>) {
         .await
         .expect("profile");
     assert!(none.rows.is_empty());
+    assert_eq!(none.span, None, "no samples, no span");
+    // The span is the data's, not the query's: first batch to just after the last.
+    assert_eq!(
+        all.span,
+        Some(TimeRange {
+            from: b,
+            to: b + 2 * MINUTE + 1
+        })
+    );
+    let cart = store
+        .profile(&pq(&[("endpoint", "GET /cart")], all_time()))
+        .await
+        .expect("profile");
+    assert_eq!(
+        cart.span,
+        Some(TimeRange {
+            from: b,
+            to: b + MINUTE + 1
+        })
+    );
     let window = store
         .profile(&pq(
             &[],

@@ -46,7 +46,7 @@ fn labels_of(k: &SeriesKey) -> SampleLabels {
 /// Sums samples per (label set, stack) over the range, then attaches each stack's frames.
 pub fn profile(sources: &[Source], q: &ProfileQuery) -> Result<StackProfile, StoreError> {
     let (set_names, work) = label_sets(sources, q);
-    let (totals, frames) = sum_samples(&work, q.range)?;
+    let (totals, frames, span) = sum_samples(&work, q.range)?;
     let mut rows: Vec<ProfileRow> = totals
         .into_iter()
         .filter_map(|((set, stack), (samples, cpu_ns))| {
@@ -60,7 +60,13 @@ pub fn profile(sources: &[Source], q: &ProfileQuery) -> Result<StackProfile, Sto
         })
         .collect();
     rows.sort_by(|a, b| (&a.labels, &a.frames).cmp(&(&b.labels, &b.frames)));
-    Ok(StackProfile { rows })
+    Ok(StackProfile {
+        rows,
+        span: span.map(|(first, last)| TimeRange {
+            from: first,
+            to: last.saturating_add(1),
+        }),
+    })
 }
 
 /// A source to read and, per series, its label set (`None`: filtered out).
@@ -68,6 +74,16 @@ type Work<'a> = (&'a Source, Vec<Option<u32>>);
 
 /// Samples and CPU time per (label set, stack).
 type Totals = HashMap<(u32, u64), (u64, u64)>;
+
+/// The first and last time of the samples summed.
+type Span = Option<(i64, i64)>;
+
+fn widen(span: Span, other: Span) -> Span {
+    match (span, other) {
+        (Some(a), Some(b)) => Some((a.0.min(b.0), a.1.max(b.1))),
+        (a, b) => a.or(b),
+    }
+}
 
 /// The label sets of the series the query wants, and the sources holding any of them in range.
 /// Label sets are interned by their labels so that series from different sources merge.
@@ -101,7 +117,7 @@ fn label_sets<'a>(sources: &'a [Source], q: &ProfileQuery) -> (Vec<SampleLabels>
 
 /// Sums the samples in `range` of every source, on rayon's pool, and collects the frames of
 /// every stack seen.
-fn sum_samples(work: &[Work<'_>], range: TimeRange) -> Result<(Totals, Stacks), StoreError> {
+fn sum_samples(work: &[Work<'_>], range: TimeRange) -> Result<(Totals, Stacks, Span), StoreError> {
     work.par_iter()
         .map(|w| {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -110,23 +126,24 @@ fn sum_samples(work: &[Work<'_>], range: TimeRange) -> Result<(Totals, Stacks), 
             .unwrap_or_else(|_| Err(StoreError::Query("a scan panicked".into())))
         })
         .try_reduce(
-            || (HashMap::new(), HashMap::new()),
-            |(mut totals, mut frames), (t, f)| {
+            || (HashMap::new(), HashMap::new(), None),
+            |(mut totals, mut frames, span), (t, f, s)| {
                 for (k, v) in t {
                     let e = totals.entry(k).or_default();
                     e.0 += v.0;
                     e.1 += v.1;
                 }
                 frames.extend(f);
-                Ok((totals, frames))
+                Ok((totals, frames, widen(span, s)))
             },
         )
 }
 
 /// A share of [`sum_samples`]: some sources' samples.
-fn sum_part(part: &[Work<'_>], range: TimeRange) -> Result<(Totals, Stacks), StoreError> {
+fn sum_part(part: &[Work<'_>], range: TimeRange) -> Result<(Totals, Stacks, Span), StoreError> {
     let mut totals: Totals = HashMap::new();
     let mut frames: Stacks = HashMap::new();
+    let mut span: Span = None;
     for (src, map) in part {
         src.for_each_sample_chunk(
             |rows| {
@@ -141,10 +158,11 @@ fn sum_part(part: &[Work<'_>], range: TimeRange) -> Result<(Totals, Stacks), Sto
                     let e = totals.entry((*set, rows.stack[i])).or_default();
                     e.0 += rows.samples[i];
                     e.1 += rows.cpu_ns[i];
+                    span = widen(span, Some((ts, ts)));
                 }
             },
             &mut frames,
         )?;
     }
-    Ok((totals, frames))
+    Ok((totals, frames, span))
 }
