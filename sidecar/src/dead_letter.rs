@@ -418,6 +418,42 @@ mod tests {
     }
 
     #[test]
+    fn a_dead_letter_that_cannot_be_written_is_an_error_and_leaves_no_batch() {
+        // Each case: the point, and the path it fails for (a put writes its JSON, then its batch).
+        let batch = "dead-letter/tmp/0123456789abcdef-4.batch";
+        let cases = [
+            ("spool.write", ""),
+            ("spool.dir_fsync", ""),
+            ("spool.create", batch),
+            ("spool.write", batch),
+            ("spool.fsync", batch),
+            ("spool.rename", "dead-letter/0123456789abcdef-4.batch"),
+        ];
+        for (point, at) in cases {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let metrics = Arc::new(Metrics::new());
+            let letters =
+                DeadLetters::open(dir.path(), 1 << 20, 10, metrics.clone()).expect("open");
+            let at = dir.path().join(at);
+            crate::spool::faults::arm(point, &at, std::io::ErrorKind::Other, 1);
+            let err = letters
+                .put(&record(4, 5, 100), 422, "bad")
+                .expect_err(point);
+            assert!(err.to_string().contains("dead-letter"), "{point}: {err}");
+            assert_eq!(letters.stats().letters, 0, "{point}");
+            assert_eq!(metrics.snapshot("", "").dead_lettered_events, 0, "{point}");
+            drop(letters);
+            let letters = DeadLetters::open(dir.path(), 1 << 20, 10, metrics).expect("reopen");
+            assert_eq!(letters.stats().letters, 0, "{point}");
+            let left = names(&dir.path().join("dead-letter"));
+            assert!(
+                !left.iter().any(|n| n.ends_with(".batch")),
+                "{point}: {left:?}"
+            );
+        }
+    }
+
+    #[test]
     fn the_folder_stays_in_bounds_and_counts_what_it_removes() {
         let dir = tempfile::tempdir().expect("tempdir");
         let metrics = Arc::new(Metrics::new());

@@ -25,6 +25,7 @@
 //! - Removals are not fsynced: a removal lost in a crash only re-sends an acknowledged batch,
 //!   which the collector recognises by its id.
 
+pub(crate) mod faults;
 mod record;
 
 use std::collections::BTreeMap;
@@ -304,7 +305,9 @@ impl Spool {
         let new = inner.next_seq;
         inner.next_seq += 1;
         let from = self.path(seq);
-        match fs::rename(&from, self.path(new)) {
+        match faults::check("spool.set_aside", &from)
+            .and_then(|()| fs::rename(&from, self.path(new)))
+        {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 inner.take(seq);
@@ -354,7 +357,7 @@ impl Spool {
     /// Deletes record `seq` (delivered or permanently refused). Missing files are fine.
     pub fn remove(&self, seq: u64) -> Result<(), SidecarError> {
         let path = self.path(seq);
-        match fs::remove_file(&path) {
+        match faults::check("spool.remove", &path).and_then(|()| fs::remove_file(&path)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(SidecarError::spool(path, "remove a delivered batch", e)),
@@ -645,5 +648,86 @@ mod tests {
                 .seq,
             Some(5)
         );
+    }
+    /// Every record on disk, in shipping order: (events, body).
+    fn on_disk(dir: &Path) -> Vec<(u32, Vec<u8>)> {
+        let (spool, _) = open(dir, 1 << 20);
+        let mut out = Vec::new();
+        while let Some(seq) = spool.oldest() {
+            let r = spool.read(seq).expect("read").expect("there");
+            out.push((r.events, r.body));
+            spool.remove(seq).expect("remove");
+        }
+        // Put them back: the caller's spool is the one under test.
+        for (events, body) in &out {
+            spool
+                .append(RecordKind::Events, *events, body)
+                .expect("append");
+        }
+        out
+    }
+
+    fn files(dir: &Path) -> usize {
+        fs::read_dir(dir).map_or(0, |d| d.count())
+    }
+
+    #[test]
+    fn an_append_failing_at_any_io_step_leaves_no_file_and_the_next_append_is_stored() {
+        for point in [
+            "spool.create",
+            "spool.write",
+            "spool.fsync",
+            "spool.rename",
+            "spool.dir_fsync",
+        ] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let (spool, _) = open(dir.path(), 1 << 20);
+            spool
+                .append(RecordKind::Events, 1, b"before")
+                .expect("append");
+            faults::arm(point, dir.path(), io::ErrorKind::Other, 1);
+            let err = spool
+                .append(RecordKind::Events, 2, b"failed")
+                .expect_err(point);
+            assert!(err.to_string().contains("spool"), "{point}: {err}");
+            assert_eq!(spool.stats().records, 1, "{point}");
+            assert_eq!(files(&dir.path().join("tmp")), 0, "{point}: tmp/ is clean");
+            assert_eq!(files(&dir.path().join("batches")), 1, "{point}");
+            spool.append(RecordKind::Events, 3, b"after").expect(point);
+            drop(spool);
+            assert_eq!(
+                on_disk(dir.path()),
+                vec![(1, b"before".to_vec()), (3, b"after".to_vec())],
+                "{point}: the failed batch is not shipped later, the others are all there"
+            );
+        }
+    }
+
+    #[test]
+    fn a_failed_removal_or_set_aside_keeps_the_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (spool, _) = open(dir.path(), 1 << 20);
+        spool.append(RecordKind::Events, 1, b"one").expect("append");
+        faults::arm(
+            "spool.remove",
+            dir.path(),
+            io::ErrorKind::PermissionDenied,
+            1,
+        );
+        assert!(spool.remove(0).is_err());
+        assert!(
+            spool.contains(0),
+            "still spooled: it ships again, and the collector dedups it"
+        );
+        faults::arm("spool.set_aside", dir.path(), io::ErrorKind::Other, 1);
+        assert!(spool.set_aside(0).is_err());
+        assert!(spool.contains(0) && !spool.is_set_aside(0));
+        faults::arm("spool.dir_fsync", dir.path(), io::ErrorKind::Other, 1);
+        assert!(
+            spool.set_aside(0).is_err(),
+            "its rename is not known durable"
+        );
+        drop(spool);
+        assert_eq!(on_disk(dir.path()), vec![(1, b"one".to_vec())]);
     }
 }

@@ -18,6 +18,7 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 
 use super::super::error::SidecarError;
+use super::faults;
 
 const MAGIC: &[u8; 8] = b"PWSPOOL1";
 const MAGIC2: &[u8; 8] = b"PWSPOOL2";
@@ -190,25 +191,44 @@ pub(super) fn read_record(path: &Path, seq: u64) -> Result<Option<SpoolRecord>, 
 }
 
 /// Writes `bytes` to `tmp`, fsyncs it, renames it to `dest` and fsyncs `dir` (`dest`'s
-/// directory): afterwards `dest` is whole, even across a crash; before, it is absent.
+/// directory): afterwards `dest` is whole, even across a crash. On an error neither file is
+/// left behind (as far as the filesystem lets us remove them), so a failed write is not
+/// shipped later as a batch the caller counted as dropped; a file whose fsync failed is never
+/// synced again (its pages' state is unknown after the failure), the next write starts anew.
 pub(crate) fn write_durably(
     tmp: &Path,
     dest: &Path,
     dir: &Path,
     bytes: &[u8],
 ) -> Result<(), SidecarError> {
-    let mut f = File::create(tmp).map_err(|e| SidecarError::spool(tmp, "create", e))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| SidecarError::spool(tmp, "write and fsync", e))?;
-    drop(f);
-    fs::rename(tmp, dest).map_err(|e| SidecarError::spool(dest, "rename into place", e))?;
-    sync_dir(dir)
+    let written = (|| {
+        let mut f = faults::check("spool.create", tmp)
+            .and_then(|()| File::create(tmp))
+            .map_err(|e| SidecarError::spool(tmp, "create", e))?;
+        faults::check("spool.write", tmp)
+            .and_then(|()| f.write_all(bytes))
+            .map_err(|e| SidecarError::spool(tmp, "write", e))?;
+        faults::check("spool.fsync", tmp)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| SidecarError::spool(tmp, "fsync", e))
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(tmp);
+        return Err(e);
+    }
+    if let Err(e) = faults::check("spool.rename", dest).and_then(|()| fs::rename(tmp, dest)) {
+        let _ = fs::remove_file(tmp);
+        return Err(SidecarError::spool(dest, "rename into place", e));
+    }
+    sync_dir(dir).inspect_err(|_| {
+        let _ = fs::remove_file(dest);
+    })
 }
 
 /// Makes the renames and creations in `dir` durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), SidecarError> {
-    File::open(dir)
+    faults::check("spool.dir_fsync", dir)
+        .and_then(|()| File::open(dir))
         .and_then(|d| d.sync_all())
         .map_err(|e| SidecarError::spool(dir, "fsync the directory", e))
 }
