@@ -130,9 +130,11 @@ fn report(base: &str, records: &[serde_json::Value], found: &mut DemoOutcome) {
             .find(|f| f.0 == endpoint && f.1 == candidate)
         {
             Some(f) => {
-                if f.3.is_none() && culprit.is_some() {
+                // Each pass re-attributes with more samples: say so when the answer changes.
+                if culprit.is_some() && f.3 != culprit {
                     println!(
-                        "  {endpoint}: the function that got dearer: {} (self CPU per request {:+.0} µs)",
+                        "  {endpoint}: the function that got dearer{}: {} (self CPU per request {:+.0} µs)",
+                        if f.3.is_some() { ", with more samples" } else { "" },
                         culprit.as_deref().unwrap_or(""),
                         rec["culprits"][0]["delta"].as_f64().unwrap_or(0.0) / 1000.0
                     );

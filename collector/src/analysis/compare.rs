@@ -158,6 +158,10 @@ impl RegressionTracker {
     }
 
     /// The functions that explain a regression of `endpoint` from `baseline` to `candidate`.
+    /// `range` is the compare's (the builds' overlap, or `None`: the whole window): profiles
+    /// of another time than the costs they are scaled by would blame whatever changed in
+    /// between (a baseline profile that includes its hosts' start-up, say, makes a steady
+    /// function look dearer in the candidate).
     pub async fn culprits(
         &self,
         tenant: &Tenant,
@@ -165,12 +169,14 @@ impl RegressionTracker {
         c: &Comparison,
         baseline: &str,
         candidate: &str,
+        range: Option<TimeRange>,
     ) -> Result<Vec<Culprit>, AnalysisError> {
+        let range = range.unwrap_or_else(|| self.window());
         let snapshot = |build: &str, cost: Option<f64>| {
             let q = ProfileQuery {
                 tenant: tenant.clone(),
                 service: service.to_owned(),
-                range: self.window(),
+                range,
                 filters: vec![
                     LabelFilter {
                         key: "endpoint".into(),

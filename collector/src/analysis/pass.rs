@@ -99,7 +99,7 @@ impl RegressionTracker {
             .filter(|c| c.verdict == Verdict::Regression)
         {
             let culprits = self
-                .culprits(tenant, service, c, &baseline, &candidate)
+                .culprits(tenant, service, c, &baseline, &candidate, overlap)
                 .await?;
             let finding = Finding {
                 tenant,
