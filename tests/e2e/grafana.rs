@@ -1,6 +1,7 @@
 //! The Grafana dashboards in `dashboards/`: every panel's and variable's SQL, with Grafana's
 //! macros and variables substituted, runs on the real ClickHouse over data profwatch stored
-//! (events of two builds and a regression found by its analysis), and returns rows.
+//! (events of two builds and a regression found by its analysis), and returns rows; with
+//! variables that try to break out of their quotes, it returns none.
 
 use profwatch_e2e::*;
 
@@ -34,13 +35,20 @@ fn queries(dashboard: &serde_json::Value) -> Vec<(String, String)> {
     out
 }
 
-/// What Grafana would put in place of the macros and variables for the last six hours.
-fn substitute(sql: &str, now_s: i64) -> String {
+/// Grafana's `sqlstring` format of one value: quoted, each `'` doubled.
+fn sqlstring(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// What Grafana would put in place of the macros and variables for the last six hours. Only
+/// `${tenant:sqlstring}` and `${service:sqlstring}` are substituted: a variable spliced any
+/// other way is left and fails the test.
+fn substitute(sql: &str, now_s: i64, tenant: &str, service: &str) -> String {
     sql.replace("$__fromTime", &format!("toDateTime({})", now_s - 6 * 3600))
         .replace("$__toTime", &format!("toDateTime({})", now_s + 60))
         .replace("$__interval_s", "60")
-        .replace("${tenant}", "default")
-        .replace("${service}", "shop")
+        .replace("${tenant:sqlstring}", &sqlstring(tenant))
+        .replace("${service:sqlstring}", &sqlstring(service))
 }
 
 #[test]
@@ -85,14 +93,21 @@ fn every_panel_query_runs_on_clickhouse_over_profwatch_data() {
         let dashboard: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).expect("read"))
                 .expect("dashboard JSON");
+        let url = format!("{}/?database={db}", ch.trim_end_matches('/'));
         for (place, sql) in queries(&dashboard) {
-            let sql = substitute(&sql, now_s);
+            // Values that would break out of a quoted literal answer nothing and fail nothing.
+            let hostile = substitute(&sql, now_s, "x' OR 1=1 OR 'a'='a", "shop' OR '1'='1");
+            let out = clickhouse_query(&url, &format!("{hostile} FORMAT TSV"))
+                .unwrap_or_else(|e| panic!("{place} with hostile values: {e}\n{hostile}"));
+            if sql.contains("${tenant") {
+                assert!(out.trim().is_empty(), "{place} leaked rows:\n{out}");
+            }
+            let sql = substitute(&sql, now_s, "default", "shop");
             assert!(
                 !sql.contains('$'),
                 "{}: {place}: a macro or variable is left: {sql}",
                 path.display()
             );
-            let url = format!("{}/?database={db}", ch.trim_end_matches('/'));
             let out = clickhouse_query(&url, &format!("{sql} FORMAT TSV")).unwrap_or_else(|e| {
                 panic!(
                     "{}: {place} fails on ClickHouse: {e}\n{sql}",
