@@ -143,6 +143,7 @@ pub async fn run(
         metrics: Arc::new(metrics),
         analyzer,
         cache,
+        auth_failures: Default::default(),
     });
     tracing::info!(%addr, store = store.kind(), tls = cfg_tls, "profwatch server listening");
     let housekeeping = {

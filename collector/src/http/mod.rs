@@ -16,6 +16,7 @@
 //! the router with a deadline for headers, [`body`] one for bodies.
 
 pub mod auth;
+pub mod auth_failures;
 pub mod body;
 pub mod budget;
 pub mod error;
@@ -55,6 +56,8 @@ pub struct AppState {
     pub cache: Arc<QueryCache>,
     /// Body bytes in flight and ingest requests at once, across all requests.
     pub budget: Arc<budget::Budget>,
+    /// Failed authentications per source address.
+    pub auth_failures: auth_failures::AuthFailures,
 }
 
 /// The API's routes, behind the [`origin`] checks.
@@ -92,6 +95,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             warn_of_missing_data,
         ))
         .layer(guard)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth_failures::guard,
+        ))
         .with_state(state)
 }
 

@@ -34,9 +34,9 @@ pub async fn serve(
     let (done_tx, done_rx) = watch::channel(());
     tokio::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: wait, rather than spin.
                     tracing::warn!(error = %e, "accepting a connection failed");
@@ -46,7 +46,11 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let service = TowerToHyperService::new(app.clone());
+        // Handlers and middleware see the peer as axum's `ConnectInfo`.
+        let service = TowerToHyperService::new(
+            app.clone()
+                .layer(axum::Extension(axum::extract::ConnectInfo(peer))),
+        );
         let mut stop = stop_rx.clone();
         let done = done_rx.clone();
         let tls = tls.clone();

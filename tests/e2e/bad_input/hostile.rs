@@ -412,3 +412,54 @@ fn slow_headers_are_cut_off() {
     assert_peak_under(&s, 300 * MB, "slow headers");
     assert_intact(&c);
 }
+
+/// Guessing tokens: after 20 refusals within a minute, the address gets 429 with Retry-After
+/// for a minute, even with a right token; another address is not held up.
+#[test]
+fn failed_authentications_are_limited_per_address() {
+    let token = "right-token-0123456789";
+    let art = artifacts("failed_authentications_are_limited_per_address");
+    let data = art.join("data");
+    let server = Server::start(
+        &[
+            "--data-dir",
+            data.to_str().expect("utf-8 path"),
+            "--token",
+            &format!("{token}=acme"),
+        ],
+        &art.join("server.log"),
+    );
+    let base = server.client().base;
+    let from = |ip: [u8; 4]| {
+        reqwest::blocking::Client::builder()
+            .local_address(std::net::IpAddr::from(ip))
+            .build()
+            .expect("client")
+    };
+    let get = |client: &reqwest::blocking::Client, token: &str| {
+        client
+            .get(format!("{base}/api/v1/services"))
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+            .expect("send")
+    };
+    let guesser = from([127, 0, 0, 1]);
+    for i in 0..20 {
+        let r = get(&guesser, &format!("guess-{i:016}"));
+        assert_eq!(r.status(), 403, "guess {i}");
+    }
+    let r = get(&guesser, token);
+    assert_eq!(r.status(), 429, "blocked, even with the right token");
+    let retry: u64 = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!((1..=60).contains(&retry), "{retry}");
+    let body = r.text().unwrap_or_default();
+    assert!(body.contains("failed authentications"), "{body}");
+    // Another address (127.0.0.2 reaches the loopback listener too) is served.
+    let other = get(&from([127, 0, 0, 2]), token);
+    assert_eq!(other.status(), 200);
+}
