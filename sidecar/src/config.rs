@@ -73,6 +73,18 @@ pub struct RunArgs {
     /// <data dir>/agent.sock].
     #[arg(long, env = "PROFWATCH_AGENT_SOCKET")]
     pub socket: Option<PathBuf>,
+    /// Permissions of the socket, in octal: who may write events to this sidecar.
+    #[arg(
+        long,
+        value_name = "MODE",
+        env = "PROFWATCH_AGENT_SOCKET_MODE",
+        default_value = "660"
+    )]
+    pub socket_mode: String,
+    /// Group of the socket (a name from /etc/group, or a number): the apps' group, with
+    /// --socket-mode 660 [default: the sidecar's group].
+    #[arg(long, value_name = "GROUP", env = "PROFWATCH_AGENT_SOCKET_GROUP")]
+    pub socket_group: Option<String>,
     /// Also listen for datagrams on this loopback address, e.g. 127.0.0.1:4042.
     #[arg(long, env = "PROFWATCH_AGENT_UDP")]
     pub udp: Option<String>,
@@ -100,9 +112,14 @@ pub struct RunArgs {
     /// Host name added to events that have none [default: the kernel's hostname].
     #[arg(long, env = "PROFWATCH_HOST")]
     pub host: Option<String>,
-    /// Address of the local metrics and status port.
+    /// Address of the local metrics and status port ("off": none). A non-loopback address
+    /// also needs --metrics-allow-remote.
     #[arg(long, env = "PROFWATCH_AGENT_METRICS", default_value = DEFAULT_METRICS)]
     pub metrics: String,
+    /// Allow --metrics on an address other hosts can reach (the status page names the
+    /// collector, the host and the last errors).
+    #[arg(long, env = "PROFWATCH_AGENT_METRICS_ALLOW_REMOTE")]
+    pub metrics_allow_remote: bool,
     /// Events per batch sent to the collector.
     #[arg(long, env = "PROFWATCH_AGENT_BATCH_EVENTS", default_value_t = 5000)]
     pub batch_events: usize,
@@ -129,6 +146,15 @@ pub struct RunArgs {
         value_delimiter = ','
     )]
     pub profile_name: Vec<String>,
+    /// With --profile-name: only processes of this user id (repeatable). Required with
+    /// --profile-name, so a name alone never picks up another user's process.
+    #[arg(
+        long = "profile-uid",
+        value_name = "UID",
+        env = "PROFWATCH_AGENT_PROFILE_UIDS",
+        value_delimiter = ','
+    )]
+    pub profile_uid: Vec<u32>,
     /// The `service` label of sampled processes' profiles [default: each process's executable
     /// file name, else its comm].
     #[arg(long, value_name = "SERVICE", env = "PROFWATCH_AGENT_PROFILE_SERVICE")]
@@ -195,6 +221,9 @@ pub struct ProfileConfig {
     pub pids: Vec<u32>,
     /// Matched against `/proc/<pid>/comm` and the executable's file name.
     pub names: Vec<String>,
+    /// A process matched by name must belong to one of these users (the owner of
+    /// `/proc/<pid>`); never empty when `names` is not.
+    pub uids: Vec<u32>,
     /// The `service` label; `None`: each process's executable file name (else its comm).
     pub service: Option<String>,
     pub frequency_hz: u32,
@@ -218,6 +247,7 @@ impl Default for ProfileConfig {
         ProfileConfig {
             pids: Vec::new(),
             names: Vec::new(),
+            uids: Vec::new(),
             service: None,
             frequency_hz: profwatch_agent::sampler::DEFAULT_FREQUENCY_HZ,
             export_interval: Duration::from_secs(10),
@@ -265,6 +295,10 @@ pub struct SidecarConfig {
     /// TLS to the collector.
     pub tls: CollectorTls,
     pub socket: PathBuf,
+    /// Permissions of the socket file.
+    pub socket_mode: u32,
+    /// Group of the socket file; `None`: the sidecar's.
+    pub socket_group: Option<u32>,
     /// `None`: no UDP listener. Port 0 picks one (see [`super::Sidecar::udp_addr`]).
     pub udp: Option<SocketAddr>,
     pub spool_dir: PathBuf,
@@ -299,6 +333,8 @@ impl SidecarConfig {
             token: None,
             tls: CollectorTls::default(),
             socket,
+            socket_mode: 0o660,
+            socket_group: None,
             udp: None,
             spool_dir,
             spool_max_bytes: 1 << 30,
@@ -377,22 +413,72 @@ impl RunArgs {
         cfg.metrics = if metrics.is_empty() || metrics == "off" {
             None
         } else {
-            Some(metrics.parse().map_err(|e| {
+            let addr: SocketAddr = metrics.parse().map_err(|e| {
                 SidecarError::config("metrics", metrics, format!("not an address: {e}"))
-            })?)
+            })?;
+            if !addr.ip().is_loopback() && !self.metrics_allow_remote {
+                return Err(SidecarError::config(
+                    "metrics",
+                    metrics,
+                    "is reachable from other hosts; add --metrics-allow-remote if that is meant",
+                ));
+            }
+            Some(addr)
         };
+        cfg.socket_mode = socket_mode(&self.socket_mode)?;
+        cfg.socket_group = self.socket_group.as_deref().map(group_id).transpose()?;
         cfg.batch_max_events = within("batch-events", self.batch_events, 100_000)?;
         cfg.batch_max_wait =
             Duration::from_millis(within("batch-wait-ms", self.batch_wait_ms, 60_000)?);
         cfg.profile = profile_config(
             self.profile_pid,
             self.profile_name,
+            self.profile_uid,
             self.profile_service,
             self.profile_frequency,
             self.profile_interval_secs,
         )?;
         Ok(cfg)
     }
+}
+
+/// `--socket-mode`: octal permission bits, at most 0o777.
+fn socket_mode(text: &str) -> Result<u32, SidecarError> {
+    u32::from_str_radix(text.trim().trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| {
+            SidecarError::config(
+                "socket-mode",
+                text,
+                "must be octal permission bits, e.g. 660",
+            )
+        })
+}
+
+/// `--socket-group`: a number, or a name looked up in `/etc/group` (groups from other name
+/// services need their number).
+fn group_id(text: &str) -> Result<u32, SidecarError> {
+    if let Ok(gid) = text.parse::<u32>() {
+        return Ok(gid);
+    }
+    std::fs::read_to_string("/etc/group")
+        .ok()
+        .and_then(|groups| {
+            groups.lines().find_map(|line| {
+                let mut fields = line.split(':');
+                (fields.next() == Some(text))
+                    .then(|| fields.nth(1)?.parse().ok())
+                    .flatten()
+            })
+        })
+        .ok_or_else(|| {
+            SidecarError::config(
+                "socket-group",
+                text,
+                "is not a group in /etc/group (give its number instead)",
+            )
+        })
 }
 
 /// `--udp`: a loopback address (local input is not authenticated).
@@ -548,6 +634,7 @@ fn delivery_config(
 fn profile_config(
     pids: Vec<u32>,
     names: Vec<String>,
+    uids: Vec<u32>,
     service: Option<String>,
     frequency: Option<u32>,
     interval_secs: Option<u64>,
@@ -575,7 +662,15 @@ fn profile_config(
             ));
         }
     }
+    if !names.is_empty() && uids.is_empty() {
+        return Err(SidecarError::config(
+            "profile-name",
+            names.join(","),
+            "needs --profile-uid: a name alone would sample any user's process of that name",
+        ));
+    }
     profile.names = names;
+    profile.uids = uids;
     let max = profwatch_model::Limits::default().max_name_len;
     profile.service = match service.filter(|s| !s.is_empty()) {
         Some(s) if s.len() > max || s.contains(char::is_control) => {
@@ -680,6 +775,7 @@ mod tests {
         RunArgs {
             collector: Some("http://127.0.0.1:4040/".into()),
             metrics: DEFAULT_METRICS.into(),
+            socket_mode: "660".into(),
             batch_events: 5000,
             batch_wait_ms: 1000,
             ..Default::default()
@@ -798,7 +894,12 @@ mod tests {
         assert!(a.validate().is_err());
         let mut a = args();
         a.profile_name = vec!["a/b".into()];
+        a.profile_uid = vec![0];
         assert!(a.validate().is_err());
+        let mut a = args();
+        a.profile_name = vec!["postgres".into()];
+        let e = a.validate().expect_err("a name alone").to_string();
+        assert!(e.contains("--profile-uid"), "{e}");
         let mut a = args();
         a.profile_frequency = Some(0);
         assert!(a.validate().is_err());
@@ -811,10 +912,45 @@ mod tests {
     }
 
     #[test]
+    fn socket_permissions_and_a_metrics_port_that_stays_local_unless_told() {
+        let cfg = args().validate().expect("defaults");
+        assert_eq!((cfg.socket_mode, cfg.socket_group), (0o660, None));
+        let mut a = args();
+        a.socket_mode = "0o600".into();
+        a.socket_group = Some("root".into());
+        let cfg = a.validate().expect("valid");
+        assert_eq!((cfg.socket_mode, cfg.socket_group), (0o600, Some(0)));
+        a = args();
+        a.socket_group = Some("4242".into());
+        assert_eq!(a.validate().expect("a number").socket_group, Some(4242));
+        for bad in ["999", "rw", "1777"] {
+            let mut a = args();
+            a.socket_mode = bad.into();
+            assert!(a.validate().is_err(), "{bad}");
+        }
+        let mut a = args();
+        a.socket_group = Some("no-such-group-profwatch".into());
+        assert!(a.validate().is_err());
+
+        let mut a = args();
+        a.metrics = "0.0.0.0:4041".into();
+        let e = a.validate().expect_err("remote metrics").to_string();
+        assert!(e.contains("--metrics-allow-remote"), "{e}");
+        let mut a = args();
+        a.metrics = "0.0.0.0:4041".into();
+        a.metrics_allow_remote = true;
+        assert!(a.validate().is_ok());
+        let mut a = args();
+        a.metrics = "[::1]:4041".into();
+        assert!(a.validate().is_ok(), "IPv6 loopback is local");
+    }
+
+    #[test]
     fn profile_flags() {
         let mut a = args();
         a.profile_pid = vec![42, 7, 42];
         a.profile_name = vec!["postgres".into()];
+        a.profile_uid = vec![105, 0];
         a.profile_service = Some("db".into());
         a.profile_frequency = Some(49);
         a.profile_interval_secs = Some(60);
@@ -822,6 +958,7 @@ mod tests {
         assert!(p.is_enabled());
         assert_eq!(p.pids, [42, 7]);
         assert_eq!(p.names, ["postgres"]);
+        assert_eq!(p.uids, [105, 0]);
         assert_eq!(p.service.as_deref(), Some("db"));
         assert_eq!(
             (p.frequency_hz, p.export_interval),

@@ -105,7 +105,7 @@ impl Sidecar {
             max_line_bytes: cfg.max_line_bytes,
             max_frame_bytes: cfg.max_frame_bytes,
         });
-        let unix = listener::bind_unix(&cfg.socket)?;
+        let unix = listener::bind_unix(&cfg.socket, cfg.socket_mode, cfg.socket_group)?;
         let udp = match cfg.udp {
             Some(addr) => Some(listener::bind_udp(addr).await?),
             None => None,

@@ -280,9 +280,11 @@ impl StreamDecoder {
     }
 }
 
-/// Binds the Unix socket, replacing a stale socket file (never another kind of file).
-pub fn bind_unix(path: &Path) -> Result<UnixListener, SidecarError> {
-    use std::os::unix::fs::FileTypeExt;
+/// Binds the Unix socket, replacing a stale socket file (never another kind of file), with
+/// permissions `mode` and group `group`. The socket is bound under a temporary name, given
+/// its mode and group, then renamed into place: at `path` it never has the wrong ones.
+pub fn bind_unix(path: &Path, mode: u32, group: Option<u32>) -> Result<UnixListener, SidecarError> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     let err = |source| SidecarError::Listen {
         what: "unix socket",
         addr: path.display().to_string(),
@@ -301,7 +303,22 @@ pub fn bind_unix(path: &Path) -> Result<UnixListener, SidecarError> {
         }
         Err(_) => {}
     }
-    UnixListener::bind(path).map_err(err)
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let tmp = std::path::PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    let listener = UnixListener::bind(&tmp).map_err(err)?;
+    let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+        .and_then(|()| match group {
+            Some(gid) => std::os::unix::fs::chown(&tmp, None, Some(gid)),
+            None => Ok(()),
+        })
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err(e));
+    }
+    Ok(listener)
 }
 
 /// Accepts connections until `stop` turns true; each connection runs in its own task.
@@ -315,6 +332,10 @@ pub async fn serve_unix(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
+                    match stream.peer_cred() {
+                        Ok(c) => ingest.metrics.peer_connected(c.pid(), c.uid(), c.gid()),
+                        Err(e) => tracing::debug!("no peer credentials: {e}"),
+                    }
                     tokio::spawn(connection(stream, ingest.clone(), tx.clone(), stop.clone()));
                 }
                 Err(e) => {

@@ -176,6 +176,24 @@ pub struct StatusSnapshot {
     /// The collector's current run of refusals; `None` once a delivery succeeds.
     #[serde(default)]
     pub refusal: Option<Refusal>,
+    /// Who connected to the socket (its `SO_PEERCRED`), most recent first, at most
+    /// [`MAX_PEERS`].
+    #[serde(default)]
+    pub peers: Vec<Peer>,
+}
+
+/// Peers remembered in [`StatusSnapshot::peers`].
+pub const MAX_PEERS: usize = 64;
+
+/// A process that connected to the socket, by the kernel's account of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    /// `None` when the kernel gave none (a peer in another pid namespace shows as 0).
+    pub pid: Option<i32>,
+    pub uid: u32,
+    pub gid: u32,
+    /// Connections it opened.
+    pub connections: u64,
 }
 
 /// The collector has been answering `status` (not 2xx) since `since_ns`, without a delivery
@@ -297,6 +315,7 @@ pub struct Metrics {
     profile_samples_lost: Counter,
     delivery: DeliveryMetrics,
     last_error: Mutex<Option<String>>,
+    peers: Mutex<std::collections::VecDeque<Peer>>,
     log_gate: Mutex<Option<Instant>>,
     log_suppressed: AtomicU64,
     started: Instant,
@@ -441,6 +460,7 @@ impl Metrics {
             profile_samples_lost,
             delivery,
             last_error: Mutex::new(None),
+            peers: Mutex::default(),
             log_gate: Mutex::new(None),
             log_suppressed: AtomicU64::new(0),
             started: Instant::now(),
@@ -596,6 +616,30 @@ impl Metrics {
         })
     }
 
+    /// Records a connection to the socket by its peer's credentials; a peer first seen is
+    /// logged.
+    pub(crate) fn peer_connected(&self, pid: Option<i32>, uid: u32, gid: u32) {
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut peer = match peers
+            .iter()
+            .position(|p| (p.pid, p.uid, p.gid) == (pid, uid, gid))
+        {
+            Some(at) => peers.remove(at).unwrap_or_default(),
+            None => {
+                tracing::info!(?pid, uid, gid, "an app connected to the socket");
+                Peer {
+                    pid,
+                    uid,
+                    gid,
+                    connections: 0,
+                }
+            }
+        };
+        peer.connections += 1;
+        peers.push_front(peer);
+        peers.truncate(MAX_PEERS);
+    }
+
     pub(crate) fn set_last_error(&self, error: String) {
         if let Ok(mut last) = self.last_error.lock() {
             *last = Some(error);
@@ -661,6 +705,11 @@ impl Metrics {
                 .map(|r| (r.as_str().to_owned(), self.dropped_count(*r)))
                 .collect(),
             last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
+            peers: self
+                .peers
+                .lock()
+                .map(|p| p.iter().cloned().collect())
+                .unwrap_or_default(),
             received_profiles: self.profiles_received.get(),
             spooled_profiles: self.profiles_spooled.get(),
             shipped_profiles: self.profiles_shipped.get(),

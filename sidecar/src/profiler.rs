@@ -261,7 +261,9 @@ impl Run {
             let Some(exe) = procfs::exe_name(pid) else {
                 continue;
             };
-            if !self.cfg.names.iter().any(|n| *n == info.comm || *n == exe) {
+            if !self.cfg.names.iter().any(|n| *n == info.comm || *n == exe)
+                || !procfs::owner(pid).is_some_and(|uid| self.cfg.uids.contains(&uid))
+            {
                 continue;
             }
             if let Err(e) = self.open(pid) {

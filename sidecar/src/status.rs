@@ -99,6 +99,17 @@ pub fn render(s: &StatusSnapshot) -> String {
         );
     }
     delivery_lines(&mut out, s);
+    if !s.peers.is_empty() {
+        let peers: Vec<String> = s
+            .peers
+            .iter()
+            .map(|p| {
+                let pid = p.pid.map_or_else(|| "?".to_owned(), |p| p.to_string());
+                format!("pid {pid} (uid {}, gid {})", p.uid, p.gid)
+            })
+            .collect();
+        let _ = writeln!(out, "  apps        {}", peers.join(", "));
+    }
     if let Some(e) = &s.last_error {
         let _ = writeln!(out, "  last error  {e}");
     }

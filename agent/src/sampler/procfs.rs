@@ -53,6 +53,15 @@ pub fn exe_name(pid: u32) -> Option<String> {
     (!name.is_empty()).then_some(name)
 }
 
+/// The user id that owns process `pid` (of `/proc/<pid>`: its effective uid, unless it made
+/// itself undumpable); `None` once it has exited.
+pub fn owner(pid: u32) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}"))
+        .ok()
+        .map(|m| m.uid())
+}
+
 /// The thread ids of process `pid`.
 pub fn threads(pid: u32) -> io::Result<Vec<u32>> {
     numeric_entries(Path::new(&format!("/proc/{pid}/task")))

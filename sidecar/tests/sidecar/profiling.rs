@@ -231,8 +231,9 @@ async fn another_process_is_sampled_symbolised_and_shipped_until_it_exits() {
     sidecar.shutdown().await.expect("shutdown");
 }
 
-/// `--profile-name`: a process found by its executable's name, started after the sidecar, is
-/// sampled and shipped under that name.
+/// `--profile-name` with `--profile-uid`: a process found by its executable's name and its
+/// user, started after the sidecar, is sampled and shipped under that name; a sidecar looking
+/// for the same name under another user, side by side, samples nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_found_by_name_is_sampled_and_shipped() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -242,12 +243,22 @@ async fn a_process_found_by_name_is_sampled_and_shipped() {
     if std::fs::hard_link(&test_binary, &exe).is_err() {
         std::fs::copy(&test_binary, &exe).expect("copy the test binary");
     }
+    let uid = profwatch_agent::sampler::procfs::owner(std::process::id()).expect("own uid");
+    let by_name = |url: &str, spool: &str, uid: u32| {
+        let mut cfg = config(url, &dir.path().join(spool));
+        cfg.profile.names = vec!["pw-spin-by-name".into()];
+        cfg.profile.uids = vec![uid];
+        cfg.profile.export_interval = Duration::from_secs(1);
+        cfg.profile.name_rescan = Duration::from_millis(200);
+        cfg.socket = dir.path().join(format!("{spool}.sock"));
+        cfg
+    };
     let mock = MockCollector::start().await;
-    let mut cfg = config(&mock.url, &dir.path().join("spool"));
-    cfg.profile.names = vec!["pw-spin-by-name".into()];
-    cfg.profile.export_interval = Duration::from_secs(1);
-    cfg.profile.name_rescan = Duration::from_millis(200);
-    let sidecar = match Sidecar::start(cfg).await {
+    let other_mock = MockCollector::start().await;
+    let other_user = Sidecar::start(by_name(&other_mock.url, "other", uid.wrapping_add(1)))
+        .await
+        .expect("a sidecar with nothing found yet starts");
+    let sidecar = match Sidecar::start(by_name(&mock.url, "spool", uid)).await {
         Ok(s) => s,
         Err(e) if is_perf_unavailable(&e) => {
             profwatch_testkit::perf_unavailable(&e);
@@ -270,7 +281,15 @@ async fn a_process_found_by_name_is_sampled_and_shipped() {
             .all(|p| p.param("service") == Some("pw-spin-by-name")),
         "only the named process is sampled"
     );
+    // Both rescan every 200 ms: the other sidecar had the same chances to find the child.
+    assert_eq!(
+        other_user.metrics().snapshot("", "").profiled_processes,
+        0,
+        "a process of another user is not sampled"
+    );
+    assert!(other_mock.profiles().is_empty());
     sidecar.shutdown().await.expect("shutdown");
+    other_user.shutdown().await.expect("shutdown");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -59,6 +59,21 @@ async fn events_are_batched_enriched_and_carry_unique_keys() {
             == profwatch_sidecar::spool::SpoolStats::default())
         .await
     );
+
+    // The socket is 0660 by default, and the kernel's word on who connected is kept.
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::metadata(sidecar.socket_path()).expect("socket");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    let peers = sidecar.metrics().snapshot("", "").peers;
+    let me = std::fs::metadata("/proc/self").expect("/proc/self");
+    assert_eq!(
+        peers
+            .iter()
+            .map(|p| (p.pid, p.uid, p.gid, p.connections))
+            .collect::<Vec<_>>(),
+        [(Some(std::process::id() as i32), me.uid(), me.gid(), 1)],
+        "{peers:?}"
+    );
     sidecar.shutdown().await.expect("shutdown");
 }
 
