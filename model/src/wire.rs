@@ -298,4 +298,56 @@ mod tests {
             })
         ));
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Any bytes: no panic, and never more events than the cap or than the bytes could
+            /// hold (an event takes at least two bytes: its field's tag and length).
+            #[test]
+            fn any_bytes_decode_without_panic_within_the_cap(
+                bytes in proptest::collection::vec(any::<u8>(), 0..2048),
+                cap in 0usize..64,
+            ) {
+                if let Ok(events) = decode_batch_capped(&bytes, cap) {
+                    prop_assert!(events.len() <= cap && 2 * events.len() <= bytes.len());
+                }
+            }
+
+            /// A valid batch with bytes appended or cut decodes or errs, never panics.
+            #[test]
+            fn damaged_batches_decode_without_panic(
+                n in 0usize..20,
+                tail in proptest::collection::vec(any::<u8>(), 0..64),
+                cut in any::<prop::sample::Index>(),
+            ) {
+                let events: Vec<RequestEvent> = (0..n)
+                    .map(|i| RequestEvent {
+                        ts: 1_700_000_000_000_000_000,
+                        service: "s".into(),
+                        endpoint: format!("GET /{i}"),
+                        build: "b".into(),
+                        dc: String::new(),
+                        host: String::new(),
+                        status: 200,
+                        cpu_ns: i as u64,
+                        instructions: None,
+                        wall_ns: 0,
+                        weight: 1.0,
+                        labels: Default::default(),
+                    })
+                    .collect();
+                let mut bytes = encode_batch(&events);
+                prop_assert_eq!(decode_batch(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?, events);
+                let short = &bytes[..cut.index(bytes.len() + 1)];
+                let _ = decode_batch_capped(short, 100);
+                bytes.extend_from_slice(&tail);
+                let _ = decode_batch_capped(&bytes, 100);
+            }
+        }
+    }
 }

@@ -232,3 +232,56 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), SidecarError> {
         .and_then(|d| d.sync_all())
         .map_err(|e| SidecarError::spool(dir, "fsync the directory", e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn record() -> impl Strategy<Value = SpoolRecord> {
+        (
+            any::<u64>(),
+            "[ -~]{0,40}",
+            proptest::option::of("[ -~]{0,200}"),
+            any::<u32>(),
+            proptest::collection::vec(any::<u8>(), 0..512),
+        )
+            .prop_map(|(seq, id, query, events, body)| SpoolRecord {
+                seq,
+                id,
+                kind: query.map_or(RecordKind::Events, |query| RecordKind::Profile { query }),
+                events,
+                body,
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Any bytes: no panic, and what is accepted holds no more than the bytes given.
+        #[test]
+        fn any_bytes_decode_without_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1024)) {
+            if let Ok(r) = decode(&bytes, 1) {
+                prop_assert!(r.body.len() + r.id.len() <= bytes.len());
+            }
+        }
+
+        /// A record round-trips; any one flipped byte or cut is refused, never misread.
+        #[test]
+        fn records_round_trip_and_damage_is_refused(
+            r in record(),
+            flip in any::<prop::sample::Index>(),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let bytes = encode(&r);
+            let back = decode(&bytes, r.seq).map_err(|e| TestCaseError::fail(e.why))?;
+            prop_assert_eq!(&back, &r);
+            let mut bad = bytes.clone();
+            let at = flip.index(bad.len());
+            bad[at] ^= 0x01;
+            prop_assert!(decode(&bad, r.seq).is_err(), "a flip at {} is accepted", at);
+            let short = &bytes[..cut.index(bytes.len())];
+            prop_assert!(decode(short, r.seq).is_err());
+        }
+    }
+}
