@@ -154,7 +154,7 @@ class Collector:
             eventually(settled, what="%s: %d+ samples in %s and none elsewhere" % (function, at_least, endpoint))
         except AssertionError as e:
             needle = ":" + function + " ("
-            elsewhere = {s: n for s, n in self.folded_all(service).items() if needle in s}
+            elsewhere = {s: n for s, n in self.folded(service).items() if needle in s}
             raise AssertionError("%s; %s's samples: %d in %s, %d in the whole service; its stacks: %r"
                                  % (e, function, last.get("own", -1), endpoint, last.get("total", -1), elsewhere)) from None
 
