@@ -38,6 +38,8 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+#: The SDK measured is the one in this tree (agent/python), not whatever copy is installed.
+SDK = os.path.dirname(HERE)
 
 
 def sink(path: str) -> threading.Thread:
@@ -134,6 +136,7 @@ def inproc(framework: str, rounds: int, block: int) -> dict:
         "background_share": background / elapsed_cpu,
         "loss_median": med, "loss_min": lo, "loss_max": hi,
         "events_sent": stats["events_sent"], "events_dropped": sum(stats["events_dropped"].values()),
+        "events_dropped_by_reason": {k: v for k, v in stats["events_dropped"].items() if v},
         "samples": stats["samples"],
     }
 
@@ -277,6 +280,7 @@ def main() -> None:
         sink(sock)
         sidecar = "unix://" + sock
     _env(sidecar, args.hz)
+    os.environ["PYTHONPATH"] = os.pathsep.join([SDK] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
     os.environ["BENCH_VIEW_MS"] = str(args.view_ms)
     frameworks = ["flask", "django"] if args.framework == "both" else [args.framework]
     load_avg = os.getloadavg()
@@ -300,9 +304,9 @@ def main() -> None:
             print(
                 "%-6s inproc  bare %6.1f µs/req  profwatch %6.1f µs/req  request path +%.1f µs (median of pairs)  "
                 "loss %.1f%% (pairs %.1f%%..%.1f%%)  profwatch threads +%.1f µs/req (%.1f%% of the CPU)  "
-                "events sent %d dropped %d  samples %d"
+                "events sent %d dropped %d %s  samples %d"
                 % (r["framework"], r["bare_us"], r["pw_us"], r["request_path_us"], 100 * r["loss_median"], 100 * r["loss_min"],
-                   100 * r["loss_max"], r["background_us"], 100 * r["background_share"], r["events_sent"], r["events_dropped"], r["samples"])
+                   100 * r["loss_max"], r["background_us"], 100 * r["background_share"], r["events_sent"], r["events_dropped"], r["events_dropped_by_reason"] or "", r["samples"])
             )
         else:
             for name, v in r["variants"].items():

@@ -55,15 +55,7 @@ def configure(
     first request configures from the environment (and, if that fails, logs a warning once
     and serves every request unmeasured).
     """
-    _runtime.configure(
-        service=service,
-        build=build,
-        dc=dc,
-        sidecar=sidecar,
-        profile_hz=profile_hz,
-        sample_rate=sample_rate,
-        profile_interval=profile_interval,
-    )
+    _runtime.configure(**locals())  # every argument, by name
 
 
 def stats() -> dict:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Mapping, Optional, Tuple, Union
+from typing import Any, Mapping, Tuple, Union
 
 DEFAULT_SIDECAR = "unix:///run/profwatch/agent.sock"
 MAX_LABEL_BYTES = 128
@@ -34,18 +34,31 @@ class Sidecar:
 
 @dataclass(frozen=True)
 class Config:
-    """A validated configuration."""
+    """A validated configuration (the defaults are in :data:`DEFAULTS`)."""
 
     service: str
-    build: str = ""
-    dc: str = ""
-    sidecar: Sidecar = Sidecar("unix", "/run/profwatch/agent.sock")
+    build: str
+    dc: str
+    sidecar: Sidecar
     #: Stack samples per second of each request thread's CPU time; 0 turns the sampler off.
-    profile_hz: int = 99
+    profile_hz: int
     #: Fraction of requests that send an event (weight ``1 / sample_rate``); 0 < rate <= 1.
-    sample_rate: float = 1.0
+    sample_rate: float
     #: Seconds of samples aggregated into each shipped profile.
-    profile_interval: float = 10.0
+    profile_interval: float
+
+
+#: Each argument of :func:`profwatch.configure` and its default; the environment variable is
+#: ``PROFWATCH_`` and the name in capitals.
+DEFAULTS = {
+    "service": "",
+    "build": "",
+    "dc": "",
+    "sidecar": DEFAULT_SIDECAR,
+    "profile_hz": 99,
+    "sample_rate": 1.0,
+    "profile_interval": 10.0,
+}
 
 
 def parse_sidecar(url: str, what: str = "sidecar") -> Sidecar:
@@ -94,40 +107,30 @@ def _number(value, what: str, kind, low, high, low_open: bool = False):
     return v
 
 
-def make_config(
-    service: Optional[str] = None,
-    build: Optional[str] = None,
-    dc: Optional[str] = None,
-    sidecar: Optional[str] = None,
-    profile_hz: Optional[int] = None,
-    sample_rate: Optional[float] = None,
-    profile_interval: Optional[float] = None,
-    env: Mapping[str, str] = os.environ,
-) -> Config:
-    """Merges arguments, environment and defaults into a validated :class:`Config`."""
-
-    def pick(arg, var, default):
-        if arg is not None:
-            return arg, var.lower().replace("profwatch_", "")
-        if env.get(var, "") != "":
-            return env[var], var
-        return default, var.lower().replace("profwatch_", "")
-
-    service_v, service_w = pick(service, "PROFWATCH_SERVICE", "")
-    build_v, build_w = pick(build, "PROFWATCH_BUILD", "")
-    dc_v, dc_w = pick(dc, "PROFWATCH_DC", "")
-    sidecar_v, sidecar_w = pick(sidecar, "PROFWATCH_SIDECAR", DEFAULT_SIDECAR)
-    hz_v, hz_w = pick(profile_hz, "PROFWATCH_PROFILE_HZ", 99)
-    rate_v, rate_w = pick(sample_rate, "PROFWATCH_SAMPLE_RATE", 1.0)
-    interval_v, interval_w = pick(profile_interval, "PROFWATCH_PROFILE_INTERVAL", 10.0)
-    if isinstance(hz_v, float) and hz_v != int(hz_v):
-        raise ValueError("%s: %r is not a whole number of Hz" % (hz_w, hz_v))
+def make_config(env: Mapping[str, str] = os.environ, **args: Any) -> Config:
+    """Merges arguments (those of :func:`profwatch.configure`; ``None`` means left out),
+    environment and :data:`DEFAULTS` into a validated :class:`Config`."""
+    unknown = sorted(set(args) - set(DEFAULTS))
+    if unknown:
+        raise TypeError("configure() got unknown arguments: %s" % ", ".join(unknown))
+    value, what = {}, {}
+    for name, default in DEFAULTS.items():
+        var = "PROFWATCH_" + name.upper()
+        if args.get(name) is not None:
+            value[name], what[name] = args[name], name
+        elif env.get(var, "") != "":
+            value[name], what[name] = env[var], var
+        else:
+            value[name], what[name] = default, name
+    hz = value["profile_hz"]
+    if isinstance(hz, float) and hz != int(hz):
+        raise ValueError("%s: %r is not a whole number of Hz" % (what["profile_hz"], hz))
     return Config(
-        service=_name(service_v, service_w, required=True),
-        build=_name(build_v, build_w, required=False),
-        dc=_name(dc_v, dc_w, required=False),
-        sidecar=parse_sidecar(sidecar_v, sidecar_w),
-        profile_hz=_number(hz_v, hz_w, int, 0, MAX_HZ),
-        sample_rate=_number(rate_v, rate_w, float, 0.0, 1.0, low_open=True),
-        profile_interval=_number(interval_v, interval_w, float, 0.1, 3600.0),
+        service=_name(value["service"], what["service"], required=True),
+        build=_name(value["build"], what["build"], required=False),
+        dc=_name(value["dc"], what["dc"], required=False),
+        sidecar=parse_sidecar(value["sidecar"], what["sidecar"]),
+        profile_hz=_number(hz, what["profile_hz"], int, 0, MAX_HZ),
+        sample_rate=_number(value["sample_rate"], what["sample_rate"], float, 0.0, 1.0, low_open=True),
+        profile_interval=_number(value["profile_interval"], what["profile_interval"], float, 0.1, 3600.0),
     )

@@ -15,6 +15,7 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from typing import Dict, Optional
@@ -22,6 +23,8 @@ from typing import Dict, Optional
 MAX_ENDPOINTS = 1024
 MAX_ENDPOINT_BYTES = 256
 UNMATCHED = "<unmatched>"
+#: Framework routes whose template is remembered (converted once, on the first request).
+TEMPLATE_CACHE = 4096
 
 _METHODS = frozenset(("GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "CONNECT", "PATCH", "TRACE"))
 
@@ -41,11 +44,13 @@ def method_of(method: str) -> str:
     return method if method in _METHODS else "OTHER"
 
 
+@functools.lru_cache(maxsize=TEMPLATE_CACHE)
 def flask_template(rule: str) -> str:
     """``/items/<int:id>`` → ``/items/{id}``."""
     return _FLASK_PARAM.sub(r"{\1}", rule)
 
 
+@functools.lru_cache(maxsize=TEMPLATE_CACHE)
 def django_template(route: str) -> str:
     """A Django ``ResolverMatch.route`` → ``/items/{pk}/``.
 
@@ -88,33 +93,47 @@ def starlette_template(scope: dict, root_path0: str) -> Optional[str]:
 
 
 class Namer:
-    """Turns (method, template) into an endpoint name, caching and capping the names."""
+    """Turns (method, template) into an endpoint name, caching and capping the names.
+
+    The cache is keyed by the method as the request gave it, so that the request path's
+    lookup is one dict probe; only standard methods are cached that way (a client cannot
+    grow the cache), and ``M <unmatched>`` is cached too but is not an endpoint of the cap.
+    """
 
     def __init__(self, limit: int = MAX_ENDPOINTS) -> None:
         self._limit = limit
-        self._names: Dict[tuple, str] = {}
+        #: ``(method, template) → name``, read without the lock (the request path's lookup).
+        self.names: Dict[tuple, str] = {}
+        self._count = 0  # the endpoints named (cached names other than unmatched ones)
         self._lock = threading.Lock()
         self.over_limit = 0
 
     def name(self, method: str, template: Optional[str]) -> str:
+        name = self.names.get((method, template))
+        if name is None:
+            name = self._new(method, template)
+        return name
+
+    def _new(self, method: str, template: Optional[str]) -> str:
         m = method_of(method)
-        if template is None:
-            return m + " " + UNMATCHED
-        key = (m, template)
-        name = self._names.get(key)
-        if name is not None:
-            return name
+        unmatched = m + " " + UNMATCHED
         with self._lock:
-            name = self._names.get(key)
+            if template is None:
+                if m == method:
+                    self.names[(m, None)] = unmatched
+                return unmatched
+            key = (m, template)
+            name = self.names.get(key)
             if name is not None:
                 return name
             name = m + " " + template
             if len(name.encode("utf-8", "replace")) > MAX_ENDPOINT_BYTES or not _printable(name):
-                return m + " " + UNMATCHED
-            if len(self._names) >= self._limit:
+                return unmatched
+            if self._count >= self._limit:
                 self.over_limit += 1
-                return m + " " + UNMATCHED
-            self._names[key] = name
+                return unmatched
+            self._count += 1
+            self.names[key] = name
             return name
 
 

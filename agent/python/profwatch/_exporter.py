@@ -1,10 +1,11 @@
 """The exporter: events and profiles queued by the app, encoded and written by one thread.
 
-The request path only appends the finished request to a bounded queue (``collections.deque.append`` is
-atomic under the GIL; a full queue drops the event and counts ``queue_full``). The
-``profwatch-export`` thread wakes every :data:`INTERVAL` seconds, encodes the events as NDJSON
-lines (the fields of agent/PROTOCOL.md; service, build and dc are encoded once) and writes
-them, whole lines only, in chunks the transport carries, then the profiles the sampler queued.
+The request path only appends the finished request's event, a tuple, to a bounded queue
+(``collections.deque.append`` is atomic under the GIL; a full queue drops the event and counts
+``queue_full``). The ``profwatch-export`` thread wakes every :data:`INTERVAL` seconds, encodes
+the events as NDJSON lines (the fields of agent/PROTOCOL.md; service, build, dc and weight are
+encoded once, in the line's format) and writes them, whole lines only, in chunks the transport
+carries (one write for up to 256 KiB of lines), then the profiles the sampler queued.
 Whatever the transport cannot take is dropped and counted by reason: the SDK keeps no spool
 (the sidecar does), so a missing sidecar costs events, never memory or the app's time.
 """
@@ -15,9 +16,10 @@ import collections
 import json
 import struct
 import threading
-from typing import Any, Deque, Dict, List, Optional
+from typing import Callable, Deque, Dict, List, Optional, Tuple
 
 from ._config import Config
+from ._daemon import Daemon
 from ._stats import Stats
 from ._transport import Transport
 
@@ -25,25 +27,30 @@ INTERVAL = 0.25
 EVENT_QUEUE = 65536
 PROFILE_QUEUE = 1024
 
-#: What the exporter reads of a finished request (:class:`profwatch._meter.Request`): ``ts``,
-#: ``endpoint``, ``status``, ``cpu_ns``, ``instructions`` (``None`` if not counted), ``wall_ns``.
-Event = Any
+#: A finished request's event: ``(ts, endpoint, status, cpu_ns, instructions, wall_ns)``, with
+#: ``instructions`` ``None`` if not counted.
+Event = Tuple[int, str, int, int, Optional[int], int]
 
 _FRAME = struct.Struct(">BI")
 
 
-class Exporter:
+class Exporter(Daemon):
+    thread_name = "profwatch-export"
+
     def __init__(self, config: Config, stats: Stats, transport: Transport) -> None:
+        super().__init__()
         self.stats = stats
         self.transport = transport
         self.events: Deque[Event] = collections.deque()
         self.profiles: Deque[bytes] = collections.deque()
-        self._prefix = self._encode_prefix(config)
-        self._suffix = "}\n" if config.sample_rate >= 1.0 else ',"weight":%r}\n' % (1.0 / config.sample_rate)
+        # The line's format: the constant fields (service, build, dc, weight) encoded once.
+        prefix = self._encode_prefix(config).replace("%", "%%")
+        suffix = "}\n" if config.sample_rate >= 1.0 else ',"weight":%r}\n' % (1.0 / config.sample_rate)
+        fields = '"ts":%d,"endpoint":%s,"status":%d,"cpu_ns":%d,"wall_ns":%d'
+        self._line = prefix + fields + suffix
+        self._line_ins = prefix + fields + ',"instructions":%d' + suffix
         self._endpoints: Dict[str, str] = {}
         self._lock = threading.Lock()  # one drain at a time (the thread, flush(), atexit)
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
 
     @staticmethod
     def _encode_prefix(config: Config) -> str:
@@ -67,16 +74,8 @@ class Exporter:
         else:
             self.profiles.append(payload)
 
-    def start(self) -> None:
-        t = threading.Thread(target=self._run, name="profwatch-export", daemon=True)
-        self._thread = t
-        t.start()
-
     def stop(self, timeout: float = 1.0) -> None:
-        self._stop.set()
-        t = self._thread
-        if t is not None and t is not threading.current_thread():
-            t.join(timeout)
+        super().stop(timeout)
         self.drain()
 
     def _run(self) -> None:
@@ -87,36 +86,30 @@ class Exporter:
                 self.stats.add("internal_errors")
 
     def encode(self, e: Event) -> str:
-        endpoint, instructions = e.endpoint, e.instructions
+        ts, endpoint, status, cpu_ns, instructions, wall_ns = e
         name = self._endpoints.get(endpoint)
         if name is None:
             name = json.dumps(endpoint)
             if len(self._endpoints) < 4096:
                 self._endpoints[endpoint] = name
-        ins = "" if instructions is None else ',"instructions":%d' % instructions
-        return '%s"ts":%d,"endpoint":%s,"status":%d,"cpu_ns":%d,"wall_ns":%d%s%s' % (
-            self._prefix,
-            e.ts,
-            name,
-            e.status,
-            e.cpu_ns,
-            e.wall_ns,
-            ins,
-            self._suffix,
-        )
+        if instructions is None:
+            return self._line % (ts, name, status, cpu_ns, wall_ns)
+        return self._line_ins % (ts, name, status, cpu_ns, wall_ns, instructions)
 
     def drain(self) -> None:
         """Writes everything queued now (events, then profiles)."""
         with self._lock:
             self._drain_events()
             self._drain_profiles()
+            self.transport.settle()
 
     def _drain_events(self) -> None:
-        events, limit = self.events, self.transport.event_chunk
-        chunk: List[bytes] = []
+        # Lines are ASCII (json.dumps escapes the rest), so a line's length is its size in bytes.
+        events, limit, encode = self.events, self.transport.event_chunk, self.encode
+        chunk: List[str] = []
         size = 0
         while events:
-            line = self.encode(events.popleft()).encode("utf-8")
+            line = encode(events.popleft())
             if chunk and size + len(line) > limit:
                 self._write_events(chunk)
                 chunk, size = [], 0
@@ -124,14 +117,10 @@ class Exporter:
             size += len(line)
         self._write_events(chunk)
 
-    def _write_events(self, lines: List[bytes]) -> None:
+    def _write_events(self, lines: List[str]) -> None:
         if not lines:
             return
-        err = self.transport.write(b"".join(lines))
-        if err is None:
-            self.stats.add("events_sent", len(lines))
-        else:
-            self.stats.events_dropped(err, len(lines))
+        self._send("".join(lines).encode("ascii"), len(lines), "events_sent", self.stats.events_dropped)
 
     def _drain_profiles(self) -> None:
         profiles, transport = self.profiles, self.transport
@@ -144,9 +133,13 @@ class Exporter:
                 message = _FRAME.pack(1, len(payload)) + payload
             else:
                 message = b"\x01" + payload
-            err = transport.write(message)
-            if err is None:
-                self.stats.add("profiles_sent")
-            else:
-                self.stats.profiles_dropped(err)
+            self._send(message, 1, "profiles_sent", self.stats.profiles_dropped)
+
+    def _send(self, message: bytes, n: int, sent: str, dropped: Callable[[str, int], None]) -> None:
+        """Writes one message of ``n`` events or profiles and counts them sent or dropped."""
+        err = self.transport.write(message)
+        if err is None:
+            self.stats.add(sent, n)
+        else:
+            dropped(err, n)
 

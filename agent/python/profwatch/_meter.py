@@ -33,6 +33,8 @@ from typing import Any, Callable, Dict, List, Optional
 from ._counters import Counters, _close
 
 _thread_time_ns = time.thread_time_ns
+_time_ns = time.time_ns
+_perf_counter_ns = time.perf_counter_ns
 _UNOPENED = -1
 _PRUNE_AT = 64
 
@@ -53,8 +55,6 @@ class Request:
         "t0",
         "endpoint",
         "done",
-        "wall_ns",
-        "__weakref__",
     )
 
     def __init__(
@@ -77,12 +77,11 @@ class Request:
         #: ``None`` once any stretch lacked a usable instruction count.
         self.instructions: Optional[int] = 0
         self.status = 0
-        self.ts = time.time_ns()
-        self.t0 = time.perf_counter_ns()
+        self.ts = _time_ns()
+        self.t0 = _perf_counter_ns()
         #: Set once, when the request finishes; the sampler reads it after ``done``.
         self.endpoint = ""
         self.done = False
-        self.wall_ns = 0
 
 
 class Meter:

@@ -55,23 +55,31 @@ class Offloaded:
         return getattr(self.func, name)
 
 
+def _patch(owner: Any, name: str, wrap: Callable[[Any], Any]) -> None:
+    """Replaces ``owner.name`` with ``wrap(original)``, unless that was done already."""
+    original = getattr(owner, name)
+    if getattr(original, "_profwatch", False):
+        return
+    wrapper = functools.wraps(original)(wrap(original))
+    wrapper._profwatch = True
+    setattr(owner, name, wrapper)
+
+
 def _patch_anyio() -> None:
     try:
         import anyio.to_thread as to_thread
     except Exception:
         return
-    original = to_thread.run_sync
-    if getattr(original, "_profwatch", False):
-        return
 
-    @functools.wraps(original)
-    async def run_sync(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if current.get() is not None and not isinstance(func, Offloaded):
-            func = Offloaded(func)
-        return await original(func, *args, **kwargs)
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        async def run_sync(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+            if current.get() is not None and not isinstance(func, Offloaded):
+                func = Offloaded(func)
+            return await original(func, *args, **kwargs)
 
-    run_sync._profwatch = True  # type: ignore[attr-defined]
-    to_thread.run_sync = run_sync
+        return run_sync
+
+    _patch(to_thread, "run_sync", wrap)
 
 
 def _patch_asgiref() -> None:
@@ -79,19 +87,17 @@ def _patch_asgiref() -> None:
         from asgiref.sync import SyncToAsync
     except Exception:
         return
-    original = SyncToAsync.__init__
-    if getattr(original, "_profwatch", False):
-        return
 
-    @functools.wraps(original)
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        func = getattr(self, "func", None)
-        if func is not None and not isinstance(func, Offloaded):
-            self.func = Offloaded(func)
+    def wrap(original: Callable[..., None]) -> Callable[..., None]:
+        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+            original(self, *args, **kwargs)
+            func = getattr(self, "func", None)
+            if func is not None and not isinstance(func, Offloaded):
+                self.func = Offloaded(func)
 
-    __init__._profwatch = True  # type: ignore[attr-defined]
-    SyncToAsync.__init__ = __init__  # type: ignore[method-assign]
+        return __init__
+
+    _patch(SyncToAsync, "__init__", wrap)
 
 
 def install() -> None:

@@ -1,5 +1,5 @@
 """The process's runtime: configuration, counters, exporter and sampler, and the request
-lifecycle the middlewares share (:meth:`Runtime.start_request`, :meth:`Runtime.finish`).
+lifecycle the middlewares share (:meth:`Runtime.start_request`, :meth:`Runtime.end`).
 
 Invariants:
 
@@ -10,9 +10,12 @@ Invariants:
   on the child's first request (``os.register_at_fork``). Events queued in the parent before
   the fork are the parent's to send, so the child never sends them twice.
 - At interpreter exit the sampler's last interval and the queued events are written
-  (``atexit``; a missing sidecar makes that a no-op, never a wait).
-- :meth:`Runtime.finish` never raises: a route callable that fails names the request
+  (``atexit``; a missing sidecar makes that a no-op, never a long wait).
+- :meth:`Runtime.end` never raises: a route callable that fails names the request
   ``METHOD <unmatched>`` and counts an internal error.
+- The request path takes no lock once the threads have started: the endpoint cache is read
+  without one (a miss takes the namer's lock), the request count is an ``itertools.count`` and
+  the event goes to a ``deque`` (both atomic under the GIL).
 """
 
 from __future__ import annotations
@@ -28,13 +31,14 @@ from typing import Any, Callable, Optional
 from . import _meter
 from ._config import Config, make_config
 from ._endpoint import Namer
-from ._exporter import EVENT_QUEUE, Exporter
-from ._meter import Request
+from ._exporter import Exporter
+from ._meter import Meter, Request
 from ._sampler import Sampler
 from ._stats import Stats
 from ._transport import Transport, make_transport
 
 log = logging.getLogger("profwatch")
+_perf_counter_ns = time.perf_counter_ns
 
 
 class Runtime:
@@ -50,8 +54,11 @@ class Runtime:
         self.stats = Stats()
         transport = self._transport if self._transport is not None else make_transport(cfg.sidecar)
         self.exporter = Exporter(cfg, self.stats, transport)
-        self._events = self.exporter.events
+        # Bound once: the request path's calls (finish) skip the attribute lookups.
+        self._add_event = self.exporter.add_event
+        self._names = self.namer.names
         self._requests = self.stats.requests
+        self._measure_all = cfg.sample_rate >= 1.0
         self.sampler = Sampler(self, cfg.profile_hz, cfg.profile_interval) if cfg.profile_hz else None
         self._lock = threading.Lock()
         self._started = False
@@ -66,35 +73,48 @@ class Runtime:
             if self.sampler is not None:
                 self.sampler.start()
 
-    def start_request(self, method: str, resolve: Callable[[Any], Optional[str]], arg: Any) -> Request:
+    def start_request(
+        self, method: str, resolve: Callable[[Any], Optional[str]], arg: Any, kind: Callable[..., Request] = Request
+    ) -> Request:
+        """A new request (of class ``kind``), measured or not as ``sample_rate`` draws."""
         if not self._started:
             self._start()
-        rate = self.config.sample_rate
-        measured = rate >= 1.0 or random.random() < rate
-        return Request(self, method, resolve, arg, measured)
+        return kind(self, method, resolve, arg, self._measure_all or random.random() < self.config.sample_rate)
+
+    def end(self, m: Optional[Meter], req: Request) -> None:
+        """Ends ``req``'s stretch on the meter ``m`` (if any), names the request, marks it done
+        and queues its event (if measured). Never raises: a route callable that fails names the
+        request ``METHOD <unmatched>``, and either counts an internal error.
+
+        The event is a tuple of numbers and strings, not the request: the request is freed
+        now, and the tuple, which the cyclic GC stops tracking at its first pass, waits in the
+        queue without growing the GC's oldest generation."""
+        try:
+            if m is not None:
+                m.exit(req)
+            try:
+                template = req.resolve(req.resolve_arg)
+                if template is not None and not isinstance(template, str):
+                    template = None
+            except Exception:
+                template = None
+                self.stats.add("internal_errors")
+            req.resolve_arg = None  # the environ, scope or request: free it with the request
+            endpoint = self._names.get((req.method, template))
+            if endpoint is None:
+                endpoint = self.namer.name(req.method, template)
+            req.endpoint = endpoint
+            req.done = True
+            next(self._requests)
+            if req.measured:
+                instructions = req.instructions if _meter.counters.available else None
+                self._add_event((req.ts, endpoint, req.status, req.cpu_ns, instructions, _perf_counter_ns() - req.t0))
+        except Exception:
+            self.stats.add("internal_errors")
 
     def finish(self, req: Request) -> None:
-        """Names the request, marks it done and queues its event (if measured)."""
-        try:
-            template = req.resolve(req.resolve_arg)
-            if template is not None and not isinstance(template, str):
-                template = None
-        except Exception:
-            template = None
-            self.stats.add("internal_errors")
-        req.resolve_arg = None  # the environ, scope or request: free it with the request
-        req.endpoint = self.namer.name(req.method, template)
-        req.done = True
-        next(self._requests)
-        if req.measured:
-            req.wall_ns = time.perf_counter_ns() - req.t0
-            if not _meter.counters.available:
-                req.instructions = None
-            events = self._events
-            if len(events) < EVENT_QUEUE:
-                events.append(req)
-            else:
-                self.stats.events_dropped("queue_full")
+        """:meth:`end` for a request whose stretches have all ended (async requests)."""
+        self.end(None, req)
 
     def flush(self) -> None:
         """Ships the sampler's current interval and everything queued, now."""

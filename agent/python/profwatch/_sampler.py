@@ -6,7 +6,7 @@ stack and nothing of gunicorn's threads, anyio's worker threads or Django's ASGI
 ``ITIMER_PROF`` measures the whole process's CPU, so it cannot say which thread spent it. A
 sampler thread sees every thread's frames, and reads each thread's own CPU clock.
 
-How a sample is taken, every ``1 / profile_hz`` s:
+How a sample is taken, at each tick of the sampler thread:
 
 - For each thread that has a meter (it ran at least one request, see :mod:`profwatch._meter`),
   its CPU time is read from its per-thread clock (``clock_gettime`` on the kernel's per-thread
@@ -16,6 +16,13 @@ How a sample is taken, every ``1 / profile_hz`` s:
   ``1 / profile_hz`` s of budget is one sample. So samples measure CPU time, like perf's
   cpu-clock in the Rust sampler: a thread blocked in I/O or in ``select`` gets none, and the
   collector's ``samples / sample_rate`` is CPU seconds.
+- The next tick comes when the first thread would be due its next sample if it went on
+  spending CPU at the rate it did since the last tick (between ``1 / (8 profile_hz)`` s and
+  ``4 / profile_hz`` s). A thread busy all the time is sampled every ``1 / profile_hz`` s, as
+  with a fixed tick; a thread half busy every ``2 / profile_hz`` s of wall time, and an idle
+  process every ``4 / profile_hz`` s, instead of waking the sampler (which, on a loaded VM,
+  costs tens of µs of CPU and a hand-over of the GIL) for ticks that find nothing due. The
+  samples are the same: one per ``1 / profile_hz`` s of a thread's CPU.
 - A thread due samples has its request (the meter's ``current`` and ``seq``) read *before*
   ``sys._current_frames()``, and ``seq`` again after: if the thread entered or left a request in
   between, the samples are dropped (``raced``) rather than given to the wrong request.
@@ -42,16 +49,16 @@ sampler goes on.
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
 import sys
 import threading
 import time
-from typing import Any, Counter, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 from urllib.parse import quote
 
 from . import _meter
+from ._daemon import Daemon
 
 log = logging.getLogger("profwatch")
 
@@ -60,6 +67,10 @@ MAX_FRAME_BYTES = 4096
 MAX_STACKS = 20000
 MAX_PENDING = 4096
 MAX_NAMES = 100000
+#: The sampler's wait between ticks, in sampling periods: at most MAX_WAIT (a thread that
+#: starts spending CPU after a pause is seen within that many periods), at least 1 / MIN_WAIT.
+MAX_WAIT = 4
+MIN_WAIT = 8
 TRUNCATED = "[truncated]"
 
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -162,52 +173,43 @@ def encode_profiles(
     return payloads, dropped
 
 
-class Sampler:
-    """Samples the request threads at ``hz`` and hands profiles to ``sink`` every ``interval`` s."""
+class Sampler(Daemon):
+    """Samples the request threads at ``hz`` and queues profiles on the exporter every
+    ``interval`` s."""
+
+    thread_name = "profwatch-sampler"
 
     def __init__(self, runtime: Any, hz: int, interval: float) -> None:
+        super().__init__()
         self.runtime = runtime
         self.hz = hz
         self.interval = interval
         self.period_ns = 1_000_000_000 // hz
         self.frames = FrameNames()
-        self._threads: Dict[Any, List[int]] = {}  # meter → [last cpu_ns, budget ns]
-        self._pending: Dict[Any, Counter[tuple]] = {}  # unfinished request → stacks
-        self._profiles: Dict[str, Counter[tuple]] = {}  # endpoint → stacks
+        self._threads: Dict[Any, List[int]] = {}  # meter → [last cpu_ns, budget ns, clock id]
+        self._pending: Dict[Any, Dict[tuple, int]] = {}  # unfinished request → stack → samples
+        self._profiles: Dict[str, Dict[tuple, int]] = {}  # endpoint → stack → samples
         self._stacks = 0
+        self._last_tick = time.monotonic_ns()
         self._interval_start = time.time()
         self._lock = threading.Lock()  # the tick and a flush from another thread
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
         self._errors_logged = False
 
-    def start(self) -> None:
-        t = threading.Thread(target=self._run, name="profwatch-sampler", daemon=True)
-        self._thread = t
-        t.start()
-
-    def stop(self, timeout: float = 1.0) -> None:
-        self._stop.set()
-        t = self._thread
-        if t is not None and t is not threading.current_thread():
-            t.join(timeout)
-
     def _run(self) -> None:
-        period = 1.0 / self.hz
-        next_tick = time.monotonic() + period
+        wait = 1.0 / self.hz
         next_flush = time.monotonic() + self.interval
         next_prune = time.monotonic() + 1.0
         stop = self._stop
         while not stop.is_set():
             # time.sleep, not Event.wait: a timed Event.wait allocates a lock per call.
-            time.sleep(max(0.0, next_tick - time.monotonic()))
+            time.sleep(wait)
             if stop.is_set():
                 return
             now = time.monotonic()
-            next_tick = max(next_tick + period, now)
+            wait = 1.0 / self.hz
             try:
                 with self._lock:
-                    self.tick()
+                    wait = self.tick() / 1e9
                 if now >= next_prune:
                     next_prune = now + 1.0
                     _meter.prune()
@@ -220,28 +222,36 @@ class Sampler:
                     self._errors_logged = True
                     log.warning("profwatch: sampler error (counted, sampling goes on): %r", e)
 
-    def tick(self) -> None:
-        """Takes the samples due now."""
+    def tick(self) -> int:
+        """Takes the samples due now; returns how long (ns) to wait before the next tick: until
+        the first thread would be due a sample at the rate it spent CPU since this tick's
+        predecessor, at least :data:`MIN_WAIT` and at most :data:`MAX_WAIT` periods."""
         period = self.period_ns
+        now = time.monotonic_ns()
+        wall = max(now - self._last_tick, 1)
+        self._last_tick = now
+        wait = MAX_WAIT * period
         due = []
         threads = self._threads
         for m in list(_meter.meters.values()):
+            st = threads.get(m)
             try:
-                cpu = time.clock_gettime_ns(thread_clock_id(m.tid))
+                cpu = time.clock_gettime_ns(st[2] if st is not None else thread_clock_id(m.tid))
             except OSError:
                 threads.pop(m, None)  # the thread has exited
                 continue
-            st = threads.get(m)
             if st is None:
-                st = threads[m] = [m.born_cpu, 0]
-            budget = st[1] + cpu - st[0]
+                st = threads[m] = [m.born_cpu, 0, thread_clock_id(m.tid)]
+            used = cpu - st[0]
+            budget = st[1] + used
             st[0] = cpu
-            if budget < period:
-                st[1] = budget
-                continue
-            n = budget // period
-            st[1] = budget - n * period
-            due.append((m, n, m.seq, m.current))
+            if budget >= period:
+                n = budget // period
+                budget -= n * period
+                due.append((m, n, m.seq, m.current))
+            st[1] = budget
+            if used > 0:
+                wait = min(wait, (period - budget) * wall // used)
         if len(threads) > 2 * len(_meter.meters) + 16:
             live = set(_meter.meters.values())
             for m in [m for m in threads if m not in live]:
@@ -250,6 +260,7 @@ class Sampler:
             self._take(due)
         if self._pending:
             self._settle()
+        return max(wait, period // MIN_WAIT)
 
     def _take(self, due: list) -> None:
         stats = self.runtime.stats
@@ -265,7 +276,9 @@ class Sampler:
             stack = self._stack(frame)
             taken += n
             if req is None:
-                self._add(self._profiles, "", stack, n)
+                stacks = self._profiles.get("")
+                if stacks is None:
+                    stacks = self._profiles[""] = {}
             else:
                 attributed += n
                 stacks = self._pending.get(req)
@@ -273,12 +286,14 @@ class Sampler:
                     if len(self._pending) >= MAX_PENDING:
                         stats.samples_dropped("too_many_requests", n)
                         continue
-                    stacks = self._pending[req] = collections.Counter()
-                if stack not in stacks and self._stacks >= MAX_STACKS:
-                    stats.samples_dropped("too_many_stacks", n)
-                    continue
-                self._stacks += stack not in stacks
+                    stacks = self._pending[req] = {}
+            if stack in stacks:
                 stacks[stack] += n
+            elif self._stacks >= MAX_STACKS:
+                stats.samples_dropped("too_many_stacks", n)
+            else:
+                self._stacks += 1
+                stacks[stack] = n
         del current_frames
         if taken:
             stats.add("samples", taken)
@@ -311,17 +326,6 @@ class Sampler:
         out.reverse()
         return tuple(out)
 
-    def _add(self, profiles: Dict[str, Counter[tuple]], endpoint: str, stack: tuple, n: int) -> None:
-        stacks = profiles.get(endpoint)
-        if stacks is None:
-            stacks = profiles[endpoint] = collections.Counter()
-        if stack not in stacks:
-            if self._stacks >= MAX_STACKS:
-                self.runtime.stats.samples_dropped("too_many_stacks", n)
-                return
-            self._stacks += 1
-        stacks[stack] += n
-
     def _settle(self) -> None:
         """Moves the samples of finished requests to their endpoint's profile."""
         for req in [r for r in self._pending if r.done]:
@@ -330,7 +334,8 @@ class Sampler:
             if target is None:
                 self._profiles[req.endpoint] = stacks
             else:
-                target.update(stacks)
+                for stack, n in stacks.items():
+                    target[stack] = target.get(stack, 0) + n
 
     def flush(self) -> None:
         """Queues one profile per endpoint with the samples of the interval that ends now."""

@@ -56,16 +56,17 @@ class Stats:
             self._c[name] += n
 
     def events_dropped(self, reason: str, n: int = 1) -> None:
-        with self._lock:
-            self._events_dropped[reason] += n
+        self._drop(self._events_dropped, reason, n)
 
     def profiles_dropped(self, reason: str, n: int = 1) -> None:
-        with self._lock:
-            self._profiles_dropped[reason] += n
+        self._drop(self._profiles_dropped, reason, n)
 
     def samples_dropped(self, reason: str, n: int = 1) -> None:
+        self._drop(self._samples_dropped, reason, n)
+
+    def _drop(self, counts: Dict[str, int], reason: str, n: int) -> None:
         with self._lock:
-            self._samples_dropped[reason] += n
+            counts[reason] += n
 
     def snapshot(self) -> dict:
         # repr(count(5)) is "count(5)": its only public way to read the value without advancing it.

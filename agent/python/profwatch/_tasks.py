@@ -34,9 +34,12 @@ import asyncio
 import collections.abc
 import contextvars
 import weakref
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, Optional
 
 from ._meter import Request, meter
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
 
 #: The request the running code works for (async code, and sync code offloaded from it).
 current: "contextvars.ContextVar[Optional[Request]]" = contextvars.ContextVar("profwatch_request", default=None)
@@ -115,3 +118,34 @@ def install_task_factory(loop: asyncio.AbstractEventLoop) -> None:
 
     factory._profwatch = True  # type: ignore[attr-defined]
     loop.set_task_factory(factory)
+
+
+def start(rt: "Runtime", method: str, resolve: Callable[[Any], Optional[str]], arg: Any) -> Optional[Request]:
+    """A new request to be awaited through :func:`serve` on the running loop, or ``None`` if
+    the SDK failed (counted; the caller serves the request unmeasured)."""
+    try:
+        req = rt.start_request(method, resolve, arg)
+        install_task_factory(asyncio.get_running_loop())
+    except Exception:
+        rt.stats.add("internal_errors")
+        return None
+    return req
+
+
+async def serve(rt: "Runtime", req: Request, coro: Coroutine[Any, Any, Any]) -> Any:
+    """Awaits ``coro`` step by step as ``req``, which is :data:`current` meanwhile; if it
+    raises before a status was set, the status is 500. Then finishes ``req``; nothing of the
+    SDK's raises from here, what ``coro`` raises does."""
+    token = current.set(req)
+    try:
+        return await Stepped(coro, req)
+    except BaseException:
+        if req.status == 0:
+            req.status = 500
+        raise
+    finally:
+        try:
+            current.reset(token)
+            rt.finish(req)
+        except Exception:
+            rt.stats.add("internal_errors")

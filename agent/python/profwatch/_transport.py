@@ -2,11 +2,14 @@
 
 Invariants:
 
-- Nothing here blocks or raises: sockets are non-blocking, and :meth:`write` answers ``None``
-  (handed to the kernel) or the reason the message was dropped (``no_sidecar``,
-  ``socket_full``, ``send_error``, ``too_large``), which the exporter counts.
+- Nothing here raises, and nothing blocks for long: sockets are non-blocking, a full stream
+  socket is waited on for at most :attr:`UnixStream.grace` per write (in the exporter's
+  thread), and :meth:`write` answers ``None`` (handed to the kernel) or the reason the message
+  was dropped (``no_sidecar``, ``socket_full``, ``send_error``, ``too_large``), which the
+  exporter counts.
 - On the stream, a message is never interleaved with another: when the kernel takes only part
-  of one, the rest is kept and written before anything else; new messages are dropped
+  of one, the rest is kept and written before anything else (at the end of the exporter's
+  drain, :meth:`Transport.settle`, or before the next message); new messages are dropped
   (``socket_full``) until it is gone. If it cannot be written for :data:`STALL_SECONDS`, the
   connection is closed and reopened; the sidecar counts the cut message as ``truncated`` and
   the messages around it are unaffected.
@@ -17,6 +20,7 @@ Invariants:
 from __future__ import annotations
 
 import errno
+import select
 import socket
 import time
 from typing import Optional, Tuple
@@ -37,15 +41,32 @@ class Transport:
     #: ``True`` if profile frames carry the 4-byte length (stream), ``False`` for datagrams.
     framed = True
 
+    _sock: Optional[socket.socket] = None
+
     def write(self, data: bytes) -> Optional[str]:
         raise NotImplementedError
 
+    def settle(self) -> None:
+        """Writes what is left of a message cut short by a full buffer, if the transport keeps
+        one (waiting a little); the exporter calls it after each drain."""
+
     def close(self) -> None:
-        pass
+        """Closes the socket, if open (the next write opens a new one)."""
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
 
 
 class UnixStream(Transport):
     """The sidecar's Unix stream socket, reconnected after an error."""
+
+    #: Seconds a write waits for the sidecar to make room in a full socket buffer before the
+    #: message is dropped (``socket_full``): the exporter thread waits, never the app, and a
+    #: sidecar that is only a moment behind (a busy machine) loses nothing.
+    grace = 0.05
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -65,12 +86,7 @@ class UnixStream(Transport):
         return True
 
     def _reset(self) -> None:
-        if self._sock is not None:
-            try:
-                self._sock.close()
-            except OSError:
-                pass
-        self._sock = None
+        self.close()
         self._pending = b""
 
     def _send(self, data: bytes) -> Tuple[int, Optional[str]]:
@@ -83,19 +99,46 @@ class UnixStream(Transport):
             self._reset()
             return 0, "send_error"
 
-    def write(self, data: bytes) -> Optional[str]:
-        if self._sock is None and not self._connect():
-            return "no_sidecar"
-        if self._pending:
+    def _room(self, deadline: float) -> bool:
+        """Waits until the socket has room or ``deadline`` (monotonic) passes; ``True`` if
+        there is time left to try again."""
+        left = deadline - time.monotonic()
+        if left <= 0 or self._sock is None:
+            return False
+        try:
+            select.select([], [self._sock], [], left)
+        except (OSError, ValueError):
+            return False
+        return True
+
+    def _write_pending(self, deadline: float) -> Optional[str]:
+        """Writes the rest of a message the kernel took part of; ``None`` once it is all
+        written, else why not (by ``deadline``)."""
+        while self._pending:
             n, err = self._send(self._pending)
             if err:
                 return err
             self._pending = self._pending[n:]
-            if self._pending:
+            if self._pending and not self._room(deadline):
                 if time.monotonic() - self._pending_since > STALL_SECONDS:
                     self._reset()
                 return "socket_full"
+        return None
+
+    def settle(self) -> None:
+        if self._sock is not None:
+            self._write_pending(time.monotonic() + self.grace)
+
+    def write(self, data: bytes) -> Optional[str]:
+        if self._sock is None and not self._connect():
+            return "no_sidecar"
+        deadline = time.monotonic() + self.grace
+        err = self._write_pending(deadline)  # the rest of a cut message goes first
+        if err:
+            return err
         n, err = self._send(data)
+        while n == 0 and err is None and self._room(deadline):
+            n, err = self._send(data)
         if err:
             return err
         if n == 0:
@@ -104,9 +147,6 @@ class UnixStream(Transport):
             self._pending = data[n:]
             self._pending_since = time.monotonic()
         return None
-
-    def close(self) -> None:
-        self._reset()
 
 
 class Udp(Transport):
@@ -134,14 +174,6 @@ class Udp(Transport):
         except OSError as e:
             return "no_sidecar" if e.errno in (errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH) else "send_error"
         return None
-
-    def close(self) -> None:
-        if self._sock is not None:
-            try:
-                self._sock.close()
-            except OSError:
-                pass
-        self._sock = None
 
 
 def make_transport(sidecar: Sidecar) -> Transport:

@@ -15,13 +15,12 @@ route).
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Awaitable, Callable, Optional
 
-from . import _offload
+from . import _offload, _runtime
 from ._endpoint import starlette_template
 from ._runtime import runtime
-from ._tasks import Stepped, current, install_task_factory
+from ._tasks import current, serve, start
 
 Scope = dict
 Receive = Callable[[], Awaitable[dict]]
@@ -45,14 +44,9 @@ class ASGIMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get("type") != "http" or current.get() is not None:
             return await self.app(scope, receive, send)
-        rt = runtime()
-        if rt is None:
-            return await self.app(scope, receive, send)
-        try:
-            req = rt.start_request(scope.get("method") or "", self._resolve, (scope, scope.get("root_path", "") or ""))
-            install_task_factory(asyncio.get_running_loop())
-        except Exception:
-            rt.stats.add("internal_errors")
+        rt = _runtime._runtime or runtime()
+        req = None if rt is None else start(rt, scope.get("method") or "", self._resolve, (scope, scope.get("root_path", "") or ""))
+        if req is None:
             return await self.app(scope, receive, send)
 
         async def send_status(message: dict) -> None:
@@ -63,16 +57,4 @@ class ASGIMiddleware:
                 pass
             await send(message)
 
-        token = current.set(req)
-        try:
-            await Stepped(self.app(scope, receive, send_status), req)
-        except BaseException:
-            if req.status == 0:
-                req.status = 500
-            raise
-        finally:
-            try:
-                current.reset(token)
-                rt.finish(req)
-            except Exception:
-                rt.stats.add("internal_errors")
+        await serve(rt, req, self.app(scope, receive, send_status))

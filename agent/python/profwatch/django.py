@@ -16,13 +16,13 @@ it first; a streamed response's body, produced after the chain returns, is not c
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Optional
 
-from . import _offload
+from . import _offload, _runtime
 from ._endpoint import django_template
 from ._meter import meter
 from ._runtime import runtime
-from ._tasks import Stepped, current, install_task_factory
+from ._tasks import current, serve, start
 from .wsgi import ENVIRON_KEY, MEASURED
 
 try:
@@ -35,21 +35,10 @@ except ImportError:  # asgiref < 3.6 (Django < 4.1)
         return func
 
 
-_templates: Dict[str, str] = {}
-
-
 def route(request: Any) -> Optional[str]:
     """The template of the Django route that resolved this request, if any."""
-    match = getattr(request, "resolver_match", None)
-    r = getattr(match, "route", None)
-    if not isinstance(r, str) or match is None:
-        return None
-    t = _templates.get(r)
-    if t is None:
-        t = django_template(r)
-        if len(_templates) < 4096:
-            _templates[r] = t
-    return t
+    r = getattr(getattr(request, "resolver_match", None), "route", None)
+    return django_template(r) if isinstance(r, str) else None
 
 
 class Middleware:
@@ -69,7 +58,7 @@ class Middleware:
         meta = getattr(request, "META", None)
         if current.get() is not None or (isinstance(meta, dict) and ENVIRON_KEY in meta):
             return self.get_response(request)
-        rt = runtime()
+        rt = _runtime._runtime or runtime()
         if rt is None:
             return self.get_response(request)
         try:
@@ -84,40 +73,21 @@ class Middleware:
         try:
             response = self.get_response(request)
             req.status = getattr(response, "status_code", 0) or 0
-            return response
         except BaseException:
             req.status = req.status or 500
+            rt.end(m, req)
             raise
-        finally:
-            try:
-                m.exit(req)
-                rt.finish(req)
-            except Exception:
-                rt.stats.add("internal_errors")
+        rt.end(m, req)
+        return response
 
     async def _acall(self, request: Any) -> Any:
-        if current.get() is not None:
+        rt = None if current.get() is not None else _runtime._runtime or runtime()
+        req = None if rt is None else start(rt, getattr(request, "method", "") or "", route, request)
+        if req is None:
             return await self.get_response(request)
-        rt = runtime()
-        if rt is None:
-            return await self.get_response(request)
-        try:
-            req = rt.start_request(getattr(request, "method", "") or "", route, request)
-            install_task_factory(asyncio.get_running_loop())
-        except Exception:
-            rt.stats.add("internal_errors")
-            return await self.get_response(request)
-        token = current.set(req)
-        try:
-            response = await Stepped(self.get_response(request), req)
-            req.status = getattr(response, "status_code", 0) or 0
-            return response
-        except BaseException:
-            req.status = req.status or 500
-            raise
-        finally:
-            try:
-                current.reset(token)
-                rt.finish(req)
-            except Exception:
-                rt.stats.add("internal_errors")
+        return await serve(rt, req, self._respond(request, req))
+
+    async def _respond(self, request: Any, req: Any) -> Any:
+        response = await self.get_response(request)
+        req.status = getattr(response, "status_code", 0) or 0
+        return response

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Optional
 
-from ._meter import Meter, Request, meter
+from . import _runtime
+from ._meter import Request, meter
 from ._runtime import runtime
 
 ENVIRON_KEY = "profwatch.request"
@@ -38,73 +39,62 @@ class WSGIMiddleware:
         self.route = route or _no_route
 
     def __call__(self, environ: dict, start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if ENVIRON_KEY in environ:
-            return self.app(environ, start_response)
-        rt = runtime()
-        if rt is None:
+        rt = _runtime._runtime or runtime()
+        if rt is None or ENVIRON_KEY in environ:
             return self.app(environ, start_response)
         try:
-            req = rt.start_request(environ.get("REQUEST_METHOD") or "", self.route, environ)
+            ex = rt.start_request(environ.get("REQUEST_METHOD") or "", self.route, environ, _Exchange)
+            ex.result = ()
+            ex.start_response = start_response
+            ex.meter = m = meter()
             environ[ENVIRON_KEY] = MEASURED
-            m = meter()
-            m.enter(req)
+            m.enter(ex)
         except Exception:
             rt.stats.add("internal_errors")
             return self.app(environ, start_response)
 
-        response = _Response(m, req, start_response)
         try:
-            response.result = result = self.app(environ, response.start)
+            ex.result = result = self.app(environ, ex)
         except BaseException:
-            if req.status == 0:
-                req.status = 500
-            _end(m, req)
+            if ex.status == 0:
+                ex.status = 500
+            ex.close()
             raise
         wrapper = environ.get("wsgi.file_wrapper")
         if wrapper is not None and isinstance(wrapper, type) and isinstance(result, wrapper):
-            _end(m, req)
+            ex.result = ()  # the server's to close
+            ex.close()
             return result
-        return response
+        return ex
 
 
-def _end(m: Meter, req: Request) -> None:
-    try:
-        m.exit(req)
-        req.runtime.finish(req)
-    except Exception:
-        req.runtime.stats.add("internal_errors")
+class _Exchange(Request):
+    """One WSGI request, and the app's view of the server: the app calls it as its
+    ``start_response`` (which notes the status), and the server gets it as the response, whose
+    ``close()`` closes the app's response and ends the request. One object per request, and no
+    bound method: the request path allocates as little as it can."""
 
+    __slots__ = ("result", "start_response", "meter")
 
-class _Response:
-    """Sees the status (``start``), then is the app's response: ``close()`` closes the app's
-    response and ends the request. One object per request."""
-
-    __slots__ = ("result", "_meter", "_req", "_start_response")
-
-    def __init__(self, m: Meter, req: Request, start_response: Callable[..., Any]) -> None:
-        self.result: Any = ()
-        self._meter = m
-        self._req: Optional[Request] = req
-        self._start_response = start_response
-
-    def start(self, status: str, headers: list, exc_info: Any = None) -> Any:
-        req = self._req
-        if req is not None:
-            try:
-                req.status = int(status[:3])
-            except (TypeError, ValueError):
-                pass
-        return self._start_response(status, headers, exc_info)
+    def __call__(self, status: str, headers: list, exc_info: Any = None) -> Any:
+        try:
+            self.status = int(status[:3])
+        except (TypeError, ValueError):
+            pass
+        return self.start_response(status, headers, exc_info)
 
     def __iter__(self) -> Any:
         return iter(self.result)
 
     def close(self) -> None:
-        req, self._req = self._req, None
+        """Closes the app's response, then ends the request (once) and lets go of the
+        response: the request may be held a while longer (by the sampler)."""
         try:
             close = getattr(self.result, "close", None)
             if close is not None:
                 close()
         finally:
-            if req is not None:
-                _end(self._meter, req)
+            m = self.meter
+            if m is not None:
+                self.meter = self.result = None
+                self.runtime.end(m, self)

@@ -16,6 +16,41 @@ def burn(ms: float) -> None:
         pass
 
 
+def stretch(req, work: Callable[[], object]):
+    """Runs ``work()`` as one stretch of ``req`` on this thread's meter; returns ``req``."""
+    from profwatch._meter import meter
+
+    m = meter()
+    m.enter(req)
+    try:
+        work()
+    finally:
+        m.exit(req)
+    return req
+
+
+def serve(rt, route: str, work: Callable[[], object]):
+    """One GET request through the runtime ``rt``, named ``route``: started, ``work()`` as its
+    one stretch, finished; returns the request."""
+    req = rt.start_request("GET", lambda _: route, None)
+    stretch(req, work)
+    rt.finish(req)
+    return req
+
+
+def unix_listener():
+    """A listening Unix stream socket in a fresh directory: ``(socket, path)``."""
+    import os
+    import socket
+    import tempfile
+
+    path = os.path.join(tempfile.mkdtemp(prefix="pw-unit-"), "agent.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(8)
+    return srv, path
+
+
 def eventually(predicate: Callable[[], object], timeout: float = 60.0, what: str = "condition", interval: float = 0.05):
     """Polls ``predicate`` until it returns something truthy, which is returned; fails the
     test with ``what`` after ``timeout`` seconds (a deadline, not a measurement)."""

@@ -118,18 +118,13 @@ class Collector:
     def endpoints(self, service: str) -> Dict[str, dict]:
         return {row["endpoint"]: row for row in json.loads(self.get("/api/v1/endpoints", service=service))}
 
-    def folded(self, service: str, endpoint: str) -> Dict[str, int]:
-        text = self.get("/api/v1/profile", service=service, endpoint=endpoint, format="folded").decode()
-        out: Dict[str, int] = {}
-        for line in text.splitlines():
-            if line.strip():
-                stack, _, n = line.rpartition(" ")
-                out[stack] = out.get(stack, 0) + int(n)
-        return out
-
-    def folded_all(self, service: str) -> Dict[str, int]:
-        """The service's whole flame graph: every endpoint, and samples outside requests."""
-        text = self.get("/api/v1/profile", service=service, format="folded").decode()
+    def folded(self, service: str, endpoint: Optional[str] = None) -> Dict[str, int]:
+        """An endpoint's flame graph as folded stacks; with no endpoint, the service's whole
+        flame graph (every endpoint, and samples outside requests)."""
+        query = {"service": service, "format": "folded"}
+        if endpoint is not None:
+            query["endpoint"] = endpoint
+        text = self.get("/api/v1/profile", **query).decode()
         out: Dict[str, int] = {}
         for line in text.splitlines():
             if line.strip():
@@ -140,7 +135,7 @@ class Collector:
     def samples_of(self, service: str, endpoint: Optional[str], function: str) -> int:
         """Samples of ``endpoint`` (``None``: the whole service) with a frame of ``function``."""
         needle = ":" + function + " ("
-        stacks = self.folded_all(service) if endpoint is None else self.folded(service, endpoint)
+        stacks = self.folded(service, endpoint)
         return sum(n for s, n in stacks.items() if needle in s)
 
     def assert_only_in(self, service: str, function: str, endpoint: str, at_least: int) -> None:
@@ -159,7 +154,7 @@ class Collector:
             eventually(settled, what="%s: %d+ samples in %s and none elsewhere" % (function, at_least, endpoint))
         except AssertionError as e:
             needle = ":" + function + " ("
-            elsewhere = {s: n for s, n in self.folded_all(service).items() if needle in s}
+            elsewhere = {s: n for s, n in self.folded(service).items() if needle in s}
             raise AssertionError("%s; %s's samples: %d in %s, %d in the whole service; its stacks: %r"
                                  % (e, function, last.get("own", -1), endpoint, last.get("total", -1), elsewhere)) from None
 
@@ -278,6 +273,14 @@ def start_app(kind: str, target: str, service: str, sidecar_url: str, workdir: s
     app = App(p, base, service)
     eventually(lambda: app.get("/healthz")[0] == 200, timeout=START_DEADLINE, what="the app to answer")
     return app
+
+
+def running(*args, **kwargs):
+    """A module fixture's body: starts an app (the arguments of :func:`start_app`), yields
+    it, and stops it once the module's tests are done."""
+    app = start_app(*args, **kwargs)
+    yield app
+    app.stop()
 
 
 def parallel(fn, args, threads: int = 4) -> list:

@@ -3,7 +3,7 @@ collector."""
 
 import pytest
 
-from conftest import assert_cpu_ms, parallel, start_app, unique_service
+from conftest import assert_cpu_ms, parallel, running, unique_service
 from helpers import eventually
 
 ROUTES = {
@@ -33,16 +33,12 @@ def _exercise(app, collector):
 
 @pytest.fixture(scope="module")
 def django_wsgi(sidecar, workdir):
-    app = start_app("gunicorn", "djsite.wsgi:application", unique_service("django-wsgi"), "unix://" + sidecar.socket, workdir, workers=2)
-    yield app
-    app.stop()
+    yield from running("gunicorn", "djsite.wsgi:application", unique_service("django-wsgi"), "unix://" + sidecar.socket, workdir, workers=2)
 
 
 @pytest.fixture(scope="module")
 def django_asgi(sidecar, workdir):
-    app = start_app("uvicorn", "djsite.asgi:application", unique_service("django-asgi"), "udp://" + sidecar.udp, workdir)
-    yield app
-    app.stop()
+    yield from running("uvicorn", "djsite.asgi:application", unique_service("django-asgi"), "udp://" + sidecar.udp, workdir)
 
 
 def test_django_wsgi_under_gunicorn(django_wsgi, collector):

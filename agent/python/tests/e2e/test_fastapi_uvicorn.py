@@ -3,15 +3,13 @@ requests, a def endpoint in the thread pool, and a BaseHTTPMiddleware inside pro
 
 import pytest
 
-from conftest import assert_cpu_ms, parallel, start_app, unique_service
+from conftest import assert_cpu_ms, parallel, running, unique_service
 from helpers import eventually
 
 
 @pytest.fixture(scope="module")
 def fastapi_app(sidecar, workdir):
-    app = start_app("uvicorn", "fastapi_app:app", unique_service("fastapi"), "unix://" + sidecar.socket, workdir)
-    yield app
-    app.stop()
+    yield from running("uvicorn", "fastapi_app:app", unique_service("fastapi"), "unix://" + sidecar.socket, workdir)
 
 
 def test_interleaved_async_requests_are_attributed_to_their_own_request(fastapi_app, collector):

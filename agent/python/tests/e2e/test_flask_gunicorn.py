@@ -5,13 +5,13 @@ import json
 
 import pytest
 
-from conftest import assert_cpu_ms, parallel, start_app, unique_service
+from conftest import assert_cpu_ms, parallel, running, unique_service
 from helpers import eventually
 
 
 @pytest.fixture(scope="module")
 def flask_app(sidecar, workdir):
-    app = start_app(
+    yield from running(
         "gunicorn",
         "flask_app:app",
         unique_service("flask"),
@@ -20,8 +20,6 @@ def flask_app(sidecar, workdir):
         workers=2,
         extra_env={"PW_WARMUP_IN_MASTER": "1"},
     )
-    yield app
-    app.stop()
 
 
 def test_endpoints_are_named_by_route_and_cpu_is_measured(flask_app, collector):

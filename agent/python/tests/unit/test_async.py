@@ -41,6 +41,13 @@ def _by_endpoint(events):
     return out
 
 
+def _the_event(rt, memory):
+    """Ships what is queued and returns the one event there must be."""
+    rt.exporter.drain()
+    [event] = memory.events()
+    return event
+
+
 def _assert_ms(event, ms):
     assert abs(event["cpu_ns"] - ms * 1e6) <= 0.1 * ms * 1e6, (event, ms)
 
@@ -97,9 +104,7 @@ def test_tasks_the_request_creates_are_charged_to_it(configure, memory):
         await other
 
     asyncio.run(main())
-    rt.exporter.drain()
-    [event] = memory.events()
-    _assert_ms(event, 25)
+    _assert_ms(_the_event(rt, memory), 25)
 
 
 def test_sync_code_offloaded_to_anyio_threads_is_charged(configure, memory):
@@ -109,11 +114,8 @@ def test_sync_code_offloaded_to_anyio_threads_is_charged(configure, memory):
         burn(5)
         await anyio.to_thread.run_sync(burn, 20)
 
-    app = _app({"/offload": offloads})
-    asyncio.run(_call(app, "/offload"))
-    rt.exporter.drain()
-    [event] = memory.events()
-    _assert_ms(event, 25)
+    asyncio.run(_call(_app({"/offload": offloads}), "/offload"))
+    _assert_ms(_the_event(rt, memory), 25)
 
 
 def test_a_failing_app_reports_500_and_its_exception_reaches_the_server(configure, memory):
@@ -126,9 +128,7 @@ def test_a_failing_app_reports_500_and_its_exception_reaches_the_server(configur
     app = _app({"/boom": boom})
     with pytest.raises(KeyError):
         asyncio.run(_call(app, "/boom"))
-    rt.exporter.drain()
-    [event] = memory.events()
-    assert event["status"] == 500
+    assert _the_event(rt, memory)["status"] == 500
 
 
 def test_stepped_forwards_what_asyncio_and_anyio_inspect():

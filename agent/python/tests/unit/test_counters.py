@@ -7,11 +7,11 @@ import threading
 
 import pytest
 
-from helpers import burn
+from helpers import burn, serve, stretch
 
 from profwatch import _meter
 from profwatch._counters import Counters
-from profwatch._meter import Request, meter
+from profwatch._meter import Request
 
 
 class FakePerf:
@@ -56,16 +56,11 @@ def test_with_a_hardware_counter_instructions_are_the_counter_delta():
     fake = FakePerf()
     _meter.use_counters(Counters(opener=fake.open, reader=fake.read))
 
-    def run():
-        req = _request()
-        m = meter()
-        m.enter(req)
+    def work():
         fake.advance(12345)
         burn(2)
-        m.exit(req)
-        return req
 
-    req = _in_fresh_thread(run)
+    req = _in_fresh_thread(lambda: stretch(_request(), work))
     assert _meter.counters.path == "perf"
     assert req.instructions == 12345
     assert req.cpu_ns >= 2_000_000
@@ -75,15 +70,10 @@ def test_a_multiplexed_counter_reports_no_instructions():
     fake = FakePerf()
     _meter.use_counters(Counters(opener=fake.open, reader=fake.read))
 
-    def run():
-        req = _request()
-        m = meter()
-        m.enter(req)
+    def work():
         fake.advance(500, enabled=1000, running=600)  # scheduled out part of the time
-        m.exit(req)
-        return req
 
-    assert _in_fresh_thread(run).instructions is None
+    assert _in_fresh_thread(lambda: stretch(_request(), work)).instructions is None
 
 
 def test_without_a_hardware_counter_the_fallback_measures_cpu_time_only(configure, memory):
@@ -91,16 +81,7 @@ def test_without_a_hardware_counter_the_fallback_measures_cpu_time_only(configur
     _meter.use_counters(Counters(opener=fake.open, reader=fake.read))
     rt = configure()
 
-    def run():
-        req = rt.start_request("GET", lambda _: "/x", None)
-        m = meter()
-        m.enter(req)
-        burn(3)
-        m.exit(req)
-        rt.finish(req)
-        return req
-
-    req = _in_fresh_thread(run)
+    req = _in_fresh_thread(lambda: serve(rt, "/x", lambda: burn(3)))
     assert _meter.counters.path == "thread_time"
     assert "No such file" in _meter.counters.reason
     rt.exporter.drain()
@@ -115,15 +96,7 @@ def test_events_carry_instructions_when_counted(configure, memory):
     _meter.use_counters(Counters(opener=fake.open, reader=fake.read))
     rt = configure()
 
-    def run():
-        req = rt.start_request("GET", lambda _: "/x", None)
-        m = meter()
-        m.enter(req)
-        fake.advance(777)
-        m.exit(req)
-        rt.finish(req)
-
-    _in_fresh_thread(run)
+    _in_fresh_thread(lambda: serve(rt, "/x", lambda: fake.advance(777)))
     rt.exporter.drain()
     [event] = memory.events()
     assert event["instructions"] == 777

@@ -2,14 +2,12 @@
 every drop counted by reason instead of raised or waited for."""
 
 import json
-import os
 import socket
 import struct
-import tempfile
 import threading
-import types
+import time
 
-from helpers import MemoryTransport, eventually, parse_profile
+from helpers import MemoryTransport, eventually, parse_profile, unix_listener
 
 import profwatch
 from profwatch._config import make_config
@@ -19,7 +17,7 @@ from profwatch._transport import UnixStream, Udp
 
 
 def ev(ts, endpoint, status, cpu_ns, instructions, wall_ns):
-    return types.SimpleNamespace(ts=ts, endpoint=endpoint, status=status, cpu_ns=cpu_ns, instructions=instructions, wall_ns=wall_ns)
+    return (ts, endpoint, status, cpu_ns, instructions, wall_ns)
 
 
 def _exporter(transport, **cfg):
@@ -89,15 +87,6 @@ def test_no_sidecar_on_the_socket_is_counted_not_raised():
     assert t.write(b"x\n") == "no_sidecar"
 
 
-def _listener():
-    d = tempfile.mkdtemp(prefix="pw-unit-")
-    path = os.path.join(d, "agent.sock")
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind(path)
-    srv.listen(8)
-    return srv, path
-
-
 def _read_messages(data):
     """Splits a stream into JSON lines and profile frames, failing on anything torn except
     the last message (cut short when the connection closes, as the sidecar allows)."""
@@ -119,8 +108,9 @@ def _read_messages(data):
 
 
 def test_a_full_socket_drops_whole_messages_and_never_interleaves_them():
-    srv, path = _listener()
+    srv, path = unix_listener()
     t = UnixStream(path)
+    t.grace = 0  # the sidecar never reads here: drop at once
     e = _exporter(t)
     e.transport.event_chunk = 8192
     conn_box = []
@@ -147,6 +137,37 @@ def test_a_full_socket_drops_whole_messages_and_never_interleaves_them():
     assert len(lines) + 8192 // 40 >= s["events_sent"]  # the last chunk may be cut short
     assert frames and all(f == profile for f in frames)
     assert [ev["ts"] for ev in lines] == sorted(ev["ts"] for ev in lines)
+    srv.close()
+
+
+def test_a_sidecar_a_moment_behind_loses_nothing():
+    """A full socket buffer is waited on (UnixStream.grace) before anything is dropped."""
+    srv, path = unix_listener()
+    t = UnixStream(path)
+    t.grace = 5.0  # far longer than the reader's pause, so that a loaded machine passes too
+    e = _exporter(t)
+    received = []
+
+    def late_reader():
+        conn = srv.accept()[0]
+        time.sleep(0.05)  # the socket's buffer fills meanwhile
+        while True:
+            chunk = conn.recv(1 << 20)
+            if not chunk:
+                break
+            received.append(chunk)
+
+    reader = threading.Thread(target=late_reader)
+    reader.start()
+    for i in range(20000):  # ~2 MB of lines, several times the socket's buffer
+        e.add_event(ev(i, "GET /x", 200, 1, None, 1))
+    e.drain()
+    t.close()
+    reader.join()
+    s = e.stats.snapshot()
+    assert s["events_sent"] == 20000 and sum(s["events_dropped"].values()) == 0, s
+    lines, _ = _read_messages(b"".join(received))
+    assert [ev["ts"] for ev in lines] == list(range(20000))
     srv.close()
 
 

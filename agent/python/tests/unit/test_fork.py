@@ -3,16 +3,13 @@ exporter, and never re-sends what the parent had queued."""
 
 import json
 import os
-import socket
-import tempfile
 import threading
 
 import pytest
 
-from helpers import burn, eventually
+from helpers import burn, eventually, serve, unix_listener
 
 import profwatch
-from profwatch._meter import meter
 from profwatch import _runtime
 
 
@@ -21,23 +18,14 @@ def hot_in_child(ms):
 
 
 def _serve_one(rt, route, ms, fn=burn):
-    req = rt.start_request("GET", lambda _: route, None)
-    m = meter()
-    m.enter(req)
-    fn(ms)
-    m.exit(req)
-    rt.finish(req)
+    serve(rt, route, lambda: fn(ms))
 
 
 # Forking a process whose threads run is the very case under test (gunicorn --preload with a
 # master that served requests), so Python 3.12's warning about it is expected here.
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded, use of fork:DeprecationWarning")
 def test_a_forked_child_restarts_its_threads_and_connection():
-    d = tempfile.mkdtemp(prefix="pw-fork-")
-    path = os.path.join(d, "agent.sock")
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind(path)
-    srv.listen(8)
+    srv, path = unix_listener()
     received = {}  # connection number → bytes
 
     def accept_all():

@@ -4,7 +4,7 @@ and ship as profile payloads (agent/PROTOCOL.md) per endpoint."""
 import sys
 import threading
 
-from helpers import burn, eventually
+from helpers import burn, eventually, serve
 
 from profwatch._meter import meter
 from profwatch._sampler import Sampler, encode_profiles, format_frame
@@ -54,16 +54,11 @@ def hot_outside_request(ms):
 def test_samples_go_to_the_request_running_on_their_thread(configure, memory):
     rt = configure(profile_hz=99, profile_interval=3600, build="7")
 
-    def serve():
-        req = rt.start_request("GET", lambda _: "/hot", None)
-        m = meter()
-        m.enter(req)
-        hot_inside_request(300)
-        m.exit(req)
-        rt.finish(req)
+    def requests():
+        serve(rt, "/hot", lambda: hot_inside_request(300))
         hot_outside_request(300)
 
-    t = threading.Thread(target=serve)
+    t = threading.Thread(target=requests)
     t.start()
     t.join()
     rt.flush()
@@ -90,15 +85,7 @@ def test_a_failing_sampler_is_counted_and_the_app_goes_on(configure, memory, mon
     monkeypatch.setattr(sys, "_current_frames", broken)
     rt = configure(profile_hz=99, profile_interval=3600)
 
-    def serve():
-        req = rt.start_request("GET", lambda _: "/x", None)
-        m = meter()
-        m.enter(req)
-        burn(100)
-        m.exit(req)
-        rt.finish(req)
-
-    t = threading.Thread(target=serve)
+    t = threading.Thread(target=serve, args=(rt, "/x", lambda: burn(100)))
     t.start()
     t.join()
     eventually(lambda: rt.snapshot()["sampler_errors"] > 0, what="a counted sampler error")

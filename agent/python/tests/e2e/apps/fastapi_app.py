@@ -42,21 +42,23 @@ async def healthz():
     return "ok"
 
 
-@app.get("/async/a/{id}")
-async def async_a(id: int, ms: float, steps: int = 4):
+async def _in_steps(hot, ms: float, steps: int) -> None:
+    """Spends ``ms`` of CPU in ``hot`` over ``steps`` steps of the task, sleeping in between."""
     with inflight:
         for _ in range(steps):
-            async_hot_a(ms / steps)
+            hot(ms / steps)
             await asyncio.sleep(0.01)
+
+
+@app.get("/async/a/{id}")
+async def async_a(id: int, ms: float, steps: int = 4):
+    await _in_steps(async_hot_a, ms, steps)
     return {"id": id}
 
 
 @app.get("/async/b/{id}")
 async def async_b(id: int, ms: float, steps: int = 4):
-    with inflight:
-        for _ in range(steps):
-            async_hot_b(ms / steps)
-            await asyncio.sleep(0.01)
+    await _in_steps(async_hot_b, ms, steps)
     return {"id": id}
 
 
