@@ -155,6 +155,9 @@ struct ServerArgs {
     clickhouse_user: Option<String>,
     #[arg(long, env = "PROFWATCH_CLICKHOUSE_PASSWORD", hide_env_values = true)]
     clickhouse_password: Option<String>,
+    /// PEM CA certificates trusted for an https:// ClickHouse URL, besides the public roots.
+    #[arg(long, value_name = "FILE", env = "PROFWATCH_CLICKHOUSE_CA_FILE")]
+    clickhouse_ca_file: Option<std::path::PathBuf>,
     /// A cluster defined in the ClickHouse servers' remote_servers: every table is sharded
     /// across it through Distributed tables (docs/clickhouse-cluster.md).
     #[arg(long, env = "PROFWATCH_CLICKHOUSE_CLUSTER")]
@@ -224,6 +227,7 @@ impl ServerArgs {
                 database: self.clickhouse_database,
                 user: self.clickhouse_user,
                 password: self.clickhouse_password,
+                ca_file: self.clickhouse_ca_file,
                 cluster: self.clickhouse_cluster,
                 replicated: self.clickhouse_replicated.then_some(true),
             },

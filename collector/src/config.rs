@@ -103,6 +103,8 @@ pub struct RawClickHouse {
     pub database: Option<String>,
     pub user: Option<String>,
     pub password: Option<String>,
+    /// PEM CA certificates trusted for an `https://` URL besides the public roots.
+    pub ca_file: Option<PathBuf>,
     /// A cluster in the servers' `remote_servers`: shard the tables across it.
     pub cluster: Option<String>,
     /// With `cluster`: `Replicated*MergeTree` tables (needs Keeper and the `{shard}` and
@@ -160,6 +162,7 @@ impl RawConfig {
         pick(&mut self.clickhouse.database, over.clickhouse.database);
         pick(&mut self.clickhouse.user, over.clickhouse.user);
         pick(&mut self.clickhouse.password, over.clickhouse.password);
+        pick(&mut self.clickhouse.ca_file, over.clickhouse.ca_file);
         pick(&mut self.clickhouse.cluster, over.clickhouse.cluster);
         pick(&mut self.clickhouse.replicated, over.clickhouse.replicated);
         self.tokens.extend(over.tokens);
@@ -328,6 +331,7 @@ fn store_config(clickhouse: RawClickHouse, data_dir: Option<PathBuf>) -> StoreCo
                 .unwrap_or_else(|| "profwatch".to_owned()),
             user: clickhouse.user,
             password: clickhouse.password,
+            ca_file: clickhouse.ca_file,
             cluster: clickhouse.cluster.filter(|c| !c.is_empty()),
             replicated: clickhouse.replicated.unwrap_or(false),
         },
@@ -469,6 +473,7 @@ pub enum StoreConfig {
         database: String,
         user: Option<String>,
         password: Option<String>,
+        ca_file: Option<PathBuf>,
         cluster: Option<String>,
         replicated: bool,
     },

@@ -16,23 +16,36 @@ use profwatch_store::clickhouse::{ClickHouseConfig, ClickHouseStore};
 use profwatch_store::embedded::{EmbeddedConfig, EmbeddedStore};
 use profwatch_store::{Store, StoreError};
 
-/// Why the server could not run.
+/// Why the server could not run. Each message holds its cause (none is also a `source`, so a
+/// chain printed with `{:#}` says each thing once).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {
     #[error("opening the store: {0}")]
-    Store(#[from] StoreError),
-    #[error("listening on {addr}: {source}")]
+    Store(StoreError),
+    #[error("listening on {addr}: {error}")]
     Bind {
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("serving HTTP: {0}")]
     Serve(std::io::Error),
     #[error("TLS: {0}")]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(crate::tls::TlsError),
     #[error(transparent)]
     Alerts(#[from] profwatch_analyzer::alert::AlertError),
+}
+
+impl From<StoreError> for ServerError {
+    fn from(e: StoreError) -> Self {
+        ServerError::Store(e)
+    }
+}
+
+impl From<crate::tls::TlsError> for ServerError {
+    fn from(e: crate::tls::TlsError) -> Self {
+        ServerError::Tls(e)
+    }
 }
 
 /// Opens the store the configuration names.
@@ -55,6 +68,7 @@ pub async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, StoreError> {
             database,
             user,
             password,
+            ca_file,
             cluster,
             replicated,
         } => Arc::new(
@@ -63,6 +77,7 @@ pub async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, StoreError> {
                 database: database.clone(),
                 user: user.clone(),
                 password: password.clone(),
+                ca_file: ca_file.clone(),
                 retention: cfg.retention,
                 cluster: cluster.clone(),
                 replicated: *replicated,
@@ -83,16 +98,16 @@ pub async fn run(
     let store = open_store(&cfg).await?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
-        .map_err(|source| ServerError::Bind {
+        .map_err(|error| ServerError::Bind {
             addr: cfg.listen,
-            source,
+            error,
         })?;
     let addr = listener.local_addr().map_err(ServerError::Serve)?;
     let grpc_listener = match cfg.otlp_grpc {
         Some(addr) => {
             let listener = crate::otlp_grpc::bind(addr)
                 .await
-                .map_err(|source| ServerError::Bind { addr, source })?;
+                .map_err(|error| ServerError::Bind { addr, error })?;
             let bound = listener.local_addr().map_err(ServerError::Serve)?;
             tracing::info!(addr = %bound, tls = cfg.tls.is_some(), "OTLP/gRPC listening");
             Some(listener)

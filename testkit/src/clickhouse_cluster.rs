@@ -23,7 +23,16 @@ pub const CLUSTER: &str = "profwatch_test";
 pub struct LocalCluster {
     nodes: Vec<Node>,
     http_port: u16,
+    /// With [`LocalCluster::start_tls`]: the HTTPS port.
+    https_port: Option<u16>,
     _dir: tempfile::TempDir,
+}
+
+/// A certificate and key (PEM files) a server presents on its HTTPS port.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug)]
@@ -42,9 +51,23 @@ impl LocalCluster {
     /// process take one before the servers bind it, the whole cluster is started again on new
     /// ports (three tries), so that race costs a retry, never a failed test.
     pub fn start(shards: usize) -> Result<LocalCluster, String> {
+        Self::start_with(shards, 11, None)
+    }
+
+    /// One server on 127.0.0.21 (apart from [`LocalCluster::start`]'s addresses) that also
+    /// serves HTTPS with `tls`; see [`LocalCluster::https_url`].
+    pub fn start_tls(tls: &ServerTls) -> Result<LocalCluster, String> {
+        Self::start_with(1, 21, Some(tls))
+    }
+
+    fn start_with(
+        shards: usize,
+        first_ip: usize,
+        tls: Option<&ServerTls>,
+    ) -> Result<LocalCluster, String> {
         let mut last = String::new();
         for attempt in 1..=3 {
-            match Self::start_once(shards) {
+            match Self::start_once(shards, first_ip, tls) {
                 Ok(c) => return Ok(c),
                 Err(e) => {
                     eprintln!("starting the ClickHouse cluster (attempt {attempt}): {e}");
@@ -55,14 +78,22 @@ impl LocalCluster {
         Err(last)
     }
 
-    fn start_once(shards: usize) -> Result<LocalCluster, String> {
+    fn start_once(
+        shards: usize,
+        first_ip: usize,
+        tls: Option<&ServerTls>,
+    ) -> Result<LocalCluster, String> {
         let server = find_server()?;
         let dir = tempfile::Builder::new()
             .prefix("profwatch-ch-cluster-")
             .tempdir()
             .map_err(|e| format!("creating a directory for the cluster: {e}"))?;
-        let ips: Vec<String> = (0..shards).map(|i| format!("127.0.0.{}", 11 + i)).collect();
-        let (http_port, tcp_port) = free_ports(&ips)?;
+        let ips: Vec<String> = (0..shards)
+            .map(|i| format!("127.0.0.{}", first_ip + i))
+            .collect();
+        let ports = free_ports(&ips, 3)?;
+        let (http_port, tcp_port) = (ports[0], ports[1]);
+        let https = tls.map(|t| (ports[2], t));
         std::fs::write(dir.path().join("users.xml"), USERS_XML)
             .map_err(|e| format!("writing users.xml: {e}"))?;
         let mut nodes = Vec::new();
@@ -73,11 +104,12 @@ impl LocalCluster {
                     .map_err(|e| format!("creating {}: {e}", node_dir.display()))?;
             }
             let config = node_dir.join("config.xml");
-            std::fs::write(
-                &config,
-                config_xml(&node_dir, dir.path(), ip, &ips, http_port, tcp_port),
-            )
-            .map_err(|e| format!("writing {}: {e}", config.display()))?;
+            let mut xml = config_xml(&node_dir, dir.path(), ip, &ips, http_port, tcp_port);
+            if let Some((port, tls)) = https {
+                xml = xml.replace("<listen_host>", &https_xml(port, tls));
+            }
+            std::fs::write(&config, xml)
+                .map_err(|e| format!("writing {}: {e}", config.display()))?;
             let mut child = Command::new("sh")
                 .arg("-c")
                 .arg(
@@ -102,6 +134,7 @@ impl LocalCluster {
         let cluster = LocalCluster {
             nodes,
             http_port,
+            https_port: https.map(|(port, _)| port),
             _dir: dir,
         };
         cluster.wait_ready(Duration::from_secs(90))?;
@@ -114,6 +147,15 @@ impl LocalCluster {
             .iter()
             .map(|n| format!("http://{}:{}", n.ip, self.http_port))
             .collect()
+    }
+
+    /// The HTTPS URL of the first node, when started with [`LocalCluster::start_tls`].
+    pub fn https_url(&self) -> Option<String> {
+        Some(format!(
+            "https://{}:{}",
+            self.nodes.first()?.ip,
+            self.https_port?
+        ))
     }
 
     /// Runs one SQL statement on one node over HTTP; returns the body (trimmed) or the error.
@@ -188,7 +230,7 @@ fn find_server() -> Result<PathBuf, String> {
 }
 
 /// An HTTP and a TCP port free on every one of `ips`.
-fn free_ports(ips: &[String]) -> Result<(u16, u16), String> {
+fn free_ports(ips: &[String], n: usize) -> Result<Vec<u16>, String> {
     let mut found = Vec::new();
     for _ in 0..50 {
         let probe = TcpListener::bind((ips[0].as_str(), 0))
@@ -203,8 +245,8 @@ fn free_ports(ips: &[String]) -> Result<(u16, u16), String> {
             .all(|ip| TcpListener::bind((ip.as_str(), port)).is_ok());
         if free_everywhere && !found.contains(&port) {
             found.push(port);
-            if found.len() == 2 {
-                return Ok((found[0], found[1]));
+            if found.len() == n {
+                return Ok(found);
             }
         }
     }
@@ -259,6 +301,26 @@ fn dechunk(mut body: &str) -> String {
         body = rest[n..].trim_start_matches("\r\n");
     }
     out
+}
+
+/// The HTTPS port and the certificate ClickHouse (its OpenSSL) serves it with, put before
+/// `<listen_host>` in the config.
+fn https_xml(port: u16, tls: &ServerTls) -> String {
+    format!(
+        r#"<https_port>{port}</https_port>
+    <openSSL>
+        <server>
+            <certificateFile>{}</certificateFile>
+            <privateKeyFile>{}</privateKeyFile>
+            <verificationMode>none</verificationMode>
+            <loadDefaultCAFile>false</loadDefaultCAFile>
+            <disableProtocols>sslv2,sslv3</disableProtocols>
+        </server>
+    </openSSL>
+    <listen_host>"#,
+        tls.cert.display(),
+        tls.key.display()
+    )
 }
 
 fn config_xml(

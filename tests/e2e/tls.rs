@@ -1,6 +1,7 @@
 //! TLS end to end, through the real binary, with a CA made in the test: https serving (and
 //! only https on that port), certificate reload on SIGHUP, mTLS, bad files refused at start,
-//! and the real sidecar shipping over https and over mTLS.
+//! the real sidecar shipping over https and over mTLS, and the ClickHouse store over https to a
+//! real ClickHouse whose certificate a private CA signed.
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -249,4 +250,62 @@ fn tls_sidecar_ships_over_mtls() {
         c.total_requests("tls-sidecar-mtls", 1),
         agent.status()
     );
+}
+
+/// `--clickhouse-ca-file`: the store talks https to a real ClickHouse (18.16, its own https
+/// port) whose certificate the test's CA signed; without the CA the server refuses to start and
+/// says why.
+#[test]
+fn clickhouse_over_https_with_a_private_ca() {
+    use profwatch_testkit::clickhouse_cluster::{LocalCluster, ServerTls};
+    if clickhouse_url().is_none() {
+        return;
+    }
+    let art = artifacts("clickhouse_over_https_with_a_private_ca");
+    let ca = TestCa::new("profwatch test ClickHouse CA");
+    let (cert, key) = ca.server_for(&["127.0.0.21"], 21).write(&art, "clickhouse");
+    let ch = LocalCluster::start_tls(&ServerTls { cert, key }).expect("ClickHouse with https");
+    let url = ch.https_url().expect("an https port");
+    let ca_path = ca.write(&art, "ca");
+
+    let untrusted = Command::new(profwatch_bin())
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--clickhouse-url",
+            &url,
+        ])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(!untrusted.status.success(), "{err}");
+    assert!(
+        err.to_lowercase().contains("certificate") && !err.contains("panicked"),
+        "{err}"
+    );
+
+    let server = Server::start(
+        &[
+            "--clickhouse-url",
+            &url,
+            "--clickhouse-ca-file",
+            ca_path.to_str().expect("utf-8"),
+            "--clickhouse-database",
+            "pw_https",
+        ],
+        &art.join("server.log"),
+    );
+    let c = server.client();
+    let r = ingest(&c, "over-https", 40);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(c.total_requests("over-https", 1), 40.0);
+    // The rows are in that ClickHouse (asked over its plain HTTP port).
+    let stored = ch
+        .query(
+            0,
+            "SELECT count() FROM pw_https.events WHERE service = 'over-https'",
+        )
+        .expect("count");
+    assert_eq!(stored, "40");
 }

@@ -77,6 +77,16 @@ impl TestCa {
         )
     }
 
+    /// A server certificate for the given host names and IP addresses.
+    pub fn server_for(&self, names: &[&str], serial: u64) -> Issued {
+        self.issue(
+            names.iter().map(|n| (*n).to_owned()).collect(),
+            &format!("profwatch test server {serial}"),
+            serial,
+            ExtendedKeyUsagePurpose::ServerAuth,
+        )
+    }
+
     /// A client certificate (for mTLS).
     pub fn client(&self, name: &str) -> Issued {
         self.issue(Vec::new(), name, 1000, ExtendedKeyUsagePurpose::ClientAuth)

@@ -33,18 +33,65 @@ impl fmt::Debug for NodeClient {
     }
 }
 
-/// A client for `url` with the configured credentials and row validation off.
-pub fn base_client(cfg: &ClickHouseConfig, url: &str) -> Client {
-    let mut client = Client::default()
-        .with_url(url.to_owned())
-        .with_validation(false);
+/// A client for `url` with the configured credentials and row validation off; over https it
+/// trusts the public roots and `cfg.ca_file`'s certificates.
+pub fn base_client(cfg: &ClickHouseConfig, url: &str) -> Result<Client, StoreError> {
+    let client = match &cfg.ca_file {
+        None => Client::default(),
+        Some(path) => client_trusting(path)?,
+    };
+    let mut client = client.with_url(url.to_owned()).with_validation(false);
     if let Some(user) = &cfg.user {
         client = client.with_user(user.clone());
     }
     if let Some(password) = &cfg.password {
         client = client.with_password(password.clone());
     }
-    client
+    Ok(client)
+}
+
+/// A client over the HTTP client the `clickhouse` crate makes by default (keep-alive below
+/// ClickHouse's 3 s), with the public roots and the certificates of `ca_file` trusted.
+fn client_trusting(ca_file: &std::path::Path) -> Result<Client, StoreError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let bad = |why: String| {
+        StoreError::Config(format!("--clickhouse-ca-file {}: {why}", ca_file.display()))
+    };
+    let pem = std::fs::read(ca_file).map_err(|e| bad(e.to_string()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut added = 0;
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| bad(format!("not PEM certificates: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| bad(format!("a certificate rustls refuses: {e}")))?;
+        added += 1;
+    }
+    if added == 0 {
+        return Err(bad("holds no certificate".to_owned()));
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| bad(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::with_http_client(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(2))
+            .build(connector),
+    ))
 }
 
 /// Days since 1970-01-01 (UTC) of a unix-ns time.
@@ -60,14 +107,32 @@ pub fn day_of(ts_ns: i64) -> u16 {
 
 /// A failed write: nothing was acknowledged.
 pub fn unavailable(context: &str, e: ::clickhouse::error::Error) -> StoreError {
-    StoreError::Unavailable(format!("{context}: {e}"))
+    StoreError::Unavailable(format!("{context}: {}", with_causes(&e)))
+}
+
+/// An error and its causes, `outer: inner: innermost`: a network error alone says only
+/// "client error (Connect)", its causes say why (refused, a certificate no root vouches for).
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 /// A failed read or DDL: `Unavailable` when ClickHouse could not be reached, else `Query`.
 pub fn query_error(context: &str, e: ::clickhouse::error::Error) -> StoreError {
     use ::clickhouse::error::Error as E;
     match e {
-        E::Network(_) | E::TimedOut => StoreError::Unavailable(format!("{context}: {e}")),
+        E::Network(_) | E::TimedOut => {
+            StoreError::Unavailable(format!("{context}: {}", with_causes(&e)))
+        }
         _ => StoreError::Query(format!("{context}: {e}")),
     }
 }

@@ -158,7 +158,7 @@ pub async fn cluster_nodes(
                 cfg.url
             ))
         })?;
-        let client = base_client(cfg, &url);
+        let client = base_client(cfg, &url)?;
         server_version(&client, &url).await?;
         nodes.push(NodeClient { url, client });
     }

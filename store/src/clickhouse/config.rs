@@ -1,6 +1,7 @@
 //! Where the ClickHouse store connects and how long it keeps data.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::StoreError;
@@ -14,6 +15,9 @@ pub struct ClickHouseConfig {
     pub database: String,
     pub user: Option<String>,
     pub password: Option<String>,
+    /// PEM CA certificates trusted for an `https://` URL besides the public roots (a private
+    /// CA, or a self-signed server certificate).
+    pub ca_file: Option<PathBuf>,
     /// How long events are kept, rounded up to whole days (at least one).
     pub retention: Duration,
     /// A cluster in the servers' `remote_servers`: shard every table across it (see
@@ -32,6 +36,7 @@ impl ClickHouseConfig {
             database: database.into(),
             user: None,
             password: None,
+            ca_file: None,
             retention: Duration::from_secs(30 * 86_400),
             cluster: None,
             replicated: false,

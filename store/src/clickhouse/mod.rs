@@ -112,7 +112,7 @@ impl ClickHouseStore {
     /// pending migrations and drops partitions older than the retention.
     pub async fn connect(cfg: ClickHouseConfig) -> Result<ClickHouseStore, StoreError> {
         cfg.check()?;
-        let base = base_client(&cfg, &cfg.url);
+        let base = base_client(&cfg, &cfg.url)?;
         let server = server_version(&base, &cfg.url).await?;
         let layout = cluster::layout(&cfg, &base).await?;
         let nodes = cluster::nodes(&cfg, &base).await?;
