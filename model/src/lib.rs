@@ -9,6 +9,7 @@
 //! - [`sketch`]: the weighted quantile sketch both stores use for p50/p90/p99.
 
 pub mod event;
+pub mod faults;
 pub mod ndjson;
 pub mod percent;
 pub mod profile;
