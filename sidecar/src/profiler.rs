@@ -3,7 +3,8 @@
 //! handed to the batcher, so they take the spool and the shipper like events do.
 //!
 //! One thread (`profwatch-profiler`) does all the work: every `read_interval` it reads the
-//! rings (new addresses are symbolised then, from the target's own binaries), every
+//! rings (each sample's copied user stack is unwound then, from the target's binaries' unwind
+//! tables, and new addresses are symbolised, from the same binaries), every
 //! `thread_rescan` it lists each target's threads (new threads get an event; a target that
 //! exited is read a last time and dropped, logged once), every `name_rescan` it searches
 //! `/proc` for `names`, and every `export_interval` it ships one profile per label set.
@@ -72,6 +73,7 @@ impl Profiler {
                         frequency_hz: cfg.frequency_hz,
                         max_frames: MAX_FRAMES,
                         data_pages: cfg.ring_pages,
+                        stack_bytes: cfg.stack_bytes,
                     },
                     host,
                     dc,

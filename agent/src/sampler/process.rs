@@ -24,6 +24,7 @@ use super::perf::{EventSpec, Record, Ring};
 use super::procfs;
 use super::stacks;
 use super::symbols::Symbols;
+use super::unwind::{UnwindCounts, Unwinder};
 use super::SamplerError;
 
 /// The sampling events on one process's threads and what they caught.
@@ -36,6 +37,7 @@ pub struct ProcessSampler {
     /// Threads whose event could not be opened (not retried).
     failed: HashSet<u32>,
     symbols: Symbols,
+    unwinder: Unwinder,
     /// Leaf-first callchain → samples since the last [`ProcessSampler::take`].
     counts: HashMap<Vec<u64>, u64>,
     samples: u64,
@@ -96,6 +98,7 @@ impl ProcessSampler {
             rings: BTreeMap::new(),
             failed: HashSet::new(),
             symbols: Symbols::new(pid),
+            unwinder: Unwinder::new(pid),
             counts: HashMap::new(),
             samples: 0,
             lost: 0,
@@ -212,10 +215,15 @@ impl ProcessSampler {
         let mut fresh: Vec<u64> = Vec::new();
         for ring in self.rings.values() {
             let counts = &mut self.counts;
+            let unwinder = &mut self.unwinder;
             ring.drain(ring.head(), |record| {
                 match record {
                     Record::Lost { count } => got.lost += count,
-                    Record::Sample { ips, .. } if !ips.is_empty() => {
+                    Record::Sample { ips, user, .. } => {
+                        let ips = unwinder.callchain(ips, user);
+                        if ips.is_empty() {
+                            return true;
+                        }
                         got.samples += 1;
                         match counts.get_mut(&ips) {
                             Some(n) => *n += 1,
@@ -225,7 +233,6 @@ impl ProcessSampler {
                             }
                         }
                     }
-                    Record::Sample { .. } => {}
                 }
                 true
             });
@@ -236,6 +243,16 @@ impl ProcessSampler {
         self.samples += got.samples;
         self.lost += got.lost;
         got
+    }
+
+    /// How the samples read so far unwound.
+    pub fn unwound(&self) -> UnwindCounts {
+        self.unwinder.counts()
+    }
+
+    /// Bytes of unwind information held for the process's modules.
+    pub fn unwind_info_bytes(&self) -> usize {
+        self.unwinder.info_bytes()
     }
 
     /// The stacks counted since the last call, root-first, with their samples.
@@ -274,6 +291,7 @@ mod tests {
             frequency_hz: 99,
             max_frames: 127,
             data_pages: 8,
+            stack_bytes: 0,
         }
     }
 
