@@ -130,7 +130,7 @@ fn dump(profiles: &[ProfileBatch]) -> String {
         .flat_map(|p| &p.samples)
         .map(|s| (s.samples, s.frames.join(";")))
         .collect();
-    lines.sort_by(|a, b| b.0.cmp(&a.0));
+    lines.sort_by_key(|l| std::cmp::Reverse(l.0));
     lines
         .iter()
         .take(10)

@@ -165,7 +165,7 @@ fn frame_is(frame: &str, name: &str) -> bool {
 
 fn dump(stacks: &[(String, u64)]) -> String {
     let mut sorted: Vec<_> = stacks.to_vec();
-    sorted.sort_by(|a, b| b.1.cmp(&a.1));
+    sorted.sort_by_key(|l| std::cmp::Reverse(l.1));
     sorted
         .iter()
         .take(15)
