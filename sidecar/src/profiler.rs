@@ -35,7 +35,7 @@ use super::config::ProfileConfig;
 use super::enrich::Enricher;
 use super::error::SidecarError;
 use super::metrics::Metrics;
-use profwatch_agent::sampler::process::ProcessSampler;
+use profwatch_agent::sampler::process::{ProcessSampler, ReadCounts};
 use profwatch_agent::sampler::stacks::{self, Grouped};
 use profwatch_agent::sampler::{procfs, EventSpec, SamplerError};
 
@@ -205,8 +205,13 @@ impl Run {
     }
 
     fn publish(&self) {
+        let info: usize = self
+            .targets
+            .values()
+            .map(|t| t.sampler.unwind_info_bytes())
+            .sum();
         self.metrics
-            .profiler_targets(self.targets.len(), self.threads());
+            .profiler_targets(self.targets.len(), self.threads(), info);
     }
 
     /// Starts sampling `pid`.
@@ -277,13 +282,14 @@ impl Run {
     }
 
     fn read(&mut self) {
-        let (mut samples, mut lost) = (0, 0);
+        let mut all = ReadCounts::default();
         for t in self.targets.values_mut() {
             let got = t.sampler.read();
-            samples += got.samples;
-            lost += got.lost;
+            all.samples += got.samples;
+            all.lost += got.lost;
+            all.truncated += got.truncated;
         }
-        self.metrics.profiler_samples(samples, lost);
+        self.metrics.profiler_samples(all);
     }
 
     /// New threads, ended threads, exited processes.
@@ -294,8 +300,7 @@ impl Run {
             let before = t.sampler.threads();
             let budget = self.cfg.max_threads.saturating_sub(used);
             let found = t.sampler.rescan(budget);
-            self.metrics
-                .profiler_samples(found.read.samples, found.read.lost);
+            self.metrics.profiler_samples(found.read);
             used = (used + t.sampler.threads()).saturating_sub(before);
             if !found.alive {
                 gone.push(*pid);

@@ -64,11 +64,13 @@ pub struct Rescanned {
     pub read: ReadCounts,
 }
 
-/// Samples read, and samples the kernel dropped, by one [`ProcessSampler::read`].
+/// Samples read, samples the kernel dropped, and samples whose unwinding stopped early
+/// (shipped with a `[truncated]` root frame), by one [`ProcessSampler::read`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReadCounts {
     pub samples: u64,
     pub lost: u64,
+    pub truncated: u64,
 }
 
 impl ProcessSampler {
@@ -182,6 +184,7 @@ impl ProcessSampler {
         ReadCounts {
             samples: self.samples,
             lost: self.lost,
+            truncated: self.unwinder.counts().truncated,
         }
     }
 
@@ -212,6 +215,7 @@ impl ProcessSampler {
     /// Drains every ring into the callchain counts and symbolises new addresses.
     pub fn read(&mut self) -> ReadCounts {
         let mut got = ReadCounts::default();
+        let truncated_before = self.unwinder.counts().truncated;
         let mut fresh: Vec<u64> = Vec::new();
         for ring in self.rings.values() {
             let counts = &mut self.counts;
@@ -242,6 +246,7 @@ impl ProcessSampler {
         }
         self.samples += got.samples;
         self.lost += got.lost;
+        got.truncated = self.unwinder.counts().truncated - truncated_before;
         got
     }
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use profwatch_sidecar::{Sidecar, SidecarError};
+use profwatch_sidecar::{Sidecar, SidecarError, StatusSnapshot};
 
 use crate::support::*;
 
@@ -101,12 +101,13 @@ impl Drop for Program {
 }
 
 /// Profiles `pid` with the sidecar until `enough` holds for the shipped stacks (folded
-/// lines and their samples); `None` when perf sampling is unavailable and skipping was asked.
+/// lines and their samples); the stacks and the sidecar's metrics then, or `None` when perf
+/// sampling is unavailable and skipping was asked.
 async fn profile(
     pid: u32,
     stack_bytes: u32,
     enough: impl Fn(&[(String, u64)]) -> bool,
-) -> Option<Vec<(String, u64)>> {
+) -> Option<(Vec<(String, u64)>, StatusSnapshot)> {
     let mock = MockCollector::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = config(&mock.url, dir.path());
@@ -124,8 +125,9 @@ async fn profile(
     let stacks =
         || -> Vec<(String, u64)> { mock.profiles().iter().flat_map(|p| p.stacks()).collect() };
     eventually(Duration::from_secs(120), || enough(&stacks())).await;
+    let metrics = sidecar.metrics().snapshot("", "");
     sidecar.shutdown().await.expect("shutdown");
-    Some(stacks())
+    Some((stacks(), metrics))
 }
 
 fn is_perf_unavailable(e: &SidecarError) -> bool {
@@ -180,7 +182,7 @@ async fn a_c_program_without_frame_pointers_unwinds_to_main() {
     let exe = build_c(dir.path());
     let program = Program::start(&exe, &[]).await;
     let chain = ["main", "outer_fn", "middle_fn", "inner_hot_fn"];
-    let Some(stacks) = profile(program.0.id(), 16 * 1024, |s| {
+    let Some((stacks, metrics)) = profile(program.0.id(), 16 * 1024, |s| {
         share(s, "inner_hot_fn", &chain).0 >= 200
     })
     .await
@@ -188,7 +190,12 @@ async fn a_c_program_without_frame_pointers_unwinds_to_main() {
         return;
     };
     let (total, whole) = share(&stacks, "inner_hot_fn", &chain);
-    eprintln!("C chain: {whole} of {total} samples in inner_hot_fn unwound to main");
+    eprintln!(
+        "C chain: {whole} of {total} samples in inner_hot_fn unwound to main; unwind tables \
+         held: {} bytes",
+        metrics.profile_unwind_info_bytes
+    );
+    assert!(metrics.profile_unwind_info_bytes > 0, "{metrics:?}");
     assert!(total >= 200, "too few samples: {total}\n{}", dump(&stacks));
     assert!(
         whole * 10 >= total * 9,
@@ -210,7 +217,7 @@ async fn a_rust_release_binary_unwinds_through_generic_and_inlined_frames() {
     let exe = build_rust(dir.path());
     let program = Program::start(&exe, &[]).await;
     let chain = ["main", "outer", "generic", "inlined_step", "hot"];
-    let Some(stacks) = profile(program.0.id(), 16 * 1024, |s| {
+    let Some((stacks, _)) = profile(program.0.id(), 16 * 1024, |s| {
         share(s, "hot", &chain).0 >= 200
     })
     .await
@@ -240,7 +247,7 @@ async fn a_stack_deeper_than_the_copy_is_marked_truncated() {
     let exe = build_c(dir.path());
     let program = Program::start(&exe, &["deep"]).await;
     // 80 frames of 2 KiB each: more than 160 KiB, against a 16 KiB copy.
-    let Some(stacks) = profile(program.0.id(), 16 * 1024, |s| {
+    let Some((stacks, metrics)) = profile(program.0.id(), 16 * 1024, |s| {
         share(s, "inner_hot_fn", &["recurse", "inner_hot_fn"]).0 >= 100
     })
     .await
@@ -249,6 +256,12 @@ async fn a_stack_deeper_than_the_copy_is_marked_truncated() {
     };
     let (total, marked) = share(&stacks, "inner_hot_fn", &["[truncated]", "recurse"]);
     eprintln!("deep stacks: {marked} of {total} samples in inner_hot_fn marked [truncated]");
+    // Counted when read: all of them, but for a few samples of the program's start.
+    let (read, truncated) = (metrics.profile_samples, metrics.profile_samples_truncated);
+    assert!(
+        truncated > 0 && truncated * 10 >= read * 9,
+        "truncated samples are counted: {truncated} of {read}"
+    );
     assert!(total >= 100, "too few samples: {total}\n{}", dump(&stacks));
     assert_eq!(
         marked,
