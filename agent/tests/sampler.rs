@@ -110,6 +110,9 @@ fn samples_carry_the_labels_of_the_request_running_on_their_thread() {
     let sink = MemorySink::new();
     let mut sampler_config = SamplerConfig::default();
     sampler_config.export_interval = Duration::from_secs(2);
+    // A debug build's futures make big frames: this many bytes reach the worker's root.
+    sampler_config.stack_bytes = profwatch_agent::sampler::MAX_STACK_BYTES;
+    sampler_config.ring_pages = 256;
     let sampler = match Sampler::with_sink(&config, sampler_config, sink.clone()) {
         Ok(s) => s,
         Err(SamplerError::Unavailable(e)) => {

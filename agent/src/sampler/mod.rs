@@ -72,7 +72,7 @@ pub use symbols::MAX_FRAME_LEN;
 
 pub(crate) use hook::{enter, finish, leave, Entered, RequestTag};
 pub use perf::{EventSpec, MAX_STACK_BYTES};
-pub use unwind::{UnwindCounts, MAX_UNWOUND_FRAMES};
+pub use unwind::{UnwindCounts, MAX_UNWIND_INFO_BYTES, MAX_UNWOUND_FRAMES};
 
 use crate::config::{Config, ExportTarget};
 use crate::error::AgentError;

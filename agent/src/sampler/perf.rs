@@ -48,6 +48,8 @@ const PERF_RECORD_SAMPLE: u32 = 9;
 const PERF_CONTEXT_MAX: u64 = -4095i64 as u64;
 /// Return addresses below this are garbage read through a missing frame pointer.
 const MIN_CODE_ADDR: u64 = 0x1000;
+/// Smallest ring tried when a larger one is over the locked-memory allowance.
+const MIN_FALLBACK_PAGES: usize = 8;
 /// Offsets of `data_head` and `data_tail` in `struct perf_event_mmap_page`.
 const DATA_HEAD: usize = 1024;
 const DATA_TAIL: usize = 1032;
@@ -156,23 +158,32 @@ impl Ring {
             n if n > 0 => n as usize,
             _ => 4096,
         };
-        let data_pages = spec.data_pages.max(1).next_power_of_two();
-        let map_len = page * (1 + data_pages);
-        // SAFETY: a fresh shared read-write mapping of the perf fd, as perf_event_open(2)
-        // documents (read-write so that we may update `data_tail`); the result is checked.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                map_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
+        let mut data_pages = spec.data_pages.max(1).next_power_of_two();
+        let (ptr, map_len) = loop {
+            let map_len = page * (1 + data_pages);
+            // SAFETY: a fresh shared read-write mapping of the perf fd, as perf_event_open(2)
+            // documents (read-write so that we may update `data_tail`); the result is checked.
+            let ptr = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    map_len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    fd.as_raw_fd(),
+                    0,
+                )
+            };
+            if ptr != libc::MAP_FAILED {
+                break (ptr, map_len);
+            }
+            let e = io::Error::last_os_error();
+            // Past the locked-memory allowance (`perf_event_mlock_kb`, then RLIMIT_MEMLOCK):
+            // a smaller ring, down to MIN_FALLBACK_PAGES, rather than no sampling.
+            if e.raw_os_error() != Some(libc::EPERM) || data_pages <= MIN_FALLBACK_PAGES {
+                return Err(e);
+            }
+            data_pages /= 2;
         };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
         let base =
             NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap gave null"))?;
         Ok(Ring {

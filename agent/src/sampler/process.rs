@@ -15,7 +15,7 @@
 //! - There is no request attribution: samples carry only the labels the caller gives them.
 //!
 //! Memory is bounded by the number of distinct callchains between two [`ProcessSampler::take`]
-//! calls plus the symbol cache.
+//! calls plus the symbol cache and the process's modules' unwind tables (`unwind`'s bounds).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;

@@ -182,6 +182,38 @@ mod tests {
         assert_eq!(clean("<[u8; 4] as X>\n"), "<[u8, 4] as X> ");
     }
 
+    /// JIT frames from `/tmp/perf-<pid>.map`, in the lines each runtime writes (`START SIZE
+    /// name`, hexadecimal): node's `--perf-basic-prof`, Python 3.12's `-X perf`, and Java's
+    /// perf-map-agent. The "JIT code" is a heap block of its own anonymous mapping.
+    #[test]
+    fn jit_frames_come_from_the_perf_map_in_each_runtimes_format() {
+        let block = vec![0u8; 8 << 20];
+        let base = block.as_ptr() as u64;
+        let names = [
+            "LazyCompile:~handleRequest /srv/app/server.js:42",
+            "py::price:/srv/app/shop/cart.py",
+            "Lcom/shop/Cart;::price",
+        ];
+        let mut map = String::new();
+        for (i, name) in names.iter().enumerate() {
+            map.push_str(&format!("{:x} 100 {name}\n", base + 0x1000 * i as u64));
+        }
+        let path = format!("/tmp/perf-{}.map", std::process::id());
+        std::fs::write(&path, map).expect("write the perf map");
+        let addrs: Vec<u64> = (0..names.len() as u64)
+            .map(|i| base + 0x1000 * i + 0x10)
+            .collect();
+        let mut symbols = Symbols::new(0);
+        symbols.resolve(addrs.iter().copied());
+        let _ = std::fs::remove_file(&path);
+        for (addr, name) in addrs.iter().zip(names) {
+            let frames = symbols.frames(*addr).expect("cached");
+            assert_eq!(frames.len(), 1, "{frames:?}");
+            assert_eq!(&*frames[0], clean(name), "`;` is the folded separator");
+        }
+        std::hint::black_box(block);
+    }
+
     #[test]
     fn short_dwarf_names_take_the_elf_path() {
         assert_eq!(

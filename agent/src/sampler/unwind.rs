@@ -7,7 +7,9 @@
 //! - One [`Unwinder`] serves one process (`pid`, 0 = this one). Its modules are the
 //!   executable mappings of `/proc/<pid>/maps` (files read through `/proc/<pid>/root`, the
 //!   vDSO from `/proc/<pid>/mem`); each module's unwind sections are read once and kept while
-//!   the mapping stays (the per-module cache; [`Unwinder::info_bytes`] says its size).
+//!   the mapping stays (the per-module cache; [`Unwinder::info_bytes`] says its size). At most
+//!   [`MAX_MODULES`] modules and [`MAX_UNWIND_INFO_BYTES`] of sections (each section at most
+//!   `elf::MAX_SECTION`) are held; a module past the bytes gets frame pointers only.
 //! - The maps are read again when an address falls outside every known module, at most once
 //!   per [`REFRESH_EVERY`], so a library loaded later is found and JIT code (never in a
 //!   module) costs one read of the maps a second at most.
@@ -32,6 +34,12 @@ pub(crate) const TRUNCATED: u64 = u64::MAX;
 pub const MAX_UNWOUND_FRAMES: usize = 512;
 /// Fewest time between two reads of a process's maps.
 pub(crate) const REFRESH_EVERY: Duration = Duration::from_secs(1);
+/// Most modules followed; mappings past them are not unwound through (their frames end the
+/// stack, marked truncated).
+const MAX_MODULES: usize = 4096;
+/// Most bytes of unwind sections held per process; modules loaded past it get frame pointers
+/// only.
+pub const MAX_UNWIND_INFO_BYTES: usize = 256 << 20;
 /// Largest maps file read.
 const MAX_MAPS_BYTES: u64 = 16 << 20;
 /// Largest vDSO read.
@@ -176,11 +184,16 @@ impl Unwinder {
             self.inner.remove_module(start);
             self.modules.remove(&start);
         }
+        let mut held = self.info_bytes();
         for m in &maps {
             if self.modules.contains_key(&m.start) {
                 continue;
             }
-            let (module, bytes) = self.load(m);
+            if self.modules.len() >= MAX_MODULES {
+                break;
+            }
+            let (module, bytes) = self.load(m, held < MAX_UNWIND_INFO_BYTES);
+            held += bytes;
             self.inner.add_module(module);
             self.modules.insert(
                 m.start,
@@ -195,10 +208,13 @@ impl Unwinder {
     }
 
     /// The framehop module of mapping `m`, with the bytes of unwind data it holds. A file that
-    /// cannot be read gets a module without unwind data (frame pointers only).
-    fn load(&self, m: &Mapping) -> (Module<Vec<u8>>, usize) {
+    /// cannot be read, or any file without `with_data`, gets a module without unwind data
+    /// (frame pointers only).
+    fn load(&self, m: &Mapping, with_data: bool) -> (Module<Vec<u8>>, usize) {
         let proc_dir = proc_dir(self.pid);
-        let sections = if m.path == "[vdso]" {
+        let sections = if !with_data {
+            None
+        } else if m.path == "[vdso]" {
             read_vdso(&proc_dir, m)
         } else {
             std::fs::File::open(format!("{proc_dir}/root{}", m.path))

@@ -7,7 +7,8 @@
 //! sample whose request has not reported its labels is kept for one more interval, then shipped
 //! without request labels and counted as `unresolved`. A retriable export failure is retried
 //! twice (100 ms, 500 ms), then the interval's profiles are dropped and counted. Memory is bounded by the number of
-//! distinct (request, stack) pairs in one interval plus the symbol cache.
+//! distinct (request, stack) pairs in one interval plus the symbol cache and the process's
+//! modules' unwind tables (`unwind`'s bounds).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
