@@ -313,7 +313,8 @@ fn main() {
     );
     let (cost, cost_fp) = (median(per_sample.clone()), median(per_sample_fp.clone()));
     println!(
-        "  sampler thread CPU per sample ({DEPTH} frames below the request): unwinding a 16 KiB stack copy {:.1} µs, frame-pointer callchain only {:.1} µs: unwinding costs {:.1} µs a sample",
+        "  sampler thread CPU per sample ({DEPTH} frames below the request): unwinding a {} KiB stack copy {:.1} µs, frame-pointer callchain only {:.1} µs: unwinding costs {:.1} µs a sample",
+        sampler_config.stack_bytes / 1024,
         cost / 1e3,
         cost_fp / 1e3,
         (cost - cost_fp) / 1e3

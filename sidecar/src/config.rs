@@ -171,7 +171,7 @@ pub struct RunArgs {
     pub profile_interval_secs: Option<u64>,
     /// Bytes of each sampled thread's user stack copied with every sample and unwound with
     /// the binaries' unwind tables (0 to 57344, a multiple of 8; 0: the kernel's frame-pointer
-    /// callchain only). A deeper stack gets a `[truncated]` root frame [default: 16384].
+    /// callchain only). A deeper stack gets a `[truncated]` root frame [default: 32768].
     #[arg(
         long,
         value_name = "BYTES",
@@ -267,7 +267,7 @@ impl Default for ProfileConfig {
             thread_rescan: Duration::from_secs(1),
             name_rescan: Duration::from_secs(10),
             max_threads: 1024,
-            ring_pages: 64,
+            ring_pages: 128,
             stack_bytes: profwatch_agent::sampler::DEFAULT_STACK_BYTES,
         }
     }

@@ -84,9 +84,10 @@ use worker::{Ctl, Meta, Worker};
 /// Samples per second of each thread's CPU time, as `perf record -F 99`.
 pub const DEFAULT_FREQUENCY_HZ: u32 = 99;
 
-/// Bytes of user stack copied with each sample by default: 16 KiB unwinds typical service
-/// stacks (a few hundred bytes to a few KiB per frame) to their root.
-pub const DEFAULT_STACK_BYTES: u32 = 16 * 1024;
+/// Bytes of user stack copied with each sample by default. An async service's stacks are deep
+/// (the demo's tokio, hyper and axum frames take more than 16 KiB in a release build); a stack
+/// deeper than the copy keeps its leaf side under a `[truncated]` root.
+pub const DEFAULT_STACK_BYTES: u32 = 32 * 1024;
 
 /// The sampler's settings; start from [`SamplerConfig::default`].
 #[derive(Debug, Clone, PartialEq)]
@@ -118,7 +119,7 @@ impl Default for SamplerConfig {
             export_interval: Duration::from_secs(10),
             read_interval: Duration::from_millis(100),
             max_frames: 127,
-            ring_pages: 64,
+            ring_pages: 128,
             channel_capacity: 4096,
             stack_bytes: DEFAULT_STACK_BYTES,
         }
