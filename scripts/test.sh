@@ -7,13 +7,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # curl (for the ClickHouse script), Debian's Chromium + ChromeDriver (for the dashboard's
-# browser test) and Go (`go tool pprof` reads the pprof the collector exports), installed when
-# missing.
+# browser test), Go (`go tool pprof` reads the pprof the collector exports) and gcc (the native
+# program the sidecar's unwinding test profiles), installed when missing.
 missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 command -v go >/dev/null 2>&1 || missing+=(golang-go)
+command -v gcc >/dev/null 2>&1 || missing+=(gcc)
 if [ "${#missing[@]}" -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi

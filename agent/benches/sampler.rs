@@ -13,6 +13,14 @@
 //! sampler ships every second here (ten times the default), so a round pays several exports.
 //! Only the sampler thread's teardown after the flush (joining it) is left out.
 //!
+//! Unwinding: each request's work runs [`DEPTH`] frames below the request scope, and every
+//! pair also runs a round with the sampler on but `stack_bytes = 0` (the kernel's
+//! frame-pointer callchain, no stack copy, no unwinding). The sampler thread's CPU per
+//! sample in the two kinds of rounds, and their difference, is the cost of copying and
+//! unwinding a stack, warm (every round after the first reuses nothing but the process's
+//! page cache: each round starts a new sampler, so each reads the modules' unwind tables
+//! again; the first samples of a round pay for that).
+//!
 //! Environment: `ROUNDS` (pairs, default 6), `ROUND_MS` (default 5000).
 
 use std::hint::black_box;
@@ -28,6 +36,8 @@ use profwatch_agent::{Agent, Config, ExportTarget, Sampler, SamplerConfig};
 use profwatch_testkit::bench::{env_u64, median, thread_cpu_by_name};
 
 const WORKERS: usize = 2;
+/// Frames between the request scope and the work.
+const DEPTH: u32 = 12;
 
 #[inline(never)]
 fn work(rounds: u64) -> u64 {
@@ -38,6 +48,15 @@ fn work(rounds: u64) -> u64 {
         x ^= x << 17;
     }
     x
+}
+
+/// `work` `depth` frames down.
+#[inline(never)]
+fn nested(depth: u32, rounds: u64) -> u64 {
+    if depth == 0 {
+        return work(rounds);
+    }
+    black_box(nested(depth - 1, black_box(rounds))) ^ u64::from(depth)
 }
 
 /// Calibrates the loop to about `target` of CPU.
@@ -130,7 +149,7 @@ fn round(agent: &Agent, rounds: u64, length: Duration) -> Round {
                     let mut n = 0u64;
                     while Instant::now() < deadline {
                         let _guard = agent.scope("GET /work");
-                        black_box(work(black_box(rounds)));
+                        black_box(nested(DEPTH, black_box(rounds)));
                         n += 1;
                     }
                     (n, thread_cpu_ns().saturating_sub(t0))
@@ -156,6 +175,9 @@ struct OnRound {
     samples: u64,
     exported: u64,
     flush: Duration,
+    unwound: u64,
+    truncated: u64,
+    unwind_info_bytes: u64,
 }
 
 fn round_on(
@@ -189,6 +211,9 @@ fn round_on(
         samples: stats.attributed + stats.unattributed,
         exported: stats.profiles_exported,
         flush,
+        unwound: stats.unwound,
+        truncated: stats.truncated,
+        unwind_info_bytes: stats.unwind_info_bytes,
     })
 }
 
@@ -227,10 +252,14 @@ fn main() {
     let mut sampler_config = SamplerConfig::default();
     sampler_config.export_interval = Duration::from_secs(1);
     let collector = FakeCollector::start();
+    let mut fp_config = sampler_config.clone();
+    fp_config.stack_bytes = 0;
 
     let (mut off, mut on, mut off_wall, mut on_wall) = (vec![], vec![], vec![], vec![]);
     let (mut samples, mut exported, mut flushes) = (0, 0, vec![]);
     let (mut sampler_cpu, mut worker_cpu) = (0u64, 0u64);
+    let (mut per_sample, mut per_sample_fp) = (vec![], vec![]);
+    let (mut unwound, mut truncated, mut info_bytes) = (0, 0, 0);
     for _ in 0..pairs {
         let r = round(&agent, rounds, length);
         off.push(r.requests as f64 / (r.worker_cpu_ns as f64 / 1e9));
@@ -246,6 +275,14 @@ fn main() {
         let cpu = (o.round.worker_cpu_ns + o.sampler_cpu_ns) as f64 / 1e9;
         on.push(o.round.requests as f64 / cpu);
         on_wall.push(o.round.requests as f64 / o.round.wall.as_secs_f64());
+        per_sample.push(o.sampler_cpu_ns as f64 / o.samples.max(1) as f64);
+        unwound += o.unwound;
+        truncated += o.truncated;
+        info_bytes = info_bytes.max(o.unwind_info_bytes);
+        let Some(f) = round_on(&agent, &config, &fp_config, &collector, rounds, length) else {
+            return;
+        };
+        per_sample_fp.push(f.sampler_cpu_ns as f64 / f.samples.max(1) as f64);
     }
     let (empty_off, empty_on) = empty_requests(&agent, &config, &sampler_config, pairs, length);
     let (off_m, on_m) = (median(off.clone()), median(on.clone()));
@@ -273,6 +310,18 @@ fn main() {
         worker_cpu as f64 / 1e9,
         100.0 * sampler_cpu as f64 / worker_cpu.max(1) as f64,
         median(flushes)
+    );
+    let (cost, cost_fp) = (median(per_sample.clone()), median(per_sample_fp.clone()));
+    println!(
+        "  sampler thread CPU per sample ({DEPTH} frames below the request): unwinding a {} KiB stack copy {:.1} µs, frame-pointer callchain only {:.1} µs: unwinding costs {:.1} µs a sample",
+        sampler_config.stack_bytes / 1024,
+        cost / 1e3,
+        cost_fp / 1e3,
+        (cost - cost_fp) / 1e3
+    );
+    println!(
+        "  unwound to the root: {unwound}, truncated: {truncated}; unwind information held: {:.1} KiB",
+        info_bytes as f64 / 1024.0
     );
     println!(
         "  empty request (scope + enqueue), CPU per request: off {empty_off:.0} ns, on {empty_on:.0} ns"

@@ -2,8 +2,9 @@
 //! light endpoint polled concurrently on a 2-worker runtime, profiles collected in memory.
 //!
 //! Frame pointers: rustc's x86-64 Linux target omits them at every opt-level, debug builds
-//! included, so without `-C force-frame-pointers=yes` the kernel's unwinder yields the leaf
-//! frame only. The assertions rely on the leaf and the labels, which need no unwinding.
+//! included; the sampler unwinds the copied stacks with the unwind tables, so the heavy
+//! endpoint's stacks hold the whole tree: tokio's worker, the layer, the endpoint's function
+//! (`heavy`), its hot leaf.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -109,6 +110,9 @@ fn samples_carry_the_labels_of_the_request_running_on_their_thread() {
     let sink = MemorySink::new();
     let mut sampler_config = SamplerConfig::default();
     sampler_config.export_interval = Duration::from_secs(2);
+    // A debug build's futures make big frames: this many bytes reach the worker's root.
+    sampler_config.stack_bytes = profwatch_agent::sampler::MAX_STACK_BYTES;
+    sampler_config.ring_pages = 256;
     let sampler = match Sampler::with_sink(&config, sampler_config, sink.clone()) {
         Ok(s) => s,
         Err(SamplerError::Unavailable(e)) => {
@@ -256,4 +260,48 @@ fn samples_carry_the_labels_of_the_request_running_on_their_thread() {
     let (leader, n) = self_cost.iter().max_by_key(|(_, n)| **n).expect("a leaf");
     eprintln!("self-cost leader of {HEAVY}: {leader} ({n} samples)");
     assert!(leader.contains("heavy_hot"), "{self_cost:?}");
+
+    // The tree: the worker thread's root, the endpoint's function, its leaf.
+    let (mut in_hot, mut whole) = (0, 0);
+    let mut depths: Vec<(usize, u64)> = Vec::new();
+    for s in heavy_profiles.iter().flat_map(|p| &p.samples) {
+        depths.push((s.frames.len(), s.samples));
+        if !s.frames.last().is_some_and(|f| f.contains("heavy_hot")) {
+            continue;
+        }
+        in_hot += s.samples;
+        let endpoint = s
+            .frames
+            .iter()
+            .position(|f| f.contains("sampler::heavy") && !f.contains("heavy_hot"));
+        let root = s.frames.first().is_some_and(|f| f != "[truncated]");
+        if endpoint.is_some_and(|i| i > 2) && root {
+            whole += s.samples;
+        }
+    }
+    depths.sort_unstable();
+    let all: u64 = depths.iter().map(|d| d.1).sum();
+    let quantile = |q: f64| {
+        let mut seen = 0;
+        depths
+            .iter()
+            .find(|(_, n)| {
+                seen += n;
+                seen as f64 >= q * all as f64
+            })
+            .map_or(0, |d| d.0)
+    };
+    eprintln!(
+        "{HEAVY}: {whole} of {in_hot} samples in heavy_hot under its endpoint function and \
+         unwound to the root; frames per stack: p10 {}, median {}, p90 {}",
+        quantile(0.1),
+        quantile(0.5),
+        quantile(0.9)
+    );
+    assert!(
+        whole * 10 >= in_hot * 9,
+        "{whole} of {in_hot} samples in heavy_hot hold its caller `heavy` below the runtime's \
+         frames, unwound to the root"
+    );
+    assert!(quantile(0.5) >= 5, "median depth {}", quantile(0.5));
 }

@@ -21,47 +21,54 @@ pub struct ServiceArgs {
     pub rounds_per_us: Option<u64>,
 }
 
-/// Work the compiler cannot remove: `n` rounds of a xorshift. Always inlined, so that the
-/// shop function calling it is the leaf frame of every sample (stacks without frame pointers
-/// stop at the leaf).
-#[inline(always)]
-fn spin(seed: u64, n: u64) -> u64 {
-    // A plain counter, not a `Range`: in debug builds `Range::next` is a call of its own and
-    // would take the samples (and the blame) instead of the shop function.
-    let mut x = seed | 1;
-    let mut i = 0;
-    while i < n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        i += 1;
-    }
-    std::hint::black_box(x)
+/// Work the compiler cannot remove: `n` rounds of a xorshift from `seed`. A macro, not a
+/// function, so that the shop function it is written in is the leaf frame of every sample
+/// (an always-inlined function would still be a frame of its own: the sampler reports inlined
+/// functions), and its self cost is what the regression analysis compares.
+macro_rules! spin {
+    ($seed:expr, $n:expr) => {{
+        // A plain counter, not a `Range`: in debug builds `Range::next` is a call of its own
+        // and would take the samples (and the blame) instead of the shop function.
+        let n: u64 = $n;
+        let mut x: u64 = ($seed) | 1;
+        let mut i = 0;
+        while i < n {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            i += 1;
+        }
+        std::hint::black_box(x)
+    }};
 }
 
-/// Rounds of [`spin`] per microsecond on this machine (and build profile), measured at start
+/// About `us` microseconds of CPU.
+macro_rules! work {
+    ($seed:expr, $us:expr) => {
+        spin!(
+            $seed,
+            ($us) * $crate::service::ROUNDS_PER_US.get().copied().unwrap_or(100)
+        )
+    };
+}
+
+/// Rounds of `spin!` per microsecond on this machine (and build profile), measured at start
 /// so that the work per request is about the same in debug and release builds.
 static ROUNDS_PER_US: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
 
-/// Rounds of [`spin`] per microsecond of CPU here: the best of a few tries, so that every host
+/// Rounds of `spin!` per microsecond of CPU here: the best of a few tries, so that every host
 /// of the demo (given the same figure by the demo) does the same work per request.
 pub fn calibrate() -> u64 {
     let n = 2_000_000;
     (0..5)
         .map(|_| {
             let t = std::time::Instant::now();
-            spin(1, n);
+            spin!(1u64, n);
             n / (t.elapsed().as_micros().max(1) as u64)
         })
         .max()
         .unwrap_or(100)
         .max(1)
-}
-
-/// About `us` microseconds of CPU.
-#[inline(always)]
-fn work(seed: u64, us: u64) -> u64 {
-    spin(seed, us * ROUNDS_PER_US.get().copied().unwrap_or(100))
 }
 
 /// The shop's functions, each a distinct frame in the profiles.
@@ -70,20 +77,27 @@ pub mod shop {
         /// Loads the cart.
         #[inline(never)]
         pub fn load(id: u64) -> u64 {
-            super::super::work(id, 450)
+            work!(id, 450)
         }
 
         /// Prices the cart: a fifth of the endpoint's CPU; build 2 does 40% more work here,
         /// which makes the whole request 8% dearer.
         #[inline(never)]
         pub fn price(id: u64, build2: bool) -> u64 {
-            super::super::work(id ^ 7, if build2 { 280 } else { 200 })
+            work!(id ^ 7, if build2 { 280 } else { 200 })
         }
 
         /// Renders the cart.
         #[inline(never)]
         pub fn render(id: u64) -> u64 {
-            super::super::work(id ^ 11, 350)
+            work!(id ^ 11, 350)
+        }
+
+        /// `GET /cart/{id}`: the endpoint's function, the caller of the three above in the
+        /// flame graph.
+        #[inline(never)]
+        pub fn get_cart(id: u64, build2: bool) -> u64 {
+            load(id) ^ price(id, build2) ^ render(id)
         }
     }
 
@@ -91,7 +105,7 @@ pub mod shop {
         /// Ranks results.
         #[inline(never)]
         pub fn rank(q: u64) -> u64 {
-            super::super::work(q, 900)
+            work!(q, 900)
         }
     }
 
@@ -99,13 +113,19 @@ pub mod shop {
         /// Computes tax.
         #[inline(never)]
         pub fn tax(n: u64) -> u64 {
-            super::super::work(n, 250)
+            work!(n, 250)
         }
 
         /// Scores fraud risk.
         #[inline(never)]
         pub fn fraud(n: u64) -> u64 {
-            super::super::work(n ^ 3, 550)
+            work!(n ^ 3, 550)
+        }
+
+        /// `POST /checkout`: the endpoint's function.
+        #[inline(never)]
+        pub fn post_checkout() -> u64 {
+            tax(5) ^ fraud(9)
         }
     }
 }
@@ -139,10 +159,7 @@ pub async fn run(args: ServiceArgs) -> anyhow::Result<()> {
             "/cart/{id}",
             get(
                 move |axum::extract::Path(id): axum::extract::Path<u64>| async move {
-                    let a = shop::cart::load(id);
-                    let b = shop::cart::price(id, build2);
-                    let c = shop::cart::render(id);
-                    format!("{}", a ^ b ^ c)
+                    format!("{}", shop::cart::get_cart(id, build2))
                 },
             ),
         )
@@ -152,7 +169,7 @@ pub async fn run(args: ServiceArgs) -> anyhow::Result<()> {
         )
         .route(
             "/checkout",
-            post(|| async { format!("{}", shop::checkout::tax(5) ^ shop::checkout::fraud(9)) }),
+            post(|| async { format!("{}", shop::checkout::post_checkout()) }),
         )
         .layer(agent.layer());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

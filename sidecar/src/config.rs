@@ -169,6 +169,15 @@ pub struct RunArgs {
         env = "PROFWATCH_AGENT_PROFILE_INTERVAL_SECS"
     )]
     pub profile_interval_secs: Option<u64>,
+    /// Bytes of each sampled thread's user stack copied with every sample and unwound with
+    /// the binaries' unwind tables (0 to 57344, a multiple of 8; 0: the kernel's frame-pointer
+    /// callchain only). A deeper stack gets a `[truncated]` root frame [default: 32768].
+    #[arg(
+        long,
+        value_name = "BYTES",
+        env = "PROFWATCH_AGENT_PROFILE_STACK_BYTES"
+    )]
+    pub profile_stack_bytes: Option<u32>,
 }
 
 /// The default metrics address.
@@ -238,8 +247,11 @@ pub struct ProfileConfig {
     pub name_rescan: Duration,
     /// Threads sampled at most, across processes (each holds a ring of `ring_pages` pages).
     pub max_threads: usize,
-    /// Data pages of each thread's ring.
+    /// Data pages of each thread's ring (each sample takes about `stack_bytes` of it until
+    /// it is read).
     pub ring_pages: usize,
+    /// Bytes of user stack copied with each sample for unwinding; 0: frame pointers only.
+    pub stack_bytes: u32,
 }
 
 impl Default for ProfileConfig {
@@ -255,7 +267,8 @@ impl Default for ProfileConfig {
             thread_rescan: Duration::from_secs(1),
             name_rescan: Duration::from_secs(10),
             max_threads: 1024,
-            ring_pages: 8,
+            ring_pages: 128,
+            stack_bytes: profwatch_agent::sampler::DEFAULT_STACK_BYTES,
         }
     }
 }
@@ -437,6 +450,7 @@ impl RunArgs {
             self.profile_service,
             self.profile_frequency,
             self.profile_interval_secs,
+            self.profile_stack_bytes,
         )?;
         Ok(cfg)
     }
@@ -638,6 +652,7 @@ fn profile_config(
     service: Option<String>,
     frequency: Option<u32>,
     interval_secs: Option<u64>,
+    stack_bytes: Option<u32>,
 ) -> Result<ProfileConfig, SidecarError> {
     let mut profile = ProfileConfig::default();
     if pids.contains(&0) {
@@ -701,6 +716,16 @@ fn profile_config(
             ));
         }
         profile.export_interval = Duration::from_secs(secs);
+    }
+    if let Some(bytes) = stack_bytes {
+        if bytes > profwatch_agent::sampler::MAX_STACK_BYTES || bytes % 8 != 0 {
+            return Err(SidecarError::config(
+                "profile-stack-bytes",
+                bytes.to_string(),
+                "must be a multiple of 8 from 0 to 57344",
+            ));
+        }
+        profile.stack_bytes = bytes;
     }
     Ok(profile)
 }
@@ -909,6 +934,11 @@ mod tests {
         let mut a = args();
         a.profile_service = Some("x".repeat(200));
         assert!(a.validate().is_err());
+        for bytes in [12, 57352] {
+            let mut a = args();
+            a.profile_stack_bytes = Some(bytes);
+            assert!(a.validate().is_err(), "{bytes}");
+        }
     }
 
     #[test]
@@ -954,7 +984,9 @@ mod tests {
         a.profile_service = Some("db".into());
         a.profile_frequency = Some(49);
         a.profile_interval_secs = Some(60);
+        a.profile_stack_bytes = Some(32768);
         let p = a.validate().expect("valid").profile;
+        assert_eq!(p.stack_bytes, 32768);
         assert!(p.is_enabled());
         assert_eq!(p.pids, [42, 7]);
         assert_eq!(p.names, ["postgres"]);

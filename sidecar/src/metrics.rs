@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use profwatch_agent::sampler::process::ReadCounts;
 use profwatch_model::timefmt;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -156,6 +157,12 @@ pub struct StatusSnapshot {
     pub profile_samples: u64,
     #[serde(default)]
     pub profile_samples_lost: u64,
+    /// Samples whose stack did not unwind to its root (shipped under `[truncated]`).
+    #[serde(default)]
+    pub profile_samples_truncated: u64,
+    /// Bytes of unwind information held for the sampled processes' modules.
+    #[serde(default)]
+    pub profile_unwind_info_bytes: u64,
     /// Events and profiles the collector refused for good (400, 413, 422), moved to the
     /// dead-letter folder.
     #[serde(default)]
@@ -313,6 +320,8 @@ pub struct Metrics {
     profiled_threads: Gauge,
     profile_samples: Counter,
     profile_samples_lost: Counter,
+    profile_samples_truncated: Counter,
+    profile_unwind_info_bytes: Gauge,
     delivery: DeliveryMetrics,
     last_error: Mutex<Option<String>>,
     peers: Mutex<std::collections::VecDeque<Peer>>,
@@ -430,6 +439,18 @@ impl Metrics {
             "Stack samples the kernel dropped because a ring was full",
             profile_samples_lost.clone(),
         );
+        let profile_samples_truncated = Counter::default();
+        registry.register(
+            "profile_samples_truncated",
+            "Stack samples whose unwinding stopped before the stack's root (marked [truncated])",
+            profile_samples_truncated.clone(),
+        );
+        let profile_unwind_info_bytes = Gauge::default();
+        registry.register(
+            "profile_unwind_info_bytes",
+            "Bytes of unwind tables held for the sampled processes' modules",
+            profile_unwind_info_bytes.clone(),
+        );
         let delivery = DeliveryMetrics::register(&mut registry);
         for r in RejectReason::ALL {
             let _ = rejected.get_or_create(&ReasonLabel { reason: r.as_str() });
@@ -458,6 +479,8 @@ impl Metrics {
             profiled_threads,
             profile_samples,
             profile_samples_lost,
+            profile_samples_truncated,
+            profile_unwind_info_bytes,
             delivery,
             last_error: Mutex::new(None),
             peers: Mutex::default(),
@@ -552,14 +575,17 @@ impl Metrics {
             .inc_by(profiles);
     }
 
-    pub(crate) fn profiler_targets(&self, processes: usize, threads: usize) {
+    pub(crate) fn profiler_targets(&self, processes: usize, threads: usize, unwind_info: usize) {
         self.profiled_processes.set(clamp(processes as u64));
         self.profiled_threads.set(clamp(threads as u64));
+        self.profile_unwind_info_bytes
+            .set(clamp(unwind_info as u64));
     }
 
-    pub(crate) fn profiler_samples(&self, samples: u64, lost: u64) {
-        self.profile_samples.inc_by(samples);
-        self.profile_samples_lost.inc_by(lost);
+    pub(crate) fn profiler_samples(&self, read: ReadCounts) {
+        self.profile_samples.inc_by(read.samples);
+        self.profile_samples_lost.inc_by(read.lost);
+        self.profile_samples_truncated.inc_by(read.truncated);
     }
 
     pub(crate) fn dead_lettered(&self, events: u64, profiles: u64) {
@@ -721,6 +747,8 @@ impl Metrics {
             profiled_threads: u64::try_from(self.profiled_threads.get()).unwrap_or(0),
             profile_samples: self.profile_samples.get(),
             profile_samples_lost: self.profile_samples_lost.get(),
+            profile_samples_truncated: self.profile_samples_truncated.get(),
+            profile_unwind_info_bytes: gauge(&self.profile_unwind_info_bytes),
             dead_lettered_events: self.delivery.dead_lettered_events.get(),
             dead_lettered_profiles: self.delivery.dead_lettered_profiles.get(),
             dead_letter_records: gauge(&self.delivery.dead_letter_records),

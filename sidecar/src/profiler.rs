@@ -3,7 +3,8 @@
 //! handed to the batcher, so they take the spool and the shipper like events do.
 //!
 //! One thread (`profwatch-profiler`) does all the work: every `read_interval` it reads the
-//! rings (new addresses are symbolised then, from the target's own binaries), every
+//! rings (each sample's copied user stack is unwound then, from the target's binaries' unwind
+//! tables, and new addresses are symbolised, from the same binaries), every
 //! `thread_rescan` it lists each target's threads (new threads get an event; a target that
 //! exited is read a last time and dropped, logged once), every `name_rescan` it searches
 //! `/proc` for `names`, and every `export_interval` it ships one profile per label set.
@@ -34,7 +35,7 @@ use super::config::ProfileConfig;
 use super::enrich::Enricher;
 use super::error::SidecarError;
 use super::metrics::Metrics;
-use profwatch_agent::sampler::process::ProcessSampler;
+use profwatch_agent::sampler::process::{ProcessSampler, ReadCounts};
 use profwatch_agent::sampler::stacks::{self, Grouped};
 use profwatch_agent::sampler::{procfs, EventSpec, SamplerError};
 
@@ -72,6 +73,7 @@ impl Profiler {
                         frequency_hz: cfg.frequency_hz,
                         max_frames: MAX_FRAMES,
                         data_pages: cfg.ring_pages,
+                        stack_bytes: cfg.stack_bytes,
                     },
                     host,
                     dc,
@@ -203,8 +205,13 @@ impl Run {
     }
 
     fn publish(&self) {
+        let info: usize = self
+            .targets
+            .values()
+            .map(|t| t.sampler.unwind_info_bytes())
+            .sum();
         self.metrics
-            .profiler_targets(self.targets.len(), self.threads());
+            .profiler_targets(self.targets.len(), self.threads(), info);
     }
 
     /// Starts sampling `pid`.
@@ -275,13 +282,14 @@ impl Run {
     }
 
     fn read(&mut self) {
-        let (mut samples, mut lost) = (0, 0);
+        let mut all = ReadCounts::default();
         for t in self.targets.values_mut() {
             let got = t.sampler.read();
-            samples += got.samples;
-            lost += got.lost;
+            all.samples += got.samples;
+            all.lost += got.lost;
+            all.truncated += got.truncated;
         }
-        self.metrics.profiler_samples(samples, lost);
+        self.metrics.profiler_samples(all);
     }
 
     /// New threads, ended threads, exited processes.
@@ -292,8 +300,7 @@ impl Run {
             let before = t.sampler.threads();
             let budget = self.cfg.max_threads.saturating_sub(used);
             let found = t.sampler.rescan(budget);
-            self.metrics
-                .profiler_samples(found.read.samples, found.read.lost);
+            self.metrics.profiler_samples(found.read);
             used = (used + t.sampler.threads()).saturating_sub(before);
             if !found.alive {
                 gone.push(*pid);

@@ -83,8 +83,14 @@ pub fn render(s: &StatusSnapshot) -> String {
     if s.profiled_processes > 0 || s.profile_samples > 0 {
         let _ = writeln!(
             out,
-            "  profiling   {} processes, {} threads; {} samples, {} lost",
-            s.profiled_processes, s.profiled_threads, s.profile_samples, s.profile_samples_lost
+            "  profiling   {} processes, {} threads; {} samples, {} lost, {} truncated; \
+             unwind tables {} KiB",
+            s.profiled_processes,
+            s.profiled_threads,
+            s.profile_samples,
+            s.profile_samples_lost,
+            s.profile_samples_truncated,
+            s.profile_unwind_info_bytes / 1024
         );
     }
     if s.spooled_profiles > 0 || s.received_profiles > 0 {

@@ -4,8 +4,8 @@
 //!
 //! How it works:
 //! - [`perf`]: one `perf_event_open` cpu-clock event per thread (default 99 Hz of that
-//!   thread's CPU time), callchains unwound by the kernel through frame pointers, written to
-//!   an mmap ring buffer. A thread gets its event the first time it enters a measured request
+//!   thread's CPU time), each sample with the user registers and a copy of the top of the
+//!   user stack ([`SamplerConfig::stack_bytes`]), written to an mmap ring buffer. A thread gets its event the first time it enters a measured request
 //!   (a scope, or a poll of an instrumented future or of the layer's response future) while a
 //!   [`Sampler`] runs. Threads that never run a measured request are not sampled.
 //! - [`hook`]: around each measured stretch the thread reads its ring's write position (an
@@ -13,9 +13,12 @@
 //!   stretches that caught a sample send a range to the sampler thread; only requests that
 //!   own a range send their labels when they finish. Async requests interleaving on one
 //!   worker thread are therefore told apart poll by poll.
-//! - [`worker`]: the sampler thread reads the rings, joins samples with ranges, symbolises
-//!   (blazesym: ELF symbols, DWARF inline frames, Rust and C++ demangling; cached) and hands
-//!   one [`ProfileBatch`] per label set to a [`ProfileSink`].
+//! - [`worker`]: the sampler thread reads the rings, unwinds each sample's stack copy
+//!   ([`unwind`]: framehop over each module's `.eh_frame`/`.debug_frame`, frame pointers in
+//!   modules without them; unwind information cached per module), joins samples with ranges,
+//!   symbolises (blazesym: ELF symbols, DWARF inline frames as frames of their own, Rust and
+//!   C++ demangling; cached) and hands one [`ProfileBatch`] per label set to a
+//!   [`ProfileSink`].
 //!
 //! Invariants: the request path never allocates, locks or makes a syscall for the sampler,
 //! except once per thread and session (opening the event) and once per finished request that
@@ -27,15 +30,18 @@
 //! the same way by [`process`] (the sidecar's `--profile-pid`, `--profile-name`; without that
 //! process's SDK there is no request attribution).
 //!
-//! Frame pointers: the kernel unwinds user stacks by frame pointers only. Debug builds
-//! (opt-level 0) keep them; optimised builds must be compiled with
-//! `RUSTFLAGS="-C force-frame-pointers=yes"` (the standard library ships with frame pointers),
-//! otherwise stacks are cut short above the leaf (the leaf itself is always right).
+//! Unwinding needs no frame pointers (rustc omits them at every opt-level on x86-64 Linux, and
+//! so do most distribution binaries): stacks are unwound from the copied stack bytes with the
+//! binaries' DWARF call frame information, on the sampler thread, never on the request path.
+//! A stack deeper than the copy (or one that cannot be unwound) keeps the frames found and
+//! gets a `[truncated]` root frame. On other architectures than x86-64, and with
+//! `stack_bytes = 0`, the kernel's frame-pointer callchain is used as it is.
 //!
 //! When perf events cannot be opened (seccomp, `perf_event_paranoid` > 2, no perf support),
 //! [`Sampler::start`] fails with [`SamplerError::Unavailable`]: the SDK keeps measuring
 //! requests, without stacks. There is no timer-signal fallback.
 
+mod elf;
 mod hook;
 mod perf;
 #[cfg(feature = "process")]
@@ -47,6 +53,7 @@ mod sink;
 pub mod stacks;
 mod stats;
 mod symbols;
+mod unwind;
 mod worker;
 
 use std::io;
@@ -64,7 +71,8 @@ pub use stats::SamplerStats;
 pub use symbols::MAX_FRAME_LEN;
 
 pub(crate) use hook::{enter, finish, leave, Entered, RequestTag};
-pub use perf::EventSpec;
+pub use perf::{EventSpec, MAX_STACK_BYTES};
+pub use unwind::{UnwindCounts, MAX_UNWIND_INFO_BYTES, MAX_UNWOUND_FRAMES};
 
 use crate::config::{Config, ExportTarget};
 use crate::error::AgentError;
@@ -75,6 +83,11 @@ use worker::{Ctl, Meta, Worker};
 
 /// Samples per second of each thread's CPU time, as `perf record -F 99`.
 pub const DEFAULT_FREQUENCY_HZ: u32 = 99;
+
+/// Bytes of user stack copied with each sample by default. An async service's stacks are deep
+/// (the demo's tokio, hyper and axum frames take more than 16 KiB in a release build); a stack
+/// deeper than the copy keeps its leaf side under a `[truncated]` root.
+pub const DEFAULT_STACK_BYTES: u32 = 32 * 1024;
 
 /// The sampler's settings; start from [`SamplerConfig::default`].
 #[derive(Debug, Clone, PartialEq)]
@@ -88,8 +101,13 @@ pub struct SamplerConfig {
     pub read_interval: Duration,
     /// Deepest callchain recorded (the kernel caps it at `kernel.perf_event_max_stack`).
     pub max_frames: u16,
-    /// Data pages of each thread's ring (rounded up to a power of two).
+    /// Data pages of each thread's ring (rounded up to a power of two). Each sample takes
+    /// about `stack_bytes` of it until the sampler thread reads it.
     pub ring_pages: usize,
+    /// Bytes of user stack copied with each sample and unwound on the sampler thread (at most
+    /// [`MAX_STACK_BYTES`], rounded down to a multiple of 8); deeper stacks get a
+    /// `[truncated]` root frame. 0: the kernel's frame-pointer callchain only.
+    pub stack_bytes: u32,
     /// Messages between the request path and the sampler thread (ranges, finished requests).
     pub channel_capacity: usize,
 }
@@ -101,8 +119,9 @@ impl Default for SamplerConfig {
             export_interval: Duration::from_secs(10),
             read_interval: Duration::from_millis(100),
             max_frames: 127,
-            ring_pages: 16,
+            ring_pages: 128,
             channel_capacity: 4096,
+            stack_bytes: DEFAULT_STACK_BYTES,
         }
     }
 }
@@ -204,10 +223,14 @@ impl Sampler {
                 "must be at least 1",
             );
         }
+        if config.stack_bytes > MAX_STACK_BYTES {
+            return invalid("stack_bytes", "must be at most 57344 (56 KiB)");
+        }
         let spec = EventSpec {
             frequency_hz: config.frequency_hz,
             max_frames: config.max_frames,
             data_pages: config.ring_pages,
+            stack_bytes: config.stack_bytes,
         };
         drop(Ring::open(0, &spec).map_err(SamplerError::Unavailable)?);
         let (ranges_tx, ranges_rx) = mpsc::sync_channel(config.channel_capacity);

@@ -4,7 +4,12 @@
 //! - An event samples one thread (`pid` = a thread id, any process the caller may trace;
 //!   `cpu = -1`) every `1 / frequency` seconds of that thread's CPU time, recording
 //!   `PERF_SAMPLE_TID | PERF_SAMPLE_TIME | PERF_SAMPLE_CALLCHAIN` with the kernel part of the
-//!   callchain excluded. The kernel unwinds user stacks by frame pointers.
+//!   callchain excluded (the kernel unwinds that callchain by frame pointers). With
+//!   [`EventSpec::stack_bytes`] > 0 (on x86-64) each sample also carries the user registers
+//!   the unwinder needs (`PERF_SAMPLE_REGS_USER`: instruction, stack and frame pointers) and
+//!   a copy of that many bytes of the user stack
+//!   from the stack pointer up (`PERF_SAMPLE_STACK_USER`), which [`super::unwind`] unwinds off
+//!   the hot path.
 //! - The ring is `1 + 2^n` pages: the control page, then the data area. The kernel is the only
 //!   writer of `data_head`; [`Ring::drain`] is the only writer of `data_tail` and must be called
 //!   from one thread at a time (it takes `&self`, so the caller — the sampler thread — keeps
@@ -31,6 +36,10 @@ const PERF_COUNT_SW_CPU_CLOCK: u64 = 0;
 const PERF_SAMPLE_TID: u64 = 1 << 1;
 const PERF_SAMPLE_TIME: u64 = 1 << 2;
 const PERF_SAMPLE_CALLCHAIN: u64 = 1 << 5;
+const PERF_SAMPLE_REGS_USER: u64 = 1 << 12;
+const PERF_SAMPLE_STACK_USER: u64 = 1 << 13;
+/// `PERF_SAMPLE_REGS_ABI_NONE`: the sample has no user registers (a kernel thread).
+const PERF_SAMPLE_REGS_ABI_NONE: u64 = 0;
 const PERF_EVENT_IOC_ENABLE: libc::c_ulong = 0x2400;
 const PERF_EVENT_IOC_DISABLE: libc::c_ulong = 0x2401;
 const PERF_RECORD_LOST: u32 = 2;
@@ -39,9 +48,25 @@ const PERF_RECORD_SAMPLE: u32 = 9;
 const PERF_CONTEXT_MAX: u64 = -4095i64 as u64;
 /// Return addresses below this are garbage read through a missing frame pointer.
 const MIN_CODE_ADDR: u64 = 0x1000;
+/// Smallest ring tried when a larger one is over the locked-memory allowance.
+const MIN_FALLBACK_PAGES: usize = 8;
 /// Offsets of `data_head` and `data_tail` in `struct perf_event_mmap_page`.
 const DATA_HEAD: usize = 1024;
 const DATA_TAIL: usize = 1032;
+
+/// The user registers sampled, in `perf_regs.h` order (ascending bit numbers): on x86-64
+/// `bp` (6), `sp` (7), `ip` (8).
+#[cfg(target_arch = "x86_64")]
+pub(crate) const USER_REGS_MASK: u64 = (1 << 6) | (1 << 7) | (1 << 8);
+/// No user stacks elsewhere (yet): the kernel's frame-pointer callchain only.
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) const USER_REGS_MASK: u64 = 0;
+/// How many registers [`USER_REGS_MASK`] selects.
+pub(crate) const USER_REGS: usize = USER_REGS_MASK.count_ones() as usize;
+
+/// Largest user stack copy: a record's size is a `u16`, and the copy shares it with the
+/// header, the callchain and the registers.
+pub const MAX_STACK_BYTES: u32 = 56 * 1024;
 
 /// What to sample and how much room to give it.
 #[derive(Debug, Clone, Copy)]
@@ -51,17 +76,31 @@ pub struct EventSpec {
     pub max_frames: u16,
     /// Data pages of the ring; a power of two.
     pub data_pages: usize,
+    /// Bytes of user stack copied with each sample for unwinding (a multiple of 8, at most
+    /// [`MAX_STACK_BYTES`]); 0: the kernel's frame-pointer callchain only.
+    pub stack_bytes: u32,
 }
 
-/// One record read out of a ring.
+/// A sample's user registers and the copy of its user stack, from the stack pointer up.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Record {
-    /// A stack sample at ring offset `offset`: user frames, leaf first.
+pub(crate) struct UserStack<'a> {
+    /// [`USER_REGS_MASK`]'s registers, in its order.
+    pub(crate) regs: [u64; USER_REGS],
+    /// The bytes the kernel could copy (fewer than asked near the stack's top).
+    pub(crate) bytes: &'a [u8],
+}
+
+/// One record read out of a ring; a sample's stack copy borrows the ring reader's buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Record<'a> {
+    /// A stack sample at ring offset `offset`: the kernel's user frames, leaf first, and the
+    /// user stack when one was asked for and the sample has one.
     Sample {
         offset: u64,
         tid: u32,
         time: u64,
         ips: Vec<u64>,
+        user: Option<UserStack<'a>>,
     },
     /// The kernel dropped `count` samples because the ring was full.
     Lost { count: u64 },
@@ -75,6 +114,8 @@ pub(crate) struct Ring {
     map_len: usize,
     page: usize,
     data_size: usize,
+    /// Whether samples carry user registers and a stack copy.
+    stack: bool,
 }
 
 // SAFETY: the mapping is process-wide memory owned by this value; `head` is an atomic load,
@@ -89,7 +130,22 @@ impl Ring {
     /// Opens a cpu-clock sampling event on thread `tid` (0 = the calling thread) and maps
     /// its ring. Tries with kernel-mode samples first, then user-only (for
     /// `perf_event_paranoid >= 2` without privileges).
+    /// A kernel that refuses user stack sampling (`EINVAL`) gets an event without it: the
+    /// frame-pointer callchain only.
     pub(crate) fn open(tid: u32, spec: &EventSpec) -> io::Result<Ring> {
+        match Ring::open_as(tid, spec) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && stack_sampling(spec) => {
+                let without = EventSpec {
+                    stack_bytes: 0,
+                    ..*spec
+                };
+                Ring::open_as(tid, &without)
+            }
+            opened => opened,
+        }
+    }
+
+    fn open_as(tid: u32, spec: &EventSpec) -> io::Result<Ring> {
         let fd = match open_event(tid, spec, false) {
             Ok(fd) => fd,
             Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM)) => {
@@ -102,23 +158,32 @@ impl Ring {
             n if n > 0 => n as usize,
             _ => 4096,
         };
-        let data_pages = spec.data_pages.max(1).next_power_of_two();
-        let map_len = page * (1 + data_pages);
-        // SAFETY: a fresh shared read-write mapping of the perf fd, as perf_event_open(2)
-        // documents (read-write so that we may update `data_tail`); the result is checked.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                map_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
+        let mut data_pages = spec.data_pages.max(1).next_power_of_two();
+        let (ptr, map_len) = loop {
+            let map_len = page * (1 + data_pages);
+            // SAFETY: a fresh shared read-write mapping of the perf fd, as perf_event_open(2)
+            // documents (read-write so that we may update `data_tail`); the result is checked.
+            let ptr = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    map_len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    fd.as_raw_fd(),
+                    0,
+                )
+            };
+            if ptr != libc::MAP_FAILED {
+                break (ptr, map_len);
+            }
+            let e = io::Error::last_os_error();
+            // Past the locked-memory allowance (`perf_event_mlock_kb`, then RLIMIT_MEMLOCK):
+            // a smaller ring, down to MIN_FALLBACK_PAGES, rather than no sampling.
+            if e.raw_os_error() != Some(libc::EPERM) || data_pages <= MIN_FALLBACK_PAGES {
+                return Err(e);
+            }
+            data_pages /= 2;
         };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
         let base =
             NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap gave null"))?;
         Ok(Ring {
@@ -127,6 +192,7 @@ impl Ring {
             map_len,
             page,
             data_size: page * data_pages,
+            stack: stack_sampling(spec),
         })
     }
 
@@ -145,7 +211,7 @@ impl Ring {
     /// Reads records from the tail up to `head` (a value [`Ring::head`] returned), hands
     /// each to `f`, and frees what was consumed. `f` returns false to stop before a record,
     /// which then stays in the ring. Must not be called from two threads at once.
-    pub(crate) fn drain(&self, head: u64, mut f: impl FnMut(Record) -> bool) {
+    pub(crate) fn drain(&self, head: u64, mut f: impl FnMut(Record<'_>) -> bool) {
         let tail_cell = self.control(DATA_TAIL);
         let mut tail = tail_cell.load(Ordering::Relaxed);
         let mut scratch = Vec::new();
@@ -163,7 +229,7 @@ impl Ring {
                 PERF_RECORD_SAMPLE => {
                     scratch.resize(size as usize - 8, 0);
                     self.copy_out(tail + 8, &mut scratch);
-                    parse_sample(tail, &scratch)
+                    parse_sample(tail, &scratch, self.stack)
                 }
                 PERF_RECORD_LOST if size >= 24 => {
                     let mut body = [0u8; 16];
@@ -238,7 +304,9 @@ impl Drop for Ring {
     }
 }
 
-fn parse_sample(offset: u64, body: &[u8]) -> Option<Record> {
+/// Parses a sample's body: `tid`, `time`, the callchain, then (when `stack` sampling is on)
+/// the user registers and the user stack copy, as `perf_event_open(2)` lays them out.
+fn parse_sample(offset: u64, body: &[u8], stack: bool) -> Option<Record<'_>> {
     let u64_at = |at: usize| -> Option<u64> {
         let bytes = body.get(at..at + 8)?;
         let mut b = [0u8; 8];
@@ -260,12 +328,50 @@ fn parse_sample(offset: u64, body: &[u8]) -> Option<Record> {
         }
         ips.push(ip);
     }
+    let user = if stack {
+        parse_user_stack(body, 24 + 8 * nr)
+    } else {
+        None
+    };
     Some(Record::Sample {
         offset,
         tid,
         time,
         ips,
+        user,
     })
+}
+
+/// The registers and stack copy at `at`: `abi`, the registers when `abi` is not NONE, then
+/// `size`, and when it is not 0, `size` bytes and `dyn_size` (how many of them are stack).
+fn parse_user_stack(body: &[u8], at: usize) -> Option<UserStack<'_>> {
+    let u64_at = |at: usize| -> Option<u64> {
+        let bytes = body.get(at..at.checked_add(8)?)?;
+        let mut b = [0u8; 8];
+        b.copy_from_slice(bytes);
+        Some(u64::from_ne_bytes(b))
+    };
+    if u64_at(at)? == PERF_SAMPLE_REGS_ABI_NONE {
+        return None;
+    }
+    let mut regs = [0u64; USER_REGS];
+    for (i, reg) in regs.iter_mut().enumerate() {
+        *reg = u64_at(at + 8 + 8 * i)?;
+    }
+    let at = at + 8 + 8 * USER_REGS;
+    let size = usize::try_from(u64_at(at)?).ok()?;
+    let data = at + 8;
+    let dyn_size = match size {
+        0 => 0,
+        _ => usize::try_from(u64_at(data.checked_add(size)?)?).ok()?,
+    };
+    let bytes = body.get(data..data + size.min(dyn_size))?;
+    Some(UserStack { regs, bytes })
+}
+
+/// Whether `spec` asks for user stacks and this architecture can unwind them.
+fn stack_sampling(spec: &EventSpec) -> bool {
+    USER_REGS_MASK != 0 && spec.stack_bytes > 0
 }
 
 fn open_event(tid: u32, spec: &EventSpec, user_only: bool) -> io::Result<OwnedFd> {
@@ -274,11 +380,20 @@ fn open_event(tid: u32, spec: &EventSpec, user_only: bool) -> io::Result<OwnedFd
     if user_only {
         flags |= ATTR_EXCLUDE_KERNEL;
     }
+    let mut sample_type = PERF_SAMPLE_TID | PERF_SAMPLE_TIME | PERF_SAMPLE_CALLCHAIN;
+    let (mut sample_regs_user, mut sample_stack_user) = (0, 0);
+    if stack_sampling(spec) {
+        sample_type |= PERF_SAMPLE_REGS_USER | PERF_SAMPLE_STACK_USER;
+        sample_regs_user = USER_REGS_MASK;
+        sample_stack_user = spec.stack_bytes.min(MAX_STACK_BYTES) & !7;
+    }
     let attr = PerfEventAttr {
         sample_period: period_ns,
-        sample_type: PERF_SAMPLE_TID | PERF_SAMPLE_TIME | PERF_SAMPLE_CALLCHAIN,
+        sample_type,
         flags,
         sample_max_stack: spec.max_frames,
+        sample_regs_user,
+        sample_stack_user,
         ..PerfEventAttr::new(PERF_TYPE_SOFTWARE, PERF_COUNT_SW_CPU_CLOCK)
     };
     perf_sys::perf_event_open(&attr, tid as libc::pid_t)
@@ -298,14 +413,78 @@ mod tests {
             body.extend_from_slice(&ip.to_ne_bytes());
         }
         assert_eq!(
-            parse_sample(64, &body),
+            parse_sample(64, &body, false),
             Some(Record::Sample {
                 offset: 64,
                 tid: 7,
                 time: 99,
-                ips: vec![0x1000, 0x2000]
+                ips: vec![0x1000, 0x2000],
+                user: None,
             })
         );
-        assert_eq!(parse_sample(0, &body[..20]), None);
+        assert_eq!(parse_sample(0, &body[..20], false), None);
+    }
+
+    fn sample_with_stack(abi: u64, size: u64, stack: &[u8], dyn_size: u64) -> Vec<u8> {
+        let mut body = Vec::new();
+        body.extend_from_slice(&((7u64 << 32) | 7).to_ne_bytes());
+        body.extend_from_slice(&99u64.to_ne_bytes());
+        body.extend_from_slice(&1u64.to_ne_bytes());
+        body.extend_from_slice(&0x4000u64.to_ne_bytes());
+        body.extend_from_slice(&abi.to_ne_bytes());
+        if abi != PERF_SAMPLE_REGS_ABI_NONE {
+            for r in 0..USER_REGS as u64 {
+                body.extend_from_slice(&(0x100 + r).to_ne_bytes());
+            }
+        }
+        body.extend_from_slice(&size.to_ne_bytes());
+        if size > 0 {
+            body.extend_from_slice(stack);
+            body.extend_from_slice(&dyn_size.to_ne_bytes());
+        }
+        body
+    }
+
+    #[test]
+    fn parses_the_user_registers_and_the_used_part_of_the_stack_copy() {
+        let stack: Vec<u8> = (0..32).collect();
+        let body = sample_with_stack(2, 32, &stack, 24);
+        let Some(Record::Sample { ips, user, .. }) = parse_sample(0, &body, true) else {
+            panic!("a sample");
+        };
+        assert_eq!(ips, [0x4000]);
+        let user = user.expect("a user stack");
+        assert_eq!(user.bytes, &stack[..24]);
+        assert_eq!(user.regs[0], 0x100);
+        // No registers (a kernel thread's sample): the callchain alone.
+        let body = sample_with_stack(PERF_SAMPLE_REGS_ABI_NONE, 0, &[], 0);
+        assert!(matches!(
+            parse_sample(0, &body, true),
+            Some(Record::Sample { user: None, .. })
+        ));
+    }
+
+    #[test]
+    fn a_cut_or_lying_stack_record_never_reads_past_the_record() {
+        let stack = [0u8; 32];
+        // dyn_size larger than the copy: only the copy is used.
+        let body = sample_with_stack(2, 32, &stack, 4096);
+        let Some(Record::Sample { user, .. }) = parse_sample(0, &body, true) else {
+            panic!("a sample");
+        };
+        assert_eq!(user.expect("user").bytes.len(), 32);
+        // Every shorter body: no panic, and no stack from beyond the end.
+        for cut in 0..body.len() {
+            if let Some(Record::Sample { user: Some(u), .. }) = parse_sample(0, &body[..cut], true)
+            {
+                assert!(u.bytes.len() <= cut);
+            }
+        }
+        // A size that overflows.
+        let body = sample_with_stack(2, u64::MAX - 4, &[], 0);
+        assert!(matches!(
+            parse_sample(0, &body, true),
+            Some(Record::Sample { user: None, .. })
+        ));
     }
 }

@@ -15,7 +15,7 @@
 //! - There is no request attribution: samples carry only the labels the caller gives them.
 //!
 //! Memory is bounded by the number of distinct callchains between two [`ProcessSampler::take`]
-//! calls plus the symbol cache.
+//! calls plus the symbol cache and the process's modules' unwind tables (`unwind`'s bounds).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
@@ -24,6 +24,7 @@ use super::perf::{EventSpec, Record, Ring};
 use super::procfs;
 use super::stacks;
 use super::symbols::Symbols;
+use super::unwind::{UnwindCounts, Unwinder};
 use super::SamplerError;
 
 /// The sampling events on one process's threads and what they caught.
@@ -36,6 +37,7 @@ pub struct ProcessSampler {
     /// Threads whose event could not be opened (not retried).
     failed: HashSet<u32>,
     symbols: Symbols,
+    unwinder: Unwinder,
     /// Leaf-first callchain → samples since the last [`ProcessSampler::take`].
     counts: HashMap<Vec<u64>, u64>,
     samples: u64,
@@ -62,11 +64,13 @@ pub struct Rescanned {
     pub read: ReadCounts,
 }
 
-/// Samples read, and samples the kernel dropped, by one [`ProcessSampler::read`].
+/// Samples read, samples the kernel dropped, and samples whose unwinding stopped early
+/// (shipped with a `[truncated]` root frame), by one [`ProcessSampler::read`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReadCounts {
     pub samples: u64,
     pub lost: u64,
+    pub truncated: u64,
 }
 
 impl ProcessSampler {
@@ -96,6 +100,7 @@ impl ProcessSampler {
             rings: BTreeMap::new(),
             failed: HashSet::new(),
             symbols: Symbols::new(pid),
+            unwinder: Unwinder::new(pid),
             counts: HashMap::new(),
             samples: 0,
             lost: 0,
@@ -179,6 +184,7 @@ impl ProcessSampler {
         ReadCounts {
             samples: self.samples,
             lost: self.lost,
+            truncated: self.unwinder.counts().truncated,
         }
     }
 
@@ -209,13 +215,19 @@ impl ProcessSampler {
     /// Drains every ring into the callchain counts and symbolises new addresses.
     pub fn read(&mut self) -> ReadCounts {
         let mut got = ReadCounts::default();
+        let truncated_before = self.unwinder.counts().truncated;
         let mut fresh: Vec<u64> = Vec::new();
         for ring in self.rings.values() {
             let counts = &mut self.counts;
+            let unwinder = &mut self.unwinder;
             ring.drain(ring.head(), |record| {
                 match record {
                     Record::Lost { count } => got.lost += count,
-                    Record::Sample { ips, .. } if !ips.is_empty() => {
+                    Record::Sample { ips, user, .. } => {
+                        let ips = unwinder.callchain(ips, user);
+                        if ips.is_empty() {
+                            return true;
+                        }
                         got.samples += 1;
                         match counts.get_mut(&ips) {
                             Some(n) => *n += 1,
@@ -225,7 +237,6 @@ impl ProcessSampler {
                             }
                         }
                     }
-                    Record::Sample { .. } => {}
                 }
                 true
             });
@@ -235,7 +246,18 @@ impl ProcessSampler {
         }
         self.samples += got.samples;
         self.lost += got.lost;
+        got.truncated = self.unwinder.counts().truncated - truncated_before;
         got
+    }
+
+    /// How the samples read so far unwound.
+    pub fn unwound(&self) -> UnwindCounts {
+        self.unwinder.counts()
+    }
+
+    /// Bytes of unwind information held for the process's modules.
+    pub fn unwind_info_bytes(&self) -> usize {
+        self.unwinder.info_bytes()
     }
 
     /// The stacks counted since the last call, root-first, with their samples.
@@ -274,6 +296,7 @@ mod tests {
             frequency_hz: 99,
             max_frames: 127,
             data_pages: 8,
+            stack_bytes: 0,
         }
     }
 

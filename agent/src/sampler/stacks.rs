@@ -5,17 +5,22 @@
 //!
 //! Invariants: a callchain is leaf first, as the kernel writes it; the leaf is looked up at its
 //! sampled address and every caller at its return address minus one (the return address points
-//! after the call, possibly into the next function or line). A shipped stack has at most
-//! [`MAX_SHIPPED_FRAMES`] frames, inline frames included, keeping the leaf side.
+//! after the call, possibly into the next function or line). A callchain that ends in the
+//! unwinder's truncation mark gets a `[truncated]` root frame. A shipped stack has at most
+//! [`MAX_SHIPPED_FRAMES`] frames, inline frames included, keeping the leaf side; a stack cut
+//! there gets a `[truncated]` root frame too.
 
 use std::collections::BTreeMap;
 
 use profwatch_model::profile::{ProfileBatch, SampleLabels, StackSample};
 
 use super::symbols::Symbols;
+use super::unwind::TRUNCATED;
 
-/// Deepest stack shipped, inline frames included.
+/// Deepest stack shipped, inline frames included (and the `[truncated]` frame).
 pub const MAX_SHIPPED_FRAMES: usize = 1024;
+/// The root frame of a stack that was not unwound to its end.
+pub const TRUNCATED_FRAME: &str = "[truncated]";
 
 /// Stacks (root-first frames → samples) per label set.
 pub type Grouped = BTreeMap<SampleLabels, BTreeMap<Vec<String>, u64>>;
@@ -24,6 +29,7 @@ pub type Grouped = BTreeMap<SampleLabels, BTreeMap<Vec<String>, u64>>;
 pub(crate) fn lookup_addrs(ips: &[u64]) -> impl Iterator<Item = u64> + '_ {
     ips.iter()
         .enumerate()
+        .filter(|(_, ip)| **ip != TRUNCATED)
         .map(|(i, ip)| if i == 0 { *ip } else { ip.saturating_sub(1) })
 }
 
@@ -33,14 +39,19 @@ pub(crate) fn lookup_addrs(ips: &[u64]) -> impl Iterator<Item = u64> + '_ {
 pub(crate) fn frames(ips: &[u64], symbols: &Symbols) -> Vec<String> {
     let addrs: Vec<u64> = lookup_addrs(ips).collect();
     let mut frames: Vec<String> = Vec::new();
+    let mut truncated = ips.last() == Some(&TRUNCATED);
     for addr in addrs.into_iter().rev() {
         match symbols.frames(addr) {
             Some(fs) => frames.extend(fs.iter().map(|f| f.to_string())),
             None => frames.push("[unknown]".to_owned()),
         }
     }
-    if frames.len() > MAX_SHIPPED_FRAMES {
-        frames.drain(..frames.len() - MAX_SHIPPED_FRAMES);
+    if frames.len() > MAX_SHIPPED_FRAMES - 1 {
+        frames.drain(..frames.len() - (MAX_SHIPPED_FRAMES - 1));
+        truncated = true;
+    }
+    if truncated {
+        frames.insert(0, TRUNCATED_FRAME.to_owned());
     }
     frames
 }
@@ -83,7 +94,22 @@ mod tests {
         let symbols = Symbols::new(0);
         assert_eq!(frames(&[0x10, 0x20], &symbols), ["[unknown]", "[unknown]"]);
         let deep: Vec<u64> = (0..(MAX_SHIPPED_FRAMES as u64 + 10)).collect();
-        assert_eq!(frames(&deep, &symbols).len(), MAX_SHIPPED_FRAMES);
+        let cut = frames(&deep, &symbols);
+        assert_eq!(cut.len(), MAX_SHIPPED_FRAMES);
+        assert_eq!(cut[0], TRUNCATED_FRAME, "a cut stack says so");
+    }
+
+    #[test]
+    fn an_unwinding_that_stopped_early_is_a_truncated_root_frame() {
+        let symbols = Symbols::new(0);
+        assert_eq!(
+            frames(&[0x10, 0x20, TRUNCATED], &symbols),
+            [TRUNCATED_FRAME, "[unknown]", "[unknown]"]
+        );
+        assert_eq!(
+            lookup_addrs(&[0x10, 0x20, TRUNCATED]).collect::<Vec<_>>(),
+            [0x10, 0x1f]
+        );
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! Invariant: every sample read from a ring is counted once, as `attributed` (to a request) or
 //! `unattributed` (no measured request ran on the thread, or its range was dropped); samples
-//! the kernel dropped because a ring was full are counted in `lost`.
+//! the kernel dropped because a ring was full are counted in `lost`. A sample with a user stack
+//! copy is also counted once as `unwound` (to its root) or `truncated`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -30,6 +31,12 @@ pub struct SamplerStats {
     pub profiles_exported: u64,
     /// Profiles dropped because the sink failed.
     pub export_failed: u64,
+    /// Samples whose stack copy was unwound to the stack's root.
+    pub unwound: u64,
+    /// Samples whose unwinding stopped early (shipped with a `[truncated]` root frame).
+    pub truncated: u64,
+    /// Bytes of unwind information held for the process's modules (the per-module cache).
+    pub unwind_info_bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -44,6 +51,9 @@ pub(crate) struct StatCells {
     pub(crate) unresolved: AtomicU64,
     pub(crate) profiles_exported: AtomicU64,
     pub(crate) export_failed: AtomicU64,
+    pub(crate) unwound: AtomicU64,
+    pub(crate) truncated: AtomicU64,
+    pub(crate) unwind_info_bytes: AtomicU64,
 }
 
 impl StatCells {
@@ -64,6 +74,9 @@ impl StatCells {
             unresolved: get(&self.unresolved),
             profiles_exported: get(&self.profiles_exported),
             export_failed: get(&self.export_failed),
+            unwound: get(&self.unwound),
+            truncated: get(&self.truncated),
+            unwind_info_bytes: get(&self.unwind_info_bytes),
         }
     }
 }

@@ -7,7 +7,8 @@
 //! sample whose request has not reported its labels is kept for one more interval, then shipped
 //! without request labels and counted as `unresolved`. A retriable export failure is retried
 //! twice (100 ms, 500 ms), then the interval's profiles are dropped and counted. Memory is bounded by the number of
-//! distinct (request, stack) pairs in one interval plus the symbol cache.
+//! distinct (request, stack) pairs in one interval plus the symbol cache and the process's
+//! modules' unwind tables (`unwind`'s bounds).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
@@ -24,6 +25,7 @@ use super::sink::ProfileSink;
 use super::stacks;
 use super::stats::StatCells;
 use super::symbols::Symbols;
+use super::unwind::Unwinder;
 
 /// Requests from the [`super::Sampler`] handle.
 #[derive(Debug)]
@@ -74,24 +76,25 @@ impl Worker {
             ..State::default()
         };
         let mut symbols = Symbols::new(self.session.pid);
+        let mut unwinder = Unwinder::new(self.session.pid);
         let mut next_export = Instant::now() + self.export_interval;
         loop {
             match self.ctl_rx.recv_timeout(self.read_interval) {
                 Ok(Ctl::Flush(ack)) => {
-                    self.read(&mut state);
+                    self.read(&mut state, &mut unwinder);
                     self.export(&mut state, &mut symbols, true);
                     next_export = Instant::now() + self.export_interval;
                     let _ = ack.try_send(());
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    self.read(&mut state);
+                    self.read(&mut state, &mut unwinder);
                     if Instant::now() >= next_export {
                         self.export(&mut state, &mut symbols, false);
                         next_export += self.export_interval;
                     }
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    self.read(&mut state);
+                    self.read(&mut state, &mut unwinder);
                     self.export(&mut state, &mut symbols, true);
                     return;
                 }
@@ -99,8 +102,8 @@ impl Worker {
         }
     }
 
-    /// One pass over every ring.
-    fn read(&mut self, state: &mut State) {
+    /// One pass over every ring; samples are unwound as they are read.
+    fn read(&mut self, state: &mut State, unwinder: &mut Unwinder) {
         let rings = self.session.snapshot();
         // Head first, then `active`, then the ranges: see the hook's invariants.
         let marks: Vec<(u64, u64)> = rings
@@ -123,7 +126,9 @@ impl Worker {
                     StatCells::add(&stats.lost, count);
                     true
                 }
-                Record::Sample { offset, ips, .. } => {
+                Record::Sample {
+                    offset, ips, user, ..
+                } => {
                     while queue.front().is_some_and(|r| r.end <= offset) {
                         queue.pop_front();
                     }
@@ -132,6 +137,7 @@ impl Worker {
                         _ if active != IDLE && offset >= active => return false,
                         _ => 0,
                     };
+                    let ips = unwinder.callchain(ips, user);
                     if ips.is_empty() {
                         return true;
                     }
@@ -148,6 +154,12 @@ impl Worker {
                 }
             });
         }
+        let unwound = unwinder.counts();
+        let cells = &self.stats;
+        cells.unwound.store(unwound.complete, Ordering::Relaxed);
+        cells.truncated.store(unwound.truncated, Ordering::Relaxed);
+        let info = unwinder.info_bytes() as u64;
+        cells.unwind_info_bytes.store(info, Ordering::Relaxed);
         self.session.prune(|r| r.ring.is_drained());
         let live: HashSet<u64> = self.session.snapshot().iter().map(|r| r.id).collect();
         state.ranges.retain(|id, _| live.contains(id));

@@ -6,3 +6,4 @@ mod profiling;
 mod python;
 mod shipping;
 mod support;
+mod unwinding;
