@@ -57,7 +57,8 @@
  * @property {string} id
  * @property {string} service
  * @property {string} endpoint
- * @property {string} metric `instructions` or `cpu_ns`
+ * @property {string} [function] for a function-level record: the function whose cost rose
+ * @property {string} metric `instructions`, `cpu_ns`, or `samples` (a function's self samples per request)
  * @property {string} baseline build
  * @property {string} candidate build
  * @property {number} effect

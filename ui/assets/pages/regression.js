@@ -34,7 +34,7 @@ export async function regression(main, params, ctx) {
   const metric = r.metric === "instructions" ? "instructions" : "cpu_ns";
   /** @param {number} v */
   const fmt = (v) => fmtMetric(metric, v);
-  main.appendChild(h("h1", null, "Regression · " + r.service + " · " + r.endpoint));
+  main.appendChild(h("h1", null, "Regression · " + r.service + " · " + r.endpoint + (r.function ? " · " + r.function : "")));
   main.appendChild(h("section", { class: "card" },
     stateToolbar(main, r),
     h("dl", { class: "facts" },

@@ -55,8 +55,8 @@ function incidentSection(i, regs, params) {
     ]),
     sortableTable([
       { key: "state", label: "state", value: (r) => STATES.indexOf(r.state), cell: (r) => h("span", { class: "badge " + r.state }, r.state) },
-      { key: "where", label: "service · endpoint", value: (r) => r.service + " " + r.endpoint,
-        cell: (r) => h("a", { href: link("/regression", carry(params, { id: r.id })) }, r.service + " · " + r.endpoint) },
+      { key: "where", label: "service · endpoint [· function]", value: (r) => where(r),
+        cell: (r) => h("a", { href: link("/regression", carry(params, { id: r.id })) }, where(r)) },
       { key: "metric", label: "metric", value: (r) => r.metric },
       { key: "builds", label: "builds", value: (r) => r.candidate, cell: (r) => r.baseline + " → " + r.candidate },
       { key: "effect", label: "effect [interval]", num: true, value: (r) => r.effect, cell: (r) => effectText(r) },
@@ -64,4 +64,12 @@ function incidentSection(i, regs, params) {
       { key: "seen", label: "first seen", value: (r) => r.first_seen, cell: (r) => fmtTime(r.first_seen / 1e9) },
     ], regs),
   ]);
+}
+
+/**
+ * `service · endpoint`, and `· function` for a function-level record.
+ * @param {RegressionRecord} r
+ */
+function where(r) {
+  return r.service + " · " + r.endpoint + (r.function ? " · " + r.function : "");
 }
