@@ -333,7 +333,7 @@ async fn an_incident_is_one_message_per_sink_listing_its_regressions() {
         assert!(slack.contains(e), "{e} listed: {slack}");
     }
     assert!(!slack.contains("<!here>"), "{slack}");
-    let am = body("/am");
+    let am = body("/am/api/v2/alerts");
     assert_eq!(am.as_array().map(Vec::len), Some(1), "one alert: {am:#}");
     assert_eq!(am[0]["labels"]["incident_id"], incident.as_str());
     assert_eq!(

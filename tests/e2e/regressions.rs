@@ -765,3 +765,91 @@ fn a_functions_rise_is_found_while_its_endpoint_stays_flat() {
     assert!((at - changed).abs() <= 2 * bucket, "{rec:#}");
     assert_eq!(analyze()["new_regressions"], 0, "recorded once");
 }
+
+/// A regression whose effect disappears while its build still serves (a cache warming up)
+/// closes itself as "went away" after two passes without it, through the real server, and the
+/// alert receiver hears that once.
+#[test]
+fn a_regression_that_goes_away_closes_itself_and_is_alerted_once() {
+    let art = artifacts("a_regression_that_goes_away_closes_itself_and_is_alerted_once");
+    let (hook, alerts) = receiver();
+    let data = art.join("data");
+    let server = Server::start(
+        &[
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+            "--analysis-interval",
+            "0s",
+            "--alert",
+            &format!("json={hook}"),
+        ],
+        &art.join("server.log"),
+    );
+    let c = server.client();
+    let now = profwatch_model::timefmt::now_ns();
+    let mut rng = Rng::new(29);
+    let mut events_of = |build: &str, start_min: i64, n: u64, factor: f64| {
+        (0..n)
+            .map(|i| {
+                let cpu = 2_000_000.0 * factor * (0.3 * rng.normal()).exp();
+                let host = i % 12;
+                RequestEvent {
+                    ts: now - start_min * 60_000_000_000 + i as i64 * 10_000_000,
+                    service: "cache".into(),
+                    endpoint: "GET /warm".into(),
+                    build: build.into(),
+                    dc: if host.is_multiple_of(2) { "eu1" } else { "us1" }.into(),
+                    host: format!("web-{host}"),
+                    status: 200,
+                    cpu_ns: cpu as u64,
+                    instructions: None,
+                    wall_ns: cpu as u64,
+                    weight: 1.0,
+                    labels: Default::default(),
+                }
+            })
+            .collect::<Vec<_>>()
+    };
+    let post = |events: Vec<RequestEvent>| {
+        for chunk in events.chunks(5000) {
+            let r = c.post_events(protobuf(chunk), "application/x-protobuf", None);
+            assert_eq!(r.status, 200, "{}", r.body);
+        }
+    };
+    post(events_of("1", 50, 3000, 1.0));
+    post(events_of("2", 25, 3000, 1.12));
+    let http = profwatch_e2e::http_client();
+    let analyze = || -> serde_json::Value {
+        http.post(format!("{}/api/v1/analyze", c.base))
+            .send()
+            .expect("analyze")
+            .json()
+            .expect("json")
+    };
+    assert_eq!(analyze()["new_regressions"], 1);
+    // The cache is warm: build 2 now costs what build 1 did, for many more requests.
+    post(events_of("2", 15, 60_000, 1.0));
+    let first = analyze();
+    assert_eq!(first["went_away"], 0, "one pass is not enough: {first:#}");
+    let second = analyze();
+    assert_eq!(
+        (second["went_away"].as_u64(), second["fixed"].as_u64()),
+        (Some(1), Some(0)),
+        "{second:#}"
+    );
+    let list = c.get("/api/v1/regressions").json();
+    assert_eq!(list[0]["state"], "resolved", "{list:#}");
+    assert_eq!(list[0]["resolution"]["kind"], "went_away", "{list:#}");
+    assert!(eventually(Duration::from_secs(20), || alerts
+        .lock()
+        .expect("lock")
+        .len()
+        >= 2));
+    assert_eq!(analyze()["resolved_regressions"], 0);
+    std::thread::sleep(Duration::from_millis(500));
+    let got = alerts.lock().expect("lock").clone();
+    let statuses: Vec<&str> = got.iter().filter_map(|a| a["status"].as_str()).collect();
+    assert_eq!(statuses, ["firing", "resolved"], "{got:#?}");
+    let summary = got[1]["summary"].as_str().expect("summary");
+    assert!(summary.starts_with("resolved (went away)"), "{summary}");
+}

@@ -1,10 +1,13 @@
 //! The pass's stated invariants, against a temporary embedded store: one record per finding
-//! across passes, a human's state kept, a resolution kept, stale records resolved.
+//! across passes, a human's state kept, a resolution kept, stale records resolved (fixed),
+//! records whose effect went away closed, one incident per bad build, and function-level
+//! change points (a function's rise found, a cost shift not).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use profwatch_model::regression::{RegressionState, Resolution};
+use profwatch_model::rng::Rng;
 use profwatch_model::timefmt::{now_ns, NANOS_PER_SEC};
 use profwatch_model::{Labels, RequestEvent, Tenant};
 use profwatch_store::embedded::{EmbeddedConfig, EmbeddedStore};
@@ -305,8 +308,6 @@ async fn function_rise(f: &Fixture, gain: f64, shifted: bool) -> i64 {
         .expect("profiles");
     changed
 }
-
-use profwatch_model::rng::Rng;
 
 /// A 5% rise of a function holding 2% of its endpoint is reported as a function-level record,
 /// placed where it happened, though the endpoint's cost per request did not change.
