@@ -1,8 +1,8 @@
 //! Function-level change points: each service's top functions, one series per (endpoint,
 //! function) of self samples per request per bucket, change points in each with the false
 //! discovery rate controlled across all of them ([`profwatch_analyzer::function_changes`]); each
-//! rise is then checked on the windows either side with the attribution's test, so a cost shift
-//! (the cost came from a caller or a sibling) is not reported. A rise is reported even when the
+//! rise is then checked on the windows either side with the attribution's share test and its
+//! cost-shift filter, so a cost shift (the cost came from a caller or a sibling) is not reported. A rise is reported even when the
 //! endpoint's total stays within noise.
 //!
 //! Cost: one profile query for the window, then one per bucket with requests (the series'
@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use profwatch_analyzer::attribution::{self, CostRatio, Snapshot};
+use profwatch_analyzer::attribution::{self, Snapshot};
 use profwatch_analyzer::function_changes::{
     function_changes, permutations_for, FunctionChange, FunctionSeries,
 };
@@ -101,7 +101,13 @@ impl RegressionTracker {
             let from = t * NANOS_PER_SEC;
             let p = self
                 .store
-                .profile(&profile(TimeRange { from, to: from + step }, Vec::new()))
+                .profile(&profile(
+                    TimeRange {
+                        from,
+                        to: from + step,
+                    },
+                    Vec::new(),
+                ))
                 .await?;
             per_bucket.push((t, self_counts(&p)));
         }
@@ -187,14 +193,10 @@ impl RegressionTracker {
         };
         let b = snapshot(before, c.as_ref().and_then(|c| c.mean_baseline)).await?;
         let k = snapshot(after, c.as_ref().and_then(|c| c.mean_candidate)).await?;
-        let ratio = c.as_ref().and_then(|c| {
-            c.ratio_of_means_ci.map(|i| CostRatio {
-                low: i.low,
-                high: i.high,
-                confidence: c.confidence,
-            })
-        });
-        let deltas = attribution::attribute(&b, &k, ratio, 1.96);
+        // The share test alone: the samples measure the function's cost themselves, and the
+        // error of the endpoint's mean cost (which the ratio test counts) would hide a small
+        // function's rise behind the endpoint's noise, the very case this step is for.
+        let deltas = attribution::attribute(&b, &k, None, 1.96);
         let Some(d) = attribution::culprits(&deltas, usize::MAX)
             .into_iter()
             .find(|d| d.function == s.function)
@@ -302,8 +304,7 @@ fn build_series(
                 values.push(own as f64 / n);
                 times.push(*t as f64);
             }
-            if values.len() >= 2 * cfg.changepoints.min_segment && values.iter().any(|v| *v > 0.0)
-            {
+            if values.len() >= 2 * cfg.changepoints.min_segment && values.iter().any(|v| *v > 0.0) {
                 out.push(FunctionSeries {
                     endpoint: endpoint.clone(),
                     function: function.clone(),

@@ -279,7 +279,8 @@ async fn function_rise(f: &Fixture, gain: f64, shifted: bool) -> i64 {
             (true, false) => (4000.0 + gain, 20_000.0),
             (true, true) => (4000.0 + gain, 20_000.0 - gain),
         };
-        let poisson = |rng: &mut Rng, mean: f64| (mean + mean.sqrt() * rng.normal()).max(0.0) as u64;
+        let poisson =
+            |rng: &mut Rng, mean: f64| (mean + mean.sqrt() * rng.normal()).max(0.0) as u64;
         batches.push(ProfileBatch {
             ts,
             labels: SampleLabels {
@@ -320,7 +321,10 @@ async fn a_functions_rise_is_found_while_its_endpoint_stays_flat() {
     assert_eq!(report.new_regressions, 1, "{report:?} {records:#?}");
     let r = &records[0];
     assert_eq!(r.function.as_deref(), Some("small"), "{r:#?}");
-    assert_eq!((r.endpoint.as_str(), r.metric.as_str()), (ENDPOINT, "samples"));
+    assert_eq!(
+        (r.endpoint.as_str(), r.metric.as_str()),
+        (ENDPOINT, "samples")
+    );
     assert!((1.02..1.09).contains(&r.effect), "{r:#?}");
     let at = r.changed_at.expect("placed");
     assert!((at - changed).abs() <= 2 * 600 * NANOS_PER_SEC, "{r:#?}");
@@ -333,5 +337,10 @@ async fn a_functions_rise_that_is_a_cost_shift_is_not_reported() {
     let f = fixture();
     function_rise(&f, 600.0, true).await;
     let report = f.pass().await;
-    assert_eq!(report.new_regressions, 0, "{report:?} {:#?}", f.records().await);
+    assert_eq!(
+        report.new_regressions,
+        0,
+        "{report:?} {:#?}",
+        f.records().await
+    );
 }
