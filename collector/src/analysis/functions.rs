@@ -143,8 +143,8 @@ impl RegressionTracker {
         Ok(())
     }
 
-    /// The record of function change `ch` in `s` when the attribution on the windows either side
-    /// names the function (a significant rise of its self cost, not a cost shift).
+    /// The record of function change `ch` in `s` when the attribution on the series either side
+    /// of it names the function (a significant rise of its self share, not a cost shift).
     async fn confirm_function(
         &self,
         tenant: &Tenant,
@@ -158,21 +158,22 @@ impl RegressionTracker {
             return Ok(None);
         };
         let at = t as i64 * NANOS_PER_SEC;
-        let span = step * self.cfg.changepoints.min_segment as i64;
+        // The whole series either side of the change: a small function's rise needs every
+        // sample the series has (a 5% rise of a 2% function at ~4000 samples per bucket is
+        // about 3 standard errors over 5 buckets, too little once tested across functions).
+        let first = s.times.first().map_or(at, |&f| f as i64 * NANOS_PER_SEC);
+        let last = s.times.last().map_or(at, |&l| l as i64 * NANOS_PER_SEC) + step;
         let (before, after) = (
             TimeRange {
-                from: at - span,
+                from: first,
                 to: at,
             },
-            TimeRange {
-                from: at,
-                to: at + span,
-            },
+            TimeRange { from: at, to: last },
         );
         let c = self
             .compare_windows(tenant, service, &s.endpoint, before, after)
             .await?;
-        let snapshot = |range: TimeRange, cost: Option<f64>| {
+        let snapshot = |range: TimeRange| {
             let q = ProfileQuery {
                 tenant: tenant.clone(),
                 service: service.to_owned(),
@@ -187,15 +188,16 @@ impl RegressionTracker {
                 let p = store.profile(&q).await?;
                 Ok::<_, AnalysisError>(Snapshot {
                     stacks: p.merged().into_iter().map(|(f, n, _)| (f, n)).collect(),
-                    cost_per_request: cost.unwrap_or(1.0),
+                    cost_per_request: 1.0,
                 })
             }
         };
-        let b = snapshot(before, c.as_ref().and_then(|c| c.mean_baseline)).await?;
-        let k = snapshot(after, c.as_ref().and_then(|c| c.mean_candidate)).await?;
-        // The share test alone: the samples measure the function's cost themselves, and the
-        // error of the endpoint's mean cost (which the ratio test counts) would hide a small
-        // function's rise behind the endpoint's noise, the very case this step is for.
+        // Shares alone (equal costs, no cost ratio): the samples measure the function's cost
+        // themselves, and the noise of the endpoint's mean CPU per request (which the ratio test
+        // counts, and which scales both sides' costs) would hide a small function's rise behind
+        // the endpoint's noise, the very case this step is for.
+        let b = snapshot(before).await?;
+        let k = snapshot(after).await?;
         let deltas = attribution::attribute(&b, &k, None, 1.96);
         let Some(d) = attribution::culprits(&deltas, usize::MAX)
             .into_iter()
@@ -245,9 +247,9 @@ impl RegressionTracker {
             candidate_requests: c.as_ref().map_or(0, |c| c.n_candidate as u64),
             culprits: vec![Culprit {
                 function: d.function.clone(),
-                baseline: d.self_baseline,
-                candidate: d.self_candidate,
-                delta: d.self_delta,
+                baseline: ch.before,
+                candidate: ch.after,
+                delta: ch.after - ch.before,
             }],
             first_seen: now,
             last_seen: now,
