@@ -1,5 +1,6 @@
 //! Alert delivery: one message when a regression is found and one when it resolves, to webhook
-//! sinks in three formats (generic JSON, Slack incoming webhook, Alertmanager v2 API).
+//! sinks in three formats (generic JSON, Slack incoming webhook, Alertmanager v2 API). Several
+//! regressions of one incident ([`crate::incident`]) go out as one message that lists them.
 //!
 //! Delivery is asynchronous: [`Dispatcher::send`] queues and returns at once, so a slow or
 //! failing sink never blocks analysis. Each message is retried with exponential backoff and
@@ -175,7 +176,8 @@ pub fn render(
             },
         ),
         AlertStatus::Resolved => format!(
-            "resolved: {service} {endpoint} ({pct:+.1}% in build {candidate} vs {baseline})"
+            "resolved{}: {service} {endpoint} ({pct:+.1}% in build {candidate} vs {baseline})",
+            resolution_text(r, escape)
         ),
     };
     match kind {
@@ -207,6 +209,105 @@ pub fn render(
     }
 }
 
+/// The body a sink receives for an incident's regressions (`records`, largest first as the
+/// caller orders them): one record renders as [`render`]; several as one message listing them,
+/// which names the incident.
+pub fn render_incident(
+    kind: SinkKind,
+    status: AlertStatus,
+    records: &[RegressionRecord],
+    base_url: &str,
+) -> serde_json::Value {
+    let (first, rest) = match records {
+        [] => return serde_json::Value::Null,
+        [one] => return render(kind, status, one, base_url),
+        [first, rest @ ..] => (first, rest),
+    };
+    let escape = match kind {
+        SinkKind::Slack => slack_escape,
+        SinkKind::Json | SinkKind::Alertmanager => plain,
+    };
+    let incident = first.incident_id();
+    let link = format!(
+        "{}/#/regressions?incident={incident}",
+        base_url.trim_end_matches('/')
+    );
+    let mut services: Vec<&str> = records.iter().map(|r| r.service.as_str()).collect();
+    services.sort_unstable();
+    services.dedup();
+    let cause = if first.changed_at.is_some() && first.candidate.starts_with("after ") {
+        format!(
+            "at {}",
+            escape(first.candidate.trim_start_matches("after "))
+        )
+    } else {
+        format!("in build {}", escape(&first.candidate))
+    };
+    let verb = match status {
+        AlertStatus::Firing => "got more expensive".to_owned(),
+        AlertStatus::Resolved => format!("resolved{}", resolution_text(first, escape)),
+    };
+    let summary = format!(
+        "{} endpoints of {} {verb} {cause} (largest {:+.1}%: {} {})",
+        1 + rest.len(),
+        escape(&services.join(", ")),
+        (first.effect - 1.0) * 100.0,
+        escape(&first.service),
+        escape(&first.endpoint),
+    );
+    let lines: Vec<String> = records
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}: {:+.1}% ({})",
+                escape(&r.service),
+                escape(&r.endpoint),
+                (r.effect - 1.0) * 100.0,
+                r.metric
+            )
+        })
+        .collect();
+    match kind {
+        SinkKind::Json => serde_json::json!({
+            "status": status, "summary": summary, "link": link, "incident": incident,
+            "regression": first, "regressions": records,
+        }),
+        SinkKind::Slack => serde_json::json!({
+            "text": format!("{summary} <{link}|details>\n• {}", lines.join("\n• "))
+        }),
+        SinkKind::Alertmanager => {
+            let mut alert = serde_json::json!({
+                "labels": {
+                    "alertname": "ProfwatchIncident",
+                    "tenant": first.tenant,
+                    "candidate": first.candidate,
+                    "incident_id": incident,
+                    "severity": "warning",
+                },
+                "annotations": { "summary": summary, "regressions": lines.join("\n") },
+                "startsAt": format_rfc3339(records.iter().map(|r| r.first_seen).min().unwrap_or(first.first_seen)),
+                "generatorURL": link,
+            });
+            if status == AlertStatus::Resolved {
+                let ended = records
+                    .iter()
+                    .map(|r| r.updated)
+                    .max()
+                    .unwrap_or(first.updated);
+                alert["endsAt"] = serde_json::Value::String(format_rfc3339(ended));
+            }
+            serde_json::json!([alert])
+        }
+    }
+}
+
+/// ` (went away)`, ` (fixed in build 813)`...: why a resolved record was resolved, or nothing.
+fn resolution_text(r: &RegressionRecord, escape: fn(&str) -> String) -> String {
+    r.resolution
+        .as_ref()
+        .map_or_else(String::new, |x| format!(" ({})", escape(&x.describe())))
+}
+
 fn target(sink: &Sink) -> String {
     match sink.kind {
         SinkKind::Alertmanager => format!("{}/api/v2/alerts", sink.url.trim_end_matches('/')),
@@ -226,14 +327,14 @@ pub enum AlertError {
 /// Queues alerts and delivers them in the background.
 #[derive(Debug, Clone)]
 pub struct Dispatcher {
-    tx: mpsc::Sender<(AlertStatus, RegressionRecord)>,
+    tx: mpsc::Sender<(AlertStatus, Vec<RegressionRecord>)>,
     pub stats: Arc<AlertStats>,
 }
 
 impl Dispatcher {
     /// Starts the delivery task on the current tokio runtime.
     pub fn start(sinks: Vec<Sink>, cfg: DeliveryConfig) -> Result<Dispatcher, AlertError> {
-        let (tx, mut rx) = mpsc::channel::<(AlertStatus, RegressionRecord)>(cfg.queue.max(1));
+        let (tx, mut rx) = mpsc::channel::<(AlertStatus, Vec<RegressionRecord>)>(cfg.queue.max(1));
         let stats = Arc::new(AlertStats::default());
         let st = stats.clone();
         profwatch_model::tls::install_crypto_provider();
@@ -250,13 +351,16 @@ impl Dispatcher {
         }
         let client = builder.build().map_err(AlertError::Client)?;
         tokio::spawn(async move {
-            while let Some((status, record)) = rx.recv().await {
+            while let Some((status, records)) = rx.recv().await {
+                let Some(tenant) = records.first().map(|r| r.tenant.clone()) else {
+                    continue;
+                };
                 // Sinks are independent: each gets its own retries, concurrently.
                 let tasks: Vec<_> = sinks
                     .iter()
-                    .filter(|sink| sink.hears(&record.tenant))
+                    .filter(|sink| sink.hears(&tenant))
                     .map(|sink| {
-                        let body = render(sink.kind, status, &record, &cfg.base_url);
+                        let body = render_incident(sink.kind, status, &records, &cfg.base_url);
                         tokio::spawn(deliver(
                             client.clone(),
                             target(sink),
@@ -278,9 +382,19 @@ impl Dispatcher {
 
     /// Queues one alert for every sink; never waits.
     pub fn send(&self, status: AlertStatus, record: &RegressionRecord) {
-        if self.tx.try_send((status, record.clone())).is_err() {
+        self.send_incident(status, std::slice::from_ref(record));
+    }
+
+    /// Queues one alert listing `records`, the regressions of one incident (one tenant's), for
+    /// every sink; never waits.
+    pub fn send_incident(&self, status: AlertStatus, records: &[RegressionRecord]) {
+        let Some(first) = records.first() else {
+            return;
+        };
+        let id = first.incident_id();
+        if self.tx.try_send((status, records.to_vec())).is_err() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(id = %record.id, "alert queue full; alert dropped");
+            tracing::warn!(incident = %id, "alert queue full; alert dropped");
         }
     }
 }

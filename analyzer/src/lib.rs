@@ -2,7 +2,9 @@
 //!
 //! - [`compare`]: the snapshot compare of two builds per endpoint (clustered, stratified tests).
 //! - [`changepoint`]: change points and drifts in a series.
+//! - [`function_changes`]: change points in per-function series, FDR-controlled across them.
 //! - [`attribution`]: which functions explain a change in cost per request.
+//! - [`incident`]: regressions of one cause (a build, a moment) grouped, alerted once.
 //! - [`alert`]: webhook delivery of regression alerts (generic JSON, Slack, Alertmanager).
 //! - [`changepoints_cmd`] and [`csv_series`]: `profwatch changepoints` over a CSV file.
 //! - [`report`]: the compare's table as `profwatch compare` prints it.
@@ -22,6 +24,8 @@ pub mod changepoints_cmd;
 pub mod compare;
 pub mod csv_series;
 pub mod error;
+pub mod function_changes;
+pub mod incident;
 pub mod report;
 pub use profwatch_model::rng;
 #[cfg(any(test, feature = "sim"))]

@@ -60,6 +60,11 @@ fn record() -> RegressionRecord {
         last_seen: 1_795_000_000_000_000_000,
         state: RegressionState::Open,
         updated: 1_795_000_100_000_000_000,
+        incident: None,
+        changed_at: None,
+        resolution: None,
+        passes_gone: 0,
+        function: None,
     }
 }
 
@@ -273,6 +278,70 @@ async fn no_redirects_tenant_scoped_sinks_and_escaped_names() {
     assert!(!injected.contains('\n'), "{injected}");
     // The message's own link stays a link.
     assert!(injected.contains("|details>"), "{injected}");
+}
+
+/// An incident's regressions reach each sink as one message that lists them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incident_is_one_message_per_sink_listing_its_regressions() {
+    let (base, calls) = recorder().await;
+    let sinks = vec![
+        Sink::new(SinkKind::Json, format!("{base}/json")),
+        Sink::new(SinkKind::Slack, format!("{base}/slack")),
+        Sink::new(SinkKind::Alertmanager, format!("{base}/am")),
+    ];
+    let d = Dispatcher::start(sinks, DeliveryConfig::default()).expect("dispatcher");
+    let incident = profwatch_model::regression::IncidentCause::Build("812".into()).id("acme");
+    let records: Vec<RegressionRecord> = ["GET /a", "GET /b <!here>", "GET /c"]
+        .iter()
+        .enumerate()
+        .map(|(i, e)| RegressionRecord {
+            id: format!("{i:016x}"),
+            endpoint: (*e).into(),
+            service: if i == 2 { "cart".into() } else { "shop".into() },
+            incident: Some(incident.clone()),
+            ..record()
+        })
+        .collect();
+    d.send_incident(AlertStatus::Firing, &records);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while calls.lock().expect("lock").len() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "alerts did not arrive"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let calls = calls.lock().expect("lock").clone();
+    assert_eq!(calls.len(), 3, "one message per sink: {calls:#?}");
+    let body = |path: &str| {
+        calls
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, b)| b.clone())
+            .expect(path)
+    };
+    let json = body("/json");
+    assert_eq!(json["incident"], incident.as_str());
+    assert_eq!(json["regressions"].as_array().map(Vec::len), Some(3));
+    let summary = json["summary"].as_str().expect("summary");
+    assert!(
+        summary.starts_with("3 endpoints of cart, shop got more expensive in build 812"),
+        "{summary}"
+    );
+    let slack = body("/slack")["text"].as_str().expect("text").to_owned();
+    for e in ["GET /a", "GET /b &lt;!here&gt;", "GET /c"] {
+        assert!(slack.contains(e), "{e} listed: {slack}");
+    }
+    assert!(!slack.contains("<!here>"), "{slack}");
+    let am = body("/am/api/v2/alerts");
+    assert_eq!(am.as_array().map(Vec::len), Some(1), "one alert: {am:#}");
+    assert_eq!(am[0]["labels"]["incident_id"], incident.as_str());
+    assert_eq!(
+        am[0]["annotations"]["regressions"]
+            .as_str()
+            .map(|s| s.lines().count()),
+        Some(3)
+    );
 }
 
 #[test]

@@ -265,6 +265,7 @@ fn spawn_schedule(
                     tracing::info!(
                         services = r.services.len(),
                         new = r.new_regressions,
+                        incidents = r.new_incidents,
                         resolved = r.resolved_regressions,
                         "analysis pass done"
                     )

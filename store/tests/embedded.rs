@@ -334,6 +334,11 @@ async fn a_record_without_an_interval_survives_a_restart() {
         last_seen: 2,
         state: RegressionState::Open,
         updated: 2,
+        incident: None,
+        changed_at: None,
+        resolution: None,
+        passes_gone: 0,
+        function: None,
     };
     {
         let store = EmbeddedStore::open(cfg(dir.path())).expect("open");

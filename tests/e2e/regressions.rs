@@ -290,8 +290,171 @@ fn a_regression_is_found_named_acknowledged_gated_and_alerted_once() {
     assert_eq!(got[0]["regression"]["endpoint"], "GET /a");
 }
 
+/// One bad build that makes four endpoints of two services dearer is one incident through the
+/// real server: `/api/v1/incidents` lists it with its four regressions, and the alert receiver
+/// hears one alert that lists them all, and nothing more on later passes. Build 3 brings every
+/// endpoint back: each record resolves itself as fixed in build 3, in one resolved alert.
+#[test]
+fn one_bad_build_is_one_incident_and_one_alert() {
+    let art = artifacts("one_bad_build_is_one_incident_and_one_alert");
+    let (hook, alerts) = receiver();
+    let data = art.join("data");
+    let server = Server::start(
+        &[
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+            "--analysis-interval",
+            "0s",
+            "--alert",
+            &format!("json={hook}"),
+        ],
+        &art.join("server.log"),
+    );
+    let c = server.client();
+    let now = profwatch_model::timefmt::now_ns();
+    let mut rng = Rng::new(17);
+    let endpoints = [
+        ("shop", "GET /a", 1.10),
+        ("shop", "GET /b", 1.12),
+        ("shop", "GET /c", 1.0),
+        ("cart", "GET /d", 1.15),
+        ("cart", "GET /e", 1.10),
+    ];
+    let mut events_of = |builds: &[(&str, i64)]| {
+        let mut events = Vec::new();
+        for (build, start_min) in builds.iter().copied() {
+            for (service, endpoint, dearer) in endpoints {
+                for i in 0..2000u64 {
+                    let factor = if build == "2" { dearer } else { 1.0 };
+                    let cpu = 2_000_000.0 * factor * (0.3 * rng.normal()).exp();
+                    let host = i % 12;
+                    events.push(RequestEvent {
+                        ts: now - start_min * 60_000_000_000 + i as i64 * 9_000_000,
+                        service: service.into(),
+                        endpoint: endpoint.into(),
+                        build: build.into(),
+                        dc: if host.is_multiple_of(2) { "eu1" } else { "us1" }.into(),
+                        host: format!("web-{host}"),
+                        status: 200,
+                        cpu_ns: cpu as u64,
+                        instructions: None,
+                        wall_ns: cpu as u64,
+                        weight: 1.0,
+                        labels: Default::default(),
+                    });
+                }
+            }
+        }
+        events
+    };
+    let post = |events: Vec<RequestEvent>| {
+        for chunk in events.chunks(5000) {
+            let r = c.post_events(protobuf(chunk), "application/x-protobuf", None);
+            assert_eq!(r.status, 200, "{}", r.body);
+        }
+    };
+    post(events_of(&[("1", 50), ("2", 25)]));
+    let http = profwatch_e2e::http_client();
+    let analyze = || -> serde_json::Value {
+        let r = http
+            .post(format!("{}/api/v1/analyze", c.base))
+            .send()
+            .expect("analyze");
+        assert!(r.status().is_success());
+        r.json().expect("json")
+    };
+    let report = analyze();
+    assert_eq!(report["new_regressions"], 4, "{report:#}");
+    assert_eq!(report["new_incidents"], 1, "{report:#}");
+
+    let incidents = c.get("/api/v1/incidents").json();
+    let list = incidents.as_array().expect("array");
+    assert_eq!(list.len(), 1, "{incidents:#}");
+    let inc = &list[0];
+    assert_eq!(inc["cause"]["build"], "2");
+    assert_eq!(inc["state"], "open");
+    assert_eq!(inc["services"], serde_json::json!(["cart", "shop"]));
+    let mut regressed: Vec<&str> = inc["regressions"]
+        .as_array()
+        .expect("regressions")
+        .iter()
+        .filter_map(|r| r["endpoint"].as_str())
+        .collect();
+    regressed.sort_unstable();
+    assert_eq!(regressed, ["GET /a", "GET /b", "GET /d", "GET /e"]);
+    let id = inc["id"].as_str().expect("id");
+    assert_eq!(c.get(&format!("/api/v1/incidents/{id}")).json()["id"], id);
+    assert_eq!(c.get("/api/v1/incidents/nope").status, 404);
+    assert_eq!(
+        c.get("/api/v1/incidents?state=resolved").json(),
+        serde_json::json!([])
+    );
+    assert_eq!(c.get("/api/v1/incidents?service=cart").json()[0]["id"], id);
+    assert_eq!(c.get("/api/v1/incidents?nope=1").status, 400);
+    for r in c
+        .get("/api/v1/regressions")
+        .json()
+        .as_array()
+        .expect("array")
+    {
+        assert_eq!(r["incident"], id, "every record names its incident");
+    }
+
+    assert!(eventually(Duration::from_secs(20), || !alerts
+        .lock()
+        .expect("lock")
+        .is_empty()));
+    let again = analyze();
+    assert_eq!(
+        (
+            again["new_regressions"].as_u64(),
+            again["new_incidents"].as_u64()
+        ),
+        (Some(0), Some(0)),
+        "{again:#}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let got = alerts.lock().expect("lock").clone();
+    assert_eq!(got.len(), 1, "one alert for the incident: {got:#?}");
+    assert_eq!(got[0]["status"], "firing");
+    assert_eq!(got[0]["incident"], id);
+    assert_eq!(got[0]["regressions"].as_array().map(Vec::len), Some(4));
+
+    // Build 3 costs what build 1 did.
+    post(events_of(&[("3", 10)]));
+    let fixed = analyze();
+    assert_eq!(fixed["fixed"], 4, "{fixed:#}");
+    assert!(eventually(Duration::from_secs(20), || alerts
+        .lock()
+        .expect("lock")
+        .len()
+        >= 2));
+    let inc = c.get(&format!("/api/v1/incidents/{id}")).json();
+    assert_eq!(inc["state"], "resolved", "{inc:#}");
+    for r in inc["regressions"].as_array().expect("regressions") {
+        assert_eq!(
+            r["resolution"],
+            serde_json::json!({"kind": "fixed", "build": "3"}),
+            "{r:#}"
+        );
+    }
+    assert_eq!(analyze()["resolved_regressions"], 0, "resolved once");
+    std::thread::sleep(Duration::from_millis(500));
+    let got = alerts.lock().expect("lock").clone();
+    assert_eq!(
+        got.len(),
+        2,
+        "one resolved alert for the incident: {got:#?}"
+    );
+    assert_eq!(got[1]["status"], "resolved");
+    assert_eq!(got[1]["regressions"].as_array().map(Vec::len), Some(4));
+    let summary = got[1]["summary"].as_str().expect("summary");
+    assert!(summary.contains("resolved (fixed in build 3)"), "{summary}");
+}
+
 /// A slow drift with no new build: the change point in the endpoint's series is found, placed
-/// where it happened, confirmed by a compare of the windows around it, and recorded once.
+/// where it happened, confirmed by a compare of the windows around it, and recorded once. Two
+/// endpoints that change at the same moment are one incident, caused by that time.
 #[test]
 fn a_change_in_time_without_a_new_build_is_found() {
     let art = artifacts("a_change_in_time_without_a_new_build_is_found");
@@ -311,30 +474,32 @@ fn a_change_in_time_without_a_new_build_is_found() {
     // Three hours, 20 requests a minute over 12 hosts; 12% dearer from 80 minutes ago.
     let mut rng = Rng::new(7);
     let mut events = Vec::new();
-    for m in 0..180i64 {
-        for k in 0..20u64 {
-            let ts = now - (180 - m) * minute + k as i64 * 2_000_000_000;
-            let factor = if ts >= now - 80 * minute { 1.12 } else { 1.0 };
-            let cpu = 3_000_000.0 * factor * (0.2 * rng.normal()).exp();
-            let host = (m as u64 * 20 + k) % 12;
-            events.push(RequestEvent {
-                ts,
-                service: "drift".into(),
-                endpoint: "GET /slow".into(),
-                build: "only".into(),
-                dc: if host.is_multiple_of(2) {
-                    "eu1".into()
-                } else {
-                    "us1".into()
-                },
-                host: format!("h{host}"),
-                status: 200,
-                cpu_ns: cpu as u64,
-                instructions: None,
-                wall_ns: cpu as u64,
-                weight: 1.0,
-                labels: Default::default(),
-            });
+    for endpoint in ["GET /slow", "GET /slower"] {
+        for m in 0..180i64 {
+            for k in 0..20u64 {
+                let ts = now - (180 - m) * minute + k as i64 * 2_000_000_000;
+                let factor = if ts >= now - 80 * minute { 1.12 } else { 1.0 };
+                let cpu = 3_000_000.0 * factor * (0.2 * rng.normal()).exp();
+                let host = (m as u64 * 20 + k) % 12;
+                events.push(RequestEvent {
+                    ts,
+                    service: "drift".into(),
+                    endpoint: endpoint.into(),
+                    build: "only".into(),
+                    dc: if host.is_multiple_of(2) {
+                        "eu1".into()
+                    } else {
+                        "us1".into()
+                    },
+                    host: format!("h{host}"),
+                    status: 200,
+                    cpu_ns: cpu as u64,
+                    instructions: None,
+                    wall_ns: cpu as u64,
+                    weight: 1.0,
+                    labels: Default::default(),
+                });
+            }
         }
     }
     let r = c.post_events(protobuf(&events), "application/x-protobuf", None);
@@ -346,10 +511,15 @@ fn a_change_in_time_without_a_new_build_is_found() {
         .expect("analyze")
         .json()
         .expect("json");
-    assert_eq!(report["new_regressions"], 1, "{report:#}");
+    assert_eq!(report["new_regressions"], 2, "{report:#}");
+    assert_eq!(report["new_incidents"], 1, "{report:#}");
     let list = c.get("/api/v1/regressions").json();
-    let rec = &list[0];
-    assert_eq!(rec["endpoint"], "GET /slow");
+    let rec = list
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|r| r["endpoint"] == "GET /slow")
+        .expect("GET /slow's record");
     let baseline = rec["baseline"].as_str().expect("baseline");
     let at = baseline.strip_prefix("before ").expect("a window record");
     let at_ns = profwatch_model::timefmt::parse_rfc3339_ns(at).expect("time");
@@ -368,6 +538,16 @@ fn a_change_in_time_without_a_new_build_is_found() {
         .json()
         .expect("json");
     assert_eq!(again["new_regressions"], 0, "recorded once");
+    let incidents = c.get("/api/v1/incidents").json();
+    assert_eq!(incidents.as_array().map(Vec::len), Some(1), "{incidents:#}");
+    let t = incidents[0]["cause"]["time"]
+        .as_i64()
+        .expect("a time incident");
+    assert!((t - at_ns).abs() <= 30 * minute, "{incidents:#}");
+    assert_eq!(
+        incidents[0]["regressions"].as_array().map(Vec::len),
+        Some(2)
+    );
 }
 
 /// Two collectors share one ClickHouse database and analyse every 2 s: a lease makes each
@@ -496,4 +676,180 @@ fn two_collectors(name: &str, ch: [&str; 2], extra: &[&str], db: &str) {
         "one pass found it:\n{logs}"
     );
     drop((a, b));
+}
+
+/// Function-level detection through the real server: six hours of one endpoint whose requests
+/// cost the same throughout, with folded profiles every 10 minutes; from two hours ago the
+/// function `small` (2% of the samples) costs 5% more. It is recorded as a function-level
+/// regression of that endpoint; the endpoint itself is not.
+#[test]
+fn a_functions_rise_is_found_while_its_endpoint_stays_flat() {
+    let art = artifacts("a_functions_rise_is_found_while_its_endpoint_stays_flat");
+    let data = art.join("data");
+    let server = Server::start(
+        &[
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+            "--analysis-interval",
+            "0s",
+        ],
+        &art.join("server.log"),
+    );
+    let c = server.client();
+    let now = profwatch_model::timefmt::now_ns();
+    let minute = 60_000_000_000i64;
+    let bucket = 10 * minute;
+    let start = (now - 360 * minute) / bucket * bucket;
+    let changed = start + 24 * bucket;
+    let mut rng = Rng::new(23);
+    let mut events = Vec::new();
+    for m in 0..360i64 {
+        for k in 0..6i64 {
+            let cpu = 3_000_000.0 * (0.2 * rng.normal()).exp();
+            let host = (m * 6 + k) % 12;
+            events.push(RequestEvent {
+                ts: start + m * minute + k * 10_000_000_000,
+                service: "fn".into(),
+                endpoint: "GET /f".into(),
+                build: "only".into(),
+                dc: "eu1".into(),
+                host: format!("h{host}"),
+                status: 200,
+                cpu_ns: cpu as u64,
+                instructions: None,
+                wall_ns: cpu as u64,
+                weight: 1.0,
+                labels: Default::default(),
+            });
+        }
+    }
+    let r = c.post_events(protobuf(&events), "application/x-protobuf", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let http = profwatch_e2e::http_client();
+    for b in 0..36i64 {
+        let ts = start + b * bucket + bucket / 2;
+        let small = if ts >= changed { 4200.0 } else { 4000.0 };
+        let mut n = |mean: f64| (mean + mean.sqrt() * rng.normal()).max(0.0) as u64;
+        let folded = format!(
+            "main;handle;big {}\nmain;handle;small {}\nmain;handle {}\n",
+            n(200_000.0),
+            n(small),
+            n(20_000.0)
+        );
+        let r = http
+            .post(format!(
+                "{}/api/v1/profiles?format=folded&service=fn&endpoint=GET%20/f&build=only&ts={}",
+                c.base,
+                ts / 1_000_000_000
+            ))
+            .body(folded)
+            .send()
+            .expect("post profile");
+        assert!(r.status().is_success(), "{:?}", r.text());
+    }
+    let analyze = || -> serde_json::Value {
+        http.post(format!("{}/api/v1/analyze", c.base))
+            .send()
+            .expect("analyze")
+            .json()
+            .expect("json")
+    };
+    let report = analyze();
+    let list = c.get("/api/v1/regressions").json();
+    assert_eq!(report["new_regressions"], 1, "{report:#} {list:#}");
+    let rec = &list[0];
+    assert_eq!(rec["function"], "small", "{rec:#}");
+    assert_eq!(rec["endpoint"], "GET /f");
+    assert_eq!(rec["metric"], "samples");
+    let at = rec["changed_at"].as_i64().expect("changed_at");
+    assert!((at - changed).abs() <= 2 * bucket, "{rec:#}");
+    assert_eq!(analyze()["new_regressions"], 0, "recorded once");
+}
+
+/// A regression whose effect disappears while its build still serves (a cache warming up)
+/// closes itself as "went away" after two passes without it, through the real server, and the
+/// alert receiver hears that once.
+#[test]
+fn a_regression_that_goes_away_closes_itself_and_is_alerted_once() {
+    let art = artifacts("a_regression_that_goes_away_closes_itself_and_is_alerted_once");
+    let (hook, alerts) = receiver();
+    let data = art.join("data");
+    let server = Server::start(
+        &[
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+            "--analysis-interval",
+            "0s",
+            "--alert",
+            &format!("json={hook}"),
+        ],
+        &art.join("server.log"),
+    );
+    let c = server.client();
+    let now = profwatch_model::timefmt::now_ns();
+    let mut rng = Rng::new(29);
+    let mut events_of = |build: &str, start_min: i64, n: u64, factor: f64| {
+        (0..n)
+            .map(|i| {
+                let cpu = 2_000_000.0 * factor * (0.3 * rng.normal()).exp();
+                let host = i % 12;
+                RequestEvent {
+                    ts: now - start_min * 60_000_000_000 + i as i64 * 10_000_000,
+                    service: "cache".into(),
+                    endpoint: "GET /warm".into(),
+                    build: build.into(),
+                    dc: if host.is_multiple_of(2) { "eu1" } else { "us1" }.into(),
+                    host: format!("web-{host}"),
+                    status: 200,
+                    cpu_ns: cpu as u64,
+                    instructions: None,
+                    wall_ns: cpu as u64,
+                    weight: 1.0,
+                    labels: Default::default(),
+                }
+            })
+            .collect::<Vec<_>>()
+    };
+    let post = |events: Vec<RequestEvent>| {
+        for chunk in events.chunks(5000) {
+            let r = c.post_events(protobuf(chunk), "application/x-protobuf", None);
+            assert_eq!(r.status, 200, "{}", r.body);
+        }
+    };
+    post(events_of("1", 50, 3000, 1.0));
+    post(events_of("2", 25, 3000, 1.12));
+    let http = profwatch_e2e::http_client();
+    let analyze = || -> serde_json::Value {
+        http.post(format!("{}/api/v1/analyze", c.base))
+            .send()
+            .expect("analyze")
+            .json()
+            .expect("json")
+    };
+    assert_eq!(analyze()["new_regressions"], 1);
+    // The cache is warm: build 2 now costs what build 1 did, for many more requests.
+    post(events_of("2", 15, 60_000, 1.0));
+    let first = analyze();
+    assert_eq!(first["went_away"], 0, "one pass is not enough: {first:#}");
+    let second = analyze();
+    assert_eq!(
+        (second["went_away"].as_u64(), second["fixed"].as_u64()),
+        (Some(1), Some(0)),
+        "{second:#}"
+    );
+    let list = c.get("/api/v1/regressions").json();
+    assert_eq!(list[0]["state"], "resolved", "{list:#}");
+    assert_eq!(list[0]["resolution"]["kind"], "went_away", "{list:#}");
+    assert!(eventually(Duration::from_secs(20), || alerts
+        .lock()
+        .expect("lock")
+        .len()
+        >= 2));
+    assert_eq!(analyze()["resolved_regressions"], 0);
+    std::thread::sleep(Duration::from_millis(500));
+    let got = alerts.lock().expect("lock").clone();
+    let statuses: Vec<&str> = got.iter().filter_map(|a| a["status"].as_str()).collect();
+    assert_eq!(statuses, ["firing", "resolved"], "{got:#?}");
+    let summary = got[1]["summary"].as_str().expect("summary");
+    assert!(summary.starts_with("resolved (went away)"), "{summary}");
 }

@@ -460,7 +460,12 @@ fn the_dashboard_works_in_a_real_browser() {
 
     // ---- regressions: list, detail, acknowledge
     open(&browser, &format!("{base}/#/regressions"));
-    assert!(text_of(&browser, "#main").contains("shop · GET /a"));
+    let listed = text_of(&browser, "#main");
+    assert!(listed.contains("shop · GET /a"), "{listed}");
+    assert!(
+        listed.contains("Incident: build 2"),
+        "grouped by incident: {listed}"
+    );
     shot("regressions");
     open(&browser, &format!("{base}/#/regression?id={id}"));
     let detail = text_of(&browser, "#main");

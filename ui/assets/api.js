@@ -57,7 +57,8 @@
  * @property {string} id
  * @property {string} service
  * @property {string} endpoint
- * @property {string} metric `instructions` or `cpu_ns`
+ * @property {string} [function] for a function-level record: the function whose cost rose
+ * @property {string} metric `instructions`, `cpu_ns`, or `samples` (a function's self samples per request)
  * @property {string} baseline build
  * @property {string} candidate build
  * @property {number} effect
@@ -73,6 +74,31 @@
  * @property {number} first_seen
  * @property {number} last_seen
  * @property {RegressionState} state
+ * @property {string} [incident] the incident's id (absent in records from before incidents)
+ * @property {number} [changed_at] unix ns of the change point that found it
+ * @property {Resolution} [resolution] why a resolved record was resolved
+ */
+
+/**
+ * Why a record was resolved (`profwatch_model::regression::Resolution`).
+ * @typedef {{ kind: "went_away" } | { kind: "fixed", build: string } | { kind: "by_hand" }} Resolution
+ */
+
+/**
+ * What caused an incident: a candidate build, or the unix ns time of its first change point.
+ * @typedef {{ build: string } | { time: number }} IncidentCause
+ */
+
+/**
+ * `GET /incidents` (`profwatch_model::regression::Incident`): regressions with one cause.
+ * @typedef {object} Incident
+ * @property {string} id
+ * @property {IncidentCause} cause
+ * @property {RegressionState} state open while any record is open
+ * @property {number} first_seen
+ * @property {number} last_seen
+ * @property {string[]} services
+ * @property {RegressionRecord[]} regressions largest effect first
  */
 
 /**
@@ -240,6 +266,14 @@ export function timeseries(q) {
  */
 export function regressions(q) {
   return /** @type {Promise<RegressionRecord[]>} */ (call("regressions", q));
+}
+
+/**
+ * @param {Query} q state, service
+ * @returns {Promise<Incident[]>}
+ */
+export function incidents(q) {
+  return /** @type {Promise<Incident[]>} */ (call("incidents", q));
 }
 
 /**

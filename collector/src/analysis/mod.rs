@@ -1,23 +1,32 @@
 //! The analysis pass: for every service, compare the newest build with enough traffic against
 //! the one before it, endpoint by endpoint; record regressions (with the functions that explain
-//! them), resolve the ones the newest build no longer shows, and send one alert per new and per
-//! resolved record. Then look for change points in every endpoint's series, each confirmed by a
-//! compare of the windows on either side.
+//! them), resolve the ones the newest build no longer shows or whose effect went away. Then look
+//! for change points in every endpoint's series, each confirmed by a compare of the windows on
+//! either side, and in the series of each service's top functions. Findings of one cause form an
+//! incident, alerted once.
 //!
 //! | file | step |
 //! |---|---|
 //! | [`compare`](self::compare) | the statistics' input from the store, compares, culprits |
 //! | `pass` | one pass: builds compared, records kept and alerted, stale records resolved |
 //! | `windows` | change points in each endpoint's series, confirmed and recorded |
+//! | `functions` | change points in the series of each service's top functions, FDR-controlled, shifts filtered out |
 //! | `record` | a regression record from a comparison |
 //!
 //! Invariants:
 //! - A record's id is its finding's key ([`RegressionRecord::make_id`]), so passes, restarts
 //!   and several collectors update one record instead of adding duplicates.
 //! - A human's acknowledgement survives later passes; `first_seen` never moves.
-//! - An alert goes out when a record is created and when it becomes resolved, never otherwise.
+//! - A record resolves itself as "went away" when its effect is gone for `went_away_passes`
+//!   passes in a row while its candidate is still the newest build, and as "fixed in build X"
+//!   when a newer build X no longer shows it against its baseline.
+//! - Records of one cause (a build, or change points at one moment) share an incident
+//!   ([`profwatch_analyzer::incident`]). One alert goes out per incident when its first records
+//!   are found (listing the pass's records of it), and one per pass that resolves records of it;
+//!   a human's resolve alerts that record alone.
 
 mod compare;
+mod functions;
 mod pass;
 mod record;
 mod windows;
@@ -28,7 +37,7 @@ use std::time::Duration;
 use profwatch_analyzer::alert::{AlertStatus, Dispatcher};
 use profwatch_analyzer::{ChangepointConfig, CompareConfig, Comparison};
 use profwatch_model::query::TimeRange;
-use profwatch_model::regression::{RegressionRecord, RegressionState};
+use profwatch_model::regression::{RegressionRecord, RegressionState, Resolution};
 use profwatch_model::timefmt::now_ns;
 use profwatch_model::Tenant;
 use serde::Serialize;
@@ -50,6 +59,9 @@ pub struct AnalysisConfig {
     pub changepoints: ChangepointConfig,
     /// Buckets with fewer requests are left out of the series (too noisy to place a change).
     pub min_bucket_requests: f64,
+    /// Passes in a row without the effect, its build still the newest, after which a record
+    /// closes itself as "went away".
+    pub went_away_passes: u32,
 }
 
 impl Default for AnalysisConfig {
@@ -66,6 +78,9 @@ impl Default for AnalysisConfig {
                 ..ChangepointConfig::default()
             },
             min_bucket_requests: 20.0,
+            // One pass without the effect can be a quiet interval; two in a row (10 minutes at
+            // the default interval) is the effect gone while its build serves.
+            went_away_passes: 2,
         }
     }
 }
@@ -99,7 +114,13 @@ pub struct PassReport {
     pub skipped_services: Vec<String>,
     pub new_regressions: usize,
     pub updated_regressions: usize,
+    /// Of the resolved: records whose effect went away while their build still served, and
+    /// records a later build fixed.
+    pub went_away: usize,
+    pub fixed: usize,
     pub resolved_regressions: usize,
+    /// Incidents alerted for the first time this pass (each one alert listing its regressions).
+    pub new_incidents: usize,
     /// Endpoints whose change-point detection failed this pass, with why (`service endpoint`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub failed_endpoints: Vec<String>,
@@ -157,6 +178,7 @@ impl RegressionTracker {
         }
         r.state = state;
         r.updated = now_ns();
+        r.resolution = (state == RegressionState::Resolved).then_some(Resolution::ByHand);
         self.store.put_regression(&r).await?;
         if state == RegressionState::Resolved {
             if let Some(a) = &self.alerts {

@@ -1,14 +1,20 @@
 //! One analysis pass: per service, the newest build against the one before it; each regression
-//! it shows is recorded (or its record updated) and alerted once; records of older candidates are
+//! it shows is recorded (or its record updated) in its incident; records of older candidates are
 //! resolved once the newest build no longer shows them. Then the change points ([`super::windows`]).
+//! At the end of a tenant's pass, one alert per new incident lists its new records, and one per
+//! incident with records resolved lists those.
+
+use std::collections::{HashMap, HashSet};
 
 use profwatch_analyzer::alert::AlertStatus;
-use profwatch_analyzer::{choose_builds, BuildTraffic, Verdict};
+use profwatch_analyzer::incident::{alert_groups, incident_for, Cause};
+use profwatch_analyzer::{choose_builds, BuildTraffic, Comparison, Verdict};
 use profwatch_model::query::{BuildSummary, BuildsQuery, ServicesQuery};
-use profwatch_model::regression::{RegressionRecord, RegressionState};
+use profwatch_model::regression::{RegressionRecord, RegressionState, Resolution};
 use profwatch_model::timefmt::now_ns;
 use profwatch_model::Tenant;
 
+use super::compare::metric_name;
 use super::record::{from_comparison, Finding};
 use super::{AnalysisError, PassReport, RegressionTracker, ServiceCompare};
 
@@ -25,12 +31,67 @@ impl RegressionTracker {
                 })
                 .await?;
             let mut records = self.store.regressions(tenant).await?;
+            let before: HashMap<String, RegressionState> =
+                records.iter().map(|r| (r.id.clone(), r.state)).collect();
+            let mut outcome = Ok(());
             for s in services {
-                self.pass_service(tenant, &s.service, &mut records, &mut report)
-                    .await?;
+                outcome = self
+                    .pass_service(tenant, &s.service, &mut records, &mut report)
+                    .await;
+                if outcome.is_err() {
+                    break;
+                }
             }
+            // What was stored is alerted even when a later step failed: a record is new once.
+            self.alert_incidents(&records, &before, &mut report);
+            outcome?;
         }
         Ok(report)
+    }
+
+    /// One alert per incident that has a new record this pass and none before it, listing the
+    /// pass's new records of it; one per incident whose records this pass resolved, listing
+    /// them. `before` is each record's state before the pass.
+    fn alert_incidents(
+        &self,
+        records: &[RegressionRecord],
+        before: &HashMap<String, RegressionState>,
+        report: &mut PassReport,
+    ) {
+        let known: HashSet<String> = records
+            .iter()
+            .filter(|r| before.contains_key(&r.id))
+            .map(RegressionRecord::incident_id)
+            .collect();
+        let new: Vec<RegressionRecord> = records
+            .iter()
+            .filter(|r| !before.contains_key(&r.id))
+            .cloned()
+            .collect();
+        let resolved: Vec<RegressionRecord> = records
+            .iter()
+            .filter(|r| {
+                r.state == RegressionState::Resolved
+                    && before
+                        .get(&r.id)
+                        .is_some_and(|s| *s != RegressionState::Resolved)
+            })
+            .cloned()
+            .collect();
+        let firing = alert_groups(&new, &known);
+        report.new_incidents += firing.len();
+        for group in firing {
+            tracing::warn!(incident = %group[0].incident_id(), regressions = group.len(),
+                candidate = %group[0].candidate, "incident found");
+            if let Some(a) = &self.alerts {
+                a.send_incident(AlertStatus::Firing, &group);
+            }
+        }
+        for group in alert_groups(&resolved, &HashSet::new()) {
+            if let Some(a) = &self.alerts {
+                a.send_incident(AlertStatus::Resolved, &group);
+            }
+        }
     }
 
     async fn pass_service(
@@ -62,6 +123,8 @@ impl RegressionTracker {
             None => report.skipped_services.push(service.to_owned()),
         }
         self.pass_windows(tenant, service, &builds, records, report)
+            .await?;
+        self.pass_functions(tenant, service, &builds, records, report)
             .await
     }
 
@@ -108,9 +171,19 @@ impl RegressionTracker {
                 candidate: candidate.clone(),
             };
             let record = from_comparison(finding, c, None, culprits, now_ns());
-            self.record_and_alert(record, "regression found", records, report)
+            let cause = Cause::Build(candidate.clone());
+            self.record(record, &cause, "regression found", records, report)
                 .await?;
         }
+        self.went_away(
+            service,
+            &baseline,
+            &candidate,
+            &comparisons,
+            records,
+            report,
+        )
+        .await?;
         Ok(ServiceCompare {
             service: service.to_owned(),
             baseline,
@@ -119,11 +192,13 @@ impl RegressionTracker {
         })
     }
 
-    /// Stores a finding. A new one is alerted; a known one keeps its `first_seen` and state (a
-    /// human's acknowledgement survives), and one a human resolved stays so, untouched.
-    pub(super) async fn record_and_alert(
+    /// Stores a finding in its incident (alerted at the end of the pass). A known one keeps its
+    /// `first_seen`, incident and state (a human's acknowledgement survives), and one a human
+    /// resolved stays so, untouched.
+    pub(super) async fn record(
         &self,
         mut record: RegressionRecord,
+        cause: &Cause,
         what: &str,
         records: &mut Vec<RegressionRecord>,
         report: &mut PassReport,
@@ -137,21 +212,65 @@ impl RegressionTracker {
                 record.first_seen = old.first_seen;
                 record.state = old.state;
                 record.updated = old.updated;
+                record.incident = old.incident.clone().or_else(|| Some(old.incident_id()));
+                record.changed_at = old.changed_at.or(record.changed_at);
                 self.store.put_regression(&record).await?;
                 records[i] = record;
                 report.updated_regressions += 1;
             }
             None => {
+                let tolerance = 3 * self.cfg.bucket.as_nanos().min(i64::MAX as u128 / 4) as i64;
+                record.incident = Some(incident_for(&record, cause, records, tolerance));
                 self.store.put_regression(&record).await?;
-                if let Some(a) = &self.alerts {
-                    a.send(AlertStatus::Firing, &record);
-                }
                 tracing::warn!(service = %record.service, endpoint = %record.endpoint,
                     effect = record.effect, baseline = %record.baseline,
                     candidate = %record.candidate, "{what}");
                 records.push(record);
                 report.new_regressions += 1;
             }
+        }
+        Ok(())
+    }
+
+    /// Open records of this compare (`service`, `baseline` → `candidate`) that it no longer shows
+    /// (a decided verdict other than regression): one more pass gone, and closed as "went away"
+    /// after `went_away_passes`. A pass that shows one again has reset its count (its record was
+    /// rewritten from the compare).
+    async fn went_away(
+        &self,
+        service: &str,
+        baseline: &str,
+        candidate: &str,
+        comparisons: &[Comparison],
+        records: &mut [RegressionRecord],
+        report: &mut PassReport,
+    ) -> Result<(), AnalysisError> {
+        for r in records.iter_mut().filter(|r| {
+            r.service == service
+                && r.baseline == baseline
+                && r.candidate == candidate
+                && r.state != RegressionState::Resolved
+        }) {
+            let gone = comparisons.iter().any(|c| {
+                c.endpoint == r.endpoint
+                    && metric_name(c.metric) == r.metric
+                    && matches!(c.verdict, Verdict::Same | Verdict::Improvement)
+            });
+            if !gone {
+                continue;
+            }
+            let mut next = r.clone();
+            next.passes_gone += 1;
+            if next.passes_gone >= self.cfg.went_away_passes {
+                next.state = RegressionState::Resolved;
+                next.resolution = Some(Resolution::WentAway);
+                next.updated = now_ns();
+                report.resolved_regressions += 1;
+                report.went_away += 1;
+                tracing::info!(%service, endpoint = %r.endpoint, %candidate, "regression went away");
+            }
+            self.store.put_regression(&next).await?;
+            *r = next;
         }
         Ok(())
     }
@@ -188,10 +307,11 @@ impl RegressionTracker {
                 let mut resolved = r.clone();
                 resolved.state = RegressionState::Resolved;
                 resolved.updated = now_ns();
+                resolved.resolution = Some(Resolution::Fixed {
+                    build: candidate.to_owned(),
+                });
+                report.fixed += 1;
                 self.store.put_regression(&resolved).await?;
-                if let Some(a) = &self.alerts {
-                    a.send(AlertStatus::Resolved, &resolved);
-                }
                 *r = resolved;
                 report.resolved_regressions += 1;
             }

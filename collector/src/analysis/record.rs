@@ -62,6 +62,11 @@ pub(super) fn from_comparison(
         last_seen: now,
         state: RegressionState::Open,
         updated: now,
+        incident: None,
+        changed_at: None,
+        resolution: None,
+        passes_gone: 0,
+        function: None,
     }
 }
 

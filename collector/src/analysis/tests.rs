@@ -1,10 +1,13 @@
 //! The pass's stated invariants, against a temporary embedded store: one record per finding
-//! across passes, a human's state kept, a resolution kept, stale records resolved.
+//! across passes, a human's state kept, a resolution kept, stale records resolved (fixed),
+//! records whose effect went away closed, one incident per bad build, and function-level
+//! change points (a function's rise found, a cost shift not).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use profwatch_model::regression::RegressionState;
+use profwatch_model::regression::{RegressionState, Resolution};
+use profwatch_model::rng::Rng;
 use profwatch_model::timefmt::{now_ns, NANOS_PER_SEC};
 use profwatch_model::{Labels, RequestEvent, Tenant};
 use profwatch_store::embedded::{EmbeddedConfig, EmbeddedStore};
@@ -18,13 +21,26 @@ const ENDPOINT: &str = "GET /cart";
 /// `n` requests of `build` costing about `cpu_ns` each (±5%, deterministic), spread over 8
 /// hosts and the `minutes` before `end`.
 fn requests(build: &str, cpu_ns: f64, n: usize, end: i64, minutes: i64) -> Vec<RequestEvent> {
+    requests_of(SERVICE, ENDPOINT, build, cpu_ns, n, end, minutes)
+}
+
+/// [`requests`] of another service and endpoint.
+fn requests_of(
+    service: &str,
+    endpoint: &str,
+    build: &str,
+    cpu_ns: f64,
+    n: usize,
+    end: i64,
+    minutes: i64,
+) -> Vec<RequestEvent> {
     (0..n)
         .map(|i| {
             let wobble = ((i * 7919) % 101) as f64 / 100.0 - 0.5; // -0.5..0.5
             RequestEvent {
                 ts: end - (minutes * 60 * NANOS_PER_SEC) * (n - i) as i64 / n as i64,
-                service: SERVICE.into(),
-                endpoint: ENDPOINT.into(),
+                service: service.into(),
+                endpoint: endpoint.into(),
                 build: build.into(),
                 dc: "dc1".into(),
                 host: format!("h{}", i % 8),
@@ -148,9 +164,183 @@ async fn a_record_is_resolved_once_the_newest_build_no_longer_shows_it() {
     f.write(requests("3", 1e6, 1500, now_ns(), 30)).await;
     let report = f.pass().await;
     assert_eq!(report.resolved_regressions, 1, "{report:?}");
+    assert_eq!((report.fixed, report.went_away), (1, 0), "{report:?}");
     assert_eq!(report.new_regressions, 0, "3 is cheaper than 2: {report:?}");
     let records = f.records().await;
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].candidate, "2");
     assert_eq!(records[0].state, RegressionState::Resolved);
+    assert_eq!(
+        records[0].resolution,
+        Some(Resolution::Fixed { build: "3".into() })
+    );
+}
+
+/// Build 2's extra cost disappears while build 2 still serves (a cache warmed up): one pass
+/// without it counts, the second closes the record as "went away", not as fixed by a build.
+#[tokio::test]
+async fn a_regression_that_goes_away_while_its_build_serves_closes_itself() {
+    let f = fixture();
+    regressed(&f).await;
+    assert_eq!(f.pass().await.new_regressions, 1);
+    f.write(requests("2", 1e6, 15_000, now_ns(), 30)).await;
+    let first = f.pass().await;
+    assert_eq!(
+        first.resolved_regressions, 0,
+        "one pass is not enough: {first:?}"
+    );
+    let records = f.records().await;
+    assert_eq!(
+        (records[0].state, records[0].passes_gone),
+        (RegressionState::Open, 1)
+    );
+    let second = f.pass().await;
+    assert_eq!((second.went_away, second.fixed), (1, 0), "{second:?}");
+    let records = f.records().await;
+    assert_eq!(records[0].state, RegressionState::Resolved);
+    assert_eq!(records[0].resolution, Some(Resolution::WentAway));
+    let third = f.pass().await;
+    assert_eq!(
+        (third.new_regressions, third.resolved_regressions),
+        (0, 0),
+        "closed once: {third:?}"
+    );
+}
+
+/// A pass that shows the regression again resets the count of passes without it.
+#[tokio::test]
+async fn a_regression_seen_again_is_not_gone() {
+    let f = fixture();
+    regressed(&f).await;
+    f.pass().await;
+    let mut r = f.records().await.remove(0);
+    r.passes_gone = 1;
+    f.store.put_regression(&r).await.expect("put");
+    let report = f.pass().await;
+    assert_eq!(report.went_away, 0, "{report:?}");
+    let records = f.records().await;
+    assert_eq!(
+        (records[0].state, records[0].passes_gone),
+        (RegressionState::Open, 0)
+    );
+}
+
+/// One build that makes five endpoints of two services dearer is one incident: every record
+/// names it, the pass reports one new incident, and the next pass none.
+#[tokio::test]
+async fn one_bad_build_across_services_is_one_incident() {
+    let f = fixture();
+    let now = now_ns();
+    for (service, endpoint) in [
+        ("shop", "GET /a"),
+        ("shop", "GET /b"),
+        ("shop", "GET /c"),
+        ("cart", "GET /d"),
+        ("cart", "GET /e"),
+    ] {
+        let at = |build, cost, end| requests_of(service, endpoint, build, cost, 600, end, 60);
+        f.write(at("1", 1e6, now - 7200 * NANOS_PER_SEC)).await;
+        f.write(at("2", 1.3e6, now - 3600 * NANOS_PER_SEC)).await;
+    }
+    let report = f.pass().await;
+    assert_eq!(
+        (report.new_regressions, report.new_incidents),
+        (5, 1),
+        "{report:?}"
+    );
+    let records = f.records().await;
+    let incidents: std::collections::HashSet<Option<String>> =
+        records.iter().map(|r| r.incident.clone()).collect();
+    assert_eq!(incidents.len(), 1, "{records:#?}");
+    let want = profwatch_model::regression::IncidentCause::Build("2".into()).id(&f.tenant.0);
+    assert_eq!(incidents.into_iter().next().flatten(), Some(want));
+    let again = f.pass().await;
+    assert_eq!(again.new_incidents, 0, "{again:?}");
+}
+
+/// Six hours of one endpoint whose requests cost the same throughout, with a profile every
+/// 10 minutes: `main;handle;big` ~200k self samples per bucket, `main;handle;small` ~4k (2%),
+/// `main;handle` itself ~20k. From two hours ago `small` gains `gain` samples per bucket, taken
+/// from `handle`'s own when `shifted` (a cost shift) or added when not.
+async fn function_rise(f: &Fixture, gain: f64, shifted: bool) -> i64 {
+    use profwatch_model::profile::{ProfileBatch, SampleLabels, StackSample};
+    let now = now_ns();
+    let bucket = 600 * NANOS_PER_SEC;
+    let start = (now - 6 * 3600 * NANOS_PER_SEC) / bucket * bucket;
+    let changed = start + 24 * bucket;
+    f.write(requests("1", 1e6, 6 * 60 * 6, now, 6 * 60)).await;
+    let mut rng = Rng::new(5);
+    let mut batches = Vec::new();
+    for b in 0..36i64 {
+        let ts = start + b * bucket + bucket / 2;
+        let after = ts >= changed;
+        let (small, handle) = match (after, shifted) {
+            (false, _) => (4000.0, 20_000.0),
+            (true, false) => (4000.0 + gain, 20_000.0),
+            (true, true) => (4000.0 + gain, 20_000.0 - gain),
+        };
+        let poisson =
+            |rng: &mut Rng, mean: f64| (mean + mean.sqrt() * rng.normal()).max(0.0) as u64;
+        batches.push(ProfileBatch {
+            ts,
+            labels: SampleLabels {
+                service: SERVICE.into(),
+                endpoint: ENDPOINT.into(),
+                build: "1".into(),
+                ..Default::default()
+            },
+            samples: [
+                ("main;handle;big", poisson(&mut rng, 200_000.0)),
+                ("main;handle;small", poisson(&mut rng, small)),
+                ("main;handle", poisson(&mut rng, handle)),
+            ]
+            .iter()
+            .map(|(s, n)| StackSample {
+                frames: s.split(';').map(str::to_owned).collect(),
+                samples: *n,
+                cpu_ns: 0,
+            })
+            .collect(),
+        });
+    }
+    f.store
+        .write_profiles(&f.tenant, batches)
+        .await
+        .expect("profiles");
+    changed
+}
+
+/// A 5% rise of a function holding 2% of its endpoint is reported as a function-level record,
+/// placed where it happened, though the endpoint's cost per request did not change.
+#[tokio::test]
+async fn a_functions_rise_is_found_while_its_endpoint_stays_flat() {
+    let f = fixture();
+    let changed = function_rise(&f, 200.0, false).await;
+    let report = f.pass().await;
+    let records = f.records().await;
+    assert_eq!(report.new_regressions, 1, "{report:?} {records:#?}");
+    let r = &records[0];
+    assert_eq!(r.function.as_deref(), Some("small"), "{r:#?}");
+    assert_eq!(
+        (r.endpoint.as_str(), r.metric.as_str()),
+        (ENDPOINT, "samples")
+    );
+    assert!((1.02..1.09).contains(&r.effect), "{r:#?}");
+    let at = r.changed_at.expect("placed");
+    assert!((at - changed).abs() <= 2 * 600 * NANOS_PER_SEC, "{r:#?}");
+    assert_eq!(f.pass().await.new_regressions, 0, "recorded once");
+}
+
+/// The same rise taken from its caller's own cost is a cost shift: nothing is reported.
+#[tokio::test]
+async fn a_functions_rise_that_is_a_cost_shift_is_not_reported() {
+    let f = fixture();
+    function_rise(&f, 600.0, true).await;
+    let report = f.pass().await;
+    assert_eq!(
+        report.new_regressions,
+        0,
+        "{report:?} {:#?}",
+        f.records().await
+    );
 }

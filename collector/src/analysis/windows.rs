@@ -3,6 +3,7 @@
 //! change that a build compare already recorded (same endpoint, that build as candidate) is not
 //! recorded twice.
 
+use profwatch_analyzer::incident::Cause;
 use profwatch_analyzer::{detect_timed, ChangePoint, ChangepointConfig, Verdict};
 use profwatch_model::query::{BuildSummary, SeriesQuery, TimeRange, TimeseriesPoint};
 use profwatch_model::regression::RegressionRecord;
@@ -65,8 +66,8 @@ impl RegressionTracker {
                 let confirmed = self
                     .confirm(tenant, service, builds, records, s, ch, step)
                     .await?;
-                if let Some(record) = confirmed {
-                    self.record_and_alert(record, "change point found", records, report)
+                if let Some((record, cause)) = confirmed {
+                    self.record(record, &cause, "change point found", records, report)
                         .await?;
                 }
             }
@@ -117,8 +118,9 @@ impl RegressionTracker {
         Ok(out)
     }
 
-    /// The record of change `ch` in `s`, when a compare of equal windows on either side confirms
-    /// it as a regression and no record of it (or of the build compare that found it) exists.
+    /// The record of change `ch` in `s` and its cause (the rollout near it, else its time), when
+    /// a compare of equal windows on either side confirms it as a regression and no record of it
+    /// (or of the build compare that found it) exists.
     #[allow(clippy::too_many_arguments)]
     async fn confirm(
         &self,
@@ -129,7 +131,7 @@ impl RegressionTracker {
         s: &Series,
         ch: &ChangePoint,
         step: i64,
-    ) -> Result<Option<RegressionRecord>, AnalysisError> {
+    ) -> Result<Option<(RegressionRecord, Cause)>, AnalysisError> {
         let Some(point) = s.points.get(ch.index) else {
             return Ok(None);
         };
@@ -173,8 +175,10 @@ impl RegressionTracker {
                 |b| b.build.clone(),
             ),
         };
-        let record = from_comparison(finding, &c, Some(ch), Vec::new(), now_ns());
-        Ok((!records.iter().any(|r| r.id == record.id)).then_some(record))
+        let mut record = from_comparison(finding, &c, Some(ch), Vec::new(), now_ns());
+        record.changed_at = Some(at);
+        let cause = rollout.map_or(Cause::Time(at), |b| Cause::Build(b.build.clone()));
+        Ok((!records.iter().any(|r| r.id == record.id)).then_some((record, cause)))
     }
 }
 

@@ -8,6 +8,7 @@
 //! | `POST /push.v1.PusherService/Push`, `POST /ingest` | Pyroscope compatibility ([`pyroscope`]) |
 //! | `POST /v1development/profiles` | OTLP/HTTP profiles ([`otlp`]; OTLP/gRPC is `crate::otlp_grpc`) |
 //! | `GET /api/v1/regressions[/{id}]`, `POST /api/v1/regressions/{id}/ack|resolve`, `POST /api/v1/analyze`, `GET /api/v1/compare` | regressions ([`regressions`]) |
+//! | `GET /api/v1/incidents[/{id}]` | regressions grouped by their cause ([`incidents`]) |
 //! | `GET /healthz`, `/readyz`, `/metrics` | operations |
 //! | `GET /`, `/assets/{path}` | the dashboard ([`profwatch_ui`]) |
 //!
@@ -21,6 +22,7 @@ pub mod body;
 pub mod budget;
 pub mod error;
 mod headers;
+pub mod incidents;
 pub mod ingest;
 pub mod origin;
 pub mod otlp;
@@ -83,6 +85,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v1/regressions/{id}/resolve",
             post(regressions::resolve),
         )
+        .route("/api/v1/incidents", get(incidents::list))
+        .route("/api/v1/incidents/{id}", get(incidents::get_one))
         .route("/api/v1/analyze", post(regressions::analyze))
         .route("/api/v1/compare", get(regressions::compare))
         .route("/healthz", get(|| async { "ok\n" }))

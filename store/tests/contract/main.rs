@@ -63,6 +63,7 @@ contract!(
     many_profile_batches_survive_flushes,
     builds_and_cost_samples,
     regression_records_are_replaced_by_id,
+    regression_records_keep_their_incident,
     idempotency_keys_drop_duplicates,
     profile_idempotency_keys_drop_duplicates,
     concurrent_retries_of_one_batch_store_it_once,

@@ -777,6 +777,11 @@ fn record(id_seed: &str, last_seen: i64, state: RegressionState) -> RegressionRe
         last_seen,
         state,
         updated: last_seen,
+        incident: None,
+        changed_at: None,
+        resolution: None,
+        passes_gone: 0,
+        function: None,
     }
 }
 
@@ -804,6 +809,48 @@ pub async fn regression_records_are_replaced_by_id(store: Arc<dyn Store>) {
         .await
         .expect("list")
         .is_empty());
+}
+
+/// An incident's id, a change point's time, a resolution, the passes a regression has been gone
+/// and a function-level record's function are kept with the record and found again.
+pub async fn regression_records_keep_their_incident(store: Arc<dyn Store>) {
+    use profwatch_model::regression::{Incident, IncidentCause, Resolution};
+    let build = IncidentCause::Build("812".into()).id("acme");
+    let time = IncidentCause::Time(1_000).id("acme");
+    let mut put = Vec::new();
+    for (i, endpoint) in ["GET /a", "GET /b", "GET /c"].into_iter().enumerate() {
+        put.push(RegressionRecord {
+            incident: Some(build.clone()),
+            ..record(endpoint, 100 + i as i64, RegressionState::Open)
+        });
+    }
+    put.push(RegressionRecord {
+        id: RegressionRecord::make_id("acme", "shop", "GET /d", "cpu_ns", "before", "after"),
+        baseline: "before".into(),
+        candidate: "after".into(),
+        incident: Some(time.clone()),
+        changed_at: Some(1_000),
+        ..record("GET /d", 50, RegressionState::Open)
+    });
+    put[0].state = RegressionState::Resolved;
+    put[0].resolution = Some(Resolution::Fixed {
+        build: "813".into(),
+    });
+    put[1].passes_gone = 1;
+    put[2].function = Some("cart::price<T>".into());
+    put[2].metric = "samples".into();
+    for r in &put {
+        store.put_regression(r).await.expect("put");
+    }
+    let got = store.regressions(&tenant()).await.expect("list");
+    for r in &put {
+        assert!(got.contains(r), "{r:?} read back unchanged: {got:#?}");
+    }
+    let incidents = Incident::group(got);
+    assert_eq!(incidents.len(), 2, "{incidents:#?}");
+    assert_eq!(incidents[0].id, build);
+    assert_eq!(incidents[0].regressions.len(), 3);
+    assert_eq!(incidents[1].cause, IncidentCause::Time(1_000));
 }
 
 pub async fn idempotency_keys_drop_duplicates(store: Arc<dyn Store>) {

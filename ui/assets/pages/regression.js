@@ -34,7 +34,7 @@ export async function regression(main, params, ctx) {
   const metric = r.metric === "instructions" ? "instructions" : "cpu_ns";
   /** @param {number} v */
   const fmt = (v) => fmtMetric(metric, v);
-  main.appendChild(h("h1", null, "Regression · " + r.service + " · " + r.endpoint));
+  main.appendChild(h("h1", null, "Regression · " + r.service + " · " + r.endpoint + (r.function ? " · " + r.function : "")));
   main.appendChild(h("section", { class: "card" },
     stateToolbar(main, r),
     h("dl", { class: "facts" },
@@ -44,7 +44,9 @@ export async function regression(main, params, ctx) {
       h("dt", null, "medians"), h("dd", null, fmt(r.baseline_median) + " → " + fmt(r.candidate_median)),
       h("dt", null, "requests"), h("dd", null, fmtCount(r.baseline_requests) + " / " + fmtCount(r.candidate_requests)),
       h("dt", null, "p / q"), h("dd", null, r.p_value.toPrecision(2) + " / " + r.q_value.toPrecision(2)),
-      h("dt", null, "first / last seen"), h("dd", null, fmtTime(r.first_seen / 1e9) + " / " + fmtTime(r.last_seen / 1e9))),
+      h("dt", null, "first / last seen"), h("dd", null, fmtTime(r.first_seen / 1e9) + " / " + fmtTime(r.last_seen / 1e9)),
+      r.incident ? [h("dt", null, "incident"), h("dd", null, h("a", { href: link("/regressions", carry(params, { incident: r.incident })) }, r.incident))] : null,
+      r.resolution ? [h("dt", null, "resolution"), h("dd", { id: "resolution" }, resolutionText(r.resolution))] : null),
     effectBar(r)));
   main.appendChild(h("section", { class: "card" },
     h("h2", null, "Around the change (p50 per build)"),
@@ -58,6 +60,14 @@ export async function regression(main, params, ctx) {
       { key: "c", label: "candidate self / request", num: true, value: (c) => c.candidate, cell: (c) => fmt(c.candidate) },
       { key: "d", label: "Δ", num: true, value: (c) => c.delta, cell: (c) => h("span", { class: "delta " + (c.delta > 0 ? "worse" : "better") }, (c.delta > 0 ? "+" : "") + fmt(c.delta)) },
     ], r.culprits, { key: "d", desc: true }) : message("No profile samples to name functions.")));
+}
+
+/**
+ * @param {import("../api.js").Resolution} x
+ */
+function resolutionText(x) {
+  if (x.kind === "fixed") return "fixed in build " + x.build;
+  return x.kind === "went_away" ? "went away while its build served" : "resolved by hand";
 }
 
 /**

@@ -1,0 +1,320 @@
+//! Function-level change points: each service's top functions, one series per (endpoint,
+//! function) of self samples per request per bucket, change points in each with the false
+//! discovery rate controlled across all of them ([`profwatch_analyzer::function_changes`]); each
+//! rise is then checked on the windows either side with the attribution's share test and its
+//! cost-shift filter, so a cost shift (the cost came from a caller or a sibling) is not reported. A rise is reported even when the
+//! endpoint's total stays within noise.
+//!
+//! Cost: one profile query for the window, then one per bucket with requests (the series'
+//! points), per service with profiles; nothing when a service has none.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use profwatch_analyzer::attribution::{self, Snapshot};
+use profwatch_analyzer::function_changes::{
+    function_changes, permutations_for, FunctionChange, FunctionSeries,
+};
+use profwatch_analyzer::incident::Cause;
+use profwatch_model::profile::{LabelFilter, ProfileQuery, StackProfile};
+use profwatch_model::query::{BuildSummary, SeriesQuery, TimeRange};
+use profwatch_model::regression::{Culprit, RegressionRecord, RegressionState};
+use profwatch_model::timefmt::{format_rfc3339, now_ns, NANOS_PER_SEC};
+use profwatch_model::Tenant;
+
+use super::{AnalysisError, PassReport, RegressionTracker};
+
+/// Functions per service whose series are tested (by self samples over the window).
+pub const TOP_FUNCTIONS: usize = 20;
+/// False discovery rate across every (endpoint, function) series of a pass's service.
+pub const FUNCTION_FDR: f64 = 0.05;
+
+/// Self samples per (endpoint, function) of one profile, and the endpoints it has samples of.
+#[derive(Default)]
+struct SelfCounts {
+    by_function: HashMap<(String, String), u64>,
+    endpoints: HashSet<String>,
+}
+
+fn self_counts(p: &StackProfile) -> SelfCounts {
+    let mut out = SelfCounts::default();
+    for row in &p.rows {
+        if let Some(leaf) = row.frames.last() {
+            *out.by_function
+                .entry((row.labels.endpoint.clone(), leaf.clone()))
+                .or_default() += row.samples;
+            out.endpoints.insert(row.labels.endpoint.clone());
+        }
+    }
+    out
+}
+
+impl RegressionTracker {
+    pub(super) async fn pass_functions(
+        &self,
+        tenant: &Tenant,
+        service: &str,
+        builds: &[BuildSummary],
+        records: &mut Vec<RegressionRecord>,
+        report: &mut PassReport,
+    ) -> Result<(), AnalysisError> {
+        let step = (self.cfg.bucket.as_nanos() as i64).max(NANOS_PER_SEC);
+        let profile = |range: TimeRange, filters: Vec<LabelFilter>| ProfileQuery {
+            tenant: tenant.clone(),
+            service: service.to_owned(),
+            range,
+            filters,
+        };
+        let whole = self
+            .store
+            .profile(&profile(self.window(), Vec::new()))
+            .await?;
+        let top = top_functions(&whole, TOP_FUNCTIONS);
+        if top.is_empty() {
+            return Ok(());
+        }
+        // Requests per (endpoint, bucket) with enough of them.
+        let series = self
+            .store
+            .endpoint_series(&SeriesQuery {
+                tenant: tenant.clone(),
+                service: service.to_owned(),
+                range: self.window(),
+                step,
+            })
+            .await?;
+        let mut requests: BTreeMap<i64, HashMap<String, f64>> = BTreeMap::new();
+        for s in series {
+            for p in s.points {
+                if p.stats.requests >= self.cfg.min_bucket_requests {
+                    requests
+                        .entry(p.time)
+                        .or_default()
+                        .insert(s.endpoint.clone(), p.stats.requests);
+                }
+            }
+        }
+        if requests.len() < 2 * self.cfg.changepoints.min_segment {
+            return Ok(());
+        }
+        let mut per_bucket = Vec::with_capacity(requests.len());
+        for &t in requests.keys() {
+            let from = t * NANOS_PER_SEC;
+            let p = self
+                .store
+                .profile(&profile(
+                    TimeRange {
+                        from,
+                        to: from + step,
+                    },
+                    Vec::new(),
+                ))
+                .await?;
+            per_bucket.push((t, self_counts(&p)));
+        }
+        let inputs = build_series(&top, &requests, &per_bucket, &self.cfg);
+        if inputs.is_empty() {
+            return Ok(());
+        }
+        let cfg = profwatch_analyzer::ChangepointConfig {
+            permutations: permutations_for(
+                inputs.len(),
+                FUNCTION_FDR,
+                self.cfg.changepoints.permutations,
+            ),
+            ..self.cfg.changepoints.clone()
+        };
+        let min_pct = self.cfg.compare.min_effect * 100.0;
+        let tested = inputs.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            function_changes(&tested, &cfg, FUNCTION_FDR, min_pct)
+        })
+        .await
+        .map_err(|e| AnalysisError::Task(e.to_string()))??;
+        for ch in found {
+            let s = &inputs[ch.series];
+            if let Some((record, cause)) = self
+                .confirm_function(tenant, service, builds, s, &ch, step)
+                .await?
+            {
+                self.record(record, &cause, "function regression found", records, report)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The record of function change `ch` in `s` when the attribution on the series either side
+    /// of it names the function (a significant rise of its self share, not a cost shift).
+    async fn confirm_function(
+        &self,
+        tenant: &Tenant,
+        service: &str,
+        builds: &[BuildSummary],
+        s: &FunctionSeries,
+        ch: &FunctionChange,
+        step: i64,
+    ) -> Result<Option<(RegressionRecord, Cause)>, AnalysisError> {
+        let Some(&t) = s.times.get(ch.index) else {
+            return Ok(None);
+        };
+        let at = t as i64 * NANOS_PER_SEC;
+        // The whole series either side of the change: a small function's rise needs every
+        // sample the series has (a 5% rise of a 2% function at ~4000 samples per bucket is
+        // about 3 standard errors over 5 buckets, too little once tested across functions).
+        let first = s.times.first().map_or(at, |&f| f as i64 * NANOS_PER_SEC);
+        let last = s.times.last().map_or(at, |&l| l as i64 * NANOS_PER_SEC) + step;
+        let (before, after) = (
+            TimeRange {
+                from: first,
+                to: at,
+            },
+            TimeRange { from: at, to: last },
+        );
+        let c = self
+            .compare_windows(tenant, service, &s.endpoint, before, after)
+            .await?;
+        let snapshot = |range: TimeRange| {
+            let q = ProfileQuery {
+                tenant: tenant.clone(),
+                service: service.to_owned(),
+                range,
+                filters: vec![LabelFilter {
+                    key: "endpoint".into(),
+                    value: s.endpoint.clone(),
+                }],
+            };
+            let store = self.store.clone();
+            async move {
+                let p = store.profile(&q).await?;
+                Ok::<_, AnalysisError>(Snapshot {
+                    stacks: p.merged().into_iter().map(|(f, n, _)| (f, n)).collect(),
+                    cost_per_request: 1.0,
+                })
+            }
+        };
+        // Shares alone (equal costs, no cost ratio): the samples measure the function's cost
+        // themselves, and the noise of the endpoint's mean CPU per request (which the ratio test
+        // counts, and which scales both sides' costs) would hide a small function's rise behind
+        // the endpoint's noise, the very case this step is for.
+        let b = snapshot(before).await?;
+        let k = snapshot(after).await?;
+        let deltas = attribution::attribute(&b, &k, None, 1.96);
+        let Some(d) = attribution::culprits(&deltas, usize::MAX)
+            .into_iter()
+            .find(|d| d.function == s.function)
+        else {
+            return Ok(None);
+        };
+        let rollout = builds
+            .iter()
+            .min_by_key(|b| (b.first_seen - at).abs())
+            .filter(|b| (b.first_seen - at).abs() <= 3 * step);
+        let baseline = format!("before {}", format_rfc3339(at));
+        let candidate = rollout.map_or_else(
+            || format!("after {}", format_rfc3339(at)),
+            |b| b.build.clone(),
+        );
+        let now = now_ns();
+        let record = RegressionRecord {
+            id: RegressionRecord::make_id(
+                &tenant.0,
+                service,
+                &format!("{}\u{0}{}", s.endpoint, s.function),
+                "samples",
+                &baseline,
+                &candidate,
+            ),
+            tenant: tenant.0.clone(),
+            service: service.to_owned(),
+            endpoint: s.endpoint.clone(),
+            function: Some(s.function.clone()),
+            metric: "samples".to_owned(),
+            baseline,
+            candidate,
+            effect: if ch.before > 0.0 {
+                ch.after / ch.before
+            } else {
+                1.0 + ch.change_pct / 100.0
+            },
+            effect_low: None,
+            effect_high: None,
+            ratio_of_means: c.as_ref().and_then(|c| c.ratio_of_means),
+            p_value: ch.p_value,
+            q_value: ch.q_value,
+            baseline_median: ch.before,
+            candidate_median: ch.after,
+            baseline_requests: c.as_ref().map_or(0, |c| c.n_baseline as u64),
+            candidate_requests: c.as_ref().map_or(0, |c| c.n_candidate as u64),
+            culprits: vec![Culprit {
+                function: d.function.clone(),
+                baseline: ch.before,
+                candidate: ch.after,
+                delta: ch.after - ch.before,
+            }],
+            first_seen: now,
+            last_seen: now,
+            state: RegressionState::Open,
+            updated: now,
+            incident: None,
+            changed_at: Some(at),
+            resolution: None,
+            passes_gone: 0,
+        };
+        let cause = rollout.map_or(Cause::Time(at), |b| Cause::Build(b.build.clone()));
+        Ok(Some((record, cause)))
+    }
+}
+
+/// The `n` functions with the most self samples in `p`.
+fn top_functions(p: &StackProfile, n: usize) -> Vec<String> {
+    let mut by: HashMap<&str, u64> = HashMap::new();
+    for row in &p.rows {
+        if let Some(leaf) = row.frames.last() {
+            *by.entry(leaf.as_str()).or_default() += row.samples;
+        }
+    }
+    let mut v: Vec<(&str, u64)> = by.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    v.into_iter().take(n).map(|(f, _)| f.to_owned()).collect()
+}
+
+/// One series per (endpoint, top function) that has samples: self samples per request in each
+/// bucket where the endpoint had enough requests and any samples; long enough for two segments.
+fn build_series(
+    top: &[String],
+    requests: &BTreeMap<i64, HashMap<String, f64>>,
+    per_bucket: &[(i64, SelfCounts)],
+    cfg: &super::AnalysisConfig,
+) -> Vec<FunctionSeries> {
+    let mut endpoints: Vec<&String> = requests.values().flat_map(|m| m.keys()).collect();
+    endpoints.sort();
+    endpoints.dedup();
+    let mut out = Vec::new();
+    for endpoint in endpoints {
+        for function in top {
+            let key = (endpoint.clone(), function.clone());
+            let mut values = Vec::new();
+            let mut times = Vec::new();
+            for (t, counts) in per_bucket {
+                let Some(n) = requests.get(t).and_then(|m| m.get(endpoint)) else {
+                    continue;
+                };
+                if !counts.endpoints.contains(endpoint) {
+                    continue;
+                }
+                let own = counts.by_function.get(&key).copied().unwrap_or(0);
+                values.push(own as f64 / n);
+                times.push(*t as f64);
+            }
+            if values.len() >= 2 * cfg.changepoints.min_segment && values.iter().any(|v| *v > 0.0) {
+                out.push(FunctionSeries {
+                    endpoint: endpoint.clone(),
+                    function: function.clone(),
+                    values,
+                    times,
+                });
+            }
+        }
+    }
+    out
+}
