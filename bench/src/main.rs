@@ -211,6 +211,8 @@ struct Setup {
     log: PathBuf,
     clickhouse: Option<ClickHouse>,
     keep: bool,
+    /// Whether the server's summaries read rollups (`--no-rollups` when not).
+    rollups: bool,
 }
 
 impl Setup {
@@ -263,11 +265,18 @@ impl Setup {
             log,
             clickhouse,
             keep: cli.keep,
+            rollups: true,
         })
     }
 
     fn start(&self) -> anyhow::Result<Server> {
-        Server::start(&self.bin, &self.store, &self.log)
+        self.start_with(self.rollups)
+    }
+
+    /// A server on the same data whose summaries read rollups or, with `false`, raw rows.
+    fn start_with(&self, rollups: bool) -> anyhow::Result<Server> {
+        let flags: &[&str] = if rollups { &[] } else { &["--no-rollups"] };
+        Server::start_with(&self.bin, &self.store, &self.log, flags)
     }
 
     fn is_embedded(&self) -> bool {

@@ -30,6 +30,7 @@ use super::files::{
 use super::keys::IdemKey;
 use super::memtable::{Rows, SeriesKey};
 use super::profile_segment::ProfileMeta;
+use super::rollup::{Builder, SegmentRollup};
 use crate::StoreError;
 
 const SCHEMA: &str = "message profwatch_segment {
@@ -86,6 +87,8 @@ pub struct SegmentMeta {
     parquet: OnceLock<Arc<ParquetMetaData>>,
     /// Per-series totals, by series index, once a query has computed them.
     totals: OnceLock<Arc<Vec<SeriesTotals>>>,
+    /// The rollup (see `rollup.rs`): `Some(None)` when it was not worth keeping.
+    rollup: OnceLock<Option<Arc<SegmentRollup>>>,
     obsolete: AtomicBool,
 }
 
@@ -135,6 +138,19 @@ impl SegmentMeta {
     /// Keeps per-series totals (the first ones kept win; the rows never change).
     pub fn keep_totals(&self, totals: Vec<SeriesTotals>) -> Arc<Vec<SeriesTotals>> {
         self.totals.get_or_init(|| Arc::new(totals)).clone()
+    }
+
+    /// The rollup, once computed: `Some(None)` when it is not worth keeping.
+    pub fn rollup(&self) -> Option<Option<Arc<SegmentRollup>>> {
+        self.rollup.get().cloned()
+    }
+
+    /// Keeps the rollup built from this segment's rows, if it is worth keeping (the first one
+    /// kept wins; the rows never change).
+    pub fn keep_rollup(&self, rollup: SegmentRollup) -> Option<Arc<SegmentRollup>> {
+        self.rollup
+            .get_or_init(|| rollup.worth_keeping(self.rows).map(Arc::new))
+            .clone()
     }
 
     /// Rows of both kinds (events and stack samples).
@@ -239,8 +255,23 @@ pub fn write(
         keys: attached.keys,
         parquet: OnceLock::new(),
         totals: OnceLock::from(Arc::new(series_totals(rows, series.len()))),
+        rollup: OnceLock::from(rollup_of(rows).worth_keeping(rows.len() as u64).map(Arc::new)),
         obsolete: AtomicBool::new(false),
     })
+}
+
+fn rollup_of(rows: &Rows) -> SegmentRollup {
+    let mut b = Builder::default();
+    for i in 0..rows.len() {
+        b.push(
+            rows.series[i],
+            rows.ts[i],
+            rows.cpu_ns[i],
+            rows.instructions[i],
+            rows.weight[i],
+        );
+    }
+    b.finish()
 }
 
 fn series_totals(rows: &Rows, series: usize) -> Vec<SeriesTotals> {
@@ -339,6 +370,7 @@ pub fn open(
         },
         parquet: OnceLock::new(),
         totals: OnceLock::new(),
+        rollup: OnceLock::new(),
         obsolete: AtomicBool::new(false),
     })
 }
