@@ -232,10 +232,10 @@ impl Partials<'_> {
     pub fn sql<'v>(&self, split: &Split, filter_values: &[Bind<'v>]) -> (String, Vec<Bind<'v>>) {
         let names: Vec<&str> = self.keys.iter().map(|k| k.2).collect();
         let group = names.join(", ");
-        let select = |pick: fn(&(&str, &str, &str)) -> &str| {
+        let select = |rollup: bool| {
             self.keys
                 .iter()
-                .map(|k| format!("{} AS {}", pick(k), k.2))
+                .map(|k| format!("{} AS {}", if rollup { k.0 } else { k.1 }, k.2))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
@@ -245,7 +245,7 @@ impl Partials<'_> {
             .map(|c| format!(" AND {c} = ?"))
             .collect();
         let mut binds = Vec::new();
-        let mut common = |binds: &mut Vec<Bind<'v>>| {
+        let common = |binds: &mut Vec<Bind<'v>>| {
             binds.extend(self.key_binds.iter().map(|v| Bind::Int(*v)));
             binds.extend_from_slice(filter_values);
         };
@@ -256,7 +256,7 @@ impl Partials<'_> {
             "SELECT {keys}, {partial} FROM {ROLLUP_TABLE} \
              WHERE tenant = ? AND service = ?{filters} AND minute >= ? AND minute < ? \
              GROUP BY {group}",
-            keys = select(|k| k.0),
+            keys = select(true),
             partial = rollup_partial(),
         );
         if !split.aligned() {
@@ -269,7 +269,7 @@ impl Partials<'_> {
                  WHERE tenant = ? AND service = ?{filters} \
                  AND ((ts >= ? AND ts < ?) OR (ts >= ? AND ts < ?)) \
                  GROUP BY {group}",
-                keys = select(|k| k.1),
+                keys = select(false),
                 partial = raw_partial(),
             ));
         }

@@ -12,9 +12,10 @@
 //!   migration step.
 //! - Adding a rollup's cells to a [`CostAccumulator`] equals adding the rows one by one, up to
 //!   floating-point order: the cells hold the same sketch buckets the rows would fill.
-//! - A rollup is kept only when it is at most a [`MAX_SHARE`]th of the rows it replaces
-//!   (cells plus bucket entries); data whose (series, minute) cells hold a few requests each
-//!   gains nothing from it, and its queries scan rows.
+//! - A rollup is kept only when it holds no more entries (cells plus bucket weights) than the
+//!   segment has rows, so its memory is bounded by the rows' (at most 16 bytes per row plus
+//!   one cell per (series, minute)); data whose cells hold a request or two each gains nothing
+//!   from it, and its queries scan rows.
 //! - A query uses a segment's rollup only when the segment lies wholly inside its range (and,
 //!   for time buckets, when the step is a whole number of minutes); partial segments and
 //!   memtables are scanned row by row.
@@ -24,8 +25,8 @@ use profwatch_model::sketch::Sketch;
 
 /// The rollup's time unit, in ns.
 pub const MINUTE_NS: i64 = 60_000_000_000;
-/// A rollup is kept when its entries are at most this fraction (1/n) of the rows.
-pub const MAX_SHARE: u64 = 4;
+/// A rollup is kept when its entries are at most the rows over this.
+pub const MAX_SHARE: u64 = 1;
 
 /// One (series, minute) of a segment.
 #[derive(Debug, Clone)]
@@ -109,7 +110,7 @@ impl Builder {
         let Some((series, minute)) = self.open.take() else {
             return;
         };
-        let mut take = |s: &mut Sketch, buckets: &mut Vec<(Option<i32>, f64)>| {
+        let take = |s: &mut Sketch, buckets: &mut Vec<(Option<i32>, f64)>| {
             let start = buckets.len() as u32;
             buckets.extend(s.buckets());
             *s = Sketch::default();
@@ -170,5 +171,17 @@ mod tests {
         let entries = rollup.entries();
         assert!(SegmentRollup::default().worth_keeping(0).is_some());
         assert!(rollup.worth_keeping(entries * MAX_SHARE - 1).is_none());
+    }
+
+    #[test]
+    fn a_rollup_is_kept_only_when_no_larger_than_the_rows() {
+        let mut b = Builder::default();
+        for i in 0..100u64 {
+            b.push(0, i as i64, 1000 * (1 + i % 2), None, 1.0);
+        }
+        let r = b.finish();
+        // One cell, two CPU buckets.
+        assert_eq!(r.entries(), 3);
+        assert!(r.worth_keeping(3).is_some());
     }
 }
