@@ -436,7 +436,15 @@ pub fn run(cli: &Cli, a: &QueryArgs, report: &mut Report) -> anyhow::Result<()> 
     )?;
     let cores = before.cores_until(&CpuMark::now(server.pid()), t_warm.elapsed().as_secs_f64());
     let server = if a.rollups == Rollups::Both {
-        side_by_side(&setup, server, &http, &endpoints_path, &warm_endpoints, a, report)?
+        side_by_side(
+            &setup,
+            server,
+            &http,
+            &endpoints_path,
+            &warm_endpoints,
+            a,
+            report,
+        )?
     } else {
         server
     };

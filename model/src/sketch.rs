@@ -133,13 +133,16 @@ impl Sketch {
     /// Every non-empty bucket with its weight, the bucket of values that are not positive
     /// (`None`) first, then by index.
     pub fn buckets(&self) -> impl Iterator<Item = (Option<i32>, f64)> + '_ {
-        (self.zero > 0.0).then_some((None, self.zero)).into_iter().chain(
-            self.buckets
-                .iter()
-                .enumerate()
-                .filter(|(_, w)| **w > 0.0)
-                .map(|(k, w)| (Some(self.offset + k as i32), *w)),
-        )
+        (self.zero > 0.0)
+            .then_some((None, self.zero))
+            .into_iter()
+            .chain(
+                self.buckets
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, w)| **w > 0.0)
+                    .map(|(k, w)| (Some(self.offset + k as i32), *w)),
+            )
     }
 
     /// Total weight added.

@@ -93,8 +93,7 @@ pub async fn services(
                 );
                 binds.push(Bind::Str(q.tenant.as_str()));
                 binds.extend(
-                    [split.before.0, split.before.1, split.after.0, split.after.1]
-                        .map(Bind::Int),
+                    [split.before.0, split.before.1, split.after.0, split.after.1].map(Bind::Int),
                 );
             }
             sql.push_str(") GROUP BY s ORDER BY s");

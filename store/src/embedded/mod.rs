@@ -337,7 +337,8 @@ impl Store for EmbeddedStore {
             ..q.clone()
         };
         let rollups = self.shared.cfg.rollups;
-        self.run(move |src, t| query::endpoints(&src, &q, t, rollups)).await
+        self.run(move |src, t| query::endpoints(&src, &q, t, rollups))
+            .await
     }
 
     async fn timeseries(&self, q: &TimeseriesQuery) -> Result<Vec<TimeseriesPoint>, StoreError> {
@@ -346,7 +347,8 @@ impl Store for EmbeddedStore {
             ..q.clone()
         };
         let rollups = self.shared.cfg.rollups;
-        self.run(move |src, t| query::timeseries(&src, &q, t, rollups)).await
+        self.run(move |src, t| query::timeseries(&src, &q, t, rollups))
+            .await
     }
 
     async fn endpoint_series(&self, q: &SeriesQuery) -> Result<Vec<EndpointSeries>, StoreError> {

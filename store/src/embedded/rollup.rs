@@ -144,7 +144,13 @@ mod tests {
                 let series = (i / 1000) as u32;
                 let ts = (i % 1000) as i64 * 400_000_000 - 30 * MINUTE_NS;
                 let ins = (i % 3 != 0).then_some(i * 7919 % 100_000);
-                (series, ts, i * 104_729 % 1_000_000, ins, 1.0 + (i % 4) as f64)
+                (
+                    series,
+                    ts,
+                    i * 104_729 % 1_000_000,
+                    ins,
+                    1.0 + (i % 4) as f64,
+                )
             })
             .collect();
         let mut b = Builder::default();

@@ -255,7 +255,11 @@ pub fn write(
         keys: attached.keys,
         parquet: OnceLock::new(),
         totals: OnceLock::from(Arc::new(series_totals(rows, series.len()))),
-        rollup: OnceLock::from(rollup_of(rows).worth_keeping(rows.len() as u64).map(Arc::new)),
+        rollup: OnceLock::from(
+            rollup_of(rows)
+                .worth_keeping(rows.len() as u64)
+                .map(Arc::new),
+        ),
         obsolete: AtomicBool::new(false),
     })
 }

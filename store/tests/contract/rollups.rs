@@ -127,7 +127,11 @@ async fn answers(store: &dyn Store, ranges: &[TimeRange]) -> Vec<(String, Option
             .await
             .expect("services");
         for s in services {
-            out.push((format!("services {range:?} {}", s.service), None, s.requests));
+            out.push((
+                format!("services {range:?} {}", s.service),
+                None,
+                s.requests,
+            ));
         }
         let builds = store
             .builds(&BuildsQuery {
@@ -154,14 +158,21 @@ fn close(got: f64, want: f64, rel: f64, what: &str) {
     } else {
         (got / want - 1.0).abs()
     };
-    assert!(err <= rel, "{what}: {got} vs {want} (relative {err:.2e} > {rel})");
+    assert!(
+        err <= rel,
+        "{what}: {got} vs {want} (relative {err:.2e} > {rel})"
+    );
 }
 
 /// Rollups and raw rows agree: counts and sums up to floating-point order, quantiles within
 /// the sketch's error of each other (they are computed from the same buckets, so in practice
 /// equal).
-fn assert_same(rolled: &[(String, Option<CostStats>, f64)], raw: &[(String, Option<CostStats>, f64)]) {
-    let keys = |a: &[(String, Option<CostStats>, f64)]| a.iter().map(|x| x.0.clone()).collect::<Vec<_>>();
+fn assert_same(
+    rolled: &[(String, Option<CostStats>, f64)],
+    raw: &[(String, Option<CostStats>, f64)],
+) {
+    let keys =
+        |a: &[(String, Option<CostStats>, f64)]| a.iter().map(|x| x.0.clone()).collect::<Vec<_>>();
     assert_eq!(keys(rolled), keys(raw), "the same rows, in the same order");
     // One bucket apart at most: (1 + α) / (1 - α) - 1.
     let q = (1.0 + RELATIVE_ACCURACY) / (1.0 - RELATIVE_ACCURACY) - 1.0 + 1e-9;
@@ -169,7 +180,12 @@ fn assert_same(rolled: &[(String, Option<CostStats>, f64)], raw: &[(String, Opti
         close(*n, *m, 1e-9, what);
         let (Some(a), Some(b)) = (a, b) else { continue };
         close(a.requests, b.requests, 1e-9, &format!("{what} requests"));
-        close(a.cpu_ns.mean, b.cpu_ns.mean, 1e-9, &format!("{what} cpu mean"));
+        close(
+            a.cpu_ns.mean,
+            b.cpu_ns.mean,
+            1e-9,
+            &format!("{what} cpu mean"),
+        );
         for (x, y, l) in [
             (a.cpu_ns.p50, b.cpu_ns.p50, "p50"),
             (a.cpu_ns.p90, b.cpu_ns.p90, "p90"),
@@ -263,7 +279,10 @@ async fn clickhouse_rollups_answer_as_raw_rows() {
     let mut cfg = ClickHouseConfig::new(url, h.database());
     cfg.rollups = false;
     let raw = ClickHouseStore::connect(cfg).await.expect("connect raw");
-    assert_same(&answers(h.store.as_ref(), &ranges).await, &answers(&raw, &ranges).await);
+    assert_same(
+        &answers(h.store.as_ref(), &ranges).await,
+        &answers(&raw, &ranges).await,
+    );
     assert_true_to(h.store.as_ref(), &events).await;
     h.finish().await;
 }
@@ -281,7 +300,10 @@ async fn clickhouse_cluster_rollups_answer_as_raw_rows() {
     cfg.cluster = Some(CLUSTER.to_owned());
     cfg.rollups = false;
     let raw = ClickHouseStore::connect(cfg).await.expect("connect raw");
-    assert_same(&answers(h.store.as_ref(), &ranges).await, &answers(&raw, &ranges).await);
+    assert_same(
+        &answers(h.store.as_ref(), &ranges).await,
+        &answers(&raw, &ranges).await,
+    );
     assert_true_to(h.store.as_ref(), &events).await;
     h.finish().await;
 }

@@ -272,17 +272,23 @@ fn usable_rollups(
     if !missing.is_empty() {
         let parts = parallel_ordered(&missing, threads, |src, part, parts| {
             let mut b = Builder::default();
-            src.for_each_chunk_part(part, parts, Projection::default(), &Skip::default(), |rows| {
-                for i in 0..rows.len() {
-                    b.push(
-                        rows.series[i],
-                        rows.ts[i],
-                        rows.cpu_ns[i],
-                        rows.instructions[i],
-                        rows.weight[i],
-                    );
-                }
-            })?;
+            src.for_each_chunk_part(
+                part,
+                parts,
+                Projection::default(),
+                &Skip::default(),
+                |rows| {
+                    for i in 0..rows.len() {
+                        b.push(
+                            rows.series[i],
+                            rows.ts[i],
+                            rows.cpu_ns[i],
+                            rows.instructions[i],
+                            rows.weight[i],
+                        );
+                    }
+                },
+            )?;
             Ok(b.finish())
         })?;
         let mut parts = parts.into_iter();

@@ -153,10 +153,7 @@ async fn reopened_segments_get_rollups_and_answer_as_rows() {
         })
         .collect();
     let store = EmbeddedStore::open(cfg(false)).expect("open");
-    store
-        .write(&Tenant("t".into()), evs)
-        .await
-        .expect("write");
+    store.write(&Tenant("t".into()), evs).await.expect("write");
     store.shutdown().await.expect("shutdown");
     drop(store);
     let q = EndpointsQuery {
