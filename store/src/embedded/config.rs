@@ -24,8 +24,8 @@ pub struct EmbeddedConfig {
     /// On open, copy damaged WAL bytes aside and keep every intact record after them, instead of
     /// refusing to open (`profwatch server --repair`).
     pub repair: bool,
-    /// Summaries read each segment's per-minute rollup where they can (the default); `false`
-    /// scans rows, for comparing both.
+    /// Segments get a per-minute rollup when written and summaries read it where they can (the
+    /// default); `false` builds none and scans rows, for comparing both.
     pub rollups: bool,
 }
 

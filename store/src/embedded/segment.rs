@@ -52,6 +52,9 @@ pub struct Attached {
     /// The profile segment of the same range.
     pub profile: Option<ProfileMeta>,
     pub keys: Vec<IdemKey>,
+    /// Build the rollup now, from the rows in memory (else the first query that can use it
+    /// builds it); off when summaries read rows (`EmbeddedConfig::rollups`).
+    pub rollup: bool,
 }
 
 /// Column indices in [`SCHEMA`].
@@ -208,6 +211,7 @@ pub fn write(
     rows: &Rows,
     attached: Attached,
 ) -> Result<SegmentMeta, StoreError> {
+    let build_rollup = attached.rollup;
     let name = file_name(lo, hi);
     let tmp = tmp_dir.join(&name);
     let path = dir.join(&name);
@@ -255,11 +259,15 @@ pub fn write(
         keys: attached.keys,
         parquet: OnceLock::new(),
         totals: OnceLock::from(Arc::new(series_totals(rows, series.len()))),
-        rollup: OnceLock::from(
-            rollup_of(rows)
-                .worth_keeping(rows.len() as u64)
-                .map(Arc::new),
-        ),
+        rollup: if build_rollup {
+            OnceLock::from(
+                rollup_of(rows)
+                    .worth_keeping(rows.len() as u64)
+                    .map(Arc::new),
+            )
+        } else {
+            OnceLock::new()
+        },
         obsolete: AtomicBool::new(false),
     })
 }
