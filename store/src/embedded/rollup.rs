@@ -46,6 +46,8 @@ pub struct Cell {
 pub struct SegmentRollup {
     pub cells: Vec<Cell>,
     buckets: Vec<(Option<i32>, f64)>,
+    /// The builder passed its limit and dropped what it had: never worth keeping.
+    over: bool,
 }
 
 impl SegmentRollup {
@@ -66,6 +68,12 @@ impl SegmentRollup {
 
     /// Appends `other`'s cells.
     pub fn append(&mut self, other: SegmentRollup) {
+        self.over |= other.over;
+        if self.over {
+            self.cells = Vec::new();
+            self.buckets = Vec::new();
+            return;
+        }
         let shift = self.buckets.len() as u32;
         self.buckets.extend(other.buckets);
         self.cells.extend(other.cells.into_iter().map(|mut c| {
@@ -77,14 +85,17 @@ impl SegmentRollup {
 
     /// `self` if it is small enough to be worth keeping for `rows` rows (see [`MAX_SHARE`]).
     pub fn worth_keeping(self, rows: u64) -> Option<SegmentRollup> {
-        (self.entries().saturating_mul(MAX_SHARE) <= rows).then_some(self)
+        (!self.over && self.entries().saturating_mul(MAX_SHARE) <= rows).then_some(self)
     }
 }
 
 /// Builds a rollup from rows, in any order (consecutive rows of one (series, minute) share a
 /// cell; rows sorted by series and time, as in segments, give one cell per (series, minute)).
-#[derive(Debug, Default)]
+/// Past `limit` entries it stops and drops what it has, so building a rollup that will not be
+/// kept costs at most that much memory.
+#[derive(Debug)]
 pub struct Builder {
+    limit: u64,
     out: SegmentRollup,
     open: Option<(u32, i64)>,
     sum: CostSummary,
@@ -93,10 +104,32 @@ pub struct Builder {
 }
 
 impl Builder {
+    /// A builder that gives up past `limit` entries (cells plus bucket weights).
+    pub fn with_limit(limit: u64) -> Builder {
+        Builder {
+            limit,
+            out: SegmentRollup::default(),
+            open: None,
+            sum: CostSummary::default(),
+            cpu: Sketch::default(),
+            instructions: Sketch::default(),
+        }
+    }
+
     pub fn push(&mut self, series: u32, ts: i64, cpu_ns: u64, instructions: Option<u64>, w: f64) {
+        if self.out.over {
+            return;
+        }
         let key = (series, ts.div_euclid(MINUTE_NS) * MINUTE_NS);
         if self.open != Some(key) {
             self.close();
+            if self.out.entries() > self.limit {
+                self.out = SegmentRollup {
+                    over: true,
+                    ..SegmentRollup::default()
+                };
+                return;
+            }
             self.open = Some(key);
         }
         self.sum.add(cpu_ns, instructions, w);
@@ -128,7 +161,9 @@ impl Builder {
     }
 
     pub fn finish(mut self) -> SegmentRollup {
-        self.close();
+        if !self.out.over {
+            self.close();
+        }
         self.out
     }
 }
@@ -153,7 +188,7 @@ mod tests {
                 )
             })
             .collect();
-        let mut b = Builder::default();
+        let mut b = Builder::with_limit(u64::MAX);
         let mut direct = CostAccumulator::default();
         for &(s, ts, c, i, w) in &rows {
             b.push(s, ts, c, i, w);
@@ -181,7 +216,7 @@ mod tests {
 
     #[test]
     fn a_rollup_is_kept_only_when_no_larger_than_the_rows() {
-        let mut b = Builder::default();
+        let mut b = Builder::with_limit(u64::MAX);
         for i in 0..100u64 {
             b.push(0, i as i64, 1000 * (1 + i % 2), None, 1.0);
         }
@@ -189,5 +224,13 @@ mod tests {
         // One cell, two CPU buckets.
         assert_eq!(r.entries(), 3);
         assert!(r.worth_keeping(3).is_some());
+        // Past its limit a builder drops everything: the rollup is never kept.
+        let mut b = Builder::with_limit(2);
+        for i in 0..100u64 {
+            b.push(0, i as i64 * MINUTE_NS, 1000, None, 1.0);
+        }
+        let r = b.finish();
+        assert_eq!(r.entries(), 0);
+        assert!(r.worth_keeping(u64::MAX).is_none());
     }
 }

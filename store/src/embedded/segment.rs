@@ -30,7 +30,7 @@ use super::files::{
 use super::keys::IdemKey;
 use super::memtable::{Rows, SeriesKey};
 use super::profile_segment::ProfileMeta;
-use super::rollup::{Builder, SegmentRollup};
+use super::rollup::{Builder, SegmentRollup, MAX_SHARE};
 use crate::StoreError;
 
 const SCHEMA: &str = "message profwatch_segment {
@@ -273,7 +273,7 @@ pub fn write(
 }
 
 fn rollup_of(rows: &Rows) -> SegmentRollup {
-    let mut b = Builder::default();
+    let mut b = Builder::with_limit(rows.len() as u64 / MAX_SHARE);
     for i in 0..rows.len() {
         b.push(
             rows.series[i],

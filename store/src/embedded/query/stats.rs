@@ -15,7 +15,7 @@ use super::scan::{
     group_maps, group_value, parallel, parallel_ordered, wanted, GroupMap, Groups, Work,
 };
 use super::source::Source;
-use crate::embedded::rollup::{Builder, SegmentRollup, MINUTE_NS};
+use crate::embedded::rollup::{Builder, SegmentRollup, MAX_SHARE, MINUTE_NS};
 use crate::embedded::segment::{Projection, Skip};
 use crate::StoreError;
 
@@ -271,7 +271,11 @@ fn usable_rollups(
         .collect();
     if !missing.is_empty() {
         let parts = parallel_ordered(&missing, threads, |src, part, parts| {
-            let mut b = Builder::default();
+            let rows = match src {
+                Source::Segment(seg) => seg.rows,
+                _ => 0,
+            };
+            let mut b = Builder::with_limit(rows / MAX_SHARE);
             src.for_each_chunk_part(
                 part,
                 parts,
