@@ -97,8 +97,18 @@ struct IngestArgs {
     /// Concurrent client threads.
     #[arg(long, default_value_t = 4)]
     clients: usize,
+    /// `off` starts the server with `--no-rollups` (the embedded store then builds no rollups
+    /// at flush and compaction): the ingest pace without their cost.
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    rollups: OnOff,
     #[command(flatten)]
     store: StoreOpt,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(Debug, Args)]
@@ -211,6 +221,8 @@ struct Setup {
     log: PathBuf,
     clickhouse: Option<ClickHouse>,
     keep: bool,
+    /// Whether the server's summaries read rollups (`--no-rollups` when not).
+    rollups: bool,
 }
 
 impl Setup {
@@ -263,11 +275,18 @@ impl Setup {
             log,
             clickhouse,
             keep: cli.keep,
+            rollups: true,
         })
     }
 
     fn start(&self) -> anyhow::Result<Server> {
-        Server::start(&self.bin, &self.store, &self.log)
+        self.start_with(self.rollups)
+    }
+
+    /// A server on the same data whose summaries read rollups or, with `false`, raw rows.
+    fn start_with(&self, rollups: bool) -> anyhow::Result<Server> {
+        let flags: &[&str] = if rollups { &[] } else { &["--no-rollups"] };
+        Server::start_with(&self.bin, &self.store, &self.log, flags)
     }
 
     fn is_embedded(&self) -> bool {
@@ -483,7 +502,9 @@ fn disk(setup: &Setup, server: Server, events: u64, report: &mut Report) -> anyh
 
 fn ingest(cli: &Cli, a: &IngestArgs, report: &mut Report) -> anyhow::Result<()> {
     report.set("command", json!("ingest"));
-    let setup = Setup::new(cli, &a.store, report)?;
+    let mut setup = Setup::new(cli, &a.store, report)?;
+    setup.rollups = a.rollups == OnOff::On;
+    report.line(format!("rollups: {:?}", a.rollups).to_lowercase());
     let work = generate(&Profile::mixed(), a.events, a.batch, report)?;
     let server = setup.start()?;
     let r = load(&setup, &server, &work, a.clients, "ingest", report)?;

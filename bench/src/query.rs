@@ -46,8 +46,30 @@ pub struct QueryArgs {
     /// Concurrent client threads while loading.
     #[arg(long, default_value_t = 4)]
     clients: usize,
+    /// Where the server's summaries read from: `on` rollups, `off` raw rows, `both` (the
+    /// figures below are with rollups, then the endpoints query is timed warm once more on a
+    /// server reading raw rows, on the same data in the same run, and the ratio reported).
+    #[arg(long, value_enum, default_value_t = Rollups::Both)]
+    rollups: Rollups,
+    /// The data set: `default` (see `--services`) or `rollup`: one service of 50 endpoints,
+    /// 2 builds, 2 dcs, 8 hosts over 10 minutes (issue 13's shape for the rollup figures).
+    #[arg(long, value_enum, default_value_t = Shape::Default)]
+    shape: Shape,
     #[command(flatten)]
     store: StoreOpt,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Rollups {
+    On,
+    Off,
+    Both,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shape {
+    Default,
+    Rollup,
 }
 
 /// A server restart between cold runs: how long it took and how cold it left the machine.
@@ -155,9 +177,19 @@ pub fn time_cold(
     Ok((server, out))
 }
 
-fn query_profile(services: usize) -> anyhow::Result<Profile> {
+fn query_profile(services: usize, shape: Shape) -> anyhow::Result<Profile> {
     anyhow::ensure!(services >= 1, "--services must be at least 1");
-    Ok(if services == 1 {
+    Ok(if shape == Shape::Rollup {
+        Profile {
+            services: 1,
+            endpoints_per_service: 50,
+            builds: 2,
+            dcs: 2,
+            hosts: 8,
+            span_secs: 600,
+            ..Profile::mixed()
+        }
+    } else if services == 1 {
         Profile::single()
     } else {
         Profile {
@@ -256,6 +288,58 @@ fn cold(
     Ok((server, Some(c)))
 }
 
+/// The endpoints query timed warm on a server on the same data that reads raw rows, beside
+/// the rollups' timing; returns a server that reads rollups again.
+fn side_by_side(
+    setup: &Setup,
+    server: Server,
+    http: &reqwest::blocking::Client,
+    path: &str,
+    rolled: &QueryTiming,
+    a: &QueryArgs,
+    report: &mut Report,
+) -> anyhow::Result<Server> {
+    server.terminate(crate::SHUTDOWN_TIMEOUT)?;
+    let raw_server = setup.start_with(false)?;
+    eprintln!("timing the endpoints query warm on raw rows (--no-rollups)...");
+    let raw = client::time_query(
+        http,
+        &format!("{} on raw rows", rolled.what),
+        &format!("{}{path}", raw_server.url),
+        a.runs,
+    )?;
+    raw_server.terminate(crate::SHUTDOWN_TIMEOUT)?;
+    if raw.rows != rolled.rows || (raw.requests - rolled.requests).abs() > 1e-6 * raw.requests {
+        bail!(
+            "rollups and raw rows disagree: {} rows / {} requests vs {} / {}",
+            rolled.rows,
+            rolled.requests,
+            raw.rows,
+            raw.requests
+        );
+    }
+    let ratio = rolled.median() / raw.median();
+    report.line(format!(
+        "  endpoints group_by=build, warm, same data, one run: rollups median {:.4} s (warm-up {:.4} s), raw rows median {:.4} s (warm-up {:.4} s): rollups / raw = {ratio:.3}",
+        rolled.median(),
+        rolled.warmup_secs,
+        raw.median(),
+        raw.warmup_secs
+    ));
+    report.set(
+        "rollups_side_by_side",
+        json!({
+            "rollups_median_secs": round(rolled.median(), 4),
+            "rollups_warmup_secs": round(rolled.warmup_secs, 4),
+            "raw_median_secs": round(raw.median(), 4),
+            "raw_warmup_secs": round(raw.warmup_secs, 4),
+            "raw_runs_secs": raw.runs.iter().map(|s| round(*s, 4)).collect::<Vec<_>>(),
+            "ratio": round(ratio, 3),
+        }),
+    );
+    setup.start()
+}
+
 /// One analysis pass (`POST /api/v1/analyze`) on a warm server. A failed pass is reported
 /// (the query figures are still worth having) and returned, to fail the run at its end.
 fn analysis_pass(
@@ -308,8 +392,17 @@ fn analysis_pass(
 
 pub fn run(cli: &Cli, a: &QueryArgs, report: &mut Report) -> anyhow::Result<()> {
     report.set("command", json!("query"));
-    let setup = Setup::new(cli, &a.store, report)?;
-    let profile = query_profile(a.services)?;
+    let mut setup = Setup::new(cli, &a.store, report)?;
+    setup.rollups = a.rollups != Rollups::Off;
+    report.line(format!(
+        "summaries read: {}",
+        match a.rollups {
+            Rollups::On => "rollups",
+            Rollups::Off => "raw rows (--no-rollups)",
+            Rollups::Both => "rollups, then raw rows side by side",
+        }
+    ));
+    let profile = query_profile(a.services, a.shape)?;
     let work = crate::generate(&profile, a.events, a.batch, report)?;
     let server = setup.start()?;
     let r = crate::load(&setup, &server, &work, a.clients, "load", report)?;
@@ -342,6 +435,19 @@ pub fn run(cli: &Cli, a: &QueryArgs, report: &mut Report) -> anyhow::Result<()> 
         a.runs,
     )?;
     let cores = before.cores_until(&CpuMark::now(server.pid()), t_warm.elapsed().as_secs_f64());
+    let server = if a.rollups == Rollups::Both {
+        side_by_side(
+            &setup,
+            server,
+            &http,
+            &endpoints_path,
+            &warm_endpoints,
+            a,
+            report,
+        )?
+    } else {
+        server
+    };
     let analysis_failed = analysis_pass(&http, &server, report)?;
     let (server, cold_endpoints) =
         cold(&setup, server, &http, &endpoints_path, &warm_endpoints, a)?;

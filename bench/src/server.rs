@@ -80,6 +80,16 @@ impl Server {
     /// Starts `BIN server --listen 127.0.0.1:0 STORE-ARGS` and waits until it listens.
     /// Its stderr is appended to `log`.
     pub fn start(bin: &Path, store: &StoreArgs, log: &Path) -> anyhow::Result<Server> {
+        Server::start_with(bin, store, log, &[])
+    }
+
+    /// [`Server::start`] with more flags (`--no-rollups`).
+    pub fn start_with(
+        bin: &Path,
+        store: &StoreArgs,
+        log: &Path,
+        flags: &[&str],
+    ) -> anyhow::Result<Server> {
         let mut cmd = Command::new(bin);
         cmd.arg("server")
             .arg("--listen")
@@ -87,7 +97,8 @@ impl Server {
             // Every timed query must reach the store, not the query cache; the analysis runs
             // only when the bench asks for it.
             .args(["--query-cache-bytes", "0", "--analysis-interval", "0s"])
-            .args(store.args());
+            .args(store.args())
+            .args(flags);
         for v in SERVER_ENV {
             cmd.env_remove(v);
         }

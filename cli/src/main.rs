@@ -187,6 +187,10 @@ struct ServerArgs {
     /// bytes are copied to wal/damaged/ and every intact record is kept.
     #[arg(long)]
     repair: bool,
+    /// Summaries (endpoints, time series, services, builds) read raw rows instead of the
+    /// per-minute rollups: for comparing both (`profwatch-bench query --rollups off`).
+    #[arg(long)]
+    no_rollups: bool,
     /// Serve HTTPS with this PEM certificate chain (reloaded with the key on SIGHUP).
     #[arg(long, env = "PROFWATCH_TLS_CERT")]
     tls_cert: Option<PathBuf>,
@@ -378,9 +382,10 @@ fn run() -> anyhow::Result<()> {
         }
         Command::Agent(args) => profwatch_sidecar::main(args)?,
         Command::Server(args) => {
-            let repair = args.repair;
+            let (repair, rollups) = (args.repair, !args.no_rollups);
             let mut cfg = args.into_raw()?.validate()?;
             cfg.repair = repair;
+            cfg.rollups = rollups;
             let scheme = if cfg.tls.is_some() { "https" } else { "http" };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -258,6 +258,7 @@ impl RawConfig {
                 self.shutdown_timeout.as_deref().unwrap_or("30s"),
             )?,
             repair: false,
+            rollups: true,
         })
     }
 }
@@ -548,6 +549,9 @@ pub struct Config {
     /// bytes aside and keep every intact record (`profwatch server --repair`; a flag only,
     /// never in the file: it is meant for one start after an operator read the error).
     pub repair: bool,
+    /// Summaries read the stores' per-minute rollups (`false`: raw rows, for comparing both;
+    /// `profwatch server --no-rollups`, a flag only).
+    pub rollups: bool,
 }
 
 impl Config {

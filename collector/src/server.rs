@@ -55,6 +55,7 @@ pub async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, StoreError> {
             let mut ec = EmbeddedConfig::new(dir.clone());
             ec.retention = cfg.retention;
             ec.repair = cfg.repair;
+            ec.rollups = cfg.rollups;
             let dir = dir.clone();
             let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(ec))
                 .await
@@ -81,6 +82,7 @@ pub async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, StoreError> {
                 retention: cfg.retention,
                 cluster: cluster.clone(),
                 replicated: *replicated,
+                rollups: cfg.rollups,
             })
             .await?,
         ),

@@ -161,6 +161,27 @@ pub struct TimeseriesPoint {
     pub stats: CostStats,
 }
 
+/// The weighted count and sums of a group of requests (a rollup row), without the sketches.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CostSummary {
+    pub requests: f64,
+    pub cpu_sum: f64,
+    pub instructions_requests: f64,
+    pub instructions_sum: f64,
+}
+
+impl CostSummary {
+    /// Adds one request, as [`CostAccumulator::add`] does.
+    pub fn add(&mut self, cpu_ns: u64, instructions: Option<u64>, weight: f64) {
+        self.requests += weight;
+        self.cpu_sum += cpu_ns as f64 * weight;
+        if let Some(i) = instructions {
+            self.instructions_requests += weight;
+            self.instructions_sum += i as f64 * weight;
+        }
+    }
+}
+
 /// Accumulates requests into [`CostStats`] with bounded memory (two [`Sketch`]es).
 #[derive(Debug, Clone, Default)]
 pub struct CostAccumulator {
@@ -184,6 +205,27 @@ impl CostAccumulator {
             self.instructions_requests += weight;
             self.instructions_sum += i as f64 * weight;
             self.instructions.add(i as f64, weight);
+        }
+    }
+
+    /// Adds a pre-aggregated group of requests: its weighted count and sums, and the weight
+    /// of each sketch bucket (see [`Sketch::add_to_bucket`]) of CPU time and of instructions.
+    /// Equal to adding the requests one by one, up to floating-point order.
+    pub fn add_summary(
+        &mut self,
+        s: &CostSummary,
+        cpu: impl IntoIterator<Item = (Option<i32>, f64)>,
+        instructions: impl IntoIterator<Item = (Option<i32>, f64)>,
+    ) {
+        self.requests += s.requests;
+        self.cpu_sum += s.cpu_sum;
+        self.instructions_requests += s.instructions_requests;
+        self.instructions_sum += s.instructions_sum;
+        for (i, w) in cpu {
+            self.cpu.add_to_bucket(i, w);
+        }
+        for (i, w) in instructions {
+            self.instructions.add_to_bucket(i, w);
         }
     }
 

@@ -104,6 +104,21 @@ impl Sketch {
         self.buckets[(i - self.offset) as usize] += weight;
     }
 
+    /// Adds `weight` to bucket `i` (see [`bucket_index`]), as [`Sketch::add`] of a value of
+    /// that bucket does; `None` is the bucket of values that are not positive.
+    pub fn add_to_bucket(&mut self, i: Option<i32>, weight: f64) {
+        self.total += weight;
+        match i {
+            Some(i) => self.add_bucket(i, weight),
+            None => self.zero += weight,
+        }
+    }
+
+    /// The bucket [`Sketch::add`] puts `value` in (`None`: not positive or not finite).
+    pub fn bucket_of(value: f64) -> Option<i32> {
+        (value > 0.0 && value.is_finite()).then(|| bucket_index(value))
+    }
+
     /// Merges `other` into `self`.
     pub fn merge(&mut self, other: &Sketch) {
         self.total += other.total;
@@ -113,6 +128,21 @@ impl Sketch {
                 self.add_bucket(other.offset + k as i32, *w);
             }
         }
+    }
+
+    /// Every non-empty bucket with its weight, the bucket of values that are not positive
+    /// (`None`) first, then by index.
+    pub fn buckets(&self) -> impl Iterator<Item = (Option<i32>, f64)> + '_ {
+        (self.zero > 0.0)
+            .then_some((None, self.zero))
+            .into_iter()
+            .chain(
+                self.buckets
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, w)| **w > 0.0)
+                    .map(|(k, w)| (Some(self.offset + k as i32), *w)),
+            )
     }
 
     /// Total weight added.

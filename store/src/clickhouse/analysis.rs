@@ -9,18 +9,44 @@ use profwatch_model::Tenant;
 use serde::{Deserialize, Serialize};
 
 use super::client::{insert_one, query_error, unavailable};
+use super::events::Read;
+use super::rollups::{bind_all, Bind, Partials};
 use crate::StoreError;
 
-pub async fn builds(client: &Client, q: &BuildsQuery) -> Result<Vec<BuildSummary>, StoreError> {
-    let rows: Vec<(String, i64, i64, f64)> = client
-        .query(
-            "SELECT toString(build) AS b, min(ts), max(ts), toFloat64(sum(weight)) FROM events \
-             WHERE tenant = ? AND service = ? AND ts >= ? AND ts < ? GROUP BY b ORDER BY b",
-        )
-        .bind(q.tenant.as_str())
-        .bind(q.service.as_str())
-        .bind(q.range.from)
-        .bind(q.range.to)
+pub async fn builds(
+    client: &Client,
+    q: &BuildsQuery,
+    read: Read,
+) -> Result<Vec<BuildSummary>, StoreError> {
+    let query = match read.split(q.range, None) {
+        None => client
+            .query(
+                "SELECT toString(build) AS b, min(ts), max(ts), toFloat64(sum(weight)) \
+                 FROM events WHERE tenant = ? AND service = ? AND ts >= ? AND ts < ? \
+                 GROUP BY b ORDER BY b",
+            )
+            .bind(q.tenant.as_str())
+            .bind(q.service.as_str())
+            .bind(q.range.from)
+            .bind(q.range.to),
+        Some(split) => {
+            let (from, binds) = Partials {
+                keys: &[("build", "build", "build")],
+                key_binds: &[],
+                filters: &[],
+            }
+            .sql(
+                &split,
+                &[Bind::Str(q.tenant.as_str()), Bind::Str(q.service.as_str())],
+            );
+            let sql = format!(
+                "SELECT toString(build) AS b, min(first_ts), max(last_ts), \
+                 toFloat64(sum(requests)) FROM {from} GROUP BY b ORDER BY b"
+            );
+            bind_all(client.query(&sql), &binds)
+        }
+    };
+    let rows: Vec<(String, i64, i64, f64)> = query
         .fetch_all()
         .await
         .map_err(|e| query_error(&format!("builds of service {:?}", q.service), e))?;

@@ -26,6 +26,9 @@ pub struct ClickHouseConfig {
     /// On a cluster, create `Replicated*MergeTree` tables (needs a coordinator and the
     /// `{shard}` and `{replica}` macros on every node).
     pub replicated: bool,
+    /// Summaries read the per-minute rollups (the default); `false` reads raw rows, for
+    /// comparing both (`profwatch server --rollups off`, `profwatch-bench query --rollups`).
+    pub rollups: bool,
 }
 
 impl ClickHouseConfig {
@@ -40,6 +43,7 @@ impl ClickHouseConfig {
             retention: Duration::from_secs(30 * 86_400),
             cluster: None,
             replicated: false,
+            rollups: true,
         }
     }
 
@@ -69,6 +73,7 @@ impl fmt::Debug for ClickHouseConfig {
             .field("retention", &self.retention)
             .field("cluster", &self.cluster)
             .field("replicated", &self.replicated)
+            .field("rollups", &self.rollups)
             .finish()
     }
 }

@@ -12,7 +12,26 @@ use profwatch_model::{RequestEvent, Tenant};
 use serde::{Deserialize, Serialize};
 
 use super::client::{day_of, query_error, start_insert, unavailable, NS_PER_SECOND};
+use super::rollups::{bind_all, merged_stats, Bind, Partials, Split, ROLLUP_TABLE};
 use crate::StoreError;
+
+/// Where summaries are read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// The rollup for whole minutes, raw rows for the rest (see `rollups.rs`).
+    Rollups,
+    /// Raw rows only.
+    Raw,
+}
+
+impl Read {
+    pub(super) fn split(self, range: TimeRange, step: Option<i64>) -> Option<Split> {
+        match self {
+            Read::Rollups => Split::of(range, step),
+            Read::Raw => None,
+        }
+    }
+}
 
 /// The table that holds the events.
 pub const EVENTS_TABLE: &str = "events";
@@ -43,16 +62,45 @@ pub async fn insert(
 pub async fn services(
     client: &Client,
     q: &ServicesQuery,
+    read: Read,
 ) -> Result<Vec<ServiceSummary>, StoreError> {
-    let rows: Vec<(String, f64)> = client
-        .query(
-            "SELECT service, toFloat64(sum(weight)) AS requests FROM events \
-             WHERE tenant = ? AND ts >= ? AND ts < ? \
-             GROUP BY service ORDER BY service",
-        )
-        .bind(q.tenant.as_str())
-        .bind(q.range.from)
-        .bind(q.range.to)
+    let query = match read.split(q.range, None) {
+        None => client
+            .query(
+                "SELECT toString(service) AS s, toFloat64(sum(weight)) AS requests FROM events \
+                 WHERE tenant = ? AND ts >= ? AND ts < ? \
+                 GROUP BY s ORDER BY s",
+            )
+            .bind(q.tenant.as_str())
+            .bind(q.range.from)
+            .bind(q.range.to),
+        Some(split) => {
+            let mut sql = format!(
+                "SELECT toString(service) AS s, toFloat64(sum(r)) AS requests FROM (\
+                 SELECT service, sumMerge(requests) AS r FROM {ROLLUP_TABLE} \
+                 WHERE tenant = ? AND minute >= ? AND minute < ? GROUP BY service"
+            );
+            let mut binds = vec![
+                Bind::Str(q.tenant.as_str()),
+                Bind::Int(split.minutes.from),
+                Bind::Int(split.minutes.to),
+            ];
+            if !split.aligned() {
+                sql.push_str(
+                    " UNION ALL SELECT service, toFloat64(sum(weight)) AS r FROM events \
+                     WHERE tenant = ? AND ((ts >= ? AND ts < ?) OR (ts >= ? AND ts < ?)) \
+                     GROUP BY service",
+                );
+                binds.push(Bind::Str(q.tenant.as_str()));
+                binds.extend(
+                    [split.before.0, split.before.1, split.after.0, split.after.1].map(Bind::Int),
+                );
+            }
+            sql.push_str(") GROUP BY s ORDER BY s");
+            bind_all(client.query(&sql), &binds)
+        }
+    };
+    let rows: Vec<(String, f64)> = query
         .fetch_all()
         .await
         .map_err(|e| query_error("listing services", e))?;
@@ -65,8 +113,32 @@ pub async fn services(
 pub async fn endpoints(
     client: &Client,
     q: &EndpointsQuery,
+    read: Read,
 ) -> Result<Vec<EndpointStats>, StoreError> {
     let (group_select, group_key) = group_sql(q.group_by);
+    let what = format!("endpoints of service {:?}", q.service);
+    if let Some(split) = read.split(q.range, None) {
+        let group_column = q.group_by.column();
+        let mut keys = vec![("endpoint", "endpoint", "endpoint")];
+        keys.extend(group_column.map(|c| (c, c, c)));
+        let (from, binds) = Partials {
+            keys: &keys,
+            key_binds: &[],
+            filters: &[],
+        }
+        .sql(
+            &split,
+            &[Bind::Str(q.tenant.as_str()), Bind::Str(q.service.as_str())],
+        );
+        let sql = format!(
+            "SELECT toString(endpoint) AS row_key, {group_select} AS grp, {stats} FROM {from} \
+             GROUP BY endpoint{group_key} ORDER BY row_key, grp",
+            stats = merged_stats(),
+        );
+        let rows: Vec<StatsRow<String>> =
+            fetch_stats(&what, bind_all(client.query(&sql), &binds)).await?;
+        return Ok(endpoint_rows(q.group_by, rows));
+    }
     let sql = format!(
         "SELECT toString(endpoint) AS row_key, {group_select} AS grp, {stats} FROM events \
          WHERE tenant = ? AND service = ? AND ts >= ? AND ts < ? \
@@ -79,21 +151,24 @@ pub async fn endpoints(
         .bind(q.service.as_str())
         .bind(q.range.from)
         .bind(q.range.to);
-    let rows: Vec<StatsRow<String>> =
-        fetch_stats(&format!("endpoints of service {:?}", q.service), query).await?;
-    Ok(rows
-        .into_iter()
+    let rows: Vec<StatsRow<String>> = fetch_stats(&what, query).await?;
+    Ok(endpoint_rows(q.group_by, rows))
+}
+
+fn endpoint_rows(group_by: GroupBy, rows: Vec<StatsRow<String>>) -> Vec<EndpointStats> {
+    rows.into_iter()
         .map(|row| EndpointStats {
-            group: group_value(q.group_by, &row.grp),
+            group: group_value(group_by, &row.grp),
             stats: row.stats(),
             endpoint: row.key,
         })
-        .collect())
+        .collect()
 }
 
 pub async fn timeseries(
     client: &Client,
     q: &TimeseriesQuery,
+    read: Read,
 ) -> Result<Vec<TimeseriesPoint>, StoreError> {
     if q.step <= 0 {
         return Err(StoreError::Query(format!(
@@ -112,7 +187,9 @@ pub async fn timeseries(
             range: q.range,
             group_select: &group_select,
             group_key: &group_key,
+            group_column: q.group_by.column(),
             order: "row_key, grp",
+            read,
         },
         &format!("timeseries of {:?} in service {:?}", q.endpoint, q.service),
     )
@@ -130,6 +207,7 @@ pub async fn timeseries(
 pub async fn endpoint_series(
     client: &Client,
     q: &SeriesQuery,
+    read: Read,
 ) -> Result<Vec<EndpointSeries>, StoreError> {
     if q.step <= 0 {
         return Err(StoreError::Query(format!(
@@ -147,7 +225,9 @@ pub async fn endpoint_series(
             range: q.range,
             group_select: "toString(endpoint)",
             group_key: ", endpoint",
+            group_column: Some("endpoint"),
             order: "grp, row_key",
+            read,
         },
         &format!("endpoint series of service {:?}", q.service),
     )
@@ -177,6 +257,9 @@ async fn bucketed(
     b: &Bucketed<'_>,
     what: &str,
 ) -> Result<Vec<StatsRow<i64>>, StoreError> {
+    if let Some(split) = b.read.split(b.range, Some(b.step)) {
+        return bucketed_rollup(client, b, &split, what).await;
+    }
     let endpoint_filter = if b.endpoint.is_some() {
         " AND endpoint = ?"
     } else {
@@ -205,6 +288,43 @@ async fn bucketed(
     fetch_stats(what, query).await
 }
 
+/// [`bucketed`] over the rollup's whole minutes (and raw rows at the ends).
+async fn bucketed_rollup(
+    client: &Client,
+    b: &Bucketed<'_>,
+    split: &Split,
+    what: &str,
+) -> Result<Vec<StatsRow<i64>>, StoreError> {
+    let mut keys = vec![(
+        "intDiv(minute, toInt64(?)) * toInt64(?)",
+        "intDiv(ts, toInt64(?)) * toInt64(?)",
+        "bucket",
+    )];
+    keys.extend(b.group_column.map(|c| (c, c, c)));
+    let mut values = vec![Bind::Str(b.tenant.as_str()), Bind::Str(b.service)];
+    values.extend(b.endpoint.map(Bind::Str));
+    let filters: &[&str] = if b.endpoint.is_some() {
+        &["endpoint"]
+    } else {
+        &[]
+    };
+    let (from, binds) = Partials {
+        keys: &keys,
+        key_binds: &[b.step, b.step],
+        filters,
+    }
+    .sql(split, &values);
+    let sql = format!(
+        "SELECT toInt64(intDiv(bucket, {NS_PER_SECOND})) AS row_key, {group} AS grp, {stats} \
+         FROM {from} GROUP BY bucket{key} ORDER BY {order}",
+        group = b.group_select,
+        key = b.group_key,
+        order = b.order,
+        stats = merged_stats(),
+    );
+    fetch_stats(what, bind_all(client.query(&sql), &binds)).await
+}
+
 async fn fetch_stats<K>(
     what: &str,
     query: ::clickhouse::query::Query,
@@ -228,7 +348,10 @@ struct Bucketed<'a> {
     range: TimeRange,
     group_select: &'a str,
     group_key: &'a str,
+    /// The column grouped by besides time, if any.
+    group_column: Option<&'static str>,
     order: &'a str,
+    read: Read,
 }
 
 /// One row of `events`, borrowed from the event being written.

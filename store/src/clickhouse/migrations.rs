@@ -84,7 +84,7 @@ pub struct DdlContext {
 
 impl DdlContext {
     /// `LowCardinality(t)` on modern servers, `t` on old ones.
-    fn lc(&self, t: &str) -> String {
+    pub(super) fn lc(&self, t: &str) -> String {
         if self.modern {
             format!("LowCardinality({t})")
         } else {
@@ -93,7 +93,7 @@ impl DdlContext {
     }
 
     /// ` CODEC(c)` on modern servers, nothing on old ones.
-    fn codec(&self, c: &str) -> String {
+    pub(super) fn codec(&self, c: &str) -> String {
         if self.modern {
             format!(" CODEC({c})")
         } else {
@@ -102,7 +102,7 @@ impl DdlContext {
     }
 
     /// The `TTL` clause on modern servers, nothing on old ones (retention from code there).
-    fn ttl(&self) -> String {
+    pub(super) fn ttl(&self) -> String {
         if self.modern {
             format!(
                 "\nTTL {RETENTION_COLUMN} + INTERVAL {} DAY",
@@ -114,12 +114,31 @@ impl DdlContext {
     }
 }
 
-/// One schema change: tables created in order, then the version is recorded.
+/// One schema change: tables created in order, then materialized views over them (each
+/// back-filled from the rows already there), then the version is recorded.
 #[derive(Debug)]
 pub struct Migration {
     pub version: u32,
     pub name: &'static str,
     pub tables: fn(&DdlContext) -> Vec<TableDdl>,
+    pub views: fn(&DdlContext) -> Vec<ViewDdl>,
+}
+
+/// A materialized view that feeds `target` from every insert into `source`. On a cluster it
+/// is one view per node, from the node's local `source` into its local `target`, so rollups
+/// stay on the shard of their rows (both tables must share a shard key).
+#[derive(Debug, Clone)]
+pub struct ViewDdl {
+    pub name: &'static str,
+    pub source: &'static str,
+    pub target: &'static str,
+    /// `SELECT ... FROM {source} ...`: the rows the view inserts for a block of `source`;
+    /// `{source}` is replaced by the table the view reads.
+    pub select: String,
+}
+
+fn no_views(_ctx: &DdlContext) -> Vec<ViewDdl> {
+    Vec::new()
 }
 
 /// A table, as a migration declares it.
@@ -142,6 +161,8 @@ pub enum Engine {
     MergeTree,
     /// `ReplacingMergeTree(version column)`.
     Replacing(&'static str),
+    /// `AggregatingMergeTree`: rows with equal sort keys merge their aggregate states.
+    Aggregating,
 }
 
 /// Where the DDL goes: one server, or every node of a cluster.
@@ -188,11 +209,15 @@ impl Layout {
         let engine = |replicated: Option<&str>| match (t.engine, replicated) {
             (Engine::MergeTree, None) => "MergeTree".to_owned(),
             (Engine::Replacing(v), None) => format!("ReplacingMergeTree({v})"),
+            (Engine::Aggregating, None) => "AggregatingMergeTree".to_owned(),
             (Engine::MergeTree, Some(path)) => {
                 format!("ReplicatedMergeTree('{path}', '{{replica}}')")
             }
             (Engine::Replacing(v), Some(path)) => {
                 format!("ReplicatedReplacingMergeTree('{path}', '{{replica}}', {v})")
+            }
+            (Engine::Aggregating, Some(path)) => {
+                format!("ReplicatedAggregatingMergeTree('{path}', '{{replica}}')")
             }
         };
         let create = |name: &str, engine: String| {
@@ -228,6 +253,45 @@ impl Layout {
     }
 }
 
+impl Layout {
+    /// The `CREATE MATERIALIZED VIEW` statement: on a cluster, over the local tables.
+    pub fn render_view(&self, v: &ViewDdl) -> String {
+        format!(
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS {name}{on} TO {target} AS {select}",
+            name = self.local_name(v.name),
+            on = self.on_cluster(),
+            target = self.local_name(v.target),
+            select = v.select.replace("{source}", &self.local_name(v.source)),
+        )
+    }
+
+    /// The statements that (re)build `v.target` from the rows of `v.source`: empty it, then
+    /// insert the aggregate of every row. Run right after the view is created, so running the
+    /// migration again (it failed before it was recorded) does not count rows twice. On one
+    /// server or each node (no coordinator) they act on its local tables; with a coordinator
+    /// the `TRUNCATE` goes `ON CLUSTER` and the insert reads and writes the `Distributed`
+    /// tables, which route each row to the shard its events are on.
+    pub fn render_backfill(&self, v: &ViewDdl) -> Vec<String> {
+        let (target, source) = match self {
+            Layout::Cluster {
+                on_cluster: true, ..
+            } => (v.target.to_owned(), v.source.to_owned()),
+            _ => (self.local_name(v.target), self.local_name(v.source)),
+        };
+        vec![
+            format!(
+                "TRUNCATE TABLE IF EXISTS {local}{on}",
+                local = self.local_name(v.target),
+                on = self.on_cluster()
+            ),
+            format!(
+                "INSERT INTO {target} {select}",
+                select = v.select.replace("{source}", &source)
+            ),
+        ]
+    }
+}
+
 /// Appended to a table's name for its rows on each node of a cluster.
 pub const LOCAL_SUFFIX: &str = "_local";
 
@@ -237,31 +301,43 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 1,
         name: "create events",
         tables: create_events,
+        views: no_views,
     },
     Migration {
         version: 2,
         name: "create samples and stacks",
         tables: create_profiles,
+        views: no_views,
     },
     Migration {
         version: 3,
         name: "create regressions",
         tables: create_regressions,
+        views: no_views,
     },
     Migration {
         version: 4,
         name: "create batch_keys",
         tables: create_batch_keys,
+        views: no_views,
     },
     Migration {
         version: 5,
         name: "create leases",
         tables: create_leases,
+        views: no_views,
     },
     Migration {
         version: 6,
         name: "create batch_claims",
         tables: create_batch_claims,
+        views: no_views,
+    },
+    Migration {
+        version: 7,
+        name: "create events_rollup, its view, back-fill",
+        tables: super::rollups::create_tables,
+        views: super::rollups::create_views,
     },
 ];
 
@@ -404,7 +480,7 @@ fn create_profiles(ctx: &DdlContext) -> Vec<TableDdl> {
 }
 
 /// Rows read per endpoint (events, samples) are sorted and sharded by it.
-const PER_ENDPOINT_SHARD_KEY: &str = "cityHash64(tenant, service, endpoint)";
+pub(super) const PER_ENDPOINT_SHARD_KEY: &str = "cityHash64(tenant, service, endpoint)";
 
 /// Daily partitions, sorted by endpoint then time.
 fn per_endpoint_keys(ttl: &str) -> String {
@@ -484,9 +560,14 @@ pub async fn run(
         if applied.contains(&migration.version) {
             continue;
         }
+        let views = (migration.views)(ctx);
+        // Views start feeding their tables before the back-fill reads the source, so no
+        // row is left out; a row inserted between the two is counted twice (see rollups.rs).
         let statements = (migration.tables)(ctx)
             .iter()
             .flat_map(|t| layout.render(t))
+            .chain(views.iter().map(|v| layout.render_view(v)))
+            .chain(views.iter().flat_map(|v| layout.render_backfill(v)))
             .collect::<Vec<_>>();
         for statement in statements {
             client.query(&statement).execute().await.map_err(|e| {

@@ -34,6 +34,10 @@
 //!   tables. A batch whose insert fails midway may have reached some shards; nothing was
 //!   acknowledged, and its retry may store those shards' rows twice (replicated tables drop
 //!   such repeated blocks; plain `MergeTree` cannot).
+//! - Summaries (services, endpoints, time series, every endpoint's series, builds) read the
+//!   rollups that a materialized view keeps per endpoint, build, dc, host and minute
+//!   (`rollups.rs`), and raw rows only for the partial minutes at the ends of a range; the
+//!   answers equal the raw-row answers. `ClickHouseConfig::rollups = false` reads raw rows.
 //! - Configuration that cannot work (an empty or unusable name, replication without a
 //!   cluster, a cluster the server does not have, a database laid out for the other mode) is
 //!   [`StoreError::Config`], found at connect.
@@ -44,6 +48,7 @@
 //! Files: `config.rs`, `client.rs` (a client per node, error mapping, the `Date` of a time),
 //! `migrations.rs` (the schema), `cluster.rs` (nodes, layout and DDL in cluster mode),
 //! `retention.rs` (TTL and dropped partitions), `events.rs` (the events insert and queries),
+//! `rollups.rs` (the per-minute rollup: its table, view and the queries' SQL over it),
 //! `keys.rs` (idempotency keys), `leases.rs`, `profiles.rs` (stacks and samples) and
 //! `analysis.rs` (the analyzer's reads and regression records).
 
@@ -57,6 +62,7 @@ mod leases;
 pub mod migrations;
 mod profiles;
 mod retention;
+mod rollups;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -105,6 +111,8 @@ pub struct ClickHouseStore {
     closed: AtomicBool,
     /// Stacks written recently, so each is inserted at most once a day per process.
     known_stacks: profiles::KnownStacks,
+    /// Whether summaries read the rollups ([`ClickHouseConfig::rollups`]).
+    read: events::Read,
 }
 
 impl ClickHouseStore {
@@ -140,6 +148,11 @@ impl ClickHouseStore {
             inserts: Semaphore::new(INSERT_PERMITS),
             closed: AtomicBool::new(false),
             known_stacks: profiles::KnownStacks::default(),
+            read: if cfg.rollups {
+                events::Read::Rollups
+            } else {
+                events::Read::Raw
+            },
         };
         if store.server.is_modern() {
             store.local_tables().sync_ttl(retention_days).await?;
@@ -266,23 +279,23 @@ impl Store for ClickHouseStore {
     }
 
     async fn services(&self, q: &ServicesQuery) -> Result<Vec<ServiceSummary>, StoreError> {
-        events::services(&self.client, q).await
+        events::services(&self.client, q, self.read).await
     }
 
     async fn endpoints(&self, q: &EndpointsQuery) -> Result<Vec<EndpointStats>, StoreError> {
-        events::endpoints(&self.client, q).await
+        events::endpoints(&self.client, q, self.read).await
     }
 
     async fn timeseries(&self, q: &TimeseriesQuery) -> Result<Vec<TimeseriesPoint>, StoreError> {
-        events::timeseries(&self.client, q).await
+        events::timeseries(&self.client, q, self.read).await
     }
 
     async fn endpoint_series(&self, q: &SeriesQuery) -> Result<Vec<EndpointSeries>, StoreError> {
-        events::endpoint_series(&self.client, q).await
+        events::endpoint_series(&self.client, q, self.read).await
     }
 
     async fn builds(&self, q: &BuildsQuery) -> Result<Vec<BuildSummary>, StoreError> {
-        analysis::builds(&self.client, q).await
+        analysis::builds(&self.client, q, self.read).await
     }
 
     async fn cost_samples(&self, q: &CostSamplesQuery) -> Result<Vec<CostSamples>, StoreError> {

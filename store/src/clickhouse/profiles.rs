@@ -227,12 +227,16 @@ pub async fn query(client: &Client, q: &ProfileQuery) -> Result<StackProfile, St
                    min(ts) AS first_ts, max(ts) AS last_ts \
             FROM samples WHERE {where_sql} \
             GROUP BY service, endpoint, build, dc, host, label_keys, label_values, stack_hash \
-         ) ANY INNER JOIN ( \
+         ) AS per_stack ALL INNER JOIN ( \
             SELECT hash AS stack_hash, any(frames) AS frames FROM stacks \
             WHERE tenant = ? AND hash IN (SELECT stack_hash FROM samples WHERE {where_sql}) \
             GROUP BY hash \
-         ) USING stack_hash"
+         ) AS frames_of USING stack_hash"
     );
+    // Both sides of the join are named (current servers refuse unnamed joined subqueries) and
+    // the join is `ALL` (the right side has one row per hash): since 20.x `ANY INNER JOIN` also
+    // keeps one row per key of the left side, which dropped samples. Both found by the chDB
+    // run of the contract suite.
     // The join's right side binds the tenant before its subquery's own filters.
     let rows: Vec<ProfileRowSql> = bind_for_join(client, &sql, q)
         .fetch_all()

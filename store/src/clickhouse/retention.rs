@@ -12,6 +12,7 @@ use crate::StoreError;
 /// Every table partitioned by day, which retention trims.
 const DAILY_TABLES: &[&str] = &[
     EVENTS_TABLE,
+    super::rollups::ROLLUP_TABLE,
     "samples",
     "stacks",
     "batch_keys",

@@ -77,6 +77,7 @@ fn compact(s: &Shared, cutoff: i64) -> Result<(), StoreError> {
             .filter(|k| k.received >= horizon)
             .cloned()
             .collect(),
+        rollup: s.cfg.rollups,
     };
     let merged = Arc::new(segment::write(
         &s.seg_dir, &s.tmp_dir, lo, hi, &keys, &sorted, attached,

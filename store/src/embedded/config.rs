@@ -24,6 +24,9 @@ pub struct EmbeddedConfig {
     /// On open, copy damaged WAL bytes aside and keep every intact record after them, instead of
     /// refusing to open (`profwatch server --repair`).
     pub repair: bool,
+    /// Segments get a per-minute rollup when written and summaries read it where they can (the
+    /// default); `false` builds none and scans rows, for comparing both.
+    pub rollups: bool,
 }
 
 impl EmbeddedConfig {
@@ -38,6 +41,7 @@ impl EmbeddedConfig {
             compact_rows: 8 << 20,
             query_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             repair: false,
+            rollups: true,
         }
     }
 }

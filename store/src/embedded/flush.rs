@@ -77,6 +77,7 @@ fn flush_memtable(s: &Shared, mt: &Arc<MemTable>) -> Result<(), StoreError> {
         let attached = segment::Attached {
             profile,
             keys: mt.keys.clone(),
+            rollup: s.cfg.rollups,
         };
         Some(Arc::new(segment::write(
             &s.seg_dir, &s.tmp_dir, mt.gen, mt.gen, &keys, &rows, attached,

@@ -41,6 +41,7 @@ mod profile_segment;
 mod query;
 mod recovery;
 mod regressions;
+mod rollup;
 mod segment;
 mod shared;
 mod wal;
@@ -335,7 +336,9 @@ impl Store for EmbeddedStore {
             range: self.clamp(q.range),
             ..q.clone()
         };
-        self.run(move |src, t| query::endpoints(&src, &q, t)).await
+        let rollups = self.shared.cfg.rollups;
+        self.run(move |src, t| query::endpoints(&src, &q, t, rollups))
+            .await
     }
 
     async fn timeseries(&self, q: &TimeseriesQuery) -> Result<Vec<TimeseriesPoint>, StoreError> {
@@ -343,7 +346,9 @@ impl Store for EmbeddedStore {
             range: self.clamp(q.range),
             ..q.clone()
         };
-        self.run(move |src, t| query::timeseries(&src, &q, t)).await
+        let rollups = self.shared.cfg.rollups;
+        self.run(move |src, t| query::timeseries(&src, &q, t, rollups))
+            .await
     }
 
     async fn endpoint_series(&self, q: &SeriesQuery) -> Result<Vec<EndpointSeries>, StoreError> {
@@ -351,7 +356,8 @@ impl Store for EmbeddedStore {
             range: self.clamp(q.range),
             ..q.clone()
         };
-        self.run(move |src, t| query::endpoint_series(&src, &q, t))
+        let rollups = self.shared.cfg.rollups;
+        self.run(move |src, t| query::endpoint_series(&src, &q, t, rollups))
             .await
     }
 

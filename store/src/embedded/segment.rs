@@ -30,6 +30,7 @@ use super::files::{
 use super::keys::IdemKey;
 use super::memtable::{Rows, SeriesKey};
 use super::profile_segment::ProfileMeta;
+use super::rollup::{Builder, SegmentRollup, MAX_SHARE};
 use crate::StoreError;
 
 const SCHEMA: &str = "message profwatch_segment {
@@ -51,6 +52,9 @@ pub struct Attached {
     /// The profile segment of the same range.
     pub profile: Option<ProfileMeta>,
     pub keys: Vec<IdemKey>,
+    /// Build the rollup now, from the rows in memory (else the first query that can use it
+    /// builds it); off when summaries read rows (`EmbeddedConfig::rollups`).
+    pub rollup: bool,
 }
 
 /// Column indices in [`SCHEMA`].
@@ -86,6 +90,8 @@ pub struct SegmentMeta {
     parquet: OnceLock<Arc<ParquetMetaData>>,
     /// Per-series totals, by series index, once a query has computed them.
     totals: OnceLock<Arc<Vec<SeriesTotals>>>,
+    /// The rollup (see `rollup.rs`): `Some(None)` when it was not worth keeping.
+    rollup: OnceLock<Option<Arc<SegmentRollup>>>,
     obsolete: AtomicBool,
 }
 
@@ -135,6 +141,19 @@ impl SegmentMeta {
     /// Keeps per-series totals (the first ones kept win; the rows never change).
     pub fn keep_totals(&self, totals: Vec<SeriesTotals>) -> Arc<Vec<SeriesTotals>> {
         self.totals.get_or_init(|| Arc::new(totals)).clone()
+    }
+
+    /// The rollup, once computed: `Some(None)` when it is not worth keeping.
+    pub fn rollup(&self) -> Option<Option<Arc<SegmentRollup>>> {
+        self.rollup.get().cloned()
+    }
+
+    /// Keeps the rollup built from this segment's rows, if it is worth keeping (the first one
+    /// kept wins; the rows never change).
+    pub fn keep_rollup(&self, rollup: SegmentRollup) -> Option<Arc<SegmentRollup>> {
+        self.rollup
+            .get_or_init(|| rollup.worth_keeping(self.rows).map(Arc::new))
+            .clone()
     }
 
     /// Rows of both kinds (events and stack samples).
@@ -192,6 +211,7 @@ pub fn write(
     rows: &Rows,
     attached: Attached,
 ) -> Result<SegmentMeta, StoreError> {
+    let build_rollup = attached.rollup;
     let name = file_name(lo, hi);
     let tmp = tmp_dir.join(&name);
     let path = dir.join(&name);
@@ -239,8 +259,31 @@ pub fn write(
         keys: attached.keys,
         parquet: OnceLock::new(),
         totals: OnceLock::from(Arc::new(series_totals(rows, series.len()))),
+        rollup: if build_rollup {
+            OnceLock::from(
+                rollup_of(rows)
+                    .worth_keeping(rows.len() as u64)
+                    .map(Arc::new),
+            )
+        } else {
+            OnceLock::new()
+        },
         obsolete: AtomicBool::new(false),
     })
+}
+
+fn rollup_of(rows: &Rows) -> SegmentRollup {
+    let mut b = Builder::with_limit(rows.len() as u64 / MAX_SHARE);
+    for i in 0..rows.len() {
+        b.push(
+            rows.series[i],
+            rows.ts[i],
+            rows.cpu_ns[i],
+            rows.instructions[i],
+            rows.weight[i],
+        );
+    }
+    b.finish()
 }
 
 fn series_totals(rows: &Rows, series: usize) -> Vec<SeriesTotals> {
@@ -339,6 +382,7 @@ pub fn open(
         },
         parquet: OnceLock::new(),
         totals: OnceLock::new(),
+        rollup: OnceLock::new(),
         obsolete: AtomicBool::new(false),
     })
 }

@@ -12,6 +12,7 @@
 
 mod cluster;
 mod harness;
+mod rollups;
 mod suite;
 
 macro_rules! contract {

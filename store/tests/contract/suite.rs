@@ -93,7 +93,7 @@ fn close(got: f64, want: f64, rel: f64, what: &str) {
 }
 
 /// Checks one group's figures against the events that belong to it.
-fn check(stats: &CostStats, events: &[&RequestEvent], what: &str) {
+pub fn check(stats: &CostStats, events: &[&RequestEvent], what: &str) {
     let w: f64 = events.iter().map(|e| e.weight).sum();
     close(stats.requests, w, 1e-9, &format!("{what} requests"));
     let mean = events

@@ -1,6 +1,7 @@
 //! Queries that answer cost distributions: per endpoint (and group), and per time bucket.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use profwatch_model::query::{
     CostAccumulator, EndpointSeries, EndpointStats, EndpointsQuery, GroupBy, SeriesQuery,
@@ -8,22 +9,30 @@ use profwatch_model::query::{
 };
 use profwatch_model::timefmt::NANOS_PER_SEC;
 
-use super::scan::{group_maps, group_value, parallel, wanted, GroupMap, Groups, Work};
+use rayon::prelude::*;
+
+use super::scan::{
+    group_maps, group_value, parallel, parallel_ordered, wanted, GroupMap, Groups, Work,
+};
 use super::source::Source;
-use crate::embedded::segment::Projection;
+use crate::embedded::rollup::{Builder, SegmentRollup, MAX_SHARE, MINUTE_NS};
+use crate::embedded::segment::{Projection, Skip};
 use crate::StoreError;
 
 pub fn endpoints(
     sources: &[Source],
     q: &EndpointsQuery,
     threads: usize,
+    rollups: bool,
 ) -> Result<Vec<EndpointStats>, StoreError> {
     let mut groups = Groups::default();
     let maps = group_maps(sources, |k| {
         (k.tenant == q.tenant.0 && k.service == q.service)
             .then(|| groups.id(&k.endpoint, group_value(k, q.group_by)))
     });
-    let acc = scan_grouped(sources, &maps, q.range, threads)?;
+    let rolls = usable_rollups(sources, &maps, q.range, None, rollups, threads)?;
+    let mut acc = scan_grouped(sources, &unrolled(&maps, &rolls), q.range, threads)?;
+    add_rolled(&mut acc, &maps, &rolls, |g, _| g);
     let mut out: Vec<EndpointStats> = acc
         .into_iter()
         .map(|(g, a)| {
@@ -84,13 +93,14 @@ pub fn timeseries(
     sources: &[Source],
     q: &TimeseriesQuery,
     threads: usize,
+    rollups: bool,
 ) -> Result<Vec<TimeseriesPoint>, StoreError> {
     let mut groups = Groups::default();
     let maps = group_maps(sources, |k| {
         (k.tenant == q.tenant.0 && k.service == q.service && k.endpoint == q.endpoint)
             .then(|| groups.id(group_value(k, q.group_by).unwrap_or(""), None))
     });
-    let acc = scan_bucketed(sources, &maps, q.range, q.step, threads)?;
+    let acc = bucketed(sources, &maps, q.range, q.step, threads, rollups)?;
     let sorted: BTreeMap<(i64, String), CostAccumulator> = acc
         .into_iter()
         .map(|((g, bucket), a)| ((bucket, groups.names[g as usize].0.clone()), a))
@@ -103,6 +113,25 @@ pub fn timeseries(
             stats: a.finish(),
         })
         .collect())
+}
+
+/// Accumulates per (group, time bucket of `step` ns), for the series each map keeps: from
+/// the rollups of the segments that can use them, else from rows.
+fn bucketed(
+    sources: &[Source],
+    maps: &[GroupMap],
+    range: TimeRange,
+    step: i64,
+    threads: usize,
+    rollups: bool,
+) -> Result<HashMap<(u32, i64), CostAccumulator>, StoreError> {
+    let step = step.max(1);
+    let rolls = usable_rollups(sources, maps, range, Some(step), rollups, threads)?;
+    let mut acc = scan_bucketed(sources, &unrolled(maps, &rolls), range, step, threads)?;
+    add_rolled(&mut acc, maps, &rolls, |g, minute| {
+        (g, minute.div_euclid(step) * step)
+    });
+    Ok(acc)
 }
 
 /// Accumulates rows per (group, time bucket of `step` ns), for the series each map keeps.
@@ -179,12 +208,13 @@ pub fn endpoint_series(
     sources: &[Source],
     q: &SeriesQuery,
     threads: usize,
+    rollups: bool,
 ) -> Result<Vec<EndpointSeries>, StoreError> {
     let mut groups = Groups::default();
     let maps = group_maps(sources, |k| {
         (k.tenant == q.tenant.0 && k.service == q.service).then(|| groups.id(&k.endpoint, None))
     });
-    let acc = scan_bucketed(sources, &maps, q.range, q.step, threads)?;
+    let acc = bucketed(sources, &maps, q.range, q.step, threads, rollups)?;
     let mut by_endpoint: BTreeMap<String, BTreeMap<i64, CostAccumulator>> = BTreeMap::new();
     for ((g, bucket), a) in acc {
         by_endpoint
@@ -206,4 +236,121 @@ pub fn endpoint_series(
                 .collect(),
         })
         .collect())
+}
+
+/// Each source's rollup when the query reads it instead of the rows: a segment lying wholly
+/// inside `range`, holding a wanted series, whose rollup is worth keeping, and (for time
+/// buckets) a `step` of whole minutes. Rollups a segment lacks (opened from disk) are built
+/// here once, on every core, and kept.
+fn usable_rollups(
+    sources: &[Source],
+    maps: &[GroupMap],
+    range: TimeRange,
+    step: Option<i64>,
+    rollups: bool,
+    threads: usize,
+) -> Result<Vec<Option<Arc<SegmentRollup>>>, StoreError> {
+    let usable = rollups && step.is_none_or(|s| s > 0 && s % MINUTE_NS == 0);
+    let covered = |(s, m): (&Source, &GroupMap)| match s {
+        Source::Segment(seg)
+            if usable
+                && range.from <= seg.min_ts
+                && seg.max_ts < range.to
+                && m.iter().any(Option::is_some) =>
+        {
+            Some(seg.clone())
+        }
+        _ => None,
+    };
+    let missing: Vec<Source> = sources
+        .iter()
+        .zip(maps)
+        .filter_map(covered)
+        .filter(|seg| seg.rollup().is_none())
+        .map(Source::Segment)
+        .collect();
+    if !missing.is_empty() {
+        let parts = parallel_ordered(&missing, threads, |src, part, parts| {
+            let rows = match src {
+                Source::Segment(seg) => seg.rows,
+                _ => 0,
+            };
+            let mut b = Builder::with_limit(rows / MAX_SHARE);
+            src.for_each_chunk_part(
+                part,
+                parts,
+                Projection::default(),
+                &Skip::default(),
+                |rows| {
+                    for i in 0..rows.len() {
+                        b.push(
+                            rows.series[i],
+                            rows.ts[i],
+                            rows.cpu_ns[i],
+                            rows.instructions[i],
+                            rows.weight[i],
+                        );
+                    }
+                },
+            )?;
+            Ok(b.finish())
+        })?;
+        let mut parts = parts.into_iter();
+        for src in &missing {
+            let Source::Segment(seg) = src else {
+                continue;
+            };
+            let mut whole = SegmentRollup::default();
+            for part in parts.by_ref().take(src.parts(threads)) {
+                whole.append(part);
+            }
+            seg.keep_rollup(whole);
+        }
+    }
+    Ok(sources
+        .iter()
+        .zip(maps)
+        .map(|pair| covered(pair).and_then(|seg| seg.rollup().flatten()))
+        .collect())
+}
+
+/// The maps of the sources that are scanned row by row (empty for those read from rollups).
+fn unrolled(maps: &[GroupMap], rolls: &[Option<Arc<SegmentRollup>>]) -> Vec<GroupMap> {
+    maps.iter()
+        .zip(rolls)
+        .map(|(m, r)| if r.is_some() { Vec::new() } else { m.clone() })
+        .collect()
+}
+
+/// Adds the cells of every rollup to `acc`, under the key `key(group, minute)` of each cell
+/// whose series the map keeps; segments on rayon's pool, merged once.
+fn add_rolled<K>(
+    acc: &mut HashMap<K, CostAccumulator>,
+    maps: &[GroupMap],
+    rolls: &[Option<Arc<SegmentRollup>>],
+    key: impl Fn(u32, i64) -> K + Sync,
+) where
+    K: std::hash::Hash + Eq + Send,
+{
+    let partials: Vec<HashMap<K, CostAccumulator>> = maps
+        .iter()
+        .zip(rolls)
+        .filter_map(|(m, r)| r.as_ref().map(|r| (m, r)))
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map(|(map, roll)| {
+            let mut out: HashMap<K, CostAccumulator> = HashMap::new();
+            for cell in &roll.cells {
+                if let Some(Some(g)) = map.get(cell.series as usize) {
+                    roll.add_to(cell, out.entry(key(*g, cell.minute)).or_default());
+                }
+            }
+            out
+        })
+        .collect();
+    for p in partials {
+        for (k, v) in p {
+            acc.entry(k).or_default().merge(&v);
+        }
+    }
 }

@@ -2,7 +2,8 @@ use profwatch_model::timefmt::{now_ns, NANOS_PER_SEC};
 use profwatch_model::{RequestEvent, Tenant};
 
 use profwatch_model::query::{
-    BuildsQuery, CostSamplesQuery, GroupBy, ServicesQuery, TimeRange, TimeseriesQuery,
+    BuildsQuery, CostSamplesQuery, EndpointsQuery, GroupBy, ServicesQuery, TimeRange,
+    TimeseriesQuery,
 };
 
 use crate::embedded::{EmbeddedConfig, EmbeddedStore};
@@ -128,4 +129,68 @@ async fn counts_from_segment_totals_equal_counts_from_rows() {
         answers(&reference, all).await
     };
     assert_eq!(answers(&store, part).await, expected);
+}
+
+/// Segments written by an earlier run get their rollup from the first query that can use it,
+/// and the answers equal those read from rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopened_segments_get_rollups_and_answer_as_rows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = |rollups: bool| {
+        let mut c = EmbeddedConfig::new(dir.path());
+        c.flush_rows = 1000;
+        c.rollups = rollups;
+        c
+    };
+    let now = now_ns();
+    let evs: Vec<RequestEvent> = events(5000)
+        .into_iter()
+        .map(|mut e| {
+            // Few distinct costs and one endpoint per service: cells of many requests.
+            e.cpu_ns = 1000 * (1 + e.cpu_ns % 3);
+            e.endpoint = "GET /".into();
+            e
+        })
+        .collect();
+    let store = EmbeddedStore::open(cfg(false)).expect("open");
+    store.write(&Tenant("t".into()), evs).await.expect("write");
+    store.shutdown().await.expect("shutdown");
+    drop(store);
+    let q = EndpointsQuery {
+        tenant: Tenant("t".into()),
+        service: "svc1".into(),
+        range: TimeRange {
+            from: now - 3600 * NANOS_PER_SEC,
+            to: now + 60 * NANOS_PER_SEC,
+        },
+        group_by: GroupBy::Host,
+    };
+    let raw = EmbeddedStore::open(cfg(false)).expect("reopen");
+    let want = raw.endpoints(&q).await.expect("raw");
+    raw.shutdown().await.expect("shutdown");
+    drop(raw);
+    let rolled = EmbeddedStore::open(cfg(true)).expect("reopen");
+    let got = rolled.endpoints(&q).await.expect("rolled");
+    let segments: Vec<_> = rolled
+        .sources()
+        .into_iter()
+        .filter_map(|s| match s {
+            crate::embedded::query::Source::Segment(seg) => Some(seg),
+            _ => None,
+        })
+        .collect();
+    assert!(!segments.is_empty());
+    assert!(
+        segments.iter().all(|s| matches!(s.rollup(), Some(Some(_)))),
+        "every segment has its rollup now"
+    );
+    assert_eq!(got.len(), want.len());
+    for (a, b) in got.iter().zip(&want) {
+        assert_eq!((&a.endpoint, &a.group), (&b.endpoint, &b.group));
+        assert!((a.stats.requests - b.stats.requests).abs() < 1e-9);
+        assert!((a.stats.cpu_ns.mean - b.stats.cpu_ns.mean).abs() < 1e-6);
+        assert_eq!(a.stats.cpu_ns.p50, b.stats.cpu_ns.p50);
+        assert_eq!(a.stats.cpu_ns.p99, b.stats.cpu_ns.p99);
+    }
+    rolled.shutdown().await.expect("shutdown");
 }
