@@ -219,10 +219,19 @@ async fn a_401_after_a_token_rotation_keeps_every_event_until_the_right_token() 
     sidecar.shutdown().await.expect("shutdown");
     assert!(mock.stored().is_empty());
 
+    // What the restarted sidecar will find: read before it starts, as its shipper delivers at
+    // once with the right token (reading its stats after the start raced with that).
+    let on_disk = profwatch_sidecar::spool::Spool::open(
+        &dir.path().join("spool"),
+        1 << 30,
+        std::sync::Arc::new(profwatch_sidecar::metrics::Metrics::new()),
+    )
+    .expect("open the spool")
+    .stats();
+    assert_eq!(on_disk.events, 300, "nothing was deleted");
     let mut cfg = config(&mock.url, dir.path());
     cfg.token = Some("new-token".into());
     let sidecar = Sidecar::start(cfg).await.expect("restart");
-    assert_eq!(sidecar.spool().stats().events, 300, "nothing was deleted");
     assert!(
         eventually(Duration::from_secs(10), || {
             let m = sidecar.metrics().snapshot("", "");
