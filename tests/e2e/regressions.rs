@@ -49,6 +49,25 @@ fn receiver() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
     (url, got)
 }
 
+/// A server on an embedded store in `art/data`, without scheduled passes (tests ask for them),
+/// alerting a JSON receiver; the messages it got.
+fn alerting_server(art: &std::path::Path) -> (Server, Arc<Mutex<Vec<serde_json::Value>>>) {
+    let (hook, alerts) = receiver();
+    let data = art.join("data");
+    let server = Server::start(
+        &[
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+            "--analysis-interval",
+            "0s",
+            "--alert",
+            &format!("json={hook}"),
+        ],
+        &art.join("server.log"),
+    );
+    (server, alerts)
+}
+
 /// 3000 requests per endpoint and build over 12 hosts in 2 dcs; build 2 makes `GET /a` 8% dearer.
 pub(crate) fn workload() -> Vec<RequestEvent> {
     let now = profwatch_model::timefmt::now_ns();
@@ -138,19 +157,7 @@ fn folded(batch: &ProfileBatch) -> Vec<u8> {
 #[test]
 fn a_regression_is_found_named_acknowledged_gated_and_alerted_once() {
     let art = artifacts("a_regression_is_found_named_acknowledged_gated_and_alerted_once");
-    let (hook, alerts) = receiver();
-    let data = art.join("data");
-    let server = Server::start(
-        &[
-            "--data-dir",
-            data.to_str().expect("utf-8"),
-            "--analysis-interval",
-            "0s",
-            "--alert",
-            &format!("json={hook}"),
-        ],
-        &art.join("server.log"),
-    );
+    let (server, alerts) = alerting_server(&art);
     let c = server.client();
     for chunk in workload().chunks(4000) {
         let r = c.post_events(protobuf(chunk), "application/x-protobuf", None);
@@ -297,19 +304,7 @@ fn a_regression_is_found_named_acknowledged_gated_and_alerted_once() {
 #[test]
 fn one_bad_build_is_one_incident_and_one_alert() {
     let art = artifacts("one_bad_build_is_one_incident_and_one_alert");
-    let (hook, alerts) = receiver();
-    let data = art.join("data");
-    let server = Server::start(
-        &[
-            "--data-dir",
-            data.to_str().expect("utf-8"),
-            "--analysis-interval",
-            "0s",
-            "--alert",
-            &format!("json={hook}"),
-        ],
-        &art.join("server.log"),
-    );
+    let (server, alerts) = alerting_server(&art);
     let c = server.client();
     let now = profwatch_model::timefmt::now_ns();
     let mut rng = Rng::new(17);
@@ -772,19 +767,7 @@ fn a_functions_rise_is_found_while_its_endpoint_stays_flat() {
 #[test]
 fn a_regression_that_goes_away_closes_itself_and_is_alerted_once() {
     let art = artifacts("a_regression_that_goes_away_closes_itself_and_is_alerted_once");
-    let (hook, alerts) = receiver();
-    let data = art.join("data");
-    let server = Server::start(
-        &[
-            "--data-dir",
-            data.to_str().expect("utf-8"),
-            "--analysis-interval",
-            "0s",
-            "--alert",
-            &format!("json={hook}"),
-        ],
-        &art.join("server.log"),
-    );
+    let (server, alerts) = alerting_server(&art);
     let c = server.client();
     let now = profwatch_model::timefmt::now_ns();
     let mut rng = Rng::new(29);

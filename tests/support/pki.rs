@@ -69,12 +69,7 @@ impl TestCa {
 
     /// A server certificate for 127.0.0.1 and localhost with this serial number.
     pub fn server(&self, serial: u64) -> Issued {
-        self.issue(
-            vec!["127.0.0.1".to_owned(), "localhost".to_owned()],
-            &format!("profwatch test server {serial}"),
-            serial,
-            ExtendedKeyUsagePurpose::ServerAuth,
-        )
+        self.server_for(&["127.0.0.1", "localhost"], serial)
     }
 
     /// A server certificate for the given host names and IP addresses.
