@@ -82,7 +82,7 @@ mod tests {
 
     fn rec(endpoint: &str, tenant: &str) -> RegressionRecord {
         RegressionRecord {
-            id: RegressionRecord::make_id(tenant, "s", endpoint, "cpu_ns", "1", "2"),
+            id: format!("{tenant}/{endpoint}"),
             tenant: tenant.into(),
             service: "s".into(),
             endpoint: endpoint.into(),

@@ -1,20 +1,23 @@
-//! `profwatch-bench flame`: the server's half of a flame graph, from the HTTP request to the
-//! last byte of the JSON tree, cold and warm.
+//! `profwatch-bench flame`: a flame graph from the request to the rendered frame, cold and warm.
 //!
 //! The profile is the UI test's (`profwatch_e2e::big_profile`: 100k distinct stacks, ~111k
 //! nodes), posted once as folded text; the server is then restarted so the answer is read from
-//! disk. Each node limit the UI offers is asked for as the dashboard asks
-//! (`GET /api/v1/profile?service=&endpoint=&build=&from=&to=&format=json&max_nodes=`): the
-//! store read, the merge, the tree build, pruning, serialisation and the transfer are timed.
-//! What the browser does next (JSON.parse, then the draw) is not: the UI test writes the draw
-//! time to `tests/artifacts/ui/timings.txt`, which this command quotes, labelled, when it
-//! exists. JSON.parse in the browser is measured nowhere.
+//! disk. For each node limit the UI offers:
+//! - the server's half: `GET /api/v1/profile?...&format=json&max_nodes=` as the dashboard asks
+//!   it, from the request to the last byte (store read, merge, tree build, pruning,
+//!   serialisation, transfer), warm and cold;
+//! - the whole of it, in headless Chromium (when installed): the dashboard's flame page loaded
+//!   fresh, from its first request to the first frame after the draw, as the page records it in
+//!   `window.__pw.loads.flame` (its requests, JSON.parse, the tree build and the draw), once right
+//!   after a cold restart and then warm.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::{json, Value};
+
+use profwatch_e2e::webdriver::Browser;
 
 use crate::query::{restart_cold, time_cold, ColdTiming};
 use crate::server::Server;
@@ -202,21 +205,121 @@ impl Limit {
     }
 }
 
-/// The UI test's browser draw times, if it left them, with how old they are.
-fn browser_draw_times() -> Option<(Vec<String>, Duration)> {
-    let path = profwatch_e2e::repo_root().join("tests/artifacts/ui/timings.txt");
-    let text = std::fs::read_to_string(&path).ok()?;
-    let age = std::fs::metadata(&path)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.elapsed().ok())
-        .unwrap_or_default();
-    let lines = text
-        .lines()
-        .filter(|l| l.starts_with("flame graph"))
-        .map(str::to_owned)
-        .collect();
-    Some((lines, age))
+/// One load of the dashboard's flame page, as it timed itself (`window.__pw.loads.flame`), ms.
+#[derive(Debug, Clone)]
+struct PageLoad {
+    frame_ms: f64,
+    request_ms: f64,
+    profile_parse_ms: f64,
+    draw_ms: f64,
+}
+
+impl PageLoad {
+    fn json(&self) -> Value {
+        json!({
+            "frame_ms": round(self.frame_ms, 1),
+            "requests_ms": round(self.request_ms, 1),
+            "profile_json_parse_ms": round(self.profile_parse_ms, 1),
+            "draw_ms": round(self.draw_ms, 1),
+        })
+    }
+}
+
+/// The browser's loads of one node limit: the first after a cold restart, then warm ones.
+#[derive(Debug)]
+struct BrowserLoads {
+    max_nodes: usize,
+    cold: PageLoad,
+    /// Sorted by `frame_ms`.
+    warm: Vec<PageLoad>,
+}
+
+/// Opens the flame page fresh (from a blank page, so nothing of the last load is reused but
+/// the browser's cache of the dashboard's own files) and waits for its load timing.
+fn load_flame_page(browser: &Browser, page: &str) -> anyhow::Result<PageLoad> {
+    browser.goto("about:blank");
+    browser.goto(page);
+    browser.wait_for(
+        "the flame page's load timing (window.__pw.loads.flame)",
+        "return !!(window.__pw && window.__pw.loads && window.__pw.loads.flame)",
+        Duration::from_secs(300),
+    );
+    let errors = browser.js("return window.__pwErrors || []", json!([]));
+    anyhow::ensure!(
+        errors.as_array().is_none_or(|e| e.is_empty()),
+        "the flame page reported errors: {errors}"
+    );
+    let v = browser.js("return window.__pw.loads.flame", json!([]));
+    let ms = |k: &str| {
+        v[k].as_f64()
+            .with_context(|| format!("window.__pw.loads.flame has no number {k}: {v}"))
+    };
+    Ok(PageLoad {
+        frame_ms: ms("frame_ms")?,
+        request_ms: ms("request_ms")?,
+        profile_parse_ms: ms("profile_parse_ms")?,
+        draw_ms: ms("draw_ms")?,
+    })
+}
+
+/// Times the flame page of `max_nodes` in the browser: once after a cold restart, then `runs`
+/// warm loads.
+fn time_browser(
+    setup: &Setup,
+    server: Server,
+    browser: &Browser,
+    window: (i64, i64),
+    max_nodes: usize,
+    runs: usize,
+) -> anyhow::Result<(Server, BrowserLoads)> {
+    let (server, _) = restart_cold(setup, server)?;
+    let page = format!(
+        "{}/#/flame?service={SERVICE}&endpoint={ENDPOINT}&build={BUILD}&from={}&to={}&nodes={max_nodes}",
+        server.url, window.0, window.1
+    );
+    let cold = load_flame_page(browser, &page)?;
+    let mut warm = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        warm.push(load_flame_page(browser, &page)?);
+    }
+    warm.sort_by(|a, b| a.frame_ms.total_cmp(&b.frame_ms));
+    Ok((
+        server,
+        BrowserLoads {
+            max_nodes,
+            cold,
+            warm,
+        },
+    ))
+}
+
+impl BrowserLoads {
+    fn report(&self, report: &mut Report) {
+        let frames: Vec<f64> = self.warm.iter().map(|l| l.frame_ms).collect();
+        let mid = &self.warm[self.warm.len() / 2];
+        report.line(format!(
+            "  max_nodes={}: cold (first load after a restart) {:.0} ms; warm median {:.0} ms (min {:.0}, max {:.0}, {} loads); of the warm median load: requests {:.0} ms, JSON.parse of the profile {:.0} ms, draw {:.0} ms",
+            self.max_nodes,
+            self.cold.frame_ms,
+            median(&frames),
+            frames.first().copied().unwrap_or(f64::NAN),
+            frames.last().copied().unwrap_or(f64::NAN),
+            frames.len(),
+            mid.request_ms,
+            mid.profile_parse_ms,
+            mid.draw_ms,
+        ));
+    }
+
+    fn json(&self) -> Value {
+        let frames: Vec<f64> = self.warm.iter().map(|l| l.frame_ms).collect();
+        json!({
+            "max_nodes": self.max_nodes,
+            "cold": self.cold.json(),
+            "warm": self.warm.iter().map(PageLoad::json).collect::<Vec<_>>(),
+            "warm_median_frame_ms": round(median(&frames), 1),
+        })
+    }
 }
 
 pub fn run(cli: &Cli, a: &FlameArgs, report: &mut Report) -> anyhow::Result<()> {
@@ -247,15 +350,29 @@ pub fn run(cli: &Cli, a: &FlameArgs, report: &mut Report) -> anyhow::Result<()> 
         limit.report(report);
         limits.push(limit);
     }
-    match browser_draw_times() {
-        Some((lines, age)) => report.line(format!(
-            "  browser draw only (not this run: tests/e2e/ui.rs wrote it {:.0} h ago, debug server, same profile; JSON.parse not included): {}",
-            age.as_secs_f64() / 3600.0,
-            lines.join("; ")
+    let mut loads = Vec::new();
+    match Browser::installed() {
+        Ok(()) => {
+            report.line("the whole flame graph in headless Chromium: the dashboard's flame page, from its first request to the first frame after the draw (requests, JSON.parse, tree build, draw); the browser's cache holds the dashboard's own files:");
+            let browser = Browser::start(1400, 1000);
+            for &max_nodes in &a.nodes {
+                eprintln!("loading the flame page in the browser, max_nodes={max_nodes}...");
+                let (s, l) = time_browser(
+                    &setup,
+                    server,
+                    &browser,
+                    (from, to),
+                    max_nodes,
+                    a.runs.max(1),
+                )?;
+                server = s;
+                l.report(report);
+                loads.push(l);
+            }
+        }
+        Err(why) => report.line(format!(
+            "the whole flame graph in a browser: NOT MEASURED: {why}"
         )),
-        None => report.line(
-            "  browser draw: not measured here; run the UI test (tests/e2e/ui.rs), which writes it to tests/artifacts/ui/timings.txt",
-        ),
     }
     report.set(
         "flame",
@@ -264,6 +381,7 @@ pub fn run(cli: &Cli, a: &FlameArgs, report: &mut Report) -> anyhow::Result<()> 
             "samples": samples,
             "post_secs": round(post_secs, 3),
             "limits": limits.iter().map(Limit::json).collect::<Vec<_>>(),
+            "browser": loads.iter().map(BrowserLoads::json).collect::<Vec<_>>(),
         }),
     );
     server.terminate(crate::SHUTDOWN_TIMEOUT)?;

@@ -4,7 +4,8 @@
 //! - `query`: latency of `/api/v1/endpoints` and `/api/v1/services` over a large data set, cold
 //!   (server restarted, page cache dropped) and warm.
 //! - `disk`: bytes on disk per stored event.
-//! - `flame`: the server's half of a flame graph (request to the last byte of the JSON tree).
+//! - `flame`: a flame graph of 100k stacks, the server's half (request to the last byte of the
+//!   JSON tree) and, in headless Chromium, request to the rendered frame.
 //! - `load`: the capacity of the scale-out layout (sidecars, collectors, ClickHouse shards),
 //!   found by ramping the offered rate until a step breaks the SLO.
 //!
@@ -69,8 +70,9 @@ enum Cmd {
     Query(query::QueryArgs),
     /// Bytes on disk per stored event, after a graceful shutdown (embedded) or OPTIMIZE (ClickHouse).
     Disk(LoadArgs),
-    /// The server's half of a flame graph of 100k distinct stacks: request to the last byte
-    /// of the JSON tree, cold and warm.
+    /// A flame graph of 100k distinct stacks, cold and warm: the server's half (request to the
+    /// last byte of the JSON tree), then the dashboard's page in headless Chromium (request to
+    /// the first frame after the draw).
     Flame(flame::FlameArgs),
     /// Capacity: N hosts with sidecars -> M collectors -> a K-shard ClickHouse cluster started
     /// on loopback; the offered rate is ramped up until a step breaks the SLO (events lost or

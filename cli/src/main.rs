@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use profwatch_analyzer::alert::{Sink, SinkKind};
 use profwatch_collector::config::{RawClickHouse, RawConfig};
+use profwatch_model::secret::Secret;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -183,6 +184,9 @@ struct ServerArgs {
     /// An alert webhook, KIND=URL with KIND json, slack or alertmanager; repeatable.
     #[arg(long = "alert", env = "PROFWATCH_ALERTS", value_delimiter = ',')]
     alerts: Vec<String>,
+    /// PEM CA certificate(s) trusted for https alert sinks besides the public roots.
+    #[arg(long, value_name = "FILE", env = "PROFWATCH_ALERT_CA_FILE")]
+    alert_ca_file: Option<std::path::PathBuf>,
     /// Start even though a WAL file of the embedded store is damaged in the middle: the damaged
     /// bytes are copied to wal/damaged/ and every intact record is kept.
     #[arg(long)]
@@ -230,15 +234,16 @@ impl ServerArgs {
                 url: self.clickhouse_url,
                 database: self.clickhouse_database,
                 user: self.clickhouse_user,
-                password: self.clickhouse_password,
+                password: Secret(self.clickhouse_password),
                 ca_file: self.clickhouse_ca_file,
                 cluster: self.clickhouse_cluster,
                 replicated: self.clickhouse_replicated.then_some(true),
             },
-            tokens,
+            tokens: Secret(tokens),
             query_cache_bytes: self.query_cache_bytes,
             analysis: profwatch_collector::config::RawAnalysis {
                 interval: self.analysis_interval,
+                alert_ca_file: self.alert_ca_file,
                 ..Default::default()
             },
             alerts: self

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use profwatch_model::secret::Secret;
 use profwatch_model::Limits;
 use serde::Deserialize;
 
@@ -37,7 +38,7 @@ pub struct RawConfig {
     /// tokens, the server accepts unauthenticated requests (tenant `default`) only while it
     /// listens on a loopback address.
     #[serde(default)]
-    pub tokens: BTreeMap<String, String>,
+    pub tokens: Secret<BTreeMap<String, String>>,
     /// Input limits.
     #[serde(default)]
     pub limits: RawLimits,
@@ -91,6 +92,9 @@ pub struct RawAnalysis {
     pub min_requests: Option<usize>,
     /// The dashboard's URL, for links in alerts.
     pub public_url: Option<String>,
+    /// PEM CA certificates trusted for `https://` alert sinks besides the public roots (an
+    /// Alertmanager or webhook receiver behind a private CA).
+    pub alert_ca_file: Option<PathBuf>,
 }
 
 /// `[clickhouse]`.
@@ -102,7 +106,7 @@ pub struct RawClickHouse {
     /// Database; created if missing. Default `profwatch`.
     pub database: Option<String>,
     pub user: Option<String>,
-    pub password: Option<String>,
+    pub password: Secret<Option<String>>,
     /// PEM CA certificates trusted for an `https://` URL besides the public roots.
     pub ca_file: Option<PathBuf>,
     /// A cluster in the servers' `remote_servers`: shard the tables across it.
@@ -136,10 +140,18 @@ pub struct RawLimits {
     /// How long a client may take to send a request's headers, e.g. `30s`; slower connections
     /// are closed. Default `30s`.
     pub header_timeout: Option<String>,
+    /// How long an answer may wait for the client to read any of it, e.g. `60s`; a client that
+    /// stops reading has its connection closed. Default `60s`.
+    pub write_timeout: Option<String>,
     /// How far in the future an event's `ts` may be. Default `10m`.
     pub max_future_skew: Option<String>,
     /// How old an event's `ts` may be. Default: the retention.
     pub max_event_age: Option<String>,
+    /// Most rows one query answer may hold: points (buckets × series) of a time series,
+    /// endpoints × groups, distinct stacks of a profile. Default 200000.
+    pub max_answer_rows: Option<usize>,
+    /// Largest encoded query answer (JSON, folded text, SVG), bytes. Default 64 MiB.
+    pub max_answer_bytes: Option<usize>,
 }
 
 impl RawConfig {
@@ -161,11 +173,11 @@ impl RawConfig {
         pick(&mut self.clickhouse.url, over.clickhouse.url);
         pick(&mut self.clickhouse.database, over.clickhouse.database);
         pick(&mut self.clickhouse.user, over.clickhouse.user);
-        pick(&mut self.clickhouse.password, over.clickhouse.password);
+        pick(&mut self.clickhouse.password.0, over.clickhouse.password.0);
         pick(&mut self.clickhouse.ca_file, over.clickhouse.ca_file);
         pick(&mut self.clickhouse.cluster, over.clickhouse.cluster);
         pick(&mut self.clickhouse.replicated, over.clickhouse.replicated);
-        self.tokens.extend(over.tokens);
+        self.tokens.extend(over.tokens.0);
         pick(&mut self.limits.max_body_bytes, over.limits.max_body_bytes);
         pick(
             &mut self.limits.max_decompressed_bytes,
@@ -185,11 +197,20 @@ impl RawConfig {
         );
         pick(&mut self.limits.body_timeout, over.limits.body_timeout);
         pick(&mut self.limits.header_timeout, over.limits.header_timeout);
+        pick(&mut self.limits.write_timeout, over.limits.write_timeout);
         pick(
             &mut self.limits.max_future_skew,
             over.limits.max_future_skew,
         );
         pick(&mut self.limits.max_event_age, over.limits.max_event_age);
+        pick(
+            &mut self.limits.max_answer_rows,
+            over.limits.max_answer_rows,
+        );
+        pick(
+            &mut self.limits.max_answer_bytes,
+            over.limits.max_answer_bytes,
+        );
         pick(&mut self.shutdown_timeout, over.shutdown_timeout);
         pick(&mut self.query_cache_bytes, over.query_cache_bytes);
         pick(&mut self.query_cache_ttl, over.query_cache_ttl);
@@ -199,6 +220,10 @@ impl RawConfig {
         pick(&mut self.analysis.min_effect, over.analysis.min_effect);
         pick(&mut self.analysis.min_requests, over.analysis.min_requests);
         pick(&mut self.analysis.public_url, over.analysis.public_url);
+        pick(
+            &mut self.analysis.alert_ca_file,
+            over.analysis.alert_ca_file,
+        );
         self.alerts.extend(over.alerts);
         pick(&mut self.tls.cert, over.tls.cert);
         pick(&mut self.tls.key, over.tls.key);
@@ -230,8 +255,7 @@ impl RawConfig {
         let limits = event_limits(&self.limits, retention)?;
         let body = BodyLimits::of(&self.limits)?;
         let tls = tls_settings(self.tls)?;
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let analysis = analysis_settings(self.analysis, self.alerts, scheme, listen)?;
+        let analysis = analysis_settings(self.analysis, self.alerts)?;
         Ok(Config {
             query_cache_bytes: self.query_cache_bytes.unwrap_or(64 << 20),
             query_cache_ttl: duration(
@@ -249,10 +273,19 @@ impl RawConfig {
             max_body_bytes: body.max_body_bytes,
             max_decompressed_bytes: body.max_decompressed_bytes,
             max_events_per_batch: self.limits.max_events_per_batch.unwrap_or(200_000),
+            max_answer_rows: positive(
+                "limits.max_answer_rows",
+                self.limits.max_answer_rows.unwrap_or(200_000),
+            )?,
+            max_answer_bytes: positive(
+                "limits.max_answer_bytes",
+                self.limits.max_answer_bytes.unwrap_or(64 << 20),
+            )?,
             max_inflight_bytes: body.max_inflight_bytes,
             max_concurrent_ingest: body.max_concurrent_ingest,
             body_timeout: body.body_timeout,
             header_timeout: body.header_timeout,
+            write_timeout: body.write_timeout,
             shutdown_timeout: duration(
                 "shutdown_timeout",
                 self.shutdown_timeout.as_deref().unwrap_or("30s"),
@@ -261,6 +294,14 @@ impl RawConfig {
             rollups: true,
         })
     }
+}
+
+/// A limit that must be at least 1.
+fn positive(field: &'static str, n: usize) -> Result<usize, ConfigError> {
+    if n == 0 {
+        return Err(ConfigError::field(field, "0", "must be at least 1"));
+    }
+    Ok(n)
 }
 
 /// `otlp_grpc`: off when unset or empty; like `listen`, loopback only without tokens.
@@ -361,12 +402,10 @@ fn event_limits(raw: &RawLimits, retention: Duration) -> Result<Limits, ConfigEr
 }
 
 /// The analysis pass: its schedule, the compare's statistics, alert sinks (http or https URLs)
-/// and the dashboard URL alerts link to (default: this server's).
+/// and the dashboard URL alerts link to (default: this server's, as bound).
 fn analysis_settings(
     raw: RawAnalysis,
     alerts: Vec<profwatch_analyzer::alert::Sink>,
-    scheme: &str,
-    listen: SocketAddr,
 ) -> Result<AnalysisSettings, ConfigError> {
     let mut compare = profwatch_analyzer::CompareConfig::default();
     if let Some(a) = raw.alpha {
@@ -394,9 +433,8 @@ fn analysis_settings(
         interval: duration("analysis.interval", raw.interval.as_deref().unwrap_or("5m"))?,
         window: duration("analysis.window", raw.window.as_deref().unwrap_or("24h"))?,
         compare,
-        public_url: raw
-            .public_url
-            .unwrap_or_else(|| format!("{scheme}://{listen}")),
+        public_url: raw.public_url,
+        alert_ca_file: raw.alert_ca_file,
         alerts,
     })
 }
@@ -409,6 +447,7 @@ struct BodyLimits {
     max_concurrent_ingest: usize,
     body_timeout: Duration,
     header_timeout: Duration,
+    write_timeout: Duration,
 }
 
 impl BodyLimits {
@@ -433,14 +472,10 @@ impl BodyLimits {
                 "must be at least limits.max_body_bytes + limits.max_decompressed_bytes",
             ));
         }
-        let max_concurrent_ingest = raw.max_concurrent_ingest.unwrap_or(32);
-        if max_concurrent_ingest == 0 {
-            return Err(ConfigError::field(
-                "limits.max_concurrent_ingest",
-                "0",
-                "must be at least 1",
-            ));
-        }
+        let max_concurrent_ingest = positive(
+            "limits.max_concurrent_ingest",
+            raw.max_concurrent_ingest.unwrap_or(32),
+        )?;
         Ok(BodyLimits {
             max_body_bytes,
             max_decompressed_bytes,
@@ -453,6 +488,10 @@ impl BodyLimits {
             header_timeout: duration(
                 "limits.header_timeout",
                 raw.header_timeout.as_deref().unwrap_or("30s"),
+            )?,
+            write_timeout: duration(
+                "limits.write_timeout",
+                raw.write_timeout.as_deref().unwrap_or("60s"),
             )?,
         })
     }
@@ -473,7 +512,7 @@ pub enum StoreConfig {
         url: String,
         database: String,
         user: Option<String>,
-        password: Option<String>,
+        password: Secret<Option<String>>,
         ca_file: Option<PathBuf>,
         cluster: Option<String>,
         replicated: bool,
@@ -487,8 +526,23 @@ pub struct AnalysisSettings {
     pub interval: Duration,
     pub window: Duration,
     pub compare: profwatch_analyzer::CompareConfig,
-    pub public_url: String,
+    /// The dashboard's URL for links in alerts; `None`: this server's own address, as bound
+    /// ([`AnalysisSettings::public_url`]).
+    pub public_url: Option<String>,
+    /// Trusted for https sinks besides the public roots.
+    pub alert_ca_file: Option<PathBuf>,
     pub alerts: Vec<profwatch_analyzer::alert::Sink>,
+}
+
+impl AnalysisSettings {
+    /// The dashboard's URL for links in alerts: the configured one, else `bound` with the
+    /// server's scheme (the port it really got, also when it was asked for port 0).
+    pub fn public_url(&self, tls: bool, bound: SocketAddr) -> String {
+        self.public_url.clone().unwrap_or_else(|| {
+            let scheme = if tls { "https" } else { "http" };
+            format!("{scheme}://{bound}")
+        })
+    }
 }
 
 /// `[tls]` is all or nothing: a certificate needs its key, a client CA needs both.
@@ -534,16 +588,22 @@ pub struct Config {
     pub store: StoreConfig,
     pub retention: Duration,
     /// token → tenant.
-    pub tokens: BTreeMap<String, String>,
+    pub tokens: Secret<BTreeMap<String, String>>,
     pub limits: Limits,
     pub max_body_bytes: usize,
     pub max_decompressed_bytes: usize,
     pub max_events_per_batch: usize,
+    /// Most rows in one query answer (see `RawLimits`).
+    pub max_answer_rows: usize,
+    /// Largest encoded query answer, bytes.
+    pub max_answer_bytes: usize,
     /// Body bytes all ingest requests together may hold (see `RawLimits`).
     pub max_inflight_bytes: usize,
     pub max_concurrent_ingest: usize,
     pub body_timeout: Duration,
     pub header_timeout: Duration,
+    /// An answer that waits this long for the client to read is abandoned (connection closed).
+    pub write_timeout: Duration,
     pub shutdown_timeout: Duration,
     /// Open the embedded store even if a WAL file is damaged in the middle: copy the damaged
     /// bytes aside and keep every intact record (`profwatch server --repair`; a flag only,
@@ -614,6 +674,19 @@ mod tests {
         assert_eq!(cfg.tokens["secret-token-0001"], "team-a");
     }
 
+    /// Tokens and the ClickHouse password never show in a configuration's `Debug` output.
+    #[test]
+    fn debug_output_hides_tokens_and_the_clickhouse_password() {
+        let raw = RawConfig::from_toml(
+            "[tokens]\n\"secret-token-0001\" = \"team-a\"\n[clickhouse]\nurl = \"http://ch:8123\"\npassword = \"pa55word-xyz\"\n",
+        )
+        .expect("valid toml");
+        let shown = format!("{raw:?} {:?}", raw.clone().validate().expect("valid"));
+        assert!(!shown.contains("secret-token-0001"), "{shown}");
+        assert!(!shown.contains("pa55word"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
+
     #[test]
     fn tls_is_all_or_nothing_and_flags_override_the_file() {
         let file = RawConfig::from_toml(
@@ -632,7 +705,11 @@ mod tests {
         assert_eq!(tls.cert, PathBuf::from("/run/b.crt"));
         assert_eq!(tls.key, PathBuf::from("/etc/a.key"));
         assert_eq!(tls.client_ca, Some(PathBuf::from("/etc/ca.crt")));
-        assert!(cfg.analysis.public_url.starts_with("https://"));
+        let bound: SocketAddr = "127.0.0.1:4443".parse().expect("addr");
+        assert_eq!(
+            cfg.analysis.public_url(true, bound),
+            "https://127.0.0.1:4443"
+        );
         assert!(RawConfig::from_toml("[tls]\ncertificate = \"x\"").is_err());
         for (cert, key, ca, field) in [
             (Some("c"), None, None, "tls.cert"),
@@ -697,13 +774,13 @@ mod tests {
     #[test]
     fn tokens_shorter_than_16_characters_are_refused() {
         let short = RawConfig {
-            tokens: [("fifteen-chars-x".to_owned(), "team".to_owned())].into(),
+            tokens: Secret([("fifteen-chars-x".to_owned(), "team".to_owned())].into()),
             ..Default::default()
         };
         let err = short.validate().expect_err("too short");
         assert!(err.to_string().contains("16 characters"), "{err}");
         let long = RawConfig {
-            tokens: [("sixteen-chars-xx".to_owned(), "team".to_owned())].into(),
+            tokens: Secret([("sixteen-chars-xx".to_owned(), "team".to_owned())].into()),
             ..Default::default()
         };
         assert!(long.validate().is_ok());

@@ -71,6 +71,7 @@ pub struct Metrics {
     write_latency: Histogram,
     request_latency: Histogram,
     queue_depth: Gauge<i64, std::sync::atomic::AtomicI64>,
+    stack_collisions: Gauge<i64, std::sync::atomic::AtomicI64>,
     analysis_passes: AnalysisPasses,
 }
 
@@ -126,6 +127,13 @@ impl Metrics {
             "Batches accepted by the store but not yet durable",
             queue_depth.clone(),
         );
+        let stack_collisions = Gauge::default();
+        registry.register(
+            "store_stack_collisions",
+            "Stacks that met another stack's id since the store opened (each kept apart under \
+             the next id); anything but 0 is worth a look",
+            stack_collisions.clone(),
+        );
         let analysis_passes = AnalysisPasses::default();
         registry.register(
             "analysis_passes",
@@ -142,6 +150,7 @@ impl Metrics {
             write_latency,
             request_latency,
             queue_depth,
+            stack_collisions,
         }
     }
 
@@ -195,9 +204,11 @@ impl Metrics {
         }
     }
 
-    /// Renders the registry in the Prometheus text format, updating the queue gauge first.
-    pub fn render(&self, queue_depth: usize) -> String {
+    /// Renders the registry in the Prometheus text format, updating the store's gauges first.
+    pub fn render(&self, queue_depth: usize, stack_collisions: u64) -> String {
         self.queue_depth.set(queue_depth as i64);
+        self.stack_collisions
+            .set(i64::try_from(stack_collisions).unwrap_or(i64::MAX));
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();

@@ -9,7 +9,9 @@
 //!
 //! Each call: the path must be `Export` (else `UNIMPLEMENTED`); the bearer token in the
 //! `authorization` metadata decides the tenant as for HTTP (`UNAUTHENTICATED`,
-//! `PERMISSION_DENIED`); the call takes an ingest slot of the shared budget before its message
+//! `PERMISSION_DENIED`), and those refusals count against the caller's address in the same
+//! failed-authentication limiter as HTTP's (`http::auth_failures`: a blocked address gets
+//! `RESOURCE_EXHAUSTED` on both listeners before its token is looked at); the call takes an ingest slot of the shared budget before its message
 //! is read, and the message's bytes as they arrive (at most `max_body_bytes`, within
 //! `body_timeout`) and again inflated (at most `max_decompressed_bytes`, tonic's cap) are
 //! granted from the same reservation; then it is converted and stored like an OTLP/HTTP
@@ -22,11 +24,11 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::http::{Request, Response};
 use bytes::{Buf, Bytes};
@@ -46,7 +48,7 @@ use crate::http::budget::{refused, Reservation, ADMISSION_WAIT};
 use crate::http::error::ApiError;
 use crate::http::otlp::{convert, grpc_code, response, Encoding};
 use crate::http::profiles::{blocking, counted, store_batches_once};
-use crate::http::{auth, AppState};
+use crate::http::{auth, auth_failures, AppState};
 
 /// The one method served.
 pub const PATH: &str =
@@ -63,9 +65,9 @@ pub async fn serve(
     let handshake_timeout = state.cfg.header_timeout;
     let (done_tx, done_rx) = watch::channel(());
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     tracing::warn!(error = %e, "accepting an OTLP/gRPC connection failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -78,10 +80,12 @@ pub async fn serve(
         let mut stop = stop.clone();
         tokio::spawn(async move {
             match tls {
-                None => serve_connection(stream, state, &mut stop).await,
+                None => serve_connection(stream, peer.ip(), state, &mut stop).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => serve_connection(stream, state, &mut stop).await,
+                        Ok(Ok(stream)) => {
+                            serve_connection(stream, peer.ip(), state, &mut stop).await;
+                        }
                         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!("TLS handshake timed out"),
                     }
@@ -105,13 +109,17 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-async fn serve_connection<I>(io: I, state: Arc<AppState>, stop: &mut watch::Receiver<bool>)
-where
+async fn serve_connection<I>(
+    io: I,
+    peer: IpAddr,
+    state: Arc<AppState>,
+    stop: &mut watch::Receiver<bool>,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let state = state.clone();
-        async move { Ok::<_, Infallible>(call(state, req).await) }
+        async move { Ok::<_, Infallible>(call(state, peer, req).await) }
     });
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
@@ -171,8 +179,21 @@ fn status(e: &ApiError) -> Status {
     Status::new(grpc_code(e), e.to_string())
 }
 
-/// One call: checks the path and the token, takes a slot, and hands the call to tonic.
-async fn call(state: Arc<AppState>, req: Request<Incoming>) -> Response<tonic::body::Body> {
+/// One call: checks the caller's address and the path and the token, takes a slot, and hands
+/// the call to tonic.
+async fn call(
+    state: Arc<AppState>,
+    peer: IpAddr,
+    req: Request<Incoming>,
+) -> Response<tonic::body::Body> {
+    if let Some(left) = state.auth_failures.blocked(peer, Instant::now()) {
+        return Status::resource_exhausted(format!(
+            "{}; retry in {}s",
+            auth_failures::blocked_message(),
+            left.as_secs().max(1)
+        ))
+        .into_http();
+    }
     if req.uri().path() != PATH {
         return Status::unimplemented(format!(
             "{} is not served here; this listener serves {PATH}",
@@ -182,7 +203,10 @@ async fn call(state: Arc<AppState>, req: Request<Incoming>) -> Response<tonic::b
     }
     let tenant = match auth::tenant(&state.cfg, req.headers()) {
         Ok(t) => t,
-        Err(e) => return status(&counted(&state, e)).into_http(),
+        Err(e) => {
+            state.auth_failures.failed(peer, Instant::now());
+            return status(&counted(&state, e)).into_http();
+        }
     };
     let res = match state.budget.admit(ADMISSION_WAIT).await {
         Ok(r) => Shared(Arc::new(Mutex::new(r))),

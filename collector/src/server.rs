@@ -34,6 +34,11 @@ pub enum ServerError {
     Tls(crate::tls::TlsError),
     #[error(transparent)]
     Alerts(#[from] profwatch_analyzer::alert::AlertError),
+    #[error("reading the alert sinks' CA file {path}: {error}")]
+    AlertCa {
+        path: std::path::PathBuf,
+        error: std::io::Error,
+    },
 }
 
 impl From<StoreError> for ServerError {
@@ -77,7 +82,7 @@ pub async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, StoreError> {
                 url: url.clone(),
                 database: database.clone(),
                 user: user.clone(),
-                password: password.clone(),
+                password: password.0.clone(),
                 ca_file: ca_file.clone(),
                 retention: cfg.retention,
                 cluster: cluster.clone(),
@@ -125,6 +130,7 @@ pub async fn run(
     let shutdown_timeout = cfg.shutdown_timeout;
     let cfg_tls = cfg.tls.is_some();
     let header_timeout = cfg.header_timeout;
+    let write_timeout = cfg.write_timeout;
     let alerts = if cfg.analysis.alerts.is_empty() {
         None
     } else {
@@ -132,7 +138,16 @@ pub async fn run(
             Dispatcher::start(
                 cfg.analysis.alerts.clone(),
                 DeliveryConfig {
-                    base_url: cfg.analysis.public_url.clone(),
+                    base_url: cfg.analysis.public_url(cfg.tls.is_some(), addr),
+                    extra_roots_pem: match &cfg.analysis.alert_ca_file {
+                        None => Vec::new(),
+                        Some(path) => {
+                            std::fs::read(path).map_err(|error| ServerError::AlertCa {
+                                path: path.clone(),
+                                error,
+                            })?
+                        }
+                    },
                     ..Default::default()
                 },
             )
@@ -197,7 +212,10 @@ pub async fn run(
         listener,
         acceptor,
         http::router(state),
-        header_timeout,
+        http::serve::Timeouts {
+            header: header_timeout,
+            write: write_timeout,
+        },
         shutdown,
     )
     .await;

@@ -10,8 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use profwatch_model::tls::{certificates, private_key, PemError};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 
@@ -30,18 +29,9 @@ pub struct TlsSettings {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TlsError {
-    #[error("reading {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: not PEM ({source})")]
-    Pem {
-        path: PathBuf,
-        source: rustls::pki_types::pem::Error,
-    },
-    #[error("{path}: no certificate (expected a PEM `CERTIFICATE` block)")]
-    NoCertificate { path: PathBuf },
+    /// A certificate or key file that cannot be read or holds no usable PEM.
+    #[error(transparent)]
+    Pem(#[from] PemError),
     #[error("{cert} with key {key}: {source}")]
     Pair {
         cert: PathBuf,
@@ -178,35 +168,9 @@ pub fn reload_on_sighup(cert: Arc<ReloadableCert>) -> Option<tokio::task::JoinHa
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        path: path.to_owned(),
-        source,
-    })
-}
-
-fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let bytes = read(path)?;
-    let certs = CertificateDer::pem_slice_iter(&bytes)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| TlsError::Pem {
-            path: path.to_owned(),
-            source,
-        })?;
-    if certs.is_empty() {
-        return Err(TlsError::NoCertificate {
-            path: path.to_owned(),
-        });
-    }
-    Ok(certs)
-}
-
 fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
     let chain = certificates(cert)?;
-    let key_der = PrivateKeyDer::from_pem_slice(&read(key)?).map_err(|source| TlsError::Pem {
-        path: key.to_owned(),
-        source,
-    })?;
+    let key_der = private_key(key)?;
     CertifiedKey::from_der(chain, key_der, &rustls::crypto::ring::default_provider()).map_err(
         |source| TlsError::Pair {
             cert: cert.to_owned(),

@@ -8,6 +8,11 @@
 //! - [`scan`]: protobuf messages read field by field, to count before decoding.
 //! - [`sketch`]: the weighted quantile sketch both stores use for p50/p90/p99.
 
+// The property tests hold the decoders to a peak heap use (`profwatch_testkit::alloc`).
+#[cfg(test)]
+#[global_allocator]
+static ALLOC: profwatch_testkit::alloc::PeakAlloc = profwatch_testkit::alloc::PeakAlloc;
+
 pub mod event;
 pub mod faults;
 pub mod ndjson;
@@ -17,6 +22,7 @@ pub mod query;
 pub mod regression;
 pub mod rng;
 pub mod scan;
+pub mod secret;
 pub mod sketch;
 pub mod timefmt;
 #[cfg(feature = "tls")]

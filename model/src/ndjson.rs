@@ -565,6 +565,7 @@ mod tests {
     mod properties {
         use super::super::*;
         use crate::event::Labels;
+        use profwatch_testkit::alloc::within;
         use proptest::prelude::*;
 
         fn text() -> impl Strategy<Value = String> {
@@ -625,7 +626,11 @@ mod tests {
                 built in fragments(),
             ) {
                 for body in [&raw, &built] {
-                    if let Ok(events) = parse_body_capped(body, 4) {
+                    let parsed = within("an NDJSON parse", 16 * 1024 + 16 * body.len(), || {
+                        parse_body_capped(body, 4)
+                    })
+                    .map_err(TestCaseError::fail)?;
+                    if let Ok(events) = parsed {
                         prop_assert!(events.len() <= 4);
                         for e in events {
                             prop_assert!(e.labels.len() <= MAX_LABELS);
@@ -633,6 +638,22 @@ mod tests {
                         }
                     }
                 }
+            }
+
+            /// A line with thousands of labels (the label bomb) is refused as it is read,
+            /// holding a small multiple of the line, never a map of every label.
+            #[test]
+            fn label_bombs_are_refused_within_a_bound(n in (MAX_LABELS + 1)..20_000) {
+                let fields: Vec<String> = (0..n).map(|i| format!("\"k{i}\":\"v\"")).collect();
+                let line = format!(
+                    "{{\"ts\":1,\"service\":\"s\",\"endpoint\":\"e\",\"cpu_ns\":1,\"labels\":{{{}}}}}\n",
+                    fields.join(",")
+                );
+                let parsed = within("a label bomb's parse", 16 * 1024 + 4 * line.len(), || {
+                    parse_body(line.as_bytes())
+                })
+                .map_err(TestCaseError::fail)?;
+                prop_assert!(parsed.is_err());
             }
 
             #[test]

@@ -79,6 +79,19 @@ impl TimeRange {
     pub fn span(&self) -> i64 {
         self.to.saturating_sub(self.from)
     }
+
+    /// The part of this range inside `bounds` (the times a store can hold: its retention up to
+    /// the furthest clock skew it accepts), so that an open-ended or absurd range scans and
+    /// buckets only what can exist. A range wholly outside `bounds` is kept as it is: its
+    /// answer is empty either way, and an empty range could not be queried.
+    pub fn narrowed_to(self, bounds: TimeRange) -> TimeRange {
+        let (from, to) = (self.from.max(bounds.from), self.to.min(bounds.to));
+        if from < to {
+            TimeRange { from, to }
+        } else {
+            self
+        }
+    }
 }
 
 /// `GET /api/v1/services`.
@@ -404,6 +417,17 @@ pub struct EndpointSeries {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn narrowing_keeps_the_overlap_or_the_range_itself() {
+        let held = TimeRange { from: 100, to: 200 };
+        let r = |from, to| TimeRange { from, to };
+        assert_eq!(r(i64::MIN / 2, i64::MAX / 2).narrowed_to(held), held);
+        assert_eq!(r(150, 300).narrowed_to(held), r(150, 200));
+        assert_eq!(r(120, 130).narrowed_to(held), r(120, 130));
+        assert_eq!(r(0, 50).narrowed_to(held), r(0, 50), "wholly before");
+        assert_eq!(r(200, 250).narrowed_to(held), r(200, 250), "wholly after");
+    }
 
     #[test]
     fn append_renumbers_hosts_and_dcs_once() {

@@ -129,19 +129,17 @@ impl Resolution {
 }
 
 impl RegressionRecord {
-    /// The deterministic id of a finding: 16 hex digits of a FNV-1a hash of its key fields.
-    pub fn make_id(
-        tenant: &str,
-        service: &str,
-        endpoint: &str,
-        metric: &str,
-        baseline: &str,
-        candidate: &str,
-    ) -> String {
-        format!(
-            "{:016x}",
-            fnv1a(&[tenant, service, endpoint, metric, baseline, candidate])
-        )
+    /// Whether `self` and `other` record the same finding: the same tenant, service, endpoint,
+    /// function, metric, baseline and candidate. A finding keeps its record (and its id) across
+    /// passes and restarts by this, not by its id: ids are random, so none can be guessed.
+    pub fn same_finding(&self, other: &RegressionRecord) -> bool {
+        self.tenant == other.tenant
+            && self.service == other.service
+            && self.endpoint == other.endpoint
+            && self.function == other.function
+            && self.metric == other.metric
+            && self.baseline == other.baseline
+            && self.candidate == other.candidate
     }
 
     /// The incident this record belongs to, or for a record from before incidents, the one of
@@ -265,17 +263,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_are_stable_and_distinct() {
-        let a = RegressionRecord::make_id("t", "s", "GET /", "cpu_ns", "1", "2");
-        assert_eq!(
-            a,
-            RegressionRecord::make_id("t", "s", "GET /", "cpu_ns", "1", "2")
-        );
-        assert_ne!(
-            a,
-            RegressionRecord::make_id("t", "s", "GET /", "cpu_ns", "12", "")
-        );
-        assert_eq!(a.len(), 16);
+    fn a_finding_is_its_key_fields_not_its_id() {
+        let a = rec("x1", "s", "2", 1.1);
+        let same = RegressionRecord {
+            id: "x2".into(),
+            effect: 1.3,
+            ..a.clone()
+        };
+        assert!(a.same_finding(&same));
+        for other in [
+            RegressionRecord {
+                tenant: "u".into(),
+                ..a.clone()
+            },
+            RegressionRecord {
+                endpoint: "GET /other".into(),
+                ..a.clone()
+            },
+            RegressionRecord {
+                function: Some("price".into()),
+                ..a.clone()
+            },
+            RegressionRecord {
+                metric: "instructions".into(),
+                ..a.clone()
+            },
+            RegressionRecord {
+                baseline: "0".into(),
+                ..a.clone()
+            },
+            rec("x1", "s", "3", 1.1),
+        ] {
+            assert!(!a.same_finding(&other), "{other:?}");
+        }
     }
 
     fn rec(id: &str, service: &str, candidate: &str, effect: f64) -> RegressionRecord {

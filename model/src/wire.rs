@@ -301,6 +301,7 @@ mod tests {
 
     mod props {
         use super::*;
+        use profwatch_testkit::alloc::within;
         use proptest::prelude::*;
 
         proptest! {
@@ -313,7 +314,11 @@ mod tests {
                 bytes in proptest::collection::vec(any::<u8>(), 0..2048),
                 cap in 0usize..64,
             ) {
-                if let Ok(events) = decode_batch_capped(&bytes, cap) {
+                let decoded = within("a protobuf batch decode", 16 * 1024 + 64 * bytes.len(), || {
+                    decode_batch_capped(&bytes, cap)
+                })
+                .map_err(TestCaseError::fail)?;
+                if let Ok(events) = decoded {
                     prop_assert!(events.len() <= cap && 2 * events.len() <= bytes.len());
                 }
             }

@@ -1,5 +1,6 @@
 //! Profile hot paths: pprof ingest (decode + convert, samples per second), and the JSON tree
-//! and SVG flame graph of a profile with 100k distinct stacks.
+//! and SVG flame graph of a profile with 100k distinct stacks. Before timing, it prints the JSON
+//! tree's peak heap (the allocator is `profwatch_testkit::alloc::PeakAlloc`).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use profwatch_model::profile::{ProfileRow, SampleLabels, StackProfile};
@@ -7,6 +8,10 @@ use profwatch_model::Limits;
 use profwatch_profile::decode::{pprof_to_batches, DecodeOptions};
 use profwatch_profile::encode::{to_pprof_gz, Span};
 use profwatch_profile::{folded, render, tree, ProfileLimits};
+use profwatch_testkit::alloc::{peak_bytes, PeakAlloc};
+
+#[global_allocator]
+static ALLOC: PeakAlloc = PeakAlloc;
 
 /// `n` distinct stacks, 8 to 40 frames deep, over 2000 function names (deterministic).
 fn synthetic(n: usize) -> StackProfile {
@@ -33,7 +38,7 @@ fn synthetic(n: usize) -> StackProfile {
             frames.push(format!("leaf_{i}"));
             ProfileRow {
                 labels: labels.clone(),
-                frames,
+                frames: frames.into(),
                 samples: 1 + (next() % 100) as u64,
                 cpu_ns: 10_000_000,
             }
@@ -81,17 +86,26 @@ fn ingest(c: &mut Criterion) {
 fn render_100k(c: &mut Criterion) {
     let p = synthetic(100_000);
     let merged = p.merged();
+    let frames: usize = merged.iter().map(|(f, ..)| f.len()).sum();
+    let (t, peak) = peak_bytes(|| tree::build(merged.iter().copied(), 8192));
+    println!(
+        "json_tree: {} stacks, {frames} frames, {} nodes kept of {}; peak heap of the build {:.1} MiB",
+        merged.len(),
+        t.nodes,
+        t.nodes + t.pruned,
+        peak as f64 / f64::from(1 << 20)
+    );
     let mut g = c.benchmark_group("render_100k_stacks");
     g.sample_size(10);
     g.bench_function("json_tree", |b| {
         b.iter(|| {
-            let t = tree::build(merged.iter().map(|(f, n, c)| (f.as_slice(), *n, *c)), 8192);
+            let t = tree::build(merged.iter().copied(), 8192);
             serde_json::to_vec(&t).map(|v| v.len())
         })
     });
     g.bench_function("svg", |b| {
         b.iter(|| {
-            let text = folded::write(merged.iter().map(|(f, n, _)| (f.as_slice(), *n)));
+            let text = folded::write(merged.iter().map(|(f, n, _)| (*f, *n)));
             render::svg(&text, "bench", "samples").map(|v| v.len())
         })
     });

@@ -59,6 +59,7 @@ pub fn looks_like_perf(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use profwatch_testkit::alloc::within;
     use proptest::prelude::*;
 
     /// `perf script` output: events with any command, pid and cpu, frames with any address,
@@ -92,7 +93,11 @@ mod tests {
         /// input (each sample line becomes at most one folded line).
         #[test]
         fn any_input_collapses_without_panic(input in proptest::collection::vec(any::<u8>(), 0..4096)) {
-            if let Ok(out) = perf_to_folded(&input, PerfOptions::default()) {
+            let collapsed = within("a perf script collapse", 64 * 1024 + 16 * input.len(), || {
+                perf_to_folded(&input, PerfOptions::default())
+            })
+            .map_err(TestCaseError::fail)?;
+            if let Ok(out) = collapsed {
                 prop_assert!(out.len() <= 2 * input.len() + 64, "{} from {}", out.len(), input.len());
             }
         }

@@ -733,6 +733,7 @@ mod tests {
 
     mod properties {
         use super::*;
+        use profwatch_testkit::alloc::within;
         use proptest::prelude::*;
 
         fn limits() -> ProfileLimits {
@@ -749,9 +750,19 @@ mod tests {
             }
         }
 
+        /// The heap a decode of `bytes` may hold at once: a small multiple of its input and of
+        /// the frame bytes the limits allow, never of what the input expands to.
+        fn bound(bytes: &[u8], l: &ProfileLimits) -> usize {
+            64 * 1024 + 16 * bytes.len() + 4 * l.max_frame_bytes
+        }
+
         fn check(bytes: &[u8]) -> Result<(), TestCaseError> {
             let l = limits();
-            if let Ok(batches) = convert_with_bytes(bytes, &l) {
+            let decoded = within("a pprof decode", bound(bytes, &l), || {
+                convert_with_bytes(bytes, &l)
+            })
+            .map_err(TestCaseError::fail)?;
+            if let Ok(batches) = decoded {
                 for s in batches.iter().flat_map(|b| &b.samples) {
                     prop_assert!(s.frames.len() <= l.max_frames);
                 }
@@ -784,6 +795,39 @@ mod tests {
                 }
                 bytes.truncate(bytes.len() - cut % 4);
                 check(&bytes)?;
+            }
+
+            /// One location listing a long function name many times (the line bomb) is refused
+            /// or taken within the bound, whatever its expansion (`lines × name`) would be.
+            #[test]
+            fn line_bombs_stay_within_the_bound(
+                lines in 1usize..20_000,
+                name_len in 1usize..4096,
+                locations in 1u64..3,
+            ) {
+                let bytes = profile(&"x".repeat(name_len), locations, lines).encode_to_vec();
+                check(&bytes)?;
+                // Room for every line; only the frame bytes cap can refuse it.
+                let roomy = ProfileLimits {
+                    max_frames: 100_000,
+                    max_lines_per_location: 100_000,
+                    max_lines: 100_000,
+                    max_frame_bytes: 64 * 1024,
+                    ..ProfileLimits::default()
+                };
+                let decoded = within("a line bomb's decode", bound(&bytes, &roomy), || {
+                    convert_with_bytes(&bytes, &roomy)
+                })
+                .map_err(TestCaseError::fail)?;
+                if let Ok(batches) = decoded {
+                    let frame_bytes: usize = batches
+                        .iter()
+                        .flat_map(|b| &b.samples)
+                        .flat_map(|s| &s.frames)
+                        .map(|f| f.len())
+                        .sum();
+                    prop_assert!(frame_bytes <= roomy.max_frame_bytes);
+                }
             }
         }
     }

@@ -211,6 +211,7 @@ mod tests {
 
     mod properties {
         use super::super::*;
+        use profwatch_testkit::alloc::within;
         use proptest::prelude::*;
 
         proptest! {
@@ -230,7 +231,9 @@ mod tests {
                     ..ProfileLimits::default()
                 };
                 let kind = if lines { FoldedKind::Lines } else { FoldedKind::Counted };
-                if let Ok(stacks) = parse(&text, kind, 1, &l) {
+                let parsed = within("a folded parse", 16 * 1024 + 16 * text.len(), || parse(&text, kind, 1, &l))
+                    .map_err(TestCaseError::fail)?;
+                if let Ok(stacks) = parsed {
                     prop_assert!(stacks.len() <= 5);
                     for s in &stacks {
                         prop_assert!(!s.frames.is_empty() && s.frames.len() <= 4);

@@ -23,6 +23,11 @@
 //! | [`compress`] | gzip by magic bytes; any inflation capped and granted by an allowance |
 //! | [`otlp`] | OTLP profiles (protobuf and JSON) → [`ProfileBatch`](profwatch_model::profile::ProfileBatch) |
 
+// The property tests hold the decoders to a peak heap use (`profwatch_testkit::alloc`).
+#[cfg(test)]
+#[global_allocator]
+static ALLOC: profwatch_testkit::alloc::PeakAlloc = profwatch_testkit::alloc::PeakAlloc;
+
 pub mod appname;
 pub mod collapse;
 pub mod compare;

@@ -133,4 +133,68 @@ mod tests {
             3
         );
     }
+
+    mod properties {
+        use super::*;
+        use profwatch_testkit::alloc::within;
+        use proptest::prelude::*;
+
+        /// Whatever `decode_push` accepts is within every cap.
+        fn within_caps(r: &PushRequest) -> bool {
+            r.series.len() <= MAX_SERIES
+                && r.series.iter().all(|s| s.labels.len() <= MAX_SERIES_LABELS)
+                && r.series.iter().map(|s| s.samples.len()).sum::<usize>() <= MAX_PROFILES
+        }
+
+        fn request() -> impl Strategy<Value = PushRequest> {
+            let label =
+                ("[a-z_]{0,8}", "[ -~]{0,12}").prop_map(|(name, value)| LabelPair { name, value });
+            let sample = (
+                proptest::collection::vec(any::<u8>(), 0..64),
+                "[a-z0-9]{0,8}",
+            )
+                .prop_map(|(raw_profile, id)| RawSample { raw_profile, id });
+            let series = (
+                proptest::collection::vec(label, 0..6),
+                proptest::collection::vec(sample, 0..4),
+            )
+                .prop_map(|(labels, samples)| RawProfileSeries { labels, samples });
+            proptest::collection::vec(series, 0..6).prop_map(|series| PushRequest { series })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Any bytes: no panic, and an accepted request is within the caps.
+            #[test]
+            fn any_bytes_decode_without_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1024)) {
+                let decoded = within("a push decode", 16 * 1024 + 16 * bytes.len(), || decode_push(&bytes))
+                    .map_err(TestCaseError::fail)?;
+                if let Ok(r) = decoded {
+                    prop_assert!(within_caps(&r));
+                }
+            }
+
+            /// A request within the caps comes back whole; with one byte changed, no panic and
+            /// still within the caps.
+            #[test]
+            fn a_request_round_trips_and_survives_a_changed_byte(
+                r in request(),
+                at in any::<prop::sample::Index>(),
+                xor in 1u8..=255,
+            ) {
+                let mut bytes = r.encode_to_vec();
+                prop_assert_eq!(decode_push(&bytes).expect("within the caps"), r);
+                if !bytes.is_empty() {
+                    let i = at.index(bytes.len());
+                    bytes[i] ^= xor;
+                    let decoded = within("a push decode", 16 * 1024 + 16 * bytes.len(), || decode_push(&bytes))
+                        .map_err(TestCaseError::fail)?;
+                    if let Ok(changed) = decoded {
+                        prop_assert!(within_caps(&changed));
+                    }
+                }
+            }
+        }
+    }
 }

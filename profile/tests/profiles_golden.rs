@@ -209,7 +209,7 @@ fn rows(batches: &[ProfileBatch]) -> StackProfile {
         .flat_map(|b| {
             b.samples.iter().map(|s| ProfileRow {
                 labels: b.labels.clone(),
-                frames: s.frames.clone(),
+                frames: s.frames.as_slice().into(),
                 samples: s.samples,
                 cpu_ns: s.cpu_ns,
             })
@@ -384,7 +384,7 @@ fn golden_profile() -> StackProfile {
             build: "812".into(),
             ..SampleLabels::default()
         },
-        frames: vec!["main".into(), "render<T & \"U\">".into()],
+        frames: ["main".to_owned(), "render<T & \"U\">".to_owned()].into(),
         samples: 3,
         cpu_ns: 30_303_030,
     });
@@ -405,9 +405,9 @@ fn the_svg_flame_graph_matches_its_golden_file() {
 
 #[test]
 fn the_json_tree_matches_its_golden_file() {
-    let merged = golden_profile().merged();
-    let tree =
-        profwatch_profile::tree::build(merged.iter().map(|(f, n, c)| (f.as_slice(), *n, *c)), 40);
+    let profile = golden_profile();
+    let merged = profile.merged();
+    let tree = profwatch_profile::tree::build(merged.iter().copied(), 40);
     golden(
         "tree.json",
         &(serde_json::to_string_pretty(&tree).expect("json") + "\n"),

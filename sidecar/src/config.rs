@@ -10,6 +10,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use profwatch_model::secret::Secret;
+
 use super::error::SidecarError;
 
 /// `profwatch agent [status]`.
@@ -304,7 +306,7 @@ pub struct SidecarConfig {
     pub events_url: String,
     /// `{base}/api/v1/profiles` of the collector.
     pub profiles_url: String,
-    pub token: Option<String>,
+    pub token: Secret<Option<String>>,
     /// TLS to the collector.
     pub tls: CollectorTls,
     pub socket: PathBuf,
@@ -343,7 +345,7 @@ impl SidecarConfig {
         Ok(SidecarConfig {
             events_url: format!("{base}/api/v1/events"),
             profiles_url: format!("{base}/api/v1/profiles"),
-            token: None,
+            token: Secret(None),
             tls: CollectorTls::default(),
             socket,
             socket_mode: 0o660,
@@ -391,7 +393,7 @@ impl RunArgs {
                     "must be printable ASCII without spaces",
                 ));
             }
-            cfg.token = Some(token);
+            cfg.token = Secret(Some(token));
         }
         cfg.tls = collector_tls(self.ca_file, self.client_cert, self.client_key)?;
         if cfg.tls.is_set() && !collector.trim().starts_with("https://") {

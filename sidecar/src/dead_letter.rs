@@ -359,6 +359,30 @@ mod tests {
         names
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever the folder's files hold (a damaged `.json`, a `.batch` of any bytes), open
+        /// takes stock without panicking, counts every dead letter and its bytes, and keeps it.
+        #[test]
+        fn any_file_contents_are_taken_stock_of(
+            json in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+            batch in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+        ) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let folder = dir.path().join("dead-letter");
+            fs::create_dir_all(&folder).expect("folder");
+            fs::write(folder.join("x.json"), &json).expect("json");
+            fs::write(folder.join("x.batch"), &batch).expect("batch");
+            let letters = DeadLetters::open(dir.path(), 1 << 20, 10, Arc::new(Metrics::new()))
+                .expect("open");
+            let stats = letters.stats();
+            proptest::prop_assert_eq!(stats.letters, 1);
+            proptest::prop_assert_eq!(stats.bytes, (json.len() + batch.len()) as u64);
+            proptest::prop_assert_eq!(names(&folder), ["x.batch", "x.json"]);
+        }
+    }
+
     #[test]
     fn a_dead_letter_is_the_record_and_why_and_survives_a_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -30,6 +30,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use profwatch_model::secret::Secret;
 use tokio::sync::watch;
 
 use super::config::{RetryPolicy, SidecarConfig};
@@ -133,7 +134,7 @@ pub struct Shipper {
     pub events_url: String,
     /// `{base}/api/v1/profiles`, without a query.
     pub profiles_url: String,
-    pub token: Option<String>,
+    pub token: Secret<Option<String>>,
     pub spool: Arc<Spool>,
     pub dead_letters: Arc<DeadLetters>,
     pub metrics: Arc<Metrics>,
@@ -385,7 +386,7 @@ impl Shipper {
             .header("content-encoding", "zstd")
             .header("idempotency-key", &record.id)
             .body(record.body.clone());
-        if let Some(token) = &self.token {
+        if let Some(token) = self.token.as_ref() {
             req = req.header("authorization", format!("Bearer {token}"));
         }
         match req.send().await {

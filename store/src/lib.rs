@@ -9,6 +9,7 @@
 #[cfg(feature = "clickhouse")]
 pub mod clickhouse;
 pub mod embedded;
+pub(crate) mod stack_ids;
 
 use std::time::Duration;
 
@@ -168,6 +169,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Batches accepted but not yet written (the embedded writer's queue; 0 where none).
     fn queue_depth(&self) -> usize {
+        0
+    }
+
+    /// Stacks that met another stack's id since the store opened and took the next one (the
+    /// embedded store compares frames on insert; ClickHouse does not, and says 0). Anything
+    /// but 0 is worth a look: with a keyed 128-bit id it should never happen.
+    fn stack_collisions(&self) -> u64 {
         0
     }
 

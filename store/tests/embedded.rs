@@ -1,6 +1,7 @@
 //! Behaviour particular to the embedded store: flushing, compaction, crash leftovers, retention,
 //! exclusive ownership of the data dir.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -312,7 +313,7 @@ async fn a_record_without_an_interval_survives_a_restart() {
     use profwatch_model::regression::{RegressionRecord, RegressionState};
     let dir = tempfile::tempdir().expect("tempdir");
     let record = RegressionRecord {
-        id: RegressionRecord::make_id("t", "svc", "GET /0", "cpu_ns", "1", "2"),
+        id: "0123456789abcdef0123456789abcdef".into(),
         tenant: "t".into(),
         service: "svc".into(),
         endpoint: "GET /0".into(),
@@ -413,4 +414,159 @@ async fn a_segment_of_profiles_only_survives_retention() {
     store.maintain().expect("retention and compaction");
     assert_eq!(answer(&store).await, before);
     store.shutdown().await.expect("shutdown");
+}
+
+/// A data directory whose segments were written under other stack ids (before the directory
+/// had its `stack.key`, or under a lost one) opens with a new key; its stacks and the ones
+/// written after keep their frames and add up, through a compaction and a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stacks_written_under_another_stack_key_keep_their_frames_and_add_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(cfg(dir.path())).expect("open");
+    store
+        .write_profiles(&tenant(), profile("same"))
+        .await
+        .expect("write profiles");
+    store.flush().await.expect("flush");
+    store.shutdown().await.expect("shutdown");
+    let key = dir.path().join("stack.key");
+    let old_key = std::fs::read(&key).expect("a key was made");
+    std::fs::remove_file(&key).expect("remove the key");
+
+    let store = EmbeddedStore::open(cfg(dir.path())).expect("open with a new key");
+    assert_ne!(std::fs::read(&key).expect("new key"), old_key);
+    store
+        .write_profiles(&tenant(), profile("same"))
+        .await
+        .expect("write profiles");
+    store.flush().await.expect("flush");
+    // Each stack twice (once per key), ordered by frames.
+    let want: Vec<String> = (0..20u64)
+        .map(|k| (format!("main;f{};g{k}", k % 5), 2 * (k + 1)))
+        .collect::<BTreeMap<_, _>>()
+        .into_iter()
+        .map(|(f, n)| format!("{f}|{n}"))
+        .collect();
+    let totals = |p: profwatch_model::profile::StackProfile| {
+        let mut by: BTreeMap<String, u64> = BTreeMap::new();
+        for r in p.rows {
+            assert_eq!(r.labels.build, "same");
+            *by.entry(r.frames.join(";")).or_default() += r.samples;
+        }
+        by.into_iter()
+            .map(|(f, n)| format!("{f}|{n}"))
+            .collect::<Vec<_>>()
+    };
+    let pq = ProfileQuery {
+        tenant: tenant(),
+        service: "svc".into(),
+        range: TimeRange {
+            from: now_ns() - 86_400 * NANOS_PER_SEC,
+            to: now_ns() + NANOS_PER_SEC,
+        },
+        filters: vec![],
+    };
+    assert_eq!(totals(store.profile(&pq).await.expect("profile")), want);
+    store.maintain().expect("compact");
+    assert_eq!(totals(store.profile(&pq).await.expect("profile")), want);
+    store.shutdown().await.expect("shutdown");
+    let reopened = EmbeddedStore::open(cfg(dir.path())).expect("reopen");
+    assert_eq!(totals(reopened.profile(&pq).await.expect("profile")), want);
+}
+
+/// Upgrade in place: a data directory from before keyed stack ids (`tests/fixtures/
+/// embedded-fnv-stacks`: 64-bit FNV ids, no `stack_hi` column, no `stack.key`) opens, gets its
+/// key, answers each tenant with its own frames, takes the same stacks again under new ids,
+/// and adds them up through a compaction and a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_from_before_keyed_stack_ids_opens_and_keeps_its_stacks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/embedded-fnv-stacks");
+    std::fs::create_dir(dir.path().join("segments")).expect("segments");
+    for e in std::fs::read_dir(fixture.join("segments")).expect("fixture") {
+        let e = e.expect("entry");
+        std::fs::copy(e.path(), dir.path().join("segments").join(e.file_name())).expect("copy");
+    }
+    let open = || {
+        let mut c = cfg(dir.path());
+        c.retention = Duration::from_secs(36_500 * 86_400);
+        EmbeddedStore::open(c).expect("open")
+    };
+    // 2026-12-01T00:00:00Z, as in the fixture.
+    let ts = 1_796_083_200 * NANOS_PER_SEC;
+    let query = |t: &str| ProfileQuery {
+        tenant: Tenant(t.into()),
+        service: "svc".into(),
+        range: TimeRange {
+            from: ts - NANOS_PER_SEC,
+            to: ts + NANOS_PER_SEC,
+        },
+        filters: vec![],
+    };
+    let totals = |p: profwatch_model::profile::StackProfile| {
+        let mut by: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for r in p.rows {
+            let e = by.entry(r.frames.join(";")).or_default();
+            e.0 += r.samples;
+            e.1 += r.cpu_ns;
+        }
+        by
+    };
+    let want = |leaf: &str, times: u64| {
+        (0..5u64)
+            .map(|k| {
+                (
+                    format!("main;f{k};{leaf}"),
+                    (times * (k + 1), times * 10 * (k + 1)),
+                )
+            })
+            .collect::<BTreeMap<_, _>>()
+    };
+
+    let store = open();
+    assert!(dir.path().join("stack.key").exists(), "the key is made");
+    assert_eq!(
+        totals(store.profile(&query("a")).await.expect("a")),
+        want("a_private", 1)
+    );
+    assert_eq!(
+        totals(store.profile(&query("b")).await.expect("b")),
+        want("b_private", 1)
+    );
+    let again = vec![ProfileBatch {
+        ts,
+        labels: SampleLabels {
+            service: "svc".into(),
+            endpoint: "GET /0".into(),
+            build: "old".into(),
+            ..Default::default()
+        },
+        samples: (0..5u64)
+            .map(|k| StackSample {
+                frames: vec!["main".into(), format!("f{k}"), "a_private".into()],
+                samples: k + 1,
+                cpu_ns: 10 * (k + 1),
+            })
+            .collect(),
+    }];
+    store
+        .write_profiles(&Tenant("a".into()), again)
+        .await
+        .expect("write");
+    store.flush().await.expect("flush");
+    store.maintain().expect("compact");
+    assert_eq!(
+        totals(store.profile(&query("a")).await.expect("a")),
+        want("a_private", 2)
+    );
+    store.shutdown().await.expect("shutdown");
+    let store = open();
+    assert_eq!(
+        totals(store.profile(&query("a")).await.expect("a")),
+        want("a_private", 2)
+    );
+    assert_eq!(
+        totals(store.profile(&query("b")).await.expect("b")),
+        want("b_private", 1)
+    );
 }

@@ -10,8 +10,10 @@
 //!   `PROFWATCH_SKIP_CLICKHOUSE=1`. An explicit URL always wins over the skip variable.
 //! - Perf-sampling tests fail when a perf event cannot be opened, unless `PROFWATCH_SKIP_PERF=1`.
 //!
-//! [`clickhouse_cluster`] starts a throwaway 2-shard ClickHouse cluster for the cluster tests.
+//! [`clickhouse_cluster`] starts a throwaway 2-shard ClickHouse cluster for the cluster tests;
+//! [`alloc`] measures a decoder's peak heap use for the property tests.
 
+pub mod alloc;
 pub mod bench;
 pub mod clickhouse_cluster;
 

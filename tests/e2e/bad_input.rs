@@ -8,7 +8,7 @@ use profwatch_e2e::*;
 
 mod hostile;
 
-const GOOD: usize = 300;
+pub(super) const GOOD: usize = 300;
 
 /// A server with `GOOD` events of service `good` stored.
 fn seeded(test: &str, args: &[&str]) -> (Server, Client) {

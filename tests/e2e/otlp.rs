@@ -48,6 +48,11 @@ fn python() -> Option<PathBuf> {
         .to_owned();
     let venv = target.join("otlp-venv");
     let py = venv.join("bin/python");
+    // One test at a time makes the venv: another would find its python before pip is in it.
+    static SETUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _setup = SETUP
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if !py.exists() {
         let status = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
             .args(["-m", "venv"])
@@ -321,6 +326,27 @@ fn bad_otlp_requests_are_refused_and_store_nothing() {
         .get(&format!("/api/v1/top?service=bad&{}", range()))
         .json();
     assert_eq!(top["samples"].as_u64(), Some(0), "{top}");
+}
+
+/// Failed authentications over gRPC count against the caller's address as HTTP's do: after
+/// 20 refused calls (`auth_failures::LIMIT`) the address gets `RESOURCE_EXHAUSTED` over gRPC,
+/// even with the right token, and 429 over HTTP.
+#[test]
+fn failed_grpc_authentications_block_the_address_on_both_listeners() {
+    let Some(py) = python() else { return };
+    let (_server, c, grpc) =
+        start("failed_grpc_authentications_block_the_address_on_both_listeners");
+    let guess = ["--service", "guess", "--grpc", &grpc, "--token"];
+    for i in 0..20 {
+        let g = send(&py, &[&guess[..], &["not-this-servers-token"]].concat());
+        assert_eq!(g["code"], "PERMISSION_DENIED", "call {i}: {g}");
+    }
+    let g = send(&py, &[&guess[..], &[TOKEN]].concat());
+    assert_eq!(g["code"], "RESOURCE_EXHAUSTED", "{g}");
+    let message = g["message"].as_str().unwrap_or("");
+    assert!(message.contains("too many failed authentications"), "{g}");
+    let r = c.get("/api/v1/services");
+    assert_eq!(r.status, 429, "{}", r.body);
 }
 
 /// With `[tls]` the gRPC listener serves TLS (ALPN `h2`) with the server's certificate: a

@@ -53,19 +53,23 @@ fn receiver() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
 /// alerting a JSON receiver; the messages it got.
 fn alerting_server(art: &std::path::Path) -> (Server, Arc<Mutex<Vec<serde_json::Value>>>) {
     let (hook, alerts) = receiver();
+    (server_alerting(art, &format!("json={hook}"), &[]), alerts)
+}
+
+/// An embedded-store server in `art` that analyses only when asked and alerts `sink`
+/// (`KIND=URL`), with `extra` arguments.
+pub(crate) fn server_alerting(art: &std::path::Path, sink: &str, extra: &[&str]) -> Server {
     let data = art.join("data");
-    let server = Server::start(
-        &[
-            "--data-dir",
-            data.to_str().expect("utf-8"),
-            "--analysis-interval",
-            "0s",
-            "--alert",
-            &format!("json={hook}"),
-        ],
-        &art.join("server.log"),
-    );
-    (server, alerts)
+    let mut args = vec![
+        "--data-dir",
+        data.to_str().expect("utf-8"),
+        "--analysis-interval",
+        "0s",
+        "--alert",
+        sink,
+    ];
+    args.extend_from_slice(extra);
+    Server::start(&args, &art.join("server.log"))
 }
 
 /// 3000 requests per endpoint and build over 12 hosts in 2 dcs; build 2 makes `GET /a` 8% dearer.

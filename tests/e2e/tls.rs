@@ -1,7 +1,8 @@
 //! TLS end to end, through the real binary, with a CA made in the test: https serving (and
 //! only https on that port), certificate reload on SIGHUP, mTLS, bad files refused at start,
-//! the real sidecar shipping over https and over mTLS, and the ClickHouse store over https to a
-//! real ClickHouse whose certificate a private CA signed.
+//! the real sidecar shipping over https and over mTLS, the ClickHouse store over https to a
+//! real ClickHouse whose certificate a private CA signed, and an https Slack sink behind a
+//! private CA getting a real regression's alert, its markup escaped.
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -308,4 +309,124 @@ fn clickhouse_over_https_with_a_private_ca() {
         )
         .expect("count");
     assert_eq!(stored, "40");
+}
+
+/// An https receiver whose certificate `ca` signed: every request it gets (head and body), as
+/// text, answered 200.
+fn https_receiver(
+    ca: &TestCa,
+) -> (
+    String,
+    std::sync::mpsc::Receiver<String>,
+    std::thread::JoinHandle<()>,
+) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::io::{Read, Write};
+
+    profwatch_model::tls::install_crypto_provider();
+    let issued = ca.server(41);
+    let config = std::sync::Arc::new(
+        rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(issued.der.clone())],
+                PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).expect("key"),
+            )
+            .expect("server config"),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!(
+        "https://127.0.0.1:{}",
+        listener.local_addr().expect("addr").port()
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            let Ok(conn) = rustls::ServerConnection::new(config.clone()) else {
+                continue;
+            };
+            let mut tls = rustls::StreamOwned::new(conn, stream);
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            // The head, then as many body bytes as it announces.
+            let complete = |got: &[u8]| {
+                let text = String::from_utf8_lossy(got);
+                let Some(end) = text.find("\r\n\r\n") else {
+                    return false;
+                };
+                let len = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse::<usize>().ok())?
+                    })
+                    .unwrap_or(0);
+                got.len() >= end + 4 + len
+            };
+            while !complete(&got) {
+                match tls.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            if got.is_empty() {
+                continue; // a handshake that failed (an untrusting client)
+            }
+            let _ =
+                tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ = tls.flush();
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+            if tx.send(String::from_utf8_lossy(&got).into_owned()).is_err() {
+                return;
+            }
+        }
+    });
+    (url, rx, thread)
+}
+
+/// An https Slack sink behind a private CA, given with `--alert-ca-file`, gets the alert of a
+/// real regression over a real handshake, with the endpoint's Slack markup escaped (no
+/// `<!channel>` mention reaches Slack).
+#[test]
+fn an_https_slack_sink_behind_a_private_ca_gets_the_alert_escaped() {
+    let art = artifacts("an_https_slack_sink_behind_a_private_ca_gets_the_alert_escaped");
+    let ca = TestCa::new("profwatch alert CA");
+    let ca_path = ca.write(&art, "alert-ca");
+    let (base, requests, _receiver) = https_receiver(&ca);
+    let server = crate::regressions::server_alerting(
+        &art,
+        &format!("slack={base}/services/T0/B0/secret"),
+        &["--alert-ca-file", ca_path.to_str().expect("utf-8")],
+    );
+    let c = server.client();
+    let mut events = crate::regressions::workload();
+    for e in &mut events {
+        if e.endpoint == "GET /a" {
+            e.endpoint = "GET /a<!channel>".into();
+        }
+    }
+    let r = c.post_events(protobuf(&events), "application/x-protobuf", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let report = c.request("POST", "/api/v1/analyze", &[], Vec::new());
+    assert_eq!(report.status, 200, "{}", report.body);
+    assert_eq!(report.json()["new_regressions"], 1, "{}", report.body);
+    let got = requests
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the alert within 60 s");
+    assert!(
+        got.starts_with("POST /services/T0/B0/secret HTTP/1.1"),
+        "{got}"
+    );
+    assert!(got.contains("GET /a&lt;!channel&gt;"), "{got}");
+    assert!(!got.contains("<!channel>"), "{got}");
+    // The details link names the port the server really got (it was asked for port 0).
+    assert!(
+        got.contains(&format!("<{}/#/regressions/", server.url)),
+        "{got}"
+    );
 }

@@ -5,15 +5,13 @@
 //! flame graph and a 1000-endpoint overview render and work. Screenshots and the render times
 //! (information only: a test asserts no wall-clock limit) land in `tests/artifacts/ui/`.
 
-mod webdriver;
-
 use std::time::Duration;
 
 use profwatch_e2e::*;
 use profwatch_model::RequestEvent;
 use serde_json::{json, Value};
 
-use webdriver::Browser;
+use profwatch_e2e::webdriver::Browser;
 
 const WAIT: Duration = Duration::from_secs(90);
 /// The endpoint whose name must stay text.
@@ -344,6 +342,27 @@ fn the_dashboard_works_in_a_real_browser() {
     );
     let drawn = text_of(&browser, ".flame-status");
     assert!(drawn.contains("drawn"), "{drawn}");
+    // The page's own load timing (what `profwatch-bench flame` reads): every part present, in
+    // the order it happened, for the tree on screen.
+    browser.wait_for(
+        "the flame page's load timing",
+        "return !!window.__pw.loads.flame",
+        WAIT,
+    );
+    let load = browser.js("return window.__pw.loads.flame", json!([]));
+    let ms = |k: &str| {
+        let v = load[k].as_f64().unwrap_or(f64::NAN);
+        assert!(v.is_finite() && v >= 0.0, "{k} in {load}");
+        v
+    };
+    assert!(ms("profile_request_ms") <= ms("request_ms"), "{load}");
+    assert!(ms("profile_parse_ms") <= ms("request_ms"), "{load}");
+    assert!(ms("request_ms") + ms("draw_ms") <= ms("frame_ms"), "{load}");
+    assert_eq!(
+        load["nodes"],
+        browser.js("return window.__pw.flame.flat.count", json!([])),
+        "{load}"
+    );
     let (x, y) = frame_position(&browser, HOT);
     browser.pointer(x, y, false);
     browser.wait_for(

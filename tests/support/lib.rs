@@ -2,6 +2,7 @@
 //! build event batches in each wire format.
 
 pub mod pki;
+pub mod webdriver;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

@@ -3,6 +3,8 @@
 // answers. The shapes follow the Rust types that serialise them (named on each typedef); a
 // field the pages do not read may be left out.
 
+import { probe } from "./probe.js";
+
 /**
  * Mean and percentiles of one metric per request (`profwatch_model::query::Distribution`).
  * @typedef {object} Distribution
@@ -223,8 +225,10 @@ async function call(path, params, method) {
   const t = token();
   if (t) headers["Authorization"] = "Bearer " + t;
   const qs = p.toString();
+  const t0 = performance.now();
   const resp = await fetch("/api/v1/" + path + (qs ? "?" + qs : ""), { method: method || "GET", headers });
   const text = await resp.text();
+  const t1 = performance.now();
   if (!resp.ok) {
     let msg = text;
     try {
@@ -233,7 +237,9 @@ async function call(path, params, method) {
     if (resp.status === 401 || resp.status === 403) msg += " (set an API token in the header)";
     throw new ApiError(resp.status, resp.status + ": " + msg);
   }
-  return text ? JSON.parse(text) : null;
+  const out = text ? JSON.parse(text) : null;
+  probe.calls[path] = { request_ms: t1 - t0, parse_ms: performance.now() - t1 };
+  return out;
 }
 
 /**

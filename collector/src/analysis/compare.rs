@@ -192,7 +192,11 @@ impl RegressionTracker {
             async move {
                 let p = store.profile(&q).await?;
                 Ok::<_, StoreError>(Snapshot {
-                    stacks: p.merged().into_iter().map(|(f, n, _)| (f, n)).collect(),
+                    stacks: p
+                        .merged()
+                        .into_iter()
+                        .map(|(f, n, _)| (f.to_vec(), n))
+                        .collect(),
                     cost_per_request: cost.unwrap_or(0.0),
                 })
             }

@@ -187,7 +187,11 @@ impl RegressionTracker {
             async move {
                 let p = store.profile(&q).await?;
                 Ok::<_, AnalysisError>(Snapshot {
-                    stacks: p.merged().into_iter().map(|(f, n, _)| (f, n)).collect(),
+                    stacks: p
+                        .merged()
+                        .into_iter()
+                        .map(|(f, n, _)| (f.to_vec(), n))
+                        .collect(),
                     cost_per_request: 1.0,
                 })
             }
@@ -216,14 +220,7 @@ impl RegressionTracker {
         );
         let now = now_ns();
         let record = RegressionRecord {
-            id: RegressionRecord::make_id(
-                &tenant.0,
-                service,
-                &format!("{}\u{0}{}", s.endpoint, s.function),
-                "samples",
-                &baseline,
-                &candidate,
-            ),
+            id: super::record::new_id(),
             tenant: tenant.0.clone(),
             service: service.to_owned(),
             endpoint: s.endpoint.clone(),

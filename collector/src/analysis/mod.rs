@@ -9,17 +9,20 @@
 //! |---|---|
 //! | [`compare`](self::compare) | the statistics' input from the store, compares, culprits |
 //! | `pass` | one pass: builds compared, records kept and alerted, stale records resolved |
-//! | `windows` | change points in each endpoint's series, confirmed and recorded |
+//! | `windows` | change points in each endpoint's series, confirmed and recorded; those gone closed |
 //! | `functions` | change points in the series of each service's top functions, FDR-controlled, shifts filtered out |
 //! | `record` | a regression record from a comparison |
 //!
 //! Invariants:
-//! - A record's id is its finding's key ([`RegressionRecord::make_id`]), so passes, restarts
-//!   and several collectors update one record instead of adding duplicates.
+//! - A finding is one record, found again by its fields ([`RegressionRecord::same_finding`]),
+//!   so passes and restarts update it instead of adding duplicates (one collector at a time
+//!   runs the pass: the `analysis` lease). Its id is random (`record::new_id`): none can be
+//!   guessed.
 //! - A human's acknowledgement survives later passes; `first_seen` never moves.
 //! - A record resolves itself as "went away" when its effect is gone for `went_away_passes`
-//!   passes in a row while its candidate is still the newest build, and as "fixed in build X"
-//!   when a newer build X no longer shows it against its baseline.
+//!   passes in a row while its candidate is still the newest build (a change point's: while
+//!   its endpoint's latest window is no dearer than the window before the change), and as
+//!   "fixed in build X" when a newer build X no longer shows it against its baseline.
 //! - Records of one cause (a build, or change points at one moment) share an incident
 //!   ([`profwatch_analyzer::incident`]). One alert goes out per incident when its first records
 //!   are found (listing the pass's records of it), and one per pass that resolves records of it;

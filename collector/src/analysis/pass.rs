@@ -203,12 +203,13 @@ impl RegressionTracker {
         records: &mut Vec<RegressionRecord>,
         report: &mut PassReport,
     ) -> Result<(), AnalysisError> {
-        match records.iter().position(|r| r.id == record.id) {
+        match records.iter().position(|r| r.same_finding(&record)) {
             Some(i) => {
                 let old = &records[i];
                 if old.state == RegressionState::Resolved {
                     return Ok(());
                 }
+                record.id = old.id.clone();
                 record.first_seen = old.first_seen;
                 record.state = old.state;
                 record.updated = old.updated;
@@ -260,19 +261,32 @@ impl RegressionTracker {
                 continue;
             }
             let mut next = r.clone();
-            next.passes_gone += 1;
-            if next.passes_gone >= self.cfg.went_away_passes {
-                next.state = RegressionState::Resolved;
-                next.resolution = Some(Resolution::WentAway);
-                next.updated = now_ns();
-                report.resolved_regressions += 1;
-                report.went_away += 1;
+            if self.one_more_pass_gone(&mut next, report) {
                 tracing::info!(%service, endpoint = %r.endpoint, %candidate, "regression went away");
             }
             self.store.put_regression(&next).await?;
             *r = next;
         }
         Ok(())
+    }
+
+    /// Counts one more pass without `r`'s effect; at `went_away_passes` it is resolved as went
+    /// away (and counted in `report`). True when this pass closed it.
+    pub(super) fn one_more_pass_gone(
+        &self,
+        r: &mut RegressionRecord,
+        report: &mut PassReport,
+    ) -> bool {
+        r.passes_gone += 1;
+        if r.passes_gone < self.cfg.went_away_passes {
+            return false;
+        }
+        r.state = RegressionState::Resolved;
+        r.resolution = Some(Resolution::WentAway);
+        r.updated = now_ns();
+        report.resolved_regressions += 1;
+        report.went_away += 1;
+        true
     }
 
     /// Open records of `service` for older candidates: resolved (and alerted) once `candidate`,

@@ -6,13 +6,37 @@ use profwatch_model::Tenant;
 
 use super::compare::metric_name;
 
-/// What a finding is about: its record's id is made of these.
+/// What a finding is about (with the endpoint and metric of its comparison).
 #[derive(Debug)]
 pub(super) struct Finding<'a> {
     pub(super) tenant: &'a Tenant,
     pub(super) service: &'a str,
     pub(super) baseline: String,
     pub(super) candidate: String,
+}
+
+/// A new record's id: 128 random bits in hex, so that no id can be guessed from what the
+/// record is about. A finding finds its record again by its fields
+/// ([`RegressionRecord::same_finding`]), never by id.
+pub(super) fn new_id() -> String {
+    let mut bits = [0u8; 16];
+    if let Err(e) = getrandom::fill(&mut bits) {
+        // No randomness from the OS (a sandbox without getrandom(2) or /dev/urandom): the
+        // process's random hash keys (std's, drawn once per thread) over a counter and the time.
+        tracing::warn!(error = %e, "no OS randomness for a regression id; using the hash keys");
+        bits = fallback_bits();
+    }
+    bits.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn fallback_bits() -> [u8; 16] {
+    use std::hash::BuildHasher;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let now = profwatch_model::timefmt::now_ns();
+    let half = |salt: u8| std::collections::hash_map::RandomState::new().hash_one((n, salt, now));
+    ((u128::from(half(1)) << 64) | u128::from(half(2))).to_be_bytes()
 }
 
 /// A new, open record of the regression `c` shows (first and last seen `now`). Figures the
@@ -27,14 +51,7 @@ pub(super) fn from_comparison(
     let metric = metric_name(c.metric);
     let (effect_low, effect_high) = finite_interval(c.ci.map(|i| (i.low, i.high)));
     RegressionRecord {
-        id: RegressionRecord::make_id(
-            &finding.tenant.0,
-            finding.service,
-            &c.endpoint,
-            metric,
-            &finding.baseline,
-            &finding.candidate,
-        ),
+        id: new_id(),
         tenant: finding.tenant.0.clone(),
         service: finding.service.to_owned(),
         endpoint: c.endpoint.clone(),

@@ -1,6 +1,6 @@
 //! The pass's stated invariants, against a temporary embedded store: one record per finding
 //! across passes, a human's state kept, a resolution kept, stale records resolved (fixed),
-//! records whose effect went away closed, one incident per bad build, and function-level
+//! records whose effect went away closed (build compares and change points), one incident per bad build, and function-level
 //! change points (a function's rise found, a cost shift not).
 
 use std::sync::Arc;
@@ -123,6 +123,28 @@ async fn a_finding_is_one_record_across_passes_and_keeps_first_seen() {
     assert_eq!(after[0].first_seen, before[0].first_seen);
 }
 
+/// A record's id says nothing about its finding: the same finding in another store has
+/// another id, 128 random bits in hex.
+#[tokio::test]
+async fn a_records_id_cannot_be_told_from_its_finding() {
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let f = fixture();
+        regressed(&f).await;
+        f.pass().await;
+        let records = f.records().await;
+        assert_eq!(records.len(), 1, "{records:?}");
+        ids.push(records[0].id.clone());
+    }
+    for id in &ids {
+        assert!(
+            id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{id}"
+        );
+    }
+    assert_ne!(ids[0], ids[1]);
+}
+
 #[tokio::test]
 async fn a_humans_acknowledgement_and_resolution_survive_passes() {
     let f = fixture();
@@ -204,6 +226,62 @@ async fn a_regression_that_goes_away_while_its_build_serves_closes_itself() {
         (third.new_regressions, third.resolved_regressions),
         (0, 0),
         "closed once: {third:?}"
+    );
+}
+
+/// Two endpoints of one build step up by half at the same moment (no rollout: a time-caused
+/// change point each). One comes back down (a spike, a neighbour): two passes with its latest
+/// window like the one before the change close its record as "went away". The other stays up:
+/// its record stays open, whatever the passes.
+#[tokio::test]
+async fn a_change_point_whose_effect_is_gone_closes_itself_and_one_that_stays_does_not() {
+    let f = fixture();
+    let now = now_ns();
+    let min = 60 * NANOS_PER_SEC;
+    // The last 50 minutes hold 600 requests: a compare needs 500 a side, and the window
+    // slides with the clock between the write and each pass.
+    for (endpoint, latest_cost) in [("GET /spike", 1e6), ("GET /step", 1.5e6)] {
+        let at = |cost, n, end, minutes| requests_of(SERVICE, endpoint, "1", cost, n, end, minutes);
+        f.write(at(1e6, 1800, now - 180 * min, 180)).await;
+        f.write(at(1.5e6, 1300, now - 50 * min, 130)).await;
+        f.write(at(latest_cost, 600, now, 50)).await;
+    }
+    let first = f.pass().await;
+    assert_eq!(first.new_regressions, 2, "{first:?}");
+    let records = f.records().await;
+    assert!(
+        records
+            .iter()
+            .all(|r| r.changed_at.is_some() && r.passes_gone == 0),
+        "{records:?}"
+    );
+    let second = f.pass().await;
+    assert_eq!(second.went_away, 0, "one pass is not enough: {second:?}");
+    let third = f.pass().await;
+    assert_eq!(third.went_away, 1, "{third:?}");
+    let fourth = f.pass().await;
+    assert_eq!(
+        (fourth.new_regressions, fourth.resolved_regressions),
+        (0, 0),
+        "closed once, not found again: {fourth:?}"
+    );
+    let mut states: Vec<_> = f
+        .records()
+        .await
+        .into_iter()
+        .map(|r| (r.endpoint, r.state, r.resolution))
+        .collect();
+    states.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        states,
+        [
+            (
+                "GET /spike".to_owned(),
+                RegressionState::Resolved,
+                Some(Resolution::WentAway)
+            ),
+            ("GET /step".to_owned(), RegressionState::Open, None),
+        ]
     );
 }
 

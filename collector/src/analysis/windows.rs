@@ -6,7 +6,7 @@
 use profwatch_analyzer::incident::Cause;
 use profwatch_analyzer::{detect_timed, ChangePoint, ChangepointConfig, Verdict};
 use profwatch_model::query::{BuildSummary, SeriesQuery, TimeRange, TimeseriesPoint};
-use profwatch_model::regression::RegressionRecord;
+use profwatch_model::regression::{RegressionRecord, RegressionState};
 use profwatch_model::timefmt::{format_rfc3339, now_ns, NANOS_PER_SEC};
 use profwatch_model::Tenant;
 use rayon::prelude::*;
@@ -32,6 +32,8 @@ impl RegressionTracker {
         report: &mut PassReport,
     ) -> Result<(), AnalysisError> {
         let step = (self.cfg.bucket.as_nanos() as i64).max(NANOS_PER_SEC);
+        self.changes_gone(tenant, service, records, report, step)
+            .await?;
         let series = self.series_to_test(tenant, service, step).await?;
         // Detection on every core (it is the costly part), then the confirmations, which read
         // the store.
@@ -71,6 +73,66 @@ impl RegressionTracker {
                         .await?;
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Open change-point records of `service`'s endpoints whose effect is gone: the latest
+    /// window of the confirmation's length, against the same window before the change, is no
+    /// longer a regression (a spike, a neighbour, a warming cache). One more pass gone, and
+    /// closed as "went away" after `went_away_passes`; a pass that still shows the regression
+    /// starts the count again. Undecided compares (too few requests) change nothing.
+    async fn changes_gone(
+        &self,
+        tenant: &Tenant,
+        service: &str,
+        records: &mut [RegressionRecord],
+        report: &mut PassReport,
+        step: i64,
+    ) -> Result<(), AnalysisError> {
+        let span = step.saturating_mul(self.cfg.changepoints.min_segment as i64);
+        let now = now_ns();
+        for r in records.iter_mut().filter(|r| {
+            r.service == service
+                && r.function.is_none()
+                && r.changed_at.is_some()
+                && r.state != RegressionState::Resolved
+        }) {
+            let Some(at) = r.changed_at else { continue };
+            let before = TimeRange {
+                from: at.saturating_sub(span),
+                to: at,
+            };
+            let latest = TimeRange {
+                from: now.saturating_sub(span).max(at),
+                to: now,
+            };
+            if latest.from >= latest.to {
+                continue;
+            }
+            let Some(c) = self
+                .compare_windows(tenant, service, &r.endpoint, before, latest)
+                .await?
+            else {
+                continue;
+            };
+            let gone = match c.verdict {
+                Verdict::Same | Verdict::Improvement => true,
+                Verdict::Regression => false,
+                Verdict::NotEnoughData => continue,
+            };
+            let mut next = r.clone();
+            if !gone {
+                if next.passes_gone == 0 {
+                    continue;
+                }
+                next.passes_gone = 0;
+            } else if self.one_more_pass_gone(&mut next, report) {
+                tracing::info!(%service, endpoint = %r.endpoint, changed_at = %format_rfc3339(at),
+                    "change went away");
+            }
+            self.store.put_regression(&next).await?;
+            *r = next;
         }
         Ok(())
     }
@@ -178,7 +240,7 @@ impl RegressionTracker {
         let mut record = from_comparison(finding, &c, Some(ch), Vec::new(), now_ns());
         record.changed_at = Some(at);
         let cause = rollout.map_or(Cause::Time(at), |b| Cause::Build(b.build.clone()));
-        Ok((!records.iter().any(|r| r.id == record.id)).then_some((record, cause)))
+        Ok((!records.iter().any(|r| r.same_finding(&record))).then_some((record, cause)))
     }
 }
 

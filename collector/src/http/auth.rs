@@ -13,7 +13,7 @@ use crate::config::Config;
 fn tenant_of<'a>(cfg: &'a Config, token: &str) -> Option<&'a str> {
     use subtle::ConstantTimeEq;
     let mut found = None;
-    for (known, tenant) in &cfg.tokens {
+    for (known, tenant) in cfg.tokens.iter() {
         if bool::from(known.as_bytes().ct_eq(token.as_bytes())) {
             found = Some(tenant.as_str());
         }

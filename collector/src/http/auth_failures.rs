@@ -101,6 +101,14 @@ fn make_room(map: &mut HashMap<IpAddr, Entry>, now: Instant) {
     }
 }
 
+/// Why a blocked address is refused, on every listener.
+pub fn blocked_message() -> String {
+    format!(
+        "too many failed authentications from this address ({LIMIT} within {}s)",
+        WINDOW.as_secs()
+    )
+}
+
 /// The middleware: refuses blocked addresses, counts the 401 and 403 answers of the others.
 /// Requests without a peer address (tests calling the router directly) pass uncounted.
 pub async fn guard(
@@ -114,10 +122,7 @@ pub async fn guard(
     let failures = &state.auth_failures;
     if let Some(left) = failures.blocked(peer.ip(), Instant::now()) {
         return ApiError::Overloaded {
-            message: format!(
-                "too many failed authentications from this address ({LIMIT} within {}s); retry later",
-                WINDOW.as_secs()
-            ),
+            message: format!("{}; retry later", blocked_message()),
             retry_after: left,
         }
         .into_response();

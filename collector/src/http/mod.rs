@@ -45,6 +45,9 @@ use crate::analysis::RegressionTracker;
 use crate::cache::QueryCache;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use params::Params;
+use profwatch_model::query::TimeRange;
+use profwatch_model::timefmt::now_ns;
 use profwatch_store::Store;
 
 /// What every handler can reach.
@@ -60,6 +63,30 @@ pub struct AppState {
     pub budget: Arc<budget::Budget>,
     /// Failed authentications per source address.
     pub auth_failures: auth_failures::AuthFailures,
+}
+
+impl AppState {
+    /// The times the store can hold now: from the retention's start to the furthest clock skew
+    /// an event may have.
+    pub fn held(&self) -> TimeRange {
+        let now = now_ns();
+        let retention = i64::try_from(self.cfg.retention.as_nanos()).unwrap_or(i64::MAX);
+        TimeRange {
+            from: now.saturating_sub(retention),
+            to: now.saturating_add(self.cfg.limits.max_future_skew_ns),
+        }
+    }
+
+    /// A query's `{prefix}from`/`{prefix}to` ([`Params::range`]) narrowed to what the store
+    /// can hold, so that `from=0` scans and buckets only the retention.
+    pub fn range(
+        &self,
+        params: &Params,
+        prefix: &str,
+        fallback: Option<TimeRange>,
+    ) -> Result<TimeRange, error::ApiError> {
+        Ok(params.range(prefix, fallback)?.narrowed_to(self.held()))
+    }
 }
 
 /// The API's routes, behind the [`origin`] checks.
@@ -151,6 +178,8 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.render(state.store.queue_depth()),
+        state
+            .metrics
+            .render(state.store.queue_depth(), state.store.stack_collisions()),
     )
 }

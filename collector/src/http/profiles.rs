@@ -27,6 +27,7 @@ use serde::Serialize;
 use super::budget::{refused, Reservation};
 use super::error::ApiError;
 use super::params::Params;
+use super::query::{check_bytes, check_rows};
 use super::{auth, body, budget, headers, AppState};
 use crate::metrics::RejectReason;
 use profwatch_profile::compare::{compare, RequestFigures};
@@ -329,10 +330,10 @@ fn value(params: &HashMap<String, String>) -> Result<Value, ApiError> {
     }
 }
 
-fn folded_of(merged: &[(Vec<String>, u64, u64)], v: Value) -> String {
+fn folded_of(merged: &[(&[String], u64, u64)], v: Value) -> String {
     folded::write(merged.iter().map(|(f, n, c)| {
         (
-            f.as_slice(),
+            *f,
             match v {
                 Value::Samples => *n,
                 Value::CpuNs => *c,
@@ -365,8 +366,15 @@ fn data_span(profile: &StackProfile, query: TimeRange) -> Span {
     }
 }
 
+/// The store's profile for `q`, held to `limits.max_answer_rows` stack rows.
 async fn fetch(state: &AppState, q: &ProfileQuery) -> Result<StackProfile, ApiError> {
-    Ok(state.store.profile(q).await?)
+    let profile = state.store.profile(q).await?;
+    check_rows(
+        state.cfg.max_answer_rows,
+        profile.rows.len(),
+        "stack rows (distinct stacks × label sets)",
+    )?;
+    Ok(profile)
 }
 
 pub async fn get_profile(
@@ -376,7 +384,7 @@ pub async fn get_profile(
 ) -> Result<Response, ApiError> {
     const RESERVED: [&str; 6] = ["service", "from", "to", "format", "value", "max_nodes"];
     let tenant = auth::tenant(&state.cfg, &headers)?;
-    let r = params.range("", None)?;
+    let r = state.range(&params, "", None)?;
     let q = ProfileQuery {
         tenant,
         service: params.required("service")?.to_owned(),
@@ -393,31 +401,38 @@ pub async fn get_profile(
     }
     let profile = fetch(&state, &q).await?;
     let title = format!("{} {}", q.service, count_name(v));
+    let max_bytes = state.cfg.max_answer_bytes;
     blocking(move || {
         Ok(match format.as_str() {
-            "folded" => folded_of(&profile.merged(), v).into_response(),
-            "svg" => svg_response(
-                render::svg(&folded_of(&profile.merged(), v), &title, count_name(v))
-                    .map_err(profile_error)?,
-            ),
-            "pprof" => (
-                [
-                    (header::CONTENT_TYPE, "application/octet-stream"),
-                    (
-                        header::CONTENT_DISPOSITION,
-                        "attachment; filename=\"profile.pb.gz\"",
-                    ),
-                ],
-                to_pprof_gz(&profile, data_span(&profile, r)),
-            )
-                .into_response(),
+            "folded" => {
+                let text = folded_of(&profile.merged(), v);
+                check_bytes(max_bytes, text.len())?;
+                text.into_response()
+            }
+            "svg" => {
+                let svg = render::svg(&folded_of(&profile.merged(), v), &title, count_name(v))
+                    .map_err(profile_error)?;
+                check_bytes(max_bytes, svg.len())?;
+                svg_response(svg)
+            }
+            "pprof" => {
+                let gz = to_pprof_gz(&profile, data_span(&profile, r));
+                check_bytes(max_bytes, gz.len())?;
+                (
+                    [
+                        (header::CONTENT_TYPE, "application/octet-stream"),
+                        (
+                            header::CONTENT_DISPOSITION,
+                            "attachment; filename=\"profile.pb.gz\"",
+                        ),
+                    ],
+                    gz,
+                )
+                    .into_response()
+            }
             _ => {
                 let merged = profile.merged();
-                Json(tree::build(
-                    merged.iter().map(|(f, n, c)| (f.as_slice(), *n, *c)),
-                    max_nodes,
-                ))
-                .into_response()
+                Json(tree::build(merged.iter().copied(), max_nodes)).into_response()
             }
         })
     })
@@ -434,7 +449,7 @@ pub async fn get_top(
     let q = ProfileQuery {
         tenant,
         service: params.required("service")?.to_owned(),
-        range: params.range("", None)?,
+        range: state.range(&params, "", None)?,
         filters: filters(&params, &RESERVED, ""),
     };
     let sort = match params.get("sort").map(String::as_str).unwrap_or("") {
@@ -450,7 +465,7 @@ pub async fn get_top(
     let profile = fetch(&state, &q).await?;
     blocking(move || {
         let merged = profile.merged();
-        let mut t = table(merged.iter().map(|(f, n, c)| (f.as_slice(), *n, *c)), sort);
+        let mut t = table(merged.iter().copied(), sort);
         t.functions.truncate(limit);
         Ok(Json(t).into_response())
     })
@@ -515,7 +530,7 @@ pub async fn get_diff(
     const RESERVED: [&str; 6] = ["service", "from", "to", "format", "value", "limit"];
     let tenant = auth::tenant(&state.cfg, &headers)?;
     let service = params.required("service")?.to_owned();
-    let shared = params.range("", None)?;
+    let shared = state.range(&params, "", None)?;
     let common = filters(&params, &RESERVED, "");
     let side = |prefix: &str| -> Result<ProfileQuery, ApiError> {
         let mut f = common.clone();
@@ -526,7 +541,7 @@ pub async fn get_diff(
         Ok(ProfileQuery {
             tenant: tenant.clone(),
             service: service.clone(),
-            range: params.range(prefix, Some(shared))?,
+            range: state.range(&params, prefix, Some(shared))?,
             filters: f,
         })
     };
@@ -547,26 +562,21 @@ pub async fn get_diff(
         );
         return blocking(move || {
             let (bm, cm) = (base.merged(), cand.merged());
-            let bt = table(
-                bm.iter().map(|(f, n, c)| (f.as_slice(), *n, *c)),
-                SortBy::SelfCost,
-            );
-            let ct = table(
-                cm.iter().map(|(f, n, c)| (f.as_slice(), *n, *c)),
-                SortBy::SelfCost,
-            );
+            let bt = table(bm.iter().copied(), SortBy::SelfCost);
+            let ct = table(cm.iter().copied(), SortBy::SelfCost);
             Ok(Json(compare(&bt, br, &ct, cr, limit)).into_response())
         })
         .await;
     }
     let title = format!("{service}: baseline → candidate ({})", count_name(v));
+    let max_bytes = state.cfg.max_answer_bytes;
     blocking(move || {
         let diff =
             render::diff_folded(&folded_of(&base.merged(), v), &folded_of(&cand.merged(), v))
                 .map_err(profile_error)?;
-        Ok(svg_response(
-            render::svg(&diff, &title, count_name(v)).map_err(profile_error)?,
-        ))
+        let svg = render::svg(&diff, &title, count_name(v)).map_err(profile_error)?;
+        check_bytes(max_bytes, svg.len())?;
+        Ok(svg_response(svg))
     })
     .await
 }

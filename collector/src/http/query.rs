@@ -7,7 +7,9 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
-use profwatch_model::query::{EndpointsQuery, GroupBy, ServicesQuery, TimeRange, TimeseriesQuery};
+use profwatch_model::query::{
+    EndpointSeries, EndpointsQuery, GroupBy, ServicesQuery, TimeRange, TimeseriesQuery,
+};
 use profwatch_model::timefmt::NANOS_PER_SEC;
 
 use super::error::ApiError;
@@ -17,14 +19,38 @@ use super::{auth, AppState};
 /// Most buckets one timeseries answer may hold.
 pub const MAX_BUCKETS: i64 = 10_000;
 
+/// Refuses an answer of more than `limits.max_answer_rows` rows, saying how to narrow it.
+pub fn check_rows(max: usize, rows: usize, what: &str) -> Result<(), ApiError> {
+    if rows > max {
+        return Err(ApiError::BadRequest(format!(
+            "the answer would hold {rows} {what}; the limit is {max} (limits.max_answer_rows): \
+             narrow the range, widen `step`, or group by less"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses an encoded answer of more than `limits.max_answer_bytes`.
+pub fn check_bytes(max: usize, bytes: usize) -> Result<(), ApiError> {
+    if bytes > max {
+        return Err(ApiError::BadRequest(format!(
+            "the answer would be {bytes} bytes; the limit is {max} (limits.max_answer_bytes): \
+             narrow the range or filter"
+        )));
+    }
+    Ok(())
+}
+
 /// Answers a query through the cache: the key is the tenant, the route and the parameters as
 /// given (so an open-ended range is cached for the cache's TTL). A stale answer carries
-/// `X-Profwatch-Cache: stale`.
+/// `X-Profwatch-Cache: stale`. `rows` counts an answer's rows (and names them) for
+/// [`check_rows`]; its encoding is held to [`check_bytes`].
 async fn cached<T, Fut>(
     state: &AppState,
     tenant: &profwatch_model::Tenant,
     route: &str,
     params: &HashMap<String, String>,
+    rows: (fn(&T) -> usize, &str),
     run: Fut,
 ) -> Result<Response, ApiError>
 where
@@ -32,9 +58,12 @@ where
     Fut: std::future::Future<Output = Result<T, profwatch_store::StoreError>>,
 {
     let encode = |v: T| {
-        serde_json::to_vec(&v)
+        check_rows(state.cfg.max_answer_rows, rows.0(&v), rows.1)?;
+        let body = serde_json::to_vec(&v)
             .map(bytes::Bytes::from)
-            .map_err(|e| ApiError::Internal(format!("encoding an answer: {e}")))
+            .map_err(|e| ApiError::Internal(format!("encoding an answer: {e}")))?;
+        check_bytes(state.cfg.max_answer_bytes, body.len())?;
+        Ok::<_, ApiError>(body)
     };
     let reply = |body: bytes::Bytes, stale: bool| {
         let mut r = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
@@ -113,13 +142,14 @@ pub async fn services(
     let tenant = auth::tenant(&state.cfg, &headers)?;
     let q = ServicesQuery {
         tenant,
-        range: params.range("", None)?,
+        range: state.range(&params, "", None)?,
     };
     cached(
         &state,
         &q.tenant,
         "services",
         &params,
+        (Vec::len, "services"),
         state.store.services(&q),
     )
     .await
@@ -135,7 +165,7 @@ pub async fn endpoints(
     let q = EndpointsQuery {
         tenant,
         service: params.required("service")?.to_owned(),
-        range: params.range("", None)?,
+        range: state.range(&params, "", None)?,
         group_by: group_by(&params)?,
     };
     cached(
@@ -143,6 +173,7 @@ pub async fn endpoints(
         &q.tenant,
         "endpoints",
         &params,
+        (Vec::len, "endpoint rows"),
         state.store.endpoints(&q),
     )
     .await
@@ -156,7 +187,7 @@ pub async fn series(
 ) -> Result<Response, ApiError> {
     params.only(&["service", "from", "to", "step"])?;
     let tenant = auth::tenant(&state.cfg, &headers)?;
-    let r = params.range("", None)?;
+    let r = state.range(&params, "", None)?;
     let q = profwatch_model::query::SeriesQuery {
         tenant,
         service: params.required("service")?.to_owned(),
@@ -168,6 +199,10 @@ pub async fn series(
         &q.tenant,
         "series",
         &params,
+        (
+            |all: &Vec<EndpointSeries>| all.iter().map(|e| e.points.len()).sum(),
+            "points (endpoints × buckets)",
+        ),
         state.store.endpoint_series(&q),
     )
     .await
@@ -180,7 +215,7 @@ pub async fn timeseries(
 ) -> Result<Response, ApiError> {
     params.only(&["service", "endpoint", "from", "to", "step", "group_by"])?;
     let tenant = auth::tenant(&state.cfg, &headers)?;
-    let r = params.range("", None)?;
+    let r = state.range(&params, "", None)?;
     let q = TimeseriesQuery {
         tenant,
         service: params.required("service")?.to_owned(),
@@ -194,6 +229,7 @@ pub async fn timeseries(
         &q.tenant,
         "timeseries",
         &params,
+        (Vec::len, "points (buckets × series)"),
         state.store.timeseries(&q),
     )
     .await

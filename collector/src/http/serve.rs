@@ -7,19 +7,40 @@
 //! and a client that fails it (plain HTTP, an untrusted or missing client certificate) is
 //! dropped before hyper sees a byte.
 //!
+//! Writes have a deadline too (`limits.write_timeout`): an answer that makes no progress for
+//! that long, its client no longer reading, fails its connection, which frees the connection's
+//! task and buffers (tokio-io-timeout under TLS and hyper, so it holds for both).
+//!
 //! Invariant: on shutdown the listener closes first, then every connection is told to finish its
 //! request in flight and close, and `serve` returns once all have.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_io_timeout::TimeoutStream;
 use tokio_rustls::TlsAcceptor;
+
+/// How long a client may take to send its request headers (`header`; also the TLS handshake
+/// and an idle keep-alive), and to read any of an answer (`write`).
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub header: Duration,
+    pub write: Duration,
+}
+
+/// `stream` whose writes fail once one makes no progress for `write`.
+fn with_write_deadline(stream: TcpStream, write: Duration) -> Pin<Box<TimeoutStream<TcpStream>>> {
+    let mut s = TimeoutStream::new(stream);
+    s.set_write_timeout(Some(write));
+    Box::pin(s)
+}
 
 /// Serves `app` on `listener` (over TLS when `tls` is set) until `shutdown` resolves, then
 /// drains the connections.
@@ -27,9 +48,10 @@ pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     app: Router,
-    header_timeout: Duration,
+    timeouts: Timeouts,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
+    let header_timeout = timeouts.header;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (done_tx, done_rx) = watch::channel(());
     tokio::pin!(shutdown);
@@ -54,6 +76,7 @@ pub async fn serve(
         let mut stop = stop_rx.clone();
         let done = done_rx.clone();
         let tls = tls.clone();
+        let stream = with_write_deadline(stream, timeouts.write);
         tokio::spawn(async move {
             match tls {
                 None => serve_connection(stream, service, header_timeout, &mut stop).await,

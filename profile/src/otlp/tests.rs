@@ -478,6 +478,7 @@ fn an_empty_request_is_nothing() {
 
 mod properties {
     use super::*;
+    use profwatch_testkit::alloc::within;
     use proptest::prelude::*;
 
     fn limits() -> ProfileLimits {
@@ -496,7 +497,11 @@ mod properties {
 
     fn check(bytes: &[u8]) -> Result<(), TestCaseError> {
         let l = limits();
-        if let Ok(c) = convert_with(bytes, &l) {
+        // A small multiple of the input and of the frame bytes allowed.
+        let bound = 64 * 1024 + 16 * bytes.len() + 4 * l.max_frame_bytes;
+        let converted = within("an OTLP decode", bound, || convert_with(bytes, &l))
+            .map_err(TestCaseError::fail)?;
+        if let Ok(c) = converted {
             for s in c.batches.iter().flat_map(|b| &b.samples) {
                 prop_assert!(s.frames.len() <= l.max_frames);
             }

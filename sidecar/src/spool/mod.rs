@@ -29,8 +29,8 @@ pub(crate) mod faults;
 mod record;
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::{self, Read};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -412,17 +412,12 @@ fn seq_of(path: &Path) -> Option<u64> {
         .flatten()
 }
 
-/// 64 random bits from `/dev/urandom` (time and pid mixed in if it cannot be read).
+/// 64 random bits from the operating system (time and pid mixed, if it has none to give).
 pub(crate) fn random_u64() -> u64 {
-    let mut buf = [0u8; 8];
-    if File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .is_ok()
-    {
-        return u64::from_le_bytes(buf);
-    }
-    let nanos = profwatch_model::timefmt::now_ns() as u64;
-    nanos ^ (u64::from(std::process::id()) << 32) ^ 0x9e37_79b9_7f4a_7c15
+    getrandom::u64().unwrap_or_else(|_| {
+        let nanos = profwatch_model::timefmt::now_ns() as u64;
+        nanos ^ (u64::from(std::process::id()) << 32) ^ 0x9e37_79b9_7f4a_7c15
+    })
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ async fn events_are_batched_enriched_and_carry_unique_keys() {
     let mock = MockCollector::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = config(&mock.url, dir.path());
-    cfg.token = Some("tok".into());
+    *cfg.token = Some("tok".into());
     let sidecar = Sidecar::start(cfg).await.expect("start");
     let body: String = (0..250).map(|i| line("svc", &format!("b{i}"))).collect();
     send_unix(&sidecar, body.into_bytes()).await;
@@ -184,7 +184,7 @@ async fn a_401_after_a_token_rotation_keeps_every_event_until_the_right_token() 
     mock.require_token("new-token");
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = config(&mock.url, dir.path());
-    cfg.token = Some("old-token".into());
+    *cfg.token = Some("old-token".into());
     let sidecar = Sidecar::start(cfg).await.expect("start");
     let body: String = (0..300).map(|i| line("svc", &format!("t{i}"))).collect();
     send_unix(&sidecar, body.into_bytes()).await;
@@ -230,7 +230,7 @@ async fn a_401_after_a_token_rotation_keeps_every_event_until_the_right_token() 
     .stats();
     assert_eq!(on_disk.events, 300, "nothing was deleted");
     let mut cfg = config(&mock.url, dir.path());
-    cfg.token = Some("new-token".into());
+    *cfg.token = Some("new-token".into());
     let sidecar = Sidecar::start(cfg).await.expect("restart");
     assert!(
         eventually(Duration::from_secs(10), || {

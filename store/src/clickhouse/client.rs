@@ -53,24 +53,16 @@ pub fn base_client(cfg: &ClickHouseConfig, url: &str) -> Result<Client, StoreErr
 /// A client over the HTTP client the `clickhouse` crate makes by default (keep-alive below
 /// ClickHouse's 3 s), with the public roots and the certificates of `ca_file` trusted.
 fn client_trusting(ca_file: &std::path::Path) -> Result<Client, StoreError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-    let bad = |why: String| {
-        StoreError::Config(format!("--clickhouse-ca-file {}: {why}", ca_file.display()))
-    };
-    let pem = std::fs::read(ca_file).map_err(|e| bad(e.to_string()))?;
+    let bad = |why: String| StoreError::Config(format!("--clickhouse-ca-file: {why}"));
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let mut added = 0;
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| bad(format!("not PEM certificates: {e}")))?;
-        roots
-            .add(cert)
-            .map_err(|e| bad(format!("a certificate rustls refuses: {e}")))?;
-        added += 1;
-    }
-    if added == 0 {
-        return Err(bad("holds no certificate".to_owned()));
+    for cert in profwatch_model::tls::certificates(ca_file).map_err(|e| bad(e.to_string()))? {
+        roots.add(cert).map_err(|e| {
+            bad(format!(
+                "{}: a certificate rustls refuses: {e}",
+                ca_file.display()
+            ))
+        })?;
     }
     let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
         rustls::crypto::ring::default_provider(),

@@ -12,6 +12,7 @@ use profwatch_model::{RequestEvent, Tenant};
 use serde::{Deserialize, Serialize};
 
 use super::client::{day_of, query_error, start_insert, unavailable, NS_PER_SECOND};
+use super::dedup::Dedup;
 use super::rollups::{bind_all, merged_stats, Bind, Partials, Split, ROLLUP_TABLE};
 use crate::StoreError;
 
@@ -41,11 +42,13 @@ pub async fn insert(
     client: &Client,
     tenant: &Tenant,
     events: &[RequestEvent],
+    dedup: &Dedup,
 ) -> Result<(), StoreError> {
     let count = events.len();
     let context = |step: &str| format!("inserting {count} events for tenant {tenant}: {step}");
     let mut insert = start_insert::<EventRow<'_>>(client, EVENTS_TABLE)
         .await
+        .map(|ins| dedup.apply(ins))
         .map_err(|e| unavailable(&context("starting"), e))?;
     for event in events {
         insert

@@ -25,8 +25,8 @@ const CLAIM_SETTLE: Duration = Duration::from_millis(50);
 /// the earliest live claim writes; the others answer 429 and, retried, find the key. Never loses
 /// a batch: what remains possible is a duplicate when a claimant crashes between the insert and
 /// the key's record and a retry comes after its claim expired, or when two claims are written
-/// more than [`CLAIM_SETTLE`] apart in an order opposite to their clocks. (Servers with
-/// `insert_deduplication_token` for plain MergeTree could close those windows; 18.16 has none.)
+/// more than [`CLAIM_SETTLE`] apart in an order opposite to their clocks. Servers from 22.2 close
+/// both: the write carries the key as `insert_deduplication_token` (`dedup.rs`); 18.16 has none.
 pub async fn write_once(
     client: &Client,
     tenant: &Tenant,

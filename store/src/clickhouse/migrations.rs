@@ -115,13 +115,30 @@ impl DdlContext {
 }
 
 /// One schema change: tables created in order, then materialized views over them (each
-/// back-filled from the rows already there), then the version is recorded.
+/// back-filled from the rows already there), then columns added to existing tables, then the
+/// version is recorded.
 #[derive(Debug)]
 pub struct Migration {
     pub version: u32,
     pub name: &'static str,
     pub tables: fn(&DdlContext) -> Vec<TableDdl>,
     pub views: fn(&DdlContext) -> Vec<ViewDdl>,
+    pub columns: fn(&DdlContext) -> Vec<ColumnDdl>,
+}
+
+/// A column added to an existing table (on a cluster: to its local table on every node and to
+/// its `Distributed` table). 18.16 knows no `ADD COLUMN IF NOT EXISTS`, so the migration asks
+/// `system.columns` first: a column already there is left alone.
+#[derive(Debug, Clone)]
+pub struct ColumnDdl {
+    pub table: &'static str,
+    pub column: &'static str,
+    /// The type and default, e.g. `UInt64 DEFAULT 0`.
+    pub ty: String,
+}
+
+fn no_columns(_ctx: &DdlContext) -> Vec<ColumnDdl> {
+    Vec::new()
 }
 
 /// A materialized view that feeds `target` from every insert into `source`. On a cluster it
@@ -254,6 +271,27 @@ impl Layout {
 }
 
 impl Layout {
+    /// The tables a column is added to, each with its `ALTER TABLE ... ADD COLUMN` statement:
+    /// the local table first, then (on a cluster) the `Distributed` one over it.
+    pub fn render_column(&self, c: &ColumnDdl) -> Vec<(String, String)> {
+        let mut tables = vec![self.local_name(c.table)];
+        if matches!(self, Layout::Cluster { .. }) {
+            tables.push(c.table.to_owned());
+        }
+        tables
+            .into_iter()
+            .map(|t| {
+                let sql = format!(
+                    "ALTER TABLE {t}{on} ADD COLUMN {column} {ty}",
+                    on = self.on_cluster(),
+                    column = c.column,
+                    ty = c.ty,
+                );
+                (t, sql)
+            })
+            .collect()
+    }
+
     /// The `CREATE MATERIALIZED VIEW` statement: on a cluster, over the local tables.
     pub fn render_view(&self, v: &ViewDdl) -> String {
         format!(
@@ -302,44 +340,76 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "create events",
         tables: create_events,
         views: no_views,
+        columns: no_columns,
     },
     Migration {
         version: 2,
         name: "create samples and stacks",
         tables: create_profiles,
         views: no_views,
+        columns: no_columns,
     },
     Migration {
         version: 3,
         name: "create regressions",
         tables: create_regressions,
         views: no_views,
+        columns: no_columns,
     },
     Migration {
         version: 4,
         name: "create batch_keys",
         tables: create_batch_keys,
         views: no_views,
+        columns: no_columns,
     },
     Migration {
         version: 5,
         name: "create leases",
         tables: create_leases,
         views: no_views,
+        columns: no_columns,
     },
     Migration {
         version: 6,
         name: "create batch_claims",
         tables: create_batch_claims,
         views: no_views,
+        columns: no_columns,
     },
     Migration {
         version: 7,
         name: "create events_rollup, its view, back-fill",
         tables: super::rollups::create_tables,
         views: super::rollups::create_views,
+        columns: no_columns,
+    },
+    Migration {
+        version: 8,
+        name: "keyed 128-bit stack ids: stack_key, samples.stack_hash_hi, stacks.hash_hi",
+        tables: super::stack_key::create_tables,
+        views: no_views,
+        columns: stack_id_high_halves,
     },
 ];
+
+/// Stack ids grow from 64 to 128 bits (`stack_ids.rs`): each table that holds one gains its
+/// high half. Rows written before read as a high half of 0 under their old 64-bit hash, which
+/// their own stacks rows share, so they stay readable until the retention drops them.
+fn stack_id_high_halves(ctx: &DdlContext) -> Vec<ColumnDdl> {
+    vec![
+        ColumnDdl {
+            table: "samples",
+            column: "stack_hash_hi",
+            ty: format!("UInt64 DEFAULT 0{}", ctx.codec("ZSTD")),
+        },
+        ColumnDdl {
+            table: "stacks",
+            column: "hash_hi",
+            ty: "UInt64 DEFAULT 0".to_owned(),
+        },
+    ]
+}
 
 /// Claims on an idempotency key by a collector about to store its batch: the earliest live
 /// claim stores it, concurrent retries of the same batch back off (see `write_once`).
@@ -563,22 +633,47 @@ pub async fn run(
         let views = (migration.views)(ctx);
         // Views start feeding their tables before the back-fill reads the source, so no
         // row is left out; a row inserted between the two is counted twice (see rollups.rs).
+        // Each statement with the (table, column) it adds, if it adds one.
         let statements = (migration.tables)(ctx)
             .iter()
             .flat_map(|t| layout.render(t))
             .chain(views.iter().map(|v| layout.render_view(v)))
             .chain(views.iter().flat_map(|v| layout.render_backfill(v)))
+            .map(|sql| (None, sql))
+            .chain((migration.columns)(ctx).iter().flat_map(|c| {
+                layout
+                    .render_column(c)
+                    .into_iter()
+                    .map(|(table, sql)| (Some((table, c.column)), sql))
+            }))
             .collect::<Vec<_>>();
-        for statement in statements {
-            client.query(&statement).execute().await.map_err(|e| {
-                query_error(
-                    &format!(
-                        "migration {} ({}) on ClickHouse {}",
-                        migration.version, migration.name, server.raw
-                    ),
-                    e,
-                )
-            })?;
+        let context = || {
+            format!(
+                "migration {} ({}) on ClickHouse {}",
+                migration.version, migration.name, server.raw
+            )
+        };
+        for (adds, statement) in statements {
+            if let Some((table, column)) = adds {
+                let present: u64 = client
+                    .query(
+                        "SELECT count() FROM system.columns \
+                         WHERE database = currentDatabase() AND table = ? AND name = ?",
+                    )
+                    .bind(table.as_str())
+                    .bind(column)
+                    .fetch_one()
+                    .await
+                    .map_err(|e| query_error(&context(), e))?;
+                if present > 0 {
+                    continue;
+                }
+            }
+            client
+                .query(&statement)
+                .execute()
+                .await
+                .map_err(|e| query_error(&context(), e))?;
         }
         client
             .query(
@@ -711,6 +806,33 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_column_is_added_to_the_local_table_then_the_distributed_one() {
+        let ctx = DdlContext {
+            modern: false,
+            retention_days: 30,
+        };
+        let samples = &stack_id_high_halves(&ctx)[0];
+        assert_eq!(
+            Layout::Single.render_column(samples),
+            [(
+                "samples".to_owned(),
+                "ALTER TABLE samples ADD COLUMN stack_hash_hi UInt64 DEFAULT 0".to_owned()
+            )]
+        );
+        let on_cluster = cluster(true, false).render_column(samples);
+        assert_eq!(
+            on_cluster
+                .iter()
+                .map(|(t, _)| t.as_str())
+                .collect::<Vec<_>>(),
+            ["samples_local", "samples"]
+        );
+        assert!(on_cluster[0]
+            .1
+            .starts_with("ALTER TABLE samples_local ON CLUSTER c1 ADD COLUMN stack_hash_hi"));
     }
 
     #[test]

@@ -49,13 +49,15 @@
 //! `migrations.rs` (the schema), `cluster.rs` (nodes, layout and DDL in cluster mode),
 //! `retention.rs` (TTL and dropped partitions), `events.rs` (the events insert and queries),
 //! `rollups.rs` (the per-minute rollup: its table, view and the queries' SQL over it),
-//! `keys.rs` (idempotency keys), `leases.rs`, `profiles.rs` (stacks and samples) and
-//! `analysis.rs` (the analyzer's reads and regression records).
+//! `keys.rs` (idempotency keys), `leases.rs`, `profiles.rs` (stacks and samples),
+//! `stack_key.rs` (the key of the stack ids) and `analysis.rs` (the analyzer's reads and
+//! regression records).
 
 mod analysis;
 mod client;
 mod cluster;
 mod config;
+mod dedup;
 mod events;
 mod keys;
 mod leases;
@@ -63,6 +65,7 @@ pub mod migrations;
 mod profiles;
 mod retention;
 mod rollups;
+mod stack_key;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -81,6 +84,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 use self::client::{base_client, query_error, unix_days, NodeClient};
 pub use self::config::ClickHouseConfig;
+use self::dedup::Dedup;
 use self::migrations::{server_version, DdlContext, Layout, ServerVersion};
 use self::retention::LocalTables;
 use crate::{Store, StoreError, Written};
@@ -102,6 +106,8 @@ pub struct ClickHouseStore {
     client: Client,
     database: String,
     server: ServerVersion,
+    /// What the server offers for dropping retried batches (`dedup.rs`).
+    dedup: dedup::Support,
     layout: Layout,
     /// A client per node, bound to the database, for work on local tables (retention, TTL);
     /// on one server, that server.
@@ -109,7 +115,8 @@ pub struct ClickHouseStore {
     retention_days: u32,
     inserts: Semaphore,
     closed: AtomicBool,
-    /// Stacks written recently, so each is inserted at most once a day per process.
+    /// Stack ids under the database's key (`stack_key.rs`), and the stacks written recently,
+    /// so each is inserted at most once a day per process.
     known_stacks: profiles::KnownStacks,
     /// Whether summaries read the rollups ([`ClickHouseConfig::rollups`]).
     read: events::Read,
@@ -131,6 +138,8 @@ impl ClickHouseStore {
         };
         let applied = cluster::create_schema(&nodes, &layout, &cfg.database, &server, &ctx).await?;
         let client = cluster::session(base.with_database(cfg.database.clone()), &layout);
+        let dedup = dedup::Support::detect(&client, &server).await?;
+        let stack_ids = stack_key::load(&client).await?;
         let nodes = nodes
             .into_iter()
             .map(|n| NodeClient {
@@ -142,12 +151,13 @@ impl ClickHouseStore {
             client,
             database: cfg.database,
             server,
+            dedup,
             layout,
             nodes,
             retention_days,
             inserts: Semaphore::new(INSERT_PERMITS),
             closed: AtomicBool::new(false),
-            known_stacks: profiles::KnownStacks::default(),
+            known_stacks: profiles::KnownStacks::new(stack_ids),
             read: if cfg.rollups {
                 events::Read::Rollups
             } else {
@@ -157,6 +167,7 @@ impl ClickHouseStore {
         if store.server.is_modern() {
             store.local_tables().sync_ttl(retention_days).await?;
         }
+        dedup::sync_window(&store.nodes, &store.layout, &store.database, store.dedup).await?;
         let dropped = store.enforce_retention().await?;
         tracing::info!(
             server = %store.server.raw,
@@ -210,6 +221,48 @@ impl ClickHouseStore {
         }
     }
 
+    /// Inserts a batch of events, with its idempotency key (if any) as the server's
+    /// deduplication token where the server has them (`dedup.rs`).
+    async fn insert_events(
+        &self,
+        tenant: &Tenant,
+        events: Vec<RequestEvent>,
+        key: Option<&str>,
+    ) -> Result<(), StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        if events.is_empty() {
+            return Ok(());
+        }
+        let _permit = self.insert_permit().await?;
+        let dedup = Dedup::for_batch(self.dedup, tenant, key);
+        events::insert(&self.client, tenant, &events, &dedup).await
+    }
+
+    /// As [`Self::insert_events`], for profiles.
+    async fn insert_profiles(
+        &self,
+        tenant: &Tenant,
+        batches: Vec<ProfileBatch>,
+        key: Option<&str>,
+    ) -> Result<(), StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        if batches.iter().all(|b| b.samples.is_empty()) {
+            return Ok(());
+        }
+        let _permit = self.insert_permit().await?;
+        let dedup = Dedup::for_batch(self.dedup, tenant, key);
+        profiles::insert(&self.client, &self.known_stacks, tenant, &batches, &dedup).await
+    }
+
+    /// Whether the server drops a retried keyed batch by itself (`dedup.rs`).
+    pub fn deduplicates_by_token(&self) -> bool {
+        self.dedup.has_tokens()
+    }
+
     /// An insert slot, or `Overloaded` when none frees up within [`PERMIT_WAIT`].
     async fn insert_permit(&self) -> Result<SemaphorePermit<'_>, StoreError> {
         match tokio::time::timeout(PERMIT_WAIT, self.inserts.acquire()).await {
@@ -238,14 +291,7 @@ impl Store for ClickHouseStore {
     }
 
     async fn write(&self, tenant: &Tenant, events: Vec<RequestEvent>) -> Result<(), StoreError> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(StoreError::Closed);
-        }
-        if events.is_empty() {
-            return Ok(());
-        }
-        let _permit = self.insert_permit().await?;
-        events::insert(&self.client, tenant, &events).await
+        self.insert_events(tenant, events, None).await
     }
 
     /// See `keys::write_once`: check the key, claim it, write, record the key.
@@ -255,7 +301,8 @@ impl Store for ClickHouseStore {
         key: &str,
         events: Vec<RequestEvent>,
     ) -> Result<Written, StoreError> {
-        keys::write_once(&self.client, tenant, key, self.write(tenant, events)).await
+        let write = self.insert_events(tenant, events, Some(key));
+        keys::write_once(&self.client, tenant, key, write).await
     }
 
     /// As [`Self::write_once`], for profiles.
@@ -265,13 +312,8 @@ impl Store for ClickHouseStore {
         key: &str,
         batches: Vec<ProfileBatch>,
     ) -> Result<Written, StoreError> {
-        keys::write_once(
-            &self.client,
-            tenant,
-            key,
-            self.write_profiles(tenant, batches),
-        )
-        .await
+        let write = self.insert_profiles(tenant, batches, Some(key));
+        keys::write_once(&self.client, tenant, key, write).await
     }
 
     async fn try_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
@@ -315,14 +357,7 @@ impl Store for ClickHouseStore {
         tenant: &Tenant,
         batches: Vec<ProfileBatch>,
     ) -> Result<(), StoreError> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(StoreError::Closed);
-        }
-        if batches.iter().all(|b| b.samples.is_empty()) {
-            return Ok(());
-        }
-        let _permit = self.insert_permit().await?;
-        profiles::insert(&self.client, &self.known_stacks, tenant, &batches).await
+        self.insert_profiles(tenant, batches, None).await
     }
 
     async fn profile(&self, q: &ProfileQuery) -> Result<StackProfile, StoreError> {

@@ -1,15 +1,25 @@
-//! Stack samples in ClickHouse: `stacks` holds each stack once per tenant under its content
-//! hash, `samples` refers to it. A write inserts the stacks this process has not written today
-//! first, then the samples, and is acknowledged only after both inserts; a failed samples insert
-//! leaves at most unreferenced stacks. Reads aggregate per (label set, stack) in SQL and join
-//! the frames of just the stacks in the answer.
+//! Stack samples in ClickHouse: `stacks` holds each stack once per tenant under its 128-bit
+//! id (`crate::stack_ids`, keyed by the database's `stack_key`; the low half in `hash`, the
+//! high half in `hash_hi`), `samples` refers to it (`stack_hash`, `stack_hash_hi`). A write
+//! inserts the stacks this process has not written today first, then the samples, and is
+//! acknowledged only after both inserts; a failed samples insert leaves at most unreferenced
+//! stacks. Reads aggregate per (label set, stack) in SQL and join the frames of just the stacks
+//! in the answer, on both halves.
+//!
+//! Rows written before the ids were keyed hold a 64-bit FNV hash and a high half of 0 in both
+//! tables, so they still join. What ClickHouse does not do is compare frames on insert, as the
+//! embedded memtable does: two stacks of one tenant share an id with odds of one in 2^128, and
+//! nobody without the key can choose such a pair. `stacks` is a `ReplacingMergeTree` sorted by
+//! `(tenant, hash)` (the sort key of a table cannot gain a column on 18.16), so two stacks whose
+//! low halves alone are equal (one in 2^64 per pair, again not choosable) could be folded into
+//! one row by a merge.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
 
 use ::clickhouse::Client;
 use profwatch_model::profile::{
-    stack_hash, ProfileBatch, ProfileQuery, ProfileRow, SampleLabels, StackProfile,
+    ProfileBatch, ProfileQuery, ProfileRow, SampleLabels, StackProfile,
 };
 use profwatch_model::query::TimeRange;
 use profwatch_model::timefmt::now_ns;
@@ -17,20 +27,32 @@ use profwatch_model::Tenant;
 use serde::{Deserialize, Serialize};
 
 use super::client::{day_of, query_error, start_insert, unavailable, unix_days};
+use super::dedup::Dedup;
+use crate::stack_ids::StackIds;
 use crate::StoreError;
 
 /// Bound on the remembered (tenant, stack, day) entries; past it the set starts over.
 const KNOWN_STACKS_CAP: usize = 1 << 20;
 
-/// (tenant, stack hash, day) triples already inserted by this process.
-#[derive(Debug, Default)]
-pub struct KnownStacks(Mutex<HashSet<(String, u64, i64)>>);
+/// How this process names stacks: the database's stack ids, and the (tenant, stack id, day)
+/// triples it already inserted.
+#[derive(Debug)]
+pub struct KnownStacks {
+    ids: StackIds,
+    inserted: Mutex<HashSet<(String, u128, i64)>>,
+}
+
+/// The halves of an id as stored: (`hash`, `hash_hi`).
+fn halves(id: u128) -> (u64, u64) {
+    (id as u64, (id >> 64) as u64)
+}
 
 #[derive(::clickhouse::Row, Serialize)]
 #[clickhouse(crate = "::clickhouse")]
 struct StackRow<'a> {
     tenant: &'a str,
     hash: u64,
+    hash_hi: u64,
     date: u16,
     frames: &'a [String],
 }
@@ -49,26 +71,35 @@ struct SampleRow<'a> {
     label_keys: Vec<&'a str>,
     label_values: Vec<&'a str>,
     stack_hash: u64,
+    stack_hash_hi: u64,
     samples: u64,
     cpu_ns: u64,
 }
 
 impl KnownStacks {
-    /// The stack hash of every sample, in order, and the stacks among them not yet inserted
+    /// Stacks named under `ids` (the database's key, `stack_key.rs`), none inserted yet.
+    pub fn new(ids: StackIds) -> KnownStacks {
+        KnownStacks {
+            ids,
+            inserted: Mutex::default(),
+        }
+    }
+
+    /// The stack id of every sample, in order, and the stacks among them not yet inserted
     /// for `tenant` on `today` (each once).
     fn split<'a>(
         &self,
         tenant: &Tenant,
         batches: &'a [ProfileBatch],
         today: i64,
-    ) -> (Vec<u64>, Vec<(u64, &'a [String])>) {
+    ) -> (Vec<u128>, Vec<(u128, &'a [String])>) {
         let mut hashes = Vec::new();
-        let mut new_stacks: Vec<(u64, &[String])> = Vec::new();
-        let set = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut new_stacks: Vec<(u128, &[String])> = Vec::new();
+        let set = self.inserted.lock().unwrap_or_else(|e| e.into_inner());
         let mut seen_here = HashSet::new();
         for b in batches {
             for s in &b.samples {
-                let h = stack_hash(&s.frames);
+                let h = self.ids.id(tenant.as_str(), &s.frames, 0);
                 hashes.push(h);
                 if !set.contains(&(tenant.0.clone(), h, today)) && seen_here.insert(h) {
                     new_stacks.push((h, &s.frames));
@@ -79,8 +110,8 @@ impl KnownStacks {
     }
 
     /// Remembers stacks inserted for `tenant` on `today`.
-    fn remember(&self, tenant: &Tenant, stacks: &[(u64, &[String])], today: i64) {
-        let mut set = self.0.lock().unwrap_or_else(|e| e.into_inner());
+    fn remember(&self, tenant: &Tenant, stacks: &[(u128, &[String])], today: i64) {
+        let mut set = self.inserted.lock().unwrap_or_else(|e| e.into_inner());
         if set.len() > KNOWN_STACKS_CAP {
             set.clear();
         }
@@ -97,6 +128,7 @@ pub async fn insert(
     known: &KnownStacks,
     tenant: &Tenant,
     batches: &[ProfileBatch],
+    dedup: &Dedup,
 ) -> Result<(), StoreError> {
     let count: usize = batches.iter().map(|b| b.samples.len()).sum();
     let context =
@@ -106,7 +138,7 @@ pub async fn insert(
     if !new_stacks.is_empty() {
         insert_stacks(client, tenant, &new_stacks, today, &context).await?;
     }
-    insert_samples(client, tenant, batches, &hashes, &context).await?;
+    insert_samples(client, tenant, batches, &hashes, dedup, &context).await?;
     known.remember(tenant, &new_stacks, today);
     Ok(())
 }
@@ -114,7 +146,7 @@ pub async fn insert(
 async fn insert_stacks(
     client: &Client,
     tenant: &Tenant,
-    stacks: &[(u64, &[String])],
+    stacks: &[(u128, &[String])],
     today: i64,
     context: &(dyn Fn(&str) -> String + Sync),
 ) -> Result<(), StoreError> {
@@ -122,10 +154,12 @@ async fn insert_stacks(
         .await
         .map_err(|e| unavailable(&context("starting the stacks insert"), e))?;
     let date = u16::try_from(today.max(0)).unwrap_or(u16::MAX);
-    for (hash, frames) in stacks {
+    for (id, frames) in stacks {
+        let (hash, hash_hi) = halves(*id);
         ins.write(&StackRow {
             tenant: tenant.as_str(),
-            hash: *hash,
+            hash,
+            hash_hi,
             date,
             frames,
         })
@@ -142,17 +176,20 @@ async fn insert_samples(
     client: &Client,
     tenant: &Tenant,
     batches: &[ProfileBatch],
-    hashes: &[u64],
+    hashes: &[u128],
+    dedup: &Dedup,
     context: &(dyn Fn(&str) -> String + Sync),
 ) -> Result<(), StoreError> {
     let mut ins = start_insert::<SampleRow<'_>>(client, "samples")
         .await
+        .map(|ins| dedup.apply(ins))
         .map_err(|e| unavailable(&context("starting the samples insert"), e))?;
     let mut hash_iter = hashes.iter();
     for b in batches {
         let l = &b.labels;
         for s in &b.samples {
-            let Some(h) = hash_iter.next() else { break };
+            let Some(id) = hash_iter.next() else { break };
+            let (stack_hash, stack_hash_hi) = halves(*id);
             ins.write(&SampleRow {
                 tenant: tenant.as_str(),
                 service: &l.service,
@@ -164,7 +201,8 @@ async fn insert_samples(
                 date: day_of(b.ts),
                 label_keys: l.extra.keys().map(String::as_str).collect(),
                 label_values: l.extra.values().map(String::as_str).collect(),
-                stack_hash: *h,
+                stack_hash,
+                stack_hash_hi,
                 samples: s.samples,
                 cpu_ns: s.cpu_ns,
             })
@@ -222,16 +260,20 @@ pub async fn query(client: &Client, q: &ProfileQuery) -> Result<StackProfile, St
                 toString(dc) AS dc, toString(host) AS host, label_keys, label_values, \
                 samples, cpu_ns, first_ts, last_ts, frames \
          FROM ( \
-            SELECT service, endpoint, build, dc, host, label_keys, label_values, stack_hash, \
+            SELECT service, endpoint, build, dc, host, label_keys, label_values, \
+                   stack_hash, stack_hash_hi, \
                    sum(samples) AS samples, sum(cpu_ns) AS cpu_ns, \
                    min(ts) AS first_ts, max(ts) AS last_ts \
             FROM samples WHERE {where_sql} \
-            GROUP BY service, endpoint, build, dc, host, label_keys, label_values, stack_hash \
+            GROUP BY service, endpoint, build, dc, host, label_keys, label_values, \
+                     stack_hash, stack_hash_hi \
          ) AS per_stack ALL INNER JOIN ( \
-            SELECT hash AS stack_hash, any(frames) AS frames FROM stacks \
-            WHERE tenant = ? AND hash IN (SELECT stack_hash FROM samples WHERE {where_sql}) \
-            GROUP BY hash \
-         ) AS frames_of USING stack_hash"
+            SELECT hash AS stack_hash, hash_hi AS stack_hash_hi, any(frames) AS frames \
+            FROM stacks \
+            WHERE tenant = ? AND (hash, hash_hi) IN \
+                  (SELECT stack_hash, stack_hash_hi FROM samples WHERE {where_sql}) \
+            GROUP BY hash, hash_hi \
+         ) AS frames_of USING (stack_hash, stack_hash_hi)"
     );
     // Both sides of the join are named (current servers refuse unnamed joined subqueries) and
     // the join is `ALL` (the right side has one row per hash): since 20.x `ANY INNER JOIN` also
@@ -261,12 +303,12 @@ pub async fn query(client: &Client, q: &ProfileQuery) -> Result<StackProfile, St
                 host: r.host,
                 extra: r.label_keys.into_iter().zip(r.label_values).collect(),
             },
-            frames: r.frames,
+            frames: r.frames.into(),
             samples: r.samples,
             cpu_ns: r.cpu_ns,
         })
         .collect();
-    out.sort_by(|a, b| (&a.labels, &a.frames).cmp(&(&b.labels, &b.frames)));
+    StackProfile::sort_rows(&mut out);
     Ok(StackProfile { rows: out, span })
 }
 

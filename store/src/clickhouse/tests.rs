@@ -509,3 +509,147 @@ fn names_spliced_into_cluster_ddl_are_plain_identifiers() {
         assert!(cluster_name(bad).is_err(), "{bad:?}");
     }
 }
+
+/// A keyed batch inserted twice, as when its collector died between the insert and the key's
+/// record and the client's retry came after the claim expired (`keys::write_once`): on a server
+/// with deduplication tokens it is stored once, in the raw rows and in the rollup the view
+/// feeds; on an older server (18.16) twice, the window `write_once` documents. Batches without
+/// a key are never taken for repeats, however alike. The test command runs this on 18.16 and
+/// on a current engine (chDB).
+#[tokio::test]
+async fn a_keyed_batch_inserted_again_is_stored_once_where_the_server_has_tokens() {
+    with_database(|cfg| async move {
+        use super::dedup::Dedup;
+        use super::{events, profiles};
+        use profwatch_model::profile::{ProfileBatch, SampleLabels, StackSample};
+
+        let store = ClickHouseStore::connect(cfg).await.expect("connect");
+        let tenant = Tenant("dedup".into());
+        let minute = 60 * NS_PER_SECOND;
+        // Whole minutes, an hour back: the rollup answers for all of them.
+        let base = (now_ns() / minute - 60) * minute;
+        let batch = |endpoint: &str| -> Vec<RequestEvent> {
+            (0..40)
+                .map(|i| {
+                    event(
+                        base + i * NS_PER_SECOND,
+                        endpoint,
+                        "1",
+                        1_000 + i as u64,
+                        1.0,
+                    )
+                })
+                .collect()
+        };
+        let keyed = Dedup::for_batch(store.dedup, &tenant, Some("batch-7"));
+        let unkeyed = Dedup::for_batch(store.dedup, &tenant, None);
+        assert_eq!(
+            matches!(keyed, Dedup::Token { .. }),
+            store.deduplicates_by_token(),
+            "{keyed:?} on ClickHouse {}",
+            store.server.raw
+        );
+        for _ in 0..2 {
+            events::insert(&store.client, &tenant, &batch("GET /keyed"), &keyed)
+                .await
+                .expect("keyed insert");
+            events::insert(&store.client, &tenant, &batch("GET /unkeyed"), &unkeyed)
+                .await
+                .expect("unkeyed insert");
+        }
+        let once_if_tokens = if store.deduplicates_by_token() {
+            40
+        } else {
+            80
+        };
+
+        let raw = |endpoint: &'static str| {
+            let client = store.client.clone();
+            let tenant = tenant.clone();
+            async move {
+                client
+                    .query("SELECT count() FROM events WHERE tenant = ? AND endpoint = ?")
+                    .bind(tenant.as_str())
+                    .bind(endpoint)
+                    .fetch_one::<u64>()
+                    .await
+                    .expect("count events")
+            }
+        };
+        assert_eq!(
+            raw("GET /keyed").await,
+            once_if_tokens,
+            "keyed batch, raw rows"
+        );
+        assert_eq!(
+            raw("GET /unkeyed").await,
+            80,
+            "a batch without a key, twice"
+        );
+
+        let rollup: Vec<(String, f64)> = store
+            .endpoints(&EndpointsQuery {
+                tenant: tenant.clone(),
+                service: "checkout".into(),
+                range: TimeRange {
+                    from: base,
+                    to: base + 2 * minute,
+                },
+                group_by: GroupBy::None,
+            })
+            .await
+            .expect("endpoints")
+            .into_iter()
+            .map(|r| (r.endpoint, r.stats.requests))
+            .collect();
+        assert_eq!(
+            rollup,
+            [
+                ("GET /keyed".to_owned(), once_if_tokens as f64),
+                ("GET /unkeyed".to_owned(), 80.0)
+            ],
+            "requests as the endpoints summary (rollup) counts them"
+        );
+
+        let profile = vec![ProfileBatch {
+            ts: base,
+            labels: SampleLabels {
+                service: "checkout".into(),
+                endpoint: "GET /keyed".into(),
+                build: "1".into(),
+                dc: "eu1".into(),
+                host: "web-1".into(),
+                extra: Default::default(),
+            },
+            samples: vec![StackSample {
+                frames: vec!["main".into(), "price".into()],
+                samples: 3,
+                cpu_ns: 30_000_000,
+            }],
+        }];
+        for _ in 0..2 {
+            profiles::insert(
+                &store.client,
+                &store.known_stacks,
+                &tenant,
+                &profile,
+                &keyed,
+            )
+            .await
+            .expect("keyed profile insert");
+        }
+        let samples: u64 = store
+            .client
+            .query("SELECT count() FROM samples WHERE tenant = ?")
+            .bind(tenant.as_str())
+            .fetch_one()
+            .await
+            .expect("count samples");
+        assert_eq!(
+            samples,
+            once_if_tokens / 40,
+            "keyed profile batch, sample rows"
+        );
+    })
+    .await;
+}

@@ -183,7 +183,7 @@ fn merge_profiles(
     for seg in inputs {
         let Some(p) = &seg.profile else { continue };
         let map: Vec<u32> = p.series.iter().map(|k| dict.intern_key(k)).collect();
-        let all = |_: u64| true;
+        let all = |_: u128| true;
         profile_segment::scan(
             p,
             |chunk| {

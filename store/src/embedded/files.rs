@@ -225,6 +225,27 @@ pub(super) fn put_in_place(
     Ok(bytes)
 }
 
+/// Runs `read` of the Parquet file `path`, turning a panic of the Parquet reader into the
+/// file's `Corrupt` error. The reader asserts on some damaged footers (a negative column offset,
+/// found by the segment property tests): a damaged file must not take a query thread, or the
+/// process, down with it.
+pub(super) fn guarded<T>(
+    path: &Path,
+    read: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_owned());
+        Err(StoreError::Corrupt {
+            path: path.display().to_string(),
+            detail: format!("the Parquet reader failed: {why}"),
+        })
+    })
+}
+
 pub(super) fn pq(path: &Path, e: parquet::errors::ParquetError) -> StoreError {
     StoreError::Corrupt {
         path: path.display().to_string(),
@@ -244,6 +265,10 @@ pub(super) struct Footer {
 
 impl Footer {
     pub fn read(path: &Path) -> Result<Footer, StoreError> {
+        guarded(path, || Footer::read_unguarded(path))
+    }
+
+    fn read_unguarded(path: &Path) -> Result<Footer, StoreError> {
         let file = File::open(path).map_err(|e| StoreError::io("open", path, e))?;
         let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
         let reader = SerializedFileReader::new(file).map_err(|e| pq(path, e))?;
@@ -321,4 +346,18 @@ pub(super) fn read_i32(
         }
     }
     Ok(())
+}
+
+/// Damages the file at `path` as the segment property tests do: byte `at` XORed with `xor`, or
+/// the file cut short there.
+#[cfg(test)]
+pub(super) fn damage(path: &Path, at: proptest::sample::Index, xor: u8, cut: bool) {
+    let mut bytes = std::fs::read(path).expect("read");
+    let i = at.index(bytes.len());
+    if cut {
+        bytes.truncate(i);
+    } else {
+        bytes[i] ^= xor;
+    }
+    std::fs::write(path, &bytes).expect("damage");
 }

@@ -4,16 +4,17 @@
 //! build, dc, host and labels. Rows refer to their series by index, so the per-row cost of those
 //! strings is four bytes. The same layout is what a segment file holds.
 
-use std::collections::hash_map::DefaultHasher;
+use std::collections::hash_map::{DefaultHasher, Entry};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use profwatch_model::profile::{stack_hash, ProfileBatch, SampleLabels};
+use profwatch_model::profile::{ProfileBatch, SampleLabels};
 use profwatch_model::{RequestEvent, Tenant};
 use serde::{Deserialize, Serialize};
 
 use super::keys::IdemKey;
+use crate::stack_ids::StackIds;
 
 /// The identity of a series.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -177,13 +178,13 @@ impl Rows {
     }
 }
 
-/// Stack samples, one vector per column, all of the same length. `stack` is the content hash
-/// of the frames, which live once per table in a [`Stacks`] map.
+/// Stack samples, one vector per column, all of the same length. `stack` is the stack's id
+/// (`stack_ids`), its frames live once per table in a [`Stacks`] map.
 #[derive(Debug, Default, Clone)]
 pub struct SampleRows {
     pub ts: Vec<i64>,
     pub series: Vec<u32>,
-    pub stack: Vec<u64>,
+    pub stack: Vec<u128>,
     pub samples: Vec<u64>,
     pub cpu_ns: Vec<u64>,
 }
@@ -197,7 +198,7 @@ impl SampleRows {
         self.ts.is_empty()
     }
 
-    pub fn push(&mut self, ts: i64, series: u32, stack: u64, samples: u64, cpu_ns: u64) {
+    pub fn push(&mut self, ts: i64, series: u32, stack: u128, samples: u64, cpu_ns: u64) {
         self.ts.push(ts);
         self.series.push(series);
         self.stack.push(stack);
@@ -206,8 +207,12 @@ impl SampleRows {
     }
 }
 
-/// Frames by stack hash.
-pub type Stacks = HashMap<u64, Arc<[String]>>;
+/// Frames by stack id (`stack_ids`).
+pub type Stacks = HashMap<u128, Arc<[String]>>;
+
+/// Probes past a colliding id before a sample is given up (with the keyed id, one collision
+/// is a one-in-2^128 event; 64 in a row do not happen).
+const MAX_PROBES: u32 = 64;
 
 /// The rows of one WAL generation, in memory.
 #[derive(Debug)]
@@ -217,18 +222,24 @@ pub struct MemTable {
     pub rows: Rows,
     pub samples: SampleRows,
     pub stacks: Stacks,
+    /// How stack ids are made (the data directory's key).
+    pub stack_ids: StackIds,
+    /// Stacks whose first id was taken by other frames, re-keyed (see `stack_ids`).
+    pub stack_collisions: u64,
     /// Idempotency keys of the batches in this memtable.
     pub keys: Vec<IdemKey>,
 }
 
 impl MemTable {
-    pub fn new(gen: u64) -> Self {
+    pub fn new(gen: u64, stack_ids: StackIds) -> Self {
         MemTable {
             gen,
             dict: SeriesDict::default(),
             rows: Rows::default(),
             samples: SampleRows::default(),
             stacks: Stacks::new(),
+            stack_ids,
+            stack_collisions: 0,
             keys: Vec::new(),
         }
     }
@@ -249,17 +260,42 @@ impl MemTable {
         }
     }
 
-    pub fn insert_profiles(&mut self, tenant: &Tenant, batches: &[ProfileBatch]) {
+    /// Adds stack samples; returns how many stacks met another stack's id on the way (each
+    /// took the next probe).
+    pub fn insert_profiles(&mut self, tenant: &Tenant, batches: &[ProfileBatch]) -> u64 {
+        let before = self.stack_collisions;
         for b in batches {
             let series = self.dict.intern_labels(tenant.as_str(), &b.labels);
             for s in &b.samples {
-                let h = stack_hash(&s.frames);
-                self.stacks
-                    .entry(h)
-                    .or_insert_with(|| Arc::from(s.frames.clone().into_boxed_slice()));
-                self.samples.push(b.ts, series, h, s.samples, s.cpu_ns);
+                if let Some(h) = self.stack_id(tenant, &s.frames) {
+                    self.samples.push(b.ts, series, h, s.samples, s.cpu_ns);
+                }
             }
         }
+        self.stack_collisions - before
+    }
+
+    /// The id of `frames`, its frames held under it: the first probe whose id is free or
+    /// holds these very frames. `None` (the sample dropped, logged) only past [`MAX_PROBES`].
+    fn stack_id(&mut self, tenant: &Tenant, frames: &[String]) -> Option<u128> {
+        for probe in 0..MAX_PROBES {
+            let h = self.stack_ids.id(tenant.as_str(), frames, probe);
+            match self.stacks.entry(h) {
+                Entry::Vacant(v) => {
+                    v.insert(Arc::from(frames.to_vec().into_boxed_slice()));
+                    return Some(h);
+                }
+                Entry::Occupied(o) if o.get().as_ref() == frames => return Some(h),
+                Entry::Occupied(_) => {
+                    self.stack_collisions += 1;
+                    tracing::warn!(tenant = %tenant.as_str(), probe,
+                        "two stacks share an id; the later one takes the next");
+                }
+            }
+        }
+        tracing::error!(tenant = %tenant.as_str(), probes = MAX_PROBES,
+            "a stack collided with other frames at every probe; its sample is dropped");
+        None
     }
 
     /// A copy (for freezing an active memtable that a query still reads).
@@ -270,6 +306,8 @@ impl MemTable {
             rows: self.rows.clone(),
             samples: self.samples.clone(),
             stacks: self.stacks.clone(),
+            stack_ids: self.stack_ids,
+            stack_collisions: self.stack_collisions,
             keys: self.keys.clone(),
         }
     }
@@ -313,4 +351,69 @@ pub fn sort_rows(keys: &[Arc<SeriesKey>], rows: &Rows) -> (Vec<Arc<SeriesKey>>, 
     }
     let sorted_keys = order.iter().map(|id| keys[*id as usize].clone()).collect();
     (sorted_keys, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use profwatch_model::profile::StackSample;
+
+    use super::*;
+
+    fn batch(frames: &[&str], samples: u64) -> ProfileBatch {
+        ProfileBatch {
+            ts: 1,
+            labels: SampleLabels {
+                service: "shop".into(),
+                ..Default::default()
+            },
+            samples: vec![StackSample {
+                frames: frames.iter().map(|f| (*f).to_owned()).collect(),
+                samples,
+                cpu_ns: 0,
+            }],
+        }
+    }
+
+    fn frames_of(mt: &MemTable, row: usize) -> Vec<String> {
+        mt.stacks[&mt.samples.stack[row]].to_vec()
+    }
+
+    /// Every stack's first id is the same here (a collision every time): each keeps its own
+    /// frames under the next free id, a stack seen again finds its id, and the collisions are
+    /// counted.
+    #[test]
+    fn stacks_that_collide_keep_their_own_frames() {
+        let mut mt = MemTable::new(1, StackIds::colliding());
+        let (a, b) = (Tenant("a".into()), Tenant("b".into()));
+        assert_eq!(
+            mt.insert_profiles(&a, &[batch(&["main", "a_secret"], 1)]),
+            0
+        );
+        assert_eq!(
+            mt.insert_profiles(&b, &[batch(&["main", "spoofed"], 2)]),
+            1,
+            "the store adds what each insert met to its count"
+        );
+        assert_eq!(
+            mt.insert_profiles(&a, &[batch(&["main", "a_secret"], 3)]),
+            0
+        );
+        assert_eq!(frames_of(&mt, 0), ["main", "a_secret"]);
+        assert_eq!(frames_of(&mt, 1), ["main", "spoofed"]);
+        assert_eq!(frames_of(&mt, 2), ["main", "a_secret"]);
+        assert_eq!(mt.samples.stack[0], mt.samples.stack[2]);
+        assert_ne!(mt.samples.stack[0], mt.samples.stack[1]);
+        assert_eq!(mt.stacks.len(), 2);
+        assert_eq!(mt.stack_collisions, 1);
+    }
+
+    /// Under the real (keyed) ids, the same frames of two tenants get two ids.
+    #[test]
+    fn equal_stacks_of_two_tenants_have_two_ids() {
+        let mut mt = MemTable::new(1, StackIds::fixed());
+        let _ = mt.insert_profiles(&Tenant("a".into()), &[batch(&["main"], 1)]);
+        let _ = mt.insert_profiles(&Tenant("b".into()), &[batch(&["main"], 1)]);
+        assert_ne!(mt.samples.stack[0], mt.samples.stack[1]);
+        assert_eq!(mt.stack_collisions, 0);
+    }
 }

@@ -33,7 +33,7 @@ mod config;
 #[cfg(test)]
 mod fault_tests;
 mod faults;
-mod files;
+pub(crate) mod files;
 mod flush;
 mod keys;
 mod memtable;
@@ -49,7 +49,7 @@ mod writer;
 
 use std::fs::File;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
@@ -76,6 +76,7 @@ use self::recovery::Recovered;
 use self::shared::{lock, read, write, Shared, State};
 use self::wal::{Entry, Wal};
 use self::writer::{Command, WriteRequest};
+use crate::stack_ids::StackIds;
 use crate::{Store, StoreError, Written};
 
 /// The embedded store. Cheap to share behind an `Arc`.
@@ -99,7 +100,9 @@ impl EmbeddedStore {
         for d in [&wal_dir, &seg_dir, &tmp_dir] {
             mkdir(d)?;
         }
-        let recovered = recovery::recover(&dir, &wal_dir, &seg_dir, &tmp_dir, cfg.repair)?;
+        let stack_ids = StackIds::open(&dir, &tmp_dir)?;
+        let recovered =
+            recovery::recover(&dir, &wal_dir, &seg_dir, &tmp_dir, stack_ids, cfg.repair)?;
         let wal = Wal::create(&wal_dir, recovered.next_gen)?;
         let Recovered {
             segments,
@@ -114,7 +117,7 @@ impl EmbeddedStore {
             seg_dir,
             tmp_dir,
             state: RwLock::new(State {
-                active: Arc::new(RwLock::new(MemTable::new(next_gen))),
+                active: Arc::new(RwLock::new(MemTable::new(next_gen, stack_ids))),
                 frozen,
                 segments,
             }),
@@ -122,6 +125,7 @@ impl EmbeddedStore {
             frozen_lock: Mutex::new(()),
             closed: AtomicBool::new(false),
             queued: AtomicUsize::new(0),
+            stack_collisions: AtomicU64::new(0),
             seen: Mutex::new(seen),
             maintenance: Mutex::new(()),
             wal_failed: Mutex::new(None),
@@ -432,6 +436,10 @@ impl Store for EmbeddedStore {
         self.shared.queued.load(Ordering::SeqCst)
     }
 
+    fn stack_collisions(&self) -> u64 {
+        self.shared.stack_collisions.load(Ordering::Relaxed)
+    }
+
     async fn shutdown(&self) -> Result<(), StoreError> {
         // Close the queue: the writer drains what is queued, then exits.
         let tx = lock(&self.tx).take();
@@ -446,10 +454,13 @@ impl Store for EmbeddedStore {
             // Move the active memtable to the flusher and wait for it to drain.
             {
                 let mut st = write(&shared.state);
-                let gen = read(&st.active).gen;
+                let (gen, ids) = {
+                    let active = read(&st.active);
+                    (active.gen, active.stack_ids)
+                };
                 let old = std::mem::replace(
                     &mut st.active,
-                    Arc::new(RwLock::new(MemTable::new(gen + 1))),
+                    Arc::new(RwLock::new(MemTable::new(gen + 1, ids))),
                 );
                 let old = read(&old).snapshot();
                 st.frozen.push(Arc::new(old));

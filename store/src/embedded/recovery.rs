@@ -22,6 +22,7 @@ use super::memtable::MemTable;
 use super::segment::{self, SegmentMeta};
 use super::writer::apply;
 use super::{profile_segment, wal};
+use crate::stack_ids::StackIds;
 use crate::StoreError;
 
 /// What open found on disk.
@@ -44,6 +45,7 @@ pub fn recover(
     wal_dir: &Path,
     seg_dir: &Path,
     tmp_dir: &Path,
+    stack_ids: StackIds,
     repair: bool,
 ) -> Result<Recovered, StoreError> {
     for name in list(tmp_dir)? {
@@ -51,7 +53,7 @@ pub fn recover(
         std::fs::remove_file(&p).map_err(|e| StoreError::io("remove", &p, e))?;
     }
     let (segments, quarantined) = load_segments(seg_dir, &dir.join("quarantine"))?;
-    let (frozen, max_gen) = replay_wal(wal_dir, &segments, repair)?;
+    let (frozen, max_gen) = replay_wal(wal_dir, &segments, stack_ids, repair)?;
     let seen = SeenKeys::recent(
         segments
             .iter()
@@ -141,6 +143,7 @@ fn remove_orphans(seg_dir: &Path, segments: &[Arc<SegmentMeta>]) -> Result<(), S
 fn replay_wal(
     wal_dir: &Path,
     segments: &[Arc<SegmentMeta>],
+    stack_ids: StackIds,
     repair: bool,
 ) -> Result<(Vec<Arc<MemTable>>, u64), StoreError> {
     let seg_covers = |g: u64| segments.iter().any(|s| s.lo <= g && g <= s.hi);
@@ -162,11 +165,12 @@ fn replay_wal(
             std::fs::remove_file(&path).map_err(|e| StoreError::io("remove", &path, e))?;
             continue;
         }
-        let mut mt = MemTable::new(gen);
+        let mut mt = MemTable::new(gen, stack_ids);
         for rec in wal::replay(&path, damage)? {
             replayed += rec.entry.rows();
             // The record's own receive time is unknown; the replay time keeps the key for a
             // full window, which errs on the side of dropping a duplicate.
+            // Collisions met again on replay were counted (and logged) when first met.
             apply(
                 &mut mt,
                 &rec.tenant,

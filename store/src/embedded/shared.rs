@@ -2,7 +2,7 @@
 //! between the writer and the flusher, the idempotency keys seen, and whether the WAL failed.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 use super::config::EmbeddedConfig;
@@ -31,6 +31,8 @@ pub struct Shared {
     pub frozen_lock: Mutex<()>,
     pub closed: AtomicBool,
     pub queued: AtomicUsize,
+    /// Stacks that met another stack's id since the store opened (each took the next probe).
+    pub stack_collisions: AtomicU64,
     /// Idempotency keys accepted within the window.
     pub seen: Mutex<SeenKeys>,
     /// Held by a compaction and retention pass, so two never pick the same inputs.

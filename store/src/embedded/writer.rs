@@ -143,8 +143,12 @@ fn publish(s: &Shared, group: Vec<WriteRequest>, keys: &[(String, String)], now:
     lock(&s.seen).record(keys, now);
     let active = read(&s.state).active.clone();
     let mut mt = write(&active);
+    let mut collisions = 0;
     for r in &group {
-        apply(&mut mt, &r.tenant, &r.entry, r.key.as_deref(), now);
+        collisions += apply(&mut mt, &r.tenant, &r.entry, r.key.as_deref(), now);
+    }
+    if collisions > 0 {
+        s.stack_collisions.fetch_add(collisions, Ordering::Relaxed);
     }
     let rows = mt.len();
     drop(mt);
@@ -170,12 +174,22 @@ fn refuse(s: &Shared, group: Vec<WriteRequest>, e: &StoreError) {
     }
 }
 
-/// Adds a batch's rows to a memtable, with its idempotency key (accepted at `received`).
-pub fn apply(mt: &mut MemTable, tenant: &Tenant, entry: &Entry, key: Option<&str>, received: i64) {
-    match entry {
-        Entry::Events(e) => mt.insert(tenant, e),
+/// Adds a batch's rows to a memtable, with its idempotency key (accepted at `received`);
+/// returns the stacks that met another stack's id (see `MemTable::insert_profiles`).
+pub fn apply(
+    mt: &mut MemTable,
+    tenant: &Tenant,
+    entry: &Entry,
+    key: Option<&str>,
+    received: i64,
+) -> u64 {
+    let collisions = match entry {
+        Entry::Events(e) => {
+            mt.insert(tenant, e);
+            0
+        }
         Entry::Profiles(p) => mt.insert_profiles(tenant, p),
-    }
+    };
     if let Some(key) = key {
         mt.keys.push(IdemKey {
             tenant: tenant.0.clone(),
@@ -183,6 +197,7 @@ pub fn apply(mt: &mut MemTable, tenant: &Tenant, entry: &Entry, key: Option<&str
             received,
         });
     }
+    collisions
 }
 
 /// A rotation asked for by `EmbeddedStore::flush`: refused once the WAL failed, a no-op when
@@ -212,7 +227,8 @@ fn rotate(s: &Shared, wal: &mut Wal) -> Result<(), StoreError> {
     let next = Wal::create(&s.wal_dir, wal.gen + 1)?;
     *wal = next;
     let mut st = write(&s.state);
-    let fresh = Arc::new(RwLock::new(MemTable::new(wal.gen)));
+    let ids = read(&st.active).stack_ids;
+    let fresh = Arc::new(RwLock::new(MemTable::new(wal.gen, ids)));
     let old = std::mem::replace(&mut st.active, fresh);
     let old = Arc::try_unwrap(old)
         .map(|l| l.into_inner().unwrap_or_else(|e| e.into_inner()))

@@ -13,6 +13,10 @@ What it emulates of ClickHouse's HTTP interface (what the `clickhouse` crate use
 - An error is a 500 with ClickHouse's `Code: N. DB::Exception: ...` text and the
   `X-ClickHouse-Exception-Code` header.
 
+- The insert deduplication settings in the URL (`deduplicate_insert`, `insert_deduplicate`,
+  `insert_deduplication_token`, `deduplicate_blocks_in_dependent_materialized_views`) hold for
+  that one statement: `SET` before it, back to the defaults after.
+
 What it does not: every other URL parameter (settings such as `insert_distributed_sync`,
 `distributed_product_mode`, credentials) is ignored; there is one node, so no cluster, no
 `Distributed` tables, no `ON CLUSTER`; queries run one at a time (one chDB session, a lock), so
@@ -35,26 +39,52 @@ LOCK = threading.Lock()
 SESSION = None
 IDENT = re.compile(r"^[A-Za-z0-9_]+$")
 CODE = re.compile(r"Code: (\d+)")
+# The per-statement settings the front applies, with the values it restores after.
+SETTINGS = {
+    "deduplicate_insert": "'enable'",
+    "insert_deduplicate": "1",
+    "insert_deduplication_token": "''",
+    "deduplicate_blocks_in_dependent_materialized_views": "0",
+}
+TOKEN = re.compile(r"^[\x20-\x7e]*$")
 
 
-def run(sql, database, fmt, data=None):
+def quoted(value):
+    if value.isdigit():
+        return value
+    if not TOKEN.match(value):
+        raise ValueError(f"setting value {value!r} is not printable ASCII")
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def run(sql, database, fmt, data=None, settings=()):
     with LOCK:
-        if database and IDENT.match(database):
-            exists = SESSION.query(
-                f"SELECT count() FROM system.databases WHERE name = '{database}'", "TSV"
-            ).bytes()
-            SESSION.query(f"USE {database if exists.strip() == b'1' else 'default'}")
-        else:
-            SESSION.query("USE default")
-        if data is None:
-            return SESSION.query(sql, fmt).bytes()
-        with tempfile.NamedTemporaryFile(suffix=".bin") as f:
-            f.write(data)
-            f.flush()
-            head, _, fmt_in = sql.rpartition(" FORMAT ")
-            path = f.name.replace("'", "")
-            SESSION.query(f"{head} FROM INFILE '{path}' FORMAT {fmt_in.strip()}")
-        return b""
+        try:
+            for name, value in settings:
+                SESSION.query(f"SET {name} = {quoted(value)}")
+            return run_locked(sql, database, fmt, data)
+        finally:
+            for name, _ in settings:
+                SESSION.query(f"SET {name} = {SETTINGS[name]}")
+
+
+def run_locked(sql, database, fmt, data):
+    if database and IDENT.match(database):
+        exists = SESSION.query(
+            f"SELECT count() FROM system.databases WHERE name = '{database}'", "TSV"
+        ).bytes()
+        SESSION.query(f"USE {database if exists.strip() == b'1' else 'default'}")
+    else:
+        SESSION.query("USE default")
+    if data is None:
+        return SESSION.query(sql, fmt).bytes()
+    with tempfile.NamedTemporaryFile(suffix=".bin") as f:
+        f.write(data)
+        f.flush()
+        head, _, fmt_in = sql.rpartition(" FORMAT ")
+        path = f.name.replace("'", "")
+        SESSION.query(f"{head} FROM INFILE '{path}' FORMAT {fmt_in.strip()}")
+    return b""
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -102,8 +132,9 @@ class Handler(BaseHTTPRequestHandler):
     def execute(self, sql, params, data):
         database = params.get("database", [""])[0]
         fmt = params.get("default_format", ["TabSeparated"])[0]
+        settings = [(k, v[0]) for k, v in params.items() if k in SETTINGS]
         try:
-            out = run(sql, database, fmt, data)
+            out = run(sql, database, fmt, data, settings)
         except Exception as e:  # chDB raises with ClickHouse's own message
             text = str(e)
             m = CODE.search(text)

@@ -13,6 +13,7 @@
 mod cluster;
 mod harness;
 mod rollups;
+mod stack_ids;
 mod suite;
 
 macro_rules! contract {

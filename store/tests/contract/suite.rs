@@ -537,7 +537,7 @@ pub async fn profiles_sum_per_stack_and_filter_by_label(store: Arc<dyn Store>) {
 
     let all = store.profile(&pq(&[], all_time())).await.expect("profile");
     let merged = all.merged();
-    let get = |m: &[(Vec<String>, u64, u64)], s: &str| {
+    let get = |m: &[(&[String], u64, u64)], s: &str| {
         m.iter()
             .find(|(f, _, _)| f.join(";") == s)
             .map(|(_, n, c)| (*n, *c))
@@ -572,8 +572,8 @@ pub async fn profiles_sum_per_stack_and_filter_by_label(store: Arc<dyn Store>) {
     let only_812 = store
         .profile(&pq(&[("build", "812")], all_time()))
         .await
-        .expect("profile")
-        .merged();
+        .expect("profile");
+    let only_812 = only_812.merged();
     assert_eq!(
         get(&only_812, "main;serve;cart::load").map(|x| x.0),
         Some(20)
@@ -621,8 +621,8 @@ pub async fn profiles_sum_per_stack_and_filter_by_label(store: Arc<dyn Store>) {
             },
         ))
         .await
-        .expect("profile")
-        .merged();
+        .expect("profile");
+    let window = window.merged();
     assert_eq!(window.len(), 1, "only the minute-1 samples: {window:?}");
     assert_eq!(window[0].1, 27);
 
@@ -750,7 +750,7 @@ pub async fn builds_and_cost_samples(store: Arc<dyn Store>) {
 
 fn record(id_seed: &str, last_seen: i64, state: RegressionState) -> RegressionRecord {
     RegressionRecord {
-        id: RegressionRecord::make_id("acme", "shop", id_seed, "cpu_ns", "811", "812"),
+        id: format!("id-{id_seed}"),
         tenant: "acme".into(),
         service: "shop".into(),
         endpoint: id_seed.into(),
@@ -825,7 +825,7 @@ pub async fn regression_records_keep_their_incident(store: Arc<dyn Store>) {
         });
     }
     put.push(RegressionRecord {
-        id: RegressionRecord::make_id("acme", "shop", "GET /d", "cpu_ns", "before", "after"),
+        id: "id-GET /d-window".into(),
         baseline: "before".into(),
         candidate: "after".into(),
         incident: Some(time.clone()),

@@ -1,7 +1,9 @@
 //! Hostile input (issue 11): inputs built to cost the server far more than their size, sent to
 //! a fresh server over HTTP. Each test checks the answer (status, and a message that names the
 //! limit), that the server's peak resident memory (`VmHWM`) stays under a stated bound, and that
-//! the good batch stored before is intact.
+//! the good batch stored before is intact. Where tokens do not change the case, the attack comes
+//! from one tenant (`mallory`) and the good batch belongs to another (`acme`): another tenant's
+//! data is intact, and nothing of the attacker's bad input is stored either.
 //!
 //! The bounds: 300 MB where the input is refused before anything large is held; 400 MB where the
 //! server must first inflate a body it is allowed to inflate (the default budget of bodies in
@@ -11,10 +13,62 @@ use std::io::Write;
 
 use profwatch_e2e::*;
 
-use super::{assert_intact, expect, seeded};
+use super::{assert_intact, expect, seeded, GOOD};
 use crate::profiles::{field_bytes, field_varint, packed, varint};
 
 const MB: u64 = 1_000_000;
+const MALLORY: &str = "mallory-token-000000001";
+const ACME: &str = "acme-token-0000000000001";
+
+/// A fresh server with two tenants; `acme` has stored the good batch. Returns the server, the
+/// attacker's client (`mallory`) and the victim's (`acme`).
+fn two_tenants(test: &str) -> (Server, Client, Client) {
+    let art = artifacts(test);
+    let data = art.join("data");
+    let (m, a) = (format!("{MALLORY}=mallory"), format!("{ACME}=acme"));
+    let server = Server::start(
+        &[
+            "--data-dir",
+            data.to_str().expect("utf-8 path"),
+            "--token",
+            &m,
+            "--token",
+            &a,
+        ],
+        &art.join("server.log"),
+    );
+    let (mallory, acme) = (
+        server.client().with_token(MALLORY),
+        server.client().with_token(ACME),
+    );
+    let r = acme.post_events(
+        ndjson(&events("good", "1", GOOD)),
+        "application/x-ndjson",
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    (server, mallory, acme)
+}
+
+/// A fresh server (as [`seeded`]) started with the config file `toml`.
+fn seeded_with_config(test: &str, toml: &str) -> (Server, Client) {
+    let config = artifacts(&format!("{test}_config")).join("profwatch.toml");
+    std::fs::write(&config, toml).expect("config");
+    seeded(test, &["--config", config.to_str().expect("utf-8 path")])
+}
+
+/// The victim's data is intact (see [`assert_intact`]) and the attacker stored nothing.
+fn assert_tenants_intact(mallory: &Client, acme: &Client) {
+    assert_intact(acme);
+    let theirs = mallory.get("/api/v1/services");
+    assert_eq!(theirs.status, 200, "{}", theirs.body);
+    assert_eq!(
+        theirs.json().as_array().map(Vec::len),
+        Some(0),
+        "nothing of the attacker's input is stored: {}",
+        theirs.body
+    );
+}
 
 fn assert_peak_under(server: &Server, bound: u64, what: &str) {
     let peak = server.peak_rss();
@@ -82,7 +136,7 @@ fn post_profile(c: &Client, body: Vec<u8>) -> Reply {
 /// location was refused only after the server peaked at 1.2 GB.
 #[test]
 fn pprof_line_bomb_600k_lines() {
-    let (s, c) = seeded("pprof_line_bomb_600k_lines", &[]);
+    let (s, c, acme) = two_tenants("pprof_line_bomb_600k_lines");
     let bomb = line_bomb(600_000);
     assert!(bomb.len() < 64 << 10, "a tiny body: {}", bomb.len());
     expect(
@@ -91,14 +145,14 @@ fn pprof_line_bomb_600k_lines() {
         "600000 lines; the limit is 128",
     );
     assert_peak_under(&s, 300 * MB, "600k-line bomb");
-    assert_intact(&c);
+    assert_tenants_intact(&c, &acme);
 }
 
 /// Regression (issue 11): the same bomb with 64,000,000 lines fits the body limits (256 MB
 /// inflated) and asked for about 256 GB.
 #[test]
 fn pprof_line_bomb_64m_lines() {
-    let (s, c) = seeded("pprof_line_bomb_64m_lines", &[]);
+    let (s, c, acme) = two_tenants("pprof_line_bomb_64m_lines");
     let bomb = line_bomb(64_000_000);
     assert!(bomb.len() < 2 << 20, "a small body: {}", bomb.len());
     expect(
@@ -107,14 +161,14 @@ fn pprof_line_bomb_64m_lines() {
         "64000000 lines; the limit is 128",
     );
     assert_peak_under(&s, 400 * MB, "64M-line bomb");
-    assert_intact(&c);
+    assert_tenants_intact(&c, &acme);
 }
 
 /// Regression (issue 11): 24 concurrent gzip bodies, each inflating to 200 MB, took the server
 /// to 6.1 GB: the inflate cap was per request and nothing bounded the sum.
 #[test]
 fn concurrent_inflations_share_one_budget() {
-    let (s, c) = seeded("concurrent_inflations_share_one_budget", &[]);
+    let (s, c, acme) = two_tenants("concurrent_inflations_share_one_budget");
     // 200 MB of newlines: NDJSON of blank lines, valid and empty once inflated.
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     let chunk = vec![b'\n'; 1 << 20];
@@ -158,14 +212,14 @@ fn concurrent_inflations_share_one_budget() {
         "the budget must let requests through one at a time"
     );
     assert_peak_under(&s, 400 * MB, "24 concurrent 200 MB inflations");
-    assert_intact(&c);
+    assert_intact(&acme);
 }
 
 /// Regression (issue 11): one NDJSON line with 3M labels peaked at 490 MB before the label
 /// limit refused it, because the limit was checked after parsing.
 #[test]
 fn ndjson_line_with_3m_labels() {
-    let (s, c) = seeded("ndjson_line_with_3m_labels", &[]);
+    let (s, c, acme) = two_tenants("ndjson_line_with_3m_labels");
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(br#"{"service":"bad","endpoint":"GET /","cpu_ns":1,"labels":{"#)
         .expect("gzip");
@@ -189,14 +243,14 @@ fn ndjson_line_with_3m_labels() {
         "more than 16 labels; the limit is 16",
     );
     assert_peak_under(&s, 300 * MB, "3M labels in one line");
-    assert_intact(&c);
+    assert_tenants_intact(&c, &acme);
 }
 
 /// Regression (issue 11): the multipart boundary had no length limit and was searched
 /// naively, so a 400 KB boundary over a 16 MB body kept a core busy for hours.
 #[test]
 fn multipart_boundary_of_400kb() {
-    let (s, c) = seeded("multipart_boundary_of_400kb", &[]);
+    let (s, c, acme) = two_tenants("multipart_boundary_of_400kb");
     let mut boundary = "-".repeat(399_999);
     boundary.push('x');
     let ct = format!("multipart/form-data; boundary={boundary}");
@@ -208,14 +262,14 @@ fn multipart_boundary_of_400kb() {
     );
     expect(&r, 400, "boundary is 400000 bytes; RFC 2046 allows 1 to 70");
     assert_peak_under(&s, 300 * MB, "400 KB boundary");
-    assert_intact(&c);
+    assert_tenants_intact(&c, &acme);
 }
 
 /// Regression (issue 11): `to - from` overflowed (a panic in debug builds, a wrapped range in
 /// release) for ranges such as `from=-9223372036&to=9223372036`.
 #[test]
 fn time_ranges_that_overflow() {
-    let (s, c) = seeded("time_ranges_that_overflow", &[]);
+    let (s, c, acme) = two_tenants("time_ranges_that_overflow");
     let wide = "from=-9223372036&to=9223372036";
     for path in [
         format!("/api/v1/services?{wide}"),
@@ -238,6 +292,110 @@ fn time_ranges_that_overflow() {
         expect(&c.get(path), 400, "too early");
     }
     assert_peak_under(&s, 300 * MB, "overflowing ranges");
+    assert_tenants_intact(&c, &acme);
+}
+
+/// A stack's id before issue 11: 64-bit FNV-1a over each frame and a 0 byte, the same for
+/// every tenant, the first writer's frames winning.
+fn fnv_stack(frames: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in frames.iter().flat_map(|f| f.bytes().chain([0])) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// Two root frames whose stacks collide under [`fnv_stack`] (and so do any stacks that go on
+/// alike below them), found offline by Pollard's rho with Brent's cycle finding over frames of
+/// 16 hex digits (about 2^34 hashes, 7 minutes of one core); the test checks that they do.
+const COLLIDING: [&str; 2] = ["346a21903279cf07", "7b98b5b7507b4ded"];
+
+/// Issue 11: with stacks keyed by an unkeyed hash shared by all tenants, a tenant that stored a
+/// crafted stack first took the place of another tenant's. Now each tenant reads back its own
+/// frames, and one tenant storing both keeps both.
+#[test]
+fn a_crafted_stack_hash_collision_across_tenants() {
+    let (s, mallory, acme) = two_tenants("a_crafted_stack_hash_collision_across_tenants");
+    let [a, b] = COLLIDING;
+    assert_ne!(a, b);
+    assert_eq!(
+        fnv_stack(&[a, "work"]),
+        fnv_stack(&[b, "work"]),
+        "the pair collides under the old id"
+    );
+    let post = |c: &Client, service: &str, folded: String| {
+        let r = c.request(
+            "POST",
+            &format!("/api/v1/profiles?service={service}&format=folded"),
+            &[],
+            folded.into_bytes(),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+    };
+    let folded = |c: &Client, service: &str| {
+        let r = c.get(&format!("/api/v1/profile?service={service}&format=folded"));
+        assert_eq!(r.status, 200, "{}", r.body);
+        let mut lines: Vec<String> = r.body.lines().map(str::to_owned).collect();
+        lines.sort();
+        lines
+    };
+    post(&mallory, "shop", format!("{a};work 7\n"));
+    post(&acme, "shop", format!("{b};work 5\n"));
+    post(&acme, "both", format!("{a};work 3\n{b};work 4\n"));
+    assert_eq!(folded(&acme, "shop"), [format!("{b};work 5")]);
+    assert_eq!(folded(&mallory, "shop"), [format!("{a};work 7")]);
+    assert_eq!(
+        folded(&acme, "both"),
+        [format!("{a};work 3"), format!("{b};work 4")]
+    );
+    assert_peak_under(&s, 300 * MB, "colliding stacks");
+    assert_intact(&acme);
+}
+
+/// Issue 11: a range reaching past what the store can hold is narrowed to it (`from=0` scans
+/// and buckets only the retention), and an answer over `max_answer_rows` rows or
+/// `max_answer_bytes` bytes is a 400 naming the limit, while smaller answers are served.
+#[test]
+fn ranges_are_narrowed_to_the_retention_and_answers_are_capped() {
+    let (s, c) = seeded_with_config(
+        "ranges_are_narrowed_to_the_retention_and_answers_are_capped",
+        "retention = \"1d\"\n[limits]\nmax_answer_rows = 50\nmax_answer_bytes = 4000\n",
+    );
+    let requests = |r: &Reply| -> f64 {
+        r.json()
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|p| p["requests"].as_f64().expect("requests"))
+            .sum()
+    };
+    // From the epoch in one-minute buckets: 29 million buckets (a 400) unless narrowed to the
+    // day the store keeps (1,450 buckets; the 100 events of `GET /a` fill about 11).
+    let r = c.get("/api/v1/timeseries?service=good&endpoint=GET%20/a&from=0&step=60");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(requests(&r), (GOOD / 3) as f64);
+    let r = c.get("/api/v1/endpoints?service=good&from=0&to=9000000000");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(requests(&r), GOOD as f64);
+    // One-second buckets per host: 100 points, over the 50 allowed.
+    expect(
+        &c.get("/api/v1/timeseries?service=good&endpoint=GET%20/a&step=1&group_by=host"),
+        400,
+        "limits.max_answer_rows",
+    );
+    expect(
+        &c.get("/api/v1/series?service=good&step=1"),
+        400,
+        "300 points",
+    );
+    // 3 endpoints × 8 hosts fit the rows, not the bytes.
+    expect(
+        &c.get("/api/v1/endpoints?service=good&group_by=host"),
+        400,
+        "limits.max_answer_bytes",
+    );
+    assert_peak_under(&s, 300 * MB, "narrowed ranges and capped answers");
     assert_intact(&c);
 }
 
@@ -351,15 +509,9 @@ fn frame_names_cannot_spoof_output() {
 /// its bytes and request slot are given back (the next request is served).
 #[test]
 fn a_stalled_body_times_out() {
-    let config = artifacts("a_stalled_body_times_out_config").join("profwatch.toml");
-    std::fs::write(
-        &config,
-        "[limits]\nbody_timeout = \"1s\"\nmax_concurrent_ingest = 1\n",
-    )
-    .expect("config");
-    let (s, c) = seeded(
+    let (s, c) = seeded_with_config(
         "a_stalled_body_times_out",
-        &["--config", config.to_str().expect("utf-8 path")],
+        "[limits]\nbody_timeout = \"1s\"\nmax_concurrent_ingest = 1",
     );
     use std::io::Read;
     let addr = c.base.trim_start_matches("http://").to_owned();
@@ -388,11 +540,9 @@ fn a_stalled_body_times_out() {
 /// `limits.header_timeout` the server closes it, and keeps serving others.
 #[test]
 fn slow_headers_are_cut_off() {
-    let config = artifacts("slow_headers_are_cut_off_config").join("profwatch.toml");
-    std::fs::write(&config, "[limits]\nheader_timeout = \"1s\"\n").expect("config");
-    let (s, c) = seeded(
+    let (s, c) = seeded_with_config(
         "slow_headers_are_cut_off",
-        &["--config", config.to_str().expect("utf-8 path")],
+        "[limits]\nheader_timeout = \"1s\"",
     );
     use std::io::Read;
     let addr = c.base.trim_start_matches("http://").to_owned();
@@ -410,6 +560,54 @@ fn slow_headers_are_cut_off() {
         "{answer}"
     );
     assert_peak_under(&s, 300 * MB, "slow headers");
+    assert_intact(&c);
+}
+
+/// A client that asks for answers and stops reading them cannot hold a connection (and the
+/// answers' buffers) forever: once a write has made no progress for `limits.write_timeout`, the
+/// server closes the connection, and keeps serving others. (Idle keep-alives close after
+/// `limits.header_timeout`, set long here so that only the write deadline can close it.)
+#[test]
+fn a_client_that_stops_reading_is_cut_off() {
+    let (s, c) = seeded_with_config(
+        "a_client_that_stops_reading_is_cut_off",
+        "[limits]\nwrite_timeout = \"1s\"\nheader_timeout = \"300s\"",
+    );
+    use std::io::Read;
+    let addr = c.base.trim_start_matches("http://").to_owned();
+    let page = c.get("/");
+    assert_eq!(page.status, 200);
+    // Enough pipelined requests for their answers to fill both sides' socket buffers.
+    let n = (64 << 20) / page.body.len().max(1) + 1;
+    let mut sock = std::net::TcpStream::connect(&addr).expect("connect");
+    let one = format!("GET / HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let all = one.repeat(n);
+    sock.set_write_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("timeout");
+    // The server stops reading requests once its answers cannot be written; what it does not
+    // read stays in the buffers.
+    let _ = sock.write_all(all.as_bytes());
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .expect("timeout");
+    let mut got = Vec::new();
+    // Closed by the server: an end of stream, or a reset (it closed with requests unread).
+    match sock.read_to_end(&mut got) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!(
+            "the server should have closed the connection: {e} after {} bytes",
+            got.len()
+        ),
+    }
+    assert!(
+        got.len() < n * page.body.len(),
+        "cut off before the last answer: {} of {} bytes",
+        got.len(),
+        n * page.body.len()
+    );
+    assert_eq!(c.get("/healthz").status, 200, "others are still served");
+    assert_peak_under(&s, 300 * MB, "a client that stops reading");
     assert_intact(&c);
 }
 

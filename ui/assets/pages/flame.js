@@ -73,10 +73,12 @@ export async function flame(main, params, ctx) {
     if (v) sel[k] = v;
   }
   const group = ["build", "dc", "host"].find((k) => sel[k]);
+  const t0 = performance.now();
   const [profile, req] = await Promise.all([
     api.profile({ service, format: "json", max_nodes: nodes, ...w, ...sel }),
     perRequest(service, sel.endpoint, group, group ? sel[group] : null, w),
   ]);
+  const t1 = performance.now();
   if (!ctx.live()) return;
   const title = [service].concat(SELECTORS.filter((k) => sel[k]).map((k) => k + " " + sel[k]));
   main.appendChild(h("h1", null, "Flame graph · " + title.join(" · ")));
@@ -112,6 +114,20 @@ export async function flame(main, params, ctx) {
   });
   ctx.onLeave(() => graph.destroy());
   probe.flame = graph;
+  // The first frame after the draw: the next animation frame, then the task after it (the
+  // frame has been produced by then).
+  const drawMs = probe.renders.flame;
+  const call = probe.calls.profile;
+  requestAnimationFrame(() => setTimeout(() => {
+    probe.loads.flame = {
+      request_ms: t1 - t0,
+      profile_request_ms: call ? call.request_ms : NaN,
+      profile_parse_ms: call ? call.parse_ms : NaN,
+      draw_ms: drawMs,
+      frame_ms: performance.now() - t0,
+      nodes: profile.nodes,
+    };
+  }, 0));
   search.addEventListener("input", () => {
     graph.search(search.value);
     replaceParams({ q: search.value });

@@ -3,6 +3,7 @@
 
 use rayon::prelude::*;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use profwatch_model::profile::{ProfileQuery, ProfileRow, SampleLabels, StackProfile};
 use profwatch_model::query::TimeRange;
@@ -53,13 +54,13 @@ pub fn profile(sources: &[Source], q: &ProfileQuery) -> Result<StackProfile, Sto
             let f = frames.get(&stack)?;
             Some(ProfileRow {
                 labels: set_names[set as usize].clone(),
-                frames: f.to_vec(),
+                frames: Arc::clone(f),
                 samples,
                 cpu_ns,
             })
         })
         .collect();
-    rows.sort_by(|a, b| (&a.labels, &a.frames).cmp(&(&b.labels, &b.frames)));
+    StackProfile::sort_rows(&mut rows);
     Ok(StackProfile {
         rows,
         span: span.map(|(first, last)| TimeRange {
@@ -73,7 +74,7 @@ pub fn profile(sources: &[Source], q: &ProfileQuery) -> Result<StackProfile, Sto
 type Work<'a> = (&'a Source, Vec<Option<u32>>);
 
 /// Samples and CPU time per (label set, stack).
-type Totals = HashMap<(u32, u64), (u64, u64)>;
+type Totals = HashMap<(u32, u128), (u64, u64)>;
 
 /// The first and last time of the samples summed.
 type Span = Option<(i64, i64)>;

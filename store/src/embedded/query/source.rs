@@ -92,7 +92,7 @@ impl Source {
             Source::Segment(s) => match &s.profile {
                 None => Ok(()),
                 Some(p) => {
-                    let all = |_: u64| true;
+                    let all = |_: u128| true;
                     profile_segment::scan(p, f, Some((&all, frames)))
                 }
             },

@@ -37,6 +37,19 @@ fn find_binary(names: &[&str]) -> Option<String> {
 }
 
 impl Browser {
+    /// Whether headless Chromium and chromedriver are installed; else what to install.
+    pub fn installed() -> Result<(), String> {
+        match (
+            find_binary(&["chromium", "chromium-browser"]),
+            find_binary(&["chromedriver"]),
+        ) {
+            (Some(_), Some(_)) => Ok(()),
+            _ => Err(format!(
+                "Chromium or chromedriver is missing: run `{APT_LINE}` (Debian packages)"
+            )),
+        }
+    }
+
     /// Starts chromedriver and a headless Chromium with a fresh profile and no network chatter.
     /// Panics, naming the apt line, when either is missing.
     pub fn start(width: u32, height: u32) -> Browser {
@@ -56,7 +69,7 @@ impl Browser {
             .expect("spawn chromedriver");
         let port = announced_port(&mut driver);
         let base = format!("http://127.0.0.1:{port}");
-        let http = profwatch_e2e::http_client_builder()
+        let http = crate::http_client_builder()
             .timeout(Duration::from_secs(120))
             .build()
             .expect("client");
