@@ -5,8 +5,15 @@
 //! cost-shift filter, so a cost shift (the cost came from a caller or a sibling) is not reported. A rise is reported even when the
 //! endpoint's total stays within noise.
 //!
+//! An open function record closes itself as "went away" when, for `went_away_passes` passes in a
+//! row, the function's self share over the latest windows is shown to have lost at least half of
+//! the recorded rise against the windows before the change (the same share statistics that
+//! confirmed it); a pass whose share test still names the function starts the count again, and
+//! one whose samples cannot tell changes nothing.
+//!
 //! Cost: one profile query for the window, then one per bucket with requests (the series'
-//! points), per service with profiles; nothing when a service has none.
+//! points), per service with profiles; nothing when a service has none. Two more per open
+//! function record.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -58,6 +65,8 @@ impl RegressionTracker {
         report: &mut PassReport,
     ) -> Result<(), AnalysisError> {
         let step = (self.cfg.bucket.as_nanos() as i64).max(NANOS_PER_SEC);
+        self.functions_gone(tenant, service, records, report, step)
+            .await?;
         let profile = |range: TimeRange, filters: Vec<LabelFilter>| ProfileQuery {
             tenant: tenant.clone(),
             service: service.to_owned(),
@@ -173,35 +182,16 @@ impl RegressionTracker {
         let c = self
             .compare_windows(tenant, service, &s.endpoint, before, after)
             .await?;
-        let snapshot = |range: TimeRange| {
-            let q = ProfileQuery {
-                tenant: tenant.clone(),
-                service: service.to_owned(),
-                range,
-                filters: vec![LabelFilter {
-                    key: "endpoint".into(),
-                    value: s.endpoint.clone(),
-                }],
-            };
-            let store = self.store.clone();
-            async move {
-                let p = store.profile(&q).await?;
-                Ok::<_, AnalysisError>(Snapshot {
-                    stacks: p
-                        .merged()
-                        .into_iter()
-                        .map(|(f, n, _)| (f.to_vec(), n))
-                        .collect(),
-                    cost_per_request: 1.0,
-                })
-            }
-        };
         // Shares alone (equal costs, no cost ratio): the samples measure the function's cost
         // themselves, and the noise of the endpoint's mean CPU per request (which the ratio test
         // counts, and which scales both sides' costs) would hide a small function's rise behind
         // the endpoint's noise, the very case this step is for.
-        let b = snapshot(before).await?;
-        let k = snapshot(after).await?;
+        let b = self
+            .endpoint_snapshot(tenant, service, &s.endpoint, before)
+            .await?;
+        let k = self
+            .endpoint_snapshot(tenant, service, &s.endpoint, after)
+            .await?;
         let deltas = attribution::attribute(&b, &k, None, 1.96);
         let Some(d) = attribution::culprits(&deltas, usize::MAX)
             .into_iter()
@@ -260,6 +250,109 @@ impl RegressionTracker {
         let cause = rollout.map_or(Cause::Time(at), |b| Cause::Build(b.build.clone()));
         Ok(Some((record, cause)))
     }
+    /// `endpoint`'s stacks over `range`, as shares (a cost of 1 per request).
+    async fn endpoint_snapshot(
+        &self,
+        tenant: &Tenant,
+        service: &str,
+        endpoint: &str,
+        range: TimeRange,
+    ) -> Result<Snapshot, AnalysisError> {
+        let q = ProfileQuery {
+            tenant: tenant.clone(),
+            service: service.to_owned(),
+            range,
+            filters: vec![LabelFilter {
+                key: "endpoint".into(),
+                value: endpoint.to_owned(),
+            }],
+        };
+        let p = self.store.profile(&q).await?;
+        Ok(Snapshot {
+            stacks: p
+                .merged()
+                .into_iter()
+                .map(|(f, n, _)| (f.to_vec(), n))
+                .collect(),
+            cost_per_request: 1.0,
+        })
+    }
+
+    /// Open function records of `service` whose rise is gone (see the module docs): the latest
+    /// `2 × min_segment` buckets against up to `4 × min_segment` buckets before the change.
+    async fn functions_gone(
+        &self,
+        tenant: &Tenant,
+        service: &str,
+        records: &mut [RegressionRecord],
+        report: &mut PassReport,
+        step: i64,
+    ) -> Result<(), AnalysisError> {
+        let span = step.saturating_mul(self.cfg.changepoints.min_segment as i64);
+        let now = now_ns();
+        let window = self.window();
+        for r in records.iter_mut().filter(|r| {
+            r.service == service
+                && r.function.is_some()
+                && r.changed_at.is_some()
+                && r.state != RegressionState::Resolved
+        }) {
+            let (Some(function), Some(at)) = (r.function.clone(), r.changed_at) else {
+                continue;
+            };
+            let before = TimeRange {
+                from: at.saturating_sub(span.saturating_mul(4)).max(window.from),
+                to: at,
+            };
+            let latest = TimeRange {
+                from: now.saturating_sub(span.saturating_mul(2)).max(at),
+                to: now,
+            };
+            if before.from >= before.to || latest.from >= latest.to {
+                continue;
+            }
+            let b = self
+                .endpoint_snapshot(tenant, service, &r.endpoint, before)
+                .await?;
+            let k = self
+                .endpoint_snapshot(tenant, service, &r.endpoint, latest)
+                .await?;
+            let Some(gone) = rise_gone(&b, &k, &function, r.effect) else {
+                continue;
+            };
+            if let Some(next) = self.after_gone_check(r, gone, report) {
+                if next.state == RegressionState::Resolved {
+                    tracing::info!(%service, endpoint = %r.endpoint, %function,
+                        changed_at = %format_rfc3339(at), "function rise went away");
+                }
+                self.store.put_regression(&next).await?;
+                *r = next;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `function`'s recorded rise (`effect`: self samples per request after the change over
+/// before) is gone from `latest` against `before`, by its self share of the samples: `Some(true)`
+/// when the share's rise, at 95%, is below half the recorded rise; `Some(false)` when the share
+/// test still names the function (a significant rise, not a cost shift); `None` when the samples
+/// cannot tell, or the function had no samples before.
+fn rise_gone(before: &Snapshot, latest: &Snapshot, function: &str, effect: f64) -> Option<bool> {
+    let deltas = attribution::attribute(before, latest, None, 1.96);
+    let d = deltas.iter().find(|d| d.function == function)?;
+    if attribution::culprits(&deltas, usize::MAX)
+        .iter()
+        .any(|c| c.function == function)
+    {
+        return Some(false);
+    }
+    let half_rise = d.self_baseline * (effect - 1.0) / 2.0;
+    let has_samples = |s: &Snapshot| s.stacks.iter().any(|(_, n)| *n > 0);
+    if half_rise.is_nan() || half_rise <= 0.0 || !has_samples(latest) {
+        return None;
+    }
+    (d.self_delta_high < half_rise).then_some(true)
 }
 
 /// The `n` functions with the most self samples in `p`.

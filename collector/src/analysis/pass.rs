@@ -270,13 +270,29 @@ impl RegressionTracker {
         Ok(())
     }
 
+    /// `r` after a pass that could tell whether its effect is `gone`: one more pass gone (see
+    /// [`Self::one_more_pass_gone`]), or the count started again when the effect is still there.
+    /// `None` when nothing changed (still there, and no pass gone to forget).
+    pub(super) fn after_gone_check(
+        &self,
+        r: &RegressionRecord,
+        gone: bool,
+        report: &mut PassReport,
+    ) -> Option<RegressionRecord> {
+        let mut next = r.clone();
+        if gone {
+            self.one_more_pass_gone(&mut next, report);
+        } else if next.passes_gone == 0 {
+            return None;
+        } else {
+            next.passes_gone = 0;
+        }
+        Some(next)
+    }
+
     /// Counts one more pass without `r`'s effect; at `went_away_passes` it is resolved as went
     /// away (and counted in `report`). True when this pass closed it.
-    pub(super) fn one_more_pass_gone(
-        &self,
-        r: &mut RegressionRecord,
-        report: &mut PassReport,
-    ) -> bool {
+    fn one_more_pass_gone(&self, r: &mut RegressionRecord, report: &mut PassReport) -> bool {
         r.passes_gone += 1;
         if r.passes_gone < self.cfg.went_away_passes {
             return false;

@@ -1,7 +1,8 @@
 //! The pass's stated invariants, against a temporary embedded store: one record per finding
 //! across passes, a human's state kept, a resolution kept, stale records resolved (fixed),
-//! records whose effect went away closed (build compares and change points), one incident per bad build, and function-level
-//! change points (a function's rise found, a cost shift not).
+//! records whose effect went away closed (build compares, change points and function rises), one
+//! incident per bad build, and function-level change points (a function's rise found, a cost
+//! shift not).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -407,6 +408,47 @@ async fn a_functions_rise_is_found_while_its_endpoint_stays_flat() {
     let at = r.changed_at.expect("placed");
     assert!((at - changed).abs() <= 2 * 600 * NANOS_PER_SEC, "{r:#?}");
     assert_eq!(f.pass().await.new_regressions, 0, "recorded once");
+    // The rise is still there: the record stays open, pass after pass.
+    let later = f.pass().await;
+    assert_eq!(later.went_away, 0, "{later:?}");
+    let records = f.records().await;
+    assert_eq!(
+        (records.len(), records[0].state, records[0].passes_gone),
+        (1, RegressionState::Open, 0),
+        "{records:#?}"
+    );
+}
+
+/// A function record whose rise is no longer in the profiles (the function's share over the
+/// latest windows is what it was before the change) closes itself as "went away" after
+/// `went_away_passes` passes: the record found on a rise, put into a store whose profiles never
+/// rose.
+#[tokio::test]
+async fn a_functions_rise_that_is_gone_closes_itself() {
+    let rose = fixture();
+    function_rise(&rose, 200.0, false).await;
+    rose.pass().await;
+    let record = rose.records().await.remove(0);
+    assert_eq!(record.function.as_deref(), Some("small"), "{record:#?}");
+
+    let f = fixture();
+    function_rise(&f, 0.0, false).await;
+    f.store.put_regression(&record).await.expect("put");
+    let first = f.pass().await;
+    assert_eq!(
+        (first.new_regressions, first.went_away),
+        (0, 0),
+        "{first:?}"
+    );
+    assert_eq!(f.records().await[0].passes_gone, 1);
+    let second = f.pass().await;
+    assert_eq!(second.went_away, 1, "{second:?}");
+    let r = f.records().await.remove(0);
+    assert_eq!(
+        (r.state, r.resolution.clone()),
+        (RegressionState::Resolved, Some(Resolution::WentAway)),
+        "{r:#?}"
+    );
 }
 
 /// The same rise taken from its caller's own cost is a cost shift: nothing is reported.

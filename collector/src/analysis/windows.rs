@@ -121,13 +121,10 @@ impl RegressionTracker {
                 Verdict::Regression => false,
                 Verdict::NotEnoughData => continue,
             };
-            let mut next = r.clone();
-            if !gone {
-                if next.passes_gone == 0 {
-                    continue;
-                }
-                next.passes_gone = 0;
-            } else if self.one_more_pass_gone(&mut next, report) {
+            let Some(next) = self.after_gone_check(r, gone, report) else {
+                continue;
+            };
+            if next.state == RegressionState::Resolved {
                 tracing::info!(%service, endpoint = %r.endpoint, changed_at = %format_rfc3339(at),
                     "change went away");
             }

@@ -51,7 +51,10 @@ def test_streamed_bodies_are_measured_until_close(configure, memory):
     rt.exporter.drain()
     [e] = memory.events()
     assert e["endpoint"] == "POST /stream/{id}" and e["status"] == 201
-    assert 25e6 <= e["cpu_ns"] <= 28e6
+    # 25 ms burned across start and body; the rest is the generator and the middleware, which a
+    # loaded 2-core machine made 3.4 ms once (28.4 ms): the bound tells "until close" (25 ms) from
+    # "until the app returned" (5 ms), not the overhead.
+    assert 25e6 <= e["cpu_ns"] <= 35e6
     assert e["wall_ns"] >= e["cpu_ns"] * 0.9
 
 
