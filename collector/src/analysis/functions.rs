@@ -320,13 +320,9 @@ impl RegressionTracker {
             let Some(gone) = rise_gone(&b, &k, &function, r.effect) else {
                 continue;
             };
-            if let Some(next) = self.after_gone_check(r, gone, report) {
-                if next.state == RegressionState::Resolved {
-                    tracing::info!(%service, endpoint = %r.endpoint, %function,
-                        changed_at = %format_rfc3339(at), "function rise went away");
-                }
-                self.store.put_regression(&next).await?;
-                *r = next;
+            if self.settle_gone(r, gone, report).await? {
+                tracing::info!(%service, endpoint = %r.endpoint, %function,
+                    changed_at = %format_rfc3339(at), "function rise went away");
             }
         }
         Ok(())

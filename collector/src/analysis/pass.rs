@@ -260,34 +260,35 @@ impl RegressionTracker {
             if !gone {
                 continue;
             }
-            let mut next = r.clone();
-            if self.one_more_pass_gone(&mut next, report) {
+            if self.settle_gone(r, true, report).await? {
                 tracing::info!(%service, endpoint = %r.endpoint, %candidate, "regression went away");
             }
-            self.store.put_regression(&next).await?;
-            *r = next;
         }
         Ok(())
     }
 
-    /// `r` after a pass that could tell whether its effect is `gone`: one more pass gone (see
-    /// [`Self::one_more_pass_gone`]), or the count started again when the effect is still there.
-    /// `None` when nothing changed (still there, and no pass gone to forget).
-    pub(super) fn after_gone_check(
+    /// Stores `r` after a pass that could tell whether its effect is `gone`: one more pass gone
+    /// (see [`Self::one_more_pass_gone`]), or the count started again when the effect is still
+    /// there. Nothing is written when nothing changed (still there, and no pass gone to forget).
+    /// True when this pass closed it.
+    pub(super) async fn settle_gone(
         &self,
-        r: &RegressionRecord,
+        r: &mut RegressionRecord,
         gone: bool,
         report: &mut PassReport,
-    ) -> Option<RegressionRecord> {
+    ) -> Result<bool, AnalysisError> {
         let mut next = r.clone();
-        if gone {
-            self.one_more_pass_gone(&mut next, report);
+        let closed = if gone {
+            self.one_more_pass_gone(&mut next, report)
         } else if next.passes_gone == 0 {
-            return None;
+            return Ok(false);
         } else {
             next.passes_gone = 0;
-        }
-        Some(next)
+            false
+        };
+        self.store.put_regression(&next).await?;
+        *r = next;
+        Ok(closed)
     }
 
     /// Counts one more pass without `r`'s effect; at `went_away_passes` it is resolved as went

@@ -121,15 +121,10 @@ impl RegressionTracker {
                 Verdict::Regression => false,
                 Verdict::NotEnoughData => continue,
             };
-            let Some(next) = self.after_gone_check(r, gone, report) else {
-                continue;
-            };
-            if next.state == RegressionState::Resolved {
+            if self.settle_gone(r, gone, report).await? {
                 tracing::info!(%service, endpoint = %r.endpoint, changed_at = %format_rfc3339(at),
                     "change went away");
             }
-            self.store.put_regression(&next).await?;
-            *r = next;
         }
         Ok(())
     }
