@@ -1139,6 +1139,41 @@ mod tests {
     }
 
     #[test]
+    fn the_flags_parse_as_documented() {
+        use clap::{Args, FromArgMatches};
+        let cmd = AgentArgs::augment_args(clap::Command::new("agent"));
+        cmd.clone().debug_assert();
+        let matches = cmd
+            .try_get_matches_from([
+                "agent",
+                "--collector",
+                "http://127.0.0.1:4040",
+                "--memory-pid",
+                "42",
+                "--memory-pid",
+                "7",
+                "--memory-name",
+                "gunicorn",
+                "--memory-uid",
+                "1000",
+                "--memory-interval-secs",
+                "30",
+            ])
+            .expect("the memory flags parse");
+        let args = AgentArgs::from_arg_matches(&matches).expect("args");
+        let m = args.run.validate().expect("valid").memory;
+        assert_eq!(
+            (m.pids, m.names, m.uids, m.interval),
+            (
+                vec![42, 7],
+                vec!["gunicorn".to_owned()],
+                vec![1000],
+                Duration::from_secs(30)
+            )
+        );
+    }
+
+    #[test]
     fn memory_flags() {
         let cfg = args().validate().expect("defaults");
         assert!(!cfg.memory.is_enabled());

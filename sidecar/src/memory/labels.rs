@@ -94,6 +94,25 @@ PROFWATCH_SERVICE_X=no\0PROFWATCH_BUILD\0";
         assert_eq!(parse_environ(&[0xff, b'=', 0, 0]), EnvLabels::default());
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Any bytes: no panic, and every label found is one the collector accepts.
+        #[test]
+        fn any_environment_parses_to_valid_labels(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            prefix in proptest::sample::select(vec!["", "PROFWATCH_SERVICE=", "PROFWATCH_BUILD=", "PROFWATCH_DC="]),
+        ) {
+            let mut env = prefix.as_bytes().to_vec();
+            env.extend_from_slice(&bytes);
+            let got = parse_environ(&env);
+            for value in [got.service, got.build, got.dc].into_iter().flatten() {
+                proptest::prop_assert!(!value.is_empty() && value.len() <= 128);
+                proptest::prop_assert!(!value.contains(char::is_control));
+            }
+        }
+    }
+
     #[test]
     fn a_child_s_environment_is_read() {
         let mut child = std::process::Command::new("sleep")
@@ -102,6 +121,14 @@ PROFWATCH_SERVICE_X=no\0PROFWATCH_BUILD\0";
             .env("PROFWATCH_BUILD", "b7")
             .spawn()
             .expect("spawn sleep");
+        // Until the child has exec'd, /proc shows this process's environment.
+        let comm = format!("/proc/{}/comm", child.id());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read_to_string(&comm).map_or(true, |c| c.trim() != "sleep")
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         let got = read_environ(Path::new("/proc"), child.id());
         let _ = child.kill();
         let _ = child.wait();
