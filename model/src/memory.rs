@@ -7,9 +7,12 @@
 //! counts are bounded by [`MAX_MEMORY_BYTES`], so sums over many samples cannot overflow a
 //! `u64` in any realistic store.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
-use crate::event::{check_name, check_ts, Limits, ValidationError};
+use crate::event::{check_name, check_ts, Limits, Tenant, ValidationError};
+use crate::query::TimeRange;
 
 /// The largest byte count a sample field may hold: 1 PiB, far above any process's memory.
 pub const MAX_MEMORY_BYTES: u64 = 1 << 50;
@@ -101,6 +104,125 @@ impl MemorySample {
     }
 }
 
+/// What memory rows are grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemoryGroupBy {
+    /// One row for the whole service (its group is empty).
+    None,
+    Build,
+    Host,
+}
+
+impl MemoryGroupBy {
+    /// `none`, `build` or `host`.
+    pub fn parse(text: &str) -> Option<MemoryGroupBy> {
+        match text {
+            "none" => Some(MemoryGroupBy::None),
+            "build" => Some(MemoryGroupBy::Build),
+            "host" => Some(MemoryGroupBy::Host),
+            _ => None,
+        }
+    }
+
+    /// The group of a sample.
+    pub fn group_of<'a>(&self, s: &'a MemorySample) -> &'a str {
+        match self {
+            MemoryGroupBy::None => "",
+            MemoryGroupBy::Build => &s.build,
+            MemoryGroupBy::Host => &s.host,
+        }
+    }
+}
+
+/// Which memory samples a memory query takes: one service's, in the range.
+#[derive(Debug, Clone)]
+pub struct MemoryQuery {
+    pub tenant: Tenant,
+    pub service: String,
+    pub range: TimeRange,
+    pub group_by: MemoryGroupBy,
+}
+
+/// One group's memory per process. A process is a (host, pid); each figure is the mean over
+/// the group's processes of each process's mean over its samples, so a process sampled more
+/// often does not weigh more.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MemoryRow {
+    /// The build or host; empty without grouping.
+    pub group: String,
+    /// Distinct processes (host, pid) with samples.
+    pub processes: u64,
+    pub rss_bytes: f64,
+    pub pss_bytes: f64,
+    /// Private clean + private dirty.
+    pub private_bytes: f64,
+    /// Shared clean + shared dirty.
+    pub shared_bytes: f64,
+    pub swap_bytes: f64,
+}
+
+/// A [`MemoryRow`] of one time bucket, starting at `ts` (unix ns, a multiple of the step).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MemoryPoint {
+    pub ts: i64,
+    #[serde(flatten)]
+    pub row: MemoryRow,
+}
+
+/// The start of the bucket of width `step` (> 0) that holds `ts`.
+pub fn bucket_of(ts: i64, step: i64) -> i64 {
+    ts - ts.rem_euclid(step)
+}
+
+/// The per-process sums of one (key, group): samples and field totals per (host, pid).
+#[derive(Debug, Default)]
+pub struct MemoryAccumulator {
+    processes: BTreeMap<(String, u32), [f64; 6]>,
+}
+
+impl MemoryAccumulator {
+    /// Adds one sample of process (`host`, `pid`).
+    pub fn add(&mut self, s: &MemorySample) {
+        let sums = self
+            .processes
+            .entry((s.host.clone(), s.pid))
+            .or_insert([0.0; 6]);
+        let b = &s.bytes;
+        for (sum, v) in sums.iter_mut().zip([
+            1.0,
+            b.rss as f64,
+            b.pss as f64,
+            b.private() as f64,
+            b.shared() as f64,
+            b.swap as f64,
+        ]) {
+            *sum += v;
+        }
+    }
+
+    /// The row of this group: per-process means, then their mean.
+    pub fn row(&self, group: String) -> MemoryRow {
+        let n = self.processes.len().max(1) as f64;
+        let mut means = [0.0f64; 5];
+        for sums in self.processes.values() {
+            for (mean, sum) in means.iter_mut().zip(&sums[1..]) {
+                *mean += sum / sums[0];
+            }
+        }
+        let [rss, pss, private, shared, swap] = means.map(|m| m / n);
+        MemoryRow {
+            group,
+            processes: self.processes.len() as u64,
+            rss_bytes: rss,
+            pss_bytes: pss,
+            private_bytes: private,
+            shared_bytes: shared,
+            swap_bytes: swap,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,6 +279,38 @@ mod tests {
             let err = s.validate(&limits, NOW).expect_err(what);
             assert!(err.to_string().contains(what), "{what}: {err}");
         }
+    }
+
+    #[test]
+    fn rows_are_means_of_per_process_means() {
+        let mut acc = MemoryAccumulator::default();
+        let mut s = sample();
+        let at = |s: &MemorySample, pid, host: &str, private| MemorySample {
+            pid,
+            host: host.into(),
+            bytes: MemoryBytes {
+                private_dirty: private,
+                private_clean: 0,
+                ..s.bytes
+            },
+            ..s.clone()
+        };
+        // Process 1 sampled three times (mean 20), process 2 once (40): the mean is 30, not 25.
+        for private in [10, 20, 30] {
+            acc.add(&at(&s, 1, "a", private));
+        }
+        acc.add(&at(&s, 2, "a", 40));
+        // The same pid on another host is another process.
+        s.bytes.private_dirty = 0;
+        acc.add(&at(&s, 1, "b", 30));
+        let row = acc.row("812".into());
+        assert_eq!(row.processes, 3);
+        assert_eq!(row.private_bytes, 30.0);
+        assert_eq!(row.rss_bytes, (100 << 20) as f64);
+        assert_eq!(bucket_of(125, 60), 120);
+        assert_eq!(bucket_of(-5, 60), -60);
+        assert_eq!(MemoryGroupBy::parse("host"), Some(MemoryGroupBy::Host));
+        assert_eq!(MemoryGroupBy::parse("endpoint"), None);
     }
 
     #[test]
