@@ -162,10 +162,11 @@ pub struct MemoryRow {
     pub swap_bytes: f64,
 }
 
-/// A [`MemoryRow`] of one time bucket, starting at `ts` (unix ns, a multiple of the step).
+/// A [`MemoryRow`] of one time bucket (as `GET /api/v1/memory/timeseries` answers).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MemoryPoint {
-    pub ts: i64,
+    /// Bucket start, unix seconds (buckets start at multiples of the step).
+    pub time: i64,
     #[serde(flatten)]
     pub row: MemoryRow,
 }

@@ -208,7 +208,7 @@ pub async fn points(
         .await?
         .into_iter()
         .map(|r| MemoryPoint {
-            ts: r.bucket,
+            time: r.bucket.div_euclid(1_000_000_000),
             row: r.row(),
         })
         .collect())

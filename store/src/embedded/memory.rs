@@ -277,7 +277,7 @@ impl MemoryLog {
         Ok(cells
             .into_iter()
             .map(|((ts, g), acc)| MemoryPoint {
-                ts,
+                time: ts.div_euclid(1_000_000_000),
                 row: acc.row(g),
             })
             .collect())

@@ -173,11 +173,11 @@ pub async fn memory_timeseries_buckets(store: Arc<dyn Store>) {
         (b + MINUTE, row("b2", 1, 1000.0)),
         (b + 2 * MINUTE, row("b2", 1, 1600.0)),
     ];
-    let ts: Vec<i64> = points.iter().map(|p: &MemoryPoint| p.ts).collect();
+    let times: Vec<i64> = points.iter().map(|p: &MemoryPoint| p.time).collect();
+    let want_times: Vec<i64> = want.iter().map(|w| w.0 / NANOS_PER_SEC).collect();
     assert_eq!(
-        ts,
-        want.iter().map(|w| w.0).collect::<Vec<_>>(),
-        "{points:?}"
+        times, want_times,
+        "bucket starts in unix seconds: {points:?}"
     );
     let rows: Vec<MemoryRow> = points.into_iter().map(|p| p.row).collect();
     let want: Vec<MemoryRow> = want.into_iter().map(|w| w.1).collect();
