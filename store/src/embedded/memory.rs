@@ -449,6 +449,31 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Any bytes after a good record: the log opens (a torn tail cut) or refuses with
+        /// `Corrupt`, never panics, and the good record is still read when it opens.
+        #[test]
+        fn any_tail_opens_or_is_refused(tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let log = MemoryLog::open(dir.path(), Duration::from_secs(86_400), NOW).expect("open");
+            log.write(&Tenant("t".into()), None, vec![sample(1, NOW, 100)], NOW).expect("write");
+            drop(log);
+            let path = dir.path().join(format!("mem-{}.log", NOW.div_euclid(DAY_NS)));
+            let mut bytes = std::fs::read(&path).expect("read");
+            bytes.extend_from_slice(&tail);
+            std::fs::write(&path, &bytes).expect("write");
+            match MemoryLog::open(dir.path(), Duration::from_secs(86_400), NOW) {
+                Ok(log) => {
+                    let rows = log.rows(&query()).map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+                    proptest::prop_assert!(!rows.is_empty());
+                }
+                Err(e) => proptest::prop_assert!(matches!(e, StoreError::Corrupt { .. }), "{e}"),
+            }
+        }
+    }
+
     #[test]
     fn keys_survive_a_reopen_and_old_days_go() {
         let dir = tempfile::tempdir().expect("tempdir");
