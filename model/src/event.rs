@@ -138,6 +138,8 @@ pub enum ValidationError {
         value: String,
         max: String,
     },
+    #[error("field `pid` is 0; it must be a process id above 0")]
+    Pid,
     #[error("field `status` is {0}; it must be 0..=999")]
     Status(u64),
     #[error("field `weight` is {0}; it must be a finite number > 0")]

@@ -1,7 +1,8 @@
 //! The batcher: gathers validated events into batches of at most `max_events`, closes a batch
 //! when it is full or its first event has waited `max_wait`, compresses it and hands it to the
 //! spool. Profiles (relayed from apps, or sampled by the sidecar) are already aggregated per
-//! label set and interval: each becomes one spool record of its own, as it arrives.
+//! label set and interval: each becomes one spool record of its own, as it arrives; so does
+//! each pass of memory samples.
 //!
 //! Invariants: events are spooled in the order they were received; a batch or profile is in
 //! memory only until its spool write returns (a `kill -9` loses at most the open batch and what
@@ -10,13 +11,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use profwatch_model::memory::{MemoryBatch, MemorySample};
 use profwatch_model::profile::ProfileBatch;
 use profwatch_model::{wire, RequestEvent};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::metrics::{DropReason, Metrics};
-use super::spool::{RecordKind, Spool};
+use super::spool::{RecordKind, Spool, Unit};
 use profwatch_agent::sampler::{folded, query};
 
 /// zstd level for batch bodies: fast, and still ~10x on event batches.
@@ -32,6 +34,8 @@ pub enum Input {
         profile: ProfileBatch,
         frequency_hz: u32,
     },
+    /// One pass of memory samples, validated.
+    Memory(Vec<MemorySample>),
 }
 
 /// Batches events into the spool.
@@ -68,6 +72,10 @@ impl Batcher {
                     frequency_hz,
                 }) => {
                     self.spool_profile(profile, frequency_hz).await;
+                    continue;
+                }
+                Some(Input::Memory(samples)) => {
+                    self.spool_memory(samples).await;
                     continue;
                 }
             };
@@ -144,6 +152,43 @@ impl Batcher {
         self.metrics.profiles_dropped(DropReason::SpoolError, 1);
         self.metrics.set_last_error(error);
     }
+}
+
+impl Batcher {
+    async fn spool_memory(&self, samples: Vec<MemorySample>) {
+        if samples.is_empty() {
+            return;
+        }
+        let n = samples.len();
+        let spool = self.spool.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let body = encode_memory(samples)?;
+            spool
+                .append(
+                    RecordKind::Memory,
+                    u32::try_from(n).unwrap_or(u32::MAX),
+                    &body,
+                )
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        let error = match done {
+            Ok(Ok(_)) => return,
+            Ok(Err(e)) => e,
+            Err(e) => format!("spool task failed: {e}"),
+        };
+        tracing::error!(samples = n, "cannot spool memory samples; dropped: {error}");
+        self.metrics
+            .dropped_in(DropReason::SpoolError, Unit::MemorySamples, n as u64);
+        self.metrics.set_last_error(error);
+    }
+}
+
+/// Memory samples as the collector's `POST /api/v1/memory` takes them: a JSON
+/// [`MemoryBatch`], zstd-compressed.
+pub fn encode_memory(samples: Vec<MemorySample>) -> Result<Vec<u8>, String> {
+    let json = serde_json::to_vec(&MemoryBatch { samples }).map_err(|e| format!("json: {e}"))?;
+    zstd::bulk::compress(&json, ZSTD_LEVEL).map_err(|e| format!("zstd: {e}"))
 }
 
 /// A profile as the collector's `POST /api/v1/profiles?{query}` takes it: the query string

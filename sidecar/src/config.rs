@@ -180,6 +180,49 @@ pub struct RunArgs {
         env = "PROFWATCH_AGENT_PROFILE_STACK_BYTES"
     )]
     pub profile_stack_bytes: Option<u32>,
+    /// Read the memory (smaps_rollup, else smaps) of this local process every
+    /// --memory-interval-secs (repeatable; a comma-separated list in the env var). A process
+    /// that exits is dropped from the watch.
+    #[arg(
+        long = "memory-pid",
+        value_name = "PID",
+        env = "PROFWATCH_AGENT_MEMORY_PIDS",
+        value_delimiter = ','
+    )]
+    pub memory_pid: Vec<u32>,
+    /// Read the memory of every process whose name (/proc/PID/comm, or its executable's file
+    /// name) is NAME (repeatable); /proc is searched again every interval.
+    #[arg(
+        long = "memory-name",
+        value_name = "NAME",
+        env = "PROFWATCH_AGENT_MEMORY_NAMES",
+        value_delimiter = ','
+    )]
+    pub memory_name: Vec<String>,
+    /// With --memory-name: only processes of this user id (repeatable). Required with
+    /// --memory-name, so a name alone never picks up another user's process.
+    #[arg(
+        long = "memory-uid",
+        value_name = "UID",
+        env = "PROFWATCH_AGENT_MEMORY_UIDS",
+        value_delimiter = ','
+    )]
+    pub memory_uid: Vec<u32>,
+    /// Seconds between two readings of each watched process's memory [default: 10].
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "PROFWATCH_AGENT_MEMORY_INTERVAL_SECS"
+    )]
+    pub memory_interval_secs: Option<u64>,
+    /// The `service` label of memory samples of processes whose environment has no
+    /// PROFWATCH_SERVICE [default: the executable file name, else the comm].
+    #[arg(long, value_name = "SERVICE", env = "PROFWATCH_AGENT_MEMORY_SERVICE")]
+    pub memory_service: Option<String>,
+    /// The `build` label of memory samples of processes whose environment has no
+    /// PROFWATCH_BUILD [default: empty].
+    #[arg(long, value_name = "BUILD", env = "PROFWATCH_AGENT_MEMORY_BUILD")]
+    pub memory_build: Option<String>,
 }
 
 /// The default metrics address.
@@ -282,6 +325,44 @@ impl ProfileConfig {
     }
 }
 
+/// Whose memory the sidecar reads (`--memory-pid`, `--memory-name`); nothing when both lists
+/// are empty.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemoryConfig {
+    pub pids: Vec<u32>,
+    /// Matched as [`ProfileConfig::names`] are.
+    pub names: Vec<String>,
+    /// As [`ProfileConfig::uids`]: never empty when `names` is not.
+    pub uids: Vec<u32>,
+    /// The `service` label where the process's environment sets none; `None`: its executable
+    /// file name (else its comm).
+    pub service: Option<String>,
+    /// The `build` label where the process's environment sets none.
+    pub build: String,
+    /// Time between two readings (and two searches of `/proc` for `names`).
+    pub interval: Duration,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            pids: Vec::new(),
+            names: Vec::new(),
+            uids: Vec::new(),
+            service: None,
+            build: String::new(),
+            interval: Duration::from_secs(10),
+        }
+    }
+}
+
+impl MemoryConfig {
+    /// Whether there is anything to read.
+    pub fn is_enabled(&self) -> bool {
+        !self.pids.is_empty() || !self.names.is_empty()
+    }
+}
+
 /// How the sidecar talks TLS to an https collector (`--ca-file`, `--client-cert`,
 /// `--client-key`), parsed at start so a bad file is a start-up error naming it.
 #[derive(Debug, Clone, Default)]
@@ -306,6 +387,8 @@ pub struct SidecarConfig {
     pub events_url: String,
     /// `{base}/api/v1/profiles` of the collector.
     pub profiles_url: String,
+    /// `{base}/api/v1/memory` of the collector.
+    pub memory_url: String,
     pub token: Secret<Option<String>>,
     /// TLS to the collector.
     pub tls: CollectorTls,
@@ -336,6 +419,8 @@ pub struct SidecarConfig {
     pub retry: RetryPolicy,
     /// Processes the sidecar samples.
     pub profile: ProfileConfig,
+    /// Processes whose memory the sidecar reads.
+    pub memory: MemoryConfig,
 }
 
 impl SidecarConfig {
@@ -345,6 +430,7 @@ impl SidecarConfig {
         Ok(SidecarConfig {
             events_url: format!("{base}/api/v1/events"),
             profiles_url: format!("{base}/api/v1/profiles"),
+            memory_url: format!("{base}/api/v1/memory"),
             token: Secret(None),
             tls: CollectorTls::default(),
             socket,
@@ -365,6 +451,7 @@ impl SidecarConfig {
             system_labels: true,
             retry: RetryPolicy::default(),
             profile: ProfileConfig::default(),
+            memory: MemoryConfig::default(),
         })
     }
 }
@@ -453,6 +540,14 @@ impl RunArgs {
             self.profile_frequency,
             self.profile_interval_secs,
             self.profile_stack_bytes,
+        )?;
+        cfg.memory = memory_config(
+            self.memory_pid,
+            self.memory_name,
+            self.memory_uid,
+            self.memory_interval_secs,
+            self.memory_service,
+            self.memory_build,
         )?;
         Ok(cfg)
     }
@@ -657,48 +752,8 @@ fn profile_config(
     stack_bytes: Option<u32>,
 ) -> Result<ProfileConfig, SidecarError> {
     let mut profile = ProfileConfig::default();
-    if pids.contains(&0) {
-        return Err(SidecarError::config(
-            "profile-pid",
-            "0",
-            "is not a process id",
-        ));
-    }
-    let mut seen = std::collections::HashSet::new();
-    profile.pids = pids.into_iter().filter(|p| seen.insert(*p)).collect();
-    for name in &names {
-        if name.is_empty()
-            || name.len() > 255
-            || name.contains('/')
-            || name.contains(char::is_control)
-        {
-            return Err(SidecarError::config(
-                "profile-name",
-                name.as_str(),
-                "must be a process name (1 to 255 bytes, no `/`)",
-            ));
-        }
-    }
-    if !names.is_empty() && uids.is_empty() {
-        return Err(SidecarError::config(
-            "profile-name",
-            names.join(","),
-            "needs --profile-uid: a name alone would sample any user's process of that name",
-        ));
-    }
-    profile.names = names;
-    profile.uids = uids;
-    let max = profwatch_model::Limits::default().max_name_len;
-    profile.service = match service.filter(|s| !s.is_empty()) {
-        Some(s) if s.len() > max || s.contains(char::is_control) => {
-            return Err(SidecarError::config(
-                "profile-service",
-                s,
-                format!("must be at most {max} printable bytes"),
-            ))
-        }
-        s => s,
-    };
+    (profile.pids, profile.names, profile.uids) = targets("profile", pids, names, uids)?;
+    profile.service = label_flag("profile-service", service)?;
     if let Some(hz) = frequency {
         if !(1..=10_000).contains(&hz) {
             return Err(SidecarError::config(
@@ -730,6 +785,89 @@ fn profile_config(
         profile.stack_bytes = bytes;
     }
     Ok(profile)
+}
+
+/// Pids, process names and the uids a name needs.
+type Targets = (Vec<u32>, Vec<String>, Vec<u32>);
+
+/// `--{what}-pid`, `--{what}-name` and `--{what}-uid` (`what`: `profile` or `memory`):
+/// pids without 0 or repeats, process names, and the uids a name needs.
+fn targets(
+    what: &'static str,
+    pids: Vec<u32>,
+    names: Vec<String>,
+    uids: Vec<u32>,
+) -> Result<Targets, SidecarError> {
+    let (pid_flag, name_flag) = match what {
+        "memory" => ("memory-pid", "memory-name"),
+        _ => ("profile-pid", "profile-name"),
+    };
+    if pids.contains(&0) {
+        return Err(SidecarError::config(pid_flag, "0", "is not a process id"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let pids = pids.into_iter().filter(|p| seen.insert(*p)).collect();
+    for name in &names {
+        if name.is_empty()
+            || name.len() > 255
+            || name.contains('/')
+            || name.contains(char::is_control)
+        {
+            return Err(SidecarError::config(
+                name_flag,
+                name.as_str(),
+                "must be a process name (1 to 255 bytes, no `/`)",
+            ));
+        }
+    }
+    if !names.is_empty() && uids.is_empty() {
+        return Err(SidecarError::config(
+            name_flag,
+            names.join(","),
+            format!(
+                "needs --{what}-uid: a name alone would pick up any user's process of that name"
+            ),
+        ));
+    }
+    Ok((pids, names, uids))
+}
+
+/// A label flag: `None` when empty, an error when the collector would refuse it.
+fn label_flag(flag: &'static str, value: Option<String>) -> Result<Option<String>, SidecarError> {
+    let max = profwatch_model::Limits::default().max_name_len;
+    match value.filter(|s| !s.is_empty()) {
+        Some(s) if s.len() > max || s.contains(char::is_control) => Err(SidecarError::config(
+            flag,
+            s,
+            format!("must be at most {max} printable bytes"),
+        )),
+        s => Ok(s),
+    }
+}
+
+fn memory_config(
+    pids: Vec<u32>,
+    names: Vec<String>,
+    uids: Vec<u32>,
+    interval_secs: Option<u64>,
+    service: Option<String>,
+    build: Option<String>,
+) -> Result<MemoryConfig, SidecarError> {
+    let mut memory = MemoryConfig::default();
+    (memory.pids, memory.names, memory.uids) = targets("memory", pids, names, uids)?;
+    if let Some(secs) = interval_secs {
+        if !(1..=3600).contains(&secs) {
+            return Err(SidecarError::config(
+                "memory-interval-secs",
+                secs.to_string(),
+                "must be 1..=3600",
+            ));
+        }
+        memory.interval = Duration::from_secs(secs);
+    }
+    memory.service = label_flag("memory-service", service)?;
+    memory.build = label_flag("memory-build", build)?.unwrap_or_default();
+    Ok(memory)
 }
 
 /// `http://host[:port][/base]` → `http://host[:port][/base]` without a trailing `/`.
@@ -998,6 +1136,92 @@ mod tests {
             (p.frequency_hz, p.export_interval),
             (49, Duration::from_secs(60))
         );
+    }
+
+    #[test]
+    fn the_flags_parse_as_documented() {
+        use clap::{Args, FromArgMatches};
+        let cmd = AgentArgs::augment_args(clap::Command::new("agent"));
+        cmd.clone().debug_assert();
+        let matches = cmd
+            .try_get_matches_from([
+                "agent",
+                "--collector",
+                "http://127.0.0.1:4040",
+                "--memory-pid",
+                "42",
+                "--memory-pid",
+                "7",
+                "--memory-name",
+                "gunicorn",
+                "--memory-uid",
+                "1000",
+                "--memory-interval-secs",
+                "30",
+            ])
+            .expect("the memory flags parse");
+        let args = AgentArgs::from_arg_matches(&matches).expect("args");
+        let m = args.run.validate().expect("valid").memory;
+        assert_eq!(
+            (m.pids, m.names, m.uids, m.interval),
+            (
+                vec![42, 7],
+                vec!["gunicorn".to_owned()],
+                vec![1000],
+                Duration::from_secs(30)
+            )
+        );
+    }
+
+    #[test]
+    fn memory_flags() {
+        let cfg = args().validate().expect("defaults");
+        assert!(!cfg.memory.is_enabled());
+        assert_eq!(cfg.memory.interval, Duration::from_secs(10));
+        assert_eq!(cfg.memory_url, "http://127.0.0.1:4040/api/v1/memory");
+        let mut a = args();
+        a.memory_pid = vec![42, 7, 42];
+        a.memory_name = vec!["gunicorn".into()];
+        a.memory_uid = vec![1000];
+        a.memory_interval_secs = Some(5);
+        a.memory_service = Some("shop".into());
+        a.memory_build = Some("812".into());
+        let m = a.validate().expect("valid").memory;
+        assert!(m.is_enabled());
+        assert_eq!(
+            (m.pids, m.names, m.uids, m.interval),
+            (
+                vec![42, 7],
+                vec!["gunicorn".to_owned()],
+                vec![1000],
+                Duration::from_secs(5)
+            )
+        );
+        assert_eq!(
+            (m.service.as_deref(), m.build.as_str()),
+            (Some("shop"), "812")
+        );
+
+        let mut a = args();
+        a.memory_name = vec!["gunicorn".into()];
+        let e = a.validate().expect_err("a name alone").to_string();
+        assert!(e.contains("--memory-uid"), "{e}");
+        let mut a = args();
+        a.memory_pid = vec![0];
+        let e = a.validate().expect_err("pid 0").to_string();
+        assert!(e.contains("--memory-pid"), "{e}");
+        let mut a = args();
+        a.memory_name = vec!["a/b".into()];
+        a.memory_uid = vec![0];
+        assert!(a.validate().is_err());
+        for secs in [0, 3601] {
+            let mut a = args();
+            a.memory_interval_secs = Some(secs);
+            assert!(a.validate().is_err(), "{secs}");
+        }
+        let mut a = args();
+        a.memory_build = Some("b\n".into());
+        assert!(a.validate().is_err());
     }
 
     #[test]

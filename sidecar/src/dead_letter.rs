@@ -17,8 +17,8 @@
 //! - Bounded: at most `max_files` dead letters and `max_bytes` bytes (both files of each). Room
 //!   is made by removing the oldest dead letters (by modification time at open, then in the
 //!   order they were put), counted as dropped under `dead_letter_full`, in the record's unit
-//!   (events, or one profile). A batch larger than `max_bytes` alone is not kept and counted as
-//!   dropped under `collector_rejected`.
+//!   (events, one profile, or memory samples). A batch larger than `max_bytes` alone is not
+//!   kept and counted as dropped under `collector_rejected`.
 //! - Counted: what was put (`events_dead_lettered`, `profiles_dead_lettered`) and what the
 //!   folder holds (`dead_letter_records`, `dead_letter_bytes`).
 
@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::SidecarError;
 use super::metrics::{DropReason, Metrics};
-use super::spool::{write_durably, RecordKind, SpoolRecord};
+use super::spool::{write_durably, RecordKind, SpoolRecord, Unit};
 
 const BATCH: &str = "batch";
 const JSON: &str = "json";
@@ -47,12 +47,12 @@ pub struct DeadLetterInfo {
     pub status: u16,
     /// The start of the collector's answer (at most 300 characters).
     pub message: String,
-    /// `events` or `profile`.
+    /// `events`, `profile` or `memory`.
     pub kind: String,
     /// The profile's query string; `None` for events.
     #[serde(default)]
     pub query: Option<String>,
-    /// Events of an event batch, samples of a profile.
+    /// Events of an event batch, samples of a profile or of a memory record.
     pub count: u32,
     /// When it was refused, RFC 3339.
     pub refused_at: String,
@@ -71,8 +71,9 @@ pub enum Put {
 struct Entry {
     name: String,
     bytes: u64,
-    events: u64,
-    profile: bool,
+    unit: Unit,
+    /// In `unit`.
+    count: u64,
 }
 
 #[derive(Debug, Default)]
@@ -173,9 +174,10 @@ impl DeadLetters {
             kind: match record.kind {
                 RecordKind::Events => "events".to_owned(),
                 RecordKind::Profile { .. } => "profile".to_owned(),
+                RecordKind::Memory => "memory".to_owned(),
             },
             query: match &record.kind {
-                RecordKind::Events => None,
+                RecordKind::Events | RecordKind::Memory => None,
                 RecordKind::Profile { query } => Some(query.clone()),
             },
             count: record.events,
@@ -184,11 +186,10 @@ impl DeadLetters {
         let json = serde_json::to_vec_pretty(&info).unwrap_or_default();
         let batch = record.to_bytes();
         let bytes = (json.len() + batch.len()) as u64;
-        let (events, profiles) = record.units();
+        let (unit, count) = record.units();
         if bytes > self.max_bytes {
-            self.metrics.dropped(DropReason::CollectorRejected, events);
             self.metrics
-                .profiles_dropped(DropReason::CollectorRejected, profiles);
+                .dropped_in(DropReason::CollectorRejected, unit, count);
             return Ok(Put::TooLarge { bytes });
         }
         let mut inner = self.lock();
@@ -210,13 +211,13 @@ impl DeadLetters {
         inner.entries.push_back(Entry {
             name: name.clone(),
             bytes,
-            events,
-            profile: record.kind.is_profile(),
+            unit,
+            count,
         });
         inner.bytes += bytes;
         self.publish(&inner);
         drop(inner);
-        self.metrics.dead_lettered(events, profiles);
+        self.metrics.dead_lettered_in(unit, count);
         Ok(Put::Kept { name, evicted })
     }
 
@@ -235,11 +236,8 @@ impl DeadLetters {
             for ext in [BATCH, JSON] {
                 remove_quietly(&self.dir.join(format!("{}.{ext}", old.name)));
             }
-            if old.profile {
-                self.metrics.profiles_dropped(DropReason::DeadLetterFull, 1);
-            } else {
-                self.metrics.dropped(DropReason::DeadLetterFull, old.events);
-            }
+            self.metrics
+                .dropped_in(DropReason::DeadLetterFull, old.unit, old.count);
             evicted += 1;
         }
         if evicted > 0 {
@@ -301,16 +299,17 @@ fn entry_on_disk(dir: &Path, stem: &str) -> Result<(SystemTime, Entry), SidecarE
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
     let json_len = fs::metadata(&json).map_or(0, |m| m.len());
-    let profile = info.as_ref().is_some_and(|i| i.kind == "profile");
-    let events = match &info {
-        Some(i) if !profile => u64::from(i.count),
-        _ => 0,
+    let (unit, count) = match &info {
+        Some(i) if i.kind == "profile" => (Unit::Profiles, 1),
+        Some(i) if i.kind == "memory" => (Unit::MemorySamples, u64::from(i.count)),
+        Some(i) => (Unit::Events, u64::from(i.count)),
+        None => (Unit::Events, 0),
     };
     let entry = Entry {
         name: stem.to_owned(),
         bytes: meta.len() + json_len,
-        events,
-        profile,
+        unit,
+        count,
     };
     Ok((meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), entry))
 }

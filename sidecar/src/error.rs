@@ -40,6 +40,10 @@ pub enum SidecarError {
     /// may find one later.
     #[error("no process to profile: {failures}")]
     Profile { failures: String },
+    /// `--memory-pid` named processes, none of them can be read, and no `--memory-name` may
+    /// find one later.
+    #[error("no process whose memory can be read: {failures}")]
+    Memory { failures: String },
     /// `profwatch agent status` could not read a running sidecar.
     #[error("cannot read the sidecar's status at {url}: {message}")]
     Status { url: String, message: String },

@@ -7,6 +7,7 @@
 //!  app ─ UDS / UDP ─► listener ─► enrich + validate ─┐
 //!                     (bad input counted, dropped alone)
 //!  other processes ─ perf ─► profiler (per label set, every interval)
+//!  other processes ─ /proc/PID/smaps_rollup ─► memory watch (every interval)
 //!                                                    ▼
 //!                                                 batcher ─► spool (fsync) ─► shipper ─► collector
 //!                                                            (deleted only after a 2xx,
@@ -18,6 +19,7 @@
 //!   `0x01`-framed profiles parsed by [`relay`]).
 //! - [`enrich`]: host, dc, `kernel` and `cpu_model`.
 //! - `profiler`: `--profile-pid` / `--profile-name`, the sampling of other processes.
+//! - [`memory`]: memory readings of local processes (`smaps_rollup`, else `smaps`).
 //! - [`batcher`]: batches by size or time, compressed; one record per profile.
 //! - [`spool`]: the bounded, checksummed disk spool.
 //! - [`shipper`]: delivery with retries, backoff, `Retry-After`, `Idempotency-Key`, and
@@ -37,7 +39,9 @@ pub mod dead_letter;
 pub mod enrich;
 mod error;
 pub mod listener;
+pub mod memory;
 pub mod metrics;
+mod procs;
 mod profiler;
 pub mod relay;
 pub mod shipper;
@@ -58,7 +62,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 pub use config::{
-    AgentArgs, AgentCommand, ProfileConfig, RetryPolicy, RunArgs, SidecarConfig, StatusArgs,
+    AgentArgs, AgentCommand, MemoryConfig, ProfileConfig, RetryPolicy, RunArgs, SidecarConfig,
+    StatusArgs,
 };
 pub use error::SidecarError;
 pub use metrics::{DropReason, Metrics, Refusal, RejectReason, StatusSnapshot};
@@ -78,6 +83,7 @@ pub struct Sidecar {
     stop_output: watch::Sender<bool>,
     listeners: Vec<JoinHandle<()>>,
     profiler: Option<profiler::Profiler>,
+    memory: Option<memory::Watcher>,
     batcher: JoinHandle<()>,
     shipper: JoinHandle<()>,
     http: Option<JoinHandle<()>>,
@@ -98,6 +104,7 @@ impl Sidecar {
         let enricher = enrich::Enricher::new(&cfg.host, cfg.dc.as_deref(), cfg.system_labels);
         let (tx, rx) = mpsc::channel::<batcher::Input>(CHANNEL_CHUNKS);
         let profiler = start_profiler(&cfg, &enricher, &tx, &metrics).await?;
+        let memory = start_memory(&cfg, &tx, &metrics).await?;
         let ingest = Arc::new(listener::Ingest {
             enricher,
             limits: Limits::default(),
@@ -180,6 +187,7 @@ impl Sidecar {
             stop_output,
             listeners,
             profiler,
+            memory,
             batcher,
             shipper,
             http,
@@ -220,6 +228,14 @@ impl Sidecar {
                 .await
                 .map_err(|e| SidecarError::Task {
                     task: "profiler",
+                    message: e.to_string(),
+                })??;
+        }
+        if let Some(memory) = self.memory {
+            tokio::task::spawn_blocking(move || memory.stop())
+                .await
+                .map_err(|e| SidecarError::Task {
+                    task: "memory watch",
                     message: e.to_string(),
                 })??;
         }
@@ -287,6 +303,33 @@ async fn start_profiler(
             .await
             .map_err(|e| SidecarError::Task {
                 task: "profiler start",
+                message: e.to_string(),
+            })??;
+    Ok(Some(started))
+}
+
+/// The memory watch, when any process is to be watched (it reads `/proc`, so it starts on a
+/// blocking thread).
+async fn start_memory(
+    cfg: &SidecarConfig,
+    tx: &mpsc::Sender<batcher::Input>,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<memory::Watcher>, SidecarError> {
+    if !cfg.memory.is_enabled() {
+        return Ok(None);
+    }
+    let (memory, host, dc, tx, m) = (
+        cfg.memory.clone(),
+        cfg.host.clone(),
+        cfg.dc.clone().unwrap_or_default(),
+        tx.clone(),
+        metrics.clone(),
+    );
+    let started =
+        tokio::task::spawn_blocking(move || memory::Watcher::start(memory, host, dc, tx, m))
+            .await
+            .map_err(|e| SidecarError::Task {
+                task: "memory watch start",
                 message: e.to_string(),
             })??;
     Ok(Some(started))

@@ -7,7 +7,9 @@
 //! good), dropped (with a reason) or still spooled/in memory. A dead letter later removed to
 //! make room in its folder is counted once more, as dropped under `dead_letter_full`.
 //! Profiles (relayed from apps, or from `--profile-pid`/`--profile-name`) are counted the same
-//! way in their own unit, one profile per label set and interval, under `profiles_*`.
+//! way in their own unit, one profile per label set and interval, under `profiles_*`; memory
+//! samples (`--memory-pid`/`--memory-name`) in theirs, one per process and interval, under
+//! `memory_samples_*`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -15,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use profwatch_agent::sampler::process::ReadCounts;
 use profwatch_model::timefmt;
+
+use super::spool::Unit;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -163,6 +167,22 @@ pub struct StatusSnapshot {
     /// Bytes of unwind information held for the sampled processes' modules.
     #[serde(default)]
     pub profile_unwind_info_bytes: u64,
+    /// Processes whose memory is read now (`--memory-pid`, `--memory-name`).
+    #[serde(default)]
+    pub memory_processes: u64,
+    /// Memory samples read, and refused by the collector's limits before they were spooled.
+    #[serde(default)]
+    pub memory_samples_read: u64,
+    #[serde(default)]
+    pub memory_samples_invalid: u64,
+    #[serde(default)]
+    pub memory_samples_spooled: u64,
+    #[serde(default)]
+    pub memory_samples_shipped: u64,
+    #[serde(default)]
+    pub memory_samples_dead_lettered: u64,
+    #[serde(default)]
+    pub memory_samples_dropped: Vec<(String, u64)>,
     /// Events and profiles the collector refused for good (400, 413, 422), moved to the
     /// dead-letter folder.
     #[serde(default)]
@@ -323,6 +343,7 @@ pub struct Metrics {
     profile_samples_truncated: Counter,
     profile_unwind_info_bytes: Gauge,
     delivery: DeliveryMetrics,
+    memory: MemoryMetrics,
     last_error: Mutex<Option<String>>,
     peers: Mutex<std::collections::VecDeque<Peer>>,
     log_gate: Mutex<Option<Instant>>,
@@ -452,6 +473,7 @@ impl Metrics {
             profile_unwind_info_bytes.clone(),
         );
         let delivery = DeliveryMetrics::register(&mut registry);
+        let memory = MemoryMetrics::register(&mut registry);
         for r in RejectReason::ALL {
             let _ = rejected.get_or_create(&ReasonLabel { reason: r.as_str() });
         }
@@ -482,6 +504,7 @@ impl Metrics {
             profile_samples_truncated,
             profile_unwind_info_bytes,
             delivery,
+            memory,
             last_error: Mutex::new(None),
             peers: Mutex::default(),
             log_gate: Mutex::new(None),
@@ -575,6 +598,71 @@ impl Metrics {
             .inc_by(profiles);
     }
 
+    /// Counts `n` of `unit` dropped for `reason`.
+    pub(crate) fn dropped_in(&self, reason: DropReason, unit: Unit, n: u64) {
+        match unit {
+            Unit::Events => self.dropped(reason, n),
+            Unit::Profiles => self.profiles_dropped(reason, n),
+            Unit::MemorySamples => {
+                self.memory
+                    .dropped
+                    .get_or_create(&ReasonLabel {
+                        reason: reason.as_str(),
+                    })
+                    .inc_by(n);
+            }
+        }
+    }
+
+    /// Counts a record of `n` of `unit` written to the spool.
+    pub(crate) fn spooled_in(&self, unit: Unit, n: u64) {
+        match unit {
+            Unit::Events => self.spooled(n as usize),
+            Unit::Profiles => self.profile_spooled(),
+            Unit::MemorySamples => {
+                self.memory.spooled.inc_by(n);
+            }
+        }
+    }
+
+    /// Counts a record of `n` of `unit` the collector acknowledged.
+    pub(crate) fn shipped_in(&self, unit: Unit, n: u64) {
+        match unit {
+            Unit::Events => self.shipped(n),
+            Unit::Profiles => self.profile_shipped(),
+            Unit::MemorySamples => {
+                self.memory.shipped.inc_by(n);
+            }
+        }
+    }
+
+    /// Counts a record of `n` of `unit` kept in the dead-letter folder.
+    pub(crate) fn dead_lettered_in(&self, unit: Unit, n: u64) {
+        let counter = match unit {
+            Unit::Events => &self.delivery.dead_lettered_events,
+            Unit::Profiles => &self.delivery.dead_lettered_profiles,
+            Unit::MemorySamples => &self.memory.dead_lettered,
+        };
+        counter.inc_by(n);
+    }
+
+    /// Processes whose memory is read now, and samples read (or found invalid) in a pass.
+    pub(crate) fn memory_pass(&self, processes: usize, read: u64, invalid: u64) {
+        self.memory.processes.set(clamp(processes as u64));
+        self.memory.read.inc_by(read);
+        self.memory.invalid.inc_by(invalid);
+    }
+
+    /// Memory samples dropped for `reason` so far.
+    pub fn memory_dropped_count(&self, reason: DropReason) -> u64 {
+        self.memory
+            .dropped
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            })
+            .get()
+    }
+
     pub(crate) fn profiler_targets(&self, processes: usize, threads: usize, unwind_info: usize) {
         self.profiled_processes.set(clamp(processes as u64));
         self.profiled_threads.set(clamp(threads as u64));
@@ -586,11 +674,6 @@ impl Metrics {
         self.profile_samples.inc_by(read.samples);
         self.profile_samples_lost.inc_by(read.lost);
         self.profile_samples_truncated.inc_by(read.truncated);
-    }
-
-    pub(crate) fn dead_lettered(&self, events: u64, profiles: u64) {
-        self.delivery.dead_lettered_events.inc_by(events);
-        self.delivery.dead_lettered_profiles.inc_by(profiles);
     }
 
     pub(crate) fn dead_letter_size(&self, records: u64, bytes: u64) {
@@ -749,6 +832,16 @@ impl Metrics {
             profile_samples_lost: self.profile_samples_lost.get(),
             profile_samples_truncated: self.profile_samples_truncated.get(),
             profile_unwind_info_bytes: gauge(&self.profile_unwind_info_bytes),
+            memory_processes: gauge(&self.memory.processes),
+            memory_samples_read: self.memory.read.get(),
+            memory_samples_invalid: self.memory.invalid.get(),
+            memory_samples_spooled: self.memory.spooled.get(),
+            memory_samples_shipped: self.memory.shipped.get(),
+            memory_samples_dead_lettered: self.memory.dead_lettered.get(),
+            memory_samples_dropped: DropReason::ALL
+                .iter()
+                .map(|r| (r.as_str().to_owned(), self.memory_dropped_count(*r)))
+                .collect(),
             dead_lettered_events: self.delivery.dead_lettered_events.get(),
             dead_lettered_profiles: self.delivery.dead_lettered_profiles.get(),
             dead_letter_records: gauge(&self.delivery.dead_letter_records),
@@ -757,6 +850,71 @@ impl Metrics {
             spool_set_aside: gauge(&self.delivery.spool_set_aside),
             refusal: self.refusal(),
         }
+    }
+}
+
+/// The counters of the memory readings (`--memory-pid`, `--memory-name`), in memory samples.
+#[derive(Debug)]
+struct MemoryMetrics {
+    processes: Gauge,
+    read: Counter,
+    invalid: Counter,
+    spooled: Counter,
+    shipped: Counter,
+    dead_lettered: Counter,
+    dropped: Family<ReasonLabel, Counter>,
+}
+
+impl MemoryMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = MemoryMetrics {
+            processes: Gauge::default(),
+            read: Counter::default(),
+            invalid: Counter::default(),
+            spooled: Counter::default(),
+            shipped: Counter::default(),
+            dead_lettered: Counter::default(),
+            dropped: Family::default(),
+        };
+        for r in DropReason::ALL {
+            let _ = m.dropped.get_or_create(&ReasonLabel { reason: r.as_str() });
+        }
+        registry.register(
+            "memory_processes",
+            "Processes whose memory is read now (--memory-pid, --memory-name)",
+            m.processes.clone(),
+        );
+        registry.register(
+            "memory_samples_read",
+            "Memory samples read from /proc",
+            m.read.clone(),
+        );
+        registry.register(
+            "memory_samples_invalid",
+            "Memory samples refused by the collector's limits before they were spooled",
+            m.invalid.clone(),
+        );
+        registry.register(
+            "memory_samples_spooled",
+            "Memory samples written to the disk spool",
+            m.spooled.clone(),
+        );
+        registry.register(
+            "memory_samples_shipped",
+            "Memory samples the collector acknowledged (2xx)",
+            m.shipped.clone(),
+        );
+        registry.register(
+            "memory_samples_dead_lettered",
+            "Memory samples the collector refused for good (400, 413, 422), kept in the dead-letter folder",
+            m.dead_lettered.clone(),
+        );
+        registry.register(
+            "memory_samples_dropped",
+            "Memory samples thrown away, by reason",
+            m.dropped.clone(),
+        );
+        m
     }
 }
 

@@ -27,7 +27,6 @@ use std::time::Instant;
 
 use profwatch_model::profile::SampleLabels;
 use profwatch_model::timefmt::now_ns;
-use profwatch_model::Limits;
 use tokio::sync::mpsc;
 
 use super::batcher::Input;
@@ -35,6 +34,7 @@ use super::config::ProfileConfig;
 use super::enrich::Enricher;
 use super::error::SidecarError;
 use super::metrics::Metrics;
+use super::procs::{self, service_name};
 use profwatch_agent::sampler::process::{ProcessSampler, ReadCounts};
 use profwatch_agent::sampler::stacks::{self, Grouped};
 use profwatch_agent::sampler::{procfs, EventSpec, SamplerError};
@@ -264,13 +264,7 @@ impl Run {
             if self.skipped.contains(&(pid, info.start_time)) {
                 continue;
             }
-            // Kernel threads have no executable and no user stacks.
-            let Some(exe) = procfs::exe_name(pid) else {
-                continue;
-            };
-            if !self.cfg.names.iter().any(|n| *n == info.comm || *n == exe)
-                || !procfs::owner(pid).is_some_and(|uid| self.cfg.uids.contains(&uid))
-            {
+            if !procs::matches(pid, &info, &self.cfg.names, &self.cfg.uids) {
                 continue;
             }
             if let Err(e) = self.open(pid) {
@@ -348,39 +342,5 @@ fn add(grouped: &mut Grouped, labels: &SampleLabels, stacks: Vec<(Vec<String>, u
     let entry = grouped.entry(labels.clone()).or_default();
     for (frames, n) in stacks {
         *entry.entry(frames).or_default() += n;
-    }
-}
-
-/// A process name as a `service` label: printable, within the collector's length limit.
-fn service_name(name: &str) -> String {
-    let max = Limits::default().max_name_len;
-    let mut out: String = name
-        .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect();
-    if out.len() > max {
-        let mut end = max;
-        while !out.is_char_boundary(end) {
-            end -= 1;
-        }
-        out.truncate(end);
-    }
-    if out.is_empty() {
-        "unknown".to_owned()
-    } else {
-        out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn service_names_are_valid_labels() {
-        assert_eq!(service_name("postgres"), "postgres");
-        assert_eq!(service_name("a\tb"), "a?b");
-        assert_eq!(service_name(""), "unknown");
-        assert_eq!(service_name(&"é".repeat(100)).len(), 128);
     }
 }

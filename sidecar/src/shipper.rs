@@ -1,6 +1,6 @@
 //! The shipper: sends spooled batches to the collector, oldest first, one at a time. Event
-//! batches go to `/api/v1/events`, profiles to `/api/v1/profiles?{their query}`; both kinds
-//! share the spool, the order and the outcomes below.
+//! batches go to `/api/v1/events`, profiles to `/api/v1/profiles?{their query}`, memory
+//! samples to `/api/v1/memory`; every kind shares the spool, the order and the outcomes below.
 //!
 //! Each attempt ends in one of three outcomes (Vector's end-to-end acknowledgement):
 //! - **Delivered** (2xx): the record is removed from the spool, and only then.
@@ -134,6 +134,8 @@ pub struct Shipper {
     pub events_url: String,
     /// `{base}/api/v1/profiles`, without a query.
     pub profiles_url: String,
+    /// `{base}/api/v1/memory`.
+    pub memory_url: String,
     pub token: Secret<Option<String>>,
     pub spool: Arc<Spool>,
     pub dead_letters: Arc<DeadLetters>,
@@ -162,6 +164,7 @@ impl Shipper {
             client: builder.build()?,
             events_url: cfg.events_url.clone(),
             profiles_url: cfg.profiles_url.clone(),
+            memory_url: cfg.memory_url.clone(),
             token: cfg.token.clone(),
             spool,
             dead_letters,
@@ -273,11 +276,8 @@ impl Shipper {
     async fn delivered(&self, record: &SpoolRecord) {
         self.remove(record.seq).await;
         self.metrics.refusals_over();
-        if record.kind.is_profile() {
-            self.metrics.profile_shipped();
-        } else {
-            self.metrics.shipped(u64::from(record.events));
-        }
+        let (unit, count) = record.units();
+        self.metrics.shipped_in(unit, count);
     }
 
     /// Moves a refused record to the dead-letter folder, then out of the spool. `Err`: it
@@ -288,10 +288,10 @@ impl Shipper {
         status: u16,
         message: &str,
     ) -> Result<(), String> {
-        let what = if record.kind.is_profile() {
-            "a profile"
-        } else {
-            "a batch"
+        let what = match record.kind {
+            RecordKind::Events => "a batch",
+            RecordKind::Profile { .. } => "a profile",
+            RecordKind::Memory => "memory samples",
         };
         let (letters, copy, text) = (
             self.dead_letters.clone(),
@@ -378,6 +378,7 @@ impl Shipper {
             RecordKind::Profile { query } => {
                 (format!("{}?{query}", self.profiles_url), "text/plain")
             }
+            RecordKind::Memory => (self.memory_url.clone(), "application/json"),
         };
         let mut req = self
             .client

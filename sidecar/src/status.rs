@@ -104,6 +104,21 @@ pub fn render(s: &StatusSnapshot) -> String {
             nonzero(&s.dropped_profiles)
         );
     }
+    if s.memory_processes > 0 || s.memory_samples_read > 0 {
+        let _ = writeln!(
+            out,
+            "  memory      {} processes; {} samples read, {} invalid, {} spooled, {} shipped, \
+             {} dead-lettered, {} dropped{}",
+            s.memory_processes,
+            s.memory_samples_read,
+            s.memory_samples_invalid,
+            s.memory_samples_spooled,
+            s.memory_samples_shipped,
+            s.memory_samples_dead_lettered,
+            sum(&s.memory_samples_dropped),
+            nonzero(&s.memory_samples_dropped)
+        );
+    }
     delivery_lines(&mut out, s);
     if !s.peers.is_empty() {
         let peers: Vec<String> = s

@@ -14,6 +14,7 @@ pub(crate) mod stack_ids;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use profwatch_model::memory::{MemoryPoint, MemoryQuery, MemoryRow, MemorySample};
 use profwatch_model::profile::{ProfileBatch, ProfileQuery, StackProfile};
 use profwatch_model::query::{
     BuildSummary, BuildsQuery, CostSamples, CostSamplesQuery, EndpointSeries, EndpointStats,
@@ -148,6 +149,28 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Samples matching the query, summed per (label set, stack) over the range.
     async fn profile(&self, q: &ProfileQuery) -> Result<StackProfile, StoreError>;
+
+    /// Stores validated memory samples for `tenant`; returns once they are durable. With a
+    /// `key`, a write whose key was already stored for this tenant (within the dedupe window)
+    /// is answered `Duplicate` and not stored again (as [`Store::write_once`]; the embedded
+    /// store keeps memory keys apart from the others, ClickHouse in the one namespace).
+    async fn write_memory(
+        &self,
+        tenant: &Tenant,
+        key: Option<&str>,
+        samples: Vec<MemorySample>,
+    ) -> Result<Written, StoreError>;
+
+    /// One service's memory per process in the range, one row per group, sorted by group.
+    async fn memory(&self, q: &MemoryQuery) -> Result<Vec<MemoryRow>, StoreError>;
+
+    /// The same per bucket of `step` ns (buckets start at its multiples), sorted by bucket,
+    /// then group; buckets without samples are left out.
+    async fn memory_timeseries(
+        &self,
+        q: &MemoryQuery,
+        step: i64,
+    ) -> Result<Vec<MemoryPoint>, StoreError>;
 
     /// What every answer should carry as a warning: data the store knows it cannot show (for
     /// example a segment that failed its checksum). Empty when all is well.

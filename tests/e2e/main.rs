@@ -8,6 +8,7 @@ mod cache;
 mod demo;
 mod grafana;
 mod loss;
+mod memory;
 mod otlp;
 mod profiles;
 mod regressions;

@@ -24,6 +24,7 @@ pub mod error;
 mod headers;
 pub mod incidents;
 pub mod ingest;
+pub mod memory;
 pub mod origin;
 pub mod otlp;
 pub mod params;
@@ -98,6 +99,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/endpoints", get(query::endpoints))
         .route("/api/v1/timeseries", get(query::timeseries))
         .route("/api/v1/series", get(query::series))
+        .route(
+            "/api/v1/memory",
+            get(memory::get_memory).post(memory::post_memory),
+        )
+        .route(
+            "/api/v1/memory/timeseries",
+            get(memory::get_memory_timeseries),
+        )
         .route("/api/v1/profiles", post(profiles::post_profiles))
         .route("/api/v1/profile", get(profiles::get_profile))
         .route("/api/v1/diff", get(profiles::get_diff))

@@ -45,7 +45,7 @@ pub fn check_bytes(max: usize, bytes: usize) -> Result<(), ApiError> {
 /// given (so an open-ended range is cached for the cache's TTL). A stale answer carries
 /// `X-Profwatch-Cache: stale`. `rows` counts an answer's rows (and names them) for
 /// [`check_rows`]; its encoding is held to [`check_bytes`].
-async fn cached<T, Fut>(
+pub(super) async fn cached<T, Fut>(
     state: &AppState,
     tenant: &profwatch_model::Tenant,
     route: &str,
@@ -95,7 +95,7 @@ fn group_by(params: &HashMap<String, String>) -> Result<GroupBy, ApiError> {
 }
 
 /// `step` in seconds or as a duration (`5m`); default: the range split into about 60 buckets.
-fn step(params: &HashMap<String, String>, r: TimeRange) -> Result<i64, ApiError> {
+pub(super) fn step(params: &HashMap<String, String>, r: TimeRange) -> Result<i64, ApiError> {
     let span = r.span();
     let step = match params.get("step").filter(|v| !v.is_empty()) {
         None => {

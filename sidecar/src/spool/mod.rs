@@ -1,8 +1,8 @@
 //! The disk spool: one file per batch, written whole and renamed into place.
 //!
 //! Layout: `<dir>/batches/<seq, 20 digits>.batch` and `<dir>/tmp/`; each file is one record
-//! in the format of `record.rs` (events or a profile). `<dir>/dead-letter/` belongs to
-//! `super::dead_letter`.
+//! in the format of `record.rs` (events, a profile or memory samples). `<dir>/dead-letter/`
+//! belongs to `super::dead_letter`.
 //!
 //! Invariants:
 //! - A file in `batches/` is complete: it is written in `tmp/`, fsynced, renamed, and the
@@ -21,7 +21,7 @@
 //!   the same id; ids are unique because their prefix is random per process.
 //! - The bytes on disk never exceed `max_bytes`; a batch larger than that alone is dropped.
 //! - Drops are counted in the unit of the record: events for event batches, profiles for
-//!   profiles (whose samples are not events).
+//!   profiles (whose samples are not events), memory samples for memory records.
 //! - Removals are not fsynced: a removal lost in a crash only re-sends an acknowledged batch,
 //!   which the collector recognises by its id.
 
@@ -40,7 +40,7 @@ use super::error::SidecarError;
 use super::metrics::{DropReason, Metrics};
 use record::{encode, file_len, read_record, units, Corrupt};
 pub(crate) use record::{sync_dir, write_durably};
-pub use record::{RecordKind, SpoolRecord};
+pub use record::{RecordKind, SpoolRecord, Unit};
 
 const SUFFIX: &str = ".batch";
 
@@ -52,14 +52,17 @@ pub struct AppendOutcome {
     pub evicted_records: u64,
     pub evicted_events: u64,
     pub evicted_profiles: u64,
+    pub evicted_memory_samples: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Meta {
     bytes: u64,
-    /// 0 for a profile.
+    /// Events of an event batch; 0 for other records.
     events: u64,
-    profile: bool,
+    unit: Unit,
+    /// The record's count in its unit.
+    count: u64,
     /// Set aside since this sidecar started (not kept across restarts).
     set_aside: bool,
 }
@@ -140,15 +143,10 @@ impl Spool {
                     inner.records.insert(seq, meta);
                 }
                 Ok(None) => {}
-                Err(Corrupt {
-                    events,
-                    profile,
-                    why,
-                }) => {
+                Err(Corrupt { count, unit, why }) => {
                     tracing::warn!("spool: skipping corrupt record {}: {why}", path.display());
-                    let (events, profiles) = units(profile, events);
-                    metrics.dropped(DropReason::SpoolCorrupt, events);
-                    metrics.profiles_dropped(DropReason::SpoolCorrupt, profiles);
+                    let (unit, n) = units(unit, count);
+                    metrics.dropped_in(DropReason::SpoolCorrupt, unit, n);
                     if let Err(e) = fs::remove_file(&path) {
                         tracing::warn!("spool: cannot remove {}: {e}", path.display());
                     }
@@ -215,12 +213,11 @@ impl Spool {
             evicted_records: 0,
             evicted_events: 0,
             evicted_profiles: 0,
+            evicted_memory_samples: 0,
         };
         if size > self.max_bytes {
-            let (events, profiles) = record.units();
-            self.metrics.dropped(DropReason::SpoolFull, events);
-            self.metrics
-                .profiles_dropped(DropReason::SpoolFull, profiles);
+            let (unit, n) = record.units();
+            self.metrics.dropped_in(DropReason::SpoolFull, unit, n);
             tracing::warn!(
                 "spool: a batch of {size} bytes does not fit in --spool-max {}; dropped",
                 self.max_bytes
@@ -238,8 +235,11 @@ impl Spool {
                     break;
                 };
                 outcome.evicted_records += 1;
-                outcome.evicted_events += meta.events;
-                outcome.evicted_profiles += u64::from(meta.profile);
+                match meta.unit {
+                    Unit::Events => outcome.evicted_events += meta.count,
+                    Unit::Profiles => outcome.evicted_profiles += meta.count,
+                    Unit::MemorySamples => outcome.evicted_memory_samples += meta.count,
+                }
                 let path = self.path(old);
                 if let Err(e) = fs::remove_file(&path) {
                     if e.kind() != io::ErrorKind::NotFound {
@@ -253,10 +253,16 @@ impl Spool {
                 .dropped(DropReason::SpoolFull, outcome.evicted_events);
             self.metrics
                 .profiles_dropped(DropReason::SpoolFull, outcome.evicted_profiles);
+            self.metrics.dropped_in(
+                DropReason::SpoolFull,
+                Unit::MemorySamples,
+                outcome.evicted_memory_samples,
+            );
             tracing::warn!(
                 records = outcome.evicted_records,
                 events = outcome.evicted_events,
                 profiles = outcome.evicted_profiles,
+                memory_samples = outcome.evicted_memory_samples,
                 "spool full: evicted the oldest batches"
             );
         }
@@ -270,11 +276,7 @@ impl Spool {
             inner.events += meta.events;
             self.publish(&inner);
         }
-        if meta.profile {
-            self.metrics.profile_spooled();
-        } else {
-            self.metrics.spooled(events as usize);
-        }
+        self.metrics.spooled_in(meta.unit, meta.count);
         self.notify.notify_one();
         Ok(outcome)
     }
@@ -338,16 +340,10 @@ impl Spool {
                 self.forget(seq);
                 Ok(None)
             }
-            Err(Corrupt {
-                events,
-                profile,
-                why,
-            }) => {
+            Err(Corrupt { count, unit, why }) => {
                 tracing::warn!("spool: skipping corrupt record {}: {why}", path.display());
-                let (events, profiles) = units(profile, events);
-                self.metrics.dropped(DropReason::SpoolCorrupt, events);
-                self.metrics
-                    .profiles_dropped(DropReason::SpoolCorrupt, profiles);
+                let (unit, n) = units(unit, count);
+                self.metrics.dropped_in(DropReason::SpoolCorrupt, unit, n);
                 self.remove(seq)?;
                 Ok(None)
             }
@@ -395,11 +391,12 @@ impl Spool {
 }
 
 fn meta_of(record: &SpoolRecord) -> Meta {
-    let (events, _) = record.units();
+    let (unit, count) = record.units();
     Meta {
         bytes: file_len(record),
-        events,
-        profile: record.kind.is_profile(),
+        events: if unit == Unit::Events { count } else { 0 },
+        unit,
+        count,
         set_aside: false,
     }
 }

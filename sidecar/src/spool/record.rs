@@ -6,9 +6,11 @@
 //!   POSTed to `/api/v1/events`). Unchanged since the first sidecar, so a spool of events
 //!   survives an upgrade or a downgrade.
 //! - everything else: `PWSPOOL2` · crc32 · count (u32 LE) · id length (u16 LE) · id · kind
-//!   (u8: 0 events, 1 a profile) · query length (u16 LE) · query · body. A profile's body is
-//!   its zstd-compressed folded text and its query the `/api/v1/profiles` query string
-//!   (labels, `format=folded`, `sample_rate`, `ts`); its count is its samples.
+//!   (u8: 0 events, 1 a profile, 2 memory samples) · query length (u16 LE) · query · body. A
+//!   profile's body is its zstd-compressed folded text and its query the `/api/v1/profiles`
+//!   query string (labels, `format=folded`, `sample_rate`, `ts`); its count is its samples.
+//!   Memory samples have an empty query; their body is the zstd-compressed JSON
+//!   `{"samples": [...]}` POSTed to `/api/v1/memory`, their count the samples.
 //!
 //! Invariants: `encode` is deterministic, so a record read and encoded again is the file it
 //! came from; `decode` never panics on any input and accepts only what passes the checksum.
@@ -28,6 +30,7 @@ pub(super) const FIXED: usize = 8 + 4 + 4 + 2;
 const FIXED2: usize = 1 + 2;
 const KIND_EVENTS: u8 = 0;
 const KIND_PROFILE: u8 = 1;
+const KIND_MEMORY: u8 = 2;
 
 /// What a spooled record holds, and so where it goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,11 +42,31 @@ pub enum RecordKind {
         /// The query string, without `?`: labels, `format=folded`, `sample_rate`, `ts`.
         query: String,
     },
+    /// Memory samples, a zstd-compressed JSON `MemoryBatch` for `/api/v1/memory`.
+    Memory,
+}
+
+/// What a record's count counts, and the unit its drops are counted in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Events,
+    /// One per record: a profile's samples are not counted as profiles.
+    Profiles,
+    MemorySamples,
 }
 
 impl RecordKind {
     pub fn is_profile(&self) -> bool {
         matches!(self, RecordKind::Profile { .. })
+    }
+
+    /// What the record's count counts.
+    pub fn unit(&self) -> Unit {
+        match self {
+            RecordKind::Events => Unit::Events,
+            RecordKind::Profile { .. } => Unit::Profiles,
+            RecordKind::Memory => Unit::MemorySamples,
+        }
     }
 }
 
@@ -61,9 +84,10 @@ pub struct SpoolRecord {
 }
 
 impl SpoolRecord {
-    /// What a drop (or dead letter) of this record counts: (its events, 0) or (0, 1 profile).
-    pub(crate) fn units(&self) -> (u64, u64) {
-        units(self.kind.is_profile(), u64::from(self.events))
+    /// What a drop (or dead letter) of this record counts: its events, one profile, or its
+    /// memory samples.
+    pub(crate) fn units(&self) -> (Unit, u64) {
+        units(self.kind.unit(), u64::from(self.events))
     }
 
     /// The record as a spool file holds it.
@@ -72,12 +96,11 @@ impl SpoolRecord {
     }
 }
 
-/// (events, profiles) a record of this kind and count stands for.
-pub(super) fn units(profile: bool, count: u64) -> (u64, u64) {
-    if profile {
-        (0, 1)
-    } else {
-        (count, 0)
+/// How many of its unit a record of this unit and count stands for.
+pub(crate) fn units(unit: Unit, count: u64) -> (Unit, u64) {
+    match unit {
+        Unit::Profiles => (unit, 1),
+        Unit::Events | Unit::MemorySamples => (unit, count),
     }
 }
 
@@ -85,6 +108,7 @@ pub(super) fn file_len(record: &SpoolRecord) -> u64 {
     let extra = match &record.kind {
         RecordKind::Events => 0,
         RecordKind::Profile { query } => FIXED2 + query.len().min(usize::from(u16::MAX)),
+        RecordKind::Memory => FIXED2,
     };
     (FIXED + extra + record.id.len().min(usize::from(u16::MAX)) + record.body.len()) as u64
 }
@@ -100,15 +124,20 @@ pub(super) fn encode(record: &SpoolRecord) -> Vec<u8> {
     let mut out = Vec::with_capacity(file_len(record) as usize);
     out.extend_from_slice(match record.kind {
         RecordKind::Events => MAGIC,
-        RecordKind::Profile { .. } => MAGIC2,
+        RecordKind::Profile { .. } | RecordKind::Memory => MAGIC2,
     });
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&record.events.to_le_bytes());
     out.extend_from_slice(&id_len.to_le_bytes());
     out.extend_from_slice(id);
-    if let RecordKind::Profile { query } = &record.kind {
+    let (kind, query) = match &record.kind {
+        RecordKind::Events => (None, ""),
+        RecordKind::Profile { query } => (Some(KIND_PROFILE), query.as_str()),
+        RecordKind::Memory => (Some(KIND_MEMORY), ""),
+    };
+    if let Some(kind) = kind {
         let (query_len, query) = short(query);
-        out.push(KIND_PROFILE);
+        out.push(kind);
         out.extend_from_slice(&query_len.to_le_bytes());
         out.extend_from_slice(query);
     }
@@ -118,20 +147,38 @@ pub(super) fn encode(record: &SpoolRecord) -> Vec<u8> {
     out
 }
 
-/// A record that cannot be trusted; `events` is its count if the header was readable,
-/// `profile` whether its magic says it is not an event batch.
+/// A record that cannot be trusted; `count` is its count if the header was readable, `unit`
+/// what its header says it holds (a `PWSPOOL2` record whose kind cannot be read counts as a
+/// profile).
 #[derive(Debug)]
 pub(super) struct Corrupt {
-    pub(super) events: u64,
-    pub(super) profile: bool,
+    pub(super) count: u64,
+    pub(super) unit: Unit,
     pub(super) why: String,
+}
+
+/// The unit a (possibly damaged) record's header names.
+fn unit_of_header(bytes: &[u8]) -> Unit {
+    if bytes.get(..8) != Some(MAGIC2.as_slice()) {
+        return Unit::Events;
+    }
+    let kind = bytes
+        .get(16..FIXED)
+        .map(|l| FIXED + usize::from(u16::from_le_bytes([l[0], l[1]])))
+        .and_then(|at| bytes.get(at));
+    match kind {
+        Some(&KIND_MEMORY) => Unit::MemorySamples,
+        Some(&KIND_EVENTS) => Unit::Events,
+        _ => Unit::Profiles,
+    }
 }
 
 fn decode(bytes: &[u8], seq: u64) -> Result<SpoolRecord, Corrupt> {
     let v2 = bytes.get(..8) == Some(MAGIC2.as_slice());
+    let unit = unit_of_header(bytes);
     let corrupt = |events: u32, why: &str| Corrupt {
-        events: u64::from(events),
-        profile: v2,
+        count: u64::from(events),
+        unit,
         why: why.to_owned(),
     };
     if bytes.len() < FIXED || !(v2 || &bytes[..8] == MAGIC) {
@@ -163,6 +210,7 @@ fn decode(bytes: &[u8], seq: u64) -> Result<SpoolRecord, Corrupt> {
         match head[0] {
             KIND_EVENTS => RecordKind::Events,
             KIND_PROFILE => RecordKind::Profile { query },
+            KIND_MEMORY => RecordKind::Memory,
             _ => return Err(corrupt(events, "unknown record kind")),
         }
     } else {
@@ -183,8 +231,8 @@ pub(super) fn read_record(path: &Path, seq: u64) -> Result<Option<SpoolRecord>, 
         Ok(_) => decode(&bytes, seq).map(Some),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Corrupt {
-            events: 0,
-            profile: false,
+            count: 0,
+            unit: Unit::Events,
             why: format!("unreadable: {e}"),
         }),
     }
@@ -243,13 +291,18 @@ mod tests {
             any::<u64>(),
             "[ -~]{0,40}",
             proptest::option::of("[ -~]{0,200}"),
+            any::<bool>(),
             any::<u32>(),
             proptest::collection::vec(any::<u8>(), 0..512),
         )
-            .prop_map(|(seq, id, query, events, body)| SpoolRecord {
+            .prop_map(|(seq, id, query, memory, events, body)| SpoolRecord {
                 seq,
                 id,
-                kind: query.map_or(RecordKind::Events, |query| RecordKind::Profile { query }),
+                kind: match (query, memory) {
+                    (_, true) => RecordKind::Memory,
+                    (None, false) => RecordKind::Events,
+                    (Some(query), false) => RecordKind::Profile { query },
+                },
                 events,
                 body,
             })

@@ -2,6 +2,7 @@
 //! collector out, the disk spool in between.
 
 mod bad_input;
+mod memory;
 mod profiling;
 mod python;
 mod shipping;

@@ -11,6 +11,7 @@ use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
+use profwatch_model::memory::{MemoryBatch, MemorySample};
 use profwatch_model::{ndjson, wire, RequestEvent};
 use profwatch_sidecar::{RetryPolicy, Sidecar, SidecarConfig};
 
@@ -22,6 +23,9 @@ pub struct Attempt {
     pub auth: Option<String>,
     pub events: Vec<RequestEvent>,
 }
+
+/// One memory POST the mock collector saw: its status, `Idempotency-Key` and samples.
+pub type MemoryAttempt = (u16, Option<String>, Vec<MemorySample>);
 
 /// One profile POST the mock collector saw.
 #[derive(Debug, Clone)]
@@ -65,6 +69,10 @@ pub struct MockState {
     pub token: Mutex<Option<String>>,
     /// When set, an event batch holding an event of this `build` is answered this status.
     pub poison: Mutex<Option<(String, u16)>>,
+    /// Memory POSTs: their status and samples.
+    pub memory_attempts: Mutex<Vec<MemoryAttempt>>,
+    /// What memory POSTs are answered (200 unless set).
+    pub memory_status: Mutex<Option<u16>>,
 }
 
 #[derive(Debug)]
@@ -79,6 +87,7 @@ impl MockCollector {
         let app = axum::Router::new()
             .route("/api/v1/events", axum::routing::post(ingest))
             .route("/api/v1/profiles", axum::routing::post(ingest_profile))
+            .route("/api/v1/memory", axum::routing::post(ingest_memory))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -132,6 +141,24 @@ impl MockCollector {
         self.profile_attempts()
             .into_iter()
             .filter(|a| a.status == 200)
+            .collect()
+    }
+
+    pub fn set_memory_status(&self, status: u16) {
+        *self.state.memory_status.lock().expect("lock") = Some(status);
+    }
+
+    /// Memory POSTs: (status, idempotency key, samples).
+    pub fn memory_attempts(&self) -> Vec<MemoryAttempt> {
+        self.state.memory_attempts.lock().expect("lock").clone()
+    }
+
+    /// Samples of every acknowledged memory POST.
+    pub fn memory(&self) -> Vec<MemorySample> {
+        self.memory_attempts()
+            .into_iter()
+            .filter(|a| a.0 == 200)
+            .flat_map(|a| a.2)
             .collect()
     }
 
@@ -230,6 +257,30 @@ async fn ingest_profile(
             params,
             folded: String::from_utf8_lossy(&raw).into_owned(),
         });
+    (StatusCode::from_u16(status).expect("status"), "{}")
+}
+
+async fn ingest_memory(
+    State(state): State<Arc<MockState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    assert_eq!(header("content-type").as_deref(), Some("application/json"));
+    assert_eq!(header("content-encoding").as_deref(), Some("zstd"));
+    let raw = zstd::decode_all(body.as_ref()).expect("zstd body");
+    let batch: MemoryBatch = serde_json::from_slice(&raw).expect("a JSON MemoryBatch");
+    let status = state.memory_status.lock().expect("lock").unwrap_or(200);
+    state.memory_attempts.lock().expect("lock").push((
+        status,
+        header("idempotency-key"),
+        batch.samples,
+    ));
     (StatusCode::from_u16(status).expect("status"), "{}")
 }
 
@@ -349,4 +400,17 @@ pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     f()
+}
+
+/// Runs a compiler; panics with its output when it fails.
+pub fn build(program: &str, args: &[&str]) {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program} (install it): {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

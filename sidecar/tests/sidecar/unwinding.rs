@@ -17,19 +17,6 @@ use crate::support::*;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
-/// Runs a compiler; panics with its output when it fails.
-fn build(program: &str, args: &[&str]) {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program} (install it): {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn build_c(dir: &Path) -> PathBuf {
     let exe = dir.join("chain-c");
     let src = format!("{FIXTURES}/chain.c");

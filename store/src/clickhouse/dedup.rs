@@ -34,7 +34,12 @@ pub const DEDUP_TOKENS_SINCE: (u32, u32) = (22, 2);
 pub const DEDUP_WINDOW: u32 = 1000;
 
 /// The tables keyed batches are inserted into, and the rollups views feed from them.
-const DEDUP_TABLES: &[&str] = &[EVENTS_TABLE, super::rollups::ROLLUP_TABLE, "samples"];
+const DEDUP_TABLES: &[&str] = &[
+    EVENTS_TABLE,
+    super::rollups::ROLLUP_TABLE,
+    "samples",
+    super::memory::MEMORY_TABLE,
+];
 
 /// What a server offers for deduplicating inserts, found once at connect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -391,6 +391,13 @@ pub const MIGRATIONS: &[Migration] = &[
         views: no_views,
         columns: stack_id_high_halves,
     },
+    Migration {
+        version: 9,
+        name: "create memory_samples",
+        tables: super::memory::create_tables,
+        views: no_views,
+        columns: no_columns,
+    },
 ];
 
 /// Stack ids grow from 64 to 128 bits (`stack_ids.rs`): each table that holds one gains its

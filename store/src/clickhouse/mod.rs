@@ -61,6 +61,7 @@ mod dedup;
 mod events;
 mod keys;
 mod leases;
+mod memory;
 pub mod migrations;
 mod profiles;
 mod retention;
@@ -72,6 +73,7 @@ use std::time::Duration;
 
 use ::clickhouse::Client;
 use async_trait::async_trait;
+use profwatch_model::memory::{MemoryPoint, MemoryQuery, MemoryRow, MemorySample};
 use profwatch_model::profile::{ProfileBatch, ProfileQuery, StackProfile};
 use profwatch_model::query::{
     BuildSummary, BuildsQuery, CostSamples, CostSamplesQuery, EndpointSeries, EndpointStats,
@@ -258,6 +260,24 @@ impl ClickHouseStore {
         profiles::insert(&self.client, &self.known_stacks, tenant, &batches, &dedup).await
     }
 
+    /// As [`Self::insert_events`], for memory samples.
+    async fn insert_memory(
+        &self,
+        tenant: &Tenant,
+        samples: Vec<MemorySample>,
+        key: Option<&str>,
+    ) -> Result<(), StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        if samples.is_empty() {
+            return Ok(());
+        }
+        let _permit = self.insert_permit().await?;
+        let dedup = Dedup::for_batch(self.dedup, tenant, key);
+        memory::insert(&self.client, tenant, &samples, &dedup).await
+    }
+
     /// Whether the server drops a retried keyed batch by itself (`dedup.rs`).
     pub fn deduplicates_by_token(&self) -> bool {
         self.dedup.has_tokens()
@@ -314,6 +334,37 @@ impl Store for ClickHouseStore {
     ) -> Result<Written, StoreError> {
         let write = self.insert_profiles(tenant, batches, Some(key));
         keys::write_once(&self.client, tenant, key, write).await
+    }
+
+    /// Keyed: as [`Self::write_once`].
+    async fn write_memory(
+        &self,
+        tenant: &Tenant,
+        key: Option<&str>,
+        samples: Vec<MemorySample>,
+    ) -> Result<Written, StoreError> {
+        match key {
+            None => self
+                .insert_memory(tenant, samples, None)
+                .await
+                .map(|()| Written::Stored),
+            Some(key) => {
+                let write = self.insert_memory(tenant, samples, Some(key));
+                keys::write_once(&self.client, tenant, key, write).await
+            }
+        }
+    }
+
+    async fn memory(&self, q: &MemoryQuery) -> Result<Vec<MemoryRow>, StoreError> {
+        memory::rows(&self.client, q).await
+    }
+
+    async fn memory_timeseries(
+        &self,
+        q: &MemoryQuery,
+        step: i64,
+    ) -> Result<Vec<MemoryPoint>, StoreError> {
+        memory::points(&self.client, q, step).await
     }
 
     async fn try_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {

@@ -2,7 +2,8 @@
 //!
 //! Layout under the data dir: `wal/wal-<gen>.log`, `segments/seg-<lo>-<hi>.parquet` (and
 //! `prof-<lo>-<hi>.parquet`, each with a `.crc32` beside it), `tmp/`, `quarantine/`,
-//! `regressions.json`, and a `LOCK` file held for the life of the process.
+//! `regressions.json`, `memory/mem-<day>.log` (memory samples, `memory.rs`: a durable log of
+//! their own), and a `LOCK` file held for the life of the process.
 //!
 //! Invariants:
 //! - A batch is acknowledged only after its WAL record is fsynced (group commit: one fsync
@@ -36,6 +37,7 @@ mod faults;
 pub(crate) mod files;
 mod flush;
 mod keys;
+mod memory;
 mod memtable;
 mod profile_segment;
 mod query;
@@ -56,6 +58,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use profwatch_model::memory::{MemoryPoint, MemoryQuery, MemoryRow, MemorySample};
 use profwatch_model::profile::{ProfileBatch, ProfileQuery, StackProfile};
 use profwatch_model::query::{
     BuildSummary, BuildsQuery, CostSamples, CostSamplesQuery, EndpointSeries, EndpointStats,
@@ -86,6 +89,7 @@ pub struct EmbeddedStore {
     tx: Mutex<Option<SyncSender<Command>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     regressions: regressions::Regressions,
+    memory: Arc<memory::MemoryLog>,
     /// Held (with an OS file lock) until shutdown.
     lock: Mutex<Option<File>>,
 }
@@ -132,12 +136,18 @@ impl EmbeddedStore {
             quarantined,
         });
         let regressions = regressions::Regressions::open(&dir, &shared.tmp_dir)?;
+        let memory = Arc::new(memory::MemoryLog::open(
+            &dir.join("memory"),
+            cfg.retention,
+            now_ns(),
+        )?);
         let (tx, threads) = start_threads(&shared, wal)?;
         Ok(EmbeddedStore {
             shared,
             tx: Mutex::new(Some(tx)),
             threads: Mutex::new(threads),
             regressions,
+            memory,
             lock: Mutex::new(Some(lock)),
         })
     }
@@ -420,6 +430,46 @@ impl Store for EmbeddedStore {
 
     fn warnings(&self) -> Vec<String> {
         self.shared.quarantined.clone()
+    }
+
+    async fn write_memory(
+        &self,
+        tenant: &Tenant,
+        key: Option<&str>,
+        samples: Vec<MemorySample>,
+    ) -> Result<Written, StoreError> {
+        if self.shared.closed.load(Ordering::SeqCst) {
+            return Err(StoreError::Closed);
+        }
+        let (log, tenant, key) = (self.memory.clone(), tenant.clone(), key.map(str::to_owned));
+        tokio::task::spawn_blocking(move || log.write(&tenant, key.as_deref(), samples, now_ns()))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("memory write task failed: {e}")))?
+    }
+
+    async fn memory(&self, q: &MemoryQuery) -> Result<Vec<MemoryRow>, StoreError> {
+        let mut q = q.clone();
+        q.range = self.clamp(q.range);
+        let log = self.memory.clone();
+        tokio::task::spawn_blocking(move || log.rows(&q))
+            .await
+            .map_err(|e| StoreError::Query(format!("query task failed: {e}")))?
+    }
+
+    async fn memory_timeseries(
+        &self,
+        q: &MemoryQuery,
+        step: i64,
+    ) -> Result<Vec<MemoryPoint>, StoreError> {
+        if step <= 0 {
+            return Err(StoreError::Query(format!("step {step} must be > 0")));
+        }
+        let mut q = q.clone();
+        q.range = self.clamp(q.range);
+        let log = self.memory.clone();
+        tokio::task::spawn_blocking(move || log.points(&q, step))
+            .await
+            .map_err(|e| StoreError::Query(format!("query task failed: {e}")))?
     }
 
     async fn ready(&self) -> Result<(), StoreError> {

@@ -12,6 +12,7 @@
 
 mod cluster;
 mod harness;
+mod memory;
 mod rollups;
 mod stack_ids;
 mod suite;
@@ -71,4 +72,7 @@ contract!(
     concurrent_retries_of_one_batch_store_it_once,
     endpoint_series_buckets_every_endpoint,
     leases_are_held_by_one_holder,
+    memory_means_per_process_by_group,
+    memory_timeseries_buckets,
+    memory_idempotency_keys_drop_duplicates,
 );

@@ -20,6 +20,11 @@ use profwatch_store::{Store, StoreError, Written};
 
 const MINUTE: i64 = 60 * NANOS_PER_SEC;
 
+pub use crate::memory::{
+    memory_idempotency_keys_drop_duplicates, memory_means_per_process_by_group,
+    memory_timeseries_buckets,
+};
+
 pub fn tenant() -> Tenant {
     Tenant("acme".into())
 }
