@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the collector: ingest and query API on the embedded store or ClickHouse.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Compare two builds of a service per endpoint; exit 1 when any endpoint regressed.
     Compare(compare::CompareArgs),
     /// Find change points in a series from a CSV file (e.g. a CI benchmark history).
@@ -42,7 +42,7 @@ enum Command {
     /// Run the per-host sidecar: events and SDK profiles in over a local socket/UDP, stack
     /// sampling of local processes (--profile-pid, --profile-name), disk spool, batches to the
     /// collector.
-    Agent(profwatch_sidecar::AgentArgs),
+    Agent(Box<profwatch_sidecar::AgentArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -385,7 +385,7 @@ fn run() -> anyhow::Result<()> {
                 })?;
             print!("{out}");
         }
-        Command::Agent(args) => profwatch_sidecar::main(args)?,
+        Command::Agent(args) => profwatch_sidecar::main(*args)?,
         Command::Server(args) => {
             let (repair, rollups) = (args.repair, !args.no_rollups);
             let mut cfg = args.into_raw()?.validate()?;
