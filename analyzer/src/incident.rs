@@ -108,6 +108,7 @@ mod tests {
             changed_at: None,
             resolution: None,
             passes_gone: 0,
+            kind: profwatch_model::regression::RegressionKind::Cpu,
             function: None,
         }
     }

@@ -24,10 +24,7 @@ pub fn table(comparisons: &[Comparison]) -> String {
         .map(|c| {
             [
                 c.endpoint.clone(),
-                match c.metric {
-                    crate::compare::Metric::Instructions => "instructions".to_owned(),
-                    crate::compare::Metric::CpuNs => "cpu_ns".to_owned(),
-                },
+                c.metric.name().to_owned(),
                 format!("{}/{}", c.n_baseline, c.n_candidate),
                 pct(c.effect),
                 c.ci.map_or_else(

@@ -64,6 +64,7 @@ fn record() -> RegressionRecord {
         changed_at: None,
         resolution: None,
         passes_gone: 0,
+        kind: profwatch_model::regression::RegressionKind::Cpu,
         function: None,
     }
 }

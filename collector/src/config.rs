@@ -90,6 +90,9 @@ pub struct RawAnalysis {
     pub min_effect: Option<f64>,
     /// Requests per build and endpoint below which there is no verdict. Default 500.
     pub min_requests: Option<usize>,
+    /// The memory compare's unit: each worker process's mean private bytes over this long,
+    /// e.g. `1m` (the default); at least `1s`.
+    pub memory_step: Option<String>,
     /// The dashboard's URL, for links in alerts.
     pub public_url: Option<String>,
     /// PEM CA certificates trusted for `https://` alert sinks besides the public roots (an
@@ -219,6 +222,7 @@ impl RawConfig {
         pick(&mut self.analysis.alpha, over.analysis.alpha);
         pick(&mut self.analysis.min_effect, over.analysis.min_effect);
         pick(&mut self.analysis.min_requests, over.analysis.min_requests);
+        pick(&mut self.analysis.memory_step, over.analysis.memory_step);
         pick(&mut self.analysis.public_url, over.analysis.public_url);
         pick(
             &mut self.analysis.alert_ca_file,
@@ -429,8 +433,20 @@ fn analysis_settings(
             ));
         }
     }
+    let memory_step = duration(
+        "analysis.memory_step",
+        raw.memory_step.as_deref().unwrap_or("1m"),
+    )?;
+    if memory_step < Duration::from_secs(1) {
+        return Err(ConfigError::field(
+            "analysis.memory_step",
+            raw.memory_step.as_deref().unwrap_or(""),
+            "must be at least 1s",
+        ));
+    }
     Ok(AnalysisSettings {
         interval: duration("analysis.interval", raw.interval.as_deref().unwrap_or("5m"))?,
+        memory_step,
         window: duration("analysis.window", raw.window.as_deref().unwrap_or("24h"))?,
         compare,
         public_url: raw.public_url,
@@ -526,6 +542,8 @@ pub struct AnalysisSettings {
     pub interval: Duration,
     pub window: Duration,
     pub compare: profwatch_analyzer::CompareConfig,
+    /// The memory compare's unit (see [`RawAnalysis::memory_step`]).
+    pub memory_step: Duration,
     /// The dashboard's URL for links in alerts; `None`: this server's own address, as bound
     /// ([`AnalysisSettings::public_url`]).
     pub public_url: Option<String>,

@@ -159,6 +159,7 @@ pub async fn run(
         AnalysisConfig {
             window: cfg.analysis.window,
             compare: cfg.analysis.compare.clone(),
+            memory_step: cfg.analysis.memory_step,
             ..Default::default()
         },
         alerts,

@@ -171,6 +171,25 @@ pub struct MemoryPoint {
     pub row: MemoryRow,
 }
 
+/// One process's mean memory in one time bucket: the unit builds are compared on (private
+/// bytes per worker, clustered by host), as the store's `memory_processes` answers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProcessMemory {
+    /// Bucket start, unix ns (buckets start at multiples of the step).
+    pub ts: i64,
+    pub build: String,
+    /// The dc of the process's first sample in the bucket (a process does not move).
+    pub dc: String,
+    pub host: String,
+    pub pid: u32,
+    /// Samples averaged.
+    pub samples: u64,
+    /// Private clean + private dirty, mean over the samples.
+    pub private_bytes: f64,
+    /// Shared clean + shared dirty, mean over the samples.
+    pub shared_bytes: f64,
+}
+
 /// The start of the bucket of width `step` (> 0) that holds `ts`.
 pub fn bucket_of(ts: i64, step: i64) -> i64 {
     ts - ts.rem_euclid(step)

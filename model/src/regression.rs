@@ -35,6 +35,28 @@ impl RegressionState {
     }
 }
 
+/// What a record is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegressionKind {
+    /// CPU per request of an endpoint (or of a function in it). Records written before kinds
+    /// were all CPU.
+    #[default]
+    Cpu,
+    /// Private memory per worker process of a service (`endpoint` is empty, the metric
+    /// `private_bytes`).
+    Memory,
+}
+
+impl RegressionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RegressionKind::Cpu => "cpu",
+            RegressionKind::Memory => "memory",
+        }
+    }
+}
+
 /// A function that explains part of a regression.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Culprit {
@@ -52,6 +74,10 @@ pub struct RegressionRecord {
     pub id: String,
     pub tenant: String,
     pub service: String,
+    /// `cpu` or `memory`.
+    #[serde(default)]
+    pub kind: RegressionKind,
+    /// The endpoint (`METHOD /route`); empty for a memory record, which is the service's.
     pub endpoint: String,
     /// For a function-level regression: the function whose self cost per request rose (its
     /// `metric` is then `samples`, its effect the rise of the function's cost, not the
@@ -129,12 +155,13 @@ impl Resolution {
 }
 
 impl RegressionRecord {
-    /// Whether `self` and `other` record the same finding: the same tenant, service, endpoint,
-    /// function, metric, baseline and candidate. A finding keeps its record (and its id) across
+    /// Whether `self` and `other` record the same finding: the same tenant, service, kind,
+    /// endpoint, function, metric, baseline and candidate. A finding keeps its record (and its id) across
     /// passes and restarts by this, not by its id: ids are random, so none can be guessed.
     pub fn same_finding(&self, other: &RegressionRecord) -> bool {
         self.tenant == other.tenant
             && self.service == other.service
+            && self.kind == other.kind
             && self.endpoint == other.endpoint
             && self.function == other.function
             && self.metric == other.metric
@@ -326,6 +353,7 @@ mod tests {
             changed_at: None,
             resolution: None,
             passes_gone: 0,
+            kind: RegressionKind::Cpu,
             function: None,
         }
     }

@@ -14,7 +14,7 @@ pub(crate) mod stack_ids;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use profwatch_model::memory::{MemoryPoint, MemoryQuery, MemoryRow, MemorySample};
+use profwatch_model::memory::{MemoryPoint, MemoryQuery, MemoryRow, MemorySample, ProcessMemory};
 use profwatch_model::profile::{ProfileBatch, ProfileQuery, StackProfile};
 use profwatch_model::query::{
     BuildSummary, BuildsQuery, CostSamples, CostSamplesQuery, EndpointSeries, EndpointStats,
@@ -171,6 +171,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         q: &MemoryQuery,
         step: i64,
     ) -> Result<Vec<MemoryPoint>, StoreError>;
+
+    /// Each process's means per bucket of `step` ns (`q.group_by` is not used), sorted by
+    /// bucket, build, host and pid: the units the analysis compares builds on.
+    async fn memory_processes(
+        &self,
+        q: &MemoryQuery,
+        step: i64,
+    ) -> Result<Vec<ProcessMemory>, StoreError>;
 
     /// What every answer should carry as a warning: data the store knows it cannot show (for
     /// example a segment that failed its checksum). Empty when all is well.

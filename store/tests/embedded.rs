@@ -339,6 +339,7 @@ async fn a_record_without_an_interval_survives_a_restart() {
         changed_at: None,
         resolution: None,
         passes_gone: 0,
+        kind: profwatch_model::regression::RegressionKind::Cpu,
         function: None,
     };
     {

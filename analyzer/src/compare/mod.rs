@@ -60,6 +60,9 @@ pub enum Metric {
     Instructions,
     /// CPU nanoseconds per request.
     CpuNs,
+    /// Private bytes per worker process (a memory compare: each sample is one process's mean
+    /// over a time bucket, never a request's).
+    PrivateBytes,
 }
 
 impl Metric {
@@ -77,11 +80,21 @@ impl Metric {
         }
     }
 
-    /// The value of this metric for one event.
+    /// The value of this metric for one event: its instructions, else its CPU time (a
+    /// request has no memory metric of its own).
     pub fn value(self, event: &RequestEvent) -> f64 {
         match self {
             Metric::Instructions => event.instructions.unwrap_or(0) as f64,
-            Metric::CpuNs => event.cpu_ns as f64,
+            Metric::CpuNs | Metric::PrivateBytes => event.cpu_ns as f64,
+        }
+    }
+
+    /// The metric's name in records and reports: `instructions`, `cpu_ns`, `private_bytes`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Instructions => "instructions",
+            Metric::CpuNs => "cpu_ns",
+            Metric::PrivateBytes => "private_bytes",
         }
     }
 }

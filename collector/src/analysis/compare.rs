@@ -73,7 +73,7 @@ pub(super) fn endpoint_samples(
                     .map(|r| Sample {
                         value: match metric {
                             Metric::Instructions => r.instructions.unwrap_or(0) as f64,
-                            Metric::CpuNs => r.cpu_ns as f64,
+                            Metric::CpuNs | Metric::PrivateBytes => r.cpu_ns as f64,
                         },
                         weight: r.weight,
                         host: host_rank.get(r.host as usize).copied().unwrap_or(u32::MAX),
@@ -95,13 +95,6 @@ pub(super) fn endpoint_samples(
             })
         })
         .collect()
-}
-
-pub(super) fn metric_name(m: Metric) -> &'static str {
-    match m {
-        Metric::Instructions => "instructions",
-        Metric::CpuNs => "cpu_ns",
-    }
 }
 
 impl RegressionTracker {

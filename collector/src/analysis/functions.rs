@@ -246,6 +246,7 @@ impl RegressionTracker {
             changed_at: Some(at),
             resolution: None,
             passes_gone: 0,
+            kind: profwatch_model::regression::RegressionKind::Cpu,
         };
         let cause = rollout.map_or(Cause::Time(at), |b| Cause::Build(b.build.clone()));
         Ok(Some((record, cause)))

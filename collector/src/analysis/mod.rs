@@ -2,7 +2,8 @@
 //! the one before it, endpoint by endpoint; record regressions (with the functions that explain
 //! them), resolve the ones the newest build no longer shows or whose effect went away. Then look
 //! for change points in every endpoint's series, each confirmed by a compare of the windows on
-//! either side, and in the series of each service's top functions. Findings of one cause form an
+//! either side, and in the series of each service's top functions. Memory per worker is
+//! compared and watched the same way. Findings of one cause form an
 //! incident, alerted once.
 //!
 //! | file | step |
@@ -11,6 +12,7 @@
 //! | `pass` | one pass: builds compared, records kept and alerted, stale records resolved |
 //! | `windows` | change points in each endpoint's series, confirmed and recorded; those gone closed |
 //! | `functions` | change points in the series of each service's top functions, FDR-controlled, shifts filtered out |
+//! | `memory` | builds and change points of each service's private memory per worker (records of kind `memory`) |
 //! | `record` | a regression record from a comparison |
 //!
 //! Invariants:
@@ -30,6 +32,7 @@
 
 mod compare;
 mod functions;
+mod memory;
 mod pass;
 mod record;
 mod windows;
@@ -65,6 +68,8 @@ pub struct AnalysisConfig {
     /// Passes in a row without the effect, its build still the newest, after which a record
     /// closes itself as "went away".
     pub went_away_passes: u32,
+    /// The memory compare's unit: each process's mean private bytes over this long.
+    pub memory_step: Duration,
 }
 
 impl Default for AnalysisConfig {
@@ -84,6 +89,8 @@ impl Default for AnalysisConfig {
             // One pass without the effect can be a quiet interval; two in a row (10 minutes at
             // the default interval) is the effect gone while its build serves.
             went_away_passes: 2,
+            // A minute holds six readings at the sidecar's default interval (10 s).
+            memory_step: Duration::from_secs(60),
         }
     }
 }

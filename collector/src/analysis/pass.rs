@@ -10,11 +10,10 @@ use profwatch_analyzer::alert::AlertStatus;
 use profwatch_analyzer::incident::{alert_groups, incident_for, Cause};
 use profwatch_analyzer::{choose_builds, BuildTraffic, Comparison, Verdict};
 use profwatch_model::query::{BuildSummary, BuildsQuery, ServicesQuery};
-use profwatch_model::regression::{RegressionRecord, RegressionState, Resolution};
+use profwatch_model::regression::{RegressionKind, RegressionRecord, RegressionState, Resolution};
 use profwatch_model::timefmt::now_ns;
 use profwatch_model::Tenant;
 
-use super::compare::metric_name;
 use super::record::{from_comparison, Finding};
 use super::{AnalysisError, PassReport, RegressionTracker, ServiceCompare};
 
@@ -125,7 +124,8 @@ impl RegressionTracker {
         self.pass_windows(tenant, service, &builds, records, report)
             .await?;
         self.pass_functions(tenant, service, &builds, records, report)
-            .await
+            .await?;
+        self.pass_memory(tenant, service, records, report).await
     }
 
     /// The baseline and candidate builds: the newest with enough traffic and the one before it.
@@ -248,13 +248,14 @@ impl RegressionTracker {
     ) -> Result<(), AnalysisError> {
         for r in records.iter_mut().filter(|r| {
             r.service == service
+                && r.kind == RegressionKind::Cpu
                 && r.baseline == baseline
                 && r.candidate == candidate
                 && r.state != RegressionState::Resolved
         }) {
             let gone = comparisons.iter().any(|c| {
                 c.endpoint == r.endpoint
-                    && metric_name(c.metric) == r.metric
+                    && c.metric.name() == r.metric
                     && matches!(c.verdict, Verdict::Same | Verdict::Improvement)
             });
             if !gone {
@@ -318,7 +319,10 @@ impl RegressionTracker {
         report: &mut PassReport,
     ) -> Result<(), AnalysisError> {
         for r in records.iter_mut().filter(|r| {
-            r.service == service && r.state != RegressionState::Resolved && r.candidate != candidate
+            r.service == service
+                && r.kind == RegressionKind::Cpu
+                && r.state != RegressionState::Resolved
+                && r.candidate != candidate
         }) {
             let now_vs_base = self
                 .compare(

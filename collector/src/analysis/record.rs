@@ -1,10 +1,8 @@
 //! A regression record from the comparison that found it.
 
-use profwatch_analyzer::{ChangePoint, Comparison};
-use profwatch_model::regression::{Culprit, RegressionRecord, RegressionState};
+use profwatch_analyzer::{ChangePoint, Comparison, Metric};
+use profwatch_model::regression::{Culprit, RegressionKind, RegressionRecord, RegressionState};
 use profwatch_model::Tenant;
-
-use super::compare::metric_name;
 
 /// What a finding is about (with the endpoint and metric of its comparison).
 #[derive(Debug)]
@@ -48,12 +46,16 @@ pub(super) fn from_comparison(
     culprits: Vec<Culprit>,
     now: i64,
 ) -> RegressionRecord {
-    let metric = metric_name(c.metric);
+    let metric = c.metric.name();
     let (effect_low, effect_high) = finite_interval(c.ci.map(|i| (i.low, i.high)));
     RegressionRecord {
         id: new_id(),
         tenant: finding.tenant.0.clone(),
         service: finding.service.to_owned(),
+        kind: match c.metric {
+            Metric::PrivateBytes => RegressionKind::Memory,
+            Metric::Instructions | Metric::CpuNs => RegressionKind::Cpu,
+        },
         endpoint: c.endpoint.clone(),
         metric: metric.to_owned(),
         baseline: finding.baseline,

@@ -1,8 +1,8 @@
 //! The pass's stated invariants, against a temporary embedded store: one record per finding
 //! across passes, a human's state kept, a resolution kept, stale records resolved (fixed),
 //! records whose effect went away closed (build compares, change points and function rises), one
-//! incident per bad build, and function-level change points (a function's rise found, a cost
-//! shift not).
+//! incident per bad build, function-level change points (a function's rise found, a cost
+//! shift not), and memory per worker (a heavier build found and fixed, an equal one not).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -462,5 +462,137 @@ async fn a_functions_rise_that_is_a_cost_shift_is_not_reported() {
         0,
         "{report:?} {:#?}",
         f.records().await
+    );
+}
+
+/// Memory samples of `build`: 8 hosts with 2 workers each (pids from `first_pid`), every 10 s
+/// over the `minutes` before `end`, each worker `private_mib` MiB private (±2%, fixed per
+/// worker) and 40 MiB shared.
+fn memory(
+    build: &str,
+    private_mib: f64,
+    end: i64,
+    minutes: i64,
+    first_pid: u32,
+) -> Vec<profwatch_model::memory::MemorySample> {
+    use profwatch_model::memory::{MemoryBytes, MemorySample};
+    let mut out = Vec::new();
+    for worker in 0..16u32 {
+        let wobble = ((worker * 7919) % 101) as f64 / 100.0 - 0.5;
+        let private = (private_mib * (1.0 + 0.04 * wobble) * 1048576.0) as u64;
+        for tick in 0..minutes * 6 {
+            out.push(MemorySample {
+                ts: end - (minutes * 60 - tick * 10) * NANOS_PER_SEC,
+                service: SERVICE.into(),
+                build: build.into(),
+                dc: "dc1".into(),
+                host: format!("h{}", worker % 8),
+                pid: first_pid + worker,
+                bytes: MemoryBytes {
+                    rss: private + (40 << 20),
+                    pss: private + (20 << 20),
+                    shared_clean: 40 << 20,
+                    shared_dirty: 0,
+                    private_clean: 1 << 20,
+                    private_dirty: private - (1 << 20),
+                    swap: 0,
+                },
+            });
+        }
+    }
+    out
+}
+
+impl Fixture {
+    async fn write_memory(&self, samples: Vec<profwatch_model::memory::MemorySample>) {
+        self.store
+            .write_memory(&self.tenant, None, samples)
+            .await
+            .expect("write memory");
+    }
+
+    async fn memory_records(&self) -> Vec<profwatch_model::regression::RegressionRecord> {
+        use profwatch_model::regression::RegressionKind;
+        let mut r = self.records().await;
+        r.retain(|r| r.kind == RegressionKind::Memory);
+        r
+    }
+}
+
+/// Builds 1 and 2 cost the same CPU; each worker of build 2 holds 15% more private memory.
+async fn heavier_workers(f: &Fixture) {
+    let now = now_ns();
+    let mid = now - 3600 * NANOS_PER_SEC;
+    f.write(requests("1", 1e6, 1500, mid, 60)).await;
+    f.write(requests("2", 1e6, 1500, now, 60)).await;
+    f.write_memory(memory("1", 100.0, mid, 60, 1000)).await;
+    f.write_memory(memory("2", 115.0, now, 60, 2000)).await;
+}
+
+#[tokio::test]
+async fn a_build_that_makes_each_worker_privately_heavier_is_a_memory_regression() {
+    let f = fixture();
+    heavier_workers(&f).await;
+    let report = f.pass().await;
+    let records = f.records().await;
+    assert_eq!(records.len(), 1, "one record, of memory only: {records:?}");
+    let r = &records[0];
+    assert_eq!(r.kind, profwatch_model::regression::RegressionKind::Memory);
+    assert_eq!(
+        (
+            r.endpoint.as_str(),
+            r.metric.as_str(),
+            r.baseline.as_str(),
+            r.candidate.as_str()
+        ),
+        ("", "private_bytes", "1", "2")
+    );
+    assert!((1.13..1.17).contains(&r.effect), "about +15%: {r:?}");
+    let (lo, hi) = (r.effect_low.expect("low"), r.effect_high.expect("high"));
+    assert!(lo <= r.effect && r.effect <= hi && lo > 1.0, "{r:?}");
+    assert_eq!(report.new_incidents, 1, "{report:?}");
+    assert_eq!(
+        r.incident_id(),
+        profwatch_model::regression::IncidentCause::Build("2".into()).id(&r.tenant)
+    );
+
+    // Found again: the same record.
+    let again = f.pass().await;
+    assert_eq!(
+        (again.new_regressions, again.new_incidents),
+        (0, 0),
+        "{again:?}"
+    );
+    assert_eq!(f.memory_records().await.len(), 1);
+}
+
+#[tokio::test]
+async fn workers_of_equal_memory_make_no_memory_record() {
+    let f = fixture();
+    let now = now_ns();
+    let mid = now - 3600 * NANOS_PER_SEC;
+    f.write(requests("1", 1e6, 1500, mid, 60)).await;
+    f.write(requests("2", 1e6, 1500, now, 60)).await;
+    f.write_memory(memory("1", 100.0, mid, 60, 1000)).await;
+    f.write_memory(memory("2", 100.5, now, 60, 2000)).await;
+    f.pass().await;
+    assert!(f.records().await.is_empty(), "{:?}", f.records().await);
+}
+
+#[tokio::test]
+async fn a_memory_regression_is_fixed_by_a_build_back_within_its_baseline() {
+    let f = fixture();
+    heavier_workers(&f).await;
+    f.pass().await;
+    let now = now_ns();
+    f.write(requests("3", 1e6, 1500, now, 30)).await;
+    f.write_memory(memory("3", 100.0, now, 40, 3000)).await;
+    let report = f.pass().await;
+    let records = f.memory_records().await;
+    assert_eq!(records.len(), 1, "3 is no heavier than 1: {records:?}");
+    assert_eq!(records[0].state, RegressionState::Resolved, "{report:?}");
+    assert_eq!(
+        records[0].resolution,
+        Some(Resolution::Fixed { build: "3".into() })
     );
 }

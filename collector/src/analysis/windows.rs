@@ -6,7 +6,7 @@
 use profwatch_analyzer::incident::Cause;
 use profwatch_analyzer::{detect_timed, ChangePoint, ChangepointConfig, Verdict};
 use profwatch_model::query::{BuildSummary, SeriesQuery, TimeRange, TimeseriesPoint};
-use profwatch_model::regression::{RegressionRecord, RegressionState};
+use profwatch_model::regression::{RegressionKind, RegressionRecord, RegressionState};
 use profwatch_model::timefmt::{format_rfc3339, now_ns, NANOS_PER_SEC};
 use profwatch_model::Tenant;
 use rayon::prelude::*;
@@ -94,6 +94,7 @@ impl RegressionTracker {
         let now = now_ns();
         for r in records.iter_mut().filter(|r| {
             r.service == service
+                && r.kind == RegressionKind::Cpu
                 && r.function.is_none()
                 && r.changed_at.is_some()
                 && r.state != RegressionState::Resolved
@@ -195,10 +196,12 @@ impl RegressionTracker {
             .min_by_key(|b| (b.first_seen - at).abs())
             .filter(|b| (b.first_seen - at).abs() <= 3 * step);
         if let Some(b) = rollout {
-            if records
-                .iter()
-                .any(|r| r.endpoint == s.endpoint && r.candidate == b.build && r.service == service)
-            {
+            if records.iter().any(|r| {
+                r.kind == RegressionKind::Cpu
+                    && r.endpoint == s.endpoint
+                    && r.candidate == b.build
+                    && r.service == service
+            }) {
                 return Ok(None);
             }
         }

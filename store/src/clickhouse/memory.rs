@@ -5,7 +5,9 @@
 //! process's (host, pid) mean over its samples, then the mean over the group's processes.
 
 use ::clickhouse::Client;
-use profwatch_model::memory::{MemoryGroupBy, MemoryPoint, MemoryQuery, MemoryRow, MemorySample};
+use profwatch_model::memory::{
+    MemoryGroupBy, MemoryPoint, MemoryQuery, MemoryRow, MemorySample, ProcessMemory,
+};
 use profwatch_model::Tenant;
 use serde::{Deserialize, Serialize};
 
@@ -210,6 +212,62 @@ pub async fn points(
         .map(|r| MemoryPoint {
             time: r.bucket.div_euclid(1_000_000_000),
             row: r.row(),
+        })
+        .collect())
+}
+
+#[derive(::clickhouse::Row, Deserialize)]
+#[clickhouse(crate = "::clickhouse")]
+struct ProcessRow {
+    bucket: i64,
+    build: String,
+    dc: String,
+    host: String,
+    pid: u32,
+    samples: u64,
+    private: f64,
+    shared: f64,
+}
+
+/// Each process's means per bucket of `step`, sorted by bucket, build, host and pid.
+pub async fn processes(
+    client: &Client,
+    q: &MemoryQuery,
+    step: i64,
+) -> Result<Vec<ProcessMemory>, StoreError> {
+    if step <= 0 {
+        return Err(StoreError::Query(format!("step {step} must be > 0")));
+    }
+    let sql = format!(
+        "SELECT intDiv(ts, ?) * ? AS bucket, toString(build) AS build, toString(any(dc)) AS dc, \
+         toString(host) AS host, pid, toUInt64(count()) AS samples, \
+         avg(private_clean + private_dirty) AS private, avg(shared_clean + shared_dirty) AS shared \
+         FROM {MEMORY_TABLE} \
+         WHERE tenant = ? AND service = ? AND ts >= ? AND ts < ? \
+         GROUP BY bucket, build, host, pid ORDER BY bucket, build, host, pid"
+    );
+    let rows = client
+        .query(&sql)
+        .bind(step)
+        .bind(step)
+        .bind(q.tenant.as_str())
+        .bind(q.service.as_str())
+        .bind(q.range.from)
+        .bind(q.range.to)
+        .fetch_all::<ProcessRow>()
+        .await
+        .map_err(|e| query_error("reading memory per process", e))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| ProcessMemory {
+            ts: r.bucket,
+            build: r.build,
+            dc: r.dc,
+            host: r.host,
+            pid: r.pid,
+            samples: r.samples,
+            private_bytes: r.private,
+            shared_bytes: r.shared,
         })
         .collect())
 }

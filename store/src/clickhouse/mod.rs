@@ -73,7 +73,7 @@ use std::time::Duration;
 
 use ::clickhouse::Client;
 use async_trait::async_trait;
-use profwatch_model::memory::{MemoryPoint, MemoryQuery, MemoryRow, MemorySample};
+use profwatch_model::memory::{MemoryPoint, MemoryQuery, MemoryRow, MemorySample, ProcessMemory};
 use profwatch_model::profile::{ProfileBatch, ProfileQuery, StackProfile};
 use profwatch_model::query::{
     BuildSummary, BuildsQuery, CostSamples, CostSamplesQuery, EndpointSeries, EndpointStats,
@@ -365,6 +365,14 @@ impl Store for ClickHouseStore {
         step: i64,
     ) -> Result<Vec<MemoryPoint>, StoreError> {
         memory::points(&self.client, q, step).await
+    }
+
+    async fn memory_processes(
+        &self,
+        q: &MemoryQuery,
+        step: i64,
+    ) -> Result<Vec<ProcessMemory>, StoreError> {
+        memory::processes(&self.client, q, step).await
     }
 
     async fn try_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {

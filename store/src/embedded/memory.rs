@@ -29,7 +29,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use profwatch_model::memory::{
-    bucket_of, MemoryAccumulator, MemoryPoint, MemoryQuery, MemoryRow, MemorySample,
+    bucket_of, MemoryAccumulator, MemoryPoint, MemoryQuery, MemoryRow, MemorySample, ProcessMemory,
 };
 use profwatch_model::Tenant;
 use serde::{Deserialize, Serialize};
@@ -263,6 +263,41 @@ impl MemoryLog {
                 .add(s);
         })?;
         Ok(groups.into_iter().map(|(g, acc)| acc.row(g)).collect())
+    }
+
+    /// Each process's means per bucket of `step`, sorted by bucket, build, host and pid.
+    pub fn processes(&self, q: &MemoryQuery, step: i64) -> Result<Vec<ProcessMemory>, StoreError> {
+        type Cell = (String, u64, f64, f64);
+        let mut cells: BTreeMap<(i64, String, String, u32), Cell> = BTreeMap::new();
+        self.each(q, |s| {
+            let key = (
+                bucket_of(s.ts, step),
+                s.build.clone(),
+                s.host.clone(),
+                s.pid,
+            );
+            let cell = cells
+                .entry(key)
+                .or_insert_with(|| (s.dc.clone(), 0, 0.0, 0.0));
+            cell.1 += 1;
+            cell.2 += s.bytes.private() as f64;
+            cell.3 += s.bytes.shared() as f64;
+        })?;
+        Ok(cells
+            .into_iter()
+            .map(
+                |((ts, build, host, pid), (dc, n, private, shared))| ProcessMemory {
+                    ts,
+                    build,
+                    dc,
+                    host,
+                    pid,
+                    samples: n,
+                    private_bytes: private / n as f64,
+                    shared_bytes: shared / n as f64,
+                },
+            )
+            .collect())
     }
 
     /// One row per (bucket of `step`, group), sorted by both.

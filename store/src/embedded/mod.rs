@@ -58,7 +58,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use profwatch_model::memory::{MemoryPoint, MemoryQuery, MemoryRow, MemorySample};
+use profwatch_model::memory::{MemoryPoint, MemoryQuery, MemoryRow, MemorySample, ProcessMemory};
 use profwatch_model::profile::{ProfileBatch, ProfileQuery, StackProfile};
 use profwatch_model::query::{
     BuildSummary, BuildsQuery, CostSamples, CostSamplesQuery, EndpointSeries, EndpointStats,
@@ -468,6 +468,22 @@ impl Store for EmbeddedStore {
         q.range = self.clamp(q.range);
         let log = self.memory.clone();
         tokio::task::spawn_blocking(move || log.points(&q, step))
+            .await
+            .map_err(|e| StoreError::Query(format!("query task failed: {e}")))?
+    }
+
+    async fn memory_processes(
+        &self,
+        q: &MemoryQuery,
+        step: i64,
+    ) -> Result<Vec<ProcessMemory>, StoreError> {
+        if step <= 0 {
+            return Err(StoreError::Query(format!("step {step} must be > 0")));
+        }
+        let mut q = q.clone();
+        q.range = self.clamp(q.range);
+        let log = self.memory.clone();
+        tokio::task::spawn_blocking(move || log.processes(&q, step))
             .await
             .map_err(|e| StoreError::Query(format!("query task failed: {e}")))?
     }

@@ -74,5 +74,6 @@ contract!(
     leases_are_held_by_one_holder,
     memory_means_per_process_by_group,
     memory_timeseries_buckets,
+    memory_processes_per_bucket,
     memory_idempotency_keys_drop_duplicates,
 );

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use profwatch_model::memory::{
-    MemoryBytes, MemoryGroupBy, MemoryPoint, MemoryQuery, MemoryRow, MemorySample,
+    MemoryBytes, MemoryGroupBy, MemoryPoint, MemoryQuery, MemoryRow, MemorySample, ProcessMemory,
 };
 use profwatch_model::query::TimeRange;
 use profwatch_model::timefmt::NANOS_PER_SEC;
@@ -182,6 +182,76 @@ pub async fn memory_timeseries_buckets(store: Arc<dyn Store>) {
     let rows: Vec<MemoryRow> = points.into_iter().map(|p| p.row).collect();
     let want: Vec<MemoryRow> = want.into_iter().map(|w| w.1).collect();
     assert_rows(&rows, &want);
+}
+
+pub async fn memory_processes_per_bucket(store: Arc<dyn Store>) {
+    let b = base();
+    store
+        .write_memory(&tenant(), None, samples(b))
+        .await
+        .expect("write");
+    let range = TimeRange {
+        from: b,
+        to: b + 3 * MINUTE,
+    };
+    let got = store
+        .memory_processes(&query(MemoryGroupBy::Host, range), 2 * MINUTE)
+        .await
+        .expect("processes");
+    let unit = |ts: i64, build: &str, host: &str, pid: u32, samples: u64, kib: f64| ProcessMemory {
+        ts,
+        build: build.into(),
+        dc: "eu1".into(),
+        host: host.into(),
+        pid,
+        samples,
+        private_bytes: kib * KIB as f64,
+        shared_bytes: SHARED as f64,
+    };
+    // Two-minute buckets: where the base falls in its bucket decides which samples share one
+    // (the expected cells are computed the same way); each process keeps its own cells.
+    let split = |ts: i64| ts - ts.rem_euclid(2 * MINUTE);
+    let mut cells: std::collections::BTreeMap<(i64, &str, &str, u32), (u64, f64)> =
+        Default::default();
+    for (ts, build, host, pid, kib) in [
+        (b, "b1", "h1", 1, 100.0),
+        (b + MINUTE, "b1", "h1", 1, 200.0),
+        (b + 10 * NANOS_PER_SEC, "b1", "h2", 2, 300.0),
+        (b, "b2", "h2", 1, 1000.0),
+        (b + MINUTE, "b2", "h2", 1, 1000.0),
+        (b + 2 * MINUTE, "b2", "h2", 1, 1600.0),
+    ] {
+        let c = cells.entry((split(ts), build, host, pid)).or_default();
+        c.0 += 1;
+        c.1 += kib;
+    }
+    let mut want = Vec::new();
+    for ((ts, build, host, pid), (n, sum)) in cells {
+        want.push(unit(ts, build, host, pid, n, sum / n as f64));
+    }
+    assert_eq!(got.len(), want.len(), "{got:?}");
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(
+            (g.ts, &g.build, &g.dc, &g.host, g.pid, g.samples),
+            (w.ts, &w.build, &w.dc, &w.host, w.pid, w.samples),
+            "{got:?}"
+        );
+        assert!(
+            (g.private_bytes - w.private_bytes).abs() < 1e-6,
+            "{g:?} vs {w:?}"
+        );
+        assert!(
+            (g.shared_bytes - w.shared_bytes).abs() < 1e-6,
+            "{g:?} vs {w:?}"
+        );
+    }
+    assert!(
+        store
+            .memory_processes(&query(MemoryGroupBy::None, range), 0)
+            .await
+            .is_err(),
+        "a step of 0 is refused"
+    );
 }
 
 pub async fn memory_idempotency_keys_drop_duplicates(store: Arc<dyn Store>) {

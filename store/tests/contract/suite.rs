@@ -22,7 +22,7 @@ const MINUTE: i64 = 60 * NANOS_PER_SEC;
 
 pub use crate::memory::{
     memory_idempotency_keys_drop_duplicates, memory_means_per_process_by_group,
-    memory_timeseries_buckets,
+    memory_processes_per_bucket, memory_timeseries_buckets,
 };
 
 pub fn tenant() -> Tenant {
@@ -786,6 +786,7 @@ fn record(id_seed: &str, last_seen: i64, state: RegressionState) -> RegressionRe
         changed_at: None,
         resolution: None,
         passes_gone: 0,
+        kind: profwatch_model::regression::RegressionKind::Cpu,
         function: None,
     }
 }
