@@ -8,7 +8,10 @@
 //! side by side. In build 2 one function of one endpoint
 //! (`shop::cart::price`, used by `GET /cart/{id}`) does more work. A load generator drives every
 //! host; the server analyses every few seconds; the terminal shows the phases, the requests
-//! served, the dashboard URL, and the regression when it is found.
+//! served, the dashboard URL, and the regression when it is found. Build 2 also makes each
+//! worker about 15% heavier in private memory; the demo reads every host's memory each second
+//! (from `/proc/PID/smaps_rollup`, as the sidecar's memory watch does) and sends it to the
+//! server, which flags that too.
 
 pub mod service;
 
@@ -45,6 +48,36 @@ pub struct DemoOutcome {
 struct Host {
     child: Child,
     url: String,
+    /// The labels of its memory samples.
+    name: String,
+    dc: String,
+    build: String,
+}
+
+/// The service's name in the demo (as the SDK of each host reports it).
+pub(crate) const SERVICE: &str = "demo-shop";
+
+/// Each running host's memory now, read from `/proc/PID/smaps_rollup` as the sidecar's memory
+/// watch reads it, labelled like the host's events. A host that cannot be read is left out.
+fn memory_samples(hosts: &[Host]) -> Vec<profwatch_model::memory::MemorySample> {
+    let now = profwatch_model::timefmt::now_ns();
+    hosts
+        .iter()
+        .filter_map(|h| {
+            let pid = h.child.id()?;
+            let (bytes, _) =
+                profwatch_sidecar::memory::smaps::read(std::path::Path::new("/proc"), pid).ok()?;
+            Some(profwatch_model::memory::MemorySample {
+                ts: now,
+                service: SERVICE.to_owned(),
+                build: h.build.clone(),
+                dc: h.dc.clone(),
+                host: h.name.clone(),
+                pid,
+                bytes,
+            })
+        })
+        .collect()
 }
 
 async fn start_host(
@@ -54,6 +87,8 @@ async fn start_host(
     host: usize,
     rounds_per_us: u64,
 ) -> anyhow::Result<Host> {
+    let name = format!("shop-{host:02}");
+    let dc = if host.is_multiple_of(2) { "eu1" } else { "us1" };
     let mut child = Command::new(&args.exe)
         .args([
             "demo-service",
@@ -62,9 +97,9 @@ async fn start_host(
             "--build",
             build,
             "--host",
-            &format!("shop-{host:02}"),
+            &name,
             "--dc",
-            if host.is_multiple_of(2) { "eu1" } else { "us1" },
+            dc,
             "--rounds-per-us",
             &rounds_per_us.to_string(),
         ])
@@ -86,7 +121,13 @@ async fn start_host(
     })
     .await
     .context("waiting for the example service")??;
-    Ok(Host { child, url })
+    Ok(Host {
+        child,
+        url,
+        name,
+        dc: dc.to_owned(),
+        build: build.to_owned(),
+    })
 }
 
 /// Drives one host with requests until `stop`; returns how many it served.
@@ -117,23 +158,32 @@ async fn load(
     }
 }
 
-/// Prints regressions not printed yet, and culprits once the profiles name one.
+/// Prints regressions not printed yet, and culprits once the profiles name one. A memory
+/// record is the service's: it is shown as "memory per worker of SERVICE".
 fn report(base: &str, records: &[serde_json::Value], found: &mut DemoOutcome) {
     for rec in records {
-        let endpoint = rec["endpoint"].as_str().unwrap_or("?").to_owned();
+        let memory = rec["kind"].as_str() == Some("memory");
+        let what = if memory {
+            format!(
+                "memory per worker of {}",
+                rec["service"].as_str().unwrap_or("?")
+            )
+        } else {
+            rec["endpoint"].as_str().unwrap_or("?").to_owned()
+        };
         let candidate = rec["candidate"].as_str().unwrap_or("?").to_owned();
         let effect = rec["effect"].as_f64().unwrap_or(1.0);
         let culprit = rec["culprits"][0]["function"].as_str().map(str::to_owned);
         match found
             .flagged
             .iter_mut()
-            .find(|f| f.0 == endpoint && f.1 == candidate)
+            .find(|f| f.0 == what && f.1 == candidate)
         {
             Some(f) => {
                 // Each pass re-attributes with more samples: say so when the answer changes.
                 if culprit.is_some() && f.3 != culprit {
                     println!(
-                        "  {endpoint}: the function that got dearer{}: {} (self CPU per request {:+.0} µs)",
+                        "  {what}: the function that got dearer{}: {} (self CPU per request {:+.0} µs)",
                         if f.3.is_some() { ", with more samples" } else { "" },
                         culprit.as_deref().unwrap_or(""),
                         rec["culprits"][0]["delta"].as_f64().unwrap_or(0.0) / 1000.0
@@ -142,24 +192,30 @@ fn report(base: &str, records: &[serde_json::Value], found: &mut DemoOutcome) {
                 }
             }
             None => {
+                let unit = if memory {
+                    "private bytes per worker".to_owned()
+                } else {
+                    format!("{} per request", rec["metric"].as_str().unwrap_or("?"))
+                };
                 println!(
-                    "REGRESSION: {endpoint} is {:+.1}% ({} per request, 95% CI {:+.1}%..{:+.1}%) in build {candidate} vs {}",
+                    "REGRESSION: {what} is {:+.1}% ({unit}, 95% CI {:+.1}%..{:+.1}%) in build {candidate} vs {}",
                     (effect - 1.0) * 100.0,
-                    rec["metric"].as_str().unwrap_or("?"),
                     (rec["effect_low"].as_f64().unwrap_or(f64::NAN) - 1.0) * 100.0,
                     (rec["effect_high"].as_f64().unwrap_or(f64::NAN) - 1.0) * 100.0,
                     rec["baseline"].as_str().unwrap_or("?"),
                 );
-                if let Some(c) = &culprit {
-                    println!("  {endpoint}: the function that got dearer: {c}");
+                if memory {
+                    println!("  {what}: see the Memory page for workers per host");
+                } else if let Some(c) = &culprit {
+                    println!("  {what}: the function that got dearer: {c}");
                 } else {
-                    println!("  {endpoint}: waiting for enough stack samples to name the function");
+                    println!("  {what}: waiting for enough stack samples to name the function");
                 }
                 println!(
                     "  details:     {base}/#/regression?id={}",
                     rec["id"].as_str().unwrap_or("")
                 );
-                found.flagged.push((endpoint, candidate, effect, culprit));
+                found.flagged.push((what, candidate, effect, culprit));
             }
         }
     }
@@ -174,6 +230,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoOutcome> {
         analysis: profwatch_collector::config::RawAnalysis {
             interval: Some("10s".into()),
             window: Some("1h".into()),
+            // The demo reads every worker's memory each second: one unit per reading.
+            memory_step: Some("1s".into()),
             ..Default::default()
         },
         ..Default::default()
@@ -227,6 +285,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoOutcome> {
     let mut rolled = false;
     let mut found = DemoOutcome::default();
     let mut last_report = Instant::now();
+    let mut last_memory = Instant::now();
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
@@ -240,7 +299,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoOutcome> {
         }
         if !rolled && elapsed >= args.baseline_phase {
             println!(
-                "phase 2: canary: build 2 replaces build 1 on {} of {} hosts (shop::cart::price does more work)",
+                "phase 2: canary: build 2 replaces build 1 on {} of {} hosts (shop::cart::price does more work; each worker holds 15% more private memory)",
                 args.hosts,
                 2 * args.hosts
             );
@@ -260,6 +319,18 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoOutcome> {
                 hosts[h] = host;
             }
             rolled = true;
+        }
+        if last_memory.elapsed() >= Duration::from_secs(1) {
+            last_memory = Instant::now();
+            let batch = profwatch_model::memory::MemoryBatch {
+                samples: memory_samples(&hosts),
+            };
+            let post = client.post(format!("{base}/api/v1/memory")).json(&batch);
+            tokio::spawn(async move {
+                if let Err(e) = post.send().await.and_then(|r| r.error_for_status()) {
+                    tracing::warn!(error = %e, "sending the demo's memory samples");
+                }
+            });
         }
         if last_report.elapsed() >= Duration::from_secs(10) {
             last_report = Instant::now();

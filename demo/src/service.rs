@@ -1,6 +1,7 @@
 //! The example shop service the demo runs, one process per simulated host: an axum app whose
 //! endpoints each have their own CPU profile, measured by the SDK layer and the stack sampler
-//! and reported straight to the server. Build 2 makes `shop::cart::price` do more work.
+//! and reported straight to the server. Build 2 makes `shop::cart::price` do more work, and
+//! each worker about 15% heavier in private memory (`hold_memory`).
 
 use std::time::Duration;
 
@@ -130,10 +131,49 @@ pub mod shop {
     }
 }
 
+/// The catalogue every worker keeps in memory (written, so private and resident).
+const CATALOGUE_BYTES: usize = 48 << 20;
+
+/// Keeps the worker's memory: the catalogue, and in build 2 a price cache that a thread tops
+/// up to 15% of the rest of the worker's private memory (read from its own smaps), so that a
+/// worker of build 2 holds about 15% more private memory than one of build 1 whatever the
+/// runtime itself holds.
+fn hold_memory(build2: bool) {
+    let catalogue = vec![1u8; CATALOGUE_BYTES];
+    let own = |proc: &std::path::Path| {
+        profwatch_sidecar::memory::smaps::read(proc, std::process::id())
+            .ok()
+            .map(|(bytes, _)| bytes.private() as usize)
+    };
+    let spawned = std::thread::Builder::new()
+        .name("shop-memory".into())
+        .spawn(move || {
+            let _catalogue = std::hint::black_box(catalogue);
+            let mut cache: Vec<Vec<u8>> = Vec::new();
+            let mut held = 0usize;
+            loop {
+                if build2 {
+                    if let Some(private) = own(std::path::Path::new("/proc")) {
+                        let want = private.saturating_sub(held) * 15 / 100;
+                        if want > held + (64 << 10) {
+                            let chunk = vec![1u8; want - held];
+                            held += chunk.len();
+                            cache.push(std::hint::black_box(chunk));
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        });
+    if let Err(e) = spawned {
+        eprintln!("demo service: no memory thread: {e}");
+    }
+}
+
 /// Runs the service until killed. Prints `listening on http://ADDR` when ready.
 pub async fn run(args: ServiceArgs) -> anyhow::Result<()> {
     let _ = ROUNDS_PER_US.set(args.rounds_per_us.unwrap_or_else(calibrate));
-    let mut cfg = Config::new("demo-shop");
+    let mut cfg = Config::new(crate::SERVICE);
     cfg.build = args.build.clone();
     cfg.host = args.host.clone();
     cfg.dc = args.dc.clone();
@@ -154,6 +194,7 @@ pub async fn run(args: ServiceArgs) -> anyhow::Result<()> {
         }
     };
     let build2 = args.build == "2";
+    hold_memory(build2);
     let app = Router::new()
         .route(
             "/cart/{id}",

@@ -1,5 +1,6 @@
 //! `profwatch demo`, shortened: it must flag exactly the endpoint whose function got dearer in
-//! build 2, name that function, and flag nothing else.
+//! build 2 and name that function, flag build 2's heavier workers as a memory regression of the
+//! service, and flag nothing else.
 
 use profwatch_e2e::*;
 
@@ -28,11 +29,29 @@ fn the_demo_catches_its_regression_and_names_the_function() {
         .lines()
         .filter(|l| l.starts_with("REGRESSION:"))
         .collect();
-    assert_eq!(flagged.len(), 1, "exactly one regression:\n{stdout}");
+    assert_eq!(
+        flagged.len(),
+        2,
+        "exactly two regressions (CPU and memory):\n{stdout}"
+    );
     assert!(
-        flagged[0].contains("GET /cart/{id}") && flagged[0].contains("build 2 vs 1"),
+        flagged
+            .iter()
+            .any(|l| l.contains("GET /cart/{id}") && l.contains("build 2 vs 1")),
         "{stdout}"
     );
+    let memory = flagged
+        .iter()
+        .find(|l| l.contains("memory per worker of demo-shop") && l.contains("build 2 vs 1"))
+        .unwrap_or_else(|| panic!("a memory regression of the service:\n{stdout}"));
+    // "REGRESSION: memory per worker of demo-shop is +15.2% (...": about the 15% build 2 adds.
+    let pct: f64 = memory
+        .split(" is ")
+        .nth(1)
+        .and_then(|r| r.split('%').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("an effect in {memory}"));
+    assert!((10.0..=20.0).contains(&pct), "about +15%: {memory}");
     // The last answer counts (each pass re-attributes with more samples).
     let named = stdout
         .lines()
@@ -47,8 +66,9 @@ fn the_demo_catches_its_regression_and_names_the_function() {
         .find(|l| l.starts_with("summary:"))
         .expect("a summary line");
     assert!(
-        summary.contains("flagged: GET /cart/{id} in build 2")
-            && summary.contains("profwatch_demo::service::shop::cart::price)"),
+        summary.contains("GET /cart/{id} in build 2")
+            && summary.contains("profwatch_demo::service::shop::cart::price)")
+            && summary.contains("memory per worker of demo-shop in build 2"),
         "{summary}"
     );
 }
