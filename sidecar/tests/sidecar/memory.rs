@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use profwatch_model::memory::MemoryBytes;
-use profwatch_sidecar::memory::{self, smaps, DefaultLabels, Source};
+use profwatch_sidecar::memory::{self, smaps, DefaultLabels, OwnLabels, Source};
 
 use std::time::Duration;
 
@@ -118,6 +118,7 @@ fn a_private_allocation_reads_as_private_memory() {
     let sample = memory::read_sample(
         Path::new("/proc"),
         fixture.pid,
+        &OwnLabels::default(),
         &DefaultLabels {
             service: Some("from-flags".into()),
             build: "flag-build".into(),
