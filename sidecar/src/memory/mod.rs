@@ -19,8 +19,8 @@ use profwatch_model::memory::MemorySample;
 
 pub use labels::{DefaultLabels, OwnLabels};
 pub use smaps::{SmapsError, Source};
-pub use watcher::{Registrar, MAX_WATCHED};
 pub(crate) use watcher::Watcher;
+pub use watcher::{Registrar, MAX_WATCHED};
 
 /// Reads one sample of process `pid` under `proc` (`/proc`, or a copy in tests) at `ts`
 /// (unix ns), labelled with `host` and the labels its `hello`, its environment or `defaults`
@@ -38,8 +38,7 @@ pub fn read_sample(
     let (service, build, dc) = labels::resolve(hello, env, defaults);
     Ok(MemorySample {
         ts,
-        service: service
-            .unwrap_or_else(|| super::procs::service_name(&super::procs::name(pid))),
+        service: service.unwrap_or_else(|| super::procs::service_name(&super::procs::name(pid))),
         build,
         dc,
         host: host.to_owned(),

@@ -74,7 +74,10 @@ impl Registrar {
     /// socket's credentials give (in the sidecar's pid namespace); the pid the hello claims is
     /// ignored when it differs.
     pub fn hello(&self, peer_pid: Option<i32>, hello: Hello) {
-        let Some(pid) = peer_pid.and_then(|p| u32::try_from(p).ok()).filter(|p| *p > 0) else {
+        let Some(pid) = peer_pid
+            .and_then(|p| u32::try_from(p).ok())
+            .filter(|p| *p > 0)
+        else {
             self.metrics.reject(
                 RejectReason::BadHello,
                 &"a hello from a peer whose pid the socket does not tell (another pid namespace?)",

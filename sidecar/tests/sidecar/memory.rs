@@ -320,11 +320,10 @@ async fn a_process_that_says_hello_is_watched_with_its_hello_s_labels() {
     cfg.memory.build = "flag-build".into();
     let sidecar = Sidecar::start(cfg).await.expect("start");
     let socket = sidecar.socket_path().to_owned();
-    let fixture = tokio::task::spawn_blocking(move || {
-        Fixture::start_with(&exe, "private", Some(&socket))
-    })
-    .await
-    .expect("start the fixture");
+    let fixture =
+        tokio::task::spawn_blocking(move || Fixture::start_with(&exe, "private", Some(&socket)))
+            .await
+            .expect("start the fixture");
     let of_fixture = |mock: &MockCollector| {
         mock.memory()
             .into_iter()
