@@ -51,7 +51,13 @@ impl Agent {
     /// Starts an agent exporting where `config.export` says.
     pub fn new(config: Config) -> Result<Agent, AgentError> {
         let exporter: Box<dyn Exporter> = match &config.export {
-            ExportTarget::Sidecar { socket } => Box::new(UnixSocketExporter::new(socket)),
+            ExportTarget::Sidecar { socket } => {
+                Box::new(UnixSocketExporter::new(socket).with_labels(
+                    &config.service,
+                    &config.build,
+                    &config.dc,
+                ))
+            }
             ExportTarget::Collector { url, format, token } => {
                 Box::new(HttpExporter::new(url, *format, token.clone())?)
             }

@@ -6,6 +6,7 @@
 //! - [`timefmt`]: unix-or-RFC 3339 timestamps as the APIs accept them.
 //! - [`query`]: the shapes of the query API's requests and answers.
 //! - [`scan`]: protobuf messages read field by field, to count before decoding.
+//! - [`hello`]: the hello frame an SDK registers its process with at the sidecar.
 //! - [`memory`]: a process's memory sample (rss, pss, shared and private pages, swap).
 //! - [`sketch`]: the weighted quantile sketch both stores use for p50/p90/p99.
 
@@ -16,6 +17,7 @@ static ALLOC: profwatch_testkit::alloc::PeakAlloc = profwatch_testkit::alloc::Pe
 
 pub mod event;
 pub mod faults;
+pub mod hello;
 pub mod memory;
 pub mod ndjson;
 pub mod percent;

@@ -7,7 +7,7 @@
 //!  app ─ UDS / UDP ─► listener ─► enrich + validate ─┐
 //!                     (bad input counted, dropped alone)
 //!  other processes ─ perf ─► profiler (per label set, every interval)
-//!  other processes ─ /proc/PID/smaps_rollup ─► memory watch (every interval)
+//!  other processes, and apps that said hello ─ /proc/PID/smaps_rollup ─► memory watch
 //!                                                    ▼
 //!                                                 batcher ─► spool (fsync) ─► shipper ─► collector
 //!                                                            (deleted only after a 2xx,
@@ -16,10 +16,12 @@
 //!
 //! - [`config`]: flags and the validated [`SidecarConfig`].
 //! - [`listener`]: the local protocol (JSON lines, `0x00`-framed protobuf batches,
-//!   `0x01`-framed profiles parsed by [`relay`]).
+//!   `0x01`-framed profiles parsed by [`relay`], `0x02`-framed hellos that register the sending
+//!   process with the memory watch).
 //! - [`enrich`]: host, dc, `kernel` and `cpu_model`.
 //! - `profiler`: `--profile-pid` / `--profile-name`, the sampling of other processes.
-//! - [`memory`]: memory readings of local processes (`smaps_rollup`, else `smaps`).
+//! - [`memory`]: memory readings of local processes (`smaps_rollup`, else `smaps`); its watch
+//!   thread always runs, so hellos register processes without any flag.
 //! - [`batcher`]: batches by size or time, compressed; one record per profile.
 //! - [`spool`]: the bounded, checksummed disk spool.
 //! - [`shipper`]: delivery with retries, backoff, `Retry-After`, `Idempotency-Key`, and
@@ -83,7 +85,7 @@ pub struct Sidecar {
     stop_output: watch::Sender<bool>,
     listeners: Vec<JoinHandle<()>>,
     profiler: Option<profiler::Profiler>,
-    memory: Option<memory::Watcher>,
+    memory: memory::Watcher,
     batcher: JoinHandle<()>,
     shipper: JoinHandle<()>,
     http: Option<JoinHandle<()>>,
@@ -148,6 +150,7 @@ impl Sidecar {
             unix,
             ingest.clone(),
             tx.clone(),
+            memory.registrar(),
             stop_in_rx.clone(),
         ))];
         if let Some(udp) = udp {
@@ -231,14 +234,13 @@ impl Sidecar {
                     message: e.to_string(),
                 })??;
         }
-        if let Some(memory) = self.memory {
-            tokio::task::spawn_blocking(move || memory.stop())
-                .await
-                .map_err(|e| SidecarError::Task {
-                    task: "memory watch",
-                    message: e.to_string(),
-                })??;
-        }
+        let memory = self.memory;
+        tokio::task::spawn_blocking(move || memory.stop())
+            .await
+            .map_err(|e| SidecarError::Task {
+                task: "memory watch",
+                message: e.to_string(),
+            })??;
         join("batcher", self.batcher).await?;
         let _ = self.stop_output.send(true);
         join("shipper", self.shipper).await?;
@@ -308,16 +310,13 @@ async fn start_profiler(
     Ok(Some(started))
 }
 
-/// The memory watch, when any process is to be watched (it reads `/proc`, so it starts on a
-/// blocking thread).
+/// The memory watch, always: apps register with it by hello even when no flag names a
+/// process (it reads `/proc`, so it starts on a blocking thread).
 async fn start_memory(
     cfg: &SidecarConfig,
     tx: &mpsc::Sender<batcher::Input>,
     metrics: &Arc<Metrics>,
-) -> Result<Option<memory::Watcher>, SidecarError> {
-    if !cfg.memory.is_enabled() {
-        return Ok(None);
-    }
+) -> Result<memory::Watcher, SidecarError> {
     let (memory, host, dc, tx, m) = (
         cfg.memory.clone(),
         cfg.host.clone(),
@@ -332,7 +331,7 @@ async fn start_memory(
                 task: "memory watch start",
                 message: e.to_string(),
             })??;
-    Ok(Some(started))
+    Ok(started)
 }
 
 /// The address a listener got, or why it could not be read.

@@ -1,10 +1,12 @@
 //! The local listeners: a Unix stream socket and, optionally, UDP on loopback.
 //!
 //! Protocol (see `agent/PROTOCOL.md`): on the stream, each message is either a JSON line (any
-//! first byte but `0x00` and `0x01`, ending with `\n`) or a frame: a marker byte, a big-endian
-//! u32 length, and that many bytes: after `0x00` a protobuf `profwatch.v1.EventBatch`, after
-//! `0x01` a profile ([`super::relay`]). A datagram is one or more JSON lines, or a marker
-//! followed by one frame's bytes (the datagram bounds it; no length).
+//! first byte but `0x00`, `0x01` and `0x02`, ending with `\n`) or a frame: a marker byte, a
+//! big-endian u32 length, and that many bytes: after `0x00` a protobuf `profwatch.v1.EventBatch`,
+//! after `0x01` a profile ([`super::relay`]), after `0x02` a hello ([`Hello`]: the process
+//! registers itself for the memory watch). A datagram is one or more JSON lines, or a marker
+//! followed by one frame's bytes (the datagram bounds it; no length); a hello datagram is
+//! refused (`hello_over_udp`): only the socket tells who sent it.
 //!
 //! Invariants: bad input never stops a connection or the listener, and never takes the events
 //! beside it down: each line, frame or event is refused on its own, counted by reason and
@@ -12,13 +14,17 @@
 //! `RequestEvent::validate`, so the collector will not refuse a batch for one of them. A line
 //! longer than `max_line_bytes` is skipped up to its newline; an oversize frame is skipped by
 //! its length; a line or frame cut by the end of its connection is dropped (`truncated`).
-//! Every accepted profile has passed the collector's checks ([`super::relay::parse`]).
+//! Every accepted profile has passed the collector's checks ([`super::relay::parse`]). A hello
+//! is at most [`MAX_HELLO_BYTES`]; its pid is the connection's peer credentials' (`SO_PEERCRED`,
+//! which the peer cannot forge), never the pid it claims; the listener hands it to the memory
+//! watch without waiting ([`Registrar::hello`]).
 //! Memory per connection is bounded by `max(max_line_bytes, max_frame_bytes)` plus one read.
 
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
+use profwatch_model::hello::{Hello, HELLO_MARKER, MAX_HELLO_BYTES};
 use profwatch_model::ndjson::EventErrorKind;
 use profwatch_model::timefmt::now_ns;
 use profwatch_model::{ndjson, wire, Limits, RequestEvent};
@@ -29,6 +35,7 @@ use tokio::sync::{mpsc, watch};
 use super::batcher::Input;
 use super::enrich::Enricher;
 use super::error::SidecarError;
+use super::memory::Registrar;
 use super::metrics::{Metrics, RejectReason};
 use super::relay::{self, Relayed};
 
@@ -43,11 +50,13 @@ const CHUNK_EVENTS: usize = 1024;
 /// Profiles gathered at most from queued datagrams before they are handed over.
 const CHUNK_PROFILES: usize = 64;
 
-/// What local input turned into: validated, enriched events and profiles.
+/// What local input turned into: validated, enriched events and profiles, and well-formed
+/// hellos (not yet tied to their sender).
 #[derive(Debug, Default)]
 pub struct Accepted {
     pub events: Vec<RequestEvent>,
     pub profiles: Vec<Relayed>,
+    pub hellos: Vec<Hello>,
 }
 
 impl Accepted {
@@ -119,12 +128,20 @@ impl Ingest {
         }
     }
 
-    /// One frame after its marker: an `EventBatch` or a profile.
+    /// One hello frame's payload.
+    pub fn hello(&self, bytes: &[u8], out: &mut Accepted) {
+        match Hello::parse(bytes) {
+            Ok(hello) => out.hellos.push(hello),
+            Err(e) => self.metrics.reject(RejectReason::BadHello, &e),
+        }
+    }
+
+    /// One frame after its marker: an `EventBatch`, a profile or a hello.
     fn framed(&self, marker: u8, bytes: &[u8], now: i64, out: &mut Accepted) {
-        if marker == PROFILE_MARKER {
-            self.profile(bytes, now, out);
-        } else {
-            self.frame(bytes, now, out);
+        match marker {
+            PROFILE_MARKER => self.profile(bytes, now, out),
+            HELLO_MARKER => self.hello(bytes, out),
+            _ => self.frame(bytes, now, out),
         }
     }
 
@@ -138,6 +155,13 @@ impl Ingest {
 
     /// One UDP datagram.
     pub fn datagram(&self, data: &[u8], now: i64, out: &mut Accepted) {
+        if data.first() == Some(&HELLO_MARKER) {
+            self.metrics.reject(
+                RejectReason::HelloOverUdp,
+                &"a hello datagram (UDP tells no sender pid): register over the socket, or use --memory-name",
+            );
+            return;
+        }
         if let Some((&marker, frame)) = data
             .split_first()
             .filter(|(m, _)| matches!(**m, FRAME_MARKER | PROFILE_MARKER))
@@ -223,11 +247,20 @@ impl StreamDecoder {
                 break;
             }
             let marker = buf[pos];
-            if marker == FRAME_MARKER || marker == PROFILE_MARKER {
+            if matches!(marker, FRAME_MARKER | PROFILE_MARKER | HELLO_MARKER) {
                 let Some(head) = buf.get(pos + 1..pos + 5) else {
                     break;
                 };
                 let n = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+                if marker == HELLO_MARKER && n > MAX_HELLO_BYTES {
+                    ingest.metrics.reject(
+                        RejectReason::BadHello,
+                        &format_args!("a {n}-byte hello; the limit is {MAX_HELLO_BYTES}"),
+                    );
+                    pos += 5;
+                    self.skip = Skip::Bytes(n);
+                    continue;
+                }
                 if n > ingest.max_frame_bytes {
                     ingest.metrics.reject(
                         RejectReason::FrameTooLarge,
@@ -322,21 +355,30 @@ pub fn bind_unix(path: &Path, mode: u32, group: Option<u32>) -> Result<UnixListe
 }
 
 /// Accepts connections until `stop` turns true; each connection runs in its own task.
+/// Hellos go to `registrar`.
 pub async fn serve_unix(
     listener: UnixListener,
     ingest: Arc<Ingest>,
     tx: mpsc::Sender<Input>,
+    registrar: Registrar,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    match stream.peer_cred() {
-                        Ok(c) => ingest.metrics.peer_connected(c.pid(), c.uid(), c.gid()),
-                        Err(e) => tracing::debug!("no peer credentials: {e}"),
-                    }
-                    tokio::spawn(connection(stream, ingest.clone(), tx.clone(), stop.clone()));
+                    let peer = match stream.peer_cred() {
+                        Ok(c) => {
+                            ingest.metrics.peer_connected(c.pid(), c.uid(), c.gid());
+                            c.pid()
+                        }
+                        Err(e) => {
+                            tracing::debug!("no peer credentials: {e}");
+                            None
+                        }
+                    };
+                    let from = Peer { pid: peer, registrar: registrar.clone() };
+                    tokio::spawn(connection(stream, from, ingest.clone(), tx.clone(), stop.clone()));
                 }
                 Err(e) => {
                     tracing::warn!("unix socket accept failed: {e}");
@@ -348,8 +390,16 @@ pub async fn serve_unix(
     }
 }
 
+/// Who is at the other end of a connection, and where its hellos go.
+struct Peer {
+    /// From the socket's credentials.
+    pid: Option<i32>,
+    registrar: Registrar,
+}
+
 async fn connection(
     mut stream: UnixStream,
+    peer: Peer,
     ingest: Arc<Ingest>,
     tx: mpsc::Sender<Input>,
     mut stop: watch::Receiver<bool>,
@@ -370,6 +420,9 @@ async fn connection(
             _ = stop.changed() => break,
         };
         decoder.feed(&chunk[..n], &ingest, &mut out);
+        for hello in out.hellos.drain(..) {
+            peer.registrar.hello(peer.pid, hello);
+        }
         if !out.is_empty() && !hand_over(&ingest, &tx, &mut out).await {
             return;
         }
@@ -380,7 +433,9 @@ async fn connection(
 /// Sends accepted events and profiles to the batcher (waiting when it is busy: backpressure,
 /// not loss).
 async fn hand_over(ingest: &Ingest, tx: &mpsc::Sender<Input>, out: &mut Accepted) -> bool {
-    let Accepted { events, profiles } = std::mem::take(out);
+    let Accepted {
+        events, profiles, ..
+    } = std::mem::take(out);
     if !events.is_empty() {
         ingest.metrics.received(events.len());
         if tx.send(Input::Events(events)).await.is_err() {
@@ -558,6 +613,7 @@ mod tests {
         stream.push(PROFILE_MARKER);
         stream.extend_from_slice(&(bad_profile.len() as u32).to_be_bytes());
         stream.extend_from_slice(bad_profile);
+        stream.extend_from_slice(&hello_frame(br#"{"service":"a\u0007"}"#));
         stream.extend_from_slice(line("b").as_bytes());
         stream.extend_from_slice(b"{\"service\":");
         let mut dec = StreamDecoder::default();
@@ -567,9 +623,62 @@ mod tests {
         }
         dec.finish(&ing);
         assert_eq!(builds(&out), ["a", "b"]);
-        assert!(out.profiles.is_empty());
+        assert!(out.profiles.is_empty() && out.hellos.is_empty());
         for reason in RejectReason::ALL {
-            assert_eq!(ing.metrics.rejected_count(reason), 1, "{reason:?}");
+            let want = u64::from(reason != RejectReason::HelloOverUdp);
+            assert_eq!(ing.metrics.rejected_count(reason), want, "{reason:?}");
+        }
+    }
+
+    fn hello_frame(payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![HELLO_MARKER];
+        out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    #[test]
+    fn hellos_are_read_between_other_messages_and_bad_ones_refused() {
+        let good = Hello {
+            pid: Some(7),
+            service: Some("checkout".into()),
+            build: Some("812".into()),
+            dc: Some("eu1".into()),
+        };
+        let mut stream = good.frame();
+        stream.extend_from_slice(line("a").as_bytes());
+        stream.extend_from_slice(&hello_frame(b"{not json"));
+        stream.extend_from_slice(&hello_frame(br#"{"build":"9","future_field":true}"#));
+        let huge = format!(r#"{{"service":"{}"}}"#, "s".repeat(MAX_HELLO_BYTES));
+        stream.extend_from_slice(&hello_frame(huge.as_bytes()));
+        stream.extend_from_slice(&hello_frame(b"[1]"));
+        stream.extend_from_slice(line("b").as_bytes());
+        for step in [1, 5, 64, stream.len()] {
+            let ing = ingest();
+            let mut dec = StreamDecoder::default();
+            let mut out = Accepted::default();
+            for piece in stream.chunks(step) {
+                dec.feed(piece, &ing, &mut out);
+            }
+            dec.finish(&ing);
+            assert_eq!(builds(&out), ["a", "b"], "step {step}");
+            assert_eq!(
+                out.hellos,
+                [
+                    good.clone(),
+                    Hello {
+                        build: Some("9".into()),
+                        ..Hello::default()
+                    }
+                ],
+                "step {step}: unknown fields are ignored"
+            );
+            assert_eq!(
+                ing.metrics.rejected_count(RejectReason::BadHello),
+                3,
+                "step {step}: bad JSON, too long, not an object"
+            );
+            assert_eq!(ing.metrics.rejected_count(RejectReason::FrameTooLarge), 0);
         }
     }
 
@@ -599,8 +708,19 @@ mod tests {
             now_ns(),
             &mut out,
         );
+        ing.datagram(
+            &Hello {
+                pid: Some(1),
+                ..Hello::default()
+            }
+            .frame(),
+            now_ns(),
+            &mut out,
+        );
         assert_eq!(builds(&out), ["a", "b", "c", "d"]);
         assert_eq!(services(&out), ["p"]);
+        assert!(out.hellos.is_empty());
         assert_eq!(ing.metrics.rejected_count(RejectReason::BadJson), 1);
+        assert_eq!(ing.metrics.rejected_count(RejectReason::HelloOverUdp), 1);
     }
 }

@@ -51,10 +51,15 @@ pub enum RejectReason {
     Truncated,
     /// A profile frame that does not parse or breaks the collector's limits.
     BadProfile,
+    /// A hello frame that is too long, not a JSON object, or carries a label the collector
+    /// would refuse; or one from a peer whose pid the socket does not tell.
+    BadHello,
+    /// A hello sent as a datagram: UDP has no peer credentials to take the pid from.
+    HelloOverUdp,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 10] = [
+    pub const ALL: [RejectReason; 12] = [
         RejectReason::BadJson,
         RejectReason::MissingField,
         RejectReason::UnknownField,
@@ -65,6 +70,8 @@ impl RejectReason {
         RejectReason::Invalid,
         RejectReason::Truncated,
         RejectReason::BadProfile,
+        RejectReason::BadHello,
+        RejectReason::HelloOverUdp,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -79,6 +86,46 @@ impl RejectReason {
             RejectReason::Invalid => "invalid",
             RejectReason::Truncated => "truncated",
             RejectReason::BadProfile => "bad_profile",
+            RejectReason::BadHello => "bad_hello",
+            RejectReason::HelloOverUdp => "hello_over_udp",
+        }
+    }
+}
+
+/// What became of a well-formed hello on the socket (`outcome` of
+/// `profwatch_agent_memory_hellos_total`); malformed ones are rejected input
+/// ([`RejectReason::BadHello`], [`RejectReason::HelloOverUdp`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum HelloOutcome {
+    /// A process not watched before is watched now.
+    Registered,
+    /// The process was watched already; its hello's labels replace the ones it had.
+    Updated,
+    /// Refused: the watch holds its most processes ([`crate::memory::MAX_WATCHED`]).
+    TooMany,
+    /// Refused: the process exited before it could be watched.
+    Gone,
+    /// Dropped: the watch thread's queue of registrations was full.
+    QueueFull,
+}
+
+impl HelloOutcome {
+    pub const ALL: [HelloOutcome; 5] = [
+        HelloOutcome::Registered,
+        HelloOutcome::Updated,
+        HelloOutcome::TooMany,
+        HelloOutcome::Gone,
+        HelloOutcome::QueueFull,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HelloOutcome::Registered => "registered",
+            HelloOutcome::Updated => "updated",
+            HelloOutcome::TooMany => "too_many",
+            HelloOutcome::Gone => "gone",
+            HelloOutcome::QueueFull => "queue_full",
         }
     }
 }
@@ -123,6 +170,11 @@ impl DropReason {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
 }
 
 /// A point-in-time copy of the counters; the body of `GET /status`.
@@ -183,6 +235,10 @@ pub struct StatusSnapshot {
     pub memory_samples_dead_lettered: u64,
     #[serde(default)]
     pub memory_samples_dropped: Vec<(String, u64)>,
+    /// Hellos on the socket by outcome (`registered`, `updated`, `too_many`, `gone`,
+    /// `queue_full`); malformed ones are in `rejected` (`bad_hello`, `hello_over_udp`).
+    #[serde(default)]
+    pub memory_hellos: Vec<(String, u64)>,
     /// Events and profiles the collector refused for good (400, 413, 422), moved to the
     /// dead-letter folder.
     #[serde(default)]
@@ -653,6 +709,26 @@ impl Metrics {
         self.memory.invalid.inc_by(invalid);
     }
 
+    /// Counts one hello's outcome.
+    pub(crate) fn hello(&self, outcome: HelloOutcome) {
+        self.memory
+            .hellos
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.as_str(),
+            })
+            .inc();
+    }
+
+    /// Hellos with `outcome` so far.
+    pub fn hello_count(&self, outcome: HelloOutcome) -> u64 {
+        self.memory
+            .hellos
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.as_str(),
+            })
+            .get()
+    }
+
     /// Memory samples dropped for `reason` so far.
     pub fn memory_dropped_count(&self, reason: DropReason) -> u64 {
         self.memory
@@ -842,6 +918,10 @@ impl Metrics {
                 .iter()
                 .map(|r| (r.as_str().to_owned(), self.memory_dropped_count(*r)))
                 .collect(),
+            memory_hellos: HelloOutcome::ALL
+                .iter()
+                .map(|o| (o.as_str().to_owned(), self.hello_count(*o)))
+                .collect(),
             dead_lettered_events: self.delivery.dead_lettered_events.get(),
             dead_lettered_profiles: self.delivery.dead_lettered_profiles.get(),
             dead_letter_records: gauge(&self.delivery.dead_letter_records),
@@ -863,6 +943,7 @@ struct MemoryMetrics {
     shipped: Counter,
     dead_lettered: Counter,
     dropped: Family<ReasonLabel, Counter>,
+    hellos: Family<OutcomeLabel, Counter>,
 }
 
 impl MemoryMetrics {
@@ -875,13 +956,19 @@ impl MemoryMetrics {
             shipped: Counter::default(),
             dead_lettered: Counter::default(),
             dropped: Family::default(),
+            hellos: Family::default(),
         };
         for r in DropReason::ALL {
             let _ = m.dropped.get_or_create(&ReasonLabel { reason: r.as_str() });
         }
+        for o in HelloOutcome::ALL {
+            let _ = m.hellos.get_or_create(&OutcomeLabel {
+                outcome: o.as_str(),
+            });
+        }
         registry.register(
             "memory_processes",
-            "Processes whose memory is read now (--memory-pid, --memory-name)",
+            "Processes whose memory is read now (--memory-pid, --memory-name, hellos)",
             m.processes.clone(),
         );
         registry.register(
@@ -913,6 +1000,11 @@ impl MemoryMetrics {
             "memory_samples_dropped",
             "Memory samples thrown away, by reason",
             m.dropped.clone(),
+        );
+        registry.register(
+            "memory_hellos",
+            "Well-formed hellos on the socket (SDK registrations of their process), by outcome",
+            m.hellos.clone(),
         );
         m
     }

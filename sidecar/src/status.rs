@@ -119,6 +119,14 @@ pub fn render(s: &StatusSnapshot) -> String {
             nonzero(&s.memory_samples_dropped)
         );
     }
+    if sum(&s.memory_hellos) > 0 {
+        let _ = writeln!(
+            out,
+            "  hellos      {}{}",
+            sum(&s.memory_hellos),
+            nonzero(&s.memory_hellos)
+        );
+    }
     delivery_lines(&mut out, s);
     if !s.peers.is_empty() {
         let peers: Vec<String> = s

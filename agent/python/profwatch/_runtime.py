@@ -6,7 +6,8 @@ Invariants:
 - Threads start lazily, on the process's first request, so that a gunicorn or uwsgi master
   that imports (or preloads) the app but serves nothing runs no profwatch thread.
 - After ``os.fork`` the child gets fresh counters, an empty queue, its own sidecar connection
-  (the parent's is closed in the child only, never shut down) and no threads; they start again
+  (the parent's is closed in the child only, never shut down; the new one's hello carries the
+  child's pid, so the sidecar watches each worker's memory) and no threads; they start again
   on the child's first request (``os.register_at_fork``). Events queued in the parent before
   the fork are the parent's to send, so the child never sends them twice.
 - At interpreter exit the sampler's last interval and the queued events are written
@@ -52,7 +53,9 @@ class Runtime:
         # Everything with a lock is new: another thread may have held one at fork time.
         self.namer = Namer()
         self.stats = Stats()
-        transport = self._transport if self._transport is not None else make_transport(cfg.sidecar)
+        transport = self._transport
+        if transport is None:
+            transport = make_transport(cfg.sidecar, {"service": cfg.service, "build": cfg.build, "dc": cfg.dc})
         self.exporter = Exporter(cfg, self.stats, transport)
         # Bound once: the request path's calls (finish) skip the attribute lookups.
         self._add_event = self.exporter.add_event

@@ -15,20 +15,40 @@ Invariants:
   the messages around it are unaffected.
 - Only the exporter thread writes (after ``os.fork`` the child closes its copy of the socket
   without touching the parent's connection, and opens its own).
+- Every stream connection starts with a hello frame (``0x02``, the length, a JSON object of
+  the process's pid, read at connect time, and its service, build and dc), written before any
+  other message, so the sidecar watches the memory of each process that connects, a preforked
+  worker included. Datagrams never carry one (the sidecar refuses a hello over UDP).
 """
 
 from __future__ import annotations
 
 import errno
+import json
+import os
 import select
 import socket
+import struct
 import time
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 from ._config import Sidecar
 
 STALL_SECONDS = 5.0
 _NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
+#: The sidecar's limit on a hello's payload.
+HELLO_MAX = 4096
+
+
+def hello_frame(pid: int, labels: Dict[str, str]) -> bytes:
+    """The hello frame of agent/PROTOCOL.md: ``pid`` and the non-empty ``labels`` (``service``,
+    ``build``, ``dc``)."""
+    fields = {"pid": pid}
+    fields.update((k, v) for k, v in labels.items() if v)
+    payload = json.dumps(fields, separators=(",", ":")).encode("utf-8")
+    if len(payload) > HELLO_MAX:  # labels are checked at configure time; never expected
+        payload = b'{"pid":%d}' % pid
+    return struct.pack(">BI", 2, len(payload)) + payload
 
 
 class Transport:
@@ -68,8 +88,10 @@ class UnixStream(Transport):
     #: sidecar that is only a moment behind (a busy machine) loses nothing.
     grace = 0.05
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, labels: Optional[Dict[str, str]] = None) -> None:
         self.path = path
+        #: What the hello says besides the pid (``service``, ``build``, ``dc``).
+        self.labels = dict(labels or {})
         self._sock: Optional[socket.socket] = None
         self._pending = b""
         self._pending_since = 0.0
@@ -83,6 +105,9 @@ class UnixStream(Transport):
             s.close()
             return False
         self._sock = s
+        # The hello goes first: written as the rest of a message, before anything else.
+        self._pending = hello_frame(os.getpid(), self.labels)
+        self._pending_since = time.monotonic()
         return True
 
     def _reset(self) -> None:
@@ -176,7 +201,8 @@ class Udp(Transport):
         return None
 
 
-def make_transport(sidecar: Sidecar) -> Transport:
+def make_transport(sidecar: Sidecar, labels: Optional[Dict[str, str]] = None) -> Transport:
+    """The transport to ``sidecar``; on the socket, ``labels`` go in each connection's hello."""
     if sidecar.kind == "unix":
-        return UnixStream(str(sidecar.address))
+        return UnixStream(str(sidecar.address), labels)
     return Udp(sidecar.address)  # type: ignore[arg-type]

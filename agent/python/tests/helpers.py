@@ -38,6 +38,16 @@ def serve(rt, route: str, work: Callable[[], object]):
     return req
 
 
+def split_hello(data):
+    """The hello frame that starts a connection's bytes, as a dict, and the bytes after it."""
+    import json
+    import struct
+
+    assert data[:1] == b"\x02", "the connection does not start with a hello: %r" % data[:40]
+    (n,) = struct.unpack(">I", data[1:5])
+    return json.loads(data[5 : 5 + n]), data[5 + n :]
+
+
 def unix_listener():
     """A listening Unix stream socket in a fresh directory: ``(socket, path)``."""
     import os

@@ -219,6 +219,18 @@ fn agent_ships_ndjson_lines_to_the_sidecar_socket() {
     agent.flush().expect("flush");
     let (stream, _) = listener.accept().expect("accept");
     let mut reader = BufReader::new(stream);
+    // First the hello: this process's pid and the configured labels, so the sidecar watches
+    // its memory.
+    let mut head = [0u8; 5];
+    reader.read_exact(&mut head).expect("the hello's head");
+    assert_eq!(head[0], profwatch_model::hello::HELLO_MARKER);
+    let mut payload = vec![0u8; u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize];
+    reader
+        .read_exact(&mut payload)
+        .expect("the hello's payload");
+    let hello = profwatch_model::hello::Hello::parse(&payload).expect("a valid hello");
+    assert_eq!(hello.pid, Some(std::process::id()));
+    assert_eq!(hello.service.as_deref(), Some("checkout"));
     let mut body = String::new();
     for _ in 0..2 {
         reader.read_line(&mut body).expect("line");

@@ -1,10 +1,12 @@
-//! The labels of a watched process's memory samples: `PROFWATCH_SERVICE`, `PROFWATCH_BUILD`
-//! and `PROFWATCH_DC` from the process's own environment (`/proc/PID/environ`, the
-//! environment it started with), else the sidecar's flags.
+//! The labels of a watched process's memory samples, each from the first that sets it: the
+//! process's hello (an SDK's registration), then `PROFWATCH_SERVICE`, `PROFWATCH_BUILD` and
+//! `PROFWATCH_DC` in the process's own environment (`/proc/PID/environ`, the environment it
+//! started with), then the sidecar's flags ([`resolve`]).
 //!
 //! Invariants: at most [`MAX_ENVIRON_BYTES`] of an environment are read; a variable whose value
-//! the collector would refuse (empty, too long, control characters) counts as unset; an
-//! environment that cannot be read (another user's process) leaves every label to the flags.
+//! the collector would refuse (empty, too long, control characters) counts as unset (a hello
+//! with such a label is refused whole before it gets here); an environment that cannot be read
+//! (another user's process) leaves every label to the hello and the flags.
 
 use std::io::Read;
 use std::path::Path;
@@ -25,18 +27,54 @@ pub struct DefaultLabels {
     pub dc: String,
 }
 
-/// The labels the environment sets, each `None` when it does not.
+/// The labels a process gives itself (in its hello, or its environment), each `None` when it
+/// does not.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EnvLabels {
+pub struct OwnLabels {
     pub service: Option<String>,
     pub build: Option<String>,
     pub dc: Option<String>,
 }
 
+impl From<profwatch_model::hello::Hello> for OwnLabels {
+    fn from(hello: profwatch_model::hello::Hello) -> OwnLabels {
+        OwnLabels {
+            service: hello.service,
+            build: hello.build,
+            dc: hello.dc,
+        }
+    }
+}
+
+/// A sample's service (`None`: the flags leave it to the process's name), build and dc: the
+/// hello's, else the environment's, else the flags'.
+pub fn resolve(
+    hello: &OwnLabels,
+    env: OwnLabels,
+    defaults: &DefaultLabels,
+) -> (Option<String>, String, String) {
+    let service = hello
+        .service
+        .clone()
+        .or(env.service)
+        .or_else(|| defaults.service.clone());
+    let build = hello
+        .build
+        .clone()
+        .or(env.build)
+        .unwrap_or_else(|| defaults.build.clone());
+    let dc = hello
+        .dc
+        .clone()
+        .or(env.dc)
+        .unwrap_or_else(|| defaults.dc.clone());
+    (service, build, dc)
+}
+
 /// Finds the variables in NUL-separated `KEY=VALUE` text; the last setting of a key wins.
-pub fn parse_environ(environ: &[u8]) -> EnvLabels {
+pub fn parse_environ(environ: &[u8]) -> OwnLabels {
     let max = Limits::default().max_name_len;
-    let mut out = EnvLabels::default();
+    let mut out = OwnLabels::default();
     for entry in environ.split(|b| *b == 0) {
         let Some(eq) = entry.iter().position(|b| *b == b'=') else {
             continue;
@@ -56,13 +94,13 @@ pub fn parse_environ(environ: &[u8]) -> EnvLabels {
 }
 
 /// The environment labels of process `pid` under `proc`; all `None` when it cannot be read.
-pub fn read_environ(proc: &Path, pid: u32) -> EnvLabels {
+pub fn read_environ(proc: &Path, pid: u32) -> OwnLabels {
     let mut bytes = Vec::new();
     let path = proc.join(pid.to_string()).join("environ");
     match std::fs::File::open(path).and_then(|f| f.take(MAX_ENVIRON_BYTES).read_to_end(&mut bytes))
     {
         Ok(_) => parse_environ(&bytes),
-        Err(_) => EnvLabels::default(),
+        Err(_) => OwnLabels::default(),
     }
 }
 
@@ -76,7 +114,7 @@ mod tests {
 PROFWATCH_SERVICE_X=no\0PROFWATCH_BUILD\0";
         assert_eq!(
             parse_environ(env),
-            EnvLabels {
+            OwnLabels {
                 service: Some("shop".into()),
                 build: None,
                 dc: None,
@@ -85,13 +123,13 @@ PROFWATCH_SERVICE_X=no\0PROFWATCH_BUILD\0";
         let long = format!("PROFWATCH_DC={}\0PROFWATCH_BUILD=812", "d".repeat(129));
         assert_eq!(
             parse_environ(long.as_bytes()),
-            EnvLabels {
+            OwnLabels {
                 service: None,
                 build: Some("812".into()),
                 dc: None,
             }
         );
-        assert_eq!(parse_environ(&[0xff, b'=', 0, 0]), EnvLabels::default());
+        assert_eq!(parse_environ(&[0xff, b'=', 0, 0]), OwnLabels::default());
     }
 
     proptest::proptest! {
@@ -111,6 +149,52 @@ PROFWATCH_SERVICE_X=no\0PROFWATCH_BUILD\0";
                 proptest::prop_assert!(!value.contains(char::is_control));
             }
         }
+    }
+
+    #[test]
+    fn the_hello_wins_over_the_environment_which_wins_over_the_flags() {
+        let some = |s: &str| Some(s.to_owned());
+        let flags = DefaultLabels {
+            service: some("flag-svc"),
+            build: "flag-build".into(),
+            dc: "flag-dc".into(),
+        };
+        let env = OwnLabels {
+            service: some("env-svc"),
+            build: some("env-build"),
+            dc: None,
+        };
+        let hello = OwnLabels {
+            service: some("hello-svc"),
+            build: None,
+            dc: None,
+        };
+        assert_eq!(
+            resolve(&hello, env.clone(), &flags),
+            (some("hello-svc"), "env-build".into(), "flag-dc".into())
+        );
+        let all = OwnLabels {
+            service: some("h"),
+            build: some("hb"),
+            dc: some("hd"),
+        };
+        assert_eq!(
+            resolve(&all, env.clone(), &flags),
+            (some("h"), "hb".into(), "hd".into())
+        );
+        assert_eq!(
+            resolve(&OwnLabels::default(), env, &flags),
+            (some("env-svc"), "env-build".into(), "flag-dc".into())
+        );
+        let no_service = DefaultLabels {
+            service: None,
+            ..flags
+        };
+        assert_eq!(
+            resolve(&OwnLabels::default(), OwnLabels::default(), &no_service),
+            (None, "flag-build".into(), "flag-dc".into()),
+            "no service anywhere: the caller names it after the process"
+        );
     }
 
     #[test]
@@ -136,7 +220,7 @@ PROFWATCH_SERVICE_X=no\0PROFWATCH_BUILD\0";
         assert_eq!(got.build.as_deref(), Some("b7"));
         assert_eq!(
             read_environ(Path::new("/nonexistent"), 1),
-            EnvLabels::default()
+            OwnLabels::default()
         );
     }
 }

@@ -3,9 +3,9 @@
 //! mapping, alone (private pages) or then forked (pages shared copy-on-write by the pair).
 //! Each reading, from `smaps_rollup` and from `smaps` summed, is within 10% of the truth.
 //!
-//! Then the watch end to end: the real sidecar reads the fixture every interval (by pid and
-//! by name) and ships its samples through the spool to a mock collector; the fixture's exit
-//! drops it from the watch without an error.
+//! Then the watch end to end: the real sidecar reads the fixture every interval (by pid, by
+//! name, or because it said hello on the socket) and ships its samples through the spool to a
+//! mock collector; the fixture's exit drops it from the watch without an error.
 //!
 //! gcc is needed (scripts/test.sh installs it).
 
@@ -14,13 +14,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use profwatch_model::memory::MemoryBytes;
-use profwatch_sidecar::memory::{self, smaps, DefaultLabels, Source};
+use profwatch_sidecar::memory::{self, smaps, DefaultLabels, OwnLabels, Source};
 
 use std::time::Duration;
 
 use profwatch_sidecar::Sidecar;
 
-use crate::support::{build, config, eventually, MockCollector};
+use profwatch_model::hello::Hello;
+use profwatch_sidecar::metrics::HelloOutcome;
+use profwatch_sidecar::RejectReason;
+
+use crate::support::{build, config, eventually, get_text, send_udp, MockCollector};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 const MIB: u64 = 1 << 20;
@@ -51,8 +55,15 @@ struct Fixture {
 
 impl Fixture {
     fn start(exe: &Path, mode: &str) -> Fixture {
+        Fixture::start_with(exe, mode, None)
+    }
+
+    /// With `hello`, the fixture says hello on that socket before it is ready.
+    fn start_with(exe: &Path, mode: &str, hello: Option<&Path>) -> Fixture {
+        let mut args = vec![(TRUTH / MIB).to_string(), mode.to_owned()];
+        args.extend(hello.map(|p| p.to_str().expect("utf-8 path").to_owned()));
         let mut process = Command::new(exe)
-            .args([&(TRUTH / MIB).to_string(), mode])
+            .args(&args)
             .env("PROFWATCH_SERVICE", "memory-fixture")
             .env("PROFWATCH_BUILD", "b1")
             .stdin(Stdio::piped())
@@ -118,6 +129,7 @@ fn a_private_allocation_reads_as_private_memory() {
     let sample = memory::read_sample(
         Path::new("/proc"),
         fixture.pid,
+        &OwnLabels::default(),
         &DefaultLabels {
             service: Some("from-flags".into()),
             build: "flag-build".into(),
@@ -294,4 +306,90 @@ async fn a_pid_that_does_not_exist_is_a_start_error_unless_a_name_is_watched() {
         matches!(err, profwatch_sidecar::SidecarError::Memory { .. }),
         "{err}"
     );
+}
+
+/// A process that says hello on the socket is watched without any flag, under its hello's
+/// labels (over its environment's) and its own pid (not the one its hello claims).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_that_says_hello_is_watched_with_its_hello_s_labels() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exe = build_fixture(dir.path());
+    let mock = MockCollector::start().await;
+    let mut cfg = config(&mock.url, dir.path());
+    cfg.memory.interval = Duration::from_millis(200);
+    cfg.memory.build = "flag-build".into();
+    let sidecar = Sidecar::start(cfg).await.expect("start");
+    let socket = sidecar.socket_path().to_owned();
+    let fixture =
+        tokio::task::spawn_blocking(move || Fixture::start_with(&exe, "private", Some(&socket)))
+            .await
+            .expect("start the fixture");
+    let of_fixture = |mock: &MockCollector| {
+        mock.memory()
+            .into_iter()
+            .filter(|s| s.pid == fixture.pid)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || of_fixture(&mock).len() >= 2).await,
+        "no memory samples of the fixture shipped: {:?}; {:?}",
+        mock.memory_attempts(),
+        sidecar.metrics().snapshot("", "")
+    );
+    for s in of_fixture(&mock) {
+        assert_eq!(
+            (
+                s.service.as_str(),
+                s.build.as_str(),
+                s.dc.as_str(),
+                s.host.as_str()
+            ),
+            ("hello-svc", "h7", "hello-dc", "test-host"),
+            "the hello's labels, over the environment's (memory-fixture, b1) and the flags'"
+        );
+        within_10_percent("shipped private", s.bytes.private(), TRUTH);
+    }
+    assert!(
+        mock.memory().iter().all(|s| s.pid == fixture.pid),
+        "only the fixture is watched; the pid its hello claims (1) is not"
+    );
+    let m = sidecar.metrics();
+    assert_eq!(m.hello_count(HelloOutcome::Registered), 1);
+    assert_eq!(m.rejected_count(RejectReason::BadHello), 0);
+    sidecar.shutdown().await.expect("shutdown");
+    drop(fixture);
+}
+
+/// UDP tells no sender pid: a hello datagram is refused and counted, and registers nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hello_over_udp_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mock = MockCollector::start().await;
+    let sidecar = Sidecar::start(config(&mock.url, dir.path()))
+        .await
+        .expect("start");
+    let hello = Hello {
+        pid: Some(std::process::id()),
+        service: Some("udp-svc".into()),
+        ..Hello::default()
+    };
+    send_udp(sidecar.udp_addr().expect("udp"), &hello.frame());
+    let m = sidecar.metrics().clone();
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            m.rejected_count(RejectReason::HelloOverUdp) == 1
+        })
+        .await,
+        "{:?}",
+        m.snapshot("", "")
+    );
+    let status = get_text(&sidecar, "/metrics").await;
+    assert!(
+        status.contains("profwatch_agent_events_rejected_total{reason=\"hello_over_udp\"} 1"),
+        "{status}"
+    );
+    let snapshot = m.snapshot("", "");
+    assert_eq!(snapshot.memory_processes, 0);
+    assert!(snapshot.memory_hellos.iter().all(|(_, n)| *n == 0));
+    sidecar.shutdown().await.expect("shutdown");
 }

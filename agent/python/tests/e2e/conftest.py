@@ -201,6 +201,7 @@ def start_sidecar(profwatch_bin: str, collector: Collector, directory: str) -> S
             "--metrics", "127.0.0.1:0",
             "--spool-dir", os.path.join(directory, "spool"),
             "--batch-wait-ms", "200",
+            "--memory-interval-secs", "1",  # the memory of the apps that say hello
             "--dc", "e2e-dc", "--host", "e2e-host",
         ],
         os.path.join(directory, "agent.log"),

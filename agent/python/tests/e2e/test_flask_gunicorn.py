@@ -69,3 +69,29 @@ def test_each_preforked_workers_samples_arrive(flask_app, collector):
     stats = [flask_app.json("/stats") for _ in range(6)]
     for s in stats:
         assert s["pid"] in pids and s["sampler_errors"] == 0 and s["internal_errors"] == 0, json.dumps(s)
+
+
+def test_each_preforked_worker_registers_its_memory(flask_app, collector, sidecar):
+    """No --memory-name or --memory-pid: each process's connection says hello with its own pid
+    (the workers reconnect after the fork), so the sidecar watches the master (it served the
+    warm-up request) and both workers, under the configured build."""
+    pids = set()
+
+    def spread():
+        for _ in range(8):
+            pids.add(flask_app.json("/work?ms=5")["pid"])
+        return len(pids) >= 2
+
+    eventually(spread, what="requests served by both workers")
+
+    def watched():
+        rows = json.loads(collector.get("/api/v1/memory", service=flask_app.service, group_by="build"))
+        row = next((r for r in rows if r["group"] == "e2e-1"), None)
+        return row if row is not None and row["processes"] >= 3 else None
+
+    row = eventually(watched, what="memory samples of the master and both workers (%s)" % sorted(pids))
+    assert row["private_bytes"] > 0 and row["rss_bytes"] > 0, row
+    status = sidecar.status()
+    hellos = dict(status["memory_hellos"])
+    assert hellos["registered"] >= 3, status
+    assert dict(status["rejected"]).get("bad_hello", 0) == 0, status

@@ -2,18 +2,20 @@
 every drop counted by reason instead of raised or waited for."""
 
 import json
+import os
 import socket
 import struct
 import threading
 import time
 
-from helpers import MemoryTransport, eventually, parse_profile, unix_listener
+from helpers import MemoryTransport, eventually, parse_profile, split_hello, unix_listener
 
 import profwatch
 from profwatch._config import make_config
 from profwatch._exporter import Exporter
 from profwatch._stats import Stats
-from profwatch._transport import UnixStream, Udp
+from profwatch._transport import UnixStream, Udp, make_transport
+from profwatch._config import parse_sidecar
 
 
 def ev(ts, endpoint, status, cpu_ns, instructions, wall_ns):
@@ -92,7 +94,10 @@ def _read_messages(data):
     the last message (cut short when the connection closes, as the sidecar allows)."""
     lines, frames, i = [], [], 0
     while i < len(data):
-        if data[i] == 1:
+        if data[i] == 2:  # the connection's hello
+            (n,) = struct.unpack(">I", data[i + 1 : i + 5])
+            i += 5 + n
+        elif data[i] == 1:
             (n,) = struct.unpack(">I", data[i + 1 : i + 5])
             if i + 5 + n > len(data):
                 break
@@ -105,6 +110,31 @@ def _read_messages(data):
             lines.append(json.loads(data[i:j]))
             i = j + 1
     return lines, frames
+
+
+def test_each_connection_starts_with_a_hello_of_the_pid_and_labels():
+    srv, path = unix_listener()
+    t = make_transport(parse_sidecar("unix://" + path), {"service": "shop", "build": "812", "dc": ""})
+    e = _exporter(t)
+    e.add_event(ev(1, "GET /x", 200, 1, None, 1))
+    e.drain()
+    conn = srv.accept()[0]
+    t.close()
+    e.add_event(ev(2, "GET /x", 200, 1, None, 1))
+    e.drain()  # a new connection: a new hello
+    conn2 = srv.accept()[0]
+    t.close()
+    for c, ts in ((conn, 1), (conn2, 2)):
+        data = b""
+        while True:
+            chunk = c.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        hello, rest = split_hello(data)
+        assert hello == {"pid": os.getpid(), "service": "shop", "build": "812"}, "no empty dc"
+        assert [json.loads(l)["ts"] for l in rest.splitlines()] == [ts]
+    srv.close()
 
 
 def test_a_full_socket_drops_whole_messages_and_never_interleaves_them():
@@ -181,7 +211,7 @@ def test_udp_carries_events_and_profiles_as_datagrams():
     e.drain()
     rx.settimeout(10)
     first, second = rx.recv(65536), rx.recv(65536)
-    assert json.loads(first)["endpoint"] == "GET /x"
+    assert json.loads(first)["endpoint"] == "GET /x", "no hello over UDP: the sidecar refuses it"
     assert second[:1] == b"\x01"
     assert parse_profile(second[1:]) == ({"format": "folded", "sample_rate": "99", "service": "shop"}, {"a;b": 3})
     rx.close()

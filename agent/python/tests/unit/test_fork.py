@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from helpers import burn, eventually, serve, unix_listener
+from helpers import burn, eventually, serve, split_hello, unix_listener
 
 import profwatch
 from profwatch import _runtime
@@ -76,7 +76,10 @@ def test_a_forked_child_restarts_its_threads_and_connection():
         assert child["stats"]["events_sent"] == 1
         assert child["stats"]["samples_in_requests"] >= 20
         eventually(lambda: len(received) >= 2 and b"hot_in_child" in received[2], what="the child's own connection and profile")
-        child_bytes = received[2]
+        parent_hello, _ = split_hello(received[1])
+        child_hello, child_bytes = split_hello(received[2])
+        assert parent_hello == {"pid": os.getpid(), "service": "fork"}
+        assert child_hello == {"pid": pid, "service": "fork"}, "the child registers its own pid"
         assert b"/queued-before-fork" not in child_bytes, "the parent's queue is the parent's"
         lines = [json.loads(l) for l in child_bytes.split(b"\n") if l.startswith(b"{")]
         assert [e["endpoint"] for e in lines] == ["GET /child"]
