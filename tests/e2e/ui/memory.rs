@@ -15,12 +15,15 @@ const SERVICE: &str = "memshop";
 const MIB: u64 = 1 << 20;
 const GIB: f64 = (1u64 << 30) as f64;
 
-/// One build's workers: (host, pid) and, per sample, (private, shared) bytes.
+/// One worker: (host, pid) and, per sample, (private, shared) bytes.
+type Worker = ((&'static str, u32), [(u64, u64); 3]);
+
+/// One build's workers.
 struct Build {
     name: &'static str,
     /// Minutes before now of its samples.
     ago_min: [i64; 3],
-    workers: Vec<((&'static str, u32), [(u64, u64); 3])>,
+    workers: Vec<Worker>,
 }
 
 /// Build 7 (older): ~300 MiB private, ~900 MiB shared per worker; build 8: ~350 MiB private,
