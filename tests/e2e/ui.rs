@@ -13,6 +13,8 @@ use serde_json::{json, Value};
 
 use profwatch_e2e::webdriver::Browser;
 
+mod memory;
+
 const WAIT: Duration = Duration::from_secs(90);
 /// The endpoint whose name must stay text.
 const TRICKY_ENDPOINT: &str = "GET /items/<id>&<b>";

@@ -170,6 +170,26 @@ import { probe } from "./probe.js";
  */
 
 /**
+ * `GET /memory`: one group's memory per process (`profwatch_model::memory::MemoryRow`): each
+ * `*_bytes` is a mean per process (each process's mean over its samples, then the mean over the
+ * group's processes); `group` is "" without `group_by`.
+ * @typedef {object} MemoryRow
+ * @property {string} group
+ * @property {number} processes distinct (host, pid) with samples
+ * @property {number} rss_bytes
+ * @property {number} pss_bytes
+ * @property {number} private_bytes Private_Clean + Private_Dirty
+ * @property {number} shared_bytes Shared_Clean + Shared_Dirty
+ * @property {number} swap_bytes
+ */
+
+/**
+ * `GET /memory/timeseries`: one bucket of one group (`MemoryPoint`); `time` is the bucket
+ * start, unix seconds.
+ * @typedef {MemoryRow & {time: number}} MemoryPoint
+ */
+
+/**
  * Query parameters; empty, null and undefined values are left out of the URL.
  * @typedef {Record<string, string | number | null | undefined>} Query
  */
@@ -315,4 +335,20 @@ export function profile(q) {
  */
 export function diff(q) {
   return /** @type {Promise<DiffReport>} */ (call("diff", q));
+}
+
+/**
+ * @param {Query} q service, from, to, group_by (build, host or none)
+ * @returns {Promise<MemoryRow[]>}
+ */
+export function memory(q) {
+  return /** @type {Promise<MemoryRow[]>} */ (call("memory", q));
+}
+
+/**
+ * @param {Query} q service, from, to, step, group_by
+ * @returns {Promise<MemoryPoint[]>}
+ */
+export function memoryTimeseries(q) {
+  return /** @type {Promise<MemoryPoint[]>} */ (call("memory/timeseries", q));
 }

@@ -10,6 +10,7 @@ import { globals, parseHash } from "./hash.js";
 import { compare } from "./pages/compare.js";
 import { endpoint } from "./pages/endpoint.js";
 import { flame } from "./pages/flame.js";
+import { memory } from "./pages/memory.js";
 import { overview } from "./pages/overview.js";
 import { regression } from "./pages/regression.js";
 import { regressions } from "./pages/regressions.js";
@@ -28,6 +29,7 @@ const ROUTES = new Map([
   ["/compare", ["compare", compare]],
   ["/regressions", ["regressions", regressions]],
   ["/regression", ["regression", regression]],
+  ["/memory", ["memory", memory]],
 ]);
 
 const main = byId("main", HTMLElement);

@@ -3,12 +3,11 @@
 
 import { naturalCompare } from "./format.js";
 
-/** @import { TimeseriesPoint } from "./api.js" */
-
 /**
- * Builds in the order they were first seen in a build-grouped timeseries, then by name (those
- * in `names` the timeseries lacks); `first` is each seen build's first bucket, unix seconds.
- * @param {TimeseriesPoint[] | null | undefined} points
+ * Builds in the order they were first seen in a build-grouped timeseries (of requests or of
+ * memory), then by name (those in `names` the timeseries lacks); `first` is each seen build's
+ * first bucket, unix seconds.
+ * @param {{time: number, group?: string}[] | null | undefined} points
  * @param {string[] | null | undefined} names
  * @returns {{order: string[], first: Map<string, number>}}
  */

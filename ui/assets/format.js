@@ -31,6 +31,22 @@ export function fmtCount(n) {
 }
 
 /**
+ * Bytes in binary units: B, KiB, MiB, GiB or TiB, one decimal below 100 of the unit.
+ * @param {number | null | undefined} n
+ */
+export function fmtBytes(n) {
+  if (n === null || n === undefined || !isFinite(n)) return "–";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let v = n;
+  let i = 0;
+  while (Math.abs(v) >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return (i === 0 ? v.toFixed(0) : v.toFixed(Math.abs(v) >= 100 ? 0 : 1)) + " " + units[i];
+}
+
+/**
  * A value of `metric`: CPU time, or instructions.
  * @param {Metric} metric
  * @param {number | null | undefined} v

@@ -64,6 +64,7 @@ pub const ASSETS: &[Asset] = &[
     embed!("pages/compare.js", JS),
     embed!("pages/regressions.js", JS),
     embed!("pages/regression.js", JS),
+    embed!("pages/memory.js", JS),
 ];
 
 /// Only this server's own scripts, styles and images; API calls to the same origin.

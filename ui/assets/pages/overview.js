@@ -183,7 +183,8 @@ function serviceSection(s, params, wanted, regOf) {
     h("h2", null, s.service, h("span", { class: "dim" }, " · " + fmtCount(s.requests) + " requests · " +
       byEndpoint.size + " endpoints · builds " + builds.order.filter((b) => b !== "").join(", ")),
       " ", h("a", { class: "small", href: link("/flame", carry(params, { service: s.service })) }, "flame graph"),
-      " ", h("a", { class: "small", href: link("/compare", carry(params, { service: s.service })) }, "compare builds")),
+      " ", h("a", { class: "small", href: link("/compare", carry(params, { service: s.service })) }, "compare builds"),
+      " ", h("a", { class: "small", href: link("/memory", carry(params, { service: s.service })) }, "memory")),
     table);
   return { node, rows };
 }
