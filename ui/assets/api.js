@@ -58,9 +58,10 @@ import { probe } from "./probe.js";
  * @typedef {object} RegressionRecord
  * @property {string} id
  * @property {string} service
- * @property {string} endpoint
+ * @property {"cpu" | "memory"} kind `memory`: the service's private memory per worker (no endpoint)
+ * @property {string} endpoint empty for a memory record
  * @property {string} [function] for a function-level record: the function whose cost rose
- * @property {string} metric `instructions`, `cpu_ns`, or `samples` (a function's self samples per request)
+ * @property {string} metric `instructions`, `cpu_ns`, `samples` (a function's self samples per request), or `private_bytes` (per worker)
  * @property {string} baseline build
  * @property {string} candidate build
  * @property {number} effect

@@ -355,3 +355,133 @@ fn the_memory_page_shows_workers_per_host_by_build() {
     );
     no_errors(&browser, "memory page, no samples");
 }
+
+/// A build that makes both a CPU and a memory regression: `POST /api/v1/analyze` records both,
+/// the regressions page lists them in one incident (kinds `cpu` and `memory`), and the memory
+/// record's page shows private bytes per worker and links to the Memory page.
+#[test]
+fn a_memory_regression_is_listed_beside_the_cpu_one() {
+    let art = artifacts("ui_memory_regression");
+    let browser = Browser::start(1400, 1000);
+    let data = art.join("data");
+    let server = Server::start(
+        &["--data-dir", data.to_str().expect("utf-8")],
+        &art.join("server.log"),
+    );
+    let c = server.client();
+    let now = profwatch_model::timefmt::now_ns();
+    let min = 60_000_000_000i64;
+    // Build 1 for the hour up to 40 minutes ago, build 2 since: 8 hosts, 2 workers each, a
+    // memory reading every 20 s; build 2's workers hold 20% more private memory, its requests
+    // cost 30% more CPU.
+    for (build, start, private_mib, cpu) in [
+        ("1", now - 100 * min, 200u64, 1e6),
+        ("2", now - 40 * min, 240, 1.3e6),
+    ] {
+        let mut samples = Vec::new();
+        for worker in 0..16u64 {
+            let private = (private_mib * MIB) + worker * 3 * MIB;
+            for tick in 0..(40 * 3) {
+                samples.push(json!({
+                    "ts": start + tick * 20_000_000_000, "service": SERVICE, "build": build,
+                    "dc": "eu1", "host": format!("h{}", worker % 8), "pid": 1000 + worker,
+                    "bytes": {"rss": private + 100 * MIB, "pss": private + 50 * MIB,
+                        "shared_clean": 100 * MIB, "shared_dirty": 0, "private_clean": MIB,
+                        "private_dirty": private - MIB, "swap": 0},
+                }));
+            }
+        }
+        for chunk in samples.chunks(1000) {
+            let r = c.request(
+                "POST",
+                "/api/v1/memory",
+                &[("content-type", "application/json")],
+                json!({ "samples": chunk }).to_string().into_bytes(),
+            );
+            assert_eq!(r.status, 200, "{}", r.body);
+        }
+        let evs: Vec<_> = (0..1600)
+            .map(|i| {
+                let wobble = ((i * 7919) % 101) as f64 / 1000.0;
+                event(
+                    start + i * (40 * min / 1600),
+                    SERVICE,
+                    "GET /m",
+                    build,
+                    i as u64 % 8,
+                    cpu * (1.0 + wobble),
+                    None,
+                )
+            })
+            .collect();
+        let r = c.post_events(protobuf(&evs), "application/x-protobuf", None);
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let report = c.request("POST", "/api/v1/analyze", &[], Vec::new());
+    assert_eq!(report.status, 200, "{}", report.body);
+    let regs = c.get("/api/v1/regressions").json();
+    let kinds: Vec<&str> = regs
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter_map(|r| r["kind"].as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"cpu") && kinds.contains(&"memory"),
+        "a CPU and a memory record: {regs:#}"
+    );
+    let memory_id = regs
+        .as_array()
+        .expect("records")
+        .iter()
+        .find(|r| r["kind"] == "memory")
+        .and_then(|r| r["id"].as_str())
+        .expect("memory id")
+        .to_owned();
+
+    let base = c.base.clone();
+    open(&browser, &format!("{base}/#/regressions"));
+    let rows = browser.js(
+        "return Array.from(document.querySelectorAll('section.incident tbody tr')).map(r => Array.from(r.cells).map(c => c.textContent))",
+        json!([]),
+    );
+    let rows = rows.as_array().cloned().unwrap_or_default();
+    let sections = browser.js(
+        "return document.querySelectorAll('section.incident').length",
+        json!([]),
+    );
+    assert_eq!(sections, 1, "one incident for build 2: {rows:?}");
+    let has = |kind: &str, wher: &str| {
+        rows.iter().any(|r| {
+            r.as_array().is_some_and(|cells| {
+                cells.iter().any(|c| c == kind) && cells.iter().any(|c| c == wher)
+            })
+        })
+    };
+    assert!(has("cpu", &format!("{SERVICE} · GET /m")), "{rows:?}");
+    assert!(
+        has("memory", &format!("{SERVICE} · memory per worker")),
+        "{rows:?}"
+    );
+    no_errors(&browser, "regressions with a memory record");
+
+    open(&browser, &format!("{base}/#/regression?id={memory_id}"));
+    let main_text = text_of(&browser, "#main");
+    assert!(
+        main_text.contains("memory per worker") && main_text.contains("private bytes per worker"),
+        "{main_text}"
+    );
+    let medians = text_of(&browser, "#medians");
+    assert!(
+        medians.contains("MiB → ") && medians.ends_with("MiB"),
+        "{medians:?}"
+    );
+    let link = browser.find("#main a[href^='#/memory']", WAIT);
+    browser.click(&link);
+    browser.wait_for(
+        "the memory page",
+        "const m = document.getElementById('main'); return m.dataset.page === 'memory' && m.dataset.state === 'ready'",
+        WAIT,
+    );
+    no_errors(&browser, "memory regression page");
+}

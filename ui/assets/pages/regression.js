@@ -7,10 +7,11 @@ import { buildOrder } from "../builds.js";
 import { effectText, interval } from "../cells.js";
 import { chart } from "../chart.js";
 import { el as h, message, showError, svg } from "../dom.js";
-import { fmtCount, fmtMetric, fmtTime } from "../format.js";
+import { fmtBytes, fmtCount, fmtMetric, fmtTime } from "../format.js";
 import { carry, link, timeWindow } from "../hash.js";
 import { line } from "../metric.js";
 import { sortableTable } from "../table.js";
+import { where } from "./regressions.js";
 
 /** @import { RegressionRecord, TimeseriesPoint } from "../api.js" */
 /** @import { Marker } from "../chart.js" */
@@ -26,6 +27,10 @@ export async function regression(main, params, ctx) {
   const id = params.get("id") || "";
   const r = await api.regression(id);
   if (!ctx.live()) return;
+  if (r.kind === "memory") {
+    memoryRegression(main, params, r);
+    return;
+  }
   const w = timeWindow(params);
   const step = Math.max(1, Math.ceil((w.to - w.from) / 60));
   const tsBuild = await api.timeseries({ service: r.service, endpoint: r.endpoint, group_by: "build", step, ...w }).catch(() => []);
@@ -34,7 +39,7 @@ export async function regression(main, params, ctx) {
   const metric = r.metric === "instructions" ? "instructions" : "cpu_ns";
   /** @param {number} v */
   const fmt = (v) => fmtMetric(metric, v);
-  main.appendChild(h("h1", null, "Regression · " + r.service + " · " + r.endpoint + (r.function ? " · " + r.function : "")));
+  main.appendChild(h("h1", null, "Regression · " + where(r)));
   main.appendChild(h("section", { class: "card" },
     stateToolbar(main, r),
     h("dl", { class: "facts" },
@@ -60,6 +65,31 @@ export async function regression(main, params, ctx) {
       { key: "c", label: "candidate self / request", num: true, value: (c) => c.candidate, cell: (c) => fmt(c.candidate) },
       { key: "d", label: "Δ", num: true, value: (c) => c.delta, cell: (c) => h("span", { class: "delta " + (c.delta > 0 ? "worse" : "better") }, (c.delta > 0 ? "+" : "") + fmt(c.delta)) },
     ], r.culprits, { key: "d", desc: true }) : message("No profile samples to name functions.")));
+}
+
+/**
+ * A memory record: the service's private bytes per worker, baseline against candidate, and
+ * the Memory page (workers per host by build) for the rest.
+ * @param {HTMLElement} main
+ * @param {URLSearchParams} params
+ * @param {RegressionRecord} r
+ */
+function memoryRegression(main, params, r) {
+  main.appendChild(h("h1", null, "Regression · " + where(r)));
+  main.appendChild(h("section", { class: "card" },
+    stateToolbar(main, r),
+    h("dl", { class: "facts" },
+      h("dt", null, "metric"), h("dd", null, "private bytes per worker process"),
+      h("dt", null, "builds"), h("dd", null, r.baseline + " → " + r.candidate),
+      h("dt", null, "effect (ratio of medians)"), h("dd", { id: "effect" }, effectText(r)),
+      h("dt", null, "medians"), h("dd", { id: "medians" }, fmtBytes(r.baseline_median) + " → " + fmtBytes(r.candidate_median)),
+      h("dt", null, "process readings"), h("dd", null, fmtCount(r.baseline_requests) + " / " + fmtCount(r.candidate_requests)),
+      h("dt", null, "p / q"), h("dd", null, r.p_value.toPrecision(2) + " / " + r.q_value.toPrecision(2)),
+      h("dt", null, "first / last seen"), h("dd", null, fmtTime(r.first_seen / 1e9) + " / " + fmtTime(r.last_seen / 1e9)),
+      r.incident ? [h("dt", null, "incident"), h("dd", null, h("a", { href: link("/regressions", carry(params, { incident: r.incident })) }, r.incident))] : null,
+      r.resolution ? [h("dt", null, "resolution"), h("dd", { id: "resolution" }, resolutionText(r.resolution))] : null),
+    effectBar(r),
+    h("p", null, h("a", { href: link("/memory", carry(params, { service: r.service })) }, "memory page: workers per host by build"))));
 }
 
 /**

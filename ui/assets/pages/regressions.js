@@ -55,6 +55,7 @@ function incidentSection(i, regs, params) {
     ]),
     sortableTable([
       { key: "state", label: "state", value: (r) => STATES.indexOf(r.state), cell: (r) => h("span", { class: "badge " + r.state }, r.state) },
+      { key: "kind", label: "kind", value: (r) => r.kind || "cpu" },
       { key: "where", label: "service · endpoint [· function]", value: (r) => where(r),
         cell: (r) => h("a", { href: link("/regression", carry(params, { id: r.id })) }, where(r)) },
       { key: "metric", label: "metric", value: (r) => r.metric },
@@ -67,9 +68,11 @@ function incidentSection(i, regs, params) {
 }
 
 /**
- * `service · endpoint`, and `· function` for a function-level record.
+ * `service · endpoint`, and `· function` for a function-level record; `service · memory per
+ * worker` for a memory record.
  * @param {RegressionRecord} r
  */
-function where(r) {
+export function where(r) {
+  if (r.kind === "memory") return r.service + " · memory per worker";
   return r.service + " · " + r.endpoint + (r.function ? " · " + r.function : "");
 }
