@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use profwatch_model::regression::RegressionRecord;
+use profwatch_model::regression::{RegressionKind, RegressionRecord};
 use profwatch_model::timefmt::format_rfc3339;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -163,9 +163,18 @@ pub fn render(
             .map(|c| c.function.as_str())
             .unwrap_or("(no function singled out)"),
     );
-    let (service, endpoint) = (escape(&r.service), escape(&r.endpoint));
+    let (service, endpoint) = (escape(&r.service), escape(&subject(r)));
     let (candidate, baseline) = (escape(&r.candidate), escape(&r.baseline));
+    let memory = r.kind == RegressionKind::Memory;
     let summary = match status {
+        AlertStatus::Firing if memory => format!(
+            "{service} {endpoint} got {pct:+.1}% heavier (private bytes per worker) in build {candidate} vs {baseline} ({})",
+            match (r.effect_low, r.effect_high) {
+                (Some(lo), Some(hi)) =>
+                    format!("95% CI {:+.1}%..{:+.1}%", (lo - 1.0) * 100.0, (hi - 1.0) * 100.0),
+                _ => "no interval".to_owned(),
+            },
+        ),
         AlertStatus::Firing => format!(
             "{service} {endpoint} got {pct:+.1}% more expensive ({}) in build {candidate} vs {baseline} ({}); top function: {culprit}",
             r.metric,
@@ -191,6 +200,7 @@ pub fn render(
                     "alertname": "ProfwatchRegression",
                     "tenant": r.tenant,
                     "service": r.service,
+                    "kind": r.kind.as_str(),
                     "endpoint": r.endpoint,
                     "metric": r.metric,
                     "candidate": r.candidate,
@@ -206,6 +216,14 @@ pub fn render(
             }
             serde_json::json!([alert])
         }
+    }
+}
+
+/// What a record is about after its service: its endpoint, or `memory per worker`.
+fn subject(r: &RegressionRecord) -> String {
+    match r.kind {
+        RegressionKind::Memory => "memory per worker".to_owned(),
+        RegressionKind::Cpu => r.endpoint.clone(),
     }
 }
 
@@ -243,17 +261,20 @@ pub fn render_incident(
     } else {
         format!("in build {}", escape(&first.candidate))
     };
+    let all_cpu = records.iter().all(|r| r.kind == RegressionKind::Cpu);
     let verb = match status {
-        AlertStatus::Firing => "got more expensive".to_owned(),
+        AlertStatus::Firing if all_cpu => "got more expensive".to_owned(),
+        AlertStatus::Firing => "got worse".to_owned(),
         AlertStatus::Resolved => format!("resolved{}", resolution_text(first, escape)),
     };
     let summary = format!(
-        "{} endpoints of {} {verb} {cause} (largest {:+.1}%: {} {})",
+        "{} {} of {} {verb} {cause} (largest {:+.1}%: {} {})",
         1 + rest.len(),
+        if all_cpu { "endpoints" } else { "regressions" },
         escape(&services.join(", ")),
         (first.effect - 1.0) * 100.0,
         escape(&first.service),
-        escape(&first.endpoint),
+        escape(&subject(first)),
     );
     let lines: Vec<String> = records
         .iter()
@@ -261,7 +282,7 @@ pub fn render_incident(
             format!(
                 "{} {}: {:+.1}% ({})",
                 escape(&r.service),
-                escape(&r.endpoint),
+                escape(&subject(r)),
                 (r.effect - 1.0) * 100.0,
                 r.metric
             )

@@ -491,3 +491,51 @@ async fn https_sinks_get_their_alert_over_tls() {
     }
     assert!(requests.try_recv().is_err(), "no request got through");
 }
+
+/// A memory record reads as the service's memory per worker, not as an endpoint's cost, alone
+/// and in an incident beside a CPU record.
+#[test]
+fn a_memory_record_reads_as_memory_per_worker() {
+    use profwatch_analyzer::alert::{render, render_incident};
+    use profwatch_model::regression::RegressionKind;
+    let memory = RegressionRecord {
+        id: "m".into(),
+        kind: RegressionKind::Memory,
+        endpoint: String::new(),
+        metric: "private_bytes".into(),
+        effect: 1.15,
+        effect_low: Some(1.12),
+        effect_high: Some(1.18),
+        culprits: Vec::new(),
+        ..record()
+    };
+    let one = render(SinkKind::Json, AlertStatus::Firing, &memory, "http://x");
+    let summary = one["summary"].as_str().expect("summary");
+    assert!(
+        summary.starts_with(&format!(
+            "{} memory per worker got +15.0% heavier (private bytes per worker) in build {} vs {}",
+            memory.service, memory.candidate, memory.baseline
+        )),
+        "{summary}"
+    );
+    assert!(!summary.contains("top function"), "{summary}");
+    let am = render(
+        SinkKind::Alertmanager,
+        AlertStatus::Firing,
+        &memory,
+        "http://x",
+    );
+    assert_eq!(am[0]["labels"]["kind"], "memory");
+
+    let both = [record(), memory];
+    let incident = render_incident(SinkKind::Json, AlertStatus::Firing, &both, "http://x");
+    let summary = incident["summary"].as_str().expect("summary");
+    assert!(summary.starts_with("2 regressions of "), "{summary}");
+    assert!(summary.contains(" got worse "), "{summary}");
+    let slack = render_incident(SinkKind::Slack, AlertStatus::Firing, &both, "http://x");
+    let text = slack["text"].as_str().expect("text");
+    assert!(
+        text.contains("memory per worker: +15.0% (private_bytes)"),
+        "{text}"
+    );
+}
