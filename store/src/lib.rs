@@ -18,7 +18,8 @@ use profwatch_model::memory::{MemoryPoint, MemoryQuery, MemoryRow, MemorySample,
 use profwatch_model::profile::{ProfileBatch, ProfileQuery, StackProfile};
 use profwatch_model::query::{
     BuildSummary, BuildsQuery, CostSamples, CostSamplesQuery, EndpointSeries, EndpointStats,
-    EndpointsQuery, SeriesQuery, ServiceSummary, ServicesQuery, TimeseriesPoint, TimeseriesQuery,
+    EndpointsQuery, SeriesQuery, ServiceSummary, ServicesQuery, TimeRange, TimeseriesPoint,
+    TimeseriesQuery,
 };
 use profwatch_model::regression::RegressionRecord;
 use profwatch_model::{RequestEvent, Tenant};
@@ -171,6 +172,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         q: &MemoryQuery,
         step: i64,
     ) -> Result<Vec<MemoryPoint>, StoreError>;
+
+    /// The services of `tenant` with memory samples in `range`, sorted (a service the sidecar
+    /// watches may send no requests).
+    async fn memory_services(
+        &self,
+        tenant: &Tenant,
+        range: TimeRange,
+    ) -> Result<Vec<String>, StoreError>;
 
     /// Each process's means per bucket of `step` ns (`q.group_by` is not used), sorted by
     /// bucket, build, host and pid: the units the analysis compares builds on.

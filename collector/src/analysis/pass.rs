@@ -32,6 +32,15 @@ impl RegressionTracker {
             let mut records = self.store.regressions(tenant).await?;
             let before: HashMap<String, RegressionState> =
                 records.iter().map(|r| (r.id.clone(), r.state)).collect();
+            // Services that only the sidecar's memory watch knows (no requests) get the memory
+            // pass alone.
+            let memory_only: Vec<String> = self
+                .store
+                .memory_services(tenant, self.window())
+                .await?
+                .into_iter()
+                .filter(|m| !services.iter().any(|s| &s.service == m))
+                .collect();
             let mut outcome = Ok(());
             for s in services {
                 outcome = self
@@ -40,6 +49,14 @@ impl RegressionTracker {
                 if outcome.is_err() {
                     break;
                 }
+            }
+            for service in memory_only {
+                if outcome.is_err() {
+                    break;
+                }
+                outcome = self
+                    .pass_memory(tenant, &service, &mut records, &mut report)
+                    .await;
             }
             // What was stored is alerted even when a later step failed: a record is new once.
             self.alert_incidents(&records, &before, &mut report);

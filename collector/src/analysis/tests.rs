@@ -596,3 +596,16 @@ async fn a_memory_regression_is_fixed_by_a_build_back_within_its_baseline() {
         Some(Resolution::Fixed { build: "3".into() })
     );
 }
+
+#[tokio::test]
+async fn a_service_with_memory_samples_only_is_compared_too() {
+    let f = fixture();
+    let now = now_ns();
+    let mid = now - 3600 * NANOS_PER_SEC;
+    f.write_memory(memory("1", 100.0, mid, 60, 1000)).await;
+    f.write_memory(memory("2", 115.0, now, 60, 2000)).await;
+    let report = f.pass().await;
+    let records = f.memory_records().await;
+    assert_eq!(records.len(), 1, "{report:?}");
+    assert_eq!(records[0].service, SERVICE);
+}

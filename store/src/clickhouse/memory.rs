@@ -8,6 +8,7 @@ use ::clickhouse::Client;
 use profwatch_model::memory::{
     MemoryGroupBy, MemoryPoint, MemoryQuery, MemoryRow, MemorySample, ProcessMemory,
 };
+use profwatch_model::query::TimeRange;
 use profwatch_model::Tenant;
 use serde::{Deserialize, Serialize};
 
@@ -270,4 +271,24 @@ pub async fn processes(
             shared_bytes: r.shared,
         })
         .collect())
+}
+
+/// The services of `tenant` with samples in `range`, sorted.
+pub async fn services(
+    client: &Client,
+    tenant: &Tenant,
+    range: TimeRange,
+) -> Result<Vec<String>, StoreError> {
+    let sql = format!(
+        "SELECT DISTINCT toString(service) AS s FROM {MEMORY_TABLE} \
+         WHERE tenant = ? AND ts >= ? AND ts < ? ORDER BY s"
+    );
+    client
+        .query(&sql)
+        .bind(tenant.as_str())
+        .bind(range.from)
+        .bind(range.to)
+        .fetch_all::<String>()
+        .await
+        .map_err(|e| query_error("listing the services with memory samples", e))
 }

@@ -77,7 +77,8 @@ use profwatch_model::memory::{MemoryPoint, MemoryQuery, MemoryRow, MemorySample,
 use profwatch_model::profile::{ProfileBatch, ProfileQuery, StackProfile};
 use profwatch_model::query::{
     BuildSummary, BuildsQuery, CostSamples, CostSamplesQuery, EndpointSeries, EndpointStats,
-    EndpointsQuery, SeriesQuery, ServiceSummary, ServicesQuery, TimeseriesPoint, TimeseriesQuery,
+    EndpointsQuery, SeriesQuery, ServiceSummary, ServicesQuery, TimeRange, TimeseriesPoint,
+    TimeseriesQuery,
 };
 use profwatch_model::regression::RegressionRecord;
 use profwatch_model::timefmt::now_ns;
@@ -365,6 +366,14 @@ impl Store for ClickHouseStore {
         step: i64,
     ) -> Result<Vec<MemoryPoint>, StoreError> {
         memory::points(&self.client, q, step).await
+    }
+
+    async fn memory_services(
+        &self,
+        tenant: &Tenant,
+        range: TimeRange,
+    ) -> Result<Vec<String>, StoreError> {
+        memory::services(&self.client, tenant, range).await
     }
 
     async fn memory_processes(

@@ -31,6 +31,7 @@ use std::time::Duration;
 use profwatch_model::memory::{
     bucket_of, MemoryAccumulator, MemoryPoint, MemoryQuery, MemoryRow, MemorySample, ProcessMemory,
 };
+use profwatch_model::query::TimeRange;
 use profwatch_model::Tenant;
 use serde::{Deserialize, Serialize};
 
@@ -231,26 +232,51 @@ impl MemoryLog {
     }
 
     /// Calls `f` with every sample of `q`'s tenant and service in its range (blocking).
-    fn each(&self, q: &MemoryQuery, mut f: impl FnMut(&MemorySample)) -> Result<(), StoreError> {
+    fn each(&self, q: &MemoryQuery, f: impl FnMut(&MemorySample)) -> Result<(), StoreError> {
+        self.each_of(&q.tenant, Some(&q.service), q.range, f)
+    }
+
+    /// Calls `f` with every sample of `tenant` (and `service`, when given) in `range`.
+    fn each_of(
+        &self,
+        tenant: &Tenant,
+        service: Option<&str>,
+        range: TimeRange,
+        mut f: impl FnMut(&MemorySample),
+    ) -> Result<(), StoreError> {
         for (day, path) in self.files()? {
             let (start, end) = (day.saturating_mul(DAY_NS), (day + 1).saturating_mul(DAY_NS));
-            if end.saturating_add(MAX_SKEW_NS) < q.range.from
-                || start.saturating_sub(MAX_AGE_NS) >= q.range.to
+            if end.saturating_add(MAX_SKEW_NS) < range.from
+                || start.saturating_sub(MAX_AGE_NS) >= range.to
             {
                 continue;
             }
             scan(&path, |r| {
-                if r.tenant != q.tenant.0 {
+                if r.tenant != tenant.0 {
                     return;
                 }
                 for s in &r.samples {
-                    if s.service == q.service && s.ts >= q.range.from && s.ts < q.range.to {
+                    if service.is_none_or(|name| s.service == name)
+                        && s.ts >= range.from
+                        && s.ts < range.to
+                    {
                         f(s);
                     }
                 }
             })?;
         }
         Ok(())
+    }
+
+    /// The services of `tenant` with samples in `range`, sorted.
+    pub fn services(&self, tenant: &Tenant, range: TimeRange) -> Result<Vec<String>, StoreError> {
+        let mut names = std::collections::BTreeSet::new();
+        self.each_of(tenant, None, range, |s| {
+            if !names.contains(&s.service) {
+                names.insert(s.service.clone());
+            }
+        })?;
+        Ok(names.into_iter().collect())
     }
 
     /// One row per group, sorted by group.

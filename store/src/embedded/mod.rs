@@ -472,6 +472,17 @@ impl Store for EmbeddedStore {
             .map_err(|e| StoreError::Query(format!("query task failed: {e}")))?
     }
 
+    async fn memory_services(
+        &self,
+        tenant: &Tenant,
+        range: TimeRange,
+    ) -> Result<Vec<String>, StoreError> {
+        let (log, tenant, range) = (self.memory.clone(), tenant.clone(), self.clamp(range));
+        tokio::task::spawn_blocking(move || log.services(&tenant, range))
+            .await
+            .map_err(|e| StoreError::Query(format!("query task failed: {e}")))?
+    }
+
     async fn memory_processes(
         &self,
         q: &MemoryQuery,

@@ -75,5 +75,6 @@ contract!(
     memory_means_per_process_by_group,
     memory_timeseries_buckets,
     memory_processes_per_bucket,
+    memory_services_are_listed_per_tenant,
     memory_idempotency_keys_drop_duplicates,
 );

@@ -254,6 +254,40 @@ pub async fn memory_processes_per_bucket(store: Arc<dyn Store>) {
     );
 }
 
+pub async fn memory_services_are_listed_per_tenant(store: Arc<dyn Store>) {
+    let b = base();
+    let mut cart = sample(b, "b1", "h1", 9, 100);
+    cart.service = "cart".into();
+    let mut other = sample(b, "b1", "h1", 9, 100);
+    other.service = "globex-only".into();
+    store
+        .write_memory(&tenant(), None, [samples(b), vec![cart]].concat())
+        .await
+        .expect("write");
+    store
+        .write_memory(&Tenant("globex".into()), None, vec![other])
+        .await
+        .expect("write");
+    let range = TimeRange {
+        from: b,
+        to: b + 3 * MINUTE,
+    };
+    let names = store
+        .memory_services(&tenant(), range)
+        .await
+        .expect("services");
+    assert_eq!(names, ["cart", "shop"]);
+    let later = TimeRange {
+        from: b + 3 * MINUTE,
+        to: b + 4 * MINUTE,
+    };
+    assert!(store
+        .memory_services(&tenant(), later)
+        .await
+        .expect("services")
+        .is_empty());
+}
+
 pub async fn memory_idempotency_keys_drop_duplicates(store: Arc<dyn Store>) {
     let b = base();
     let batch = vec![sample(b, "b1", "h1", 1, 100)];

@@ -22,7 +22,7 @@ const MINUTE: i64 = 60 * NANOS_PER_SEC;
 
 pub use crate::memory::{
     memory_idempotency_keys_drop_duplicates, memory_means_per_process_by_group,
-    memory_processes_per_bucket, memory_timeseries_buckets,
+    memory_processes_per_bucket, memory_services_are_listed_per_tenant, memory_timeseries_buckets,
 };
 
 pub fn tenant() -> Tenant {
