@@ -467,7 +467,7 @@ async fn a_functions_rise_that_is_a_cost_shift_is_not_reported() {
 
 /// Memory samples of `build`: 8 hosts with 2 workers each (pids from `first_pid`), every 10 s
 /// over the `minutes` before `end`, each worker `private_mib` MiB private (±2%, fixed per
-/// worker) and 40 MiB shared.
+/// worker; ±0.5% per reading) and 40 MiB shared.
 fn memory(
     build: &str,
     private_mib: f64,
@@ -479,8 +479,11 @@ fn memory(
     let mut out = Vec::new();
     for worker in 0..16u32 {
         let wobble = ((worker * 7919) % 101) as f64 / 100.0 - 0.5;
-        let private = (private_mib * (1.0 + 0.04 * wobble) * 1048576.0) as u64;
         for tick in 0..minutes * 6 {
+            // ±0.5% from one reading to the next.
+            let jitter = ((tick as u32 * 31 + worker * 17) % 11) as f64 / 10.0 - 0.5;
+            let private =
+                (private_mib * (1.0 + 0.04 * wobble) * (1.0 + 0.01 * jitter) * 1048576.0) as u64;
             out.push(MemorySample {
                 ts: end - (minutes * 60 - tick * 10) * NANOS_PER_SEC,
                 service: SERVICE.into(),
@@ -608,4 +611,33 @@ async fn a_service_with_memory_samples_only_is_compared_too() {
     let records = f.memory_records().await;
     assert_eq!(records.len(), 1, "{report:?}");
     assert_eq!(records[0].service, SERVICE);
+}
+
+/// The same workers' private memory steps up by 15% two hours ago (no new build): a memory
+/// change point, recorded once, at about that time.
+#[tokio::test]
+async fn a_step_in_private_memory_over_time_is_a_memory_change_point() {
+    let f = fixture();
+    let now = now_ns();
+    let min = 60 * NANOS_PER_SEC;
+    f.write_memory(memory("1", 100.0, now - 120 * min, 180, 1000))
+        .await;
+    f.write_memory(memory("1", 115.0, now, 120, 1000)).await;
+    let report = f.pass().await;
+    let records = f.memory_records().await;
+    assert_eq!(records.len(), 1, "{report:?} {records:?}");
+    let r = &records[0];
+    let at = r.changed_at.expect("a change point's record");
+    assert!(
+        (at - (now - 120 * min)).abs() <= 20 * min,
+        "placed near the step: {} min off",
+        (at - (now - 120 * min)) / min
+    );
+    assert!(
+        r.candidate.starts_with("after "),
+        "no rollout near it: {r:?}"
+    );
+    assert!((1.12..1.18).contains(&r.effect), "{r:?}");
+    let again = f.pass().await;
+    assert_eq!(again.new_regressions, 0, "{again:?}");
 }
