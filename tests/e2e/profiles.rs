@@ -709,3 +709,92 @@ fn import_uploads_files_and_retimes_historic_ones() {
         "the re-timed pprof is all visible"
     );
 }
+
+/// `GET /api/v1/function_series`: a function's self and total CPU per 10-minute bucket and per
+/// request, from folded profiles (99 Hz) and request events posted for three buckets; the
+/// function's self samples double in the last one while the requests stay. Refusals: no
+/// function, too many buckets.
+#[test]
+fn a_functions_cost_per_request_per_bucket() {
+    let (_server, c) = start("a_functions_cost_per_request_per_bucket");
+    let step = 600;
+    let first = (now_s() - 3 * step) / step * step;
+    let period_ns = 1_000_000_000 / 99;
+    for (i, (price, render)) in [(10u64, 30u64), (10, 30), (20, 30)].into_iter().enumerate() {
+        let ts = first + i as i64 * step + 60;
+        let (status, _, text) = post(
+            &c,
+            &format!(
+                "/api/v1/profiles?service=fs&endpoint=GET%20%2Fcart&build=1&format=folded&sample_rate=99&ts={ts}"
+            ),
+            format!("main;cart;price {price}\nmain;cart;render {render}\nmain;price;price 1\n")
+                .into_bytes(),
+            &[],
+        );
+        assert_eq!(status, 200, "{text}");
+        let events: Vec<profwatch_model::RequestEvent> = (0..50)
+            .map(|k| profwatch_model::RequestEvent {
+                ts: (ts + k) * 1_000_000_000,
+                service: "fs".into(),
+                endpoint: "GET /cart".into(),
+                build: "1".into(),
+                dc: "eu1".into(),
+                host: "h1".into(),
+                status: 200,
+                cpu_ns: 1_000_000,
+                instructions: None,
+                wall_ns: 1_000_000,
+                weight: 2.0,
+                labels: Default::default(),
+            })
+            .collect();
+        let r = c.post_events(ndjson(&events), "application/x-ndjson", None);
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let q = format!(
+        "service=fs&function=price&from={first}&to={}&step=10m",
+        first + 3 * step
+    );
+    for extra in [
+        "",
+        "&endpoint=GET%20%2Fcart",
+        "&endpoint=GET%20%2Fcart&build=1",
+    ] {
+        let a = c.get(&format!("/api/v1/function_series?{q}{extra}")).json();
+        let points = a["points"].as_array().unwrap_or_else(|| panic!("{a}"));
+        assert_eq!(points.len(), 3, "{a}");
+        assert_eq!(a["step"], step);
+        for (i, p) in points.iter().enumerate() {
+            let price = if i == 2 { 20 } else { 10 };
+            assert_eq!(p["time"], first + i as i64 * step, "{p}");
+            // Self: the leaf `price` of the first stack and the recursive one's leaf; total:
+            // both stacks, the recursive one once.
+            assert_eq!(p["self_samples"], price + 1, "{p}");
+            assert_eq!(p["total_samples"], price + 1, "{p}");
+            assert_eq!(p["self_cpu_ns"], (price + 1) * period_ns, "{p}");
+            assert_eq!(p["requests"], 100.0, "50 requests of weight 2: {p}");
+            let per = p["self_cpu_ns_per_request"].as_f64().expect("per request");
+            let want = ((price + 1) * period_ns) as f64 / 100.0;
+            assert!((per - want).abs() < 1e-6, "{p}");
+        }
+    }
+    // A build without an endpoint: the events cannot say its requests per bucket.
+    let a = c
+        .get(&format!("/api/v1/function_series?{q}&build=1"))
+        .json();
+    assert!(a["points"][0]["requests"].is_null(), "{a}");
+    assert!(a["points"][0]["self_cpu_ns_per_request"].is_null(), "{a}");
+    // Refusals.
+    let r = c.get(&format!(
+        "/api/v1/function_series?service=fs&from={first}&to={}",
+        first + step
+    ));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("function"), "{}", r.body);
+    let r = c.get(&format!(
+        "/api/v1/function_series?service=fs&function=price&from={first}&to={}&step=1s",
+        first + 3 * step
+    ));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("buckets"), "{}", r.body);
+}

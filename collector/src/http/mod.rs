@@ -21,6 +21,7 @@ pub mod auth_failures;
 pub mod body;
 pub mod budget;
 pub mod error;
+pub mod functions;
 mod headers;
 pub mod incidents;
 pub mod ingest;
@@ -111,6 +112,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/profile", get(profiles::get_profile))
         .route("/api/v1/diff", get(profiles::get_diff))
         .route("/api/v1/top", get(profiles::get_top))
+        .route(
+            "/api/v1/function_series",
+            get(functions::get_function_series),
+        )
         .route("/push.v1.PusherService/Push", post(pyroscope::push))
         .route("/ingest", post(pyroscope::ingest))
         .route("/v1development/profiles", post(otlp::export))
