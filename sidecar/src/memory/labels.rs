@@ -205,15 +205,15 @@ PROFWATCH_SERVICE_X=no\0PROFWATCH_BUILD\0";
             .env("PROFWATCH_BUILD", "b7")
             .spawn()
             .expect("spawn sleep");
-        // Until the child has exec'd, /proc shows this process's environment.
-        let comm = format!("/proc/{}/comm", child.id());
+        // Until the child has exec'd, /proc shows this process's environment, and for a moment
+        // during the exec (its name already changed, its new stack not yet set up) none: read
+        // until the new one shows, as the watch would at its next interval.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::fs::read_to_string(&comm).map_or(true, |c| c.trim() != "sleep")
-            && std::time::Instant::now() < deadline
-        {
+        let mut got = read_environ(Path::new("/proc"), child.id());
+        while got.service.as_deref() != Some("memtest") && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(5));
+            got = read_environ(Path::new("/proc"), child.id());
         }
-        let got = read_environ(Path::new("/proc"), child.id());
         let _ = child.kill();
         let _ = child.wait();
         assert_eq!(got.service.as_deref(), Some("memtest"));
