@@ -145,9 +145,14 @@ def inproc(framework: str, rounds: int, block: int) -> dict:
 
 
 class Server:
-    def __init__(self, framework: str, variant: str, hz: int, env: dict, log_dir: str) -> None:
+    def __init__(self, framework: str, variant: str, hz: int, signal_on: bool, env: dict, log_dir: str) -> None:
         target = "apps:flask_app" if framework == "flask" else "apps:django_app"
-        env = dict(env, BENCH_PROFWATCH="0" if variant == "bare" else "1", PROFWATCH_PROFILE_HZ=str(hz))
+        env = dict(
+            env,
+            BENCH_PROFWATCH="0" if variant == "bare" else "1",
+            PROFWATCH_PROFILE_HZ=str(hz),
+            PROFWATCH_PROFILE_SIGNAL="1" if signal_on else "0",
+        )
         self.log = open(os.path.join(log_dir, "%s-%s.log" % (framework, variant)), "w+")
         gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
         self.proc = subprocess.Popen(
@@ -218,15 +223,24 @@ def load(port: str, path: str, seconds: float, clients: int) -> int:
     return sum(done)
 
 
-#: The http mode's variants: (name, profile_hz or None for the bare app).
+#: The http mode's variants: (name, profile_hz or None for the bare app, SIGPROF on). The
+#: sync worker serves on its main thread, so the default samples it from SIGPROF; the
+#: "thread" variant has the sampler thread do it (``profile_signal=0``), as for threaded servers.
 def _variants(hz: int):
-    return [("bare", None), ("events", 0), ("events+%dHz" % hz, hz)]
+    if hz == 0:
+        return [("bare", None, False), ("events", 0, False)]
+    return [
+        ("bare", None, False),
+        ("events", 0, False),
+        ("events+%dHz" % hz, hz, True),
+        ("events+%dHz thread" % hz, hz, False),
+    ]
 
 
 def http(framework: str, rounds: int, seconds: float, clients: int, hz: int, env: dict, log_dir: str) -> dict:
     variants = _variants(hz)
-    servers = {name: Server(framework, name, h or 0, env, log_dir) for name, h in variants}
-    names = [name for name, _ in variants]
+    servers = {name: Server(framework, name, h or 0, sig, env, log_dir) for name, h, sig in variants}
+    names = [name for name, _, _ in variants]
     try:
         for s in servers.values():
             load(s.port, s.path, 1.0, clients)  # warm up

@@ -34,6 +34,7 @@ def configure(
     profile_hz: Optional[int] = None,
     sample_rate: Optional[float] = None,
     profile_interval: Optional[float] = None,
+    profile_signal: Optional[bool] = None,
 ) -> None:
     """Configures profwatch for this process (call it again to replace the configuration).
 
@@ -50,6 +51,10 @@ def configure(
       send an event, each weighted ``1 / sample_rate``; stack samples of the others still
       count for their endpoint.
     - ``profile_interval`` (``PROFWATCH_PROFILE_INTERVAL``, default 10): seconds per profile.
+    - ``profile_signal`` (``PROFWATCH_PROFILE_SIGNAL``, default on): when the main thread
+      serves requests (gunicorn's sync workers, uvicorn), sample it from ``SIGPROF`` rather
+      than from the sampler thread, which costs less; off leaves ``SIGPROF`` and
+      ``ITIMER_PROF`` alone. It is never used if something else already owns them.
 
     Raises :class:`ValueError` for a value the collector would refuse. Without a call, the
     first request configures from the environment (and, if that fails, logs a warning once

@@ -46,6 +46,9 @@ class Config:
     sample_rate: float
     #: Seconds of samples aggregated into each shipped profile.
     profile_interval: float
+    #: Sample the main thread from SIGPROF (``ITIMER_PROF``) when it serves requests, instead
+    #: of from the sampler thread (see :mod:`profwatch._sampler`).
+    profile_signal: bool = True
 
 
 #: Each argument of :func:`profwatch.configure` and its default; the environment variable is
@@ -58,6 +61,7 @@ DEFAULTS = {
     "profile_hz": 99,
     "sample_rate": 1.0,
     "profile_interval": 10.0,
+    "profile_signal": True,
 }
 
 
@@ -107,6 +111,17 @@ def _number(value, what: str, kind, low, high, low_open: bool = False):
     return v
 
 
+def _flag(value: Any, what: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("%s: %r is not a flag (1 or 0, true or false, on or off)" % (what, value))
+
+
 def make_config(env: Mapping[str, str] = os.environ, **args: Any) -> Config:
     """Merges arguments (those of :func:`profwatch.configure`; ``None`` means left out),
     environment and :data:`DEFAULTS` into a validated :class:`Config`."""
@@ -133,4 +148,5 @@ def make_config(env: Mapping[str, str] = os.environ, **args: Any) -> Config:
         profile_hz=_number(hz, what["profile_hz"], int, 0, MAX_HZ),
         sample_rate=_number(value["sample_rate"], what["sample_rate"], float, 0.0, 1.0, low_open=True),
         profile_interval=_number(value["profile_interval"], what["profile_interval"], float, 0.1, 3600.0),
+        profile_signal=_flag(value["profile_signal"], what["profile_signal"]),
     )

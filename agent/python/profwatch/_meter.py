@@ -35,6 +35,7 @@ from ._counters import Counters, _close
 _thread_time_ns = time.thread_time_ns
 _time_ns = time.time_ns
 _perf_counter_ns = time.perf_counter_ns
+_monotonic_ns = time.monotonic_ns
 _UNOPENED = -1
 _PRUNE_AT = 64
 
@@ -87,7 +88,7 @@ class Request:
 class Meter:
     """One thread's meter; only that thread calls :meth:`enter` and :meth:`exit`."""
 
-    __slots__ = ("ident", "tid", "born_cpu", "current", "outer", "cpu0", "ins0", "en0", "run0", "fd", "seq")
+    __slots__ = ("ident", "tid", "born", "born_cpu", "current", "outer", "cpu0", "ins0", "en0", "run0", "fd", "seq")
 
     def __init__(self) -> None:
         self.ident = threading.get_ident()
@@ -96,6 +97,8 @@ class Meter:
         #: from here, not from its first tick that sees the meter (a worker thread made for one
         #: request, as Django's ASGI handler makes them, would lose the CPU before that tick).
         self.born_cpu = _thread_time_ns()
+        #: When it was made (monotonic ns): a sampler made later counts from its first look.
+        self.born = _monotonic_ns()
         self.current: Optional[Request] = None
         self.outer: List[Optional[Request]] = []
         self.cpu0 = 0
@@ -176,6 +179,8 @@ counters = Counters()
 #: Every live thread's meter, by ``threading.get_ident()``; the sampler prunes dead ones.
 meters: Dict[int, Meter] = {}
 _local = threading.local()
+#: Called when a thread makes its meter (the sampler thread, to end an idle sleep).
+on_new_meter: Optional[Callable[[], None]] = None
 
 
 def meter() -> Meter:
@@ -194,6 +199,12 @@ def meter() -> Meter:
             _close(old.fd)
             old.fd = None
         meters[m.ident] = m
+        hook = on_new_meter
+        if hook is not None:
+            try:
+                hook()
+            except Exception:
+                pass
         return m
 
 
@@ -228,6 +239,7 @@ def after_fork_in_child() -> None:
         m.ident = threading.get_ident()
         m.tid = threading.get_native_id()
         m.born_cpu = _thread_time_ns()
+        m.born = _monotonic_ns()
         meters[m.ident] = m
         if m.current is not None and m.current.measured:
             m.cpu0 = _thread_time_ns()

@@ -3,7 +3,8 @@ lifecycle the middlewares share (:meth:`Runtime.start_request`, :meth:`Runtime.e
 
 Invariants:
 
-- Threads start lazily, on the process's first request, so that a gunicorn or uwsgi master
+- Threads start lazily, on the process's first request (and, if that request is served on the
+  main thread, SIGPROF sampling of it, see :mod:`profwatch._sampler`), so that a gunicorn or uwsgi master
   that imports (or preloads) the app but serves nothing runs no profwatch thread.
 - After ``os.fork`` the child gets fresh counters, an empty queue, its own sidecar connection
   (the parent's is closed in the child only, never shut down; the new one's hello carries the
@@ -29,7 +30,7 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
-from . import _meter
+from . import _meter, _sampler
 from ._config import Config, make_config
 from ._endpoint import Namer
 from ._exporter import Exporter
@@ -74,6 +75,8 @@ class Runtime:
             self._started = True
             self.exporter.start()
             if self.sampler is not None:
+                if self.config.profile_signal and threading.current_thread() is threading.main_thread():
+                    self.sampler.arm_signal(_meter.meter())
                 self.sampler.start()
 
     def start_request(
@@ -144,6 +147,11 @@ class Runtime:
         out = self.stats.snapshot()
         out["endpoints_over_limit"] = self.namer.over_limit
         out["counter_path"] = _meter.counters.path
+        sampler = self.sampler
+        if sampler is None:
+            out["main_thread_sampling"] = "off"
+        else:
+            out["main_thread_sampling"] = "sigprof" if sampler._main is not None else "thread"
         out["sidecar"] = str(self.config.sidecar)
         queued = len(self.exporter.events)
         out["queued_events"] = queued
@@ -203,6 +211,7 @@ def shutdown() -> None:
 def _after_fork_in_child() -> None:
     global _global_lock
     _global_lock = threading.Lock()
+    _sampler.after_fork_in_child()
     _meter.after_fork_in_child()
     rt = _runtime
     if rt is not None:

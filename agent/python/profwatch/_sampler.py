@@ -1,19 +1,40 @@
 """The stack sampler: Python stacks of the request threads, by endpoint, as profile frames.
 
-Why a thread reading ``sys._current_frames()`` and not ``setitimer``/``SIGPROF``: a Python
-signal handler runs only in the main thread, between bytecodes, so it sees the main thread's
-stack and nothing of gunicorn's threads, anyio's worker threads or Django's ASGI threads; and
-``ITIMER_PROF`` measures the whole process's CPU, so it cannot say which thread spent it. A
-sampler thread sees every thread's frames, and reads each thread's own CPU clock.
+Two ways of taking a sample, one per kind of thread:
 
-How a sample is taken, at each tick of the sampler thread:
+- **The main thread, from ``SIGPROF``** (``profile_signal``, on by default). A preforking
+  server's sync worker (gunicorn's ``sync``, uwsgi without threads) and uvicorn's event loop
+  serve requests on the main thread. For it the sampler arms ``ITIMER_PROF`` at ``profile_hz``
+  and a Python ``SIGPROF`` handler takes the sample: Python runs signal handlers in the main
+  thread, between bytecodes, with the interrupted frame in hand, so the sample costs no thread
+  wake-up and no hand-over of the GIL (on a VM a sampler thread's wake-up costs tens of µs of
+  CPU, and forcing the busy thread to drop the GIL as much again: most of what a 99 Hz sampler
+  thread costs, see agent/python/bench/README.md). It is armed on the first request the main
+  thread serves, only if nothing else owns ``SIGPROF`` or ``ITIMER_PROF`` (another profiler),
+  with ``SA_RESTART`` so that system calls the signal lands in are restarted by the kernel.
+  ``ITIMER_PROF`` counts the whole process's CPU, so the handler does not count signals: it
+  reads the main thread's own CPU clock and takes one sample per ``1 / profile_hz`` s of it,
+  like the thread below. A signal that finds the sampler busy (the sampler thread or a flush
+  holds its lock) keeps its CPU for the next one. If the handler is replaced later, the sampler
+  thread notices within a second, stops the timer if ``SIGPROF`` would now kill the process, and
+  samples the main thread itself again. A handler runs only between bytecodes: a long call into
+  C that holds the GIL gets its samples when it returns, on the frame that made the call, which
+  is also where a sampler thread (which needs the GIL too) would put them.
+- **Every other thread, from a sampler thread** reading ``sys._current_frames()`` (gunicorn's
+  ``gthread`` workers, anyio's worker threads, Django's ASGI threads; and the main thread when
+  the signal is off or taken). A signal handler cannot see these: it runs in the main thread.
+  With only the main thread serving, the sampler thread sleeps until a new thread makes a
+  meter (or a second passes, or a profile is due).
+
+How the sampler thread takes a sample, at each tick:
 
 - For each thread that has a meter (it ran at least one request, see :mod:`profwatch._meter`),
   its CPU time is read from its per-thread clock (``clock_gettime`` on the kernel's per-thread
   CPU clock id for its native id: no signal, no ``/proc``, and a clean ``EINVAL`` once it has
   exited). The CPU it spent since the last tick (since its meter was made, at the first tick
-  that sees it) is added to its budget; each whole
-  ``1 / profile_hz`` s of budget is one sample. So samples measure CPU time, like perf's
+  that sees it; since that tick for a meter older than the sampler, after ``configure`` was
+  called again) is added to its budget; each whole ``1 / profile_hz`` s of budget is one
+  sample. So samples measure CPU time, like perf's
   cpu-clock in the Rust sampler: a thread blocked in I/O or in ``select`` gets none, and the
   collector's ``samples / sample_rate`` is CPU seconds.
 - The next tick comes when the first thread would be due its next sample if it went on
@@ -43,14 +64,17 @@ Every ``profile_interval`` seconds (10 by default) each endpoint's stacks become
 (agent/PROTOCOL.md: a query line, then folded stacks), split into several if larger than the
 transport carries, and queued on the exporter. Budgets: at most :data:`MAX_STACKS` distinct
 stacks per interval and :data:`MAX_PENDING` unfinished requests holding samples; beyond them
-samples are dropped and counted. A failing tick is counted (``sampler_errors``) and the
-sampler goes on.
+samples are dropped and counted. A failing tick or signal is counted (``sampler_errors``)
+and the sampler goes on. The signal handler takes no lock it would wait for (it may have
+interrupted the very code that holds one): its counts wait on the sampler until a tick or a
+flush moves them to the process's counters.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -72,6 +96,29 @@ MAX_NAMES = 100000
 MAX_WAIT = 4
 MIN_WAIT = 8
 TRUNCATED = "[truncated]"
+#: The sampler thread's longest sleep, in seconds, while the main thread is sampled from
+#: SIGPROF and no other thread has a meter (a new meter wakes it at once).
+IDLE_WAIT = 1.0
+
+_SIGPROF = getattr(signal, "SIGPROF", None)
+_thread_time_ns = time.thread_time_ns
+#: The sampler whose main thread is sampled from SIGPROF, if any.
+_active: Optional["Sampler"] = None
+
+
+def _on_sigprof(signum: int, frame: Any) -> None:
+    """The process's SIGPROF handler (installed once, never removed: a SIGPROF that arrives
+    after the timer is stopped finds no sampler and does nothing)."""
+    s = _active
+    if s is not None:
+        s.on_signal(frame)
+
+
+def after_fork_in_child() -> None:
+    """The child has no interval timer (fork does not copy it) and none of the parent's samplers."""
+    global _active
+    _active = None
+    _meter.on_new_meter = None
 
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -190,19 +237,34 @@ class Sampler(Daemon):
         self._pending: Dict[Any, Dict[tuple, int]] = {}  # unfinished request → stack → samples
         self._profiles: Dict[str, Dict[tuple, int]] = {}  # endpoint → stack → samples
         self._stacks = 0
-        self._last_tick = time.monotonic_ns()
+        self._last_tick = self._made = time.monotonic_ns()
         self._interval_start = time.time()
-        self._lock = threading.Lock()  # the tick and a flush from another thread
+        self._lock = threading.Lock()  # the tick, the signal handler, a flush from another thread
         self._errors_logged = False
+        self._wake = threading.Event()  # a new meter, or stop: ends an idle sleep
+        #: The main thread's meter while SIGPROF samples it, its CPU clock at the last signal,
+        #: and its CPU not yet sampled (ns).
+        self._main: Optional[_meter.Meter] = None
+        self._main_cpu = 0
+        self._main_budget = 0
+        #: Counts of the signal handler, moved to the process's counters by a tick or a flush.
+        self._sig_counts: Dict[str, int] = {}
 
     def _run(self) -> None:
         wait = 1.0 / self.hz
         next_flush = time.monotonic() + self.interval
         next_prune = time.monotonic() + 1.0
-        stop = self._stop
+        stop, wake = self._stop, self._wake
+        _meter.on_new_meter = wake.set
         while not stop.is_set():
-            # time.sleep, not Event.wait: a timed Event.wait allocates a lock per call.
-            time.sleep(wait)
+            if wait >= IDLE_WAIT:
+                # Only the main thread serves, sampled from SIGPROF: sleep until a new thread
+                # makes a meter, the next profile is due, or a second has passed.
+                wake.wait(max(min(wait, next_flush - time.monotonic()), 0.001))
+                wake.clear()
+            else:
+                # time.sleep, not Event.wait: a timed Event.wait allocates a lock per call.
+                time.sleep(wait)
             if stop.is_set():
                 return
             now = time.monotonic()
@@ -213,14 +275,135 @@ class Sampler(Daemon):
                 if now >= next_prune:
                     next_prune = now + 1.0
                     _meter.prune()
+                    self._check_signal()
                 if now >= next_flush:
                     next_flush = now + self.interval
                     self.flush()
             except Exception as e:
-                self.runtime.stats.add("sampler_errors")
-                if not self._errors_logged:
-                    self._errors_logged = True
-                    log.warning("profwatch: sampler error (counted, sampling goes on): %r", e)
+                self._error(e)
+
+    def stop(self, timeout: float = 1.0) -> None:
+        self.disarm_signal()
+        self._stop.set()
+        self._wake.set()
+        super().stop(timeout)
+
+    def _error(self, e: BaseException) -> None:
+        self.runtime.stats.add("sampler_errors")
+        if not self._errors_logged:
+            self._errors_logged = True
+            log.warning("profwatch: sampler error (counted, sampling goes on): %r", e)
+
+    def arm_signal(self, m: "_meter.Meter") -> bool:
+        """Samples the main thread, whose meter is ``m``, from SIGPROF (see the module's text).
+        Called on the main thread; ``False`` (and the sampler thread samples it) when the signal
+        or the timer is someone else's, or there is none on this platform."""
+        global _active
+        if _SIGPROF is None or threading.current_thread() is not threading.main_thread():
+            return False
+        try:
+            if signal.getsignal(_SIGPROF) not in (signal.SIG_DFL, _on_sigprof):
+                return False
+            if signal.getitimer(signal.ITIMER_PROF) != (0.0, 0.0):
+                return False
+            self._main_cpu = m.born_cpu if m.born >= self._made else _thread_time_ns()
+            self._main_budget = 0
+            self._main = m
+            _active = self
+            signal.signal(_SIGPROF, _on_sigprof)
+            if signal.getsignal(_SIGPROF) is not _on_sigprof:
+                # An embedding server that ignores signal.signal (mod_wsgi restricts it): an
+                # armed timer would deliver SIGPROF to its default action and kill the process.
+                self.disarm_signal()
+                return False
+            signal.siginterrupt(_SIGPROF, False)
+            period = self.period_ns / 1e9
+            signal.setitimer(signal.ITIMER_PROF, period, period)
+            return True
+        except (ValueError, OSError, AttributeError) as e:
+            log.debug("profwatch: SIGPROF not used (%r); the sampler thread samples every thread", e)
+            self.disarm_signal()
+            return False
+
+    def disarm_signal(self) -> None:
+        """Stops the timer (if the handler is still ours) and forgets the main thread."""
+        global _active
+        if _active is self:
+            _active = None
+            try:
+                if signal.getsignal(_SIGPROF) is _on_sigprof:
+                    signal.setitimer(signal.ITIMER_PROF, 0)
+            except (ValueError, OSError):
+                pass
+        self._main = None
+
+    def _check_signal(self) -> None:
+        """The sampler thread, once a second: if SIGPROF has been given another handler, the
+        main thread goes back to the sampler thread, and the timer stops unless another
+        Python handler (another profiler's) now receives it."""
+        main = self._main
+        if main is None:
+            return
+        handler = signal.getsignal(_SIGPROF)
+        if handler is _on_sigprof:
+            return
+        global _active
+        if _active is self:
+            _active = None
+        if not callable(handler):  # SIG_DFL would kill the process at the next signal
+            signal.setitimer(signal.ITIMER_PROF, 0)
+        with self._lock:
+            self._main = None
+            try:
+                cpu = time.clock_gettime_ns(thread_clock_id(main.tid))
+                self._threads[main] = [cpu, self._main_budget, thread_clock_id(main.tid)]
+            except OSError:
+                pass
+        log.warning("profwatch: SIGPROF was given another handler; the sampler thread samples the main thread")
+
+    def on_signal(self, frame: Any) -> None:
+        """SIGPROF, on the main thread: the samples its CPU since the last signal is due, of
+        ``frame``. Never raises, never waits for a lock."""
+        m = self._main
+        if m is None or frame is None:
+            return
+        try:
+            cpu = _thread_time_ns()
+            budget = self._main_budget + cpu - self._main_cpu
+            self._main_cpu = cpu
+            period = self.period_ns
+            if budget < period or not self._lock.acquire(False):
+                self._main_budget = budget
+                return
+            try:
+                n = budget // period
+                self._main_budget = budget - n * period
+                counts = self._sig_counts
+                req = m.current
+                dropped = self._add(req, self._stack(frame), n)
+                key = dropped or ("samples_in_requests" if req is not None else "samples")
+                counts[key] = counts.get(key, 0) + n
+            finally:
+                self._lock.release()
+        except Exception:
+            try:
+                self._sig_counts["sampler_errors"] = self._sig_counts.get("sampler_errors", 0) + 1
+            except Exception:
+                pass
+
+    def _move_signal_counts(self) -> None:
+        """Under the lock: the signal handler's counts, to the process's counters."""
+        counts, self._sig_counts = self._sig_counts, {}
+        stats = self.runtime.stats
+        for key, n in counts.items():
+            if key == "samples_in_requests":
+                stats.add("samples", n)
+                stats.add("samples_in_requests", n)
+            elif key in ("samples", "sampler_errors"):
+                stats.add(key, n)
+            else:
+                stats.add("samples", n)
+                stats.samples_dropped(key, n)
 
     def tick(self) -> int:
         """Takes the samples due now; returns how long (ns) to wait before the next tick: until
@@ -233,7 +416,14 @@ class Sampler(Daemon):
         wait = MAX_WAIT * period
         due = []
         threads = self._threads
+        main = self._main
+        others = 0
+        if self._sig_counts:
+            self._move_signal_counts()
         for m in list(_meter.meters.values()):
+            if m is main:
+                continue
+            others += 1
             st = threads.get(m)
             try:
                 cpu = time.clock_gettime_ns(st[2] if st is not None else thread_clock_id(m.tid))
@@ -241,7 +431,10 @@ class Sampler(Daemon):
                 threads.pop(m, None)  # the thread has exited
                 continue
             if st is None:
-                st = threads[m] = [m.born_cpu, 0, thread_clock_id(m.tid)]
+                # A thread's CPU counts from its meter's birth, or from now if the meter is
+                # older than this sampler (the process was configured again).
+                born = m.born_cpu if m.born >= self._made else cpu
+                st = threads[m] = [born, 0, thread_clock_id(m.tid)]
             used = cpu - st[0]
             budget = st[1] + used
             st[0] = cpu
@@ -260,6 +453,8 @@ class Sampler(Daemon):
             self._take(due)
         if self._pending:
             self._settle()
+        if main is not None and others == 0:
+            return int(IDLE_WAIT * 1e9)
         return max(wait, period // MIN_WAIT)
 
     def _take(self, due: list) -> None:
@@ -273,32 +468,39 @@ class Sampler(Daemon):
             if m.seq != seq:
                 stats.samples_dropped("raced", n)
                 continue
-            stack = self._stack(frame)
             taken += n
-            if req is None:
-                stacks = self._profiles.get("")
-                if stacks is None:
-                    stacks = self._profiles[""] = {}
-            else:
+            dropped = self._add(req, self._stack(frame), n)
+            if dropped:
+                stats.samples_dropped(dropped, n)
+            elif req is not None:
                 attributed += n
-                stacks = self._pending.get(req)
-                if stacks is None:
-                    if len(self._pending) >= MAX_PENDING:
-                        stats.samples_dropped("too_many_requests", n)
-                        continue
-                    stacks = self._pending[req] = {}
-            if stack in stacks:
-                stacks[stack] += n
-            elif self._stacks >= MAX_STACKS:
-                stats.samples_dropped("too_many_stacks", n)
-            else:
-                self._stacks += 1
-                stacks[stack] = n
         del current_frames
         if taken:
             stats.add("samples", taken)
         if attributed:
             stats.add("samples_in_requests", attributed)
+
+    def _add(self, req: Any, stack: tuple, n: int) -> Optional[str]:
+        """Under the lock: ``n`` samples of ``stack`` for ``req`` (held until it finishes), or
+        for no endpoint without a request. Returns why they were dropped, if they were."""
+        if req is None:
+            stacks = self._profiles.get("")
+            if stacks is None:
+                stacks = self._profiles[""] = {}
+        else:
+            stacks = self._pending.get(req)
+            if stacks is None:
+                if len(self._pending) >= MAX_PENDING:
+                    return "too_many_requests"
+                stacks = self._pending[req] = {}
+        if stack in stacks:
+            stacks[stack] += n
+        elif self._stacks >= MAX_STACKS:
+            return "too_many_stacks"
+        else:
+            self._stacks += 1
+            stacks[stack] = n
+        return None
 
     def _stack(self, frame: Any) -> tuple:
         names = self.frames
@@ -342,6 +544,8 @@ class Sampler(Daemon):
         if not self._lock.acquire(timeout=1.0):
             return
         try:
+            if self._sig_counts:
+                self._move_signal_counts()
             self._settle()
             profiles, self._profiles = self._profiles, {}
             self._stacks = sum(len(s) for s in self._pending.values())

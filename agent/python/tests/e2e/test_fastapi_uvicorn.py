@@ -17,7 +17,9 @@ def test_interleaved_async_requests_are_attributed_to_their_own_request(fastapi_
     for i in range(6):
         paths += ["/async/a/%d?ms=80" % i, "/async/b/%d?ms=40" % i]
     assert parallel(lambda p: fastapi_app.get(p)[0], paths, threads=6) == [200] * 12
-    assert fastapi_app.json("/stats")["max_inflight"] >= 2, "the requests did interleave on the loop"
+    stats = fastapi_app.json("/stats")
+    assert stats["max_inflight"] >= 2, "the requests did interleave on the loop"
+    assert stats["main_thread_sampling"] == "sigprof", "uvicorn's loop runs on the main thread"
     svc = fastapi_app.service
 
     def arrived():

@@ -69,6 +69,8 @@ def test_each_preforked_workers_samples_arrive(flask_app, collector):
     stats = [flask_app.json("/stats") for _ in range(6)]
     for s in stats:
         assert s["pid"] in pids and s["sampler_errors"] == 0 and s["internal_errors"] == 0, json.dumps(s)
+        # A sync worker serves on its main thread: sampled from SIGPROF, not by the thread.
+        assert s["main_thread_sampling"] == "sigprof", json.dumps(s)
 
 
 def test_each_preforked_worker_registers_its_memory(flask_app, collector, sidecar):

@@ -59,3 +59,12 @@ def test_bad_values_name_their_source():
         make_config(service="s", build="x" * 129, env={})
     with pytest.raises(ValueError, match="control characters"):
         make_config(service="a\nb", env={})
+
+
+def test_the_signal_flag_reads_as_a_flag():
+    assert make_config(service="s", env={}).profile_signal is True
+    assert make_config(service="s", env={"PROFWATCH_PROFILE_SIGNAL": "0"}).profile_signal is False
+    assert make_config(service="s", env={"PROFWATCH_PROFILE_SIGNAL": "off"}).profile_signal is False
+    assert make_config(service="s", profile_signal=True, env={"PROFWATCH_PROFILE_SIGNAL": "0"}).profile_signal is True
+    with pytest.raises(ValueError, match="PROFWATCH_PROFILE_SIGNAL: 'maybe' is not a flag"):
+        make_config(service="s", env={"PROFWATCH_PROFILE_SIGNAL": "maybe"})

@@ -3,6 +3,7 @@ exporter, and never re-sends what the parent had queued."""
 
 import json
 import os
+import signal
 import threading
 
 import pytest
@@ -65,13 +66,15 @@ def test_a_forked_child_restarts_its_threads_and_connection():
                 profwatch.flush()
                 s = profwatch.stats()
                 threads = sorted(t.name for t in threading.enumerate() if t.name.startswith("profwatch"))
-                os.write(w, json.dumps({"stats": s, "threads": threads}).encode())
+                armed = crt.sampler._main is not None and signal.getitimer(signal.ITIMER_PROF)[0] > 0
+                os.write(w, json.dumps({"stats": s, "threads": threads, "sigprof": armed}).encode())
             finally:
                 os._exit(0)
         os.close(w)
         child = json.loads(os.read(r, 1 << 20))
         os.waitpid(pid, 0)
         assert child["threads"] == ["profwatch-export", "profwatch-sampler"]
+        assert child["sigprof"], "the child's main thread is sampled from its own timer (fork does not copy it)"
         assert child["stats"]["requests"] == 1, "the child's counters start from zero"
         assert child["stats"]["events_sent"] == 1
         assert child["stats"]["samples_in_requests"] >= 20

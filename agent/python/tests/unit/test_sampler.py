@@ -1,11 +1,15 @@
 """The stack sampler: samples measure CPU time, go to the request running on their thread,
 and ship as profile payloads (agent/PROTOCOL.md) per endpoint."""
 
+import signal
 import sys
 import threading
 
+import pytest
 from helpers import burn, eventually, serve
 
+import profwatch
+from profwatch import _sampler
 from profwatch._meter import meter
 from profwatch._sampler import Sampler, encode_profiles, format_frame
 
@@ -126,3 +130,83 @@ def test_a_new_threads_cpu_counts_from_its_meter_not_from_the_first_tick(configu
 
 def hot_before_any_tick(ms):
     burn(ms)
+
+
+def hot_on_main(ms):
+    burn(ms)
+
+
+def _main_samples(memory, route):
+    profiles = {labels.get("endpoint", ""): stacks for labels, stacks in memory.profiles()}
+    stacks = profiles.get("GET " + route, {})
+    return sum(n for s, n in stacks.items() if "hot_on_main" in s), stacks
+
+
+@pytest.fixture
+def sigprof_default():
+    """SIGPROF as a fresh process has it (default action, no timer), before and after."""
+    signal.setitimer(signal.ITIMER_PROF, 0)
+    signal.signal(signal.SIGPROF, signal.SIG_DFL)
+    yield
+    signal.setitimer(signal.ITIMER_PROF, 0)
+    signal.signal(signal.SIGPROF, signal.SIG_DFL)
+
+
+def test_the_main_thread_is_sampled_from_sigprof_and_only_once(configure, memory, sigprof_default):
+    rt = configure(profile_hz=99, profile_interval=3600)
+    serve(rt, "/main", lambda: hot_on_main(300))  # the first request, on the main thread
+    assert signal.getsignal(signal.SIGPROF) is _sampler._on_sigprof
+    assert signal.getitimer(signal.ITIMER_PROF)[1] == pytest.approx(1 / 99, rel=0.01)
+    main = rt.sampler._main
+    assert main is meter()
+    serve(rt, "/main", lambda: hot_on_main(300))
+    rt.flush()
+    inside, stacks = _main_samples(memory, "/main")
+    # 600 ms of CPU at 99 Hz is ~59 samples: the sampler thread sampling the main thread too
+    # would double it; the machine may be loaded, so allow a band.
+    assert 45 <= inside <= 70, stacks
+    frame = next(s for s in stacks if "hot_on_main" in s).split(";")
+    assert frame[-1].startswith("helpers:burn (helpers.py:")
+    assert frame[-2].startswith("test_sampler:hot_on_main (test_sampler.py:")
+    assert main not in rt.sampler._threads, "the sampler thread must leave the main thread to SIGPROF"
+    s = rt.snapshot()
+    assert s["samples_in_requests"] >= inside and s["sampler_errors"] == 0
+    assert s["main_thread_sampling"] == "sigprof"
+    profwatch.shutdown()
+    assert signal.getitimer(signal.ITIMER_PROF) == (0.0, 0.0), "shutdown stops the timer"
+
+
+def test_another_owner_of_sigprof_is_left_alone(configure, memory, sigprof_default):
+    seen = []
+    signal.signal(signal.SIGPROF, lambda signum, frame: seen.append(signum))
+    rt = configure(profile_hz=99, profile_interval=3600)
+    serve(rt, "/main", lambda: hot_on_main(300))
+    assert rt.sampler._main is None and signal.getitimer(signal.ITIMER_PROF) == (0.0, 0.0)
+    rt.flush()
+    inside, stacks = _main_samples(memory, "/main")
+    assert 20 <= inside <= 35, stacks  # the sampler thread took them
+    assert seen == []
+    assert rt.snapshot()["main_thread_sampling"] == "thread"
+
+
+def test_the_signal_can_be_turned_off(configure, memory, sigprof_default):
+    rt = configure(profile_hz=99, profile_interval=3600, profile_signal=False)
+    serve(rt, "/main", lambda: hot_on_main(100))
+    assert rt.sampler._main is None
+    assert signal.getsignal(signal.SIGPROF) is signal.SIG_DFL
+    assert signal.getitimer(signal.ITIMER_PROF) == (0.0, 0.0)
+
+
+def test_a_replaced_handler_gives_the_main_thread_back_to_the_sampler_thread(configure, memory, sigprof_default):
+    rt = configure(profile_hz=99, profile_interval=3600)
+    serve(rt, "/first", lambda: None)
+    assert rt.sampler._main is not None
+    signal.signal(signal.SIGPROF, signal.SIG_IGN)  # the app takes SIGPROF over
+    # The sampler thread checks once a second; a default handler would have killed us, so the
+    # timer must stop whenever the new handler is not a Python function.
+    eventually(lambda: rt.sampler._main is None, timeout=30, what="the main thread handed back")
+    assert signal.getitimer(signal.ITIMER_PROF) == (0.0, 0.0)
+    serve(rt, "/main", lambda: hot_on_main(300))
+    rt.flush()
+    inside, stacks = _main_samples(memory, "/main")
+    assert 20 <= inside <= 35, stacks
