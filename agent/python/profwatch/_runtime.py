@@ -147,11 +147,7 @@ class Runtime:
         out = self.stats.snapshot()
         out["endpoints_over_limit"] = self.namer.over_limit
         out["counter_path"] = _meter.counters.path
-        sampler = self.sampler
-        if sampler is None:
-            out["main_thread_sampling"] = "off"
-        else:
-            out["main_thread_sampling"] = "sigprof" if sampler._main is not None else "thread"
+        out["main_thread_sampling"] = self.sampler.main_thread_sampling if self.sampler is not None else "off"
         out["sidecar"] = str(self.config.sidecar)
         queued = len(self.exporter.events)
         out["queued_events"] = queued

@@ -306,7 +306,7 @@ class Sampler(Daemon):
                 return False
             if signal.getitimer(signal.ITIMER_PROF) != (0.0, 0.0):
                 return False
-            self._main_cpu = m.born_cpu if m.born >= self._made else _thread_time_ns()
+            self._main_cpu = self._counted_from(m, _thread_time_ns())
             self._main_budget = 0
             self._main = m
             _active = self
@@ -324,6 +324,16 @@ class Sampler(Daemon):
             log.debug("profwatch: SIGPROF not used (%r); the sampler thread samples every thread", e)
             self.disarm_signal()
             return False
+
+    def _counted_from(self, m: "_meter.Meter", cpu: int) -> int:
+        """Where the CPU of ``m``'s thread, now ``cpu``, starts counting: at the meter's birth,
+        or now if the meter is older than this sampler (the process was configured again)."""
+        return m.born_cpu if m.born >= self._made else cpu
+
+    @property
+    def main_thread_sampling(self) -> str:
+        """``sigprof`` while the main thread is sampled from SIGPROF, else ``thread``."""
+        return "sigprof" if self._main is not None else "thread"
 
     def disarm_signal(self) -> None:
         """Stops the timer (if the handler is still ours) and forgets the main thread."""
@@ -431,10 +441,7 @@ class Sampler(Daemon):
                 threads.pop(m, None)  # the thread has exited
                 continue
             if st is None:
-                # A thread's CPU counts from its meter's birth, or from now if the meter is
-                # older than this sampler (the process was configured again).
-                born = m.born_cpu if m.born >= self._made else cpu
-                st = threads[m] = [born, 0, thread_clock_id(m.tid)]
+                st = threads[m] = [self._counted_from(m, cpu), 0, thread_clock_id(m.tid)]
             used = cpu - st[0]
             budget = st[1] + used
             st[0] = cpu
