@@ -77,14 +77,16 @@ if [ -z "$chdb_url" ]; then
 else
     PROFWATCH_TEST_CLICKHOUSE_URL="$chdb_url" \
         cargo test -p profwatch-store --test contract --no-fail-fast -- --skip cluster || status=$?
-    # What only a current server has: a retried keyed batch dropped by its deduplication token.
-    # (--exact: the run must name one test and run it; 0 tests run is a failure.)
+    # What only a current server has: a retried keyed batch dropped by its deduplication token,
+    # and the codecs migration 10 chose on every column it names.
+    # (--exact: the run must name these tests and run them; fewer run is a failure.)
     dedup_log="$(mktemp -t profwatch-dedup.XXXXXX)"
     PROFWATCH_TEST_CLICKHOUSE_URL="$chdb_url" \
         cargo test -p profwatch-store --lib -- --exact \
         clickhouse::tests::a_keyed_batch_inserted_again_is_stored_once_where_the_server_has_tokens \
+        clickhouse::tests::columns_carry_their_chosen_codecs_where_the_server_has_codecs \
         2>&1 | tee "$dedup_log" || status=$?
-    grep -q "test result: ok. 1 passed" "$dedup_log" || { echo "the chDB dedup test did not run and pass" >&2; status=1; }
+    grep -q "test result: ok. 2 passed" "$dedup_log" || { echo "the chDB dedup and codec tests did not run and pass" >&2; status=1; }
     rm -f "$dedup_log"
 fi
 # The Python SDK under real Django, Flask and FastAPI servers, through the binary just built.

@@ -460,6 +460,18 @@ fn disk(setup: &Setup, server: Server, events: u64, report: &mut Report) -> anyh
                 total as f64 / events as f64,
                 breakdown.join(", ")
             ));
+            // Event segments per column, from their footers.
+            let (columns, other) = sys::parquet_columns(&data_dir.join("segments"), "seg-")?;
+            for (name, bytes) in &columns {
+                report.line(format!(
+                    "  segments.{name}: {:.2} bytes/event",
+                    *bytes as f64 / events as f64
+                ));
+            }
+            report.line(format!(
+                "  segments outside column data (footers, series dictionary): {:.2} bytes/event",
+                other as f64 / events as f64
+            ));
             report.set(
                 "disk",
                 json!({
@@ -469,6 +481,11 @@ fn disk(setup: &Setup, server: Server, events: u64, report: &mut Report) -> anyh
                     "by_dir": parts.iter().map(|(n, b)| (n.clone(), json!(b))).collect::<Map<_, _>>(),
                     "parquet_segments": segments,
                     "shutdown_secs": round(took.as_secs_f64(), 2),
+                    "segments_bytes_per_event_by_column": columns
+                        .iter()
+                        .map(|(n, b)| (n.clone(), json!(round(*b as f64 / events as f64, 3))))
+                        .collect::<Map<_, _>>(),
+                    "segments_bytes_per_event_outside_columns": round(other as f64 / events as f64, 3),
                 }),
             );
         }
@@ -483,14 +500,27 @@ fn disk(setup: &Setup, server: Server, events: u64, report: &mut Report) -> anyh
                 t0.elapsed().as_secs_f64(),
                 bytes as f64 / events as f64
             ));
+            let server::DiskBreakdown { tables, columns } = ch.disk_breakdown()?;
+            let per_event = |b: u64| round(b as f64 / events as f64, 2);
+            for (table, b) in &tables {
+                report.line(format!("  table {table}: {:.2} bytes/event", per_event(*b)));
+            }
+            for (column, ty, b) in &columns {
+                report.line(format!(
+                    "  events.{column} ({ty}): {:.2} bytes/event",
+                    per_event(*b)
+                ));
+            }
             report.set(
                 "disk",
                 json!({
                     "bytes": bytes,
                     "events": events,
-                    "bytes_per_event": round(bytes as f64 / events as f64, 2),
+                    "bytes_per_event": per_event(bytes),
                     "active_parts": parts,
                     "optimize_secs": round(t0.elapsed().as_secs_f64(), 2),
+                    "bytes_per_event_by_table": tables.iter().map(|(t, b)| (t.clone(), json!(per_event(*b)))).collect::<Map<_, _>>(),
+                    "events_bytes_per_event_by_column": columns.iter().map(|(c, ty, b)| (c.clone(), json!({"type": ty, "bytes_per_event": per_event(*b)}))).collect::<Map<_, _>>(),
                 }),
             );
         }

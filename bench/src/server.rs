@@ -294,6 +294,44 @@ impl ClickHouse {
             _ => bail!("unexpected answer from system.parts: {out:?}"),
         }
     }
+
+    /// Compressed bytes on disk per table and per column of the events table (the codecs'
+    /// share), from `system.parts` and `system.columns`.
+    pub fn disk_breakdown(&self) -> anyhow::Result<DiskBreakdown> {
+        let tables = self.exec(&format!(
+            "SELECT table, sum(bytes_on_disk) FROM system.parts \
+             WHERE database = '{}' AND active GROUP BY table ORDER BY table FORMAT TSV",
+            self.database
+        ))?;
+        let tables = tables
+            .lines()
+            .map(|l| match l.split('\t').collect::<Vec<_>>().as_slice() {
+                [t, b] => Ok((t.to_string(), b.parse::<u64>()?)),
+                _ => bail!("unexpected line from system.parts: {l:?}"),
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let columns = self.exec(&format!(
+            "SELECT name, concat(type, ' ', compression_codec), data_compressed_bytes \
+             FROM system.columns WHERE database = '{}' AND table = 'events' FORMAT TSV",
+            self.database
+        ))?;
+        let columns = columns
+            .lines()
+            .map(|l| match l.split('\t').collect::<Vec<_>>().as_slice() {
+                [n, t, b] => Ok((n.to_string(), t.trim().to_string(), b.parse::<u64>()?)),
+                _ => bail!("unexpected line from system.columns: {l:?}"),
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(DiskBreakdown { tables, columns })
+    }
+}
+
+/// Where a ClickHouse database's bytes are.
+pub struct DiskBreakdown {
+    /// `(table, bytes on disk)`.
+    pub tables: Vec<(String, u64)>,
+    /// Of the events table: `(column, type with codec, compressed bytes)`.
+    pub columns: Vec<(String, String, u64)>,
 }
 
 impl Drop for ClickHouse {

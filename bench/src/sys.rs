@@ -280,3 +280,45 @@ pub fn today_utc() -> String {
     let y = yoe + era * 400 + i64::from(m <= 2);
     format!("{y:04}-{m:02}-{d:02}")
 }
+
+/// Compressed bytes per column over the Parquet files directly in `dir` whose names start with
+/// `prefix` (`seg-`: event segments; profile segments are `prof-`), and
+/// what the files hold besides column data (footers with their metadata, magic). Read from
+/// the footers alone.
+pub fn parquet_columns(dir: &Path, prefix: &str) -> anyhow::Result<(Vec<(String, u64)>, u64)> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let mut by_column: Vec<(String, u64)> = Vec::new();
+    let mut other = 0u64;
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| anyhow::anyhow!("list {}: {e}", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "parquet")
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+        })
+        .collect();
+    files.sort();
+    for path in files {
+        let file = std::fs::File::open(&path)
+            .map_err(|e| anyhow::anyhow!("open {}: {e}", path.display()))?;
+        let len = file.metadata()?.len();
+        let reader = SerializedFileReader::new(file)
+            .map_err(|e| anyhow::anyhow!("read {}: {e}", path.display()))?;
+        let mut data = 0u64;
+        for rg in reader.metadata().row_groups() {
+            for c in rg.columns() {
+                let name = c.column_path().string();
+                let bytes = c.compressed_size().max(0) as u64;
+                data += bytes;
+                match by_column.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, b)) => *b += bytes,
+                    None => by_column.push((name, bytes)),
+                }
+            }
+        }
+        other += len.saturating_sub(data);
+    }
+    Ok((by_column, other))
+}

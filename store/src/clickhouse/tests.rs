@@ -653,3 +653,67 @@ async fn a_keyed_batch_inserted_again_is_stored_once_where_the_server_has_tokens
     })
     .await;
 }
+
+/// Migration 10 on a real server: on a modern one every column it names carries the codec it
+/// chose (and the rows written afterwards read back); on an old one it changes nothing.
+#[tokio::test]
+async fn columns_carry_their_chosen_codecs_where_the_server_has_codecs() {
+    with_database(|cfg| async move {
+        let store = ClickHouseStore::connect(cfg).await.expect("connect");
+        let ctx = migrations::DdlContext {
+            modern: store.server.is_modern(),
+            retention_days: 30,
+        };
+        let chosen = (migrations::MIGRATIONS
+            .iter()
+            .find(|m| m.version == 10)
+            .expect("migration 10")
+            .codecs)(&ctx);
+        if !store.server.is_modern() {
+            assert!(chosen.is_empty(), "{chosen:?}");
+            return;
+        }
+        assert!(chosen.len() >= 20, "{chosen:?}");
+        for c in &chosen {
+            let (ty, codec): (String, String) = store
+                .client
+                .query(
+                    "SELECT type, compression_codec FROM system.columns \
+                     WHERE database = currentDatabase() AND table = ? AND name = ?",
+                )
+                .bind(c.table)
+                .bind(c.column)
+                .fetch_one()
+                .await
+                .unwrap_or_else(|e| panic!("{}.{}: {e}", c.table, c.column));
+            let (want_ty, want_codec) = c.ty.split_once(" CODEC").expect("a codec");
+            assert_eq!(ty, want_ty, "{}.{}", c.table, c.column);
+            // The server spells defaults out: `Delta` as `Delta(8)`.
+            let got = codec.replace("Delta(8)", "Delta");
+            assert_eq!(
+                format!("CODEC{want_codec}"),
+                got,
+                "{}.{} on ClickHouse {}",
+                c.table,
+                c.column,
+                store.server.raw
+            );
+        }
+        let tenant = Tenant("codecs".into());
+        let base = (now_ns() / NS_PER_SECOND - 600) * NS_PER_SECOND;
+        let mut e = event(base, "GET /codec", "1", 1_234_567, 1.0);
+        e.instructions = Some(7_654_321);
+        store.write(&tenant, vec![e]).await.expect("write");
+        let back: (u64, Option<u64>, u64, u16) = store
+            .client
+            .query(
+                "SELECT cpu_ns, instructions, wall_ns, status FROM events \
+                 WHERE tenant = 'codecs' AND endpoint = 'GET /codec'",
+            )
+            .fetch_one()
+            .await
+            .expect("read back");
+        assert_eq!(back, (1_234_567, Some(7_654_321), 2_469_134, 200));
+    })
+    .await;
+}

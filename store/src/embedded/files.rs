@@ -14,6 +14,8 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::data_type::{Int32Type, Int64Type};
 use parquet::file::metadata::KeyValue;
@@ -26,7 +28,17 @@ use super::faults;
 use super::memtable::SeriesKey;
 use crate::StoreError;
 
+/// The series dictionary as JSON, zstd-compressed, base64 (footer values are strings). Parquet
+/// does not compress its footer, and the dictionary is the biggest thing in it: on the bench's
+/// `ingest` data (215k series in 1M rows) 31 MB of JSON, 31 bytes per event against 18 for all
+/// the columns; compressed, 1.0 bytes per event.
+const KEY_SERIES_ZSTD: &str = "profwatch.series.zst";
+/// The series dictionary as plain JSON: what segments written before `KEY_SERIES_ZSTD` have
+/// (read, never written).
 const KEY_SERIES: &str = "profwatch.series";
+/// Level 1: on that dictionary smaller than level 3 and about as small as 6, at a fraction of
+/// the flush time.
+const SERIES_ZSTD_LEVEL: i32 = 1;
 pub(super) const KEY_MIN_TS: &str = "profwatch.min_ts";
 pub(super) const KEY_MAX_TS: &str = "profwatch.max_ts";
 
@@ -190,15 +202,17 @@ pub(super) fn writer_settings(
     max_ts: i64,
 ) -> Result<(WriterPropertiesBuilder, Vec<KeyValue>), StoreError> {
     let plain: Vec<&SeriesKey> = series.iter().map(Arc::as_ref).collect();
-    let series_json = serde_json::to_string(&plain).map_err(|e| StoreError::Corrupt {
+    let series_json = serde_json::to_vec(&plain).map_err(|e| StoreError::Corrupt {
         path: name.to_owned(),
         detail: e.to_string(),
     })?;
+    let series_zstd = zstd::bulk::compress(&series_json, SERIES_ZSTD_LEVEL)
+        .map_err(|e| StoreError::io("compress the series dictionary of", tmp, e))?;
     let builder = WriterProperties::builder().set_compression(Compression::ZSTD(
         ZstdLevel::try_new(1).map_err(|e| pq(tmp, e))?,
     ));
     let footer = vec![
-        KeyValue::new(KEY_SERIES.to_owned(), series_json),
+        KeyValue::new(KEY_SERIES_ZSTD.to_owned(), BASE64.encode(series_zstd)),
         KeyValue::new(KEY_MIN_TS.to_owned(), min_ts.to_string()),
         KeyValue::new(KEY_MAX_TS.to_owned(), max_ts.to_string()),
     ];
@@ -301,13 +315,23 @@ impl Footer {
             .ok_or_else(|| self.bad(key))
     }
 
-    /// The series dictionary, in file order.
+    /// The series dictionary, in file order (compressed, or plain in older files).
     pub fn series(&self) -> Result<Vec<Arc<SeriesKey>>, StoreError> {
-        let v = self
-            .kv
-            .get(KEY_SERIES)
-            .ok_or_else(|| self.bad(KEY_SERIES))?;
-        let keys: Vec<SeriesKey> = serde_json::from_str(v).map_err(|_| self.bad(KEY_SERIES))?;
+        let keys: Vec<SeriesKey> = match self.kv.get(KEY_SERIES_ZSTD) {
+            Some(v) => {
+                let bad = || self.bad(KEY_SERIES_ZSTD);
+                let compressed = BASE64.decode(v).map_err(|_| bad())?;
+                let json = zstd::stream::decode_all(compressed.as_slice()).map_err(|_| bad())?;
+                serde_json::from_slice(&json).map_err(|_| bad())?
+            }
+            None => {
+                let v = self
+                    .kv
+                    .get(KEY_SERIES)
+                    .ok_or_else(|| self.bad(KEY_SERIES))?;
+                serde_json::from_str(v).map_err(|_| self.bad(KEY_SERIES))?
+            }
+        };
         Ok(keys.into_iter().map(Arc::new).collect())
     }
 }
@@ -360,4 +384,93 @@ pub(super) fn damage(path: &Path, at: proptest::sample::Index, xor: u8, cut: boo
         bytes[i] ^= xor;
     }
     std::fs::write(path, &bytes).expect("damage");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parquet::schema::parser::parse_message_type;
+
+    fn key(host: &str) -> Arc<SeriesKey> {
+        Arc::new(SeriesKey {
+            tenant: "t".into(),
+            service: "s".into(),
+            endpoint: "GET /x".into(),
+            build: "b1".into(),
+            dc: "dc".into(),
+            host: host.into(),
+            labels: vec![("flag".into(), "on".into())],
+        })
+    }
+
+    /// A one-column file with these footer entries.
+    fn file_with(path: &Path, kv: Vec<KeyValue>, builder: WriterPropertiesBuilder) {
+        let schema =
+            Arc::new(parse_message_type("message m { required int64 v; }").expect("schema"));
+        let props = Arc::new(builder.set_key_value_metadata(Some(kv)).build());
+        let mut w = SerializedFileWriter::new(File::create(path).expect("create"), schema, props)
+            .expect("writer");
+        let mut rg = w.next_row_group().expect("row group");
+        let mut c = rg.next_column().expect("column").expect("a column");
+        c.typed::<Int64Type>()
+            .write_batch(&[1, 2], None, None)
+            .expect("write");
+        c.close().expect("close column");
+        rg.close().expect("close row group");
+        w.close().expect("close file");
+    }
+
+    #[test]
+    fn the_series_dictionary_reads_back_compressed_and_from_older_plain_footers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let series: Vec<_> = (0..500).map(|i| key(&format!("web-{i:03}"))).collect();
+
+        let new = dir.path().join("new.parquet");
+        let (builder, kv) = writer_settings("new.parquet", &new, &series, 1, 2).expect("settings");
+        assert!(kv.iter().any(|e| e.key == KEY_SERIES_ZSTD));
+        assert!(
+            kv.iter().all(|e| e.key != KEY_SERIES),
+            "plain JSON is no longer written"
+        );
+        file_with(&new, kv, builder);
+        let footer = Footer::read(&new).expect("footer");
+        assert_eq!(footer.series().expect("series"), series);
+        let plain: Vec<&SeriesKey> = series.iter().map(Arc::as_ref).collect();
+        let json = serde_json::to_string(&plain).expect("json");
+        assert!(
+            footer.kv[KEY_SERIES_ZSTD].len() * 5 < json.len(),
+            "compressed: {} of {} bytes",
+            footer.kv[KEY_SERIES_ZSTD].len(),
+            json.len()
+        );
+
+        // A segment written before the compressed dictionary.
+        let old = dir.path().join("old.parquet");
+        let kv = vec![KeyValue::new(KEY_SERIES.to_owned(), json)];
+        file_with(&old, kv, WriterProperties::builder());
+        assert_eq!(
+            Footer::read(&old)
+                .expect("footer")
+                .series()
+                .expect("series"),
+            series
+        );
+
+        // Damage is an error naming the file, not a panic.
+        let bad = dir.path().join("bad.parquet");
+        let kv = vec![KeyValue::new(
+            KEY_SERIES_ZSTD.to_owned(),
+            "not base64!".to_owned(),
+        )];
+        file_with(&bad, kv, WriterProperties::builder());
+        let err = Footer::read(&bad)
+            .expect("footer")
+            .series()
+            .expect_err("a bad dictionary")
+            .to_string();
+        assert!(
+            err.contains("bad.parquet") && err.contains(KEY_SERIES_ZSTD),
+            "{err}"
+        );
+    }
 }
