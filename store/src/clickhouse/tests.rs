@@ -673,7 +673,7 @@ async fn columns_carry_their_chosen_codecs_where_the_server_has_codecs() {
             assert!(chosen.is_empty(), "{chosen:?}");
             return;
         }
-        assert!(chosen.len() >= 20, "{chosen:?}");
+        assert!(chosen.len() >= 19, "{chosen:?}");
         for c in &chosen {
             let (ty, codec): (String, String) = store
                 .client

@@ -2,9 +2,10 @@
 //! generations `lo..=hi`.
 //!
 //! Columns: `ts`, `series`, `status`, `cpu_ns`, `instructions` (optional), `wall_ns`, `weight`.
-//! The series dictionary (JSON) and the time bounds are in the file's key-value metadata, so a
-//! query learns from the footer alone whether a file can hold rows it wants. Files are written
-//! under `tmp/`, fsynced, and renamed into place, so a file in `segments/` is always complete.
+//! The series dictionary (JSON, zstd-compressed: `files.rs`) and the time bounds are in the
+//! file's key-value metadata, so a query learns from the footer alone whether a file can hold
+//! rows it wants. Files are written under `tmp/`, fsynced, and renamed into place, so a file in
+//! `segments/` is always complete.
 //! A segment whose range lies inside another's is a leftover of a compaction that crashed before
 //! deleting its inputs, and is removed on open.
 
