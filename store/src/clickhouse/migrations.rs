@@ -138,10 +138,6 @@ pub struct ColumnDdl {
     pub ty: String,
 }
 
-fn no_columns(_ctx: &DdlContext) -> Vec<ColumnDdl> {
-    Vec::new()
-}
-
 /// An existing column given another codec (modern servers only: older ones know none), on the
 /// table that stores the rows (on a cluster: the local table on every node; a `Distributed`
 /// table stores nothing). The type is unchanged, so the server rewrites no data: parts written
@@ -155,7 +151,8 @@ pub struct CodecDdl {
     pub ty: String,
 }
 
-fn no_codecs(_ctx: &DdlContext) -> Vec<CodecDdl> {
+/// What a migration has none of (tables, views, columns or codecs).
+fn none<T>(_ctx: &DdlContext) -> Vec<T> {
     Vec::new()
 }
 
@@ -170,10 +167,6 @@ pub struct ViewDdl {
     /// `SELECT ... FROM {source} ...`: the rows the view inserts for a block of `source`;
     /// `{source}` is replaced by the table the view reads.
     pub select: String,
-}
-
-fn no_views(_ctx: &DdlContext) -> Vec<ViewDdl> {
-    Vec::new()
 }
 
 /// A table, as a migration declares it.
@@ -369,87 +362,83 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 1,
         name: "create events",
         tables: create_events,
-        views: no_views,
-        columns: no_columns,
-        codecs: no_codecs,
+        views: none,
+        columns: none,
+        codecs: none,
     },
     Migration {
         version: 2,
         name: "create samples and stacks",
         tables: create_profiles,
-        views: no_views,
-        columns: no_columns,
-        codecs: no_codecs,
+        views: none,
+        columns: none,
+        codecs: none,
     },
     Migration {
         version: 3,
         name: "create regressions",
         tables: create_regressions,
-        views: no_views,
-        columns: no_columns,
-        codecs: no_codecs,
+        views: none,
+        columns: none,
+        codecs: none,
     },
     Migration {
         version: 4,
         name: "create batch_keys",
         tables: create_batch_keys,
-        views: no_views,
-        columns: no_columns,
-        codecs: no_codecs,
+        views: none,
+        columns: none,
+        codecs: none,
     },
     Migration {
         version: 5,
         name: "create leases",
         tables: create_leases,
-        views: no_views,
-        columns: no_columns,
-        codecs: no_codecs,
+        views: none,
+        columns: none,
+        codecs: none,
     },
     Migration {
         version: 6,
         name: "create batch_claims",
         tables: create_batch_claims,
-        views: no_views,
-        columns: no_columns,
-        codecs: no_codecs,
+        views: none,
+        columns: none,
+        codecs: none,
     },
     Migration {
         version: 7,
         name: "create events_rollup, its view, back-fill",
         tables: super::rollups::create_tables,
         views: super::rollups::create_views,
-        columns: no_columns,
-        codecs: no_codecs,
+        columns: none,
+        codecs: none,
     },
     Migration {
         version: 8,
         name: "keyed 128-bit stack ids: stack_key, samples.stack_hash_hi, stacks.hash_hi",
         tables: super::stack_key::create_tables,
-        views: no_views,
+        views: none,
         columns: stack_id_high_halves,
-        codecs: no_codecs,
+        codecs: none,
     },
     Migration {
         version: 9,
         name: "create memory_samples",
         tables: super::memory::create_tables,
-        views: no_views,
-        columns: no_columns,
-        codecs: no_codecs,
+        views: none,
+        columns: none,
+        codecs: none,
     },
     Migration {
         version: 10,
         name: "codecs per column for events and samples (modern servers)",
-        tables: no_tables,
-        views: no_views,
-        columns: no_columns,
+        tables: none,
+        views: none,
+        columns: none,
         codecs: column_codecs,
     },
 ];
-
-fn no_tables(_ctx: &DdlContext) -> Vec<TableDdl> {
-    Vec::new()
-}
 
 /// Codecs chosen per column for the two big tables (migration 10), from each column's
 /// compressed bytes per row on a current server (26.9, the bench's `ingest` data: 1M events,
@@ -469,33 +458,29 @@ fn column_codecs(ctx: &DdlContext) -> Vec<CodecDdl> {
     if !ctx.modern {
         return Vec::new();
     }
-    const LABEL: &str = "LowCardinality(String) CODEC(ZSTD(3))";
-    const TS: &str = "Int64 CODEC(Delta, T64, ZSTD(3))";
-    const COST: &str = "UInt64 CODEC(T64, ZSTD(3))";
+    let label = format!("{}{}", ctx.lc("String"), ctx.codec("ZSTD(3)"));
+    let ts = format!("Int64{}", ctx.codec("Delta, T64, ZSTD(3)"));
+    let cost = format!("UInt64{}", ctx.codec("T64, ZSTD(3)"));
     let mut out = Vec::new();
     for table in ["events", "samples"] {
         for column in ["tenant", "service", "endpoint", "build", "dc", "host"] {
-            out.push((table, column, LABEL));
+            out.push((table, column, label.clone()));
         }
-        out.push((table, "ts", TS));
+        out.push((table, "ts", ts.clone()));
     }
     out.extend([
-        ("events", "cpu_ns", COST),
-        ("events", "wall_ns", COST),
+        ("events", "cpu_ns", cost.clone()),
+        ("events", "wall_ns", cost.clone()),
         (
             "events",
             "instructions",
-            "Nullable(UInt64) CODEC(T64, ZSTD(3))",
+            format!("Nullable(UInt64){}", ctx.codec("T64, ZSTD(3)")),
         ),
-        ("samples", "samples", COST),
-        ("samples", "cpu_ns", COST),
+        ("samples", "samples", cost.clone()),
+        ("samples", "cpu_ns", cost),
     ]);
     out.into_iter()
-        .map(|(table, column, ty)| CodecDdl {
-            table,
-            column,
-            ty: ty.to_owned(),
-        })
+        .map(|(table, column, ty)| CodecDdl { table, column, ty })
         .collect()
 }
 
