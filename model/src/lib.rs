@@ -17,6 +17,7 @@ static ALLOC: profwatch_testkit::alloc::PeakAlloc = profwatch_testkit::alloc::Pe
 
 pub mod event;
 pub mod faults;
+pub mod functions;
 pub mod hello;
 pub mod memory;
 pub mod ndjson;

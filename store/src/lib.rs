@@ -14,6 +14,7 @@ pub(crate) mod stack_ids;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use profwatch_model::functions::{FunctionQuery, FunctionTotals};
 use profwatch_model::memory::{MemoryPoint, MemoryQuery, MemoryRow, MemorySample, ProcessMemory};
 use profwatch_model::profile::{ProfileBatch, ProfileQuery, StackProfile};
 use profwatch_model::query::{
@@ -150,6 +151,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Samples matching the query, summed per (label set, stack) over the range.
     async fn profile(&self, q: &ProfileQuery) -> Result<StackProfile, StoreError>;
+
+    /// Per (bucket, function), the self and total samples and CPU time of the stack samples
+    /// `q` selects, sorted by bucket, then function (`profwatch_model::functions`). Both stores
+    /// read their per-function rollups where the range allows and samples elsewhere; the
+    /// answer is the same either way.
+    async fn function_costs(&self, q: &FunctionQuery) -> Result<Vec<FunctionTotals>, StoreError>;
 
     /// Stores validated memory samples for `tenant`; returns once they are durable. With a
     /// `key`, a write whose key was already stored for this tenant (within the dedupe window)

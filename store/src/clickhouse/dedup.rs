@@ -38,6 +38,7 @@ const DEDUP_TABLES: &[&str] = &[
     EVENTS_TABLE,
     super::rollups::ROLLUP_TABLE,
     "samples",
+    super::functions::FUNCTION_TABLE,
     super::memory::MEMORY_TABLE,
 ];
 

@@ -17,6 +17,7 @@
 //!   table's [`TableDdl::shard_key`]. The SQL for a single server is what it always was.
 //!   `schema_migrations` is always local: each node records what was applied to it.
 
+use ::clickhouse::sql::Identifier;
 use ::clickhouse::Client;
 
 use super::client::query_error;
@@ -115,14 +116,15 @@ impl DdlContext {
 }
 
 /// One schema change: tables created in order, then materialized views over them (each
-/// back-filled from the rows already there), then columns added to existing tables, then
-/// columns given new codecs, then the version is recorded.
+/// back-filled from the rows already there), then tables filled from others, then columns
+/// added to existing tables, then columns given new codecs, then the version is recorded.
 #[derive(Debug)]
 pub struct Migration {
     pub version: u32,
     pub name: &'static str,
     pub tables: fn(&DdlContext) -> Vec<TableDdl>,
     pub views: fn(&DdlContext) -> Vec<ViewDdl>,
+    pub fills: fn(&DdlContext) -> Vec<FillDdl>,
     pub columns: fn(&DdlContext) -> Vec<ColumnDdl>,
     pub codecs: fn(&DdlContext) -> Vec<CodecDdl>,
 }
@@ -149,6 +151,27 @@ pub struct CodecDdl {
     pub column: &'static str,
     /// The column's type, unchanged, with its new codec: `UInt64 CODEC(T64, ZSTD(3))`.
     pub ty: String,
+}
+
+/// A table (re)built from the rows of others by one `INSERT ... SELECT`, for data that no
+/// view can keep (the function rollup needs the frames of `stacks` for each row of
+/// `samples`). The select names its sources `{samples}` and `{stacks}` and its join
+/// `{join}`, which [`Layout::render_fill`] replaces.
+#[derive(Debug, Clone)]
+pub struct FillDdl {
+    pub target: &'static str,
+    pub select: String,
+}
+
+/// When a migration statement runs.
+enum Guard {
+    Always,
+    /// Only when the table lacks the column (18.16 knows no `ADD COLUMN IF NOT EXISTS`).
+    ColumnAbsent(String, &'static str),
+    /// Only when the table (on this node) has rows: a fill reads them, and on a cluster
+    /// migrated node by node, a fresh database's later nodes do not have the tables a fill
+    /// joins yet (they have no rows either).
+    RowsIn(String),
 }
 
 /// What a migration has none of (tables, views, columns or codecs).
@@ -191,6 +214,8 @@ pub enum Engine {
     Replacing(&'static str),
     /// `AggregatingMergeTree`: rows with equal sort keys merge their aggregate states.
     Aggregating,
+    /// `SummingMergeTree((columns))`: rows with equal sort keys add up these columns.
+    Summing(&'static str),
 }
 
 /// Where the DDL goes: one server, or every node of a cluster.
@@ -238,6 +263,7 @@ impl Layout {
             (Engine::MergeTree, None) => "MergeTree".to_owned(),
             (Engine::Replacing(v), None) => format!("ReplacingMergeTree({v})"),
             (Engine::Aggregating, None) => "AggregatingMergeTree".to_owned(),
+            (Engine::Summing(c), None) => format!("SummingMergeTree(({c}))"),
             (Engine::MergeTree, Some(path)) => {
                 format!("ReplicatedMergeTree('{path}', '{{replica}}')")
             }
@@ -246,6 +272,9 @@ impl Layout {
             }
             (Engine::Aggregating, Some(path)) => {
                 format!("ReplicatedAggregatingMergeTree('{path}', '{{replica}}')")
+            }
+            (Engine::Summing(c), Some(path)) => {
+                format!("ReplicatedSummingMergeTree('{path}', '{{replica}}', ({c}))")
             }
         };
         let create = |name: &str, engine: String| {
@@ -353,6 +382,46 @@ impl Layout {
     }
 }
 
+impl Layout {
+    /// The statements that (re)build `f.target`: empty it, then insert the select. On one
+    /// server, or on each node in turn (no coordinator), from the node's local `samples` (its
+    /// rows' rollup stays on its shard) joined to `stacks` as the node sees them all (the
+    /// `Distributed` table on a cluster: stacks are sharded by their id, not by endpoint).
+    /// With a coordinator, run once: the `Distributed` tables, with a `GLOBAL` join, and the
+    /// insert routes each row to its shard.
+    pub fn render_fill(&self, f: &FillDdl) -> Vec<String> {
+        let (target, samples, join) = match self {
+            Layout::Cluster {
+                on_cluster: true, ..
+            } => (
+                f.target.to_owned(),
+                "samples".to_owned(),
+                "GLOBAL ALL INNER JOIN",
+            ),
+            _ => (
+                self.local_name(f.target),
+                self.local_name("samples"),
+                "ALL INNER JOIN",
+            ),
+        };
+        vec![
+            format!(
+                "TRUNCATE TABLE IF EXISTS {local}{on}",
+                local = self.local_name(f.target),
+                on = self.on_cluster()
+            ),
+            format!(
+                "INSERT INTO {target} {select}",
+                select = f
+                    .select
+                    .replace("{samples}", &samples)
+                    .replace("{stacks}", "stacks")
+                    .replace("{join}", join)
+            ),
+        ]
+    }
+}
+
 /// Appended to a table's name for its rows on each node of a cluster.
 pub const LOCAL_SUFFIX: &str = "_local";
 
@@ -363,6 +432,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "create events",
         tables: create_events,
         views: none,
+        fills: none,
         columns: none,
         codecs: none,
     },
@@ -371,6 +441,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "create samples and stacks",
         tables: create_profiles,
         views: none,
+        fills: none,
         columns: none,
         codecs: none,
     },
@@ -379,6 +450,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "create regressions",
         tables: create_regressions,
         views: none,
+        fills: none,
         columns: none,
         codecs: none,
     },
@@ -387,6 +459,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "create batch_keys",
         tables: create_batch_keys,
         views: none,
+        fills: none,
         columns: none,
         codecs: none,
     },
@@ -395,6 +468,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "create leases",
         tables: create_leases,
         views: none,
+        fills: none,
         columns: none,
         codecs: none,
     },
@@ -403,6 +477,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "create batch_claims",
         tables: create_batch_claims,
         views: none,
+        fills: none,
         columns: none,
         codecs: none,
     },
@@ -411,6 +486,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "create events_rollup, its view, back-fill",
         tables: super::rollups::create_tables,
         views: super::rollups::create_views,
+        fills: none,
         columns: none,
         codecs: none,
     },
@@ -419,6 +495,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "keyed 128-bit stack ids: stack_key, samples.stack_hash_hi, stacks.hash_hi",
         tables: super::stack_key::create_tables,
         views: none,
+        fills: none,
         columns: stack_id_high_halves,
         codecs: none,
     },
@@ -427,6 +504,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "create memory_samples",
         tables: super::memory::create_tables,
         views: none,
+        fills: none,
         columns: none,
         codecs: none,
     },
@@ -435,8 +513,18 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "codecs per column for events and samples (modern servers)",
         tables: none,
         views: none,
+        fills: none,
         columns: none,
         codecs: column_codecs,
+    },
+    Migration {
+        version: 11,
+        name: "create function_rollup, back-fill it from samples and stacks",
+        tables: super::functions::create_tables,
+        views: none,
+        fills: super::functions::fills,
+        columns: none,
+        codecs: none,
     },
 ];
 
@@ -724,23 +812,36 @@ pub async fn run(
         let views = (migration.views)(ctx);
         // Views start feeding their tables before the back-fill reads the source, so no
         // row is left out; a row inserted between the two is counted twice (see rollups.rs).
-        // Each statement with the (table, column) it adds, if it adds one.
+        // Each statement with what it needs to run (see `Guard`).
         let statements = (migration.tables)(ctx)
             .iter()
             .flat_map(|t| layout.render(t))
             .chain(views.iter().map(|v| layout.render_view(v)))
             .chain(views.iter().flat_map(|v| layout.render_backfill(v)))
-            .map(|sql| (None, sql))
+            .map(|sql| (Guard::Always, sql))
+            .chain((migration.fills)(ctx).iter().flat_map(|f| {
+                // With a coordinator the fill reads every node's rows (the `Distributed` table).
+                let samples = match layout {
+                    Layout::Cluster {
+                        on_cluster: true, ..
+                    } => "samples".to_owned(),
+                    _ => layout.local_name("samples"),
+                };
+                layout
+                    .render_fill(f)
+                    .into_iter()
+                    .map(move |sql| (Guard::RowsIn(samples.clone()), sql))
+            }))
             .chain((migration.columns)(ctx).iter().flat_map(|c| {
                 layout
                     .render_column(c)
                     .into_iter()
-                    .map(|(table, sql)| (Some((table, c.column)), sql))
+                    .map(|(table, sql)| (Guard::ColumnAbsent(table, c.column), sql))
             }))
             .chain(
                 (migration.codecs)(ctx)
                     .iter()
-                    .map(|c| (None, layout.render_codec(c))),
+                    .map(|c| (Guard::Always, layout.render_codec(c))),
             )
             .collect::<Vec<_>>();
         let context = || {
@@ -749,21 +850,34 @@ pub async fn run(
                 migration.version, migration.name, server.raw
             )
         };
-        for (adds, statement) in statements {
-            if let Some((table, column)) = adds {
-                let present: u64 = client
-                    .query(
-                        "SELECT count() FROM system.columns \
-                         WHERE database = currentDatabase() AND table = ? AND name = ?",
-                    )
-                    .bind(table.as_str())
-                    .bind(column)
-                    .fetch_one()
-                    .await
-                    .map_err(|e| query_error(&context(), e))?;
-                if present > 0 {
-                    continue;
+        for (guard, statement) in statements {
+            let skip = match &guard {
+                Guard::Always => false,
+                Guard::ColumnAbsent(table, column) => {
+                    let present: u64 = client
+                        .query(
+                            "SELECT count() FROM system.columns \
+                             WHERE database = currentDatabase() AND table = ? AND name = ?",
+                        )
+                        .bind(table.as_str())
+                        .bind(*column)
+                        .fetch_one()
+                        .await
+                        .map_err(|e| query_error(&context(), e))?;
+                    present > 0
                 }
+                Guard::RowsIn(table) => {
+                    let rows: u64 = client
+                        .query("SELECT count() FROM ?")
+                        .bind(Identifier(table))
+                        .fetch_one()
+                        .await
+                        .map_err(|e| query_error(&context(), e))?;
+                    rows == 0
+                }
+            };
+            if skip {
+                continue;
             }
             client
                 .query(&statement)
@@ -805,10 +919,39 @@ pub async fn run(
 mod tests {
     use super::*;
 
+    /// A fill reads the node's local samples and every node's stacks, or, through a
+    /// coordinator, the `Distributed` tables with a `GLOBAL` join.
+    #[test]
+    fn fills_read_local_samples_and_all_stacks() {
+        let fill = FillDdl {
+            target: "t",
+            select: "SELECT * FROM {samples} AS a {join} (SELECT * FROM {stacks}) AS b".into(),
+        };
+        assert_eq!(
+            Layout::Single.render_fill(&fill),
+            [
+                "TRUNCATE TABLE IF EXISTS t",
+                "INSERT INTO t SELECT * FROM samples AS a ALL INNER JOIN (SELECT * FROM stacks) AS b"
+            ]
+        );
+        assert_eq!(
+            cluster(false, false).render_fill(&fill)[1],
+            "INSERT INTO t_local SELECT * FROM samples_local AS a ALL INNER JOIN (SELECT * FROM stacks) AS b"
+        );
+        assert_eq!(
+            cluster(true, false).render_fill(&fill),
+            [
+                "TRUNCATE TABLE IF EXISTS t_local ON CLUSTER c1",
+                "INSERT INTO t SELECT * FROM samples AS a GLOBAL ALL INNER JOIN (SELECT * FROM stacks) AS b"
+            ]
+        );
+    }
+
     #[test]
     fn codecs_go_to_the_tables_that_store_rows_and_only_on_modern_servers() {
         let codecs = |modern| {
-            (MIGRATIONS.last().expect("a migration").codecs)(&DdlContext {
+            let ten = MIGRATIONS.iter().find(|m| m.version == 10);
+            (ten.expect("migration 10").codecs)(&DdlContext {
                 modern,
                 retention_days: 30,
             })

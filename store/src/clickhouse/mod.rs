@@ -59,6 +59,7 @@ mod cluster;
 mod config;
 mod dedup;
 mod events;
+mod functions;
 mod keys;
 mod leases;
 mod memory;
@@ -73,6 +74,7 @@ use std::time::Duration;
 
 use ::clickhouse::Client;
 use async_trait::async_trait;
+use profwatch_model::functions::{FunctionQuery, FunctionTotals};
 use profwatch_model::memory::{MemoryPoint, MemoryQuery, MemoryRow, MemorySample, ProcessMemory};
 use profwatch_model::profile::{ProfileBatch, ProfileQuery, StackProfile};
 use profwatch_model::query::{
@@ -430,6 +432,10 @@ impl Store for ClickHouseStore {
 
     async fn profile(&self, q: &ProfileQuery) -> Result<StackProfile, StoreError> {
         profiles::query(&self.client, q).await
+    }
+
+    async fn function_costs(&self, q: &FunctionQuery) -> Result<Vec<FunctionTotals>, StoreError> {
+        functions::query(&self.client, q, self.read == events::Read::Rollups).await
     }
 
     async fn ready(&self) -> Result<(), StoreError> {

@@ -121,8 +121,9 @@ impl KnownStacks {
     }
 }
 
-/// Inserts the stacks this process has not inserted today, then the samples, each as one
-/// `INSERT`; returns once ClickHouse acknowledged both.
+/// Inserts the stacks this process has not inserted today, then the function rollup's rows
+/// (`functions.rs`), then the samples, each as one `INSERT`; returns once ClickHouse
+/// acknowledged all three.
 pub async fn insert(
     client: &Client,
     known: &KnownStacks,
@@ -138,6 +139,7 @@ pub async fn insert(
     if !new_stacks.is_empty() {
         insert_stacks(client, tenant, &new_stacks, today, &context).await?;
     }
+    super::functions::insert(client, tenant, batches, dedup, &context).await?;
     insert_samples(client, tenant, batches, &hashes, dedup, &context).await?;
     known.remember(tenant, &new_stacks, today);
     Ok(())

@@ -14,6 +14,7 @@ const DAILY_TABLES: &[&str] = &[
     EVENTS_TABLE,
     super::rollups::ROLLUP_TABLE,
     "samples",
+    super::functions::FUNCTION_TABLE,
     super::memory::MEMORY_TABLE,
     "stacks",
     "batch_keys",

@@ -209,5 +209,15 @@ fn merge_profiles(
         return Ok(None);
     }
     let sorted = memtable::sort_samples(&rows);
-    profile_segment::write(&s.seg_dir, &s.tmp_dir, lo, hi, &dict.keys, &sorted, &stacks).map(Some)
+    profile_segment::write(
+        &s.seg_dir,
+        &s.tmp_dir,
+        lo,
+        hi,
+        &dict.keys,
+        &sorted,
+        &stacks,
+        s.cfg.rollups,
+    )
+    .map(Some)
 }

@@ -71,6 +71,7 @@ fn flush_memtable(s: &Shared, mt: &Arc<MemTable>) -> Result<(), StoreError> {
                 &mt.dict.keys,
                 &sorted,
                 &mt.stacks,
+                s.cfg.rollups,
             )?)
         };
         let (keys, rows) = mt.sorted();

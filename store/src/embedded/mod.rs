@@ -36,6 +36,7 @@ mod fault_tests;
 mod faults;
 pub(crate) mod files;
 mod flush;
+mod function_rollup;
 mod keys;
 mod memory;
 mod memtable;
@@ -58,6 +59,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use profwatch_model::functions::{FunctionQuery, FunctionTotals};
 use profwatch_model::memory::{MemoryPoint, MemoryQuery, MemoryRow, MemorySample, ProcessMemory};
 use profwatch_model::profile::{ProfileBatch, ProfileQuery, StackProfile};
 use profwatch_model::query::{
@@ -426,6 +428,16 @@ impl Store for EmbeddedStore {
             ..q.clone()
         };
         self.run(move |src, _| query::profile(&src, &q)).await
+    }
+
+    async fn function_costs(&self, q: &FunctionQuery) -> Result<Vec<FunctionTotals>, StoreError> {
+        let q = FunctionQuery {
+            range: self.clamp(q.range),
+            ..q.clone()
+        };
+        let rollups = self.shared.cfg.rollups;
+        self.run(move |src, _| query::function_costs(&src, &q, rollups))
+            .await
     }
 
     fn warnings(&self) -> Vec<String> {

@@ -12,7 +12,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use parquet::data_type::{ByteArray, ByteArrayType, Int32Type, Int64Type};
 use parquet::file::reader::{FileReader, RowGroupReader};
@@ -24,6 +24,7 @@ use super::files::{
     guarded, parse_range_file_name, pq, put_in_place, range_file_name, read_i32, read_i64,
     time_bounds, writer_settings, Footer, KEY_MAX_TS, KEY_MIN_TS,
 };
+use super::function_rollup::{self, FunctionRollup};
 use super::memtable::{SampleRows, SeriesKey, Stacks};
 use crate::StoreError;
 
@@ -48,6 +49,26 @@ pub struct ProfileMeta {
     pub min_ts: i64,
     pub max_ts: i64,
     pub series: Vec<Arc<SeriesKey>>,
+    /// The function rollup, once computed: `Some(None)` when it is not worth keeping.
+    functions: OnceLock<Option<Arc<FunctionRollup>>>,
+}
+
+impl ProfileMeta {
+    /// The segment's function rollup (`function_rollup.rs`): the one built when the segment
+    /// was written, else built now from the file and kept. `None` when it is not worth keeping,
+    /// or when the file cannot be read (not remembered: the caller reads the samples and meets
+    /// the error itself).
+    pub fn function_rollup(&self) -> Option<Arc<FunctionRollup>> {
+        if let Some(r) = self.functions.get() {
+            return r.clone();
+        }
+        let mut b = function_rollup::Builder::new(&self.series);
+        let mut stacks = Stacks::new();
+        let all = |_: u128| true;
+        scan(self, |rows| b.push(rows), Some((&all, &mut stacks))).ok()?;
+        let built = b.finish(&stacks).map(Arc::new);
+        self.functions.get_or_init(|| built).clone()
+    }
 }
 
 pub fn file_name(lo: u64, hi: u64) -> String {
@@ -58,7 +79,9 @@ pub fn parse_file_name(name: &str) -> Option<(u64, u64)> {
     parse_range_file_name("prof", name)
 }
 
-/// Writes samples (any order) with the frames of their stacks, durably, via `tmp_dir`.
+/// Writes samples (any order) with the frames of their stacks, durably, via `tmp_dir`; with
+/// `rollup`, builds the function rollup from them too.
+#[allow(clippy::too_many_arguments)]
 pub fn write(
     dir: &Path,
     tmp_dir: &Path,
@@ -67,6 +90,7 @@ pub fn write(
     series: &[Arc<SeriesKey>],
     rows: &SampleRows,
     stacks: &Stacks,
+    rollup: bool,
 ) -> Result<ProfileMeta, StoreError> {
     let name = file_name(lo, hi);
     let tmp = tmp_dir.join(&name);
@@ -88,12 +112,19 @@ pub fn write(
         }
     }
     put_in_place(writer, &tmp, &path)?;
+    let functions = OnceLock::new();
+    if rollup {
+        let mut b = function_rollup::Builder::new(series);
+        b.push(rows);
+        let _ = functions.set(b.finish(stacks).map(Arc::new));
+    }
     Ok(ProfileMeta {
         path,
         rows: rows.len() as u64,
         min_ts,
         max_ts,
         series: series.to_vec(),
+        functions,
     })
 }
 
@@ -173,6 +204,7 @@ pub fn open(path: &Path) -> Result<ProfileMeta, StoreError> {
         min_ts: f.parse(KEY_MIN_TS)?,
         max_ts: f.parse(KEY_MAX_TS)?,
         series: f.series()?,
+        functions: OnceLock::new(),
     })
 }
 
@@ -341,6 +373,7 @@ mod tests {
             &mt.dict.keys,
             &sort_samples(&mt.samples),
             &mt.stacks,
+            true,
         )
         .expect("write")
     }

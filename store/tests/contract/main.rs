@@ -11,6 +11,7 @@
 //! both shards, and the same aggregates as one server.
 
 mod cluster;
+mod functions;
 mod harness;
 mod memory;
 mod rollups;
@@ -64,6 +65,7 @@ contract!(
     large_and_concurrent_batches,
     profiles_sum_per_stack_and_filter_by_label,
     many_profile_batches_survive_flushes,
+    function_costs_match_the_samples,
     builds_and_cost_samples,
     regression_records_are_replaced_by_id,
     regression_records_keep_their_incident,

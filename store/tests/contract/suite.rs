@@ -25,6 +25,8 @@ pub use crate::memory::{
     memory_processes_per_bucket, memory_services_are_listed_per_tenant, memory_timeseries_buckets,
 };
 
+pub use crate::functions::function_costs_match_the_samples;
+
 pub fn tenant() -> Tenant {
     Tenant("acme".into())
 }

@@ -5,12 +5,13 @@
 //! Files: `source.rs` (segments and memtables as sources of rows), `scan.rs` (series → group
 //! maps, choosing what to read, the parallel runs), `counts.rs` (services, builds), `stats.rs`
 //! (endpoints, timeseries, every endpoint's series), `costs.rs` (per-request costs for the
-//! analyzer), `profiles.rs` (stack profiles).
+//! analyzer), `profiles.rs` (stack profiles), `functions.rs` (cost per function).
 //!
 //! [`CostAccumulator`]: profwatch_model::query::CostAccumulator
 
 mod costs;
 mod counts;
+mod functions;
 mod profiles;
 mod scan;
 mod source;
@@ -20,6 +21,7 @@ mod tests;
 
 pub use self::costs::cost_samples;
 pub use self::counts::{builds, services};
+pub use self::functions::function_costs;
 pub use self::profiles::profile;
 pub use self::source::Source;
 pub use self::stats::{endpoint_series, endpoints, timeseries};

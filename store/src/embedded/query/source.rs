@@ -3,8 +3,10 @@
 use std::borrow::Cow;
 use std::sync::{Arc, RwLock};
 
+use profwatch_model::functions::FunctionQuery;
 use profwatch_model::query::TimeRange;
 
+use crate::embedded::function_rollup::FunctionRollup;
 use crate::embedded::memtable::{MemTable, Rows, SampleRows, SeriesKey, Stacks};
 use crate::embedded::profile_segment;
 use crate::embedded::segment::{self, Projection, SegmentMeta, Skip};
@@ -61,6 +63,19 @@ impl Source {
                 .profile
                 .as_ref()
                 .is_some_and(|p| p.max_ts >= range.from && p.min_ts < range.to),
+        }
+    }
+
+    /// The segment's function rollup, when `q` can use it (the segment's samples lie wholly
+    /// inside the range; see `function_rollup.rs`) and it is worth keeping.
+    pub(super) fn function_rollup(&self, q: &FunctionQuery) -> Option<Arc<FunctionRollup>> {
+        match self {
+            Source::Segment(s) => s
+                .profile
+                .as_ref()
+                .filter(|p| FunctionRollup::covers(q, p.min_ts, p.max_ts))
+                .and_then(|p| p.function_rollup()),
+            _ => None,
         }
     }
 

@@ -1,0 +1,422 @@
+//! Per-function rollup in ClickHouse: `function_rollup` holds, per (tenant, service, endpoint,
+//! build, function, minute), a function's self and total samples and CPU time
+//! (`profwatch_model::functions`), so that `top` and a function's series over long ranges sum
+//! rows of it instead of joining every sample to its stack.
+//!
+//! Invariants:
+//! - The profile write path inserts the rollup's rows, computed from the batch in process
+//!   (the frames live in `stacks`, which a materialized view on `samples` cannot read), before
+//!   the samples, and acknowledges the write after both. A keyed batch's inserts carry its
+//!   deduplication token on servers that have tokens (`dedup.rs`), so a retry counts once in
+//!   each table. On servers without tokens, a keyed write whose samples insert fails after the
+//!   rollup's succeeded, retried, counts twice in the rollup (never in the samples): the same
+//!   window `keys.rs` describes for a claimant that dies mid-write.
+//! - The table is a `SummingMergeTree`; queries `sum()` anyway, so an unmerged part changes
+//!   nothing. It is partitioned by day and sharded like `samples` (by tenant, service,
+//!   endpoint), and retention trims it with them.
+//! - A query reads the rollup for the whole minutes of its range and the samples of the
+//!   partial minutes at either end (`Split`, as the events rollup); a range of no whole minute,
+//!   one before 1970 and a step that is not a whole number of minutes read samples only, as
+//!   does `ClickHouseConfig::rollups = false`.
+//! - Upgrade (migration 11): the table, then the back-fill (empty it, then aggregate every
+//!   stored sample with its stack's frames into it). A batch written between the two by a
+//!   collector that already runs the new code is counted twice in the rollup; the collector
+//!   migrates at connect, before it serves.
+
+use std::collections::HashMap;
+
+use ::clickhouse::Client;
+use profwatch_model::functions::{distinct_functions, FunctionQuery, FunctionSums, FunctionTotals};
+use profwatch_model::profile::ProfileBatch;
+use profwatch_model::query::TimeRange;
+use profwatch_model::Tenant;
+use serde::{Deserialize, Serialize};
+
+use super::client::{day_of, query_error, start_insert, unavailable};
+use super::dedup::Dedup;
+use super::migrations::{
+    DdlContext, Engine, FillDdl, TableDdl, PER_ENDPOINT_SHARD_KEY, RETENTION_COLUMN,
+};
+use super::rollups::{Split, MINUTE_NS};
+use crate::StoreError;
+
+/// The table.
+pub const FUNCTION_TABLE: &str = "function_rollup";
+
+pub fn create_tables(ctx: &DdlContext) -> Vec<TableDdl> {
+    let s = ctx.lc("String");
+    let sum = format!("UInt64{}", ctx.codec("T64, ZSTD(3)"));
+    vec![TableDdl {
+        name: FUNCTION_TABLE,
+        columns: format!(
+            "(
+    tenant {s},
+    service {s},
+    endpoint {s},
+    build {s},
+    function_name {s},
+    minute Int64{delta},
+    {RETENTION_COLUMN} Date,
+    self_samples {sum},
+    self_cpu_ns {sum},
+    total_samples {sum},
+    total_cpu_ns {sum}
+)",
+            delta = ctx.codec("Delta, ZSTD"),
+        ),
+        engine: Engine::Summing("self_samples, self_cpu_ns, total_samples, total_cpu_ns"),
+        keys: format!(
+            "PARTITION BY {RETENTION_COLUMN}\n\
+             ORDER BY (tenant, service, endpoint, build, function_name, minute){ttl}",
+            ttl = ctx.ttl()
+        ),
+        shard_key: PER_ENDPOINT_SHARD_KEY,
+    }]
+}
+
+/// Start of the bucket of `col` as SQL: the multiple of `step` at or below it (also before
+/// 1970), or 0 without a step. Only integers are spliced.
+fn bucket_sql(col: &str, step: Option<i64>) -> String {
+    match step {
+        Some(s) => format!("(intDiv({col}, {s}) * {s} - if({col} % {s} < 0, {s}, 0))"),
+        None => "toInt64(0)".to_owned(),
+    }
+}
+
+/// The back-fill: every stored sample, summed per (key, minute, stack), joined to its stack's
+/// frames and spread over each distinct function of them.
+pub fn fills(_ctx: &DdlContext) -> Vec<FillDdl> {
+    vec![FillDdl {
+        target: FUNCTION_TABLE,
+        select: format!(
+            "SELECT tenant, service, endpoint, build, function_name, minute, {RETENTION_COLUMN}, \
+                    sum(if(function_name = leaf, samples, 0)) AS self_samples, \
+                    sum(if(function_name = leaf, cpu_ns, 0)) AS self_cpu_ns, \
+                    sum(samples) AS total_samples, sum(cpu_ns) AS total_cpu_ns \
+             FROM ( \
+                SELECT tenant, service, endpoint, build, minute, {RETENTION_COLUMN}, samples, \
+                       cpu_ns, frames, frames[length(frames)] AS leaf \
+                FROM ( \
+                   SELECT tenant, service, endpoint, build, {minute} AS minute, \
+                          {RETENTION_COLUMN}, stack_hash, stack_hash_hi, \
+                          sum(samples) AS samples, sum(cpu_ns) AS cpu_ns \
+                   FROM {{samples}} \
+                   GROUP BY tenant, service, endpoint, build, minute, {RETENTION_COLUMN}, \
+                            stack_hash, stack_hash_hi \
+                ) AS per_stack {{join}} ( \
+                   SELECT tenant, hash AS stack_hash, hash_hi AS stack_hash_hi, \
+                          any(frames) AS frames \
+                   FROM {{stacks}} GROUP BY tenant, hash, hash_hi \
+                ) AS frames_of USING (tenant, stack_hash, stack_hash_hi) \
+             ) \
+             ARRAY JOIN arrayFilter((f, u) -> u = 1, frames, arrayEnumerateUniq(frames)) \
+                   AS function_name \
+             GROUP BY tenant, service, endpoint, build, function_name, minute, \
+                      {RETENTION_COLUMN}",
+            minute = bucket_sql("ts", Some(MINUTE_NS)),
+        ),
+    }]
+}
+
+#[derive(::clickhouse::Row, Serialize)]
+#[clickhouse(crate = "::clickhouse")]
+struct RollupRow<'a> {
+    tenant: &'a str,
+    service: &'a str,
+    endpoint: &'a str,
+    build: &'a str,
+    function_name: &'a str,
+    minute: i64,
+    date: u16,
+    self_samples: u64,
+    self_cpu_ns: u64,
+    total_samples: u64,
+    total_cpu_ns: u64,
+}
+
+/// (service, endpoint, build, minute, function) of a batch's rows.
+type Key<'a> = (&'a str, &'a str, &'a str, i64, &'a str);
+
+/// The rollup rows of `batches`, summed per key.
+fn rows_of(batches: &[ProfileBatch]) -> HashMap<Key<'_>, [u64; 4]> {
+    let mut out: HashMap<Key<'_>, [u64; 4]> = HashMap::new();
+    for b in batches {
+        let l = &b.labels;
+        let minute = b.ts - b.ts.rem_euclid(MINUTE_NS);
+        for s in &b.samples {
+            for (f, is_self) in distinct_functions(&s.frames) {
+                let v = out
+                    .entry((&l.service, &l.endpoint, &l.build, minute, f))
+                    .or_default();
+                if is_self {
+                    v[0] = v[0].saturating_add(s.samples);
+                    v[1] = v[1].saturating_add(s.cpu_ns);
+                }
+                v[2] = v[2].saturating_add(s.samples);
+                v[3] = v[3].saturating_add(s.cpu_ns);
+            }
+        }
+    }
+    out
+}
+
+/// Inserts the rollup rows of `batches` as one `INSERT`.
+pub async fn insert(
+    client: &Client,
+    tenant: &Tenant,
+    batches: &[ProfileBatch],
+    dedup: &Dedup,
+    context: &(dyn Fn(&str) -> String + Sync),
+) -> Result<(), StoreError> {
+    let rows = rows_of(batches);
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut ins = start_insert::<RollupRow<'_>>(client, FUNCTION_TABLE)
+        .await
+        .map(|ins| dedup.apply(ins))
+        .map_err(|e| unavailable(&context("starting the function rollup insert"), e))?;
+    for ((service, endpoint, build, minute, function_name), v) in rows {
+        ins.write(&RollupRow {
+            tenant: tenant.as_str(),
+            service,
+            endpoint,
+            build,
+            function_name,
+            minute,
+            date: day_of(minute),
+            self_samples: v[0],
+            self_cpu_ns: v[1],
+            total_samples: v[2],
+            total_cpu_ns: v[3],
+        })
+        .await
+        .map_err(|e| unavailable(&context("sending function rollup rows"), e))?;
+    }
+    ins.end().await.map_err(|e| {
+        unavailable(
+            &context("waiting for the function rollup acknowledgement"),
+            e,
+        )
+    })
+}
+
+#[derive(::clickhouse::Row, Deserialize)]
+#[clickhouse(crate = "::clickhouse")]
+struct RolledSql {
+    time: i64,
+    function_name: String,
+    self_samples: u64,
+    self_cpu_ns: u64,
+    total_samples: u64,
+    total_cpu_ns: u64,
+}
+
+#[derive(::clickhouse::Row, Deserialize)]
+#[clickhouse(crate = "::clickhouse")]
+struct StackSql {
+    time: i64,
+    samples: u64,
+    cpu_ns: u64,
+    frames: Vec<String>,
+}
+
+/// The query's sums: the rollup for whole minutes (with `rollups`), samples elsewhere.
+pub async fn query(
+    client: &Client,
+    q: &FunctionQuery,
+    rollups: bool,
+) -> Result<Vec<FunctionTotals>, StoreError> {
+    let mut sums = FunctionSums::default();
+    match Split::of(q.range, q.step).filter(|_| rollups) {
+        Some(split) => {
+            rolled(client, q, split.minutes, &mut sums).await?;
+            for (from, to) in [split.before, split.after] {
+                if from < to {
+                    raw(client, q, TimeRange { from, to }, &mut sums).await?;
+                }
+            }
+        }
+        None => raw(client, q, q.range, &mut sums).await?,
+    }
+    Ok(sums.into_rows())
+}
+
+/// `AND endpoint = ? AND build = ?` for the filters `q` sets, and their values in order.
+fn filters<'a>(q: &'a FunctionQuery, function_col: Option<&str>) -> (String, Vec<&'a str>) {
+    let mut sql = String::new();
+    let mut binds = Vec::new();
+    for (col, v) in [
+        (Some("endpoint"), &q.endpoint),
+        (Some("build"), &q.build),
+        (function_col, &q.function),
+    ] {
+        if let (Some(col), Some(v)) = (col, v) {
+            sql.push_str(&format!(" AND {col} = ?"));
+            binds.push(v.as_str());
+        }
+    }
+    (sql, binds)
+}
+
+async fn rolled(
+    client: &Client,
+    q: &FunctionQuery,
+    minutes: TimeRange,
+    sums: &mut FunctionSums,
+) -> Result<(), StoreError> {
+    let (filter_sql, binds) = filters(q, Some("function_name"));
+    let sql = format!(
+        "SELECT {time} AS time, toString(function_name) AS function_name, \
+                sum(self_samples) AS self_samples, sum(self_cpu_ns) AS self_cpu_ns, \
+                sum(total_samples) AS total_samples, sum(total_cpu_ns) AS total_cpu_ns \
+         FROM {FUNCTION_TABLE} \
+         WHERE tenant = ? AND service = ? AND minute >= ? AND minute < ?{filter_sql} \
+         GROUP BY time, function_name",
+        time = bucket_sql("minute", q.step),
+    );
+    let mut query = client
+        .query(&sql)
+        .bind(q.tenant.as_str())
+        .bind(q.service.as_str())
+        .bind(minutes.from)
+        .bind(minutes.to);
+    for b in binds {
+        query = query.bind(b);
+    }
+    let rows: Vec<RolledSql> = query
+        .fetch_all()
+        .await
+        .map_err(|e| query_error(&format!("function rollup of service {:?}", q.service), e))?;
+    for r in rows {
+        sums.add_sums(
+            q.step.map(|_| r.time),
+            &r.function_name,
+            [
+                r.self_samples,
+                r.self_cpu_ns,
+                r.total_samples,
+                r.total_cpu_ns,
+            ],
+        );
+    }
+    Ok(())
+}
+
+/// Samples of `range` summed per (bucket, stack), joined to the frames (only stacks holding
+/// the function when `q` names one), then spread over their functions here.
+async fn raw(
+    client: &Client,
+    q: &FunctionQuery,
+    range: TimeRange,
+    sums: &mut FunctionSums,
+) -> Result<(), StoreError> {
+    let (filter_sql, binds) = filters(q, None);
+    let where_sql = format!("tenant = ? AND service = ? AND ts >= ? AND ts < ?{filter_sql}");
+    let having = if q.function.is_some() {
+        " HAVING has(frames, ?)"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "SELECT time, samples, cpu_ns, frames \
+         FROM ( \
+            SELECT {time} AS time, stack_hash, stack_hash_hi, \
+                   sum(samples) AS samples, sum(cpu_ns) AS cpu_ns \
+            FROM samples WHERE {where_sql} \
+            GROUP BY time, stack_hash, stack_hash_hi \
+         ) AS per_stack ALL INNER JOIN ( \
+            SELECT hash AS stack_hash, hash_hi AS stack_hash_hi, any(frames) AS frames \
+            FROM stacks \
+            WHERE tenant = ? AND (hash, hash_hi) IN \
+                  (SELECT stack_hash, stack_hash_hi FROM samples WHERE {where_sql}) \
+            GROUP BY hash, hash_hi{having} \
+         ) AS frames_of USING (stack_hash, stack_hash_hi)",
+        time = bucket_sql("ts", q.step),
+    );
+    let bind_where = |mut query: ::clickhouse::query::Query| {
+        query = query
+            .bind(q.tenant.as_str())
+            .bind(q.service.as_str())
+            .bind(range.from)
+            .bind(range.to);
+        for b in &binds {
+            query = query.bind(*b);
+        }
+        query
+    };
+    let mut query = bind_where(client.query(&sql)).bind(q.tenant.as_str());
+    query = bind_where(query);
+    if let Some(f) = &q.function {
+        query = query.bind(f.as_str());
+    }
+    let rows: Vec<StackSql> = query.fetch_all().await.map_err(|e| {
+        query_error(
+            &format!("function costs from samples of service {:?}", q.service),
+            e,
+        )
+    })?;
+    for r in rows {
+        sums.add_stack(
+            q.step.map(|_| r.time),
+            &r.frames,
+            r.samples,
+            r.cpu_ns,
+            q.function.as_deref(),
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use profwatch_model::profile::{SampleLabels, StackSample};
+
+    use super::*;
+
+    #[test]
+    fn a_batch_gives_one_row_per_minute_and_distinct_function() {
+        let labels = SampleLabels {
+            service: "shop".into(),
+            endpoint: "GET /a".into(),
+            build: "b1".into(),
+            ..SampleLabels::default()
+        };
+        let stack = |f: &[&str], n: u64| StackSample {
+            frames: f.iter().map(|s| (*s).to_owned()).collect(),
+            samples: n,
+            cpu_ns: n * 10,
+        };
+        let batches = [
+            ProfileBatch {
+                ts: MINUTE_NS + 5,
+                labels: labels.clone(),
+                samples: vec![stack(&["main", "f", "f"], 2), stack(&["main", "g"], 1)],
+            },
+            ProfileBatch {
+                ts: MINUTE_NS + 50,
+                labels,
+                samples: vec![stack(&["main", "f"], 4)],
+            },
+        ];
+        let rows = rows_of(&batches);
+        assert_eq!(rows.len(), 3, "main, f and g in one minute");
+        assert_eq!(
+            rows[&("shop", "GET /a", "b1", MINUTE_NS, "f")],
+            [6, 60, 6, 60]
+        );
+        assert_eq!(
+            rows[&("shop", "GET /a", "b1", MINUTE_NS, "main")],
+            [0, 0, 7, 70]
+        );
+    }
+
+    #[test]
+    fn buckets_floor_before_1970_too() {
+        assert_eq!(bucket_sql("ts", None), "toInt64(0)");
+        assert_eq!(
+            bucket_sql("minute", Some(60)),
+            "(intDiv(minute, 60) * 60 - if(minute % 60 < 0, 60, 0))"
+        );
+    }
+}

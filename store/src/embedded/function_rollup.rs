@@ -1,0 +1,312 @@
+//! Per-segment function rollups: for each (tenant, service, endpoint, build, minute, function)
+//! of a profile segment, the function's self and total samples and CPU time
+//! (`profwatch_model::functions`), so that `top` and a function's series over long ranges add
+//! up cells instead of expanding every sample's stack.
+//!
+//! Invariants:
+//! - A profile segment's rows never change, so its rollup is computed once: when the segment is
+//!   written (flush, compaction), from the rows and stacks in memory, or, for a segment opened
+//!   from disk (after a restart, or a data directory of an older version), by the first query
+//!   that can use it. It lives in memory beside the segment and goes when the segment goes
+//!   (compaction, retention): retention applies to it and an upgraded directory is back-filled
+//!   without a migration step.
+//! - Adding a rollup's cells equals adding the samples' stacks one by one: the cells are sums
+//!   per minute, and a query uses a segment's rollup only when the segment's samples lie wholly
+//!   inside its range and its step (if any) is a whole number of minutes. Partial segments and
+//!   memtables are read sample by sample.
+//! - A rollup is kept only when it has no more cells than the segment has sample rows, so its
+//!   memory is bounded by the rows'. Segments whose stacks are seen once or twice per minute
+//!   (cells would outnumber the rows: one per frame) gain nothing from it and are read raw.
+//! - The cells drop dc, host and extra labels: a query filtered on those reads samples.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use profwatch_model::functions::{distinct_functions, FunctionQuery, FunctionSums};
+
+use super::memtable::{SampleRows, SeriesKey, Stacks};
+
+/// The rollup's time unit, in ns.
+pub const MINUTE_NS: i64 = 60_000_000_000;
+
+/// (tenant, service, endpoint, build): what a cell is keyed by, besides minute and function.
+type Group = (String, String, String, String);
+
+/// One (group, minute, function) of a segment.
+#[derive(Debug, Clone)]
+struct Cell {
+    group: u32,
+    minute: i64,
+    function: u32,
+    /// Self samples, self CPU ns, total samples, total CPU ns.
+    sums: [u64; 4],
+}
+
+/// A segment's cells.
+#[derive(Debug, Default)]
+pub struct FunctionRollup {
+    groups: Vec<Group>,
+    functions: Vec<Arc<str>>,
+    cells: Vec<Cell>,
+}
+
+impl FunctionRollup {
+    /// Whether a query over `range` with this step can use the rollup of a segment whose
+    /// samples span `min_ts..=max_ts`.
+    pub fn covers(q: &FunctionQuery, min_ts: i64, max_ts: i64) -> bool {
+        min_ts >= q.range.from
+            && max_ts < q.range.to
+            && q.step.is_none_or(|s| s > 0 && s % MINUTE_NS == 0)
+    }
+
+    /// Adds the cells `q` wants to `out`.
+    pub fn add_to(&self, q: &FunctionQuery, out: &mut FunctionSums) {
+        let wanted: Vec<bool> = self
+            .groups
+            .iter()
+            .map(|(tenant, service, endpoint, build)| {
+                *tenant == q.tenant.0 && *service == q.service && q.wants(endpoint, build)
+            })
+            .collect();
+        let only = match &q.function {
+            Some(f) => match self.functions.iter().position(|g| **g == **f) {
+                Some(i) => Some(i as u32),
+                None => return,
+            },
+            None => None,
+        };
+        for c in &self.cells {
+            if !wanted[c.group as usize] || only.is_some_and(|f| f != c.function) {
+                continue;
+            }
+            out.add_sums(
+                q.bucket(c.minute),
+                &self.functions[c.function as usize],
+                c.sums,
+            );
+        }
+    }
+
+    #[cfg(test)]
+    pub fn cells(&self) -> usize {
+        self.cells.len()
+    }
+}
+
+/// Builds a rollup from a segment's samples, fed in chunks, then their stacks' frames.
+#[derive(Debug, Default)]
+pub struct Builder {
+    groups: Vec<Group>,
+    /// The group of each series of the segment's dictionary.
+    series_group: Vec<u32>,
+    /// Samples and CPU per (group, minute, stack).
+    per_stack: HashMap<(u32, i64, u128), (u64, u64)>,
+    rows: u64,
+}
+
+impl Builder {
+    pub fn new(series: &[Arc<SeriesKey>]) -> Builder {
+        let mut index: HashMap<Group, u32> = HashMap::new();
+        let mut b = Builder::default();
+        for k in series {
+            let g = (
+                k.tenant.clone(),
+                k.service.clone(),
+                k.endpoint.clone(),
+                k.build.clone(),
+            );
+            let next = index.len() as u32;
+            let id = *index.entry(g.clone()).or_insert_with(|| {
+                b.groups.push(g);
+                next
+            });
+            b.series_group.push(id);
+        }
+        b
+    }
+
+    /// Adds a chunk of samples (rows of a series outside the dictionary are skipped).
+    pub fn push(&mut self, rows: &SampleRows) {
+        self.rows += rows.len() as u64;
+        for i in 0..rows.len() {
+            let Some(&group) = self.series_group.get(rows.series[i] as usize) else {
+                continue;
+            };
+            let ts = rows.ts[i];
+            let minute = ts - ts.rem_euclid(MINUTE_NS);
+            let e = self
+                .per_stack
+                .entry((group, minute, rows.stack[i]))
+                .or_default();
+            e.0 = e.0.saturating_add(rows.samples[i]);
+            e.1 = e.1.saturating_add(rows.cpu_ns[i]);
+        }
+    }
+
+    /// The rollup, if worth keeping: no more cells than sample rows (see the module's
+    /// invariants). Stacks without frames in `stacks` are left out.
+    pub fn finish(self, stacks: &Stacks) -> Option<FunctionRollup> {
+        let mut names: HashMap<&str, u32> = HashMap::new();
+        let mut functions: Vec<Arc<str>> = Vec::new();
+        let mut cells: HashMap<(u32, i64, u32), [u64; 4]> = HashMap::new();
+        for ((group, minute, stack), (n, c)) in &self.per_stack {
+            let Some(frames) = stacks.get(stack) else {
+                continue;
+            };
+            for (f, is_self) in distinct_functions(frames) {
+                let next = names.len() as u32;
+                let id = *names.entry(f).or_insert_with(|| {
+                    functions.push(Arc::from(f));
+                    next
+                });
+                let v = cells.entry((*group, *minute, id)).or_default();
+                if is_self {
+                    v[0] = v[0].saturating_add(*n);
+                    v[1] = v[1].saturating_add(*c);
+                }
+                v[2] = v[2].saturating_add(*n);
+                v[3] = v[3].saturating_add(*c);
+            }
+            if cells.len() as u64 > self.rows {
+                return None;
+            }
+        }
+        let cells = cells
+            .into_iter()
+            .map(|((group, minute, function), sums)| Cell {
+                group,
+                minute,
+                function,
+                sums,
+            })
+            .collect();
+        Some(FunctionRollup {
+            groups: self.groups,
+            functions,
+            cells,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use profwatch_model::query::TimeRange;
+    use profwatch_model::Tenant;
+
+    use super::*;
+
+    fn key(endpoint: &str, host: &str) -> Arc<SeriesKey> {
+        Arc::new(SeriesKey {
+            tenant: "t".into(),
+            service: "shop".into(),
+            endpoint: endpoint.into(),
+            build: "b1".into(),
+            dc: "dc".into(),
+            host: host.into(),
+            labels: Vec::new(),
+        })
+    }
+
+    fn frames(f: &[&str]) -> Arc<[String]> {
+        f.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>().into()
+    }
+
+    fn query(range: TimeRange, step: Option<i64>) -> FunctionQuery {
+        FunctionQuery {
+            tenant: Tenant("t".into()),
+            service: "shop".into(),
+            range,
+            endpoint: Some("GET /a".into()),
+            build: None,
+            function: None,
+            step,
+        }
+    }
+
+    /// 100 rows of two stacks on two hosts of one endpoint (and one row of another endpoint)
+    /// fold into a few cells that add up to the samples.
+    #[test]
+    fn cells_add_up_to_the_samples_and_hosts_fold_together() {
+        let series = [
+            key("GET /a", "h1"),
+            key("GET /a", "h2"),
+            key("GET /b", "h1"),
+        ];
+        let stacks: Stacks = [
+            (1u128, frames(&["main", "price"])),
+            (2u128, frames(&["main", "price", "round"])),
+        ]
+        .into_iter()
+        .collect();
+        let mut rows = SampleRows::default();
+        for i in 0..101u64 {
+            rows.ts.push(i as i64 * 1_000_000_000);
+            rows.series.push(if i == 100 { 2 } else { (i % 2) as u32 });
+            rows.stack.push(1 + u128::from(i % 2));
+            rows.samples.push(1);
+            rows.cpu_ns.push(10);
+        }
+        let mut b = Builder::new(&series);
+        b.push(&rows);
+        let r = b.finish(&stacks).expect("worth keeping");
+        // Minutes 0 and 1, functions main/price/round, endpoints a and b (b's minute 1 only).
+        assert_eq!(r.cells(), 3 * 2 + 2);
+        let q = query(
+            TimeRange {
+                from: 0,
+                to: 200 * 1_000_000_000,
+            },
+            None,
+        );
+        assert!(FunctionRollup::covers(&q, 0, 100 * 1_000_000_000));
+        let mut sums = FunctionSums::default();
+        r.add_to(&q, &mut sums);
+        let rows_out = sums.into_rows();
+        let price = rows_out
+            .iter()
+            .find(|r| r.function == "price")
+            .expect("price");
+        assert_eq!((price.self_samples, price.total_samples), (50, 100));
+        assert_eq!(price.total_cpu_ns, 1000);
+        let stepped = query(q.range, Some(MINUTE_NS));
+        let mut sums = FunctionSums::default();
+        r.add_to(&stepped, &mut sums);
+        let main: Vec<_> = sums
+            .into_rows()
+            .into_iter()
+            .filter(|r| r.function == "main")
+            .collect();
+        assert_eq!(main.len(), 2);
+        assert_eq!(main[0].total_samples + main[1].total_samples, 100);
+        assert_eq!(main[0].total_samples, 60, "the first minute's 60 samples");
+    }
+
+    #[test]
+    fn a_rollup_with_more_cells_than_rows_is_not_kept_and_partial_ranges_do_not_use_one() {
+        let series = [key("GET /a", "h1")];
+        let stacks: Stacks = [(1u128, frames(&["a", "b", "c", "d"]))]
+            .into_iter()
+            .collect();
+        let mut rows = SampleRows::default();
+        rows.ts.push(0);
+        rows.series.push(0);
+        rows.stack.push(1);
+        rows.samples.push(1);
+        rows.cpu_ns.push(1);
+        let mut b = Builder::new(&series);
+        b.push(&rows);
+        assert!(b.finish(&stacks).is_none());
+        let q = query(TimeRange { from: 5, to: 100 }, Some(30 * 1_000_000_000));
+        assert!(!FunctionRollup::covers(&q, 10, 20), "a step of 30 s");
+        let q = query(TimeRange { from: 5, to: 100 }, None);
+        assert!(
+            !FunctionRollup::covers(&q, 0, 20),
+            "starts before the range"
+        );
+        assert!(
+            !FunctionRollup::covers(&q, 10, 100),
+            "ends at the range's end"
+        );
+        assert!(FunctionRollup::covers(&q, 10, 99));
+    }
+}
