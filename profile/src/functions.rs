@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use profwatch_model::functions::FunctionTotals;
 use serde::Serialize;
 
 /// One function's cost.
@@ -63,6 +64,34 @@ pub fn table<'a>(
             }
         }
     }
+    finish(
+        samples,
+        cpu_ns,
+        rows.into_iter().map(|(name, v, _)| (name.to_owned(), v)),
+        sort,
+    )
+}
+
+/// The table from a store's per-function sums over one range (`Store::function_costs`
+/// without a step): all samples are the sum of the self samples, every sample with frames
+/// having one leaf (stacks without frames, which [`table`] counts in its totals, are in no row).
+pub fn table_of_totals(rows: Vec<FunctionTotals>, sort: SortBy) -> FunctionTable {
+    let samples = rows.iter().fold(0u64, |a, r| a.saturating_add(r.self_samples));
+    let cpu_ns = rows.iter().fold(0u64, |a, r| a.saturating_add(r.self_cpu_ns));
+    let named = rows.into_iter().map(|r| {
+        let v = [r.self_samples, r.total_samples, r.self_cpu_ns, r.total_cpu_ns];
+        (r.function, v)
+    });
+    finish(samples, cpu_ns, named, sort)
+}
+
+/// Shares and order: `v` is self samples, total samples, self CPU, total CPU.
+fn finish(
+    samples: u64,
+    cpu_ns: u64,
+    rows: impl Iterator<Item = (String, [u64; 4])>,
+    sort: SortBy,
+) -> FunctionTable {
     let share = |v: u64| {
         if samples == 0 {
             0.0
@@ -71,9 +100,8 @@ pub fn table<'a>(
         }
     };
     let mut functions: Vec<FunctionCost> = rows
-        .into_iter()
-        .map(|(name, v, _)| FunctionCost {
-            name: name.to_owned(),
+        .map(|(name, v)| FunctionCost {
+            name,
             self_samples: v[0],
             total_samples: v[1],
             self_cpu_ns: v[2],
@@ -99,6 +127,31 @@ pub fn table<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The table from per-function sums equals the table from the stacks.
+    #[test]
+    fn the_table_of_totals_is_the_table_of_the_stacks() {
+        use profwatch_model::functions::FunctionSums;
+        let s = |f: &str| f.split(';').map(str::to_owned).collect::<Vec<String>>();
+        let stacks = [
+            (s("main;serve;price"), 5, 50),
+            (s("main;price;price"), 2, 20),
+            (s("main;render"), 7, 77),
+            (s("gc"), 1, 3),
+        ];
+        for sort in [SortBy::SelfCost, SortBy::Total] {
+            let direct = table(stacks.iter().map(|(f, n, c)| (f.as_slice(), *n, *c)), sort);
+            assert_eq!(table_of_totals(sums_rows(&stacks), sort), direct);
+        }
+
+        fn sums_rows(stacks: &[(Vec<String>, u64, u64)]) -> Vec<FunctionTotals> {
+            let mut sums = FunctionSums::default();
+            for (f, n, c) in stacks {
+                sums.add_stack(None, f, *n, *c, None);
+            }
+            sums.into_rows()
+        }
+    }
 
     #[test]
     fn recursion_counts_once() {

@@ -792,7 +792,8 @@ fn a_functions_cost_per_request_per_bucket() {
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.body.contains("function"), "{}", r.body);
     let r = c.get(&format!(
-        "/api/v1/function_series?service=fs&function=price&from={first}&to={}&step=1s",
+        "/api/v1/function_series?service=fs&function=price&from={}&to={}&step=30s",
+        first - 86_400,
         first + 3 * step
     ));
     assert_eq!(r.status, 400, "{}", r.body);

@@ -3,9 +3,9 @@
 //! request events can say, per request. "Did `price` get dearer over the last month?" in one
 //! answer. Shape in `docs/api.md`.
 //!
-//! Read from the stored profiles, one profile query per bucket (there is no per-function
-//! rollup yet): the buckets are bounded by [`MAX_FUNCTION_BUCKETS`], and the answer goes
-//! through the query cache like the others.
+//! One [`Store::function_costs`] query (the stores' per-function rollups, samples only for
+//! partial minutes) and one query of request counts; the buckets are bounded by
+//! [`MAX_FUNCTION_BUCKETS`], and the answer goes through the query cache like the others.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use profwatch_model::profile::{LabelFilter, ProfileQuery, StackProfile};
+use profwatch_model::functions::{FunctionQuery, FunctionTotals};
 use profwatch_model::query::{GroupBy, SeriesQuery, TimeRange, TimeseriesQuery};
 use profwatch_model::timefmt::NANOS_PER_SEC;
 use profwatch_model::Tenant;
@@ -25,8 +25,8 @@ use super::params::Params;
 use super::query::{cached, step};
 use super::{auth, AppState};
 
-/// Most buckets one answer may hold (each is one profile query).
-pub const MAX_FUNCTION_BUCKETS: i64 = 240;
+/// Most buckets one answer may hold: 30 days in hours, or 2 days in minutes.
+pub const MAX_FUNCTION_BUCKETS: i64 = 2880;
 
 /// One bucket of a function's series.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -60,22 +60,6 @@ pub struct FunctionSeries {
     pub step: i64,
     /// Buckets with samples or requests, in time order.
     pub points: Vec<FunctionPoint>,
-}
-
-/// The function's self and total samples and CPU in `p`.
-pub fn function_totals(p: &StackProfile, function: &str) -> (u64, u64, u64, u64) {
-    let (mut self_samples, mut self_ns, mut total_samples, mut total_ns) = (0, 0, 0, 0);
-    for row in &p.rows {
-        if row.frames.last().is_some_and(|leaf| leaf == function) {
-            self_samples += row.samples;
-            self_ns += row.cpu_ns;
-        }
-        if row.frames.iter().any(|f| f == function) {
-            total_samples += row.samples;
-            total_ns += row.cpu_ns;
-        }
-    }
-    (self_samples, self_ns, total_samples, total_ns)
 }
 
 /// What one answer is about.
@@ -141,46 +125,39 @@ async fn function_series(
     s: Selection,
 ) -> Result<FunctionSeries, StoreError> {
     let requests = requests(store.as_ref(), &s).await?;
-    let mut filters = Vec::new();
-    for (key, value) in [("build", &s.build), ("endpoint", &s.endpoint)] {
-        if let Some(v) = value {
-            filters.push(LabelFilter {
-                key: key.to_owned(),
-                value: v.clone(),
-            });
-        }
-    }
+    let costs = store
+        .function_costs(&FunctionQuery {
+            tenant: s.tenant.clone(),
+            service: s.service.clone(),
+            range: s.range,
+            endpoint: s.endpoint.clone(),
+            build: s.build.clone(),
+            function: Some(s.function.clone()),
+            step: Some(s.step),
+        })
+        .await?;
+    let by_bucket: HashMap<i64, &FunctionTotals> = costs
+        .iter()
+        .filter_map(|c| Some((c.time?, c)))
+        .collect();
     let mut points = Vec::new();
     let mut from = s.range.from - s.range.from.rem_euclid(s.step);
     while from < s.range.to {
-        let bucket = TimeRange {
-            from: from.max(s.range.from),
-            to: (from + s.step).min(s.range.to),
-        };
-        let profile = store
-            .profile(&ProfileQuery {
-                tenant: s.tenant.clone(),
-                service: s.service.clone(),
-                range: bucket,
-                filters: filters.clone(),
-            })
-            .await?;
-        let (self_samples, self_cpu_ns, total_samples, total_cpu_ns) =
-            function_totals(&profile, &s.function);
+        let c = by_bucket.get(&from).copied().cloned().unwrap_or_default();
         let n = requests
             .as_ref()
             .map(|r| r.get(&from).copied().unwrap_or(0.0));
-        if total_samples > 0 || n.is_some_and(|n| n > 0.0) {
+        if c.total_samples > 0 || n.is_some_and(|n| n > 0.0) {
             let per = |ns: u64| n.filter(|n| *n > 0.0).map(|n| ns as f64 / n);
             points.push(FunctionPoint {
                 time: from.div_euclid(NANOS_PER_SEC),
-                self_samples,
-                self_cpu_ns,
-                total_samples,
-                total_cpu_ns,
+                self_samples: c.self_samples,
+                self_cpu_ns: c.self_cpu_ns,
+                total_samples: c.total_samples,
+                total_cpu_ns: c.total_cpu_ns,
                 requests: n,
-                self_cpu_ns_per_request: per(self_cpu_ns),
-                total_cpu_ns_per_request: per(total_cpu_ns),
+                self_cpu_ns_per_request: per(c.self_cpu_ns),
+                total_cpu_ns_per_request: per(c.total_cpu_ns),
             });
         }
         from += s.step;
@@ -233,39 +210,4 @@ pub async fn get_function_series(
         function_series(state.store.clone(), selection),
     )
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use profwatch_model::profile::{ProfileRow, SampleLabels};
-
-    use super::*;
-
-    fn row(frames: &[&str], samples: u64) -> ProfileRow {
-        ProfileRow {
-            labels: SampleLabels::default(),
-            frames: frames
-                .iter()
-                .map(|f| (*f).to_owned())
-                .collect::<Vec<_>>()
-                .into(),
-            samples,
-            cpu_ns: samples * 10,
-        }
-    }
-
-    #[test]
-    fn self_is_the_leaf_and_total_counts_a_recursive_stack_once() {
-        let p = StackProfile {
-            rows: vec![
-                row(&["main", "serve", "price"], 5),
-                row(&["main", "price", "round"], 3),
-                row(&["main", "price", "price"], 2),
-                row(&["main", "render"], 7),
-            ],
-            span: None,
-        };
-        assert_eq!(function_totals(&p, "price"), (7, 70, 10, 100));
-        assert_eq!(function_totals(&p, "absent"), (0, 0, 0, 0));
-    }
 }

@@ -19,6 +19,7 @@ use axum::Json;
 use profwatch_model::profile::{
     LabelFilter, ProfileBatch, ProfileQuery, SampleLabels, StackProfile,
 };
+use profwatch_model::functions::FunctionQuery;
 use profwatch_model::query::{EndpointsQuery, GroupBy, TimeRange};
 use profwatch_model::timefmt::now_ns;
 use profwatch_model::Tenant;
@@ -35,7 +36,7 @@ use profwatch_profile::compress::{maybe_gunzip_within, Allowance, Refusal};
 use profwatch_profile::decode::{pprof_to_batches_within, DecodeOptions};
 use profwatch_profile::encode::{to_pprof_gz, Span};
 use profwatch_profile::folded::{self, FoldedKind};
-use profwatch_profile::functions::{table, SortBy};
+use profwatch_profile::functions::{table, table_of_totals, SortBy};
 use profwatch_profile::{labels, render, tree, ProfileError, ProfileLimits};
 use profwatch_store::Written;
 
@@ -439,6 +440,9 @@ pub async fn get_profile(
     .await
 }
 
+/// `GET /api/v1/top`: the functions of a selection by self or total cost, from the stores'
+/// per-function rollups when the selection is a service, endpoint or build (any long range
+/// sums rollup rows), from the stack samples when it names other labels.
 pub async fn get_top(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -462,6 +466,17 @@ pub async fn get_top(
         }
     };
     let limit = params.count("limit", 100, 100_000)?;
+    if let Some(fq) = function_query(&q) {
+        // The per-function rollups answer: no stack is expanded here.
+        let rows = state.store.function_costs(&fq).await?;
+        check_rows(state.cfg.max_answer_rows, rows.len(), "functions")?;
+        return blocking(move || {
+            let mut t = table_of_totals(rows, sort);
+            t.functions.truncate(limit);
+            Ok(Json(t).into_response())
+        })
+        .await;
+    }
     let profile = fetch(&state, &q).await?;
     blocking(move || {
         let merged = profile.merged();
@@ -470,6 +485,32 @@ pub async fn get_top(
         Ok(Json(t).into_response())
     })
     .await
+}
+
+/// The function query that answers a profile query's table of functions, when its filters are
+/// ones the per-function rollups keep (`endpoint`, `build`); other labels (dc, host, extra
+/// ones) need the samples.
+fn function_query(q: &ProfileQuery) -> Option<FunctionQuery> {
+    let mut fq = FunctionQuery {
+        tenant: q.tenant.clone(),
+        service: q.service.clone(),
+        range: q.range,
+        endpoint: None,
+        build: None,
+        function: None,
+        step: None,
+    };
+    for f in &q.filters {
+        let slot = match f.key.as_str() {
+            "endpoint" => &mut fq.endpoint,
+            "build" => &mut fq.build,
+            _ => return None,
+        };
+        if slot.replace(f.value.clone()).is_some() {
+            return None;
+        }
+    }
+    Some(fq)
 }
 
 /// Request figures for a side's selector, when the request events can answer for exactly it:
