@@ -14,6 +14,7 @@
 mod cache;
 mod client;
 mod flame;
+mod functions;
 mod gen;
 mod load;
 mod query;
@@ -74,6 +75,9 @@ enum Cmd {
     /// last byte of the JSON tree), then the dashboard's page in headless Chromium (request to
     /// the first frame after the draw).
     Flame(flame::FlameArgs),
+    /// top, a function's series and a flame graph of a service over 30 days of stack samples,
+    /// with the per-function rollups and without, cold and warm.
+    Functions(functions::FunctionsArgs),
     /// Capacity: N hosts with sidecars -> M collectors -> a K-shard ClickHouse cluster started
     /// on loopback; the offered rate is ramped up until a step breaks the SLO (events lost or
     /// dropped, p99 ingest latency, backlog); the last rate held is the capacity.
@@ -585,6 +589,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Query(a) => query::run(&cli, a, &mut report),
         Cmd::Disk(a) => disk_cmd(&cli, a, &mut report),
         Cmd::Flame(a) => flame::run(&cli, a, &mut report),
+        Cmd::Functions(a) => functions::run(&cli, a, &mut report),
         Cmd::Load(a) => load_cmd(&cli, a, &mut report),
     };
     if let Err(e) = &result {

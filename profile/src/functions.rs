@@ -76,10 +76,19 @@ pub fn table<'a>(
 /// without a step): all samples are the sum of the self samples, every sample with frames
 /// having one leaf (stacks without frames, which [`table`] counts in its totals, are in no row).
 pub fn table_of_totals(rows: Vec<FunctionTotals>, sort: SortBy) -> FunctionTable {
-    let samples = rows.iter().fold(0u64, |a, r| a.saturating_add(r.self_samples));
-    let cpu_ns = rows.iter().fold(0u64, |a, r| a.saturating_add(r.self_cpu_ns));
+    let samples = rows
+        .iter()
+        .fold(0u64, |a, r| a.saturating_add(r.self_samples));
+    let cpu_ns = rows
+        .iter()
+        .fold(0u64, |a, r| a.saturating_add(r.self_cpu_ns));
     let named = rows.into_iter().map(|r| {
-        let v = [r.self_samples, r.total_samples, r.self_cpu_ns, r.total_cpu_ns];
+        let v = [
+            r.self_samples,
+            r.total_samples,
+            r.self_cpu_ns,
+            r.total_cpu_ns,
+        ];
         (r.function, v)
     });
     finish(samples, cpu_ns, named, sort)

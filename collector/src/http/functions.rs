@@ -136,10 +136,8 @@ async fn function_series(
             step: Some(s.step),
         })
         .await?;
-    let by_bucket: HashMap<i64, &FunctionTotals> = costs
-        .iter()
-        .filter_map(|c| Some((c.time?, c)))
-        .collect();
+    let by_bucket: HashMap<i64, &FunctionTotals> =
+        costs.iter().filter_map(|c| Some((c.time?, c))).collect();
     let mut points = Vec::new();
     let mut from = s.range.from - s.range.from.rem_euclid(s.step);
     while from < s.range.to {

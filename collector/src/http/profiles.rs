@@ -16,10 +16,10 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use profwatch_model::functions::FunctionQuery;
 use profwatch_model::profile::{
     LabelFilter, ProfileBatch, ProfileQuery, SampleLabels, StackProfile,
 };
-use profwatch_model::functions::FunctionQuery;
 use profwatch_model::query::{EndpointsQuery, GroupBy, TimeRange};
 use profwatch_model::timefmt::now_ns;
 use profwatch_model::Tenant;

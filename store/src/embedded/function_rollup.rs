@@ -1,7 +1,14 @@
-//! Per-segment function rollups: for each (tenant, service, endpoint, build, minute, function)
+//! Per-segment function rollups: for each (tenant, service, endpoint, build, hour, function)
 //! of a profile segment, the function's self and total samples and CPU time
 //! (`profwatch_model::functions`), so that `top` and a function's series over long ranges add
-//! up cells instead of expanding every sample's stack.
+//! up cells instead of reading every sample.
+//!
+//! The unit is the hour, not ClickHouse's minute: a segment's rows already hold one row per
+//! (host, batch, stack), and per-minute cells (one per function of every stack) outnumbered
+//! them on `profwatch-bench functions` (4 hosts, a batch a minute: 43k minutes x 10 endpoints x
+//! ~100 functions for 34.6M rows), so they were dropped as not worth keeping after costing
+//! more to build than the scan they would save. Hourly cells are ~60x fewer; a series with a
+//! step below an hour reads samples.
 //!
 //! Invariants:
 //! - A profile segment's rows never change, so its rollup is computed once: when the segment is
@@ -11,11 +18,14 @@
 //!   (compaction, retention): retention applies to it and an upgraded directory is back-filled
 //!   without a migration step.
 //! - Adding a rollup's cells equals adding the samples' stacks one by one: the cells are sums
-//!   per minute, and a query uses a segment's rollup only when the segment's samples lie wholly
-//!   inside its range and its step (if any) is a whole number of minutes. Partial segments and
+//!   per hour, and a query uses a segment's rollup only when the segment's samples lie wholly
+//!   inside its range and its step (if any) is a whole number of hours. Partial segments and
 //!   memtables are read sample by sample.
+//! - Building costs one hash update per sample row (sums per (group, hour, stack)), then one
+//!   per function of each distinct (group, hour, stack): about what a query reading the rows
+//!   pays, so the first query after a restart is no slower than one without rollups.
 //! - A rollup is kept only when it has no more cells than the segment has sample rows, so its
-//!   memory is bounded by the rows'. Segments whose stacks are seen once or twice per minute
+//!   memory is bounded by the rows'. Segments whose stacks are seen once or twice per hour
 //!   (cells would outnumber the rows: one per frame) gain nothing from it and are read raw.
 //! - The cells drop dc, host and extra labels: a query filtered on those reads samples.
 
@@ -26,17 +36,18 @@ use profwatch_model::functions::{distinct_functions, FunctionQuery, FunctionSums
 
 use super::memtable::{SampleRows, SeriesKey, Stacks};
 
-/// The rollup's time unit, in ns.
-pub const MINUTE_NS: i64 = 60_000_000_000;
+/// The rollup's time unit, in ns: an hour.
+pub const UNIT_NS: i64 = 3_600_000_000_000;
 
-/// (tenant, service, endpoint, build): what a cell is keyed by, besides minute and function.
+/// (tenant, service, endpoint, build): what a cell is keyed by, besides hour and function.
 type Group = (String, String, String, String);
 
-/// One (group, minute, function) of a segment.
+/// One (group, hour, function) of a segment.
 #[derive(Debug, Clone)]
 struct Cell {
     group: u32,
-    minute: i64,
+    /// Start of the hour, unix ns.
+    hour: i64,
     function: u32,
     /// Self samples, self CPU ns, total samples, total CPU ns.
     sums: [u64; 4],
@@ -56,7 +67,7 @@ impl FunctionRollup {
     pub fn covers(q: &FunctionQuery, min_ts: i64, max_ts: i64) -> bool {
         min_ts >= q.range.from
             && max_ts < q.range.to
-            && q.step.is_none_or(|s| s > 0 && s % MINUTE_NS == 0)
+            && q.step.is_none_or(|s| s > 0 && s % UNIT_NS == 0)
     }
 
     /// Adds the cells `q` wants to `out`.
@@ -80,7 +91,7 @@ impl FunctionRollup {
                 continue;
             }
             out.add_sums(
-                q.bucket(c.minute),
+                q.bucket(c.hour),
                 &self.functions[c.function as usize],
                 c.sums,
             );
@@ -99,7 +110,7 @@ pub struct Builder {
     groups: Vec<Group>,
     /// The group of each series of the segment's dictionary.
     series_group: Vec<u32>,
-    /// Samples and CPU per (group, minute, stack).
+    /// Samples and CPU per (group, hour, stack).
     per_stack: HashMap<(u32, i64, u128), (u64, u64)>,
     rows: u64,
 }
@@ -133,10 +144,10 @@ impl Builder {
                 continue;
             };
             let ts = rows.ts[i];
-            let minute = ts - ts.rem_euclid(MINUTE_NS);
+            let hour = ts - ts.rem_euclid(UNIT_NS);
             let e = self
                 .per_stack
-                .entry((group, minute, rows.stack[i]))
+                .entry((group, hour, rows.stack[i]))
                 .or_default();
             e.0 = e.0.saturating_add(rows.samples[i]);
             e.1 = e.1.saturating_add(rows.cpu_ns[i]);
@@ -149,7 +160,7 @@ impl Builder {
         let mut names: HashMap<&str, u32> = HashMap::new();
         let mut functions: Vec<Arc<str>> = Vec::new();
         let mut cells: HashMap<(u32, i64, u32), [u64; 4]> = HashMap::new();
-        for ((group, minute, stack), (n, c)) in &self.per_stack {
+        for ((group, hour, stack), (n, c)) in &self.per_stack {
             let Some(frames) = stacks.get(stack) else {
                 continue;
             };
@@ -159,7 +170,7 @@ impl Builder {
                     functions.push(Arc::from(f));
                     next
                 });
-                let v = cells.entry((*group, *minute, id)).or_default();
+                let v = cells.entry((*group, *hour, id)).or_default();
                 if is_self {
                     v[0] = v[0].saturating_add(*n);
                     v[1] = v[1].saturating_add(*c);
@@ -173,9 +184,9 @@ impl Builder {
         }
         let cells = cells
             .into_iter()
-            .map(|((group, minute, function), sums)| Cell {
+            .map(|((group, hour, function), sums)| Cell {
                 group,
-                minute,
+                hour,
                 function,
                 sums,
             })
@@ -240,7 +251,7 @@ mod tests {
         .collect();
         let mut rows = SampleRows::default();
         for i in 0..101u64 {
-            rows.ts.push(i as i64 * 1_000_000_000);
+            rows.ts.push(i as i64 * 60_000_000_000);
             rows.series.push(if i == 100 { 2 } else { (i % 2) as u32 });
             rows.stack.push(1 + u128::from(i % 2));
             rows.samples.push(1);
@@ -249,7 +260,7 @@ mod tests {
         let mut b = Builder::new(&series);
         b.push(&rows);
         let r = b.finish(&stacks).expect("worth keeping");
-        // Minutes 0 and 1, functions main/price/round, endpoints a and b (b's minute 1 only).
+        // Hours 0 and 1, functions main/price/round, endpoints a and b (b's hour 1 only).
         assert_eq!(r.cells(), 3 * 2 + 2);
         let q = query(
             TimeRange {
@@ -268,7 +279,7 @@ mod tests {
             .expect("price");
         assert_eq!((price.self_samples, price.total_samples), (50, 100));
         assert_eq!(price.total_cpu_ns, 1000);
-        let stepped = query(q.range, Some(MINUTE_NS));
+        let stepped = query(q.range, Some(UNIT_NS));
         let mut sums = FunctionSums::default();
         r.add_to(&stepped, &mut sums);
         let main: Vec<_> = sums
@@ -278,7 +289,7 @@ mod tests {
             .collect();
         assert_eq!(main.len(), 2);
         assert_eq!(main[0].total_samples + main[1].total_samples, 100);
-        assert_eq!(main[0].total_samples, 60, "the first minute's 60 samples");
+        assert_eq!(main[0].total_samples, 60, "the first hour's 60 samples");
     }
 
     #[test]
@@ -296,8 +307,8 @@ mod tests {
         let mut b = Builder::new(&series);
         b.push(&rows);
         assert!(b.finish(&stacks).is_none());
-        let q = query(TimeRange { from: 5, to: 100 }, Some(30 * 1_000_000_000));
-        assert!(!FunctionRollup::covers(&q, 10, 20), "a step of 30 s");
+        let q = query(TimeRange { from: 5, to: 100 }, Some(60_000_000_000));
+        assert!(!FunctionRollup::covers(&q, 10, 20), "a step of a minute");
         let q = query(TimeRange { from: 5, to: 100 }, None);
         assert!(
             !FunctionRollup::covers(&q, 0, 20),

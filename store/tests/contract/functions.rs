@@ -126,7 +126,13 @@ fn queries() -> Vec<FunctionQuery> {
     ];
     let mut out = Vec::new();
     for range in ranges {
-        for step in [None, Some(MINUTE), Some(5 * MINUTE), Some(90 * SECOND)] {
+        for step in [
+            None,
+            Some(MINUTE),
+            Some(5 * MINUTE),
+            Some(90 * SECOND),
+            Some(60 * MINUTE),
+        ] {
             for (endpoint, build, function) in [
                 (None, None, None),
                 (Some("GET /cart"), None, None),
@@ -217,9 +223,10 @@ async fn embedded_function_rollups_answer_once_the_profile_files_are_gone() {
     drop(live);
 
     let reopened = EmbeddedStore::open(embedded_config(dir.path(), true)).expect("reopen");
+    // The embedded rollup's unit is the hour (`function_rollup.rs`).
     let wholes: Vec<FunctionQuery> = queries()
         .iter()
-        .filter(|q| q.step.is_none_or(|s| s % MINUTE == 0))
+        .filter(|q| q.step.is_none_or(|s| s % (60 * MINUTE) == 0))
         .map(whole)
         .collect();
     assert_truthful(&reopened, &batches, &wholes).await;
