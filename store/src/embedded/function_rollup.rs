@@ -32,6 +32,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use foldhash::fast::RandomState;
+
 use profwatch_model::functions::{distinct_functions, FunctionQuery, FunctionSums};
 
 use super::memtable::{SampleRows, SeriesKey, Stacks};
@@ -111,7 +113,10 @@ pub struct Builder {
     /// The group of each series of the segment's dictionary.
     series_group: Vec<u32>,
     /// Samples and CPU per (group, hour, stack).
-    per_stack: HashMap<(u32, i64, u128), (u64, u64)>,
+    per_stack: HashMap<(u32, i64, u128), (u64, u64), RandomState>,
+    /// The (group, hour, stack) of the last rows pushed and their sums, not yet in
+    /// `per_stack`: segments are sorted by series, stack and time, so rows come in runs.
+    run: Option<((u32, i64, u128), (u64, u64))>,
     rows: u64,
 }
 
@@ -144,32 +149,61 @@ impl Builder {
                 continue;
             };
             let ts = rows.ts[i];
-            let hour = ts - ts.rem_euclid(UNIT_NS);
-            let e = self
-                .per_stack
-                .entry((group, hour, rows.stack[i]))
-                .or_default();
-            e.0 = e.0.saturating_add(rows.samples[i]);
-            e.1 = e.1.saturating_add(rows.cpu_ns[i]);
+            let key = (group, ts - ts.rem_euclid(UNIT_NS), rows.stack[i]);
+            let (n, c) = (rows.samples[i], rows.cpu_ns[i]);
+            match &mut self.run {
+                Some((k, sums)) if *k == key => {
+                    sums.0 = sums.0.saturating_add(n);
+                    sums.1 = sums.1.saturating_add(c);
+                }
+                run => {
+                    if let Some((k, sums)) = run.replace((key, (n, c))) {
+                        self.add_run(k, sums);
+                    }
+                }
+            }
         }
+    }
+
+    fn add_run(&mut self, key: (u32, i64, u128), (n, c): (u64, u64)) {
+        let e = self.per_stack.entry(key).or_default();
+        e.0 = e.0.saturating_add(n);
+        e.1 = e.1.saturating_add(c);
     }
 
     /// The rollup, if worth keeping: no more cells than sample rows (see the module's
     /// invariants). Stacks without frames in `stacks` are left out.
-    pub fn finish(self, stacks: &Stacks) -> Option<FunctionRollup> {
+    pub fn finish(mut self, stacks: &Stacks) -> Option<FunctionRollup> {
+        if let Some((k, sums)) = self.run.take() {
+            self.add_run(k, sums);
+        }
         let mut names: HashMap<&str, u32> = HashMap::new();
         let mut functions: Vec<Arc<str>> = Vec::new();
-        let mut cells: HashMap<(u32, i64, u32), [u64; 4]> = HashMap::new();
+        // Each stack's distinct functions as ids, with whether each is the leaf: named once
+        // per stack, not once per (group, hour) it appears in.
+        let mut ids_of: HashMap<u128, Vec<(u32, bool)>, RandomState> = HashMap::default();
+        let mut cells: HashMap<(u32, i64, u32), [u64; 4], RandomState> = HashMap::default();
         for ((group, hour, stack), (n, c)) in &self.per_stack {
-            let Some(frames) = stacks.get(stack) else {
-                continue;
+            let ids = match ids_of.get(stack) {
+                Some(ids) => ids,
+                None => {
+                    let Some(frames) = stacks.get(stack) else {
+                        continue;
+                    };
+                    let ids = distinct_functions(frames)
+                        .map(|(f, is_self)| {
+                            let next = names.len() as u32;
+                            let id = *names.entry(f).or_insert_with(|| {
+                                functions.push(Arc::from(f));
+                                next
+                            });
+                            (id, is_self)
+                        })
+                        .collect();
+                    ids_of.entry(*stack).or_insert(ids)
+                }
             };
-            for (f, is_self) in distinct_functions(frames) {
-                let next = names.len() as u32;
-                let id = *names.entry(f).or_insert_with(|| {
-                    functions.push(Arc::from(f));
-                    next
-                });
+            for &(id, is_self) in ids {
                 let v = cells.entry((*group, *hour, id)).or_default();
                 if is_self {
                     v[0] = v[0].saturating_add(*n);

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use foldhash::fast::RandomState;
 use profwatch_model::functions::{FunctionQuery, FunctionSums, FunctionTotals};
 use rayon::prelude::*;
 
@@ -50,7 +51,7 @@ fn one(src: &Source, q: &FunctionQuery, rollups: bool) -> Result<FunctionSums, S
             return Ok(out);
         }
     }
-    let mut per_stack: HashMap<(Option<i64>, u128), (u64, u64)> = HashMap::new();
+    let mut per_stack: HashMap<(Option<i64>, u128), (u64, u64), RandomState> = HashMap::default();
     let mut frames: Stacks = HashMap::new();
     src.for_each_sample_chunk(
         |rows| {
