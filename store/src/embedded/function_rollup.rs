@@ -44,6 +44,10 @@ pub const UNIT_NS: i64 = 3_600_000_000_000;
 /// (tenant, service, endpoint, build): what a cell is keyed by, besides hour and function.
 type Group = (String, String, String, String);
 
+/// (group, hour, stack) while building, and its (samples, CPU ns).
+type StackKey = (u32, i64, u128);
+type Sums = (u64, u64);
+
 /// One (group, hour, function) of a segment.
 #[derive(Debug, Clone)]
 struct Cell {
@@ -113,10 +117,10 @@ pub struct Builder {
     /// The group of each series of the segment's dictionary.
     series_group: Vec<u32>,
     /// Samples and CPU per (group, hour, stack).
-    per_stack: HashMap<(u32, i64, u128), (u64, u64), RandomState>,
+    per_stack: HashMap<StackKey, Sums, RandomState>,
     /// The (group, hour, stack) of the last rows pushed and their sums, not yet in
     /// `per_stack`: segments are sorted by series, stack and time, so rows come in runs.
-    run: Option<((u32, i64, u128), (u64, u64))>,
+    run: Option<(StackKey, Sums)>,
     rows: u64,
 }
 
@@ -165,7 +169,7 @@ impl Builder {
         }
     }
 
-    fn add_run(&mut self, key: (u32, i64, u128), (n, c): (u64, u64)) {
+    fn add_run(&mut self, key: StackKey, (n, c): Sums) {
         let e = self.per_stack.entry(key).or_default();
         e.0 = e.0.saturating_add(n);
         e.1 = e.1.saturating_add(c);
