@@ -11,18 +11,19 @@
 //! confirmed it); a pass whose share test still names the function starts the count again, and
 //! one whose samples cannot tell changes nothing.
 //!
-//! Cost: one profile query for the window, then one per bucket with requests (the series'
-//! points), per service with profiles; nothing when a service has none. Two more per open
-//! function record.
+//! Cost: one function query for the window, then one per endpoint with requests (each a series
+//! of the window's buckets), per service with profiles, which the stores' per-function rollups
+//! answer; nothing when a service has none. Two profile queries per open function record.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use profwatch_analyzer::attribution::{self, Snapshot};
 use profwatch_analyzer::function_changes::{
     function_changes, permutations_for, FunctionChange, FunctionSeries,
 };
 use profwatch_analyzer::incident::Cause;
-use profwatch_model::profile::{LabelFilter, ProfileQuery, StackProfile};
+use profwatch_model::functions::{FunctionQuery, FunctionTotals};
+use profwatch_model::profile::{LabelFilter, ProfileQuery};
 use profwatch_model::query::{BuildSummary, SeriesQuery, TimeRange};
 use profwatch_model::regression::{Culprit, RegressionRecord, RegressionState};
 use profwatch_model::timefmt::{format_rfc3339, now_ns, NANOS_PER_SEC};
@@ -42,19 +43,6 @@ struct SelfCounts {
     endpoints: HashSet<String>,
 }
 
-fn self_counts(p: &StackProfile) -> SelfCounts {
-    let mut out = SelfCounts::default();
-    for row in &p.rows {
-        if let Some(leaf) = row.frames.last() {
-            *out.by_function
-                .entry((row.labels.endpoint.clone(), leaf.clone()))
-                .or_default() += row.samples;
-            out.endpoints.insert(row.labels.endpoint.clone());
-        }
-    }
-    out
-}
-
 impl RegressionTracker {
     pub(super) async fn pass_functions(
         &self,
@@ -67,16 +55,16 @@ impl RegressionTracker {
         let step = (self.cfg.bucket.as_nanos() as i64).max(NANOS_PER_SEC);
         self.functions_gone(tenant, service, records, report, step)
             .await?;
-        let profile = |range: TimeRange, filters: Vec<LabelFilter>| ProfileQuery {
+        let costs = |endpoint: Option<&String>, step: Option<i64>| FunctionQuery {
             tenant: tenant.clone(),
             service: service.to_owned(),
-            range,
-            filters,
+            range: self.window(),
+            endpoint: endpoint.cloned(),
+            build: None,
+            function: None,
+            step,
         };
-        let whole = self
-            .store
-            .profile(&profile(self.window(), Vec::new()))
-            .await?;
+        let whole = self.store.function_costs(&costs(None, None)).await?;
         let top = top_functions(&whole, TOP_FUNCTIONS);
         if top.is_empty() {
             return Ok(());
@@ -105,21 +93,33 @@ impl RegressionTracker {
         if requests.len() < 2 * self.cfg.changepoints.min_segment {
             return Ok(());
         }
-        let mut per_bucket = Vec::with_capacity(requests.len());
-        for &t in requests.keys() {
-            let from = t * NANOS_PER_SEC;
-            let p = self
+        // Self samples per (endpoint, function) in each bucket with requests: one series of
+        // every function per endpoint.
+        let mut per_bucket: BTreeMap<i64, SelfCounts> = requests
+            .keys()
+            .map(|t| (*t, SelfCounts::default()))
+            .collect();
+        let endpoints: BTreeSet<&String> = requests.values().flat_map(|m| m.keys()).collect();
+        for endpoint in endpoints {
+            let rows = self
                 .store
-                .profile(&profile(
-                    TimeRange {
-                        from,
-                        to: from + step,
-                    },
-                    Vec::new(),
-                ))
+                .function_costs(&costs(Some(endpoint), Some(step)))
                 .await?;
-            per_bucket.push((t, self_counts(&p)));
+            for r in rows {
+                let bucket = r.time.map(|t| t.div_euclid(NANOS_PER_SEC));
+                let Some(counts) = bucket.and_then(|t| per_bucket.get_mut(&t)) else {
+                    continue;
+                };
+                counts.endpoints.insert(endpoint.clone());
+                if r.self_samples > 0 {
+                    *counts
+                        .by_function
+                        .entry((endpoint.clone(), r.function))
+                        .or_default() += r.self_samples;
+                }
+            }
         }
+        let per_bucket: Vec<(i64, SelfCounts)> = per_bucket.into_iter().collect();
         let inputs = build_series(&top, &requests, &per_bucket, &self.cfg);
         if inputs.is_empty() {
             return Ok(());
@@ -353,16 +353,15 @@ fn rise_gone(before: &Snapshot, latest: &Snapshot, function: &str, effect: f64) 
 }
 
 /// The `n` functions with the most self samples in `p`.
-fn top_functions(p: &StackProfile, n: usize) -> Vec<String> {
-    let mut by: HashMap<&str, u64> = HashMap::new();
-    for row in &p.rows {
-        if let Some(leaf) = row.frames.last() {
-            *by.entry(leaf.as_str()).or_default() += row.samples;
-        }
-    }
-    let mut v: Vec<(&str, u64)> = by.into_iter().collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-    v.into_iter().take(n).map(|(f, _)| f.to_owned()).collect()
+/// The `n` functions with the most self samples (leaves only), most first.
+fn top_functions(costs: &[FunctionTotals], n: usize) -> Vec<String> {
+    let mut v: Vec<&FunctionTotals> = costs.iter().filter(|c| c.self_samples > 0).collect();
+    v.sort_by(|a, b| {
+        b.self_samples
+            .cmp(&a.self_samples)
+            .then(a.function.cmp(&b.function))
+    });
+    v.into_iter().take(n).map(|c| c.function.clone()).collect()
 }
 
 /// One series per (endpoint, top function) that has samples: self samples per request in each

@@ -1,5 +1,5 @@
 //! Per-function rollup in ClickHouse: `function_rollup` holds, per (tenant, service, endpoint,
-//! build, function, minute), a function's self and total samples and CPU time
+//! build, function, hour), a function's self and total samples and CPU time
 //! (`profwatch_model::functions`), so that `top` and a function's series over long ranges sum
 //! rows of it instead of joining every sample to its stack.
 //!
@@ -14,10 +14,14 @@
 //! - The table is a `SummingMergeTree`; queries `sum()` anyway, so an unmerged part changes
 //!   nothing. It is partitioned by day and sharded like `samples` (by tenant, service,
 //!   endpoint), and retention trims it with them.
-//! - A query reads the rollup for the whole minutes of its range and the samples of the
-//!   partial minutes at either end (`Split`, as the events rollup); a range of no whole minute,
-//!   one before 1970 and a step that is not a whole number of minutes read samples only, as
-//!   does `ClickHouseConfig::rollups = false`.
+//! - The unit is the hour, not the events rollup's minute: per minute, the table held about as
+//!   many rows as `samples` (one per function of each stack an endpoint ran in the minute) and a
+//!   30-day `top` on 18.16 read it slower than the samples (6.6 s against 5.4 s on
+//!   `profwatch-bench functions`, 34.6M sample rows); per hour it holds 60 times fewer.
+//! - A query reads the rollup for the whole hours of its range and the samples of the partial
+//!   hours at either end (`Split`, as the events rollup); a range of no whole hour, one before
+//!   1970 and a step that is not a whole number of hours read samples only, as does
+//!   `ClickHouseConfig::rollups = false`.
 //! - Upgrade (migration 11): the table, then the back-fill (empty it, then aggregate every
 //!   stored sample with its stack's frames into it). A batch written between the two by a
 //!   collector that already runs the new code is counted twice in the rollup; the collector
@@ -37,11 +41,13 @@ use super::dedup::Dedup;
 use super::migrations::{
     DdlContext, Engine, FillDdl, TableDdl, PER_ENDPOINT_SHARD_KEY, RETENTION_COLUMN,
 };
-use super::rollups::{Split, MINUTE_NS};
+use super::rollups::Split;
 use crate::StoreError;
 
 /// The table.
 pub const FUNCTION_TABLE: &str = "function_rollup";
+/// The rollup's time unit, in ns: an hour.
+pub const HOUR_NS: i64 = 3_600_000_000_000;
 
 pub fn create_tables(ctx: &DdlContext) -> Vec<TableDdl> {
     let s = ctx.lc("String");
@@ -55,7 +61,7 @@ pub fn create_tables(ctx: &DdlContext) -> Vec<TableDdl> {
     endpoint {s},
     build {s},
     function_name {s},
-    minute Int64{delta},
+    hour Int64{delta},
     {RETENTION_COLUMN} Date,
     self_samples {sum},
     self_cpu_ns {sum},
@@ -67,7 +73,7 @@ pub fn create_tables(ctx: &DdlContext) -> Vec<TableDdl> {
         engine: Engine::Summing("self_samples, self_cpu_ns, total_samples, total_cpu_ns"),
         keys: format!(
             "PARTITION BY {RETENTION_COLUMN}\n\
-             ORDER BY (tenant, service, endpoint, build, function_name, minute){ttl}",
+             ORDER BY (tenant, service, endpoint, build, function_name, hour){ttl}",
             ttl = ctx.ttl()
         ),
         shard_key: PER_ENDPOINT_SHARD_KEY,
@@ -83,25 +89,25 @@ fn bucket_sql(col: &str, step: Option<i64>) -> String {
     }
 }
 
-/// The back-fill: every stored sample, summed per (key, minute, stack), joined to its stack's
+/// The back-fill: every stored sample, summed per (key, hour, stack), joined to its stack's
 /// frames and spread over each distinct function of them.
 pub fn fills(_ctx: &DdlContext) -> Vec<FillDdl> {
     vec![FillDdl {
         target: FUNCTION_TABLE,
         select: format!(
-            "SELECT tenant, service, endpoint, build, function_name, minute, {RETENTION_COLUMN}, \
+            "SELECT tenant, service, endpoint, build, function_name, hour, {RETENTION_COLUMN}, \
                     sum(if(function_name = leaf, samples, 0)) AS self_samples, \
                     sum(if(function_name = leaf, cpu_ns, 0)) AS self_cpu_ns, \
                     sum(samples) AS total_samples, sum(cpu_ns) AS total_cpu_ns \
              FROM ( \
-                SELECT tenant, service, endpoint, build, minute, {RETENTION_COLUMN}, samples, \
+                SELECT tenant, service, endpoint, build, hour, {RETENTION_COLUMN}, samples, \
                        cpu_ns, frames, frames[length(frames)] AS leaf \
                 FROM ( \
-                   SELECT tenant, service, endpoint, build, {minute} AS minute, \
+                   SELECT tenant, service, endpoint, build, {hour} AS hour, \
                           {RETENTION_COLUMN}, stack_hash, stack_hash_hi, \
                           sum(samples) AS samples, sum(cpu_ns) AS cpu_ns \
                    FROM {{samples}} \
-                   GROUP BY tenant, service, endpoint, build, minute, {RETENTION_COLUMN}, \
+                   GROUP BY tenant, service, endpoint, build, hour, {RETENTION_COLUMN}, \
                             stack_hash, stack_hash_hi \
                 ) AS per_stack {{join}} ( \
                    SELECT tenant, hash AS stack_hash, hash_hi AS stack_hash_hi, \
@@ -111,9 +117,9 @@ pub fn fills(_ctx: &DdlContext) -> Vec<FillDdl> {
              ) \
              ARRAY JOIN arrayFilter((f, u) -> u = 1, frames, arrayEnumerateUniq(frames)) \
                    AS function_name \
-             GROUP BY tenant, service, endpoint, build, function_name, minute, \
+             GROUP BY tenant, service, endpoint, build, function_name, hour, \
                       {RETENTION_COLUMN}",
-            minute = bucket_sql("ts", Some(MINUTE_NS)),
+            hour = bucket_sql("ts", Some(HOUR_NS)),
         ),
     }]
 }
@@ -126,7 +132,7 @@ struct RollupRow<'a> {
     endpoint: &'a str,
     build: &'a str,
     function_name: &'a str,
-    minute: i64,
+    hour: i64,
     date: u16,
     self_samples: u64,
     self_cpu_ns: u64,
@@ -134,7 +140,7 @@ struct RollupRow<'a> {
     total_cpu_ns: u64,
 }
 
-/// (service, endpoint, build, minute, function) of a batch's rows.
+/// (service, endpoint, build, hour, function) of a batch's rows.
 type Key<'a> = (&'a str, &'a str, &'a str, i64, &'a str);
 
 /// The rollup rows of `batches`, summed per key.
@@ -142,11 +148,11 @@ fn rows_of(batches: &[ProfileBatch]) -> HashMap<Key<'_>, [u64; 4]> {
     let mut out: HashMap<Key<'_>, [u64; 4]> = HashMap::new();
     for b in batches {
         let l = &b.labels;
-        let minute = b.ts - b.ts.rem_euclid(MINUTE_NS);
+        let hour = b.ts - b.ts.rem_euclid(HOUR_NS);
         for s in &b.samples {
             for (f, is_self) in distinct_functions(&s.frames) {
                 let v = out
-                    .entry((&l.service, &l.endpoint, &l.build, minute, f))
+                    .entry((&l.service, &l.endpoint, &l.build, hour, f))
                     .or_default();
                 if is_self {
                     v[0] = v[0].saturating_add(s.samples);
@@ -176,15 +182,15 @@ pub async fn insert(
         .await
         .map(|ins| dedup.apply(ins))
         .map_err(|e| unavailable(&context("starting the function rollup insert"), e))?;
-    for ((service, endpoint, build, minute, function_name), v) in rows {
+    for ((service, endpoint, build, hour, function_name), v) in rows {
         ins.write(&RollupRow {
             tenant: tenant.as_str(),
             service,
             endpoint,
             build,
             function_name,
-            minute,
-            date: day_of(minute),
+            hour,
+            date: day_of(hour),
             self_samples: v[0],
             self_cpu_ns: v[1],
             total_samples: v[2],
@@ -221,15 +227,16 @@ struct StackSql {
     frames: Vec<String>,
 }
 
-/// The query's sums: the rollup for whole minutes (with `rollups`), samples elsewhere.
+/// The query's sums: the rollup for whole hours (with `rollups`), samples elsewhere.
 pub async fn query(
     client: &Client,
     q: &FunctionQuery,
     rollups: bool,
 ) -> Result<Vec<FunctionTotals>, StoreError> {
     let mut sums = FunctionSums::default();
-    match Split::of(q.range, q.step).filter(|_| rollups) {
+    match Split::in_units(q.range, q.step, HOUR_NS).filter(|_| rollups) {
         Some(split) => {
+            // `minutes` holds whole units: hours here.
             rolled(client, q, split.minutes, &mut sums).await?;
             for (from, to) in [split.before, split.after] {
                 if from < to {
@@ -262,7 +269,7 @@ fn filters<'a>(q: &'a FunctionQuery, function_col: Option<&str>) -> (String, Vec
 async fn rolled(
     client: &Client,
     q: &FunctionQuery,
-    minutes: TimeRange,
+    hours: TimeRange,
     sums: &mut FunctionSums,
 ) -> Result<(), StoreError> {
     let (filter_sql, binds) = filters(q, Some("function_name"));
@@ -271,16 +278,16 @@ async fn rolled(
                 sum(self_samples) AS self_samples, sum(self_cpu_ns) AS self_cpu_ns, \
                 sum(total_samples) AS total_samples, sum(total_cpu_ns) AS total_cpu_ns \
          FROM {FUNCTION_TABLE} \
-         WHERE tenant = ? AND service = ? AND minute >= ? AND minute < ?{filter_sql} \
+         WHERE tenant = ? AND service = ? AND hour >= ? AND hour < ?{filter_sql} \
          GROUP BY time, function_name",
-        time = bucket_sql("minute", q.step),
+        time = bucket_sql("hour", q.step),
     );
     let mut query = client
         .query(&sql)
         .bind(q.tenant.as_str())
         .bind(q.service.as_str())
-        .bind(minutes.from)
-        .bind(minutes.to);
+        .bind(hours.from)
+        .bind(hours.to);
     for b in binds {
         query = query.bind(b);
     }
@@ -375,7 +382,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_batch_gives_one_row_per_minute_and_distinct_function() {
+    fn a_batch_gives_one_row_per_hour_and_distinct_function() {
         let labels = SampleLabels {
             service: "shop".into(),
             endpoint: "GET /a".into(),
@@ -389,24 +396,24 @@ mod tests {
         };
         let batches = [
             ProfileBatch {
-                ts: MINUTE_NS + 5,
+                ts: HOUR_NS + 5,
                 labels: labels.clone(),
                 samples: vec![stack(&["main", "f", "f"], 2), stack(&["main", "g"], 1)],
             },
             ProfileBatch {
-                ts: MINUTE_NS + 50,
+                ts: HOUR_NS + 50 * 60_000_000_000,
                 labels,
                 samples: vec![stack(&["main", "f"], 4)],
             },
         ];
         let rows = rows_of(&batches);
-        assert_eq!(rows.len(), 3, "main, f and g in one minute");
+        assert_eq!(rows.len(), 3, "main, f and g in one hour");
         assert_eq!(
-            rows[&("shop", "GET /a", "b1", MINUTE_NS, "f")],
+            rows[&("shop", "GET /a", "b1", HOUR_NS, "f")],
             [6, 60, 6, 60]
         );
         assert_eq!(
-            rows[&("shop", "GET /a", "b1", MINUTE_NS, "main")],
+            rows[&("shop", "GET /a", "b1", HOUR_NS, "main")],
             [0, 0, 7, 70]
         );
     }
@@ -415,8 +422,8 @@ mod tests {
     fn buckets_floor_before_1970_too() {
         assert_eq!(bucket_sql("ts", None), "toInt64(0)");
         assert_eq!(
-            bucket_sql("minute", Some(60)),
-            "(intDiv(minute, 60) * 60 - if(minute % 60 < 0, 60, 0))"
+            bucket_sql("hour", Some(60)),
+            "(intDiv(hour, 60) * 60 - if(hour % 60 < 0, 60, 0))"
         );
     }
 }

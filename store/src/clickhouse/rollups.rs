@@ -189,11 +189,16 @@ impl Split {
     /// With a `step` (time series), also `None` unless it is a whole number of minutes, so
     /// that every minute falls into one bucket.
     pub fn of(range: TimeRange, step: Option<i64>) -> Option<Split> {
-        if range.from < 0 || step.is_some_and(|s| s <= 0 || s % MINUTE_NS != 0) {
+        Split::in_units(range, step, MINUTE_NS)
+    }
+
+    /// [`Split::of`] for a rollup whose time unit is `unit` ns (the function rollup's hour).
+    pub fn in_units(range: TimeRange, step: Option<i64>, unit: i64) -> Option<Split> {
+        if range.from < 0 || step.is_some_and(|s| s <= 0 || s % unit != 0) {
             return None;
         }
-        let lo = range.from.checked_add(MINUTE_NS - 1)? / MINUTE_NS * MINUTE_NS;
-        let hi = range.to / MINUTE_NS * MINUTE_NS;
+        let lo = range.from.checked_add(unit - 1)? / unit * unit;
+        let hi = range.to / unit * unit;
         (lo < hi).then_some(Split {
             minutes: TimeRange { from: lo, to: hi },
             before: (range.from, lo),

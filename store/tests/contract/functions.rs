@@ -201,12 +201,21 @@ fn embedded_config(dir: &std::path::Path, rollups: bool) -> EmbeddedConfig {
     cfg
 }
 
-/// The whole-range query of `queries()` with its step and filters.
-fn whole(q: &FunctionQuery) -> FunctionQuery {
-    FunctionQuery {
-        range: all_time(),
-        ..q.clone()
-    }
+const HOUR: i64 = 60 * MINUTE;
+
+/// The queries of `queries()` that both stores' rollups can answer alone (no step, or whole
+/// hours: their unit), over whole hours around all the data.
+fn wholes() -> Vec<FunctionQuery> {
+    let all = all_time();
+    let range = TimeRange {
+        from: all.from.div_euclid(HOUR) * HOUR,
+        to: (all.to.div_euclid(HOUR) + 1) * HOUR,
+    };
+    queries()
+        .into_iter()
+        .filter(|q| q.step.is_none_or(|s| s % HOUR == 0))
+        .map(|q| FunctionQuery { range, ..q })
+        .collect()
 }
 
 /// Reopened, the embedded store builds its segments' rollups on the first query that covers
@@ -223,12 +232,7 @@ async fn embedded_function_rollups_answer_once_the_profile_files_are_gone() {
     drop(live);
 
     let reopened = EmbeddedStore::open(embedded_config(dir.path(), true)).expect("reopen");
-    // The embedded rollup's unit is the hour (`function_rollup.rs`).
-    let wholes: Vec<FunctionQuery> = queries()
-        .iter()
-        .filter(|q| q.step.is_none_or(|s| s % (60 * MINUTE) == 0))
-        .map(whole)
-        .collect();
+    let wholes = wholes();
     assert_truthful(&reopened, &batches, &wholes).await;
     let mut removed = 0;
     for entry in walk(dir.path()) {
@@ -274,11 +278,7 @@ async fn assert_rollup_alone_answers(
     samples_table: &str,
     batches: &[ProfileBatch],
 ) {
-    let wholes: Vec<FunctionQuery> = queries()
-        .iter()
-        .filter(|q| q.step.is_none_or(|s| s % MINUTE == 0))
-        .map(whole)
-        .collect();
+    let wholes = wholes();
     assert_truthful(store, batches, &wholes).await;
     assert_truthful(raw, batches, &wholes).await;
     for node in admin {
