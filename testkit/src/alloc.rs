@@ -2,7 +2,7 @@
 //! "allocation bounded by the input's limits". A test binary installs [`PeakAlloc`] as its
 //! global allocator:
 //!
-//! ```ignore
+//! ```no_run
 //! #[cfg(test)]
 //! #[global_allocator]
 //! static ALLOC: profwatch_testkit::alloc::PeakAlloc = profwatch_testkit::alloc::PeakAlloc;
