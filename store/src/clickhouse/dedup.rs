@@ -37,6 +37,7 @@ pub const DEDUP_WINDOW: u32 = 1000;
 const DEDUP_TABLES: &[&str] = &[
     EVENTS_TABLE,
     super::rollups::ROLLUP_TABLE,
+    super::rollups::ENDPOINT_ROLLUP_TABLE,
     "samples",
     super::functions::FUNCTION_TABLE,
     super::memory::MEMORY_TABLE,

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::client::{day_of, query_error, start_insert, unavailable, NS_PER_SECOND};
 use super::dedup::Dedup;
-use super::rollups::{bind_all, merged_stats, Bind, Partials, Split, ROLLUP_TABLE};
+use super::rollups::{bind_all, merged_stats, Bind, Partials, Split, ENDPOINT_ROLLUP_TABLE};
 use crate::StoreError;
 
 /// Where summaries are read from.
@@ -80,7 +80,7 @@ pub async fn services(
         Some(split) => {
             let mut sql = format!(
                 "SELECT toString(service) AS s, toFloat64(sum(r)) AS requests FROM (\
-                 SELECT service, sumMerge(requests) AS r FROM {ROLLUP_TABLE} \
+                 SELECT service, sumMerge(requests) AS r FROM {ENDPOINT_ROLLUP_TABLE} \
                  WHERE tenant = ? AND minute >= ? AND minute < ? GROUP BY service"
             );
             let mut binds = vec![

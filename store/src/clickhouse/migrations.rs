@@ -526,6 +526,15 @@ pub const MIGRATIONS: &[Migration] = &[
         columns: none,
         codecs: none,
     },
+    Migration {
+        version: 12,
+        name: "create events_rollup_endpoint (no dc, no host), its view, back-fill",
+        tables: super::rollups::create_endpoint_tables,
+        views: super::rollups::create_endpoint_views,
+        fills: none,
+        columns: none,
+        codecs: none,
+    },
 ];
 
 /// Codecs chosen per column for the two big tables (migration 10), from each column's

@@ -13,6 +13,7 @@ use crate::StoreError;
 const DAILY_TABLES: &[&str] = &[
     EVENTS_TABLE,
     super::rollups::ROLLUP_TABLE,
+    super::rollups::ENDPOINT_ROLLUP_TABLE,
     "samples",
     super::functions::FUNCTION_TABLE,
     super::memory::MEMORY_TABLE,

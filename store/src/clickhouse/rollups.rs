@@ -18,7 +18,13 @@
 //!   minutes read raw rows only.
 //! - Retention: `events_rollup` is partitioned by day like `events` and trimmed with it (TTL on
 //!   modern servers, dropped partitions on every version).
-//! - Upgrade (migration 7): the table, then the view, then the back-fill (empty the table,
+//! - Two rollups of the same states: `events_rollup` per (..., dc, host, minute) for queries
+//!   grouped or filtered by dc or host (the analysis pass's per-host summaries), and
+//!   `events_rollup_endpoint` per (tenant, service, endpoint, build, minute) for the others
+//!   (migration 12): on `profwatch-bench query --shape rollup` (8 hosts) its rows are 8 times
+//!   fewer and hold 8 times the requests, so its quantile states merge far fewer entries.
+//!   [`Partials::sql`] picks the coarsest one whose keys serve the query.
+//! - Upgrade (migration 7, and 12 for the per-endpoint one): the table, then the view, then the back-fill (empty the table,
 //!   aggregate every stored event into it). A batch whose insert completes between the view's
 //!   creation and the back-fill's read is counted twice in the rollup (never in raw rows); the
 //!   collector migrates at connect, before it serves, so this needs another collector writing
@@ -38,8 +44,10 @@ use super::migrations::{
     DdlContext, Engine, TableDdl, ViewDdl, PER_ENDPOINT_SHARD_KEY, RETENTION_COLUMN,
 };
 
-/// The table of rollups.
+/// The table of rollups per host.
 pub const ROLLUP_TABLE: &str = "events_rollup";
+/// The table of rollups per endpoint and build (no dc, no host).
+pub const ENDPOINT_ROLLUP_TABLE: &str = "events_rollup_endpoint";
 /// The rollup's time unit, in ns.
 pub const MINUTE_NS: i64 = 60_000_000_000;
 
@@ -60,20 +68,30 @@ fn bucket_sql(x: &str) -> String {
 }
 
 pub fn create_tables(ctx: &DdlContext) -> Vec<TableDdl> {
+    vec![rollup_table(ctx, ROLLUP_TABLE, &["dc", "host"])]
+}
+
+/// Migration 12: the per-endpoint rollup.
+pub fn create_endpoint_tables(ctx: &DdlContext) -> Vec<TableDdl> {
+    vec![rollup_table(ctx, ENDPOINT_ROLLUP_TABLE, &[])]
+}
+
+/// A rollup table keyed by tenant, service, endpoint, build, `extra` keys and minute.
+fn rollup_table(ctx: &DdlContext, name: &'static str, extra: &[&str]) -> TableDdl {
     let s = ctx.lc("String");
     let q = format!("AggregateFunction(quantilesExactWeighted({LEVELS}), Float64, UInt64)");
     let sum = "AggregateFunction(sum, Float64)";
     let zstd = ctx.codec("ZSTD");
-    vec![TableDdl {
-        name: ROLLUP_TABLE,
+    let extra_columns: String = extra.iter().map(|c| format!("\n    {c} {s},")).collect();
+    let extra_keys: String = extra.iter().map(|c| format!(", {c}")).collect();
+    TableDdl {
+        name,
         columns: format!(
             "(
     tenant {s},
     service {s},
     endpoint {s},
-    build {s},
-    dc {s},
-    host {s},
+    build {s},{extra_columns}
     minute Int64{delta},
     {RETENTION_COLUMN} Date{delta},
     requests {sum}{zstd},
@@ -90,27 +108,45 @@ pub fn create_tables(ctx: &DdlContext) -> Vec<TableDdl> {
         engine: Engine::Aggregating,
         keys: format!(
             "PARTITION BY {RETENTION_COLUMN}\n\
-             ORDER BY (tenant, service, endpoint, build, dc, host, minute){ttl}",
+             ORDER BY (tenant, service, endpoint, build{extra_keys}, minute){ttl}",
             ttl = ctx.ttl()
         ),
         shard_key: PER_ENDPOINT_SHARD_KEY,
-    }]
+    }
 }
 
 pub fn create_views(_ctx: &DdlContext) -> Vec<ViewDdl> {
-    vec![ViewDdl {
-        name: "events_rollup_mv",
+    vec![rollup_view(
+        "events_rollup_mv",
+        ROLLUP_TABLE,
+        &["dc", "host"],
+    )]
+}
+
+/// Migration 12: the view feeding the per-endpoint rollup.
+pub fn create_endpoint_views(_ctx: &DdlContext) -> Vec<ViewDdl> {
+    vec![rollup_view(
+        "events_rollup_endpoint_mv",
+        ENDPOINT_ROLLUP_TABLE,
+        &[],
+    )]
+}
+
+fn rollup_view(name: &'static str, target: &'static str, extra: &[&str]) -> ViewDdl {
+    let extra_keys: String = extra.iter().map(|c| format!(", {c}")).collect();
+    ViewDdl {
+        name,
         source: super::events::EVENTS_TABLE,
-        target: ROLLUP_TABLE,
+        target,
         select: format!(
-            "SELECT tenant, service, endpoint, build, dc, host, {minute} AS minute, \
+            "SELECT tenant, service, endpoint, build{extra_keys}, {minute} AS minute, \
              {RETENTION_COLUMN}, {states}, minState(ts) AS first_ts, maxState(ts) AS last_ts \
              FROM {{source}} \
-             GROUP BY tenant, service, endpoint, build, dc, host, minute, {RETENTION_COLUMN}",
+             GROUP BY tenant, service, endpoint, build{extra_keys}, minute, {RETENTION_COLUMN}",
             minute = minute_sql(),
             states = raw_states(),
         ),
-    }]
+    }
 }
 
 /// The stats columns as aggregate states of raw rows: `sumState` and the quantile states.
@@ -231,6 +267,17 @@ pub enum Bind<'a> {
 }
 
 impl Partials<'_> {
+    /// The coarsest rollup that has every key and filter column: the per-endpoint one unless
+    /// the query groups or filters by dc or host.
+    pub fn table(&self) -> &'static str {
+        let per_host = |c: &str| matches!(c, "dc" | "host");
+        if self.keys.iter().any(|k| per_host(k.2)) || self.filters.iter().any(|f| per_host(f)) {
+            ROLLUP_TABLE
+        } else {
+            ENDPOINT_ROLLUP_TABLE
+        }
+    }
+
     /// `(SELECT ... FROM events_rollup ... UNION ALL SELECT ... FROM events ...)` and the
     /// values to bind, in order: the partials of `split`, grouped by the keys, for the tenant,
     /// service and filter values given.
@@ -258,11 +305,12 @@ impl Partials<'_> {
         binds.push(Bind::Int(split.minutes.from));
         binds.push(Bind::Int(split.minutes.to));
         let mut sql = format!(
-            "SELECT {keys}, {partial} FROM {ROLLUP_TABLE} \
+            "SELECT {keys}, {partial} FROM {table} \
              WHERE tenant = ? AND service = ?{filters} AND minute >= ? AND minute < ? \
              GROUP BY {group}",
             keys = select(true),
             partial = rollup_partial(),
+            table = self.table(),
         );
         if !split.aligned() {
             common(&mut binds);

@@ -329,6 +329,8 @@ async fn clickhouse_upgrade_back_fills_the_rollup() {
     for sql in [
         "DROP TABLE events_rollup_mv",
         "DROP TABLE events_rollup",
+        "DROP TABLE events_rollup_endpoint_mv",
+        "DROP TABLE events_rollup_endpoint",
         "TRUNCATE TABLE schema_migrations",
         "INSERT INTO schema_migrations SELECT toUInt32(number + 1), 'before rollups', '18.16.1', now() FROM system.numbers LIMIT 6",
     ] {
@@ -337,12 +339,14 @@ async fn clickhouse_upgrade_back_fills_the_rollup() {
     let upgraded = ClickHouseStore::connect(ClickHouseConfig::new(url.clone(), db.clone()))
         .await
         .expect("upgrade");
-    let rolled: u64 = admin
-        .query("SELECT count() FROM events_rollup")
-        .fetch_one()
-        .await
-        .expect("count rollup rows");
-    assert!(rolled > 0, "the rollup was back-filled");
+    for table in ["events_rollup", "events_rollup_endpoint"] {
+        let rolled: u64 = admin
+            .query(&format!("SELECT count() FROM {table}"))
+            .fetch_one()
+            .await
+            .expect("count rollup rows");
+        assert!(rolled > 0, "{table} was back-filled");
+    }
     let upgraded: Arc<dyn Store> = Arc::new(upgraded);
     suite::write_all(&upgraded, new).await;
     let again = ClickHouseStore::connect(ClickHouseConfig::new(url.clone(), db.clone()))
