@@ -5,7 +5,6 @@
 //! emptied, and after an upgrade that back-fills ClickHouse's from the stored samples.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use profwatch_model::functions::{FunctionQuery, FunctionSums, FunctionTotals};
 use profwatch_model::profile::{ProfileBatch, SampleLabels, StackSample};
@@ -13,11 +12,12 @@ use profwatch_model::query::TimeRange;
 use profwatch_model::rng::Rng;
 use profwatch_model::timefmt::NANOS_PER_SEC;
 use profwatch_store::clickhouse::{ClickHouseConfig, ClickHouseStore};
-use profwatch_store::embedded::{EmbeddedConfig, EmbeddedStore};
+use profwatch_store::embedded::EmbeddedStore;
 use profwatch_store::Store;
 use profwatch_testkit::clickhouse_cluster::CLUSTER;
 
 use crate::harness;
+use crate::rollups::embedded_config;
 use crate::suite::{all_time, base, tenant};
 
 const MINUTE: i64 = 60 * NANOS_PER_SEC;
@@ -108,22 +108,7 @@ fn truth(batches: &[ProfileBatch], q: &FunctionQuery) -> Vec<FunctionTotals> {
 /// Every query the checks ask: ranges with and without partial minutes, steps of whole
 /// minutes and not, filters on endpoint, build and function.
 fn queries() -> Vec<FunctionQuery> {
-    let b = base();
-    let ranges = [
-        all_time(),
-        TimeRange {
-            from: b + 2 * MINUTE + 13 * SECOND,
-            to: b + 9 * MINUTE + 41 * SECOND,
-        },
-        TimeRange {
-            from: b + 3 * MINUTE,
-            to: b + 11 * MINUTE,
-        },
-        TimeRange {
-            from: b + 5 * MINUTE + 1,
-            to: b + 6 * MINUTE - 1,
-        },
-    ];
+    let ranges = crate::rollups::ranges();
     let mut out = Vec::new();
     for range in ranges {
         for step in [
@@ -190,15 +175,6 @@ pub async fn function_costs_match_the_samples(store: Arc<dyn Store>) {
         .await
         .expect("other tenant")
         .is_empty());
-}
-
-fn embedded_config(dir: &std::path::Path, rollups: bool) -> EmbeddedConfig {
-    let mut cfg = EmbeddedConfig::new(dir);
-    cfg.flush_rows = 700;
-    cfg.flush_interval = Duration::from_millis(50);
-    cfg.compact_rows = 20_000;
-    cfg.rollups = rollups;
-    cfg
 }
 
 const HOUR: i64 = 60 * MINUTE;

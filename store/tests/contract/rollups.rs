@@ -44,7 +44,8 @@ fn data(seed: u64) -> Vec<RequestEvent> {
         .collect()
 }
 
-fn ranges() -> Vec<TimeRange> {
+/// Ranges with partial minutes at both ends, whole minutes, and less than a minute.
+pub fn ranges() -> Vec<TimeRange> {
     let b = base();
     vec![
         all_time(),
@@ -232,7 +233,7 @@ async fn assert_true_to(store: &dyn Store, events: &[RequestEvent]) {
     }
 }
 
-fn embedded_config(dir: &std::path::Path, rollups: bool) -> EmbeddedConfig {
+pub fn embedded_config(dir: &std::path::Path, rollups: bool) -> EmbeddedConfig {
     let mut cfg = EmbeddedConfig::new(dir);
     cfg.flush_rows = 700;
     cfg.flush_interval = Duration::from_millis(50);
