@@ -1,6 +1,6 @@
 //! Cost per function: *self* (the function is the leaf) and *total* (the function is anywhere
 //! on the stack, counted once per stack even when recursive), in samples, CPU time and share
-//! of all samples.
+//! of all samples with a stack (samples without frames count nowhere).
 
 use std::collections::HashMap;
 
@@ -45,6 +45,11 @@ pub fn table<'a>(
     let mut rows: Vec<(&'a str, [u64; 4], usize)> = Vec::new();
     let (mut samples, mut cpu_ns) = (0u64, 0u64);
     for (stack_no, (frames, n, c)) in stacks.into_iter().enumerate() {
+        // A stack without frames holds no function and is left out of the totals too, so
+        // shares are of the samples with a stack (as the stores' function sums count them).
+        if frames.is_empty() {
+            continue;
+        }
         samples = samples.saturating_add(n);
         cpu_ns = cpu_ns.saturating_add(c);
         for (depth, f) in frames.iter().enumerate() {
@@ -74,7 +79,7 @@ pub fn table<'a>(
 
 /// The table from a store's per-function sums over one range (`Store::function_costs`
 /// without a step): all samples are the sum of the self samples, every sample with frames
-/// having one leaf (stacks without frames, which [`table`] counts in its totals, are in no row).
+/// having one leaf; stacks without frames are in no row and, as in [`table`], in no total.
 pub fn table_of_totals(rows: Vec<FunctionTotals>, sort: SortBy) -> FunctionTable {
     let samples = rows
         .iter()
@@ -147,6 +152,7 @@ mod tests {
             (s("main;price;price"), 2, 20),
             (s("main;render"), 7, 77),
             (s("gc"), 1, 3),
+            (Vec::new(), 4, 40),
         ];
         for sort in [SortBy::SelfCost, SortBy::Total] {
             let direct = table(stacks.iter().map(|(f, n, c)| (f.as_slice(), *n, *c)), sort);

@@ -11,9 +11,11 @@
 //! confirmed it); a pass whose share test still names the function starts the count again, and
 //! one whose samples cannot tell changes nothing.
 //!
-//! Cost: one function query for the window, then one per endpoint with requests (each a series
-//! of the window's buckets), per service with profiles, which the stores' per-function rollups
-//! answer; nothing when a service has none. Two profile queries per open function record.
+//! Cost: one function query for the window (the stores' hourly per-function rollups answer it
+//! but for the partial hours at its ends), then one per endpoint with requests, each a series
+//! of the window's buckets (from the rollups when the bucket is a whole number of hours; the
+//! default 10-minute bucket reads the samples), per service with profiles; nothing when a
+//! service has none. Two profile queries per open function record.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 

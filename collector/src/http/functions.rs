@@ -3,9 +3,11 @@
 //! request events can say, per request. "Did `price` get dearer over the last month?" in one
 //! answer. Shape in `docs/api.md`.
 //!
-//! One [`Store::function_costs`] query (the stores' per-function rollups, samples only for
-//! partial minutes) and one query of request counts; the buckets are bounded by
-//! [`MAX_FUNCTION_BUCKETS`], and the answer goes through the query cache like the others.
+//! One [`Store::function_costs`] query and one query of request counts. With a step of whole
+//! hours the stores answer from their hourly per-function rollups (samples only for the
+//! partial hours at the ends, or the embedded segments partly inside the range); a finer step
+//! reads the samples. The buckets are bounded by [`MAX_FUNCTION_BUCKETS`], and the answer goes
+//! through the query cache like the others.
 
 use std::collections::HashMap;
 use std::sync::Arc;

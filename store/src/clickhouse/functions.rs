@@ -10,7 +10,9 @@
 //!   deduplication token on servers that have tokens (`dedup.rs`), so a retry counts once in
 //!   each table. On servers without tokens, a keyed write whose samples insert fails after the
 //!   rollup's succeeded, retried, counts twice in the rollup (never in the samples): the same
-//!   window `keys.rs` describes for a claimant that dies mid-write.
+//!   window `keys.rs` describes for a claimant that dies mid-write. Replicated tables on such
+//!   servers drop a block equal to a recent one: the rows go in key order and carry the
+//!   write's fingerprint (`batch`), so a retry is dropped and two writes never are.
 //! - The table is a `SummingMergeTree`; queries `sum()` anyway, so an unmerged part changes
 //!   nothing. It is partitioned by day and sharded like `samples` (by tenant, service,
 //!   endpoint), and retention trims it with them.
@@ -27,7 +29,8 @@
 //!   collector that already runs the new code is counted twice in the rollup; the collector
 //!   migrates at connect, before it serves.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
+use std::hash::Hasher;
 
 use ::clickhouse::Client;
 use profwatch_model::functions::{distinct_functions, FunctionQuery, FunctionSums, FunctionTotals};
@@ -66,7 +69,8 @@ pub fn create_tables(ctx: &DdlContext) -> Vec<TableDdl> {
     self_samples {sum},
     self_cpu_ns {sum},
     total_samples {sum},
-    total_cpu_ns {sum}
+    total_cpu_ns {sum},
+    batch UInt64
 )",
             delta = ctx.codec("Delta, ZSTD"),
         ),
@@ -98,7 +102,8 @@ pub fn fills(_ctx: &DdlContext) -> Vec<FillDdl> {
             "SELECT tenant, service, endpoint, build, function_name, hour, {RETENTION_COLUMN}, \
                     sum(if(function_name = leaf, samples, 0)) AS self_samples, \
                     sum(if(function_name = leaf, cpu_ns, 0)) AS self_cpu_ns, \
-                    sum(samples) AS total_samples, sum(cpu_ns) AS total_cpu_ns \
+                    sum(samples) AS total_samples, sum(cpu_ns) AS total_cpu_ns, \
+                    toUInt64(0) AS batch \
              FROM ( \
                 SELECT tenant, service, endpoint, build, hour, {RETENTION_COLUMN}, samples, \
                        cpu_ns, frames, frames[length(frames)] AS leaf \
@@ -138,14 +143,16 @@ struct RollupRow<'a> {
     self_cpu_ns: u64,
     total_samples: u64,
     total_cpu_ns: u64,
+    batch: u64,
 }
 
 /// (service, endpoint, build, hour, function) of a batch's rows.
 type Key<'a> = (&'a str, &'a str, &'a str, i64, &'a str);
 
-/// The rollup rows of `batches`, summed per key.
-fn rows_of(batches: &[ProfileBatch]) -> HashMap<Key<'_>, [u64; 4]> {
-    let mut out: HashMap<Key<'_>, [u64; 4]> = HashMap::new();
+/// The rollup rows of `batches`, summed per key, in key order (so a retried write sends the
+/// same block, byte for byte).
+fn rows_of(batches: &[ProfileBatch]) -> BTreeMap<Key<'_>, [u64; 4]> {
+    let mut out: BTreeMap<Key<'_>, [u64; 4]> = BTreeMap::new();
     for b in batches {
         let l = &b.labels;
         let hour = b.ts - b.ts.rem_euclid(HOUR_NS);
@@ -166,6 +173,37 @@ fn rows_of(batches: &[ProfileBatch]) -> HashMap<Key<'_>, [u64; 4]> {
     out
 }
 
+/// A fingerprint of everything in `batches` (times, every label, stacks and counts), the same
+/// in every process: the `batch` column of their rollup rows. Without it, two different writes
+/// can make equal rollup blocks (two hosts' identical profiles in one hour), which a
+/// replicated table on a server without deduplication tokens would drop as one block sent
+/// twice; with it, only a retry of the same write is dropped.
+fn fingerprint(tenant: &Tenant, batches: &[ProfileBatch]) -> u64 {
+    let mut h = siphasher::sip::SipHasher13::new_with_keys(0, 0);
+    let mut put = |s: &str| {
+        h.write_usize(s.len());
+        h.write(s.as_bytes());
+    };
+    put(tenant.as_str());
+    for b in batches {
+        let l = &b.labels;
+        for v in [&l.service, &l.endpoint, &l.build, &l.dc, &l.host] {
+            put(v);
+        }
+        for (k, v) in &l.extra {
+            put(k);
+            put(v);
+        }
+        for s in &b.samples {
+            for f in &s.frames {
+                put(f);
+            }
+            put(&format!("{} {} {}", b.ts, s.samples, s.cpu_ns));
+        }
+    }
+    h.finish()
+}
+
 /// Inserts the rollup rows of `batches` as one `INSERT`.
 pub async fn insert(
     client: &Client,
@@ -178,6 +216,7 @@ pub async fn insert(
     if rows.is_empty() {
         return Ok(());
     }
+    let batch = fingerprint(tenant, batches);
     let mut ins = start_insert::<RollupRow<'_>>(client, FUNCTION_TABLE)
         .await
         .map(|ins| dedup.apply(ins))
@@ -195,6 +234,7 @@ pub async fn insert(
             self_cpu_ns: v[1],
             total_samples: v[2],
             total_cpu_ns: v[3],
+            batch,
         })
         .await
         .map_err(|e| unavailable(&context("sending function rollup rows"), e))?;
@@ -416,6 +456,30 @@ mod tests {
             rows[&("shop", "GET /a", "b1", HOUR_NS, "main")],
             [0, 0, 7, 70]
         );
+    }
+
+    /// A retry's fingerprint is the same; another host's equal profile is not.
+    #[test]
+    fn the_fingerprint_tells_writes_apart_but_not_retries() {
+        let batch = |host: &str| ProfileBatch {
+            ts: HOUR_NS,
+            labels: SampleLabels {
+                service: "shop".into(),
+                host: host.into(),
+                ..SampleLabels::default()
+            },
+            samples: vec![StackSample {
+                frames: vec!["main".into(), "idle".into()],
+                samples: 100,
+                cpu_ns: 1_000_000_000,
+            }],
+        };
+        let t = Tenant("t".into());
+        let a = fingerprint(&t, &[batch("web-1")]);
+        assert_eq!(a, fingerprint(&t, &[batch("web-1")]));
+        assert_ne!(a, fingerprint(&t, &[batch("web-2")]));
+        assert_ne!(a, fingerprint(&Tenant("u".into()), &[batch("web-1")]));
+        assert_eq!(rows_of(&[batch("web-1")]), rows_of(&[batch("web-2")]));
     }
 
     #[test]
