@@ -238,18 +238,31 @@ pub fn post_all(
 
 /// A GET answered 200 with a JSON body, and how long it took (to the last byte).
 pub fn get_json(http: &reqwest::blocking::Client, url: &str) -> anyhow::Result<(Value, Duration)> {
+    let (took, body) = get_timed(http, url)?;
+    let v = serde_json::from_slice(&body).with_context(|| format!("GET {url}: not JSON"))?;
+    Ok((v, took))
+}
+
+/// GET `url`: the time from the request to the last byte of the answer, and its body; an
+/// answer other than 2xx is an error carrying the body.
+pub fn get_timed(
+    http: &reqwest::blocking::Client,
+    url: &str,
+) -> anyhow::Result<(Duration, Vec<u8>)> {
     let t0 = Instant::now();
     let resp = http.get(url).send().with_context(|| format!("GET {url}"))?;
     let status = resp.status();
     let body = resp
-        .text()
+        .bytes()
         .with_context(|| format!("reading the answer of GET {url}"))?;
     let took = t0.elapsed();
     if !status.is_success() {
-        bail!("GET {url}: HTTP {status}: {}", body.trim());
+        bail!(
+            "GET {url}: HTTP {status}: {}",
+            String::from_utf8_lossy(&body).trim()
+        );
     }
-    let v = serde_json::from_str(&body).with_context(|| format!("GET {url}: not JSON"))?;
-    Ok((v, took))
+    Ok((took, body.to_vec()))
 }
 
 /// Sum of `requests` over the rows of a JSON array answer.

@@ -58,19 +58,9 @@ struct Limit {
 
 /// GET `url`; the seconds to the last byte, the body's size and the answer's `nodes`.
 fn get_profile(http: &reqwest::blocking::Client, url: &str) -> anyhow::Result<(f64, usize, u64)> {
-    let t0 = Instant::now();
-    let resp = http.get(url).send().with_context(|| format!("GET {url}"))?;
-    let status = resp.status();
-    let body = resp.bytes().with_context(|| format!("reading GET {url}"))?;
-    let secs = t0.elapsed().as_secs_f64();
-    if !status.is_success() {
-        bail!(
-            "GET {url}: HTTP {status}: {}",
-            String::from_utf8_lossy(&body)
-        );
-    }
+    let (took, body) = crate::client::get_timed(http, url)?;
     let v: Value = serde_json::from_slice(&body).with_context(|| format!("GET {url}: not JSON"))?;
-    Ok((secs, body.len(), nodes_of(&v)?))
+    Ok((took.as_secs_f64(), body.len(), nodes_of(&v)?))
 }
 
 fn nodes_of(v: &Value) -> anyhow::Result<u64> {

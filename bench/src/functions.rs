@@ -157,18 +157,10 @@ struct Timed {
     bytes: usize,
 }
 
+/// GET `url`: seconds to the last byte and the answer's size.
 fn get(http: &reqwest::blocking::Client, url: &str) -> anyhow::Result<(f64, usize)> {
-    let t0 = Instant::now();
-    let resp = http.get(url).send().with_context(|| format!("GET {url}"))?;
-    let status = resp.status();
-    let body = resp.bytes().with_context(|| format!("reading GET {url}"))?;
-    let secs = t0.elapsed().as_secs_f64();
-    anyhow::ensure!(
-        status.is_success(),
-        "GET {url}: HTTP {status}: {}",
-        String::from_utf8_lossy(&body)
-    );
-    Ok((secs, body.len()))
+    let (took, body) = client::get_timed(http, url)?;
+    Ok((took.as_secs_f64(), body.len()))
 }
 
 pub fn run(cli: &Cli, a: &FunctionsArgs, report: &mut Report) -> anyhow::Result<()> {
