@@ -69,6 +69,17 @@ pub fn distinct_functions(frames: &[String]) -> impl Iterator<Item = (&str, bool
     })
 }
 
+/// Adds `samples` taking `cpu_ns` of one stack to a function's sums (self samples, self CPU
+/// ns, total samples, total CPU ns): to self too when the function is the stack's leaf.
+pub fn add_to_sums(v: &mut [u64; 4], is_self: bool, samples: u64, cpu_ns: u64) {
+    if is_self {
+        v[0] = v[0].saturating_add(samples);
+        v[1] = v[1].saturating_add(cpu_ns);
+    }
+    v[2] = v[2].saturating_add(samples);
+    v[3] = v[3].saturating_add(cpu_ns);
+}
+
 /// Sums per (bucket, function).
 #[derive(Debug, Default)]
 pub struct FunctionSums {
@@ -95,12 +106,7 @@ impl FunctionSums {
                 Some(v) => v,
                 None => rows.entry(f.to_owned()).or_default(),
             };
-            if is_self {
-                v[0] = v[0].saturating_add(samples);
-                v[1] = v[1].saturating_add(cpu_ns);
-            }
-            v[2] = v[2].saturating_add(samples);
-            v[3] = v[3].saturating_add(cpu_ns);
+            add_to_sums(v, is_self, samples, cpu_ns);
         }
     }
 
@@ -132,8 +138,10 @@ impl FunctionSums {
 
     /// Adds every row of `other`.
     pub fn merge(&mut self, other: FunctionSums) {
-        for t in other.into_rows() {
-            self.add(&t);
+        for (time, rows) in other.by_bucket {
+            for (function, sums) in rows {
+                self.add_sums(time, &function, sums);
+            }
         }
     }
 

@@ -33,7 +33,9 @@ use std::collections::BTreeMap;
 use std::hash::Hasher;
 
 use ::clickhouse::Client;
-use profwatch_model::functions::{distinct_functions, FunctionQuery, FunctionSums, FunctionTotals};
+use profwatch_model::functions::{
+    add_to_sums, distinct_functions, FunctionQuery, FunctionSums, FunctionTotals,
+};
 use profwatch_model::profile::ProfileBatch;
 use profwatch_model::query::TimeRange;
 use profwatch_model::Tenant;
@@ -161,12 +163,7 @@ fn rows_of(batches: &[ProfileBatch]) -> BTreeMap<Key<'_>, [u64; 4]> {
                 let v = out
                     .entry((&l.service, &l.endpoint, &l.build, hour, f))
                     .or_default();
-                if is_self {
-                    v[0] = v[0].saturating_add(s.samples);
-                    v[1] = v[1].saturating_add(s.cpu_ns);
-                }
-                v[2] = v[2].saturating_add(s.samples);
-                v[3] = v[3].saturating_add(s.cpu_ns);
+                add_to_sums(v, is_self, s.samples, s.cpu_ns);
             }
         }
     }
@@ -180,25 +177,27 @@ fn rows_of(batches: &[ProfileBatch]) -> BTreeMap<Key<'_>, [u64; 4]> {
 /// twice; with it, only a retry of the same write is dropped.
 fn fingerprint(tenant: &Tenant, batches: &[ProfileBatch]) -> u64 {
     let mut h = siphasher::sip::SipHasher13::new_with_keys(0, 0);
-    let mut put = |s: &str| {
+    fn put(h: &mut impl Hasher, s: &str) {
         h.write_usize(s.len());
         h.write(s.as_bytes());
-    };
-    put(tenant.as_str());
+    }
+    put(&mut h, tenant.as_str());
     for b in batches {
         let l = &b.labels;
         for v in [&l.service, &l.endpoint, &l.build, &l.dc, &l.host] {
-            put(v);
+            put(&mut h, v);
         }
         for (k, v) in &l.extra {
-            put(k);
-            put(v);
+            put(&mut h, k);
+            put(&mut h, v);
         }
         for s in &b.samples {
             for f in &s.frames {
-                put(f);
+                put(&mut h, f);
             }
-            put(&format!("{} {} {}", b.ts, s.samples, s.cpu_ns));
+            h.write_i64(b.ts);
+            h.write_u64(s.samples);
+            h.write_u64(s.cpu_ns);
         }
     }
     h.finish()

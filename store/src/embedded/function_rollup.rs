@@ -34,7 +34,7 @@ use std::sync::Arc;
 
 use foldhash::fast::RandomState;
 
-use profwatch_model::functions::{distinct_functions, FunctionQuery, FunctionSums};
+use profwatch_model::functions::{add_to_sums, distinct_functions, FunctionQuery, FunctionSums};
 
 use super::memtable::{SampleRows, SeriesKey, Stacks};
 
@@ -208,13 +208,12 @@ impl Builder {
                 }
             };
             for &(id, is_self) in ids {
-                let v = cells.entry((*group, *hour, id)).or_default();
-                if is_self {
-                    v[0] = v[0].saturating_add(*n);
-                    v[1] = v[1].saturating_add(*c);
-                }
-                v[2] = v[2].saturating_add(*n);
-                v[3] = v[3].saturating_add(*c);
+                add_to_sums(
+                    cells.entry((*group, *hour, id)).or_default(),
+                    is_self,
+                    *n,
+                    *c,
+                );
             }
             if cells.len() as u64 > self.rows {
                 return None;
