@@ -2,13 +2,16 @@
 with profwatch (``flask_bare``/``flask_pw``, ``django_bare``/``django_pw``). Under gunicorn,
 ``BENCH_PROFWATCH=1`` picks the instrumented pair (``flask_app``, ``django_app``).
 
-The views are small (route, a little JSON), plus ``BENCH_VIEW_MS`` milliseconds of CPU in
-pure Python (default 0): the smaller the view, the larger the SDK's share of each request, so
-the figures at 0 are the worst case for a real service.
+The views are small (route, a little JSON), plus ``BENCH_VIEW_ITERS`` rounds of pure-Python
+work (default 0; bench.py turns ``--view-ms`` into rounds once, by timing them in its own
+process, so that every server does the same work per request): the smaller the view, the
+larger the SDK's share of each request, so the figures at 0 are the worst case for a real
+service. The work is fixed, not "until the thread's clock has moved by so much": such a loop
+would read the clock (a system call) between rounds, and would absorb into its own budget any
+CPU the SDK spends on the thread while it runs (a SIGPROF sample), hiding it.
 """
 
 import os
-import time
 
 import django
 from django.conf import settings
@@ -19,6 +22,7 @@ from flask import Flask, jsonify
 
 import profwatch
 import profwatch.flask
+from work import work
 
 _DJANGO_MIDDLEWARE = ["django.middleware.common.CommonMiddleware"]
 settings.configure(
@@ -34,14 +38,12 @@ settings.configure(
 django.setup()
 
 
-_VIEW_NS = int(float(os.environ.get("BENCH_VIEW_MS", "0")) * 1e6)
+_VIEW_ITERS = int(os.environ.get("BENCH_VIEW_ITERS", "0"))
 
 
 def _payload(id):
-    if _VIEW_NS:
-        end = time.thread_time_ns() + _VIEW_NS
-        while time.thread_time_ns() < end:
-            pass
+    if _VIEW_ITERS:
+        work(_VIEW_ITERS)
     return {"id": id, "name": "item-%d" % id, "tags": ["a", "b", "c"], "price": id * 1.25}
 
 

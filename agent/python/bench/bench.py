@@ -11,15 +11,18 @@ reads the sidecar socket and discards (``--sidecar unix:///path`` to use a real 
   alternating between the bare and the instrumented app. Reports the request path's cost (the
   calling thread's CPU time per request: median over pairs of blocks) and the background
   threads' cost (the exporter and the sampler: process CPU minus the calling thread's).
-- ``http``: three gunicorn servers (one sync worker each: bare, profwatch with events only
-  (``profile_hz=0``), profwatch with events and the sampler) loaded in turn by a client in this
-  process (keep-alive is not supported by gunicorn's sync worker, so
-  one connection per request). Reports requests per second and requests per CPU-second of
-  the worker process, all its threads (from /proc/PID/task/*/schedstat, which the other load
-  on a shared machine skews less than wall time).
+- ``http``: gunicorn servers (one sync worker each) for the bare app and each instrumented
+  variant (events only (``profile_hz=0``); events and 99 Hz samples, the main thread sampled
+  from SIGPROF; the same with the sampler thread instead), ``--processes`` of each (two
+  processes of one program differ in speed by a few percent on their own), loaded in turn by a
+  client in this process (keep-alive is not supported by gunicorn's sync worker, so one
+  connection per request). Reports requests per second and requests per CPU-second of the
+  worker processes, all their threads (from /proc/PID/task/*/schedstat, which the other load
+  on a shared machine skews less than wall time), pooled over each variant's processes, and
+  the bare processes' spread (the noise floor).
 
-Loss is ``1 - instrumented / bare`` for each round (the variants run back to back, in an
-order that rotates); the table gives the median and the spread over rounds.
+Loss is ``1 - instrumented / bare``: pooled over the whole run, and for each round (every
+server once, in an order that rotates) with the median and spread over rounds.
 """
 
 from __future__ import annotations
@@ -60,6 +63,25 @@ def sink(path: str) -> threading.Thread:
     t = threading.Thread(target=accept, daemon=True)
     t.start()
     return t
+
+
+def view_rounds(ms: float) -> int:
+    """Rounds of ``apps.work`` that take ``ms`` milliseconds of CPU here (the fastest of a few
+    timings, in this process, before any server starts)."""
+    if ms <= 0:
+        return 0
+    sys.path.insert(0, HERE)
+    from work import work
+
+    n = 20000
+    best = min(_cpu_of(work, n) for _ in range(7))
+    return max(1, int(n * ms * 1e6 / best))
+
+
+def _cpu_of(f, n: int) -> int:
+    t0 = time.thread_time_ns()
+    f(n)
+    return max(time.thread_time_ns() - t0, 1)
 
 
 def _env(sidecar: str, hz: int) -> None:
@@ -145,7 +167,7 @@ def inproc(framework: str, rounds: int, block: int) -> dict:
 
 
 class Server:
-    def __init__(self, framework: str, variant: str, hz: int, signal_on: bool, env: dict, log_dir: str) -> None:
+    def __init__(self, framework: str, variant: str, k: int, hz: int, signal_on: bool, env: dict, log_dir: str) -> None:
         target = "apps:flask_app" if framework == "flask" else "apps:django_app"
         env = dict(
             env,
@@ -153,7 +175,7 @@ class Server:
             PROFWATCH_PROFILE_HZ=str(hz),
             PROFWATCH_PROFILE_SIGNAL="1" if signal_on else "0",
         )
-        self.log = open(os.path.join(log_dir, "%s-%s.log" % (framework, variant)), "w+")
+        self.log = open(os.path.join(log_dir, "%s-%s-%d.log" % (framework, variant.replace(" ", "-"), k)), "w+")
         gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
         self.proc = subprocess.Popen(
             [gunicorn, "--workers", "1", "--bind", "127.0.0.1:0", "--backlog", "256", target],
@@ -226,50 +248,68 @@ def load(port: str, path: str, seconds: float, clients: int) -> int:
 #: The http mode's variants: (name, profile_hz or None for the bare app, SIGPROF on). The
 #: sync worker serves on its main thread, so the default samples it from SIGPROF; the
 #: "thread" variant has the sampler thread do it (``profile_signal=0``), as for threaded servers.
-def _variants(hz: int):
-    if hz == 0:
-        return [("bare", None, False), ("events", 0, False)]
-    return [
-        ("bare", None, False),
-        ("events", 0, False),
-        ("events+%dHz" % hz, hz, True),
-        ("events+%dHz thread" % hz, hz, False),
-    ]
+def _variants(hz: int, only: str = ""):
+    every = [("bare", None, False), ("events", 0, False)]
+    if hz:
+        every += [("events+%dHz" % hz, hz, True), ("events+%dHz thread" % hz, hz, False)]
+    if not only:
+        return every
+    picked = [v for v in every if v[0] == "bare" or v[0].replace(" ", "-") in only.split(",")]
+    if len(picked) < 2:
+        raise SystemExit("--variants: pick from %s" % ", ".join(v[0].replace(" ", "-") for v in every[1:]))
+    return picked
 
 
-def http(framework: str, rounds: int, seconds: float, clients: int, hz: int, env: dict, log_dir: str) -> dict:
-    variants = _variants(hz)
-    servers = {name: Server(framework, name, h or 0, sig, env, log_dir) for name, h, sig in variants}
+def http(framework: str, rounds: int, seconds: float, clients: int, hz: int, processes: int, only: str, env: dict, log_dir: str) -> dict:
+    """Each variant runs in ``processes`` servers: two processes of one program differ in speed
+    by up to ~5% on their own on this VM, as much as the effect measured (where address-space
+    randomisation put their code and heap: with it off, ~1.5%, but then every process of a
+    variant has the same layout, and its luck is the variant's bias), so each variant's figure
+    pools several, and the bare servers' spread is reported as the noise floor (A/A)."""
+    variants = _variants(hz, only)
     names = [name for name, _, _ in variants]
+    servers = {
+        (name, k): Server(framework, name, k, h or 0, sig, env, log_dir) for k in range(processes) for name, h, sig in variants
+    }
+    keys = [(name, k) for k in range(processes) for name in names]  # the variants alternate
     try:
         for s in servers.values():
             load(s.port, s.path, 1.0, clients)  # warm up
-        per_round = []  # {name: (req/s, req per CPU-s)}
-        total = {name: [0, 0.0] for name in names}
+        per_round = []  # {name: (req/s, req per CPU-s)}, pooled over the variant's servers
+        by_server = {key: [0, 0.0] for key in keys}
         for r in range(rounds):
-            per = {}
-            order = names[r % len(names):] + names[: r % len(names)]  # rotate who goes first
-            for name in order:
-                s = servers[name]
+            got = {name: [0, 0.0] for name in names}
+            shift = r % len(keys)
+            for key in keys[shift:] + keys[:shift]:  # rotate who goes first
+                s = servers[key]
                 c0 = s.cpu_s()
                 n = load(s.port, s.path, seconds, clients)
                 cpu = s.cpu_s() - c0
-                per[name] = (n / seconds, n / cpu if cpu else float("nan"))
-                total[name][0] += n
-                total[name][1] += cpu
-            per_round.append(per)
+                for acc in (got[key[0]], by_server[key]):
+                    acc[0] += n
+                    acc[1] += cpu
+            per_round.append({name: (n / (seconds * processes), n / cpu if cpu else float("nan")) for name, (n, cpu) in got.items()})
     finally:
         for s in servers.values():
             s.stop()
-    out = {"framework": framework, "mode": "http", "variants": {}}
-    us = {name: total[name][1] / total[name][0] * 1e6 for name in names}
+    out = {"framework": framework, "mode": "http", "processes": processes, "variants": {}}
     for name in names:
-        row = {"rps": statistics.median(p[name][0] for p in per_round), "cpu_us": us[name]}
-        if name != "bare":
-            wall = _summary([(p["bare"][0], p[name][0]) for p in per_round])
-            cpu = _summary([(p["bare"][1], p[name][1]) for p in per_round])
-            row.update(wall_loss=wall, cpu_loss=cpu, delta_us=us[name] - us["bare"])
+        n = sum(by_server[(name, k)][0] for k in range(processes))
+        cpu = sum(by_server[(name, k)][1] for k in range(processes))
+        each = [by_server[(name, k)][1] / by_server[(name, k)][0] * 1e6 for k in range(processes)]
+        row = {"rps": statistics.median(p[name][0] for p in per_round), "cpu_us": cpu / n * 1e6, "cpu_us_by_process": each}
         out["variants"][name] = row
+    bare_us = out["variants"]["bare"]["cpu_us"]
+    for name in names[1:]:
+        row = out["variants"][name]
+        row.update(
+            wall_loss=_summary([(p["bare"][0], p[name][0]) for p in per_round]),
+            cpu_loss=_summary([(p["bare"][1], p[name][1]) for p in per_round]),
+            pooled_loss=1 - bare_us / row["cpu_us"],
+            delta_us=row["cpu_us"] - bare_us,
+        )
+    each = out["variants"]["bare"]["cpu_us_by_process"]
+    out["aa_spread"] = max(each) / min(each) - 1
     return out
 
 
@@ -277,16 +317,19 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--mode", choices=["inproc", "http", "both"], default="both")
     p.add_argument("--framework", choices=["flask", "django", "both"], default="both")
-    p.add_argument("--rounds", type=int, default=20, help="http: rounds per variant")
+    p.add_argument("--rounds", type=int, default=10, help="http: rounds (each loads every server once)")
     p.add_argument("--pairs", type=int, default=200, help="inproc: pairs of alternating blocks")
     p.add_argument("--block", type=int, default=200, help="inproc: requests per block")
-    p.add_argument("--seconds", type=float, default=3.0, help="http: seconds per round")
+    p.add_argument("--seconds", type=float, default=1.0, help="http: seconds per server per round")
     p.add_argument("--clients", type=int, default=4, help="http: concurrent client threads")
+    p.add_argument("--variants", default="", help="http: the instrumented variants to run besides bare, comma-separated (default all: events, events+99Hz, events+99Hz-thread)")
+    p.add_argument("--processes", type=int, default=4, help="http: servers per variant (their speeds differ on their own)")
     p.add_argument("--sidecar", help="a running sidecar (unix:// or udp://); default: a discarding sink")
     p.add_argument("--view-ms", type=float, default=0.0, help="CPU milliseconds each view spends (default 0: the worst case)")
     p.add_argument("--hz", type=int, default=99, help="profile_hz of the instrumented variant (0: no sampler)")
     p.add_argument("--json", action="store_true", help="print one JSON object per result")
     args = p.parse_args()
+    _variants(args.hz, args.variants)  # a bad --variants fails now, not after the inproc runs
     tmp = tempfile.mkdtemp(prefix="profwatch-bench-")
     sidecar = args.sidecar
     if sidecar is None:
@@ -295,7 +338,7 @@ def main() -> None:
         sidecar = "unix://" + sock
     _env(sidecar, args.hz)
     os.environ["PYTHONPATH"] = os.pathsep.join([SDK] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
-    os.environ["BENCH_VIEW_MS"] = str(args.view_ms)
+    os.environ["BENCH_VIEW_ITERS"] = str(view_rounds(args.view_ms))
     frameworks = ["flask", "django"] if args.framework == "both" else [args.framework]
     load_avg = os.getloadavg()
     print("# %d CPUs, load average %.1f %.1f %.1f at start; sidecar %s; profile_hz %d; view %.1f ms" % ((os.cpu_count() or 0,) + load_avg + (sidecar, args.hz, args.view_ms)))
@@ -309,7 +352,7 @@ def main() -> None:
             ).stdout
             results.append(json.loads(out.strip().splitlines()[-1]))
         if args.mode in ("http", "both"):
-            results.append(http(fw, args.rounds, args.seconds, args.clients, args.hz, dict(os.environ), tmp))
+            results.append(http(fw, args.rounds, args.seconds, args.clients, args.hz, args.processes, args.variants, dict(os.environ), tmp))
     print("# load average %.1f %.1f %.1f at end" % os.getloadavg())
     for r in results:
         if args.json:
@@ -324,15 +367,19 @@ def main() -> None:
             )
         else:
             for name, v in r["variants"].items():
+                procs = " ".join("%.0f" % x for x in v["cpu_us_by_process"])
                 if name == "bare":
-                    print("%-6s http    %-12s %6.0f req/s  worker CPU %6.1f µs/req" % (r["framework"], name, v["rps"], v["cpu_us"]))
+                    print(
+                        "%-6s http    %-18s %6.0f req/s  worker CPU %6.1f µs/req (processes: %s; A/A spread %.1f%%)"
+                        % (r["framework"], name, v["rps"], v["cpu_us"], procs, 100 * r["aa_spread"])
+                    )
                     continue
                 print(
-                    "%-6s http    %-12s %6.0f req/s  worker CPU %6.1f µs/req (+%.1f µs)  loss per CPU-s %.1f%% "
-                    "(pairs %.1f%%..%.1f%%), per wall-s %.1f%% (pairs %.1f%%..%.1f%%)"
-                    % ((r["framework"], name, v["rps"], v["cpu_us"], v["delta_us"]) + tuple(100 * x for x in v["cpu_loss"] + v["wall_loss"]))
+                    "%-6s http    %-18s %6.0f req/s  worker CPU %6.1f µs/req (+%.1f µs; processes: %s)  loss per CPU-s %.1f%% "
+                    "pooled, %.1f%% median of rounds (%.1f%%..%.1f%%), per wall-s %.1f%% (%.1f%%..%.1f%%)"
+                    % ((r["framework"], name, v["rps"], v["cpu_us"], v["delta_us"], procs, 100 * v["pooled_loss"])
+                       + tuple(100 * x for x in v["cpu_loss"] + v["wall_loss"]))
                 )
-
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--inproc-worker":
