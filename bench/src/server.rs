@@ -310,8 +310,19 @@ impl ClickHouse {
                 _ => bail!("unexpected line from system.parts: {l:?}"),
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        // `compression_codec` came with codecs (19.x); 18.16 has neither.
+        let has_codecs = self.exec(
+            "SELECT count() FROM system.columns \
+             WHERE database = 'system' AND table = 'columns' AND name = 'compression_codec' \
+             FORMAT TSV",
+        )?;
+        let codec = if has_codecs.trim() == "0" {
+            "''"
+        } else {
+            "compression_codec"
+        };
         let columns = self.exec(&format!(
-            "SELECT name, concat(type, ' ', compression_codec), data_compressed_bytes \
+            "SELECT name, concat(type, ' ', {codec}), data_compressed_bytes \
              FROM system.columns WHERE database = '{}' AND table = 'events' FORMAT TSV",
             self.database
         ))?;

@@ -13,7 +13,8 @@
 //!   from raw rows (sums up to floating-point order). Both are within the sketch's
 //!   [`RELATIVE_ACCURACY`] of the exact quantile.
 //! - A query reads the rollup for the whole minutes of its range and the raw rows of the partial
-//!   minutes at either end ([`Split`]), merged as states in one statement. A range shorter than
+//!   minutes at either end ([`Split`]), merged as states in one statement (one `GROUP BY` over
+//!   the rollup rows and the raw partials, so each stored state is merged once). A range shorter than
 //!   a minute, a range before 1970, and a time-series step that is not a whole number of
 //!   minutes read raw rows only.
 //! - Retention: `events_rollup` is partitioned by day like `events` and trimmed with it (TTL on
@@ -185,17 +186,18 @@ fn raw_partial() -> String {
     )
 }
 
-/// Partial aggregates of rollup rows, in the columns of [`raw_partial`].
-fn rollup_partial() -> String {
-    format!(
-        "toFloat64(sumMerge(requests)) AS requests, \
-         toFloat64(sumMerge(cpu_sum)) AS cpu_sum, \
-         quantilesExactWeightedMergeState({LEVELS})(cpu_q) AS cpu_q, \
-         toFloat64(sumMerge(instructions_requests)) AS instructions_requests, \
-         toFloat64(sumMerge(instructions_sum)) AS instructions_sum, \
-         quantilesExactWeightedMergeState({LEVELS})(instructions_q) AS instructions_q, \
-         minMerge(first_ts) AS first_ts, maxMerge(last_ts) AS last_ts"
-    )
+/// Rollup rows, one by one, in the columns of [`raw_partial`]: sums and times finalized per
+/// row, quantile states as stored. Not grouped: the query's outer `GROUP BY` merges every
+/// state once (grouping here as well merged each twice, ~20% of the answer's time on
+/// `profwatch-bench query --shape rollup`).
+fn rollup_rows() -> &'static str {
+    "toFloat64(finalizeAggregation(requests)) AS requests, \
+     toFloat64(finalizeAggregation(cpu_sum)) AS cpu_sum, \
+     cpu_q, \
+     toFloat64(finalizeAggregation(instructions_requests)) AS instructions_requests, \
+     toFloat64(finalizeAggregation(instructions_sum)) AS instructions_sum, \
+     instructions_q, \
+     finalizeAggregation(first_ts) AS first_ts, finalizeAggregation(last_ts) AS last_ts"
 }
 
 /// The final stats columns over partial aggregates, as `events`' `StatsRow` reads them.
@@ -279,8 +281,9 @@ impl Partials<'_> {
     }
 
     /// `(SELECT ... FROM events_rollup ... UNION ALL SELECT ... FROM events ...)` and the
-    /// values to bind, in order: the partials of `split`, grouped by the keys, for the tenant,
-    /// service and filter values given.
+    /// values to bind, in order: the partials of `split` for the tenant, service and filter
+    /// values given (rollup rows as they are, raw rows grouped by the keys), for the caller to
+    /// group by the keys.
     pub fn sql<'v>(&self, split: &Split, filter_values: &[Bind<'v>]) -> (String, Vec<Bind<'v>>) {
         let names: Vec<&str> = self.keys.iter().map(|k| k.2).collect();
         let group = names.join(", ");
@@ -305,11 +308,10 @@ impl Partials<'_> {
         binds.push(Bind::Int(split.minutes.from));
         binds.push(Bind::Int(split.minutes.to));
         let mut sql = format!(
-            "SELECT {keys}, {partial} FROM {table} \
-             WHERE tenant = ? AND service = ?{filters} AND minute >= ? AND minute < ? \
-             GROUP BY {group}",
+            "SELECT {keys}, {rows} FROM {table} \
+             WHERE tenant = ? AND service = ?{filters} AND minute >= ? AND minute < ?",
             keys = select(true),
-            partial = rollup_partial(),
+            rows = rollup_rows(),
             table = self.table(),
         );
         if !split.aligned() {
