@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::client::{insert_one, query_error, unavailable};
 use super::events::Read;
-use super::rollups::{bind_all, Bind, Partials};
+use super::rollups::{Bind, Partials};
 use crate::StoreError;
 
 pub async fn builds(
@@ -18,7 +18,8 @@ pub async fn builds(
     q: &BuildsQuery,
     read: Read,
 ) -> Result<Vec<BuildSummary>, StoreError> {
-    let query = match read.split(q.range, None) {
+    let what = format!("builds of service {:?}", q.service);
+    let rows: Vec<(String, i64, i64, f64)> = match read.split(q.range, None) {
         None => client
             .query(
                 "SELECT toString(build) AS b, min(ts), max(ts), toFloat64(sum(weight)) \
@@ -28,28 +29,33 @@ pub async fn builds(
             .bind(q.tenant.as_str())
             .bind(q.service.as_str())
             .bind(q.range.from)
-            .bind(q.range.to),
+            .bind(q.range.to)
+            .fetch_all()
+            .await
+            .map_err(|e| query_error(&what, e))?,
         Some(split) => {
-            let (from, binds) = Partials {
+            let outer = |from: &str| {
+                format!(
+                    "SELECT toString(build) AS b, min(first_ts), max(last_ts), \
+                     toFloat64(sum(requests)) FROM {from} GROUP BY b ORDER BY b"
+                )
+            };
+            Partials {
                 keys: &[("build", "build", "build")],
                 key_binds: &[],
                 filters: &[],
             }
-            .sql(
+            .fetch(
+                client,
                 &split,
+                None,
                 &[Bind::Str(q.tenant.as_str()), Bind::Str(q.service.as_str())],
-            );
-            let sql = format!(
-                "SELECT toString(build) AS b, min(first_ts), max(last_ts), \
-                 toFloat64(sum(requests)) FROM {from} GROUP BY b ORDER BY b"
-            );
-            bind_all(client.query(&sql), &binds)
+                &outer,
+                &what,
+            )
+            .await?
         }
     };
-    let rows: Vec<(String, i64, i64, f64)> = query
-        .fetch_all()
-        .await
-        .map_err(|e| query_error(&format!("builds of service {:?}", q.service), e))?;
     Ok(rows
         .into_iter()
         .map(|(build, first_seen, last_seen, requests)| BuildSummary {

@@ -38,6 +38,7 @@ const DEDUP_TABLES: &[&str] = &[
     EVENTS_TABLE,
     super::rollups::ROLLUP_TABLE,
     super::rollups::ENDPOINT_ROLLUP_TABLE,
+    super::rollups::HOUR_ROLLUP_TABLE,
     "samples",
     super::functions::FUNCTION_TABLE,
     super::memory::MEMORY_TABLE,

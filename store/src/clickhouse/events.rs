@@ -19,7 +19,7 @@ use crate::StoreError;
 /// Where summaries are read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Read {
-    /// The rollup for whole minutes, raw rows for the rest (see `rollups.rs`).
+    /// The rollups for whole hours and minutes, raw rows for the rest (see `rollups.rs`).
     Rollups,
     /// Raw rows only.
     Raw,
@@ -124,22 +124,27 @@ pub async fn endpoints(
         let group_column = q.group_by.column();
         let mut keys = vec![("endpoint", "endpoint", "endpoint")];
         keys.extend(group_column.map(|c| (c, c, c)));
-        let (from, binds) = Partials {
+        let outer = |from: &str| {
+            format!(
+                "SELECT toString(endpoint) AS row_key, {group_select} AS grp, {stats} \
+                 FROM {from} GROUP BY endpoint{group_key} ORDER BY row_key, grp",
+                stats = merged_stats(),
+            )
+        };
+        let rows: Vec<StatsRow<String>> = Partials {
             keys: &keys,
             key_binds: &[],
             filters: &[],
         }
-        .sql(
+        .fetch(
+            client,
             &split,
+            None,
             &[Bind::Str(q.tenant.as_str()), Bind::Str(q.service.as_str())],
-        );
-        let sql = format!(
-            "SELECT toString(endpoint) AS row_key, {group_select} AS grp, {stats} FROM {from} \
-             GROUP BY endpoint{group_key} ORDER BY row_key, grp",
-            stats = merged_stats(),
-        );
-        let rows: Vec<StatsRow<String>> =
-            fetch_stats(&what, bind_all(client.query(&sql), &binds)).await?;
+            &outer,
+            &what,
+        )
+        .await?;
         return Ok(endpoint_rows(q.group_by, rows));
     }
     let sql = format!(
@@ -299,7 +304,7 @@ async fn bucketed_rollup(
     what: &str,
 ) -> Result<Vec<StatsRow<i64>>, StoreError> {
     let mut keys = vec![(
-        "intDiv(minute, toInt64(?)) * toInt64(?)",
+        "intDiv({t}, toInt64(?)) * toInt64(?)",
         "intDiv(ts, toInt64(?)) * toInt64(?)",
         "bucket",
     )];
@@ -311,21 +316,23 @@ async fn bucketed_rollup(
     } else {
         &[]
     };
-    let (from, binds) = Partials {
+    let outer = |from: &str| {
+        format!(
+            "SELECT toInt64(intDiv(bucket, {NS_PER_SECOND})) AS row_key, {group} AS grp, \
+             {stats} FROM {from} GROUP BY bucket{key} ORDER BY {order}",
+            group = b.group_select,
+            key = b.group_key,
+            order = b.order,
+            stats = merged_stats(),
+        )
+    };
+    Partials {
         keys: &keys,
         key_binds: &[b.step, b.step],
         filters,
     }
-    .sql(split, &values);
-    let sql = format!(
-        "SELECT toInt64(intDiv(bucket, {NS_PER_SECOND})) AS row_key, {group} AS grp, {stats} \
-         FROM {from} GROUP BY bucket{key} ORDER BY {order}",
-        group = b.group_select,
-        key = b.group_key,
-        order = b.order,
-        stats = merged_stats(),
-    );
-    fetch_stats(what, bind_all(client.query(&sql), &binds)).await
+    .fetch(client, split, Some(b.step), &values, &outer, what)
+    .await
 }
 
 async fn fetch_stats<K>(

@@ -535,6 +535,15 @@ pub const MIGRATIONS: &[Migration] = &[
         columns: none,
         codecs: none,
     },
+    Migration {
+        version: 13,
+        name: "create events_rollup_endpoint_hour (per endpoint and build, per hour), its view, back-fill",
+        tables: super::rollups::create_hour_tables,
+        views: super::rollups::create_hour_views,
+        fills: none,
+        columns: none,
+        codecs: none,
+    },
 ];
 
 /// Codecs chosen per column for the two big tables (migration 10), from each column's

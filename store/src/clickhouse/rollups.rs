@@ -14,10 +14,17 @@
 //!   [`RELATIVE_ACCURACY`] of the exact quantile.
 //! - A query reads the rollup for the whole minutes of its range and the raw rows of the partial
 //!   minutes at either end ([`Split`]), merged as states in one statement (one `GROUP BY` over
-//!   the rollup rows and the raw partials, so each stored state is merged once). A range shorter than
-//!   a minute, a range before 1970, and a time-series step that is not a whole number of
-//!   minutes read raw rows only.
-//! - Retention: `events_rollup` is partitioned by day like `events` and trimmed with it (TTL on
+//!   the rollup rows and the raw partials, so each stored state is merged once). A range
+//!   shorter than a minute, a range before 1970, and a time-series step that is not a whole
+//!   number of minutes read raw rows only.
+//! - Queries the per-endpoint rollup serves (no step, or a step of whole hours) read the hourly
+//!   rollup (`events_rollup_endpoint_hour`, migration 13) for the whole hours of their range,
+//!   minutes and raw rows for the rest ([`Pieces::hourly`]). A partial hour at either end is
+//!   read whole from the hourly rollup when all its stored events lie inside the range (its
+//!   first and last `ts`, checked before the query and again after it; [`Partials::fetch`]):
+//!   the common case at the end of a range that runs to now, and wherever data starts or stops
+//!   inside the range.
+//! - Retention: every rollup is partitioned by day like `events` and trimmed with it (TTL on
 //!   modern servers, dropped partitions on every version).
 //! - Two rollups of the same states: `events_rollup` per (..., dc, host, minute) for queries
 //!   grouped or filtered by dc or host (the analysis pass's per-host summaries), and
@@ -25,7 +32,7 @@
 //!   (migration 12): on `profwatch-bench query --shape rollup` (8 hosts) its rows are 8 times
 //!   fewer and hold 8 times the requests, so its quantile states merge far fewer entries.
 //!   [`Partials::sql`] picks the coarsest one whose keys serve the query.
-//! - Upgrade (migration 7, and 12 for the per-endpoint one): the table, then the view, then the back-fill (empty the table,
+//! - Upgrade (migration 7; 12 for the per-endpoint one, 13 for the hourly one): the table, then the view, then the back-fill (empty the table,
 //!   aggregate every stored event into it). A batch whose insert completes between the view's
 //!   creation and the back-fill's read is counted twice in the rollup (never in raw rows); the
 //!   collector migrates at connect, before it serves, so this needs another collector writing
@@ -38,8 +45,12 @@
 //! [`SQL_BUCKET_EXPR`]: profwatch_model::sketch::SQL_BUCKET_EXPR
 //! [`RELATIVE_ACCURACY`]: profwatch_model::sketch::RELATIVE_ACCURACY
 
+use ::clickhouse::Client;
 use profwatch_model::query::TimeRange;
 use profwatch_model::sketch::SQL_BUCKET_EXPR;
+
+use super::client::query_error;
+use crate::StoreError;
 
 use super::migrations::{
     DdlContext, Engine, TableDdl, ViewDdl, PER_ENDPOINT_SHARD_KEY, RETENTION_COLUMN,
@@ -49,15 +60,19 @@ use super::migrations::{
 pub const ROLLUP_TABLE: &str = "events_rollup";
 /// The table of rollups per endpoint and build (no dc, no host).
 pub const ENDPOINT_ROLLUP_TABLE: &str = "events_rollup_endpoint";
+/// The per-endpoint rollup per hour (migration 13), for the whole hours of a range.
+pub const HOUR_ROLLUP_TABLE: &str = "events_rollup_endpoint_hour";
 /// The rollup's time unit, in ns.
 pub const MINUTE_NS: i64 = 60_000_000_000;
+/// The hourly rollup's time unit, in ns.
+pub const HOUR_NS: i64 = 3_600_000_000_000;
 
 /// The quantile levels of every answer, in the order of [`super::events`]' rows.
 const LEVELS: &str = "0.5, 0.9, 0.99";
 
-/// Start of the minute of `ts` (floor, also before 1970), as SQL.
-fn minute_sql() -> String {
-    format!("(intDiv(ts, {MINUTE_NS}) * {MINUTE_NS} - if(ts % {MINUTE_NS} < 0, {MINUTE_NS}, 0))")
+/// Start of the unit (`unit` ns) holding `ts` (floor, also before 1970), as SQL.
+fn unit_start_sql(unit: i64) -> String {
+    format!("(intDiv(ts, {unit}) * {unit} - if(ts % {unit} < 0, {unit}, 0))")
 }
 
 fn weight_sql() -> &'static str {
@@ -69,16 +84,22 @@ fn bucket_sql(x: &str) -> String {
 }
 
 pub fn create_tables(ctx: &DdlContext) -> Vec<TableDdl> {
-    vec![rollup_table(ctx, ROLLUP_TABLE, &["dc", "host"])]
+    vec![rollup_table(ctx, ROLLUP_TABLE, &["dc", "host"], "minute")]
 }
 
 /// Migration 12: the per-endpoint rollup.
 pub fn create_endpoint_tables(ctx: &DdlContext) -> Vec<TableDdl> {
-    vec![rollup_table(ctx, ENDPOINT_ROLLUP_TABLE, &[])]
+    vec![rollup_table(ctx, ENDPOINT_ROLLUP_TABLE, &[], "minute")]
 }
 
-/// A rollup table keyed by tenant, service, endpoint, build, `extra` keys and minute.
-fn rollup_table(ctx: &DdlContext, name: &'static str, extra: &[&str]) -> TableDdl {
+/// Migration 13: the per-endpoint rollup per hour.
+pub fn create_hour_tables(ctx: &DdlContext) -> Vec<TableDdl> {
+    vec![rollup_table(ctx, HOUR_ROLLUP_TABLE, &[], "hour")]
+}
+
+/// A rollup table keyed by tenant, service, endpoint, build, `extra` keys and the start of its
+/// time unit, in the column `unit` (ns).
+fn rollup_table(ctx: &DdlContext, name: &'static str, extra: &[&str], unit: &str) -> TableDdl {
     let s = ctx.lc("String");
     let q = format!("AggregateFunction(quantilesExactWeighted({LEVELS}), Float64, UInt64)");
     let sum = "AggregateFunction(sum, Float64)";
@@ -93,7 +114,7 @@ fn rollup_table(ctx: &DdlContext, name: &'static str, extra: &[&str]) -> TableDd
     service {s},
     endpoint {s},
     build {s},{extra_columns}
-    minute Int64{delta},
+    {unit} Int64{delta},
     {RETENTION_COLUMN} Date{delta},
     requests {sum}{zstd},
     cpu_sum {sum}{zstd},
@@ -109,7 +130,7 @@ fn rollup_table(ctx: &DdlContext, name: &'static str, extra: &[&str]) -> TableDd
         engine: Engine::Aggregating,
         keys: format!(
             "PARTITION BY {RETENTION_COLUMN}\n\
-             ORDER BY (tenant, service, endpoint, build{extra_keys}, minute){ttl}",
+             ORDER BY (tenant, service, endpoint, build{extra_keys}, {unit}){ttl}",
             ttl = ctx.ttl()
         ),
         shard_key: PER_ENDPOINT_SHARD_KEY,
@@ -121,6 +142,7 @@ pub fn create_views(_ctx: &DdlContext) -> Vec<ViewDdl> {
         "events_rollup_mv",
         ROLLUP_TABLE,
         &["dc", "host"],
+        ("minute", MINUTE_NS),
     )]
 }
 
@@ -130,21 +152,37 @@ pub fn create_endpoint_views(_ctx: &DdlContext) -> Vec<ViewDdl> {
         "events_rollup_endpoint_mv",
         ENDPOINT_ROLLUP_TABLE,
         &[],
+        ("minute", MINUTE_NS),
     )]
 }
 
-fn rollup_view(name: &'static str, target: &'static str, extra: &[&str]) -> ViewDdl {
+/// Migration 13: the view feeding the per-endpoint rollup per hour.
+pub fn create_hour_views(_ctx: &DdlContext) -> Vec<ViewDdl> {
+    vec![rollup_view(
+        "events_rollup_endpoint_hour_mv",
+        HOUR_ROLLUP_TABLE,
+        &[],
+        ("hour", HOUR_NS),
+    )]
+}
+
+fn rollup_view(
+    name: &'static str,
+    target: &'static str,
+    extra: &[&str],
+    (unit, unit_ns): (&str, i64),
+) -> ViewDdl {
     let extra_keys: String = extra.iter().map(|c| format!(", {c}")).collect();
     ViewDdl {
         name,
         source: super::events::EVENTS_TABLE,
         target,
         select: format!(
-            "SELECT tenant, service, endpoint, build{extra_keys}, {minute} AS minute, \
+            "SELECT tenant, service, endpoint, build{extra_keys}, {start} AS {unit}, \
              {RETENTION_COLUMN}, {states}, minState(ts) AS first_ts, maxState(ts) AS last_ts \
              FROM {{source}} \
-             GROUP BY tenant, service, endpoint, build{extra_keys}, minute, {RETENTION_COLUMN}",
-            minute = minute_sql(),
+             GROUP BY tenant, service, endpoint, build{extra_keys}, {unit}, {RETENTION_COLUMN}",
+            start = unit_start_sql(unit_ns),
             states = raw_states(),
         ),
     }
@@ -244,17 +282,157 @@ impl Split {
         })
     }
 
+    /// The range split.
+    pub fn range(&self) -> TimeRange {
+        TimeRange {
+            from: self.before.0,
+            to: self.after.1,
+        }
+    }
+
     /// Whether the range is all whole minutes (no raw rows to read).
     pub fn aligned(&self) -> bool {
         self.before.0 == self.before.1 && self.after.0 == self.after.1
     }
 }
 
+/// What one query reads, disjoint and together exactly its range: hour cells of the hourly
+/// rollup, minute cells of a minute rollup, and raw rows (`[from, to)` of `ts`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Pieces {
+    /// Starts of the hour cells read, `[from, to)`.
+    pub hours: Option<TimeRange>,
+    /// Starts of the minute cells read, each `[from, to)`.
+    pub minutes: Vec<TimeRange>,
+    /// Raw rows, each `[from, to)` of `ts`.
+    pub raw: Vec<(i64, i64)>,
+}
+
+/// The partial hours at the ends of a range, whose cells a query may read whole when every
+/// stored event in them lies inside the range ([`Pieces::hourly`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EdgeHours {
+    /// Start of the hour holding `from`, when `from` is not on the hour.
+    pub start: Option<i64>,
+    /// Start of the hour holding `to`, when `to` is not on the hour.
+    pub end: Option<i64>,
+}
+
+impl EdgeHours {
+    pub fn of(range: TimeRange) -> EdgeHours {
+        let partial = |t: i64| (t.rem_euclid(HOUR_NS) != 0).then(|| t - t.rem_euclid(HOUR_NS));
+        EdgeHours {
+            start: partial(range.from),
+            end: partial(range.to),
+        }
+    }
+
+    /// The distinct cell starts, for the check.
+    pub fn cells(&self) -> Vec<i64> {
+        let mut cells: Vec<i64> = self.start.into_iter().chain(self.end).collect();
+        cells.dedup();
+        cells
+    }
+}
+
+/// Whether an edge hour's cell may be read whole for `range`: it holds no event, or its first
+/// and last events both lie inside the range. `span` is the cell's (first, last) `ts`.
+pub fn takeable(span: Option<(i64, i64)>, range: TimeRange) -> bool {
+    span.is_none_or(|(first, last)| first >= range.from && last < range.to)
+}
+
+impl Pieces {
+    /// The minute rollup's whole minutes and raw rows at the ends, as [`Split`] has them.
+    pub fn of_split(split: &Split) -> Pieces {
+        let raw = [split.before, split.after]
+            .into_iter()
+            .filter(|(a, b)| a < b)
+            .collect();
+        Pieces {
+            hours: None,
+            minutes: vec![split.minutes],
+            raw,
+        }
+    }
+
+    /// Adds `part` as whole minutes and raw rows at its ends (all raw when it holds no whole
+    /// minute).
+    fn cover(&mut self, part: TimeRange, step: Option<i64>) {
+        if part.from >= part.to {
+            return;
+        }
+        match Split::of(part, step) {
+            Some(split) => {
+                let p = Pieces::of_split(&split);
+                self.minutes.extend(p.minutes);
+                self.raw.extend(p.raw);
+            }
+            None => self.raw.push((part.from, part.to)),
+        }
+    }
+
+    /// The hourly rollup's whole hours, plus an edge hour's cell when `take` says it may be
+    /// read whole (see [`takeable`]); the rest of the range as minutes and raw rows. `range`
+    /// must start at or after 1970, and `step`, if any, be a whole number of hours.
+    pub fn hourly(range: TimeRange, step: Option<i64>, take: (bool, bool)) -> Pieces {
+        let edges = EdgeHours::of(range);
+        let take_start = take.0 && edges.start.is_some();
+        let take_end = take.1 && edges.end.is_some();
+        let mut pieces = Pieces::default();
+        if let (Some(start), Some(end)) = (edges.start, edges.end) {
+            if start == end {
+                // The range lies inside one hour: its cell whole, or minutes and raw rows.
+                if take_start && take_end {
+                    pieces.hours = Some(TimeRange {
+                        from: start,
+                        to: start + HOUR_NS,
+                    });
+                } else {
+                    pieces.cover(range, step);
+                }
+                return pieces;
+            }
+        }
+        let hours_from = match edges.start {
+            Some(start) if take_start => start,
+            Some(start) => start + HOUR_NS,
+            None => range.from,
+        };
+        let hours_to = match edges.end {
+            Some(end) if take_end => end + HOUR_NS,
+            Some(end) => end,
+            None => range.to,
+        };
+        if hours_from < hours_to {
+            pieces.hours = Some(TimeRange {
+                from: hours_from,
+                to: hours_to,
+            });
+        }
+        if !take_start {
+            let to = hours_from.min(range.to);
+            pieces.cover(
+                TimeRange {
+                    from: range.from,
+                    to,
+                },
+                step,
+            );
+        }
+        if !take_end {
+            let from = hours_to.max(range.from);
+            pieces.cover(TimeRange { from, to: range.to }, step);
+        }
+        pieces
+    }
+}
+
 /// The SQL of one query over partial aggregates, with its binds in text order.
 pub struct Partials<'a> {
     /// Key columns of the partials, as `expr AS name` pairs: (rollup expression, raw
-    /// expression, name). Expressions are module constants or take `?` binds listed in
-    /// `key_binds` (bound once per `?`, for each part).
+    /// expression, name). Rollup expressions name the cell's start `{t}`. Expressions are
+    /// module constants or take `?` binds listed in `key_binds` (bound once per `?`, for each
+    /// part).
     pub keys: &'a [(&'a str, &'a str, &'a str)],
     pub key_binds: &'a [i64],
     /// Extra `AND column = ?` filters after tenant and service (column names are constants).
@@ -280,17 +458,25 @@ impl Partials<'_> {
         }
     }
 
-    /// `(SELECT ... FROM events_rollup ... UNION ALL SELECT ... FROM events ...)` and the
-    /// values to bind, in order: the partials of `split` for the tenant, service and filter
-    /// values given (rollup rows as they are, raw rows grouped by the keys), for the caller to
-    /// group by the keys.
-    pub fn sql<'v>(&self, split: &Split, filter_values: &[Bind<'v>]) -> (String, Vec<Bind<'v>>) {
+    /// Whether the hourly rollup can serve this query (per endpoint, a step of whole hours).
+    pub fn hourly(&self, step: Option<i64>) -> bool {
+        self.table() == ENDPOINT_ROLLUP_TABLE && step.is_none_or(|s| s > 0 && s % HOUR_NS == 0)
+    }
+
+    /// `(SELECT ... FROM events_rollup_endpoint_hour ... UNION ALL SELECT ... FROM
+    /// events_rollup ... UNION ALL SELECT ... FROM events ...)` and the values to bind, in
+    /// order: the partials of `pieces` for the tenant, service and filter values given (rollup
+    /// rows as they are, raw rows grouped by the keys), for the caller to group by the keys.
+    pub fn sql<'v>(&self, pieces: &Pieces, filter_values: &[Bind<'v>]) -> (String, Vec<Bind<'v>>) {
         let names: Vec<&str> = self.keys.iter().map(|k| k.2).collect();
         let group = names.join(", ");
-        let select = |rollup: bool| {
+        let select = |time: Option<&str>| {
             self.keys
                 .iter()
-                .map(|k| format!("{} AS {}", if rollup { k.0 } else { k.1 }, k.2))
+                .map(|k| match time {
+                    Some(t) => format!("{} AS {}", k.0.replace("{t}", t), k.2),
+                    None => format!("{} AS {}", k.1, k.2),
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         };
@@ -299,36 +485,155 @@ impl Partials<'_> {
             .iter()
             .map(|c| format!(" AND {c} = ?"))
             .collect();
+        let ranges = |column: &str, n: usize| {
+            vec![format!("({column} >= ? AND {column} < ?)"); n].join(" OR ")
+        };
         let mut binds = Vec::new();
+        let mut parts = Vec::new();
         let common = |binds: &mut Vec<Bind<'v>>| {
             binds.extend(self.key_binds.iter().map(|v| Bind::Int(*v)));
             binds.extend_from_slice(filter_values);
         };
-        common(&mut binds);
-        binds.push(Bind::Int(split.minutes.from));
-        binds.push(Bind::Int(split.minutes.to));
-        let mut sql = format!(
-            "SELECT {keys}, {rows} FROM {table} \
-             WHERE tenant = ? AND service = ?{filters} AND minute >= ? AND minute < ?",
-            keys = select(true),
-            rows = rollup_rows(),
-            table = self.table(),
-        );
-        if !split.aligned() {
+        let mut cells = |table: &str, unit: &str, ranges_of: &[TimeRange], binds: &mut Vec<_>| {
+            common(binds);
+            binds.extend(
+                ranges_of
+                    .iter()
+                    .flat_map(|r| [Bind::Int(r.from), Bind::Int(r.to)]),
+            );
+            parts.push(format!(
+                "SELECT {keys}, {rows} FROM {table} \
+                 WHERE tenant = ? AND service = ?{filters} AND ({ranges})",
+                keys = select(Some(unit)),
+                rows = rollup_rows(),
+                ranges = ranges(unit, ranges_of.len()),
+            ));
+        };
+        if let Some(hours) = pieces.hours {
+            cells(HOUR_ROLLUP_TABLE, "hour", &[hours], &mut binds);
+        }
+        if !pieces.minutes.is_empty() || (pieces.hours.is_none() && pieces.raw.is_empty()) {
+            let minutes = if pieces.minutes.is_empty() {
+                vec![TimeRange { from: 0, to: 0 }]
+            } else {
+                pieces.minutes.clone()
+            };
+            cells(self.table(), "minute", &minutes, &mut binds);
+        }
+        if !pieces.raw.is_empty() {
             common(&mut binds);
             binds.extend(
-                [split.before.0, split.before.1, split.after.0, split.after.1].map(Bind::Int),
+                pieces
+                    .raw
+                    .iter()
+                    .flat_map(|r| [Bind::Int(r.0), Bind::Int(r.1)]),
             );
-            sql.push_str(&format!(
-                " UNION ALL SELECT {keys}, {partial} FROM events \
-                 WHERE tenant = ? AND service = ?{filters} \
-                 AND ((ts >= ? AND ts < ?) OR (ts >= ? AND ts < ?)) \
+            parts.push(format!(
+                "SELECT {keys}, {partial} FROM events \
+                 WHERE tenant = ? AND service = ?{filters} AND ({ranges}) \
                  GROUP BY {group}",
-                keys = select(false),
+                keys = select(None),
                 partial = raw_partial(),
+                ranges = ranges("ts", pieces.raw.len()),
             ));
         }
-        (format!("({sql})"), binds)
+        (format!("({})", parts.join(" UNION ALL ")), binds)
+    }
+
+    /// The (first, last) `ts` of the hourly cells starting at `cells`, for the tenant, service
+    /// and filter values given; absent cells hold no event.
+    async fn spans(
+        &self,
+        client: &Client,
+        cells: &[i64],
+        filter_values: &[Bind<'_>],
+    ) -> Result<Vec<(i64, i64, i64)>, ::clickhouse::error::Error> {
+        let filters: String = self
+            .filters
+            .iter()
+            .map(|c| format!(" AND {c} = ?"))
+            .collect();
+        let sql = format!(
+            "SELECT hour, minMerge(first_ts), maxMerge(last_ts) FROM {HOUR_ROLLUP_TABLE} \
+             WHERE tenant = ? AND service = ?{filters} AND hour IN ({cells}) GROUP BY hour",
+            cells = vec!["?"; cells.len()].join(", "),
+        );
+        let mut binds = filter_values.to_vec();
+        binds.extend(cells.iter().map(|c| Bind::Int(*c)));
+        bind_all(client.query(&sql), &binds).fetch_all().await
+    }
+
+    /// Which edge hours may be read whole, as [`Pieces::hourly`] takes them.
+    async fn takeable_edges(
+        &self,
+        client: &Client,
+        range: TimeRange,
+        filter_values: &[Bind<'_>],
+    ) -> Result<(bool, bool), ::clickhouse::error::Error> {
+        let edges = EdgeHours::of(range);
+        let cells = edges.cells();
+        if cells.is_empty() {
+            return Ok((false, false));
+        }
+        let spans = self.spans(client, &cells, filter_values).await?;
+        let take = |cell: Option<i64>| {
+            cell.is_some_and(|c| {
+                let span = spans.iter().find(|s| s.0 == c).map(|s| (s.1, s.2));
+                takeable(span, range)
+            })
+        };
+        Ok((take(edges.start), take(edges.end)))
+    }
+
+    /// Runs `outer(partials)` over the pieces of `split`'s range: with the hourly rollup where
+    /// it serves ([`Partials::hourly`]), else `split`'s minutes and raw rows.
+    ///
+    /// An edge hour's cell is read whole only when, checked before the query, all its events
+    /// lie inside the range. An event of that hour but outside the range written between the
+    /// check and the query would be counted, so the check is repeated after the query: cells
+    /// only gain events (inserts; merges keep first and last), so if they still qualify, the
+    /// query read none outside the range; if not, the query runs again without edge cells.
+    pub async fn fetch<R>(
+        &self,
+        client: &Client,
+        split: &Split,
+        step: Option<i64>,
+        filter_values: &[Bind<'_>],
+        outer: &(dyn Fn(&str) -> String + Sync),
+        what: &str,
+    ) -> Result<Vec<R>, StoreError>
+    where
+        R: ::clickhouse::RowOwned + ::clickhouse::RowRead,
+    {
+        let run = |pieces: Pieces| async move {
+            let (from, binds) = self.sql(&pieces, filter_values);
+            bind_all(client.query(&outer(&from)), &binds)
+                .fetch_all::<R>()
+                .await
+        };
+        let fail = |e| query_error(what, e);
+        let range = split.range();
+        if !self.hourly(step) || range.from < 0 {
+            return run(Pieces::of_split(split)).await.map_err(fail);
+        }
+        let take = self
+            .takeable_edges(client, range, filter_values)
+            .await
+            .map_err(fail)?;
+        let rows = run(Pieces::hourly(range, step, take)).await.map_err(fail)?;
+        if take == (false, false) {
+            return Ok(rows);
+        }
+        let now = self
+            .takeable_edges(client, range, filter_values)
+            .await
+            .map_err(fail)?;
+        if (take.0 && !now.0) || (take.1 && !now.1) {
+            return run(Pieces::hourly(range, step, (false, false)))
+                .await
+                .map_err(fail);
+        }
+        Ok(rows)
     }
 }
 
@@ -349,6 +654,126 @@ pub fn bind_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The intervals of time `pieces` reads, sorted.
+    fn intervals(p: &Pieces) -> Vec<(i64, i64)> {
+        let mut all: Vec<(i64, i64)> = p.hours.iter().map(|r| (r.from, r.to)).collect();
+        all.extend(p.minutes.iter().map(|r| (r.from, r.to)));
+        all.extend(p.raw.iter().copied());
+        all.retain(|(a, b)| a < b);
+        all.sort();
+        all
+    }
+
+    proptest! {
+        /// The pieces are disjoint, cells lie on their units, and together they read exactly
+        /// the range, plus, for an edge hour taken whole, the rest of that hour only.
+        #[test]
+        fn hourly_pieces_cover_the_range_exactly(
+            from in 0i64..10 * HOUR_NS,
+            len in 1i64..4 * HOUR_NS,
+            round in 0u8..4,
+            take in any::<(bool, bool)>(),
+        ) {
+            let unit = [1, 1_000_000_000, MINUTE_NS, HOUR_NS][round as usize];
+            let r = TimeRange { from: from / unit * unit, to: (from + len) / unit * unit };
+            prop_assume!(r.from < r.to);
+            let p = Pieces::hourly(r, None, take);
+            for h in p.hours.iter() {
+                prop_assert!(h.from % HOUR_NS == 0 && h.to % HOUR_NS == 0);
+            }
+            for m in &p.minutes {
+                prop_assert!(m.from % MINUTE_NS == 0 && m.to % MINUTE_NS == 0);
+            }
+            let got = intervals(&p);
+            for w in got.windows(2) {
+                prop_assert!(w[0].1 <= w[1].0, "overlap: {got:?}");
+            }
+            let edges = EdgeHours::of(r);
+            let allowed_from = match edges.start {
+                Some(s) if take.0 => s.min(r.from),
+                _ => r.from,
+            };
+            let allowed_to = match edges.end {
+                Some(e) if take.1 => (e + HOUR_NS).max(r.to),
+                _ => r.to,
+            };
+            let single = edges.start.is_some() && edges.start == edges.end;
+            let (allowed_from, allowed_to) = if single && !(take.0 && take.1) {
+                (r.from, r.to)
+            } else {
+                (allowed_from, allowed_to)
+            };
+            // Contiguous, from the allowed start to the allowed end, covering the range.
+            prop_assert_eq!(got.first().map(|g| g.0), Some(allowed_from), "{:?}", p);
+            prop_assert_eq!(got.last().map(|g| g.1), Some(allowed_to), "{:?}", p);
+            for w in got.windows(2) {
+                prop_assert_eq!(w[0].1, w[1].0, "gap: {:?}", got);
+            }
+        }
+    }
+
+    #[test]
+    fn an_edge_hour_is_read_whole_only_when_its_events_lie_inside() {
+        let h = HOUR_NS;
+        let r = TimeRange {
+            from: 7 * h + 5,
+            to: 9 * h + 7,
+        };
+        assert!(takeable(None, r));
+        assert!(takeable(Some((7 * h + 5, 7 * h + 9)), r));
+        assert!(!takeable(Some((7 * h + 4, 7 * h + 9)), r));
+        assert!(!takeable(Some((9 * h + 5, 9 * h + 7)), r));
+        assert_eq!(
+            EdgeHours::of(r),
+            EdgeHours {
+                start: Some(7 * h),
+                end: Some(9 * h)
+            }
+        );
+        assert_eq!(
+            EdgeHours::of(TimeRange {
+                from: 7 * h,
+                to: 9 * h
+            })
+            .cells(),
+            Vec::<i64>::new()
+        );
+        assert_eq!(
+            EdgeHours::of(TimeRange {
+                from: 7 * h + 1,
+                to: 7 * h + 2
+            })
+            .cells(),
+            vec![7 * h]
+        );
+        // Both edges taken: whole hours 7 and 8 and the cell of 9, nothing else.
+        let p = Pieces::hourly(r, None, (true, true));
+        assert_eq!(
+            p,
+            Pieces {
+                hours: Some(TimeRange {
+                    from: 7 * h,
+                    to: 10 * h
+                }),
+                ..Pieces::default()
+            }
+        );
+        // Neither: hour 8 whole, minutes and raw rows around it.
+        let p = Pieces::hourly(r, None, (false, false));
+        assert_eq!(
+            p.hours,
+            Some(TimeRange {
+                from: 8 * h,
+                to: 9 * h
+            })
+        );
+        assert_eq!(
+            p.raw,
+            vec![(7 * h + 5, 7 * h + MINUTE_NS), (9 * h, 9 * h + 7)]
+        );
+    }
 
     #[test]
     fn a_range_splits_into_whole_minutes_and_raw_ends() {
@@ -359,6 +784,7 @@ mod tests {
         let s = Split::of(r(10, 3 * m + 5), None).expect("two whole minutes");
         assert_eq!(s.minutes, r(m, 3 * m));
         assert_eq!((s.before, s.after), ((10, m), (3 * m, 3 * m + 5)));
+        assert_eq!(s.range(), r(10, 3 * m + 5));
         assert!(!s.aligned());
         assert!(Split::of(r(0, 2 * m), None).expect("aligned").aligned());
         assert_eq!(Split::of(r(0, 2 * m), Some(30_000_000_000)), None);

@@ -409,9 +409,9 @@ async fn retention_drops_whole_old_partitions() {
             .map(|r| r.endpoint)
             .collect();
         assert_eq!(before, ["GET /new", "GET /old"]);
-        // The old day's partition of `events` and of both rollups: the answer after it reads
-        // the per-endpoint rollup for whole minutes, so the rollups' rows went too.
-        assert_eq!(store.enforce_retention().await.expect("enforce"), 3);
+        // The old day's partition of `events` and of the three rollups: the answer after it
+        // reads the hourly rollup for whole hours, so the rollups' rows went too.
+        assert_eq!(store.enforce_retention().await.expect("enforce"), 4);
         let after: Vec<String> = store
             .endpoints(&q)
             .await

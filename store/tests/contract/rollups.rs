@@ -23,6 +23,7 @@ use crate::suite::{self, all_time, base, tenant};
 
 const MINUTE: i64 = 60 * NANOS_PER_SEC;
 const SECOND: i64 = NANOS_PER_SEC;
+const HOUR: i64 = 60 * MINUTE;
 
 /// The suite's workload moved 17 s off the minute, so ranges have partial minutes at both ends,
 /// over 12 minutes, with costs rounded to 4 significant bits (cells of many requests and few
@@ -44,10 +45,26 @@ fn data(seed: u64) -> Vec<RequestEvent> {
         .collect()
 }
 
-/// Ranges with partial minutes at both ends, whole minutes, and less than a minute.
+/// Ranges with partial minutes at both ends, whole minutes, and less than a minute; and, for
+/// the hourly rollup, whole hours around the data with partial hours at the ends (cells read
+/// whole: their events lie inside), and a range starting inside the data (the first hour's
+/// cell holds events before it, so it is read as minutes and raw rows).
 pub fn ranges() -> Vec<TimeRange> {
     let b = base();
+    let hour = b - b.rem_euclid(HOUR);
     vec![
+        TimeRange {
+            from: hour - HOUR + 7 * SECOND,
+            to: hour + 2 * HOUR + 13 * SECOND,
+        },
+        TimeRange {
+            from: b + 4 * MINUTE + 3 * SECOND,
+            to: hour + 3 * HOUR + 5 * SECOND,
+        },
+        TimeRange {
+            from: hour - 2 * HOUR,
+            to: hour + 2 * HOUR,
+        },
         all_time(),
         TimeRange {
             from: b + 2 * MINUTE + 13 * SECOND,
@@ -88,6 +105,7 @@ async fn answers(store: &dyn Store, ranges: &[TimeRange]) -> Vec<(String, Option
             (MINUTE, GroupBy::None),
             (5 * MINUTE, GroupBy::Build),
             (30 * SECOND, GroupBy::Host),
+            (HOUR, GroupBy::Build),
         ] {
             let points = store
                 .timeseries(&TimeseriesQuery {
@@ -285,7 +303,73 @@ async fn clickhouse_rollups_answer_as_raw_rows() {
         &answers(&raw, &ranges).await,
     );
     assert_true_to(h.store.as_ref(), &events).await;
+    // The hourly rollup answers alone: whole hours, and partial hours whose events all lie
+    // inside the range, once the raw rows and the minute rollups are gone.
+    let hourly = [ranges[0], ranges[2]];
+    let before = hourly_answers(h.store.as_ref(), &hourly).await;
+    assert!(before.len() >= 12, "{before:?}");
+    let admin = clickhouse::Client::default()
+        .with_url(harness::clickhouse_url().expect("url"))
+        .with_database(h.database().to_owned())
+        .with_validation(false);
+    for table in ["events", "events_rollup", "events_rollup_endpoint"] {
+        let sql = format!("TRUNCATE TABLE {table}");
+        admin
+            .query(&sql)
+            .execute()
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    assert_same(&hourly_answers(h.store.as_ref(), &hourly).await, &before);
     h.finish().await;
+}
+
+/// The summaries the hourly rollup serves: endpoints by build and in all, a series with a
+/// step of an hour, builds.
+async fn hourly_answers(
+    store: &dyn Store,
+    ranges: &[TimeRange],
+) -> Vec<(String, Option<CostStats>, f64)> {
+    let mut out = Vec::new();
+    for &range in ranges {
+        for g in [GroupBy::None, GroupBy::Build] {
+            let q = EndpointsQuery {
+                tenant: tenant(),
+                service: "shop".into(),
+                range,
+                group_by: g,
+            };
+            for r in store.endpoints(&q).await.expect("endpoints") {
+                let what = format!("endpoints {range:?} {g:?} {} {:?}", r.endpoint, r.group);
+                out.push((what, Some(r.stats), 0.0));
+            }
+        }
+        let q = TimeseriesQuery {
+            tenant: tenant(),
+            service: "shop".into(),
+            endpoint: "POST /checkout".into(),
+            range,
+            step: HOUR,
+            group_by: GroupBy::Build,
+        };
+        for p in store.timeseries(&q).await.expect("timeseries") {
+            let what = format!("timeseries {range:?} {} {:?}", p.time, p.group);
+            out.push((what, Some(p.stats), 0.0));
+        }
+        let q = BuildsQuery {
+            tenant: tenant(),
+            service: "shop".into(),
+            range,
+        };
+        for b in store.builds(&q).await.expect("builds") {
+            let what = format!(
+                "builds {range:?} {} {} {}",
+                b.build, b.first_seen, b.last_seen
+            );
+            out.push((what, None, b.requests));
+        }
+    }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -332,6 +416,8 @@ async fn clickhouse_upgrade_back_fills_the_rollup() {
         "DROP TABLE events_rollup",
         "DROP TABLE events_rollup_endpoint_mv",
         "DROP TABLE events_rollup_endpoint",
+        "DROP TABLE events_rollup_endpoint_hour_mv",
+        "DROP TABLE events_rollup_endpoint_hour",
         "TRUNCATE TABLE schema_migrations",
         "INSERT INTO schema_migrations SELECT toUInt32(number + 1), 'before rollups', '18.16.1', now() FROM system.numbers LIMIT 6",
     ] {
@@ -340,7 +426,11 @@ async fn clickhouse_upgrade_back_fills_the_rollup() {
     let upgraded = ClickHouseStore::connect(ClickHouseConfig::new(url.clone(), db.clone()))
         .await
         .expect("upgrade");
-    for table in ["events_rollup", "events_rollup_endpoint"] {
+    for table in [
+        "events_rollup",
+        "events_rollup_endpoint",
+        "events_rollup_endpoint_hour",
+    ] {
         let rolled: u64 = admin
             .query(&format!("SELECT count() FROM {table}"))
             .fetch_one()
