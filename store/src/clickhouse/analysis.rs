@@ -1,6 +1,8 @@
 //! What the analyzer reads and writes in ClickHouse: build summaries, per-request costs, and
 //! regression records (a new row per version; the latest `updated` wins).
 
+use std::collections::HashMap;
+
 use ::clickhouse::Client;
 use profwatch_model::query::{BuildSummary, BuildsQuery, CostSamples, CostSamplesQuery};
 use profwatch_model::regression::RegressionRecord;
@@ -95,7 +97,8 @@ pub async fn cost_samples(
     if q.endpoint.is_some() {
         sql.push_str(" AND endpoint = ?");
     }
-    sql.push_str(" ORDER BY endpoint, build");
+    // No `ORDER BY`: sorting every request of a busy service by strings exceeded 18.16's
+    // memory limit per query (10M events: 1.86 GiB); the rows are grouped here instead.
     let mut query = client
         .query(&sql)
         .bind(q.tenant.as_str())
@@ -111,26 +114,23 @@ pub async fn cost_samples(
     let mut cursor = query
         .fetch::<CostRowSql>()
         .map_err(|e| query_error(&format!("request costs of service {:?}", q.service), e))?;
-    let mut out: Vec<CostSamples> = Vec::new();
+    let mut groups: HashMap<(String, String), CostSamples> = HashMap::new();
     while let Some(r) = cursor
         .next()
         .await
         .map_err(|e| query_error(&format!("request costs of service {:?}", q.service), e))?
     {
-        let same = out
-            .last()
-            .is_some_and(|g| g.endpoint == r.endpoint && g.build == r.build);
-        if !same {
-            out.push(CostSamples {
-                endpoint: r.endpoint.clone(),
-                build: r.build.clone(),
+        groups
+            .entry((r.endpoint, r.build))
+            .or_insert_with_key(|(endpoint, build)| CostSamples {
+                endpoint: endpoint.clone(),
+                build: build.clone(),
                 ..Default::default()
-            });
-        }
-        if let Some(g) = out.last_mut() {
-            g.push(r.ts, r.cpu_ns, r.instructions, r.weight, &r.host, &r.dc);
-        }
+            })
+            .push(r.ts, r.cpu_ns, r.instructions, r.weight, &r.host, &r.dc);
     }
+    let mut out: Vec<CostSamples> = groups.into_values().collect();
+    out.sort_by(|a, b| (&a.endpoint, &a.build).cmp(&(&b.endpoint, &b.build)));
     Ok(out)
 }
 
