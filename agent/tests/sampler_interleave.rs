@@ -45,6 +45,23 @@ struct Job {
     polls: u32,
     burn: fn(u64) -> u64,
     nested: bool,
+    /// State of the jitter of each poll's burn.
+    jitter: u64,
+}
+
+impl Job {
+    /// `mean` ns ± 45%, pseudo-random. Burns of fixed length made the test thread's CPU time
+    /// periodic, and a sampling period of thread CPU time commensurate with it then fell on
+    /// the same function every time (seen on a quiet VM: one burner 80–99% of the samples,
+    /// another none).
+    fn jittered(&mut self, mean: u64) -> u64 {
+        self.jitter = self
+            .jitter
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let spread = mean * 9 / 10;
+        mean - spread / 2 + (self.jitter >> 33) % spread
+    }
 }
 
 impl Future for Job {
@@ -52,10 +69,12 @@ impl Future for Job {
 
     fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
         profwatch_agent::set_label("job", if self.nested { "b" } else { "a" });
-        (self.burn)(2_000_000);
+        let burn = self.jittered(2_000_000);
+        (self.burn)(burn);
         if self.nested {
+            let inner = self.jittered(1_000_000);
             let _inner = self.agent.scope("job inner");
-            inner_hot(1_000_000);
+            inner_hot(inner);
         }
         self.polls -= 1;
         if self.polls == 0 {
@@ -96,6 +115,7 @@ fn interleaved_polls_and_nested_scopes_are_told_apart() {
         polls: 1000,
         burn,
         nested,
+        jitter: if nested { 7 } else { 11 },
     };
     let mut a = Box::pin(agent.instrument("job a", job(a_hot, false)));
     let mut b = Box::pin(agent.instrument("job b", job(b_hot, true)));
