@@ -296,7 +296,7 @@ async fn bucketed(
     fetch_stats(what, query).await
 }
 
-/// [`bucketed`] over the rollup's whole minutes (and raw rows at the ends).
+/// [`bucketed`] over the rollups' whole hours and minutes (and raw rows at the ends).
 async fn bucketed_rollup(
     client: &Client,
     b: &Bucketed<'_>,

@@ -19,12 +19,26 @@
 //! - A query uses a segment's rollup only when the segment lies wholly inside its range (and,
 //!   for time buckets, when the step is a whole number of minutes); partial segments and
 //!   memtables are scanned row by row.
+//! - Beside it, a segment has a rollup per endpoint ([`EndpointRollup`]): per (tenant,
+//!   service, endpoint, build, hour), built by the first query that can use it (its groups and
+//!   filters give every series of an endpoint and build one group, and a step, if any, is of
+//!   whole hours), kept under the same rule, and preferred by such queries. Where many hosts
+//!   serve an endpoint, a (series, minute) holds a request or two and the series rollup is not
+//!   kept, while an endpoint's hour holds them all (`profwatch-bench query --shape rollup`:
+//!   1M events, 8 hosts, 10 minutes).
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use profwatch_model::query::{CostAccumulator, CostSummary};
 use profwatch_model::sketch::Sketch;
 
+use super::memtable::{Rows, SeriesKey};
+
 /// The rollup's time unit, in ns.
 pub const MINUTE_NS: i64 = 60_000_000_000;
+/// The endpoint rollup's time unit, in ns.
+pub const HOUR_NS: i64 = 3_600_000_000_000;
 /// A rollup is kept when its entries are at most the rows over this.
 pub const MAX_SHARE: u64 = 1;
 
@@ -89,6 +103,24 @@ impl SegmentRollup {
     }
 }
 
+/// Where rows go to be rolled up: [`Builder`] and [`EndpointBuilder`].
+pub trait RowSink {
+    fn push(&mut self, series: u32, ts: i64, cpu_ns: u64, instructions: Option<u64>, w: f64);
+
+    /// Pushes every row of `rows`.
+    fn push_rows(&mut self, rows: &Rows) {
+        for i in 0..rows.len() {
+            self.push(
+                rows.series[i],
+                rows.ts[i],
+                rows.cpu_ns[i],
+                rows.instructions[i],
+                rows.weight[i],
+            );
+        }
+    }
+}
+
 /// Builds a rollup from rows, in any order (consecutive rows of one (series, minute) share a
 /// cell; rows sorted by series and time, as in segments, give one cell per (series, minute)).
 /// Past `limit` entries it stops and drops what it has, so building a rollup that will not be
@@ -113,29 +145,6 @@ impl Builder {
             sum: CostSummary::default(),
             cpu: Sketch::default(),
             instructions: Sketch::default(),
-        }
-    }
-
-    pub fn push(&mut self, series: u32, ts: i64, cpu_ns: u64, instructions: Option<u64>, w: f64) {
-        if self.out.over {
-            return;
-        }
-        let key = (series, ts.div_euclid(MINUTE_NS) * MINUTE_NS);
-        if self.open != Some(key) {
-            self.close();
-            if self.out.entries() > self.limit {
-                self.out = SegmentRollup {
-                    over: true,
-                    ..SegmentRollup::default()
-                };
-                return;
-            }
-            self.open = Some(key);
-        }
-        self.sum.add(cpu_ns, instructions, w);
-        self.cpu.add(cpu_ns as f64, w);
-        if let Some(i) = instructions {
-            self.instructions.add(i as f64, w);
         }
     }
 
@@ -165,6 +174,140 @@ impl Builder {
             self.close();
         }
         self.out
+    }
+}
+
+impl RowSink for Builder {
+    fn push(&mut self, series: u32, ts: i64, cpu_ns: u64, instructions: Option<u64>, w: f64) {
+        if self.out.over {
+            return;
+        }
+        let key = (series, ts.div_euclid(MINUTE_NS) * MINUTE_NS);
+        if self.open != Some(key) {
+            self.close();
+            if self.out.entries() > self.limit {
+                self.out = SegmentRollup {
+                    over: true,
+                    ..SegmentRollup::default()
+                };
+                return;
+            }
+            self.open = Some(key);
+        }
+        self.sum.add(cpu_ns, instructions, w);
+        self.cpu.add(cpu_ns as f64, w);
+        if let Some(i) = instructions {
+            self.instructions.add(i as f64, w);
+        }
+    }
+}
+
+/// A segment's rollup per endpoint: one cell per (tenant, service, endpoint, build, hour), the
+/// ClickHouse hourly rollup's row. It serves queries whose groups and filters use no other
+/// label (every series of one endpoint and build falls in the same group), where the series
+/// rollup's cells, one per host and minute, may hold a request or two each and not be kept.
+#[derive(Debug)]
+pub struct EndpointRollup {
+    /// The endpoint id (the index of its (tenant, service, endpoint, build)) of each series.
+    pub of_series: Vec<u32>,
+    /// Cells keyed by endpoint id (in [`Cell::series`]) and hour (in [`Cell::minute`]).
+    pub cells: Arc<SegmentRollup>,
+}
+
+/// The endpoint id of each of a segment's series, in [`EndpointRollup::of_series`]'s terms.
+pub fn endpoint_ids(series: &[Arc<SeriesKey>]) -> Vec<u32> {
+    let mut ids: HashMap<(&str, &str, &str, &str), u32> = HashMap::new();
+    series
+        .iter()
+        .map(|k| {
+            let next = ids.len() as u32;
+            *ids.entry((&k.tenant, &k.service, &k.endpoint, &k.build))
+                .or_insert(next)
+        })
+        .collect()
+}
+
+/// A query's series map (group of each series, or none) as a map per endpoint id, when every
+/// series of an endpoint id maps alike; `None` when the map tells series of one endpoint and
+/// build apart (grouped or filtered by dc, host or labels).
+pub fn per_endpoint(of_series: &[u32], map: &[Option<u32>]) -> Option<Vec<Option<u32>>> {
+    let ids = of_series.iter().max().map_or(0, |m| *m as usize + 1);
+    let mut out: Vec<Option<Option<u32>>> = vec![None; ids];
+    for (id, group) in of_series.iter().zip(map) {
+        match &mut out[*id as usize] {
+            slot @ None => *slot = Some(*group),
+            Some(seen) if seen == group => {}
+            Some(_) => return None,
+        }
+    }
+    (of_series.len() == map.len()).then(|| out.into_iter().map(Option::flatten).collect())
+}
+
+/// Builds an endpoint rollup's cells from rows in any order: one cell per (endpoint id, hour)
+/// seen.
+#[derive(Debug)]
+pub struct EndpointBuilder<'a> {
+    of_series: &'a [u32],
+    cells: HashMap<(u32, i64), (CostSummary, Sketch, Sketch)>,
+}
+
+impl<'a> EndpointBuilder<'a> {
+    pub fn new(of_series: &'a [u32]) -> EndpointBuilder<'a> {
+        EndpointBuilder {
+            of_series,
+            cells: HashMap::new(),
+        }
+    }
+
+    /// Adds another builder's cells (of another part of the same segment).
+    pub fn merge(&mut self, other: EndpointBuilder<'_>) {
+        for (key, (sum, cpu, ins)) in other.cells {
+            let (s, c, i) = self.cells.entry(key).or_default();
+            s.requests += sum.requests;
+            s.cpu_sum += sum.cpu_sum;
+            s.instructions_requests += sum.instructions_requests;
+            s.instructions_sum += sum.instructions_sum;
+            c.merge(&cpu);
+            i.merge(&ins);
+        }
+    }
+
+    /// The cells, in key order.
+    pub fn finish(self) -> SegmentRollup {
+        let mut cells: Vec<_> = self.cells.into_iter().collect();
+        cells.sort_by_key(|(key, _)| *key);
+        let mut out = SegmentRollup::default();
+        for ((id, hour), (sum, cpu, ins)) in cells {
+            let start = out.buckets.len() as u32;
+            out.buckets.extend(cpu.buckets());
+            let mid = out.buckets.len() as u32;
+            out.buckets.extend(ins.buckets());
+            out.cells.push(Cell {
+                series: id,
+                minute: hour,
+                sum,
+                cpu: (start, mid),
+                instructions: (mid, out.buckets.len() as u32),
+            });
+        }
+        out
+    }
+}
+
+impl RowSink for EndpointBuilder<'_> {
+    fn push(&mut self, series: u32, ts: i64, cpu_ns: u64, instructions: Option<u64>, w: f64) {
+        let Some(&id) = self.of_series.get(series as usize) else {
+            return;
+        };
+        let (sum, cpu, ins) = self
+            .cells
+            .entry((id, ts.div_euclid(HOUR_NS) * HOUR_NS))
+            .or_default();
+        sum.add(cpu_ns, instructions, w);
+        cpu.add(cpu_ns as f64, w);
+        if let Some(i) = instructions {
+            ins.add(i as f64, w);
+        }
     }
 }
 
@@ -212,6 +355,98 @@ mod tests {
         let entries = rollup.entries();
         assert!(SegmentRollup::default().worth_keeping(0).is_some());
         assert!(rollup.worth_keeping(entries * MAX_SHARE - 1).is_none());
+    }
+
+    fn key(endpoint: &str, build: &str, host: &str) -> Arc<SeriesKey> {
+        Arc::new(SeriesKey {
+            tenant: "t".into(),
+            service: "s".into(),
+            endpoint: endpoint.into(),
+            build: build.into(),
+            dc: "dc".into(),
+            host: host.into(),
+            labels: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn endpoint_cells_add_up_to_the_rows_of_each_endpoint() {
+        // Series 0, 1: one endpoint and build on two hosts; 2: another build; 3: the first
+        // endpoint and build again, on a third host.
+        let series = [
+            key("GET /a", "1", "h1"),
+            key("GET /a", "1", "h2"),
+            key("GET /a", "2", "h1"),
+            key("GET /a", "1", "h3"),
+        ];
+        let ids = endpoint_ids(&series);
+        assert_eq!(ids, [0, 0, 1, 0]);
+        let rows: Vec<(u32, i64, u64, Option<u64>, f64)> = (0..4000u64)
+            .map(|i| {
+                let ts = (i as i64 - 1000) * 3_000_000_000;
+                let ins = (i % 5 != 0).then_some(i * 7919 % 100_000);
+                (
+                    (i % 4) as u32,
+                    ts,
+                    i * 104_729 % 1_000_000 + 1,
+                    ins,
+                    1.0 + (i % 3) as f64,
+                )
+            })
+            .collect();
+        // Two parts built apart and merged, as a query builds a segment's parts.
+        let (mut a, mut b) = (EndpointBuilder::new(&ids), EndpointBuilder::new(&ids));
+        let mut direct: HashMap<(u32, i64), CostAccumulator> = HashMap::new();
+        for (n, &(s, ts, c, i, w)) in rows.iter().enumerate() {
+            if n % 2 == 0 { &mut a } else { &mut b }.push(s, ts, c, i, w);
+            let hour = ts.div_euclid(HOUR_NS) * HOUR_NS;
+            direct
+                .entry((ids[s as usize], hour))
+                .or_default()
+                .add(c, i, w);
+        }
+        a.merge(b);
+        let rollup = a.finish();
+        // 4000 rows over 3.3 hours from -50 min: hours -1, 0, 1, 2 for each of 2 endpoint ids.
+        assert_eq!(rollup.cells.len(), 8);
+        assert_eq!(rollup.cells.len(), direct.len());
+        for cell in &rollup.cells {
+            let mut rolled = CostAccumulator::default();
+            rollup.add_to(cell, &mut rolled);
+            let want = direct[&(cell.series, cell.minute)].clone().finish();
+            let got = rolled.finish();
+            assert!((want.requests - got.requests).abs() < 1e-9);
+            assert!((want.cpu_ns.mean - got.cpu_ns.mean).abs() / want.cpu_ns.mean < 1e-12);
+            assert_eq!(
+                (want.cpu_ns.p50, want.cpu_ns.p90, want.cpu_ns.p99),
+                (got.cpu_ns.p50, got.cpu_ns.p90, got.cpu_ns.p99)
+            );
+            let (wi, gi) = (
+                want.instructions.expect("some"),
+                got.instructions.expect("some"),
+            );
+            assert_eq!((wi.p50, wi.p99), (gi.p50, gi.p99));
+        }
+    }
+
+    #[test]
+    fn a_map_serves_per_endpoint_only_when_it_groups_whole_endpoints() {
+        let ids = [0, 0, 1, 0];
+        // By endpoint and build, or a filter on the build: every series of an id alike.
+        assert_eq!(
+            per_endpoint(&ids, &[Some(7), Some(7), Some(3), Some(7)]),
+            Some(vec![Some(7), Some(3)])
+        );
+        assert_eq!(
+            per_endpoint(&ids, &[None, None, Some(3), None]),
+            Some(vec![None, Some(3)])
+        );
+        // By host, or a filter on one host: series of one id apart.
+        assert_eq!(
+            per_endpoint(&ids, &[Some(1), Some(2), Some(3), Some(1)]),
+            None
+        );
+        assert_eq!(per_endpoint(&ids, &[Some(1), None, None, None]), None);
     }
 
     #[test]

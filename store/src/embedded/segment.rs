@@ -31,7 +31,7 @@ use super::files::{
 use super::keys::IdemKey;
 use super::memtable::{Rows, SeriesKey};
 use super::profile_segment::ProfileMeta;
-use super::rollup::{Builder, SegmentRollup, MAX_SHARE};
+use super::rollup::{Builder, EndpointRollup, RowSink, SegmentRollup, MAX_SHARE};
 use crate::StoreError;
 
 const SCHEMA: &str = "message profwatch_segment {
@@ -93,6 +93,9 @@ pub struct SegmentMeta {
     totals: OnceLock<Arc<Vec<SeriesTotals>>>,
     /// The rollup (see `rollup.rs`): `Some(None)` when it was not worth keeping.
     rollup: OnceLock<Option<Arc<SegmentRollup>>>,
+    /// The rollup per endpoint (see `rollup.rs`), built by the first query that can use it:
+    /// `Some(None)` when it was not worth keeping.
+    endpoint_rollup: OnceLock<Option<Arc<EndpointRollup>>>,
     obsolete: AtomicBool,
 }
 
@@ -154,6 +157,30 @@ impl SegmentMeta {
     pub fn keep_rollup(&self, rollup: SegmentRollup) -> Option<Arc<SegmentRollup>> {
         self.rollup
             .get_or_init(|| rollup.worth_keeping(self.rows).map(Arc::new))
+            .clone()
+    }
+
+    /// The rollup per endpoint, once computed: `Some(None)` when it is not worth keeping.
+    pub fn endpoint_rollup(&self) -> Option<Option<Arc<EndpointRollup>>> {
+        self.endpoint_rollup.get().cloned()
+    }
+
+    /// Keeps the rollup per endpoint built from this segment's rows, if it is worth keeping
+    /// (the first one kept wins).
+    pub fn keep_endpoint_rollup(
+        &self,
+        of_series: Vec<u32>,
+        cells: SegmentRollup,
+    ) -> Option<Arc<EndpointRollup>> {
+        self.endpoint_rollup
+            .get_or_init(|| {
+                cells.worth_keeping(self.rows).map(|cells| {
+                    Arc::new(EndpointRollup {
+                        of_series,
+                        cells: Arc::new(cells),
+                    })
+                })
+            })
             .clone()
     }
 
@@ -272,21 +299,14 @@ pub fn write(
         } else {
             OnceLock::new()
         },
+        endpoint_rollup: OnceLock::new(),
         obsolete: AtomicBool::new(false),
     })
 }
 
 fn rollup_of(rows: &Rows) -> SegmentRollup {
     let mut b = Builder::with_limit(rows.len() as u64 / MAX_SHARE);
-    for i in 0..rows.len() {
-        b.push(
-            rows.series[i],
-            rows.ts[i],
-            rows.cpu_ns[i],
-            rows.instructions[i],
-            rows.weight[i],
-        );
-    }
+    b.push_rows(rows);
     b.finish()
 }
 
@@ -387,6 +407,7 @@ pub fn open(
         parquet: OnceLock::new(),
         totals: OnceLock::new(),
         rollup: OnceLock::new(),
+        endpoint_rollup: OnceLock::new(),
         obsolete: AtomicBool::new(false),
     })
 }

@@ -158,3 +158,10 @@ impl AsSource for Source {
         self
     }
 }
+
+/// A source with something the scan of it needs (the endpoint ids of its series, say).
+impl<T: Sync> AsSource for (Source, T) {
+    fn source(&self) -> &Source {
+        &self.0
+    }
+}

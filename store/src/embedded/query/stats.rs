@@ -15,7 +15,10 @@ use super::scan::{
     group_maps, group_value, parallel, parallel_ordered, wanted, GroupMap, Groups, Work,
 };
 use super::source::Source;
-use crate::embedded::rollup::{Builder, SegmentRollup, MAX_SHARE, MINUTE_NS};
+use crate::embedded::rollup::{
+    endpoint_ids, per_endpoint, Builder, EndpointBuilder, RowSink, SegmentRollup, HOUR_NS,
+    MAX_SHARE, MINUTE_NS,
+};
 use crate::embedded::segment::{Projection, Skip};
 use crate::StoreError;
 
@@ -32,7 +35,7 @@ pub fn endpoints(
     });
     let rolls = usable_rollups(sources, &maps, q.range, None, rollups, threads)?;
     let mut acc = scan_grouped(sources, &unrolled(&maps, &rolls), q.range, threads)?;
-    add_rolled(&mut acc, &maps, &rolls, |g, _| g);
+    add_rolled(&mut acc, &rolls, |g, _| g);
     let mut out: Vec<EndpointStats> = acc
         .into_iter()
         .map(|(g, a)| {
@@ -128,8 +131,8 @@ fn bucketed(
     let step = step.max(1);
     let rolls = usable_rollups(sources, maps, range, Some(step), rollups, threads)?;
     let mut acc = scan_bucketed(sources, &unrolled(maps, &rolls), range, step, threads)?;
-    add_rolled(&mut acc, maps, &rolls, |g, minute| {
-        (g, minute.div_euclid(step) * step)
+    add_rolled(&mut acc, &rolls, |g, start| {
+        (g, start.div_euclid(step) * step)
     });
     Ok(acc)
 }
@@ -238,10 +241,16 @@ pub fn endpoint_series(
         .collect())
 }
 
+/// A rollup a query reads instead of a segment's rows, with the map from its cells' keys to
+/// the query's groups.
+type Rolled = Option<(Arc<SegmentRollup>, GroupMap)>;
+
 /// Each source's rollup when the query reads it instead of the rows: a segment lying wholly
 /// inside `range`, holding a wanted series, whose rollup is worth keeping, and (for time
-/// buckets) a `step` of whole minutes. Rollups a segment lacks (opened from disk) are built
-/// here once, on every core, and kept.
+/// buckets) a `step` of whole minutes. The rollup per endpoint and hour is preferred where the
+/// query's map gives all series of an endpoint and build one group (and a step, if any, is of
+/// whole hours); else the rollup per series and minute. Rollups a segment lacks (opened from
+/// disk, or per endpoint) are built here once, on every core, and kept.
 fn usable_rollups(
     sources: &[Source],
     maps: &[GroupMap],
@@ -249,8 +258,9 @@ fn usable_rollups(
     step: Option<i64>,
     rollups: bool,
     threads: usize,
-) -> Result<Vec<Option<Arc<SegmentRollup>>>, StoreError> {
+) -> Result<Vec<Rolled>, StoreError> {
     let usable = rollups && step.is_none_or(|s| s > 0 && s % MINUTE_NS == 0);
+    let hourly = usable && step.is_none_or(|s| s % HOUR_NS == 0);
     let covered = |(s, m): (&Source, &GroupMap)| match s {
         Source::Segment(seg)
             if usable
@@ -262,10 +272,69 @@ fn usable_rollups(
         }
         _ => None,
     };
+    let mut out: Vec<Rolled> = vec![None; sources.len()];
+    if hourly {
+        // The endpoint id of each covered segment's series, and the query's map per endpoint id.
+        let mut per_endpoint_maps: Vec<Option<(Vec<u32>, GroupMap)>> = sources
+            .iter()
+            .zip(maps)
+            .map(|pair| {
+                let seg = covered(pair)?;
+                match seg.endpoint_rollup() {
+                    Some(Some(r)) => {
+                        return Some((Vec::new(), per_endpoint(&r.of_series, pair.1)?))
+                    }
+                    Some(None) => return None,
+                    None => {}
+                }
+                let ids = endpoint_ids(&seg.series);
+                let m = per_endpoint(&ids, pair.1)?;
+                Some((ids, m))
+            })
+            .collect();
+        let missing: Vec<(Source, &[u32])> = sources
+            .iter()
+            .zip(&per_endpoint_maps)
+            .filter_map(|(src, p)| match (src, p) {
+                (Source::Segment(seg), Some((ids, _))) if seg.endpoint_rollup().is_none() => {
+                    Some((Source::Segment(seg.clone()), ids.as_slice()))
+                }
+                _ => None,
+            })
+            .collect();
+        if !missing.is_empty() {
+            let parts = parallel_ordered(&missing, threads, |(src, ids), part, parts| {
+                let mut b = EndpointBuilder::new(ids);
+                roll_part(src, part, parts, &mut b)?;
+                Ok(b)
+            })?;
+            let mut parts = parts.into_iter();
+            for (src, ids) in &missing {
+                let Source::Segment(seg) = src else {
+                    continue;
+                };
+                let mut whole = EndpointBuilder::new(ids);
+                for part in parts.by_ref().take(src.parts(threads)) {
+                    whole.merge(part);
+                }
+                seg.keep_endpoint_rollup(ids.to_vec(), whole.finish());
+            }
+        }
+        for ((src, slot), p) in sources.iter().zip(&mut out).zip(&mut per_endpoint_maps) {
+            let (Source::Segment(seg), Some((_, m))) = (src, p) else {
+                continue;
+            };
+            if let Some(Some(r)) = seg.endpoint_rollup() {
+                *slot = Some((r.cells.clone(), std::mem::take(m)));
+            }
+        }
+    }
     let missing: Vec<Source> = sources
         .iter()
         .zip(maps)
-        .filter_map(covered)
+        .zip(&out)
+        .filter(|(_, rolled)| rolled.is_none())
+        .filter_map(|(pair, _)| covered(pair))
         .filter(|seg| seg.rollup().is_none())
         .map(Source::Segment)
         .collect();
@@ -276,23 +345,7 @@ fn usable_rollups(
                 _ => 0,
             };
             let mut b = Builder::with_limit(rows / MAX_SHARE);
-            src.for_each_chunk_part(
-                part,
-                parts,
-                Projection::default(),
-                &Skip::default(),
-                |rows| {
-                    for i in 0..rows.len() {
-                        b.push(
-                            rows.series[i],
-                            rows.ts[i],
-                            rows.cpu_ns[i],
-                            rows.instructions[i],
-                            rows.weight[i],
-                        );
-                    }
-                },
-            )?;
+            roll_part(src, part, parts, &mut b)?;
             Ok(b.finish())
         })?;
         let mut parts = parts.into_iter();
@@ -307,38 +360,56 @@ fn usable_rollups(
             seg.keep_rollup(whole);
         }
     }
-    Ok(sources
-        .iter()
-        .zip(maps)
-        .map(|pair| covered(pair).and_then(|seg| seg.rollup().flatten()))
-        .collect())
+    for ((pair, slot), _) in sources.iter().zip(maps).zip(&mut out).zip(0..) {
+        if slot.is_none() {
+            *slot = covered(pair)
+                .and_then(|seg| seg.rollup().flatten())
+                .map(|r| (r, pair.1.clone()));
+        }
+    }
+    Ok(out)
+}
+
+/// Pushes every row of part `part` of `parts` of `src` into `b`.
+fn roll_part(
+    src: &Source,
+    part: usize,
+    parts: usize,
+    b: &mut impl RowSink,
+) -> Result<(), StoreError> {
+    src.for_each_chunk_part(
+        part,
+        parts,
+        Projection::default(),
+        &Skip::default(),
+        |rows| b.push_rows(rows),
+    )
 }
 
 /// The maps of the sources that are scanned row by row (empty for those read from rollups).
-fn unrolled(maps: &[GroupMap], rolls: &[Option<Arc<SegmentRollup>>]) -> Vec<GroupMap> {
+fn unrolled(maps: &[GroupMap], rolls: &[Rolled]) -> Vec<GroupMap> {
     maps.iter()
         .zip(rolls)
         .map(|(m, r)| if r.is_some() { Vec::new() } else { m.clone() })
         .collect()
 }
 
-/// Adds the cells of every rollup to `acc`, under the key `key(group, minute)` of each cell
-/// whose series the map keeps; segments on rayon's pool, merged once.
+/// Adds the cells of every rollup to `acc`, under the key `key(group, start)` of each cell
+/// whose series (or endpoint) the rollup's map keeps, `start` being the start of the cell's
+/// minute or hour; segments on rayon's pool, merged once.
 fn add_rolled<K>(
     acc: &mut HashMap<K, CostAccumulator>,
-    maps: &[GroupMap],
-    rolls: &[Option<Arc<SegmentRollup>>],
+    rolls: &[Rolled],
     key: impl Fn(u32, i64) -> K + Sync,
 ) where
     K: std::hash::Hash + Eq + Send,
 {
-    let partials: Vec<HashMap<K, CostAccumulator>> = maps
+    let partials: Vec<HashMap<K, CostAccumulator>> = rolls
         .iter()
-        .zip(rolls)
-        .filter_map(|(m, r)| r.as_ref().map(|r| (m, r)))
+        .flatten()
         .collect::<Vec<_>>()
         .into_par_iter()
-        .map(|(map, roll)| {
+        .map(|(roll, map)| {
             let mut out: HashMap<K, CostAccumulator> = HashMap::new();
             for cell in &roll.cells {
                 if let Some(Some(g)) = map.get(cell.series as usize) {

@@ -2,8 +2,8 @@ use profwatch_model::timefmt::{now_ns, NANOS_PER_SEC};
 use profwatch_model::{RequestEvent, Tenant};
 
 use profwatch_model::query::{
-    BuildsQuery, CostSamplesQuery, EndpointsQuery, GroupBy, ServicesQuery, TimeRange,
-    TimeseriesQuery,
+    BuildsQuery, CostSamplesQuery, EndpointStats, EndpointsQuery, GroupBy, ServicesQuery,
+    TimeRange, TimeseriesQuery,
 };
 
 use crate::embedded::{EmbeddedConfig, EmbeddedStore};
@@ -165,8 +165,13 @@ async fn reopened_segments_get_rollups_and_answer_as_rows() {
         },
         group_by: GroupBy::Host,
     };
+    let by_build = EndpointsQuery {
+        group_by: GroupBy::Build,
+        ..q.clone()
+    };
     let raw = EmbeddedStore::open(cfg(false)).expect("reopen");
     let want = raw.endpoints(&q).await.expect("raw");
+    let want_by_build = raw.endpoints(&by_build).await.expect("raw by build");
     raw.shutdown().await.expect("shutdown");
     drop(raw);
     let rolled = EmbeddedStore::open(cfg(true)).expect("reopen");
@@ -184,13 +189,29 @@ async fn reopened_segments_get_rollups_and_answer_as_rows() {
         segments.iter().all(|s| matches!(s.rollup(), Some(Some(_)))),
         "every segment has its rollup now"
     );
-    assert_eq!(got.len(), want.len());
-    for (a, b) in got.iter().zip(&want) {
-        assert_eq!((&a.endpoint, &a.group), (&b.endpoint, &b.group));
-        assert!((a.stats.requests - b.stats.requests).abs() < 1e-9);
-        assert!((a.stats.cpu_ns.mean - b.stats.cpu_ns.mean).abs() < 1e-6);
-        assert_eq!(a.stats.cpu_ns.p50, b.stats.cpu_ns.p50);
-        assert_eq!(a.stats.cpu_ns.p99, b.stats.cpu_ns.p99);
-    }
+    assert!(
+        segments.iter().all(|s| s.endpoint_rollup().is_none()),
+        "grouped by host, no segment needed its rollup per endpoint"
+    );
+    let same = |got: &[EndpointStats], want: &[EndpointStats]| {
+        assert_eq!(got.len(), want.len());
+        for (a, b) in got.iter().zip(want) {
+            assert_eq!((&a.endpoint, &a.group), (&b.endpoint, &b.group));
+            assert!((a.stats.requests - b.stats.requests).abs() < 1e-9);
+            assert!((a.stats.cpu_ns.mean - b.stats.cpu_ns.mean).abs() < 1e-6);
+            assert_eq!(a.stats.cpu_ns.p50, b.stats.cpu_ns.p50);
+            assert_eq!(a.stats.cpu_ns.p99, b.stats.cpu_ns.p99);
+        }
+    };
+    same(&got, &want);
+    // By build, every segment gets and uses its rollup per endpoint and hour.
+    let got = rolled.endpoints(&by_build).await.expect("rolled by build");
+    assert!(
+        segments
+            .iter()
+            .all(|s| matches!(s.endpoint_rollup(), Some(Some(_)))),
+        "every segment has its rollup per endpoint now"
+    );
+    same(&got, &want_by_build);
     rolled.shutdown().await.expect("shutdown");
 }
