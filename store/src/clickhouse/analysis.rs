@@ -46,6 +46,7 @@ pub async fn builds(
                 keys: &[("build", "build", "build")],
                 key_binds: &[],
                 filters: &[],
+                edge_hours: read.edge_hours(),
             }
             .fetch(
                 client,

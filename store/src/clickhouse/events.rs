@@ -19,16 +19,23 @@ use crate::StoreError;
 /// Where summaries are read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Read {
-    /// The rollups for whole hours and minutes, raw rows for the rest (see `rollups.rs`).
-    Rollups,
+    /// The rollups for whole hours and minutes, raw rows for the rest (see `rollups.rs`);
+    /// with `edge_hours`, also a partial hour at an end whose events all lie inside the range
+    /// (off on replicated tables: the check and the query may read different replicas).
+    Rollups { edge_hours: bool },
     /// Raw rows only.
     Raw,
 }
 
 impl Read {
+    /// Whether a query may read a partial hour at an end whole (see [`Partials::fetch`]).
+    pub(super) fn edge_hours(self) -> bool {
+        matches!(self, Read::Rollups { edge_hours: true })
+    }
+
     pub(super) fn split(self, range: TimeRange, step: Option<i64>) -> Option<Split> {
         match self {
-            Read::Rollups => Split::of(range, step),
+            Read::Rollups { .. } => Split::of(range, step),
             Read::Raw => None,
         }
     }
@@ -135,6 +142,7 @@ pub async fn endpoints(
             keys: &keys,
             key_binds: &[],
             filters: &[],
+            edge_hours: read.edge_hours(),
         }
         .fetch(
             client,
@@ -330,6 +338,7 @@ async fn bucketed_rollup(
         keys: &keys,
         key_binds: &[b.step, b.step],
         filters,
+        edge_hours: b.read.edge_hours(),
     }
     .fetch(client, split, Some(b.step), &values, &outer, what)
     .await

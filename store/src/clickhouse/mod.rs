@@ -164,7 +164,9 @@ impl ClickHouseStore {
             closed: AtomicBool::new(false),
             known_stacks: profiles::KnownStacks::new(stack_ids),
             read: if cfg.rollups {
-                events::Read::Rollups
+                events::Read::Rollups {
+                    edge_hours: !cfg.replicated,
+                }
             } else {
                 events::Read::Raw
             },
@@ -435,7 +437,7 @@ impl Store for ClickHouseStore {
     }
 
     async fn function_costs(&self, q: &FunctionQuery) -> Result<Vec<FunctionTotals>, StoreError> {
-        functions::query(&self.client, q, self.read == events::Read::Rollups).await
+        functions::query(&self.client, q, self.read != events::Read::Raw).await
     }
 
     async fn ready(&self) -> Result<(), StoreError> {

@@ -296,8 +296,9 @@ impl Split {
     }
 }
 
-/// What one query reads, disjoint and together exactly its range: hour cells of the hourly
-/// rollup, minute cells of a minute rollup, and raw rows (`[from, to)` of `ts`).
+/// What one query reads, disjoint: hour cells of the hourly rollup, minute cells of a minute
+/// rollup, and raw rows (`[from, to)` of `ts`); together exactly its range, plus the rest of
+/// an edge hour read whole ([`Pieces::hourly`]).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Pieces {
     /// Starts of the hour cells read, `[from, to)`.
@@ -373,7 +374,8 @@ impl Pieces {
 
     /// The hourly rollup's whole hours, plus an edge hour's cell when `take` says it may be
     /// read whole (see [`takeable`]); the rest of the range as minutes and raw rows. `range`
-    /// must start at or after 1970, and `step`, if any, be a whole number of hours.
+    /// must start at or after 1970 and end an hour before `i64::MAX`, and `step`, if any, be a
+    /// whole number of hours.
     pub fn hourly(range: TimeRange, step: Option<i64>, take: (bool, bool)) -> Pieces {
         let edges = EdgeHours::of(range);
         let take_start = take.0 && edges.start.is_some();
@@ -437,6 +439,8 @@ pub struct Partials<'a> {
     pub key_binds: &'a [i64],
     /// Extra `AND column = ?` filters after tenant and service (column names are constants).
     pub filters: &'a [&'a str],
+    /// Whether a partial hour at an end may be read whole ([`Partials::fetch`]).
+    pub edge_hours: bool,
 }
 
 /// One bindable value of a rollup query.
@@ -593,6 +597,10 @@ impl Partials<'_> {
     /// check and the query would be counted, so the check is repeated after the query: cells
     /// only gain events (inserts; merges keep first and last), so if they still qualify, the
     /// query read none outside the range; if not, the query runs again without edge cells.
+    /// Limits of that argument: on replicated tables the three statements may read different
+    /// replicas, one behind another, so edge cells are not read there (`edge_hours` false);
+    /// and retention removes events, so a late event before `from`, in an edge cell of the day
+    /// retention drops between the query and the re-check, would be counted.
     pub async fn fetch<R>(
         &self,
         client: &Client,
@@ -613,13 +621,16 @@ impl Partials<'_> {
         };
         let fail = |e| query_error(what, e);
         let range = split.range();
-        if !self.hourly(step) || range.from < 0 {
+        if !self.hourly(step) || range.from < 0 || range.to > i64::MAX - HOUR_NS {
             return run(Pieces::of_split(split)).await.map_err(fail);
         }
-        let take = self
-            .takeable_edges(client, range, filter_values)
-            .await
-            .map_err(fail)?;
+        let take = if self.edge_hours {
+            self.takeable_edges(client, range, filter_values)
+                .await
+                .map_err(fail)?
+        } else {
+            (false, false)
+        };
         let rows = run(Pieces::hourly(range, step, take)).await.map_err(fail)?;
         if take == (false, false) {
             return Ok(rows);

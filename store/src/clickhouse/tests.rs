@@ -717,3 +717,27 @@ async fn columns_carry_their_chosen_codecs_where_the_server_has_codecs() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_range_in_the_last_hour_before_the_end_of_time_is_answered() {
+    with_database(|cfg| async move {
+        let store = ClickHouseStore::connect(cfg).await.expect("connect");
+        // Whole minutes inside, both ends in one hour whose end is past `i64::MAX`: the hourly
+        // rollup must not be planned for it.
+        let range = TimeRange {
+            from: 9_223_371_900 * NS_PER_SECOND,
+            to: 9_223_372_036 * NS_PER_SECOND,
+        };
+        let rows = store
+            .endpoints(&EndpointsQuery {
+                tenant: Tenant("acme".into()),
+                service: "checkout".into(),
+                range,
+                group_by: GroupBy::Build,
+            })
+            .await
+            .expect("answered");
+        assert!(rows.is_empty());
+    })
+    .await;
+}

@@ -30,6 +30,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use foldhash::fast::RandomState;
+
 use profwatch_model::query::{CostAccumulator, CostSummary};
 use profwatch_model::sketch::Sketch;
 
@@ -244,50 +246,95 @@ pub fn per_endpoint(of_series: &[u32], map: &[Option<u32>]) -> Option<Vec<Option
 }
 
 /// Builds an endpoint rollup's cells from rows in any order: one cell per (endpoint id, hour)
-/// seen.
+/// seen. Bucket weights are kept sparse, one entry per (cell, bucket) as the rollup keeps
+/// them, and past `limit` entries (cells plus bucket weights) it stops and drops what it has,
+/// like [`Builder`]: a rollup that will not be kept costs at most that much memory.
 #[derive(Debug)]
 pub struct EndpointBuilder<'a> {
     of_series: &'a [u32],
-    cells: HashMap<(u32, i64), (CostSummary, Sketch, Sketch)>,
+    limit: u64,
+    over: bool,
+    sums: HashMap<(u32, i64), CostSummary, RandomState>,
+    /// Weight per (endpoint id, hour, 0 for CPU or 1 for instructions, bucket).
+    weights: HashMap<(u32, i64, u8, Option<i32>), f64, RandomState>,
 }
 
 impl<'a> EndpointBuilder<'a> {
-    pub fn new(of_series: &'a [u32]) -> EndpointBuilder<'a> {
+    pub fn new(of_series: &'a [u32], limit: u64) -> EndpointBuilder<'a> {
         EndpointBuilder {
             of_series,
-            cells: HashMap::new(),
+            limit,
+            over: false,
+            sums: HashMap::default(),
+            weights: HashMap::default(),
         }
+    }
+
+    fn entries(&self) -> u64 {
+        (self.sums.len() + self.weights.len()) as u64
+    }
+
+    fn give_up(&mut self) {
+        self.over = true;
+        self.sums = HashMap::default();
+        self.weights = HashMap::default();
     }
 
     /// Adds another builder's cells (of another part of the same segment).
     pub fn merge(&mut self, other: EndpointBuilder<'_>) {
-        for (key, (sum, cpu, ins)) in other.cells {
-            let (s, c, i) = self.cells.entry(key).or_default();
+        if other.over {
+            self.give_up();
+        }
+        if self.over {
+            return;
+        }
+        for (key, sum) in other.sums {
+            let s = self.sums.entry(key).or_default();
             s.requests += sum.requests;
             s.cpu_sum += sum.cpu_sum;
             s.instructions_requests += sum.instructions_requests;
             s.instructions_sum += sum.instructions_sum;
-            c.merge(&cpu);
-            i.merge(&ins);
+        }
+        for (key, w) in other.weights {
+            *self.weights.entry(key).or_default() += w;
+        }
+        if self.entries() > self.limit {
+            self.give_up();
         }
     }
 
-    /// The cells, in key order.
+    /// The cells, in key order (empty and never kept if it gave up).
     pub fn finish(self) -> SegmentRollup {
-        let mut cells: Vec<_> = self.cells.into_iter().collect();
-        cells.sort_by_key(|(key, _)| *key);
+        if self.over {
+            return SegmentRollup {
+                over: true,
+                ..SegmentRollup::default()
+            };
+        }
+        let mut weights: Vec<_> = self.weights.into_iter().collect();
+        weights.sort_by_key(|(key, _)| *key);
+        let mut sums: Vec<_> = self.sums.into_iter().collect();
+        sums.sort_by_key(|(key, _)| *key);
         let mut out = SegmentRollup::default();
-        for ((id, hour), (sum, cpu, ins)) in cells {
-            let start = out.buckets.len() as u32;
-            out.buckets.extend(cpu.buckets());
-            let mid = out.buckets.len() as u32;
-            out.buckets.extend(ins.buckets());
+        let mut next = weights.into_iter().peekable();
+        for ((id, hour), sum) in sums {
+            let mut take = |which: u8, buckets: &mut Vec<(Option<i32>, f64)>| {
+                let start = buckets.len() as u32;
+                while let Some(((_, _, _, bucket), w)) =
+                    next.next_if(|((i, h, k, _), _)| (*i, *h, *k) == (id, hour, which))
+                {
+                    buckets.push((bucket, w));
+                }
+                (start, buckets.len() as u32)
+            };
+            let cpu = take(0, &mut out.buckets);
+            let instructions = take(1, &mut out.buckets);
             out.cells.push(Cell {
                 series: id,
                 minute: hour,
                 sum,
-                cpu: (start, mid),
-                instructions: (mid, out.buckets.len() as u32),
+                cpu,
+                instructions,
             });
         }
         out
@@ -296,17 +343,25 @@ impl<'a> EndpointBuilder<'a> {
 
 impl RowSink for EndpointBuilder<'_> {
     fn push(&mut self, series: u32, ts: i64, cpu_ns: u64, instructions: Option<u64>, w: f64) {
+        if self.over {
+            return;
+        }
         let Some(&id) = self.of_series.get(series as usize) else {
             return;
         };
-        let (sum, cpu, ins) = self
-            .cells
-            .entry((id, ts.div_euclid(HOUR_NS) * HOUR_NS))
-            .or_default();
-        sum.add(cpu_ns, instructions, w);
-        cpu.add(cpu_ns as f64, w);
+        let hour = ts.div_euclid(HOUR_NS).saturating_mul(HOUR_NS);
+        self.sums
+            .entry((id, hour))
+            .or_default()
+            .add(cpu_ns, instructions, w);
+        let cpu = Sketch::bucket_of(cpu_ns as f64);
+        *self.weights.entry((id, hour, 0, cpu)).or_default() += w;
         if let Some(i) = instructions {
-            ins.add(i as f64, w);
+            let bucket = Sketch::bucket_of(i as f64);
+            *self.weights.entry((id, hour, 1, bucket)).or_default() += w;
+        }
+        if self.entries() > self.limit {
+            self.give_up();
         }
     }
 }
@@ -395,7 +450,10 @@ mod tests {
             })
             .collect();
         // Two parts built apart and merged, as a query builds a segment's parts.
-        let (mut a, mut b) = (EndpointBuilder::new(&ids), EndpointBuilder::new(&ids));
+        let (mut a, mut b) = (
+            EndpointBuilder::new(&ids, u64::MAX),
+            EndpointBuilder::new(&ids, u64::MAX),
+        );
         let mut direct: HashMap<(u32, i64), CostAccumulator> = HashMap::new();
         for (n, &(s, ts, c, i, w)) in rows.iter().enumerate() {
             if n % 2 == 0 { &mut a } else { &mut b }.push(s, ts, c, i, w);
@@ -427,6 +485,30 @@ mod tests {
             );
             assert_eq!((wi.p50, wi.p99), (gi.p50, gi.p99));
         }
+    }
+
+    #[test]
+    fn an_endpoint_builder_past_its_limit_keeps_nothing() {
+        let series = [key("GET /a", "1", "h1")];
+        let ids = endpoint_ids(&series);
+        // One cell and two CPU buckets: 3 entries, within a limit of 3.
+        let mut b = EndpointBuilder::new(&ids, 3);
+        b.push(0, 0, 1000, None, 1.0);
+        b.push(0, 1, 2000, None, 1.0);
+        let r = b.finish();
+        assert_eq!(r.entries(), 3);
+        assert!(r.worth_keeping(3).is_some());
+        // A third bucket passes it: everything dropped, never kept, also once merged.
+        let mut b = EndpointBuilder::new(&ids, 3);
+        for (i, c) in [1000, 2000, 4000].into_iter().enumerate() {
+            b.push(0, i as i64, c, None, 1.0);
+        }
+        let mut whole = EndpointBuilder::new(&ids, 3);
+        whole.merge(b);
+        whole.push(0, 0, 1000, None, 1.0);
+        let r = whole.finish();
+        assert_eq!(r.entries(), 0);
+        assert!(r.worth_keeping(u64::MAX).is_none());
     }
 
     #[test]

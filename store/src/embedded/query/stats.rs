@@ -304,7 +304,7 @@ fn usable_rollups(
             .collect();
         if !missing.is_empty() {
             let parts = parallel_ordered(&missing, threads, |(src, ids), part, parts| {
-                let mut b = EndpointBuilder::new(ids);
+                let mut b = EndpointBuilder::new(ids, segment_rows(src) / MAX_SHARE);
                 roll_part(src, part, parts, &mut b)?;
                 Ok(b)
             })?;
@@ -313,7 +313,7 @@ fn usable_rollups(
                 let Source::Segment(seg) = src else {
                     continue;
                 };
-                let mut whole = EndpointBuilder::new(ids);
+                let mut whole = EndpointBuilder::new(ids, seg.rows / MAX_SHARE);
                 for part in parts.by_ref().take(src.parts(threads)) {
                     whole.merge(part);
                 }
@@ -340,11 +340,7 @@ fn usable_rollups(
         .collect();
     if !missing.is_empty() {
         let parts = parallel_ordered(&missing, threads, |src, part, parts| {
-            let rows = match src {
-                Source::Segment(seg) => seg.rows,
-                _ => 0,
-            };
-            let mut b = Builder::with_limit(rows / MAX_SHARE);
+            let mut b = Builder::with_limit(segment_rows(src) / MAX_SHARE);
             roll_part(src, part, parts, &mut b)?;
             Ok(b.finish())
         })?;
@@ -368,6 +364,14 @@ fn usable_rollups(
         }
     }
     Ok(out)
+}
+
+/// The rows of a segment (0 for a memtable).
+fn segment_rows(src: &Source) -> u64 {
+    match src {
+        Source::Segment(seg) => seg.rows,
+        _ => 0,
+    }
 }
 
 /// Pushes every row of part `part` of `parts` of `src` into `b`.
