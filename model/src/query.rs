@@ -193,6 +193,14 @@ impl CostSummary {
             self.instructions_sum += i as f64 * weight;
         }
     }
+
+    /// Adds another group's count and sums.
+    pub fn merge(&mut self, other: &CostSummary) {
+        self.requests += other.requests;
+        self.cpu_sum += other.cpu_sum;
+        self.instructions_requests += other.instructions_requests;
+        self.instructions_sum += other.instructions_sum;
+    }
 }
 
 /// Accumulates requests into [`CostStats`] with bounded memory (two [`Sketch`]es).

@@ -66,7 +66,7 @@ def sink(path: str) -> threading.Thread:
 
 
 def view_rounds(ms: float) -> int:
-    """Rounds of ``apps.work`` that take ``ms`` milliseconds of CPU here (the fastest of a few
+    """Rounds of ``work.work`` that take ``ms`` milliseconds of CPU here (the fastest of a few
     timings, in this process, before any server starts)."""
     if ms <= 0:
         return 0
@@ -380,6 +380,7 @@ def main() -> None:
                     % ((r["framework"], name, v["rps"], v["cpu_us"], v["delta_us"], procs, 100 * v["pooled_loss"])
                        + tuple(100 * x for x in v["cpu_loss"] + v["wall_loss"]))
                 )
+
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--inproc-worker":

@@ -381,19 +381,11 @@ impl Pieces {
         let take_start = take.0 && edges.start.is_some();
         let take_end = take.1 && edges.end.is_some();
         let mut pieces = Pieces::default();
-        if let (Some(start), Some(end)) = (edges.start, edges.end) {
-            if start == end {
-                // The range lies inside one hour: its cell whole, or minutes and raw rows.
-                if take_start && take_end {
-                    pieces.hours = Some(TimeRange {
-                        from: start,
-                        to: start + HOUR_NS,
-                    });
-                } else {
-                    pieces.cover(range, step);
-                }
-                return pieces;
-            }
+        if edges.start.is_some() && edges.start == edges.end && !(take_start && take_end) {
+            // The range lies inside one hour whose cell is not read whole: minutes and raw
+            // rows (the ends below would overlap).
+            pieces.cover(range, step);
+            return pieces;
         }
         let hours_from = match edges.start {
             Some(start) if take_start => start,
@@ -462,6 +454,14 @@ impl Partials<'_> {
         }
     }
 
+    /// `AND column = ?` for each filter.
+    fn filter_sql(&self) -> String {
+        self.filters
+            .iter()
+            .map(|c| format!(" AND {c} = ?"))
+            .collect()
+    }
+
     /// Whether the hourly rollup can serve this query (per endpoint, a step of whole hours).
     pub fn hourly(&self, step: Option<i64>) -> bool {
         self.table() == ENDPOINT_ROLLUP_TABLE && step.is_none_or(|s| s > 0 && s % HOUR_NS == 0)
@@ -484,11 +484,7 @@ impl Partials<'_> {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let filters: String = self
-            .filters
-            .iter()
-            .map(|c| format!(" AND {c} = ?"))
-            .collect();
+        let filters = self.filter_sql();
         let ranges = |column: &str, n: usize| {
             vec![format!("({column} >= ? AND {column} < ?)"); n].join(" OR ")
         };
@@ -552,11 +548,7 @@ impl Partials<'_> {
         cells: &[i64],
         filter_values: &[Bind<'_>],
     ) -> Result<Vec<(i64, i64, i64)>, ::clickhouse::error::Error> {
-        let filters: String = self
-            .filters
-            .iter()
-            .map(|c| format!(" AND {c} = ?"))
-            .collect();
+        let filters = self.filter_sql();
         let sql = format!(
             "SELECT hour, minMerge(first_ts), maxMerge(last_ts) FROM {HOUR_ROLLUP_TABLE} \
              WHERE tenant = ? AND service = ?{filters} AND hour IN ({cells}) GROUP BY hour",

@@ -289,11 +289,7 @@ impl<'a> EndpointBuilder<'a> {
             return;
         }
         for (key, sum) in other.sums {
-            let s = self.sums.entry(key).or_default();
-            s.requests += sum.requests;
-            s.cpu_sum += sum.cpu_sum;
-            s.instructions_requests += sum.instructions_requests;
-            s.instructions_sum += sum.instructions_sum;
+            self.sums.entry(key).or_default().merge(&sum);
         }
         for (key, w) in other.weights {
             *self.weights.entry(key).or_default() += w;

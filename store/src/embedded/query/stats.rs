@@ -1,5 +1,6 @@
 //! Queries that answer cost distributions: per endpoint (and group), and per time bucket.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -242,8 +243,8 @@ pub fn endpoint_series(
 }
 
 /// A rollup a query reads instead of a segment's rows, with the map from its cells' keys to
-/// the query's groups.
-type Rolled = Option<(Arc<SegmentRollup>, GroupMap)>;
+/// the query's groups (the query's own series map for the series rollup).
+type Rolled<'m> = Option<(Arc<SegmentRollup>, Cow<'m, [Option<u32>]>)>;
 
 /// Each source's rollup when the query reads it instead of the rows: a segment lying wholly
 /// inside `range`, holding a wanted series, whose rollup is worth keeping, and (for time
@@ -251,14 +252,14 @@ type Rolled = Option<(Arc<SegmentRollup>, GroupMap)>;
 /// query's map gives all series of an endpoint and build one group (and a step, if any, is of
 /// whole hours); else the rollup per series and minute. Rollups a segment lacks (opened from
 /// disk, or per endpoint) are built here once, on every core, and kept.
-fn usable_rollups(
+fn usable_rollups<'m>(
     sources: &[Source],
-    maps: &[GroupMap],
+    maps: &'m [GroupMap],
     range: TimeRange,
     step: Option<i64>,
     rollups: bool,
     threads: usize,
-) -> Result<Vec<Rolled>, StoreError> {
+) -> Result<Vec<Rolled<'m>>, StoreError> {
     let usable = rollups && step.is_none_or(|s| s > 0 && s % MINUTE_NS == 0);
     let hourly = usable && step.is_none_or(|s| s % HOUR_NS == 0);
     let covered = |(s, m): (&Source, &GroupMap)| match s {
@@ -272,7 +273,7 @@ fn usable_rollups(
         }
         _ => None,
     };
-    let mut out: Vec<Rolled> = vec![None; sources.len()];
+    let mut out: Vec<Rolled<'m>> = vec![None; sources.len()];
     if hourly {
         // The endpoint id of each covered segment's series, and the query's map per endpoint id.
         let mut per_endpoint_maps: Vec<Option<(Vec<u32>, GroupMap)>> = sources
@@ -325,7 +326,7 @@ fn usable_rollups(
                 continue;
             };
             if let Some(Some(r)) = seg.endpoint_rollup() {
-                *slot = Some((r.cells.clone(), std::mem::take(m)));
+                *slot = Some((r.cells.clone(), Cow::Owned(std::mem::take(m))));
             }
         }
     }
@@ -356,11 +357,11 @@ fn usable_rollups(
             seg.keep_rollup(whole);
         }
     }
-    for ((pair, slot), _) in sources.iter().zip(maps).zip(&mut out).zip(0..) {
+    for (pair, slot) in sources.iter().zip(maps).zip(&mut out) {
         if slot.is_none() {
             *slot = covered(pair)
                 .and_then(|seg| seg.rollup().flatten())
-                .map(|r| (r, pair.1.clone()));
+                .map(|r| (r, Cow::Borrowed(pair.1.as_slice())));
         }
     }
     Ok(out)
@@ -391,7 +392,7 @@ fn roll_part(
 }
 
 /// The maps of the sources that are scanned row by row (empty for those read from rollups).
-fn unrolled(maps: &[GroupMap], rolls: &[Rolled]) -> Vec<GroupMap> {
+fn unrolled(maps: &[GroupMap], rolls: &[Rolled<'_>]) -> Vec<GroupMap> {
     maps.iter()
         .zip(rolls)
         .map(|(m, r)| if r.is_some() { Vec::new() } else { m.clone() })
@@ -403,7 +404,7 @@ fn unrolled(maps: &[GroupMap], rolls: &[Rolled]) -> Vec<GroupMap> {
 /// minute or hour; segments on rayon's pool, merged once.
 fn add_rolled<K>(
     acc: &mut HashMap<K, CostAccumulator>,
-    rolls: &[Rolled],
+    rolls: &[Rolled<'_>],
     key: impl Fn(u32, i64) -> K + Sync,
 ) where
     K: std::hash::Hash + Eq + Send,
