@@ -78,5 +78,20 @@ django_bare = _django(False)
 django_pw = _django(True)
 
 _on = os.environ.get("BENCH_PROFWATCH") == "1"
+
+if os.environ.get("BENCH_STATS_FILE"):
+    # --mode cachegrind: the worker's counters (its samples, the cyclic GC's passes by
+    # generation) when it exits (%p: its pid). Registered after
+    # profwatch's own exit handler, so it runs first, before the runtime shuts down.
+    import atexit
+    import json
+
+    def _write_stats(path=os.environ["BENCH_STATS_FILE"]):
+        import gc
+
+        with open(path.replace("%p", str(os.getpid())), "w") as f:
+            json.dump(dict(profwatch.stats(), gc_collections=[g["collections"] for g in gc.get_stats()]), f)
+
+    atexit.register(_write_stats)
 flask_app = flask_pw if _on else flask_bare
 django_app = django_pw if _on else django_bare

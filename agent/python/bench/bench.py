@@ -21,6 +21,11 @@ reads the sidecar socket and discards (``--sidecar unix:///path`` to use a real 
   on a shared machine skews less than wall time), pooled over each variant's processes, and
   the bare processes' spread (the noise floor).
 
+- ``cachegrind`` (needs valgrind; slow): the worker of a bare server, of one with events and
+  of one with events and the sampler runs under cachegrind for ``--requests`` and 3 times as
+  many requests; the difference gives instructions, simulated cache misses and estimated
+  cycles per request, which the machine's noise does not move (see ``cachegrind()``).
+
 Loss is ``1 - instrumented / bare``: pooled over the whole run, and for each round (every
 server once, in an order that rotates) with the median and spread over rounds.
 """
@@ -28,9 +33,11 @@ server once, in an order that rotates) with the median and spread over rounds.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -313,9 +320,146 @@ def http(framework: str, rounds: int, seconds: float, clients: int, hz: int, pro
     return out
 
 
+# ---- cachegrind ---------------------------------------------------------------------------
+
+#: cachegrind's counts: instructions, then reads and writes with their L1 and last-level misses.
+_CG_EVENTS = ("Ir", "I1mr", "ILmr", "Dr", "D1mr", "DLmr", "Dw", "D1mw", "DLmw")
+
+
+def _cycles(c: dict) -> float:
+    """cachegrind's own rough estimate of cycles: an L1 miss ~10, a last-level miss ~100."""
+    return c["Ir"] + 10 * (c["I1mr"] + c["D1mr"] + c["D1mw"]) + 100 * (c["ILmr"] + c["DLmr"] + c["DLmw"])
+
+
+def _cachegrind_worker(framework: str, pw: bool, hz: int, requests: int, env: dict, log_dir: str) -> dict:
+    """One gunicorn server whose worker runs under cachegrind and exits after ``requests``
+    requests (``--max-requests``). Returns the worker's counts (all its threads, user space),
+    the samples its SDK took and the cyclic GC's passes by generation, at its exit."""
+    tag = "%s-%s-%d-%d" % (framework, "pw" if pw else "bare", hz, requests)
+    stats_file = os.path.join(log_dir, tag + ".%p.json")
+    env = dict(env, BENCH_PROFWATCH="1" if pw else "0", PROFWATCH_PROFILE_HZ=str(hz), PROFWATCH_PROFILE_SIGNAL="1", BENCH_STATS_FILE=stats_file)
+    out = os.path.join(log_dir, tag + ".%p.cg")
+    gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
+    with open(os.path.join(log_dir, tag + ".log"), "w+") as log:
+        proc = subprocess.Popen(
+            ["valgrind", "--tool=cachegrind", "--cache-sim=yes", "--cachegrind-out-file=" + out, "--log-file=" + out + ".log",
+             gunicorn, "--workers", "1", "--bind", "127.0.0.1:0", "--timeout", "3600", "--max-requests", str(requests),
+             "apps:flask_app" if framework == "flask" else "apps:django_app"],
+            cwd=HERE, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 600
+            while not re.search(r"Booting worker with pid: (\d+)", _read(log)):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("gunicorn under valgrind did not start:\n" + _read(log))
+                time.sleep(0.2)
+            text = _read(log)
+            worker = int(re.search(r"Booting worker with pid: (\d+)", text).group(1))
+            port = int(re.search(r"Listening at: http://127.0.0.1:(\d+)", text).group(1))
+            path = "/hello/%d" + ("/" if framework == "django" else "")
+            for i in range(requests):
+                _get(port, path % i)
+            counts, stats_file = out.replace("%p", str(worker)), stats_file.replace("%p", str(worker))
+            while not os.path.exists(stats_file) or not _complete(counts):
+                if time.monotonic() > deadline + 3600:
+                    raise RuntimeError("the worker under cachegrind did not exit after %d requests" % requests)
+                time.sleep(0.2)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=600)
+    with open(counts) as f:
+        summary = next(line for line in f if line.startswith("summary:")).split()[1:]
+    with open(stats_file) as f:
+        stats = json.load(f)
+    return {"counts": dict(zip(_CG_EVENTS, map(int, summary))), "samples": stats.get("samples", 0), "gc": stats["gc_collections"]}
+
+
+def _read(f) -> str:
+    f.seek(0)
+    return f.read()
+
+
+def _complete(path: str) -> bool:
+    try:
+        with open(path) as f:
+            return any(line.startswith("summary:") for line in f)
+    except OSError:
+        return False
+
+
+def _get(port: int, path: str) -> None:
+    s = socket.create_connection(("127.0.0.1", port), timeout=600)
+    try:
+        s.sendall(("GET " + path + " HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").encode())
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        s.close()
+    if not data.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError("unexpected answer: %r" % data[:200])
+
+
+def cachegrind(framework: str, requests: int, hz: int, env: dict, log_dir: str) -> dict:
+    """What the SDK adds to a gunicorn worker in counts that the machine's noise does not move:
+    instructions, and cachegrind's simulated cache misses and estimated cycles, per request.
+
+    Each variant runs twice, for ``requests`` and ``3 * requests`` requests; the difference of
+    the two, over ``2 * requests``, is the per-request cost with startup and exit cancelled.
+    The sampler's cost is per sample, not per request, and under valgrind a request takes
+    ~100 times the CPU, so it gets ~100 times the samples: the bench takes the cost of a sample
+    from the run (instructions with the sampler minus without, over the samples taken) and
+    counts it at the native rate, ``hz`` times the native CPU of a request, measured on a bare
+    server outside valgrind. User space only: the kernel's share (two clock reads a request,
+    the exporter's batched writes, SIGPROF's delivery) is not counted."""
+    if not shutil.which("valgrind"):
+        raise SystemExit("--mode cachegrind needs valgrind (Debian: apt-get install valgrind)")
+    native = Server(framework, "bare", 0, 0, False, env, log_dir)
+    try:
+        load(native.port, native.path, 1.0, 1)
+        c0, n = native.cpu_s(), load(native.port, native.path, 3.0, 1)
+        native_s = (native.cpu_s() - c0) / n
+    finally:
+        native.stop()
+    variants = [("bare", False, 0), ("events", True, 0)] + ([("events+sampler", True, hz)] if hz else [])
+    runs = [(pw, h, k * requests) for _, pw, h in variants for k in (1, 3)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        got = dict(zip(runs, pool.map(lambda r: _cachegrind_worker(framework, r[0], r[1], r[2], env, log_dir), runs)))
+
+    def per_request(pw, h):
+        short, long = got[(pw, h, requests)], got[(pw, h, 3 * requests)]
+        return {e: (long["counts"][e] - short["counts"][e]) / (2 * requests) for e in _CG_EVENTS}
+
+    bare, events = per_request(False, 0), per_request(True, 0)
+    # The cyclic GC's passes during the measured requests: a full pass over the heap costs as
+    # much as many requests, so one variant running one more in this window reads dearer by
+    # tens of thousands of instructions a request, whatever the SDK costs.
+    gc_passes = {name: [b - a for a, b in zip(got[(pw, h, requests)]["gc"], got[(pw, h, 3 * requests)]["gc"])]
+                 for name, pw, h in variants}
+    out = {"framework": framework, "mode": "cachegrind", "requests": 2 * requests, "native_request_us": native_s * 1e6,
+           "bare": bare, "events": events, "bare_cycles": _cycles(bare), "events_cycles": _cycles(events), "gc_passes": gc_passes}
+    if hz:
+        sampled = per_request(True, hz)
+        samples = got[(True, hz, 3 * requests)]["samples"] - got[(True, hz, requests)]["samples"]
+        out["samples_under_valgrind"] = samples
+        if samples > 0:
+            per_sample = {e: (sampled[e] - events[e]) * 2 * requests / samples for e in _CG_EVENTS}
+            native_samples = hz * native_s
+            out["sample_cycles"] = _cycles(per_sample)
+            out["sample_ir"] = per_sample["Ir"]
+            out["native_samples_per_request"] = native_samples
+            out["total_ir"] = events["Ir"] + per_sample["Ir"] * native_samples
+            out["total_cycles"] = out["events_cycles"] + out["sample_cycles"] * native_samples
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--mode", choices=["inproc", "http", "both"], default="both")
+    p.add_argument("--mode", choices=["inproc", "http", "both", "cachegrind"], default="both", help="both: inproc and http; cachegrind is separate (slow, needs valgrind)")
+    p.add_argument("--requests", type=int, default=100, help="cachegrind: requests of the short run (the long one serves 3 times as many)")
     p.add_argument("--framework", choices=["flask", "django", "both"], default="both")
     p.add_argument("--rounds", type=int, default=10, help="http: rounds (each loads every server once)")
     p.add_argument("--pairs", type=int, default=200, help="inproc: pairs of alternating blocks")
@@ -353,10 +497,14 @@ def main() -> None:
             results.append(json.loads(out.strip().splitlines()[-1]))
         if args.mode in ("http", "both"):
             results.append(http(fw, args.rounds, args.seconds, args.clients, args.hz, args.processes, args.variants, dict(os.environ), tmp))
+        if args.mode == "cachegrind":
+            results.append(cachegrind(fw, args.requests, args.hz, dict(os.environ), tmp))
     print("# load average %.1f %.1f %.1f at end" % os.getloadavg())
     for r in results:
         if args.json:
             print(json.dumps(r))
+        elif r["mode"] == "cachegrind":
+            _print_cachegrind(r)
         elif r["mode"] == "inproc":
             print(
                 "%-6s inproc  bare %6.1f µs/req  profwatch %6.1f µs/req  request path +%.1f µs (median of pairs)  "
@@ -380,6 +528,27 @@ def main() -> None:
                     % ((r["framework"], name, v["rps"], v["cpu_us"], v["delta_us"], procs, 100 * v["pooled_loss"])
                        + tuple(100 * x for x in v["cpu_loss"] + v["wall_loss"]))
                 )
+
+
+def _print_cachegrind(r: dict) -> None:
+    b, e = r["bare"], r["events"]
+    print(
+        "%-6s cachegrind  bare %.0f instructions/req (est. %.0f cycles), native %.0f µs/req; events: %+.0f instructions "
+        "(%+.2f%%), L1 misses %+.0f, LL misses %+.0f, est. cycles %+.2f%%"
+        % (r["framework"], b["Ir"], r["bare_cycles"], r["native_request_us"], e["Ir"] - b["Ir"], 100 * (e["Ir"] / b["Ir"] - 1),
+           e["I1mr"] + e["D1mr"] + e["D1mw"] - b["I1mr"] - b["D1mr"] - b["D1mw"], e["ILmr"] + e["DLmr"] + e["DLmw"] - b["ILmr"] - b["DLmr"] - b["DLmw"],
+           100 * (r["events_cycles"] / r["bare_cycles"] - 1))
+    )
+    print("%-6s cachegrind  GC passes by generation in the measured requests: %s" % (r["framework"], ", ".join("%s %s" % kv for kv in r["gc_passes"].items())))
+    if "total_ir" in r:
+        print(
+            "%-6s cachegrind  sampler: %.0f instructions (est. %.0f cycles) a sample (%d samples under valgrind), %.3f samples/req "
+            "natively; events + sampler: %+.2f%% instructions, %+.2f%% est. cycles"
+            % (r["framework"], r["sample_ir"], r["sample_cycles"], r["samples_under_valgrind"], r["native_samples_per_request"],
+               100 * (r["total_ir"] / b["Ir"] - 1), 100 * (r["total_cycles"] / r["bare_cycles"] - 1))
+        )
+    elif "samples_under_valgrind" in r:
+        print("%-6s cachegrind  sampler: no samples taken under valgrind" % r["framework"])
 
 
 if __name__ == "__main__":
