@@ -12,8 +12,18 @@ CPU the SDK spends on the thread while it runs (a SIGPROF sample), hiding it.
 """
 
 import os
+import random
 
-import django
+# --layouts: this process's own layout. Objects of random sizes, kept for the process's life,
+# move everything allocated after them (the apps, the SDK, the view's objects) to other places
+# within their pages and pools, as any change to a program does; bench.py also pads the
+# environment, which moves the stack. Seeded by the server's number, so the k-th server of
+# every variant gets the same padding.
+if os.environ.get("BENCH_LAYOUT"):
+    _rng = random.Random(int(os.environ["BENCH_LAYOUT"]))
+    _PADDING = [bytes(_rng.randrange(1, 1024)) for _ in range(_rng.randrange(0, 3000))]
+
+import django  # noqa: E402 (after the padding, on purpose)
 from django.conf import settings
 from django.http import JsonResponse
 from django.test.utils import override_settings

@@ -36,6 +36,7 @@ import argparse
 import concurrent.futures
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -174,7 +175,7 @@ def inproc(framework: str, rounds: int, block: int) -> dict:
 
 
 class Server:
-    def __init__(self, framework: str, variant: str, k: int, hz: int, signal_on: bool, env: dict, log_dir: str) -> None:
+    def __init__(self, framework: str, variant: str, k: int, hz: int, signal_on: bool, env: dict, log_dir: str, layout: bool = False) -> None:
         target = "apps:flask_app" if framework == "flask" else "apps:django_app"
         env = dict(
             env,
@@ -182,6 +183,10 @@ class Server:
             PROFWATCH_PROFILE_HZ=str(hz),
             PROFWATCH_PROFILE_SIGNAL="1" if signal_on else "0",
         )
+        if layout:
+            # The k-th server of every variant gets the k-th layout: a padded environment (it
+            # sits above the stack, so the stack moves) and padded heap (apps.py).
+            env.update(BENCH_LAYOUT=str(k), BENCH_ENV_PAD="x" * random.Random(k).randrange(0, 4096))
         self.log = open(os.path.join(log_dir, "%s-%s-%d.log" % (framework, variant.replace(" ", "-"), k)), "w+")
         gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
         self.proc = subprocess.Popen(
@@ -267,7 +272,7 @@ def _variants(hz: int, only: str = ""):
     return picked
 
 
-def http(framework: str, rounds: int, seconds: float, clients: int, hz: int, processes: int, only: str, env: dict, log_dir: str) -> dict:
+def http(framework: str, rounds: int, seconds: float, clients: int, hz: int, processes: int, only: str, env: dict, log_dir: str, layouts: bool = False) -> dict:
     """Each variant runs in ``processes`` servers: two processes of one program differ in speed
     by up to ~5% on their own on this VM, as much as the effect measured (where address-space
     randomisation put their code and heap: with it off, ~1.5%, but then every process of a
@@ -276,7 +281,7 @@ def http(framework: str, rounds: int, seconds: float, clients: int, hz: int, pro
     variants = _variants(hz, only)
     names = [name for name, _, _ in variants]
     servers = {
-        (name, k): Server(framework, name, k, h or 0, sig, env, log_dir) for k in range(processes) for name, h, sig in variants
+        (name, k): Server(framework, name, k, h or 0, sig, env, log_dir, layouts) for k in range(processes) for name, h, sig in variants
     }
     keys = [(name, k) for k in range(processes) for name in names]  # the variants alternate
     try:
@@ -468,6 +473,7 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=4, help="http: concurrent client threads")
     p.add_argument("--variants", default="", help="http: the instrumented variants to run besides bare, comma-separated (default all: events, events+99Hz, events+99Hz-thread)")
     p.add_argument("--processes", type=int, default=4, help="http: servers per variant (their speeds differ on their own)")
+    p.add_argument("--layouts", action="store_true", help="http: give each server its own memory layout (padded heap and environment; the k-th server of every variant the same)")
     p.add_argument("--sidecar", help="a running sidecar (unix:// or udp://); default: a discarding sink")
     p.add_argument("--view-ms", type=float, default=0.0, help="CPU milliseconds each view spends (default 0: the worst case)")
     p.add_argument("--hz", type=int, default=99, help="profile_hz of the instrumented variant (0: no sampler)")
@@ -496,7 +502,7 @@ def main() -> None:
             ).stdout
             results.append(json.loads(out.strip().splitlines()[-1]))
         if args.mode in ("http", "both"):
-            results.append(http(fw, args.rounds, args.seconds, args.clients, args.hz, args.processes, args.variants, dict(os.environ), tmp))
+            results.append(http(fw, args.rounds, args.seconds, args.clients, args.hz, args.processes, args.variants, dict(os.environ), tmp, args.layouts))
         if args.mode == "cachegrind":
             results.append(cachegrind(fw, args.requests, args.hz, dict(os.environ), tmp))
     print("# load average %.1f %.1f %.1f at end" % os.getloadavg())

@@ -115,14 +115,15 @@ def test_the_real_probe_is_consistent_with_what_it_reports():
 
 
 def _hardware_pmu_listed():
-    """Whether the kernel lists a CPU PMU (x86 ``cpu``, ``cpu_core``/``cpu_atom``; Arm
-    ``armv8_*``...) under /sys/bus/event_source/devices: without one there is no hardware
-    instruction counter to open, whatever the permissions."""
+    """Whether the kernel lists a CPU PMU (x86 and POWER ``cpu``, ``cpu_core``/``cpu_atom``;
+    Arm ``armv8_*``...) under /sys/bus/event_source/devices: without one there is no hardware
+    instruction counter to open, whatever the permissions. ``power`` is not one: on x86 it is
+    the RAPL energy counters, listed on VMs that have no CPU PMU."""
     try:
         devices = os.listdir("/sys/bus/event_source/devices")
     except OSError:
         return None
-    return any(d.startswith(("cpu", "armv", "arm_", "riscv", "power")) for d in devices)
+    return any(d.startswith(("cpu", "armv", "arm_", "riscv")) for d in devices)
 
 
 def test_without_a_cpu_pmu_the_fallback_is_what_runs():
