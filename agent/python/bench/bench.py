@@ -175,7 +175,12 @@ def inproc(framework: str, rounds: int, block: int) -> dict:
 
 
 class Server:
-    def __init__(self, framework: str, variant: str, k: int, hz: int, signal_on: bool, env: dict, log_dir: str, layout: bool = False) -> None:
+    """One gunicorn server (one sync worker) of ``framework``; ``variant`` "bare" is the app
+    without profwatch. ``wrap`` goes before gunicorn on its command line (valgrind) and
+    ``extra`` after its options."""
+
+    def __init__(self, framework: str, variant: str, k: int, hz: int, signal_on: bool, env: dict, log_dir: str,
+                 layout: bool = False, wrap: tuple = (), extra: tuple = (), start_timeout: float = 120) -> None:
         target = "apps:flask_app" if framework == "flask" else "apps:django_app"
         env = dict(
             env,
@@ -190,16 +195,16 @@ class Server:
         self.log = open(os.path.join(log_dir, "%s-%s-%d.log" % (framework, variant.replace(" ", "-"), k)), "w+")
         gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
         self.proc = subprocess.Popen(
-            [gunicorn, "--workers", "1", "--bind", "127.0.0.1:0", "--backlog", "256", target],
+            [*wrap, gunicorn, "--workers", "1", "--bind", "127.0.0.1:0", "--backlog", "256", *extra, target],
             cwd=HERE, env=env, stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL,
         )
-        text = self._wait(r"Booting worker with pid: (\d+)")
+        text = self._wait(r"Booting worker with pid: (\d+)", start_timeout)
         self.worker = int(re.search(r"Booting worker with pid: (\d+)", text).group(1))
         self.port = int(re.search(r"Listening at: http://127.0.0.1:(\d+)", text).group(1))
         self.path = "/hello/%d" + ("/" if framework == "django" else "")
 
-    def _wait(self, pattern: str) -> str:
-        deadline = time.monotonic() + 120
+    def _wait(self, pattern: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.log.seek(0)
             text = self.log.read()
@@ -222,9 +227,27 @@ class Server:
                 pass
         return total / 1e9
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30) -> None:
         self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=30)
+        self.proc.wait(timeout=timeout)
+
+
+def get(port: int, path: str, timeout: float | None = None) -> None:
+    """One request (a new connection: gunicorn's sync worker has no keep-alive); raises unless
+    it is answered 200."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        s.sendall(("GET " + path + " HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").encode())
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        s.close()
+    if not data.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError("unexpected answer: %r" % data[:200])
 
 
 def load(port: str, path: str, seconds: float, clients: int) -> int:
@@ -235,17 +258,7 @@ def load(port: str, path: str, seconds: float, clients: int) -> int:
     def client(k):
         i = 0
         while time.monotonic() < stop:
-            s = socket.create_connection(("127.0.0.1", port))
-            s.sendall(("GET " + path % i + " HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").encode())
-            data = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-            s.close()
-            if not data.startswith(b"HTTP/1.1 200"):
-                raise RuntimeError("unexpected answer: %r" % data[:200])
+            get(port, path % i)
             done[k] += 1
             i += 1
 
@@ -331,9 +344,17 @@ def http(framework: str, rounds: int, seconds: float, clients: int, hz: int, pro
 _CG_EVENTS = ("Ir", "I1mr", "ILmr", "Dr", "D1mr", "DLmr", "Dw", "D1mw", "DLmw")
 
 
+def _l1_misses(c: dict) -> float:
+    return c["I1mr"] + c["D1mr"] + c["D1mw"]
+
+
+def _ll_misses(c: dict) -> float:
+    return c["ILmr"] + c["DLmr"] + c["DLmw"]
+
+
 def _cycles(c: dict) -> float:
     """cachegrind's own rough estimate of cycles: an L1 miss ~10, a last-level miss ~100."""
-    return c["Ir"] + 10 * (c["I1mr"] + c["D1mr"] + c["D1mw"]) + 100 * (c["ILmr"] + c["DLmr"] + c["DLmw"])
+    return c["Ir"] + 10 * _l1_misses(c) + 100 * _ll_misses(c)
 
 
 def _cachegrind_worker(framework: str, pw: bool, hz: int, requests: int, env: dict, log_dir: str) -> dict:
@@ -342,46 +363,28 @@ def _cachegrind_worker(framework: str, pw: bool, hz: int, requests: int, env: di
     the samples its SDK took and the cyclic GC's passes by generation, at its exit."""
     tag = "%s-%s-%d-%d" % (framework, "pw" if pw else "bare", hz, requests)
     stats_file = os.path.join(log_dir, tag + ".%p.json")
-    env = dict(env, BENCH_PROFWATCH="1" if pw else "0", PROFWATCH_PROFILE_HZ=str(hz), PROFWATCH_PROFILE_SIGNAL="1", BENCH_STATS_FILE=stats_file)
     out = os.path.join(log_dir, tag + ".%p.cg")
-    gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
-    with open(os.path.join(log_dir, tag + ".log"), "w+") as log:
-        proc = subprocess.Popen(
-            ["valgrind", "--tool=cachegrind", "--cache-sim=yes", "--cachegrind-out-file=" + out, "--log-file=" + out + ".log",
-             gunicorn, "--workers", "1", "--bind", "127.0.0.1:0", "--timeout", "3600", "--max-requests", str(requests),
-             "apps:flask_app" if framework == "flask" else "apps:django_app"],
-            cwd=HERE, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 600
-            while not re.search(r"Booting worker with pid: (\d+)", _read(log)):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("gunicorn under valgrind did not start:\n" + _read(log))
-                time.sleep(0.2)
-            text = _read(log)
-            worker = int(re.search(r"Booting worker with pid: (\d+)", text).group(1))
-            port = int(re.search(r"Listening at: http://127.0.0.1:(\d+)", text).group(1))
-            path = "/hello/%d" + ("/" if framework == "django" else "")
-            for i in range(requests):
-                _get(port, path % i)
-            counts, stats_file = out.replace("%p", str(worker)), stats_file.replace("%p", str(worker))
-            while not os.path.exists(stats_file) or not _complete(counts):
-                if time.monotonic() > deadline + 3600:
-                    raise RuntimeError("the worker under cachegrind did not exit after %d requests" % requests)
-                time.sleep(0.2)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=600)
+    server = Server(
+        framework, ("events+%dHz" % hz if hz else "events") if pw else "bare", requests, hz, True, dict(env, BENCH_STATS_FILE=stats_file), log_dir,
+        wrap=("valgrind", "--tool=cachegrind", "--cache-sim=yes", "--cachegrind-out-file=" + out, "--log-file=" + out + ".log"),
+        extra=("--timeout", "3600", "--max-requests", str(requests)), start_timeout=600,
+    )
+    try:
+        for i in range(requests):
+            get(server.port, server.path % i, timeout=600)
+        counts, stats_file = out.replace("%p", str(server.worker)), stats_file.replace("%p", str(server.worker))
+        deadline = time.monotonic() + 3600
+        while not os.path.exists(stats_file) or not _complete(counts):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the worker under cachegrind did not exit after %d requests" % requests)
+            time.sleep(0.2)
+    finally:
+        server.stop(timeout=600)
     with open(counts) as f:
         summary = next(line for line in f if line.startswith("summary:")).split()[1:]
     with open(stats_file) as f:
         stats = json.load(f)
     return {"counts": dict(zip(_CG_EVENTS, map(int, summary))), "samples": stats.get("samples", 0), "gc": stats["gc_collections"]}
-
-
-def _read(f) -> str:
-    f.seek(0)
-    return f.read()
 
 
 def _complete(path: str) -> bool:
@@ -390,22 +393,6 @@ def _complete(path: str) -> bool:
             return any(line.startswith("summary:") for line in f)
     except OSError:
         return False
-
-
-def _get(port: int, path: str) -> None:
-    s = socket.create_connection(("127.0.0.1", port), timeout=600)
-    try:
-        s.sendall(("GET " + path + " HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").encode())
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        s.close()
-    if not data.startswith(b"HTTP/1.1 200"):
-        raise RuntimeError("unexpected answer: %r" % data[:200])
 
 
 def cachegrind(framework: str, requests: int, hz: int, env: dict, log_dir: str) -> dict:
@@ -542,7 +529,7 @@ def _print_cachegrind(r: dict) -> None:
         "%-6s cachegrind  bare %.0f instructions/req (est. %.0f cycles), native %.0f µs/req; events: %+.0f instructions "
         "(%+.2f%%), L1 misses %+.0f, LL misses %+.0f, est. cycles %+.2f%%"
         % (r["framework"], b["Ir"], r["bare_cycles"], r["native_request_us"], e["Ir"] - b["Ir"], 100 * (e["Ir"] / b["Ir"] - 1),
-           e["I1mr"] + e["D1mr"] + e["D1mw"] - b["I1mr"] - b["D1mr"] - b["D1mw"], e["ILmr"] + e["DLmr"] + e["DLmw"] - b["ILmr"] - b["DLmr"] - b["DLmw"],
+           _l1_misses(e) - _l1_misses(b), _ll_misses(e) - _ll_misses(b),
            100 * (r["events_cycles"] / r["bare_cycles"] - 1))
     )
     print("%-6s cachegrind  GC passes by generation in the measured requests: %s" % (r["framework"], ", ".join("%s %s" % kv for kv in r["gc_passes"].items())))
